@@ -1,0 +1,45 @@
+# tradeflow — every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install test test-unit test-integration lint demo bench workers flower clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,flower]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install tradeflow with its dev tools
+
+test: $(STAMP)  ## the whole suite: unit tests, then integration tests on real Redis and real workers
+	$(BIN)/pytest -q tests
+
+test-unit: $(STAMP)  ## fast tests only (no Redis server, no workers)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP)  ## tests on a real Redis with real Celery worker processes
+	$(BIN)/pytest -q tests/integration
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check .
+
+demo: $(STAMP)  ## run the demo end to end (embedded Redis when none answers)
+	$(BIN)/tradeflow demo
+
+bench: $(STAMP)  ## benchmarks against bare Celery on the same Redis; results in bench/results/
+	$(BIN)/python -m bench
+
+workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
+	$(BIN)/tradeflow workers
+
+flower: $(STAMP)  ## Flower on :5555 (basic auth from FLOWER_BASIC_AUTH=user:password)
+	$(BIN)/celery -A engine.worker flower --port=$${FLOWER_PORT:-5555} $${FLOWER_BASIC_AUTH:+--basic-auth=$$FLOWER_BASIC_AUTH}
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

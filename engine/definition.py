@@ -1,0 +1,150 @@
+"""Workflow definitions: the JSON format as pydantic models.
+
+A definition round-trips JSON -> model -> JSON (``Definition.model_validate_json`` /
+``Definition.to_json``). Structural checks (unknown keys, types, ranges) live in the models;
+graph and expression checks live in :mod:`engine.validation`.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+NODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+IDENT_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+
+
+class RecordLevel(StrEnum):
+    """How much an activity record keeps of a step."""
+
+    FULL = "full"  # data sent and data received
+    RESPONSES = "responses"  # data received only
+    METADATA = "metadata"  # neither: node, transition, attempt, worker, times, error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """How often, and how far apart, a failing step is tried."""
+
+    max_attempts: int = Field(3, ge=1, le=25, description="Attempts in all, the first included.")
+    backoff_seconds: float = Field(1.0, ge=0, le=3600, description="Delay before the second attempt.")
+    backoff_rate: float = Field(2.0, ge=1.0, le=10.0, description="Factor applied to the delay each attempt.")
+    max_backoff_seconds: float = Field(300.0, ge=0, le=86400, description="Upper bound on one delay.")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
+        return min(self.backoff_seconds * self.backoff_rate ** max(attempt - 1, 0), self.max_backoff_seconds)
+
+
+class _StepNode(_Strict):
+    description: str | None = None
+    input: Any = Field(default_factory=dict, description="Expressions (strings) and literals.")
+    transitions: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str] = Field(min_length=1)
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=1))
+    timeout_seconds: float = Field(300.0, gt=0, le=86400)
+    record: RecordLevel | None = None
+
+
+class ServiceNode(_StepNode):
+    """Call ``action`` of ``service`` (a Celery task on the service's queue)."""
+
+    type: Literal["service"]
+    service: str = Field(pattern=IDENT_PATTERN)
+    action: str = Field(pattern=IDENT_PATTERN)
+
+
+class HttpNode(_StepNode):
+    """POST the input as JSON to ``url``; the answer is ``{"transition": ..., "data": {...}}``."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+    method: Literal["POST", "PUT"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class WaitNode(_Strict):
+    """Park the instance until ``until`` (an expression giving a timestamp), then go to ``next``."""
+
+    type: Literal["wait"]
+    description: str | None = None
+    until: str = Field(min_length=1)
+    next: str
+
+
+class Choice(_Strict):
+    """One branch of a choice node: go to ``next`` when ``when`` is true."""
+
+    when: str = Field(min_length=1)
+    next: str
+
+
+class ChoiceNode(_Strict):
+    """Pick the next node from conditions over the context; applied inline, no broker hop."""
+
+    type: Literal["choice"]
+    description: str | None = None
+    choices: list[Choice] = Field(min_length=1, max_length=100)
+    default: str
+
+
+class TerminalStatus(StrEnum):
+    """How a terminal node ends an instance."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class TerminalNode(_Strict):
+    """End the instance with ``status``; ``result`` (expressions) is stored on the instance."""
+
+    type: Literal["terminal"]
+    description: str | None = None
+    status: TerminalStatus
+    result: Any = None
+
+
+Node = Annotated[ServiceNode | HttpNode | WaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
+STEP_NODE_TYPES = (ServiceNode, HttpNode)
+
+
+class Definition(_Strict):
+    """One version of a business process: a JSON state machine."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: int | None = Field(None, ge=1, description="Assigned on publish; a file may pin it.")
+    description: str = ""
+    initial_data: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"}, description="JSON Schema of the required input."
+    )
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Constants a version may tweak.")
+    record: RecordLevel = RecordLevel.FULL
+    retention_days: float | None = Field(None, gt=0, le=3650, description="TTL of finished instances.")
+    start: str
+    nodes: dict[Annotated[str, Field(pattern=NODE_PATTERN)], Node] = Field(min_length=1, max_length=500)
+
+    def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | ChoiceNode | TerminalNode:
+        """The node called ``name`` (KeyError if there is none)."""
+        return self.nodes[name]
+
+    def record_level(self, node_name: str) -> RecordLevel:
+        """The record level that applies to a step of ``node_name``."""
+        node = self.nodes[node_name]
+        return getattr(node, "record", None) or self.record
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The definition as JSON, without defaults a file did not need to spell out."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=indent)
+
+    def fingerprint(self) -> str:
+        """A stable digest of the content (the version number excluded)."""
+        import hashlib
+
+        body = self.model_dump(mode="json", exclude={"version"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,155 @@
+"""Service actions: plain functions registered with a decorator.
+
+A service action takes plain data (a ``dict``, or a pydantic model when its first parameter
+is annotated with one) and returns a :class:`Transition`. It knows nothing of Redis or
+Celery; :mod:`engine.tasks` turns every registered action into a Celery task on the queue of
+its service::
+
+    from engine import Transition, action
+
+    @action("order_calc", "plan_orders")
+    def plan_orders(request: PlanRequest) -> Transition:
+        return Transition("ok", calculate(request))
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ValidationError
+
+from engine.errors import ActionFailed, MalformedAnswer, TradeflowError
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A service's answer: the transition's name and the data to merge into the context."""
+
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def ok(data: Mapping[str, Any] | BaseModel | None = None) -> Transition:
+    """Shorthand for ``Transition("ok", data)``."""
+    return Transition("ok", _plain(data))
+
+
+def _plain(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, Mapping):
+        return dict(data)
+    raise MalformedAnswer(f"transition data must be an object, got {type(data).__name__}")
+
+
+def as_transition(answer: Any) -> Transition:
+    """Normalise what an action returned: a Transition, a name, (name, data) or a dict."""
+    if isinstance(answer, Transition):
+        return Transition(answer.name, _plain(answer.data))
+    if isinstance(answer, str):
+        return Transition(answer, {})
+    if isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], str):
+        return Transition(answer[0], _plain(answer[1]))
+    if isinstance(answer, Mapping) and isinstance(answer.get("transition"), str):
+        extra = set(answer) - {"transition", "data"}
+        if extra:
+            raise MalformedAnswer(f"unexpected keys in answer: {sorted(extra)}")
+        return Transition(answer["transition"], _plain(answer.get("data")))
+    raise MalformedAnswer(
+        "an action must return a Transition, a transition name, (name, data) or "
+        f'{{"transition": ..., "data": {{...}}}}; got {type(answer).__name__}'
+    )
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A registered action: where it runs and how it is called."""
+
+    service: str
+    name: str
+    fn: Callable[..., Any]
+    input_model: type[BaseModel] | None
+
+    @property
+    def task_name(self) -> str:
+        """The Celery task name, ``<service>.<action>`` (routed to the ``<service>`` queue)."""
+        return f"{self.service}.{self.name}"
+
+    def call(self, payload: Any) -> Transition:
+        """Run the action on ``payload`` and return its transition (no Redis, no Celery)."""
+        if self.input_model is not None:
+            try:
+                argument: Any = self.input_model.model_validate(payload)
+            except ValidationError as exc:
+                raise ActionFailed(f"invalid input for {self.task_name}: {_short(exc)}") from exc
+        else:
+            argument = payload
+        return as_transition(self.fn(argument))
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "input"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class ActionRegistry:
+    """Every action known to this process, by task name."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, ActionSpec] = {}
+
+    def register(self, spec: ActionSpec) -> None:
+        """Add ``spec``; registering the same function twice is harmless."""
+        existing = self._actions.get(spec.task_name)
+        if existing is not None and existing.fn is not spec.fn:
+            raise TradeflowError(f"action {spec.task_name} is registered twice ({existing.fn} and {spec.fn})")
+        self._actions[spec.task_name] = spec
+
+    def get(self, service: str, name: str) -> ActionSpec:
+        """The action ``service.name``; NotFound-like TradeflowError with a hint if missing."""
+        key = f"{service}.{name}"
+        try:
+            return self._actions[key]
+        except KeyError:
+            known = ", ".join(sorted(self._actions)) or "none"
+            raise TradeflowError(
+                f"no action {key} in this process (known: {known}); is its module in TRADEFLOW_SERVICE_MODULES?"
+            ) from None
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(list(self._actions.values()))
+
+    def __contains__(self, task_name: object) -> bool:
+        return task_name in self._actions
+
+
+registry = ActionRegistry()
+
+
+def action(service: str, name: str | None = None, *, into: ActionRegistry | None = None) -> Callable:
+    """Register a plain function as action ``name`` (default: its own name) of ``service``.
+
+    The function is returned unchanged, so it stays a plain, testable function.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        (into or registry).register(ActionSpec(service, name or fn.__name__, fn, _input_model(fn)))
+        return fn
+
+    return decorate
+
+
+def _input_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise TradeflowError(f"action {fn.__qualname__} must take one argument (its input)")
+    hint = get_type_hints(fn).get(params[0].name)
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None
