@@ -121,7 +121,8 @@ class ActionRegistry:
         except KeyError:
             known = ", ".join(sorted(self._actions)) or "none"
             raise TradeflowError(
-                f"no action {key} in this process (known: {known}); is its module in TRADEFLOW_SERVICE_MODULES?"
+                f"no action {key} in this process (known: {known}); "
+                "is its module listed in TRADEFLOW_SERVICE_MODULES?"
             ) from None
 
     def __iter__(self) -> Iterator[ActionSpec]:
