@@ -1,0 +1,78 @@
+"""Every Redis key the engine uses, built in one place.
+
+Keys of one instance share a hash tag (``{<id>}``) so that they land in one slot.
+The global indexes (timers, deadlines, run status sets) are single keys; the Lua script that
+moves an instance between them is therefore single-node Redis only for now (see README,
+"Storage in Redis").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builders under one prefix (``wf`` by default; tests use their own)."""
+
+    prefix: str = "wf"
+
+    def instance(self, instance_id: str) -> str:
+        """Hash of one instance: status, node, seq, context entries ``c:<node>``..."""
+        return f"{self.prefix}:{{{instance_id}}}"
+
+    def activities(self, instance_id: str) -> str:
+        """List of one instance's activity records (JSON), oldest first."""
+        return f"{self.prefix}:{{{instance_id}}}:acts"
+
+    @property
+    def timers(self) -> str:
+        """Sorted set: instance id scored by the time its wait or retry backoff ends."""
+        return f"{self.prefix}:timers"
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set: instance id scored by the time its in-flight step must have progressed by."""
+        return f"{self.prefix}:deadlines"
+
+    def run_prefix(self, run: str) -> str:
+        """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
+
+        ``lua/apply.lua`` builds the same names from ``{prefix}:run:`` and the instance's run.
+        """
+        return f"{self.prefix}:run:{run}:"
+
+    def run_status(self, run: str, status: str) -> str:
+        """Set of the ids of ``run`` currently in ``status``."""
+        return f"{self.run_prefix(run)}{status}"
+
+    def run_meta(self, run: str) -> str:
+        """Hash describing a run (created_at, workflow names, expected total)."""
+        return f"{self.prefix}:run:{run}"
+
+    @property
+    def runs(self) -> str:
+        """Sorted set of run labels scored by creation time."""
+        return f"{self.prefix}:runs"
+
+    def definition_versions(self, name: str) -> str:
+        """Hash version -> definition JSON (immutable once written)."""
+        return f"{self.prefix}:def:{name}:versions"
+
+    def definition_fingerprints(self, name: str) -> str:
+        """Hash content fingerprint -> version (publishing the same content twice is a no-op)."""
+        return f"{self.prefix}:def:{name}:fingerprints"
+
+    def aliases(self, name: str) -> str:
+        """Hash alias -> version (``latest`` is kept by publish)."""
+        return f"{self.prefix}:def:{name}:aliases"
+
+    @property
+    def definition_names(self) -> str:
+        """Set of every published definition name."""
+        return f"{self.prefix}:defs"
+
+    @property
+    def epoch(self) -> str:
+        """Sentinel written once per Redis data set; its loss means Redis restarted empty."""
+        return f"{self.prefix}:epoch"

@@ -1,0 +1,100 @@
+"""The state model: instance status, the instance as stored, and activity records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class InstanceStatus(StrEnum):
+    """Where an instance is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for succeeded, failed and cancelled."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({InstanceStatus.SUCCEEDED, InstanceStatus.FAILED, InstanceStatus.CANCELLED})
+LIVE_STATUSES = frozenset(set(InstanceStatus) - TERMINAL_STATUSES)
+
+
+class Outcome(StrEnum):
+    """What an activity record says happened."""
+
+    APPLIED = "applied"  # the step's transition moved the instance on
+    NOOP = "noop"  # a duplicate or stale delivery; nothing changed
+    RETRY = "retry"  # the attempt failed and another is scheduled
+    FAILED = "failed"  # the step failed the instance
+    SKIPPED = "skipped"  # not run: the instance was paused or cancelled meanwhile
+    CONTROL = "control"  # an operator's pause/resume/retry/cancel
+    STARTED = "started"  # the instance was created
+    WOKE = "woke"  # a wait ended
+
+
+@dataclass
+class Instance:
+    """One execution of a definition version, as read from the store."""
+
+    id: str
+    workflow: str
+    version: int
+    run: str
+    status: InstanceStatus
+    node: str
+    seq: int
+    attempt: int
+    data: dict[str, Any]
+    context: dict[str, Any]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    inflight: bool = False
+    error: dict[str, Any] | None = None
+    result: Any = None
+    wake_at: float | None = None
+    timer: str | None = None
+    noops: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Instance:
+        """Build from the stored hash (field values are strings)."""
+        context = {k[2:]: json.loads(v) for k, v in raw.items() if k.startswith("c:")}
+        return cls(
+            id=raw["id"],
+            workflow=raw["workflow"],
+            version=int(raw["version"]),
+            run=raw["run"],
+            status=InstanceStatus(raw["status"]),
+            node=raw["node"],
+            seq=int(raw["seq"]),
+            attempt=int(raw.get("attempt", 1)),
+            data=json.loads(raw.get("data", "{}")),
+            context=context,
+            created_at=float(raw["created_at"]),
+            updated_at=float(raw.get("updated_at", raw["created_at"])),
+            finished_at=float(raw["finished_at"]) if raw.get("finished_at") else None,
+            inflight=raw.get("inflight") == "1",
+            error=json.loads(raw["error"]) if raw.get("error") else None,
+            result=json.loads(raw["result"]) if raw.get("result") else None,
+            wake_at=float(raw["wake_at"]) if raw.get("wake_at") else None,
+            timer=raw.get("timer") or None,
+            noops=int(raw.get("noops", 0)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view (for ``inspect --json`` and the archive)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        out["status"] = self.status.value
+        return out
