@@ -1,0 +1,345 @@
+"""The book in Redis, under its own key prefix (default ``pm:``).
+
+Key layout (``P`` is the prefix; every value is UTF-8 JSON of a :mod:`portfolio_manager.book` model)::
+
+    P accounts           hash    account id -> Account JSON
+    P cash               hash    account id -> cash balance (decimal string)
+    P lots:<account>     string  JSON array of the account's TaxLots, as held
+    P trades:<account>   zset    member Trade JSON, score = date ordinal (append-only log)
+    P models             hash    model id -> ModelPortfolio JSON
+    P px:<symbol>        zset    member "<YYYY-MM-DD>|<price>", score = date ordinal
+
+Reads are batched: :meth:`RedisBook.get_holdings` is one pipeline for an account without
+links and two when it has linked accounts (their ids are only known once the account record
+is read); :meth:`RedisBook.get_holdings_many` fetches any number of accounts in those same
+two round trips. ``get_prices`` is one pipeline for any number of symbols. Writes go
+through :meth:`RedisBook.batch`, a non-transactional pipeline flushed every
+``flush_every`` commands.
+
+The book knows nothing of the engine's keys, and the engine nothing of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from portfolio_manager.book import Account, Holdings, ModelPortfolio, TaxLot, Trade
+from portfolio_manager.errors import AccountNotFound, InvalidBookData, ModelNotFound
+
+_LOTS = TypeAdapter(tuple[TaxLot, ...])
+DEFAULT_FLUSH_EVERY = 5_000
+
+
+class BookKeys:
+    """Every Redis key of the book, built in one place."""
+
+    def __init__(self, prefix: str = "pm:") -> None:
+        self.prefix = prefix
+
+    @property
+    def accounts(self) -> str:
+        """Hash of account id -> Account JSON."""
+        return f"{self.prefix}accounts"
+
+    @property
+    def cash(self) -> str:
+        """Hash of account id -> cash balance."""
+        return f"{self.prefix}cash"
+
+    @property
+    def models(self) -> str:
+        """Hash of model id -> ModelPortfolio JSON."""
+        return f"{self.prefix}models"
+
+    def lots(self, account_id: str) -> str:
+        """String holding the JSON array of an account's lots."""
+        return f"{self.prefix}lots:{account_id}"
+
+    def trades(self, account_id: str) -> str:
+        """Sorted set of an account's trades, scored by date ordinal."""
+        return f"{self.prefix}trades:{account_id}"
+
+    def price(self, symbol: str) -> str:
+        """Sorted set of a symbol's prices, scored by date ordinal."""
+        return f"{self.prefix}px:{symbol}"
+
+    def families(self) -> list[str]:
+        """SCAN patterns of the per-account and per-symbol keys."""
+        return [f"{self.prefix}lots:*", f"{self.prefix}trades:*", f"{self.prefix}px:*"]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse(model: type[Any], raw: bytes | str, what: str) -> Any:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidBookData(f"{what}: stored JSON is invalid: {exc}") from exc
+
+
+class RedisWriter:
+    """Buffers book writes in a pipeline; :meth:`flush` sends them. Obtain one from ``RedisBook.batch()``."""
+
+    def __init__(self, client: Any, keys: BookKeys, flush_every: int = DEFAULT_FLUSH_EVERY) -> None:
+        self._pipe = client.pipeline(transaction=False)
+        self._keys = keys
+        self._flush_every = flush_every
+        self._pending = 0
+
+    def _added(self, commands: int = 1) -> None:
+        self._pending += commands
+        if self._pending >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every buffered command in one round trip."""
+        if self._pending:
+            self._pipe.execute()
+            self._pending = 0
+
+    def discard(self) -> None:
+        """Drop the buffered commands without sending them."""
+        self._pipe.reset()
+        self._pending = 0
+
+    def put_account(self, account: Account) -> None:
+        """Create or replace an account."""
+        self._pipe.hset(self._keys.accounts, account.id, account.model_dump_json())
+        self._added()
+
+    def put_lots(self, account_id: str, lots: Sequence[TaxLot]) -> None:
+        """Replace every lot of the account."""
+        if lots:
+            payload = "[" + ",".join(lot.model_dump_json() for lot in lots) + "]"
+            self._pipe.set(self._keys.lots(account_id), payload)
+        else:
+            self._pipe.delete(self._keys.lots(account_id))
+        self._added()
+
+    def put_trades(self, trades: Iterable[Trade]) -> None:
+        """Append trades to each account's log (the same trade put twice is kept once)."""
+        by_account: dict[str, dict[str, int]] = {}
+        for trade in trades:
+            by_account.setdefault(trade.account_id, {})[trade.model_dump_json()] = trade.date.toordinal()
+        for account_id, members in by_account.items():
+            self._pipe.zadd(self._keys.trades(account_id), members)
+            self._added()
+
+    def put_model(self, model: ModelPortfolio) -> None:
+        """Create or replace a model portfolio."""
+        self._pipe.hset(self._keys.models, model.id, model.model_dump_json())
+        self._added()
+
+    def put_prices(self, prices: Mapping[str, float], as_of: date) -> None:
+        """Record prices of ``as_of`` (replacing any earlier price of that date)."""
+        day = as_of.toordinal()
+        for symbol, price in prices.items():
+            if not price > 0:
+                raise ValueError(f"price of {symbol} must be > 0, got {price!r}")
+            key = self._keys.price(symbol)
+            self._pipe.zremrangebyscore(key, day, day)
+            self._pipe.zadd(key, {f"{as_of.isoformat()}|{float(price)!r}": day})
+            self._added(2)
+
+    def set_cash(self, account_id: str, cash: float) -> None:
+        """Set the account's cash balance."""
+        if not cash >= 0:
+            raise ValueError(f"cash of {account_id} must be >= 0, got {cash!r}")
+        self._pipe.hset(self._keys.cash, account_id, repr(float(cash)))
+        self._added()
+
+
+class RedisBook:
+    """A :class:`~portfolio_manager.sources.BookSource` on Redis (any redis-py compatible client)."""
+
+    def __init__(self, client: Any, prefix: str = "pm:", flush_every: int = DEFAULT_FLUSH_EVERY) -> None:
+        self.client = client
+        self.keys = BookKeys(prefix)
+        self.flush_every = flush_every
+
+    def __repr__(self) -> str:
+        return f"RedisBook(prefix={self.keys.prefix!r})"
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[RedisWriter]:
+        """Buffer writes in a pipeline, flushed every ``flush_every`` commands and at exit.
+
+        On an exception inside the block, commands not yet flushed are dropped.
+        """
+        writer = RedisWriter(self.client, self.keys, self.flush_every)
+        try:
+            yield writer
+        except BaseException:
+            writer.discard()
+            raise
+        writer.flush()
+
+    def put_account(self, account: Account) -> None:
+        """Create or replace an account."""
+        with self.batch() as w:
+            w.put_account(account)
+
+    def put_lots(self, account_id: str, lots: Sequence[TaxLot]) -> None:
+        """Replace every lot of the account."""
+        with self.batch() as w:
+            w.put_lots(account_id, lots)
+
+    def put_trades(self, trades: Iterable[Trade]) -> None:
+        """Append trades to the history (the same trade put twice is kept once)."""
+        with self.batch() as w:
+            w.put_trades(trades)
+
+    def put_model(self, model: ModelPortfolio) -> None:
+        """Create or replace a model portfolio."""
+        with self.batch() as w:
+            w.put_model(model)
+
+    def put_prices(self, prices: Mapping[str, float], as_of: date) -> None:
+        """Record prices of ``as_of``."""
+        with self.batch() as w:
+            w.put_prices(prices, as_of)
+
+    def set_cash(self, account_id: str, cash: float) -> None:
+        """Set the account's cash balance."""
+        with self.batch() as w:
+            w.set_cash(account_id, cash)
+
+    def clear(self) -> int:
+        """Delete every key of this book (only this prefix's book families); returns the count."""
+        deleted = self.client.delete(self.keys.accounts, self.keys.cash, self.keys.models)
+        for pattern in self.keys.families():
+            batch: list[Any] = []
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += self.client.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += self.client.delete(*batch)
+        return int(deleted)
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def get_account(self, account_id: str) -> Account:
+        """The account; raises AccountNotFound."""
+        raw = self.client.hget(self.keys.accounts, account_id)
+        if raw is None:
+            raise AccountNotFound(account_id)
+        account: Account = _parse(Account, raw, f"account {account_id}")
+        return account
+
+    def list_accounts(self, active_only: bool = True) -> list[Account]:
+        """Every account (active ones only by default), ordered by id; scans in chunks."""
+        accounts = [
+            _parse(Account, raw, f"account {_text(key)}")
+            for key, raw in self.client.hscan_iter(self.keys.accounts, count=2000)
+        ]
+        if active_only:
+            accounts = [a for a in accounts if a.active]
+        return sorted(accounts, key=lambda a: a.id)
+
+    def get_model(self, model_id: str) -> ModelPortfolio:
+        """The model portfolio; raises ModelNotFound."""
+        raw = self.client.hget(self.keys.models, model_id)
+        if raw is None:
+            raise ModelNotFound(model_id)
+        model: ModelPortfolio = _parse(ModelPortfolio, raw, f"model {model_id}")
+        return model
+
+    def list_models(self) -> list[ModelPortfolio]:
+        """Every model portfolio, ordered by id."""
+        raws = self.client.hgetall(self.keys.models)
+        models = [_parse(ModelPortfolio, raw, f"model {_text(k)}") for k, raw in raws.items()]
+        return sorted(models, key=lambda m: m.id)
+
+    def get_prices(self, symbols: Iterable[str], as_of: date) -> dict[str, float]:
+        """The last price on or before ``as_of`` of each symbol that has one; one round trip."""
+        wanted = list(dict.fromkeys(symbols))
+        pipe = self.client.pipeline(transaction=False)
+        for symbol in wanted:
+            pipe.zrevrangebyscore(self.keys.price(symbol), as_of.toordinal(), "-inf", start=0, num=1)
+        prices: dict[str, float] = {}
+        for symbol, found in zip(wanted, pipe.execute(), strict=True):
+            if found:
+                prices[symbol] = float(_text(found[0]).split("|", 1)[1])
+        return prices
+
+    def get_holdings(self, account_id: str, as_of: date, lookback_days: int) -> Holdings:
+        """Cash, lots and the household's trades in ``[as_of - lookback_days, as_of]``.
+
+        One round trip for an account without linked accounts, two with them.
+        """
+        return self.get_holdings_many([account_id], as_of, lookback_days)[account_id]
+
+    def get_holdings_many(self, account_ids: Sequence[str], as_of: date, lookback_days: int) -> dict[str, Holdings]:
+        """Holdings of many accounts in at most two round trips; raises AccountNotFound on the first missing."""
+        if lookback_days < 0:
+            raise ValueError(f"lookback_days must be >= 0, got {lookback_days}")
+        low, high = (as_of - timedelta(days=lookback_days)).toordinal(), as_of.toordinal()
+        ids = list(dict.fromkeys(account_ids))
+        pipe = self.client.pipeline(transaction=False)
+        for account_id in ids:
+            pipe.hget(self.keys.accounts, account_id)
+            pipe.hget(self.keys.cash, account_id)
+            pipe.get(self.keys.lots(account_id))
+            pipe.zrangebyscore(self.keys.trades(account_id), low, high)
+        replies = pipe.execute()
+        rows: dict[str, tuple[Account, Any, Any]] = {}
+        trades: dict[str, list[Any]] = {}
+        for i, account_id in enumerate(ids):
+            raw_account, raw_cash, raw_lots, raw_trades = replies[4 * i : 4 * i + 4]
+            if raw_account is None:
+                raise AccountNotFound(account_id)
+            account = _parse(Account, raw_account, f"account {account_id}")
+            rows[account_id] = (account, raw_cash, raw_lots)
+            trades[account_id] = raw_trades
+        linked = sorted({x for a, _, _ in rows.values() for x in a.linked_account_ids} - set(trades))
+        if linked:
+            pipe = self.client.pipeline(transaction=False)
+            for other in linked:
+                pipe.zrangebyscore(self.keys.trades(other), low, high)
+            trades.update(zip(linked, pipe.execute(), strict=True))
+        return {
+            account_id: self._holdings(account, raw_cash, raw_lots, trades, as_of, lookback_days)
+            for account_id, (account, raw_cash, raw_lots) in rows.items()
+        }
+
+    @staticmethod
+    def _holdings(
+        account: Account,
+        raw_cash: Any,
+        raw_lots: Any,
+        trades: Mapping[str, list[Any]],
+        as_of: date,
+        lookback_days: int,
+    ) -> Holdings:
+        try:
+            lots = _LOTS.validate_json(raw_lots) if raw_lots is not None else ()
+            history = [
+                Trade.model_validate_json(raw)
+                for member in (account.id, *account.linked_account_ids)
+                for raw in trades.get(member, ())
+            ]
+            history.sort(key=lambda t: (t.date, t.account_id, t.trade_id))
+            return Holdings(
+                account=account,
+                as_of=as_of,
+                lookback_days=lookback_days,
+                cash=float(_text(raw_cash)) if raw_cash is not None else 0.0,
+                lots=lots,
+                trade_history=tuple(history),
+            )
+        except (ValidationError, ValueError) as exc:
+            raise InvalidBookData(f"account {account.id}: stored holdings are invalid: {exc}") from exc
+
+
+__all__ = ["BookKeys", "RedisBook", "RedisWriter"]
