@@ -73,9 +73,11 @@ if (final == 'running' or final == 'waiting') and ARGV[13] ~= '' then
   redis.call('HSET', inst, 'wake_at', ARGV[13], 'timer', ARGV[14])
 else
   redis.call('ZREM', timers, cur[4])
-  redis.call('HDEL', inst, 'wake_at', 'timer')
+  -- a paused instance keeps its wake time so that resume parks it again until then
+  if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
 end
-if final == 'paused' or terminal then
+if terminal or (final == 'paused' and ARGV[19] == '1') then
+  -- finished, or a step of a paused instance came back: nothing is in flight any more
   redis.call('HSET', inst, 'inflight', '0')
 elseif ARGV[20] ~= '' then
   redis.call('HSET', inst, 'inflight', ARGV[20])

@@ -1,0 +1,67 @@
+"""The Celery app: configuration from ``celeryconfig``, one task per registered action.
+
+Workers run ``celery -A engine.worker worker -Q <service>``; the service modules to load
+come from ``TRADEFLOW_SERVICE_MODULES`` (comma separated; see ``celeryconfig.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+
+import redis
+from celery import Celery
+
+from engine.config import Settings
+from engine.embedded import resolve_redis_url
+from engine.keys import Keys
+from engine.messages import CeleryEnqueuer
+from engine.runtime import Runtime
+from engine.service import registry
+from engine.store import RedisStore
+from engine.tasks import bind_tasks
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client with the timeouts and health checks a long-running worker wants."""
+    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30,
+                                retry_on_timeout=True)
+
+
+def make_store(settings: Settings, url: str | None = None) -> RedisStore:
+    """The store described by ``settings`` (on ``url`` when given)."""
+    client = redis_client(url or resolve_redis_url(settings))
+    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds)
+
+
+def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
+    """A per-process runtime, created lazily (after a prefork worker has forked)."""
+    state: dict[int, Runtime] = {}
+    lock = threading.Lock()
+
+    def get() -> Runtime:
+        pid = os.getpid()
+        runtime = state.get(pid)
+        if runtime is None:
+            with lock:
+                runtime = state.get(pid)
+                if runtime is None:
+                    runtime = Runtime(make_store(settings, app.conf.tradeflow_redis_url), CeleryEnqueuer(app))
+                    state.clear()
+                    state[pid] = runtime
+        return runtime
+
+    return get
+
+
+def create_app(config_module: str = "celeryconfig", settings: Settings | None = None) -> Celery:
+    """Build the Celery app and bind every action of the configured service modules."""
+    settings = settings or Settings.from_env()
+    app = Celery("tradeflow")
+    app.config_from_object(config_module)
+    for module in app.conf.get("tradeflow_service_modules", []):
+        importlib.import_module(module)
+    bind_tasks(app, runtime_factory(app, settings), registry)
+    return app

@@ -1,0 +1,107 @@
+"""The dispatcher: given a node and a scope, decide where an instance goes next.
+
+``choice`` nodes are followed inline (no broker hop) until a node that needs work is
+reached: a ``service``/``http`` step to enqueue, a ``wait`` to park, or a ``terminal`` to
+finish. The caller applies the decision in one atomic update (see :mod:`engine.runtime`).
+Pure: no Redis, no Celery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from engine.definition import ChoiceNode, Definition, HttpNode, ServiceNode, TerminalNode, WaitNode
+from engine.errors import ExpressionError, StepFailed
+from engine.expressions import Scope, compile_expression, compile_template
+from engine.model import InstanceStatus
+
+MAX_INLINE_HOPS = 64
+
+
+class NextKind(StrEnum):
+    """What the instance does at the node it lands on."""
+
+    STEP = "step"
+    WAIT = "wait"
+    FINISH = "finish"
+
+
+@dataclass(frozen=True)
+class Next:
+    """The first node after a transition that is not applied inline."""
+
+    kind: NextKind
+    node: str
+    via: tuple[str, ...] = ()
+    wake_at: float | None = None
+    status: InstanceStatus | None = None
+    result: Any = None
+
+
+def target_of(definition: Definition, node_name: str, transition: str) -> str:
+    """The node that ``transition`` of ``node_name`` leads to; StepFailed if it has none."""
+    node = definition.nodes[node_name]
+    transitions = getattr(node, "transitions", {})
+    if transition not in transitions:
+        expected = ", ".join(sorted(transitions)) or "none"
+        raise StepFailed(f"unknown transition {transition!r} from node {node_name!r} (expected one of: {expected})")
+    return transitions[transition]
+
+
+def resolve(definition: Definition, node_name: str, scope: Scope) -> Next:
+    """Follow ``choice`` nodes from ``node_name`` and say what the instance does next."""
+    via: list[str] = []
+    for _ in range(MAX_INLINE_HOPS):
+        node = definition.nodes[node_name]
+        if isinstance(node, ChoiceNode):
+            via.append(node_name)
+            node_name = _choose(node_name, node, scope)
+            continue
+        if isinstance(node, ServiceNode | HttpNode):
+            return Next(NextKind.STEP, node_name, tuple(via))
+        if isinstance(node, WaitNode):
+            return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_time(node_name, node, scope))
+        if isinstance(node, TerminalNode):
+            result = None
+            if node.result is not None:
+                result = _evaluate(node_name, "result", lambda n=node: compile_template(n.result).evaluate(scope))
+            return Next(NextKind.FINISH, node_name, tuple(via), status=InstanceStatus(node.status.value),
+                        result=result)
+        raise StepFailed(f"node {node_name!r} has an unknown type")  # pragma: no cover - validated
+    raise StepFailed(f"more than {MAX_INLINE_HOPS} choice nodes in a row from {via[0]!r}: a loop without a step")
+
+
+def _choose(node_name: str, node: ChoiceNode, scope: Scope) -> str:
+    for index, choice in enumerate(node.choices):
+        value = _evaluate(node_name, f"choices[{index}].when",
+                          lambda c=choice: compile_expression(c.when).evaluate_raw(scope))
+        if not isinstance(value, bool):
+            raise StepFailed(f"node {node_name!r} choices[{index}].when gave {value!r}, not true/false")
+        if value:
+            return choice.next
+    return node.default
+
+
+def wake_time(node_name: str, node: WaitNode, scope: Scope) -> float:
+    """The epoch second a wait node's ``until`` expression names."""
+    value = _evaluate(node_name, "until", lambda: compile_expression(node.until).evaluate_raw(scope))
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise StepFailed(f"node {node_name!r} until gave {value!r}, not a timestamp") from exc
+    if not isinstance(value, datetime):
+        raise StepFailed(f"node {node_name!r} until gave {value!r}, not a timestamp")
+    if value.tzinfo is None:
+        raise StepFailed(f"node {node_name!r} until gave {value.isoformat()} without a time zone")
+    return value.timestamp()
+
+
+def _evaluate(node_name: str, where: str, fn: Any) -> Any:
+    try:
+        return fn()
+    except ExpressionError as exc:
+        raise StepFailed(f"node {node_name!r} {where}: {exc}") from exc

@@ -1,0 +1,81 @@
+"""Step messages and the enqueuers that send them.
+
+A step message names (instance, node, seq, attempt) and nothing else: the worker reads the
+instance and builds the input itself, so a message stays small and a redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.definition import HttpNode, ServiceNode
+
+ENGINE_QUEUE = "engine"
+HTTP_TASK = "engine.http"
+TICK_TASK = "engine.tick"
+SWEEP_TASK = "engine.sweep"
+
+#: Redis priorities: 0 is served first. Steps of instances already in flight go ahead of new
+#: starts, so proposals stream out instead of all arriving when the last account started.
+PRIORITY_CONTINUE = 0
+PRIORITY_START = 9
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    """One step to run: the Celery task, its queue and its arguments."""
+
+    task: str
+    queue: str
+    instance_id: str
+    node: str
+    seq: int
+    attempt: int
+
+    @property
+    def args(self) -> list[Any]:
+        """The task's positional arguments."""
+        return [self.instance_id, self.node, self.seq, self.attempt]
+
+
+def step_message(node_name: str, node: ServiceNode | HttpNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
+    """The message that runs ``node`` for an instance at ``seq``."""
+    if isinstance(node, HttpNode):
+        return StepMessage(HTTP_TASK, ENGINE_QUEUE, instance_id, node_name, seq, attempt)
+    return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
+
+
+class Enqueuer(Protocol):
+    """Something that delivers step messages to workers."""
+
+    def enqueue(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
+        """Send ``message``."""
+
+
+class MemoryEnqueuer:
+    """Keeps messages in a list: tests drive the engine one step at a time."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[StepMessage, int]] = []
+
+    def enqueue(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
+        """Append ``message``."""
+        self.messages.append((message, priority))
+
+    def pop(self) -> StepMessage:
+        """The next message to run: highest priority (lowest number) first, FIFO within it."""
+        best = min(range(len(self.messages)), key=lambda i: (self.messages[i][1], i))
+        return self.messages.pop(best)[0]
+
+
+class CeleryEnqueuer:
+    """Sends step messages as Celery tasks (json) to the queue of their service."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def enqueue(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
+        """Publish ``message`` on its service's queue."""
+        self.app.send_task(message.task, args=message.args, queue=message.queue, priority=priority,
+                           ignore_result=True)

@@ -1,0 +1,302 @@
+"""The runtime: run one step, apply its transition atomically, enqueue the next step.
+
+This is where a transition is applied. Every change goes through
+:meth:`engine.store.RedisStore.apply` (one Lua compare-and-set); everything else here is
+deciding what that change is. The same code serves Celery workers (``engine.tasks``) and
+tests that drive the engine one message at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.clock import Clock, system_clock
+from engine.definition import Definition, HttpNode, RecordLevel, ServiceNode, WaitNode
+from engine.dispatcher import Next, NextKind, resolve, target_of
+from engine.errors import ActionFailed, ExpressionError, StepFailed
+from engine.expressions import Scope, compile_template
+from engine.messages import PRIORITY_CONTINUE, Enqueuer, step_message
+from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.service import Transition
+from engine.store import RedisStore, Update
+
+log = logging.getLogger(__name__)
+
+#: Seconds added to a node's timeout before the sweeper calls a step lost.
+DEADLINE_GRACE = 5.0
+#: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
+MIN_TIMEOUT_ATTEMPTS = 3
+LIVE = (InstanceStatus.RUNNING.value, InstanceStatus.PAUSED.value)
+
+Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
+
+
+def worker_name() -> str:
+    """host:pid:thread of this worker, for activity records."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What happened to one delivered step (for logs and tests)."""
+
+    outcome: Outcome | str
+    status: InstanceStatus | None = None
+    next_node: str | None = None
+
+
+class Runtime:
+    """Runs steps and timers against a store, sending follow-up steps through an enqueuer."""
+
+    def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock) -> None:
+        self.store = store
+        self.enqueuer = enqueuer
+        self.clock = clock
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def scope(self, definition: Definition, instance: Instance, context: dict[str, Any] | None = None) -> Scope:
+        """The expression scope of ``instance`` (optionally with an updated context)."""
+        return Scope(
+            data=instance.data,
+            params=definition.parameters,
+            context=instance.context if context is None else context,
+            now=datetime.fromtimestamp(self.clock(), UTC),
+        )
+
+    def placement(self, definition: Definition, nxt: Next, now: float) -> dict[str, Any]:
+        """The Update fields that put an instance at ``nxt``."""
+        if nxt.kind is NextKind.STEP:
+            node = definition.nodes[nxt.node]
+            assert isinstance(node, ServiceNode | HttpNode)
+            return {"node": nxt.node, "status": InstanceStatus.RUNNING, "inflight": True,
+                    "deadline": now + node.timeout_seconds + DEADLINE_GRACE}
+        if nxt.kind is NextKind.WAIT:
+            return {"node": nxt.node, "status": InstanceStatus.WAITING, "inflight": False,
+                    "timer": nxt.wake_at, "timer_kind": "wake"}
+        return {"node": nxt.node, "status": nxt.status, "result": nxt.result, "inflight": False}
+
+    def send(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int,
+             priority: int = PRIORITY_CONTINUE) -> None:
+        """Enqueue the step of ``node_name``."""
+        node = definition.nodes[node_name]
+        assert isinstance(node, ServiceNode | HttpNode)
+        self.enqueuer.enqueue(step_message(node_name, node, instance_id, seq, attempt), priority)
+
+    def _activity(self, node_name: str, seq: int, attempt: int, started: float, **fields: Any) -> dict[str, Any]:
+        record = {"seq": seq, "node": node_name, "attempt": attempt, "worker": worker_name(),
+                  "started_at": started, "ended_at": self.clock()}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        return record
+
+    # -- a step ------------------------------------------------------------------------------
+
+    def run_step(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute) -> StepReport:
+        """Run one delivered step message to its end (applied, retried, failed or no-op)."""
+        started = self.clock()
+        instance = self.store.load(instance_id)
+        if instance is None:
+            log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
+            return StepReport("missing")
+        if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
+            self._noop(instance_id, node_name, seq, attempt, started,
+                       f"stale delivery: instance is at seq {instance.seq} ({instance.status.value})")
+            return StepReport(Outcome.NOOP, instance.status)
+        if instance.status is InstanceStatus.PAUSED and self._skip_paused(instance, node_name, seq, attempt, started):
+            return StepReport(Outcome.SKIPPED, InstanceStatus.PAUSED)
+        definition = self.store.definition(instance.workflow, instance.version)
+        node = definition.nodes[node_name]
+        assert isinstance(node, ServiceNode | HttpNode)
+        level = definition.record_level(node_name)
+        try:
+            payload = compile_template(node.input).evaluate(self.scope(definition, instance))
+        except ExpressionError as exc:
+            return self._fail(instance, definition, node_name, seq, attempt, started,
+                              f"input: {exc}", "ExpressionError")
+        sent = payload if level is RecordLevel.FULL else None
+        try:
+            transition = execute(node, payload)
+        except ActionFailed as exc:
+            return self._fail(instance, definition, node_name, seq, attempt, started, str(exc),
+                              type(exc).__name__, sent=sent)
+        except Exception as exc:
+            log.info("step %s/%s attempt %s raised %r", instance_id, node_name, attempt, exc)
+            return self._retry_or_fail(instance, definition, node_name, seq, attempt, started, exc, sent)
+        return self._advance(instance, definition, node_name, seq, attempt, started, transition, sent, level)
+
+    def _advance(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
+                 started: float, transition: Transition, sent: Any, level: RecordLevel) -> StepReport:
+        node = definition.nodes[node_name]
+        data = dict(transition.data)
+        context = {**instance.context, node_name: data}
+        try:
+            nxt = resolve(definition, target_of(definition, node_name, transition.name),
+                          self.scope(definition, instance, context))
+        except StepFailed as exc:
+            return self._fail(instance, definition, node_name, seq, attempt, started, str(exc), "StepFailed",
+                              sent=sent, transition=transition.name,
+                              received=data if level is not RecordLevel.METADATA else None)
+        now = self.clock()
+        activity = self._activity(
+            node_name, seq, attempt, started, outcome=Outcome.APPLIED.value, transition=transition.name,
+            service=getattr(node, "service", None), action=getattr(node, "action", None),
+            url=getattr(node, "url", None), sent=sent,
+            received=data if level is not RecordLevel.METADATA else None,
+            next=nxt.node, via=list(nxt.via) or None,
+        )
+        applied = self.store.apply(instance.id, Update(
+            allowed=LIVE, expected_seq=seq, activity=activity, context_node=node_name, context_data=data,
+            bump_seq=True, attempt=1, respect_pause=True, clear_error=True,
+            noop_activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.NOOP.value,
+                                         transition=transition.name, reason="another delivery applied first"),
+            **self.placement(definition, nxt, now),
+        ))
+        if not applied.applied:
+            return StepReport(Outcome.NOOP, applied.status)
+        if applied.status is InstanceStatus.RUNNING and nxt.kind is NextKind.STEP:
+            assert applied.seq is not None
+            self.send(definition, instance.id, nxt.node, applied.seq, 1)
+        return StepReport(Outcome.APPLIED, applied.status, nxt.node)
+
+    def _noop(self, instance_id: str, node_name: str, seq: int, attempt: int, started: float, reason: str) -> None:
+        self.store.apply(instance_id, Update(allowed=(), noop_activity=self._activity(
+            node_name, seq, attempt, started, outcome=Outcome.NOOP.value, reason=reason)))
+
+    def _skip_paused(self, instance: Instance, node_name: str, seq: int, attempt: int, started: float) -> bool:
+        """Drop a step of a paused instance; False if it was resumed meanwhile (run it then)."""
+        applied = self.store.apply(instance.id, Update(
+            allowed=(InstanceStatus.PAUSED.value,), expected_seq=seq, inflight=False,
+            activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.SKIPPED.value,
+                                    reason="instance paused; resume re-sends this step"),
+        ))
+        return applied.applied or applied.status is not InstanceStatus.RUNNING
+
+    def _retry_or_fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
+                       started: float, exc: Exception, sent: Any) -> StepReport:
+        node = definition.nodes[node_name]
+        assert isinstance(node, ServiceNode | HttpNode)
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempt >= node.retry.max_attempts:
+            return self._fail(instance, definition, node_name, seq, attempt, started,
+                              f"{reason} (after {attempt} attempt{'s' if attempt > 1 else ''})",
+                              type(exc).__name__, sent=sent, trace=traceback.format_exc(limit=5))
+        delay = node.retry.delay(attempt)
+        now = self.clock()
+        activity = self._activity(node_name, seq, attempt, started, outcome=Outcome.RETRY.value,
+                                  error=reason, retry_in=delay, sent=sent)
+        immediate = delay <= 0
+        applied = self.store.apply(instance.id, Update(
+            allowed=LIVE, expected_seq=seq, expected_attempt=attempt, attempt=attempt + 1, activity=activity,
+            respect_pause=True, inflight=immediate,
+            deadline=now + node.timeout_seconds + DEADLINE_GRACE if immediate else None,
+            timer=None if immediate else now + delay, timer_kind="retry",
+        ))
+        if applied.applied and immediate and applied.status is InstanceStatus.RUNNING:
+            self.send(definition, instance.id, node_name, seq, attempt + 1)
+        return StepReport(Outcome.RETRY if applied.applied else Outcome.NOOP, applied.status)
+
+    def _fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
+              started: float, reason: str, error_type: str, *, sent: Any = None, transition: str | None = None,
+              received: Any = None, trace: str | None = None) -> StepReport:
+        node = definition.nodes[node_name]
+        error = {"node": node_name, "service": getattr(node, "service", None) or getattr(node, "url", None),
+                 "action": getattr(node, "action", None), "reason": reason, "type": error_type,
+                 "attempt": attempt, "at": self.clock()}
+        activity = self._activity(node_name, seq, attempt, started, outcome=Outcome.FAILED.value,
+                                  error=reason, transition=transition, sent=sent, received=received, trace=trace)
+        applied = self.store.apply(instance.id, Update(
+            allowed=LIVE, expected_seq=seq, expected_attempt=attempt, activity=activity,
+            status=InstanceStatus.FAILED, error=error,
+            noop_activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.NOOP.value,
+                                         reason=f"late failure ignored: {reason}"),
+        ))
+        return StepReport(Outcome.FAILED if applied.applied else Outcome.NOOP, applied.status)
+
+    # -- timers and the sweeper --------------------------------------------------------------
+
+    def tick(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
+        """Move on every instance whose wait or retry backoff is due. Returns how many."""
+        now = self.clock()
+        moved = 0
+        for instance_id, _due in self.store.claim_due_timers(now, limit, lease_seconds):
+            instance = self.store.load(instance_id)
+            if instance is None or instance.timer is None:
+                self.store.client.zrem(self.store.keys.timers, instance_id)
+                continue
+            definition = self.store.definition(instance.workflow, instance.version)
+            if instance.timer == "wake" and instance.status is InstanceStatus.WAITING:
+                moved += self._wake(instance, definition, now)
+            elif instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
+                moved += self._resend(instance, definition, now, instance.attempt, activity=None)
+            else:
+                self.store.client.zrem(self.store.keys.timers, instance_id)
+        return moved
+
+    def _wake(self, instance: Instance, definition: Definition, now: float) -> int:
+        node = definition.nodes[instance.node]
+        assert isinstance(node, WaitNode)
+        started = self.clock()
+        try:
+            nxt = resolve(definition, node.next, self.scope(definition, instance))
+        except StepFailed as exc:
+            self._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
+                       "StepFailed")
+            return 1
+        applied = self.store.apply(instance.id, Update(
+            allowed=(InstanceStatus.WAITING.value,), expected_seq=instance.seq, bump_seq=True, attempt=1,
+            activity=self._activity(instance.node, instance.seq, 1, started, outcome=Outcome.WOKE.value,
+                                    next=nxt.node, via=list(nxt.via) or None),
+            **self.placement(definition, nxt, now),
+        ))
+        if applied.applied and applied.status is InstanceStatus.RUNNING and nxt.kind is NextKind.STEP:
+            assert applied.seq is not None
+            self.send(definition, instance.id, nxt.node, applied.seq, 1)
+        return int(applied.applied)
+
+    def _resend(self, instance: Instance, definition: Definition, now: float, attempt: int,
+                activity: dict[str, Any] | None) -> int:
+        node = definition.nodes[instance.node]
+        assert isinstance(node, ServiceNode | HttpNode)
+        applied = self.store.apply(instance.id, Update(
+            allowed=(InstanceStatus.RUNNING.value,), expected_seq=instance.seq, expected_attempt=instance.attempt,
+            attempt=attempt, activity=activity, inflight=True,
+            deadline=now + node.timeout_seconds + DEADLINE_GRACE,
+        ))
+        if applied.applied:
+            self.send(definition, instance.id, instance.node, instance.seq, attempt)
+        return int(applied.applied)
+
+    def sweep(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
+        """Re-send steps that made no progress within their node's timeout; fail them when tries run out."""
+        now = self.clock()
+        handled = 0
+        for instance_id, _deadline in self.store.claim_overdue(now, limit, lease_seconds):
+            instance = self.store.load(instance_id)
+            if instance is None or instance.status is not InstanceStatus.RUNNING:
+                self.store.client.zrem(self.store.keys.deadlines, instance_id)
+                continue
+            definition = self.store.definition(instance.workflow, instance.version)
+            node = definition.nodes[instance.node]
+            if not isinstance(node, ServiceNode | HttpNode):
+                self.store.client.zrem(self.store.keys.deadlines, instance_id)
+                continue
+            started = self.clock()
+            reason = f"no progress within {node.timeout_seconds:g}s (lost message, dead worker or hung step)"
+            limit_attempts = max(node.retry.max_attempts, MIN_TIMEOUT_ATTEMPTS)
+            if instance.attempt >= limit_attempts:
+                self._fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
+                           f"timeout: {reason}; gave up after {instance.attempt} attempts", "Timeout")
+            else:
+                self._resend(instance, definition, now, instance.attempt + 1, activity=self._activity(
+                    instance.node, instance.seq, instance.attempt, started, outcome=Outcome.RETRY.value,
+                    error=f"timeout: {reason}", retry_in=0))
+            handled += 1
+        return handled

@@ -1,0 +1,74 @@
+"""Celery tasks: one per registered service action, plus the engine's own.
+
+Every task carries only ``(instance_id, node, seq, attempt)``; the runtime does the rest.
+Tasks are bound to an app by :func:`bind_tasks` (called by :func:`engine.app.create_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from engine.definition import HttpNode, ServiceNode
+from engine.http import call_http
+from engine.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
+from engine.runtime import Runtime
+from engine.service import ActionRegistry, ActionSpec, Transition
+
+log = logging.getLogger(__name__)
+
+#: How long a step keeps trying to reach Redis before giving the message back.
+REDIS_PATIENCE_SECONDS = 120.0
+
+
+def _patiently(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``, retrying while Redis is unreachable (it is idempotent: every write is a CAS)."""
+    delay, waited = 0.5, 0.0
+    while True:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            if waited >= REDIS_PATIENCE_SECONDS:
+                raise
+            log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+
+def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistry) -> None:
+    """Create the Celery tasks of every action in ``registry`` and of the engine on ``app``."""
+    for spec in registry:
+        _bind_action(app, runtime, spec)
+
+    @app.task(name=HTTP_TASK, ignore_result=True)
+    def http_step(instance_id: str, node: str, seq: int, attempt: int) -> str:
+        def execute(n: ServiceNode | HttpNode, payload: Any) -> Transition:
+            assert isinstance(n, HttpNode)
+            return call_http(n, payload)
+
+        return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute)).outcome)
+
+    @app.task(name=TICK_TASK, ignore_result=True)
+    def tick() -> int:
+        return int(_patiently(lambda: runtime().tick()))
+
+    @app.task(name=SWEEP_TASK, ignore_result=True)
+    def sweep() -> int:
+        return int(_patiently(lambda: runtime().sweep()))
+
+
+def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec) -> None:
+    def execute(node: ServiceNode | HttpNode, payload: Any) -> Transition:
+        return spec.call(payload)
+
+    def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
+        return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute)).outcome)
+
+    step.__name__ = step.__qualname__ = spec.task_name.replace(".", "_")
+    step.__doc__ = spec.fn.__doc__
+    app.task(name=spec.task_name, ignore_result=True)(step)
