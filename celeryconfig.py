@@ -46,6 +46,9 @@ broker_transport_options = {
     # 0 is served first: steps of instances in flight (0) go ahead of new starts (9).
     "priority_steps": [0, 3, 6, 9],
 }
+if os.environ.get("TRADEFLOW_BROKER_PREFIX"):
+    # Keeps the queues of one deployment (or one test) apart on a shared Redis.
+    broker_transport_options["global_keyprefix"] = os.environ["TRADEFLOW_BROKER_PREFIX"]
 
 task_routes = ("engine.routing.route_by_service",)
 task_default_queue = "engine"

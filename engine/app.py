@@ -14,6 +14,7 @@ from collections.abc import Callable
 import redis
 from celery import Celery
 
+from engine.api import Engine
 from engine.config import Settings
 from engine.embedded import resolve_redis_url
 from engine.keys import Keys
@@ -56,12 +57,28 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
     return get
 
 
-def create_app(config_module: str = "celeryconfig", settings: Settings | None = None) -> Celery:
-    """Build the Celery app and bind every action of the configured service modules."""
+def create_app(config_module: str = "celeryconfig", settings: Settings | None = None, *,
+               bind: bool = True) -> Celery:
+    """Build the Celery app and bind every action of the configured service modules.
+
+    ``bind=False`` gives a light app that only sends messages (the CLI's).
+    """
     settings = settings or Settings.from_env()
     app = Celery("tradeflow")
     app.config_from_object(config_module)
+    if not bind:
+        return app
     for module in app.conf.get("tradeflow_service_modules", []):
         importlib.import_module(module)
     bind_tasks(app, runtime_factory(app, settings), registry)
     return app
+
+
+def build_engine(settings: Settings | None = None, *, allow_start: bool = False) -> Engine:
+    """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
+    settings = settings or Settings.from_env()
+    url = resolve_redis_url(settings, allow_start=allow_start)
+    os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
+    app = create_app(bind=False, settings=settings.with_redis(url))
+    app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
+    return Engine(make_store(settings, url), CeleryEnqueuer(app))

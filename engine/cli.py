@@ -1,0 +1,421 @@
+"""The ``tradeflow`` command line.
+
+Verbs mirror the Python API. Plugins (entry point group ``tradeflow.plugins``) add their own
+command groups; the engine itself knows nothing of them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.errors import DefinitionError, TradeflowError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _engine(allow_start: bool = False) -> Any:
+    from engine.app import build_engine
+
+    return build_engine(allow_start=allow_start)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """A group that turns the engine's errors into one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DefinitionError as exc:
+            for line in str(exc).splitlines():
+                err_console.print(line, highlight=False, markup=False)
+            sys.exit(1)
+        except TradeflowError as exc:
+            _fail(str(exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tradeflow")
+def main() -> None:
+    """tradeflow: business processes as JSON state machines, run by Celery workers on Redis.
+
+    \b
+    Start here:
+      tradeflow demo                         the whole thing, end to end
+      tradeflow definitions validate F.json  check a definition
+      tradeflow runs                         runs and their progress
+      tradeflow inspect ID                   one instance and its history
+
+    Redis comes from TRADEFLOW_REDIS_URL (default redis://127.0.0.1:6379/0); with none
+    there, `tradeflow redis start` runs an embedded one.
+    """
+
+
+# -- definitions ------------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def definitions() -> None:
+    """Validate, publish and look at workflow definitions."""
+
+
+@definitions.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def definitions_validate(files: tuple[Path, ...]) -> None:
+    """Check definition FILES; print every problem as FILE: /json/pointer: message (exit 1)."""
+    from engine.validation import validate_file
+
+    _load_plugins_only()
+    failed = False
+    for path in files:
+        try:
+            definition = validate_file(path)
+        except DefinitionError as exc:
+            failed = True
+            for line in str(exc).splitlines():
+                err_console.print(line, highlight=False, markup=False)
+        except OSError as exc:
+            failed = True
+            err_console.print(f"{path}: /: cannot read: {exc.strerror}", highlight=False, markup=False)
+        else:
+            console.print(f"{path}: ok ({definition.name}, {len(definition.nodes)} nodes)", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+@definitions.command("publish")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--alias", help="Also point this alias (e.g. production) at the published version.")
+def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
+    """Validate and publish FILES as new immutable versions (same content: same version)."""
+    from engine.validation import validate_file
+
+    engine = _engine()
+    for path in files:
+        definition = validate_file(path)
+        version = engine.publish(definition, alias=alias)
+        console.print(f"{definition.name} version {version}" + (f" (alias {alias})" if alias else ""))
+
+
+@definitions.command("list")
+def definitions_list() -> None:
+    """Every definition with its versions and aliases."""
+    engine = _engine()
+    table = Table("name", "versions", "aliases")
+    for name in engine.store.definition_names():
+        aliases = engine.store.aliases(name)
+        table.add_row(name, ", ".join(map(str, engine.store.versions(name))),
+                      ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items())))
+    console.print(table)
+
+
+@definitions.command("show")
+@click.argument("name")
+@click.option("--version", "ref", help="Version number or alias (default: latest).")
+@click.option("--mermaid", is_flag=True, help="Print a Mermaid state diagram instead of the JSON.")
+def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
+    """Print a published definition (or its diagram)."""
+    engine = _engine()
+    definition = engine.definition(name, ref)
+    if mermaid:
+        from engine.diagram import to_mermaid
+
+        click.echo(to_mermaid(definition))
+    else:
+        click.echo(definition.to_json())
+
+
+@definitions.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+def definitions_alias(name: str, alias: str, version: int) -> None:
+    """Point ALIAS of NAME at VERSION (e.g. production, canary)."""
+    _engine().store.set_alias(name, alias, version)
+    console.print(f"{name} {alias} → version {version}")
+
+
+# -- instances --------------------------------------------------------------------------------
+
+
+def _json_arg(value: str | None) -> Any:
+    if value is None:
+        return {}
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+
+
+@main.command()
+@click.argument("workflow")
+@click.option("--data", help="Initial data as JSON, or @file.json.")
+@click.option("--version", "ref", help="Version number or alias (default: latest).")
+@click.option("--run", default="adhoc", show_default=True, help="Run label grouping instances.")
+def start(workflow: str, data: str | None, ref: str | None, run: str) -> None:
+    """Start one instance of WORKFLOW."""
+    engine = _engine()
+    iid = engine.start(workflow, _json_arg(data), version=ref, run=run)
+    click.echo(iid)
+
+
+@main.command()
+@click.argument("instance_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(instance_id: str, as_json: bool) -> None:
+    """An instance's state and its activity history."""
+    from engine.api import instance_json
+
+    engine = _engine()
+    instance = engine.get(instance_id)
+    activities = engine.activities(instance_id)
+    if as_json:
+        click.echo(instance_json(instance, activities))
+        return
+    console.print(f"[bold]{instance.id}[/bold]  {instance.workflow} v{instance.version}  run {instance.run}")
+    console.print(f"status [bold]{instance.status.value}[/bold] at node [bold]{instance.node}[/bold] "
+                  f"(seq {instance.seq}, attempt {instance.attempt})")
+    if instance.error:
+        console.print(f"[red]error[/red] at {instance.error.get('node')} ({instance.error.get('service')}): "
+                      f"{instance.error.get('reason')}", highlight=False, markup=False)
+    if instance.result is not None:
+        console.print(f"result {json.dumps(instance.result)}", highlight=False, markup=False)
+    table = Table("seq", "node", "att", "outcome", "transition / detail", "ms", "worker")
+    for act in activities:
+        detail = act.get("transition") or act.get("control") or ""
+        if act.get("next"):
+            detail += f" → {act['next']}"
+        if act.get("error") or act.get("reason"):
+            detail += f" {act.get('error') or act.get('reason')}"
+        ms = (act.get("ended_at", 0) - act.get("started_at", 0)) * 1000
+        table.add_row(str(act.get("seq")), act.get("node", ""), str(act.get("attempt", "")), act["outcome"],
+                      detail.strip(), f"{ms:.1f}", str(act.get("worker", "")))
+    console.print(table)
+    if instance.error:
+        console.print(f"next: fix the cause, then `tradeflow retry {instance.id}`")
+
+
+def _operate(verb: str) -> Callable[..., None]:
+    @click.argument("instance_ids", nargs=-1)
+    @click.option("--run", help="Apply to every instance of this run (in bulk).")
+    @click.option("--status", "statuses", multiple=True, help="With --run: only instances in this status.")
+    @click.option("--reason", default="", help="Recorded in the activity history.")
+    def command(instance_ids: tuple[str, ...], run: str | None, statuses: tuple[str, ...], reason: str) -> None:
+        engine = _engine()
+        if run:
+            result = engine.bulk(verb, run, statuses or None, reason=reason)
+            console.print(f"{verb}: {result.done} done, {result.skipped} skipped (changed meanwhile)")
+        if not instance_ids and not run:
+            raise click.UsageError("name instance ids, or --run RUN [--status S]")
+        for iid in instance_ids:
+            instance = getattr(engine, verb)(iid, reason=reason)
+            console.print(f"{iid}: {instance.status.value} at {instance.node}")
+
+    command.__doc__ = {
+        "pause": "Pause instances at their next step boundary (a step in flight finishes).",
+        "resume": "Resume paused instances from their current node.",
+        "cancel": "Cancel instances (a step in flight finishes; its result is ignored).",
+        "retry": "Re-run the failed node of failed instances.",
+    }[verb]
+    return command
+
+
+for _verb in ("pause", "resume", "cancel"):
+    main.command(_verb)(_operate(_verb))
+
+
+@main.command()
+@click.argument("instance_ids", nargs=-1)
+@click.option("--run", help="Retry every failed instance of this run.")
+@click.option("--context", "context_json", help="JSON object: context entries (node → data) to replace first.")
+@click.option("--reason", default="")
+def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | None, reason: str) -> None:
+    """Re-run the failed node of failed instances, optionally with an edited context."""
+    engine = _engine()
+    if run:
+        result = engine.bulk("retry", run, ["failed"], reason=reason)
+        console.print(f"retry: {result.done} done, {result.skipped} skipped")
+    if not instance_ids and not run:
+        raise click.UsageError("name instance ids, or --run RUN")
+    for iid in instance_ids:
+        instance = engine.retry(iid, context=_json_arg(context_json) or None, reason=reason)
+        console.print(f"{iid}: {instance.status.value} at {instance.node}")
+
+
+@main.command("list")
+@click.option("--run", required=True, help="Run label.")
+@click.option("--status", "statuses", multiple=True, help="Only these statuses.")
+@click.option("--limit", default=50, show_default=True)
+def list_instances(run: str, statuses: tuple[str, ...], limit: int) -> None:
+    """Instances of a run."""
+    engine = _engine()
+    table = Table("id", "workflow", "status", "node", "error")
+    for inst in engine.list(run, statuses or None, limit=limit):
+        table.add_row(inst.id, f"{inst.workflow} v{inst.version}", inst.status.value, inst.node,
+                      (inst.error or {}).get("reason", "")[:80])
+    console.print(table)
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option("--watch/--no-watch", default=True, help="With RUN: live progress until the run is done.")
+def runs(run: str | None, watch: bool) -> None:
+    """Runs with their progress; with RUN, a live progress bar."""
+    engine = _engine()
+    if run is None:
+        table = Table("run", "total", "running", "waiting", "paused", "succeeded", "failed", "cancelled")
+        for label in engine.runs():
+            p = engine.progress(label)
+            table.add_row(label, str(p.total), *(str(p.counts[s]) for s in
+                          ("running", "waiting", "paused", "succeeded", "failed", "cancelled")))
+        console.print(table)
+        return
+    show_progress(engine, run, follow=watch)
+
+
+def show_progress(engine: Any, run: str, follow: bool = True, timeout: float = 24 * 3600) -> Any:
+    """Draw a run's progress bar until it is done (or once, without ``follow``)."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(run, total=1, detail="")
+        deadline = time.monotonic() + timeout
+        while True:
+            p = engine.progress(run)
+            detail = " ".join(f"{s}={p.counts[s]}" for s in ("running", "waiting", "paused", "failed") if p.counts[s])
+            bar.update(task, total=p.total, completed=p.finished, detail=detail)
+            if not follow or p.done or time.monotonic() > deadline:
+                return p
+            time.sleep(0.25)
+
+
+# -- archive ----------------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def archive() -> None:
+    """Keep finished instances beyond their TTL (gzipped JSON Lines)."""
+
+
+@archive.command("write")
+@click.option("--run", "runs_", multiple=True, help="Runs to archive (default: every run).")
+@click.option("--to", "target", required=True, help="A directory, or s3://bucket/prefix (needs boto3).")
+def archive_write(runs_: tuple[str, ...], target: str) -> None:
+    """Write finished instances and their activities to TARGET."""
+    from engine.archive import archive_runs
+
+    engine = _engine()
+    written = archive_runs(engine, list(runs_) or engine.runs(limit=10_000), target)
+    for path, count in written:
+        console.print(f"{path}: {count} instances")
+
+
+@archive.command("show")
+@click.argument("path")
+@click.argument("instance_id")
+def archive_show(path: str, instance_id: str) -> None:
+    """Print an archived instance (JSON) from the archive file or directory PATH."""
+    from engine.archive import read_archived
+
+    found = read_archived(path, instance_id)
+    if found is None:
+        _fail(f"{instance_id} is not in {path}")
+    click.echo(json.dumps(found, indent=2))
+
+
+# -- local operation --------------------------------------------------------------------------
+
+
+@main.group(cls=_Group)
+def redis() -> None:
+    """The embedded Redis (for machines without one)."""
+
+
+@redis.command("start")
+def redis_start() -> None:
+    """Start the embedded redis-server (AOF on) unless a Redis already answers."""
+    from engine.config import Settings
+    from engine.embedded import resolve_redis_url
+
+    click.echo(resolve_redis_url(Settings.from_env(), allow_start=True))
+
+
+@redis.command("stop")
+def redis_stop() -> None:
+    """Stop the embedded redis-server."""
+    from engine.config import Settings
+    from engine.embedded import stop_embedded
+
+    click.echo("stopped" if stop_embedded(Settings.from_env().home) else "no embedded Redis was running")
+
+
+@main.command()
+@click.option("--fleet", "fleets", multiple=True, metavar="QUEUE[:POOL[:CONCURRENCY]]",
+              help="Queues to serve (default: the fleets of the installed plugins, and engine).")
+@click.option("--beat/--no-beat", default=True, help="Also run celery beat (timers, sweeper, schedules).")
+def workers(fleets: tuple[str, ...], beat: bool) -> None:
+    """Run one worker fleet per service, plus beat, in the foreground (Ctrl-C stops all)."""
+    from engine.fleet import Fleet, FleetSpec, default_fleets
+
+    _engine(allow_start=True)  # resolves (or starts) Redis and exports its URL to the children
+    specs = [FleetSpec.parse(f) for f in fleets] or default_fleets()
+    with Fleet(specs, beat=beat) as fleet:
+        console.print("started: " + ", ".join(str(s) for s in specs) + (" + beat" if beat else ""))
+        fleet.wait()
+
+
+@main.command()
+@click.option("--count", default=3000, show_default=True, help="How many instances to start.")
+def demo(count: int) -> None:
+    """Run the demo end to end: workers, a run with a live progress bar, a summary."""
+    for hook in _plugin_hooks("demo"):
+        hook(count)
+        return
+    from engine.demo import run_demo
+
+    run_demo(count)
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+_PLUGINS: dict[str, Any] = {}
+
+
+def _load_plugins_only() -> dict[str, Any]:
+    if not _PLUGINS:
+        for ep in entry_points(group="tradeflow.plugins"):
+            try:
+                _PLUGINS[ep.name] = ep.load()(main) or {}
+            except ImportError as exc:  # a half-installed plugin must not break the CLI
+                err_console.print(f"[yellow]warning:[/yellow] plugin {ep.name} not loaded: {exc}")
+    return _PLUGINS
+
+
+def _plugin_hooks(name: str) -> list[Callable[..., Any]]:
+    return [hooks[name] for hooks in _load_plugins_only().values() if name in hooks]
+
+
+def entry() -> None:
+    """Console-script entry point: load plugins, then run."""
+    _load_plugins_only()
+    main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,61 @@
+"""``tradeflow demo`` for the engine alone: a sample workflow over a few thousand instances."""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from importlib import resources
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.fleet import Fleet, FleetSpec
+from engine.model import InstanceStatus
+from engine.validation import load_definition
+
+console = Console()
+
+
+def run_demo(count: int = 3000) -> None:
+    """Start local workers, run ``count`` instances of the sample pipeline, print a summary."""
+    from engine.app import build_engine
+    from engine.cli import show_progress
+
+    modules = os.environ.get("TRADEFLOW_SERVICE_MODULES", "")
+    if "engine.samples.actions" not in modules:
+        os.environ["TRADEFLOW_SERVICE_MODULES"] = ",".join(filter(None, [modules, "engine.samples.actions"]))
+    engine = build_engine(allow_start=True)
+    console.print(f"Redis: {os.environ['TRADEFLOW_REDIS_URL']}")
+    text = resources.files("engine").joinpath("samples", "pipeline.json").read_text()
+    version = engine.publish(load_definition(text, "sample-pipeline.json"), alias="production")
+    console.print(f"published sample-pipeline version {version}")
+    fleets = [FleetSpec("engine", "threads", 4), FleetSpec("sample_io", "threads", 8),
+              FleetSpec("sample_cpu", "prefork", 2)]
+    run = time.strftime("demo-%Y%m%d-%H%M%S")
+    with Fleet(fleets, beat=True) as fleet:
+        console.print("workers: " + ", ".join(map(str, fleets)) + f" (logs in {fleet.logdir})")
+        started = time.monotonic()
+        engine.start_many("sample-pipeline", ({"record_id": i} for i in range(count)), version="production",
+                          run=run)
+        progress = show_progress(engine, run, follow=True, timeout=600)
+        elapsed = time.monotonic() - started
+    instances = engine.list(run)
+    steps = sum(i.seq - 1 for i in instances)
+    reasons = collections.Counter((i.error or {}).get("reason", "?").split(" (")[0]
+                                  for i in instances if i.status is InstanceStatus.FAILED)
+    table = Table(title=f"run {run}", show_header=False)
+    table.add_row("instances", str(progress.total))
+    for status in ("succeeded", "failed", "running", "waiting", "paused", "cancelled"):
+        if progress.counts[status]:
+            table.add_row(status, str(progress.counts[status]))
+    table.add_row("elapsed", f"{elapsed:.1f} s")
+    table.add_row("steps applied", f"{steps} ({steps / elapsed:.0f} steps/s)")
+    console.print(table)
+    if reasons:
+        console.print("failures by reason:")
+        for reason, n in reasons.most_common(5):
+            console.print(f"  {n:5d}  {reason}", highlight=False, markup=False)
+        failed = next(i.id for i in instances if i.status is InstanceStatus.FAILED)
+        console.print(f"inspect one: tradeflow inspect {failed}")
+        console.print(f"retry them:  tradeflow retry --run {run}")

@@ -1,0 +1,1 @@
+"""Domain-free sample services for the engine's own demo and benchmarks."""

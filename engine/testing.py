@@ -1,0 +1,61 @@
+"""Run workflows in-process, one message at a time, without Celery (for tests and notebooks).
+
+    engine = Engine(store, MemoryEnqueuer(), clock)
+    driver = Driver(engine)
+    iid = engine.start("my-flow", {...})
+    driver.run_until_idle()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.api import Engine
+from engine.definition import HttpNode, ServiceNode
+from engine.http import call_http
+from engine.messages import MemoryEnqueuer, StepMessage
+from engine.runtime import StepReport
+from engine.service import ActionRegistry, Transition, registry
+
+
+class Driver:
+    """Delivers an engine's queued step messages to the registered actions, in-process."""
+
+    def __init__(self, engine: Engine, actions: ActionRegistry | None = None) -> None:
+        if not isinstance(engine.enqueuer, MemoryEnqueuer):
+            raise TypeError("Driver needs an Engine built with a MemoryEnqueuer")
+        self.engine = engine
+        self.queue: MemoryEnqueuer = engine.enqueuer
+        self.actions = actions or registry
+        self.delivered: list[StepMessage] = []
+
+    def execute(self, node: ServiceNode | HttpNode, payload: Any) -> Transition:
+        """Call the node's action (or endpoint) on ``payload``."""
+        if isinstance(node, HttpNode):
+            return call_http(node, payload)
+        return self.actions.get(node.service, node.action).call(payload)
+
+    def deliver(self, message: StepMessage) -> StepReport:
+        """Run one message (it need not come from the queue: tests redeliver on purpose)."""
+        self.delivered.append(message)
+        return self.engine.runtime.run_step(message.instance_id, message.node, message.seq, message.attempt,
+                                            self.execute)
+
+    def step(self) -> StepReport | None:
+        """Run the next queued message; None when the queue is empty."""
+        if not self.queue.messages:
+            return None
+        return self.deliver(self.queue.pop())
+
+    def run_until_idle(self, max_steps: int = 100_000, tick: bool = True) -> int:
+        """Run messages (and due timers, when ``tick``) until nothing is left to do now."""
+        steps = 0
+        while steps < max_steps:
+            if tick:
+                self.engine.runtime.tick()
+            if self.step() is None:
+                if not (tick and self.engine.runtime.tick()):
+                    return steps
+                continue
+            steps += 1
+        raise RuntimeError(f"still busy after {max_steps} steps: a loop?")

@@ -1,0 +1,100 @@
+"""A real fleet for integration tests: celery worker processes and beat on the test Redis.
+
+One fleet per test module, under a key prefix (engine keys) and a broker key prefix (queues)
+of its own, so that tests never see each other's keys or messages; both are deleted after.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from engine.api import Engine
+from engine.fleet import Fleet, FleetSpec
+from engine.keys import Keys
+from engine.messages import CeleryEnqueuer
+from engine.model import InstanceStatus
+from engine.store import RedisStore
+from tests.conftest import delete_prefix
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class LiveFleet:
+    """A running fleet and an engine that talks to it."""
+
+    engine: Engine
+    fleet: Fleet
+    prefix: str
+    client: redis.Redis
+
+    def wait(self, ids: list[str], timeout: float = 60.0,
+             until: Callable[[InstanceStatus], bool] = lambda s: s.is_terminal) -> list:
+        """Wait until every instance in ``ids`` satisfies ``until`` (terminal by default)."""
+        end = time.monotonic() + timeout
+        while True:
+            instances = self.engine.store.load_many(ids)
+            if len(instances) == len(ids) and all(until(i.status) for i in instances):
+                return instances
+            if time.monotonic() > end:
+                stuck = [(i.id, i.status.value, i.node) for i in instances if not until(i.status)][:5]
+                logs = "\n".join(p.read_text()[-3000:] for p in self.fleet.logdir.glob("*.log"))
+                raise AssertionError(f"not done after {timeout}s: {stuck}\n--- worker logs ---\n{logs}")
+            time.sleep(0.1)
+
+    def calls(self) -> dict[str, int]:
+        """How often each (key, node) was called by the test services."""
+        raw = self.client.hgetall(f"{self.prefix}:calls")
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def fleet_env(redis_url: str, prefix: str) -> dict[str, str]:
+    """The environment of the fleet's processes."""
+    return {
+        "TRADEFLOW_REDIS_URL": redis_url,
+        "TRADEFLOW_KEY_PREFIX": prefix,
+        "TRADEFLOW_BROKER_PREFIX": f"{prefix}:q:",
+        "TRADEFLOW_SERVICE_MODULES": "tests.integration.services",
+        "TRADEFLOW_TIMER_INTERVAL": "0.5",
+        "TRADEFLOW_SWEEP_INTERVAL": "1",
+        "TRADEFLOW_EVENTS": "0",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+
+
+def sender_app(redis_url: str, prefix: str) -> Celery:
+    """A Celery app that only sends, configured like the fleet."""
+    app = Celery("tradeflow-test", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    options = dict(app.conf.broker_transport_options or {})
+    options["global_keyprefix"] = f"{prefix}:q:"
+    app.conf.update(broker_url=redis_url, broker_transport_options=options, task_send_sent_event=False)
+    return app
+
+
+@pytest.fixture(scope="module")
+def live(redis_url: str) -> Iterator[LiveFleet]:
+    """Workers for the engine queue (threads) and the itest queue (prefork, 2 children) plus beat."""
+    prefix = f"tfit-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStore(client, Keys(prefix), retention_seconds=600)
+    engine = Engine(store, CeleryEnqueuer(sender_app(redis_url, prefix)))
+    specs = [FleetSpec("engine", "threads", 4), FleetSpec("itest", "prefork", 2)]
+    fleet = Fleet(specs, beat=True, env=fleet_env(redis_url, prefix), loglevel="INFO")
+    try:
+        with fleet:
+            yield LiveFleet(engine, fleet, prefix, client)
+    finally:
+        delete_prefix(client, prefix)
+        client.close()

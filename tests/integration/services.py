@@ -1,0 +1,40 @@
+"""Service actions used by the integration tests (loaded by real workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from engine.errors import ActionFailed
+from engine.service import Transition, action
+
+
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["TRADEFLOW_REDIS_URL"])
+
+
+@action("itest", "step")
+def step(payload: dict[str, Any]) -> Transition:
+    """Counts its calls per (instance key, node) in Redis; fails or misbehaves on request."""
+    key = payload["key"]
+    _client().hincrby(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:calls", f"{key}:{payload['node']}", 1)
+    if payload.get("mode") == "raise" and payload["node"] == "b":
+        raise ActionFailed(f"{key} is broken")
+    if payload.get("mode") == "unknown" and payload["node"] == "b":
+        return Transition("sideways")
+    if payload.get("sleep"):
+        time.sleep(float(payload["sleep"]))
+    return Transition("ok", {"node": payload["node"], "pid": os.getpid()})
+
+
+@action("itest", "slow")
+def slow(payload: dict[str, Any]) -> Transition:
+    """Announces its pid, then sleeps: the test kills the process mid-step."""
+    client = _client()
+    client.hincrby(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:calls", f"{payload['key']}:slow", 1)
+    client.rpush(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:slow-pids", os.getpid())
+    time.sleep(float(payload.get("sleep", 2.0)))
+    return Transition("ok", {"pid": os.getpid()})

@@ -1,0 +1,370 @@
+"""The engine driven one message at a time (no Celery), on fakeredis and on a real Redis.
+
+These tests pin the state machine: transitions, choices, waits, retries, the sweeper,
+operator actions, versions and the compare-and-set that turns duplicates into no-ops.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+from engine.validation import load_definition
+
+from engine.api import Engine, StartItem
+from engine.clock import ManualClock
+from engine.errors import ActionFailed, InvalidState
+from engine.keys import Keys
+from engine.messages import MemoryEnqueuer
+from engine.model import InstanceStatus, Outcome
+from engine.service import ActionRegistry, Transition, action
+from engine.store import RedisStore
+from engine.testing import Driver
+
+ACTIONS = ActionRegistry()
+CALLS: dict[str, int] = {}
+
+
+@action("svc", "fetch", into=ACTIONS)
+def fetch(payload: dict[str, Any]) -> Transition:
+    """Answers with the account's value; 'closed' accounts take another transition."""
+    CALLS["fetch"] = CALLS.get("fetch", 0) + 1
+    if payload["account"] == "closed":
+        return Transition("closed")
+    if payload["account"] == "weird":
+        return Transition("no_such_transition")
+    if payload["account"] == "bad":
+        raise ActionFailed("account data is broken")
+    return Transition("ok", {"value": len(payload["account"]) * 10})
+
+
+@action("svc", "flaky", into=ACTIONS)
+def flaky(payload: dict[str, Any]) -> Transition:
+    """Fails until it has been called ``payload['fail_times']`` times for this key."""
+    key = f"flaky:{payload['key']}"
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if CALLS[key] <= payload["fail_times"]:
+        raise ConnectionError(f"upstream down (call {CALLS[key]})")
+    return Transition("ok", {"calls": CALLS[key]})
+
+
+@action("svc", "record", into=ACTIONS)
+def record(payload: dict[str, Any]) -> Transition:
+    """Echoes its input."""
+    return Transition("ok", {"got": payload})
+
+
+FLOW = {
+    "name": "flow",
+    "description": "fetch, decide, record",
+    "initial_data": {"type": "object", "required": ["account"], "properties": {"account": {"type": "string"}}},
+    "parameters": {"threshold": 30},
+    "start": "fetch",
+    "nodes": {
+        "fetch": {"type": "service", "service": "svc", "action": "fetch",
+                  "input": {"account": "data.account"},
+                  "transitions": {"ok": "big_enough", "closed": "skipped"}},
+        "big_enough": {"type": "choice",
+                       "choices": [{"when": "context.fetch.value >= params.threshold", "next": "record"}],
+                       "default": "small"},
+        "record": {"type": "service", "service": "svc", "action": "record",
+                   "input": {"value": "context.fetch.value", "tag": "'big'"},
+                   "transitions": {"ok": "done"}},
+        "done": {"type": "terminal", "status": "succeeded", "result": {"value": "context.record.got.value"}},
+        "small": {"type": "terminal", "status": "succeeded"},
+        "skipped": {"type": "terminal", "status": "succeeded"},
+    },
+}
+
+
+def flaky_flow(max_attempts: int, backoff: float = 10.0) -> dict[str, Any]:
+    return {
+        "name": "flaky-flow",
+        "initial_data": {"type": "object"},
+        "start": "call",
+        "nodes": {
+            "call": {"type": "service", "service": "svc", "action": "flaky",
+                     "input": {"key": "data.key", "fail_times": "data.fail_times"},
+                     "transitions": {"ok": "done"},
+                     "retry": {"max_attempts": max_attempts, "backoff_seconds": backoff, "backoff_rate": 2.0},
+                     "timeout_seconds": 60},
+            "done": {"type": "terminal", "status": "succeeded"},
+        },
+    }
+
+
+WAIT_FLOW = {
+    "name": "wait-flow",
+    "start": "nap",
+    "nodes": {
+        "nap": {"type": "wait", "until": "now() + duration('90m')", "next": "record"},
+        "record": {"type": "service", "service": "svc", "action": "record", "input": {"x": 1},
+                   "transitions": {"ok": "done"}},
+        "done": {"type": "terminal", "status": "succeeded"},
+    },
+}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_750_000_000.0)
+
+
+@pytest.fixture
+def engine(any_redis: redis.Redis, key_prefix: str, clock: ManualClock) -> Engine:
+    store = RedisStore(any_redis, Keys(key_prefix), retention_seconds=3600)
+    eng = Engine(store, MemoryEnqueuer(), clock)
+    for body in (FLOW, flaky_flow(3), WAIT_FLOW):
+        eng.publish(load_definition(json.dumps(body)))
+    return eng
+
+
+@pytest.fixture
+def driver(engine: Engine) -> Driver:
+    CALLS.clear()
+    return Driver(engine, ACTIONS)
+
+
+def outcomes(engine: Engine, iid: str) -> list[str]:
+    return [a["outcome"] for a in engine.activities(iid)]
+
+
+def test_multi_node_flow_completes_with_context_result_and_history(engine: Engine, driver: Driver) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    assert engine.get(iid).status is InstanceStatus.RUNNING
+    assert engine.store.ttl(iid) == -1  # live instances never expire
+    assert driver.run_until_idle() == 2  # fetch and record; the choice and terminal need no message
+
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.SUCCEEDED
+    assert inst.context == {"fetch": {"value": 40}, "record": {"got": {"value": 40, "tag": "big"}}}
+    assert inst.result == {"value": 40}
+    assert inst.seq == 3
+    acts = engine.activities(iid)
+    assert [a["outcome"] for a in acts] == ["started", "applied", "applied"]
+    assert acts[1]["node"] == "fetch" and acts[1]["transition"] == "ok"
+    assert acts[1]["next"] == "record" and acts[1]["via"] == ["big_enough"]
+    assert acts[2]["sent"] == {"value": 40, "tag": "big"}
+    assert 0 < engine.store.ttl(iid) <= 3600  # finished: TTL set
+
+
+def test_choice_default_and_alternative_transition(engine: Engine, driver: Driver) -> None:
+    small = engine.start("flow", {"account": "AB"})
+    closed = engine.start("flow", {"account": "closed"})
+    driver.run_until_idle()
+    assert engine.get(small).node == "small"
+    assert engine.get(closed).node == "skipped"
+    assert engine.get(small).status is engine.get(closed).status is InstanceStatus.SUCCEEDED
+
+
+def test_unknown_transition_and_action_failure_fail_only_their_instance(engine: Engine, driver: Driver) -> None:
+    ids = engine.start_many("flow", [{"account": a} for a in ["ABCD", "weird", "bad", "WXYZ"]], run="r1")
+    driver.run_until_idle()
+    statuses = [engine.get(i).status for i in ids]
+    assert statuses == [InstanceStatus.SUCCEEDED, InstanceStatus.FAILED, InstanceStatus.FAILED,
+                        InstanceStatus.SUCCEEDED]
+    weird, bad = engine.get(ids[1]), engine.get(ids[2])
+    assert weird.error is not None and bad.error is not None
+    assert weird.error["node"] == "fetch" and weird.error["service"] == "svc"
+    assert "unknown transition 'no_such_transition'" in weird.error["reason"]
+    assert bad.error["reason"] == "account data is broken" and bad.error["attempt"] == 1
+    assert CALLS["fetch"] == 4  # ActionFailed is not retried
+    counts = engine.progress("r1").counts
+    assert counts["succeeded"] == 2 and counts["failed"] == 2
+
+
+def test_invalid_input_in_start_many_fails_that_instance_only(engine: Engine, driver: Driver) -> None:
+    ids = engine.start_many("flow", [{"account": "ABCD"}, {"acct": 1}], run="r2")
+    bad = engine.get(ids[1])
+    assert bad.status is InstanceStatus.FAILED
+    assert bad.error is not None and "invalid input" in bad.error["reason"]
+    driver.run_until_idle()
+    assert engine.get(ids[0]).status is InstanceStatus.SUCCEEDED
+    assert engine.progress("r2").done
+
+
+def test_duplicate_delivery_applies_once_and_is_recorded_as_noop(engine: Engine, driver: Driver) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    first = driver.queue.pop()
+    assert driver.deliver(first).outcome is Outcome.APPLIED
+    assert driver.deliver(first).outcome is Outcome.NOOP  # redelivered after it was applied
+    driver.run_until_idle()
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.SUCCEEDED and inst.noops == 1
+    applied = [a for a in engine.activities(iid) if a["outcome"] == "applied"]
+    assert [a["node"] for a in applied] == ["fetch", "record"]
+    assert outcomes(engine, iid).count("noop") == 1
+    assert CALLS["fetch"] == 1  # the stale delivery was recognised before running the action
+
+
+def test_retry_with_backoff_on_the_timer_then_success(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    iid = engine.start("flaky-flow", {"key": "a", "fail_times": 2})
+    driver.run_until_idle()
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.RUNNING and inst.attempt == 2 and inst.timer == "retry"
+    assert inst.wake_at == pytest.approx(clock() + 10)
+    clock.advance(9)
+    assert driver.run_until_idle() == 0  # not yet due
+    clock.advance(2)
+    driver.run_until_idle()  # attempt 2 fails, backoff 20 s
+    assert engine.get(iid).attempt == 3
+    clock.advance(21)
+    driver.run_until_idle()
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.SUCCEEDED and inst.context["call"] == {"calls": 3}
+    assert outcomes(engine, iid) == ["started", "retry", "retry", "applied"]
+
+
+def test_retries_are_bounded(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    iid = engine.start("flaky-flow", {"key": "b", "fail_times": 99})
+    for _ in range(5):
+        driver.run_until_idle()
+        clock.advance(100)
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.FAILED
+    assert inst.error is not None and "after 3 attempts" in inst.error["reason"]
+    assert CALLS["flaky:b"] == 3
+
+
+def test_wait_resumes_at_its_computed_time(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    iid = engine.start("wait-flow", {})
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.WAITING and inst.wake_at == pytest.approx(clock() + 5400)
+    assert not driver.queue.messages  # a wait sends nothing
+    clock.advance(5399)
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.WAITING
+    clock.advance(2)
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    assert outcomes(engine, iid) == ["started", "woke", "applied"]
+
+
+def test_pause_lets_the_step_in_flight_finish_and_resume_goes_on(engine: Engine, driver: Driver) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    message = driver.queue.pop()
+    engine.pause(iid, reason="checking")
+    driver.deliver(message)  # in flight when paused: its result is recorded...
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.PAUSED and inst.node == "record" and "fetch" in inst.context
+    assert not driver.queue.messages  # ...but nothing further is sent
+    engine.resume(iid)
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    assert [a.get("control") for a in engine.activities(iid) if a["outcome"] == "control"] == ["pause", "resume"]
+
+
+def test_a_queued_step_of_a_paused_instance_is_skipped_and_resent_on_resume(engine: Engine, driver: Driver) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    engine.pause(iid)
+    assert driver.step() is not None and engine.get(iid).node == "fetch"  # skipped, not run
+    assert CALLS.get("fetch", 0) == 0
+    engine.resume(iid)
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED and CALLS["fetch"] == 1
+
+
+def test_resume_while_the_step_is_still_in_flight_does_not_send_it_twice(engine: Engine, driver: Driver) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    message = driver.queue.pop()
+    engine.pause(iid)
+    engine.resume(iid)
+    assert not driver.queue.messages
+    driver.deliver(message)
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED and CALLS["fetch"] == 1
+
+
+def test_cancel_ignores_the_late_result(engine: Engine, driver: Driver) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    message = driver.queue.pop()
+    engine.cancel(iid, reason="client left")
+    driver.deliver(message)
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.CANCELLED and inst.context == {}
+    assert outcomes(engine, iid)[-1] == "noop"
+    with pytest.raises(InvalidState):
+        engine.resume(iid)
+
+
+def test_retry_a_failed_instance_with_an_edited_context(engine: Engine, driver: Driver) -> None:
+    bad_definition = dict(FLOW, name="flow2")
+    bad_definition["nodes"] = dict(FLOW["nodes"])
+    bad_definition["nodes"]["record"] = dict(FLOW["nodes"]["record"], input={"value": "context.fetch.missing"})
+    engine.publish(load_definition(json.dumps(bad_definition)))
+    iid = engine.start("flow2", {"account": "ABCD"})
+    driver.run_until_idle()
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.FAILED and inst.node == "record"
+    assert inst.error is not None and inst.error["type"] == "ExpressionError"
+    engine.retry(iid, context={"fetch": {"value": 40, "missing": 7}})
+    driver.run_until_idle()
+    inst = engine.get(iid)
+    assert inst.status is InstanceStatus.SUCCEEDED and inst.context["record"] == {"got": {"value": 7}}
+    assert inst.error is None
+
+
+def test_bulk_operations_over_a_run(engine: Engine, driver: Driver) -> None:
+    ids = engine.start_many("flow", [{"account": f"ACC{i}"} for i in range(6)], run="bulk")
+    assert engine.bulk("pause", "bulk").done == 6
+    assert engine.progress("bulk").counts["paused"] == 6
+    driver.run_until_idle()  # every queued step is skipped
+    assert all(engine.get(i).status is InstanceStatus.PAUSED for i in ids)
+    assert engine.bulk("resume", "bulk").done == 6
+    engine.cancel(ids[0])
+    driver.run_until_idle()
+    counts = engine.progress("bulk").counts
+    assert counts["succeeded"] == 5 and counts["cancelled"] == 1
+    assert engine.bulk("cancel", "bulk").done == 0  # nothing live is left
+
+
+def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
+    engine: Engine, driver: Driver, clock: ManualClock
+) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    driver.queue.messages.clear()  # the message is lost (worker node died with it)
+    clock.advance(306)
+    assert engine.runtime.sweep() == 1
+    assert engine.get(iid).attempt == 2 and len(driver.queue.messages) == 1
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+
+    hung = engine.start("flow", {"account": "WXYZ"})
+    for _ in range(3):
+        driver.queue.messages.clear()
+        clock.advance(306)
+        engine.runtime.sweep()
+    inst = engine.get(hung)
+    assert inst.status is InstanceStatus.FAILED
+    assert inst.error is not None and inst.error["type"] == "Timeout"
+
+
+def test_versions_run_side_by_side_and_instances_stay_pinned(engine: Engine, driver: Driver) -> None:
+    old = engine.start("flow", {"account": "ABC"})  # value 30 >= threshold 30 -> record
+    v2 = dict(FLOW, parameters={"threshold": 100})
+    version = engine.publish(load_definition(json.dumps(v2)), alias="production")
+    assert version == 2
+    assert engine.publish(load_definition(json.dumps(v2))) == 2  # same content: same version
+    new = engine.start("flow", {"account": "ABC"}, version="production")
+    driver.run_until_idle()
+    assert (engine.get(old).version, engine.get(old).node) == (1, "done")
+    assert (engine.get(new).version, engine.get(new).node) == (2, "small")
+
+
+def test_record_level_metadata_keeps_no_payloads(engine: Engine, driver: Driver) -> None:
+    engine.publish(load_definition(json.dumps(dict(FLOW, name="quiet", record="metadata"))))
+    iid = engine.start("quiet", {"account": "ABCD"})
+    driver.run_until_idle()
+    applied = [a for a in engine.activities(iid) if a["outcome"] == "applied"]
+    assert applied and all("sent" not in a and "received" not in a for a in applied)
+    assert engine.get(iid).context["fetch"] == {"value": 40}  # the context itself is kept
+
+
+def test_starting_with_the_same_id_twice_starts_once(engine: Engine, driver: Driver) -> None:
+    first = engine.start_many("flow", [StartItem({"account": "ABCD"}, "acct-1")], run="idem")
+    again = engine.start_many("flow", [StartItem({"account": "ABCD"}, "acct-1")], run="idem")
+    assert first == again == ["acct-1"]
+    driver.run_until_idle()
+    assert CALLS["fetch"] == 1 and engine.progress("idem").total == 1
