@@ -1,0 +1,208 @@
+"""The brokerage adapter: a ``Brokerage`` contract and a simulated brokerage on Redis.
+
+Every order carries an idempotency key. A brokerage places at most one order per key: a
+second submit with the same key (a retry after a lost answer, a redelivered task, a second
+worker) returns the original receipt; the same key with a *different* order raises
+:class:`DuplicateOrder`.
+
+:class:`SimulatedBrokerage` keeps, under its own prefix ``P`` (default ``pm:broker:``)::
+
+    P received   list  JSON of every order delivered to it, duplicates included (``received_count``)
+    P orders     hash  idempotency key -> BrokerReceipt JSON of the order it took (``accepted_orders``)
+
+One submit is one ``MULTI``/``EXEC`` transaction — ``RPUSH received``, ``HSETNX orders key
+receipt``, ``HGET orders key`` — so of any number of concurrent submits of one key, from any
+number of processes, exactly one is accepted and all get that one's receipt. (No Lua, so
+it runs on fakeredis too.)
+
+Orders fill at once at the last price (``last_price(symbol)``, else the order's ``est_price``,
+else its ``limit_price``); a limit the last price does not satisfy, or no price at all, gives a
+``REJECTED`` receipt — recorded under the key like a fill, so a retry gets the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from portfolio_manager.book import Identifier, Quantity, Side, Symbol
+from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
+
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class OrderStatus(StrEnum):
+    """What became of an order the brokerage took."""
+
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerOrder(_Frozen):
+    """An order to send: what to trade, plus the key that makes sending it twice harmless."""
+
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=256)]
+    account_id: Identifier
+    symbol: Symbol
+    side: Side
+    quantity: Quantity
+    limit_price: Price | None = None
+    est_price: Price | None = None
+
+
+class BrokerReceipt(_Frozen):
+    """The brokerage's answer for one idempotency key."""
+
+    order_id: str
+    idempotency_key: str
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    status: OrderStatus
+    fill_price: float | None = None
+    filled_value: float | None = None
+    reason: str = ""
+    accepted_at: datetime
+
+    def matches(self, order: BrokerOrder) -> bool:
+        """True when ``order`` is the order this receipt answers (same account, symbol, side, quantity)."""
+        return (self.account_id, self.symbol, self.side, self.quantity) == (
+            order.account_id,
+            order.symbol,
+            order.side,
+            order.quantity,
+        )
+
+
+@runtime_checkable
+class Brokerage(Protocol):
+    """Places orders, at most once per idempotency key."""
+
+    def submit(self, order: BrokerOrder) -> BrokerReceipt:
+        """Place ``order`` (or return the receipt of the order already placed under its key)."""
+        ...
+
+
+class SimulatedBrokerage:
+    """A :class:`Brokerage` on Redis that fills at the last price and counts every delivery.
+
+    Fault hooks for tests: with probability ``fail_before_accept`` a submit raises
+    :class:`BrokerageTimeout` before reaching the brokerage (nothing recorded); with probability
+    ``fail_after_accept`` it raises after the order was recorded — "accepted, but the caller
+    never heard back". Both are plain attributes, so a test can switch them between calls.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "pm:broker:",
+        last_price: Callable[[str], float | None] | None = None,
+        fail_before_accept: float = 0.0,
+        fail_after_accept: float = 0.0,
+        fault_seed: int | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.last_price = last_price
+        self.fail_before_accept = fail_before_accept
+        self.fail_after_accept = fail_after_accept
+        self._rng = random.Random(fault_seed)
+
+    def __repr__(self) -> str:
+        return f"SimulatedBrokerage(prefix={self.prefix!r})"
+
+    @property
+    def received_key(self) -> str:
+        """List of every order delivered."""
+        return f"{self.prefix}received"
+
+    @property
+    def orders_key(self) -> str:
+        """Hash of idempotency key -> receipt."""
+        return f"{self.prefix}orders"
+
+    def _fault(self, probability: float) -> bool:
+        return probability > 0 and self._rng.random() < probability
+
+    def _answer(self, order: BrokerOrder) -> BrokerReceipt:
+        price = self.last_price(order.symbol) if self.last_price else None
+        price = price or order.est_price or order.limit_price
+        status, reason = OrderStatus.FILLED, ""
+        if price is None:
+            status, reason = OrderStatus.REJECTED, f"no price for {order.symbol}"
+        elif order.limit_price is not None and (
+            (order.side is Side.BUY and price > order.limit_price)
+            or (order.side is Side.SELL and price < order.limit_price)
+        ):
+            status, reason = OrderStatus.REJECTED, f"limit {order.limit_price} not met by last price {price}"
+        filled = status is OrderStatus.FILLED
+        return BrokerReceipt(
+            order_id=f"SIM-{uuid.uuid4().hex[:16]}",
+            idempotency_key=order.idempotency_key,
+            account_id=order.account_id,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            status=status,
+            fill_price=price if filled else None,
+            filled_value=round(price * order.quantity, 2) if filled and price else None,
+            reason=reason,
+            accepted_at=datetime.now(UTC),
+        )
+
+    def submit(self, order: BrokerOrder) -> BrokerReceipt:
+        """Place ``order`` once per key; raises DuplicateOrder when the key names another order."""
+        if self._fault(self.fail_before_accept):
+            raise BrokerageTimeout(f"order {order.idempotency_key}: no answer (simulated, not delivered)")
+        candidate = self._answer(order)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(self.received_key, order.model_dump_json())
+        pipe.hsetnx(self.orders_key, order.idempotency_key, candidate.model_dump_json())
+        pipe.hget(self.orders_key, order.idempotency_key)
+        _, _, stored = pipe.execute()
+        receipt = BrokerReceipt.model_validate_json(stored)
+        if not receipt.matches(order):
+            raise DuplicateOrder(
+                f"idempotency key {order.idempotency_key!r} was used for {receipt.side.value} "
+                f"{receipt.quantity:g} {receipt.symbol} in {receipt.account_id} (order {receipt.order_id}), "
+                f"not {order.side.value} {order.quantity:g} {order.symbol} in {order.account_id}"
+            )
+        if self._fault(self.fail_after_accept):
+            raise BrokerageTimeout(f"order {order.idempotency_key}: no answer (simulated; the brokerage did record it)")
+        return receipt
+
+    def get_receipt(self, idempotency_key: str) -> BrokerReceipt | None:
+        """The receipt recorded under ``idempotency_key``, if any."""
+        raw = self.client.hget(self.orders_key, idempotency_key)
+        return BrokerReceipt.model_validate_json(raw) if raw is not None else None
+
+    def accepted_orders(self) -> list[BrokerReceipt]:
+        """Every order taken (one per key), in order of acceptance."""
+        receipts = [BrokerReceipt.model_validate_json(raw) for raw in self.client.hvals(self.orders_key)]
+        return sorted(receipts, key=lambda r: (r.accepted_at, r.order_id))
+
+    def received_orders(self) -> list[BrokerOrder]:
+        """Every order delivered, duplicates included, in order of arrival."""
+        return [BrokerOrder.model_validate_json(raw) for raw in self.client.lrange(self.received_key, 0, -1)]
+
+    def received_count(self) -> int:
+        """How many submits reached the brokerage (duplicates included)."""
+        return int(self.client.llen(self.received_key))
+
+    def clear(self) -> None:
+        """Delete this brokerage's keys (and nothing else)."""
+        self.client.delete(self.received_key, self.orders_key)
+
+
+__all__ = ["Brokerage", "BrokerOrder", "BrokerReceipt", "OrderStatus", "SimulatedBrokerage"]
