@@ -41,8 +41,14 @@ def apply_history_restrictions(book: Book, history: list[Trade]) -> None:
 
 
 def wash_sale_blocked(book: Book, history: list[Trade], symbol: str) -> bool:
-    """True when any account bought ``symbol`` or an identical symbol within the window."""
+    """True when any account bought ``symbol`` or an identical symbol within the window.
+
+    A replacement bought earlier in this plan that is identical to ``symbol`` blocks too:
+    it is a buy dated as_of, inside the window.
+    """
     group = book.group(symbol)
+    if group & book.bought:
+        return True
     return any(t.side == "BUY" and t.symbol in group and in_window(t.date, book) for t in history)
 
 
