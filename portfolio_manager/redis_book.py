@@ -9,12 +9,15 @@ Key layout (``P`` is the prefix; every value is UTF-8 JSON of a :mod:`portfolio_
     P models             hash    model id -> ModelPortfolio JSON
     P px:<symbol>        zset    member "<YYYY-MM-DD>|<price>", score = date ordinal
 
-Reads are batched: :meth:`RedisBook.get_holdings` is one pipeline for an account without
-links and two when it has linked accounts (their ids are only known once the account record
-is read); :meth:`RedisBook.get_holdings_many` fetches any number of accounts in those same
-two round trips. ``get_prices`` is one pipeline for any number of symbols. Writes go
-through :meth:`RedisBook.batch`, a non-transactional pipeline flushed every
-``flush_every`` commands.
+Reads are batched: :meth:`RedisBook.get_holdings` is one round trip — a small Lua script
+reads the account, its cash and lots, and the trades of the account and of every linked
+account (whose ids it takes from the account record); :meth:`RedisBook.get_holdings_many`
+pipelines that script for any number of accounts, still one round trip. ``get_prices`` is
+one pipeline for any number of symbols. Writes go through :meth:`RedisBook.batch`, a
+non-transactional pipeline flushed every ``flush_every`` commands.
+
+The script derives the lots/trades keys from the account id and its links, so it needs a
+standalone Redis (or Sentinel); on Redis Cluster a household would need one hash tag.
 
 The book knows nothing of the engine's keys, and the engine nothing of these.
 """
@@ -32,6 +35,28 @@ from portfolio_manager.book import Account, Holdings, ModelPortfolio, TaxLot, Tr
 from portfolio_manager.errors import AccountNotFound, InvalidBookData, ModelNotFound
 
 _LOTS = TypeAdapter(tuple[TaxLot, ...])
+
+# One account's holdings in one round trip. KEYS: accounts hash, cash hash.
+# ARGV: prefix, account id, lowest and highest date ordinal of the trade window.
+# Returns {account JSON, cash, lots JSON, trade JSON...} with the trades of the account and
+# of every account in its ``linked_account_ids``; {nil} when the account does not exist.
+HOLDINGS_LUA = """
+local prefix, id, low, high = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local account = redis.call('HGET', KEYS[1], id)
+if not account then return {false} end
+local out = {account, redis.call('HGET', KEYS[2], id), redis.call('GET', prefix .. 'lots:' .. id)}
+local members = {id}
+local ok, parsed = pcall(cjson.decode, account)
+if ok and type(parsed) == 'table' and type(parsed.linked_account_ids) == 'table' then
+  for _, other in ipairs(parsed.linked_account_ids) do table.insert(members, other) end
+end
+for _, member in ipairs(members) do
+  for _, trade in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'trades:' .. member, low, high)) do
+    table.insert(out, trade)
+  end
+end
+return out
+"""
 DEFAULT_FLUSH_EVERY = 5_000
 
 
@@ -163,6 +188,7 @@ class RedisBook:
         self.client = client
         self.keys = BookKeys(prefix)
         self.flush_every = flush_every
+        self._holdings_script = client.register_script(HOLDINGS_LUA)
 
     def __repr__(self) -> str:
         return f"RedisBook(prefix={self.keys.prefix!r})"
@@ -274,61 +300,43 @@ class RedisBook:
         return prices
 
     def get_holdings(self, account_id: str, as_of: date, lookback_days: int) -> Holdings:
-        """Cash, lots and the household's trades in ``[as_of - lookback_days, as_of]``.
-
-        One round trip for an account without linked accounts, two with them.
-        """
+        """Cash, lots and the household's trades in ``[as_of - lookback_days, as_of]``: one round trip."""
         return self.get_holdings_many([account_id], as_of, lookback_days)[account_id]
 
     def get_holdings_many(self, account_ids: Sequence[str], as_of: date, lookback_days: int) -> dict[str, Holdings]:
-        """Holdings of many accounts in at most two round trips; raises AccountNotFound on the first missing."""
+        """Holdings of many accounts in one round trip; raises AccountNotFound naming the first missing."""
         if lookback_days < 0:
             raise ValueError(f"lookback_days must be >= 0, got {lookback_days}")
         low, high = (as_of - timedelta(days=lookback_days)).toordinal(), as_of.toordinal()
         ids = list(dict.fromkeys(account_ids))
         pipe = self.client.pipeline(transaction=False)
         for account_id in ids:
-            pipe.hget(self.keys.accounts, account_id)
-            pipe.hget(self.keys.cash, account_id)
-            pipe.get(self.keys.lots(account_id))
-            pipe.zrangebyscore(self.keys.trades(account_id), low, high)
-        replies = pipe.execute()
-        rows: dict[str, tuple[Account, Any, Any]] = {}
-        trades: dict[str, list[Any]] = {}
-        for i, account_id in enumerate(ids):
-            raw_account, raw_cash, raw_lots, raw_trades = replies[4 * i : 4 * i + 4]
-            if raw_account is None:
+            self._holdings_script(
+                keys=[self.keys.accounts, self.keys.cash],
+                args=[self.keys.prefix, account_id, low, high],
+                client=pipe,
+            )
+        out: dict[str, Holdings] = {}
+        for account_id, reply in zip(ids, pipe.execute(), strict=True):
+            if not reply or reply[0] is None:
                 raise AccountNotFound(account_id)
+            raw_account, raw_cash, raw_lots, *raw_trades = reply
             account = _parse(Account, raw_account, f"account {account_id}")
-            rows[account_id] = (account, raw_cash, raw_lots)
-            trades[account_id] = raw_trades
-        linked = sorted({x for a, _, _ in rows.values() for x in a.linked_account_ids} - set(trades))
-        if linked:
-            pipe = self.client.pipeline(transaction=False)
-            for other in linked:
-                pipe.zrangebyscore(self.keys.trades(other), low, high)
-            trades.update(zip(linked, pipe.execute(), strict=True))
-        return {
-            account_id: self._holdings(account, raw_cash, raw_lots, trades, as_of, lookback_days)
-            for account_id, (account, raw_cash, raw_lots) in rows.items()
-        }
+            out[account_id] = self._holdings(account, raw_cash, raw_lots, raw_trades, as_of, lookback_days)
+        return out
 
     @staticmethod
     def _holdings(
         account: Account,
         raw_cash: Any,
         raw_lots: Any,
-        trades: Mapping[str, list[Any]],
+        raw_trades: Sequence[Any],
         as_of: date,
         lookback_days: int,
     ) -> Holdings:
         try:
             lots = _LOTS.validate_json(raw_lots) if raw_lots is not None else ()
-            history = [
-                Trade.model_validate_json(raw)
-                for member in (account.id, *account.linked_account_ids)
-                for raw in trades.get(member, ())
-            ]
+            history = [Trade.model_validate_json(raw) for raw in raw_trades]
             history.sort(key=lambda t: (t.date, t.account_id, t.trade_id))
             return Holdings(
                 account=account,
