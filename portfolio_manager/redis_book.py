@@ -9,7 +9,8 @@ Key layout (``P`` is the prefix; every value is UTF-8 JSON of a :mod:`portfolio_
     P models             hash    model id -> ModelPortfolio JSON
     P px:<symbol>        zset    member "<YYYY-MM-DD>|<price>", score = date ordinal
 
-Reads are batched: :meth:`RedisBook.get_holdings` is one round trip — a small Lua script
+Reads are batched: :meth:`RedisBook.get_holdings` is one round trip (EVALSHA; the script is
+loaded on the first NOSCRIPT only) — a small Lua script
 reads the account, its cash and lots, and the trades of the account and of every linked
 account (whose ids it takes from the account record); :meth:`RedisBook.get_holdings_many`
 pipelines that script for any number of accounts, still one round trip. ``get_prices`` is
@@ -24,12 +25,14 @@ The book knows nothing of the engine's keys, and the engine nothing of these.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import NoScriptError
 
 from portfolio_manager.book import Account, Holdings, ModelPortfolio, TaxLot, Trade
 from portfolio_manager.errors import AccountNotFound, InvalidBookData, ModelNotFound
@@ -57,6 +60,7 @@ for _, member in ipairs(members) do
 end
 return out
 """
+HOLDINGS_SHA = hashlib.sha1(HOLDINGS_LUA.encode(), usedforsecurity=False).hexdigest()
 DEFAULT_FLUSH_EVERY = 5_000
 
 
@@ -188,7 +192,6 @@ class RedisBook:
         self.client = client
         self.keys = BookKeys(prefix)
         self.flush_every = flush_every
-        self._holdings_script = client.register_script(HOLDINGS_LUA)
 
     def __repr__(self) -> str:
         return f"RedisBook(prefix={self.keys.prefix!r})"
@@ -309,21 +312,31 @@ class RedisBook:
             raise ValueError(f"lookback_days must be >= 0, got {lookback_days}")
         low, high = (as_of - timedelta(days=lookback_days)).toordinal(), as_of.toordinal()
         ids = list(dict.fromkeys(account_ids))
-        pipe = self.client.pipeline(transaction=False)
-        for account_id in ids:
-            self._holdings_script(
-                keys=[self.keys.accounts, self.keys.cash],
-                args=[self.keys.prefix, account_id, low, high],
-                client=pipe,
-            )
         out: dict[str, Holdings] = {}
-        for account_id, reply in zip(ids, pipe.execute(), strict=True):
+        for account_id, reply in zip(ids, self._run_holdings_script(ids, low, high), strict=True):
             if not reply or reply[0] is None:
                 raise AccountNotFound(account_id)
             raw_account, raw_cash, raw_lots, *raw_trades = reply
             account = _parse(Account, raw_account, f"account {account_id}")
             out[account_id] = self._holdings(account, raw_cash, raw_lots, raw_trades, as_of, lookback_days)
         return out
+
+    def _run_holdings_script(self, ids: Sequence[str], low: int, high: int) -> list[Any]:
+        """EVALSHA per account in one pipeline; on NOSCRIPT (first use, or after a Redis restart)
+        load the script and send the pipeline once more."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for account_id in ids:
+                pipe.evalsha(
+                    HOLDINGS_SHA, 2, self.keys.accounts, self.keys.cash, self.keys.prefix, account_id, low, high
+                )
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(HOLDINGS_LUA)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _holdings(
