@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 AS_OF = "2025-06-02"
+
+#: The request of ORDER_CALC.md, verbatim (solver greedy).
+SPEC_REQUEST = {
+    "as_of": "2025-06-02",
+    "account": {"id": "A1", "region": "CA", "type": "RRSP", "tlh_enabled": False},
+    "cash": 119.50,
+    "lots": [{"lot_id": "L1", "symbol": "VCN", "quantity": 170, "cost_basis": 8041.00, "acquired_date": "2024-01-02"}],
+    "prices": {"VCN": 47.30, "ZAG": 14.15},
+    "sleeves": [{"id": "EQ", "target_weight": 0.6, "securities": ["VCN", "XIC"]},
+                {"id": "BOND", "target_weight": 0.4, "securities": ["ZAG"]}],
+    "identical_groups": [["VTI", "ITOT"]],
+    "trade_history": [{"date": "2025-05-15", "account_id": "A1-SPOUSE", "symbol": "VCN", "side": "BUY",
+                       "quantity": 2, "realized_loss": False}],
+    "parameters": {"drift_band_abs": 0.05, "drift_band_rel": None, "min_trade_value": 100, "cash_reserve_pct": 0.0,
+                   "fractional": False, "tlh_min_loss_pct": 0.05, "tlh_min_loss_value": 200, "lot_method": "TAX_MIN",
+                   "wash_days": 30, "solver": "greedy"},
+}
+
 
 
 class Req:
@@ -77,3 +96,9 @@ def orders_of(plan_json: dict) -> list[tuple]:
 def brief() -> Any:
     """``orders_of`` as a fixture."""
     return orders_of
+
+
+@pytest.fixture
+def spec_request() -> dict:
+    """A fresh copy of the specification's example request."""
+    return copy.deepcopy(SPEC_REQUEST)
