@@ -64,11 +64,14 @@ def _handler(custodian: Custodian) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, payload: Any = None, raw: bytes | None = None) -> None:
             body = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+                pass
 
         def _body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
