@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,10 @@ def calendar(exchange: str, day: date | None = None) -> ExchangeCalendar:
             end = max(end, cached.last_session.date())
         began = time.perf_counter()
         try:
-            built = exchange_calendars.get_calendar(exchange, start=start.isoformat(), end=end.isoformat())
+            with warnings.catch_warnings():
+                # exchange_calendars 4.x trips pandas 3 deprecation warnings while building; not ours to fix.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                built = exchange_calendars.get_calendar(exchange, start=start.isoformat(), end=end.isoformat())
         except exchange_calendars.errors.InvalidCalendarName:
             raise CalendarError(f"unknown exchange {exchange!r} (XTSE for CA, XNYS for US)") from None
         except ValueError as exc:  # dates outside what the library supports
