@@ -386,8 +386,9 @@ def _compile(source: str) -> Expression:
     for name in sorted(analysis.free | unexplained):
         if name not in ROOTS and name not in TYPE_NAMES:
             raise ExpressionError(
-                f"expression {quote(source)}: unknown name {name!r}{suggest(name, ROOTS)}; "
+                f"expression {quote(source)}: unknown root {name!r}{suggest(name, ROOTS)}; "
                 "expressions see only data, params and context"
+                + (f" (a literal string is quoted: \"'{source.strip()}'\")" if source.strip() == name else "")
             )
     functions = frozenset(set(program.functions()) - OPERATORS)
     for name in sorted(functions):
