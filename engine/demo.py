@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import time
-from importlib import resources
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +27,7 @@ def run_demo(count: int = 3000) -> None:
         os.environ["TRADEFLOW_SERVICE_MODULES"] = ",".join(filter(None, [modules, "engine.samples.actions"]))
     engine = build_engine(allow_start=True)
     console.print(f"Redis: {os.environ['TRADEFLOW_REDIS_URL']}")
-    text = resources.files("engine").joinpath("samples", "pipeline.json").read_text()
+    text = (Path(__file__).parent / "samples" / "pipeline.json").read_text()
     version = engine.publish(load_definition(text, "sample-pipeline.json"), alias="production")
     console.print(f"published sample-pipeline version {version}")
     fleets = [FleetSpec("engine", "threads", 4), FleetSpec("sample_io", "threads", 8),

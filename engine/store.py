@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -28,7 +28,7 @@ DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 
 def _lua(name: str) -> str:
-    return resources.files("engine").joinpath("lua", name).read_text()
+    return (Path(__file__).parent / "lua" / name).read_text()
 
 
 def dumps(value: Any) -> str:

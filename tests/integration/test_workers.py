@@ -110,8 +110,9 @@ def test_a_step_delivered_twice_applies_once(live: LiveFleet) -> None:
 def test_sigkill_of_a_worker_child_mid_step_loses_nothing(live: LiveFleet) -> None:
     """Kill the prefork child running a step: the message is redelivered (acks late, reject on
     worker lost), every instance completes, exactly one applied transition per step."""
-    ids = live.engine.start_many("sleepy", [{"key": f"kill{i}", "sleep": 1.5} for i in range(6)], run="kill")
     pids_key = f"{live.prefix}:slow-pids"
+    live.client.delete(pids_key)
+    ids = live.engine.start_many("sleepy", [{"key": f"kill{i}", "sleep": 1.5} for i in range(6)], run="kill")
     end = time.monotonic() + 20
     while not live.client.llen(pids_key) and time.monotonic() < end:
         time.sleep(0.05)

@@ -245,8 +245,13 @@ def test_wait_resumes_at_its_computed_time(engine: Engine, driver: Driver, clock
 def test_pause_lets_the_step_in_flight_finish_and_resume_goes_on(engine: Engine, driver: Driver) -> None:
     iid = engine.start("flow", {"account": "ABCD"})
     message = driver.queue.pop()
-    engine.pause(iid, reason="checking")
-    driver.deliver(message)  # in flight when paused: its result is recorded...
+
+    def pause_while_running(node: Any, payload: Any) -> Transition:
+        engine.pause(iid, reason="checking")  # the operator pauses while the action runs
+        return driver.execute(node, payload)
+
+    engine.runtime.run_step(iid, message.node, message.seq, message.attempt, pause_while_running)
+    # the step in flight when paused: its result is recorded...
     inst = engine.get(iid)
     assert inst.status is InstanceStatus.PAUSED and inst.node == "record" and "fetch" in inst.context
     assert not driver.queue.messages  # ...but nothing further is sent
