@@ -76,7 +76,7 @@ class GeneratorConfig:
     recent_buy_share: float = 0.20
     recent_harvest_share: float = 0.10
     old_sell_share: float = 0.25
-    drawdown_classes: int = 3
+    drawdown_classes: int = 1
 
 
 class SeedSummary(BaseModel):
@@ -116,7 +116,7 @@ class SeedSummary(BaseModel):
 class PriceTable:
     """Deterministic daily closes (business days) of every priced symbol, ending on ``as_of``."""
 
-    def __init__(self, seed: int, as_of: date, years: int, drawdown_classes: int = 3) -> None:
+    def __init__(self, seed: int, as_of: date, years: int, drawdown_classes: int = 1) -> None:
         rng = np.random.default_rng([seed % 2**63, 0x5EED])
         start = np.datetime64(as_of - timedelta(days=366 * years + 14), "D")
         days = np.arange(start, np.datetime64(as_of, "D") + 1)
@@ -127,13 +127,21 @@ class PriceTable:
         self.closes: dict[str, list[float]] = {}
         for region in Region:
             classes = UNIVERSE[region]
-            hit = set(rng.choice(len(classes), size=min(drawdown_classes, len(classes)), replace=False).tolist())
+            # Declines hit classes other than the core (first) one, so not every account has losses.
+            hit = set(
+                (1 + rng.choice(len(classes) - 1, size=min(drawdown_classes, len(classes) - 1), replace=False)).tolist()
+            )
             for i, cls in enumerate(classes):
                 shocks = rng.normal((cls.annual_drift - cls.annual_vol**2 / 2) * dt, cls.annual_vol * math.sqrt(dt), n)
                 log_path = np.cumsum(shocks)
+                # Tie the walk to a plausible total return over the window (a Brownian bridge),
+                # so most old lots sit on gains as in real markets, with dips along the way.
+                years_total = n / TRADING_DAYS_PER_YEAR
+                target = cls.annual_drift * years_total * rng.uniform(0.6, 1.4)
+                log_path -= np.linspace(0.0, 1.0, n) * (log_path[-1] - target)
                 if i in hit:  # a decline over the last ~4 months: fresh losses to harvest
                     span = min(85, n)
-                    depth = rng.uniform(0.12, 0.25)
+                    depth = rng.uniform(0.10, 0.20)
                     log_path[-span:] += np.linspace(0.0, math.log(1 - depth), span)
                 for symbol in cls.securities:
                     own = np.cumsum(rng.normal(0.0, 0.002, n))

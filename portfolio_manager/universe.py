@@ -27,12 +27,12 @@ class AssetClass:
     base_price: float = 40.0
 
 
-def _eq(id: str, secs: tuple[str, ...], ident: tuple[str, ...] = (), vol: float = 0.16, px: float = 40.0) -> AssetClass:
-    return AssetClass(id, secs, ident, True, 0.07, vol, px)
+def _eq(id: str, secs: tuple[str, ...], ident: tuple[str, ...] = (), vol: float = 0.14, px: float = 40.0) -> AssetClass:
+    return AssetClass(id, secs, ident, True, 0.08, vol, px)
 
 
 def _fi(id: str, secs: tuple[str, ...], ident: tuple[str, ...] = (), vol: float = 0.05, px: float = 20.0) -> AssetClass:
-    return AssetClass(id, secs, ident, False, 0.02, vol, px)
+    return AssetClass(id, secs, ident, False, 0.03, vol, px)
 
 
 UNIVERSE: dict[Region, tuple[AssetClass, ...]] = {
@@ -41,10 +41,10 @@ UNIVERSE: dict[Region, tuple[AssetClass, ...]] = {
         _eq("US_EQ", ("VUN", "XUU", "VUS"), ("VUN", "VUS"), px=90.0),
         _eq("US_LC", ("ZSP", "XUS", "VFV"), ("ZSP", "VFV"), px=80.0),
         _eq("INTL_EQ", ("XEF", "VIU", "ZEA"), ("XEF", "ZEA"), px=35.0),
-        _eq("EM_EQ", ("XEC", "VEE", "ZEM"), ("XEC", "ZEM"), vol=0.20, px=30.0),
+        _eq("EM_EQ", ("XEC", "VEE", "ZEM"), ("XEC", "ZEM"), vol=0.18, px=30.0),
         _eq("CA_DIV", ("VDY", "XEI"), px=45.0),
-        _eq("CA_SC", ("XCS", "VCE"), vol=0.20, px=25.0),
-        _eq("REIT", ("ZRE", "XRE", "VRE"), ("ZRE", "VRE"), vol=0.20, px=20.0),
+        _eq("CA_SC", ("XCS", "VCE"), vol=0.18, px=25.0),
+        _eq("REIT", ("ZRE", "XRE", "VRE"), ("ZRE", "VRE"), vol=0.18, px=20.0),
         _eq("GLOBAL_EQ", ("XAW", "VXC"), px=38.0),
         _fi("CA_AGG", ("ZAG", "XBB", "VAB"), ("XBB", "VAB"), px=14.0),
         _fi("CA_SHORT", ("VSB", "XSB", "ZSB"), ("VSB", "ZSB"), vol=0.03, px=23.0),
@@ -55,13 +55,13 @@ UNIVERSE: dict[Region, tuple[AssetClass, ...]] = {
     Region.US: (
         _eq("US_TOTAL", ("VTI", "SCHB", "ITOT"), ("VTI", "ITOT"), px=250.0),
         _eq("US_LC", ("VOO", "SCHX", "IVV"), ("VOO", "IVV"), px=480.0),
-        _eq("US_SC", ("VB", "SCHA", "IJR"), vol=0.21, px=210.0),
+        _eq("US_SC", ("VB", "SCHA", "IJR"), vol=0.18, px=210.0),
         _eq("US_VALUE", ("VTV", "SCHV", "IWD"), px=160.0),
         _eq("DEV_INTL", ("VEA", "IEFA", "SCHF"), ("VEA", "SCHF"), px=50.0),
-        _eq("EM", ("VWO", "IEMG", "SCHE"), ("VWO", "SCHE"), vol=0.20, px=44.0),
-        _eq("REIT", ("VNQ", "SCHH", "USRT"), vol=0.20, px=85.0),
+        _eq("EM", ("VWO", "IEMG", "SCHE"), ("VWO", "SCHE"), vol=0.18, px=44.0),
+        _eq("REIT", ("VNQ", "SCHH", "USRT"), vol=0.18, px=85.0),
         _eq("US_DIV", ("VIG", "DGRO", "SCHD"), px=180.0),
-        _eq("INTL_SC", ("VSS", "SCZ"), vol=0.19, px=115.0),
+        _eq("INTL_SC", ("VSS", "SCZ"), vol=0.17, px=115.0),
         _fi("US_AGG", ("BND", "SCHZ", "AGG"), ("BND", "AGG"), px=72.0),
         _fi("US_SHORT", ("VGSH", "SCHO"), vol=0.02, px=58.0),
         _fi("TIPS", ("SCHP", "VTIP", "TIP"), vol=0.06, px=26.0),
