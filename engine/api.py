@@ -128,7 +128,9 @@ class Engine:
                     "worker": worker_name(), "started_at": now, "ended_at": now}
         try:
             validate_input(definition, item.data)
-            scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC))
+            scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC),
+                          instance={"id": iid, "workflow": definition.name, "version": definition.version,
+                                    "run": run, "node": definition.start, "seq": 1, "attempt": 1})
             nxt = resolve(definition, definition.start, scope)
         except (InvalidInput, StepFailed) as exc:
             fields.update(status=InstanceStatus.FAILED.value, node=definition.start, finished_at=repr(now),

@@ -22,7 +22,9 @@ MAX_NESTING = 32
 MAX_COMPREHENSION_NESTING = 3
 MAX_STRING_LITERAL_CHARS = 1024
 
-ROOTS = frozenset({"data", "params", "context"})
+ROOTS = frozenset({"data", "params", "context", "instance"})
+#: The fields of the read-only ``instance`` root (the step being run: see engine.expressions.Scope).
+INSTANCE_FIELDS = frozenset({"id", "workflow", "version", "run", "node", "seq", "attempt"})
 TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"})
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 ACCUMULATING = frozenset({"map", "filter"})

@@ -1,11 +1,15 @@
-"""Safe expressions: the Common Expression Language (CEL) over ``data``, ``params`` and ``context``.
+"""Safe expressions: the Common Expression Language (CEL) over ``data``, ``params``, ``context`` and ``instance``.
 
 Every string in a node's ``input``, a terminal's ``result``, a choice's ``when`` and a wait's
 ``until`` is a CEL expression. CEL is not Turing-complete: no loops other than the
 comprehension macros over finite lists and maps, no assignment, no I/O, no Python. The
-expressions see three roots -- ``data`` (the instance's initial data), ``params`` (the
-version's parameters) and ``context`` (node name -> the data that node returned) -- plus the
-CEL built-ins and the functions registered with :func:`register_function`::
+expressions see four roots -- ``data`` (the instance's initial data), ``params`` (the
+version's parameters), ``context`` (node name -> the data that node returned) and the
+read-only ``instance`` (the step being run: ``id``, ``workflow``, ``version``, ``run``,
+``node``, ``seq``, ``attempt``; e.g. ``instance.id + ':' + instance.node + ':' +
+string(instance.seq)`` names one step, the same on every redelivery and retry of it, which
+makes an idempotency key for an external call) -- plus the CEL built-ins and the functions
+registered with :func:`register_function`::
 
     compile_expression("size(context.calculate.orders) == 0").evaluate(scope)
     compile_expression("at(data.run_date, '09:30', 'America/Toronto') + duration('5m')")
@@ -128,13 +132,16 @@ class Scope:
     params: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The step being evaluated for (``id``, ``workflow``, ``version``, ``run``, ``node``, ``seq``,
+    #: ``attempt``); read-only: nothing an expression returns is written back.
+    instance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.now.utcoffset() is None:
             raise ValueError("Scope.now must be timezone-aware (use datetime.now(UTC))")
 
     def root(self, name: str) -> Mapping[str, Any]:
-        """The root called ``name`` (``data``, ``params`` or ``context``)."""
+        """The root called ``name`` (``data``, ``params``, ``context`` or ``instance``)."""
         value = getattr(self, name)
         return value if isinstance(value, dict) else dict(value)
 
@@ -269,7 +276,7 @@ def _prune(value: Any, needed: Any) -> Any:
     return {key: _prune(value[key], sub) for key, sub in needed.items() if key in value}
 
 
-_PLAIN_PATH = re.compile(r"(?:data|params|context)(?:\.(?!(?:true|false|null|in)\b)[A-Za-z_][A-Za-z0-9_]*)*")
+_PLAIN_PATH = re.compile(r"(?:data|params|context|instance)(?:\.(?!(?:true|false|null|in)\b)[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class _Meter:
@@ -387,7 +394,7 @@ def _compile(source: str) -> Expression:
         if name not in ROOTS and name not in TYPE_NAMES:
             raise ExpressionError(
                 f"expression {quote(source)}: unknown root {name!r}{suggest(name, ROOTS)}; "
-                "expressions see only data, params and context"
+                "expressions see only data, params, context and instance"
                 + (f" (a literal string is quoted: \"'{source.strip()}'\")" if source.strip() == name else "")
             )
     functions = frozenset(set(program.functions()) - OPERATORS)

@@ -44,6 +44,12 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
+def instance_root(instance: Instance) -> dict[str, Any]:
+    """The read-only ``instance`` root of expressions: which instance, and which step of it."""
+    return {"id": instance.id, "workflow": instance.workflow, "version": instance.version, "run": instance.run,
+            "node": instance.node, "seq": instance.seq, "attempt": instance.attempt}
+
+
 @dataclass(frozen=True)
 class StepReport:
     """What happened to one delivered step (for logs and tests)."""
@@ -64,12 +70,17 @@ class Runtime:
     # -- helpers -----------------------------------------------------------------------------
 
     def scope(self, definition: Definition, instance: Instance, context: dict[str, Any] | None = None) -> Scope:
-        """The expression scope of ``instance`` (optionally with an updated context)."""
+        """The expression scope of ``instance`` (optionally with an updated context).
+
+        The ``instance`` root names the step the instance is at: the one about to run when a
+        step's input is built, the one that just finished when the nodes after it are resolved.
+        """
         return Scope(
             data=instance.data,
             params=definition.parameters,
             context=instance.context if context is None else context,
             now=datetime.fromtimestamp(self.clock(), UTC),
+            instance=instance_root(instance),
         )
 
     def placement(self, definition: Definition, nxt: Next, now: float) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from engine.definition import (
     WaitNode,
 )
 from engine.errors import DefinitionError, ExpressionError, InvalidInput, Problem
+from engine.expression_scan import INSTANCE_FIELDS
 from engine.expressions import compile_expression, template_strings
 
 __all__ = ["SCHEMA_ID", "check_definition", "json_schema", "load_definition", "validate_file", "validate_input"]
@@ -475,6 +476,14 @@ def _check_expressions(nodes: dict[str, Any], parameters: dict[str, Any] | None)
                         pointer,
                         f"unknown parameter {key!r}{_did_you_mean(key, parameters)}: "
                         'add it to "parameters" or fix the name',
+                    )
+                )
+            elif root == "instance" and key not in INSTANCE_FIELDS:
+                problems.append(
+                    Problem(
+                        pointer,
+                        f"unknown field {key!r} in 'instance.{key}'{_did_you_mean(key, INSTANCE_FIELDS)}: "
+                        f"the instance root has {', '.join(sorted(INSTANCE_FIELDS))}",
                     )
                 )
             elif root == "context" and key not in nodes:
