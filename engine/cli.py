@@ -192,7 +192,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
     console.print(f"status [bold]{instance.status.value}[/bold] at node [bold]{instance.node}[/bold] "
                   f"(seq {instance.seq}, attempt {instance.attempt})")
     if instance.error:
-        console.print(f"[red]error[/red] at {instance.error.get('node')} ({instance.error.get('service')}): "
+        console.print("[red]error[/red] ", end="")
+        console.print(f"at {instance.error.get('node')} ({instance.error.get('service')}): "
                       f"{instance.error.get('reason')}", highlight=False, markup=False)
     if instance.result is not None:
         console.print(f"result {json.dumps(instance.result)}", highlight=False, markup=False)

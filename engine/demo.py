@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def run_demo(count: int = 3000) -> None:
         elapsed = time.monotonic() - started
     instances = engine.list(run)
     steps = sum(i.seq - 1 for i in instances)
-    reasons = collections.Counter((i.error or {}).get("reason", "?").split(" (")[0]
+    reasons = collections.Counter(re.sub(r"\d+", "N", (i.error or {}).get("reason", "?"))
                                   for i in instances if i.status is InstanceStatus.FAILED)
     table = Table(title=f"run {run}", show_header=False)
     table.add_row("instances", str(progress.total))

@@ -377,34 +377,57 @@ def _edges(node: Any) -> Iterator[tuple[str, Any]]:
             yield "/default", node["default"]
 
 
+def _is_broken(node: Any) -> bool:
+    """A node of a known type whose edges are missing or malformed (the model reports why)."""
+    if not isinstance(node, dict) or node.get("type") not in NODE_TYPES:
+        return False
+    kind = node["type"]
+    if kind in ("service", "http"):
+        transitions = node.get("transitions")
+        return not isinstance(transitions, dict) or not transitions
+    if kind == "wait":
+        return not isinstance(node.get("next"), str)
+    if kind == "choice":
+        choices = node.get("choices")
+        return not isinstance(node.get("default"), str) or not isinstance(choices, list) or not choices
+    return False
+
+
 def _check_graph(start: Any, nodes: dict[str, Any]) -> list[Problem]:
+    """Unknown targets, unreachable nodes and nodes that cannot finish.
+
+    A node with a broken edge (unknown target, missing or malformed edges) counts as able to
+    finish, and unreachable nodes are not reported while any edge is broken: those would be
+    consequences of the broken edge, which is reported itself.
+    """
     problems: list[Problem] = []
     successors: dict[str, list[str]] = {name: [] for name in nodes}
+    broken = {name for name, node in nodes.items() if _is_broken(node)}
     for name, node in nodes.items():
         known = isinstance(node, dict) and node.get("type") in NODE_TYPES
         for suffix, target in _edges(node):
-            if not isinstance(target, str):
-                continue  # a type error, reported by the model
-            if target in nodes:
+            if isinstance(target, str) and target in nodes:
                 successors[name].append(target)
             elif known:
-                problems.append(
-                    Problem(f"/nodes/{_escape(name)}{suffix}", f"unknown node {target!r}{_did_you_mean(target, nodes)}")
-                )
-    if isinstance(start, str):
-        if start not in nodes:
-            problems.append(Problem("/start", f"unknown node {start!r}{_did_you_mean(start, nodes)}"))
-        else:
-            reached = _closure([start], successors)
-            for name in nodes:
-                if name not in reached:
+                broken.add(name)
+                if isinstance(target, str):  # other types: reported by the model
                     problems.append(
                         Problem(
-                            f"/nodes/{_escape(name)}",
-                            f"node {name!r} cannot be reached from start {start!r}: "
-                            "add a transition to it or remove it",
+                            f"/nodes/{_escape(name)}{suffix}", f"unknown node {target!r}{_did_you_mean(target, nodes)}"
                         )
                     )
+    if isinstance(start, str) and start not in nodes:
+        problems.append(Problem("/start", f"unknown node {start!r}{_did_you_mean(start, nodes)}"))
+    elif isinstance(start, str) and not broken:
+        reached = _closure([start], successors)
+        problems.extend(
+            Problem(
+                f"/nodes/{_escape(name)}",
+                f"node {name!r} cannot be reached from start {start!r}: add a transition to it or remove it",
+            )
+            for name in nodes
+            if name not in reached
+        )
     terminals = [n for n, node in nodes.items() if isinstance(node, dict) and node.get("type") == "terminal"]
     if not terminals:
         problems.append(
@@ -415,16 +438,16 @@ def _check_graph(start: Any, nodes: dict[str, Any]) -> list[Problem]:
     for name, targets in successors.items():
         for target in targets:
             predecessors[target].append(name)
-    finishing = _closure(terminals, predecessors)
-    for name, node in nodes.items():
-        if name not in finishing and isinstance(node, dict) and node.get("type") in NODE_TYPES:
-            problems.append(
-                Problem(
-                    f"/nodes/{_escape(name)}",
-                    f"no terminal node can be reached from {name!r}, so an instance there never ends: "
-                    "add a transition that leads to a terminal node",
-                )
-            )
+    finishing = _closure([*terminals, *broken], predecessors)
+    problems.extend(
+        Problem(
+            f"/nodes/{_escape(name)}",
+            f"no terminal node can be reached from {name!r}, so an instance there never ends: "
+            "add a transition that leads to a terminal node",
+        )
+        for name, node in nodes.items()
+        if name not in finishing and isinstance(node, dict) and node.get("type") in NODE_TYPES
+    )
     return problems
 
 
@@ -509,12 +532,16 @@ def _check_schema(schema: dict[str, Any]) -> list[Problem]:
 
 
 def _tighten(schema: Any) -> Any:
-    """Map keys with a pattern become ``propertyNames`` + ``additionalProperties``, as the models check."""
+    """The models' schema, as strict as the models: a key pattern becomes ``propertyNames`` (pydantic
+    writes ``patternProperties``, which lets other keys through); reST quotes become Markdown."""
     if isinstance(schema, list):
         return [_tighten(v) for v in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _tighten(v) for k, v in schema.items()}
+    out = {
+        key: value.replace("``", "`") if key == "description" and isinstance(value, str) else _tighten(value)
+        for key, value in schema.items()
+    }
     pattern_properties = out.get("patternProperties")
     if isinstance(pattern_properties, dict) and len(pattern_properties) == 1 and "properties" not in out:
         ((pattern, value_schema),) = pattern_properties.items()
