@@ -12,10 +12,10 @@ import signal
 import time
 
 import pytest
-from engine.validation import load_definition
 
 from engine.messages import step_message
 from engine.model import InstanceStatus
+from engine.validation import load_definition
 from tests.integration.conftest import LiveFleet
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis
-from engine.validation import load_definition
 
 from engine.api import Engine, StartItem
 from engine.clock import ManualClock
@@ -22,6 +21,7 @@ from engine.model import InstanceStatus, Outcome
 from engine.service import ActionRegistry, Transition, action
 from engine.store import RedisStore
 from engine.testing import Driver
+from engine.validation import load_definition
 
 ACTIONS = ActionRegistry()
 CALLS: dict[str, int] = {}
