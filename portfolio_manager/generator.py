@@ -307,7 +307,7 @@ class _AccountMaker:
                 account_id=bundle.account.id,
                 symbol=symbol,
                 side=side,
-                quantity=qty,
+                quantity=float(qty),
                 price=price,
                 realized_loss=loss,
             )
@@ -345,7 +345,7 @@ class _AccountMaker:
             TaxLot(
                 lot_id=f"{bundle.account.id}-L{len(bundle.lots) + 1:02d}",
                 symbol=symbol,
-                quantity=qty,
+                quantity=float(qty),
                 cost_basis=cost,
                 acquired_date=when,
             )

@@ -121,14 +121,22 @@ class RedisWriter:
         self._keys = keys
         self._flush_every = flush_every
         self._pending = 0
+        self._fields: dict[str, dict[str, str]] = {}  # hash key -> fields, sent as one HSET each
 
     def _added(self, commands: int = 1) -> None:
         self._pending += commands
         if self._pending >= self._flush_every:
             self.flush()
 
+    def _hset(self, key: str, field: str, value: str) -> None:
+        self._fields.setdefault(key, {})[field] = value
+        self._added()
+
     def flush(self) -> None:
         """Send every buffered command in one round trip."""
+        for key, fields in self._fields.items():
+            self._pipe.hset(key, mapping=fields)
+        self._fields = {}
         if self._pending:
             self._pipe.execute()
             self._pending = 0
@@ -136,12 +144,12 @@ class RedisWriter:
     def discard(self) -> None:
         """Drop the buffered commands without sending them."""
         self._pipe.reset()
+        self._fields = {}
         self._pending = 0
 
     def put_account(self, account: Account) -> None:
         """Create or replace an account."""
-        self._pipe.hset(self._keys.accounts, account.id, account.model_dump_json())
-        self._added()
+        self._hset(self._keys.accounts, account.id, account.model_dump_json())
 
     def put_lots(self, account_id: str, lots: Sequence[TaxLot]) -> None:
         """Replace every lot of the account."""
@@ -163,8 +171,7 @@ class RedisWriter:
 
     def put_model(self, model: ModelPortfolio) -> None:
         """Create or replace a model portfolio."""
-        self._pipe.hset(self._keys.models, model.id, model.model_dump_json())
-        self._added()
+        self._hset(self._keys.models, model.id, model.model_dump_json())
 
     def put_prices(self, prices: Mapping[str, float], as_of: date) -> None:
         """Record prices of ``as_of`` (replacing any earlier price of that date)."""
@@ -181,8 +188,7 @@ class RedisWriter:
         """Set the account's cash balance."""
         if not cash >= 0:
             raise ValueError(f"cash of {account_id} must be >= 0, got {cash!r}")
-        self._pipe.hset(self._keys.cash, account_id, repr(float(cash)))
-        self._added()
+        self._hset(self._keys.cash, account_id, repr(float(cash)))
 
 
 class RedisBook:
