@@ -75,8 +75,8 @@ def scan(source: str) -> list[Token]:
     while pos < len(source):
         match = _SCANNER.match(source, pos)
         if match is None:
-            quote = source[pos] in "'\""
-            what = "unterminated string" if quote else f"unexpected character {source[pos]!r}"
+            opens_string = source[pos] in "'\""
+            what = "unterminated string" if opens_string else f"unexpected character {source[pos]!r}"
             raise ExpressionError(f"expression {quote(source)} does not parse: {what} at column {pos + 1}")
         kind = match.lastgroup or ""
         text = match.group()

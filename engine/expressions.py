@@ -389,14 +389,6 @@ def _compile(source: str) -> Expression:
             f"expression {quote(source)}: comprehensions (map/filter/all/exists/exists_one) nested "
             f"{analysis.max_comprehension_nesting} deep (at most {MAX_COMPREHENSION_NESTING})"
         )
-    unexplained = set(program.variables()) - analysis.free - analysis.binders
-    for name in sorted(analysis.free | unexplained):
-        if name not in ROOTS and name not in TYPE_NAMES:
-            raise ExpressionError(
-                f"expression {quote(source)}: unknown root {name!r}{suggest(name, ROOTS)}; "
-                "expressions see only data, params, context and instance"
-                + (f" (a literal string is quoted: \"'{source.strip()}'\")" if source.strip() == name else "")
-            )
     functions = frozenset(set(program.functions()) - OPERATORS)
     for name in sorted(functions):
         if name in BUILTIN_FUNCTIONS or (lookup(name) is not None and name != STEP_FUNCTION):
@@ -407,6 +399,14 @@ def _compile(source: str) -> Expression:
             hint = suggest(name, [*BUILTIN_FUNCTIONS, *registered_functions()])
             hint += "; plugins add functions with engine.expressions.register_function"
         raise ExpressionError(f"expression {quote(source)}: unknown function {name!r}{hint}")
+    unexplained = set(program.variables()) - analysis.free - analysis.binders
+    for name in sorted(analysis.free | unexplained):
+        if name not in ROOTS and name not in TYPE_NAMES:
+            raise ExpressionError(
+                f"expression {quote(source)}: unknown root {name!r}{suggest(name, ROOTS)}; "
+                "expressions see only data, params, context and instance"
+                + (f" (a literal string is quoted: \"'{source.strip()}'\")" if source.strip() == name else "")
+            )
     if analysis.sites:
         program = _parse(instrument(source, analysis.sites), source)
     return Expression(source, program, analysis, functions)
