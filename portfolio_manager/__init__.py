@@ -25,7 +25,14 @@ from portfolio_manager.book import (
     TaxLot,
     Trade,
 )
-from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, OrderStatus, SimulatedBrokerage
+from portfolio_manager.brokerage import (
+    Brokerage,
+    BrokerOrder,
+    BrokerReceipt,
+    OrderStatus,
+    SimulatedBrokerage,
+    last_price_from,
+)
 from portfolio_manager.errors import (
     AccountClosed,
     AccountNotFound,
@@ -78,6 +85,7 @@ __all__ = [
     "BrokerReceipt",
     "OrderStatus",
     "SimulatedBrokerage",
+    "last_price_from",
     # errors
     "PortfolioError",
     "BookError",

@@ -9,10 +9,11 @@ order calculation works on floats and rounds to cents only in its output.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import date
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -135,7 +136,11 @@ class TaxLot(_Frozen):
 
 
 class Trade(_Frozen):
-    """An executed trade in the history of an account (used for wash-sale / superficial-loss rules)."""
+    """An executed trade in the history of an account (used for wash-sale / superficial-loss rules).
+
+    ``trade_id`` identifies the trade in its account's log; left out, it is derived from the
+    trade's content, so the same trade recorded twice is kept once.
+    """
 
     trade_id: Identifier
     date: date
@@ -145,6 +150,20 @@ class Trade(_Frozen):
     quantity: Quantity
     price: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     realized_loss: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("trade_id"):
+            fields = ("date", "account_id", "symbol", "side", "quantity", "price", "realized_loss")
+            if all(data.get(f) is not None for f in fields[:6]):
+                basis = "|".join(
+                    [str(data[f]) for f in fields[:4]]
+                    + [repr(float(data["quantity"])), repr(float(data["price"])), str(bool(data.get("realized_loss")))]
+                )
+                digest = hashlib.sha1(basis.encode(), usedforsecurity=False).hexdigest()[:16]
+                data = {**data, "trade_id": f"T-{digest}"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Trade:

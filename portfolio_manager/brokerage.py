@@ -25,14 +25,17 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from portfolio_manager.book import Identifier, Quantity, Side, Symbol
 from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
+
+if TYPE_CHECKING:
+    from portfolio_manager.sources import BookReader
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -83,6 +86,18 @@ class BrokerReceipt(_Frozen):
             order.side,
             order.quantity,
         )
+
+
+def last_price_from(book: BookReader, as_of: date | None = None) -> Callable[[str], float | None]:
+    """A ``last_price`` for :class:`SimulatedBrokerage` that reads the book's prices.
+
+    ``as_of`` fixes the pricing date; by default each lookup uses the current UTC date.
+    """
+
+    def lookup(symbol: str) -> float | None:
+        return book.get_prices([symbol], as_of or datetime.now(UTC).date()).get(symbol)
+
+    return lookup
 
 
 @runtime_checkable
@@ -205,4 +220,4 @@ class SimulatedBrokerage:
         self.client.delete(self.received_key, self.orders_key)
 
 
-__all__ = ["Brokerage", "BrokerOrder", "BrokerReceipt", "OrderStatus", "SimulatedBrokerage"]
+__all__ = ["Brokerage", "BrokerOrder", "BrokerReceipt", "OrderStatus", "SimulatedBrokerage", "last_price_from"]

@@ -173,3 +173,15 @@ def test_round_trip_property(
     lot = TaxLot(lot_id="L", symbol="VTI", quantity=quantity, cost_basis=cost, acquired_date=day)
     holdings = Holdings(account=account, as_of=day, lookback_days=30, cash=cost, lots=(lot,))
     assert Holdings.model_validate_json(holdings.model_dump_json()) == holdings
+
+
+def test_trade_id_defaults_to_a_digest_of_the_trade() -> None:
+    fields = {"date": "2025-05-01", "account_id": "A1", "symbol": "VCN", "side": "BUY", "quantity": 2, "price": 40}
+    one = Trade(**fields)
+    assert one.trade_id.startswith("T-")
+    assert Trade(**(fields | {"date": date(2025, 5, 1), "quantity": 2.0})).trade_id == one.trade_id
+    assert Trade(**(fields | {"quantity": 3})).trade_id != one.trade_id
+    assert Trade(**fields, trade_id="mine").trade_id == "mine"
+    assert Trade.model_validate_json(one.model_dump_json()) == one
+    with pytest.raises(ValidationError):
+        Trade(**(fields | {"quantity": "lots"}))

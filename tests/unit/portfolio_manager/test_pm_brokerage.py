@@ -147,3 +147,16 @@ def test_clear_deletes_only_its_keys(fake_redis: fakeredis.FakeRedis) -> None:
     broker.submit(order())
     broker.clear()
     assert [k.decode() for k in fake_redis.keys("*")] == ["pm:accounts"]
+
+
+def test_fills_at_the_books_last_price(fake_redis: fakeredis.FakeRedis) -> None:
+    from portfolio_manager.brokerage import last_price_from
+    from portfolio_manager.redis_book import RedisBook
+    from tests.unit.portfolio_manager import data
+
+    book = RedisBook(fake_redis, prefix="pm:")
+    data.populate(book)
+    broker = SimulatedBrokerage(fake_redis, last_price=last_price_from(book, data.AS_OF))
+    receipt = broker.submit(order(symbol="VCN", est_price=1.0))
+    assert receipt.fill_price == 47.30
+    assert broker.submit(order("k2", symbol="XIC", est_price=35.5)).fill_price == 35.5  # unpriced: the estimate
