@@ -31,6 +31,12 @@ def _engine(allow_start: bool = False) -> Any:
     return build_engine(allow_start=allow_start)
 
 
+def _problems(exc: DefinitionError) -> None:
+    """One ``FILE: /json/pointer: message`` line per problem, never wrapped (scripts parse them)."""
+    for line in str(exc).splitlines():
+        click.echo(line, err=True)
+
+
 def _fail(message: str, code: int = 1) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False)
     sys.exit(code)
@@ -43,8 +49,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DefinitionError as exc:
-            for line in str(exc).splitlines():
-                err_console.print(line, highlight=False, markup=False)
+            _problems(exc)
             sys.exit(1)
         except TradeflowError as exc:
             _fail(str(exc))
@@ -88,11 +93,10 @@ def definitions_validate(files: tuple[Path, ...]) -> None:
             definition = validate_file(path)
         except DefinitionError as exc:
             failed = True
-            for line in str(exc).splitlines():
-                err_console.print(line, highlight=False, markup=False)
+            _problems(exc)
         except OSError as exc:
             failed = True
-            err_console.print(f"{path}: /: cannot read: {exc.strerror}", highlight=False, markup=False)
+            click.echo(f"{path}: /: cannot read: {exc.strerror}", err=True)
         else:
             console.print(f"{path}: ok ({definition.name}, {len(definition.nodes)} nodes)", highlight=False)
     sys.exit(1 if failed else 0)
@@ -396,10 +400,12 @@ def demo(count: int) -> None:
 # -- plugins ----------------------------------------------------------------------------------
 
 _PLUGINS: dict[str, Any] = {}
+_PLUGINS_LOADED: list[bool] = []
 
 
 def _load_plugins_only() -> dict[str, Any]:
-    if not _PLUGINS:
+    if not _PLUGINS_LOADED:
+        _PLUGINS_LOADED.append(True)
         for ep in entry_points(group="tradeflow.plugins"):
             try:
                 _PLUGINS[ep.name] = ep.load()(main) or {}
