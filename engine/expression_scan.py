@@ -21,6 +21,7 @@ MAX_TOKENS = 512
 MAX_NESTING = 32
 MAX_COMPREHENSION_NESTING = 3
 MAX_STRING_LITERAL_CHARS = 1024
+MAX_ADDITIONS = 32
 
 ROOTS = frozenset({"data", "params", "context", "instance"})
 #: The fields of the read-only ``instance`` root (the step being run: see engine.expressions.Scope).
@@ -71,6 +72,7 @@ def scan(source: str) -> list[Token]:
     """Split ``source`` into tokens, enforcing the size bounds as it goes."""
     tokens: list[Token] = []
     depth = 0
+    additions = 0
     pos = 0
     while pos < len(source):
         match = _SCANNER.match(source, pos)
@@ -99,6 +101,13 @@ def scan(source: str) -> list[Token]:
                 )
         elif kind == "punct" and text in ")]}":
             depth -= 1
+        elif kind == "punct" and text == "+":
+            additions += 1
+            if additions > MAX_ADDITIONS:
+                raise ExpressionError(
+                    f"expression {quote(source)}: more than {MAX_ADDITIONS} '+' operators (CEL copies lists "
+                    "on every '+'); build long lists or strings in a service"
+                )
         elif kind == "ident" and text.startswith("__"):
             raise ExpressionError(f"expression {quote(source)}: names starting with '__' are reserved ({text!r})")
         tokens.append(Token(kind, text, match.start(), pos))
