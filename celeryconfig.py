@@ -65,3 +65,9 @@ beat_schedule = {
     "engine-timers": {"task": "engine.tick", "schedule": _settings.timer_interval, "options": {"queue": "engine"}},
     "engine-sweeper": {"task": "engine.sweep", "schedule": _settings.sweep_interval, "options": {"queue": "engine"}},
 }
+# The morning rebalance: once per trading day of the TSX and of the NYSE (holidays skipped),
+# at TRADEFLOW_MORNING_AT in the exchange's own time zone; TRADEFLOW_MORNING_RUN=0 turns it off.
+if os.environ.get("TRADEFLOW_MORNING_RUN", "1").lower() not in {"0", "false", "no"}:
+    from portfolio_manager.daily import morning_schedule
+
+    beat_schedule.update(morning_schedule(os.environ.get("TRADEFLOW_MORNING_AT", "09:00")))

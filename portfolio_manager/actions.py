@@ -1,0 +1,297 @@
+"""The portfolio manager's service actions, called by the workflows (queue ``portfolio_manager``).
+
+Each action is a plain function: typed input in, a transition out. Where the book, the
+proposals and the brokerage live is decided at the edge (:class:`Services`, built from
+:class:`~portfolio_manager.config.PMSettings` on first use, or handed in by a test with
+:func:`use_services`); the actions never see an engine key.
+
+- ``fetch_holdings``: cash, lots and the household's trades of ``lookback_days`` (the
+  definition's parameter: 30 days in Canada, a calendar year in the US). ``closed`` for a
+  closed account.
+- ``fetch_target``: the account's model portfolio and the prices it needs, turned into the
+  order calculation's request (with the definition's planning parameters; an optional
+  ``deposit`` not yet in the book is added to the cash).
+- ``record_proposal``: the endpoint a workflow dumps its final plan into.
+- ``submit_orders``: send an approved proposal's orders to the brokerage, each with the
+  idempotency key ``<instance>:<node>:<seq>:<order index>`` -- the same on every redelivery or
+  retry of the step, so the brokerage never places an order twice.
+
+Errors: a book error that another attempt can fix (``SourceUnavailable``,
+``BrokerageTimeout``) is raised as is, so the node's retry policy applies; any other
+(unknown or closed account, missing price, model of another region...) fails that account's
+instance at once with the reason, and never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import ActionFailed
+from engine.service import Transition, action, ok
+from portfolio_manager.book import Holdings
+from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, OrderStatus, SimulatedBrokerage
+from portfolio_manager.config import PMSettings
+from portfolio_manager.errors import AccountClosed, BrokerageError, PortfolioError
+from portfolio_manager.order_request import build_plan_request
+from portfolio_manager.plugin import register_expression_functions
+from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, ProposalStore, proposal_from_plan
+from portfolio_manager.sources import BookReader, HttpBook, RedisBook
+
+register_expression_functions()  # workers evaluate waits such as market_open(...) too
+
+# The beat-triggered daily run is a plain Celery task of this service's workers.
+from portfolio_manager import daily as _daily  # noqa: E402,F401
+
+SERVICE = "portfolio_manager"
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- services
+
+
+class _LatentBrokerage:
+    """A brokerage that takes ``latency`` seconds per order (to make the simulation realistic)."""
+
+    def __init__(self, inner: Brokerage, latency: float) -> None:
+        self.inner = inner
+        self.latency = latency
+
+    def submit(self, order: BrokerOrder) -> BrokerReceipt:
+        """Wait, then submit."""
+        time.sleep(self.latency)
+        return self.inner.submit(order)
+
+
+@dataclass
+class Services:
+    """What the actions work with: the book, the proposal store and the brokerage."""
+
+    book: BookReader
+    proposals: ProposalStore
+    brokerage: Brokerage
+
+
+def build_services(settings: PMSettings, client: Any = None) -> Services:
+    """The services ``settings`` describe (on ``client`` when given, else a client on its Redis URL)."""
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5,
+                                      health_check_interval=30, retry_on_timeout=True)
+    book: BookReader = HttpBook(settings.book_url) if settings.book_url else RedisBook(client, settings.book_prefix)
+
+    def last_price(symbol: str) -> float | None:
+        return book.get_prices([symbol], datetime.now(UTC).date()).get(symbol)
+
+    brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price)
+    if settings.broker_latency:
+        brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
+    return Services(book, ProposalStore(client, settings.proposals_prefix), brokerage)
+
+
+_lock = threading.Lock()
+_current: dict[str, Any] = {}
+
+
+def services() -> Services:
+    """This process's services: the ones handed to :func:`use_services`, else built from the environment."""
+    found = _current.get("services")
+    if found is not None and (_current.get("pid") == os.getpid() or _current.get("pinned")):
+        return found
+    with _lock:
+        found = _current.get("services")
+        if found is None or (_current.get("pid") != os.getpid() and not _current.get("pinned")):
+            found = build_services(PMSettings.from_env())
+            _current.update(services=found, pid=os.getpid(), pinned=False)
+        return found
+
+
+def use_services(value: Services | None) -> None:
+    """Use ``value`` from now on (tests); None goes back to building them from the environment."""
+    with _lock:
+        _current.clear()
+        if value is not None:
+            _current.update(services=value, pid=os.getpid(), pinned=True)
+
+
+@contextmanager
+def services_in_use(value: Services) -> Iterator[Services]:
+    """``with services_in_use(s):`` -- use ``s`` inside the block only."""
+    use_services(value)
+    try:
+        yield value
+    finally:
+        use_services(None)
+
+
+def _guard(call: Callable[[], T], account_id: str = "") -> T:
+    """Run ``call``; turn a non-retryable PortfolioError into ActionFailed (fail this instance only)."""
+    try:
+        return call()
+    except PortfolioError as exc:
+        if exc.retryable:
+            raise
+        where = f"account {account_id}: " if account_id and account_id not in str(exc) else ""
+        raise ActionFailed(f"{where}{exc}") from exc
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FetchHoldingsInput(_Input):
+    """Which account, as of which day, and how far back its household's trades are needed."""
+
+    account_id: str = Field(min_length=1)
+    as_of: date
+    lookback_days: int = Field(ge=0, le=3660)
+
+
+class FetchTargetInput(_Input):
+    """The account's holdings (``fetch_holdings``' answer) and the planning parameters."""
+
+    holdings: dict[str, Any]
+    as_of: date
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    deposit: float = Field(0.0, ge=0, allow_inf_nan=False, description="Cash arriving now, not yet in the book.")
+
+
+class StepIdentity(_Input):
+    """The engine's ``instance`` root: which instance and which step of it is running."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    node: str = Field(min_length=1)
+    seq: int = Field(ge=1)
+    run: str = Field(min_length=1)
+    workflow: str = ""
+    version: int = 0
+
+
+class RecordProposalInput(_Input):
+    """The plan to record, for which account, and the step recording it."""
+
+    step: StepIdentity
+    account: dict[str, Any]
+    as_of: date
+    plan: dict[str, Any]
+
+
+class SubmitOrdersInput(_Input):
+    """Which proposal to submit, and the step submitting it (its identity makes the order keys)."""
+
+    step: StepIdentity
+    run: str = Field(min_length=1, description="The run of the proposal (not of the submitting instance).")
+    account_id: str = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@action(SERVICE, "fetch_holdings")
+def fetch_holdings(request: FetchHoldingsInput) -> Transition:
+    """Cash, lots and the household's trades of the last ``lookback_days``; ``closed`` for a closed account."""
+    book = services().book
+    holdings = _guard(lambda: book.get_holdings(request.account_id, request.as_of, request.lookback_days),
+                      request.account_id)
+    if not holdings.account.active:
+        return Transition("closed", {"reason": str(AccountClosed(request.account_id))})
+    return ok({"account": holdings.account.model_dump(mode="json"), "holdings": holdings.model_dump(mode="json"),
+               "lots": len(holdings.lots), "trades": len(holdings.trade_history)})
+
+
+@action(SERVICE, "fetch_target")
+def fetch_target(request: FetchTargetInput) -> Transition:
+    """The model portfolio and prices, built into the order calculation's request."""
+    try:
+        holdings = Holdings.model_validate(request.holdings)
+    except ValueError as exc:
+        raise ActionFailed(f"fetch_target: holdings are not valid (fetch_holdings' answer expected): {exc}") from exc
+    account = holdings.account
+    if request.deposit:
+        holdings = holdings.model_copy(update={"cash": holdings.cash + request.deposit})
+    book = services().book
+    model = _guard(lambda: book.get_model(account.model_id), account.id)
+    symbols = [*holdings.positions(), *model.securities]
+    prices = _guard(lambda: book.get_prices(symbols, request.as_of), account.id)
+    plan_request = _guard(lambda: build_plan_request(holdings, model, prices, request.as_of, request.parameters),
+                          account.id)
+    return ok({"request": plan_request, "model_id": model.id, "prices": len(plan_request["prices"])})
+
+
+@action(SERVICE, "record_proposal")
+def record_proposal(request: RecordProposalInput) -> Transition:
+    """Store the account's plan as a proposal to review (a decided one is kept as it is)."""
+    for key in ("id", "region", "type"):
+        if key not in request.account:
+            raise ActionFailed(f"record_proposal: account.{key} is missing (pass fetch_holdings' account)")
+    proposal = proposal_from_plan(run=request.step.run, account=request.account, as_of=request.as_of,
+                                  workflow=request.step.workflow, version=request.step.version,
+                                  instance_id=request.step.id, plan=request.plan)
+    recorded, status = services().proposals.record(proposal)
+    return ok({"run": proposal.run, "account_id": proposal.account_id, "status": status.value,
+               "recorded": recorded, "orders": len(proposal.orders), "tlh_harvests": proposal.tlh_harvests,
+               "realized_gain": proposal.realized_gain})
+
+
+def idempotency_key(step: StepIdentity, index: int) -> str:
+    """The brokerage key of order ``index`` sent by ``step``: stable across redeliveries and retries."""
+    return f"{step.id}:{step.node}:{step.seq}:{index}"
+
+
+@action(SERVICE, "submit_orders")
+def submit_orders(request: SubmitOrdersInput) -> Transition:
+    """Send an approved proposal's orders to the brokerage, once each, and record the receipts."""
+    svc = services()
+    try:
+        proposal = svc.proposals.get(request.run, request.account_id)
+    except NoSuchProposal as exc:
+        raise ActionFailed(str(exc)) from exc
+    if proposal.status not in (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED):
+        raise ActionFailed(f"proposal {request.run}/{request.account_id} is {proposal.status.value}, not approved "
+                           f"for submission: `tradeflow pm approve {request.run} {request.account_id}`, then "
+                           f"`tradeflow pm submit {request.run}`")
+    receipts: list[dict[str, Any]] = []
+    for order in proposal.orders:
+        broker_order = BrokerOrder(idempotency_key=idempotency_key(request.step, order.index),
+                                   account_id=proposal.account_id, symbol=order.symbol, side=order.side,
+                                   quantity=order.quantity, est_price=order.est_price or None)
+        try:
+            receipt = svc.brokerage.submit(broker_order)
+        except BrokerageError as exc:
+            if exc.retryable:
+                raise  # the node's retry policy sends it again, with the same key
+            raise ActionFailed(f"order {order.index} ({order.side} {order.quantity:g} {order.symbol}): {exc}") from exc
+        receipts.append(receipt.model_dump(mode="json"))
+    svc.proposals.mark_submitted(request.run, request.account_id, receipts, request.step.id)
+    filled = sum(1 for r in receipts if r["status"] == OrderStatus.FILLED.value)
+    return ok({"orders": len(receipts), "filled": filled, "rejected": len(receipts) - filled,
+               "keys": [r["idempotency_key"] for r in receipts],
+               "filled_value": round(sum(r.get("filled_value") or 0.0 for r in receipts), 2)})
+
+
+__all__ = [
+    "Services",
+    "build_services",
+    "services",
+    "use_services",
+    "services_in_use",
+    "idempotency_key",
+    "fetch_holdings",
+    "fetch_target",
+    "record_proposal",
+    "submit_orders",
+]

@@ -1,0 +1,369 @@
+"""``tradeflow pm ...`` and ``tradeflow accounts ...``: the portfolio manager's commands.
+
+\b
+    tradeflow accounts seed --count 2000 --seed 7     a synthetic book (demo, tests)
+    tradeflow pm run [--date D]                       the morning rebalance, with live progress
+    tradeflow pm proposals RUN [--account A]          review what the run proposes
+    tradeflow pm approve RUN A1 A2 | --all            approve (reject works the same)
+    tradeflow pm submit RUN                           send approved orders to the brokerage
+
+Settings come from the environment (``TRADEFLOW_REDIS_URL``, ``TRADEFLOW_PM_PREFIX``...: see
+:mod:`portfolio_manager.config`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import TradeflowError
+from portfolio_manager.config import SettingsError
+from portfolio_manager.errors import PortfolioError
+from portfolio_manager.proposals import NoSuchProposal, Proposal, ProposalStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Turns known errors into one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (TradeflowError, PortfolioError, NoSuchProposal, SettingsError, FileNotFoundError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+
+
+def _context() -> tuple[Any, Any]:
+    """The engine (resolving Redis first, so the book uses the same one) and the PM services."""
+    from engine.app import build_engine
+    from portfolio_manager.actions import services
+
+    engine = build_engine()
+    return engine, services()
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _definitions(engine: Any) -> None:
+    from portfolio_manager.config import PMSettings
+    from portfolio_manager.daily import ensure_definitions
+
+    ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+
+
+# --------------------------------------------------------------------------- pm
+
+
+@click.group(cls=_Group)
+def pm() -> None:
+    """Portfolio manager: the morning rebalance, proposals, review and submission."""
+
+
+@pm.command("run")
+@click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today (Toronto/New York).")
+@click.option("--region", "regions", multiple=True, type=click.Choice(["CA", "US"]), help="Only these regions.")
+@click.option("--no-wait", is_flag=True, help="Start at once instead of waiting for the market open.")
+@click.option("--version", "version", default="production", show_default=True, help="Definition version or alias.")
+@click.option("--run", "run", help="Run label (default rebalance-<date>).")
+@click.option("--limit", type=int, help="At most this many accounts (a trial run).")
+@click.option("--watch/--no-watch", default=True, help="Follow the run's progress until it is done.")
+def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
+           limit: int | None, watch: bool) -> None:
+    """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
+    from engine.cli import show_progress
+    from portfolio_manager.daily import start_daily_rebalance
+
+    engine, svc = _context()
+    _definitions(engine)
+    started = start_daily_rebalance(engine, svc.book, _parse_date(day), run=run, regions=regions or None,
+                                    wait_for_open=not no_wait, version=version, limit=limit)
+    for region, reason in started.skipped_regions.items():
+        console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
+    console.print(f"run [bold]{started.run}[/bold]: started " +
+                  (", ".join(f"{n} {w}" for w, n in started.started.items()) or "nothing") +
+                  (f" ({started.already_started} already started)" if started.already_started else ""))
+    if watch and (started.total or started.already_started):
+        show_progress(engine, started.run)
+        console.print(f"next: tradeflow pm proposals {started.run}")
+
+
+@pm.command("enqueue")
+@click.argument("account_ids", nargs=-1, required=True)
+@click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
+@click.option("--run", "run", help="Run label (default adhoc-rebalance-<date>).")
+@click.option("--wait-for-open", is_flag=True, help="Wait for the market open (default: start now).")
+def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, wait_for_open: bool) -> None:
+    """Rebalance ACCOUNT_IDS now, each with its region's workflow."""
+    from portfolio_manager.daily import enqueue_accounts, today_in
+
+    engine, svc = _context()
+    _definitions(engine)
+    started = enqueue_accounts(engine, svc.book, account_ids, _parse_date(day) or today_in(), run=run,
+                               wait_for_open=wait_for_open)
+    console.print(f"run [bold]{started.run}[/bold]: started {started.total}"
+                  + (f", {started.already_started} already started" if started.already_started else ""))
+    for account_id in started.unknown_accounts:
+        err_console.print(f"[yellow]unknown account[/yellow] {account_id}: not started", highlight=False)
+    for iid in started.instance_ids:
+        click.echo(iid)
+
+
+@pm.command("deposit")
+@click.argument("account_id")
+@click.argument("amount", type=float)
+@click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
+@click.option("--run", "run", default=None, help="Run label (default deposits-<date>).")
+def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None) -> None:
+    """Invest a deposit of AMOUNT into ACCOUNT_ID now (workflow invest-deposit); the plan is proposed."""
+    from portfolio_manager.daily import DEPOSIT_WORKFLOW, today_in
+
+    engine, _ = _context()
+    _definitions(engine)
+    as_of = _parse_date(day) or today_in()
+    iid = engine.start(DEPOSIT_WORKFLOW, {"account_id": account_id, "as_of": as_of.isoformat(), "amount": amount},
+                       version="production", run=run or f"deposits-{as_of.isoformat()}")
+    click.echo(iid)
+
+
+@pm.command("runs")
+def pm_runs() -> None:
+    """Runs with proposals, newest first, by review status."""
+    _, svc = _context()
+    table = Table("run", "proposals", *(s.value for s in ProposalStatus))
+    for run in svc.proposals.runs():
+        counts = dict.fromkeys(ProposalStatus, 0)
+        proposals = svc.proposals.list(run)
+        for p in proposals:
+            counts[p.status] += 1
+        table.add_row(run, str(len(proposals)), *(str(counts[s]) for s in ProposalStatus))
+    console.print(table)
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _proposal_detail(p: Proposal) -> None:
+    console.print(f"[bold]{p.account_id}[/bold] ({p.region} {p.account_type})  run {p.run}  as of {p.as_of}  "
+                  f"mode {p.mode}  status [bold]{p.status.value}[/bold]", highlight=False)
+    console.print(f"workflow {p.workflow} v{p.version}, instance {p.instance_id}", highlight=False)
+    if p.decided_by or p.note:
+        console.print(f"decided by {p.decided_by or '?'}: {p.note or ''}", highlight=False)
+    table = Table("#", "side", "symbol", "quantity", "reason", "est. value", "realized gain", "lots")
+    for o in p.orders:
+        lots = ", ".join(f"{lot['lot_id']} x{lot['quantity']:g}" + (f" {lot['term']}" if lot.get("term") else "")
+                         for lot in o.lots or [])
+        table.add_row(str(o.index), o.side, o.symbol, f"{o.quantity:g}", o.reason, _money(o.est_value),
+                      _money(o.realized_gain) if o.lots else "", lots)
+    console.print(table)
+    console.print(f"buys {_money(p.buy_value)}  sells {_money(p.sell_value)}  realized gain "
+                  f"{_money(p.realized_gain)}  cash after {_money(p.cash_after)}", highlight=False)
+    for line in p.diagnostics:
+        console.print(f"  diagnostic: {line}", highlight=False)
+    for r in p.restrictions:
+        console.print(f"  restricted: {r.get('symbol')} until {r.get('until')}", highlight=False)
+    for r in p.receipts:
+        console.print(f"  receipt {r['order_id']} {r['status']} {r['side']} {r['quantity']:g} {r['symbol']}"
+                      f" @ {r.get('fill_price')}  key {r['idempotency_key']}", highlight=False)
+
+
+@pm.command("proposals")
+@click.argument("run")
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in ProposalStatus]))
+@click.option("--account", "account_id", help="Show one account's proposal in full.")
+@click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every matching proposal).")
+def pm_proposals(run: str, statuses: tuple[str, ...], account_id: str | None, limit: int, as_json: bool) -> None:
+    """List RUN's proposals: per account its orders, reasons, realized gains and diagnostics."""
+    _, svc = _context()
+    if account_id:
+        p = svc.proposals.get(run, account_id)
+        if as_json:
+            click.echo(p.model_dump_json(indent=2))
+        else:
+            _proposal_detail(p)
+        return
+    proposals = svc.proposals.list(run, statuses or None)
+    if as_json:
+        click.echo(json.dumps([p.model_dump(mode="json") for p in proposals], indent=2))
+        return
+    if not proposals:
+        console.print(f"no proposals in run {run} (`tradeflow pm runs` lists the runs)")
+        return
+    table = Table("account", "region", "type", "status", "mode", "orders", "reasons", "buys", "sells",
+                  "realized gain", "diagnostics", title=f"run {run}")
+    for p in proposals[:limit or None]:
+        reasons = " ".join(f"{k}:{v}" for k, v in sorted(p.reasons().items()))
+        table.add_row(p.account_id, p.region, p.account_type, p.status.value, p.mode, str(len(p.orders)), reasons,
+                      _money(p.buy_value), _money(p.sell_value), _money(p.realized_gain),
+                      "; ".join(p.diagnostics)[:60])
+    console.print(table)
+    counts: dict[str, int] = {}
+    for p in proposals:
+        counts[p.status.value] = counts.get(p.status.value, 0) + 1
+    console.print(f"{len(proposals)} proposals, {sum(len(p.orders) for p in proposals)} orders, "
+                  f"{sum(p.tlh_harvests for p in proposals)} TLH harvests; "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                  + (f" (showing {limit}; --limit 0 shows all)" if limit and len(proposals) > limit else ""),
+                  highlight=False)
+
+
+def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStatus, by: str, note: str) -> None:
+    if bool(account_ids) == all_:
+        raise click.UsageError("name ACCOUNT_IDS, or --all (not both)")
+    _, svc = _context()
+    result = svc.proposals.decide(run, None if all_ else account_ids, to, by=by, note=note)
+    console.print(f"{to.value}: {len(result.changed)}" + (f", skipped {len(result.skipped)}" if result.skipped else ""))
+    for account_id, reason in list(result.skipped.items())[:20]:
+        console.print(f"  {account_id}: {reason}", highlight=False)
+    if to is ProposalStatus.APPROVED and result.changed:
+        console.print(f"next: tradeflow pm submit {run}")
+
+
+_BY = click.option("--by", default="", help="Who decides (recorded with the decision).")
+
+
+@pm.command("approve")
+@click.argument("run")
+@click.argument("account_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every proposal of RUN that can still be approved.")
+@_BY
+@click.option("--note", default="", help="Recorded with the decision.")
+def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
+    """Approve proposals of RUN (ACCOUNT_IDS, or --all)."""
+    _decide(run, account_ids, all_, ProposalStatus.APPROVED, by, note)
+
+
+@pm.command("reject")
+@click.argument("run")
+@click.argument("account_ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every proposal of RUN not yet submitted.")
+@_BY
+@click.option("--reason", "note", required=True, help="Why (recorded with the decision).")
+def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
+    """Reject proposals of RUN (ACCOUNT_IDS, or --all); they are never submitted unless approved again."""
+    _decide(run, account_ids, all_, ProposalStatus.REJECTED, by, note)
+
+
+@pm.command("submit")
+@click.argument("run")
+@click.argument("account_ids", nargs=-1)
+@click.option("--version", "version", default="production", show_default=True, help="submit-orders version or alias.")
+@click.option("--watch/--no-watch", default=True, help="Follow the submissions until they are done.")
+def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool) -> None:
+    """Send RUN's approved orders to the brokerage (one submit-orders instance per proposal)."""
+    from engine.cli import show_progress
+    from portfolio_manager.proposals import submit_approved
+
+    engine, svc = _context()
+    _definitions(engine)
+    result = submit_approved(engine, svc.proposals, run, account_ids or None, version=version)
+    console.print(f"submitting {len(result.started)} proposals as run [bold]{result.submission_run}[/bold]"
+                  + (f", skipped {len(result.skipped)}" if result.skipped else ""))
+    for account_id, reason in list(result.skipped.items())[:20]:
+        console.print(f"  {account_id}: {reason}", highlight=False)
+    if watch and result.started:
+        progress = show_progress(engine, result.submission_run)
+        console.print(f"submitted: {progress.counts.get('succeeded', 0)}, failed: {progress.counts.get('failed', 0)}; "
+                      f"receipts: tradeflow pm proposals {run} --status submitted")
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@click.group(cls=_Group)
+def accounts() -> None:
+    """The book of accounts: seed a synthetic one, list and show accounts."""
+
+
+@accounts.command("seed")
+@click.option("--count", default=2000, show_default=True, help="How many accounts.")
+@click.option("--seed", "seed", default=7, show_default=True, help="Same seed, same book.")
+@click.option("--date", "day", help="As-of date of prices and holdings (default: the last trading day).")
+@click.option("--replace/--add", default=True, show_default=True, help="Clear the book first.")
+def accounts_seed(count: int, seed: int, day: str | None, replace: bool) -> None:
+    """Write a seeded synthetic book (households, lots, trades, prices; ~2% broken accounts)."""
+    from portfolio_manager.generator import seed_book
+    from portfolio_manager.redis_book import RedisBook
+
+    _, svc = _context()
+    if not isinstance(svc.book, RedisBook):
+        raise click.UsageError("seeding writes the Redis book; unset TRADEFLOW_PM_BOOK_URL")
+    as_of = _parse_date(day) or last_session()
+    if replace:
+        svc.book.clear()
+    summary = seed_book(svc.book, count, seed, as_of)
+    console.print(f"seeded {summary.count} accounts ({summary.by_region}) in {summary.households} households, "
+                  f"{summary.lots} lots, {summary.trades} trades, as of {as_of} "
+                  f"({summary.generate_seconds + summary.write_seconds:.1f} s)", highlight=False)
+    console.print(f"broken on purpose: {len(summary.closed_accounts)} closed, "
+                  f"{len(summary.missing_price_accounts)} holding an unpriced symbol", highlight=False)
+    console.print(f"next: tradeflow pm run --date {as_of}")
+
+
+def last_session() -> date:
+    """The most recent day both the TSX and the NYSE traded, their open passed (now, or earlier)."""
+    from datetime import UTC, datetime, timedelta
+
+    from portfolio_manager.calendars import is_trading_day, market_open
+
+    now = datetime.now(UTC)
+    day = now.date()
+    for _ in range(20):
+        if all(is_trading_day(day, x) for x in ("XTSE", "XNYS")) and all(
+                market_open(day, x) + timedelta(minutes=5) <= now for x in ("XTSE", "XNYS")):
+            return day
+        day -= timedelta(days=1)
+    raise RuntimeError("no common trading day of XTSE and XNYS in the last 20 days")
+
+
+@accounts.command("list")
+@click.option("--region", type=click.Choice(["CA", "US"]))
+@click.option("--limit", default=50, show_default=True)
+@click.option("--all", "all_", is_flag=True, help="Closed accounts too.")
+def accounts_list(region: str | None, limit: int, all_: bool) -> None:
+    """Accounts of the book."""
+    _, svc = _context()
+    table = Table("id", "region", "type", "status", "model", "tlh", "linked")
+    found = [a for a in svc.book.list_accounts(active_only=not all_) if region is None or a.region.value == region]
+    for a in found[:limit]:
+        table.add_row(a.id, a.region.value, a.type.value, a.status.value, a.model_id, "on" if a.tlh_enabled else "",
+                      ", ".join(a.linked_account_ids))
+    console.print(table)
+    console.print(f"{len(found)} accounts")
+
+
+@accounts.command("show")
+@click.argument("account_id")
+@click.option("--date", "day", help="As of (default: the last trading day).")
+def accounts_show(account_id: str, day: str | None) -> None:
+    """One account: its holdings, cash and the household's trades of the last year."""
+    _, svc = _context()
+    holdings = svc.book.get_holdings(account_id, _parse_date(day) or last_session(), 365)
+    a = holdings.account
+    console.print(f"[bold]{a.id}[/bold] {a.region.value} {a.type.value} {a.status.value} model {a.model_id} "
+                  f"tlh {'on' if a.tlh_enabled else 'off'} cash {_money(holdings.cash)}", highlight=False)
+    table = Table("lot", "symbol", "quantity", "cost basis", "acquired")
+    for lot in holdings.lots:
+        table.add_row(lot.lot_id, lot.symbol, f"{lot.quantity:g}", _money(lot.cost_basis), str(lot.acquired_date))
+    console.print(table)
+    console.print(f"{len(holdings.trade_history)} trades in the household over the last 365 days")
+
+
+__all__ = ["pm", "accounts", "last_session"]

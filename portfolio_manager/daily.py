@@ -1,0 +1,319 @@
+"""The daily run: one rebalance instance per active account, the workflow chosen by region.
+
+    engine = build_engine()
+    started = start_daily_rebalance(engine, book, date(2026, 11, 24))
+    engine.wait_for_run(started.run)
+
+- One **run** per trading day (``rebalance-<date>``) holds every account of both regions,
+  so ``engine.progress(run)`` and ``tradeflow runs <run>`` follow the whole morning.
+- The workflow is ``rebalance-ca`` (TSX calendar) or ``rebalance-us`` (NYSE calendar) at the
+  alias ``production``; a region whose exchange has no session that day is skipped.
+- Instance ids are ``<run>-<account>``: starting the same run again (beat firing twice, an
+  operator re-running it) starts only the accounts not yet started.
+- :func:`enqueue_accounts` starts any list of accounts on demand (e.g. after a fix).
+
+Beat triggers the run through :class:`TradingDaySchedule`: once per trading day of each
+exchange, at a local wall time in the exchange's own time zone (``morning_schedule``), and
+the Celery task :func:`daily_rebalance_task` does what ``tradeflow pm run`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from celery import shared_task
+from celery.schedules import schedstate, schedule
+
+from engine.api import Engine, StartItem
+from engine.errors import NotFound
+from engine.validation import load_definition
+from portfolio_manager.book import Account, Region
+from portfolio_manager.errors import AccountNotFound
+from portfolio_manager.sources import BookReader
+
+log = logging.getLogger(__name__)
+
+WORKFLOWS: dict[Region, str] = {Region.CA: "rebalance-ca", Region.US: "rebalance-us"}
+EXCHANGE_ZONES: dict[str, str] = {"XTSE": "America/Toronto", "XNYS": "America/New_York"}
+DEFAULT_ALIAS = "production"
+SUBMIT_WORKFLOW = "submit-orders"
+DEPOSIT_WORKFLOW = "invest-deposit"
+
+
+@dataclass
+class RunStarted:
+    """What a (daily or on-demand) start did."""
+
+    run: str
+    run_date: date
+    started: dict[str, int] = field(default_factory=dict)
+    already_started: int = 0
+    skipped_regions: dict[str, str] = field(default_factory=dict)
+    unknown_accounts: list[str] = field(default_factory=list)
+    instance_ids: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Instances started now."""
+        return sum(self.started.values())
+
+
+def daily_run_label(run_date: date) -> str:
+    """The run of the morning rebalance of ``run_date``."""
+    return f"rebalance-{run_date.isoformat()}"
+
+
+def instance_id_for(run: str, account_id: str) -> str:
+    """The instance of ``account_id`` in ``run`` (deterministic: starting twice is harmless)."""
+    return f"{run}-{account_id}"
+
+
+def today_in(exchange: str = "XTSE") -> date:
+    """Today's date where ``exchange`` trades."""
+    return datetime.now(ZoneInfo(EXCHANGE_ZONES.get(exchange, "America/Toronto"))).date()
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def definition_files(directory: Path) -> list[Path]:
+    """The workflow files of ``directory`` (``schema.json`` is the format's schema, not a workflow)."""
+    files = sorted(p for p in directory.glob("*.json") if p.name != "schema.json")
+    if not files:
+        raise FileNotFoundError(f"no workflow definitions in {directory}; set TRADEFLOW_DEFINITIONS_DIR")
+    return files
+
+
+def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALIAS) -> dict[str, int]:
+    """Publish every definition of ``directory`` (same content: same version) and point ``alias``
+    at it only where the definition has no such alias yet, so an operator's choice stands."""
+    versions: dict[str, int] = {}
+    for path in definition_files(directory):
+        definition = load_definition(path.read_text(), str(path))
+        version = engine.publish(definition)
+        if alias not in engine.store.aliases(definition.name):
+            engine.store.set_alias(definition.name, alias, version)
+        versions[definition.name] = engine.store.resolve_version(definition.name, alias)
+    return versions
+
+
+# --------------------------------------------------------------------------- starting
+
+
+def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[StartItem]], version: int | str) -> None:
+    for workflow, items in by_workflow.items():
+        if not items:
+            continue
+        existing = engine.store.client.pipeline(transaction=False)
+        for item in items:
+            existing.exists(engine.store.keys.instance(item.instance_id or ""))
+        fresh = [item for item, found in zip(items, existing.execute(), strict=True) if not found]
+        result.already_started += len(items) - len(fresh)
+        if fresh:
+            result.instance_ids += engine.start_many(workflow, fresh, version=version, run=result.run)
+        result.started[workflow] = len(fresh)
+
+
+def _item(run: str, account: Account, run_date: date, wait_for_open: bool) -> StartItem:
+    data: dict[str, Any] = {"account_id": account.id, "run_date": run_date.isoformat()}
+    if not wait_for_open:
+        data["wait_for_open"] = False
+    return StartItem(data, instance_id_for(run, account.id))
+
+
+def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | None = None, *,
+                          run: str | None = None, regions: Iterable[Region | str] | None = None,
+                          wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
+                          limit: int | None = None) -> RunStarted:
+    """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
+
+    Regions whose exchange is closed that day are skipped (and named in the result).
+    ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
+    """
+    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day
+
+    run_date = run_date or today_in()
+    result = RunStarted(run or daily_run_label(run_date), run_date)
+    wanted = {Region(r) for r in regions} if regions else set(Region)
+    open_regions: set[Region] = set()
+    for region in sorted(wanted):
+        exchange = exchange_for(region)
+        if is_trading_day(run_date, exchange):
+            open_regions.add(region)
+        else:
+            result.skipped_regions[region.value] = (
+                f"{exchange} has no session on {run_date} (next: {next_trading_day(run_date, exchange)})")
+    by_workflow: dict[str, list[StartItem]] = {WORKFLOWS[r]: [] for r in sorted(open_regions)}
+    for account in book.list_accounts(active_only=True):
+        if account.region in open_regions:
+            by_workflow[WORKFLOWS[account.region]].append(_item(result.run, account, run_date, wait_for_open))
+    if limit is not None:
+        by_workflow = _cap(by_workflow, limit)
+    _start(engine, result, by_workflow, version)
+    log.info("daily run %s: started %s, already started %d, skipped %s", result.run, result.started,
+             result.already_started, result.skipped_regions)
+    return result
+
+
+def _cap(by_workflow: dict[str, list[StartItem]], limit: int) -> dict[str, list[StartItem]]:
+    out: dict[str, list[StartItem]] = {}
+    left = limit
+    for workflow, items in by_workflow.items():
+        out[workflow] = items[:max(left, 0)]
+        left -= len(out[workflow])
+    return out
+
+
+def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str], run_date: date, *,
+                     run: str | None = None, wait_for_open: bool = False,
+                     version: int | str = DEFAULT_ALIAS) -> RunStarted:
+    """Start the rebalance of ``account_ids`` now (on demand), each with its region's workflow.
+
+    Unknown accounts are listed in the result, not started; closed ones are started and end
+    ``failed`` with the reason, so the request leaves a trace.
+    """
+    result = RunStarted(run or f"adhoc-{daily_run_label(run_date)}", run_date)
+    by_workflow: dict[str, list[StartItem]] = {}
+    for account_id in dict.fromkeys(account_ids):
+        try:
+            account = book.get_account(account_id)
+        except AccountNotFound:
+            result.unknown_accounts.append(account_id)
+            continue
+        by_workflow.setdefault(WORKFLOWS[account.region], []).append(
+            _item(result.run, account, run_date, wait_for_open))
+    _start(engine, result, by_workflow, version)
+    return result
+
+
+# --------------------------------------------------------------------------- beat
+
+
+class TradingDaySchedule(schedule):
+    """Due once per trading day of ``exchange``, at local wall time ``at`` in the exchange's zone.
+
+    Weekends and the exchange's holidays (``exchange_calendars``) are skipped; daylight
+    saving time is handled by the zone. A beat that was down at the time fires on start-up
+    for the day it missed, once.
+    """
+
+    def __init__(self, exchange: str, at: str = "09:00", zone: str | None = None, nowfun: Any = None,
+                 app: Any = None) -> None:
+        self.exchange = exchange
+        self.at = at
+        self.zone = zone or EXCHANGE_ZONES.get(exchange, "America/Toronto")
+        self._wall = time.fromisoformat(at)
+        super().__init__(run_every=timedelta(days=1), nowfun=nowfun, app=app)
+
+    def __repr__(self) -> str:
+        return f"<trading days of {self.exchange} at {self.at} {self.zone}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.exchange, self.at, self.zone))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TradingDaySchedule):
+            return (self.exchange, self.at, self.zone) == (other.exchange, other.at, other.zone)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.exchange, self.at, self.zone))
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first firing strictly after ``moment`` (tz-aware)."""
+        from portfolio_manager.calendars import is_trading_day
+
+        zone = ZoneInfo(self.zone)
+        day = moment.astimezone(zone).date()
+        for offset in range(0, 31):
+            candidate = day + timedelta(days=offset)
+            fire = datetime.combine(candidate, self._wall, tzinfo=zone)
+            if fire > moment and is_trading_day(candidate, self.exchange):
+                return fire.astimezone(UTC)
+        raise RuntimeError(f"{self.exchange}: no trading day in the 30 days after {moment:%Y-%m-%d}")
+
+    def _aware(self, moment: datetime) -> datetime:
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def remaining_estimate(self, last_run_at: datetime) -> timedelta:
+        """Time left until the next firing after ``last_run_at``."""
+        return self.next_after(self._aware(last_run_at)) - self._aware(self.now())
+
+    def is_due(self, last_run_at: datetime) -> schedstate:
+        """Due when a firing passed since ``last_run_at``; beat checks again at most an hour later."""
+        now = self._aware(self.now())
+        upcoming = self.next_after(self._aware(last_run_at))
+        if upcoming <= now:
+            following = (self.next_after(now) - now).total_seconds()
+            return schedstate(True, max(1.0, min(following, 3600.0)))
+        return schedstate(False, max(1.0, min((upcoming - now).total_seconds(), 3600.0)))
+
+
+def morning_schedule(at: str = "09:00") -> dict[str, dict[str, Any]]:
+    """The beat entries of the morning rebalance: one per exchange, in its own time zone."""
+    return {
+        f"morning-rebalance-{exchange}": {
+            "task": DAILY_TASK,
+            "schedule": TradingDaySchedule(exchange, at),
+            "args": (exchange,),
+            "options": {"queue": "portfolio_manager"},
+        }
+        for exchange in EXCHANGE_ZONES
+    }
+
+
+DAILY_TASK = "portfolio_manager.daily_rebalance"
+_engine_lock = threading.Lock()
+_engine: dict[str, Engine] = {}
+
+
+def _worker_engine() -> Engine:
+    with _engine_lock:
+        if "engine" not in _engine:
+            from engine.app import build_engine
+
+            _engine["engine"] = build_engine()
+        return _engine["engine"]
+
+
+@shared_task(name=DAILY_TASK, ignore_result=True)
+def daily_rebalance_task(exchange: str | None = None, run_date: str | None = None) -> dict[str, Any]:
+    """Beat's entry point: the morning run of the regions ``exchange`` serves (all when None)."""
+    from portfolio_manager.actions import services
+    from portfolio_manager.calendars import EXCHANGES
+    from portfolio_manager.config import PMSettings
+
+    engine = _worker_engine()
+    ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+    regions = [r for r, x in EXCHANGES.items() if exchange is None or x == exchange]
+    day = date.fromisoformat(run_date) if run_date else today_in(exchange or "XTSE")
+    try:
+        started = start_daily_rebalance(engine, services().book, day, regions=regions)
+    except NotFound as exc:
+        log.error("daily run of %s not started: %s", day, exc)
+        raise
+    return {"run": started.run, "started": started.started, "skipped": started.skipped_regions}
+
+
+__all__ = [
+    "DAILY_TASK",
+    "RunStarted",
+    "TradingDaySchedule",
+    "WORKFLOWS",
+    "daily_rebalance_task",
+    "daily_run_label",
+    "definition_files",
+    "enqueue_accounts",
+    "ensure_definitions",
+    "instance_id_for",
+    "morning_schedule",
+    "start_daily_rebalance",
+    "today_in",
+]

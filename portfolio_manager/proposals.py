@@ -1,0 +1,439 @@
+"""Proposals: what each account's workflow proposes, and the review that decides its fate.
+
+A workflow ends by recording its plan as a :class:`Proposal` (``record_proposal`` action).
+Portfolio managers list a run's proposals, approve or reject them (one, many or all), and
+submit the approved ones: each becomes one ``submit-orders`` workflow instance, whose step
+sends the orders to the brokerage (see :mod:`portfolio_manager.actions`).
+
+Life of a proposal::
+
+    proposed ──approve──> approved ──submit──> submitting ──(workflow)──> submitted
+        │  ^                 │
+        │  └────approve──────┤ (a rejected one can still be approved, and vice versa)
+        └──reject──> rejected <┘
+
+Every status change is one compare-and-set (a small Lua script), so two reviewers, or a
+review racing a submission, can never both win: once ``submitting``, a proposal can no
+longer be rejected, and a re-recorded plan (a retried workflow) never overwrites a decision.
+
+Keys, under the store's prefix ``P`` (default ``pm:prop:``; the engine's keys are never touched)::
+
+    P runs                    zset   run label, scored by first proposal time
+    P <run>:accounts          set    account ids with a proposal in the run
+    P <run>:<account>         hash   body (Proposal JSON), status, decided_by, decided_at, note,
+                                     submission (instance id), receipts (JSON), submitted_at
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from engine.api import Engine
+
+
+class ProposalStatus(StrEnum):
+    """Where a proposal is in its review."""
+
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+
+
+#: From which statuses each decision may be taken (taking it again is a harmless no-op).
+ALLOWED_FROM: dict[ProposalStatus, tuple[ProposalStatus, ...]] = {
+    ProposalStatus.APPROVED: (ProposalStatus.PROPOSED, ProposalStatus.REJECTED, ProposalStatus.APPROVED),
+    ProposalStatus.REJECTED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED, ProposalStatus.REJECTED),
+    ProposalStatus.SUBMITTING: (ProposalStatus.APPROVED, ProposalStatus.SUBMITTING),
+    ProposalStatus.SUBMITTED: (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED),
+}
+
+
+class ProposedOrder(BaseModel):
+    """One order of a proposal, as the order calculation planned it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0, description="Position in the plan; part of the order's idempotency key.")
+    side: str
+    symbol: str
+    quantity: float
+    reason: str
+    est_value: float
+    lots: list[dict[str, Any]] | None = None
+
+    @property
+    def est_price(self) -> float | None:
+        """Estimated price per share (est_value / quantity)."""
+        return round(self.est_value / self.quantity, 6) if self.quantity else None
+
+    @property
+    def realized_gain(self) -> float:
+        """Gain (negative: loss) realized by a sell in a taxable account; 0 otherwise."""
+        return round(sum(float(lot.get("realized_gain", 0.0)) for lot in self.lots or ()), 2)
+
+
+class Proposal(BaseModel):
+    """One account's proposal in one run: the plan, where it came from, and its review."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run: str
+    account_id: str
+    region: str
+    account_type: str
+    as_of: date
+    workflow: str
+    version: int
+    instance_id: str
+    mode: str
+    orders: list[ProposedOrder]
+    diagnostics: list[str] = Field(default_factory=list)
+    restrictions: list[dict[str, Any]] = Field(default_factory=list)
+    cash_after: float = 0.0
+    recorded_at: float = 0.0
+    status: ProposalStatus = ProposalStatus.PROPOSED
+    decided_by: str | None = None
+    decided_at: float | None = None
+    note: str | None = None
+    submission: str | None = None
+    receipts: list[dict[str, Any]] = Field(default_factory=list)
+    submitted_at: float | None = None
+
+    @property
+    def realized_gain(self) -> float:
+        """Total gain (negative: loss) the sells would realize."""
+        return round(sum(o.realized_gain for o in self.orders), 2)
+
+    @property
+    def tlh_harvests(self) -> int:
+        """Tax-loss harvests: TLH sells."""
+        return sum(1 for o in self.orders if o.reason == "TLH" and o.side == "SELL")
+
+    @property
+    def buy_value(self) -> float:
+        """Estimated value of the buys."""
+        return round(sum(o.est_value for o in self.orders if o.side == "BUY"), 2)
+
+    @property
+    def sell_value(self) -> float:
+        """Estimated value of the sells."""
+        return round(sum(o.est_value for o in self.orders if o.side == "SELL"), 2)
+
+    def reasons(self) -> dict[str, int]:
+        """How many orders each reason (TLH, REBALANCE, CASH_INVEST) gave."""
+        out: dict[str, int] = {}
+        for order in self.orders:
+            out[order.reason] = out.get(order.reason, 0) + 1
+        return out
+
+
+_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at")
+
+
+def proposal_from_plan(
+    *,
+    run: str,
+    account: dict[str, Any],
+    as_of: str | date,
+    workflow: str,
+    version: int,
+    instance_id: str,
+    plan: dict[str, Any],
+    now: float | None = None,
+) -> Proposal:
+    """Build the proposal of a plan (the order calculation's JSON) for one account."""
+    orders = [
+        ProposedOrder(index=i, **{k: o.get(k) for k in ("side", "symbol", "quantity", "reason", "est_value", "lots")})
+        for i, o in enumerate(plan.get("orders") or [])
+    ]
+    return Proposal(
+        run=run,
+        account_id=str(account["id"]),
+        region=str(account["region"]),
+        account_type=str(account["type"]),
+        as_of=as_of if isinstance(as_of, date) else date.fromisoformat(as_of),
+        workflow=workflow,
+        version=int(version),
+        instance_id=instance_id,
+        mode=str(plan.get("mode", "NONE")),
+        orders=orders,
+        diagnostics=list(plan.get("diagnostics") or []),
+        restrictions=list(plan.get("restrictions") or []),
+        cash_after=float(plan.get("cash_after") or 0.0),
+        recorded_at=time.time() if now is None else now,
+    )
+
+
+# Record a plan unless a decision was already taken. KEYS: proposal hash, accounts set, runs zset.
+# ARGV: body JSON, account id, run, now. Returns {1, 'proposed'} or {0, current status}.
+_RECORD_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'proposed' then return {0, status} end
+redis.call('HSET', KEYS[1], 'body', ARGV[1], 'status', 'proposed')
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[3])
+return {1, 'proposed'}
+"""
+
+# Move a proposal to a new status if it is in one of the allowed ones. KEYS: proposal hash.
+# ARGV: new status, allowed statuses (comma separated), then field/value pairs to set.
+# Returns {1, new status}, {0, current status} or {0, ''} when there is no such proposal.
+_TRANSITION_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[2], '[^,]+') do if s == status then allowed = true end end
+if not allowed then return {0, status} end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return {1, ARGV[1]}
+"""
+
+
+@dataclass
+class Decisions:
+    """What a bulk review did: accounts changed, and those skipped with the reason."""
+
+    status: ProposalStatus
+    changed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class NoSuchProposal(LookupError):
+    """No proposal for this run and account."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ProposalStore:
+    """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
+
+    def __init__(self, client: Any, prefix: str = "pm:prop:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._record = client.register_script(_RECORD_LUA)
+        self._transition = client.register_script(_TRANSITION_LUA)
+
+    def __repr__(self) -> str:
+        return f"ProposalStore(prefix={self.prefix!r})"
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @property
+    def runs_key(self) -> str:
+        """Sorted set of run labels."""
+        return f"{self.prefix}runs"
+
+    def accounts_key(self, run: str) -> str:
+        """Set of the account ids with a proposal in ``run``."""
+        return f"{self.prefix}{run}:accounts"
+
+    def key(self, run: str, account_id: str) -> str:
+        """Hash of one proposal."""
+        return f"{self.prefix}{run}:{account_id}"
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def record(self, proposal: Proposal) -> tuple[bool, ProposalStatus]:
+        """Store a new plan; (False, status) when the proposal was already decided (kept as it is)."""
+        body = proposal.model_dump_json(exclude=set(_REVIEW_FIELDS))
+        done, status = self._record(
+            keys=[self.key(proposal.run, proposal.account_id), self.accounts_key(proposal.run), self.runs_key],
+            args=[body, proposal.account_id, proposal.run, repr(proposal.recorded_at)],
+        )
+        return bool(done), ProposalStatus(_text(status))
+
+    def transition(self, run: str, account_id: str, to: ProposalStatus, **fields: Any) -> tuple[bool, str]:
+        """Move one proposal to ``to`` if allowed; (applied, status now or '' if missing)."""
+        args = [to.value, ",".join(s.value for s in ALLOWED_FROM[to])]
+        for name, value in fields.items():
+            args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
+        done, status = self._transition(keys=[self.key(run, account_id)], args=args)
+        return bool(done), _text(status)
+
+    def decide(
+        self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = ""
+    ) -> Decisions:
+        """Approve or reject the proposals of ``account_ids`` (all of the run when None)."""
+        if to not in (ProposalStatus.APPROVED, ProposalStatus.REJECTED):
+            raise ValueError(f"a review approves or rejects, not {to.value}")
+        ids = self.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
+        result = Decisions(to)
+        now = repr(time.time())
+        for account_id in ids:
+            applied, status = self.transition(
+                run, account_id, to, decided_by=by or None, decided_at=now, note=note or None
+            )
+            if applied:
+                result.changed.append(account_id)
+            elif not status:
+                result.skipped[account_id] = f"no proposal for {account_id} in run {run}"
+            else:
+                result.skipped[account_id] = f"{status}: can no longer be {to.value}"
+        return result
+
+    def mark_submitted(self, run: str, account_id: str, receipts: Sequence[dict[str, Any]], submission: str) -> None:
+        """Record the brokerage's receipts of a submission (submitting -> submitted)."""
+        applied, status = self.transition(
+            run,
+            account_id,
+            ProposalStatus.SUBMITTED,
+            receipts=list(receipts),
+            submission=submission,
+            submitted_at=repr(time.time()),
+        )
+        if not applied:
+            raise NoSuchProposal(f"proposal {run}/{account_id} is {status or 'missing'}, not being submitted")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def runs(self, limit: int = 20) -> list[str]:
+        """Run labels with proposals, newest first."""
+        return [_text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
+
+    def account_ids(self, run: str) -> list[str]:
+        """Accounts with a proposal in ``run``, sorted."""
+        return sorted(_text(a) for a in self.client.smembers(self.accounts_key(run)))
+
+    def get(self, run: str, account_id: str) -> Proposal:
+        """One proposal; NoSuchProposal says how to find the right one."""
+        found = self.get_many(run, [account_id])
+        if not found:
+            raise NoSuchProposal(
+                f"no proposal for account {account_id} in run {run} (`tradeflow pm proposals {run}` lists them)"
+            )
+        return found[0]
+
+    def get_many(self, run: str, account_ids: Sequence[str]) -> list[Proposal]:
+        """The proposals of ``account_ids`` that exist, in that order (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for account_id in account_ids:
+            pipe.hgetall(self.key(run, account_id))
+        out = []
+        for raw in pipe.execute():
+            if raw:
+                out.append(self._parse({_text(k): _text(v) for k, v in raw.items()}))
+        return out
+
+    def list(self, run: str, statuses: Iterable[ProposalStatus | str] | None = None) -> list[Proposal]:
+        """Every proposal of ``run`` (optionally only in ``statuses``), by account id."""
+        wanted = {ProposalStatus(s) for s in statuses} if statuses else None
+        out: list[Proposal] = []
+        ids = self.account_ids(run)
+        for start in range(0, len(ids), 500):
+            out.extend(p for p in self.get_many(run, ids[start : start + 500]) if wanted is None or p.status in wanted)
+        return out
+
+    @staticmethod
+    def _parse(raw: dict[str, str]) -> Proposal:
+        body = json.loads(raw["body"])
+        body["status"] = raw.get("status", ProposalStatus.PROPOSED.value)
+        for name in ("decided_by", "note", "submission"):
+            if raw.get(name):
+                body[name] = raw[name]
+        for name in ("decided_at", "submitted_at"):
+            if raw.get(name):
+                body[name] = float(raw[name])
+        if raw.get("receipts"):
+            body["receipts"] = json.loads(raw["receipts"])
+        return Proposal.model_validate(body)
+
+    def clear_run(self, run: str) -> int:
+        """Delete a run's proposals (tests and the demo); returns how many."""
+        ids = self.account_ids(run)
+        if ids:
+            self.client.delete(*(self.key(run, a) for a in ids))
+        self.client.delete(self.accounts_key(run))
+        self.client.zrem(self.runs_key, run)
+        return len(ids)
+
+
+# --------------------------------------------------------------------------- submission
+
+SUBMIT_WORKFLOW = "submit-orders"
+
+
+def submission_run(run: str) -> str:
+    """The run that groups the submissions of ``run``'s proposals."""
+    return f"submit-{run}"
+
+
+def submission_id(run: str, account_id: str) -> str:
+    """The ``submit-orders`` instance of one proposal: one per proposal, whoever submits it, however often."""
+    return f"submit-{run}-{account_id}"
+
+
+@dataclass
+class SubmitStarted:
+    """What :func:`submit_approved` did."""
+
+    run: str
+    submission_run: str
+    started: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
+                    version: int | str = "production") -> SubmitStarted:
+    """Submit the approved proposals of ``run`` (only ``account_ids`` when given).
+
+    Each proposal moves to ``submitting`` (so it can no longer be rejected) and gets one
+    ``submit-orders`` instance with a deterministic id: submitting again, or after a crash
+    between the two, never starts a second submission of the same proposal.
+    """
+    from engine.api import StartItem
+
+    result = SubmitStarted(run, submission_run(run))
+    wanted = None if account_ids is None else list(dict.fromkeys(account_ids))
+    proposals = store.list(run) if wanted is None else store.get_many(run, wanted)
+    if wanted is not None:
+        found = {p.account_id for p in proposals}
+        result.skipped.update({a: f"no proposal for {a} in run {run}" for a in wanted if a not in found})
+    items = []
+    for proposal in proposals:
+        iid = submission_id(run, proposal.account_id)
+        applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid)
+        if not applied:
+            if status == ProposalStatus.SUBMITTED.value:
+                result.skipped[proposal.account_id] = "already submitted"
+            elif wanted is not None:
+                result.skipped[proposal.account_id] = f"{status or 'missing'}: approve it first"
+            continue
+        items.append(StartItem({"run": run, "account_id": proposal.account_id}, iid))
+    if items:
+        engine.start_many(SUBMIT_WORKFLOW, items, version=version, run=result.submission_run)
+        result.started = [item.instance_id or "" for item in items]
+    return result
+
+
+__all__ = [
+    "SUBMIT_WORKFLOW",
+    "SubmitStarted",
+    "submission_id",
+    "submission_run",
+    "submit_approved",
+    "ALLOWED_FROM",
+    "Decisions",
+    "NoSuchProposal",
+    "Proposal",
+    "ProposalStatus",
+    "ProposalStore",
+    "ProposedOrder",
+    "proposal_from_plan",
+]
