@@ -11,7 +11,7 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 NODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -128,6 +128,14 @@ class Definition(_Strict):
     retention_days: float | None = Field(None, gt=0, le=3650, description="TTL of finished instances.")
     start: str
     nodes: dict[Annotated[str, Field(pattern=NODE_PATTERN)], Node] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_schema_reference(cls, data: Any) -> Any:
+        """A file may name its JSON Schema for editors (``"$schema": "<url>"``); that is not content."""
+        if isinstance(data, dict) and isinstance(data.get("$schema"), str):
+            return {key: value for key, value in data.items() if key != "$schema"}
+        return data
 
     def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | ChoiceNode | TerminalNode:
         """The node called ``name`` (KeyError if there is none)."""

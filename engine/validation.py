@@ -118,6 +118,10 @@ def json_schema() -> dict[str, Any]:
     """The published JSON Schema (Draft 2020-12) of the definition format."""
     schema = _tighten(Definition.model_json_schema())
     body = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    body["properties"] = {
+        "$schema": {"type": "string", "description": f"This schema, for editors: {SCHEMA_ID}"},
+        **body["properties"],
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -333,3 +333,14 @@ def test_the_stand_in_function_is_used_by_a_wait() -> None:
     until = compile_expression(definition.node("wait_for_open").until)  # type: ignore[union-attr]
     wake = until.evaluate_raw(Scope(data={"run_date": "2026-11-25"}, now=datetime(2026, 11, 25, tzinfo=UTC)))
     assert wake == datetime(2026, 11, 25, 14, 35, tzinfo=UTC)
+
+
+def test_a_schema_reference_is_accepted_and_is_not_content() -> None:
+    text = (HERE / "definitions" / "good" / "linear.json").read_text()
+    definition = load_definition(text)
+    assert "$schema" not in definition.to_json()
+    plain = json.loads(text)
+    del plain["$schema"]
+    assert load_definition(json.dumps(plain)).fingerprint() == definition.fingerprint()
+    plain["$schema"] = 5
+    assert [p.pointer for p in problems_of(json.dumps(plain))] == ["/$schema"]
