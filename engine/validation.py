@@ -129,7 +129,7 @@ def json_schema() -> dict[str, Any]:
         "description": (
             "A business process as a JSON state machine: nodes of type service, http, wait, choice "
             "and terminal, starting at 'start'. Strings in 'input', 'result', 'when' and 'until' are "
-            "CEL expressions over data, params and context; numbers, booleans and null are literals."
+            "CEL expressions over data, params, context and instance; numbers, booleans and null are literals."
         ),
         **body,
     }

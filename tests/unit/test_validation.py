@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from engine import expression_functions
 from engine.definition import Definition
 from engine.errors import DefinitionError, InvalidInput, Problem
-from engine.expressions import register_function
 from engine.validation import (
     SCHEMA_ID,
     check_definition,
@@ -38,7 +39,18 @@ def market_open(day: str, exchange: str) -> datetime:
     return datetime.fromisoformat(f"{day}T14:30:00+00:00")
 
 
-register_function("market_open", market_open, doc="market_open(date, exchange): stand-in for tests")
+@pytest.fixture(autouse=True, scope="module")
+def _stand_in_market_open() -> Iterator[None]:
+    """Register the stand-in for this module only (the real plugin may be loaded by other tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(
+            expression_functions._functions,
+            "market_open",
+            expression_functions._Function(
+                market_open, "market_open(date, exchange): stand-in for tests", scoped=False
+            ),
+        )
+        yield
 
 
 def problems_of(text: str | bytes, source: str = "<definition>") -> list[Problem]:
