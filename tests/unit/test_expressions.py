@@ -208,6 +208,9 @@ def test_metering_does_not_change_results(source: str) -> None:
     [
         ("", "must not be empty"),
         ("data.x +", "does not parse"),
+        ("2 ** 99999999", "does not parse"),
+        ("9223372036854775808", "invalid int literal"),
+        ("1e999", "invalid double literal"),
         ("'unterminated", "unterminated string"),
         ("1 # 2", "unexpected character '#'"),
         ("datta.x", "unknown root 'datta' (did you mean 'data'?)"),
