@@ -18,6 +18,10 @@ from order_calc.errors import InvalidRequest
 from order_calc.plan import plan_orders as calculate
 
 
+def _more(count: int) -> str:
+    return f" (and {count} more problem{'s' if count > 1 else ''})" if count else ""
+
+
 @register_action("order_calc", "plan_orders")
 def plan_orders(request: dict[str, Any]) -> Transition:
     """Plan one account's orders for one trading day (see ORDER_CALC.md)."""
@@ -27,8 +31,7 @@ def plan_orders(request: dict[str, Any]) -> Transition:
         account = (request.get("account") or {}).get("id") if isinstance(request, dict) else None
         owner = f" for account {account}" if account else ""
         raise ActionFailed(f"invalid order calculation request{owner}: field {exc.field or '(request)'}: "
-                           f"{exc.problems[0].message}" + (f" (and {len(exc.problems) - 1} more problems)"
-                                                          if len(exc.problems) > 1 else "")) from exc
+                           f"{exc.problems[0].message}{_more(len(exc.problems) - 1)}") from exc
     data = plan.model_dump(mode="json")
     data["order_count"] = len(data["orders"])
     data["tlh_harvests"] = sum(1 for o in data["orders"] if o["reason"] == "TLH" and o["side"] == "SELL")
