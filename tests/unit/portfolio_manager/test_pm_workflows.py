@@ -1,0 +1,254 @@
+"""The real definitions (definitions/*.json) driven one message at a time on fakeredis: no Celery.
+
+Each test gets a fresh world: a seeded book, the services on it, an engine on a manual clock
+set after the open of the run date, and every definition published at ``production``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import fakeredis
+import pytest
+
+import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders)
+import portfolio_manager.actions as pm_actions
+from engine.api import Engine
+from engine.clock import ManualClock
+from engine.keys import Keys
+from engine.messages import MemoryEnqueuer
+from engine.model import InstanceStatus
+from engine.service import ActionRegistry, ActionSpec, registry
+from engine.store import RedisStore
+from engine.testing import Driver
+from engine.validation import load_definition
+from portfolio_manager.actions import Services, build_services
+from portfolio_manager.config import PMSettings
+from portfolio_manager.daily import enqueue_accounts, ensure_definitions, instance_id_for, start_daily_rebalance
+from portfolio_manager.demo import failure_reason
+from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
+from portfolio_manager.proposals import ProposalStatus, submission_id, submit_approved
+
+RUN_DATE = date(2026, 11, 20)  # a Friday: both exchanges trade; XNYS and XTSE open 14:30 UTC
+AFTER_OPEN = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()
+DEFINITIONS = PMSettings().definitions_dir
+
+
+@dataclass
+class World:
+    """Everything a workflow test needs."""
+
+    engine: Engine
+    driver: Driver
+    svc: Services
+    seeded: SeedSummary
+    clock: ManualClock
+
+    def instances(self, run: str) -> list[Any]:
+        return self.engine.list(run)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    client = fakeredis.FakeRedis()
+    svc = build_services(PMSettings(prefix="pm:"), client=client)
+    seeded = seed_book(svc.book, 40, 3, RUN_DATE, GeneratorConfig(broken_share=0.1))
+    clock = ManualClock(AFTER_OPEN)
+    engine = Engine(RedisStore(client, Keys("wf")), MemoryEnqueuer(), clock)
+    ensure_definitions(engine, DEFINITIONS)
+    with pm_actions.services_in_use(svc):
+        yield World(engine, Driver(engine), svc, seeded, clock)
+
+
+def test_the_daily_run_proposes_for_healthy_accounts_and_fails_broken_ones_with_their_reason(world: World) -> None:
+    started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
+    active = [a.id for a in world.svc.book.list_accounts()]
+    assert started.run == "rebalance-2026-11-20"
+    assert started.total == len(active) == 40 - len(world.seeded.closed_accounts)
+    assert set(started.started) == {"rebalance-ca", "rebalance-us"}
+    world.driver.run_until_idle()
+    instances = {i.data["account_id"]: i for i in world.instances(started.run)}
+    assert set(instances) == set(active)  # closed accounts are not started
+    broken = set(world.seeded.missing_price_accounts)
+    assert broken
+    for account_id, instance in instances.items():
+        if account_id in broken:
+            assert instance.status is InstanceStatus.FAILED
+            assert instance.error["node"] == "fetch_target"
+            assert "no price for" in failure_reason(instance) and account_id in failure_reason(instance)
+        else:
+            assert instance.status is InstanceStatus.SUCCEEDED, (account_id, instance.error)
+            assert instance.result["outcome"] in {"proposed", "nothing_to_do"}
+    proposed = {a for a, i in instances.items() if (i.result or {}).get("outcome") == "proposed"}
+    assert proposed and {p.account_id for p in world.svc.proposals.list(started.run)} == proposed
+    # Starting the same run again starts nothing new.
+    again = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
+    assert again.total == 0 and again.already_started == len(active)
+
+
+def test_ca_and_us_accounts_get_their_region_rules(world: World) -> None:
+    started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
+    world.driver.run_until_idle()
+    by_region: dict[str, Any] = {}
+    for instance in world.instances(started.run):
+        if instance.status is InstanceStatus.SUCCEEDED:
+            by_region.setdefault(instance.workflow, instance)
+    ca, us = by_region["rebalance-ca"], by_region["rebalance-us"]
+    assert ca.data["account_id"].startswith("CA-") and us.data["account_id"].startswith("US-")
+    sent = {i.workflow: next(a["sent"] for a in world.engine.activities(i.id) if a.get("node") == "fetch_holdings"
+                             and a["outcome"] == "applied") for i in (ca, us)}
+    assert sent["rebalance-ca"]["lookback_days"] == 30
+    assert sent["rebalance-us"]["lookback_days"] == 365
+    ca_request, us_request = (i.context["fetch_target"]["request"] for i in (ca, us))
+    assert ca_request["parameters"]["tlh_min_loss_value"] == 500
+    assert us_request["parameters"]["tlh_min_loss_value"] == 200
+    assert ca_request["account"]["region"] == "CA" and us_request["account"]["region"] == "US"
+
+
+def test_the_run_waits_for_the_open_and_a_holiday_skips_the_region(world: World) -> None:
+    world.clock.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()  # before the open
+    started = start_daily_rebalance(world.engine, world.svc.book, date(2026, 11, 27))
+    world.driver.run_until_idle()
+    instances = world.instances(started.run)
+    assert {i.status for i in instances} == {InstanceStatus.WAITING}
+    open_plus_5 = datetime(2026, 11, 27, 14, 35, tzinfo=UTC).timestamp()
+    assert {i.wake_at for i in instances} == {open_plus_5}
+    world.clock.now = open_plus_5 + 1
+    world.driver.run_until_idle()
+    assert all(i.status.is_terminal for i in world.instances(started.run))
+    # US Thanksgiving: the NYSE is closed, the TSX is not.
+    thanksgiving = start_daily_rebalance(world.engine, world.svc.book, date(2026, 11, 26), wait_for_open=False)
+    assert set(thanksgiving.started) == {"rebalance-ca"}
+    assert "XNYS has no session on 2026-11-26" in thanksgiving.skipped_regions["US"]
+
+
+def test_a_run_is_paused_and_resumed_mid_way(world: World) -> None:
+    started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
+    for _ in range(30):  # part of the run
+        world.engine.runtime.tick()
+        world.driver.step()
+    assert world.engine.bulk("pause", started.run).done > 0
+    world.driver.run_until_idle()
+    paused = world.engine.list(started.run, ["paused"])
+    assert paused
+    before = {i.id: (i.node, i.seq) for i in paused}
+    world.clock.advance(3600)
+    world.driver.run_until_idle()
+    assert {i.id: (i.node, i.seq) for i in world.engine.list(started.run, ["paused"])} == before  # nothing moved
+    assert world.engine.bulk("resume", started.run).done == len(paused)
+    world.driver.run_until_idle()
+    progress = world.engine.progress(started.run)
+    assert progress.done and progress.counts["paused"] == 0
+    assert progress.counts["failed"] == len(world.seeded.missing_price_accounts)
+
+
+def _crash_once_after(spec: ActionSpec, crashes: list[str]) -> ActionSpec:
+    """The action, but the first call dies after it did its work (a worker killed before the apply)."""
+
+    def fn(payload: Any) -> Any:
+        answer = spec.fn(payload)
+        if not crashes:
+            crashes.append("crashed")
+            raise ConnectionError("worker lost after the brokerage answered")
+        return answer
+
+    return ActionSpec(spec.service, spec.name, fn, spec.input_model)
+
+
+def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_duplicate(world: World) -> None:
+    started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
+    world.driver.run_until_idle()
+    store, brokerage = world.svc.proposals, world.svc.brokerage
+    proposals = store.list(started.run)
+    assert len(proposals) >= 3
+    rejected, *approved = [p.account_id for p in proposals]
+    store.decide(started.run, approved, ProposalStatus.APPROVED, by="pm")
+    store.decide(started.run, [rejected], ProposalStatus.REJECTED, note="client called")
+    crashes: list[str] = []
+    actions = ActionRegistry()
+    for spec in registry:
+        actions.register(_crash_once_after(spec, crashes) if spec.task_name == "portfolio_manager.submit_orders"
+                         else spec)
+    driver = Driver(world.engine, actions)
+    result = submit_approved(world.engine, store, started.run)
+    assert sorted(result.started) == sorted(submission_id(started.run, a) for a in approved)
+    # A duplicate delivery of the first submission, run alongside the original.
+    message = world.driver.queue.messages[0][0]
+    node = world.engine.definition("submit-orders").nodes["submit"]
+    payload = {"step": {"id": message.instance_id, "node": "submit", "seq": 1, "run": result.submission_run},
+               "run": started.run, "account_id": store.get_many(started.run, approved)[0].account_id}
+    world.driver.execute(node, payload)  # type: ignore[arg-type]
+    driver.run_until_idle(max_steps=1000)
+    world.clock.advance(60)  # past the retry backoff of the crashed step
+    driver.run_until_idle()
+    assert crashes == ["crashed"]
+    submissions = world.engine.list(result.submission_run)
+    assert [i.status for i in submissions] == [InstanceStatus.SUCCEEDED] * len(approved)
+    expected = sum(len(p.orders) for p in store.get_many(started.run, approved))
+    accepted = brokerage.accepted_orders()  # type: ignore[attr-defined]
+    assert len(accepted) == expected  # every approved order once
+    assert brokerage.received_count() > expected  # type: ignore[attr-defined]  # though delivered more often
+    assert len({r.idempotency_key for r in accepted}) == expected
+    assert {r.account_id for r in accepted} == set(approved)
+    assert all(p.status is ProposalStatus.SUBMITTED for p in store.get_many(started.run, approved))
+    assert store.get(started.run, rejected).status is ProposalStatus.REJECTED
+    # Submitting again sends nothing.
+    again = submit_approved(world.engine, store, started.run)
+    assert again.started == [] and set(again.skipped.values()) == {"already submitted"}
+    driver.run_until_idle()
+    assert len(brokerage.accepted_orders()) == expected  # type: ignore[attr-defined]
+
+
+def test_a_failed_account_succeeds_when_retried_after_the_fix(world: World) -> None:
+    broken = world.seeded.missing_price_accounts[0]
+    started = enqueue_accounts(world.engine, world.svc.book, [broken, "NOPE"], RUN_DATE)
+    assert started.unknown_accounts == ["NOPE"]
+    world.driver.run_until_idle()
+    iid = instance_id_for(started.run, broken)
+    failed = world.engine.get(iid)
+    assert failed.status is InstanceStatus.FAILED
+    symbol = failure_reason(failed).split("'")[1]
+    world.svc.book.put_prices({symbol: 12.5}, RUN_DATE)  # type: ignore[attr-defined]
+    world.engine.retry(iid)
+    world.driver.run_until_idle()
+    assert world.engine.get(iid).status is InstanceStatus.SUCCEEDED
+
+
+def test_a_closed_account_enqueued_on_demand_fails_with_the_reason(world: World) -> None:
+    closed = world.seeded.closed_accounts[0]
+    started = enqueue_accounts(world.engine, world.svc.book, [closed], RUN_DATE)
+    world.driver.run_until_idle()
+    instance = world.engine.get(instance_id_for(started.run, closed))
+    assert instance.status is InstanceStatus.FAILED and instance.node == "closed"
+    assert failure_reason(instance) == f"account {closed!r} is closed"
+
+
+def test_a_deposit_is_invested_with_the_same_actions_buys_only(world: World) -> None:
+    account = next(a for a in world.svc.book.list_accounts() if a.id not in world.seeded.missing_price_accounts)
+    iid = world.engine.start("invest-deposit", {"account_id": account.id, "as_of": RUN_DATE.isoformat(),
+                                                "amount": 25_000.0}, run="deposits")
+    world.driver.run_until_idle()
+    instance = world.engine.get(iid)
+    assert instance.status is InstanceStatus.SUCCEEDED and instance.result["outcome"] == "proposed"
+    proposal = world.svc.proposals.get("deposits", account.id)
+    assert proposal.orders and {(o.side, o.reason) for o in proposal.orders} == {("BUY", "CASH_INVEST")}
+    assert 24_000 < proposal.buy_value <= 25_000 + instance.context["fetch_holdings"]["holdings"]["cash"]
+
+
+def test_a_new_version_with_a_tweaked_threshold_runs_beside_the_old_one(world: World) -> None:
+    document = json.loads((DEFINITIONS / "rebalance-us.json").read_text())
+    document["parameters"]["plan"]["tlh_min_loss_value"] = 1_000_000_000  # harvest nothing
+    v2 = world.engine.publish(load_definition(json.dumps(document)))
+    assert v2 == 2 and world.engine.store.resolve_version("rebalance-us", "production") == 1
+    old = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE, regions=["US"], run="old")
+    new = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE, regions=["US"], run="new", version=2)
+    world.driver.run_until_idle()
+    versions = collections.Counter((i.run, i.version) for i in world.instances("old") + world.instances("new"))
+    assert versions == {("old", 1): old.total, ("new", 2): new.total}
+    harvests = {run: sum(p.tlh_harvests for p in world.svc.proposals.list(run)) for run in ("old", "new")}
+    assert harvests["old"] > 0 and harvests["new"] == 0
