@@ -1,0 +1,245 @@
+"""The morning on real Redis with real worker fleets: the daily run, pause/resume, versions, submission.
+
+One set of fleets for the module (``engine`` threads, ``portfolio_manager`` threads as in
+production, ``order_calc`` prefork, beat), under an engine key prefix, a broker prefix and a
+portfolio-manager prefix of its own; every key under the module's prefix is deleted after.
+The run date is the most recent day both exchanges traded with the open past, so the
+workflows' wait for the open ends at the first timer tick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+
+import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
+from engine.api import Engine
+from engine.fleet import Fleet, FleetSpec
+from engine.keys import Keys
+from engine.messages import CeleryEnqueuer, step_message
+from engine.model import InstanceStatus
+from engine.store import RedisStore
+from engine.validation import load_definition
+from portfolio_manager.actions import Services, build_services
+from portfolio_manager.cli import last_session
+from portfolio_manager.config import PMSettings
+from portfolio_manager.daily import ensure_definitions, instance_id_for, start_daily_rebalance
+from portfolio_manager.demo import failure_reason
+from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
+from portfolio_manager.proposals import ProposalStatus, submit_approved
+from tests.conftest import delete_prefix
+from tests.integration.conftest import fleet_env, sender_app
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS = 300
+BROKER_LATENCY = 0.2  # seconds per order: a submission is slow enough to kill mid-way
+PM = FleetSpec("portfolio_manager", "threads", 8)
+
+
+@dataclass
+class Morning:
+    """The fleets, an engine that talks to them, the services on the same book, the seeded book."""
+
+    engine: Engine
+    svc: Services
+    seeded: SeedSummary
+    run_date: Any
+    env: dict[str, str]
+    fleets: list[Fleet]
+    client: redis.Redis
+
+    def wait_run(self, run: str, timeout: float = 60.0) -> Any:
+        progress = self.engine.wait_for_run(run, timeout=timeout, poll=0.1)
+        if not progress.done:
+            logs = "\n".join(p.read_text()[-2000:] for f in self.fleets for p in f.logdir.glob("*.log"))
+            raise AssertionError(f"run {run} not done after {timeout}s: {progress.counts}\n{logs}")
+        return progress
+
+    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def accepted(self, account_ids: set[str]) -> list[Any]:
+        return [r for r in self.svc.brokerage.accepted_orders() if r.account_id in account_ids]  # type: ignore[attr-defined]
+
+    def received(self, account_ids: set[str]) -> list[Any]:
+        return [o for o in self.svc.brokerage.received_orders() if o.account_id in account_ids]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def morning(redis_url: str) -> Iterator[Morning]:
+    prefix = f"tfit-morning-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    settings = PMSettings(redis_url=redis_url, prefix=f"{prefix}:pm:")
+    env = {**fleet_env(redis_url, prefix), "TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
+           "TRADEFLOW_PM_PREFIX": settings.prefix, "TRADEFLOW_MORNING_RUN": "0",
+           "TRADEFLOW_PM_BROKER_LATENCY": str(BROKER_LATENCY)}
+    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
+                    CeleryEnqueuer(sender_app(redis_url, prefix)))
+    svc = build_services(settings, client=client)
+    run_date = last_session()
+    seeded = seed_book(svc.book, ACCOUNTS, 5, run_date, GeneratorConfig(broken_share=0.04))  # type: ignore[arg-type]
+    ensure_definitions(engine, settings.definitions_dir)
+    fleets = [Fleet([FleetSpec("engine", "threads", 4), FleetSpec("order_calc", "prefork", 2)], beat=True, env=env,
+                    loglevel="INFO"),
+              Fleet([PM], beat=False, env=env, loglevel="INFO")]
+    try:
+        for fleet in fleets:
+            fleet.__enter__()
+        yield Morning(engine, svc, seeded, run_date, env, fleets, client)
+    finally:
+        for fleet in fleets:
+            fleet.stop()
+        delete_prefix(client, prefix)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def daily(morning: Morning) -> str:
+    """The morning run over every active account, finished."""
+    started = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date,
+                                    run=f"daily-{uuid.uuid4().hex[:6]}")
+    assert started.total == ACCOUNTS - len(morning.seeded.closed_accounts)
+    morning.wait_run(started.run, timeout=75)
+    return started.run
+
+
+def test_a_daily_run_proposes_for_every_healthy_account_and_fails_broken_ones(morning: Morning, daily: str) -> None:
+    instances = {i.data["account_id"]: i for i in morning.engine.list(daily)}
+    broken = set(morning.seeded.missing_price_accounts)
+    assert broken and set(instances) == {a.id for a in morning.svc.book.list_accounts()}
+    for account_id, instance in instances.items():
+        if account_id in broken:
+            assert instance.status is InstanceStatus.FAILED
+            assert "no price for" in failure_reason(instance) and account_id in failure_reason(instance)
+        else:
+            assert instance.status is InstanceStatus.SUCCEEDED, (account_id, instance.error)
+    proposed = {a for a, i in instances.items() if (i.result or {}).get("outcome") == "proposed"}
+    assert len(proposed) > ACCOUNTS / 3
+    assert {p.account_id for p in morning.svc.proposals.list(daily)} == proposed
+    progress = morning.engine.progress(daily)
+    assert progress.counts["failed"] == len(broken) and progress.counts["succeeded"] == len(instances) - len(broken)
+
+
+def test_ca_and_us_accounts_get_their_region_rules(morning: Morning, daily: str) -> None:
+    seen: dict[str, Any] = {}
+    for instance in morning.engine.list(daily, ["succeeded"]):
+        seen.setdefault(instance.workflow, instance)
+    for workflow, lookback, tlh_min in (("rebalance-ca", 30, 500), ("rebalance-us", 365, 200)):
+        instance = seen[workflow]
+        assert instance.data["account_id"][:2] == workflow[-2:].upper()
+        fetched = next(a for a in morning.engine.activities(instance.id)
+                       if a.get("node") == "fetch_holdings" and a["outcome"] == "applied")
+        assert fetched["sent"]["lookback_days"] == lookback
+        assert instance.context["fetch_target"]["request"]["parameters"]["tlh_min_loss_value"] == tlh_min
+
+
+def test_a_run_is_paused_and_resumed_mid_way(morning: Morning) -> None:
+    started = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, run="pause",
+                                    wait_for_open=False, limit=80)
+    morning.wait_until(lambda: morning.engine.progress("pause").finished >= 5, 30, "the run to get going")
+    assert morning.engine.bulk("pause", "pause").done > 0
+    time.sleep(1.0)  # steps in flight finish and are recorded; nothing further is sent
+    paused = {i.id: i.seq for i in morning.engine.list("pause", ["paused"])}
+    assert paused, morning.engine.progress("pause").counts
+    time.sleep(1.5)
+    assert {i.id: i.seq for i in morning.engine.list("pause", ["paused"])} == paused
+    assert morning.engine.progress("pause").finished < started.total
+    assert morning.engine.bulk("resume", "pause").done == len(paused)
+    progress = morning.wait_run("pause")
+    broken = set(morning.seeded.missing_price_accounts)
+    failed = {i.data["account_id"] for i in morning.engine.list("pause", ["failed"])}
+    assert failed <= broken and progress.counts["succeeded"] + len(failed) == started.total
+
+
+def test_a_new_version_of_rebalance_us_runs_beside_the_old_one(morning: Morning) -> None:
+    document = json.loads((PMSettings().definitions_dir / "rebalance-us.json").read_text())
+    document["parameters"]["plan"]["tlh_min_loss_value"] = 1_000_000_000  # harvest nothing
+    version = morning.engine.publish(load_definition(json.dumps(document)))
+    assert morning.engine.store.resolve_version("rebalance-us", "production") < version
+    old = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, regions=["US"], run="us-old",
+                                wait_for_open=False, limit=50)
+    new = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, regions=["US"], run="us-new",
+                                wait_for_open=False, limit=50, version=version)
+    morning.wait_run("us-old")
+    morning.wait_run("us-new")
+    assert {i.version for i in morning.engine.list("us-new")} == {version} and new.total == old.total
+    assert {i.version for i in morning.engine.list("us-old")} == {version - 1}
+    harvests = {run: sum(p.tlh_harvests for p in morning.svc.proposals.list(run)) for run in ("us-old", "us-new")}
+    assert harvests["us-old"] > 0 and harvests["us-new"] == 0
+
+
+def _approve(morning: Morning, run: str, count: int, skip: set[str]) -> list[str]:
+    chosen = [p.account_id for p in morning.svc.proposals.list(run, ["proposed"])
+              if len(p.orders) >= 3 and p.account_id not in skip][:count]
+    assert len(chosen) == count
+    assert morning.svc.proposals.decide(run, chosen, ProposalStatus.APPROVED, by="itest").changed == chosen
+    return chosen
+
+
+def _expected_orders(morning: Morning, run: str, accounts: list[str]) -> set[tuple[str, str, str, float]]:
+    return {(p.account_id, o.symbol, o.side, o.quantity)
+            for p in morning.svc.proposals.get_many(run, accounts) for o in p.orders}
+
+
+def test_approved_orders_reach_the_brokerage_once_when_the_step_is_delivered_twice(morning: Morning,
+                                                                                  daily: str) -> None:
+    accounts = _approve(morning, daily, 4, set())
+    result = submit_approved(morning.engine, morning.svc.proposals, daily, accounts)
+    definition = morning.engine.definition("submit-orders")
+    for iid in result.started:  # a duplicate of every submission step, while the first runs
+        morning.engine.enqueuer.enqueue(step_message("submit", definition.nodes["submit"], iid, 1, 1))
+    morning.wait_run(result.submission_run)
+    expected = _expected_orders(morning, daily, accounts)
+    accepted = morning.accepted(set(accounts))
+    assert {(r.account_id, r.symbol, r.side.value, r.quantity) for r in accepted} == expected
+    assert len(accepted) == len(expected) == len({r.idempotency_key for r in accepted})
+    assert len(morning.received(set(accounts))) > len(expected)  # the duplicates did reach the brokerage
+    assert {p.status for p in morning.svc.proposals.get_many(daily, accounts)} == {ProposalStatus.SUBMITTED}
+    noops = [a for iid in result.started for a in morning.engine.activities(iid) if a["outcome"] == "noop"]
+    assert noops  # the late duplicates were recorded as no-ops
+
+
+def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_killed(morning: Morning,
+                                                                                      daily: str) -> None:
+    done = {r.account_id for r in morning.svc.brokerage.accepted_orders()}  # type: ignore[attr-defined]
+    accounts = _approve(morning, daily, 3, done)
+    # The same process with a short step timeout, so the sweeper re-sends a lost step in seconds.
+    document = json.loads((PMSettings().definitions_dir / "submit-orders.json").read_text())
+    document["nodes"]["submit"]["timeout_seconds"] = 2
+    version = morning.engine.publish(load_definition(json.dumps(document)))
+    result = submit_approved(morning.engine, morning.svc.proposals, daily, accounts, version=version)
+    morning.wait_until(lambda: len(morning.received(set(accounts))) >= 2, 30, "the first orders to arrive")
+    pm_fleet = morning.fleets[1]
+    for proc in pm_fleet.procs:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole threads worker dies mid-submission
+        proc.wait()
+    in_flight = len(morning.received(set(accounts)))
+    assert in_flight < len(_expected_orders(morning, daily, accounts))  # it really died mid-way
+    replacement = Fleet([PM], beat=False, env=morning.env, loglevel="INFO").__enter__()
+    morning.fleets.append(replacement)
+    morning.wait_run(result.submission_run, timeout=60)
+    expected = _expected_orders(morning, daily, accounts)
+    accepted = morning.accepted(set(accounts))
+    assert {(r.account_id, r.symbol, r.side.value, r.quantity) for r in accepted} == expected
+    assert len(accepted) == len(expected)
+    assert len(morning.received(set(accounts))) > len(expected)  # orders sent before the kill were sent again
+    retried = [a for iid in result.started for a in morning.engine.activities(iid)
+               if a["outcome"] == "retry" and "timeout" in str(a.get("error"))]
+    assert retried  # the sweeper re-sent the lost step (same instance, node and seq: same keys)
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in morning.engine.list(result.submission_run))
+    rebalanced = morning.engine.get(instance_id_for(daily, accounts[0]))
+    assert rebalanced.status is InstanceStatus.SUCCEEDED  # the rebalance itself is untouched by all this
