@@ -7,9 +7,11 @@ JSON, an unreadable file, or a request that breaks the contract, naming the fiel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from order_calc.errors import OrderCalcError
@@ -58,8 +60,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _fail(f"{source}: invalid JSON: {exc}")
     try:
-        plan = plan_orders(data)
+        with _stdout_to_stderr():
+            plan = plan_orders(data)
     except OrderCalcError as exc:
         return _fail(f"{source}: {exc}".replace("\n", " "))
     print(json.dumps(plan.model_dump(mode="json"), indent=args.indent or None))
     return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send anything written to file descriptor 1 while planning to stderr.
+
+    The native solver may print a diagnostic line on the process's stdout; stdout must carry
+    the plan's JSON and nothing else.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no usable stdout: nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from order_calc.numeric import quantity_down, round_half_down, truncate4
+from order_calc.numeric import affordable, quantity_down, round_half_down, truncate4
 from order_calc.solution import Solution
 from order_calc.valuation import Book
 
@@ -67,7 +67,7 @@ def _buys(book: Book, values: np.ndarray, available: float, sol: Solution) -> No
     for k in sorted(deficits, key=lambda k: (-deficits[k], k)):  # pass 1
         p = price[k]
         n = max(0.0, min(quantity_down(deficits[k] / p, params.fractional),
-                         quantity_down(available / p, params.fractional)))
+                         affordable(available, p, params.fractional)))
         bought[k] += n
         available -= n * p
         deficits[k] -= n * p

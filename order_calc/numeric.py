@@ -2,7 +2,10 @@
 
 Floor, truncation and half-down rounding absorb binary floating-point noise: a ratio that
 is mathematically whole (``0.7 / 0.1``) but computes a hair below (``6.999999999999999``)
-counts as whole. The tolerance is relative, ``1e-9``, far below a cent or a 1e-4 share.
+counts as whole. The tolerance is relative, ``1e-12``, far below a cent or a 1e-4 share
+and far above the rounding error of a few float operations. Where a quantity is limited by
+the cash available, :func:`affordable` makes sure the tolerance never buys more than the
+cash (beyond ``1e-9``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import math
 from decimal import ROUND_HALF_UP, Decimal
 
-_EPS = 1e-9
+_EPS = 1e-12
+_CASH_TOL = 1e-9
 _CENT = Decimal("0.01")
 _SCALE = 10_000  # 4 decimals for fractional shares
 
@@ -33,6 +37,17 @@ def truncate4(x: float) -> float:
 def quantity_down(x: float, fractional: bool) -> float:
     """Whole shares below ``x`` (floor), or ``x`` truncated to 4 decimals when fractional."""
     return truncate4(x) if fractional else float(floor_units(x))
+
+
+def affordable(cash: float, price: float, fractional: bool) -> float:
+    """The most shares (or 1e-4 shares) of ``price`` that ``cash`` pays for; 0 when cash <= 0."""
+    if cash <= 0:
+        return 0.0
+    q = quantity_down(cash / price, fractional)
+    step = 1e-4 if fractional else 1.0
+    while q > 0 and q * price > cash + _CASH_TOL:
+        q = truncate4(q - step) if fractional else q - step
+    return max(q, 0.0)
 
 
 def round_half_down(x: float) -> int:

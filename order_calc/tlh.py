@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 from order_calc import lots
 from order_calc.models import Order, Restriction, Trade
-from order_calc.numeric import quantity_down
+from order_calc.numeric import affordable
 from order_calc.valuation import Book, HeldLot
 
 
@@ -117,7 +117,7 @@ def harvest(book: Book, history: list[Trade], enabled: bool) -> Harvests:
             price, repl_price = book.prices[symbol], book.price(repl)
             quantity = sum(x.quantity for x in chosen)
             proceeds = quantity * price
-            repl_q = quantity_down(proceeds / repl_price, params.fractional)
+            repl_q = affordable(proceeds, repl_price, params.fractional)
             if repl_q <= 0 or repl_q * repl_price < params.min_trade_value:
                 out.diagnostics.append(f"TLH_SKIPPED_MIN_VALUE {symbol}")
                 continue
