@@ -243,3 +243,18 @@ def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_
     assert all(i.status is InstanceStatus.SUCCEEDED for i in morning.engine.list(result.submission_run))
     rebalanced = morning.engine.get(instance_id_for(daily, accounts[0]))
     assert rebalanced.status is InstanceStatus.SUCCEEDED  # the rebalance itself is untouched by all this
+
+
+def test_the_beat_task_starts_the_morning_run_of_an_exchange_in_a_worker(morning: Morning) -> None:
+    """What beat sends on a trading day: the worker starts the run of the exchange's region."""
+    from portfolio_manager.daily import DAILY_TASK, daily_run_label
+
+    morning.engine.enqueuer.app.send_task(DAILY_TASK, args=["XNYS", morning.run_date.isoformat()],
+                                          queue="portfolio_manager")
+    run = daily_run_label(morning.run_date)
+    us = [a.id for a in morning.svc.book.list_accounts() if a.region.value == "US"]
+    morning.wait_until(lambda: sum(morning.engine.store.run_counts(run).values()) == len(us), 30,
+                       "the worker to start the run")
+    morning.wait_run(run)
+    assert {i.workflow for i in morning.engine.list(run)} == {"rebalance-us"}
+    assert {i.data["account_id"] for i in morning.engine.list(run)} == set(us)
