@@ -39,8 +39,11 @@ class DemoRefused(RuntimeError):
 
 def _prepare_book(svc: Any, count: int, seed: int, as_of: date) -> Any:
     from portfolio_manager.generator import seed_book
+    from portfolio_manager.redis_book import RedisBook
 
     book = svc.book
+    if not isinstance(book, RedisBook):
+        raise DemoRefused("the demo seeds the Redis book; unset TRADEFLOW_PM_BOOK_URL to run it")
     client, marker = book.client, f"{book.keys.prefix}{DEMO_MARKER}"
     if client.hlen(book.keys.accounts) and not client.exists(marker):
         raise DemoRefused(f"the book under prefix {book.keys.prefix!r} is not a demo book; run the demo beside it "

@@ -80,9 +80,15 @@ def fleets() -> list[Any]:
 
 def demo(count: int) -> None:
     """``tradeflow demo``: the morning rebalance end to end (see :mod:`portfolio_manager.demo`)."""
-    from portfolio_manager.demo import run_demo
+    import sys
 
-    run_demo(count)
+    from portfolio_manager.demo import DemoRefused, run_demo
+
+    try:
+        run_demo(count)
+    except DemoRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def register(cli: Any) -> dict[str, Any]:

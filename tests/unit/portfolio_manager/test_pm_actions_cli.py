@@ -1,0 +1,80 @@
+"""``tradeflow pm`` and ``tradeflow accounts`` on fakeredis: the engine runs in-process (Driver)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import fakeredis
+import pytest
+from click.testing import CliRunner
+
+import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders)
+import portfolio_manager.actions as pm_actions
+import portfolio_manager.cli as pm_cli
+from engine.api import Engine
+from engine.clock import ManualClock
+from engine.keys import Keys
+from engine.messages import MemoryEnqueuer
+from engine.store import RedisStore
+from engine.testing import Driver
+from portfolio_manager.actions import build_services
+from portfolio_manager.config import PMSettings
+
+DAY = date(2026, 11, 20)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CliRunner, Driver]]:
+    client = fakeredis.FakeRedis()
+    svc = build_services(PMSettings(prefix="pm:"), client=client)
+    engine = Engine(RedisStore(client, Keys("wf")), MemoryEnqueuer(),
+                    ManualClock(datetime(2026, 11, 20, 16, 0, tzinfo=UTC).timestamp()))
+    monkeypatch.setattr(pm_cli, "_context", lambda: (engine, svc))
+    monkeypatch.setattr(pm_cli, "last_session", lambda: DAY)
+    with pm_actions.services_in_use(svc):
+        yield CliRunner(), Driver(engine)
+
+
+def _ok(runner: CliRunner, group: Any, args: list[str]) -> str:
+    result = runner.invoke(group, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_seed_run_review_and_submit_from_the_command_line(cli: tuple[CliRunner, Driver]) -> None:
+    runner, driver = cli
+    seeded = _ok(runner, pm_cli.accounts, ["seed", "--count", "30", "--seed", "3"])
+    assert "seeded 30 accounts" in seeded and "next: tradeflow pm run --date 2026-11-20" in seeded
+    started = _ok(runner, pm_cli.pm, ["run", "--date", "2026-11-20", "--no-watch"])
+    assert "run rebalance-2026-11-20: started" in started
+    driver.run_until_idle()
+    listed = json.loads(_ok(runner, pm_cli.pm, ["proposals", "rebalance-2026-11-20", "--json"]))
+    accounts = [p["account_id"] for p in listed]
+    assert len(accounts) >= 3 and all(p["status"] == "proposed" for p in listed)
+    table = _ok(runner, pm_cli.pm, ["proposals", "rebalance-2026-11-20", "--limit", "0"])
+    assert f"{len(accounts)} proposals" in table
+    approved = _ok(runner, pm_cli.pm, ["approve", "rebalance-2026-11-20", *accounts[:2], "--by", "ana"])
+    assert "approved: 2" in approved and "next: tradeflow pm submit rebalance-2026-11-20" in approved
+    rejected = _ok(runner, pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[2], "--reason", "hold"])
+    assert "rejected: 1" in rejected
+    submitted = _ok(runner, pm_cli.pm, ["submit", "rebalance-2026-11-20", "--no-watch"])
+    assert "submitting 2 proposals as run submit-rebalance-2026-11-20" in submitted
+    driver.run_until_idle()
+    detail = _ok(runner, pm_cli.pm, ["proposals", "rebalance-2026-11-20", "--account", accounts[0]])
+    assert "status submitted" in detail and "receipt SIM-" in detail
+    assert f"keysubmit-rebalance-2026-11-20-{accounts[0]}:submit:1:0" in "".join(detail.split())
+    late = _ok(runner, pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[0], "--reason", "too late"])
+    assert "submitted: can no longer be rejected" in late
+
+
+def test_review_commands_say_what_is_wrong(cli: tuple[CliRunner, Driver]) -> None:
+    runner, _ = cli
+    both = runner.invoke(pm_cli.pm, ["approve", "r", "A1", "--all"])
+    assert both.exit_code == 2 and "name ACCOUNT_IDS, or --all (not both)" in both.output
+    missing = runner.invoke(pm_cli.pm, ["proposals", "r", "--account", "A1"])
+    assert missing.exit_code == 1 and "no proposal for account A1 in run r" in missing.output
+    bad_date = runner.invoke(pm_cli.pm, ["run", "--date", "20/11/2026", "--no-watch"])
+    assert bad_date.exit_code == 2 and "use YYYY-MM-DD" in bad_date.output
