@@ -14,13 +14,21 @@ R = cash_reserve_pct * V, as greedy does.
                y_buy + y_sell <= 1 per symbol            (never buy and sell one security)
                +-(value_k + sum_{i in k} +-price_i * q_i - T_k) <= d_k
 
-Buys are the greedy's: one per sleeve, its first unrestricted security (not one sold in
-this plan); restricted securities get no buy variable. Sells exist only in REBALANCE mode,
-for held securities not bought in this plan. A buy's upper bound is what the cash budget
-allows, and no more than the sleeve's deficit plus what the sleeve can sell plus one
-minimum trade: buying past that only adds deviation. The solution is checked against every
-constraint (:func:`order_calc.solution.violations`); greedy is returned when the solver
-fails, breaks a constraint, or leaves a larger total deviation than greedy.
+Which trades get variables: sells of held securities not bought in this plan, in the
+sleeves over their target (REBALANCE mode only); one buy per sleeve under its target, of the
+security greedy would buy (its first unrestricted one, not one sold in this plan). A symbol
+therefore never has both a buy and a sell variable; the y_buy + y_sell row stays for
+safety. Bounds: a sell at most the holding and the sleeve's excess plus one minimum trade
+(or one share); a buy at most the cash budget and the sleeve's deficit plus one minimum
+trade (or one share). Trading past those only adds deviation, so the search stays small.
+
+Whole shares: for a sleeve with a single trade variable q, its deviation |gap - p q| at
+integer q lies on or above the chord between floor(gap / p) and the next integer; that cut
+is added, so the LP relaxation is nearly integral and HiGHS stops at the root.
+
+The solution is checked against every constraint (:func:`order_calc.solution.violations`);
+greedy is returned when the solver fails, breaks a constraint, or leaves a larger total
+deviation than greedy (strictly larger: ties keep the MILP's plan).
 """
 
 from __future__ import annotations
@@ -51,12 +59,7 @@ class _Var:
 
 
 def _variables(book: Book, mode: str, values: np.ndarray) -> list[_Var]:
-    """Sells in overweight sleeves (REBALANCE only), one buy per underweight sleeve.
-
-    Bounds: a sell, the holding and no more than the sleeve's excess plus one minimum trade;
-    a buy, the cash budget and no more than the sleeve's deficit plus one minimum trade.
-    Trading past those bounds only adds deviation, so they cut off no better plan.
-    """
+    """Sells in overweight sleeves (REBALANCE only), one buy per underweight sleeve, with bounds."""
     params = book.params
     fractional = params.fractional
     out: list[_Var] = []

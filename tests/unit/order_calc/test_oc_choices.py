@@ -59,7 +59,7 @@ def test_affordable_absorbs_float_noise_but_never_overspends() -> None:
             assert affordable(cash, price, fractional) * price <= cash + 1e-9
 
 
-def test_pass_2_buys_whole_shares_even_when_fractional(req) -> None:
+def test_fractional_pass_1_leaves_nothing_for_pass_2(req) -> None:
     # Fractional pass 1 buys 1.5 shares with the 450; nothing is left for pass 2.
     plan = plan_orders(req.build(sleeves=[req.sleeve("X", 1.0, "X")], prices={"X": 300}, cash=450,
                                  fractional=True))

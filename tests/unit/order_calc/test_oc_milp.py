@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from order_calc import milp as milp_module
 from order_calc import plan_orders
@@ -128,3 +130,12 @@ def test_violations_names_each_broken_rule(req) -> None:
     for words, sol in broken.items():
         assert any(words in v for v in violations(book, mode, sol)), words
     assert any("CASH_INVEST" in v for v in violations(book, "CASH_INVEST", Solution("milp", sells={"X": 20})))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 1e5), st.floats(0.01, 1e3), st.integers(0, 2000))
+def test_rounding_cut_is_valid_at_every_integer(gap: float, price: float, q: int) -> None:
+    # The cut d >= r + (p - 2r)(q - f) never excludes the true deviation |gap - p q|.
+    row = milp_module._rounding_cut(gap, price, 0, 1, 2)[0]
+    lhs = row[0] * q + row[1] * abs(gap - price * q)  # (p - 2r) q - d
+    assert lhs <= milp_module._rounding_cut_rhs(gap, price) + 1e-6 * max(1.0, gap, price * q)

@@ -1,0 +1,23 @@
+"""The worked example of order_calc/README.md is the code's real output."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from order_calc import plan_orders
+
+README = Path(__file__).resolve().parents[3] / "order_calc" / "README.md"
+
+
+def test_worked_example_matches_the_code() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert text.startswith("## Order calculation\n")
+    example = text[text.index("### Worked example") :]
+    request_json, plan_json = re.findall(r"```json\n(.*?)```", example, flags=re.S)[:2]
+    plan = plan_orders(json.loads(request_json))
+    assert plan.model_dump(mode="json") == json.loads(plan_json)
+    milp = json.loads(request_json)
+    milp["parameters"]["solver"] = "milp"
+    assert plan_orders(milp).model_dump(mode="json") == json.loads(plan_json)
