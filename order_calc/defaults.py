@@ -34,4 +34,4 @@ FRACTION_DECIMALS: Final = 4
 #: Weight of the traded value in the MILP objective (tie-break towards less turnover).
 MILP_TURNOVER_WEIGHT: Final = 1e-6
 #: Wall-clock limit of one MILP solve, in seconds; greedy is used past it.
-MILP_TIME_LIMIT: Final = 2.0
+MILP_TIME_LIMIT: Final = 1.0

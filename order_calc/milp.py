@@ -15,12 +15,12 @@ R = cash_reserve_pct * V, as greedy does.
                +-(value_k + sum_{i in k} +-price_i * q_i - T_k) <= d_k
 
 Which trades get variables: sells of held securities not bought in this plan, in the
-sleeves over their target (REBALANCE mode only); one buy per sleeve under its target, of the
-security greedy would buy (its first unrestricted one, not one sold in this plan). A symbol
-therefore never has both a buy and a sell variable; the y_buy + y_sell row stays for
-safety. Bounds: a sell at most the holding and the sleeve's excess plus one minimum trade
-(or one share); a buy at most the cash budget and the sleeve's deficit plus one minimum
-trade (or one share). Trading past those only adds deviation, so the search stays small.
+sleeves over their target (REBALANCE mode only); one buy per sleeve under its target or
+with sells, of the security greedy would buy (its first unrestricted one, not one sold in
+this plan), so that an overshooting sell can be topped up as greedy does. Bounds: a sell at
+most the holding and the sleeve's excess plus one minimum trade (or one share); a buy at
+most the cash budget and the sleeve's deficit plus its sells plus one minimum trade (or one
+share). Trading past those only adds deviation, so the search stays small.
 
 Whole shares: for a sleeve with a single trade variable q, its deviation |gap - p q| at
 integer q lies on or above the chord between floor(gap / p) and the next integer; that cut
@@ -59,7 +59,7 @@ class _Var:
 
 
 def _variables(book: Book, mode: str, values: np.ndarray) -> list[_Var]:
-    """Sells in overweight sleeves (REBALANCE only), one buy per underweight sleeve, with bounds."""
+    """Sells in overweight sleeves (REBALANCE only), one buy per sleeve with room, with bounds."""
     params = book.params
     fractional = params.fractional
     out: list[_Var] = []
@@ -79,13 +79,14 @@ def _variables(book: Book, mode: str, values: np.ndarray) -> list[_Var]:
                 if upper > 0:
                     out.append(_Var(sym, sleeve.index, -1.0, price, upper))
     budget = book.cash + sum(v.upper * v.price for v in out)
+    sellable = {k: sum(v.upper * v.price for v in out if v.sleeve == k) for k in {v.sleeve for v in out}}
     for sleeve in book.sleeves:
-        deficit = float(-drift[sleeve.index])
+        room = float(-drift[sleeve.index]) + sellable.get(sleeve.index, 0.0)
         sym = book.buy_security(sleeve.index)
-        if deficit <= 0 or sym is None or sym in book.sold or sym not in book.prices:
+        if room <= 0 or sym is None or sym in book.sold or sym not in book.prices:
             continue
         price = book.prices[sym]
-        upper = min(budget, deficit + max(price, params.min_trade_value)) / price
+        upper = min(budget, room + max(price, params.min_trade_value)) / price
         upper = truncate4(upper) if fractional else math.floor(upper + 1e-9)
         if upper > 0:
             out.append(_Var(sym, sleeve.index, 1.0, price, upper))
@@ -229,7 +230,35 @@ def _solve(book: Book, mode: str) -> Solution | None:
             (sol.buys if v.sign > 0 else sol.sells)[v.symbol] = q
     if book.params.fractional:
         _repair_cash(book, sol)
+        _polish(book, sol, tvars)
     return sol
+
+
+def _polish(book: Book, sol: Solution, tvars: list[_Var]) -> None:
+    """Give back the 1e-4 share that truncation took, where it brings a sleeve closer.
+
+    Sells first (they bring cash), then buys while the cash (and the reserve) allows.
+    """
+    step = 1e-4
+    reserve = book.params.cash_reserve_pct * book.total_value
+    values = book.sleeve_values()
+    for sign, trades in ((-1.0, sol.sells), (1.0, sol.buys)):
+        for sym, q in trades.items():
+            values[book.position[sym][0]] += sign * q * book.prices[sym]
+    for v in sorted(tvars, key=lambda v: v.sign):
+        trades = sol.sells if v.sign < 0 else sol.buys
+        q = trades.get(v.symbol)
+        if q is None:
+            continue
+        bigger = truncate4(q + step + 1e-9)
+        move = v.sign * step * v.price
+        gap = values[v.sleeve] - book.targets[v.sleeve]
+        if bigger > v.upper or abs(gap + move) >= abs(gap):
+            continue
+        if v.sign > 0 and sol.cash_after(book) - step * v.price < reserve - 1e-9:
+            continue
+        trades[v.symbol] = bigger
+        values[v.sleeve] += move
 
 
 def _repair_cash(book: Book, sol: Solution) -> None:
