@@ -18,13 +18,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_serializer,
     field_validator,
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from order_calc import defaults
 from order_calc.errors import FieldProblem, InvalidRequest
@@ -47,7 +48,7 @@ def _parse_date(value: Any) -> date:
 IsoDate = Annotated[date, BeforeValidator(_parse_date)]
 
 
-def _choice(kind: str, allowed: tuple[str, ...]) -> Any:
+def _choice(kind: str, allowed: tuple[str, ...]) -> BeforeValidator:
     def check(value: Any) -> str:
         if value not in allowed:
             raise ValueError(f"unknown {kind} {value!r} (expected one of {', '.join(allowed)})")
@@ -212,6 +213,15 @@ class PlanRequest(_Strict):
     trade_history: list[Trade] = Field(default_factory=list)
     parameters: Parameters = Field(default_factory=Parameters)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_empty(cls, data: Any) -> Any:
+        """``null`` for ``lots``, ``identical_groups``, ``trade_history`` or ``parameters`` means left out."""
+        if isinstance(data, dict):
+            optional = ("lots", "identical_groups", "trade_history", "parameters")
+            return {k: v for k, v in data.items() if not (k in optional and v is None)}
+        return data
+
     @field_validator("cash")
     @classmethod
     def _cash(cls, v: float) -> float:
@@ -267,7 +277,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _describe(err: Any) -> FieldProblem:
+def _describe(err: ErrorDetails) -> FieldProblem:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
     ctx = err.get("ctx") or {}
     kind = err["type"]
@@ -326,7 +336,7 @@ class LotFill(BaseModel):
         return cents(v)
 
     @model_serializer(mode="wrap")
-    def _no_null_term(self, handler: Any) -> dict[str, Any]:
+    def _no_null_term(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return _drop_none(handler(self), "term")
 
 
@@ -349,7 +359,7 @@ class Order(BaseModel):
         return cents(v)
 
     @model_serializer(mode="wrap")
-    def _no_null_lots(self, handler: Any) -> dict[str, Any]:
+    def _no_null_lots(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return _drop_none(handler(self), "lots")
 
 

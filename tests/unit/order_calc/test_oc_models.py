@@ -106,6 +106,13 @@ def test_null_parameters_take_defaults(spec_request) -> None:
     assert (params.min_trade_value, params.tlh_min_loss_value, params.drift_band_rel) == (100.0, 500.0, None)
 
 
+def test_null_optional_sections_mean_left_out(spec_request) -> None:
+    for key in ("lots", "identical_groups", "trade_history", "parameters"):
+        spec_request[key] = None
+    request = parse_request(spec_request)
+    assert (request.lots, request.trade_history, request.parameters.solver) == ([], [], "milp")
+
+
 def test_model_and_dict_give_the_same_plan(spec_request) -> None:
     model = PlanRequest.model_validate(spec_request)
     assert plan_orders(model) == plan_orders(spec_request)
