@@ -167,8 +167,8 @@ def _model(book: Book, tvars: list[_Var], values: np.ndarray) -> tuple[np.ndarra
         drift = float(values[k] - book.targets[k])
         rows.append(dev)
         hi.extend([-drift, drift])
-        if not params.fractional and mask.sum() == 1:
-            i = int(np.flatnonzero(mask)[0])
+        i = int(np.flatnonzero(mask)[0])
+        if not params.fractional and mask.sum() == 1 and tvars[i].sign * drift < 0:  # q moves toward T_k
             rows.append(_rounding_cut(abs(drift), prices[i], i, 2 * n + j, n_all))
             hi.append(_rounding_cut_rhs(abs(drift), prices[i]))
 
