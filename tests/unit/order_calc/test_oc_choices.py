@@ -1,4 +1,4 @@
-"""The choices made where ORDER_CALC.md is silent (each one documented in order_calc/README.md)."""
+"""The choices made where ORDER_CALC.md is silent (each one documented in the README, "Order calculation")."""
 
 from __future__ import annotations
 
