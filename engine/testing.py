@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from engine.api import Engine
 from engine.definition import HttpNode, ServiceNode
 from engine.http import call_http
@@ -59,3 +61,15 @@ class Driver:
                 continue
             steps += 1
         raise RuntimeError(f"still busy after {max_steps} steps: a loop?")
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix`` (and only those): how tests and benchmarks clean up."""
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)

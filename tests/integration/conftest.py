@@ -23,7 +23,7 @@ from engine.keys import Keys
 from engine.messages import CeleryEnqueuer
 from engine.model import InstanceStatus
 from engine.store import RedisStore
-from tests.conftest import delete_prefix
+from engine.testing import delete_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -28,6 +28,7 @@ from engine.keys import Keys
 from engine.messages import CeleryEnqueuer, step_message
 from engine.model import InstanceStatus
 from engine.store import RedisStore
+from engine.testing import delete_prefix
 from engine.validation import load_definition
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.cli import last_session
@@ -36,7 +37,6 @@ from portfolio_manager.daily import ensure_definitions, instance_id_for, start_d
 from portfolio_manager.demo import failure_reason
 from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
 from portfolio_manager.proposals import ProposalStatus, submit_approved
-from tests.conftest import delete_prefix
 from tests.integration.conftest import fleet_env, sender_app
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from engine.testing import delete_prefix
 from portfolio_manager.brokerage import BrokerOrder, BrokerReceipt, SimulatedBrokerage
 from portfolio_manager.errors import BrokerageTimeout
 from portfolio_manager.generator import seed_book
@@ -33,12 +34,6 @@ pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("TRADEFLOW_PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 AS_OF = date(2025, 6, 2)
-
-
-def _delete_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +51,7 @@ def pm_redis() -> Iterator[redis.Redis]:
 def prefix(pm_redis: redis.Redis) -> Iterator[str]:
     value = f"pmit-{uuid.uuid4().hex[:10]}:"
     yield value
-    _delete_prefix(pm_redis, value)
+    delete_prefix(pm_redis, value)
 
 
 class TestRedisBookOnRealRedis(BookContract):
