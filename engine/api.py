@@ -97,6 +97,7 @@ class Engine:
         already exists is not started again (starting a run twice is harmless).
         First steps go at low priority: steps of instances already in flight go first.
         """
+        self.watch_data_set()
         number = self.store.resolve_version(workflow, version)
         definition = self.store.definition(workflow, number)
         ids: list[str] = []
@@ -209,8 +210,20 @@ class Engine:
         """Run labels, newest first."""
         return self.store.runs(limit)
 
+    def watch_data_set(self) -> None:
+        """Remember Redis's epoch on first call; later calls raise :class:`DataSetLost` if it is gone.
+
+        Starting and watching a run call it, so a Redis that restarts empty under a run is
+        reported instead of the run silently shrinking.
+        """
+        if self.runtime.epoch is None:
+            self.runtime.epoch = self.store.ensure_epoch()
+        else:
+            self.runtime.check_data_set()
+
     def progress(self, run: str) -> RunProgress:
-        """Counters of ``run`` by status."""
+        """Counters of ``run`` by status (raises :class:`DataSetLost` if Redis lost the data set)."""
+        self.watch_data_set()
         counts = self.store.run_counts(run)
         meta = self.store.run_meta(run)
         if not meta and not any(counts.values()):

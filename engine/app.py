@@ -49,7 +49,8 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
             with lock:
                 runtime = state.get(pid)
                 if runtime is None:
-                    runtime = Runtime(make_store(settings, app.conf.tradeflow_redis_url), CeleryEnqueuer(app))
+                    store = make_store(settings, app.conf.tradeflow_redis_url)
+                    runtime = Runtime(store, CeleryEnqueuer(app), epoch=store.ensure_epoch())
                     state.clear()
                     state[pid] = runtime
         return runtime

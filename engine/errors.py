@@ -56,8 +56,13 @@ class StepFailed(TradeflowError):
     """A step cannot go on: unknown transition, malformed answer, or exhausted retries."""
 
 
-class RedisEpochMismatch(TradeflowError):
-    """Redis lost tradeflow's data (restarted empty); refusing to continue silently."""
+class DataSetLost(TradeflowError):
+    """Redis lost tradeflow's data (restarted empty or replaced): refusing to continue silently.
+
+    Raised when the Redis epoch key a process saw at start is gone or different. What to do is
+    in the README's runbook: restore Redis from its AOF/RDB and restart the workers, or, to
+    accept the empty data set, restart the workers and start the run again.
+    """
 
 
 class ActionFailed(TradeflowError):

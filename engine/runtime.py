@@ -67,10 +67,18 @@ class StepReport:
 class Runtime:
     """Runs steps and timers against a store, sending follow-up steps through an enqueuer."""
 
-    def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock) -> None:
+    def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock,
+                 epoch: str | None = None) -> None:
         self.store = store
         self.enqueuer = enqueuer
         self.clock = clock
+        #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
+        self.epoch = epoch
+
+    def check_data_set(self) -> None:
+        """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
+        if self.epoch is not None:
+            self.store.check_epoch(self.epoch)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -120,6 +128,7 @@ class Runtime:
         started = self.clock()
         instance = self.store.load(instance_id)
         if instance is None:
+            self.check_data_set()
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
             return StepReport("missing")
         if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
@@ -240,6 +249,7 @@ class Runtime:
 
     def tick(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
         """Move on every instance whose wait or retry backoff is due. Returns how many."""
+        self.check_data_set()
         now = self.clock()
         moved = 0
         for instance_id, _due in self.store.claim_due_timers(now, limit, lease_seconds):
@@ -292,6 +302,7 @@ class Runtime:
 
     def sweep(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
         """Re-send steps that made no progress within their node's timeout; fail them when tries run out."""
+        self.check_data_set()
         now = self.clock()
         handled = 0
         for instance_id, _deadline in self.store.claim_overdue(now, limit, lease_seconds):

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from engine.definition import Definition
-from engine.errors import NotFound, RedisEpochMismatch, TradeflowError
+from engine.errors import DataSetLost, NotFound, TradeflowError
 from engine.keys import Keys
 from engine.model import Instance, InstanceStatus
 
@@ -311,22 +311,29 @@ class RedisStore:
 
     # -- epoch sentinel ----------------------------------------------------------------------
 
-    def ensure_epoch(self, expected: str | None = None) -> str:
-        """The data set's epoch; written on first use. Raises if it differs from ``expected``.
+    def ensure_epoch(self) -> str:
+        """The data set's epoch: a random token written the first time any process asks.
 
-        A Redis restarted empty has lost the epoch key: a process that knew another epoch
-        refuses to go on silently (its view of the world is gone).
+        A process remembers it and passes it to :meth:`check_epoch` later: a Redis restarted
+        empty (or swapped for another) has lost or changed it.
         """
-        fresh = uuid.uuid4().hex
-        self.client.set(self.keys.epoch, fresh, nx=True)
-        epoch = _s(self.client.get(self.keys.epoch))
-        if expected is not None and epoch != expected:
-            raise RedisEpochMismatch(
-                f"Redis data set changed (epoch {expected} -> {epoch}): it was restarted empty or "
-                "replaced. Instances in flight are lost; restore Redis from its AOF/RDB, then restart workers."
-            )
-        return epoch
+        self.client.set(self.keys.epoch, uuid.uuid4().hex, nx=True)
+        return _s(self.client.get(self.keys.epoch))
 
+    def check_epoch(self, expected: str) -> None:
+        """Raise :class:`DataSetLost` unless the data set's epoch is still ``expected``.
+
+        It never writes: a process that knew the old data set does not adopt a new one.
+        """
+        epoch = self.client.get(self.keys.epoch)
+        if epoch is None or _s(epoch) != expected:
+            found = "gone" if epoch is None else f"now {_s(epoch)}"
+            raise DataSetLost(
+                f"Redis lost tradeflow's data: epoch {expected} is {found} (Redis restarted empty or was "
+                "replaced). Instances in flight are gone. Restore Redis from its AOF/RDB and restart the "
+                "workers; or restart the workers to accept the empty data set and start the run again "
+                "(see the README's runbook)."
+            )
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

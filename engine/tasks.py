@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from engine.definition import HttpNode, ServiceNode
+from engine.errors import DataSetLost
 from engine.http import call_http
 from engine.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
 from engine.runtime import Runtime
@@ -38,6 +39,9 @@ def _patiently(fn: Callable[[], Any]) -> Any:
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)
+        except DataSetLost as exc:
+            log.critical("%s", exc)
+            raise
 
 
 def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistry) -> None:

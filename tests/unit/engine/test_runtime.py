@@ -14,7 +14,7 @@ import redis
 
 from engine.api import Engine, StartItem
 from engine.clock import ManualClock
-from engine.errors import ActionFailed, InvalidState
+from engine.errors import ActionFailed, DataSetLost, InvalidState
 from engine.keys import Keys
 from engine.messages import MemoryEnqueuer
 from engine.model import InstanceStatus, Outcome
@@ -373,3 +373,35 @@ def test_starting_with_the_same_id_twice_starts_once(engine: Engine, driver: Dri
     assert first == again == ["acct-1"]
     driver.run_until_idle()
     assert CALLS["fetch"] == 1 and engine.progress("idem").total == 1
+
+
+def test_redis_restarted_empty_is_detected_not_silently_skipped(engine: Engine, driver: Driver,
+                                                                 any_redis: redis.Redis, key_prefix: str) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    engine.runtime.check_data_set()  # start remembered the epoch; unchanged so far
+    pending = engine.enqueuer.messages[0][0]
+    for key in any_redis.scan_iter(f"{key_prefix}*"):  # what a Redis restarted empty looks like to us
+        any_redis.delete(key)
+    with pytest.raises(DataSetLost, match="restarted empty"):
+        driver.deliver(pending)  # the step's instance is gone: say so, do not drop the step quietly
+    with pytest.raises(DataSetLost):
+        engine.runtime.tick()
+    with pytest.raises(DataSetLost):
+        engine.runtime.sweep()
+    with pytest.raises(DataSetLost):
+        engine.progress("default")
+    assert any_redis.get(f"{key_prefix}:epoch") is None  # a process that knew the old data never adopts a new one
+    fresh = Engine(engine.store, MemoryEnqueuer())
+    fresh.watch_data_set()  # a newly started process accepts the data set it finds
+    assert any_redis.get(f"{key_prefix}:epoch") is not None
+    with pytest.raises(DataSetLost, match="is now"):
+        engine.runtime.check_data_set()
+    assert iid
+
+
+def test_step_for_an_expired_instance_is_dropped_when_the_data_set_is_intact(engine: Engine, driver: Driver,
+                                                                             any_redis: redis.Redis) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    any_redis.delete(engine.store.keys.instance(iid), engine.store.keys.activities(iid))  # expired
+    report = driver.step()
+    assert report is not None and report.outcome == "missing"
