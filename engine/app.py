@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
+from engine.clock import make_clock
 from engine.config import Settings
 from engine.embedded import resolve_redis_url
 from engine.keys import Keys
@@ -50,7 +51,8 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 runtime = state.get(pid)
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
-                    runtime = Runtime(store, CeleryEnqueuer(app), epoch=store.ensure_epoch())
+                    runtime = Runtime(store, CeleryEnqueuer(app), make_clock(settings.clock_offset_file),
+                                      epoch=store.ensure_epoch())
                     state.clear()
                     state[pid] = runtime
         return runtime
@@ -82,4 +84,4 @@ def build_engine(settings: Settings | None = None, *, allow_start: bool = False)
     os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
     app = create_app(bind=False, settings=settings.with_redis(url))
     app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
-    return Engine(make_store(settings, url), CeleryEnqueuer(app))
+    return Engine(make_store(settings, url), CeleryEnqueuer(app), make_clock(settings.clock_offset_file))

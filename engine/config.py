@@ -10,6 +10,7 @@
 | ``TRADEFLOW_RETENTION_DAYS`` | ``14`` | TTL of finished instances and their activities |
 | ``TRADEFLOW_TIMER_INTERVAL`` | ``1`` | seconds between timer ticks (waits, retry backoffs) |
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
+| ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Settings:
     retention_days: float = 14.0
     timer_interval: float = 1.0
     sweep_interval: float = 5.0
+    clock_offset_file: Path | None = None
 
     @property
     def retention_seconds(self) -> int:
@@ -65,6 +67,8 @@ class Settings:
                 retention_days=float(env.get("TRADEFLOW_RETENTION_DAYS", "14")),
                 timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", "1")),
                 sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", "5")),
+                clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
+                else None,
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc
