@@ -15,6 +15,7 @@ its service::
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -43,8 +44,18 @@ def _plain(data: Any) -> dict[str, Any]:
     if isinstance(data, BaseModel):
         return data.model_dump(mode="json")
     if isinstance(data, Mapping):
-        return dict(data)
+        plain = dict(data)
+        _check_json(plain)
+        return plain
     raise MalformedAnswer(f"transition data must be an object, got {type(data).__name__}")
+
+
+def _check_json(data: dict[str, Any]) -> None:
+    """Refuse data JSON cannot carry as it is (a set, bytes, an object, NaN): the store would save its str()."""
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MalformedAnswer(f"transition data is not plain JSON: {exc}") from None
 
 
 def as_transition(answer: Any) -> Transition:
