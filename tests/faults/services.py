@@ -1,0 +1,84 @@
+"""Service actions of the fault scenarios (loaded by the harness's real workers).
+
+``faults.work`` counts its calls per (key, node), announces its pid when asked (so a test
+can kill the process running it) and sleeps as long as the instance asks.
+``faults.barrier`` blocks until two deliveries of the same step are inside it: it forces
+the duplicate race. The ``linger`` hook holds a worker process *after* a step applied its
+transition and before its message is acknowledged, when the test set
+``<prefix>:linger[<instance>:<node>]`` to a number of seconds: the window in which a kill
+makes the redelivery a no-op. Counters live in the test's Redis under ``$TRADEFLOW_KEY_PREFIX:``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery.signals import task_postrun
+
+from engine.service import Transition, action
+
+BARRIER_SECONDS = 20.0
+_clients: dict[int, redis.Redis] = {}
+
+
+def _client() -> redis.Redis:
+    client = _clients.get(os.getpid())
+    if client is None:
+        client = _clients[os.getpid()] = redis.Redis.from_url(os.environ["TRADEFLOW_REDIS_URL"])
+    return client
+
+
+def _key(name: str) -> str:
+    return f"{os.environ['TRADEFLOW_KEY_PREFIX']}:{name}"
+
+
+def _answer(payload: dict[str, Any]) -> Transition:
+    """``ok`` with data that tells the executions apart (pid, thread and a fresh token)."""
+    return Transition("ok", {"node": payload["node"], "pid": os.getpid(), "thread": threading.get_ident(),
+                             "token": uuid.uuid4().hex})
+
+
+@action("faults", "work")
+def work(payload: dict[str, Any]) -> Transition:
+    """Count the call; announce and sleep when the instance's data asks for this node.
+
+    ``data.sleep``: node -> seconds; ``data.announce``: nodes whose executions push
+    ``pid:key:node`` to ``<prefix>:busy`` before sleeping (the test kills that process).
+    """
+    client = _client()
+    node, data = payload["node"], payload.get("data") or {}
+    client.hincrby(_key("calls"), f"{payload['key']}:{node}", 1)
+    if node in data.get("announce", []):
+        client.rpush(_key("busy"), f"{os.getpid()}:{payload['key']}:{node}")
+    time.sleep(float(data.get("sleep", {}).get(node, 0)))
+    return _answer(payload)
+
+
+@task_postrun.connect
+def linger(task_id: str, task: Any, args: tuple[Any, ...] | None = None, **_: Any) -> None:
+    """After a step applied and before its message is acked: linger when the test asks for it."""
+    if not task.name.startswith("faults.") or not args:
+        return
+    instance_id, node = args[0], args[1]
+    seconds = _client().hget(_key("linger"), f"{instance_id}:{node}")
+    if seconds:
+        _client().rpush(_key("lingering"), f"{os.getpid()}:{instance_id}:{node}")
+        time.sleep(float(seconds))
+
+
+@action("faults", "barrier")
+def barrier(payload: dict[str, Any]) -> Transition:
+    """Count the call, then wait until a second delivery of the same step arrived (or 20 s)."""
+    client = _client()
+    client.hincrby(_key("calls"), f"{payload['key']}:{payload['node']}", 1)
+    arrived = _key(f"barrier:{payload['key']}:{payload['node']}")
+    client.incr(arrived)
+    end = time.monotonic() + BARRIER_SECONDS
+    while int(client.get(arrived) or 0) < 2 and time.monotonic() < end:
+        time.sleep(0.01)
+    return _answer(payload)

@@ -1,0 +1,92 @@
+"""Scenario 1: SIGKILL of a prefork child mid-step, and of a whole worker node.
+
+Pass criterion: every instance completes; exactly one applied transition per step (the
+invariant checker); a step killed mid-action runs again; a step killed after it applied its
+transition but before its message was acknowledged is redelivered and recorded as a no-op;
+the messages a killed node held are re-sent by the sweeper (node timeout + 5 s), and when
+the broker finally redelivers them they are no-ops too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.fleet import FleetSpec
+from engine.model import Outcome
+from tests.faults.harness import FaultLab, chain_definition, fault_lab
+from tests.faults.invariants import check_invariants
+
+
+def _acts(lab: FaultLab, iid: str, outcome: Outcome) -> list[dict]:
+    return [a for a in lab.engine.store.activities(iid) if a["outcome"] == outcome.value]
+
+
+def test_sigkill_of_a_prefork_child_mid_step_and_after_apply_before_ack(tmp_path: Path) -> None:
+    """Kill the child running a step (it runs again, applies once), then kill the child that
+    applied a step but has not acknowledged its message (the redelivery is a no-op)."""
+    with fault_lab(tmp_path) as lab:
+        lab.publish(chain_definition("chain", ["a", "b", "c"]))
+        began = time.monotonic()
+        ids = lab.engine.start_many("chain", [{"key": f"k{i}", "sleep": {"b": 1.0}, "announce": ["b"]}
+                                              for i in range(8)], run="child-kill")
+        lingerer = ids[-1]
+        lab.client.hset(f"{lab.prefix}:linger", f"{lingerer}:c", 30)
+        lab.wait_until(lambda: lab.busy(), 60, "a step of node b to start")
+        victim, key, _ = lab.busy()[0]
+        os.kill(victim, signal.SIGKILL)
+        lab.wait_until(lambda: lab.client.llen(f"{lab.prefix}:lingering"), 60, "the lingering child")
+        lingering_pid = int(lab.client.lindex(f"{lab.prefix}:lingering", 0).decode().split(":")[0])
+        assert lab.engine.get(lingerer).status.is_terminal  # applied: c was the last step
+        os.kill(lingering_pid, signal.SIGKILL)
+        lab.wait_terminal(ids, timeout=120)
+        lab.wait_until(lambda: _acts(lab, lingerer, Outcome.NOOP), 60, "the redelivery of the acked-late step")
+        recovered = time.monotonic() - began
+        figures = check_invariants(lab.engine.store, ids, "child-kill")
+        calls = lab.calls()
+        assert calls[f"{key}:b"] == 2  # the killed execution, then the redelivered one
+        assert sum(n for k, n in calls.items() if k.endswith(":b")) == 9
+        noops = _acts(lab, lingerer, Outcome.NOOP)
+        assert len(noops) == 1 and noops[0]["node"] == "c" and noops[0]["reason"].startswith("stale delivery")
+        killed = next(iid for iid in ids if lab.engine.get(iid).data["key"] == key)
+        [applied_b] = [a for a in _acts(lab, killed, Outcome.APPLIED) if a["node"] == "b"]
+        assert f":{victim}:" not in applied_b["worker"]
+        print(f"\nscenario 1 (child kill): 2 children killed (mid-step, after apply before ack); {figures.line()}; "
+              f"re-executed actions 1; all done in {recovered:.1f}s")
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_whole_worker_node(tmp_path: Path) -> None:
+    """Kill the faults node (main process and its children) with steps in flight and start it
+    again: the steps it held come back through the sweeper; the broker's own redelivery of
+    them (after the visibility timeout, forced here by a node started with a 1 s timeout)
+    changes nothing."""
+    nodes = {"engine": FleetSpec("engine", "threads", 2), "faults": FleetSpec("faults", "prefork", 2)}
+    with fault_lab(tmp_path, nodes) as lab:
+        lab.publish(chain_definition("chain", ["a", "b", "c"], timeout=4))
+        ids = lab.engine.start_many("chain", [{"key": f"n{i}", "sleep": {"b": 1.5}, "announce": ["b"]}
+                                              for i in range(10)], run="node-kill")
+        lab.wait_until(lambda: len(lab.busy()) >= 2, 60, "two steps of node b in flight")
+        killed_at = time.monotonic()
+        pids = lab.kill_node("faults")
+        lab.start_node("faults")
+        lab.wait_terminal(ids, timeout=150)
+        recovered = time.monotonic() - killed_at
+        figures = check_invariants(lab.engine.store, ids, "node-kill")
+        assert figures.sweeper_resends >= 1
+        held = lab.client.hlen(f"{lab.prefix}:q:unacked")
+        assert held >= 1  # messages of the dead node: the broker would redeliver them after 7200 s
+        before = figures.noops
+        lab.env["TRADEFLOW_VISIBILITY_TIMEOUT"] = "1"
+        lab.specs["late"] = FleetSpec("faults", "threads", 1)
+        lab.start_node("late")  # its first poll restores every message unacked for over 1 s
+        lab.wait_until(lambda: check_invariants(lab.engine.store, ids, "node-kill").noops >= before + held, 60,
+                       "the broker's redeliveries to be recorded as no-ops")
+        final = check_invariants(lab.engine.store, ids, "node-kill")
+        print(f"\nscenario 1 (node kill): killed {len(pids)} processes; messages held by the dead node {held}; "
+              f"{final.line()}; all done {recovered:.1f}s after the kill; late redeliveries: "
+              f"{final.noops - before} no-ops")
