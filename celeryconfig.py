@@ -46,6 +46,11 @@ broker_transport_options = {
     # 0 is served first: steps of instances in flight (0) go ahead of new starts (9).
     "priority_steps": [0, 3, 6, 9],
 }
+if os.environ.get("TRADEFLOW_UNACKED_RESTORE_SECONDS"):
+    # How often workers give back messages unacked past the visibility timeout (kombu's default
+    # scan is every 10 x 10 s); worth lowering only together with the visibility timeout.
+    broker_transport_options["unacked_restore_interval"] = int(os.environ["TRADEFLOW_UNACKED_RESTORE_SECONDS"])
+    broker_transport_options["unacked_restore_throttle"] = 1
 if os.environ.get("TRADEFLOW_BROKER_PREFIX"):
     # Keeps the queues of one deployment (or one test) apart on a shared Redis.
     broker_transport_options["global_keyprefix"] = os.environ["TRADEFLOW_BROKER_PREFIX"]
