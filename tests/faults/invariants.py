@@ -10,6 +10,7 @@ figures worth recording (applied, no-ops, retries, sweeper re-sends...).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -97,6 +98,22 @@ def index_problems(store: RedisStore, instances: list[Instance], run: str | None
     return problems
 
 
+def read_histories(store: RedisStore, ids: list[str]) -> list[tuple[Instance, list[dict[str, Any]]]]:
+    """Each existing instance with its activities, both read in one transaction (a late no-op
+    landing between two separate reads would look like a counter out of step)."""
+    pipe = store.client.pipeline(transaction=True)
+    for iid in ids:
+        pipe.hgetall(store.keys.instance(iid))
+        pipe.lrange(store.keys.activities(iid), 0, -1)
+    flat = pipe.execute()
+    out = []
+    for raw, acts in zip(flat[::2], flat[1::2], strict=True):
+        if raw:
+            instance = Instance.from_hash({k.decode(): v.decode() for k, v in raw.items()})
+            out.append((instance, [json.loads(a) for a in acts]))
+    return out
+
+
 def check_invariants(store: RedisStore, ids: Iterable[str], run: str | None = None,
                      expect: InstanceStatus | None = InstanceStatus.SUCCEEDED) -> Figures:
     """Assert the invariants over ``ids`` (and ``run``'s counters); return their figures.
@@ -104,11 +121,11 @@ def check_invariants(store: RedisStore, ids: Iterable[str], run: str | None = No
     ``expect``: the status every instance must end in (None: any terminal status).
     """
     ids = list(ids)
-    instances = store.load_many(ids)
+    histories = read_histories(store, ids)
+    instances = [instance for instance, _ in histories]
     problems = [f"instance {iid} is gone" for iid in sorted(set(ids) - {i.id for i in instances})]
     figures = Figures(instances=len(instances))
-    for instance in instances:
-        activities = store.activities(instance.id)
+    for instance, activities in histories:
         problems.extend(history_problems(instance, activities))
         if expect is not None and instance.status is not expect:
             problems.append(f"{instance.id}: {instance.status.value}, expected {expect.value} "
