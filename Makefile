@@ -32,8 +32,8 @@ lint: $(STAMP)  ## ruff
 demo: $(STAMP)  ## run the demo end to end (embedded Redis when none answers)
 	$(BIN)/tradeflow demo
 
-bench: $(STAMP)  ## benchmarks against bare Celery on the same Redis; results in bench/results/
-	$(BIN)/python -m bench
+bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory; BENCH_ARGS="--full" adds 100k
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
 	$(BIN)/tradeflow workers

@@ -1,44 +1,266 @@
-"""``make bench``: the benchmarks, a table on the terminal and JSON under bench/results/."""
+"""``make bench``: the benchmarks, a table on the terminal and JSON under bench/results/.
+
+With no options: the engine overhead against bare Celery, then the morning run at 1,000 and
+10,000 accounts, then Redis memory per instance (measured on the 10,000-account run).
+Every benchmark uses a key and queue prefix of its own on the Redis at TRADEFLOW_REDIS_URL
+(an embedded one when none answers) and deletes its keys after. Nothing asserts a time: the
+figures are what this machine did, with whatever else was running on it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import engine_overhead
+from bench import engine_overhead, morning
 from engine.config import Settings
 from engine.embedded import resolve_redis_url
+from engine.fleet import FleetSpec, default_fleets
+
+BENCHMARKS = ("engine", "morning", "memory")
+RESULTS = Path(__file__).parent / "results"
+FULL_ACCOUNTS = 100_000
 
 
-def main() -> None:
-    """Run the benchmarks and record their figures."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
-    parser.add_argument("--pool", default="prefork", help="worker pool of the bench queue")
-    parser.add_argument("--concurrency", type=int, default=2)
-    args = parser.parse_args()
-    url = resolve_redis_url(Settings.from_env(), allow_start=True)
-    console = Console()
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give counts separated by commas, e.g. 1000,10000") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: every count must be a positive integer")
+    return sizes
+
+
+def _fleet(text: str) -> FleetSpec:
+    try:
+        spec = FleetSpec.parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use queue[:pool[:n]], e.g. order_calc:prefork:2") from None
+    if spec.pool not in {"threads", "prefork", "solo", "gevent", "eventlet"} or spec.concurrency < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown pool or concurrency below 1")
+    return spec
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``--help`` lists every option)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="{engine,morning,memory}",
+                        help="run only this benchmark (repeatable; default: all three, in that order)")
+    engine = parser.add_argument_group("engine overhead")
+    engine.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
+    engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
+    engine.add_argument("--concurrency", type=int, default=2, help="its concurrency (default 2)")
+    run = parser.add_argument_group("morning run and memory")
+    run.add_argument("--accounts", type=_sizes, default=[1000, 10_000], metavar="N[,N...]",
+                     help="book sizes of the morning run (default 1000,10000)")
+    run.add_argument("--full", action="store_true",
+                     help=f"add a {FULL_ACCOUNTS:,}-account morning and measure memory on it (long: tens of minutes)")
+    run.add_argument("--memory-accounts", type=int, metavar="N",
+                     help="book size the memory is measured on (default: the largest morning size)")
+    run.add_argument("--seed", type=int, default=7, help="seed of the synthetic book (default 7)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="start each instance at once instead of waiting for the (past) open through beat's timer")
+    run.add_argument("--fleet", action="append", type=_fleet, metavar="QUEUE[:POOL[:N]]",
+                     help="a worker fleet (repeatable; default: " + ", ".join(map(str, default_fleets())) + ")")
+    run.add_argument("--solver", choices=["milp", "greedy"],
+                     help="publish rebalance versions with this plan.solver (default: milp, as defined)")
+    run.add_argument("--prefetch", type=int, metavar="N",
+                     help="the workers' prefetch multiplier, TRADEFLOW_PREFETCH (default: theirs, 1)")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
+    args = parser.parse_args(argv)
+    if args.full and FULL_ACCOUNTS not in args.accounts:
+        args.accounts = [*args.accounts, FULL_ACCOUNTS]
+    args.memory_accounts = args.memory_accounts or max(args.accounts)
+    args.only = args.only or list(BENCHMARKS)
+    return args
+
+
+def machine(url: str) -> dict[str, Any]:
+    """What the figures were measured on, and by which command."""
+    try:
+        with redis.Redis.from_url(url) as client:
+            redis_version = client.info("server").get("redis_version")
+    except redis.RedisError:
+        redis_version = None
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    return {"machine": platform.platform(), "cpus": os.cpu_count(), "memory_bytes": memory,
+            "python": platform.python_version(), "redis": redis_version,
+            "command": "python -m bench " + " ".join(sys.argv[1:]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write(name: str, url: str, figures: dict[str, Any], console: Console) -> Path:
+    """``bench/results/<name>.json``: the machine and command, then the figures."""
+    out = RESULTS / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({**machine(url), **figures}, indent=2, default=str))
+    console.print(f"written to {out}")
+    return out
+
+
+def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
+    """Engine overhead against bare Celery (``bench.engine_overhead``)."""
     console.print(f"engine overhead: {args.steps} steps, pool {args.pool} x{args.concurrency}, Redis {url}")
     figures = engine_overhead.run(url, args.steps, args.pool, args.concurrency)
-    table = Table("measurement", "steps/s", "engine ratio")
+    table = Table("measurement", "steps/s", "engine ratio", title="engine overhead")
     table.add_row("bare Celery no-op tasks", f"{figures['bare_tasks_per_s']:.0f}",
                   f"{figures['ratio_engine_vs_bare']:.2f}")
     table.add_row("Celery chain of 5", f"{figures['chain_steps_per_s']:.0f}",
                   f"{figures['ratio_engine_vs_chain']:.2f}")
     table.add_row("engine, 5-step workflow", f"{figures['engine_steps_per_s']:.0f}", "1.00")
     console.print(table)
-    out = Path(__file__).parent / "results" / "engine_overhead.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "cpus": __import__("os").cpu_count(),
-                               "at": time.strftime("%Y-%m-%dT%H:%M:%S"), **figures}, indent=2))
-    console.print(f"written to {out}")
+    write("engine_overhead", url, figures, console)
+
+
+def _options(args: argparse.Namespace, accounts: int) -> morning.MorningOptions:
+    return morning.MorningOptions(accounts=accounts, seed=args.seed, fleets=args.fleet or default_fleets(),
+                                  wait_for_open=not args.no_wait, timeout=args.timeout, solver=args.solver,
+                                  prefetch=args.prefetch)
+
+
+def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool) -> dict[str, Any] | None:
+    """The morning run at each size; returns the memory figures when one run measured them."""
+    results = []
+    for accounts in args.accounts:
+        with_memory = memory and accounts == args.memory_accounts
+        console.print(f"morning run: {accounts:,} accounts{' (+ memory)' if with_memory else ''}, Redis {url}")
+        results.append(morning.run(url, _options(args, accounts), console, memory=with_memory))
+    console.print(morning_table(results))
+    figures: dict[str, Any] = {"runs": [{k: v for k, v in r.items() if k != "memory"} for r in results],
+                               "growth": morning.growth(results), "target": morning.target_estimate(results)}
+    for line in _growth_lines(figures):
+        console.print(line, highlight=False)
+    write("morning", url, figures, console)
+    measured = [r["memory"] | {"accounts_seeded": r["accounts_seeded"], "accounts_started": r["accounts_started"]}
+                for r in results if "memory" in r]
+    return measured[0] if measured else None
+
+
+def _growth_lines(figures: dict[str, Any]) -> list[str]:
+    lines = [f"per-account time at {g['accounts']:,} accounts = {g['per_account_time_ratio']} x that at "
+             f"{g['vs_accounts']:,}" for g in figures["growth"]]
+    target = figures["target"]
+    if target:
+        how = "measured" if target["measured"] else f"linear from the {target['basis_accounts']:,}-account run"
+        verdict = "met" if target["met"] else "missed"
+        lines.append(f"target {target['accounts']:,} accounts in < {target['target_seconds']:.0f} s: "
+                     f"{target['seconds']:.0f} s ({how}) -> {verdict}")
+    return lines
+
+
+def morning_table(results: list[dict[str, Any]]) -> Table:
+    """One column per book size."""
+    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts" for r in results], title="morning run")
+    rows = [
+        ("accounts started", "accounts_started", "{:,}"),
+        ("start (create instances), s", "start_seconds", "{:.1f}"),
+        ("first proposal, s", "first_proposal_seconds", "{:.1f}"),
+        ("last proposal, s", "last_proposal_seconds", "{:.1f}"),
+        ("all terminal, s", "all_terminal_seconds", "{:.1f}"),
+        ("accounts/s", "accounts_per_s", "{:.0f}"),
+        ("steps applied", "steps_applied", "{:,}"),
+        ("steps/s", "steps_per_s", "{:.0f}"),
+        ("s per 1,000 accounts", "seconds_per_1000_accounts", "{:.2f}"),
+        ("proposals (orders)", None, None),
+        ("by status", "counts", None),
+        ("succeeded by outcome", "outcomes", None),
+    ]
+    for label, key, fmt in rows:
+        cells = []
+        for r in results:
+            if key is None:
+                cells.append(f"{r['proposals']:,} ({r['orders_proposed']:,})")
+            elif fmt is None:
+                cells.append(", ".join(f"{k} {v:,}" for k, v in r.get(key, {}).items()))
+            else:
+                cells.append(fmt.format(r[key]) if r.get(key) is not None else "-")
+        table.add_row(label, *cells)
+    largest = max(results, key=lambda r: r["accounts_seeded"])
+    table.add_row("CPU ceiling, accounts/s", *[f"{r['cpu_ceiling_accounts_per_s'] or 0:.0f}" for r in results])
+    for part in largest["cpu_ms_per_account"]:
+        table.add_row(f"  CPU ms per account: {part}", *[
+            f"{r['cpu_ms_per_account'].get(part, 0):.1f}" for r in results])
+    for node in largest["per_step"]:
+        table.add_row(f"  {node}: in step / waiting before (median ms)", *[
+            f"{r['per_step'][node]['median_ms']:.0f} / {r['per_step'][node]['wait_before_median_ms']:.0f}"
+            if node in r["per_step"] else "-" for r in results])
+    return table
+
+
+def run_memory(args: argparse.Namespace, url: str, console: Console, measured: dict[str, Any] | None) -> None:
+    """Memory per instance: from the morning run that measured it, else a run of its own."""
+    if measured is None:
+        console.print(f"memory: a morning run of {args.memory_accounts:,} accounts, Redis {url}")
+        result = morning.run(url, _options(args, args.memory_accounts), console, memory=True)
+        measured = result["memory"] | {"accounts_seeded": result["accounts_seeded"],
+                                       "accounts_started": result["accounts_started"]}
+    figures = memory_projection(measured)
+    console.print(memory_table(figures))
+    write("memory", url, figures, console)
+
+
+def memory_projection(measured: dict[str, Any]) -> dict[str, Any]:
+    """Add the total for 100,000 finished accounts (measured when the run was that size, else linear)."""
+    per = measured["per_finished"]["total_bytes"] + measured["proposal_per_account_bytes"]
+    exact = measured["accounts_seeded"] >= FULL_ACCOUNTS
+    total = (measured["used_memory_after"] - measured["used_memory_before"]) if exact else per * FULL_ACCOUNTS
+    return {**measured, "for_100k_finished": {
+        "bytes": total, "how": "used_memory delta of the 100k run" if exact else
+        f"extrapolated: (engine + proposal bytes per account, measured at {measured['accounts_seeded']:,}) x 100,000",
+        "engine_only_bytes": round(measured["per_finished"]["total_bytes"] * FULL_ACCOUNTS)}}
+
+
+def _kib(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1024:,.2f} KiB"
+
+
+def memory_table(figures: dict[str, Any]) -> Table:
+    """Bytes per live and per finished instance, with the parts."""
+    fin, live = figures["per_finished"], figures.get("live") or {}
+    table = Table("part", "live instance", "finished instance",
+                  title=f"Redis memory per instance ({figures['accounts_started']:,} accounts)")
+    table.add_row("instance hash", _kib(live.get("hash_bytes")), _kib(fin["hash_bytes"]))
+    table.add_row("activity list", _kib(live.get("activity_list_bytes")), _kib(fin["activity_list_bytes"]))
+    table.add_row("  records per instance", str(live.get("activity_records", "-")), str(fin["activity_records"]))
+    table.add_row("share of indexes", _kib(live.get("index_share_bytes")), _kib(fin["index_share_bytes"]))
+    table.add_row("share of queued messages", _kib(live.get("broker_share_bytes")), "-")
+    table.add_row("[bold]engine total", _kib(live.get("total_bytes")), f"[bold]{_kib(fin['total_bytes'])}")
+    table.add_row("target (finished)", "", _kib(figures["target_bytes"]))
+    table.add_row("proposal (portfolio manager)", "", _kib(figures["proposal_per_account_bytes"]))
+    table.add_row("engine + proposal", "", _kib(figures["sum_per_account_bytes"]))
+    table.add_row("used_memory delta / account", "", _kib(figures["used_memory_delta_per_account"]))
+    total = figures["for_100k_finished"]
+    table.add_row("100,000 finished accounts", "", f"{total['bytes'] / 2**20:,.0f} MiB")
+    for name, size in list(fin["hash_fields_payload_bytes"].items())[:6]:
+        table.add_row(f"  hash field {name}", _kib(live.get("hash_fields_payload_bytes", {}).get(name)), _kib(size))
+    for name, size in list(fin["activity_records_payload_bytes"].items())[:6]:
+        table.add_row(f"  record {name}", _kib(live.get("activity_records_payload_bytes", {}).get(name)), _kib(size))
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the chosen benchmarks and record their figures."""
+    args = parse_args(argv)
+    url = resolve_redis_url(Settings.from_env(), allow_start=True)
+    console = Console()
+    measured = None
+    if "engine" in args.only:
+        run_engine(args, url, console)
+    if "morning" in args.only:
+        measured = run_morning(args, url, console, memory="memory" in args.only)
+    if "memory" in args.only:
+        run_memory(args, url, console, measured)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""CPU seconds spent by each worker fleet, beat, Redis and the benchmark itself during a run.
+
+Where the time of a run goes on a 2-core machine is mostly a question of who holds the CPU.
+Each fleet is a process group of its own (``Fleet`` starts it in a new session), so its CPU
+time is the sum over the group's processes, read from ``/proc`` (Linux; elsewhere the figures
+are left out). Redis's own is INFO ``used_cpu_user + used_cpu_sys``: the whole server's, so
+it includes whatever else used the shared Redis meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+import redis
+
+from engine.fleet import Fleet
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def group_cpu_seconds(pgid: int, proc: Path = Path("/proc")) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid``."""
+    total = 0
+    for entry in proc.glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        # after "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        # utime stime cutime cstime (the c- ones: children that ended and were waited for)
+        if int(fields[2]) == pgid:
+            total += sum(int(f) for f in fields[11:15])
+    return total / _TICKS
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """``start()`` before the run, ``stop()`` after: CPU seconds per fleet, beat, Redis, bench."""
+
+    def __init__(self, fleet: Fleet, client: redis.Redis) -> None:
+        self.fleet = fleet
+        self.client = client
+        self.names = [f"worker {s.queue}" for s in fleet.specs] + (["beat"] if fleet.beat else [])
+        self.began: dict[str, float] = {}
+
+    def snapshot(self) -> dict[str, float]:
+        """CPU seconds used so far by each part."""
+        parts = {name: group_cpu_seconds(p.pid) for name, p in zip(self.names, self.fleet.procs, strict=False)}
+        parts["redis-server (whole server)"] = _redis_cpu(self.client)
+        parts["bench driver (this process)"] = _self_cpu()
+        return parts
+
+    def start(self) -> None:
+        """Remember where every counter stands."""
+        self.began = self.snapshot()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds of each part since :meth:`start`."""
+        now = self.snapshot()
+        return {name: round(now[name] - self.began.get(name, 0.0), 2) for name in now}

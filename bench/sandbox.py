@@ -1,0 +1,96 @@
+"""A tradeflow deployment of its own on a shared Redis, for one benchmark, deleted after.
+
+Everything lives under one random prefix ``<prefix>``: the engine's keys (``<prefix>:…``),
+the portfolio manager's (``<prefix>:pm:…``) and the broker's queues (``<prefix>:q:…``), so a
+benchmark never sees another's keys or messages and ``delete_prefix`` removes exactly its own.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import redis
+from celery import Celery
+
+from engine.api import Engine
+from engine.keys import Keys
+from engine.messages import CeleryEnqueuer
+from engine.store import RedisStore
+from engine.testing import delete_prefix
+
+if TYPE_CHECKING:
+    from portfolio_manager.actions import Services
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Finished instances expire after a day: a benchmark that dies before its clean-up leaves
+#: nothing behind for long on the shared Redis. (The TTL's bookkeeping costs the same whatever its value.)
+RETENTION_DAYS = 1.0
+
+
+@dataclass
+class Sandbox:
+    """An engine, the portfolio manager's services and the workers' environment under one prefix."""
+
+    redis_url: str
+    prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+
+    def __post_init__(self) -> None:
+        self.client = redis.Redis.from_url(self.redis_url)
+        self.keys = Keys(self.prefix)
+        self.store = RedisStore(self.client, self.keys, int(RETENTION_DAYS * 86400))
+        self.engine = Engine(self.store, CeleryEnqueuer(self._sender_app()))
+
+    @property
+    def pm_prefix(self) -> str:
+        """Prefix of the book, the proposals and the simulated brokerage."""
+        return f"{self.prefix}:pm:"
+
+    @property
+    def broker_prefix(self) -> str:
+        """Prefix of the Celery queues."""
+        return f"{self.prefix}:q:"
+
+    def env(self) -> dict[str, str]:
+        """The environment of the worker processes (explicit, so nothing leaks from an earlier benchmark)."""
+        return {
+            "TRADEFLOW_REDIS_URL": self.redis_url,
+            "TRADEFLOW_KEY_PREFIX": self.prefix,
+            "TRADEFLOW_BROKER_PREFIX": self.broker_prefix,
+            "TRADEFLOW_PM_PREFIX": self.pm_prefix,
+            "TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
+            "TRADEFLOW_EVENTS": "0",
+            "TRADEFLOW_MORNING_RUN": "0",
+            "TRADEFLOW_RETENTION_DAYS": str(RETENTION_DAYS),
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
+
+    def services(self) -> Services:
+        """The book, proposals and brokerage of this sandbox (in this process)."""
+        from portfolio_manager.actions import build_services
+        from portfolio_manager.config import PMSettings
+
+        return build_services(PMSettings(redis_url=self.redis_url, prefix=self.pm_prefix), self.client)
+
+    def _sender_app(self) -> Celery:
+        app = Celery("tradeflow-bench", set_as_current=False)
+        app.config_from_object("celeryconfig")
+        options = {**(app.conf.broker_transport_options or {}), "global_keyprefix": self.broker_prefix}
+        app.conf.update(broker_url=self.redis_url, broker_transport_options=options, task_send_sent_event=False)
+        return app
+
+    def close(self) -> None:
+        """Delete every key of the sandbox."""
+        delete_prefix(self.client, self.prefix)
+        self.client.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
