@@ -19,7 +19,7 @@ from engine.definition import Definition, HttpNode, ServiceNode, WaitNode
 from engine.dispatcher import Next, NextKind, resolve, wake_time
 from engine.errors import InvalidInput, InvalidState, NotFound, StepFailed
 from engine.expressions import Scope
-from engine.messages import PRIORITY_CONTINUE, PRIORITY_START, Enqueuer
+from engine.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime import Runtime, step_deadline, worker_name
 from engine.store import RedisStore, Update, dumps
@@ -165,6 +165,14 @@ class Engine:
             pipe.exists(self.store.keys.instance(iid))
         exists = pipe.execute()
         fresh = [(f, n) for (f, n), e in zip(pending, exists, strict=True) if not e]
+        late: list[StepMessage] = []  # first steps the store cannot push with the instance
+        for fields, nxt in fresh:
+            fields["_send"] = None
+            if nxt is not None and nxt.kind is NextKind.STEP:
+                message = self.runtime.message(definition, fields["id"], nxt.node, 1, 1)
+                fields["_send"] = self.enqueuer.envelope(message, PRIORITY_START)
+                if fields["_send"] is None:
+                    late.append(message)
         self.store.create(f for f, _ in fresh)
         self.store.touch_run(run, {"total": len(fresh)})
         finished = [f["id"] for f, _ in fresh if f["status"] in {s.value for s in TERMINAL_STATUSES}]
@@ -174,9 +182,8 @@ class Engine:
                 pipe.expire(self.store.keys.instance(iid), self.store.retention_seconds)
                 pipe.expire(self.store.keys.activities(iid), self.store.retention_seconds)
             pipe.execute()
-        for fields, nxt in fresh:
-            if nxt is not None and nxt.kind is NextKind.STEP:
-                self.runtime.send(definition, fields["id"], nxt.node, 1, 1, PRIORITY_START)
+        for message in late:
+            self.enqueuer.enqueue(message, PRIORITY_START)
         return ids
 
     # -- reading -----------------------------------------------------------------------------
@@ -322,11 +329,10 @@ class Engine:
                             deadline=step_deadline(node, now))
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")
-        applied = self.store.apply(instance.id, update)
+        applied = self.runtime.transition(definition, instance.id, update,
+                                          (instance.node, instance.seq, attempt) if send else None)
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
-        if send:
-            self.runtime.send(definition, instance.id, instance.node, instance.seq, attempt, PRIORITY_CONTINUE)
 
     # -- bulk --------------------------------------------------------------------------------
 

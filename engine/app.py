@@ -19,7 +19,8 @@ from engine.clock import make_clock
 from engine.config import Settings
 from engine.embedded import resolve_redis_url
 from engine.keys import Keys
-from engine.messages import CeleryEnqueuer
+from engine.messages import CeleryEnqueuer, Enqueuer
+from engine.redis_queue import RedisQueueEnqueuer
 from engine.runtime import Runtime
 from engine.service import registry
 from engine.store import RedisStore
@@ -38,6 +39,14 @@ def make_store(settings: Settings, url: str | None = None) -> RedisStore:
     return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds)
 
 
+def enqueuer_for(app: Celery, store: RedisStore) -> Enqueuer:
+    """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery."""
+    broker = app.conf.broker_url or ""
+    if broker.rstrip("/") == (app.conf.get("tradeflow_redis_url") or "").rstrip("/"):
+        return RedisQueueEnqueuer.for_app(app, store.client)
+    return CeleryEnqueuer(app)
+
+
 def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
     """A per-process runtime, created lazily (after a prefork worker has forked)."""
     state: dict[int, Runtime] = {}
@@ -51,8 +60,8 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 runtime = state.get(pid)
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
-                    runtime = Runtime(store, CeleryEnqueuer(app), make_clock(settings.clock_offset_file),
-                                      epoch=store.ensure_epoch())
+                    runtime = Runtime(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file),
+                                      epoch=store.ensure_epoch(), inline_steps=settings.inline_steps)
                     state.clear()
                     state[pid] = runtime
         return runtime
@@ -84,4 +93,5 @@ def build_engine(settings: Settings | None = None, *, allow_start: bool = False)
     os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
     app = create_app(bind=False, settings=settings.with_redis(url))
     app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
-    return Engine(make_store(settings, url), CeleryEnqueuer(app), make_clock(settings.clock_offset_file))
+    store = make_store(settings, url)
+    return Engine(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file))

@@ -46,11 +46,22 @@ def step_message(node_name: str, node: ServiceNode | HttpNode, instance_id: str,
     return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """A step message ready to be pushed onto a Redis list by the store, with the state change."""
+
+    key: str
+    body: str
+
+
 class Enqueuer(Protocol):
     """Something that delivers step messages to workers."""
 
     def enqueue(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
         """Send ``message``."""
+
+    def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> Envelope | None:
+        """``message`` for the store to push in the same atomic update; None: send it with :meth:`enqueue`."""
 
 
 class MemoryEnqueuer:
@@ -62,6 +73,10 @@ class MemoryEnqueuer:
     def enqueue(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
         """Append ``message``."""
         self.messages.append((message, priority))
+
+    def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
+        """None: messages go through :meth:`enqueue`, into the list."""
+        return None
 
     def pop(self) -> StepMessage:
         """The next message to run: highest priority (lowest number) first, FIFO within it."""
@@ -79,3 +94,7 @@ class CeleryEnqueuer:
         """Publish ``message`` on its service's queue."""
         self.app.send_task(message.task, args=message.args, queue=message.queue, priority=priority,
                            ignore_result=True)
+
+    def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
+        """None: a broker other than the state's Redis is reached through Celery, after the update."""
+        return None

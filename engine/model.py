@@ -65,6 +65,8 @@ class Instance:
     wake_at: float | None = None
     timer: str | None = None
     noops: int = 0
+    #: The step message whose worker is running this instance's steps inline, if any.
+    carrier: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -91,6 +93,7 @@ class Instance:
             wake_at=float(raw["wake_at"]) if raw.get("wake_at") else None,
             timer=raw.get("timer") or None,
             noops=int(raw.get("noops", 0)),
+            carrier=raw.get("carrier") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,19 +14,19 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definition import Definition, HttpNode, RecordLevel, ServiceNode, WaitNode
+from engine.definition import Definition, HttpNode, Node, RecordLevel, ServiceNode, WaitNode
 from engine.dispatcher import Next, NextKind, resolve, target_of
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions import Scope, compile_template
-from engine.messages import PRIORITY_CONTINUE, Enqueuer, step_message
+from engine.messages import PRIORITY_CONTINUE, Enqueuer, StepMessage, step_message
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.service import Transition
-from engine.store import RedisStore, Update
+from engine.store import Applied, RedisStore, Update
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,14 @@ DEADLINE_GRACE = 5.0
 #: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
 MIN_TIMEOUT_ATTEMPTS = 3
 LIVE = (InstanceStatus.RUNNING.value, InstanceStatus.PAUSED.value)
+#: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...
+DEFAULT_INLINE_STEPS = 16
+#: ... and only while the message has run for less than this many seconds.
+DEFAULT_INLINE_SECONDS = 30.0
 
 Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
+#: Says whether a worker may run a node's step itself, right after the step before it.
+Inline = Callable[[Node], bool]
 
 
 def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
@@ -62,16 +68,21 @@ class StepReport:
     outcome: Outcome | str
     status: InstanceStatus | None = None
     next_node: str | None = None
+    #: The instance as it now stands, when its next step runs here without a broker hop.
+    carried: Instance | None = None
 
 
 class Runtime:
     """Runs steps and timers against a store, sending follow-up steps through an enqueuer."""
 
     def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock,
-                 epoch: str | None = None) -> None:
+                 epoch: str | None = None, inline_steps: int = DEFAULT_INLINE_STEPS,
+                 inline_seconds: float = DEFAULT_INLINE_SECONDS) -> None:
         self.store = store
         self.enqueuer = enqueuer
         self.clock = clock
+        self.inline_steps = inline_steps
+        self.inline_seconds = inline_seconds
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
         self.epoch = epoch
 
@@ -108,12 +119,28 @@ class Runtime:
                     "timer": nxt.wake_at, "timer_kind": "wake"}
         return {"node": nxt.node, "status": nxt.status, "result": nxt.result, "inflight": False}
 
-    def send(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int,
-             priority: int = PRIORITY_CONTINUE) -> None:
-        """Enqueue the step of ``node_name``."""
+    def message(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int) -> StepMessage:
+        """The message that runs step ``node_name`` of an instance at ``seq``."""
         node = definition.nodes[node_name]
         assert isinstance(node, ServiceNode | HttpNode)
-        self.enqueuer.enqueue(step_message(node_name, node, instance_id, seq, attempt), priority)
+        return step_message(node_name, node, instance_id, seq, attempt)
+
+    def transition(self, definition: Definition, instance_id: str, update: Update,
+                   step: tuple[str, int, int] | None = None, priority: int = PRIORITY_CONTINUE) -> Applied:
+        """Apply ``update``; then, if the instance is running, send ``step`` (node, seq, attempt).
+
+        With an enqueuer that writes to the state's Redis, the message is pushed by the same
+        atomic script as the update; otherwise it is sent right after.
+        """
+        message = None if step is None else self.message(definition, instance_id, *step)
+        if message is not None:
+            update.send = self.enqueuer.envelope(message, priority)
+            update.carrier = ""  # a message carries the instance from here, not a worker's inline chain
+        applied = self.store.apply(instance_id, update)
+        if message is not None and update.send is None and applied.applied \
+                and applied.status is InstanceStatus.RUNNING:
+            self.enqueuer.enqueue(message, priority)
+        return applied
 
     def _activity(self, node_name: str, seq: int, attempt: int, started: float, **fields: Any) -> dict[str, Any]:
         record = {"seq": seq, "node": node_name, "attempt": attempt, "worker": worker_name(),
@@ -123,21 +150,47 @@ class Runtime:
 
     # -- a step ------------------------------------------------------------------------------
 
-    def run_step(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute) -> StepReport:
-        """Run one delivered step message to its end (applied, retried, failed or no-op)."""
+    def run_step(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute,
+                 inline: Inline | None = None) -> StepReport:
+        """Run one delivered step message to its end (applied, retried, failed or no-op).
+
+        With ``inline``, the steps after it that ``inline`` accepts (the same service's, in a
+        worker that has their actions) run here too, without a broker hop: up to
+        ``inline_steps`` of them within ``inline_seconds``. Each is still its own compare-and-set
+        with its own activity record; the instance remembers which message carries it, so a
+        redelivery of that message after its worker died takes the chain over at once.
+        """
         started = self.clock()
         instance = self.store.load(instance_id)
         if instance is None:
             self.check_data_set()
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
             return StepReport("missing")
+        carrier = f"{node_name}:{seq}:{attempt}"
         if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
+            taking_over = (inline is not None and instance.carrier == carrier
+                           and instance.status is InstanceStatus.RUNNING)
             self._noop(instance_id, node_name, seq, attempt, started,
-                       f"stale delivery: instance is at seq {instance.seq} ({instance.status.value})")
-            return StepReport(Outcome.NOOP, instance.status)
+                       f"stale delivery: instance is at seq {instance.seq} ({instance.status.value})"
+                       + ("; its worker died carrying it inline: running that step now" if taking_over else ""))
+            if not taking_over:
+                return StepReport(Outcome.NOOP, instance.status)
+            node_name, seq, attempt = instance.node, instance.seq, instance.attempt
         if instance.status is InstanceStatus.PAUSED and self._skip_paused(instance, node_name, seq, attempt, started):
             return StepReport(Outcome.SKIPPED, InstanceStatus.PAUSED)
         definition = self.store.definition(instance.workflow, instance.version)
+        budget = started + self.inline_seconds
+        for chained in range(self.inline_steps + 1):
+            chain = inline if inline is not None and chained < self.inline_steps and self.clock() < budget else None
+            report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            if report.carried is None:
+                return report
+            instance = report.carried
+            node_name, seq, attempt, started = instance.node, instance.seq, 1, self.clock()
+        return report
+
+    def _run(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
+             started: float, execute: Execute, inline: Inline | None, carrier: str) -> StepReport:
         node = definition.nodes[node_name]
         assert isinstance(node, ServiceNode | HttpNode)
         level = definition.record_level(node_name)
@@ -153,12 +206,14 @@ class Runtime:
             return self._fail(instance, definition, node_name, seq, attempt, started, str(exc),
                               type(exc).__name__, sent=sent)
         except Exception as exc:
-            log.info("step %s/%s attempt %s raised %r", instance_id, node_name, attempt, exc)
+            log.info("step %s/%s attempt %s raised %r", instance.id, node_name, attempt, exc)
             return self._retry_or_fail(instance, definition, node_name, seq, attempt, started, exc, sent)
-        return self._advance(instance, definition, node_name, seq, attempt, started, transition, sent, level)
+        return self._advance(instance, definition, node_name, seq, attempt, started, transition, sent, level,
+                             inline, carrier)
 
     def _advance(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
-                 started: float, transition: Transition, sent: Any, level: RecordLevel) -> StepReport:
+                 started: float, transition: Transition, sent: Any, level: RecordLevel,
+                 inline: Inline | None = None, carrier: str = "") -> StepReport:
         node = definition.nodes[node_name]
         data = dict(transition.data)
         context = {**instance.context, node_name: data}
@@ -177,18 +232,23 @@ class Runtime:
             received=data if level is not RecordLevel.METADATA else None,
             next=nxt.node, via=list(nxt.via) or None,
         )
-        applied = self.store.apply(instance.id, Update(
+        chained = nxt.kind is NextKind.STEP and inline is not None and inline(definition.nodes[nxt.node])
+        update = Update(
             allowed=LIVE, expected_seq=seq, activity=activity, context_node=node_name, context_data=data,
             bump_seq=True, attempt=1, respect_pause=True, clear_error=True,
             noop_activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.NOOP.value,
                                          transition=transition.name, reason="another delivery applied first"),
+            carrier=carrier if chained else None,
             **self.placement(definition, nxt, now),
-        ))
+        )
+        step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
+        applied = self.transition(definition, instance.id, update, step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
-        if applied.status is InstanceStatus.RUNNING and nxt.kind is NextKind.STEP:
-            assert applied.seq is not None
-            self.send(definition, instance.id, nxt.node, applied.seq, 1)
+        if chained and applied.status is InstanceStatus.RUNNING:
+            carried = replace(instance, node=nxt.node, seq=seq + 1, attempt=1, context=context,
+                              status=InstanceStatus.RUNNING, inflight=True, carrier=carrier)
+            return StepReport(Outcome.APPLIED, applied.status, nxt.node, carried)
         return StepReport(Outcome.APPLIED, applied.status, nxt.node)
 
     def _noop(self, instance_id: str, node_name: str, seq: int, attempt: int, started: float, reason: str) -> None:
@@ -218,14 +278,12 @@ class Runtime:
         activity = self._activity(node_name, seq, attempt, started, outcome=Outcome.RETRY.value,
                                   error=reason, retry_in=delay, sent=sent)
         immediate = delay <= 0
-        applied = self.store.apply(instance.id, Update(
+        applied = self.transition(definition, instance.id, Update(
             allowed=LIVE, expected_seq=seq, expected_attempt=attempt, attempt=attempt + 1, activity=activity,
             respect_pause=True, inflight=immediate,
             deadline=step_deadline(node, now) if immediate else None,
             timer=None if immediate else now + delay, timer_kind="retry",
-        ))
-        if applied.applied and immediate and applied.status is InstanceStatus.RUNNING:
-            self.send(definition, instance.id, node_name, seq, attempt + 1)
+        ), (node_name, seq, attempt + 1) if immediate else None)
         return StepReport(Outcome.RETRY if applied.applied else Outcome.NOOP, applied.status)
 
     def _fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
@@ -276,28 +334,23 @@ class Runtime:
             self._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                        "StepFailed")
             return 1
-        applied = self.store.apply(instance.id, Update(
+        applied = self.transition(definition, instance.id, Update(
             allowed=(InstanceStatus.WAITING.value,), expected_seq=instance.seq, bump_seq=True, attempt=1,
             activity=self._activity(instance.node, instance.seq, 1, started, outcome=Outcome.WOKE.value,
                                     next=nxt.node, via=list(nxt.via) or None),
             **self.placement(definition, nxt, now),
-        ))
-        if applied.applied and applied.status is InstanceStatus.RUNNING and nxt.kind is NextKind.STEP:
-            assert applied.seq is not None
-            self.send(definition, instance.id, nxt.node, applied.seq, 1)
+        ), (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
         return int(applied.applied)
 
     def _resend(self, instance: Instance, definition: Definition, now: float, attempt: int,
                 activity: dict[str, Any] | None) -> int:
         node = definition.nodes[instance.node]
         assert isinstance(node, ServiceNode | HttpNode)
-        applied = self.store.apply(instance.id, Update(
+        applied = self.transition(definition, instance.id, Update(
             allowed=(InstanceStatus.RUNNING.value,), expected_seq=instance.seq, expected_attempt=instance.attempt,
             attempt=attempt, activity=activity, inflight=True,
             deadline=step_deadline(node, now),
-        ))
-        if applied.applied:
-            self.send(definition, instance.id, instance.node, instance.seq, attempt)
+        ), (instance.node, instance.seq, attempt))
         return int(applied.applied)
 
     def sweep(self, limit: int = 500, lease_seconds: float = 60.0) -> int:

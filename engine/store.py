@@ -22,6 +22,7 @@ import redis
 from engine.definition import Definition
 from engine.errors import DataSetLost, NotFound, TradeflowError
 from engine.keys import Keys
+from engine.messages import Envelope
 from engine.model import Instance, InstanceStatus
 
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
@@ -59,6 +60,10 @@ class Update:
     clear_error: bool = False
     respect_pause: bool = False
     inflight: bool | None = None
+    #: The next step's broker message, pushed by the same script if the instance is running after.
+    send: Envelope | None = None
+    #: The message whose worker runs the next step inline ("node:seq:attempt"; "" clears, None keeps).
+    carrier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,15 +174,17 @@ class RedisStore:
         return uuid.uuid4().hex[:20]
 
     def create(self, instances: Iterable[dict[str, Any]], pipeline_size: int = 500) -> int:
-        """Create instances (each a dict of hash fields plus ``_activity``/``_deadline``/``_timer``).
+        """Create instances (each a dict of hash fields plus ``_activity``/``_deadline``/``_timer``/``_send``).
 
-        Written in pipelined MULTI batches: one batch either lands whole or not at all.
+        Written in pipelined MULTI batches: one batch either lands whole or not at all, first
+        step messages (``_send``, an :class:`Envelope` or None) included.
         """
         count = 0
         pipe = self.client.pipeline(transaction=True)
         for fields in instances:
             iid, run = fields["id"], fields["run"]
             activity, deadline, timer = fields.pop("_activity"), fields.pop("_deadline"), fields.pop("_timer")
+            send: Envelope | None = fields.pop("_send", None)
             pipe.hset(self.keys.instance(iid), mapping=fields)
             pipe.rpush(self.keys.activities(iid), dumps(activity))
             pipe.sadd(self.keys.run_status(run, fields["status"]), iid)
@@ -185,6 +192,8 @@ class RedisStore:
                 pipe.zadd(self.keys.deadlines, {iid: deadline})
             if timer is not None:
                 pipe.zadd(self.keys.timers, {iid: timer})
+            if send is not None:
+                pipe.lpush(send.key, send.body)
             count += 1
             if count % pipeline_size == 0:
                 pipe.execute()
@@ -247,9 +256,12 @@ class RedisStore:
             "1" if u.respect_pause else "0",
             "" if u.inflight is None else ("1" if u.inflight else "0"),
             dumps(u.noop_activity) if u.noop_activity is not None else "",
+            u.send.body if u.send else "",
+            "" if u.carrier is None else (u.carrier or "-"),
         ]
-        reply = [_s(x) for x in self._apply(keys=[k.instance(instance_id), k.activities(instance_id),
-                                                  k.timers, k.deadlines], args=args)]
+        instance_key = k.instance(instance_id)
+        reply = [_s(x) for x in self._apply(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
+                                                  u.send.key if u.send else instance_key], args=args)]
         if reply[0] == "missing":
             return Applied(False, None, None)
         return Applied(reply[0] == "applied", InstanceStatus(reply[2] if reply[0] == "stale" else reply[1]),

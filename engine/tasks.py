@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from engine.definition import HttpNode, ServiceNode
+from engine.definition import HttpNode, Node, ServiceNode
 from engine.errors import DataSetLost
 from engine.http import call_http
 from engine.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
@@ -47,7 +47,7 @@ def _patiently(fn: Callable[[], Any]) -> Any:
 def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistry) -> None:
     """Create the Celery tasks of every action in ``registry`` and of the engine on ``app``."""
     for spec in registry:
-        _bind_action(app, runtime, spec)
+        _bind_action(app, runtime, spec, registry)
 
     @app.task(name=HTTP_TASK, ignore_result=True)
     def http_step(instance_id: str, node: str, seq: int, attempt: int) -> str:
@@ -66,12 +66,18 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
         return int(_patiently(lambda: runtime().sweep()))
 
 
-def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec) -> None:
+def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
     def execute(node: ServiceNode | HttpNode, payload: Any) -> Transition:
-        return spec.call(payload)
+        assert isinstance(node, ServiceNode)
+        return registry.get(node.service, node.action).call(payload)
+
+    def inline(node: Node) -> bool:
+        """The same service's next step runs here, if this worker has its action."""
+        return (isinstance(node, ServiceNode) and node.service == spec.service
+                and f"{node.service}.{node.action}" in registry)
 
     def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute)).outcome)
+        return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline)).outcome)
 
     step.__name__ = step.__qualname__ = spec.task_name.replace(".", "_")
     step.__doc__ = spec.fn.__doc__

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from engine.api import Engine
-from engine.definition import HttpNode, ServiceNode
+from engine.definition import HttpNode, Node, ServiceNode
 from engine.http import call_http
 from engine.messages import MemoryEnqueuer, StepMessage
 from engine.runtime import StepReport
@@ -23,12 +23,13 @@ from engine.service import ActionRegistry, Transition, registry
 class Driver:
     """Delivers an engine's queued step messages to the registered actions, in-process."""
 
-    def __init__(self, engine: Engine, actions: ActionRegistry | None = None) -> None:
+    def __init__(self, engine: Engine, actions: ActionRegistry | None = None, *, inline: bool = False) -> None:
         if not isinstance(engine.enqueuer, MemoryEnqueuer):
             raise TypeError("Driver needs an Engine built with a MemoryEnqueuer")
         self.engine = engine
         self.queue: MemoryEnqueuer = engine.enqueuer
         self.actions = actions or registry
+        self.inline = inline
         self.delivered: list[StepMessage] = []
 
     def execute(self, node: ServiceNode | HttpNode, payload: Any) -> Transition:
@@ -40,8 +41,12 @@ class Driver:
     def deliver(self, message: StepMessage) -> StepReport:
         """Run one message (it need not come from the queue: tests redeliver on purpose)."""
         self.delivered.append(message)
+
+        def same_service(node: Node) -> bool:  # what a worker of the message's queue would run inline
+            return isinstance(node, ServiceNode) and node.service == message.queue
+
         return self.engine.runtime.run_step(message.instance_id, message.node, message.seq, message.attempt,
-                                            self.execute)
+                                            self.execute, same_service if self.inline else None)
 
     def step(self) -> StepReport | None:
         """Run the next queued message; None when the queue is empty."""

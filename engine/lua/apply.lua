@@ -1,6 +1,7 @@
 -- apply.lua: the one atomic state transition of an instance (compare-and-set).
 --
 -- KEYS[1] instance hash   KEYS[2] activity list   KEYS[3] timers zset   KEYS[4] deadlines zset
+-- KEYS[5] broker queue list of the next step's message (when ARGV[22] is set)
 -- ARGV:
 --  1 expected seq ('' = any)          2 expected attempt ('' = any)   3 allowed statuses (comma list)
 --  4 now (epoch seconds)              5 activity JSON ('' = none)     6 context node ('' = none)
@@ -10,6 +11,9 @@
 -- 16 error JSON ('' = keep, '-' = clear)                             17 TTL seconds on finish
 -- 18 runs key prefix (+ run + ':' + status)                  19 respect pause ('1' | '0')    20 in-flight after ('1' | '0' | '')
 -- 21 noop activity JSON (recorded when the compare-and-set fails; '' = none)
+-- 22 next step's broker message ('' = none): pushed onto KEYS[5] if the instance is running after
+--    the update, so the transition and the message that continues it land together or not at all
+-- 23 carrier: the message whose worker runs the next step inline ('' = keep, '-' = clear)
 --
 -- Returns {'applied', final_status, seq} or {'stale', current_seq, current_status}
 -- or {'missing'}.
@@ -45,6 +49,11 @@ if ARGV[9] == '1' then
 end
 if ARGV[10] ~= '' then redis.call('HSET', inst, 'attempt', ARGV[10]) end
 if ARGV[15] ~= '' then redis.call('HSET', inst, 'result', ARGV[15]) end
+if ARGV[23] == '-' then
+  redis.call('HDEL', inst, 'carrier')
+elseif ARGV[23] ~= '' then
+  redis.call('HSET', inst, 'carrier', ARGV[23])
+end
 if ARGV[16] == '-' then
   redis.call('HDEL', inst, 'error')
 elseif ARGV[16] ~= '' then
@@ -92,5 +101,8 @@ if terminal then
 else
   redis.call('PERSIST', inst)
   redis.call('PERSIST', acts)
+end
+if final == 'running' and ARGV[22] ~= '' then
+  redis.call('LPUSH', KEYS[5], ARGV[22])
 end
 return {'applied', final, tostring(seq)}

@@ -1,0 +1,112 @@
+"""Step messages written straight onto the broker's Redis lists, by the transition's own script.
+
+The message must be the one Celery's ``send_task`` writes (or workers would not run it), and
+it must be pushed exactly when the transition applies and the instance runs on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from engine.api import Engine
+from engine.app import enqueuer_for
+from engine.keys import Keys
+from engine.messages import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, StepMessage
+from engine.model import InstanceStatus
+from engine.redis_queue import RedisQueueEnqueuer
+from engine.service import Transition
+from engine.store import RedisStore
+from engine.validation import load_definition
+
+FLOW = {
+    "name": "two-steps",
+    "start": "a",
+    "nodes": {
+        "a": {"type": "service", "service": "svc", "action": "one", "input": {}, "transitions": {"ok": "b"}},
+        "b": {"type": "service", "service": "other", "action": "two", "input": {}, "transitions": {"ok": "done"}},
+        "done": {"type": "terminal", "status": "succeeded"},
+    },
+}
+
+
+def _shape(value: Any) -> Any:
+    """The nested keys of a message (values left out)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+@pytest.fixture
+def celery_app(redis_url: str, key_prefix: str) -> Celery:
+    app = Celery("rq-test", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(broker_url=redis_url, task_send_sent_event=False, broker_transport_options={
+        **app.conf.broker_transport_options, "global_keyprefix": f"{key_prefix}:q:"})
+    return app
+
+
+@pytest.mark.parametrize("priority", [PRIORITY_CONTINUE, PRIORITY_START])
+def test_envelope_is_the_message_celery_writes(celery_app: Celery, real_redis: redis.Redis, key_prefix: str,
+                                               priority: int) -> None:
+    message = StepMessage("svc.one", "svc", "inst-1", "a", 3, 2)
+    celery_app.send_task(message.task, args=message.args, queue=message.queue, priority=priority,
+                         ignore_result=True)
+    ours = RedisQueueEnqueuer.for_app(celery_app, real_redis).envelope(message, priority)
+    assert real_redis.type(ours.key) == b"list"  # the list Celery wrote to is the one we write to
+    theirs = json.loads(real_redis.lpop(ours.key))
+    mine = json.loads(ours.body)
+    assert _shape(mine) == _shape(theirs)
+    for part in ("headers", "properties"):
+        differ = {k for k in theirs[part] if theirs[part][k] != mine[part][k]}
+        assert differ <= {"id", "root_id", "origin", "correlation_id", "reply_to", "delivery_tag"}, part
+    assert json.loads(base64.b64decode(mine["body"])) == json.loads(base64.b64decode(theirs["body"]))
+    assert mine["headers"]["id"] == mine["headers"]["root_id"] == mine["properties"]["correlation_id"]
+
+
+def test_the_next_step_is_pushed_by_the_transition_and_only_when_it_applies(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
+    enqueuer = RedisQueueEnqueuer.for_app(celery_app, real_redis)
+    engine = Engine(RedisStore(real_redis, Keys(key_prefix)), enqueuer)
+    engine.publish(load_definition(json.dumps(FLOW)))
+    iid = engine.start("two-steps", {})
+    start_key = enqueuer.queue_key("svc", PRIORITY_START)
+    assert start_key.endswith("svc\x06\x169") and real_redis.llen(start_key) == 1  # pushed with the instance
+    first = json.loads(base64.b64decode(json.loads(real_redis.lpop(start_key))["body"]))[0]
+    assert first == [iid, "a", 1, 1]
+
+    def ok(node: Any, payload: Any) -> Transition:
+        return Transition("ok")
+
+    report = engine.runtime.run_step(iid, "a", 1, 1, ok)
+    assert report.next_node == "b"
+    next_key = enqueuer.queue_key("other", PRIORITY_CONTINUE)
+    assert next_key == f"{key_prefix}:q:other"
+    assert [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in real_redis.lrange(next_key, 0, -1)] \
+        == [[iid, "b", 2, 1]]
+
+    assert engine.runtime.run_step(iid, "a", 1, 1, ok).outcome.value == "noop"  # a duplicate pushes nothing
+    assert real_redis.llen(next_key) == 1
+
+    engine.pause(iid)
+    real_redis.delete(next_key)
+    engine.runtime.run_step(iid, "b", 2, 1, ok)  # delivered while paused: skipped, nothing sent
+    assert engine.get(iid).status is InstanceStatus.PAUSED and real_redis.llen(next_key) == 0
+    engine.resume(iid)  # resume re-sends the step, through the same script
+    assert engine.get(iid).status is InstanceStatus.RUNNING
+    assert real_redis.llen(next_key) == 1
+
+
+def test_the_store_writes_messages_only_when_the_broker_is_the_state_redis(celery_app: Celery,
+                                                                          real_redis: redis.Redis,
+                                                                          redis_url: str, key_prefix: str) -> None:
+    store = RedisStore(real_redis, Keys(key_prefix))
+    celery_app.conf.tradeflow_redis_url = redis_url
+    assert isinstance(enqueuer_for(celery_app, store), RedisQueueEnqueuer)
+    celery_app.conf.broker_url = "amqp://guest@127.0.0.1:5672//"
+    assert isinstance(enqueuer_for(celery_app, store), CeleryEnqueuer)
