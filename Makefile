@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install test test-unit test-integration lint demo bench workers flower clean
+.PHONY: help install test test-unit test-integration test-faults lint demo bench workers flower clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -17,14 +17,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install tradeflow with its dev tools
 
-test: $(STAMP)  ## the whole suite: unit tests, then integration tests on real Redis and real workers
-	$(BIN)/pytest -q tests
+test: $(STAMP)  ## the whole suite (slow fault scenarios aside): unit, integration, fast fault tests
+	$(BIN)/pytest -q -m "not slow" tests
 
 test-unit: $(STAMP)  ## fast tests only (no Redis server, no workers)
 	$(BIN)/pytest -q tests/unit
 
 test-integration: $(STAMP)  ## tests on a real Redis with real Celery worker processes
 	$(BIN)/pytest -q tests/integration
+
+test-faults: $(STAMP)  ## every fault-injection scenario (kills, Redis restarts and outages): several minutes
+	$(BIN)/pytest -q -m faults tests/faults
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
