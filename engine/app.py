@@ -61,7 +61,8 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
                     runtime = Runtime(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file),
-                                      epoch=store.ensure_epoch(), inline_steps=settings.inline_steps)
+                                      epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
+                                      inline_steps=settings.inline_steps)
                     state.clear()
                     state[pid] = runtime
         return runtime

@@ -5,7 +5,7 @@ can kill the process running it) and sleeps as long as the instance asks.
 ``faults.barrier`` blocks until two deliveries of the same step are inside it: it forces
 the duplicate race. The ``linger`` hook holds a worker process *after* a step applied its
 transition and before its message is acknowledged, when the test set
-``<prefix>:linger[<instance>:<node>]`` to a number of seconds: the window in which a kill
+``<prefix>:linger[<instance>]`` to a number of seconds: the window in which a kill
 makes the redelivery a no-op. Counters live in the test's Redis under ``$TRADEFLOW_KEY_PREFIX:``.
 """
 
@@ -64,10 +64,10 @@ def linger(task_id: str, task: Any, args: tuple[Any, ...] | None = None, **_: An
     """After a step applied and before its message is acked: linger when the test asks for it."""
     if not task.name.startswith("faults.") or not args:
         return
-    instance_id, node = args[0], args[1]
-    seconds = _client().hget(_key("linger"), f"{instance_id}:{node}")
+    instance_id = args[0]
+    seconds = _client().hget(_key("linger"), instance_id)
     if seconds:
-        _client().rpush(_key("lingering"), f"{os.getpid()}:{instance_id}:{node}")
+        _client().rpush(_key("lingering"), f"{os.getpid()}:{instance_id}")
         time.sleep(float(seconds))
 
 

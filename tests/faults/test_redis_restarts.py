@@ -60,19 +60,24 @@ def test_redis_kill9_then_restart_on_its_aof_loses_no_acknowledged_transition(tm
 
 
 def test_redis_restarted_empty_is_detected(tmp_path: Path) -> None:
-    with fault_lab(tmp_path) as lab:
+    """Beat starts only after the loss, so the engine node runs its first tick on the empty
+    Redis: it must still compare with the data set it started on, not adopt the new one."""
+    with fault_lab(tmp_path, beat=False) as lab:
         ids = _start(lab, "empty", 10)
         lab.wait_until(lambda: any(lab.engine.store.activities(i)[-1]["outcome"] == "applied" for i in ids), 60,
                        "a transition applied")
+        lab.wait_until(lambda: lab.log_text().count("ready.") >= 2, 60, "both worker nodes ready")
         assert lab.engine.progress("empty").total == 10
         lab.redis.restart_empty()
         detected_at = time.monotonic()
         with pytest.raises(DataSetLost, match="Redis lost tradeflow's data"):
             lab.engine.progress("empty")
+        lab.start_node("beat")
         lab.wait_until(lambda: "DataSetLost" in lab.log_text() and "CRITICAL" in lab.log_text(), 60,
                        "a worker to log DataSetLost at CRITICAL")
         waited = time.monotonic() - detected_at
         criticals = [line for line in lab.log_text().splitlines() if "CRITICAL" in line]
         assert any("Redis lost tradeflow's data" in line for line in criticals), criticals[:5]
-        print(f"\nscenario 5 (Redis restarted empty): Engine.progress raised DataSetLost at once; workers logged "
-              f"CRITICAL within {waited:.1f}s ({len(criticals)} CRITICAL lines)")
+        print(f"\nscenario 5 (Redis restarted empty): Engine.progress raised DataSetLost at once; the engine node, "
+              f"whose first tick came after the loss, logged CRITICAL {waited:.1f}s after it "
+              f"({len(criticals)} CRITICAL lines)")
