@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _commit() -> str | None:
+    """The checkout's commit, ``+dirty`` when the working tree has changes (figures measure the tree)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=RESULTS.parent, text=True,
+                              capture_output=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def machine(url: str) -> dict[str, Any]:
     """What the figures were measured on, and by which command."""
     try:
@@ -97,7 +107,8 @@ def machine(url: str) -> dict[str, Any]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     return {"machine": platform.platform(), "cpus": os.cpu_count(), "memory_bytes": memory,
             "python": platform.python_version(), "redis": redis_version,
-            "command": "python -m bench " + " ".join(sys.argv[1:]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "command": "python -m bench " + " ".join(sys.argv[1:]), "commit": _commit(),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write(name: str, url: str, figures: dict[str, Any], console: Console) -> Path:
