@@ -22,6 +22,7 @@ MAX_NESTING = 32
 MAX_COMPREHENSION_NESTING = 3
 MAX_STRING_LITERAL_CHARS = 1024
 MAX_ADDITIONS = 32
+MAX_REGEX_WEIGHT = 1000
 
 ROOTS = frozenset({"data", "params", "context", "instance"})
 #: The fields of the read-only ``instance`` root (the step being run: see engine.expressions.Scope).
@@ -115,7 +116,70 @@ def scan(source: str) -> list[Token]:
             raise ExpressionError(
                 f"expression {quote(source)}: more than {MAX_TOKENS} tokens; split the work into a service"
             )
+    _check_regex_patterns(tokens, source)
     return tokens
+
+
+def _check_regex_patterns(tokens: list[Token], source: str) -> None:
+    """``matches`` takes a string literal pattern of bounded size: anything else is a regex bomb.
+
+    Compiling a 30,000-character pattern takes the Rust regex engine seconds, 200,000 minutes,
+    and no budget can interrupt it. A literal is at most ``MAX_STRING_LITERAL_CHARS`` long, but
+    counted repetitions expand it: ``((a{30}){30}){10}`` is 9,000 states, and matching it over
+    100,000 characters takes 10-20 s; at most ``MAX_REGEX_WEIGHT`` (1,000) states match the same
+    text in about 30 ms (matching is linear in the text).
+    """
+    for i, tok in enumerate(tokens):
+        if tok.kind != "ident" or tok.text != "matches" or i + 1 >= len(tokens) or tokens[i + 1].text != "(":
+            continue
+        literal = (i + 3 < len(tokens) and tokens[i + 2].kind == "string" and tokens[i + 3].text == ")"
+                   and i > 0 and tokens[i - 1].text == ".")
+        if not literal:
+            raise ExpressionError(
+                f"expression {quote(source)}: matches() takes one string literal pattern, as in "
+                "text.matches('^[A-Z]{3}$') (a pattern from data could take minutes to compile)"
+            )
+        weight = regex_weight(tokens[i + 2].text)
+        if weight > MAX_REGEX_WEIGHT:
+            raise ExpressionError(
+                f"expression {quote(source)}: the pattern of matches() expands to about {weight} states "
+                f"(at most {MAX_REGEX_WEIGHT}); use smaller counted repetitions such as {{n}}"
+            )
+
+
+_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def regex_weight(pattern: str) -> int:
+    """An upper estimate of the states a regex expands to: atoms count 1, ``{n,m}`` multiplies by m."""
+    stack: list[list[int]] = [[]]  # per open group: the weights of its items
+    pos = 0
+    while pos < len(pattern):
+        char = pattern[pos]
+        repeat = _REPEAT.match(pattern, pos)
+        if repeat and stack[-1]:
+            count = int(repeat.group(2) or repeat.group(1))  # {n}, {n,} and {n,m}: the larger bound
+            stack[-1][-1] *= max(count, 1)
+            pos = repeat.end()
+            continue
+        if char == "\\":
+            pos += 2
+            stack[-1].append(1)
+            continue
+        if char == "[":
+            end = pattern.find("]", pos + 2)
+            pos = len(pattern) if end < 0 else end + 1
+            stack[-1].append(1)
+            continue
+        if char == "(":
+            stack.append([])
+        elif char == ")" and len(stack) > 1:
+            group = stack.pop()
+            stack[-1].append(max(sum(group), 1))
+        elif char not in "|*+?^$":
+            stack[-1].append(1)
+        pos += 1
+    return sum(sum(group) for group in stack)
 
 
 @dataclass
