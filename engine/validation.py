@@ -27,6 +27,7 @@ import argparse
 import difflib
 import functools
 import json
+import math
 import sys
 import types
 import typing
@@ -182,6 +183,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf, which JSON cannot carry back out
+        raise ValueError(f"number {text[:24]} is out of range for a double")
+    return value
+
+
 def _parse(text: str | bytes) -> tuple[Any, list[Problem]]:
     if isinstance(text, bytes | bytearray):
         if len(text) > MAX_DEFINITION_BYTES:
@@ -193,7 +201,8 @@ def _parse(text: str | bytes) -> tuple[Any, list[Problem]]:
     if len(text) > MAX_DEFINITION_BYTES:
         return None, [Problem("", f"the definition is larger than {MAX_DEFINITION_BYTES} bytes")]
     try:
-        document = json.loads(text, object_pairs_hook=_object, parse_constant=_reject_constant)
+        document = json.loads(text, object_pairs_hook=_object, parse_constant=_reject_constant,
+                              parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         return None, [Problem("", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]
     except ValueError as exc:
