@@ -95,6 +95,9 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
                                     wait_for_open=not no_wait, version=version, limit=limit)
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
+    for account_id, reason in started.invalid_accounts.items():
+        err_console.print(f"[red]account {account_id} not started[/red] (invalid in the book): {reason}",
+                          highlight=False)
     console.print(f"run [bold]{started.run}[/bold]: started " +
                   (", ".join(f"{n} {w}" for w, n in started.started.items()) or "nothing") +
                   (f" ({started.already_started} already started)" if started.already_started else ""))

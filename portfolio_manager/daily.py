@@ -35,7 +35,7 @@ from engine.api import Engine, StartItem
 from engine.errors import NotFound
 from engine.validation import load_definition
 from portfolio_manager.book import Account, Region
-from portfolio_manager.errors import AccountNotFound
+from portfolio_manager.errors import AccountNotFound, InvalidBookData
 from portfolio_manager.sources import BookReader
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class RunStarted:
     already_started: int = 0
     skipped_regions: dict[str, str] = field(default_factory=dict)
     unknown_accounts: list[str] = field(default_factory=list)
+    invalid_accounts: dict[str, str] = field(default_factory=dict)
     instance_ids: list[str] = field(default_factory=list)
 
     @property
@@ -151,9 +152,11 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
             result.skipped_regions[region.value] = (
                 f"{exchange} has no session on {run_date} (next: {next_trading_day(run_date, exchange)})")
     by_workflow: dict[str, list[StartItem]] = {WORKFLOWS[r]: [] for r in sorted(open_regions)}
-    for account in book.list_accounts(active_only=True):
+    for account in book.list_accounts(active_only=True, invalid=result.invalid_accounts):
         if account.region in open_regions:
             by_workflow[WORKFLOWS[account.region]].append(_item(result.run, account, run_date, wait_for_open))
+    for account_id, reason in result.invalid_accounts.items():  # one bad record never stops the morning
+        log.error("daily run %s: account %s not started: %s", result.run, account_id, reason)
     if limit is not None:
         by_workflow = _cap(by_workflow, limit)
     _start(engine, result, by_workflow, version)
@@ -186,6 +189,9 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
             account = book.get_account(account_id)
         except AccountNotFound:
             result.unknown_accounts.append(account_id)
+            continue
+        except InvalidBookData as exc:
+            result.invalid_accounts[account_id] = str(exc)
             continue
         by_workflow.setdefault(WORKFLOWS[account.region], []).append(
             _item(result.run, account, run_date, wait_for_open))

@@ -134,8 +134,12 @@ class HttpBook:
         account: Account = self._model(Account, payload, f"account {account_id}")
         return account
 
-    def list_accounts(self, active_only: bool = True) -> list[Account]:
-        """GET /accounts, following ``next_cursor`` page by page; ordered by id."""
+    def list_accounts(self, active_only: bool = True, invalid: dict[str, str] | None = None) -> list[Account]:
+        """GET /accounts, following ``next_cursor`` page by page; ordered by id.
+
+        An invalid account raises InvalidBookData, unless ``invalid`` is given: then it is left
+        out and its id (if it has one) and reason are put there.
+        """
         accounts: list[Account] = []
         cursor: str | None = None
         while True:
@@ -145,7 +149,13 @@ class HttpBook:
             page = self._call("GET", "/accounts", params=params)
             if not isinstance(page, dict) or not isinstance(page.get("accounts"), list):
                 raise InvalidBookData(f"GET /accounts: expected {{'accounts': [...]}}, got {str(page)[:200]}")
-            accounts.extend(self._model(Account, item, "account list") for item in page["accounts"])
+            for item in page["accounts"]:
+                try:
+                    accounts.append(self._model(Account, item, "account list"))
+                except InvalidBookData as exc:
+                    if invalid is None:
+                        raise
+                    invalid[str(item.get("id", "?")) if isinstance(item, dict) else "?"] = str(exc)
             cursor = page.get("next_cursor")
             if not cursor:
                 break

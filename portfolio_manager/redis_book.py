@@ -272,12 +272,20 @@ class RedisBook:
         account: Account = _parse(Account, raw, f"account {account_id}")
         return account
 
-    def list_accounts(self, active_only: bool = True) -> list[Account]:
-        """Every account (active ones only by default), ordered by id; scans in chunks."""
-        accounts = [
-            _parse(Account, raw, f"account {_text(key)}")
-            for key, raw in self.client.hscan_iter(self.keys.accounts, count=2000)
-        ]
+    def list_accounts(self, active_only: bool = True, invalid: dict[str, str] | None = None) -> list[Account]:
+        """Every account (active ones only by default), ordered by id; scans in chunks.
+
+        An account whose stored JSON is invalid raises InvalidBookData, unless ``invalid`` is
+        given: then it is left out and its id and reason are put there.
+        """
+        accounts = []
+        for key, raw in self.client.hscan_iter(self.keys.accounts, count=2000):
+            try:
+                accounts.append(_parse(Account, raw, f"account {_text(key)}"))
+            except InvalidBookData as exc:
+                if invalid is None:
+                    raise
+                invalid[_text(key)] = str(exc)
         if active_only:
             accounts = [a for a in accounts if a.active]
         return sorted(accounts, key=lambda a: a.id)

@@ -30,8 +30,9 @@ class BookReader(Protocol):
         """The account; raises AccountNotFound."""
         ...
 
-    def list_accounts(self, active_only: bool = True) -> list[Account]:
-        """Every account (only active ones by default), ordered by id."""
+    def list_accounts(self, active_only: bool = True, invalid: dict[str, str] | None = None) -> list[Account]:
+        """Every account (only active ones by default), ordered by id; raises InvalidBookData on
+        an invalid one, unless ``invalid`` is given: then it is left out and id -> reason put there."""
         ...
 
     def get_holdings(self, account_id: str, as_of: date, lookback_days: int) -> Holdings:
