@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install test test-unit test-integration test-faults lint demo bench workers flower clean
+.PHONY: help install test test-unit test-integration test-faults chaos chaos-short lint demo bench workers flower clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -29,6 +29,12 @@ test-integration: $(STAMP)  ## tests on a real Redis with real Celery worker pro
 test-faults: $(STAMP)  ## every fault-injection scenario (kills, Redis restarts and outages): several minutes
 	$(BIN)/pytest -q -m faults tests/faults
 
+chaos: $(STAMP)  ## chaos soak: a morning run while workers and Redis are killed (CHAOS_SEED, CHAOS_DURATION=120, CHAOS_ACCOUNTS=2000)
+	$(BIN)/python -m tests.faults.chaos
+
+chaos-short: $(STAMP)  ## the chaos soak's CI variant: 300 accounts, 20 s of chaos, under a minute
+	$(BIN)/python -m tests.faults.chaos --short
+
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 
@@ -41,7 +47,9 @@ bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory; BEN
 workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
 	$(BIN)/tradeflow workers
 
-flower: $(STAMP)  ## Flower on :5555 (basic auth from FLOWER_BASIC_AUTH=user:password)
+flower: $(STAMP)  ## Flower on :5555 behind basic auth (FLOWER_BASIC_AUTH=user:password; FLOWER_NO_AUTH=1 to go without)
+	@if [ -z "$$FLOWER_BASIC_AUTH" ] && [ "$$FLOWER_NO_AUTH" != "1" ]; then \
+	  echo "refusing to start Flower without auth: set FLOWER_BASIC_AUTH=user:password (or FLOWER_NO_AUTH=1)" >&2; exit 2; fi
 	$(BIN)/celery -A engine.worker flower --port=$${FLOWER_PORT:-5555} $${FLOWER_BASIC_AUTH:+--basic-auth=$$FLOWER_BASIC_AUTH}
 
 clean:  ## remove the virtualenv and caches

@@ -152,6 +152,7 @@ def _run(live: SharedFleet, run: str, healthy: int, faulty_modes: list[str]) -> 
     return time.monotonic() - start, good, bad  # type: ignore[return-value]
 
 
+@pytest.mark.slow
 def test_on_real_workers_faulty_instances_fail_alone_and_the_rest_keeps_its_throughput(live: SharedFleet) -> None:
     healthy = 400
     modes = ["raise", "hang", "unknown", "not_transition", "not_json"] * 2

@@ -43,10 +43,11 @@ from engine.messages import MemoryEnqueuer
 from engine.store import RedisStore
 from engine.testing import Driver
 from engine.validation import load_definition
-from portfolio_manager.actions import Services, build_services
+from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions
 from portfolio_manager.proposals import ProposalStatus, ProposalStore, proposal_from_plan, submit_approved
+from tests.faults.exactly_once import assert_exactly_once
 from tests.faults.harness import fault_lab
 from tests.faults.invariants import check_invariants
 from tests.faults.submission_fault_points import POINTS, Killed, faults_key, wrap
@@ -75,21 +76,6 @@ def arm(rng: random.Random, orders: int, point: str | None = None) -> str:
     """A fault point for a submission of ``orders`` orders (chosen by ``rng`` unless given)."""
     point = point or rng.choice(POINTS)
     return point if point == "after_mark" else f"{point}:{rng.randrange(orders)}"
-
-
-def assert_exactly_once(svc: Services, run: str, accounts: list[str]) -> tuple[int, int]:
-    """One brokerage order per approved order, one receipt per key; (accepted, received)."""
-    expected = Counter((p.account_id, o.symbol, o.side, o.quantity)
-                       for p in svc.proposals.get_many(run, accounts) for o in p.orders)
-    brokerage = svc.brokerage.inner  # type: ignore[attr-defined]
-    accepted = brokerage.accepted_orders()
-    assert Counter((r.account_id, r.symbol, r.side.value, r.quantity) for r in accepted) == expected
-    assert len({r.idempotency_key for r in accepted}) == len(accepted) == sum(expected.values())
-    for proposal in svc.proposals.get_many(run, accounts):
-        assert proposal.status is ProposalStatus.SUBMITTED, (proposal.account_id, proposal.status)
-        assert [r["idempotency_key"] for r in proposal.receipts] == \
-            [f"{proposal.submission}:submit:1:{o.index}" for o in proposal.orders]
-    return len(accepted), brokerage.received_count()
 
 
 # --------------------------------------------------------------------------- many seeds, in-process

@@ -1,0 +1,287 @@
+"""The chaos soak: a morning run and its submissions while a controller breaks things at random.
+
+    python -m tests.faults.chaos --seed 7 --duration 120 --accounts 2000    # make chaos
+    python -m tests.faults.chaos --short                                   # make chaos-short (CI, < 60 s)
+
+On a test-owned redis-server (AOF, fsync always) with the production fleets (``engine``
+threads, ``portfolio_manager`` threads, ``order_calc`` prefork, beat), it seeds a book, starts
+the daily rebalance (``start_daily_rebalance``), approves every proposal and submits them
+(``ProposalStore.decide``, ``submit_approved``) as they come, while a seeded controller, for
+``duration`` seconds, picks one fault every 1-4 s: SIGKILL of a whole worker node (restarted
+after 0-3 s), SIGKILL of an ``order_calc`` pool child, Redis ``kill -9`` and restart on the
+same AOF, or SIGSTOP of a node for 1-4 s (its messages are delayed, then it resumes).
+
+Then, with every node up again, the invariant checker asserts: every instance terminal;
+exactly one applied transition per step; run counters consistent with the instances; the
+rebalance failures are only the book's broken accounts; one brokerage order per approved
+order. A step whose sweeper budget ran out while its fleet was down fails with ``Timeout``;
+the soak retries those as an operator would (``tradeflow retry --run``) and counts them.
+The summary is printed and written as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from engine.api import RunProgress
+from engine.errors import NotFound
+from engine.fleet import FleetSpec
+from engine.validation import load_definition
+from portfolio_manager.actions import build_services
+from portfolio_manager.config import PMSettings
+from portfolio_manager.daily import definition_files, start_daily_rebalance
+from portfolio_manager.generator import GeneratorConfig, seed_book
+from portfolio_manager.proposals import ProposalStatus, submit_approved
+from tests.faults.exactly_once import assert_exactly_once
+from tests.faults.harness import REDIS_ERRORS, FaultLab, fault_lab
+from tests.faults.invariants import check_invariants
+
+T = TypeVar("T")
+NODES = {"engine": FleetSpec("engine", "threads", 4), "portfolio_manager": FleetSpec("portfolio_manager", "threads", 8),
+         "order_calc": FleetSpec("order_calc", "prefork", 2)}
+FAULTS = ("kill_node", "kill_child", "restart_redis", "delay_node")
+
+
+@dataclass
+class Settings:
+    """What one soak does."""
+
+    seed: int = 1
+    duration: float = 120.0
+    accounts: int = 2000
+    step_timeout: float = 30.0
+    deadline: float = 600.0
+    out: Path | None = None
+
+
+@dataclass
+class Summary:
+    """What happened: the faults, the instances and the orders."""
+
+    seed: int
+    accounts: int
+    chaos_seconds: float
+    faults: Counter[str] = field(default_factory=Counter)
+    events: list[str] = field(default_factory=list)
+    rebalance: dict[str, int] = field(default_factory=dict)
+    submissions: dict[str, int] = field(default_factory=dict)
+    approved_orders: int = 0
+    accepted_orders: int = 0
+    brokerage_deliveries: int = 0
+    applied: int = 0
+    noops: int = 0
+    sweeper_resends: int = 0
+    operator_retries: int = 0
+    duration_seconds: float = 0.0
+    passed: bool = False
+
+
+def patiently(fn: Callable[..., T], *args: Any, seconds: float = 60.0, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, retried while the lab's Redis is down (it is restarted under our feet)."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except REDIS_ERRORS:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
+class Controller(threading.Thread):
+    """Injects one random fault every 1-4 s until stopped; every node is up again when it returns."""
+
+    def __init__(self, lab: FaultLab, rng: random.Random, summary: Summary, duration: float) -> None:
+        super().__init__(name="chaos", daemon=True)
+        self.lab, self.rng, self.summary, self.duration = lab, rng, summary, duration
+        self.stopped = threading.Event()
+        self.began = time.monotonic()
+
+    def note(self, fault: str, what: str) -> None:
+        self.summary.faults[fault] += 1
+        self.summary.events.append(f"{time.monotonic() - self.began:6.1f}s {what}")
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rng.uniform(1, 4)) and time.monotonic() - self.began < self.duration:
+            fault = self.rng.choice(FAULTS)
+            node = self.rng.choice(sorted(NODES))
+            if fault == "kill_node":
+                self.lab.kill_node(node)
+                self.note(fault, f"SIGKILL node {node}")
+                time.sleep(self.rng.uniform(0, 3))
+                self.lab.start_node(node)
+            elif fault == "kill_child":
+                children = self.lab.node_children("order_calc")
+                if children:
+                    os.kill(self.rng.choice(children), signal.SIGKILL)
+                    self.note(fault, "SIGKILL an order_calc pool child")
+            elif fault == "restart_redis":
+                self.lab.redis.restart()
+                self.note(fault, "Redis kill -9, restarted on its AOF")
+            else:
+                pause = self.rng.uniform(1, 4)
+                pid = self.lab.node_pid(node)
+                os.killpg(pid, signal.SIGSTOP)
+                self.note(fault, f"SIGSTOP node {node} for {pause:.1f}s")
+                time.sleep(pause)
+                os.killpg(pid, signal.SIGCONT)
+        self.summary.chaos_seconds = round(time.monotonic() - self.began, 1)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def publish_short_timeouts(lab: FaultLab, step_timeout: float) -> None:
+    """The production definitions, with every step's timeout at ``step_timeout``, at alias production."""
+    for path in definition_files(PMSettings().definitions_dir):
+        document = json.loads(path.read_text())
+        for node in document["nodes"].values():
+            if node["type"] in ("service", "http"):
+                node["timeout_seconds"] = step_timeout
+        version = lab.engine.publish(load_definition(json.dumps(document), str(path)))
+        lab.engine.store.set_alias(document["name"], "production", version)
+
+
+def _progress_or_none(lab: FaultLab, run: str) -> RunProgress | None:
+    try:
+        return lab.engine.progress(run)
+    except NotFound:
+        return None
+
+
+def _retry_timeouts(lab: FaultLab, run: str, summary: Summary) -> None:
+    failed = [i for i in lab.engine.list(run, ["failed"]) if (i.error or {}).get("type") == "Timeout"]
+    for instance in failed:
+        lab.engine.retry(instance.id, reason="chaos soak: re-run after the fleet came back")
+    summary.operator_retries += len(failed)
+
+
+def soak(settings: Settings, root: Path) -> Summary:
+    """Run one soak in ``root``; raises AssertionError when an invariant breaks."""
+    from portfolio_manager.cli import last_session
+
+    rng = random.Random(settings.seed)
+    summary = Summary(settings.seed, settings.accounts, 0.0)
+    began = time.monotonic()
+    env = {"TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
+           "TRADEFLOW_PM_PREFIX": "chaos:pm:", "TRADEFLOW_TIMER_INTERVAL": "1", "TRADEFLOW_SWEEP_INTERVAL": "2"}
+    with fault_lab(root, dict(NODES), env=env) as lab:
+        client = redis.Redis.from_url(lab.redis.url, socket_timeout=10, socket_connect_timeout=2)
+        svc = build_services(PMSettings(redis_url=lab.redis.url, prefix="chaos:pm:"), client=client)
+        run_date = last_session()
+        seeded = seed_book(svc.book, settings.accounts, settings.seed, run_date, GeneratorConfig())
+        publish_short_timeouts(lab, settings.step_timeout)
+        run = f"chaos-{settings.seed}"
+        controller = Controller(lab, rng, summary, settings.duration)
+        controller.start()
+        patiently(start_daily_rebalance, lab.engine, svc.book, run_date, run=run)
+        submission_run = f"submit-{run}"
+        end = time.monotonic() + settings.deadline
+        while True:  # approve and submit proposals as they come, as a desk would
+            assert time.monotonic() < end, f"not done after {settings.deadline}s\n{lab.logs()}"
+            proposals = patiently(svc.proposals.list, run)
+            proposed = [p.account_id for p in proposals if p.status is ProposalStatus.PROPOSED]
+            if proposed:
+                patiently(svc.proposals.decide, run, proposed, ProposalStatus.APPROVED, by="chaos")
+            waiting = [p.account_id for p in proposals if p.status is not ProposalStatus.SUBMITTED]
+            if waiting:  # approved ones, and submitting ones whose start a Redis restart may have cut short
+                patiently(submit_approved, lab.engine, svc.proposals, run, waiting)
+            rebalance = patiently(lab.engine.progress, run)
+            submissions = patiently(_progress_or_none, lab, submission_run)
+            chaos_over = not controller.is_alive()
+            submitted = not proposals or (submissions is not None and submissions.done)
+            if chaos_over and rebalance.done and submitted and not proposed:
+                if not (rebalance.counts.get("failed") or (submissions and submissions.counts.get("failed"))):
+                    break
+                before = summary.operator_retries
+                _retry_timeouts(lab, run, summary)
+                _retry_timeouts(lab, submission_run, summary)
+                if summary.operator_retries == before:
+                    break  # the failures left are the book's broken accounts (checked below)
+            time.sleep(0.5)
+        controller.stop()
+        ids = lab.engine.store.run_ids(run)
+        broken = set(seeded.missing_price_accounts)
+        rebalance_figures = check_invariants(lab.engine.store, ids, run, expect=None)
+        failed = {i.data["account_id"]: i.error for i in lab.engine.list(run, ["failed"])}
+        assert set(failed) == broken, {a: e for a, e in failed.items() if a not in broken}
+        submit_ids = lab.engine.store.run_ids(submission_run)
+        submit_figures = check_invariants(lab.engine.store, submit_ids, submission_run)
+        accounts = svc.proposals.account_ids(run)
+        summary.approved_orders = sum(len(p.orders) for p in svc.proposals.get_many(run, accounts))
+        summary.accepted_orders, summary.brokerage_deliveries = assert_exactly_once(svc, run, accounts)
+        summary.rebalance = dict(rebalance_figures.statuses)
+        summary.submissions = dict(submit_figures.statuses)
+        for figures in (rebalance_figures, submit_figures):
+            summary.applied += figures.applied
+            summary.noops += figures.noops
+            summary.sweeper_resends += figures.sweeper_resends
+        client.close()
+    summary.duration_seconds = round(time.monotonic() - began, 1)
+    summary.passed = True
+    return summary
+
+
+def render(summary: Summary) -> str:
+    """The summary as a few lines of text."""
+    faults = ", ".join(f"{n} {f}" for f, n in sorted(summary.faults.items())) or "none"
+    return "\n".join([
+        f"chaos soak seed {summary.seed}: {'PASSED' if summary.passed else 'FAILED'} in {summary.duration_seconds} s "
+        f"({summary.chaos_seconds} s of chaos)",
+        f"  faults:        {faults}",
+        f"  rebalance:     {summary.accounts} accounts seeded -> {summary.rebalance}",
+        f"  submissions:   {summary.submissions}",
+        f"  orders:        {summary.approved_orders} approved, {summary.accepted_orders} accepted by the brokerage "
+        f"({summary.brokerage_deliveries} deliveries)",
+        f"  transitions:   {summary.applied} applied, {summary.noops} no-ops, {summary.sweeper_resends} sweeper "
+        f"re-sends, {summary.operator_retries} operator retries",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run one soak, print and write its summary; exit 1 when an invariant broke."""
+    parser = argparse.ArgumentParser(prog="python -m tests.faults.chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "1")))
+    parser.add_argument("--duration", type=float, default=float(os.environ.get("CHAOS_DURATION", "120")),
+                        help="seconds of chaos (default 120)")
+    parser.add_argument("--accounts", type=int, default=int(os.environ.get("CHAOS_ACCOUNTS", "2000")))
+    parser.add_argument("--short", action="store_true", help="the CI variant: 300 accounts, 20 s of chaos")
+    parser.add_argument("--out", type=Path, help="summary JSON (default chaos-<seed>.json in the lab directory)")
+    args = parser.parse_args(argv)
+    settings = Settings(args.seed, args.duration, args.accounts, out=args.out)
+    if args.short:
+        settings = Settings(args.seed, 20.0, 300, step_timeout=8.0, deadline=120.0, out=args.out)
+    root = Path(tempfile.mkdtemp(prefix="tradeflow-chaos-"))
+    out = settings.out or root / f"chaos-{settings.seed}.json"
+    summary = Summary(settings.seed, settings.accounts, 0.0)
+    try:
+        summary = soak(settings, root)
+        code = 0
+    except AssertionError as exc:
+        print(f"invariant broken: {exc}"[:6000], file=sys.stderr)
+        code = 1
+    out.write_text(json.dumps({**asdict(summary), "faults": dict(summary.faults),
+                               "settings": {k: str(v) for k, v in asdict(settings).items()}}, indent=2))
+    print(render(summary))
+    print(f"  summary JSON:  {out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The brokerage side of the invariants: one order per approved order, one receipt per key."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from portfolio_manager.proposals import ProposalStatus
+
+
+def assert_exactly_once(svc: Any, run: str, accounts: list[str]) -> tuple[int, int]:
+    """Every approved order of ``accounts`` in ``run`` reached the brokerage once; (accepted, received).
+
+    ``svc.brokerage`` may be a wrapper with the SimulatedBrokerage as ``inner``.
+    """
+    proposals = svc.proposals.get_many(run, accounts)
+    expected = Counter((p.account_id, o.symbol, o.side, o.quantity) for p in proposals for o in p.orders)
+    brokerage = getattr(svc.brokerage, "inner", svc.brokerage)
+    mine = set(accounts)
+    accepted = [r for r in brokerage.accepted_orders() if r.account_id in mine]
+    assert Counter((r.account_id, r.symbol, r.side.value, r.quantity) for r in accepted) == expected
+    assert len({r.idempotency_key for r in accepted}) == len(accepted) == sum(expected.values())
+    for proposal in proposals:
+        assert proposal.status is ProposalStatus.SUBMITTED, (proposal.account_id, proposal.status)
+        assert [r["idempotency_key"] for r in proposal.receipts] == \
+            [f"{proposal.submission}:submit:1:{o.index}" for o in proposal.orders]
+    received = sum(1 for o in brokerage.received_orders() if o.account_id in mine)
+    return len(accepted), received
