@@ -38,6 +38,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import Exchange, Queue
 
 import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders for the Driver)
 import portfolio_manager.actions as pm_actions
@@ -232,9 +233,10 @@ def _publish_raw(live: SharedFleet, body: bytes, content_type: str) -> str:
     app = live.engine.enqueuer.app  # type: ignore[attr-defined]
     headers = {"lang": "py", "task": "faulty.work", "id": task_id, "root_id": task_id, "parent_id": None,
                "group": None, "retries": 0, "eta": None, "expires": None, "argsrepr": "", "kwargsrepr": ""}
-    with app.producer_or_acquire() as producer:
-        producer.publish(body, exchange="faulty", routing_key="faulty", content_type=content_type,
-                         content_encoding="binary", headers=headers, serializer=None)
+    queue = Queue("faulty", Exchange("faulty", type="direct"), routing_key="faulty")
+    with app.producer_or_acquire() as producer:  # declared: the message waits in the queue for the worker
+        producer.publish(body, exchange=queue.exchange, routing_key="faulty", content_type=content_type,
+                         content_encoding="binary", headers=headers, serializer=None, declare=[queue])
     return task_id
 
 
@@ -247,7 +249,6 @@ def test_pickled_and_unknown_content_type_messages_are_refused_and_the_worker_ke
         "application/x-yaml": f"!!python/object/apply:os.system ['touch {marker}']".encode(),
         "application/x-tradeflow-unknown": b"\x00\x01 whatever",
     }
-    live.wait_until(lambda: "ready" in live.logs(), 60, "the worker to start")
     for content_type, body in messages.items():
         _publish_raw(live, body, content_type)
     refusal = "Refusing to deserialize untrusted content"
