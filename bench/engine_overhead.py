@@ -3,7 +3,14 @@
 Same Redis, same queue (``bench``), same pool and concurrency, in one run:
   1. N bare no-op tasks (each counts itself with one INCR);
   2. N/5 Celery chains of 5 such tasks;
-  3. N/5 engine instances of a workflow of 5 no-op service steps (N steps).
+  3. N/5 engine instances of a workflow of 5 no-op service steps (N steps), one broker message
+     per step (``TRADEFLOW_INLINE_STEPS=0``): the dispatcher's own cost;
+  4. the same with the engine's defaults, where a worker runs the same service's next step
+     itself, without a broker hop.
+
+Every message of 1. and 3./4. is on the queue within a fraction of a second (pipelined), so
+each figure is what the workers can do, not how fast this process publishes; the chains go
+out through ``apply_async`` (N/5 publishes).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -20,7 +29,8 @@ from celery import Celery, chain, signature
 from engine.api import Engine
 from engine.fleet import Fleet, FleetSpec
 from engine.keys import Keys
-from engine.messages import CeleryEnqueuer
+from engine.messages import StepMessage
+from engine.redis_queue import RedisQueueEnqueuer
 from engine.store import RedisStore
 from engine.testing import delete_prefix
 from engine.validation import load_definition
@@ -46,8 +56,37 @@ def _wait_counter(client: redis.Redis, key: str, target: int, timeout: float) ->
     return time.monotonic()
 
 
+def _push_bare(client: redis.Redis, queue: RedisQueueEnqueuer, counter: str, n: int) -> None:
+    """N bare tasks onto the bench queue, pipelined (Celery's own message, as send_task writes it)."""
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        envelope = queue.envelope(StepMessage("bench.bare", "bench", counter, "-", 0, 0))
+        pipe.lpush(envelope.key, envelope.body)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+@contextmanager
+def _fleet(pool: str, concurrency: int, env: dict[str, str], inline_steps: int) -> Iterator[None]:
+    specs = [FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)]
+    with Fleet(specs, beat=False, env={**env, "TRADEFLOW_INLINE_STEPS": str(inline_steps)}):
+        yield
+
+
+def _engine_run(engine: Engine, run: str, n_steps: int) -> tuple[float, int]:
+    """Steps per second of N/5 instances (after one warm-up instance), and how many failed."""
+    engine.start_many("bench-noop", [{}], run=f"{run}-warm")
+    engine.wait_for_run(f"{run}-warm", timeout=60, poll=0.05)
+    t0 = time.monotonic()
+    engine.start_many("bench-noop", [{} for _ in range(n_steps // STEPS)], run=run)
+    progress = engine.wait_for_run(run, timeout=600, poll=0.02)
+    elapsed = time.monotonic() - t0
+    return progress.counts["succeeded"] * STEPS / elapsed, progress.counts["failed"]
+
+
 def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency: int = 2) -> dict[str, Any]:
-    """Run the three measurements and return their figures."""
+    """Run the four measurements and return their figures."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     env = {"TRADEFLOW_REDIS_URL": redis_url, "TRADEFLOW_KEY_PREFIX": prefix,
            "TRADEFLOW_BROKER_PREFIX": f"{prefix}:q:", "TRADEFLOW_EVENTS": "0",
@@ -58,21 +97,19 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
     app.config_from_object("celeryconfig")
     app.conf.update(broker_url=redis_url, task_send_sent_event=False,
                     broker_transport_options={**app.conf.broker_transport_options, "global_keyprefix": f"{prefix}:q:"})
-    engine = Engine(RedisStore(client, Keys(prefix)), CeleryEnqueuer(app))
+    queue = RedisQueueEnqueuer.for_app(app, client)
+    engine = Engine(RedisStore(client, Keys(prefix)), queue)
     engine.publish(load_definition(_definition()))
     results: dict[str, Any] = {"n_steps": n_steps, "pool": pool, "concurrency": concurrency}
-    fleet = Fleet([FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)], beat=False, env=env)
     try:
-        with fleet:
+        with _fleet(pool, concurrency, env, inline_steps=0):
             warm = f"{prefix}:warm"
-            for _ in range(50):
-                app.send_task("bench.bare", args=[warm], queue="bench")
+            _push_bare(client, queue, warm, 50)
             _wait_counter(client, warm, 50, 60)
 
             counter = f"{prefix}:bare"
             t0 = time.monotonic()
-            for _ in range(n_steps):
-                app.send_task("bench.bare", args=[counter], queue="bench")
+            _push_bare(client, queue, counter, n_steps)
             results["bare_tasks_per_s"] = n_steps / (_wait_counter(client, counter, n_steps, 600) - t0)
 
             counter = f"{prefix}:chain"
@@ -82,14 +119,15 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
                 chain(*[link.clone() for _ in range(STEPS)]).apply_async()
             results["chain_steps_per_s"] = n_steps / (_wait_counter(client, counter, n_steps, 600) - t0)
 
-            t0 = time.monotonic()
-            engine.start_many("bench-noop", [{} for _ in range(n_steps // STEPS)], run="bench")
-            progress = engine.wait_for_run("bench", timeout=600, poll=0.05)
-            elapsed = time.monotonic() - t0
-            results["engine_steps_per_s"] = progress.counts["succeeded"] * STEPS / elapsed
-            results["engine_failed"] = progress.counts["failed"]
+            results["engine_message_steps_per_s"], failed = _engine_run(engine, "per-message", n_steps)
+        with _fleet(pool, concurrency, env, inline_steps=16):
+            results["engine_steps_per_s"], failed_inline = _engine_run(engine, "inline", n_steps)
+        results["engine_failed"] = failed + failed_inline
     finally:
         delete_prefix(client, prefix)
-    results["ratio_engine_vs_bare"] = results["engine_steps_per_s"] / results["bare_tasks_per_s"]
-    results["ratio_engine_vs_chain"] = results["engine_steps_per_s"] / results["chain_steps_per_s"]
+    bare, chained = results["bare_tasks_per_s"], results["chain_steps_per_s"]
+    results["ratio_engine_vs_bare"] = results["engine_steps_per_s"] / bare
+    results["ratio_engine_vs_chain"] = results["engine_steps_per_s"] / chained
+    results["ratio_engine_message_vs_bare"] = results["engine_message_steps_per_s"] / bare
+    results["ratio_engine_message_vs_chain"] = results["engine_message_steps_per_s"] / chained
     return results
