@@ -29,6 +29,7 @@ import redis
 from engine.api import RunProgress
 from engine.keys import Keys
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, InstanceStatus
+from engine.store import unpack
 
 SAMPLE = 1000
 TARGET_BYTES_PER_FINISHED = 4096
@@ -115,7 +116,7 @@ def footprint(client: redis.Redis, keys: Keys, ids: list[str]) -> Footprint:
 
 def _activity_label(raw: bytes) -> str:
     try:
-        record = json.loads(raw)
+        record = json.loads(unpack(raw))
     except ValueError:
         return "?"
     return f"{record.get('node', '?')} ({record.get('outcome', 'applied')})"

@@ -34,6 +34,7 @@ from bench.memory import MemoryProbe
 from bench.sandbox import Sandbox
 from engine.api import RunProgress
 from engine.fleet import Fleet, FleetSpec, default_fleets
+from engine.store import decode_activities
 from engine.validation import load_definition
 
 TARGET_ACCOUNTS = 20_000
@@ -196,7 +197,7 @@ def step_timings(sandbox: Sandbox, run: str, sample: int = ACTIVITY_SAMPLE) -> d
     busy: dict[str, list[float]] = collections.defaultdict(list)
     queued: dict[str, list[float]] = collections.defaultdict(list)
     for raw in pipe.execute():
-        records = [json.loads(r) for r in raw]
+        records = decode_activities(raw)
         for previous, record in zip([None, *records], records, strict=False):
             node = str(record.get("node"))
             busy[node].append(record["ended_at"] - record["started_at"])

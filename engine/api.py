@@ -22,7 +22,7 @@ from engine.expressions import Scope
 from engine.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime import Runtime, step_deadline, worker_name
-from engine.store import RedisStore, Update, dumps
+from engine.store import RedisStore, Update, pack
 from engine.validation import validate_input
 
 DEFAULT_RUN = "adhoc"
@@ -122,7 +122,7 @@ class Engine:
         iid = item.instance_id or self.store.new_id()
         fields: dict[str, Any] = {
             "id": iid, "workflow": definition.name, "version": definition.version, "run": run,
-            "seq": 1, "attempt": 1, "data": dumps(item.data), "created_at": repr(now), "updated_at": repr(now),
+            "seq": 1, "attempt": 1, "data": pack(item.data), "created_at": repr(now), "updated_at": repr(now),
             "inflight": "0", "_deadline": None, "_timer": None,
         }
         activity = {"seq": 0, "node": definition.start, "attempt": 1, "outcome": Outcome.STARTED.value,
@@ -135,7 +135,7 @@ class Engine:
             nxt = resolve(definition, definition.start, scope)
         except (InvalidInput, StepFailed) as exc:
             fields.update(status=InstanceStatus.FAILED.value, node=definition.start, finished_at=repr(now),
-                          error=dumps({"node": definition.start, "reason": f"invalid input: {exc}",
+                          error=pack({"node": definition.start, "reason": f"invalid input: {exc}",
                                        "type": type(exc).__name__, "attempt": 0, "at": now}))
             activity.update(outcome=Outcome.FAILED.value, error=str(exc))
             fields["_activity"] = activity
@@ -155,7 +155,7 @@ class Engine:
             assert nxt.status is not None
             fields.update(status=nxt.status.value, finished_at=repr(now))
             if nxt.result is not None:
-                fields["result"] = dumps(nxt.result)
+                fields["result"] = pack(nxt.result)
         return fields, nxt
 
     def _create(self, definition: Definition, run: str, pending: list[tuple[dict[str, Any], Next | None]]) -> list[str]:
@@ -281,7 +281,7 @@ class Engine:
         if context:
             pipe = self.store.client.pipeline(transaction=True)
             for node, data in context.items():
-                pipe.hset(self.store.keys.instance(instance_id), f"c:{node}", dumps(data))
+                pipe.hset(self.store.keys.instance(instance_id), f"c:{node}", pack(data))
             pipe.execute()
             instance = self.get(instance_id)
         self._restart_at(instance, "retry", reason, (InstanceStatus.FAILED,), attempt=1, edited=sorted(context or {}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,43 @@ def _lua(name: str) -> str:
 def dumps(value: Any) -> str:
     """Compact JSON, the only serialisation the store uses."""
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+#: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
+COMPRESS_OVER = 256
+#: Hash fields that hold JSON documents (besides the context entries ``c:<node>``).
+JSON_FIELDS = frozenset({"data", "result", "error"})
+
+
+def pack(value: Any) -> str | bytes:
+    """``value`` as stored: compact JSON, zlib-compressed when long.
+
+    A zlib stream starts with byte 0x78 ("x"), which no JSON text starts with, so
+    :func:`unpack` tells the two apart without a marker.
+    """
+    text = dumps(value)
+    return zlib.compress(text.encode(), 1) if len(text) > COMPRESS_OVER else text
+
+
+def unpack(raw: bytes | str) -> str:
+    """The JSON text of a stored document (compressed or not)."""
+    if isinstance(raw, str):
+        return raw
+    return zlib.decompress(raw).decode() if raw[:1] == b"x" else raw.decode()
+
+
+def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, str]:
+    """An instance hash as read from Redis, with its JSON documents unpacked."""
+    out = {}
+    for key, value in raw.items():
+        name = _s(key)
+        out[name] = unpack(value) if name in JSON_FIELDS or name.startswith("c:") else _s(value)
+    return out
+
+
+def decode_activities(raw: Iterable[bytes | str]) -> list[dict[str, Any]]:
+    """Activity records as read from Redis."""
+    return [json.loads(unpack(record)) for record in raw]
 
 
 @dataclass
@@ -186,7 +224,7 @@ class RedisStore:
             activity, deadline, timer = fields.pop("_activity"), fields.pop("_deadline"), fields.pop("_timer")
             send: Envelope | None = fields.pop("_send", None)
             pipe.hset(self.keys.instance(iid), mapping=fields)
-            pipe.rpush(self.keys.activities(iid), dumps(activity))
+            pipe.rpush(self.keys.activities(iid), pack(activity))
             pipe.sadd(self.keys.run_status(run, fields["status"]), iid)
             if deadline is not None:
                 pipe.zadd(self.keys.deadlines, {iid: deadline})
@@ -218,7 +256,7 @@ class RedisStore:
         raw = self.client.hgetall(self.keys.instance(instance_id))
         if not raw:
             return None
-        return Instance.from_hash({_s(k): _s(v) for k, v in raw.items()})
+        return Instance.from_hash(decode_instance_hash(raw))
 
     def load_many(self, ids: Sequence[str]) -> list[Instance]:
         """The instances that exist among ``ids`` (one pipelined round trip)."""
@@ -228,7 +266,7 @@ class RedisStore:
         out = []
         for raw in pipe.execute():
             if raw:
-                out.append(Instance.from_hash({_s(k): _s(v) for k, v in raw.items()}))
+                out.append(Instance.from_hash(decode_instance_hash(raw)))
         return out
 
     def apply(self, instance_id: str, update: Update) -> Applied:
@@ -239,9 +277,9 @@ class RedisStore:
             "" if u.expected_attempt is None else str(u.expected_attempt),
             ",".join(u.allowed),
             repr(time.time()),
-            dumps(u.activity) if u.activity is not None else "",
+            pack(u.activity) if u.activity is not None else "",
             u.context_node or "",
-            dumps(u.context_data) if u.context_node else "",
+            pack(u.context_data) if u.context_node else "",
             u.node or "",
             "1" if u.bump_seq else "0",
             "" if u.attempt is None else str(u.attempt),
@@ -249,13 +287,13 @@ class RedisStore:
             "" if u.deadline is None else repr(u.deadline),
             "" if u.timer is None else repr(u.timer),
             u.timer_kind,
-            dumps(u.result) if u.result is not None else "",
-            "-" if u.clear_error else (dumps(u.error) if u.error is not None else ""),
+            pack(u.result) if u.result is not None else "",
+            "-" if u.clear_error else (pack(u.error) if u.error is not None else ""),
             str(self.retention_seconds),
             f"{k.prefix}:run:",
             "1" if u.respect_pause else "0",
             "" if u.inflight is None else ("1" if u.inflight else "0"),
-            dumps(u.noop_activity) if u.noop_activity is not None else "",
+            pack(u.noop_activity) if u.noop_activity is not None else "",
             u.send.body if u.send else "",
             "" if u.carrier is None else (u.carrier or "-"),
         ]
@@ -269,7 +307,7 @@ class RedisStore:
 
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's activity records, oldest first."""
-        return [json.loads(a) for a in self.client.lrange(self.keys.activities(instance_id), 0, -1)]
+        return decode_activities(self.client.lrange(self.keys.activities(instance_id), 0, -1))
 
     def ttl(self, instance_id: str) -> int:
         """Seconds until the instance expires; -1 when it has no TTL, -2 when it is gone."""

@@ -10,14 +10,13 @@ figures worth recording (applied, no-ops, retries, sweeper re-sends...).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.model import Instance, InstanceStatus, Outcome
-from engine.store import RedisStore
+from engine.store import RedisStore, decode_activities, decode_instance_hash
 
 TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value}
 
@@ -109,8 +108,7 @@ def read_histories(store: RedisStore, ids: list[str]) -> list[tuple[Instance, li
     out = []
     for raw, acts in zip(flat[::2], flat[1::2], strict=True):
         if raw:
-            instance = Instance.from_hash({k.decode(): v.decode() for k, v in raw.items()})
-            out.append((instance, [json.loads(a) for a in acts]))
+            out.append((Instance.from_hash(decode_instance_hash(raw)), decode_activities(acts)))
     return out
 
 

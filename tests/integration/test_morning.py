@@ -141,9 +141,7 @@ def test_ca_and_us_accounts_get_their_region_rules(morning: Morning, daily: str)
     for workflow, lookback, tlh_min in (("rebalance-ca", 30, 500), ("rebalance-us", 365, 200)):
         instance = seen[workflow]
         assert instance.data["account_id"][:2] == workflow[-2:].upper()
-        fetched = next(a for a in morning.engine.activities(instance.id)
-                       if a.get("node") == "fetch_holdings" and a["outcome"] == "applied")
-        assert fetched["sent"]["lookback_days"] == lookback
+        assert instance.context["fetch_holdings"]["holdings"]["lookback_days"] == lookback
         assert instance.context["fetch_target"]["request"]["parameters"]["tlh_min_loss_value"] == tlh_min
 
 
