@@ -50,6 +50,30 @@ def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
     return now + node.timeout_seconds + DEADLINE_GRACE
 
 
+def carrier_died(carrier: str | None, message: str) -> bool:
+    """True when ``carrier`` ("message@host:pid") is ``message`` and its process is known to be gone.
+
+    A carrier on this host is checked (a signal 0 to its pid); one on another host cannot be,
+    and counts as gone: its redelivery then runs the step it carried, at the cost of running
+    it twice if that worker was only slow (the compare-and-set keeps one transition).
+    """
+    if not carrier:
+        return False
+    carried, _, where = carrier.partition("@")
+    if carried != message:
+        return False
+    host, _, pid = where.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
@@ -83,6 +107,8 @@ class Runtime:
         self.clock = clock
         self.inline_steps = inline_steps
         self.inline_seconds = inline_seconds
+        #: host:pid of this process, recorded as the carrier of the steps it runs inline.
+        self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
         self.epoch = epoch
 
@@ -166,10 +192,10 @@ class Runtime:
             self.check_data_set()
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
             return StepReport("missing")
-        carrier = f"{node_name}:{seq}:{attempt}"
+        carrier = f"{node_name}:{seq}:{attempt}@{self.process}"
         if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
-            taking_over = (inline is not None and instance.carrier == carrier
-                           and instance.status is InstanceStatus.RUNNING)
+            taking_over = (inline is not None and instance.status is InstanceStatus.RUNNING
+                           and carrier_died(instance.carrier, f"{node_name}:{seq}:{attempt}"))
             self._noop(instance_id, node_name, seq, attempt, started,
                        f"stale delivery: instance is at seq {instance.seq} ({instance.status.value})"
                        + ("; its worker died carrying it inline: running that step now" if taking_over else ""))

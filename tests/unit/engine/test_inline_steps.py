@@ -8,6 +8,9 @@ message that carried the chain.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from engine.clock import ManualClock
 from engine.keys import Keys
 from engine.messages import MemoryEnqueuer
 from engine.model import InstanceStatus, Outcome
+from engine.runtime import carrier_died
 from engine.service import ActionRegistry, Transition, action
 from engine.store import RedisStore
 from engine.testing import Driver
@@ -124,10 +128,18 @@ def test_a_pause_stops_the_chain_at_the_next_boundary(engine: Engine) -> None:
     assert applied_per_seq(engine, iid) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def test_a_redelivery_takes_over_the_chain_of_a_worker_that_died(engine: Engine) -> None:
     driver = Driver(engine, ACTIONS, inline=True)
     iid = engine.start("chain", {})
     first = engine.enqueuer.messages[0][0]
+    this_process = engine.runtime.process
+    engine.runtime.process = f"{socket.gethostname()}:{_dead_pid()}"  # the worker that is about to die
 
     def die() -> None:
         raise WorkerDied
@@ -137,7 +149,8 @@ def test_a_redelivery_takes_over_the_chain_of_a_worker_that_died(engine: Engine)
         driver.step()  # a and b applied; the worker died inside c
     assert not engine.enqueuer.messages  # c had no message of its own: only the sweeper would find it...
     instance = engine.get(iid)
-    assert (instance.node, instance.seq, instance.carrier) == ("c", 3, "a:1:1")
+    assert (instance.node, instance.seq) == ("c", 3) and instance.carrier == f"a:1:1@{engine.runtime.process}"
+    engine.runtime.process = this_process
     driver.deliver(first)  # ... but the broker redelivers a's unacknowledged message at once
     driver.run_until_idle()
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED
@@ -147,3 +160,25 @@ def test_a_redelivery_takes_over_the_chain_of_a_worker_that_died(engine: Engine)
     driver.deliver(first)  # a later duplicate of it finds no chain to take over
     assert applied_per_seq(engine, iid) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
     assert CALLS.count("c") == 2 and CALLS.count("d") == 1
+
+
+def test_a_duplicate_of_the_carrier_leaves_a_living_carrier_alone(engine: Engine) -> None:
+    driver = Driver(engine, ACTIONS, inline=True)
+    iid = engine.start("chain", {})
+    first = engine.enqueuer.messages[0][0]
+    duplicates: list[Any] = []
+    BEHAVIOUR["c"] = lambda: duplicates.append(driver.deliver(first))  # delivered again while c runs
+    driver.run_until_idle()
+    assert [d.outcome for d in duplicates] == [Outcome.NOOP]  # its carrier (this process) lives: no second c
+    assert CALLS.count("c") == 1
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    assert applied_per_seq(engine, iid) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+
+
+def test_carrier_died_reads_host_and_pid() -> None:
+    here = socket.gethostname()
+    assert not carrier_died(None, "a:1:1")
+    assert not carrier_died(f"a:1:1@{here}:{os.getpid()}", "a:1:1")  # alive
+    assert not carrier_died(f"a:1:1@{here}:{_dead_pid()}", "b:2:1")  # another message's chain
+    assert carrier_died(f"a:1:1@{here}:{_dead_pid()}", "a:1:1")
+    assert carrier_died("a:1:1@some-other-host:12", "a:1:1")  # cannot tell: the redelivery takes over
