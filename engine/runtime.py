@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -331,24 +332,36 @@ class Runtime:
 
     # -- timers and the sweeper --------------------------------------------------------------
 
-    def tick(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
-        """Move on every instance whose wait or retry backoff is due. Returns how many."""
+    def tick(self, limit: int = 500, lease_seconds: float = 60.0, budget_seconds: float = 0.8) -> int:
+        """Move on every instance whose wait or retry backoff is due. Returns how many.
+
+        Claims up to ``limit`` due timers at a time, reads them in one round trip, and goes on
+        claiming while batches come back full, for up to ``budget_seconds`` (a morning's worth
+        of waits ending at the open is woken in a few ticks, not one batch per beat).
+        """
         self.check_data_set()
-        now = self.clock()
         moved = 0
-        for instance_id, _due in self.store.claim_due_timers(now, limit, lease_seconds):
-            instance = self.store.load(instance_id)
-            if instance is None or instance.timer is None:
-                self.store.client.zrem(self.store.keys.timers, instance_id)
-                continue
-            definition = self.store.definition(instance.workflow, instance.version)
-            if instance.timer == "wake" and instance.status is InstanceStatus.WAITING:
-                moved += self._wake(instance, definition, now)
-            elif instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
-                moved += self._resend(instance, definition, now, instance.attempt, activity=None)
-            else:
-                self.store.client.zrem(self.store.keys.timers, instance_id)
-        return moved
+        until = time.monotonic() + budget_seconds
+        while True:
+            now = self.clock()
+            claimed = [iid for iid, _due in self.store.claim_due_timers(now, limit, lease_seconds)]
+            loaded = {instance.id: instance for instance in self.store.load_many(claimed)}
+            for instance_id in claimed:
+                moved += self._move_on(loaded.get(instance_id), instance_id, now)
+            if len(claimed) < limit or time.monotonic() > until:
+                return moved
+
+    def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
+        if instance is None or instance.timer is None:
+            self.store.client.zrem(self.store.keys.timers, instance_id)
+            return 0
+        definition = self.store.definition(instance.workflow, instance.version)
+        if instance.timer == "wake" and instance.status is InstanceStatus.WAITING:
+            return self._wake(instance, definition, now)
+        if instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
+            return self._resend(instance, definition, now, instance.attempt, activity=None)
+        self.store.client.zrem(self.store.keys.timers, instance_id)
+        return 0
 
     def _wake(self, instance: Instance, definition: Definition, now: float) -> int:
         node = definition.nodes[instance.node]

@@ -405,3 +405,12 @@ def test_step_for_an_expired_instance_is_dropped_when_the_data_set_is_intact(eng
     any_redis.delete(engine.store.keys.instance(iid), engine.store.keys.activities(iid))  # expired
     report = driver.step()
     assert report is not None and report.outcome == "missing"
+
+
+def test_one_tick_wakes_every_due_wait_in_batches(engine: Engine, clock: ManualClock) -> None:
+    ids = engine.start_many("wait-flow", [{} for _ in range(5)])
+    assert engine.runtime.tick(limit=2) == 0  # not due yet
+    clock.advance(91 * 60)
+    assert engine.runtime.tick(limit=2) == 5  # three claims of at most 2, in one tick
+    assert all(engine.get(i).status is InstanceStatus.RUNNING for i in ids)
+    assert len(engine.enqueuer.messages) == 5 and engine.runtime.tick(limit=2) == 0
