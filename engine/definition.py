@@ -126,6 +126,10 @@ class Definition(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict, description="Constants a version may tweak.")
     record: RecordLevel = RecordLevel.FULL
     retention_days: float | None = Field(None, gt=0, le=3650, description="TTL of finished instances.")
+    drop_on_success: list[Annotated[str, Field(pattern=NODE_PATTERN)]] = Field(
+        default_factory=list, max_length=500,
+        description="Nodes whose context entries are deleted when an instance succeeds (big intermediate "
+                    "documents; a failed instance keeps them for inspection and retry).")
     start: str
     nodes: dict[Annotated[str, Field(pattern=NODE_PATTERN)], Node] = Field(min_length=1, max_length=500)
 

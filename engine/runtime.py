@@ -144,7 +144,8 @@ class Runtime:
         if nxt.kind is NextKind.WAIT:
             return {"node": nxt.node, "status": InstanceStatus.WAITING, "inflight": False,
                     "timer": nxt.wake_at, "timer_kind": "wake"}
-        return {"node": nxt.node, "status": nxt.status, "result": nxt.result, "inflight": False}
+        return {"node": nxt.node, "status": nxt.status, "result": nxt.result, "inflight": False,
+                "drop_on_success": definition.drop_on_success}
 
     def message(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int) -> StepMessage:
         """The message that runs step ``node_name`` of an instance at ``seq``."""

@@ -100,6 +100,8 @@ class Update:
     inflight: bool | None = None
     #: The next step's broker message, pushed by the same script if the instance is running after.
     send: Envelope | None = None
+    #: Context entries (node names) deleted if the instance ends ``succeeded`` by this update.
+    drop_on_success: Sequence[str] = ()
     #: The message whose worker runs the next step inline ("node:seq:attempt"; "" clears, None keeps).
     carrier: str | None = None
 
@@ -296,6 +298,7 @@ class RedisStore:
             pack(u.noop_activity) if u.noop_activity is not None else "",
             u.send.body if u.send else "",
             "" if u.carrier is None else (u.carrier or "-"),
+            ",".join(u.drop_on_success),
         ]
         instance_key = k.instance(instance_id)
         reply = [_s(x) for x in self._apply(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,

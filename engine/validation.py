@@ -362,6 +362,12 @@ def _check_document(document: dict[str, Any]) -> list[Problem]:
     if not isinstance(nodes, dict):
         return []
     problems = _check_graph(document.get("start"), nodes)
+    dropped = document.get("drop_on_success")
+    if isinstance(dropped, list):
+        problems.extend(
+            Problem(f"/drop_on_success/{i}", f"unknown node {name!r}{_did_you_mean(name, nodes)}")
+            for i, name in enumerate(dropped) if isinstance(name, str) and name not in nodes
+        )
     parameters = document.get("parameters", {})
     problems.extend(_check_expressions(nodes, parameters if isinstance(parameters, dict) else None))
     initial_data = document.get("initial_data")

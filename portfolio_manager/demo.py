@@ -4,7 +4,7 @@
 2. A synthetic book of ``count`` accounts (seeded, ~2% broken on purpose) as of the most
    recent day both the TSX and the NYSE traded, with its open already past -- so the
    workflows' wait for the open is over at once and the demo never sits for hours.
-3. The worker fleets: ``engine`` (threads), ``portfolio_manager`` (threads),
+3. The worker fleets: ``engine`` (threads), ``portfolio_manager`` (prefork),
    ``order_calc`` (prefork), and beat for timers and the sweeper.
 4. The daily run with a live progress bar, then a summary: accounts succeeded / failed (with
    reasons grouped), orders proposed, TLH harvests by region, elapsed time, steps per second,

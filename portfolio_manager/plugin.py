@@ -20,9 +20,12 @@ from typing import Any
 
 from engine.expression_functions import register_function
 
-#: Queues of the portfolio manager's services, with the pool that suits them: IO-bound
-#: (book, proposals, brokerage: waits on Redis or HTTP) on threads, CPU-bound on prefork.
-PM_FLEET = ("portfolio_manager", "threads", 16)
+#: Queues of the portfolio manager's services, with the pool that suits them. The portfolio
+#: manager's steps are short (a Redis book, proposals, the brokerage) but their Python
+#: (validation, Celery, the engine) is CPU: one threaded process holds one core by its GIL, so
+#: it runs as 4 prefork processes (10,000 accounts: 76 s against 84.5 s as 16 threads, see
+#: BENCHMARKS.md). A book behind slow HTTP wants more: ``tradeflow workers --fleet``.
+PM_FLEET = ("portfolio_manager", "prefork", 4)
 ORDER_CALC_FLEET = ("order_calc", "prefork", 2)
 
 

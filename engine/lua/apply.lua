@@ -14,6 +14,7 @@
 -- 22 next step's broker message ('' = none): pushed onto KEYS[5] if the instance is running after
 --    the update, so the transition and the message that continues it land together or not at all
 -- 23 carrier: the message whose worker runs the next step inline ('' = keep, '-' = clear)
+-- 24 context entries (comma list of node names) deleted if the instance ends 'succeeded'
 --
 -- Returns {'applied', final_status, seq} or {'stale', current_seq, current_status}
 -- or {'missing'}.
@@ -92,6 +93,9 @@ elseif ARGV[20] ~= '' then
   redis.call('HSET', inst, 'inflight', ARGV[20])
 end
 
+if final == 'succeeded' and ARGV[24] ~= '' then
+  for node in string.gmatch(ARGV[24], '[^,]+') do redis.call('HDEL', inst, 'c:' .. node) end
+end
 if terminal then
   redis.call('HSET', inst, 'finished_at', now)
   local ttl = tonumber(ARGV[17])

@@ -14,7 +14,7 @@ import redis
 
 from engine.api import Engine, StartItem
 from engine.clock import ManualClock
-from engine.errors import ActionFailed, DataSetLost, InvalidState
+from engine.errors import ActionFailed, DataSetLost, DefinitionError, InvalidState
 from engine.keys import Keys
 from engine.messages import MemoryEnqueuer
 from engine.model import InstanceStatus, Outcome
@@ -414,3 +414,27 @@ def test_one_tick_wakes_every_due_wait_in_batches(engine: Engine, clock: ManualC
     assert engine.runtime.tick(limit=2) == 5  # three claims of at most 2, in one tick
     assert all(engine.get(i).status is InstanceStatus.RUNNING for i in ids)
     assert len(engine.enqueuer.messages) == 5 and engine.runtime.tick(limit=2) == 0
+
+
+def test_drop_on_success_deletes_big_context_entries_of_succeeded_instances_only(engine: Engine,
+                                                                               driver: Driver) -> None:
+    nodes = {**FLOW["nodes"],  # a second fetch, of data.second: "bad" fails the instance after the first
+             "record": {"type": "service", "service": "svc", "action": "fetch", "input": {"account": "data.second"},
+                        "transitions": {"ok": "done"}},
+             "done": {"type": "terminal", "status": "succeeded", "result": {"value": "context.fetch.value"}}}
+    body = {**FLOW, "name": "lean-flow", "nodes": nodes, "drop_on_success": ["fetch"],
+            "initial_data": {"type": "object"}}
+    engine.publish(load_definition(json.dumps(body)))
+    ok = engine.start("lean-flow", {"account": "ABCD", "second": "EFGH"})
+    bad = engine.start("lean-flow", {"account": "ABCD", "second": "bad"})
+    driver.run_until_idle()
+    succeeded, failed = engine.get(ok), engine.get(bad)
+    assert succeeded.status is InstanceStatus.SUCCEEDED and failed.status is InstanceStatus.FAILED
+    assert "fetch" not in succeeded.context and "record" in succeeded.context
+    assert succeeded.result == {"value": 40}  # computed from the context before the drop
+    assert "fetch" in failed.context  # kept for inspection and retry
+
+
+def test_drop_on_success_names_must_be_nodes() -> None:
+    with pytest.raises(DefinitionError, match=r"/drop_on_success/1: unknown node 'fetchh'"):
+        load_definition(json.dumps({**FLOW, "drop_on_success": ["record", "fetchh"]}))

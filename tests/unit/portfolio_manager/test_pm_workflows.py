@@ -16,7 +16,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders)
+import order_calc.actions  # registers order_calc.plan_orders
 import portfolio_manager.actions as pm_actions
 from engine.api import Engine
 from engine.clock import ManualClock
@@ -92,14 +92,21 @@ def test_the_daily_run_proposes_for_healthy_accounts_and_fails_broken_ones_with_
 
 
 def test_ca_and_us_accounts_get_their_region_rules(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    lookbacks: dict[str, int] = {}  # fetch_holdings records metadata only: watch the book's calls instead
-    get_holdings = world.svc.book.get_holdings
+    # A succeeded rebalance drops the fetched documents (drop_on_success): watch the calls instead.
+    lookbacks: dict[str, int] = {}
+    requests: dict[str, dict[str, Any]] = {}
+    get_holdings, calculate = world.svc.book.get_holdings, order_calc.actions.calculate
 
     def watched(account_id: str, as_of: Any, lookback_days: int) -> Any:
         lookbacks[account_id] = lookback_days
         return get_holdings(account_id, as_of, lookback_days)
 
+    def calculated(request: dict[str, Any]) -> Any:
+        requests[request["account"]["id"]] = request
+        return calculate(request)
+
     monkeypatch.setattr(world.svc.book, "get_holdings", watched)
+    monkeypatch.setattr(order_calc.actions, "calculate", calculated)
     started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
     world.driver.run_until_idle()
     by_region: dict[str, Any] = {}
@@ -110,7 +117,8 @@ def test_ca_and_us_accounts_get_their_region_rules(world: World, monkeypatch: py
     assert ca.data["account_id"].startswith("CA-") and us.data["account_id"].startswith("US-")
     assert lookbacks[ca.data["account_id"]] == 30
     assert lookbacks[us.data["account_id"]] == 365
-    ca_request, us_request = (i.context["fetch_target"]["request"] for i in (ca, us))
+    assert "fetch_target" not in ca.context and "fetch_holdings" not in ca.context  # dropped on success
+    ca_request, us_request = (requests[i.data["account_id"]] for i in (ca, us))
     assert ca_request["parameters"]["tlh_min_loss_value"] == 500
     assert us_request["parameters"]["tlh_min_loss_value"] == 200
     assert ca_request["account"]["region"] == "CA" and us_request["account"]["region"] == "US"
@@ -236,6 +244,7 @@ def test_a_closed_account_enqueued_on_demand_fails_with_the_reason(world: World)
 
 def test_a_deposit_is_invested_with_the_same_actions_buys_only(world: World) -> None:
     account = next(a for a in world.svc.book.list_accounts() if a.id not in world.seeded.missing_price_accounts)
+    cash = world.svc.book.get_holdings(account.id, RUN_DATE, 0).cash
     iid = world.engine.start("invest-deposit", {"account_id": account.id, "as_of": RUN_DATE.isoformat(),
                                                 "amount": 25_000.0}, run="deposits")
     world.driver.run_until_idle()
@@ -243,7 +252,7 @@ def test_a_deposit_is_invested_with_the_same_actions_buys_only(world: World) -> 
     assert instance.status is InstanceStatus.SUCCEEDED and instance.result["outcome"] == "proposed"
     proposal = world.svc.proposals.get("deposits", account.id)
     assert proposal.orders and {(o.side, o.reason) for o in proposal.orders} == {("BUY", "CASH_INVEST")}
-    assert 24_000 < proposal.buy_value <= 25_000 + instance.context["fetch_holdings"]["holdings"]["cash"]
+    assert 24_000 < proposal.buy_value <= 25_000 + cash
 
 
 def test_a_new_version_with_a_tweaked_threshold_runs_beside_the_old_one(world: World) -> None:
