@@ -24,9 +24,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from celery import Celery, chain, signature
+from celery import chain, signature
 
 from engine.api import Engine
+from engine.app import sender_app
 from engine.fleet import Fleet, FleetSpec
 from engine.keys import Keys
 from engine.messages import StepMessage
@@ -93,10 +94,7 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
            "TRADEFLOW_SERVICE_MODULES": "engine.samples.actions,bench.tasks"}
     os.environ.update(env)
     client = redis.Redis.from_url(redis_url)
-    app = Celery("bench", set_as_current=False)
-    app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=redis_url, task_send_sent_event=False,
-                    broker_transport_options={**app.conf.broker_transport_options, "global_keyprefix": f"{prefix}:q:"})
+    app = sender_app(redis_url, f"{prefix}:q:", "bench")
     queue = RedisQueueEnqueuer.for_app(app, client)
     engine = Engine(RedisStore(client, Keys(prefix)), queue)
     engine.publish(load_definition(_definition()))

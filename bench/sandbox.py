@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import redis
-from celery import Celery
 
 from engine.api import Engine
+from engine.app import sender_app
 from engine.keys import Keys
 from engine.messages import CeleryEnqueuer
 from engine.store import RedisStore
@@ -43,7 +43,8 @@ class Sandbox:
         self.client = redis.Redis.from_url(self.redis_url)
         self.keys = Keys(self.prefix)
         self.store = RedisStore(self.client, self.keys, int(RETENTION_DAYS * 86400))
-        self.engine = Engine(self.store, CeleryEnqueuer(self._sender_app()))
+        app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
+        self.engine = Engine(self.store, CeleryEnqueuer(app))
 
     @property
     def pm_prefix(self) -> str:
@@ -75,13 +76,6 @@ class Sandbox:
         from portfolio_manager.config import PMSettings
 
         return build_services(PMSettings(redis_url=self.redis_url, prefix=self.pm_prefix), self.client)
-
-    def _sender_app(self) -> Celery:
-        app = Celery("tradeflow-bench", set_as_current=False)
-        app.config_from_object("celeryconfig")
-        options = {**(app.conf.broker_transport_options or {}), "global_keyprefix": self.broker_prefix}
-        app.conf.update(broker_url=self.redis_url, broker_transport_options=options, task_send_sent_event=False)
-        return app
 
     def close(self) -> None:
         """Delete every key of the sandbox."""

@@ -33,6 +33,21 @@ def redis_client(url: str) -> redis.Redis:
                                 retry_on_timeout=True)
 
 
+def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-sender") -> Celery:
+    """A Celery app that only sends, configured like the workers, on ``broker_url`` under ``broker_prefix``.
+
+    For tests and benchmarks that run a deployment of their own on a shared Redis: its queues
+    live under the broker key prefix its workers were given (``TRADEFLOW_BROKER_PREFIX``).
+    """
+    app = Celery(name, set_as_current=False)
+    app.config_from_object("celeryconfig")
+    options = dict(app.conf.broker_transport_options or {})
+    if broker_prefix:
+        options["global_keyprefix"] = broker_prefix
+    app.conf.update(broker_url=broker_url, broker_transport_options=options, task_send_sent_event=False)
+    return app
+
+
 def make_store(settings: Settings, url: str | None = None) -> RedisStore:
     """The store described by ``settings`` (on ``url`` when given)."""
     client = redis_client(url or resolve_redis_url(settings))

@@ -18,6 +18,7 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
+from engine.app import sender_app as engine_sender_app
 from engine.fleet import Fleet, FleetSpec
 from engine.keys import Keys
 from engine.messages import CeleryEnqueuer
@@ -75,13 +76,8 @@ def fleet_env(redis_url: str, prefix: str) -> dict[str, str]:
 
 
 def sender_app(redis_url: str, prefix: str) -> Celery:
-    """A Celery app that only sends, configured like the fleet."""
-    app = Celery("tradeflow-test", set_as_current=False)
-    app.config_from_object("celeryconfig")
-    options = dict(app.conf.broker_transport_options or {})
-    options["global_keyprefix"] = f"{prefix}:q:"
-    app.conf.update(broker_url=redis_url, broker_transport_options=options, task_send_sent_event=False)
-    return app
+    """A Celery app that only sends, configured like the fleet (its queues under ``<prefix>:q:``)."""
+    return engine_sender_app(redis_url, f"{prefix}:q:", "tradeflow-test")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
-from engine.app import enqueuer_for
+from engine.app import enqueuer_for, sender_app
 from engine.keys import Keys
 from engine.messages import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, StepMessage
 from engine.model import InstanceStatus
@@ -44,11 +44,7 @@ def _shape(value: Any) -> Any:
 
 @pytest.fixture
 def celery_app(redis_url: str, key_prefix: str) -> Celery:
-    app = Celery("rq-test", set_as_current=False)
-    app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=redis_url, task_send_sent_event=False, broker_transport_options={
-        **app.conf.broker_transport_options, "global_keyprefix": f"{key_prefix}:q:"})
-    return app
+    return sender_app(redis_url, f"{key_prefix}:q:", "rq-test")
 
 
 @pytest.mark.parametrize("priority", [PRIORITY_CONTINUE, PRIORITY_START])
