@@ -10,7 +10,7 @@ import os
 from celery.schedules import crontab  # noqa: F401  (kept for schedules added by plugins)
 
 from engine.config import Settings
-from engine.embedded import resolve_redis_url
+from engine.ops.embedded import resolve_redis_url
 
 _settings = Settings.from_env()
 
@@ -55,7 +55,7 @@ if os.environ.get("TRADEFLOW_BROKER_PREFIX"):
     # Keeps the queues of one deployment (or one test) apart on a shared Redis.
     broker_transport_options["global_keyprefix"] = os.environ["TRADEFLOW_BROKER_PREFIX"]
 
-task_routes = ("engine.routing.route_by_service",)
+task_routes = ("engine.runtime.routing.route_by_service",)
 task_default_queue = "engine"
 task_create_missing_queues = True
 

@@ -25,8 +25,8 @@ from rich.table import Table
 
 from bench import engine_overhead, morning
 from engine.config import Settings
-from engine.embedded import resolve_redis_url
-from engine.fleet import FleetSpec, default_fleets
+from engine.ops.embedded import resolve_redis_url
+from engine.ops.fleet import FleetSpec, default_fleets
 
 BENCHMARKS = ("engine", "morning", "memory")
 RESULTS = Path(__file__).parent / "results"

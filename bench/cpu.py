@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from engine.fleet import Fleet
+from engine.ops.fleet import Fleet
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

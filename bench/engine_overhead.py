@@ -28,13 +28,13 @@ from celery import chain, signature
 
 from engine.api import Engine
 from engine.app import sender_app
-from engine.fleet import Fleet, FleetSpec
-from engine.keys import Keys
-from engine.messages import StepMessage
-from engine.redis_queue import RedisQueueEnqueuer
-from engine.store import RedisStore
+from engine.definitions.validation import load_definition
+from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.messages import StepMessage
+from engine.runtime.redis_queue import RedisQueueEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
-from engine.validation import load_definition
 
 STEPS = 5
 

@@ -27,9 +27,9 @@ from typing import Any
 import redis
 
 from engine.api import RunProgress
-from engine.keys import Keys
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, InstanceStatus
-from engine.store import unpack
+from engine.store.keys import Keys
+from engine.store.redis_store import unpack
 
 SAMPLE = 1000
 TARGET_BYTES_PER_FINISHED = 4096

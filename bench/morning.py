@@ -33,9 +33,9 @@ from bench.cpu import CpuMeter
 from bench.memory import MemoryProbe
 from bench.sandbox import Sandbox
 from engine.api import RunProgress
-from engine.fleet import Fleet, FleetSpec, default_fleets
-from engine.store import decode_activities
-from engine.validation import load_definition
+from engine.definitions.validation import load_definition
+from engine.ops.fleet import Fleet, FleetSpec, default_fleets
+from engine.store.redis_store import decode_activities
 
 TARGET_ACCOUNTS = 20_000
 TARGET_SECONDS = 120.0

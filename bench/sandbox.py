@@ -18,9 +18,9 @@ import redis
 
 from engine.api import Engine
 from engine.app import sender_app
-from engine.keys import Keys
-from engine.messages import CeleryEnqueuer
-from engine.store import RedisStore
+from engine.runtime.messages import CeleryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
 
 if TYPE_CHECKING:

@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definition import Definition, HttpNode, ServiceNode, WaitNode
-from engine.dispatcher import Next, NextKind, resolve, wake_time
+from engine.definitions.model import Definition, HttpNode, ServiceNode, WaitNode
+from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, StepFailed
-from engine.expressions import Scope
-from engine.messages import PRIORITY_START, Enqueuer, StepMessage
+from engine.expressions.cel import Scope
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
-from engine.runtime import Runtime, step_deadline, worker_name
-from engine.store import RedisStore, Update, pack
-from engine.validation import validate_input
+from engine.runtime.dispatcher import Next, NextKind, resolve, wake_time
+from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
+from engine.runtime.runner import Runtime, step_deadline, worker_name
+from engine.store.redis_store import RedisStore, Update, pack
 
 DEFAULT_RUN = "adhoc"
 

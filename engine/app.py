@@ -17,14 +17,14 @@ from celery import Celery
 from engine.api import Engine
 from engine.clock import make_clock
 from engine.config import Settings
-from engine.embedded import resolve_redis_url
-from engine.keys import Keys
-from engine.messages import CeleryEnqueuer, Enqueuer
-from engine.redis_queue import RedisQueueEnqueuer
-from engine.runtime import Runtime
+from engine.ops.embedded import resolve_redis_url
+from engine.runtime.messages import CeleryEnqueuer, Enqueuer
+from engine.runtime.redis_queue import RedisQueueEnqueuer
+from engine.runtime.runner import Runtime
+from engine.runtime.tasks import bind_tasks
 from engine.service import registry
-from engine.store import RedisStore
-from engine.tasks import bind_tasks
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 
 
 def redis_client(url: str) -> redis.Redis:

@@ -84,7 +84,7 @@ def definitions() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def definitions_validate(files: tuple[Path, ...]) -> None:
     """Check definition FILES; print every problem as FILE: /json/pointer: message (exit 1)."""
-    from engine.validation import validate_file
+    from engine.definitions.validation import validate_file
 
     _load_plugins_only()
     failed = False
@@ -107,7 +107,7 @@ def definitions_validate(files: tuple[Path, ...]) -> None:
 @click.option("--alias", help="Also point this alias (e.g. production) at the published version.")
 def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
     """Validate and publish FILES as new immutable versions (same content: same version)."""
-    from engine.validation import validate_file
+    from engine.definitions.validation import validate_file
 
     engine = _engine()
     for path in files:
@@ -137,7 +137,7 @@ def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
     engine = _engine()
     definition = engine.definition(name, ref)
     if mermaid:
-        from engine.diagram import to_mermaid
+        from engine.definitions.diagram import to_mermaid
 
         click.echo(to_mermaid(definition))
     else:
@@ -323,7 +323,7 @@ def archive() -> None:
 @click.option("--to", "target", required=True, help="A directory, or s3://bucket/prefix (needs boto3).")
 def archive_write(runs_: tuple[str, ...], target: str) -> None:
     """Write finished instances and their activities to TARGET."""
-    from engine.archive import archive_runs
+    from engine.ops.archive import archive_runs
 
     engine = _engine()
     written = archive_runs(engine, list(runs_) or engine.runs(limit=10_000), target)
@@ -336,7 +336,7 @@ def archive_write(runs_: tuple[str, ...], target: str) -> None:
 @click.argument("instance_id")
 def archive_show(path: str, instance_id: str) -> None:
     """Print an archived instance (JSON) from the archive file or directory PATH."""
-    from engine.archive import read_archived
+    from engine.ops.archive import read_archived
 
     found = read_archived(path, instance_id)
     if found is None:
@@ -356,7 +356,7 @@ def redis() -> None:
 def redis_start() -> None:
     """Start the embedded redis-server (AOF on) unless a Redis already answers."""
     from engine.config import Settings
-    from engine.embedded import resolve_redis_url
+    from engine.ops.embedded import resolve_redis_url
 
     click.echo(resolve_redis_url(Settings.from_env(), allow_start=True))
 
@@ -365,7 +365,7 @@ def redis_start() -> None:
 def redis_stop() -> None:
     """Stop the embedded redis-server."""
     from engine.config import Settings
-    from engine.embedded import stop_embedded
+    from engine.ops.embedded import stop_embedded
 
     click.echo("stopped" if stop_embedded(Settings.from_env().home) else "no embedded Redis was running")
 
@@ -376,7 +376,7 @@ def redis_stop() -> None:
 @click.option("--beat/--no-beat", default=True, help="Also run celery beat (timers, sweeper, schedules).")
 def workers(fleets: tuple[str, ...], beat: bool) -> None:
     """Run one worker fleet per service, plus beat, in the foreground (Ctrl-C stops all)."""
-    from engine.fleet import Fleet, FleetSpec, default_fleets
+    from engine.ops.fleet import Fleet, FleetSpec, default_fleets
 
     _engine(allow_start=True)  # resolves (or starts) Redis and exports its URL to the children
     specs = [FleetSpec.parse(f) for f in fleets] or default_fleets()
@@ -392,7 +392,7 @@ def demo(count: int) -> None:
     for hook in _plugin_hooks("demo"):
         hook(count)
         return
-    from engine.demo import run_demo
+    from engine.ops.demo import run_demo
 
     run_demo(count)
 

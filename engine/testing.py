@@ -13,10 +13,10 @@ from typing import Any
 import redis
 
 from engine.api import Engine
-from engine.definition import HttpNode, Node, ServiceNode
-from engine.http import call_http
-from engine.messages import MemoryEnqueuer, StepMessage
-from engine.runtime import StepReport
+from engine.definitions.model import HttpNode, Node, ServiceNode
+from engine.runtime.http import call_http
+from engine.runtime.messages import MemoryEnqueuer, StepMessage
+from engine.runtime.runner import StepReport
 from engine.service import ActionRegistry, Transition, registry
 
 

@@ -3,7 +3,7 @@
 At start a worker remembers the Redis data set it runs on (the epoch key) before any pool
 process exists, so that every runtime it creates later, even after Redis lost its data,
 compares with the data set the worker started on (``DataSetLost``); and it warns when that
-Redis has no persistence or may evict keys (``engine.health``).
+Redis has no persistence or may evict keys (``engine.ops.health``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from celery.signals import worker_init, worker_ready
 
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
-from engine.health import log_redis_warnings
+from engine.ops.health import log_redis_warnings
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from celery import shared_task
 from celery.schedules import schedstate, schedule
 
 from engine.api import Engine, StartItem
+from engine.definitions.validation import load_definition
 from engine.errors import NotFound
-from engine.validation import load_definition
 from portfolio_manager.book import Account, Region
 from portfolio_manager.errors import AccountNotFound, InvalidBookData
 from portfolio_manager.sources import BookReader

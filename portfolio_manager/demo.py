@@ -72,7 +72,7 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
     """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary."""
     from engine.app import build_engine
     from engine.cli import show_progress
-    from engine.fleet import Fleet, default_fleets
+    from engine.ops.fleet import Fleet, default_fleets
     from portfolio_manager.actions import services
     from portfolio_manager.cli import last_session
     from portfolio_manager.config import PMSettings

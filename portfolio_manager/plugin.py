@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from engine.expression_functions import register_function
+from engine.expressions.functions import register_function
 
 #: Queues of the portfolio manager's services, with the pool that suits them. The portfolio
 #: manager's steps are short (a Redis book, proposals, the brokerage) but their Python
@@ -76,7 +76,7 @@ def register_expression_functions() -> None:
 
 def fleets() -> list[Any]:
     """The portfolio manager's worker fleets (the engine adds its own ``engine`` fleet)."""
-    from engine.fleet import FleetSpec
+    from engine.ops.fleet import FleetSpec
 
     return [FleetSpec(*PM_FLEET), FleetSpec(*ORDER_CALC_FLEET)]
 

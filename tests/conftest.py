@@ -18,7 +18,7 @@ import fakeredis
 import pytest
 import redis
 
-from engine.embedded import free_port, redis_answers, wait_until_answers
+from engine.ops.embedded import free_port, redis_answers, wait_until_answers
 from engine.testing import delete_prefix
 
 DEFAULT_TEST_URL = "redis://127.0.0.1:6379/14"

@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 import redis
 
 from engine.api import RunProgress
+from engine.definitions.validation import load_definition
 from engine.errors import NotFound
-from engine.fleet import FleetSpec
-from engine.validation import load_definition
+from engine.ops.fleet import FleetSpec
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import definition_files, start_daily_rebalance

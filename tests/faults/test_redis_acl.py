@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from engine.app import redis_client
-from engine.fleet import FleetSpec
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.validation import load_definition
+from engine.ops.fleet import FleetSpec
 from tests.faults.redis_server import RedisServer
 from tests.faults.shared_redis_fleet import shared_fleet
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.fleet import FleetSpec
-from engine.health import redis_warnings
+from engine.ops.fleet import FleetSpec
+from engine.ops.health import redis_warnings
 from tests.faults.harness import fault_lab
 from tests.faults.redis_server import RedisServer
 

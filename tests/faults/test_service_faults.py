@@ -23,13 +23,13 @@ import redis
 import tests.faults.misbehaving_services as faulty
 from engine.api import Engine, StartItem
 from engine.clock import ManualClock
-from engine.fleet import FleetSpec
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.store import RedisStore
+from engine.ops.fleet import FleetSpec
+from engine.runtime.messages import MemoryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 from tests.faults.shared_redis_fleet import SharedFleet, shared_fleet
 
 ATTEMPTS = 3  # node b's retry policy, and the sweeper's minimum for a step that makes no progress

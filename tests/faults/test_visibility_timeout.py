@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.fleet import FleetSpec
 from engine.model import Outcome
+from engine.ops.fleet import FleetSpec
 from tests.faults.harness import chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 

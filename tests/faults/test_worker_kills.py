@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.fleet import FleetSpec
 from engine.model import Outcome
+from engine.ops.fleet import FleetSpec
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 

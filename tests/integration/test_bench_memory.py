@@ -1,6 +1,6 @@
 """The memory benchmark's arithmetic on a real Redis (database 14, a prefix of its own).
 
-Instances are written by hand in the engine's key layout (``engine.keys.Keys``), with known
+Instances are written by hand in the engine's key layout (``engine.store.keys.Keys``), with known
 payloads, so that every figure of the breakdown can be checked against what was written.
 """
 
@@ -14,7 +14,7 @@ import redis
 
 from bench.memory import MemoryProbe, footprint, index_bytes, key_bytes
 from engine.api import RunProgress
-from engine.keys import Keys
+from engine.store.keys import Keys
 
 RUN = "r1"
 

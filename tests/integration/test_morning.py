@@ -23,13 +23,13 @@ import redis
 
 import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
 from engine.api import Engine
-from engine.fleet import Fleet, FleetSpec
-from engine.keys import Keys
-from engine.messages import CeleryEnqueuer, step_message
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.store import RedisStore
+from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.messages import CeleryEnqueuer, step_message
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
-from engine.validation import load_definition
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from engine.messages import step_message
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.validation import load_definition
+from engine.runtime.messages import step_message
 from tests.integration.conftest import LiveFleet
 
 pytestmark = pytest.mark.integration

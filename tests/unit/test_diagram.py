@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.diagram import to_mermaid
-from engine.validation import load_definition, validate_file
+from engine.definitions.diagram import to_mermaid
+from engine.definitions.validation import load_definition, validate_file
 
 HERE = Path(__file__).parent
 

@@ -15,10 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from engine import expression_functions
-from engine.definition import Definition
-from engine.errors import DefinitionError, InvalidInput, Problem
-from engine.validation import (
+from engine.definitions.model import Definition
+from engine.definitions.validation import (
     SCHEMA_ID,
     check_definition,
     json_schema,
@@ -27,6 +25,8 @@ from engine.validation import (
     validate_file,
     validate_input,
 )
+from engine.errors import DefinitionError, InvalidInput, Problem
+from engine.expressions import functions as expression_functions
 
 HERE = Path(__file__).parent
 GOOD = sorted((HERE / "definitions" / "good").glob("*.json"))
@@ -267,7 +267,8 @@ def test_load_definition_on_arbitrary_text(text: str | bytes) -> None:
 
 def test_the_committed_schema_is_current() -> None:
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), (
-        "definitions/schema.json is stale: run python -m engine.validation --write-schema definitions/schema.json"
+        "definitions/schema.json is stale: run "
+        "python -m engine.definitions.validation --write-schema definitions/schema.json"
     )
 
 
@@ -340,7 +341,7 @@ def test_validate_input_with_the_default_schema() -> None:
 
 def test_the_stand_in_function_is_used_by_a_wait() -> None:
     definition = validate_file(HERE / "definitions" / "good" / "rebalance-us.json")
-    from engine.expressions import Scope, compile_expression
+    from engine.expressions.cel import Scope, compile_expression
 
     until = compile_expression(definition.node("wait_for_open").until)  # type: ignore[union-attr]
     wake = until.evaluate_raw(Scope(data={"run_date": "2026-11-25"}, now=datetime(2026, 11, 25, tzinfo=UTC)))

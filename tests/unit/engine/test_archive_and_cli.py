@@ -10,14 +10,14 @@ from pathlib import Path
 import fakeredis
 
 from engine.api import Engine
-from engine.archive import archive_runs, read_archived
 from engine.clock import ManualClock
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.store import RedisStore
+from engine.ops.archive import archive_runs, read_archived
+from engine.runtime.messages import MemoryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 from tests.unit.engine.test_runtime import ACTIONS, FLOW
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,14 +18,14 @@ import redis
 
 from engine.api import Engine
 from engine.clock import ManualClock
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
-from engine.runtime import carrier_died
+from engine.runtime.messages import MemoryEnqueuer
+from engine.runtime.runner import carrier_died
 from engine.service import ActionRegistry, Transition, action
-from engine.store import RedisStore
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 
 ACTIONS = ActionRegistry()
 CALLS: list[str] = []

@@ -10,15 +10,15 @@ import pytest
 
 from engine.api import Engine
 from engine.clock import ManualClock
+from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError, ExpressionError
-from engine.expressions import Scope, compile_expression
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
+from engine.expressions.cel import Scope, compile_expression
 from engine.model import InstanceStatus
+from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
-from engine.store import RedisStore
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 
 ACTIONS = ActionRegistry()
 SEEN: list[dict[str, Any]] = []

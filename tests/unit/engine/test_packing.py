@@ -8,13 +8,13 @@ from typing import Any
 import redis
 
 from engine.api import Engine
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
+from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
-from engine.store import COMPRESS_OVER, RedisStore, pack, unpack
+from engine.store.keys import Keys
+from engine.store.redis_store import COMPRESS_OVER, RedisStore, pack, unpack
 from engine.testing import Driver
-from engine.validation import load_definition
 
 ACTIONS = ActionRegistry()
 LOTS = [{"symbol": f"S{i:03d}", "quantity": i * 3, "cost": i * 10.25, "acquired": "2026-01-02"} for i in range(80)]

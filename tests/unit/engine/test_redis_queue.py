@@ -16,13 +16,13 @@ from celery import Celery
 
 from engine.api import Engine
 from engine.app import enqueuer_for, sender_app
-from engine.keys import Keys
-from engine.messages import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, StepMessage
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.redis_queue import RedisQueueEnqueuer
+from engine.runtime.messages import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, StepMessage
+from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.service import Transition
-from engine.store import RedisStore
-from engine.validation import load_definition
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 
 FLOW = {
     "name": "two-steps",

@@ -14,14 +14,14 @@ import redis
 
 from engine.api import Engine, StartItem
 from engine.clock import ManualClock
+from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed, DataSetLost, DefinitionError, InvalidState
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
 from engine.model import InstanceStatus, Outcome
+from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
-from engine.store import RedisStore
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 
 ACTIONS = ActionRegistry()
 CALLS: dict[str, int] = {}

@@ -14,7 +14,7 @@ import pytest
 import order_calc.actions as oc_actions
 import portfolio_manager.actions as pm_actions
 from engine.errors import ActionFailed
-from engine.expressions import Scope, compile_expression
+from engine.expressions.cel import Scope, compile_expression
 from portfolio_manager.actions import (
     FetchHoldingsInput,
     FetchTargetInput,

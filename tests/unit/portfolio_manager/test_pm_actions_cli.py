@@ -16,9 +16,9 @@ import portfolio_manager.actions as pm_actions
 import portfolio_manager.cli as pm_cli
 from engine.api import Engine
 from engine.clock import ManualClock
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
-from engine.store import RedisStore
+from engine.runtime.messages import MemoryEnqueuer
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings

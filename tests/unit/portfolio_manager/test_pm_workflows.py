@@ -20,13 +20,13 @@ import order_calc.actions  # registers order_calc.plan_orders
 import portfolio_manager.actions as pm_actions
 from engine.api import Engine
 from engine.clock import ManualClock
-from engine.keys import Keys
-from engine.messages import MemoryEnqueuer
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
+from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, ActionSpec, registry
-from engine.store import RedisStore
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
 from engine.testing import Driver
-from engine.validation import load_definition
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import enqueue_accounts, ensure_definitions, instance_id_for, start_daily_rebalance

@@ -13,11 +13,11 @@ from typing import Any
 
 import redis
 
-from engine.definition import HttpNode, Node, ServiceNode
+from engine.definitions.model import HttpNode, Node, ServiceNode
 from engine.errors import DataSetLost
-from engine.http import call_http
-from engine.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
-from engine.runtime import Runtime
+from engine.runtime.http import call_http
+from engine.runtime.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
+from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, ActionSpec, Transition
 
 log = logging.getLogger(__name__)

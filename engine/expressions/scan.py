@@ -1,4 +1,4 @@
-"""Static analysis of CEL sources for :mod:`engine.expressions` (never runs anything).
+"""Static analysis of CEL sources for :mod:`engine.expressions.cel` (never runs anything).
 
 A small scanner splits a source into tokens, enforcing the size bounds before the Rust parser
 sees it, then finds the free names (roots), the comprehension variables and sites, and the

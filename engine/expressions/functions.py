@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.errors import TradeflowError
-from engine.expression_scan import BUILTIN_FUNCTIONS, COMPREHENSIONS, KEYWORDS, ROOTS, TYPE_NAMES
+from engine.expressions.scan import BUILTIN_FUNCTIONS, COMPREHENSIONS, KEYWORDS, ROOTS, TYPE_NAMES
 
 log = logging.getLogger(__name__)
 

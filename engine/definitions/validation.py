@@ -7,7 +7,7 @@ with the RFC 6901 JSON pointer of the place and a message that suggests the fix:
 
 Checks, in order: the JSON itself (syntax with line and column, duplicate keys, a top level
 that is an object, size and depth), the structure (pydantic models of
-:mod:`engine.definition`, strict: missing and unknown keys at every level, node types, value
+:mod:`engine.definitions.model`, strict: missing and unknown keys at every level, node types, value
 types and ranges), then the graph and the expressions (:func:`check_definition`): every
 ``start``/transition/``next``/``default`` names a node, every node is reachable from
 ``start`` and can reach a terminal, every expression compiles (roots, functions, bounds), a
@@ -16,8 +16,8 @@ expression's tokens, so text inside string literals is never mistaken for a refe
 computed references such as ``params[name]`` are not checked), and ``initial_data`` is a
 valid JSON Schema (Draft 2020-12).
 
-Run ``python -m engine.validation --write-schema definitions/schema.json`` to publish the
-JSON Schema of the format, or ``python -m engine.validation FILE...`` to check files
+Run ``python -m engine.definitions.validation --write-schema definitions/schema.json`` to publish the
+JSON Schema of the format, or ``python -m engine.definitions.validation FILE...`` to check files
 (functions added by plugins must be registered first: prefer ``tradeflow definitions validate``).
 """
 
@@ -40,7 +40,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ValidationError
 
-from engine.definition import (
+from engine.definitions.model import (
     IDENT_PATTERN,
     NAME_PATTERN,
     NODE_PATTERN,
@@ -52,8 +52,8 @@ from engine.definition import (
     WaitNode,
 )
 from engine.errors import DefinitionError, ExpressionError, InvalidInput, Problem
-from engine.expression_scan import INSTANCE_FIELDS
-from engine.expressions import compile_expression, template_strings
+from engine.expressions.cel import compile_expression, template_strings
+from engine.expressions.scan import INSTANCE_FIELDS
 
 __all__ = ["SCHEMA_ID", "check_definition", "json_schema", "load_definition", "validate_file", "validate_input"]
 
@@ -574,8 +574,8 @@ def _tighten(schema: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m engine.validation [--write-schema PATH] [FILE...]``."""
-    parser = argparse.ArgumentParser(prog="python -m engine.validation", description=__doc__.split("\n")[0])
+    """``python -m engine.definitions.validation [--write-schema PATH] [FILE...]``."""
+    parser = argparse.ArgumentParser(prog="python -m engine.definitions.validation", description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="definition files to check")
     parser.add_argument("--write-schema", type=Path, metavar="PATH", help="write the format's JSON Schema to PATH")
     args = parser.parse_args(argv)

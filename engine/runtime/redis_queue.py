@@ -9,7 +9,7 @@ is applied but its next step was never sent.
 
 The message is Celery's task protocol 2 in kombu's Redis envelope (json, base64 body), as
 ``send_task`` writes it; a test compares the two field by field. Any other broker (RabbitMQ,
-another Redis) uses :class:`engine.messages.CeleryEnqueuer`.
+another Redis) uses :class:`engine.runtime.messages.CeleryEnqueuer`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from engine.messages import PRIORITY_CONTINUE, Envelope, StepMessage
+from engine.runtime.messages import PRIORITY_CONTINUE, Envelope, StepMessage
 
 #: kombu's separator between a queue name and its priority suffix.
 PRIORITY_SEPARATOR = "\x06\x16"

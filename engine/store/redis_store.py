@@ -20,11 +20,11 @@ from typing import Any
 
 import redis
 
-from engine.definition import Definition
+from engine.definitions.model import Definition
 from engine.errors import DataSetLost, NotFound, TradeflowError
-from engine.keys import Keys
-from engine.messages import Envelope
 from engine.model import Instance, InstanceStatus
+from engine.runtime.messages import Envelope
+from engine.store.keys import Keys
 
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 

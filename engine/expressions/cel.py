@@ -77,8 +77,8 @@ from typing import Any
 import cel
 
 from engine.errors import ExpressionError
-from engine.expression_functions import lookup, register_function, registered_functions
-from engine.expression_scan import (
+from engine.expressions.functions import lookup, register_function, registered_functions
+from engine.expressions.scan import (
     ACCUMULATING,
     BUILTIN_FUNCTIONS,
     COMPREHENSIONS,

@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from engine.fleet import Fleet, FleetSpec
+from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.validation import load_definition
+from engine.ops.fleet import Fleet, FleetSpec
 
 console = Console()
 

@@ -1,8 +1,8 @@
 """The runtime: run one step, apply its transition atomically, enqueue the next step.
 
 This is where a transition is applied. Every change goes through
-:meth:`engine.store.RedisStore.apply` (one Lua compare-and-set); everything else here is
-deciding what that change is. The same code serves Celery workers (``engine.tasks``) and
+:meth:`engine.store.redis_store.RedisStore.apply` (one Lua compare-and-set); everything else here is
+deciding what that change is. The same code serves Celery workers (``engine.runtime.tasks``) and
 tests that drive the engine one message at a time.
 """
 
@@ -20,14 +20,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definition import Definition, HttpNode, Node, RecordLevel, ServiceNode, WaitNode
-from engine.dispatcher import Next, NextKind, resolve, target_of
+from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, ServiceNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
-from engine.expressions import Scope, compile_template
-from engine.messages import PRIORITY_CONTINUE, Enqueuer, StepMessage, step_message
+from engine.expressions.cel import Scope, compile_template
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
+from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, StepMessage, step_message
 from engine.service import Transition
-from engine.store import Applied, RedisStore, Update
+from engine.store.redis_store import Applied, RedisStore, Update
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.definition import HttpNode, ServiceNode
+from engine.definitions.model import HttpNode, ServiceNode
 
 ENGINE_QUEUE = "engine"
 HTTP_TASK = "engine.http"

@@ -2,7 +2,7 @@
 
 A definition round-trips JSON -> model -> JSON (``Definition.model_validate_json`` /
 ``Definition.to_json``). Structural checks (unknown keys, types, ranges) live in the models;
-graph and expression checks live in :mod:`engine.validation`.
+graph and expression checks live in :mod:`engine.definitions.validation`.
 """
 
 from __future__ import annotations

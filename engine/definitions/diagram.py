@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import re
 
-from engine.definition import ChoiceNode, Definition, HttpNode, ServiceNode, TerminalNode, TerminalStatus, WaitNode
+from engine.definitions.model import (
+    ChoiceNode,
+    Definition,
+    HttpNode,
+    ServiceNode,
+    TerminalNode,
+    TerminalStatus,
+    WaitNode,
+)
 
 __all__ = ["to_mermaid"]
 

@@ -2,7 +2,7 @@
 
 ``choice`` nodes are followed inline (no broker hop) until a node that needs work is
 reached: a ``service``/``http`` step to enqueue, a ``wait`` to park, or a ``terminal`` to
-finish. The caller applies the decision in one atomic update (see :mod:`engine.runtime`).
+finish. The caller applies the decision in one atomic update (see :mod:`engine.runtime.runner`).
 Pure: no Redis, no Celery.
 """
 
@@ -13,9 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from engine.definition import ChoiceNode, Definition, HttpNode, ServiceNode, TerminalNode, WaitNode
+from engine.definitions.model import ChoiceNode, Definition, HttpNode, ServiceNode, TerminalNode, WaitNode
 from engine.errors import ExpressionError, StepFailed
-from engine.expressions import Scope, compile_expression, compile_template
+from engine.expressions.cel import Scope, compile_expression, compile_template
 from engine.model import InstanceStatus
 
 MAX_INLINE_HOPS = 64

@@ -1,0 +1,1 @@
+"""Definitions: the JSON format as pydantic models, its validation, and its diagram."""

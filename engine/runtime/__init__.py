@@ -1,0 +1,1 @@
+"""The runtime: run a step, resolve where the instance goes next, send the message that continues it."""
