@@ -14,6 +14,8 @@ class InstanceStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
+    #: Parked at an ``await`` node until a signal (a person, another system) or its timeout.
+    AWAITING = "awaiting"
     PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -40,6 +42,8 @@ class Outcome(StrEnum):
     CONTROL = "control"  # an operator's pause/resume/retry/cancel
     STARTED = "started"  # the instance was created
     WOKE = "woke"  # a wait ended
+    SIGNALLED = "signalled"  # a signal moved an awaiting instance on
+    TIMED_OUT = "timed_out"  # an await's timeout passed before any signal
 
 
 @dataclass

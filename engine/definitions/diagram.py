@@ -2,8 +2,9 @@
 
 Service and http nodes show what they call; transitions are labelled with their names,
 choice branches with their condition (and ``default``), wait edges with the time they wait
-for; terminal nodes lead to ``[*]``, failed ones drawn in red. Paste the output into any
-Mermaid renderer (GitHub renders ```mermaid blocks).
+for, await edges with the signal that takes them (and ``timeout`` with its time); terminal
+nodes lead to ``[*]``, failed ones drawn in red. Paste the output into any Mermaid renderer
+(GitHub renders ```mermaid blocks).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 
 from engine.definitions.model import (
+    AwaitNode,
     ChoiceNode,
     Definition,
     HttpNode,
@@ -42,6 +44,8 @@ def to_mermaid(definition: Definition) -> str:
             lines.append(f"    {sid} : {_label(f'{node.service}.{node.action}')}")
         elif isinstance(node, HttpNode):
             lines.append(f"    {sid} : {_label(f'{node.method} {node.url}')}")
+        elif isinstance(node, AwaitNode):
+            lines.append(f"    {sid} : {_label('await ' + ', '.join(node.signals))}")
     lines.append(f"    [*] --> {ids[definition.start]}")
     for name, node in definition.nodes.items():
         sid = ids[name]
@@ -49,6 +53,10 @@ def to_mermaid(definition: Definition) -> str:
             lines.extend(f"    {sid} --> {ids[target]} : {_label(t)}" for t, target in node.transitions.items())
         elif isinstance(node, WaitNode):
             lines.append(f"    {sid} --> {ids[node.next]} : {_label('until ' + node.until)}")
+        elif isinstance(node, AwaitNode):
+            lines.extend(f"    {sid} --> {ids[target]} : {_label('signal ' + s)}" for s, target in node.signals.items())
+            if node.timeout and node.on_timeout:
+                lines.append(f"    {sid} --> {ids[node.on_timeout]} : {_label('timeout ' + node.timeout)}")
         elif isinstance(node, ChoiceNode):
             lines.extend(f"    {sid} --> {ids[c.next]} : {_label(c.when)}" for c in node.choices)
             lines.append(f"    {sid} --> {ids[node.default]} : default")

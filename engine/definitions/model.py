@@ -78,6 +78,30 @@ class WaitNode(_Strict):
     next: str
 
 
+class AwaitNode(_Strict):
+    """Park the instance until one of the named ``signals`` arrives (``Engine.signal``), then go where it maps.
+
+    ``timeout`` (an expression giving a timestamp) and ``on_timeout`` (a node) come together: when
+    no signal arrived by then, the instance goes to ``on_timeout`` instead. A signal's data is
+    merged into the context under this node's name.
+    """
+
+    type: Literal["await"]
+    description: str | None = None
+    signals: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str] = Field(
+        min_length=1, max_length=50, description="Signal name -> the node it leads to.")
+    timeout: str | None = Field(None, min_length=1, description="When the wait for a signal ends (a timestamp).")
+    on_timeout: str | None = Field(None, description="Where the instance goes when the timeout passes first.")
+
+    @model_validator(mode="after")
+    def _timeout_pair(self) -> AwaitNode:
+        """``timeout`` and ``on_timeout`` come together or not at all."""
+        if (self.timeout is None) != (self.on_timeout is None):
+            missing = "on_timeout" if self.on_timeout is None else "timeout"
+            raise ValueError(f"timeout and on_timeout go together: add {missing!r} or drop the other")
+        return self
+
+
 class Choice(_Strict):
     """One branch of a choice node: go to ``next`` when ``when`` is true."""
 
@@ -110,7 +134,7 @@ class TerminalNode(_Strict):
     result: Any = None
 
 
-Node = Annotated[ServiceNode | HttpNode | WaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
+Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
 STEP_NODE_TYPES = (ServiceNode, HttpNode)
 
 
@@ -141,7 +165,7 @@ class Definition(_Strict):
             return {key: value for key, value in data.items() if key != "$schema"}
         return data
 
-    def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | ChoiceNode | TerminalNode:
+    def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode:
         """The node called ``name`` (KeyError if there is none)."""
         return self.nodes[name]
 

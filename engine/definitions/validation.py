@@ -44,6 +44,7 @@ from engine.definitions.model import (
     IDENT_PATTERN,
     NAME_PATTERN,
     NODE_PATTERN,
+    AwaitNode,
     ChoiceNode,
     Definition,
     HttpNode,
@@ -64,6 +65,7 @@ NODE_TYPES: dict[str, type[BaseModel]] = {
     "service": ServiceNode,
     "http": HttpNode,
     "wait": WaitNode,
+    "await": AwaitNode,
     "choice": ChoiceNode,
     "terminal": TerminalNode,
 }
@@ -74,7 +76,8 @@ _PATTERN_HINTS = {
     IDENT_PATTERN: "lowercase letters, digits and '_', starting with a letter or '_' (at most 64)",
     r"^https?://": "an http:// or https:// URL",
 }
-_WHAT = {"nodes": "node name", "transitions": "transition name", "name": "workflow name", "url": "URL"}
+_WHAT = {"nodes": "node name", "transitions": "transition name", "signals": "signal name", "name": "workflow name",
+         "url": "URL"}
 _WAIT_HINT = "an expression giving the time to wake up, e.g. \"now() + duration('30m')\""
 
 
@@ -128,8 +131,8 @@ def json_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": "tradeflow workflow definition",
         "description": (
-            "A business process as a JSON state machine: nodes of type service, http, wait, choice "
-            "and terminal, starting at 'start'. Strings in 'input', 'result', 'when' and 'until' are "
+            "A business process as a JSON state machine: nodes of type service, http, wait, await, choice "
+            "and terminal, starting at 'start'. Strings in 'input', 'result', 'when', 'until' and 'timeout' are "
             "CEL expressions over data, params, context and instance; numbers, booleans and null are literals."
         ),
         **body,
@@ -324,6 +327,8 @@ def _model_problem(error: Any) -> Problem:
         allowed = list(parent_type.model_fields) if isinstance(parent_type, type) else []
         hint = _did_you_mean(path[-1], allowed) + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
         return Problem(pointer, f"unknown key {path[-1]!r}{hint}")
+    if kind == "value_error":  # a model's own check (e.g. an await's timeout without on_timeout)
+        return Problem(pointer, str(ctx.get("error", msg)))
     if kind == "union_tag_invalid":
         tag = ctx.get("tag")
         return Problem(
@@ -387,6 +392,11 @@ def _edges(node: Any) -> Iterator[tuple[str, Any]]:
             yield f"/transitions/{_escape(name)}", target
     if (kind == "wait" or not known) and "next" in node:
         yield "/next", node["next"]
+    if (kind == "await" or not known) and isinstance(node.get("signals"), dict):
+        for name, target in node["signals"].items():
+            yield f"/signals/{_escape(name)}", target
+    if (kind == "await" or not known) and "on_timeout" in node:
+        yield "/on_timeout", node["on_timeout"]
     if kind == "choice" or not known:
         if isinstance(node.get("choices"), list):
             for index, choice in enumerate(node["choices"]):
@@ -406,6 +416,9 @@ def _is_broken(node: Any) -> bool:
         return not isinstance(transitions, dict) or not transitions
     if kind == "wait":
         return not isinstance(node.get("next"), str)
+    if kind == "await":
+        signals = node.get("signals")
+        return not isinstance(signals, dict) or not signals
     if kind == "choice":
         choices = node.get("choices")
         return not isinstance(node.get("default"), str) or not isinstance(choices, list) or not choices
@@ -498,6 +511,8 @@ def _expression_sources(nodes: dict[str, Any]) -> Iterator[tuple[str, str]]:
                     yield f"{base}/choices/{index}/when", choice["when"]
         elif kind == "wait" and isinstance(node.get("until"), str) and node["until"]:
             yield f"{base}/until", node["until"]
+        elif kind == "await" and isinstance(node.get("timeout"), str) and node["timeout"]:
+            yield f"{base}/timeout", node["timeout"]
 
 
 def _check_expressions(nodes: dict[str, Any], parameters: dict[str, Any] | None) -> list[Problem]:

@@ -26,6 +26,7 @@ from engine.expressions.cel import Scope, compile_template
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, StepMessage, step_message
+from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
 from engine.store.redis_store import Applied, RedisStore, Update
 
@@ -144,6 +145,9 @@ class Runtime:
         if nxt.kind is NextKind.WAIT:
             return {"node": nxt.node, "status": InstanceStatus.WAITING, "inflight": False,
                     "timer": nxt.wake_at, "timer_kind": "wake"}
+        if nxt.kind is NextKind.AWAIT:  # parked until a signal; its timeout (if any) is a timer
+            return {"node": nxt.node, "status": InstanceStatus.AWAITING, "inflight": False,
+                    "timer": nxt.wake_at, "timer_kind": TIMEOUT_TIMER}
         return {"node": nxt.node, "status": nxt.status, "result": nxt.result, "inflight": False,
                 "drop_on_success": definition.drop_on_success}
 
@@ -361,6 +365,8 @@ class Runtime:
             return self._wake(instance, definition, now)
         if instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
             return self._resend(instance, definition, now, instance.attempt, activity=None)
+        if instance.timer == TIMEOUT_TIMER and instance.status is InstanceStatus.AWAITING:
+            return fire_timeout(self, instance, definition, now)
         self.store.client.zrem(self.store.keys.timers, instance_id)
         return 0
 

@@ -104,6 +104,8 @@ class Update:
     drop_on_success: Sequence[str] = ()
     #: The message whose worker runs the next step inline ("node:seq:attempt"; "" clears, None keeps).
     carrier: str | None = None
+    #: A field of the instance hash set (to the new seq) when the update applies: a signal's key.
+    marker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ class RedisStore:
             u.send.body if u.send else "",
             "" if u.carrier is None else (u.carrier or "-"),
             ",".join(u.drop_on_success),
+            u.marker or "",
         ]
         instance_key = k.instance(instance_id)
         reply = [_s(x) for x in self._apply(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
@@ -307,6 +310,11 @@ class RedisStore:
             return Applied(False, None, None)
         return Applied(reply[0] == "applied", InstanceStatus(reply[2] if reply[0] == "stale" else reply[1]),
                        int(reply[2] if reply[0] == "applied" else reply[1]))
+
+    def marker(self, instance_id: str, name: str) -> str | None:
+        """The value of marker field ``name`` of an instance (see ``Update.marker``), if set."""
+        found = self.client.hget(self.keys.instance(instance_id), name)
+        return None if found is None else _s(found)
 
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's activity records, oldest first."""

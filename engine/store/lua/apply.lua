@@ -15,6 +15,7 @@
 --    the update, so the transition and the message that continues it land together or not at all
 -- 23 carrier: the message whose worker runs the next step inline ('' = keep, '-' = clear)
 -- 24 context entries (comma list of node names) deleted if the instance ends 'succeeded'
+-- 25 marker field of the instance hash set to the new seq when applied ('' = none): a signal's key
 --
 -- Returns {'applied', final_status, seq} or {'stale', current_seq, current_status}
 -- or {'missing'}.
@@ -78,7 +79,7 @@ if final == 'running' and ARGV[12] ~= '' then
 else
   redis.call('ZREM', deadlines, cur[4])
 end
-if (final == 'running' or final == 'waiting') and ARGV[13] ~= '' then
+if (final == 'running' or final == 'waiting' or final == 'awaiting') and ARGV[13] ~= '' then
   redis.call('ZADD', timers, ARGV[13], cur[4])
   redis.call('HSET', inst, 'wake_at', ARGV[13], 'timer', ARGV[14])
 else
@@ -93,6 +94,7 @@ elseif ARGV[20] ~= '' then
   redis.call('HSET', inst, 'inflight', ARGV[20])
 end
 
+if ARGV[25] and ARGV[25] ~= '' then redis.call('HSET', inst, ARGV[25], seq) end
 if final == 'succeeded' and ARGV[24] ~= '' then
   for node in string.gmatch(ARGV[24], '[^,]+') do redis.call('HDEL', inst, 'c:' .. node) end
 end
