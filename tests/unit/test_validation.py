@@ -97,7 +97,8 @@ BAD_CASES = {
     "unknown-top-level-key.json": ("/paramters", "unknown key 'paramters' (did you mean 'parameters'?)"),
     "unknown-node-type.json": (
         "/nodes/fetch/type",
-        "unknown node type 'servce' (did you mean 'service'?); allowed types: await, choice, http, service, terminal, wait",
+        "unknown node type 'servce' (did you mean 'service'?); "
+        "allowed types: await, choice, http, service, terminal, wait",
     ),
     "retry-out-of-range.json": ("/nodes/fetch/retry/max_attempts", "must be less than or equal to 25, got 100"),
     "timeout-out-of-range.json": ("/nodes/fetch/timeout_seconds", "must be greater than 0, got 0"),
