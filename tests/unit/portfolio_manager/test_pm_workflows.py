@@ -27,12 +27,12 @@ from engine.service import ActionRegistry, ActionSpec, registry
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver
+from portfolio_manager import review
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import enqueue_accounts, ensure_definitions, instance_id_for, start_daily_rebalance
 from portfolio_manager.demo import failure_reason
 from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
-from portfolio_manager import review
 from portfolio_manager.proposals import ProposalStatus, submission_id, submit_approved
 
 RUN_DATE = date(2026, 11, 20)  # a Friday: both exchanges trade; XNYS and XTSE open 14:30 UTC
