@@ -1,14 +1,14 @@
 """Signals: move an instance parked at an ``await`` node on, or let its timeout do it.
 
-A signal is applied like a step's transition: one compare-and-set on the instance's seq
-(:meth:`engine.store.redis_store.RedisStore.apply`) records the activity (signal, sender,
-time), merges the signal's data into the context under the await node's name and places the
-instance at the node the signal maps to. Its timeout goes through the same timer sorted set as
-waits (timer kind ``timeout``); a signal and the timeout racing each other both aim at the
-same seq, so exactly one applies and the other is recorded as a no-op.
+A signal is applied like a step's transition: one compare-and-set on the instance's seq (the
+store's ``signal`` operation, :meth:`engine.store.instances.Instances.signal`) records the
+activity (signal, sender, time), merges the signal's data into the context under the await
+node's name, places the instance at the node the signal maps to and remembers its key. Its
+timeout goes through the same timer sorted set as waits (timer kind ``timeout``); a signal and
+the timeout racing each other both aim at the same seq, so exactly one applies and the other is recorded as a no-op.
 
-A signal sent with a ``key`` leaves a marker on the instance, written by the same atomic
-update: the same key sent again is a recorded no-op, so a sender may resend safely.
+A signal sent with a ``key`` leaves a marker on the instance (``signal:<key>``), written by the
+same atomic operation: the same key sent again is a recorded no-op, so a sender may resend safely.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.definitions.model import AwaitNode, Definition
 from engine.errors import NotFound, SignalRefused, StepFailed
-from engine.model import Instance, InstanceStatus, Outcome
+from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import NextKind, resolve
-from engine.store.redis_store import Update
 
 if TYPE_CHECKING:
     from engine.runtime.runner import Runtime
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 #: Timer kind of an await's timeout in the timer sorted set (waits use ``wake``, backoffs ``retry``).
 TIMEOUT_TIMER = "timeout"
 MAX_KEY_LENGTH = 200
-AWAITING = (InstanceStatus.AWAITING.value,)
+AWAITING = (InstanceStatus.AWAITING,)
 
 
 @dataclass(frozen=True)
@@ -73,11 +72,9 @@ def send_signal(runtime: Runtime, instance_id: str, name: str, data: dict[str, A
     if instance is None:
         raise NotFound(f"no instance {instance_id} (never created, or expired)")
     started = runtime.clock()
-    base = {"seq": instance.seq, "node": instance.node, "attempt": instance.attempt, "signal": name,
-            "by": by, "key": key}
     marker = marker_field(key) if key else None
     if marker and store.marker(instance_id, marker) is not None:
-        return _duplicate(runtime, instance, name, base, started)
+        return _duplicate(runtime, instance, name, by, key, started)
     definition = store.definition(instance.workflow, instance.version)
     node = definition.nodes.get(instance.node)
     if instance.status is not InstanceStatus.AWAITING or not isinstance(node, AwaitNode) or name not in node.signals:
@@ -88,20 +85,16 @@ def send_signal(runtime: Runtime, instance_id: str, name: str, data: dict[str, A
         nxt = resolve(definition, node.signals[name], runtime.scope(definition, instance, context))
     except StepFailed as exc:
         runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
-                      "StepFailed", received=payload)
+                      "StepFailed", received=payload, statuses=AWAITING)
         return SignalResult(instance_id, name, True, status=InstanceStatus.FAILED, node=instance.node)
-    now = runtime.clock()
-    update = Update(
-        allowed=AWAITING, expected_seq=instance.seq, context_node=instance.node, context_data=payload,
-        bump_seq=True, attempt=1, clear_error=True, marker=marker,
-        activity=_record(runtime, base, started, outcome=Outcome.SIGNALLED.value, received=payload or None,
-                         next=nxt.node, via=list(nxt.via) or None),
-        noop_activity=_record(runtime, base, started, outcome=Outcome.NOOP.value,
-                              reason="another signal or the timeout applied first"),
-        **runtime.placement(definition, nxt, now),
-    )
-    step = (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None
-    applied = runtime.transition(definition, instance_id, update, step)
+    placement = runtime.placement(definition, nxt, runtime.clock())
+    activity = _record(runtime, instance, started, Outcome.SIGNALLED, signal=name, by=by, key=key,
+                       received=payload or None, next=nxt.node, via=list(nxt.via) or None)
+    noop = _record(runtime, instance, started, Outcome.NOOP, signal=name, by=by, key=key,
+                   reason="another signal or the timeout applied first")
+    applied = runtime.transition(definition, instance_id, lambda send, _clear: store.signal(
+        instance_id, seq=instance.seq, activity=activity, placement=placement, context=(instance.node, payload),
+        noop=noop, marker=marker, send=send), (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
     if applied.applied:
         return SignalResult(instance_id, name, True, status=applied.status, node=nxt.node)
     if marker and store.marker(instance_id, marker) is not None:
@@ -112,18 +105,18 @@ def send_signal(runtime: Runtime, instance_id: str, name: str, data: dict[str, A
                         + " (it moved on while the signal was applied)")
 
 
-def _duplicate(runtime: Runtime, instance: Instance, name: str, base: dict[str, Any], started: float) -> SignalResult:
-    runtime.store.apply(instance.id, Update(allowed=(), noop_activity=_record(
-        runtime, base, started, outcome=Outcome.NOOP.value,
-        reason=f"signal key {base['key']!r} was applied before: nothing to do")))
+def _duplicate(runtime: Runtime, instance: Instance, name: str, by: str | None, key: str | None,
+               started: float) -> SignalResult:
+    runtime.store.noop(instance.id, _record(runtime, instance, started, Outcome.NOOP, signal=name, by=by, key=key,
+                                            reason=f"signal key {key!r} was applied before: nothing to do"))
     return SignalResult(instance.id, name, False, duplicate=True, status=instance.status, node=instance.node)
 
 
-def _record(runtime: Runtime, base: dict[str, Any], started: float, **fields: Any) -> dict[str, Any]:
+def _record(runtime: Runtime, instance: Instance, started: float, outcome: Outcome, **fields: Any) -> Activity:
     from engine.runtime.runner import worker_name
 
-    record = {**base, "worker": worker_name(), "started_at": started, "ended_at": runtime.clock(), **fields}
-    return {k: v for k, v in record.items() if v is not None}
+    return Activity(seq=instance.seq, node=instance.node, attempt=instance.attempt, outcome=outcome,
+                    worker=worker_name(), started_at=started, ended_at=runtime.clock(), **fields)
 
 
 def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, now: float) -> int:
@@ -131,25 +124,23 @@ def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, n
     node = definition.nodes.get(instance.node)
     store = runtime.store
     if not isinstance(node, AwaitNode) or node.on_timeout is None:
-        store.client.zrem(store.keys.timers, instance.id)
+        store.release(instance.id, "timers")
         return 0
     if instance.wake_at is not None and instance.wake_at > now:
-        store.client.zadd(store.keys.timers, {instance.id: instance.wake_at})  # claimed early: not due yet
-        return 0
+        return 0  # a signal re-parked it (a loop back to an await) meanwhile: its new timer stands
     started = runtime.clock()
-    base = {"seq": instance.seq, "node": instance.node, "attempt": instance.attempt, "timeout_at": instance.wake_at}
     try:
         nxt = resolve(definition, node.on_timeout, runtime.scope(definition, instance))
     except StepFailed as exc:
         runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
-                      "StepFailed")
+                      "StepFailed", statuses=AWAITING)
         return 1
-    applied = runtime.transition(definition, instance.id, Update(
-        allowed=AWAITING, expected_seq=instance.seq, bump_seq=True, attempt=1,
-        activity=_record(runtime, base, started, outcome=Outcome.TIMED_OUT.value, next=nxt.node,
-                         via=list(nxt.via) or None),
-        noop_activity=_record(runtime, base, started, outcome=Outcome.NOOP.value,
-                              reason="timeout came after a signal had moved the instance on"),
-        **runtime.placement(definition, nxt, now),
-    ), (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
+    activity = _record(runtime, instance, started, Outcome.TIMED_OUT, timeout_at=instance.wake_at, next=nxt.node,
+                       via=list(nxt.via) or None)
+    noop = _record(runtime, instance, started, Outcome.NOOP, timeout_at=instance.wake_at,
+                   reason="timeout came after a signal had moved the instance on")
+    placement = runtime.placement(definition, nxt, now)
+    applied = runtime.transition(definition, instance.id, lambda send, clear: store.advance(
+        instance.id, seq=instance.seq, statuses=AWAITING, activity=activity, placement=placement, noop=noop,
+        carrier=clear, send=send), (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
     return int(applied.applied)
