@@ -15,16 +15,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definitions.model import AwaitNode, Definition, HttpNode, ServiceNode, WaitNode
+from engine.definitions.model import AwaitNode, Definition, GatherNode, HttpNode, ServiceNode, WaitNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import Next, NextKind, await_timeout, resolve, wake_time
+from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
+from engine.runtime.gather import arrival_document
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime, step_deadline, worker_name
 from engine.runtime.signals import SignalResult, send_signal
-from engine.store.redis_store import NewInstance, Placement, RedisStore
+from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
 
@@ -147,7 +148,7 @@ class Engine:
             root = {"id": iid, "workflow": definition.name, "version": definition.version, "run": run,
                     "node": definition.start, "seq": 1, "attempt": 1}
             scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
-            nxt = resolve(definition, definition.start, scope)
+            nxt = self.runtime.resolve(definition, definition.start, scope)
         except (InvalidInput, StepFailed) as exc:
             return replace(new, activity=replace(activity, outcome=Outcome.FAILED, error=str(exc)),
                            error={"node": definition.start, "reason": f"invalid input: {exc}",
@@ -312,6 +313,15 @@ class Engine:
             timeout = instance.wake_at or await_timeout(instance.node, node, scope)
             placement = Placement.awaiting(instance.node, timeout)
             send, attempt_after = False, None
+        elif isinstance(node, GatherNode):  # contributes again: to the group's open batch, or its next one
+            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            try:
+                arrival = gather_arrival(instance.node, node, scope)
+            except StepFailed as exc:
+                raise InvalidState(f"{instance.id} cannot gather at {instance.node!r} again: {exc}") from exc
+            nxt = Next(NextKind.GATHER, instance.node, wake_at=arrival.close_at, arrival=arrival)
+            placement = Placement.gathering(instance.node, arrival_document(definition, nxt), arrival.contribution)
+            send, attempt_after = False, 1
         elif isinstance(node, ServiceNode | HttpNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
@@ -325,6 +335,22 @@ class Engine:
             (instance.node, instance.seq, attempt) if send else None)
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
+
+    # -- batches of gather nodes -------------------------------------------------------------
+
+    def batch(self, batch_id: str) -> BatchView:
+        """A gather node's batch: its record, members with their contributions, and its history."""
+        found = self.store.load_batch(batch_id)
+        if found is None:
+            raise NotFound(f"no batch {batch_id!r} (never opened, or expired after it was applied); "
+                           "`tradeflow batches` lists them")
+        return BatchView(found, self.store.batch_contributions(batch_id), self.store.batch_runs(batch_id),
+                         self.store.batch_activities(batch_id))
+
+    def batches(self, limit: int = 50) -> list[Batch]:
+        """The latest batches, newest first (applied ones expire with the retention)."""
+        found = [self.store.load_batch(b) for b in self.store.batch_ids(limit)]
+        return [b for b in found if b is not None]
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -385,6 +411,22 @@ class Engine:
     def _ids(self, run: str, statuses: list[InstanceStatus]) -> Iterator[str]:
         for status in statuses:
             yield from list(self.store.iter_run_ids(run, status))
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """One batch as :meth:`Engine.batch` shows it."""
+
+    batch: Batch
+    #: (instance id, contribution) in order of arrival.
+    contributions: list[tuple[str, Any]]
+    runs: list[str]
+    activities: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view (``tradeflow batch ID --json``)."""
+        return {"batch": self.batch.to_dict(), "runs": self.runs, "activities": self.activities,
+                "members": [{"instance": iid, "input": value} for iid, value in self.contributions]}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from engine.definitions.model import (
     AwaitNode,
     ChoiceNode,
     Definition,
+    GatherNode,
     HttpNode,
     ServiceNode,
     TerminalNode,
@@ -46,11 +47,15 @@ def to_mermaid(definition: Definition) -> str:
             lines.append(f"    {sid} : {_label(f'{node.method} {node.url}')}")
         elif isinstance(node, AwaitNode):
             lines.append(f"    {sid} : {_label('await ' + ', '.join(node.signals))}")
+        elif isinstance(node, GatherNode):
+            lines.append(f"    {sid} : {_label(f'gather by {node.group} into {node.service}.{node.action}')}")
     lines.append(f"    [*] --> {ids[definition.start]}")
     for name, node in definition.nodes.items():
         sid = ids[name]
-        if isinstance(node, ServiceNode | HttpNode):
+        if isinstance(node, ServiceNode | HttpNode | GatherNode):
             lines.extend(f"    {sid} --> {ids[target]} : {_label(t)}" for t, target in node.transitions.items())
+            if isinstance(node, GatherNode) and node.late:
+                lines.append(f"    {sid} --> {ids[node.late]} : late")
         elif isinstance(node, WaitNode):
             lines.append(f"    {sid} --> {ids[node.next]} : {_label('until ' + node.until)}")
         elif isinstance(node, AwaitNode):

@@ -102,6 +102,29 @@ class AwaitNode(_Strict):
         return self
 
 
+class GatherNode(_StepNode):
+    """A rendezvous of many instances: each contributes its ``input`` to the batch named by ``group``.
+
+    The batch closes once: at the ``close`` time (an expression giving a timestamp, evaluated by
+    each arriving instance; the earliest wins) or, with ``close_early``, as soon as no live
+    instance of its members' runs can still arrive. Then one batch step calls ``action`` of
+    ``service`` with every contribution, and each member goes on with the transition (and data)
+    the action answered for it. An instance arriving after its group's batch closed takes the
+    ``late`` node when there is one, else opens the group's next batch. ``retry`` and
+    ``timeout_seconds`` apply to the batch step.
+    """
+
+    type: Literal["gather"]
+    service: str = Field(pattern=IDENT_PATTERN)
+    action: str = Field(pattern=IDENT_PATTERN)
+    group: str = Field(min_length=1, description="Expression naming the batch (a string), e.g. the run.")
+    close: str = Field(min_length=1, description="Expression giving the timestamp the batch closes at.")
+    close_early: bool = Field(True, description="Close before then, once no live instance of the members' runs "
+                                                "can still arrive.")
+    late: str | None = Field(None, description="Where an instance goes when its group's batch has closed "
+                                               "(absent: it opens the group's next batch).")
+
+
 class Choice(_Strict):
     """One branch of a choice node: go to ``next`` when ``when`` is true."""
 
@@ -134,7 +157,8 @@ class TerminalNode(_Strict):
     result: Any = None
 
 
-Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
+Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | GatherNode | ChoiceNode | TerminalNode,
+                 Field(discriminator="type")]
 STEP_NODE_TYPES = (ServiceNode, HttpNode)
 
 
@@ -165,7 +189,7 @@ class Definition(_Strict):
             return {key: value for key, value in data.items() if key != "$schema"}
         return data
 
-    def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode:
+    def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | AwaitNode | GatherNode | ChoiceNode | TerminalNode:
         """The node called ``name`` (KeyError if there is none)."""
         return self.nodes[name]
 

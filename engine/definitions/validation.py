@@ -47,6 +47,7 @@ from engine.definitions.model import (
     AwaitNode,
     ChoiceNode,
     Definition,
+    GatherNode,
     HttpNode,
     ServiceNode,
     TerminalNode,
@@ -66,6 +67,7 @@ NODE_TYPES: dict[str, type[BaseModel]] = {
     "http": HttpNode,
     "wait": WaitNode,
     "await": AwaitNode,
+    "gather": GatherNode,
     "choice": ChoiceNode,
     "terminal": TerminalNode,
 }
@@ -387,7 +389,7 @@ def _edges(node: Any) -> Iterator[tuple[str, Any]]:
         return
     kind = node.get("type")
     known = kind in NODE_TYPES
-    if (kind in ("service", "http") or not known) and isinstance(node.get("transitions"), dict):
+    if (kind in ("service", "http", "gather") or not known) and isinstance(node.get("transitions"), dict):
         for name, target in node["transitions"].items():
             yield f"/transitions/{_escape(name)}", target
     if (kind == "wait" or not known) and "next" in node:
@@ -397,6 +399,8 @@ def _edges(node: Any) -> Iterator[tuple[str, Any]]:
             yield f"/signals/{_escape(name)}", target
     if (kind == "await" or not known) and "on_timeout" in node:
         yield "/on_timeout", node["on_timeout"]
+    if (kind == "gather" or not known) and "late" in node:
+        yield "/late", node["late"]
     if kind == "choice" or not known:
         if isinstance(node.get("choices"), list):
             for index, choice in enumerate(node["choices"]):
@@ -411,7 +415,7 @@ def _is_broken(node: Any) -> bool:
     if not isinstance(node, dict) or node.get("type") not in NODE_TYPES:
         return False
     kind = node["type"]
-    if kind in ("service", "http"):
+    if kind in ("service", "http", "gather"):
         transitions = node.get("transitions")
         return not isinstance(transitions, dict) or not transitions
     if kind == "wait":
@@ -501,8 +505,12 @@ def _expression_sources(nodes: dict[str, Any]) -> Iterator[tuple[str, str]]:
             continue
         base = f"/nodes/{_escape(name)}"
         kind = node.get("type")
-        if kind in ("service", "http") and "input" in node:
+        if kind in ("service", "http", "gather") and "input" in node:
             yield from template_strings(node["input"], f"{base}/input")
+        if kind == "gather":
+            for key in ("group", "close"):
+                if isinstance(node.get(key), str) and node[key]:
+                    yield f"{base}/{key}", node[key]
         elif kind == "terminal" and node.get("result") is not None:
             yield from template_strings(node["result"], f"{base}/result")
         elif kind == "choice" and isinstance(node.get("choices"), list):

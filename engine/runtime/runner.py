@@ -26,6 +26,7 @@ from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
+from engine.runtime.gather import Gatherer, arrival_document
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
@@ -115,6 +116,8 @@ class Runtime:
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
         self.epoch = epoch
+        #: The batches of gather nodes (closing, the batch step, applying).
+        self.gatherer = Gatherer(self)
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -137,8 +140,13 @@ class Runtime:
             instance=instance_root(instance),
         )
 
+    def resolve(self, definition: Definition, node_name: str, scope: Scope) -> Next:
+        """Where an instance goes from ``node_name`` (see :func:`engine.runtime.dispatcher.resolve`),
+        with gather nodes told whether their batch has closed (``late``)."""
+        return resolve(definition, node_name, scope, closed=self.store.batch_closed)
+
     def placement(self, definition: Definition, nxt: Next, now: float) -> Placement:
-        """Where ``nxt`` puts an instance: running a step, waiting, or ended."""
+        """Where ``nxt`` puts an instance: running a step, waiting, gathering, or ended."""
         if nxt.kind is NextKind.STEP:
             node = definition.nodes[nxt.node]
             assert isinstance(node, ServiceNode | HttpNode)
@@ -148,6 +156,9 @@ class Runtime:
             return Placement.wait(nxt.node, nxt.wake_at)
         if nxt.kind is NextKind.AWAIT:  # parked until a signal; its timeout (if any) is a timer
             return Placement.awaiting(nxt.node, nxt.wake_at)
+        if nxt.kind is NextKind.GATHER:  # joins its batch in the same atomic update
+            assert nxt.arrival is not None
+            return Placement.gathering(nxt.node, arrival_document(definition, nxt), nxt.arrival.contribution)
         assert nxt.status is not None
         return Placement.end(nxt.node, nxt.status, nxt.result, definition.drop_on_success)
 
@@ -171,6 +182,8 @@ class Runtime:
         if message is not None and envelope is None and applied.applied \
                 and applied.status is InstanceStatus.RUNNING:
             self.enqueuer.enqueue(message, priority)
+        if applied.batch is not None and applied.last:
+            self.gatherer.arrived(applied.batch)
         return applied
 
     def _activity(self, node_name: str, seq: int, attempt: int, started: float, outcome: Outcome,
@@ -248,8 +261,8 @@ class Runtime:
         data = dict(transition.data)
         context = {**instance.context, node_name: data}
         try:
-            nxt = resolve(definition, target_of(definition, node_name, transition.name),
-                          self.scope(definition, instance, context))
+            nxt = self.resolve(definition, target_of(definition, node_name, transition.name),
+                               self.scope(definition, instance, context))
         except StepFailed as exc:
             return self._fail(instance, definition, node_name, seq, attempt, started, str(exc), "StepFailed",
                               sent=sent, transition=transition.name,
@@ -342,7 +355,7 @@ class Runtime:
             for instance_id in claimed:
                 moved += self._move_on(loaded.get(instance_id), instance_id, now)
             if len(claimed) < limit or time.monotonic() > until:
-                return moved
+                return moved + self.gatherer.tick(self.clock())
 
     def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
         if instance is None or instance.timer is None:
@@ -363,7 +376,7 @@ class Runtime:
         assert isinstance(node, WaitNode)
         started = self.clock()
         try:
-            nxt = resolve(definition, node.next, self.scope(definition, instance))
+            nxt = self.resolve(definition, node.next, self.scope(definition, instance))
         except StepFailed as exc:
             self._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                        "StepFailed")

@@ -3,7 +3,9 @@
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
 ``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``), each called with one JSON
-document of named fields. Nothing outside this package holds the Redis client or builds a key.
+document of named fields; every change of a gather node's batch is one operation of
+``lua/batch.lua`` (:class:`engine.store.batches.Batches`). Nothing outside this package holds
+the Redis client or builds a key.
 
 Adding a store operation: a method in ``instances.py`` that builds its document and calls
 ``_change``, and a function of the same name in ``ops`` of ``lua/state.lua`` (see both headers).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import redis
 
 from engine.definitions.model import Definition
+from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.changes import Applied, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
@@ -24,12 +27,13 @@ from engine.store.runs import Runs, claim_script
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
-    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "NewInstance", "Placement", "RedisStore",
+    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "NewInstance",
+    "Placement", "RedisStore",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
-class RedisStore(Definitions, Instances, Runs):
+class RedisStore(Definitions, Instances, Runs, Batches):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
@@ -44,6 +48,7 @@ class RedisStore(Definitions, Instances, Runs):
         self._state = state_script(client)
         self._publish = publish_script(client)
         self._claim = claim_script(client)
+        self._batch = batch_script(client)
         self._definitions: dict[tuple[str, int], Definition] = {}
 
     def close(self) -> None:
