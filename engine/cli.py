@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine import batch_cli
 from engine.errors import DefinitionError, TradeflowError
 
 console = Console()
@@ -198,6 +199,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
     awaited = _awaited(engine, instance)
     if awaited:
         console.print(awaited, highlight=False)
+    if instance.batch:
+        console.print(f"gathering in batch {instance.batch} (`tradeflow batch {instance.batch}`)", highlight=False)
     if instance.error:
         console.print("[red]error[/red] ", end="")
         console.print(f"at {instance.error.get('node')} ({instance.error.get('service')}): "
@@ -209,6 +212,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
         detail = act.get("transition") or act.get("control") or ""
         if act.get("signal"):
             detail = f"signal {act['signal']}" + (f" by {act['by']}" if act.get("by") else "")
+        if act.get("batch"):
+            detail = f"batch {act['batch']}: {detail}"
         if act.get("next"):
             detail += f" → {act['next']}"
         if act.get("error") or act.get("reason"):
@@ -333,6 +338,8 @@ def list_instances(run: str, statuses: tuple[str, ...], limit: int) -> None:
     table = Table("id", "workflow", "status", "node", "error / awaiting")
     for inst in engine.list(run, statuses or None, limit=limit):
         awaited = _awaited(engine, inst).split("\n")[0] if inst.status.value == "awaiting" else ""
+        if inst.batch:
+            awaited = f"batch {inst.batch}"
         table.add_row(inst.id, f"{inst.workflow} v{inst.version}", inst.status.value, inst.node,
                       ((inst.error or {}).get("reason", "") or awaited)[:80])
     console.print(table)
@@ -346,12 +353,13 @@ def runs(run: str | None, watch: bool) -> None:
     """Runs with their progress; with RUN, a live progress bar."""
     engine = _engine()
     if run is None:
-        table = Table("run", "phase", "total", "running", "waiting", "awaiting", "paused", "succeeded", "failed",
-                      "cancelled")
+        table = Table("run", "phase", "total", "running", "waiting", "awaiting", "gathering", "paused", "succeeded",
+                      "failed", "cancelled")
         for label in engine.runs():
             p = engine.progress(label)
             table.add_row(label, p.phase, str(p.total), *(str(p.counts[s]) for s in
-                          ("running", "waiting", "awaiting", "paused", "succeeded", "failed", "cancelled")))
+                          ("running", "waiting", "awaiting", "gathering", "paused", "succeeded", "failed",
+                           "cancelled")))
         console.print(table)
         return
     show_progress(engine, run, follow=watch)
@@ -366,12 +374,16 @@ def show_progress(engine: Any, run: str, follow: bool = True, timeout: float = 2
         deadline = time.monotonic() + timeout
         while True:
             p = engine.progress(run)
-            detail = " ".join(f"{s}={p.counts[s]}" for s in ("running", "waiting", "awaiting", "paused", "failed")
-                              if p.counts[s])
+            detail = " ".join(f"{s}={p.counts[s]}" for s in ("running", "waiting", "awaiting", "gathering", "paused",
+                                                             "failed") if p.counts[s])
             bar.update(task, total=p.total, completed=p.finished + p.awaiting, detail=f"{p.phase} {detail}")
             if not follow or p.settled or time.monotonic() > deadline:
                 return p
             time.sleep(0.25)
+
+
+main.add_command(batch_cli.batches)
+main.add_command(batch_cli.batch)
 
 
 # -- archive ----------------------------------------------------------------------------------

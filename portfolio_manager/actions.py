@@ -41,7 +41,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import ActionFailed
 from engine.service import Transition, action, ok
 from portfolio_manager.book import Holdings
-from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, OrderStatus, SimulatedBrokerage
+from portfolio_manager.brokerage import (
+    BlockOrder,
+    BlockReceipt,
+    Brokerage,
+    BrokerOrder,
+    BrokerReceipt,
+    OrderStatus,
+    SimulatedBrokerage,
+)
 from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import AccountClosed, BrokerageError, PortfolioError
 from portfolio_manager.order_request import build_plan_request
@@ -51,7 +59,9 @@ from portfolio_manager.sources import BookReader, HttpBook, RedisBook
 
 register_expression_functions()  # workers evaluate waits such as market_open(...) too
 
-# The beat-triggered daily run is a plain Celery task of this service's workers.
+# The rebalances' block gather node's action (trade_blocks) registers with the other actions, and the
+# beat-triggered daily run is a plain Celery task of this service's workers.
+from portfolio_manager import blocks as _blocks  # noqa: E402,F401
 from portfolio_manager import daily as _daily  # noqa: E402,F401
 
 SERVICE = "portfolio_manager"
@@ -72,6 +82,11 @@ class _LatentBrokerage:
         """Wait, then submit."""
         time.sleep(self.latency)
         return self.inner.submit(order)
+
+    def submit_block(self, block: BlockOrder) -> BlockReceipt:
+        """Wait (one ticket's latency), then submit the block."""
+        time.sleep(self.latency)
+        return self.inner.submit_block(block)
 
 
 @dataclass

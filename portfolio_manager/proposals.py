@@ -351,6 +351,20 @@ class ProposalStore:
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
         return bool(done), _text(status)
 
+    def transition_many(self, changes: Sequence[tuple[str, str, ProposalStatus, dict[str, Any]]],
+                        chunk: int = 500) -> list[tuple[bool, str]]:
+        """:meth:`transition` of many proposals ((run, account, to, fields) each), pipelined; same answers."""
+        out: list[tuple[bool, str]] = []
+        for start in range(0, len(changes), chunk):
+            pipe = self.client.pipeline(transaction=False)
+            for run, account_id, to, fields in changes[start:start + chunk]:
+                args = [to.value, ",".join(s.value for s in ALLOWED_FROM[to])]
+                for name, value in fields.items():
+                    args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
+                self._transition(keys=[self.key(run, account_id)], args=args, client=pipe)
+            out.extend((bool(done), _text(status)) for done, status in pipe.execute())
+        return out
+
     def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
         """Record ``by``'s approval of a proposal reviewed in its workflow (atomic; see ``_APPROVE_LUA``)."""
         reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[

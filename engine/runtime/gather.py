@@ -84,7 +84,11 @@ def batch_payload(batch: Batch, attempt: int, members: list[tuple[str, Any]]) ->
 
 
 def member_answers(raw: Any, member_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Normalise an action's answer: instance id -> ``{"transition", "data"}`` or ``{"error"}`` per member."""
+    """Normalise an action's answer: instance id -> ``{"transition", "data"}`` or ``{"error"}`` per member.
+
+    A member's answer is what a service action may return (a Transition, a name, (name, data),
+    ``{"transition", "data"}``), or an exception instance (``ActionFailed(...)``) that fails that member.
+    """
     if not isinstance(raw, Mapping):
         raise MalformedAnswer("a gather action must return a mapping of instance id -> answer, "
                               f"got {type(raw).__name__}")
@@ -92,6 +96,9 @@ def member_answers(raw: Any, member_ids: list[str]) -> dict[str, dict[str, Any]]
     for iid in member_ids:
         if iid not in raw:
             out[iid] = {"error": "the batch action gave no answer for this member"}
+            continue
+        if isinstance(raw[iid], Exception):  # e.g. ActionFailed("..."): this member fails, the others go on
+            out[iid] = {"error": str(raw[iid]), "type": type(raw[iid]).__name__}
             continue
         try:
             transition = as_transition(raw[iid])
