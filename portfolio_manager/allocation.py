@@ -6,15 +6,16 @@ exact. The rule (README, "Block orders"):
 1. Each order's exact share is ``fill * requested / total requested``.
 2. It gets that share rounded down -- to a whole share, or to a micro-share when its account
    trades fractional shares.
-3. What is left is handed out one unit at a time (a share, or a micro-share for a fractional
-   account), in order of largest remainder; ties go to the larger request, then to the smaller
+3. What is left is handed out a share at a time (to a fractional account: up to a share, as much
+   as is left), in order of largest remainder; ties go to the larger request, then to the smaller
    key (account id, then order index) -- a deterministic order that does not depend on the order
    in which the orders arrived. Passes repeat until nothing is left.
 4. Never more than an order asked: a unit goes only to an order below its request.
 
-Whole-share orders and a whole-share fill always allocate exactly (the sum of the requests is at
-least the fill, so there is room). A fill with a fraction no whole-share order can take leaves
-``unallocated`` > 0: the simulated brokerage never fills a whole-share block fractionally.
+A whole-share fill always allocates exactly (the sum of the requests is at least the fill, so
+there is room). A fraction of a share that no fractional order has room for is ``unallocated``
+(it stays with the firm's error account); the simulated brokerage fills a block with no
+fractional order in whole shares only.
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ def allocate(fill: float, requests: Sequence[Request]) -> Allocation:
     while left > 0:
         progressed = False
         for i in order:
-            if left >= steps[i] and given[i] + steps[i] <= wanted[i]:
-                given[i] += steps[i]
-                left -= steps[i]
+            # a whole share; or, for a fractional account, up to a share (what is left of the fill, its room)
+            take = min(MICRO, left, wanted[i] - given[i]) if steps[i] == 1 else MICRO
+            if take > 0 and left >= take and given[i] + take <= wanted[i]:
+                given[i] += take
+                left -= take
                 progressed = True
                 if left == 0:
                     break

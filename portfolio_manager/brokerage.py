@@ -277,7 +277,9 @@ class SimulatedBrokerage:
         elif price is None:
             filled, status, reason = 0.0, OrderStatus.REJECTED, f"no price for {block.symbol}"
         elif limit is not None and float(limit) < block.quantity:
-            filled, status = float(limit), OrderStatus.PARTIALLY_FILLED
+            # a block of whole shares fills in whole shares
+            filled = float(limit) if block.quantity != int(block.quantity) else float(int(float(limit)))
+            status = OrderStatus.PARTIALLY_FILLED
             reason = f"liquidity: {float(limit):g} of {block.quantity:g} filled"
             if filled <= 0:
                 filled, status = 0.0, OrderStatus.REJECTED

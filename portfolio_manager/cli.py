@@ -198,6 +198,11 @@ def _proposal_detail(p: Proposal) -> None:
     for r in p.restrictions:
         console.print(f"  restricted: {r.get('symbol')} until {r.get('until')}", highlight=False)
     for r in p.receipts:
+        if r.get("block"):  # an allocation of a block order
+            console.print(f"  receipt {r['order_id']} {r['status']} {r['side']} {r['quantity']:g} of {r['requested']:g}"
+                          f" {r['symbol']} @ {r.get('avg_price')} (average)  block {r['block']}"
+                          + (f"  {r['reason']}" if r.get("reason") else ""), highlight=False)
+            continue
         console.print(f"  receipt {r['order_id']} {r['status']} {r['side']} {r['quantity']:g} {r['symbol']}"
                       f" @ {r.get('fill_price')}  key {r['idempotency_key']}", highlight=False)
 

@@ -98,7 +98,7 @@ BAD_CASES = {
     "unknown-node-type.json": (
         "/nodes/fetch/type",
         "unknown node type 'servce' (did you mean 'service'?); "
-        "allowed types: await, choice, http, service, terminal, wait",
+        "allowed types: await, choice, gather, http, service, terminal, wait",
     ),
     "retry-out-of-range.json": ("/nodes/fetch/retry/max_attempts", "must be less than or equal to 25, got 100"),
     "timeout-out-of-range.json": ("/nodes/fetch/timeout_seconds", "must be greater than 0, got 0"),

@@ -159,7 +159,7 @@ def test_a_batch_closes_on_time_through_the_timers_and_a_later_arrival_takes_lat
     go(engine, driver, ids[1:])  # its group's batch has closed: late
     late = engine.get(ids[1])
     assert late.status is InstanceStatus.SUCCEEDED and late.node == "alone" and late.result == {"late": True}
-    signalled = [a for a in engine.activities(ids[1]) if a["outcome"] == Outcome.SIGNALLED.value][0]
+    signalled = next(a for a in engine.activities(ids[1]) if a["outcome"] == Outcome.SIGNALLED.value)
     assert signalled["via"] == ["meet"] and signalled["next"] == "alone"
     assert len(CALLS) == 1
 
