@@ -106,10 +106,6 @@ def _approve_one(engine: Engine, store: ProposalStore, proposal: Proposal, by: s
     if not verdict.recorded:
         if verdict.reason == "late" or verdict.status == ProposalStatus.EXPIRED.value:
             raise _late(proposal)
-        if verdict.reason == "same" and verdict.status == ProposalStatus.PROPOSED.value:
-            raise ReviewRefused(
-                f"{proposal.account_id}: {who} approved it already; orders of {proposal.order_value:,.2f} need a "
-                f"second approval by someone else (four-eyes) before they are submitted")
         if verdict.reason != "same":
             raise ReviewRefused(f"{proposal.account_id}: {verdict.status or 'missing'}: can no longer be approved")
     current = store.get(proposal.run, proposal.account_id)
@@ -122,7 +118,11 @@ def _approve_one(engine: Engine, store: ProposalStore, proposal: Proposal, by: s
             raise _late(proposal) from exc
         raise ReviewRefused(f"{proposal.account_id}: approval recorded, but its instance did not take it: {exc}; "
                             "run the same approval again once the instance awaits review") from exc
-    if not verdict.recorded and sent.duplicate:
+    if not verdict.recorded and sent.duplicate:  # this person's approval had reached the instance before
+        if current.status is ProposalStatus.PROPOSED:
+            raise ReviewRefused(
+                f"{proposal.account_id}: {who} approved it already; orders of {proposal.order_value:,.2f} need a "
+                f"second approval by someone else (four-eyes) before they are submitted")
         raise ReviewRefused(f"{proposal.account_id}: {current.status.value} already (approved by {who})")
 
 

@@ -52,7 +52,7 @@ def where(instance: Instance, definition: Definition | None) -> str:
     node = definition.nodes.get(instance.node) if definition is not None else None
     text = f"instance {instance.id} is {instance.status.value} at node {instance.node!r}"
     if instance.status is InstanceStatus.AWAITING and isinstance(node, AwaitNode):
-        return f"{text}, awaiting {', '.join(repr(s) for s in node.signals)}"
+        return f"{text}; it awaits {', '.join(repr(s) for s in node.signals)}"
     return f"{text} and awaits no signal"
 
 

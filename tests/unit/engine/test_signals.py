@@ -253,3 +253,29 @@ def test_a_run_is_running_until_every_live_instance_awaits(engine: Engine, drive
     assert engine.progress("phase").phase == "running"
     driver.run_until_idle()
     assert engine.progress("phase").phase == "planned"
+
+
+def test_the_signal_command_sends_one_or_a_run_and_says_what_is_wrong(engine: Engine, driver: Driver,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import engine.cli as cli
+
+    monkeypatch.setattr(cli, "_engine", lambda allow_start=False: engine)
+    runner = CliRunner()
+    iid = started(engine, driver, run="cli")
+    wrong = runner.invoke(cli.main, ["signal", iid, "aprove"])
+    assert wrong.exit_code == 1 and "it awaits 'approve', 'reject'" in " ".join(wrong.output.split())
+    listed = runner.invoke(cli.main, ["list", "--run", "cli"])
+    assert "awaiting signal" in " ".join(listed.output.split())  # the table wraps the rest of the line
+    args = ["signal", iid, "approve", "--data", '{"approvers": ["ann"]}', "--by", "ann", "--key", "k"]
+    sent = runner.invoke(cli.main, args)
+    assert sent.exit_code == 0 and "running at execute" in sent.output
+    again = runner.invoke(cli.main, args)
+    assert again.exit_code == 0 and "applied before; nothing done" in " ".join(again.output.split())
+    others = [started(engine, driver, run="cli") for _ in range(2)]
+    bulk = runner.invoke(cli.main, ["signal", "--run", "cli", "reject", "--by", "ops", "--data", '{"reason": "x"}'])
+    assert bulk.exit_code == 0 and "2 applied, 0 skipped" in bulk.output
+    assert {engine.get(i).node for i in others} == {"rejected"}
+    usage = runner.invoke(cli.main, ["signal", "--run", "cli", iid, "approve"])
+    assert usage.exit_code == 2 and "with --run, give the signal NAME only" in usage.output
