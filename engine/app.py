@@ -54,11 +54,12 @@ def make_store(settings: Settings, url: str | None = None) -> RedisStore:
     return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds)
 
 
-def enqueuer_for(app: Celery, store: RedisStore) -> Enqueuer:
+def enqueuer_for(app: Celery) -> Enqueuer:
     """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery."""
     broker = app.conf.broker_url or ""
-    if broker.rstrip("/") == (app.conf.get("tradeflow_redis_url") or "").rstrip("/"):
-        return RedisQueueEnqueuer.for_app(app, store.client)
+    state = app.conf.get("tradeflow_redis_url") or ""
+    if broker.rstrip("/") == state.rstrip("/"):
+        return RedisQueueEnqueuer.for_app(app, redis_client(broker))
     return CeleryEnqueuer(app)
 
 
@@ -75,7 +76,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 runtime = state.get(pid)
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
-                    runtime = Runtime(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file),
+                    runtime = Runtime(store, enqueuer_for(app), make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps)
                     state.clear()
@@ -110,4 +111,4 @@ def build_engine(settings: Settings | None = None, *, allow_start: bool = False)
     app = create_app(bind=False, settings=settings.with_redis(url))
     app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
     store = make_store(settings, url)
-    return Engine(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file))
+    return Engine(store, enqueuer_for(app), make_clock(settings.clock_offset_file))

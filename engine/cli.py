@@ -102,6 +102,21 @@ def definitions_validate(files: tuple[Path, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
+@definitions.command("schema")
+@click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write it to this file (e.g. definitions/schema.json) instead of printing it.")
+def definitions_schema(target: Path | None) -> None:
+    """The JSON Schema (Draft 2020-12) of the definition format, for editors and CI."""
+    from engine.definitions.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    console.print(f"wrote {target}", highlight=False)
+
+
 @definitions.command("publish")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--alias", help="Also point this alias (e.g. production) at the published version.")
@@ -121,10 +136,9 @@ def definitions_list() -> None:
     """Every definition with its versions and aliases."""
     engine = _engine()
     table = Table("name", "versions", "aliases")
-    for name in engine.store.definition_names():
-        aliases = engine.store.aliases(name)
-        table.add_row(name, ", ".join(map(str, engine.store.versions(name))),
-                      ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items())))
+    for entry in engine.catalog():
+        table.add_row(entry.name, ", ".join(map(str, entry.versions)),
+                      ", ".join(f"{a}→{v}" for a, v in sorted(entry.aliases.items())))
     console.print(table)
 
 
@@ -150,7 +164,7 @@ def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
 @click.argument("version", type=int)
 def definitions_alias(name: str, alias: str, version: int) -> None:
     """Point ALIAS of NAME at VERSION (e.g. production, canary)."""
-    _engine().store.set_alias(name, alias, version)
+    _engine().set_alias(name, alias, version)
     console.print(f"{name} {alias} → version {version}")
 
 

@@ -98,10 +98,7 @@ def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALI
     versions: dict[str, int] = {}
     for path in definition_files(directory):
         definition = load_definition(path.read_text(), str(path))
-        version = engine.publish(definition)
-        if alias not in engine.store.aliases(definition.name):
-            engine.store.set_alias(definition.name, alias, version)
-        versions[definition.name] = engine.store.resolve_version(definition.name, alias)
+        versions[definition.name] = engine.ensure_alias(definition.name, alias, engine.publish(definition))
     return versions
 
 
@@ -112,10 +109,8 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
     for workflow, items in by_workflow.items():
         if not items:
             continue
-        existing = engine.store.client.pipeline(transaction=False)
-        for item in items:
-            existing.exists(engine.store.keys.instance(item.instance_id or ""))
-        fresh = [item for item, found in zip(items, existing.execute(), strict=True) if not found]
+        existing = engine.existing([item.instance_id or "" for item in items])
+        fresh = [item for item, found in zip(items, existing, strict=True) if not found]
         result.already_started += len(items) - len(fresh)
         if fresh:
             result.instance_ids += engine.start_many(workflow, fresh, version=version, run=result.run)
