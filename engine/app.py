@@ -1,7 +1,8 @@
-"""The Celery app: configuration from ``celeryconfig``, one task per registered action.
+"""The Celery app and the Engine, wired from :class:`engine.config.Settings`.
 
-Workers run ``celery -A engine.worker worker -Q <service>``; the service modules to load
-come from ``TRADEFLOW_SERVICE_MODULES`` (comma separated; see ``celeryconfig.py``).
+Workers run ``celery -A engine.worker worker -Q <service>``; the app is configured by
+:func:`engine.celery_config.celery_config`, and binds one task per action of the service
+modules (``TRADEFLOW_SERVICE_MODULES``, else the installed plugins').
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
+from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
 from engine.ops.embedded import resolve_redis_url
@@ -86,15 +88,15 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
     return get
 
 
-def create_app(config_module: str = "celeryconfig", settings: Settings | None = None, *,
-               bind: bool = True) -> Celery:
-    """Build the Celery app and bind every action of the configured service modules.
+def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url: str | None = None) -> Celery:
+    """Build the Celery app (configured by :func:`engine.celery_config.celery_config`) and bind
+    every action of the configured service modules.
 
     ``bind=False`` gives a light app that only sends messages (the CLI's).
     """
     settings = settings or Settings.from_env()
     app = Celery("tradeflow")
-    app.config_from_object(config_module)
+    app.conf.update(celery_config(settings, redis_url or resolve_redis_url(settings)))
     if not bind:
         return app
     for module in app.conf.get("tradeflow_service_modules", []):
@@ -107,8 +109,6 @@ def build_engine(settings: Settings | None = None, *, allow_start: bool = False)
     """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
     settings = settings or Settings.from_env()
     url = resolve_redis_url(settings, allow_start=allow_start)
-    os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
-    app = create_app(bind=False, settings=settings.with_redis(url))
-    app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
+    app = create_app(settings.with_redis(url), bind=False, redis_url=url)
     store = make_store(settings, url)
     return Engine(store, enqueuer_for(app), make_clock(settings.clock_offset_file))

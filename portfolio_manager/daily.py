@@ -32,10 +32,13 @@ from celery import shared_task
 from celery.schedules import schedstate, schedule
 
 from engine.api import Engine, StartItem
+from engine.app import build_engine
 from engine.definitions.validation import load_definition
 from engine.errors import NotFound
 from portfolio_manager.book import Account, Region
+from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import AccountNotFound, InvalidBookData
+from portfolio_manager.services import services
 from portfolio_manager.sources import BookReader
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,7 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     Regions whose exchange is closed that day are skipped (and named in the result).
     ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
     """
-    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day
+    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
     run_date = run_date or today_in()
     result = RunStarted(run or daily_run_label(run_date), run_date)
@@ -229,7 +232,7 @@ class TradingDaySchedule(schedule):
 
     def next_after(self, moment: datetime) -> datetime:
         """The first firing strictly after ``moment`` (tz-aware)."""
-        from portfolio_manager.calendars import is_trading_day
+        from portfolio_manager.calendars import is_trading_day  # pandas: slow to import
 
         zone = ZoneInfo(self.zone)
         day = moment.astimezone(zone).date()
@@ -278,8 +281,6 @@ _engine: dict[str, Engine] = {}
 def _worker_engine() -> Engine:
     with _engine_lock:
         if "engine" not in _engine:
-            from engine.app import build_engine
-
             _engine["engine"] = build_engine()
         return _engine["engine"]
 
@@ -287,9 +288,7 @@ def _worker_engine() -> Engine:
 @shared_task(name=DAILY_TASK, ignore_result=True)
 def daily_rebalance_task(exchange: str | None = None, run_date: str | None = None) -> dict[str, Any]:
     """Beat's entry point: the morning run of the regions ``exchange`` serves (all when None)."""
-    from portfolio_manager.actions import services
-    from portfolio_manager.calendars import EXCHANGES
-    from portfolio_manager.config import PMSettings
+    from portfolio_manager.calendars import EXCHANGES  # pandas: slow to import
 
     engine = _worker_engine()
     ensure_definitions(engine, PMSettings.from_env().definitions_dir)

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from portfolio_manager.errors import NoSuchProposal
+
 if TYPE_CHECKING:
     from engine.api import Engine
 
@@ -211,10 +213,6 @@ class Decisions:
     status: ProposalStatus
     changed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
-
-
-class NoSuchProposal(LookupError):
-    """No proposal for this run and account."""
 
 
 def _text(value: Any) -> str:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
+from engine.config import Settings
 from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
@@ -37,7 +38,7 @@ DEADLINE_GRACE = 5.0
 #: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
 MIN_TIMEOUT_ATTEMPTS = 3
 #: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...
-DEFAULT_INLINE_STEPS = 16
+DEFAULT_INLINE_STEPS = Settings.inline_steps
 #: ... and only while the message has run for less than this many seconds.
 DEFAULT_INLINE_SECONDS = 30.0
 
