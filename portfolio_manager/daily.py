@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 WORKFLOWS: dict[Region, str] = {Region.CA: "rebalance-ca", Region.US: "rebalance-us"}
 EXCHANGE_ZONES: dict[str, str] = {"XTSE": "America/Toronto", "XNYS": "America/New_York"}
 DEFAULT_ALIAS = "production"
-SUBMIT_WORKFLOW = "submit-orders"
 DEPOSIT_WORKFLOW = "invest-deposit"
 
 
