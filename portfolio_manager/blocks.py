@@ -31,6 +31,7 @@ from portfolio_manager.allocation import Request, allocate
 from portfolio_manager.brokerage import BlockOrder, BlockReceipt, OrderStatus
 from portfolio_manager.errors import BrokerageError
 from portfolio_manager.proposals import Proposal, ProposalStatus, ProposedOrder
+from portfolio_manager.services import services
 
 SERVICE = "portfolio_manager"
 
@@ -118,8 +119,6 @@ def _rejected(key: str, legs: list[Leg], reason: str) -> list[dict[str, Any]]:
 def _take_proposals(members: list[tuple[str, BlockMember]], batch_id: str,
                     answers: dict[str, Any]) -> dict[str, tuple[Proposal, bool]]:
     """Each member's proposal, moved to ``submitting``; members whose proposal cannot be are answered failed."""
-    from portfolio_manager.actions import services
-
     store = services().proposals
     by_run: dict[str, list[tuple[str, BlockMember]]] = defaultdict(list)
     for iid, member in members:
@@ -153,8 +152,6 @@ def _take_proposals(members: list[tuple[str, BlockMember]], batch_id: str,
 @action(SERVICE, "trade_blocks")
 def trade_blocks(batch: dict[str, Any]) -> dict[str, Any]:
     """Trade a batch's approved orders as one block per (symbol, side); answer each account with its receipts."""
-    from portfolio_manager.actions import services
-
     svc = services()
     batch_id = batch["batch"]["id"]
     answers: dict[str, Any] = {}

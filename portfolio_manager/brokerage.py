@@ -37,9 +37,10 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from portfolio_manager.book import Identifier, Quantity, Side, Symbol
+from engine.keyspace import KeySpace
+from portfolio_manager.book import FrozenModel, Identifier, Quantity, Side, Symbol
 from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
 
 if TYPE_CHECKING:
@@ -56,11 +57,7 @@ class OrderStatus(StrEnum):
     REJECTED = "REJECTED"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BrokerOrder(_Frozen):
+class BrokerOrder(FrozenModel):
     """An order to send: what to trade, plus the key that makes sending it twice harmless."""
 
     idempotency_key: Annotated[str, Field(min_length=1, max_length=256)]
@@ -72,7 +69,7 @@ class BrokerOrder(_Frozen):
     est_price: Price | None = None
 
 
-class BrokerReceipt(_Frozen):
+class BrokerReceipt(FrozenModel):
     """The brokerage's answer for one idempotency key."""
 
     order_id: str
@@ -97,7 +94,7 @@ class BrokerReceipt(_Frozen):
         )
 
 
-class BlockOrder(_Frozen):
+class BlockOrder(FrozenModel):
     """A block: the summed quantity of many accounts' orders of one symbol and side, sent once."""
 
     idempotency_key: Annotated[str, Field(min_length=1, max_length=512)]
@@ -108,7 +105,7 @@ class BlockOrder(_Frozen):
     est_price: Price | None = None
 
 
-class BlockReceipt(_Frozen):
+class BlockReceipt(FrozenModel):
     """The brokerage's answer for one block: how much filled, at what average price, or why not."""
 
     order_id: str
@@ -173,6 +170,7 @@ class SimulatedBrokerage:
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.space = KeySpace(prefix)
         self.last_price = last_price
         self.fail_before_accept = fail_before_accept
         self.fail_after_accept = fail_after_accept
@@ -184,12 +182,12 @@ class SimulatedBrokerage:
     @property
     def received_key(self) -> str:
         """List of every order delivered."""
-        return f"{self.prefix}received"
+        return self.space.key("received")
 
     @property
     def orders_key(self) -> str:
         """Hash of idempotency key -> receipt."""
-        return f"{self.prefix}orders"
+        return self.space.key("orders")
 
     def _fault(self, probability: float) -> bool:
         return probability > 0 and self._rng.random() < probability
@@ -244,30 +242,30 @@ class SimulatedBrokerage:
     @property
     def blocks_key(self) -> str:
         """Hash of block idempotency key -> block receipt."""
-        return f"{self.prefix}blocks"
+        return self.space.key("blocks")
 
     @property
     def blocks_received_key(self) -> str:
         """List of every block delivered."""
-        return f"{self.prefix}blocks:received"
+        return self.space.key("blocks:received")
 
     def set_liquidity(self, symbol: str, quantity: float | None) -> None:
         """A block of ``symbol`` fills at most ``quantity`` (None: no limit) -- how a partial fill is simulated."""
         if quantity is None:
-            self.client.hdel(f"{self.prefix}liquidity", symbol)
+            self.client.hdel(self.space.key("liquidity"), symbol)
         else:
-            self.client.hset(f"{self.prefix}liquidity", symbol, repr(float(quantity)))
+            self.client.hset(self.space.key("liquidity"), symbol, repr(float(quantity)))
 
     def halt(self, symbol: str, reason: str | None = "trading halted") -> None:
         """Blocks of ``symbol`` are rejected with ``reason`` (None: trading resumes)."""
         if reason is None:
-            self.client.hdel(f"{self.prefix}halted", symbol)
+            self.client.hdel(self.space.key("halted"), symbol)
         else:
-            self.client.hset(f"{self.prefix}halted", symbol, reason)
+            self.client.hset(self.space.key("halted"), symbol, reason)
 
     def _block_answer(self, block: BlockOrder) -> BlockReceipt:
-        halted = self.client.hget(f"{self.prefix}halted", block.symbol)
-        limit = self.client.hget(f"{self.prefix}liquidity", block.symbol)
+        halted = self.client.hget(self.space.key("halted"), block.symbol)
+        limit = self.client.hget(self.space.key("liquidity"), block.symbol)
         price = self.last_price(block.symbol) if self.last_price else None
         price = price or block.est_price
         filled, status, reason = block.quantity, OrderStatus.FILLED, ""
@@ -340,7 +338,7 @@ class SimulatedBrokerage:
     def clear(self) -> None:
         """Delete this brokerage's keys (and nothing else)."""
         self.client.delete(self.received_key, self.orders_key, self.blocks_key, self.blocks_received_key,
-                           f"{self.prefix}liquidity", f"{self.prefix}halted")
+                           self.space.key("liquidity"), self.space.key("halted"))
 
 
 __all__ = ["BlockOrder", "BlockReceipt", "Brokerage", "BrokerOrder", "BrokerReceipt", "OrderStatus",

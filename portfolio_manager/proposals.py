@@ -46,6 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.keyspace import KeySpace, read_lua, text
+from portfolio_manager.errors import NoSuchProposal
+
 if TYPE_CHECKING:
     from engine.api import Engine
 
@@ -215,33 +218,7 @@ def proposal_from_plan(
     )
 
 
-# Record a plan unless a decision was already taken. KEYS: proposal hash, accounts set, runs zset.
-# ARGV: body JSON, account id, run, now. Returns {1, 'proposed'} or {0, current status}.
-_RECORD_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status and status ~= 'proposed' then return {0, status} end
-redis.call('HSET', KEYS[1], 'body', ARGV[1], 'status', 'proposed')
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[3])
-return {1, 'proposed'}
-"""
 
-# Move a proposal to a new status if it is in one of the allowed ones. KEYS: proposal hash.
-# ARGV: new status, allowed statuses (comma separated), then field/value pairs to set.
-# Returns {1, new status}, {0, current status} or {0, ''} when there is no such proposal.
-_TRANSITION_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, ''} end
-local allowed = false
-for s in string.gmatch(ARGV[2], '[^,]+') do if s == status then allowed = true end end
-if not allowed then return {0, status} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-return {1, ARGV[1]}
-"""
 
 
 # An approval of a proposal reviewed in its workflow. KEYS: proposal hash.
@@ -295,22 +272,15 @@ class Decisions:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-class NoSuchProposal(LookupError):
-    """No proposal for this run and account."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class ProposalStore:
     """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
 
     def __init__(self, client: Any, prefix: str = "pm:prop:") -> None:
         self.client = client
         self.prefix = prefix
-        self._record = client.register_script(_RECORD_LUA)
-        self._transition = client.register_script(_TRANSITION_LUA)
+        self.space = KeySpace(prefix)
+        self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
+        self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
         self._approve = client.register_script(_APPROVE_LUA)
         self._reject = client.register_script(_REJECT_LUA)
 
@@ -322,15 +292,15 @@ class ProposalStore:
     @property
     def runs_key(self) -> str:
         """Sorted set of run labels."""
-        return f"{self.prefix}runs"
+        return self.space.key("runs")
 
     def accounts_key(self, run: str) -> str:
         """Set of the account ids with a proposal in ``run``."""
-        return f"{self.prefix}{run}:accounts"
+        return self.space.key(run, "accounts")
 
     def key(self, run: str, account_id: str) -> str:
         """Hash of one proposal."""
-        return f"{self.prefix}{run}:{account_id}"
+        return self.space.key(run, account_id)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -341,7 +311,7 @@ class ProposalStore:
             keys=[self.key(proposal.run, proposal.account_id), self.accounts_key(proposal.run), self.runs_key],
             args=[body, proposal.account_id, proposal.run, repr(proposal.recorded_at)],
         )
-        return bool(done), ProposalStatus(_text(status))
+        return bool(done), ProposalStatus(text(status))
 
     def transition(self, run: str, account_id: str, to: ProposalStatus, **fields: Any) -> tuple[bool, str]:
         """Move one proposal to ``to`` if allowed; (applied, status now or '' if missing)."""
@@ -349,7 +319,7 @@ class ProposalStore:
         for name, value in fields.items():
             args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
-        return bool(done), _text(status)
+        return bool(done), text(status)
 
     def transition_many(self, changes: Sequence[tuple[str, str, ProposalStatus, dict[str, Any]]],
                         chunk: int = 500) -> list[tuple[bool, str]]:
@@ -362,7 +332,7 @@ class ProposalStore:
                 for name, value in fields.items():
                     args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
                 self._transition(keys=[self.key(run, account_id)], args=args, client=pipe)
-            out.extend((bool(done), _text(status)) for done, status in pipe.execute())
+            out.extend((bool(done), text(status)) for done, status in pipe.execute())
         return out
 
     def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
@@ -371,16 +341,16 @@ class ProposalStore:
             by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
             "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
         if int(reply[0]):
-            return Verdict(True, _text(reply[1]), approvals=int(reply[2]))
-        return Verdict(False, _text(reply[2]), _text(reply[1]))
+            return Verdict(True, text(reply[1]), approvals=int(reply[2]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
 
     def reject_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
         """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``_REJECT_LUA``)."""
         reply = self._reject(keys=[self.key(proposal.run, proposal.account_id)], args=[
             by, repr(now), note, "" if proposal.cutoff is None else repr(proposal.cutoff)])
         if int(reply[0]):
-            return Verdict(True, _text(reply[1]))
-        return Verdict(False, _text(reply[2]), _text(reply[1]))
+            return Verdict(True, text(reply[1]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
 
     def decide(
         self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
@@ -437,11 +407,11 @@ class ProposalStore:
 
     def runs(self, limit: int = 20) -> list[str]:
         """Run labels with proposals, newest first."""
-        return [_text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
+        return [text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
 
     def account_ids(self, run: str) -> list[str]:
         """Accounts with a proposal in ``run``, sorted."""
-        return sorted(_text(a) for a in self.client.smembers(self.accounts_key(run)))
+        return sorted(text(a) for a in self.client.smembers(self.accounts_key(run)))
 
     def get(self, run: str, account_id: str) -> Proposal:
         """One proposal; NoSuchProposal says how to find the right one."""
@@ -460,7 +430,7 @@ class ProposalStore:
         out = []
         for raw in pipe.execute():
             if raw:
-                out.append(self._parse({_text(k): _text(v) for k, v in raw.items()}))
+                out.append(self._parse({text(k): text(v) for k, v in raw.items()}))
         return out
 
     def list(self, run: str, statuses: Iterable[ProposalStatus | str] | None = None) -> list[Proposal]:

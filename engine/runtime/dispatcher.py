@@ -22,8 +22,7 @@ from engine.definitions.model import (
     ChoiceNode,
     Definition,
     GatherNode,
-    HttpNode,
-    ServiceNode,
+    StepNode,
     TerminalNode,
     WaitNode,
 )
@@ -103,7 +102,7 @@ def resolve(definition: Definition, node_name: str, scope: Scope, closed: Closed
             via.append(node_name)
             node_name = _choose(node_name, node, scope)
             continue
-        if isinstance(node, ServiceNode | HttpNode):
+        if isinstance(node, StepNode):
             return Next(NextKind.STEP, node_name, tuple(via))
         if isinstance(node, WaitNode):
             return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_time(node_name, node, scope))

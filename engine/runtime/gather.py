@@ -41,6 +41,7 @@ from engine.errors import ActionFailed, MalformedAnswer, StepFailed
 from engine.model import Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, target_of
 from engine.runtime.messages import PRIORITY_CONTINUE, StepMessage
+from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS, step_deadline, worker_name
 from engine.service import as_transition
 from engine.store.batches import Batch
 
@@ -117,8 +118,6 @@ class Gatherer:
         self.store = runtime.store
 
     def _record(self, event: str, started: float, **fields: Any) -> dict[str, Any]:
-        from engine.runtime.runner import worker_name
-
         out = {"event": event, "worker": worker_name(), "started_at": started, "ended_at": self.runtime.clock()}
         out.update({k: v for k, v in fields.items() if v is not None})
         return out
@@ -133,8 +132,6 @@ class Gatherer:
 
     def close(self, batch_id: str, reason: str, early: bool) -> bool:
         """Close ``batch_id`` (with ``early``: only if nothing could still arrive) and send its step."""
-        from engine.runtime.runner import step_deadline
-
         batch = self.store.load_batch(batch_id)
         if batch is None or batch.status != "open":
             return False
@@ -172,8 +169,6 @@ class Gatherer:
 
     def _due(self, batch_id: str, now: float) -> int:
         """A closed batch's step is due: its backoff ended, or its deadline passed (lost or hung)."""
-        from engine.runtime.runner import MIN_TIMEOUT_ATTEMPTS, step_deadline
-
         batch = self.store.load_batch(batch_id)
         if batch is None or batch.status != "closed":
             return 0
@@ -204,8 +199,6 @@ class Gatherer:
 
     def run_batch(self, batch_id: str, attempt: int, execute: ExecuteBatch) -> str:
         """Run one delivered batch step message: ask the action (unless answered), apply, mark applied."""
-        from engine.runtime.runner import step_deadline
-
         started = self.runtime.clock()
         batch = self.store.load_batch(batch_id)
         if batch is None:

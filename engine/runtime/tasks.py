@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode
+from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
 from engine.errors import DataSetLost
 from engine.runtime.gather import batch_task
 from engine.runtime.http import call_http
@@ -54,7 +54,7 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
     @app.task(name=HTTP_TASK, ignore_result=True)
     def http_step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        def execute(n: ServiceNode | HttpNode, payload: Any) -> Transition:
+        def execute(n: StepNode, payload: Any) -> Transition:
             assert isinstance(n, HttpNode)
             return call_http(n, payload)
 
@@ -70,7 +70,7 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
 
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
-    def execute(node: ServiceNode | HttpNode, payload: Any) -> Transition:
+    def execute(node: StepNode, payload: Any) -> Transition:
         assert isinstance(node, ServiceNode)
         return registry.get(node.service, node.action).call(payload)
 

@@ -29,7 +29,7 @@ local batch, acts, open, due, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5
 local doc = cjson.decode(ARGV[1])
 local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
-local COULD_ARRIVE = {'pending', 'running', 'waiting', 'awaiting', 'paused'}
+local COULD_ARRIVE = {'running', 'waiting', 'awaiting', 'paused'}
 
 local cur = redis.call('HMGET', batch, 'status', 'attempt', 'id')
 if not cur[3] then return {'missing'} end

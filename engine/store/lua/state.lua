@@ -42,7 +42,8 @@ local op = doc.op
 local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
 
-local TERMINAL = {succeeded = true, failed = true, cancelled = true}
+-- The terminal statuses, filled in from engine.model.TERMINAL_STATUSES when the script is loaded.
+local TERMINAL = {__TERMINAL__}
 
 -- Write every context entry the operation carries.
 local function write_context()
@@ -57,7 +58,7 @@ local function record(name)
 end
 
 -- The live statuses of an instance that could still reach a gather node (gathering ones have arrived).
-local COULD_ARRIVE = {'pending', 'running', 'waiting', 'awaiting', 'paused'}
+local COULD_ARRIVE = {'running', 'waiting', 'awaiting', 'paused'}
 local joined = nil
 
 -- A gathering instance contributes to its group's open batch, or opens the group's next one
