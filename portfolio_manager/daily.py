@@ -120,10 +120,17 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
 
 
 def _item(run: str, account: Account, run_date: date, wait_for_open: bool,
-          review_until: datetime | None = None) -> StartItem:
+          review_until: datetime | None = None, block_orders: bool = True,
+          block_until: datetime | None = None) -> StartItem:
     data: dict[str, Any] = {"account_id": account.id, "run_date": run_date.isoformat()}
     if not wait_for_open:
         data["wait_for_open"] = False
+    if not block_orders:
+        data["block_orders"] = False
+    if block_until is not None:
+        if block_until.tzinfo is None:
+            raise ValueError("block_until needs a time zone (e.g. datetime.now(UTC) + timedelta(minutes=5))")
+        data["block_until"] = block_until.isoformat()
     if review_until is not None:
         if review_until.tzinfo is None:
             raise ValueError("review_until needs a time zone (e.g. datetime.now(UTC) + timedelta(hours=2))")
@@ -134,13 +141,16 @@ def _item(run: str, account: Account, run_date: date, wait_for_open: bool,
 def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | None = None, *,
                           run: str | None = None, regions: Iterable[Region | str] | None = None,
                           wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
-                          limit: int | None = None, review_until: datetime | None = None) -> RunStarted:
+                          limit: int | None = None, review_until: datetime | None = None,
+                          block_orders: bool = True, block_until: datetime | None = None) -> RunStarted:
     """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
 
     Regions whose exchange is closed that day are skipped (and named in the result).
     ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
     ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): for
     rehearsals of a past session (the demo, tests); the morning run never sets it.
+    Approved accounts trade in blocks (``block``, closing at the cut-off or ``block_until``, or
+    once the run is decided); ``block_orders=False`` submits each account's orders on approval.
     """
     from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
@@ -159,7 +169,7 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     for account in book.list_accounts(active_only=True, invalid=result.invalid_accounts):
         if account.region in open_regions:
             by_workflow[WORKFLOWS[account.region]].append(
-                _item(result.run, account, run_date, wait_for_open, review_until))
+                _item(result.run, account, run_date, wait_for_open, review_until, block_orders, block_until))
     for account_id, reason in result.invalid_accounts.items():  # one bad record never stops the morning
         log.error("daily run %s: account %s not started: %s", result.run, account_id, reason)
     if limit is not None:
@@ -184,6 +194,9 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
                      version: int | str = DEFAULT_ALIAS, review_until: datetime | None = None) -> RunStarted:
     """Start the rebalance of ``account_ids`` now (on demand), each with its region's workflow.
 
+    Accounts traded on demand submit their own orders on approval (no block: ``block_orders``
+    false in their data).
+
     Unknown accounts are listed in the result, not started; closed ones are started and end
     ``failed`` with the reason, so the request leaves a trace.
     """
@@ -199,7 +212,7 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
             result.invalid_accounts[account_id] = str(exc)
             continue
         by_workflow.setdefault(WORKFLOWS[account.region], []).append(
-            _item(result.run, account, run_date, wait_for_open, review_until))
+            _item(result.run, account, run_date, wait_for_open, review_until, block_orders=False))
     _start(engine, result, by_workflow, version)
     return result
 

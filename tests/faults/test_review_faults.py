@@ -130,7 +130,8 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
         svc = world(lab, pm_prefix, 30)
         set_clock(lab, CUTOFF - 3600)
         run = "killed"
-        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False)
+        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
+                              block_orders=False)  # each account submits on approval (blocks: test_block_faults)
         wait_planned(lab, run)
         chosen = [p for p in review.pending(svc.proposals, run) if len(p.orders) >= 3][:4]
         accounts = [p.account_id for p in chosen]
