@@ -78,7 +78,8 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
         svc = world(lab, pm_prefix, 30)
         set_clock(lab, CUTOFF - 600)  # ten minutes before the cut-off
         run = "expiry"
-        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False)
+        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
+                              block_orders=False)  # the approved one submits at once (blocks: test_block_faults)
         wait_planned(lab, run)
         proposals = review.pending(svc.proposals, run)
         assert len(proposals) >= 4, [p.account_id for p in proposals]
