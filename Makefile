@@ -41,7 +41,7 @@ lint: $(STAMP)  ## ruff
 demo: $(STAMP)  ## run the demo end to end (embedded Redis when none answers)
 	$(BIN)/tradeflow demo
 
-bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory; BENCH_ARGS="--full" adds 100k
+bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory, submission (20k: per account vs blocks)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
