@@ -381,6 +381,16 @@ class Engine:
         return BatchView(found, self.store.batch_contributions(batch_id), self.store.batch_runs(batch_id),
                          self.store.batch_activities(batch_id))
 
+    def close_batch(self, batch_id: str, reason: str = "operator") -> bool:
+        """Close an open batch now (an operator trades what has gathered): its step is sent at once.
+
+        False when it was not open (closed already, or applied); NotFound when there is no such batch.
+        """
+        found = self.store.load_batch(batch_id)
+        if found is None:
+            raise NotFound(f"no batch {batch_id!r}; `tradeflow batches` lists them")
+        return self.runtime.gatherer.close(batch_id, f"closed by {reason}", early=False)
+
     def batches(self, limit: int = 50) -> list[Batch]:
         """The latest batches, newest first (applied ones expire with the retention)."""
         found = [self.store.load_batch(b) for b in self.store.batch_ids(limit)]

@@ -39,9 +39,18 @@ def batches(limit: int) -> None:
 @click.argument("batch_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (contributions included).")
 @click.option("--members/--no-members", default=True, help="List the members and what each contributed.")
-def batch(batch_id: str, as_json: bool, members: bool) -> None:
+@click.option("--close", "close_now", is_flag=True, help="Close the open batch now: its step runs at once.")
+@click.option("--by", default="operator", show_default=True, help="With --close: who closes it (recorded).")
+def batch(batch_id: str, as_json: bool, members: bool, close_now: bool, by: str) -> None:
     """One batch: its status and times, its members with their contributions and answers, its history."""
-    view = _engine().batch(batch_id)
+    engine = _engine()
+    if close_now:
+        if engine.close_batch(batch_id, by):
+            console.print(f"closed {batch_id}: its batch step is on its way", highlight=False)
+        else:
+            console.print(f"{batch_id} was not open (status {engine.batch(batch_id).batch.status})", highlight=False)
+        return
+    view = engine.batch(batch_id)
     if as_json:
         click.echo(json.dumps(view.to_dict(), default=str))
         return
@@ -69,7 +78,7 @@ def batch(batch_id: str, as_json: bool, members: bool) -> None:
             detail = " ".join(f"{k}={v}" for k, v in act["transitions"].items())
         if act["event"] == "applied":
             detail = f"moved={act.get('moved')} failed={act.get('failed')}"
-        ms = (act.get("ended_at", act.get("at", 0)) - act.get("started_at", act.get("at", 0))) * 1000
+        ms = (float(act.get("ended_at", act.get("at", 0))) - float(act.get("started_at", act.get("at", 0)))) * 1000
         history.add_row(act["event"], str(act.get("attempt", "")), str(detail)[:80], f"{ms:.1f}",
                         str(act.get("worker", act.get("by", ""))))
     console.print(history)

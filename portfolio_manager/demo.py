@@ -126,9 +126,17 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     second = [p.account_id for p in chosen if p.approvals_required > 1]
     if second:
         approve(engine, svc.proposals, run, second, by="ben", note="demo: the second pair of eyes")
-    console.print(f"approved {len(accounts)} proposals ({len(second)} by two people): their workflows submit them")
     ids = [p.instance_id for p in chosen]
     deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # they gather at the block (the rest of the run is still under review)
+        if all(i.status.value == "gathering" or i.status.is_terminal for i in engine.store.load_many(ids)):
+            break
+        time.sleep(0.2)
+    batches = sorted({i.batch for i in engine.store.load_many(ids) if i.batch})
+    for batch_id in batches:  # the desk trades the block now instead of at the cut-off
+        engine.close_batch(batch_id, "the demo")
+    console.print(f"approved {len(accounts)} proposals ({len(second)} by two people); their block closed now "
+                  f"({', '.join(batches) or 'none'}): one brokerage order per symbol and side")
     while time.monotonic() < deadline:
         if all(i.status.is_terminal for i in engine.store.load_many(ids)):
             break

@@ -81,7 +81,7 @@ local function join(id, run)
                'close_early', g.close_early and '1' or '0', 'attempt', 1, 'members', 0)
     redis.call('ZADD', g.batches, doc.now, bid)
     redis.call('ZADD', g.open, g.close_at, bid)
-    redis.call('RPUSH', bp .. bid .. ':acts', cjson.encode({event = 'opened', at = doc.now, by = id}))
+    redis.call('RPUSH', bp .. bid .. ':acts', cjson.encode({event = 'opened', at = tonumber(doc.now), by = id}))
   elseif tonumber(g.close_at) < tonumber(redis.call('HGET', bp .. bid, 'close_at')) then
     redis.call('HSET', bp .. bid, 'close_at', g.close_at)
     redis.call('ZADD', g.open, g.close_at, bid)

@@ -341,3 +341,40 @@ def test_schema_and_diagram_know_the_gather_node() -> None:
     diagram = to_mermaid(load_definition(json.dumps(FLOW)))
     assert "meet : gather by instance.run into svc.total" in diagram
     assert "meet --> alone : late" in diagram and "meet --> small : small" in diagram
+
+
+def test_an_operator_closes_a_batch_now(engine: Engine, driver: Driver) -> None:
+    ids = start(engine, driver, [10, 20, 30])
+    go(engine, driver, ids[:2])
+    batch_id = batch_of_member(engine, ids[0])
+    assert engine.close_batch(batch_id, "ann") is True
+    assert engine.close_batch(batch_id, "ann") is False  # closes once
+    driver.run_until_idle()
+    assert len(CALLS) == 1 and {engine.get(i).status for i in ids[:2]} == {InstanceStatus.SUCCEEDED}
+    assert engine.batch(batch_id).batch.close_reason == "closed by ann"
+    with pytest.raises(NotFound):
+        engine.close_batch("nope#1")
+
+
+def test_the_command_line_lists_shows_and_closes_batches(engine: Engine, driver: Driver,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from engine import batch_cli
+
+    monkeypatch.setattr(batch_cli, "_engine", lambda: engine)
+    ids = start(engine, driver, [10, 20, 30])
+    go(engine, driver, ids[:2])
+    batch_id = batch_of_member(engine, ids[0])
+    runner = CliRunner()
+    listed = runner.invoke(batch_cli.batches, ["--limit", "5"])
+    assert listed.exit_code == 0 and "open" in listed.output and "svc.total" in listed.output
+    shown = runner.invoke(batch_cli.batch, [batch_id, "--json"])
+    assert shown.exit_code == 0
+    document = json.loads(shown.output)
+    assert document["batch"]["status"] == "open" and [m["instance"] for m in document["members"]] == ids[:2]
+    closed = runner.invoke(batch_cli.batch, [batch_id, "--close", "--by", "ann"])
+    assert closed.exit_code == 0 and "closed" in closed.output
+    driver.run_until_idle()
+    table = runner.invoke(batch_cli.batch, [batch_id])
+    assert table.exit_code == 0 and "applied" in table.output and "answered" in table.output
