@@ -12,6 +12,15 @@
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
+| ``TRADEFLOW_SERVICE_MODULES`` | the installed plugins' | modules whose actions workers serve (comma list) |
+| ``TRADEFLOW_PREFETCH`` | ``1`` | messages a worker process reserves ahead |
+| ``TRADEFLOW_VISIBILITY_TIMEOUT`` | ``7200`` | seconds before an unacknowledged message is redelivered |
+| ``TRADEFLOW_UNACKED_RESTORE_SECONDS`` | — | how often workers give back messages unacked past it (kombu: 100 s) |
+| ``TRADEFLOW_BROKER_PREFIX`` | — | key prefix of the broker's queues (one deployment or test apart on a shared Redis) |
+| ``TRADEFLOW_EVENTS`` | ``1`` | ``0``: no task events (Flower sees nothing) |
+
+Every variable is read here, once (:meth:`Settings.from_env`); defaults are the field defaults.
+Celery's configuration is assembled from these by :mod:`engine.celery_config`.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pathlib import Path
 from engine.errors import ConfigurationError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_HOME = "~/.tradeflow"
 
 
 @dataclass(frozen=True)
@@ -33,13 +43,20 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = None
     embedded: bool = False
-    home: Path = field(default_factory=lambda: Path("~/.tradeflow").expanduser())
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
     key_prefix: str = "wf"
     retention_days: float = 14.0
     timer_interval: float = 1.0
     sweep_interval: float = 5.0
     inline_steps: int = 16
     clock_offset_file: Path | None = None
+    #: Modules whose actions workers serve; empty: those the installed plugins name.
+    service_modules: tuple[str, ...] = ()
+    prefetch: int = 1
+    visibility_timeout: int = 7200
+    unacked_restore_seconds: int | None = None
+    broker_prefix: str = ""
+    events: bool = True
 
     @property
     def retention_seconds(self) -> int:
@@ -55,23 +72,43 @@ class Settings:
         """A copy using ``url`` for Redis (and the broker, unless that was set apart)."""
         return replace(self, redis_url=url, broker_url=self.broker_url if self.broker_url else None)
 
+    def child_env(self) -> dict[str, str]:
+        """The variables that hand this Redis (and broker) to worker processes started from here."""
+        env = {"TRADEFLOW_REDIS_URL": self.redis_url}
+        if self.broker_url:
+            env["TRADEFLOW_BROKER_URL"] = self.broker_url
+        return env
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the ``TRADEFLOW_*`` variables (see the module docstring)."""
         env = os.environ if env is None else env
+        d = cls  # the field defaults, written once above
         try:
             return cls(
                 redis_url=env.get("TRADEFLOW_REDIS_URL", DEFAULT_REDIS_URL),
                 broker_url=env.get("TRADEFLOW_BROKER_URL") or None,
-                embedded=env.get("TRADEFLOW_EMBEDDED_REDIS", "0").lower() in {"1", "true", "yes"},
-                home=Path(env.get("TRADEFLOW_HOME", "~/.tradeflow")).expanduser(),
-                key_prefix=env.get("TRADEFLOW_KEY_PREFIX", "wf"),
-                retention_days=float(env.get("TRADEFLOW_RETENTION_DAYS", "14")),
-                timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", "1")),
-                sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", "5")),
-                inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", "16")),
+                embedded=_flag(env.get("TRADEFLOW_EMBEDDED_REDIS"), d.embedded),
+                home=Path(env.get("TRADEFLOW_HOME", DEFAULT_HOME)).expanduser(),
+                key_prefix=env.get("TRADEFLOW_KEY_PREFIX", d.key_prefix),
+                retention_days=float(env.get("TRADEFLOW_RETENTION_DAYS", d.retention_days)),
+                timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", d.timer_interval)),
+                sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", d.sweep_interval)),
+                inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", d.inline_steps)),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,
+                service_modules=tuple(m.strip() for m in env.get("TRADEFLOW_SERVICE_MODULES", "").split(",")
+                                      if m.strip()),
+                prefetch=int(env.get("TRADEFLOW_PREFETCH", d.prefetch)),
+                visibility_timeout=int(env.get("TRADEFLOW_VISIBILITY_TIMEOUT", d.visibility_timeout)),
+                unacked_restore_seconds=int(env["TRADEFLOW_UNACKED_RESTORE_SECONDS"])
+                if env.get("TRADEFLOW_UNACKED_RESTORE_SECONDS") else None,
+                broker_prefix=env.get("TRADEFLOW_BROKER_PREFIX", d.broker_prefix),
+                events=env.get("TRADEFLOW_EVENTS", "1") != "0",
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    return default if value is None else value.lower() in {"1", "true", "yes"}

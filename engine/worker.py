@@ -29,7 +29,7 @@ def remember_epoch(**_: Any) -> None:
     try:
         store = make_store(Settings.from_env(), app.conf.tradeflow_redis_url)
         app.conf.tradeflow_epoch = store.ensure_epoch()
-        store.client.close()
+        store.close()
     except redis.RedisError as exc:
         log.warning("could not read the Redis epoch at start (%s); each process reads it on its first task", exc)
 

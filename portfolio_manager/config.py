@@ -21,14 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portfolio_manager.errors import SettingsError
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "pm:"
 DEFAULT_DEFINITIONS_DIR = Path(__file__).resolve().parents[1] / "definitions"
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-class SettingsError(ValueError):
-    """A ``TRADEFLOW_PM_*`` variable has a value that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,12 @@ class PMSettings:
         return f"{self.prefix}broker:"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PMSettings:
-        """Read the variables of the module docstring; ``SettingsError`` names a bad one."""
+    def from_env(cls, env: Mapping[str, str] | None = None, redis_url: str | None = None) -> PMSettings:
+        """Read the variables of the module docstring; ``SettingsError`` names a bad one.
+
+        ``redis_url``: the engine's Redis as resolved by the caller (an embedded one, say),
+        used when ``TRADEFLOW_PM_REDIS_URL`` is unset.
+        """
         env = os.environ if env is None else env
         prefix = env.get("TRADEFLOW_PM_PREFIX", DEFAULT_PREFIX)
         if not prefix or " " in prefix:
@@ -75,7 +77,8 @@ class PMSettings:
         if not _TIME.match(at):
             raise SettingsError(f"TRADEFLOW_MORNING_AT={at!r}: use HH:MM, exchange-local (e.g. 09:00)")
         return cls(
-            redis_url=env.get("TRADEFLOW_PM_REDIS_URL") or env.get("TRADEFLOW_REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=env.get("TRADEFLOW_PM_REDIS_URL") or redis_url or env.get("TRADEFLOW_REDIS_URL")
+            or DEFAULT_REDIS_URL,
             prefix=prefix,
             book_url=env.get("TRADEFLOW_PM_BOOK_URL") or None,
             broker_latency=latency,

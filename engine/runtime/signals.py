@@ -113,10 +113,7 @@ def _duplicate(runtime: Runtime, instance: Instance, name: str, by: str | None, 
 
 
 def _record(runtime: Runtime, instance: Instance, started: float, outcome: Outcome, **fields: Any) -> Activity:
-    from engine.runtime.runner import worker_name
-
-    return Activity(seq=instance.seq, node=instance.node, attempt=instance.attempt, outcome=outcome,
-                    worker=worker_name(), started_at=started, ended_at=runtime.clock(), **fields)
+    return runtime._activity(instance.node, instance.seq, instance.attempt, started, outcome, **fields)
 
 
 def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, now: float) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from engine.model import Activity, Instance, InstanceStatus
+from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.runtime.messages import Envelope
 from engine.store.changes import Applied, NewInstance, Placement, seconds
 from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
@@ -32,8 +32,10 @@ LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
 
 
 def state_script(client: redis.Redis) -> Any:
-    """``lua/state.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "state.lua").read_text())
+    """``lua/state.lua`` registered on ``client``, its terminal statuses filled in from the model's."""
+    terminal = ", ".join(f"{status.value} = true" for status in sorted(TERMINAL_STATUSES))
+    source = (Path(__file__).parent / "lua" / "state.lua").read_text().replace("__TERMINAL__", terminal)
+    return client.register_script(source)
 
 
 class Instances:
@@ -210,7 +212,7 @@ class Instances:
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
-        doc.update(op=op, ttl=self.retention_seconds, runs=f"{k.prefix}:run:", docs=list(docs))
+        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs))
         doc.setdefault("now", seconds(time.time()))
         instance_key = k.instance(instance_id)
         return self._state(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
