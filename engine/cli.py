@@ -244,7 +244,7 @@ def _awaited(engine: Any, instance: Any) -> str:
     from engine.definitions.model import AwaitNode
     from engine.model import InstanceStatus
 
-    node = engine.store.definition(instance.workflow, instance.version).nodes.get(instance.node)
+    node = engine.definition(instance.workflow, instance.version).nodes.get(instance.node)
     if instance.status is not InstanceStatus.AWAITING or not isinstance(node, AwaitNode):
         return ""
     text = "awaiting signal " + " or ".join(node.signals)
@@ -374,10 +374,6 @@ def runs(run: str | None, watch: bool) -> None:
         console.print(table)
         return
     show_progress(engine, run, follow=watch, console=console)
-
-
-main.add_command(batch_cli.batches)
-main.add_command(batch_cli.batch)
 
 
 main.add_command(batch_cli.batches)

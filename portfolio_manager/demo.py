@@ -138,10 +138,10 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     console.print(f"approved {len(accounts)} proposals ({len(second)} by two people); their block closed now "
                   f"({', '.join(batches) or 'none'}): one brokerage order per symbol and side")
     while time.monotonic() < deadline:
-        if all(i.status.is_terminal for i in engine.store.load_many(ids)):
+        if all(engine.get(iid).status.is_terminal for iid in ids):
             break
         time.sleep(0.2)
-    return [i.data.get("account_id") for i in engine.store.load_many(ids) if i.status.is_terminal]
+    return [i.data.get("account_id") for i in map(engine.get, ids) if i.status.is_terminal]
 
 
 def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:

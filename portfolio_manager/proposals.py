@@ -221,37 +221,6 @@ def proposal_from_plan(
 
 
 
-# An approval of a proposal reviewed in its workflow. KEYS: proposal hash.
-# ARGV: who, now, approval JSON, approvals required, cutoff ('' = none), decided_at.
-# Returns {1, status, approvals} (recorded; status 'approved' once enough), or {0, reason, status}
-# with reason 'missing', 'late' (past the cut-off), 'same' (this person approved already) or 'status'.
-_APPROVE_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, 'missing', ''} end
-if redis.call('HEXISTS', KEYS[1], 'approval:' .. ARGV[1]) == 1 then return {0, 'same', status} end
-if status ~= 'proposed' then return {0, 'status', status} end
-if ARGV[5] ~= '' and tonumber(ARGV[2]) > tonumber(ARGV[5]) then return {0, 'late', status} end
-redis.call('HSET', KEYS[1], 'approval:' .. ARGV[1], ARGV[3])
-local count = redis.call('HINCRBY', KEYS[1], 'approval_count', 1)
-if count >= tonumber(ARGV[4]) then
-  status = 'approved'
-  redis.call('HSET', KEYS[1], 'status', status, 'decided_by', ARGV[1], 'decided_at', ARGV[6])
-end
-return {1, status, count}
-"""
-
-# A final rejection of a proposal reviewed in its workflow. KEYS: proposal hash.
-# ARGV: who, now, note, cutoff ('' = none). Returns {1, 'rejected'} or {0, reason, status}.
-_REJECT_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, 'missing', ''} end
-if status ~= 'proposed' then return {0, 'status', status} end
-if ARGV[4] ~= '' and tonumber(ARGV[2]) > tonumber(ARGV[4]) then return {0, 'late', status} end
-redis.call('HSET', KEYS[1], 'status', 'rejected', 'decided_by', ARGV[1], 'decided_at', ARGV[2], 'note', ARGV[3])
-return {1, 'rejected'}
-"""
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What the store did with one decision on a proposal reviewed in its workflow."""
@@ -281,8 +250,8 @@ class ProposalStore:
         self.space = KeySpace(prefix)
         self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
         self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
-        self._approve = client.register_script(_APPROVE_LUA)
-        self._reject = client.register_script(_REJECT_LUA)
+        self._approve = client.register_script(read_lua(__file__, "approve_proposal.lua"))
+        self._reject = client.register_script(read_lua(__file__, "reject_proposal.lua"))
 
     def __repr__(self) -> str:
         return f"ProposalStore(prefix={self.prefix!r})"
@@ -336,7 +305,7 @@ class ProposalStore:
         return out
 
     def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic; see ``_APPROVE_LUA``)."""
+        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic: ``lua/approve_proposal.lua``)."""
         reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
             by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
             "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
@@ -345,7 +314,7 @@ class ProposalStore:
         return Verdict(False, text(reply[2]), text(reply[1]))
 
     def reject_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``_REJECT_LUA``)."""
+        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``lua/reject_proposal.lua``)."""
         reply = self._reject(keys=[self.key(proposal.run, proposal.account_id)], args=[
             by, repr(now), note, "" if proposal.cutoff is None else repr(proposal.cutoff)])
         if int(reply[0]):
@@ -354,28 +323,21 @@ class ProposalStore:
 
     def decide(
         self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
-        engine: Engine | None = None,
     ) -> Decisions:
-        """Approve or reject the proposals of ``account_ids`` (all of the run when None).
+        """Approve or reject the separately submitted proposals of ``account_ids`` (all of the run when None).
 
-        Proposals reviewed in their workflow are decided through
-        :func:`portfolio_manager.review.decide` (which also signals their instance): that needs
-        ``engine``; without it they are skipped with the reason.
+        Proposals reviewed in their workflow are skipped with the reason: they are decided by
+        :func:`portfolio_manager.review.approve` / ``reject``, which also signal their instance.
         """
         if to not in (ProposalStatus.APPROVED, ProposalStatus.REJECTED):
             raise ValueError(f"a review approves or rejects, not {to.value}")
         ids = self.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
-        in_workflow = {p.account_id: p for p in self.get_many(run, ids) if p.in_workflow}
+        in_workflow = {p.account_id for p in self.get_many(run, ids) if p.in_workflow}
         result = Decisions(to)
         if in_workflow:
-            if engine is None:
-                result.skipped.update(dict.fromkeys(in_workflow, (
-                    "reviewed in its workflow: decide it with portfolio_manager.review "
-                    "(tradeflow pm approve/reject), which signals the instance")))
-            else:
-                from portfolio_manager.review import decide_in_workflow
-
-                decide_in_workflow(engine, self, list(in_workflow.values()), to, by=by, note=note, into=result)
+            result.skipped.update(dict.fromkeys(in_workflow, (
+                "reviewed in its workflow: decide it with portfolio_manager.review.approve/reject "
+                "(tradeflow pm approve/reject), which signal its instance")))
             ids = [a for a in ids if a not in in_workflow]
         now = repr(time.time())
         for account_id in ids:

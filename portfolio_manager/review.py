@@ -47,13 +47,24 @@ def approve(engine: Engine, store: ProposalStore, run: str, account_ids: Iterabl
     it needs (two different people over ``four_eyes_over``); a separately submitted one waits
     for :func:`submit`. Refusals (past the cut-off, same person twice...) are in ``skipped``.
     """
-    return store.decide(run, account_ids, ProposalStatus.APPROVED, by=by, note=note, engine=engine)
+    return _decide(engine, store, run, account_ids, ProposalStatus.APPROVED, by, note)
 
 
 def reject(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
            by: str = "", reason: str = "") -> Decisions:
     """Reject the proposals of ``account_ids`` of ``run``; one reviewed in its workflow ends there."""
-    return store.decide(run, account_ids, ProposalStatus.REJECTED, by=by, note=reason, engine=engine)
+    return _decide(engine, store, run, account_ids, ProposalStatus.REJECTED, by, reason)
+
+
+def _decide(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None,
+            to: ProposalStatus, by: str, note: str) -> Decisions:
+    """Decide in their workflow the proposals reviewed there, the others in the store alone."""
+    ids = store.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
+    in_workflow = [p for p in store.get_many(run, ids) if p.in_workflow]
+    taken = {p.account_id for p in in_workflow}
+    result = store.decide(run, [a for a in ids if a not in taken], to, by=by, note=note)
+    decide_in_workflow(engine, store, in_workflow, to, by=by, note=note, into=result)
+    return result
 
 
 def submit(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
