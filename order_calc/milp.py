@@ -199,7 +199,9 @@ def _run_highs(
     The search is bounded by work, never by the wall clock: at most
     ``defaults.MILP_NODE_LIMIT`` branch-and-bound nodes, on one thread, and no time limit, so
     the same model gives the same answer on any machine at any load (past the node limit,
-    HiGHS's best integer solution so far -- itself a function of the model alone). Tries the tuned options first; if this scipy's HiGHS lacks them, or its presolve fails
+    HiGHS's best integer solution so far -- itself a function of the model alone).
+
+    Tries the tuned options first; if this scipy's HiGHS lacks them, or its presolve fails
     (HiGHS 1.12 can report "Solve error" after presolve on a sound model), tries again
     plainly, then without presolve.
     """
