@@ -10,13 +10,15 @@ import os
 from celery.schedules import crontab  # noqa: F401  (kept for schedules added by plugins)
 
 from engine.config import Settings
-from engine.embedded import resolve_redis_url
+from engine.connections import broker_for, state_url
 
 _settings = Settings.from_env()
 
-#: The Redis of the engine's state (the embedded one when none answers and one was started).
-tradeflow_redis_url = resolve_redis_url(_settings)
-broker_url = _settings.broker_url or tradeflow_redis_url
+#: The Redis of the engine's state (the embedded one when none answers and one was started;
+#: a ``sentinel://`` URL as it is, see engine.connections).
+tradeflow_redis_url = state_url(_settings)
+#: The broker (kombu's ``sentinel://`` form with ``master_name`` for Sentinel).
+broker_url, _sentinel_options = broker_for(_settings.with_redis(tradeflow_redis_url))
 
 #: Modules whose service actions this process registers as tasks.
 tradeflow_service_modules = [
@@ -45,6 +47,7 @@ broker_transport_options = {
     "visibility_timeout": int(os.environ.get("TRADEFLOW_VISIBILITY_TIMEOUT", "7200")),
     # 0 is served first: steps of instances in flight (0) go ahead of new starts (9).
     "priority_steps": [0, 3, 6, 9],
+    **_sentinel_options,
 }
 if os.environ.get("TRADEFLOW_UNACKED_RESTORE_SECONDS"):
     # How often workers give back messages unacked past the visibility timeout (kombu's default

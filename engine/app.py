@@ -17,7 +17,7 @@ from celery import Celery
 from engine.api import Engine
 from engine.clock import make_clock
 from engine.config import Settings
-from engine.embedded import resolve_redis_url
+from engine.connections import broker_for, client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
 from engine.keys import Keys
 from engine.messages import CeleryEnqueuer, Enqueuer
 from engine.redis_queue import RedisQueueEnqueuer
@@ -27,10 +27,12 @@ from engine.store import RedisStore
 from engine.tasks import bind_tasks
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client with the timeouts and health checks a long-running worker wants."""
-    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30,
-                                retry_on_timeout=True)
+def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """A client with the timeouts and health checks a long-running worker wants.
+
+    A ``sentinel://`` URL needs ``settings`` (the master's name; see engine.connections).
+    """
+    return client_for(settings or Settings(redis_url=url), url)
 
 
 def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-sender") -> Celery:
@@ -50,14 +52,15 @@ def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-
 
 def make_store(settings: Settings, url: str | None = None) -> RedisStore:
     """The store described by ``settings`` (on ``url`` when given)."""
-    client = redis_client(url or resolve_redis_url(settings))
-    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds)
+    client = redis_client(url or state_url(settings), settings)
+    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds, replica_wait(settings))
 
 
 def enqueuer_for(app: Celery, store: RedisStore) -> Enqueuer:
     """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery."""
-    broker = app.conf.broker_url or ""
-    if broker.rstrip("/") == (app.conf.get("tradeflow_redis_url") or "").rstrip("/"):
+    broker = (app.conf.broker_url or "").rstrip("/")
+    state = app.conf.get("tradeflow_redis_url") or ""
+    if broker in (state.rstrip("/"), parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
         return RedisQueueEnqueuer.for_app(app, store.client)
     return CeleryEnqueuer(app)
 
@@ -105,9 +108,11 @@ def create_app(config_module: str = "celeryconfig", settings: Settings | None = 
 def build_engine(settings: Settings | None = None, *, allow_start: bool = False) -> Engine:
     """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
     settings = settings or Settings.from_env()
-    url = resolve_redis_url(settings, allow_start=allow_start)
+    url = state_url(settings, allow_start=allow_start)
     os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
     app = create_app(bind=False, settings=settings.with_redis(url))
-    app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
+    broker_url, sentinel_options = broker_for(settings.with_redis(url))
+    app.conf.update(broker_url=broker_url, tradeflow_redis_url=url,
+                    broker_transport_options={**(app.conf.broker_transport_options or {}), **sentinel_options})
     store = make_store(settings, url)
     return Engine(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file))

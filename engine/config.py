@@ -2,7 +2,11 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://`` for TLS) |
+| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://``: TLS; ``sentinel://h1,h2/0``) |
+| ``TRADEFLOW_REDIS_SENTINEL_MASTER`` | — | with a ``sentinel://`` URL: the name of the master the sentinels monitor |
+| ``TRADEFLOW_REDIS_SENTINEL_PASSWORD`` | — | the sentinels' own password, if they require one |
+| ``TRADEFLOW_REDIS_WAIT_REPLICAS`` | ``0`` | after a terminal transition, ``WAIT`` for this many replicas |
+| ``TRADEFLOW_REDIS_WAIT_MS`` | ``100`` | longest such ``WAIT``, in milliseconds |
 | ``TRADEFLOW_BROKER_URL`` | the Redis URL | Celery broker |
 | ``TRADEFLOW_EMBEDDED_REDIS`` | ``0`` | ``1``: always use the embedded redis-server |
 | ``TRADEFLOW_HOME`` | ``~/.tradeflow`` | where the embedded Redis keeps its data and address |
@@ -40,6 +44,10 @@ class Settings:
     sweep_interval: float = 5.0
     inline_steps: int = 16
     clock_offset_file: Path | None = None
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_wait_replicas: int = 0
+    redis_wait_ms: int = 100
 
     @property
     def retention_seconds(self) -> int:
@@ -55,12 +63,17 @@ class Settings:
         """A copy using ``url`` for Redis (and the broker, unless that was set apart)."""
         return replace(self, redis_url=url, broker_url=self.broker_url if self.broker_url else None)
 
+    @property
+    def uses_sentinel(self) -> bool:
+        """True when the state Redis is reached through Redis Sentinel (a ``sentinel://`` URL)."""
+        return self.redis_url.strip().lower().startswith("sentinel://")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the ``TRADEFLOW_*`` variables (see the module docstring)."""
         env = os.environ if env is None else env
         try:
-            return cls(
+            settings = cls(
                 redis_url=env.get("TRADEFLOW_REDIS_URL", DEFAULT_REDIS_URL),
                 broker_url=env.get("TRADEFLOW_BROKER_URL") or None,
                 embedded=env.get("TRADEFLOW_EMBEDDED_REDIS", "0").lower() in {"1", "true", "yes"},
@@ -72,6 +85,19 @@ class Settings:
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", "16")),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,
+                redis_sentinel_master=env.get("TRADEFLOW_REDIS_SENTINEL_MASTER") or None,
+                redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
+                redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", "0")),
+                redis_wait_ms=int(env.get("TRADEFLOW_REDIS_WAIT_MS", "100")),
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc
+        if settings.uses_sentinel and not settings.redis_sentinel_master:
+            raise ConfigurationError(
+                "TRADEFLOW_REDIS_URL is a sentinel:// URL: set TRADEFLOW_REDIS_SENTINEL_MASTER to the name of the "
+                "master the sentinels monitor (`sentinel monitor <name> ...`)"
+            )
+        if settings.redis_wait_replicas < 0 or settings.redis_wait_ms <= 0:
+            raise ConfigurationError("TRADEFLOW_REDIS_WAIT_REPLICAS must be 0 or more and TRADEFLOW_REDIS_WAIT_MS "
+                                     "a positive number of milliseconds (e.g. 1 and 100)")
+        return settings

@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,11 @@ class RedisStore:
         client: redis.Redis,
         keys: Keys | None = None,
         retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        replicate: Callable[[redis.Redis], int] | None = None,
     ) -> None:
         self.client = client
+        #: Called after a terminal transition (``WAIT`` for replicas; see engine.connections.ReplicaWait).
+        self.replicate = replicate
         self.keys = keys or Keys()
         self.retention_seconds = int(retention_seconds)
         self._apply = client.register_script(_lua("apply.lua"))
@@ -305,8 +308,12 @@ class RedisStore:
                                                   u.send.key if u.send else instance_key], args=args)]
         if reply[0] == "missing":
             return Applied(False, None, None)
-        return Applied(reply[0] == "applied", InstanceStatus(reply[2] if reply[0] == "stale" else reply[1]),
-                       int(reply[2] if reply[0] == "applied" else reply[1]))
+        applied = Applied(reply[0] == "applied", InstanceStatus(reply[2] if reply[0] == "stale" else reply[1]),
+                          int(reply[2] if reply[0] == "applied" else reply[1]))
+        if self.replicate is not None and applied.applied and applied.status is not None \
+                and applied.status.is_terminal:
+            self.replicate(self.client)
+        return applied
 
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's activity records, oldest first."""
