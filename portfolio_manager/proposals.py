@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -193,9 +193,11 @@ class Decisions:
 class ProposalStore:
     """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
 
-    def __init__(self, client: Any, prefix: str = "pm:prop:") -> None:
+    def __init__(self, client: Any, prefix: str = "pm:prop:", replicate: Callable[[Any], int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        #: Called once a submission is recorded (``WAIT`` for replicas: engine.connections.ReplicaWait).
+        self.replicate = replicate
         self.space = KeySpace(prefix)
         self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
         self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
@@ -270,6 +272,8 @@ class ProposalStore:
         )
         if not applied:
             raise NoSuchProposal(f"proposal {run}/{account_id} is {status or 'missing'}, not being submitted")
+        if self.replicate is not None:
+            self.replicate(self.client)
 
     # -- reading -----------------------------------------------------------------------------
 

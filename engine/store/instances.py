@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Instances:
     client: redis.Redis
     keys: Keys
     retention_seconds: int
+    replicate: Callable[[redis.Redis], int] | None
     _state: Any
 
     # -- reading ------------------------------------------------------------------------------
@@ -175,7 +176,10 @@ class Instances:
             return Applied(False, None, None)
         if reply[0] == "stale":
             return Applied(False, InstanceStatus(reply[2]), int(reply[1]))
-        return Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        if self.replicate is not None and applied.status is not None and applied.status.is_terminal:
+            self.replicate(self.client)
+        return applied
 
     def _call(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
               send: Envelope | None, client: Any = None) -> Any:
