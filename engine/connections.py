@@ -199,8 +199,6 @@ def replica_wait(settings: Settings) -> ReplicaWait | None:
 
 def state_url(settings: Settings, *, allow_start: bool = False) -> str:
     """The state Redis URL: a ``sentinel://`` one as configured, else the configured or embedded one."""
-    if settings.uses_sentinel:
-        return settings.redis_url
     return resolve_redis_url(settings, allow_start=allow_start)
 
 

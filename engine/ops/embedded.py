@@ -107,8 +107,11 @@ def resolve_redis_url(settings: Settings, *, allow_start: bool = False) -> str:
     """The Redis to use: the configured one if it answers, else the embedded one.
 
     With ``allow_start`` (CLI commands such as ``demo`` and ``workers``) an embedded Redis is
-    started when none runs yet; otherwise a clear error says what to do.
+    started when none runs yet; otherwise a clear error says what to do. A ``sentinel://`` URL
+    is used as it is: the sentinels name the master (:mod:`engine.connections`).
     """
+    if settings.uses_sentinel:
+        return settings.redis_url
     if not settings.embedded and redis_answers(settings.redis_url):
         return settings.redis_url
     found = find_embedded(settings.home)
