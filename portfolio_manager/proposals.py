@@ -32,15 +32,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api import Engine, StartItem
 from engine.keyspace import KeySpace, read_lua, text
 from portfolio_manager.errors import NoSuchProposal
-
-if TYPE_CHECKING:
-    from engine.api import Engine
 
 
 class ProposalStatus(StrEnum):
@@ -371,8 +369,6 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
     ``submit-orders`` instance with a deterministic id: submitting again, or after a crash
     between the two, never starts a second submission of the same proposal.
     """
-    from engine.api import StartItem
-
     result = SubmitStarted(run, submission_run(run))
     wanted = None if account_ids is None else list(dict.fromkeys(account_ids))
     proposals = store.list(run) if wanted is None else store.get_many(run, wanted)

