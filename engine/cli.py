@@ -207,6 +207,9 @@ def inspect(instance_id: str, as_json: bool) -> None:
     console.print(f"[bold]{instance.id}[/bold]  {instance.workflow} v{instance.version}  run {instance.run}")
     console.print(f"status [bold]{instance.status.value}[/bold] at node [bold]{instance.node}[/bold] "
                   f"(seq {instance.seq}, attempt {instance.attempt})")
+    awaited = _awaited(engine, instance)
+    if awaited:
+        console.print(awaited, highlight=False)
     if instance.error:
         console.print("[red]error[/red] ", end="")
         console.print(f"at {instance.error.get('node')} ({instance.error.get('service')}): "
@@ -216,6 +219,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
     table = Table("seq", "node", "att", "outcome", "transition / detail", "ms", "worker")
     for act in activities:
         detail = act.get("transition") or act.get("control") or ""
+        if act.get("signal"):
+            detail = f"signal {act['signal']}" + (f" by {act['by']}" if act.get("by") else "")
         if act.get("next"):
             detail += f" → {act['next']}"
         if act.get("error") or act.get("reason"):
@@ -226,6 +231,61 @@ def inspect(instance_id: str, as_json: bool) -> None:
     console.print(table)
     if instance.error:
         console.print(f"next: fix the cause, then `tradeflow retry {instance.id}`")
+
+
+def _awaited(engine: Any, instance: Any) -> str:
+    """What an awaiting instance waits for: its signals and its timeout (empty for other statuses)."""
+    from datetime import UTC, datetime
+
+    from engine.definitions.model import AwaitNode
+    from engine.model import InstanceStatus
+
+    node = engine.definition(instance.workflow, instance.version).nodes.get(instance.node)
+    if instance.status is not InstanceStatus.AWAITING or not isinstance(node, AwaitNode):
+        return ""
+    text = "awaiting signal " + " or ".join(node.signals)
+    if instance.wake_at:
+        text += (f"; at {datetime.fromtimestamp(instance.wake_at, UTC).isoformat(timespec='seconds')} "
+                 f"without one it goes to {node.on_timeout}")
+    return text + f"\nnext: tradeflow signal {instance.id} {next(iter(node.signals))} --by WHO"
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[ID] NAME")
+@click.option("--run", help="Signal every instance of RUN awaiting NAME (then give NAME only).")
+@click.option("--node", help="With --run: only instances awaiting at this node.")
+@click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
+@click.option("--by", default=None, help="Who sends the signal (recorded in the history).")
+@click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
+def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, by: str | None,
+           key: str | None) -> None:
+    """Send signal NAME to instance ID awaiting it, or with --run RUN to every instance awaiting it.
+
+    \b
+        tradeflow signal 3f2a9c approve --by ann --data '{"note": "ok"}' --key approve-ann
+        tradeflow signal --run rebalance-2026-11-27 reject --by ann --node review
+    """
+    engine = _engine()
+    payload = _json_arg(data) if data else None
+    if payload is not None and not isinstance(payload, dict):
+        raise click.BadParameter("--data must be a JSON object")
+    if run:
+        if len(args) != 1:
+            raise click.UsageError("with --run, give the signal NAME only")
+        result = engine.signal_run(run, args[0], payload, by, key, node=node)
+        console.print(f"signal {args[0]}: {result.done} applied, {result.skipped} skipped "
+                      "(not awaiting it, moved on meanwhile, or key already applied)")
+        return
+    if len(args) != 2:
+        raise click.UsageError("give ID NAME (or --run RUN NAME)")
+    if node:
+        raise click.UsageError("--node goes with --run")
+    iid, name = args
+    result = engine.signal(iid, name, payload, by, key)
+    if result.duplicate:
+        console.print(f"{iid}: signal {name} with key {key} was applied before; nothing done")
+    else:
+        console.print(f"{iid}: {result.status.value if result.status else '?'} at {result.node}")
 
 
 def _operate(verb: str) -> Callable[..., None]:
@@ -282,25 +342,28 @@ def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | No
 def list_instances(run: str, statuses: tuple[str, ...], limit: int) -> None:
     """Instances of a run."""
     engine = _engine()
-    table = Table("id", "workflow", "status", "node", "error")
+    table = Table("id", "workflow", "status", "node", "error / awaiting")
     for inst in engine.list(run, statuses or None, limit=limit):
+        awaited = _awaited(engine, inst).split("\n")[0] if inst.status.value == "awaiting" else ""
         table.add_row(inst.id, f"{inst.workflow} v{inst.version}", inst.status.value, inst.node,
-                      (inst.error or {}).get("reason", "")[:80])
+                      ((inst.error or {}).get("reason", "") or awaited)[:80])
     console.print(table)
 
 
 @main.command()
 @click.argument("run", required=False)
-@click.option("--watch/--no-watch", default=True, help="With RUN: live progress until the run is done.")
+@click.option("--watch/--no-watch", default=True,
+              help="With RUN: live progress until the run is done, or planned (the rest awaits signals).")
 def runs(run: str | None, watch: bool) -> None:
     """Runs with their progress; with RUN, a live progress bar."""
     engine = _engine()
     if run is None:
-        table = Table("run", "total", "running", "waiting", "paused", "succeeded", "failed", "cancelled")
+        table = Table("run", "phase", "total", "running", "waiting", "awaiting", "paused", "succeeded", "failed",
+                      "cancelled")
         for label in engine.runs():
             p = engine.progress(label)
-            table.add_row(label, str(p.total), *(str(p.counts[s]) for s in
-                          ("running", "waiting", "paused", "succeeded", "failed", "cancelled")))
+            table.add_row(label, p.phase, str(p.total), *(str(p.counts[s]) for s in
+                          ("running", "waiting", "awaiting", "paused", "succeeded", "failed", "cancelled")))
         console.print(table)
         return
     show_progress(engine, run, follow=watch, console=console)

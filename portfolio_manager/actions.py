@@ -11,10 +11,13 @@ proposals and the brokerage live is decided at the edge (:class:`Services`, buil
 - ``fetch_target``: the account's model portfolio and the prices it needs, turned into the
   order calculation's request (with the definition's planning parameters; an optional
   ``deposit`` not yet in the book is added to the cash).
-- ``record_proposal``: the endpoint a workflow dumps its final plan into.
+- ``record_proposal``: the endpoint a workflow dumps its plan into; with ``review`` terms (the
+  cut-off and the four-eyes threshold) the proposal is reviewed inside the workflow.
 - ``submit_orders``: send an approved proposal's orders to the brokerage, each with the
   idempotency key ``<instance>:<node>:<seq>:<order index>`` -- the same on every redelivery or
   retry of the step, so the brokerage never places an order twice.
+- ``expire_proposal``: the review's cut-off passed without a decision: the proposal expires
+  (and can never be submitted).
 
 Errors: a book error that another attempt can fix (``SourceUnavailable``,
 ``BrokerageTimeout``) is raised as is, so the node's retry policy applies; any other
@@ -25,7 +28,7 @@ instance at once with the reason, and never stops the others.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,13 +97,29 @@ class StepIdentity(_Input):
     version: int = 0
 
 
+class ReviewTerms(_Input):
+    """How a proposal reviewed inside its workflow is decided: by when, and from what value by two people."""
+
+    cutoff: datetime = Field(description="No decision after this time: the proposal expires.")
+    four_eyes_over: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                         description="Order value over which two different people must approve.")
+
+
 class RecordProposalInput(_Input):
-    """The plan to record, for which account, and the step recording it."""
+    """The plan to record, for which account, the step recording it, and (optionally) its review terms."""
 
     step: StepIdentity
     account: dict[str, Any]
     as_of: date
     plan: dict[str, Any]
+    review: ReviewTerms | None = None
+
+
+class ExpireProposalInput(_Input):
+    """Which proposal's review passed its cut-off."""
+
+    run: str = Field(min_length=1)
+    account_id: str = Field(min_length=1)
 
 
 class SubmitOrdersInput(_Input):
@@ -151,13 +170,17 @@ def record_proposal(request: RecordProposalInput) -> Transition:
     for key in ("id", "region", "type"):
         if key not in request.account:
             raise ActionFailed(f"record_proposal: account.{key} is missing (pass fetch_holdings' account)")
+    review = request.review
     proposal = proposal_from_plan(run=request.step.run, account=request.account, as_of=request.as_of,
                                   workflow=request.step.workflow, version=request.step.version,
-                                  instance_id=request.step.id, plan=request.plan)
+                                  instance_id=request.step.id, plan=request.plan,
+                                  cutoff=review.cutoff.timestamp() if review else None,
+                                  four_eyes_over=review.four_eyes_over if review else None)
     recorded, status = services().proposals.record(proposal)
     return ok({"run": proposal.run, "account_id": proposal.account_id, "status": status.value,
                "recorded": recorded, "orders": len(proposal.orders), "tlh_harvests": proposal.tlh_harvests,
-               "realized_gain": proposal.realized_gain})
+               "realized_gain": proposal.realized_gain, "order_value": proposal.order_value,
+               "approvals_required": proposal.approvals_required})
 
 
 def idempotency_key(step: StepIdentity, index: int) -> str:
@@ -173,6 +196,13 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
         proposal = svc.proposals.get(request.run, request.account_id)
     except NoSuchProposal as exc:
         raise ActionFailed(str(exc)) from exc
+    if proposal.in_workflow and proposal.status is ProposalStatus.APPROVED:
+        # approved in this workflow: from now on it can no longer be rejected or expire
+        taken, now_status = svc.proposals.transition(request.run, request.account_id, ProposalStatus.SUBMITTING,
+                                                     submission=request.step.id)
+        if not taken and now_status not in (ProposalStatus.SUBMITTING.value, ProposalStatus.SUBMITTED.value):
+            raise ActionFailed(f"proposal {request.run}/{request.account_id} is {now_status}, not approved")
+        proposal = svc.proposals.get(request.run, request.account_id)
     if proposal.status not in (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED):
         raise ActionFailed(f"proposal {request.run}/{request.account_id} is {proposal.status.value}, not approved "
                            f"for submission: `tradeflow pm approve {request.run} {request.account_id}`, then "
@@ -196,6 +226,16 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
                "filled_value": round(sum(r.get("filled_value") or 0.0 for r in receipts), 2)})
 
 
+@action(SERVICE, "expire_proposal")
+def expire_proposal(request: ExpireProposalInput) -> Transition:
+    """The review's cut-off passed without a decision: mark the proposal expired (never to be submitted)."""
+    store = services().proposals
+    expired, status = store.transition(request.run, request.account_id, ProposalStatus.EXPIRED)
+    if not expired and status:
+        raise ActionFailed(f"proposal {request.run}/{request.account_id} is {status}; it cannot expire")
+    return ok({"status": ProposalStatus.EXPIRED.value if expired else "missing"})
+
+
 __all__ = [
     "Services",
     "build_services",
@@ -207,4 +247,5 @@ __all__ = [
     "fetch_target",
     "record_proposal",
     "submit_orders",
+    "expire_proposal",
 ]

@@ -4,8 +4,10 @@
     tradeflow accounts seed --count 2000 --seed 7     a synthetic book (demo, tests)
     tradeflow pm run [--date D]                       the morning rebalance, with live progress
     tradeflow pm proposals RUN [--account A]          review what the run proposes
-    tradeflow pm approve RUN A1 A2 | --all            approve (reject works the same)
-    tradeflow pm submit RUN                           send approved orders to the brokerage
+    tradeflow pm review RUN                           what still awaits a decision, approvals so far
+    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow submits the orders
+    tradeflow pm reject RUN A1 --by ME --reason WHY   reject: the account's workflow ends
+    tradeflow pm submit RUN                           send separately submitted proposals (deposits)
 
 Settings come from the environment (``TRADEFLOW_REDIS_URL``, ``TRADEFLOW_PM_PREFIX``...: see
 :mod:`portfolio_manager.config`).
@@ -31,6 +33,7 @@ from portfolio_manager.errors import PortfolioError
 from portfolio_manager.generator import seed_book
 from portfolio_manager.proposals import Proposal, ProposalStatus, submit_approved
 from portfolio_manager.redis_book import RedisBook
+from portfolio_manager.review import cutoff_text
 from portfolio_manager.services import build_services
 
 console = Console()
@@ -166,10 +169,23 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
+def _when(epoch: float | None) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else "?"
+
+
 def _proposal_detail(p: Proposal) -> None:
     console.print(f"[bold]{p.account_id}[/bold] ({p.region} {p.account_type})  run {p.run}  as of {p.as_of}  "
                   f"mode {p.mode}  status [bold]{p.status.value}[/bold]", highlight=False)
     console.print(f"workflow {p.workflow} v{p.version}, instance {p.instance_id}", highlight=False)
+    if p.in_workflow:
+        console.print(f"reviewed in its workflow: cut-off {cutoff_text(p)}, order value {_money(p.order_value)}, "
+                      f"approvals {len(p.approvals)} of {p.approvals_required}"
+                      + (" (four-eyes)" if p.approvals_required > 1 else ""), highlight=False)
+    for a in p.approvals:
+        console.print(f"  approved by {a['by']} at {_when(a.get('at'))}" + (f": {a['note']}" if a.get("note") else ""),
+                      highlight=False)
     if p.decided_by or p.note:
         console.print(f"decided by {p.decided_by or '?'}: {p.note or ''}", highlight=False)
     table = Table("#", "side", "symbol", "quantity", "reason", "est. value", "realized gain", "lots")
@@ -232,18 +248,30 @@ def pm_proposals(run: str, statuses: tuple[str, ...], account_id: str | None, li
 
 
 def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStatus, by: str, note: str) -> None:
+    from portfolio_manager import review
+
     if bool(account_ids) == all_:
         raise click.UsageError("name ACCOUNT_IDS, or --all (not both)")
-    _, svc = _context()
-    result = svc.proposals.decide(run, None if all_ else account_ids, to, by=by, note=note)
+    engine, svc = _context()
+    chosen = None if all_ else account_ids
+    if to is ProposalStatus.APPROVED:
+        result = review.approve(engine, svc.proposals, run, chosen, by=by, note=note)
+    else:
+        result = review.reject(engine, svc.proposals, run, chosen, by=by, reason=note)
     console.print(f"{to.value}: {len(result.changed)}" + (f", skipped {len(result.skipped)}" if result.skipped else ""))
     for account_id, reason in list(result.skipped.items())[:20]:
         console.print(f"  {account_id}: {reason}", highlight=False)
     if to is ProposalStatus.APPROVED and result.changed:
-        console.print(f"next: tradeflow pm submit {run}")
+        separate = [p for p in svc.proposals.get_many(run, result.changed) if not p.in_workflow]
+        if separate:
+            console.print(f"next: tradeflow pm submit {run} (for {len(separate)} submitted separately)")
+        if len(separate) < len(result.changed):
+            console.print(f"the workflows submit what has its approvals: tradeflow pm review {run}")
+    if result.skipped and not all_:
+        sys.exit(1)  # a named proposal was refused: the reason is printed above
 
 
-_BY = click.option("--by", default="", help="Who decides (recorded with the decision).")
+_BY = click.option("--by", default="", help="Who decides (recorded; four-eyes needs two different names).")
 
 
 @pm.command("approve")
@@ -253,7 +281,12 @@ _BY = click.option("--by", default="", help="Who decides (recorded with the deci
 @_BY
 @click.option("--note", default="", help="Recorded with the decision.")
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
-    """Approve proposals of RUN (ACCOUNT_IDS, or --all)."""
+    """Approve proposals of RUN (ACCOUNT_IDS, or --all).
+
+    A proposal of a rebalance is submitted by its own workflow as soon as it has its approvals:
+    one, or two by different people when its orders exceed the definition's four_eyes_over.
+    After the review's cut-off the proposal has expired and the approval is refused.
+    """
     _decide(run, account_ids, all_, ProposalStatus.APPROVED, by, note)
 
 
@@ -264,8 +297,31 @@ def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note
 @_BY
 @click.option("--reason", "note", required=True, help="Why (recorded with the decision).")
 def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
-    """Reject proposals of RUN (ACCOUNT_IDS, or --all); they are never submitted unless approved again."""
+    """Reject proposals of RUN (ACCOUNT_IDS, or --all); a rebalance's workflow ends there (final)."""
     _decide(run, account_ids, all_, ProposalStatus.REJECTED, by, note)
+
+
+@pm.command("review")
+@click.argument("run")
+@click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
+def pm_review(run: str, limit: int) -> None:
+    """What of RUN still awaits a decision: approvals so far (who, when), approvals needed, cut-off."""
+    from portfolio_manager.review import pending
+
+    _, svc = _context()
+    waiting = pending(svc.proposals, run)
+    if not waiting:
+        console.print(f"nothing awaits review in run {run} (`tradeflow pm proposals {run}` shows every proposal)")
+        return
+    table = Table("account", "region", "orders", "order value", "approvals", "needed", "cut-off", title=f"run {run}")
+    for p in waiting[:limit or None]:
+        approvals = ", ".join(f"{a['by']} {_when(a.get('at'))[11:16]}" for a in p.approvals) or "-"
+        table.add_row(p.account_id, p.region, str(len(p.orders)), _money(p.order_value), approvals,
+                      str(p.approvals_required), cutoff_text(p))
+    console.print(table)
+    four_eyes = sum(1 for p in waiting if p.approvals_required > 1)
+    console.print(f"{len(waiting)} awaiting review ({four_eyes} need two approvals); "
+                  f"next: tradeflow pm approve {run} ACCOUNT --by NAME", highlight=False)
 
 
 @pm.command("submit")
@@ -274,7 +330,11 @@ def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note:
 @click.option("--version", "version", default="production", show_default=True, help="submit-orders version or alias.")
 @click.option("--watch/--no-watch", default=True, help="Follow the submissions until they are done.")
 def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool) -> None:
-    """Send RUN's approved orders to the brokerage (one submit-orders instance per proposal)."""
+    """Send RUN's approved, separately submitted proposals to the brokerage (one submit-orders instance each).
+
+    Proposals reviewed inside their workflow (the rebalances) are submitted by that workflow on
+    approval; this command is for the others (invest-deposit, older rebalance versions).
+    """
 
     engine, svc = _context()
     _definitions(engine)

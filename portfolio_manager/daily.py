@@ -119,21 +119,28 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
         result.started[workflow] = len(fresh)
 
 
-def _item(run: str, account: Account, run_date: date, wait_for_open: bool) -> StartItem:
+def _item(run: str, account: Account, run_date: date, wait_for_open: bool,
+          review_until: datetime | None = None) -> StartItem:
     data: dict[str, Any] = {"account_id": account.id, "run_date": run_date.isoformat()}
     if not wait_for_open:
         data["wait_for_open"] = False
+    if review_until is not None:
+        if review_until.tzinfo is None:
+            raise ValueError("review_until needs a time zone (e.g. datetime.now(UTC) + timedelta(hours=2))")
+        data["review_until"] = review_until.isoformat()
     return StartItem(data, instance_id_for(run, account.id))
 
 
 def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | None = None, *,
                           run: str | None = None, regions: Iterable[Region | str] | None = None,
                           wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
-                          limit: int | None = None) -> RunStarted:
+                          limit: int | None = None, review_until: datetime | None = None) -> RunStarted:
     """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
 
     Regions whose exchange is closed that day are skipped (and named in the result).
     ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
+    ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): for
+    rehearsals of a past session (the demo, tests); the morning run never sets it.
     """
     from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
@@ -151,7 +158,8 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     by_workflow: dict[str, list[StartItem]] = {WORKFLOWS[r]: [] for r in sorted(open_regions)}
     for account in book.list_accounts(active_only=True, invalid=result.invalid_accounts):
         if account.region in open_regions:
-            by_workflow[WORKFLOWS[account.region]].append(_item(result.run, account, run_date, wait_for_open))
+            by_workflow[WORKFLOWS[account.region]].append(
+                _item(result.run, account, run_date, wait_for_open, review_until))
     for account_id, reason in result.invalid_accounts.items():  # one bad record never stops the morning
         log.error("daily run %s: account %s not started: %s", result.run, account_id, reason)
     if limit is not None:
@@ -173,7 +181,7 @@ def _cap(by_workflow: dict[str, list[StartItem]], limit: int) -> dict[str, list[
 
 def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str], run_date: date, *,
                      run: str | None = None, wait_for_open: bool = False,
-                     version: int | str = DEFAULT_ALIAS) -> RunStarted:
+                     version: int | str = DEFAULT_ALIAS, review_until: datetime | None = None) -> RunStarted:
     """Start the rebalance of ``account_ids`` now (on demand), each with its region's workflow.
 
     Unknown accounts are listed in the result, not started; closed ones are started and end
@@ -191,7 +199,7 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
             result.invalid_accounts[account_id] = str(exc)
             continue
         by_workflow.setdefault(WORKFLOWS[account.region], []).append(
-            _item(result.run, account, run_date, wait_for_open))
+            _item(result.run, account, run_date, wait_for_open, review_until))
     _start(engine, result, by_workflow, version)
     return result
 

@@ -6,9 +6,15 @@
    workflows' wait for the open is over at once and the demo never sits for hours.
 3. The worker fleets: ``engine`` (threads), ``portfolio_manager`` (prefork),
    ``order_calc`` (prefork), and beat for timers and the sweeper.
-4. The daily run with a live progress bar, then a summary: accounts succeeded / failed (with
-   reasons grouped), orders proposed, TLH harvests by region, elapsed time, steps per second,
-   and the commands to inspect a failed account and to review the proposals.
+4. The daily run with a live progress bar until it is planned (every live account awaits the
+   portfolio managers' review), then a few proposals approved -- by two people where four-eyes
+   asks for it -- and submitted by their own workflows; the rest is left awaiting review.
+5. A summary: accounts planned / failed (with reasons grouped), orders proposed, TLH harvests
+   by region, proposals submitted and awaiting review, elapsed time, steps per second, and the
+   commands to inspect a failed account and to review the rest.
+
+The demo replays the last session, whose cut-off (the close minus ``review_cutoff``) may have
+passed: its run gives the review two hours from now instead (``review_until``).
 
 The demo writes the book under the configured prefix (``pm:``) only when that book is empty
 or was written by an earlier demo; a real book is never overwritten.
@@ -19,7 +25,7 @@ from __future__ import annotations
 import collections
 import re
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -41,6 +47,9 @@ from portfolio_manager.services import build_services
 
 console = Console()
 DEMO_MARKER = "demo-book"
+#: How many proposals the demo approves (the rest stays awaiting review).
+DEMO_APPROVALS = 5
+DEMO_REVIEW_HOURS = 2
 _QUOTED = re.compile(r"'[^']*'")
 
 
@@ -93,14 +102,41 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
-        started = start_daily_rebalance(engine, svc.book, run_date, run=run)
+        review_until = datetime.fromtimestamp(engine.clock(), UTC) + timedelta(hours=DEMO_REVIEW_HOURS)
+        started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until)
         console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items()))
         progress = show_progress(engine, run, follow=True, timeout=timeout, console=console)
         elapsed = time.monotonic() - began
-    _summary(engine, svc, run, progress, elapsed)
+        submitted = approve_a_few(engine, svc, run, timeout=min(timeout, 120.0))
+        progress = engine.progress(run)
+    _summary(engine, svc, run, progress, elapsed, submitted)
 
 
-def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> None:
+def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, timeout: float = 120.0) -> list[str]:
+    """Approve ``count`` proposals of ``run`` (a four-eyes one by two people) and wait until they are submitted."""
+    from portfolio_manager.review import approve, pending
+
+    waiting = pending(svc.proposals, run)
+    chosen = [p for p in waiting if p.approvals_required > 1][:1]
+    chosen += [p for p in waiting if p.approvals_required == 1][:count - len(chosen)]
+    accounts = [p.account_id for p in chosen]
+    if not accounts:
+        return []
+    approve(engine, svc.proposals, run, accounts, by="ana", note="demo")
+    second = [p.account_id for p in chosen if p.approvals_required > 1]
+    if second:
+        approve(engine, svc.proposals, run, second, by="ben", note="demo: the second pair of eyes")
+    console.print(f"approved {len(accounts)} proposals ({len(second)} by two people): their workflows submit them")
+    ids = [p.instance_id for p in chosen]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(engine.get(iid).status.is_terminal for iid in ids):
+            break
+        time.sleep(0.2)
+    return [i.data.get("account_id") for i in map(engine.get, ids) if i.status.is_terminal]
+
+
+def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:
     instances = engine.list(run)
     proposals = svc.proposals.list(run)
     steps = sum(i.seq - 1 for i in instances)
@@ -109,8 +145,10 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> 
                                    if i.status is InstanceStatus.SUCCEEDED)
     table = Table(title=f"morning rebalance {run}", show_header=False)
     table.add_row("accounts", str(progress.total))
-    table.add_row("succeeded", f"{progress.counts.get('succeeded', 0)} ({outcomes.get('proposed', 0)} proposed, "
-                               f"{outcomes.get('nothing_to_do', 0)} nothing to do)")
+    table.add_row("planned", f"{progress.awaiting + len(submitted)} proposed ({progress.awaiting} awaiting review, "
+                             f"{len(submitted)} approved and submitted: {outcomes.get('filled', 0)} filled, "
+                             f"{outcomes.get('partly_rejected', 0)} partly rejected)")
+    table.add_row("nothing to do", str(outcomes.get("nothing_to_do", 0)))
     table.add_row("failed", str(len(failed)))
     for status in ("running", "waiting", "paused", "cancelled"):
         if progress.counts.get(status):
@@ -139,8 +177,11 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> 
     if proposals:
         console.print(f"one account in full:       tradeflow pm proposals {run} --account {proposals[0].account_id}",
                       highlight=False)
-    console.print(f"approve, then submit:      tradeflow pm approve {run} --all && tradeflow pm submit {run}",
-                  highlight=False)
+    console.print(f"what awaits review:        tradeflow pm review {run}", highlight=False)
+    console.print(f"approve (the workflows submit): tradeflow pm approve {run} --all --by NAME", highlight=False)
+    if submitted:
+        console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
+                      highlight=False)
 
 
 __all__ = ["run_demo", "reason_kind", "failure_reason", "DemoRefused"]

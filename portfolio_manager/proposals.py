@@ -1,16 +1,26 @@
 """Proposals: what each account's workflow proposes, and the review that decides its fate.
 
-A workflow ends by recording its plan as a :class:`Proposal` (``record_proposal`` action).
-Portfolio managers list a run's proposals, approve or reject them (one, many or all), and
-submit the approved ones: each becomes one ``submit-orders`` workflow instance, whose step
-sends the orders to the brokerage (see :mod:`portfolio_manager.actions`).
+A workflow records its plan as a :class:`Proposal` (``record_proposal`` action). Two kinds:
 
-Life of a proposal::
+- **Reviewed in its workflow** (``rebalance-ca``/``rebalance-us``: ``in_workflow``): the
+  instance awaits the portfolio managers' ``approve``/``reject`` signal at its ``review``
+  node, then submits the orders itself. Decisions are final and taken before the proposal's
+  ``cutoff``; a proposal over the definition's ``four_eyes_over`` needs approvals from two
+  different people (``approvals_required``; every approval is kept in ``approvals``). See
+  :mod:`portfolio_manager.review`, which records the decision here and signals the instance::
 
-    proposed ──approve──> approved ──submit──> submitting ──(workflow)──> submitted
-        │  ^                 │
-        │  └────approve──────┤ (a rejected one can still be approved, and vice versa)
-        └──reject──> rejected <┘
+      proposed ──approve (enough approvals)──> approved ──(submit step)──> submitting ──> submitted
+          ├──reject──> rejected
+          └──(cut-off passed, no decision)──> expired
+
+- **Submitted separately** (``invest-deposit``, rebalance versions before the review): the
+  workflow ends at the proposal; portfolio managers approve or reject it (reversible until it
+  is submitted) and ``submit_approved`` starts one ``submit-orders`` instance per proposal::
+
+      proposed ──approve──> approved ──submit──> submitting ──(workflow)──> submitted
+          │  ^                 │
+          │  └────approve──────┤ (a rejected one can still be approved, and vice versa)
+          └──reject──> rejected <┘
 
 Every status change is one compare-and-set (a small Lua script), so two reviewers, or a
 review racing a submission, can never both win: once ``submitting``, a proposal can no
@@ -49,6 +59,7 @@ class ProposalStatus(StrEnum):
     REJECTED = "rejected"
     SUBMITTING = "submitting"
     SUBMITTED = "submitted"
+    EXPIRED = "expired"
 
 
 #: From which statuses each decision may be taken (taking it again is a harmless no-op).
@@ -57,7 +68,10 @@ ALLOWED_FROM: dict[ProposalStatus, tuple[ProposalStatus, ...]] = {
     ProposalStatus.REJECTED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED, ProposalStatus.REJECTED),
     ProposalStatus.SUBMITTING: (ProposalStatus.APPROVED, ProposalStatus.SUBMITTING),
     ProposalStatus.SUBMITTED: (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED),
+    ProposalStatus.EXPIRED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED, ProposalStatus.REJECTED,
+                             ProposalStatus.EXPIRED),
 }
+
 
 
 class ProposedOrder(BaseModel):
@@ -110,6 +124,19 @@ class Proposal(BaseModel):
     submission: str | None = None
     receipts: list[dict[str, Any]] = Field(default_factory=list)
     submitted_at: float | None = None
+    #: Reviewed inside its workflow (await node): approve/reject signal the instance, which submits.
+    in_workflow: bool = False
+    #: Approvals needed before submission: 2 (four-eyes) when the order value is over the threshold.
+    approvals_required: int = 1
+    #: Epoch second after which the proposal can no longer be decided (it expires).
+    cutoff: float | None = None
+    #: Every approval so far, oldest first: ``{"by": who, "at": epoch seconds, "note": ...}``.
+    approvals: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def order_value(self) -> float:
+        """Estimated value of every order, buys and sells (what four-eyes compares to its threshold)."""
+        return round(sum(o.est_value for o in self.orders), 2)
 
     @property
     def realized_gain(self) -> float:
@@ -139,7 +166,10 @@ class Proposal(BaseModel):
         return out
 
 
-_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at")
+_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at",
+                  "approvals")
+#: Hash field prefix of one approval: ``approval:<who>`` = JSON {"at": ..., "note": ...}.
+APPROVAL_FIELD = "approval:"
 
 
 def proposal_from_plan(
@@ -152,8 +182,14 @@ def proposal_from_plan(
     instance_id: str,
     plan: dict[str, Any],
     now: float | None = None,
+    cutoff: float | None = None,
+    four_eyes_over: float | None = None,
 ) -> Proposal:
-    """Build the proposal of a plan (the order calculation's JSON) for one account."""
+    """Build the proposal of a plan (the order calculation's JSON) for one account.
+
+    With a ``cutoff`` the proposal is reviewed in its workflow; ``four_eyes_over`` (in the
+    account's currency) makes a proposal whose order value exceeds it need two approvals.
+    """
     orders = [
         ProposedOrder(index=i, **{k: o.get(k) for k in ("side", "symbol", "quantity", "reason", "est_value", "lots")})
         for i, o in enumerate(plan.get("orders") or [])
@@ -173,10 +209,25 @@ def proposal_from_plan(
         restrictions=list(plan.get("restrictions") or []),
         cash_after=float(plan.get("cash_after") or 0.0),
         recorded_at=time.time() if now is None else now,
+        in_workflow=cutoff is not None,
+        cutoff=cutoff,
+        approvals_required=2 if four_eyes_over is not None
+        and sum(float(o.get("est_value") or 0) for o in plan.get("orders") or []) > four_eyes_over else 1,
     )
 
 
 
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the store did with one decision on a proposal reviewed in its workflow."""
+
+    recorded: bool
+    status: str
+    #: Why it was not recorded: 'missing', 'late', 'same' (approved by this person already), 'status'.
+    reason: str = ""
+    approvals: int = 0
 
 
 @dataclass
@@ -199,6 +250,8 @@ class ProposalStore:
         self.space = KeySpace(prefix)
         self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
         self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
+        self._approve = client.register_script(read_lua(__file__, "approve_proposal.lua"))
+        self._reject = client.register_script(read_lua(__file__, "reject_proposal.lua"))
 
     def __repr__(self) -> str:
         return f"ProposalStore(prefix={self.prefix!r})"
@@ -237,14 +290,41 @@ class ProposalStore:
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
         return bool(done), text(status)
 
+    def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
+        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic: ``lua/approve_proposal.lua``)."""
+        reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
+            by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
+            "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
+        if int(reply[0]):
+            return Verdict(True, text(reply[1]), approvals=int(reply[2]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
+
+    def reject_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
+        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``lua/reject_proposal.lua``)."""
+        reply = self._reject(keys=[self.key(proposal.run, proposal.account_id)], args=[
+            by, repr(now), note, "" if proposal.cutoff is None else repr(proposal.cutoff)])
+        if int(reply[0]):
+            return Verdict(True, text(reply[1]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
+
     def decide(
-        self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = ""
+        self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
     ) -> Decisions:
-        """Approve or reject the proposals of ``account_ids`` (all of the run when None)."""
+        """Approve or reject the separately submitted proposals of ``account_ids`` (all of the run when None).
+
+        Proposals reviewed in their workflow are skipped with the reason: they are decided by
+        :func:`portfolio_manager.review.approve` / ``reject``, which also signal their instance.
+        """
         if to not in (ProposalStatus.APPROVED, ProposalStatus.REJECTED):
             raise ValueError(f"a review approves or rejects, not {to.value}")
         ids = self.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
+        in_workflow = {p.account_id for p in self.get_many(run, ids) if p.in_workflow}
         result = Decisions(to)
+        if in_workflow:
+            result.skipped.update(dict.fromkeys(in_workflow, (
+                "reviewed in its workflow: decide it with portfolio_manager.review.approve/reject "
+                "(tradeflow pm approve/reject), which signal its instance")))
+            ids = [a for a in ids if a not in in_workflow]
         now = repr(time.time())
         for account_id in ids:
             applied, status = self.transition(
@@ -316,6 +396,9 @@ class ProposalStore:
     def _parse(raw: dict[str, str]) -> Proposal:
         body = json.loads(raw["body"])
         body["status"] = raw.get("status", ProposalStatus.PROPOSED.value)
+        approvals = [{"by": name[len(APPROVAL_FIELD):], **json.loads(value)}
+                     for name, value in raw.items() if name.startswith(APPROVAL_FIELD)]
+        body["approvals"] = sorted(approvals, key=lambda a: (a.get("at") or 0, a["by"]))
         for name in ("decided_by", "note", "submission"):
             if raw.get(name):
                 body[name] = raw[name]
@@ -377,6 +460,11 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
         result.skipped.update({a: f"no proposal for {a} in run {run}" for a in wanted if a not in found})
     items = []
     for proposal in proposals:
+        if proposal.in_workflow:  # its own instance submits it once approved
+            if wanted is not None:
+                result.skipped[proposal.account_id] = (f"{proposal.status.value}: submitted by its own workflow "
+                                                       f"(instance {proposal.instance_id}) once approved")
+            continue
         iid = submission_id(run, proposal.account_id)
         applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid)
         if not applied:
@@ -393,6 +481,7 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
 
 
 __all__ = [
+    "Verdict",
     "SUBMIT_WORKFLOW",
     "SubmitStarted",
     "submission_id",

@@ -183,6 +183,55 @@ class WaitNode(NodeBase):
             yield ExpressionSource("/until", raw["until"])
 
 
+class AwaitNode(NodeBase):
+    """Park the instance until one of the named ``signals`` arrives (``Engine.signal``), then go where it maps.
+
+    ``timeout`` (an expression giving a timestamp) and ``on_timeout`` (a node) come together: when
+    no signal arrived by then, the instance goes to ``on_timeout`` instead. A signal's data is
+    merged into the context under this node's name.
+    """
+
+    type: Literal["await"]
+    description: str | None = None
+    signals: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str] = Field(
+        min_length=1, max_length=50, description="Signal name -> the node it leads to.")
+    timeout: str | None = Field(None, min_length=1, description="When the wait for a signal ends (a timestamp).")
+    on_timeout: str | None = Field(None, description="Where the instance goes when the timeout passes first.")
+
+    @model_validator(mode="after")
+    def _timeout_pair(self) -> AwaitNode:
+        """``timeout`` and ``on_timeout`` come together or not at all."""
+        if (self.timeout is None) != (self.on_timeout is None):
+            missing = "on_timeout" if self.on_timeout is None else "timeout"
+            raise ValueError(f"timeout and on_timeout go together: add {missing!r} or drop the other")
+        return self
+
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """One edge per signal, then the timeout's."""
+        if isinstance(raw.get("signals"), dict):
+            for name, target in raw["signals"].items():
+                yield Edge(f"/signals/{escape_pointer(name)}", f"signal {name}", target)
+        if "on_timeout" in raw:
+            yield Edge("/on_timeout", f"timeout {raw.get('timeout')}", raw["on_timeout"])
+
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """No signals, or not an object."""
+        signals = raw.get("signals")
+        return not isinstance(signals, dict) or not signals
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The ``timeout`` expression."""
+        if isinstance(raw.get("timeout"), str) and raw["timeout"]:
+            yield ExpressionSource("/timeout", raw["timeout"])
+
+    def label(self) -> str:
+        """await signal, signal"""
+        return "await " + ", ".join(self.signals)
+
+
 class Choice(_Strict):
     """One branch of a choice node: go to ``next`` when ``when`` is true."""
 
@@ -248,10 +297,11 @@ class TerminalNode(NodeBase):
 
 
 #: Every node type, in the order the format documents them.
-NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, ChoiceNode, TerminalNode)
+NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, AwaitNode, ChoiceNode, TerminalNode)
 #: The node class of each ``type`` value.
 NODE_TYPES: dict[str, type[NodeBase]] = {get_args(c.model_fields["type"].annotation)[0]: c for c in NODE_CLASSES}
-Node = Annotated[ServiceNode | HttpNode | WaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
+Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode,
+                 Field(discriminator="type")]
 
 
 def escape_pointer(key: Any) -> str:

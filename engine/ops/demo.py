@@ -51,7 +51,7 @@ def run_demo(count: int = 3000) -> None:
                                   for i in instances if i.status is InstanceStatus.FAILED)
     table = Table(title=f"run {run}", show_header=False)
     table.add_row("instances", str(progress.total))
-    for status in ("succeeded", "failed", "running", "waiting", "paused", "cancelled"):
+    for status in ("succeeded", "failed", "running", "waiting", "awaiting", "paused", "cancelled"):
         if progress.counts[status]:
             table.add_row(status, str(progress.counts[status]))
     table.add_row("elapsed", f"{elapsed:.1f} s")

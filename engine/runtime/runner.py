@@ -28,6 +28,7 @@ from engine.expressions.cel import Scope, compile_template
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
+from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
 
@@ -146,6 +147,8 @@ class Runtime:
         if nxt.kind is NextKind.WAIT:
             assert nxt.wake_at is not None
             return Placement.wait(nxt.node, nxt.wake_at)
+        if nxt.kind is NextKind.AWAIT:  # parked until a signal; its timeout (if any) is a timer
+            return Placement.awaiting(nxt.node, nxt.wake_at)
         assert nxt.status is not None
         return Placement.end(nxt.node, nxt.status, nxt.result, definition.drop_on_success)
 
@@ -308,7 +311,8 @@ class Runtime:
 
     def _fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
               started: float, reason: str, error_type: str, *, sent: Any = None, transition: str | None = None,
-              received: Any = None, trace: str | None = None) -> StepReport:
+              received: Any = None, trace: str | None = None,
+              statuses: tuple[InstanceStatus, ...] = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)) -> StepReport:
         node = definition.nodes[node_name]
         error = {"node": node_name, "service": getattr(node, "service", None) or getattr(node, "url", None),
                  "action": getattr(node, "action", None), "reason": reason, "type": error_type,
@@ -317,7 +321,7 @@ class Runtime:
                                   error=reason, transition=transition, sent=sent, received=received, trace=trace)
         applied = self.store.fail(instance.id, seq=seq, attempt=attempt, activity=activity, error=error,
                                   noop=self._activity(node_name, seq, attempt, started, Outcome.NOOP,
-                                                      reason=f"late failure ignored: {reason}"))
+                                                      reason=f"late failure ignored: {reason}"), statuses=statuses)
         return StepReport(Outcome.FAILED if applied.applied else Outcome.NOOP, applied.status)
 
     # -- timers and the sweeper --------------------------------------------------------------
@@ -350,6 +354,8 @@ class Runtime:
             return self._wake(instance, definition, now)
         if instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
             return self._resend(instance, definition, now, instance.attempt, activity=None)
+        if instance.timer == TIMEOUT_TIMER and instance.status is InstanceStatus.AWAITING:
+            return fire_timeout(self, instance, definition, now)
         self.store.release(instance_id, "timers")
         return 0
 

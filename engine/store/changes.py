@@ -36,7 +36,8 @@ class Placement:
     inflight: bool | None = None
     #: Running: when the sweeper calls the step in flight lost.
     deadline: float | None = None
-    #: Waiting, or a retry backoff: when the timer is due, and its kind ("wake" | "retry").
+    #: Waiting, awaiting with a timeout, or a retry backoff: when the timer is due, and its kind
+    #: ("wake" | "timeout" | "retry").
     timer: float | None = None
     timer_kind: str = ""
     #: An end's result.
@@ -53,6 +54,12 @@ class Placement:
     def wait(cls, node: str, wake_at: float) -> Placement:
         """Waiting at ``node`` until ``wake_at``."""
         return cls(InstanceStatus.WAITING, node, inflight=False, timer=wake_at, timer_kind="wake")
+
+    @classmethod
+    def awaiting(cls, node: str, timeout: float | None) -> Placement:
+        """Awaiting a signal at ``node``; its timeout (if any) is a timer of kind ``timeout``."""
+        return cls(InstanceStatus.AWAITING, node, inflight=False, timer=timeout,
+                   timer_kind="timeout" if timeout is not None else "")
 
     @classmethod
     def end(cls, node: str, status: InstanceStatus, result: Any = None,

@@ -124,6 +124,25 @@ class Instances:
         return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
                                                       "place": placement}, docs, send)
 
+    def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
+               context: tuple[str, Any], noop: Activity, marker: str | None = None,
+               send: Envelope | None = None) -> Applied:
+        """Apply a signal to an instance awaiting at ``seq``: ``context`` (node, data), seq + 1, ``placement``.
+
+        ``marker`` (a field of the instance hash, set to the new seq) remembers the signal's key;
+        ``noop`` is recorded instead when the instance moved on meanwhile (another signal, its timeout).
+        """
+        docs = {"activity": pack(activity.to_dict()), f"c:{context[0]}": pack(context[1]),
+                "noop": pack(noop.to_dict())}
+        return self._change("signal", instance_id, {"expect": _expect((InstanceStatus.AWAITING,), seq),
+                                                     "marker": marker, "carrier": "" if send else None,
+                                                     "place": placement}, docs, send)
+
+    def marker(self, instance_id: str, name: str) -> str | None:
+        """The value of marker field ``name`` of an instance (see :meth:`signal`), if set."""
+        found = self.client.hget(self.keys.instance(instance_id), name)
+        return None if found is None else text(found)
+
     def retry(self, instance_id: str, *, seq: int, attempt: int, next_attempt: int, placement: Placement,
               activity: Activity | None = None, statuses: Iterable[InstanceStatus] = LIVE,
               carrier: str | None = None, send: Envelope | None = None) -> Applied:
@@ -133,12 +152,12 @@ class Instances:
                                                     "carrier": carrier, "place": placement}, docs, send)
 
     def fail(self, instance_id: str, *, seq: int, attempt: int, activity: Activity, error: dict[str, Any],
-             noop: Activity | None = None) -> Applied:
+             noop: Activity | None = None, statuses: Iterable[InstanceStatus] = LIVE) -> Applied:
         """Fail the instance at (``seq``, ``attempt``) with ``error``; ``noop`` is recorded if it moved on."""
         docs = {"activity": pack(activity.to_dict()), "error": pack(error)}
         if noop is not None:
             docs["noop"] = pack(noop.to_dict())
-        return self._change("fail", instance_id, {"expect": _expect(LIVE, seq, attempt),
+        return self._change("fail", instance_id, {"expect": _expect(statuses, seq, attempt),
                                                    "place": Placement(InstanceStatus.FAILED)}, docs)
 
     def park(self, instance_id: str, *, seq: int, activity: Activity) -> Applied:
