@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.celery_config import celery_config
 from engine.config import Settings
-from engine.ops.embedded import resolve_redis_url
+from engine.connections import state_url
 
 _settings = Settings.from_env()
-globals().update(celery_config(_settings, resolve_redis_url(_settings)))
+globals().update(celery_config(_settings, state_url(_settings)))

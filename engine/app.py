@@ -19,7 +19,7 @@ from engine.api import Engine
 from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
-from engine.ops.embedded import resolve_redis_url
+from engine.connections import client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
 from engine.runtime.messages import CeleryEnqueuer, Enqueuer
 from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.runtime.runner import Runtime
@@ -29,10 +29,12 @@ from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client with the timeouts and health checks a long-running worker wants."""
-    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30,
-                                retry_on_timeout=True)
+def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """A client with the timeouts and health checks a long-running worker wants.
+
+    A ``sentinel://`` URL needs ``settings`` (the master's name; see engine.connections).
+    """
+    return client_for(settings or Settings(redis_url=url), url)
 
 
 def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-sender") -> Celery:
@@ -52,16 +54,16 @@ def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-
 
 def make_store(settings: Settings, url: str | None = None) -> RedisStore:
     """The store described by ``settings`` (on ``url`` when given)."""
-    client = redis_client(url or resolve_redis_url(settings))
-    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds)
+    client = redis_client(url or state_url(settings), settings)
+    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds, replica_wait(settings))
 
 
-def enqueuer_for(app: Celery) -> Enqueuer:
+def enqueuer_for(app: Celery, settings: Settings | None = None) -> Enqueuer:
     """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery."""
-    broker = app.conf.broker_url or ""
+    broker = (app.conf.broker_url or "").rstrip("/")
     state = app.conf.get("tradeflow_redis_url") or ""
-    if broker.rstrip("/") == state.rstrip("/"):
-        return RedisQueueEnqueuer.for_app(app, redis_client(broker))
+    if broker in (state.rstrip("/"), parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
+        return RedisQueueEnqueuer.for_app(app, redis_client(state, settings))
     return CeleryEnqueuer(app)
 
 
@@ -78,7 +80,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 runtime = state.get(pid)
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
-                    runtime = Runtime(store, enqueuer_for(app), make_clock(settings.clock_offset_file),
+                    runtime = Runtime(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps)
                     state.clear()
@@ -96,7 +98,7 @@ def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url
     """
     settings = settings or Settings.from_env()
     app = Celery("tradeflow")
-    app.conf.update(celery_config(settings, redis_url or resolve_redis_url(settings)))
+    app.conf.update(celery_config(settings, redis_url or state_url(settings)))
     if not bind:
         return app
     for module in app.conf.get("tradeflow_service_modules", []):
@@ -108,7 +110,7 @@ def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url
 def build_engine(settings: Settings | None = None, *, allow_start: bool = False) -> Engine:
     """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
     settings = settings or Settings.from_env()
-    url = resolve_redis_url(settings, allow_start=allow_start)
+    url = state_url(settings, allow_start=allow_start)
     app = create_app(settings.with_redis(url), bind=False, redis_url=url)
     store = make_store(settings, url)
-    return Engine(store, enqueuer_for(app), make_clock(settings.clock_offset_file))
+    return Engine(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file))

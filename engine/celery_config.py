@@ -12,6 +12,7 @@ from typing import Any
 
 from engine import plugins
 from engine.config import Settings
+from engine.connections import broker_for
 from engine.runtime.messages import ENGINE_QUEUE, SWEEP_TASK, TICK_TASK
 
 #: Redis priorities kombu emulates with one list per step: 0 is served first.
@@ -43,13 +44,15 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         # scan is every 10 x 10 s); worth lowering only together with the visibility timeout.
         transport["unacked_restore_interval"] = settings.unacked_restore_seconds
         transport["unacked_restore_throttle"] = 1
+    broker_url, sentinel_options = broker_for(settings.with_redis(redis_url))
+    transport.update(sentinel_options)
     if settings.broker_prefix:
         # Keeps the queues of one deployment (or one test) apart on a shared Redis.
         transport["global_keyprefix"] = settings.broker_prefix
     return {
         #: The Redis of the engine's state (the embedded one when none answers and one was started).
         "tradeflow_redis_url": redis_url,
-        "broker_url": settings.broker_url or redis_url,
+        "broker_url": broker_url,
         #: Modules whose service actions this process registers as tasks.
         "tradeflow_service_modules": list(settings.service_modules) or plugins.service_modules(),
         # json only: a pickled message is refused, never executed.

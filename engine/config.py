@@ -2,7 +2,11 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://`` for TLS) |
+| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://``: TLS; ``sentinel://h1,h2/0``) |
+| ``TRADEFLOW_REDIS_SENTINEL_MASTER`` | — | with a ``sentinel://`` URL: the name of the master the sentinels monitor |
+| ``TRADEFLOW_REDIS_SENTINEL_PASSWORD`` | — | the sentinels' own password, if they require one |
+| ``TRADEFLOW_REDIS_WAIT_REPLICAS`` | ``0`` | after a terminal transition, ``WAIT`` for this many replicas |
+| ``TRADEFLOW_REDIS_WAIT_MS`` | ``100`` | longest such ``WAIT``, in milliseconds |
 | ``TRADEFLOW_BROKER_URL`` | the Redis URL | Celery broker |
 | ``TRADEFLOW_EMBEDDED_REDIS`` | ``0`` | ``1``: always use the embedded redis-server |
 | ``TRADEFLOW_HOME`` | ``~/.tradeflow`` | where the embedded Redis keeps its data and address |
@@ -57,6 +61,10 @@ class Settings:
     unacked_restore_seconds: int | None = None
     broker_prefix: str = ""
     events: bool = True
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_wait_replicas: int = 0
+    redis_wait_ms: int = 100
 
     @property
     def retention_seconds(self) -> int:
@@ -79,13 +87,18 @@ class Settings:
             env["TRADEFLOW_BROKER_URL"] = self.broker_url
         return env
 
+    @property
+    def uses_sentinel(self) -> bool:
+        """True when the state Redis is reached through Redis Sentinel (a ``sentinel://`` URL)."""
+        return self.redis_url.strip().lower().startswith("sentinel://")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the ``TRADEFLOW_*`` variables (see the module docstring)."""
         env = os.environ if env is None else env
         d = cls  # the field defaults, written once above
         try:
-            return cls(
+            settings = cls(
                 redis_url=env.get("TRADEFLOW_REDIS_URL", DEFAULT_REDIS_URL),
                 broker_url=env.get("TRADEFLOW_BROKER_URL") or None,
                 embedded=_flag(env.get("TRADEFLOW_EMBEDDED_REDIS"), d.embedded),
@@ -105,9 +118,22 @@ class Settings:
                 if env.get("TRADEFLOW_UNACKED_RESTORE_SECONDS") else None,
                 broker_prefix=env.get("TRADEFLOW_BROKER_PREFIX", d.broker_prefix),
                 events=env.get("TRADEFLOW_EVENTS", "1") != "0",
+                redis_sentinel_master=env.get("TRADEFLOW_REDIS_SENTINEL_MASTER") or None,
+                redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
+                redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", d.redis_wait_replicas)),
+                redis_wait_ms=int(env.get("TRADEFLOW_REDIS_WAIT_MS", d.redis_wait_ms)),
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc
+        if settings.uses_sentinel and not settings.redis_sentinel_master:
+            raise ConfigurationError(
+                "TRADEFLOW_REDIS_URL is a sentinel:// URL: set TRADEFLOW_REDIS_SENTINEL_MASTER to the name of the "
+                "master the sentinels monitor (`sentinel monitor <name> ...`)"
+            )
+        if settings.redis_wait_replicas < 0 or settings.redis_wait_ms <= 0:
+            raise ConfigurationError("TRADEFLOW_REDIS_WAIT_REPLICAS must be 0 or more and TRADEFLOW_REDIS_WAIT_MS "
+                                     "a positive number of milliseconds (e.g. 1 and 100)")
+        return settings
 
 
 def _flag(value: str | None, default: bool) -> bool:

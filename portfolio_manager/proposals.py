@@ -38,19 +38,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api import Engine, StartItem
 from engine.keyspace import KeySpace, read_lua, text
 from portfolio_manager.errors import NoSuchProposal
-
-if TYPE_CHECKING:
-    from engine.api import Engine
 
 
 class ProposalStatus(StrEnum):
@@ -244,9 +242,11 @@ class Decisions:
 class ProposalStore:
     """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
 
-    def __init__(self, client: Any, prefix: str = "pm:prop:") -> None:
+    def __init__(self, client: Any, prefix: str = "pm:prop:", replicate: Callable[[Any], int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        #: Called once a submission is recorded (``WAIT`` for replicas: engine.connections.ReplicaWait).
+        self.replicate = replicate
         self.space = KeySpace(prefix)
         self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
         self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
@@ -364,6 +364,8 @@ class ProposalStore:
         )
         if not applied:
             raise NoSuchProposal(f"proposal {run}/{account_id} is {status or 'missing'}, not being submitted")
+        if self.replicate is not None:
+            self.replicate(self.client)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -464,8 +466,6 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
     ``submit-orders`` instance with a deterministic id: submitting again, or after a crash
     between the two, never starts a second submission of the same proposal.
     """
-    from engine.api import StartItem
-
     result = SubmitStarted(run, submission_run(run))
     wanted = None if account_ids is None else list(dict.fromkeys(account_ids))
     proposals = store.list(run) if wanted is None else store.get_many(run, wanted)

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
+from engine.connections import ReplicaWait, redis_client
 from portfolio_manager.brokerage import (
     BlockOrder,
     BlockReceipt,
@@ -61,8 +60,8 @@ class Services:
 def build_services(settings: PMSettings, client: Any = None) -> Services:
     """The services ``settings`` describe (on ``client`` when given, else a client on its Redis URL)."""
     if client is None:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                      health_check_interval=30, retry_on_timeout=True)
+        client = redis_client(settings.redis_url, sentinel_master=settings.redis_sentinel_master,
+                              sentinel_password=settings.redis_sentinel_password)
     book: BookReader = HttpBook(settings.book_url) if settings.book_url else RedisBook(client, settings.book_prefix)
 
     def last_price(symbol: str) -> float | None:
@@ -71,7 +70,9 @@ def build_services(settings: PMSettings, client: Any = None) -> Services:
     brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price)
     if settings.broker_latency:
         brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
-    return Services(book, ProposalStore(client, settings.proposals_prefix), brokerage)
+    replicate = ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_ms) if settings.redis_wait_replicas \
+        else None
+    return Services(book, ProposalStore(client, settings.proposals_prefix, replicate), brokerage)
 
 
 _lock = threading.Lock()

@@ -7,6 +7,7 @@ graph and expression checks live in :mod:`engine.definitions.validation`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -415,7 +416,5 @@ class Definition(_Strict):
 
     def fingerprint(self) -> str:
         """A stable digest of the content (the version number excluded)."""
-        import hashlib
-
         body = self.model_dump(mode="json", exclude={"version"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from engine.runtime.messages import Envelope
+from engine.store.changes import Envelope
 from engine.store.codec import decode_activities, dumps, pack, text, unpack
 from engine.store.keys import Keys
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
-from engine.runtime.messages import Envelope
-from engine.store.changes import Applied, NewInstance, Placement, seconds
+from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
 from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
 from engine.store.keys import Keys
 
@@ -44,6 +43,7 @@ class Instances:
     client: redis.Redis
     keys: Keys
     retention_seconds: int
+    replicate: Callable[[redis.Redis], int] | None
     _state: Any
 
     # -- reading ------------------------------------------------------------------------------
@@ -195,8 +195,12 @@ class Instances:
         if reply[0] == "stale":
             return Applied(False, InstanceStatus(reply[2]), int(reply[1]))
         if len(reply) > 4:
-            return Applied(True, InstanceStatus(reply[1]), int(reply[2]), batch=reply[3], last=reply[4] == "1")
-        return Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+            applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]), batch=reply[3], last=reply[4] == "1")
+        else:
+            applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        if self.replicate is not None and applied.status is not None and applied.status.is_terminal:
+            self.replicate(self.client)
+        return applied
 
     def _call(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
               send: Envelope | None, client: Any = None) -> Any:

@@ -13,11 +13,13 @@ Adding a store operation: a method in ``instances.py`` that builds its document 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from engine.definitions.model import Definition
 from engine.store.batches import Batch, BatchChange, Batches, batch_script
-from engine.store.changes import Applied, NewInstance, Placement
+from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
@@ -27,8 +29,8 @@ from engine.store.runs import Runs, claim_script
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
-    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "NewInstance",
-    "Placement", "RedisStore",
+    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "Envelope",
+    "NewInstance", "Placement", "RedisStore",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
@@ -41,8 +43,11 @@ class RedisStore(Definitions, Instances, Runs, Batches):
         client: redis.Redis,
         keys: Keys | None = None,
         retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        replicate: Callable[[redis.Redis], int] | None = None,
     ) -> None:
         self.client = client
+        #: Called after a terminal transition (``WAIT`` for replicas; see engine.connections.ReplicaWait).
+        self.replicate = replicate
         self.keys = keys or Keys()
         self.retention_seconds = int(retention_seconds)
         self._state = state_script(client)
