@@ -1,4 +1,4 @@
-"""Scenario 12: block orders across a SIGKILL of the worker in the middle of the block submission
+"""Scenario 14: block orders across a SIGKILL of the worker in the middle of the block submission
 and a Redis restart.
 
 A CA run is planned, every proposal approved (four-eyes ones by two people): the run's block
@@ -84,6 +84,6 @@ def test_sigkill_during_the_block_submission_and_a_redis_restart(tmp_path: Path)
             gathered = [a for a in lab.engine.activities(iid) if a["outcome"] == Outcome.GATHERED.value]
             assert len(gathered) == 1 and gathered[0]["batch"] == batch_id
         figures = check_invariants(lab.engine.store, ids, None)
-        print(f"\nscenario 12 (blocks, kill during the block submission + Redis restart): {len(accounts)} accounts, "
+        print(f"\nscenario 14 (blocks, kill during the block submission + Redis restart): {len(accounts)} accounts, "
               f"{len(expected)} blocks, {sent} reached the brokerage before the kill, {received} deliveries in all, "
               f"{len(blocks)} accepted; batch attempts {view.batch.attempt}; {figures.line()}")
