@@ -5,7 +5,7 @@
     tradeflow pm run [--date D]                       the morning rebalance, with live progress
     tradeflow pm proposals RUN [--account A]          review what the run proposes
     tradeflow pm review RUN                           what still awaits a decision, approvals so far
-    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow submits the orders
+    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow trades the orders (block)
     tradeflow pm reject RUN A1 --by ME --reason WHY   reject: the account's workflow ends
     tradeflow pm submit RUN                           send separately submitted proposals (deposits)
 
@@ -271,7 +271,8 @@ def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStat
         if separate:
             console.print(f"next: tradeflow pm submit {run} (for {len(separate)} submitted separately)")
         if len(separate) < len(result.changed):
-            console.print(f"the workflows submit what has its approvals: tradeflow pm review {run}")
+            console.print(f"the workflows trade what has its approvals in the run's block (once nothing is left to "
+                          f"decide, or at the cut-off; `tradeflow batches`): tradeflow pm review {run}")
     if result.skipped and not all_:
         sys.exit(1)  # a named proposal was refused: the reason is printed above
 
@@ -288,9 +289,11 @@ _BY = click.option("--by", default="", help="Who decides (recorded; four-eyes ne
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
     """Approve proposals of RUN (ACCOUNT_IDS, or --all).
 
-    A proposal of a rebalance is submitted by its own workflow as soon as it has its approvals:
-    one, or two by different people when its orders exceed the definition's four_eyes_over.
-    After the review's cut-off the proposal has expired and the approval is refused.
+    A proposal of a rebalance is traded by its own workflow once it has its approvals (one, or
+    two by different people when its orders exceed the definition's four_eyes_over): in the
+    run's block order per exchange, which closes when nothing of the run is left to decide, at
+    the cut-off, or by `tradeflow batch ID --close`; an account traded on demand (`pm enqueue`)
+    submits its own orders. After the review's cut-off the approval is refused.
     """
     _decide(run, account_ids, all_, ProposalStatus.APPROVED, by, note)
 

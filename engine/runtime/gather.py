@@ -255,8 +255,11 @@ class Gatherer:
         """Move every member still gathering in ``batch`` on with its own answer; then the batch is applied."""
         ids = [iid for iid, _ in self.store.batch_contributions(batch.id)]
         answers: dict[str, Any] = answer.get("members") or {}
+        _definition, node = self._node(batch)
         moved = failed = 0
         for start in range(0, len(ids), 500):
+            if start:  # a big batch is still making progress: its deadline moves on (no re-send meanwhile)
+                self.store.batch_started(batch.id, attempt=batch.attempt, due=step_deadline(node, self.runtime.clock()))
             for instance in self.store.load_many(ids[start:start + 500]):
                 if instance.status is not InstanceStatus.GATHERING or instance.batch != batch.id:
                     continue
