@@ -3,7 +3,8 @@
 At start a worker remembers the Redis data set it runs on (the epoch key) before any pool
 process exists, so that every runtime it creates later, even after Redis lost its data,
 compares with the data set the worker started on (``DataSetLost``); and it warns when that
-Redis has no persistence or may evict keys (``engine.health``).
+Redis has no persistence or may evict keys (``engine.health``). Before anything connects, it
+installs the work-around that lets a worker survive a Redis restart (``engine.broker_fix``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 import redis
 from celery.signals import worker_init, worker_ready
 
+from engine import broker_fix
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
 from engine.health import log_redis_warnings
 
 log = logging.getLogger(__name__)
 
+broker_fix.install()
 app = create_app()
 
 
