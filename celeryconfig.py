@@ -14,8 +14,9 @@ from engine.embedded import resolve_redis_url
 
 _settings = Settings.from_env()
 
-#: The Redis of the engine's state (the embedded one when none answers and one was started).
-tradeflow_redis_url = resolve_redis_url(_settings)
+#: The Redis of the engine's state: TRADEFLOW_REDIS_URL when set (never another: Celery retries
+#: it), else the local default or the embedded one (see engine.embedded.resolve_redis_url).
+tradeflow_redis_url = resolve_redis_url(_settings, check=False)
 broker_url = _settings.broker_url or tradeflow_redis_url
 
 #: Modules whose service actions this process registers as tasks.
@@ -62,6 +63,9 @@ task_create_missing_queues = True
 # Events on, so Flower sees every task (TRADEFLOW_EVENTS=0 turns them off).
 worker_send_task_events = os.environ.get("TRADEFLOW_EVENTS", "1") != "0"
 task_send_sent_event = worker_send_task_events
+
+# Beat keeps its schedule state under TRADEFLOW_HOME, not in the directory it was started from.
+beat_schedule_filename = str(_settings.home / "celerybeat-schedule")
 
 timezone = "UTC"
 enable_utc = True

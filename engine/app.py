@@ -102,10 +102,14 @@ def create_app(config_module: str = "celeryconfig", settings: Settings | None = 
     return app
 
 
-def build_engine(settings: Settings | None = None, *, allow_start: bool = False) -> Engine:
-    """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
+def build_engine(settings: Settings | None = None, *, allow_start: bool = False,
+                 notice: Callable[[str], None] | None = None) -> Engine:
+    """An Engine that sends steps through Celery, on the configured (or embedded) Redis.
+
+    ``notice`` is told when the embedded Redis serves (see :func:`engine.embedded.resolve_redis_url`).
+    """
     settings = settings or Settings.from_env()
-    url = resolve_redis_url(settings, allow_start=allow_start)
+    url = resolve_redis_url(settings, allow_start=allow_start, notice=notice)
     os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
     app = create_app(bind=False, settings=settings.with_redis(url))
     app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://`` for TLS) |
+| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://``: TLS); when set, never replaced |
 | ``TRADEFLOW_BROKER_URL`` | the Redis URL | Celery broker |
 | ``TRADEFLOW_EMBEDDED_REDIS`` | ``0`` | ``1``: always use the embedded redis-server |
 | ``TRADEFLOW_HOME`` | ``~/.tradeflow`` | where the embedded Redis keeps its data and address |
@@ -11,6 +11,7 @@
 | ``TRADEFLOW_TIMER_INTERVAL`` | ``1`` | seconds between timer ticks (waits, retry backoffs) |
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
+| ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 """
 
@@ -31,6 +32,8 @@ class Settings:
     """Everything the engine needs to know about its environment."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    #: True when TRADEFLOW_REDIS_URL was set: that Redis is retried, never replaced by the embedded one.
+    redis_url_configured: bool = False
     broker_url: str | None = None
     embedded: bool = False
     home: Path = field(default_factory=lambda: Path("~/.tradeflow").expanduser())
@@ -40,6 +43,7 @@ class Settings:
     sweep_interval: float = 5.0
     inline_steps: int = 16
     clock_offset_file: Path | None = None
+    expected_epoch: str | None = None
 
     @property
     def retention_seconds(self) -> int:
@@ -53,7 +57,8 @@ class Settings:
 
     def with_redis(self, url: str) -> Settings:
         """A copy using ``url`` for Redis (and the broker, unless that was set apart)."""
-        return replace(self, redis_url=url, broker_url=self.broker_url if self.broker_url else None)
+        return replace(self, redis_url=url, redis_url_configured=True,
+                       broker_url=self.broker_url if self.broker_url else None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,7 +66,8 @@ class Settings:
         env = os.environ if env is None else env
         try:
             return cls(
-                redis_url=env.get("TRADEFLOW_REDIS_URL", DEFAULT_REDIS_URL),
+                redis_url=env.get("TRADEFLOW_REDIS_URL") or DEFAULT_REDIS_URL,
+                redis_url_configured=bool(env.get("TRADEFLOW_REDIS_URL")),
                 broker_url=env.get("TRADEFLOW_BROKER_URL") or None,
                 embedded=env.get("TRADEFLOW_EMBEDDED_REDIS", "0").lower() in {"1", "true", "yes"},
                 home=Path(env.get("TRADEFLOW_HOME", "~/.tradeflow")).expanduser(),
@@ -72,6 +78,7 @@ class Settings:
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", "16")),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,
+                expected_epoch=env.get("TRADEFLOW_EXPECT_EPOCH") or None,
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc

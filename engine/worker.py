@@ -18,6 +18,8 @@ from celery.signals import worker_init, worker_ready
 from engine import broker_fix
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
+from engine.embedded import redacted
+from engine.errors import DataSetLost
 from engine.health import log_redis_warnings
 
 log = logging.getLogger(__name__)
@@ -26,13 +28,31 @@ broker_fix.install()
 app = create_app()
 
 
+#: Exit status of a worker that refuses the data set it found (``TRADEFLOW_EXPECT_EPOCH``).
+EXIT_OTHER_DATA_SET = 78
+
+
 @worker_init.connect
 def remember_epoch(**_: Any) -> None:
-    """Read (or create) the data set's epoch now: pool processes forked later inherit it."""
+    """Read (or create) the data set's epoch now: pool processes forked later inherit it.
+
+    A node of ``tradeflow workers`` is told the epoch its fleet started on
+    (``TRADEFLOW_EXPECT_EPOCH``): restarted on a Redis holding another data set (an embedded
+    Redis started meanwhile, a Redis restarted empty), it refuses to start (CRITICAL, exit 78).
+    """
+    settings = Settings.from_env()
     try:
-        store = make_store(Settings.from_env(), app.conf.tradeflow_redis_url)
-        app.conf.tradeflow_epoch = store.ensure_epoch()
-        store.client.close()
+        store = make_store(settings, app.conf.tradeflow_redis_url)
+        try:
+            if settings.expected_epoch:
+                store.check_epoch(settings.expected_epoch)
+            app.conf.tradeflow_epoch = store.ensure_epoch()
+        finally:
+            store.client.close()
+    except DataSetLost as exc:
+        log.critical("refusing to start on %s (its fleet started on another data set; restart the whole fleet "
+                     "to accept this one): %s", redacted(app.conf.tradeflow_redis_url), exc)
+        raise SystemExit(EXIT_OTHER_DATA_SET) from exc
     except redis.RedisError as exc:
         log.warning("could not read the Redis epoch at start (%s); each process reads it on its first task", exc)
 
