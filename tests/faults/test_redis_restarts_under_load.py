@@ -44,7 +44,8 @@ def test_prefork_nodes_survive_repeated_redis_restarts_under_load(tmp_path: Path
         restarted_at = []
         for n in range(RESTARTS):
             # Restart only while prefork children hold unacked messages (the crash's window).
-            lab.wait_until(lambda: _transitions(lab, ids) >= (n + 1) * COUNT * len(NODES) // (RESTARTS + 2), 180,
+            target = (n + 1) * COUNT * len(NODES) // (RESTARTS + 2)
+            lab.wait_until(lambda target=target: _transitions(lab, ids) >= target, 180,  # type: ignore[misc]
                            f"progress before restart {n + 1}")
             lab.redis.kill()
             time.sleep(1.0)
