@@ -9,7 +9,9 @@ installs the work-around that lets a worker survive a Redis restart (``engine.br
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 broker_fix.install()
 app = create_app()
+# Beat keeps its schedule under TRADEFLOW_HOME (``beat_schedule_filename``) and opens it before
+# any signal a handler could use; a home that cannot be made is reported by beat itself.
+with contextlib.suppress(OSError):
+    Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
 
 
 #: Exit status of a worker that refuses the data set it found (``TRADEFLOW_EXPECT_EPOCH``).
@@ -66,3 +72,4 @@ def check_redis(**_: Any) -> None:
         log_redis_warnings(client, url.split("@")[-1])  # never log a password
     finally:
         client.close()
+
