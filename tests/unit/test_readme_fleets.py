@@ -16,7 +16,7 @@ def test_every_fleet_size_in_the_readme_is_the_one_tradeflow_workers_starts() ->
     started = {s.queue: (s.pool, s.concurrency) for s in default_fleets()}
     text = README.read_text()
     commands = re.findall(r"celery -A engine\.worker worker -Q (\w+)\s+-P (\w+) -c (\d+)", text)
-    prose = re.findall(r"`(\w+)` \((threads|prefork) ×(\d+)", text)
+    prose = re.findall(r"`(\w+)` \((threads|prefork) \u00d7(\d+)", text)  # the multiplication sign
     assert len(commands) >= 3 and len(prose) >= 3
     said = [(queue, (pool, int(n))) for queue, pool, n in commands + prose]
     wrong = [(queue, size, started.get(queue)) for queue, size in said if started.get(queue) != size]
