@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import redis
 
 from engine.api import Engine
@@ -57,6 +58,7 @@ def _wait(check, timeout: float, what: str, log: Path) -> None:  # type: ignore[
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_killed_node_is_restarted_and_the_others_keep_serving(tmp_path: Path) -> None:
     server = RedisServer(tmp_path).start()
     prefix = "tfrestart"
