@@ -118,10 +118,10 @@ class Fleet:
         self.procs.append(self._popen(self._children[-1]))
 
     def _popen(self, child: _Child) -> subprocess.Popen[bytes]:
-        out = open(self.logdir / f"{child.name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         child.started_at = time.monotonic()
-        return subprocess.Popen(child.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(self.logdir / f"{child.name}.log", "ab") as out:  # the child keeps its own copy
+            return subprocess.Popen(child.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def wait(self) -> None:
         """Supervise the children until Ctrl-C, SIGTERM or SIGHUP; leaving the ``with`` block then stops all.
