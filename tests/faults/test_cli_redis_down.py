@@ -80,7 +80,7 @@ def test_every_command_against_a_stopped_redis_says_in_one_line_that_rerunning_i
              for args in COMMANDS]
     try:
         for args, proc in zip(COMMANDS, procs, strict=True):
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=300)
             done = subprocess.CompletedProcess(args, proc.returncode, out, err)
             _assert_one_line(done, server.url, "does not answer", "Nothing was done", "is safe")
     finally:
@@ -98,7 +98,7 @@ def test_pm_decisions_losing_their_redis_half_way_say_they_are_idempotent(
     down = RedisServer(tmp_path / "pm").start()
     down.kill()
     env = _env(tmp_path, TRADEFLOW_REDIS_URL=live.url, TRADEFLOW_PM_REDIS_URL=down.url)
-    done = subprocess.run([TRADEFLOW, *args], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([TRADEFLOW, *args], env=env, capture_output=True, text=True, timeout=300)
     _assert_one_line(done, "is safe", "idempotent", f"`tradeflow pm {args[1]}`")
 
 
@@ -115,7 +115,7 @@ def test_runs_watching_when_redis_dies_ends_with_one_line(tmp_path: Path, live: 
         time.sleep(0.5)
         client.close()
         live.kill()
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()

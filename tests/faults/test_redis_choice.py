@@ -63,7 +63,7 @@ def test_a_configured_redis_that_is_down_is_an_error_never_the_embedded_one(
     down.kill()
     for args in (["runs"], ["accounts", "list"]):
         done = subprocess.run([TRADEFLOW, *args], env=_env(home, TRADEFLOW_REDIS_URL=down.url),
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=300)
         assert "from-embedded" not in done.stdout and done.stdout == "", (args, done.stdout)
         assert done.returncode == 75, (args, done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()
@@ -74,7 +74,7 @@ def test_a_configured_redis_that_is_down_is_an_error_never_the_embedded_one(
 
 def test_nothing_configured_uses_the_embedded_redis_and_says_so(embedded: tuple[RedisServer, Path]) -> None:
     server, home = embedded
-    done = subprocess.run([TRADEFLOW, "runs", "--json"], env=_env(home), capture_output=True, text=True, timeout=120)
+    done = subprocess.run([TRADEFLOW, "runs", "--json"], env=_env(home), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert [r["run"] for r in json.loads(done.stdout)] == ["from-embedded"]
     [line] = done.stderr.strip().splitlines()
@@ -85,7 +85,7 @@ def test_nothing_configured_and_the_recorded_embedded_redis_down_is_an_error(
         embedded: tuple[RedisServer, Path]) -> None:
     server, home = embedded
     server.kill()
-    done = subprocess.run([TRADEFLOW, "runs", "--json"], env=_env(home), capture_output=True, text=True, timeout=120)
+    done = subprocess.run([TRADEFLOW, "runs", "--json"], env=_env(home), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()
     assert "embedded.json" in line and "does not answer" in line, line

@@ -31,7 +31,7 @@ def _env(redis_url: str, key_prefix: str, home: Path) -> dict[str, str]:
 
 
 def _json(args: list[str], env: dict[str, str]) -> object:
-    done = subprocess.run([str(BIN / "tradeflow"), *args], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(BIN / "tradeflow"), *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
