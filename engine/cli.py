@@ -89,8 +89,9 @@ def main() -> None:
       tradeflow runs                         runs and their progress
       tradeflow inspect ID                   one instance and its history
 
-    Redis comes from TRADEFLOW_REDIS_URL (default redis://127.0.0.1:6379/0); with none
-    there, `tradeflow redis start` runs an embedded one.
+    Redis comes from TRADEFLOW_REDIS_URL (when set, the only one ever used); unset, the
+    local default or the embedded one (`tradeflow redis start`), said on stderr. Redis
+    unreachable: one line saying whether re-running is safe, exit status 75.
     """
 
 
