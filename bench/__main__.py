@@ -26,7 +26,7 @@ from rich.table import Table
 
 from bench import blocks, engine_overhead, morning, replica_wait
 from engine.config import Settings
-from engine.ops.embedded import resolve_redis_url
+from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
 
 BENCHMARKS = ("engine", "morning", "memory", "submission")
@@ -295,7 +295,7 @@ def run_submission(args: argparse.Namespace, url: str, console: Console) -> None
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
-    url = resolve_redis_url(Settings.from_env(), allow_start=True)
+    url = state_url(Settings.from_env(), allow_start=True)
     console = Console()
     measured = None
     if "engine" in args.only:
