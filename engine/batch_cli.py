@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli_errors import read_only, rerun
+
 console = Console()
 
 
@@ -25,6 +27,7 @@ def _when(seconds: float | None) -> str:
 
 @click.command()
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@read_only
 def batches(limit: int) -> None:
     """Batches of gather nodes: status (open, closed, applied), members, close time and reason."""
     table = Table("batch", "status", "members", "close at (UTC)", "closed", "attempt")
@@ -41,6 +44,7 @@ def batches(limit: int) -> None:
 @click.option("--members/--no-members", default=True, help="List the members and what each contributed.")
 @click.option("--close", "close_now", is_flag=True, help="Close the open batch now: its step runs at once.")
 @click.option("--by", default="operator", show_default=True, help="With --close: who closes it (recorded).")
+@rerun(safe=True, why="it reads; with --close, a batch closes once (closing it again says it was not open)")
 def batch(batch_id: str, as_json: bool, members: bool, close_now: bool, by: str) -> None:
     """One batch: its status and times, its members with their contributions and answers, its history."""
     engine = _engine()
