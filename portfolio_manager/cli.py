@@ -315,6 +315,7 @@ def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note:
 @pm.command("review")
 @click.argument("run")
 @click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
+@read_only
 def pm_review(run: str, limit: int) -> None:
     """What of RUN still awaits a decision: approvals so far (who, when), approvals needed, cut-off."""
     from portfolio_manager.review import pending
