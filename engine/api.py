@@ -22,7 +22,7 @@ from engine.expressions.cel import Scope
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, wake_time
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
-from engine.runtime.runner import Runtime, step_deadline, worker_name
+from engine.runtime.runner import Runtime, step_allowance, worker_name
 from engine.store.redis_store import RedisStore, Update, pack
 
 DEFAULT_RUN = "adhoc"
@@ -147,7 +147,7 @@ class Engine:
             node = definition.nodes[nxt.node]
             assert isinstance(node, ServiceNode | HttpNode)
             fields.update(status=InstanceStatus.RUNNING.value, inflight="1",
-                          _deadline=step_deadline(node, now))
+                          step_timeout=repr(step_allowance(node)), _queued=True)
         elif nxt.kind is NextKind.WAIT:
             fields.update(status=InstanceStatus.WAITING.value, wake_at=repr(nxt.wake_at), timer="wake",
                           _timer=nxt.wake_at)
@@ -314,7 +314,6 @@ class Engine:
                     attempt: int, **extra: Any) -> None:
         definition = self.store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
-        now = self.clock()
         activity = self._control_activity(instance, verb, reason, **extra)
         common = {"allowed": tuple(s.value for s in allowed), "expected_seq": instance.seq,
                   "activity": activity, "clear_error": True}
@@ -326,7 +325,7 @@ class Engine:
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
             update = Update(**common, status=InstanceStatus.RUNNING, attempt=attempt, inflight=True,
-                            deadline=step_deadline(node, now))
+                            queued=step_allowance(node))
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")
         applied = self.runtime.transition(definition, instance.id, update,

@@ -10,6 +10,7 @@
 | ``TRADEFLOW_RETENTION_DAYS`` | ``14`` | TTL of finished instances and their activities |
 | ``TRADEFLOW_TIMER_INTERVAL`` | ``1`` | seconds between timer ticks (waits, retry backoffs) |
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
+| ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 """
@@ -39,6 +40,7 @@ class Settings:
     timer_interval: float = 1.0
     sweep_interval: float = 5.0
     inline_steps: int = 16
+    reconcile_seconds: float = 60.0
     clock_offset_file: Path | None = None
 
     @property
@@ -70,6 +72,7 @@ class Settings:
                 timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", "1")),
                 sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", "5")),
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", "16")),
+                reconcile_seconds=float(env.get("TRADEFLOW_RECONCILE_SECONDS", "60")),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,
             )

@@ -63,7 +63,8 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
     @app.task(name=SWEEP_TASK, ignore_result=True)
     def sweep() -> int:
-        return int(_patiently(lambda: runtime().sweep()))
+        swept = int(_patiently(lambda: runtime().sweep()))
+        return swept + int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
 
 
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:

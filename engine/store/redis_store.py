@@ -104,6 +104,21 @@ class Update:
     drop_on_success: Sequence[str] = ()
     #: The message whose worker runs the next step inline ("node:seq:attempt"; "" clears, None keeps).
     carrier: str | None = None
+    #: The step was sent and waits its turn: no deadline yet; :meth:`RedisStore.start` sets one this
+    #: many seconds after a worker starts it. (None: not queued, e.g. a step started inline.)
+    queued: float | None = None
+
+
+@dataclass(frozen=True)
+class StepHead:
+    """Where an instance stands, without its documents (for bulk checks)."""
+
+    workflow: str
+    version: int
+    status: InstanceStatus
+    node: str
+    seq: int
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,7 @@ class RedisStore:
         self._apply = client.register_script(_lua("apply.lua"))
         self._publish = client.register_script(_lua("publish.lua"))
         self._claim = client.register_script(_lua("claim.lua"))
+        self._start = client.register_script(_lua("start.lua"))
         self._definitions: dict[tuple[str, int], Definition] = {}
 
     # -- definitions -------------------------------------------------------------------------
@@ -214,7 +230,7 @@ class RedisStore:
         return uuid.uuid4().hex[:20]
 
     def create(self, instances: Iterable[dict[str, Any]], pipeline_size: int = 500) -> int:
-        """Create instances (each a dict of hash fields plus ``_activity``/``_deadline``/``_timer``/``_send``).
+        """Create instances: dicts of hash fields plus ``_activity``, ``_deadline``, ``_timer``, ``_send``, ``_queued``.
 
         Written in pipelined MULTI batches: one batch either lands whole or not at all, first
         step messages (``_send``, an :class:`Envelope` or None) included.
@@ -225,6 +241,7 @@ class RedisStore:
             iid, run = fields["id"], fields["run"]
             activity, deadline, timer = fields.pop("_activity"), fields.pop("_deadline"), fields.pop("_timer")
             send: Envelope | None = fields.pop("_send", None)
+            queued: float | None = fields.pop("_queued", None)
             pipe.hset(self.keys.instance(iid), mapping=fields)
             pipe.rpush(self.keys.activities(iid), pack(activity))
             pipe.sadd(self.keys.run_status(run, fields["status"]), iid)
@@ -232,6 +249,8 @@ class RedisStore:
                 pipe.zadd(self.keys.deadlines, {iid: deadline})
             if timer is not None:
                 pipe.zadd(self.keys.timers, {iid: timer})
+            if queued is not None:
+                pipe.zadd(self.keys.queued, {iid: time.time()})  # wall clock, as apply.lua stamps it
             if send is not None:
                 pipe.lpush(send.key, send.body)
             count += 1
@@ -259,6 +278,63 @@ class RedisStore:
         if not raw:
             return None
         return Instance.from_hash(decode_instance_hash(raw))
+
+    def start(self, instance_id: str, node: str, seq: int, attempt: int, now: float) -> Instance | None:
+        """Read the instance as a worker starts step (node, seq, attempt); None when it does not exist.
+
+        In the same round trip (``lua/start.lua``), a queued step that is the instance's current
+        one leaves the queued set and gets its deadline: its timeout counts from now.
+        """
+        raw = self._start(keys=[self.keys.instance(instance_id), self.keys.queued, self.keys.deadlines],
+                          args=[node, str(seq), str(attempt), repr(now)])
+        if not raw:
+            return None
+        return Instance.from_hash(decode_instance_hash(dict(zip(raw[0::2], raw[1::2], strict=True))))
+
+    def queued_since(self, before: float, limit: int) -> list[tuple[str, float]]:
+        """Queued (sent, not started) steps sent before ``before``, oldest first: [(id, sent at)]."""
+        flat = self.client.zrangebyscore(self.keys.queued, "-inf", repr(before), start=0, num=limit,
+                                         withscores=True)
+        return [(_s(member), float(score)) for member, score in flat]
+
+    def step_heads(self, ids: Sequence[str]) -> dict[str, StepHead]:
+        """Where each existing instance among ``ids`` stands (a light read: no context, no data)."""
+        pipe = self.client.pipeline(transaction=False)
+        for iid in ids:
+            pipe.hmget(self.keys.instance(iid), "workflow", "version", "status", "node", "seq", "attempt")
+        out = {}
+        for iid, (workflow, version, status, node, seq, attempt) in zip(ids, pipe.execute(), strict=True):
+            if workflow is not None:
+                out[iid] = StepHead(_s(workflow), int(version), InstanceStatus(_s(status)), _s(node), int(seq),
+                                    int(attempt or 1))
+        return out
+
+    def forget_queued(self, instance_id: str) -> None:
+        """Drop a queued entry whose instance no longer exists (expired)."""
+        self.client.zrem(self.keys.queued, instance_id)
+
+    def queued_count(self) -> int:
+        """How many steps are queued (sent, not yet started)."""
+        return int(self.client.zcard(self.keys.queued))
+
+    def queued_at(self, instance_id: str) -> float | None:
+        """When the instance's queued step was sent; None when it is not queued (started, or moved on)."""
+        score = self.client.zscore(self.keys.queued, instance_id)
+        return None if score is None else float(score)
+
+    def lease_reconcile(self, seconds: float) -> bool:
+        """True for the one caller per ``seconds`` that may reconcile queued steps with the broker."""
+        return bool(self.client.set(self.keys.reconcile_lock, "1", nx=True, px=max(1, int(seconds * 1000))))
+
+    def swap_suspects(self, suspects: dict[str, str]) -> dict[str, str]:
+        """Replace the reconciliation's suspects (id -> "seq:attempt"); return the previous ones."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(self.keys.reconcile_suspects)
+        pipe.delete(self.keys.reconcile_suspects)
+        if suspects:
+            pipe.hset(self.keys.reconcile_suspects, mapping=suspects)
+        previous = pipe.execute()[0]
+        return {_s(k): _s(v) for k, v in previous.items()}
 
     def load_many(self, ids: Sequence[str]) -> list[Instance]:
         """The instances that exist among ``ids`` (one pipelined round trip)."""
@@ -299,10 +375,11 @@ class RedisStore:
             u.send.body if u.send else "",
             "" if u.carrier is None else (u.carrier or "-"),
             ",".join(u.drop_on_success),
+            "" if u.queued is None else repr(u.queued),
         ]
         instance_key = k.instance(instance_id)
         reply = [_s(x) for x in self._apply(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
-                                                  u.send.key if u.send else instance_key], args=args)]
+                                                  u.send.key if u.send else instance_key, k.queued], args=args)]
         if reply[0] == "missing":
             return Applied(False, None, None)
         return Applied(reply[0] == "applied", InstanceStatus(reply[2] if reply[0] == "stale" else reply[1]),

@@ -2,6 +2,7 @@
 --
 -- KEYS[1] instance hash   KEYS[2] activity list   KEYS[3] timers zset   KEYS[4] deadlines zset
 -- KEYS[5] broker queue list of the next step's message (when ARGV[22] is set)
+-- KEYS[6] queued zset (steps sent, not yet started: no deadline until a worker starts them)
 -- ARGV:
 --  1 expected seq ('' = any)          2 expected attempt ('' = any)   3 allowed statuses (comma list)
 --  4 now (epoch seconds)              5 activity JSON ('' = none)     6 context node ('' = none)
@@ -15,6 +16,8 @@
 --    the update, so the transition and the message that continues it land together or not at all
 -- 23 carrier: the message whose worker runs the next step inline ('' = keep, '-' = clear)
 -- 24 context entries (comma list of node names) deleted if the instance ends 'succeeded'
+-- 25 queued: the step was sent and waits for a worker ('' = not queued); the value is the seconds
+--    its deadline lies after the start, which start.lua turns into a deadline when a worker starts it
 --
 -- Returns {'applied', final_status, seq} or {'stale', current_seq, current_status}
 -- or {'missing'}.
@@ -77,6 +80,13 @@ if final == 'running' and ARGV[12] ~= '' then
   redis.call('ZADD', deadlines, ARGV[12], cur[4])
 else
   redis.call('ZREM', deadlines, cur[4])
+end
+-- queued: a backlog is not a loss, so no deadline until a worker starts the step
+if final == 'running' and ARGV[25] ~= '' then
+  redis.call('ZADD', KEYS[6], now, cur[4])
+  redis.call('HSET', inst, 'step_timeout', ARGV[25])
+else
+  redis.call('ZREM', KEYS[6], cur[4])
 end
 if (final == 'running' or final == 'waiting') and ARGV[13] ~= '' then
   redis.call('ZADD', timers, ARGV[13], cur[4])
