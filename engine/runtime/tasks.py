@@ -67,15 +67,32 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
         return swept + int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
 
 
+def hosted_services(app: Any) -> frozenset[str]:
+    """The services whose queues this worker consumes (``celery worker -Q a,b``); empty outside a worker."""
+    try:
+        return frozenset(str(name) for name in app.amqp.queues.consume_from or ())
+    except Exception:  # not a worker, or an app without queues: the same service inline only
+        return frozenset()
+
+
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
+    hosted: dict[str, frozenset[str]] = {}
+
     def execute(node: ServiceNode | HttpNode, payload: Any) -> Transition:
         assert isinstance(node, ServiceNode)
         return registry.get(node.service, node.action).call(payload)
 
     def inline(node: Node) -> bool:
-        """The same service's next step runs here, if this worker has its action."""
-        return (isinstance(node, ServiceNode) and node.service == spec.service
-                and f"{node.service}.{node.action}" in registry)
+        """The next step runs here, without a broker hop, if this worker has its action and serves its
+        service: the same service's always; another's when this worker consumes that queue too
+        (one fleet hosting several services runs an instance's whole chain in one task)."""
+        if not isinstance(node, ServiceNode) or f"{node.service}.{node.action}" not in registry:
+            return False
+        if node.service == spec.service:
+            return True
+        if "services" not in hosted:
+            hosted["services"] = hosted_services(app)
+        return node.service in hosted["services"]
 
     def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
         return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline)).outcome)
