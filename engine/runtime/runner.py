@@ -88,9 +88,12 @@ def carrier_died(carrier: str | None, message: str) -> bool:
     return False
 
 
+_HOST = socket.gethostname()
+
+
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:

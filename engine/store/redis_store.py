@@ -14,7 +14,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,24 @@ class Update:
     #: The step was sent and waits its turn: no deadline yet; :meth:`RedisStore.start` sets one this
     #: many seconds after a worker starts it. (None: not queued, e.g. a step started inline.)
     queued: float | None = None
+
+
+@dataclass
+class _Indexes:
+    """Index entries of a batch of new instances, written one command per index."""
+
+    statuses: dict[str, list[str]] = field(default_factory=dict)
+    deadlines: dict[str, float] = field(default_factory=dict)
+    timers: dict[str, float] = field(default_factory=dict)
+    queued: dict[str, float] = field(default_factory=dict)
+
+    def write(self, pipe: Any, keys: Keys) -> None:
+        for key, ids in self.statuses.items():
+            pipe.sadd(key, *ids)
+        for key, members in ((keys.deadlines, self.deadlines), (keys.timers, self.timers),
+                             (keys.queued, self.queued)):
+            if members:
+                pipe.zadd(key, members)
 
 
 @dataclass(frozen=True)
@@ -229,14 +247,17 @@ class RedisStore:
         """A fresh instance id (time-ordered, unique across machines)."""
         return uuid.uuid4().hex[:20]
 
-    def create(self, instances: Iterable[dict[str, Any]], pipeline_size: int = 500) -> int:
+    def create(self, instances: Iterable[dict[str, Any]], pipeline_size: int = 1000) -> int:
         """Create instances: dicts of hash fields plus ``_activity``, ``_deadline``, ``_timer``, ``_send``, ``_queued``.
 
         Written in pipelined MULTI batches: one batch either lands whole or not at all, first
-        step messages (``_send``, an :class:`Envelope` or None) included.
+        step messages (``_send``, an :class:`Envelope` or None) included. Per instance, a batch
+        holds its hash, its first activity record and its message; the index entries (status
+        sets, timers, deadlines, queued) go in one command per index per batch.
         """
         count = 0
         pipe = self.client.pipeline(transaction=True)
+        indexes = _Indexes()
         for fields in instances:
             iid, run = fields["id"], fields["run"]
             activity, deadline, timer = fields.pop("_activity"), fields.pop("_deadline"), fields.pop("_timer")
@@ -244,18 +265,21 @@ class RedisStore:
             queued: float | None = fields.pop("_queued", None)
             pipe.hset(self.keys.instance(iid), mapping=fields)
             pipe.rpush(self.keys.activities(iid), pack(activity))
-            pipe.sadd(self.keys.run_status(run, fields["status"]), iid)
+            indexes.statuses.setdefault(self.keys.run_status(run, fields["status"]), []).append(iid)
             if deadline is not None:
-                pipe.zadd(self.keys.deadlines, {iid: deadline})
+                indexes.deadlines[iid] = deadline
             if timer is not None:
-                pipe.zadd(self.keys.timers, {iid: timer})
+                indexes.timers[iid] = timer
             if queued is not None:
-                pipe.zadd(self.keys.queued, {iid: time.time()})  # wall clock, as apply.lua stamps it
+                indexes.queued[iid] = time.time()  # wall clock, as apply.lua stamps it
             if send is not None:
                 pipe.lpush(send.key, send.body)
             count += 1
             if count % pipeline_size == 0:
+                indexes.write(pipe, self.keys)
                 pipe.execute()
+                indexes = _Indexes()
+        indexes.write(pipe, self.keys)
         pipe.execute()
         return count
 
