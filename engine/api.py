@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,11 +19,11 @@ from engine.definitions.model import Definition, HttpNode, ServiceNode, WaitNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, StepFailed
 from engine.expressions.cel import Scope
-from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, wake_time
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime, step_allowance, worker_name
-from engine.store.redis_store import RedisStore, Update, pack
+from engine.store.redis_store import NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
 
@@ -117,74 +117,42 @@ class Engine:
                 progress(len(pending))
         return ids
 
-    def _new_instance(self, definition: Definition, run: str, item: StartItem) -> tuple[dict[str, Any], Next | None]:
+    def _new_instance(self, definition: Definition, run: str, item: StartItem) -> tuple[NewInstance, Next | None]:
         now = self.clock()
         iid = item.instance_id or self.store.new_id()
-        fields: dict[str, Any] = {
-            "id": iid, "workflow": definition.name, "version": definition.version, "run": run,
-            "seq": 1, "attempt": 1, "data": pack(item.data), "created_at": repr(now), "updated_at": repr(now),
-            "inflight": "0", "_deadline": None, "_timer": None,
-        }
-        activity = {"seq": 0, "node": definition.start, "attempt": 1, "outcome": Outcome.STARTED.value,
-                    "worker": worker_name(), "started_at": now, "ended_at": now}
+        activity = Activity(seq=0, node=definition.start, attempt=1, outcome=Outcome.STARTED, worker=worker_name(),
+                            started_at=now, ended_at=now)
+        new = NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
+                          Placement.end(definition.start, InstanceStatus.FAILED))
         try:
             validate_input(definition, item.data)
-            scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC),
-                          instance={"id": iid, "workflow": definition.name, "version": definition.version,
-                                    "run": run, "node": definition.start, "seq": 1, "attempt": 1})
+            root = {"id": iid, "workflow": definition.name, "version": definition.version, "run": run,
+                    "node": definition.start, "seq": 1, "attempt": 1}
+            scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
             nxt = resolve(definition, definition.start, scope)
         except (InvalidInput, StepFailed) as exc:
-            fields.update(status=InstanceStatus.FAILED.value, node=definition.start, finished_at=repr(now),
-                          error=pack({"node": definition.start, "reason": f"invalid input: {exc}",
-                                       "type": type(exc).__name__, "attempt": 0, "at": now}))
-            activity.update(outcome=Outcome.FAILED.value, error=str(exc))
-            fields["_activity"] = activity
-            return fields, None
-        activity["next"] = nxt.node
-        fields["node"] = nxt.node
-        fields["_activity"] = activity
-        if nxt.kind is NextKind.STEP:
-            node = definition.nodes[nxt.node]
-            assert isinstance(node, ServiceNode | HttpNode)
-            fields.update(status=InstanceStatus.RUNNING.value, inflight="1",
-                          step_timeout=repr(step_allowance(node)), _queued=True)
-        elif nxt.kind is NextKind.WAIT:
-            fields.update(status=InstanceStatus.WAITING.value, wake_at=repr(nxt.wake_at), timer="wake",
-                          _timer=nxt.wake_at)
-        else:
-            assert nxt.status is not None
-            fields.update(status=nxt.status.value, finished_at=repr(now))
-            if nxt.result is not None:
-                fields["result"] = pack(nxt.result)
-        return fields, nxt
+            return replace(new, activity=replace(activity, outcome=Outcome.FAILED, error=str(exc)),
+                           error={"node": definition.start, "reason": f"invalid input: {exc}",
+                                  "type": type(exc).__name__, "attempt": 0, "at": now}), None
+        return replace(new, activity=replace(activity, next=nxt.node),
+                       placement=self.runtime.placement(definition, nxt, now)), nxt
 
-    def _create(self, definition: Definition, run: str, pending: list[tuple[dict[str, Any], Next | None]]) -> list[str]:
-        ids = [fields["id"] for fields, _ in pending]
-        pipe = self.store.client.pipeline(transaction=False)
-        for iid in ids:
-            pipe.exists(self.store.keys.instance(iid))
-        exists = pipe.execute()
-        fresh = [(f, n) for (f, n), e in zip(pending, exists, strict=True) if not e]
-        late: list[StepMessage] = []  # first steps the store cannot push with the instance
-        for fields, nxt in fresh:
-            fields["_send"] = None
+    def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]]) -> list[str]:
+        late: dict[str, StepMessage] = {}  # first steps the store cannot push with the instance
+        ready: list[NewInstance] = []
+        for new, nxt in pending:
             if nxt is not None and nxt.kind is NextKind.STEP:
-                message = self.runtime.message(definition, fields["id"], nxt.node, 1, 1)
-                fields["_send"] = self.enqueuer.envelope(message, PRIORITY_START)
-                if fields["_send"] is None:
-                    late.append(message)
-        self.store.create(f for f, _ in fresh)
-        self.store.touch_run(run, {"total": len(fresh)})
-        finished = [f["id"] for f, _ in fresh if f["status"] in {s.value for s in TERMINAL_STATUSES}]
-        if finished:
-            pipe = self.store.client.pipeline(transaction=False)
-            for iid in finished:
-                pipe.expire(self.store.keys.instance(iid), self.store.retention_seconds)
-                pipe.expire(self.store.keys.activities(iid), self.store.retention_seconds)
-            pipe.execute()
-        for message in late:
-            self.enqueuer.enqueue(message, PRIORITY_START)
-        return ids
+                message = self.runtime.message(definition, new.id, nxt.node, 1, 1)
+                new = replace(new, send=self.enqueuer.envelope(message, PRIORITY_START))
+                if new.send is None:
+                    late[new.id] = message
+            ready.append(new)
+        created = self.store.create(ready)
+        self.store.touch_run(run, {"total": sum(created)})
+        for new, fresh in zip(ready, created, strict=True):
+            if fresh and new.id in late:
+                self.enqueuer.enqueue(late[new.id], PRIORITY_START)
+        return [new.id for new in ready]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -258,7 +226,7 @@ class Engine:
         if instance.status not in {InstanceStatus.RUNNING, InstanceStatus.WAITING}:
             raise InvalidState(f"{instance_id} is {instance.status.value}; only running or waiting instances pause")
         self._control(instance, "pause", reason, (InstanceStatus.RUNNING, InstanceStatus.WAITING),
-                      status=InstanceStatus.PAUSED, inflight=None)
+                      Placement(InstanceStatus.PAUSED))
         return self.get(instance_id)
 
     def resume(self, instance_id: str, reason: str = "") -> Instance:
@@ -278,13 +246,7 @@ class Engine:
         for node in context or {}:
             if node not in definition.nodes:
                 raise InvalidState(f"context entry {node!r} names no node of {instance.workflow}")
-        if context:
-            pipe = self.store.client.pipeline(transaction=True)
-            for node, data in context.items():
-                pipe.hset(self.store.keys.instance(instance_id), f"c:{node}", pack(data))
-            pipe.execute()
-            instance = self.get(instance_id)
-        self._restart_at(instance, "retry", reason, (InstanceStatus.FAILED,), attempt=1, edited=sorted(context or {}))
+        self._restart_at(instance, "retry", reason, (InstanceStatus.FAILED,), attempt=1, context=context or {})
         return self.get(instance_id)
 
     def cancel(self, instance_id: str, reason: str = "") -> Instance:
@@ -292,44 +254,46 @@ class Engine:
         instance = self.get(instance_id)
         if instance.status in TERMINAL_STATUSES:
             raise InvalidState(f"{instance_id} is already {instance.status.value}")
-        self._control(instance, "cancel", reason, LIVE_STATUSES, status=InstanceStatus.CANCELLED, inflight=False)
+        self._control(instance, "cancel", reason, LIVE_STATUSES, Placement(InstanceStatus.CANCELLED, inflight=False))
         return self.get(instance_id)
 
     def _control(self, instance: Instance, verb: str, reason: str, allowed: Iterable[InstanceStatus],
-                 **fields: Any) -> None:
-        applied = self.store.apply(instance.id, Update(
-            allowed=tuple(s.value for s in allowed), expected_seq=instance.seq,
-            activity=self._control_activity(instance, verb, reason), **fields,
-        ))
+                 placement: Placement) -> None:
+        applied = self.store.control(instance.id, seq=instance.seq, statuses=allowed, placement=placement,
+                                     activity=self._control_activity(instance, verb, reason))
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
 
-    def _control_activity(self, instance: Instance, verb: str, reason: str, **extra: Any) -> dict[str, Any]:
+    def _control_activity(self, instance: Instance, verb: str, reason: str,
+                          edited: list[str] | None = None) -> Activity:
         now = self.clock()
-        return {"seq": instance.seq, "node": instance.node, "attempt": instance.attempt,
-                "outcome": Outcome.CONTROL.value, "control": verb, "reason": reason or None,
-                "worker": worker_name(), "started_at": now, "ended_at": now, **extra}
+        return Activity(seq=instance.seq, node=instance.node, attempt=instance.attempt, outcome=Outcome.CONTROL,
+                        control=verb, reason=reason or None, worker=worker_name(), started_at=now, ended_at=now,
+                        edited=edited)
 
     def _restart_at(self, instance: Instance, verb: str, reason: str, allowed: tuple[InstanceStatus, ...],
-                    attempt: int, **extra: Any) -> None:
+                    attempt: int, context: dict[str, Any] | None = None) -> None:
+        """Resume or retry ``instance`` at its node, with ``context`` entries replaced (a retry's edits)."""
         definition = self.store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
-        activity = self._control_activity(instance, verb, reason, **extra)
-        common = {"allowed": tuple(s.value for s in allowed), "expected_seq": instance.seq,
-                  "activity": activity, "clear_error": True}
+        activity = self._control_activity(instance, verb, reason, None if context is None else sorted(context))
         if isinstance(node, WaitNode):
-            wake = instance.wake_at or wake_time(instance.node, node, self.runtime.scope(definition, instance))
-            update = Update(**common, status=InstanceStatus.WAITING, timer=wake, timer_kind="wake", inflight=False)
-            send = False
+            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            wake = instance.wake_at or wake_time(instance.node, node, scope)
+            placement = Placement.wait(instance.node, wake)
+            send, attempt_after = False, None
         elif isinstance(node, ServiceNode | HttpNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
-            update = Update(**common, status=InstanceStatus.RUNNING, attempt=attempt, inflight=True,
-                            queued=step_allowance(node))
+            # queued: sent now, or (a resume) still in flight; either way its timeout starts with a worker
+            placement = Placement.queued_step(instance.node, step_allowance(node))
+            attempt_after = attempt
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")
-        applied = self.runtime.transition(definition, instance.id, update,
-                                          (instance.node, instance.seq, attempt) if send else None)
+        applied = self.runtime.transition(definition, instance.id, lambda envelope, clear: self.store.control(
+            instance.id, seq=instance.seq, statuses=allowed, activity=activity, placement=placement,
+            attempt=attempt_after, context=context, carrier=clear, send=envelope),
+            (instance.node, instance.seq, attempt) if send else None)
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
 

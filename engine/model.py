@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +40,47 @@ class Outcome(StrEnum):
     CONTROL = "control"  # an operator's pause/resume/retry/cancel
     STARTED = "started"  # the instance was created
     WOKE = "woke"  # a wait ended
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One activity record: what happened to one step attempt, no-op, start, wake or operator action.
+
+    Written by the store as compact JSON (absent fields left out); read back as plain dicts.
+    """
+
+    seq: int
+    node: str
+    attempt: int
+    outcome: Outcome
+    worker: str
+    started_at: float
+    ended_at: float
+    transition: str | None = None
+    service: str | None = None
+    action: str | None = None
+    url: str | None = None
+    sent: Any = None
+    received: Any = None
+    next: str | None = None
+    via: list[str] | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    reason: str | None = None
+    trace: str | None = None
+    #: An operator's verb (pause, resume, retry, cancel) and the context entries a retry edited.
+    control: str | None = None
+    edited: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored: a JSON-able dict without its absent fields."""
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        out["outcome"] = self.outcome.value
+        return out
+
+    def to_json(self) -> str:
+        """The record as compact JSON."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
 
 
 @dataclass

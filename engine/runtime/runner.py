@@ -1,8 +1,9 @@
 """The runtime: run one step, apply its transition atomically, enqueue the next step.
 
-This is where a transition is applied. Every change goes through
-:meth:`engine.store.redis_store.RedisStore.apply` (one Lua compare-and-set); everything else here is
-deciding what that change is. The same code serves Celery workers (``engine.runtime.tasks``) and
+This is where a transition is decided. Every change is one operation of the store
+(:mod:`engine.store.instances`: ``advance``, ``retry``, ``fail``, ``park``, ``noop``, ``release``;
+one Lua compare-and-set each); everything here is deciding which change, and where it
+leaves the instance (:meth:`Runtime.placement`). The same code serves Celery workers (``engine.runtime.tasks``) and
 tests that drive the engine one message at a time.
 """
 
@@ -23,11 +24,11 @@ from engine.clock import Clock, system_clock
 from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, ServiceNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
-from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
-from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, StepMessage, step_message
+from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.service import Transition
-from engine.store.redis_store import Applied, RedisStore, Update
+from engine.store.redis_store import Applied, Placement, RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 DEADLINE_GRACE = 5.0
 #: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
 MIN_TIMEOUT_ATTEMPTS = 3
-LIVE = (InstanceStatus.RUNNING.value, InstanceStatus.PAUSED.value)
 #: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...
 DEFAULT_INLINE_STEPS = 16
 #: ... and only while the message has run for less than this many seconds.
@@ -52,6 +52,8 @@ RECONCILE_BATCH = 5000
 Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
 #: Says whether a worker may run a node's step itself, right after the step before it.
 Inline = Callable[[Node], bool]
+#: A store operation given the message it pushes with the change and the carrier to record.
+Change = Callable[[Envelope | None, str | None], Applied]
 
 
 def step_allowance(node: ServiceNode | HttpNode) -> float:
@@ -152,18 +154,17 @@ class Runtime:
             instance=instance_root(instance),
         )
 
-    def placement(self, definition: Definition, nxt: Next, now: float) -> dict[str, Any]:
-        """The Update fields that put an instance at ``nxt``."""
+    def placement(self, definition: Definition, nxt: Next, now: float) -> Placement:
+        """Where ``nxt`` puts an instance: running a step, waiting, or ended."""
         if nxt.kind is NextKind.STEP:
             node = definition.nodes[nxt.node]
             assert isinstance(node, ServiceNode | HttpNode)
-            return {"node": nxt.node, "status": InstanceStatus.RUNNING, "inflight": True,
-                    "queued": step_allowance(node)}
+            return Placement.queued_step(nxt.node, step_allowance(node))
         if nxt.kind is NextKind.WAIT:
-            return {"node": nxt.node, "status": InstanceStatus.WAITING, "inflight": False,
-                    "timer": nxt.wake_at, "timer_kind": "wake"}
-        return {"node": nxt.node, "status": nxt.status, "result": nxt.result, "inflight": False,
-                "drop_on_success": definition.drop_on_success}
+            assert nxt.wake_at is not None
+            return Placement.wait(nxt.node, nxt.wake_at)
+        assert nxt.status is not None
+        return Placement.end(nxt.node, nxt.status, nxt.result, definition.drop_on_success)
 
     def message(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int) -> StepMessage:
         """The message that runs step ``node_name`` of an instance at ``seq``."""
@@ -171,28 +172,26 @@ class Runtime:
         assert isinstance(node, ServiceNode | HttpNode)
         return step_message(node_name, node, instance_id, seq, attempt)
 
-    def transition(self, definition: Definition, instance_id: str, update: Update,
+    def transition(self, definition: Definition, instance_id: str, change: Change,
                    step: tuple[str, int, int] | None = None, priority: int = PRIORITY_CONTINUE) -> Applied:
-        """Apply ``update``; then, if the instance is running, send ``step`` (node, seq, attempt).
+        """Apply ``change`` (a store operation); then, if the instance is running, send ``step`` (node, seq, attempt).
 
         With an enqueuer that writes to the state's Redis, the message is pushed by the same
-        atomic script as the update; otherwise it is sent right after.
+        atomic script as the change; otherwise it is sent right after. A sent message clears
+        the carrier: a message carries the instance from here, not a worker's inline chain.
         """
         message = None if step is None else self.message(definition, instance_id, *step)
-        if message is not None:
-            update.send = self.enqueuer.envelope(message, priority)
-            update.carrier = ""  # a message carries the instance from here, not a worker's inline chain
-        applied = self.store.apply(instance_id, update)
-        if message is not None and update.send is None and applied.applied \
+        envelope = None if message is None else self.enqueuer.envelope(message, priority)
+        applied = change(envelope, None if message is None else "")
+        if message is not None and envelope is None and applied.applied \
                 and applied.status is InstanceStatus.RUNNING:
             self.enqueuer.enqueue(message, priority)
         return applied
 
-    def _activity(self, node_name: str, seq: int, attempt: int, started: float, **fields: Any) -> dict[str, Any]:
-        record = {"seq": seq, "node": node_name, "attempt": attempt, "worker": worker_name(),
-                  "started_at": started, "ended_at": self.clock()}
-        record.update({k: v for k, v in fields.items() if v is not None})
-        return record
+    def _activity(self, node_name: str, seq: int, attempt: int, started: float, outcome: Outcome,
+                  **fields: Any) -> Activity:
+        return Activity(seq=seq, node=node_name, attempt=attempt, outcome=outcome, worker=worker_name(),
+                        started_at=started, ended_at=self.clock(), **fields)
 
     # -- a step ------------------------------------------------------------------------------
 
@@ -272,25 +271,22 @@ class Runtime:
                               received=data if level is not RecordLevel.METADATA else None)
         now = self.clock()
         activity = self._activity(
-            node_name, seq, attempt, started, outcome=Outcome.APPLIED.value, transition=transition.name,
+            node_name, seq, attempt, started, Outcome.APPLIED, transition=transition.name,
             service=getattr(node, "service", None), action=getattr(node, "action", None),
             url=getattr(node, "url", None), sent=sent,
             received=data if level is not RecordLevel.METADATA else None,
             next=nxt.node, via=list(nxt.via) or None,
         )
         chained = nxt.kind is NextKind.STEP and inline is not None and inline(definition.nodes[nxt.node])
-        update = Update(
-            allowed=LIVE, expected_seq=seq, activity=activity, context_node=node_name, context_data=data,
-            bump_seq=True, attempt=1, respect_pause=True, clear_error=True,
-            noop_activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.NOOP.value,
-                                         transition=transition.name, reason="another delivery applied first"),
-            carrier=carrier if chained else None,
-            **self.placement(definition, nxt, now),
-        )
+        noop = self._activity(node_name, seq, attempt, started, Outcome.NOOP, transition=transition.name,
+                              reason="another delivery applied first")
+        placement = self.placement(definition, nxt, now)
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
-            update.queued, update.deadline = None, step_deadline(definition.nodes[nxt.node], now)
+            placement = Placement.step(nxt.node, step_deadline(definition.nodes[nxt.node], now))
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
-        applied = self.transition(definition, instance.id, update, step)
+        applied = self.transition(definition, instance.id, lambda send, clear: self.store.advance(
+            instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
+            carrier=carrier if chained else clear, send=send), step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
         if chained and applied.status is InstanceStatus.RUNNING:
@@ -300,16 +296,12 @@ class Runtime:
         return StepReport(Outcome.APPLIED, applied.status, nxt.node)
 
     def _noop(self, instance_id: str, node_name: str, seq: int, attempt: int, started: float, reason: str) -> None:
-        self.store.apply(instance_id, Update(allowed=(), noop_activity=self._activity(
-            node_name, seq, attempt, started, outcome=Outcome.NOOP.value, reason=reason)))
+        self.store.noop(instance_id, self._activity(node_name, seq, attempt, started, Outcome.NOOP, reason=reason))
 
     def _skip_paused(self, instance: Instance, node_name: str, seq: int, attempt: int, started: float) -> bool:
         """Drop a step of a paused instance; False if it was resumed meanwhile (run it then)."""
-        applied = self.store.apply(instance.id, Update(
-            allowed=(InstanceStatus.PAUSED.value,), expected_seq=seq, inflight=False,
-            activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.SKIPPED.value,
-                                    reason="instance paused; resume re-sends this step"),
-        ))
+        applied = self.store.park(instance.id, seq=seq, activity=self._activity(
+            node_name, seq, attempt, started, Outcome.SKIPPED, reason="instance paused; resume re-sends this step"))
         return applied.applied or applied.status is not InstanceStatus.RUNNING
 
     def _retry_or_fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
@@ -323,15 +315,14 @@ class Runtime:
                               type(exc).__name__, sent=sent, trace=traceback.format_exc(limit=5))
         delay = node.retry.delay(attempt)
         now = self.clock()
-        activity = self._activity(node_name, seq, attempt, started, outcome=Outcome.RETRY.value,
+        activity = self._activity(node_name, seq, attempt, started, Outcome.RETRY,
                                   error=reason, retry_in=delay, sent=sent)
         immediate = delay <= 0
-        applied = self.transition(definition, instance.id, Update(
-            allowed=LIVE, expected_seq=seq, expected_attempt=attempt, attempt=attempt + 1, activity=activity,
-            respect_pause=True, inflight=immediate,
-            queued=step_allowance(node) if immediate else None,
-            timer=None if immediate else now + delay, timer_kind="retry",
-        ), (node_name, seq, attempt + 1) if immediate else None)
+        placement = (Placement(inflight=True, queued=step_allowance(node)) if immediate
+                     else Placement(inflight=False, timer=now + delay, timer_kind="retry"))
+        applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
+            instance.id, seq=seq, attempt=attempt, next_attempt=attempt + 1, placement=placement,
+            activity=activity, carrier=clear, send=send), (node_name, seq, attempt + 1) if immediate else None)
         return StepReport(Outcome.RETRY if applied.applied else Outcome.NOOP, applied.status)
 
     def _fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
@@ -341,14 +332,11 @@ class Runtime:
         error = {"node": node_name, "service": getattr(node, "service", None) or getattr(node, "url", None),
                  "action": getattr(node, "action", None), "reason": reason, "type": error_type,
                  "attempt": attempt, "at": self.clock()}
-        activity = self._activity(node_name, seq, attempt, started, outcome=Outcome.FAILED.value,
+        activity = self._activity(node_name, seq, attempt, started, Outcome.FAILED,
                                   error=reason, transition=transition, sent=sent, received=received, trace=trace)
-        applied = self.store.apply(instance.id, Update(
-            allowed=LIVE, expected_seq=seq, expected_attempt=attempt, activity=activity,
-            status=InstanceStatus.FAILED, error=error,
-            noop_activity=self._activity(node_name, seq, attempt, started, outcome=Outcome.NOOP.value,
-                                         reason=f"late failure ignored: {reason}"),
-        ))
+        applied = self.store.fail(instance.id, seq=seq, attempt=attempt, activity=activity, error=error,
+                                  noop=self._activity(node_name, seq, attempt, started, Outcome.NOOP,
+                                                      reason=f"late failure ignored: {reason}"))
         return StepReport(Outcome.FAILED if applied.applied else Outcome.NOOP, applied.status)
 
     # -- timers and the sweeper --------------------------------------------------------------
@@ -374,14 +362,14 @@ class Runtime:
 
     def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
         if instance is None or instance.timer is None:
-            self.store.client.zrem(self.store.keys.timers, instance_id)
+            self.store.release(instance_id, "timers")
             return 0
         definition = self.store.definition(instance.workflow, instance.version)
         if instance.timer == "wake" and instance.status is InstanceStatus.WAITING:
             return self._wake(instance, definition, now)
         if instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
             return self._resend(instance, definition, now, instance.attempt, activity=None)
-        self.store.client.zrem(self.store.keys.timers, instance_id)
+        self.store.release(instance_id, "timers")
         return 0
 
     def _wake(self, instance: Instance, definition: Definition, now: float) -> int:
@@ -394,22 +382,24 @@ class Runtime:
             self._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                        "StepFailed")
             return 1
-        applied = self.transition(definition, instance.id, Update(
-            allowed=(InstanceStatus.WAITING.value,), expected_seq=instance.seq, bump_seq=True, attempt=1,
-            activity=self._activity(instance.node, instance.seq, 1, started, outcome=Outcome.WOKE.value,
-                                    next=nxt.node, via=list(nxt.via) or None),
-            **self.placement(definition, nxt, now),
-        ), (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
+        activity = self._activity(instance.node, instance.seq, 1, started, Outcome.WOKE,
+                                  next=nxt.node, via=list(nxt.via) or None)
+        placement = self.placement(definition, nxt, now)
+        applied = self.transition(definition, instance.id, lambda send, clear: self.store.advance(
+            instance.id, seq=instance.seq, statuses=(InstanceStatus.WAITING,), activity=activity,
+            placement=placement, carrier=clear, send=send),
+            (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
         return int(applied.applied)
 
     def _resend(self, instance: Instance, definition: Definition, now: float, attempt: int,
-                activity: dict[str, Any] | None) -> int:
+                activity: Activity | None) -> int:
         node = definition.nodes[instance.node]
         assert isinstance(node, ServiceNode | HttpNode)
-        applied = self.transition(definition, instance.id, Update(
-            allowed=(InstanceStatus.RUNNING.value,), expected_seq=instance.seq, expected_attempt=instance.attempt,
-            attempt=attempt, activity=activity, inflight=True, queued=step_allowance(node),
-        ), (instance.node, instance.seq, attempt))
+        placement = Placement(inflight=True, queued=step_allowance(node))
+        applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
+            instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=attempt, placement=placement,
+            activity=activity, statuses=(InstanceStatus.RUNNING,), carrier=clear, send=send),
+            (instance.node, instance.seq, attempt))
         return int(applied.applied)
 
     def reconcile(self, every: float = DEFAULT_RECONCILE_SECONDS, limit: int = RECONCILE_BATCH) -> int:
@@ -440,7 +430,7 @@ class Runtime:
         for iid, sent in candidates:
             head = heads.get(iid)
             if head is None:
-                self.store.forget_queued(iid)
+                self.store.release(iid, "queued")
                 continue
             definition = self.store.definition(head.workflow, head.version)
             node = definition.nodes.get(head.node)
@@ -477,7 +467,7 @@ class Runtime:
             log.warning("step %s/%s seq %s attempt %s queued %.0fs ago: message %s; re-sending",
                         iid, instance.node, instance.seq, instance.attempt, now - sent, where)
             resent += self._resend(instance, definition, self.clock(), instance.attempt + 1, activity=self._activity(
-                instance.node, instance.seq, instance.attempt, self.clock(), outcome=Outcome.RETRY.value,
+                instance.node, instance.seq, instance.attempt, self.clock(), Outcome.RETRY,
                 error=f"message lost: queued {now - sent:.0f}s ago, {where}", retry_in=0))
         return resent
 
@@ -491,12 +481,12 @@ class Runtime:
         for instance_id, _deadline in self.store.claim_overdue(now, limit, lease_seconds):
             instance = self.store.load(instance_id)
             if instance is None or instance.status is not InstanceStatus.RUNNING:
-                self.store.client.zrem(self.store.keys.deadlines, instance_id)
+                self.store.release(instance_id, "deadlines")
                 continue
             definition = self.store.definition(instance.workflow, instance.version)
             node = definition.nodes[instance.node]
             if not isinstance(node, ServiceNode | HttpNode):
-                self.store.client.zrem(self.store.keys.deadlines, instance_id)
+                self.store.release(instance_id, "deadlines")
                 continue
             started = self.clock()
             reason = f"no progress within {node.timeout_seconds:g}s (lost message, dead worker or hung step)"
@@ -506,7 +496,7 @@ class Runtime:
                            f"timeout: {reason}; gave up after {instance.attempt} attempts", "Timeout")
             else:
                 self._resend(instance, definition, now, instance.attempt + 1, activity=self._activity(
-                    instance.node, instance.seq, instance.attempt, started, outcome=Outcome.RETRY.value,
+                    instance.node, instance.seq, instance.attempt, started, Outcome.RETRY,
                     error=f"timeout: {reason}", retry_in=0))
             handled += 1
         return handled

@@ -1,0 +1,100 @@
+"""The typed documents of the store's state-change operations.
+
+A :class:`Placement` says where a change leaves an instance (node, status, and the index
+entries that go with them); :class:`NewInstance` is one instance to create; :class:`Applied`
+is what an operation did. Activity records are :class:`engine.model.Activity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.model import Activity, InstanceStatus
+from engine.runtime.messages import Envelope
+
+
+def seconds(value: float | None) -> str | None:
+    """A time as the script receives it: a string keeps every digit (Lua numbers print 14)."""
+    return None if value is None else repr(value)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a change leaves an instance; fields left None keep what the instance has."""
+
+    status: InstanceStatus | None = None
+    node: str | None = None
+    inflight: bool | None = None
+    #: Running, started: when the sweeper calls the step in flight lost.
+    deadline: float | None = None
+    #: Running, sent and waiting for a worker: no deadline yet (a backlog is not a loss); the
+    #: ``start`` operation sets one this many seconds after a worker starts the step.
+    queued: float | None = None
+    #: Waiting, or a retry backoff: when the timer is due, and its kind ("wake" | "retry").
+    timer: float | None = None
+    timer_kind: str = ""
+    #: An end's result.
+    result: Any = None
+    #: Context entries deleted if the instance ends ``succeeded`` here.
+    drop_on_success: Sequence[str] = ()
+
+    @classmethod
+    def step(cls, node: str, deadline: float) -> Placement:
+        """Running ``node``'s step, started now: lost unless it progresses by ``deadline``."""
+        return cls(InstanceStatus.RUNNING, node, inflight=True, deadline=deadline)
+
+    @classmethod
+    def queued_step(cls, node: str, allowance: float) -> Placement:
+        """Running ``node``'s step, sent: once a worker starts it, lost unless it progresses within ``allowance`` s."""
+        return cls(InstanceStatus.RUNNING, node, inflight=True, queued=allowance)
+
+    @classmethod
+    def wait(cls, node: str, wake_at: float) -> Placement:
+        """Waiting at ``node`` until ``wake_at``."""
+        return cls(InstanceStatus.WAITING, node, inflight=False, timer=wake_at, timer_kind="wake")
+
+    @classmethod
+    def end(cls, node: str, status: InstanceStatus, result: Any = None,
+            drop_on_success: Sequence[str] = ()) -> Placement:
+        """Ended at ``node`` in ``status`` (with its ``result``)."""
+        return cls(status, node, inflight=False, result=result, drop_on_success=tuple(drop_on_success))
+
+    def document(self) -> dict[str, Any]:
+        """The ``place`` field of an operation's document (absent fields left out)."""
+        doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
+               "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
+               "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None}
+        return {k: v for k, v in doc.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """One instance to create: its identity, initial data, first activity and first placement."""
+
+    id: str
+    workflow: str
+    version: int
+    run: str
+    data: dict[str, Any]
+    created_at: float
+    activity: Activity
+    placement: Placement
+    error: dict[str, Any] | None = None
+    #: The first step's message, pushed by the same script (None: none, or sent by the caller).
+    send: Envelope | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a state-change operation did."""
+
+    applied: bool
+    status: InstanceStatus | None
+    seq: int | None
+
+    @property
+    def missing(self) -> bool:
+        """True when the instance does not exist (expired or never created)."""
+        return self.status is None

@@ -1,0 +1,220 @@
+"""Instances: reading them, and every change of one (with its indexes and its run).
+
+Each change is one operation of ``lua/state.lua``, called with one JSON document of named
+fields (plus the stored documents it carries: activity records, context entries, data...).
+Operations on an existing instance are a compare-and-set on its step sequence (and, where
+it matters, its attempt and status): a redelivered or duplicated message fails it and is
+recorded as a no-op.
+
+Adding an operation: a method here that builds its document and calls :meth:`_change`, and
+a function of the same name in ``ops`` of ``lua/state.lua`` (listed in ``needs_instance`` when
+it acts on an existing instance under the compare-and-set).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from engine.model import Activity, Instance, InstanceStatus
+from engine.runtime.messages import Envelope
+from engine.store.changes import Applied, NewInstance, Placement, seconds
+from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
+from engine.store.keys import Keys
+
+#: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
+LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
+
+
+def state_script(client: redis.Redis) -> Any:
+    """``lua/state.lua`` registered on ``client``."""
+    return client.register_script((Path(__file__).parent / "lua" / "state.lua").read_text())
+
+
+class Instances:
+    """The instance half of :class:`engine.store.redis_store.RedisStore`."""
+
+    client: redis.Redis
+    keys: Keys
+    retention_seconds: int
+    _state: Any
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        """A fresh instance id: 20 hex digits of a random uuid4 (unique, not ordered)."""
+        return uuid.uuid4().hex[:20]
+
+    def load(self, instance_id: str) -> Instance | None:
+        """The instance, or None when it does not exist (never created, or expired)."""
+        raw = self.client.hgetall(self.keys.instance(instance_id))
+        if not raw:
+            return None
+        return Instance.from_hash(decode_instance_hash(raw))
+
+    def load_many(self, ids: Sequence[str]) -> list[Instance]:
+        """The instances that exist among ``ids`` (one pipelined round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for iid in ids:
+            pipe.hgetall(self.keys.instance(iid))
+        return [Instance.from_hash(decode_instance_hash(raw)) for raw in pipe.execute() if raw]
+
+    def existing(self, ids: Sequence[str]) -> list[bool]:
+        """For each of ``ids``, whether that instance exists (one pipelined round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for iid in ids:
+            pipe.exists(self.keys.instance(iid))
+        return [bool(found) for found in pipe.execute()]
+
+    def activities(self, instance_id: str) -> list[dict[str, Any]]:
+        """The instance's activity records, oldest first."""
+        return decode_activities(self.client.lrange(self.keys.activities(instance_id), 0, -1))
+
+    def ttl(self, instance_id: str) -> int:
+        """Seconds until the instance expires; -1 when it has no TTL, -2 when it is gone."""
+        return int(self.client.ttl(self.keys.instance(instance_id)))
+
+    # -- the operations -----------------------------------------------------------------------
+
+    def create(self, instances: Iterable[NewInstance], batch: int = 500) -> list[bool]:
+        """Create ``instances``; for each, True if created, False if its id already existed.
+
+        Written in pipelined MULTI batches of ``batch``: one batch lands whole or not at all,
+        first step messages (``send``) included.
+        """
+        created: list[bool] = []
+        pipe = self.client.pipeline(transaction=True)
+        pending = 0
+        for new in instances:
+            doc = {"id": new.id, "workflow": new.workflow, "version": new.version, "run": new.run,
+                   "now": seconds(new.created_at), "place": new.placement}
+            docs: dict[str, Any] = {"data": pack(new.data), "activity": pack(new.activity.to_dict())}
+            if new.error is not None:
+                docs["error"] = pack(new.error)
+            self._call("create", new.id, doc, docs, new.send, pipe)
+            pending += 1
+            if pending == batch:
+                created += [text(reply[0]) == "created" for reply in pipe.execute()]
+                pending = 0
+        if pending:
+            created += [text(reply[0]) == "created" for reply in pipe.execute()]
+        return created
+
+    def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
+                statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
+                noop: Activity | None = None, carrier: str | None = None,
+                send: Envelope | None = None) -> Applied:
+        """Take a transition at ``seq``: record ``context`` (node, data), seq + 1, then ``placement``.
+
+        ``noop`` is recorded instead when the instance moved on meanwhile; ``carrier`` names the
+        message whose worker runs the next step inline ("" clears it).
+        """
+        docs = {"activity": pack(activity.to_dict())}
+        if context is not None:
+            docs[f"c:{context[0]}"] = pack(context[1])
+        if noop is not None:
+            docs["noop"] = pack(noop.to_dict())
+        return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
+                                                      "place": placement}, docs, send)
+
+    def retry(self, instance_id: str, *, seq: int, attempt: int, next_attempt: int, placement: Placement,
+              activity: Activity | None = None, statuses: Iterable[InstanceStatus] = LIVE,
+              carrier: str | None = None, send: Envelope | None = None) -> Applied:
+        """Make ``next_attempt`` of the step at (``seq``, ``attempt``): sent now or after a backoff timer."""
+        docs = {} if activity is None else {"activity": pack(activity.to_dict())}
+        return self._change("retry", instance_id, {"expect": _expect(statuses, seq, attempt), "attempt": next_attempt,
+                                                    "carrier": carrier, "place": placement}, docs, send)
+
+    def fail(self, instance_id: str, *, seq: int, attempt: int, activity: Activity, error: dict[str, Any],
+             noop: Activity | None = None) -> Applied:
+        """Fail the instance at (``seq``, ``attempt``) with ``error``; ``noop`` is recorded if it moved on."""
+        docs = {"activity": pack(activity.to_dict()), "error": pack(error)}
+        if noop is not None:
+            docs["noop"] = pack(noop.to_dict())
+        return self._change("fail", instance_id, {"expect": _expect(LIVE, seq, attempt),
+                                                   "place": Placement(InstanceStatus.FAILED)}, docs)
+
+    def park(self, instance_id: str, *, seq: int, activity: Activity) -> Applied:
+        """Set aside a delivered step of a paused instance at ``seq``: nothing is in flight after."""
+        return self._change("park", instance_id, {"expect": _expect((InstanceStatus.PAUSED,), seq),
+                                                   "place": Placement(inflight=False)},
+                            {"activity": pack(activity.to_dict())})
+
+    def control(self, instance_id: str, *, seq: int, statuses: Iterable[InstanceStatus], activity: Activity,
+                placement: Placement, attempt: int | None = None, context: Mapping[str, Any] | None = None,
+                carrier: str | None = None, send: Envelope | None = None) -> Applied:
+        """An operator's change at ``seq`` (pause, resume, retry, cancel): ``context`` entries replaced,
+        ``attempt`` set, the error cleared, then ``placement``."""
+        docs = {"activity": pack(activity.to_dict())}
+        docs.update({f"c:{node}": pack(data) for node, data in (context or {}).items()})
+        return self._change("control", instance_id, {"expect": _expect(statuses, seq), "attempt": attempt,
+                                                      "carrier": carrier, "place": placement}, docs, send)
+
+    def noop(self, instance_id: str, activity: Activity) -> None:
+        """Record a no-op (a stale or duplicate delivery) on the instance, if it exists."""
+        self._change("noop", instance_id, {}, {"noop": pack(activity.to_dict())})
+
+    def release(self, instance_id: str, index: str) -> None:
+        """Drop the instance's entry from ``index`` ("timers", "deadlines" or "queued"): it no longer applies."""
+        self._change("release", instance_id, {"id": instance_id, "index": index}, {})
+
+    def start(self, instance_id: str, node: str, seq: int, attempt: int, now: float) -> Instance | None:
+        """Read the instance as a worker starts step (``node``, ``seq``, ``attempt``); None when it does not exist.
+
+        In the same round trip, a queued step that is the instance's current one leaves the
+        queued set and gets its deadline: its timeout counts from ``now``, not from its sending.
+        """
+        raw = self._call("start", instance_id, {"node": node, "seq": seq, "attempt": attempt, "now": seconds(now)},
+                         {}, None)
+        if not raw:
+            return None
+        return Instance.from_hash(decode_instance_hash(dict(zip(raw[0::2], raw[1::2], strict=True))))
+
+    # -- the call -----------------------------------------------------------------------------
+
+    def _change(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
+                send: Envelope | None = None) -> Applied:
+        """Run operation ``op`` on one instance and say what it did."""
+        reply = [text(x) for x in self._call(op, instance_id, doc, docs, send)]
+        if reply[0] in ("missing", "released") or (reply[0] == "stale" and len(reply) == 1):
+            return Applied(False, None, None)
+        if reply[0] == "stale":
+            return Applied(False, InstanceStatus(reply[2]), int(reply[1]))
+        return Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+
+    def _call(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
+              send: Envelope | None, client: Any = None) -> Any:
+        """Run operation ``op`` of ``lua/state.lua`` (on ``client``: a pipeline, or the store's client).
+
+        ``doc`` holds the named fields (a :class:`Placement` under ``place``); ``docs`` the stored
+        documents, passed after it and named in its ``docs`` list.
+        """
+        k = self.keys
+        place = doc.get("place")
+        if isinstance(place, Placement):
+            doc["place"] = place.document()
+            if place.result is not None:
+                docs["result"] = pack(place.result)
+        if send is not None:
+            docs["message"] = send.body
+        doc = {key: value for key, value in doc.items() if value is not None}
+        doc.update(op=op, ttl=self.retention_seconds, runs=f"{k.prefix}:run:", docs=list(docs),
+                   wall=seconds(time.time()))  # when a step is queued: the reconciliation ages on the wall clock
+        doc.setdefault("now", doc["wall"])
+        instance_key = k.instance(instance_id)
+        return self._state(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
+                                 send.key if send else instance_key, k.queued],
+                           args=[dumps(doc), *docs.values()], client=client)
+
+
+def _expect(statuses: Iterable[InstanceStatus], seq: int, attempt: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"statuses": [s.value for s in statuses], "seq": seq}
+    if attempt is not None:
+        out["attempt"] = attempt
+    return out
+

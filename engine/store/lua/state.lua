@@ -1,0 +1,223 @@
+-- state.lua: every change of an instance, its indexes and its run, entered by an operation name.
+--
+-- Key families
+--   KEYS[1]  <prefix>:{<id>}          hash: the instance (status, node, seq, attempt, c:<node> context...)
+--   KEYS[2]  <prefix>:{<id>}:acts     list: its activity records, oldest first
+--   KEYS[3]  <prefix>:timers          zset: id by the time its wait or retry backoff ends
+--   KEYS[4]  <prefix>:deadlines       zset: id by the time its in-flight step must have progressed by
+--   KEYS[5]  broker queue (list) of the next step's message; KEYS[1] again when there is none
+--   KEYS[6]  <prefix>:queued          zset: id by when its step was sent, until a worker starts it
+--   <doc.runs><run>:<status>          set: the ids of a run in one status (built here from the run)
+--
+-- ARGV[1] is the operation: one JSON document {op, now, ttl, runs, ...named fields}.
+-- ARGV[2..] are the stored documents it carries (compact JSON, zlib-compressed when long, so
+-- they cannot ride inside ARGV[1]): doc.docs names them in order. Names used:
+--   activity  the record appended on success   noop   the record appended when the expectation fails
+--   data      initial data (create)            error  the error (fail, create)
+--   result    the instance's result            message the next step's broker message
+--   c:<node>  a context entry written on success
+--
+-- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
+--   create   a new instance with its first placement (no-op if the id exists)
+--   advance  a step's (or a wait's) transition: context entry, seq + 1, next placement
+--   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
+--   fail     the instance fails with an error
+--   park     a delivered step of a paused instance is set aside (resume re-sends it)
+--   control  an operator's pause, resume, retry (with context edits) or cancel
+--   noop     only record a no-op activity (stale or duplicate delivery)
+--   release  drop an index entry (timers/deadlines/queued) that no longer applies
+--   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
+--            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now)
+--
+-- Returns {'applied', final_status, seq}, {'stale', current_seq, current_status},
+-- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash.
+--
+-- To add an operation: one function in `ops` below (and its name in `needs_instance` if it
+-- acts on an existing instance under the compare-and-set), and one method in Python
+-- (engine/store/instances.py) that builds its document.
+local inst, acts, timers, deadlines, queue, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local doc = cjson.decode(ARGV[1])
+local op = doc.op
+local blob = {}
+for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
+
+local TERMINAL = {succeeded = true, failed = true, cancelled = true}
+
+-- Write every context entry the operation carries.
+local function write_context()
+  for name, value in pairs(blob) do
+    if string.sub(name, 1, 2) == 'c:' then redis.call('HSET', inst, name, value) end
+  end
+end
+
+-- Record an activity.
+local function record(name)
+  if blob[name] then redis.call('RPUSH', acts, blob[name]) end
+end
+
+-- Move the instance to its placement and keep every index in step with it.
+-- id, run: the instance's; status: its status before (nil at creation); hold: true when a
+-- paused instance stays paused (the step in flight came back). Returns the final status.
+local function settle(id, run, status, hold)
+  local p = doc.place or {}
+  local now = doc.now
+  local runp = doc.runs .. run .. ':'
+  local final = p.status or status
+  local terminal = TERMINAL[final] == true
+  -- A paused instance records the step that was in flight but goes no further.
+  local held = hold and status == 'paused' and not terminal
+  if held then final = 'paused' end
+
+  if status == nil then
+    redis.call('SADD', runp .. final, id)
+    redis.call('HSET', inst, 'status', final)
+  elseif final ~= status then
+    redis.call('SMOVE', runp .. status, runp .. final, id)
+    redis.call('HSET', inst, 'status', final)
+  end
+  if p.node then redis.call('HSET', inst, 'node', p.node) end
+  if blob.result then redis.call('HSET', inst, 'result', blob.result) end
+  redis.call('HSET', inst, 'updated_at', now)
+
+  if final == 'running' and p.deadline then
+    redis.call('ZADD', deadlines, p.deadline, id)
+  else
+    redis.call('ZREM', deadlines, id)
+  end
+  -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
+  if final == 'running' and p.queued then
+    redis.call('ZADD', queued, doc.wall, id)
+    redis.call('HSET', inst, 'step_timeout', p.queued)
+  else
+    redis.call('ZREM', queued, id)
+  end
+  if (final == 'running' or final == 'waiting') and p.timer then
+    redis.call('ZADD', timers, p.timer, id)
+    redis.call('HSET', inst, 'wake_at', p.timer, 'timer', p.timer_kind)
+  else
+    redis.call('ZREM', timers, id)
+    -- a paused instance keeps its wake time so that resume parks it again until then
+    if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
+  end
+  if terminal or held then
+    -- finished, or a step of a paused instance came back: nothing is in flight any more
+    redis.call('HSET', inst, 'inflight', '0')
+  elseif p.inflight ~= nil then
+    redis.call('HSET', inst, 'inflight', p.inflight and '1' or '0')
+  end
+
+  if final == 'succeeded' and p.drop then
+    for _, node in ipairs(p.drop) do redis.call('HDEL', inst, 'c:' .. node) end
+  end
+  if terminal then
+    redis.call('HSET', inst, 'finished_at', now)
+    redis.call('EXPIRE', inst, doc.ttl)
+    redis.call('EXPIRE', acts, doc.ttl)
+    redis.call('EXPIRE', runp .. final, doc.ttl)
+  else
+    redis.call('PERSIST', inst)
+    redis.call('PERSIST', acts)
+  end
+  if final == 'running' and blob.message then
+    redis.call('LPUSH', queue, blob.message)
+  end
+  return final
+end
+
+-- The operations. Those marked `needs_instance` run after the compare-and-set (doc.expect:
+-- seq, attempt, statuses) has passed and the activity is recorded; they return the new seq.
+local ops = {}
+local needs_instance = {advance = true, retry = true, fail = true, park = true, control = true}
+-- Operations under which a paused instance stays paused (the step in flight came back).
+local holds_pause = {advance = true, retry = true}
+
+ops.release = function()
+  local index = deadlines
+  if doc.index == 'timers' then index = timers elseif doc.index == 'queued' then index = queued end
+  redis.call('ZREM', index, doc.id)
+  return {'released'}
+end
+
+ops.start = function()
+  local h = redis.call('HGETALL', inst)
+  if #h == 0 then return h end
+  local f = {}
+  for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+  if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
+     and tonumber(f.attempt) == doc.attempt and redis.call('ZREM', queued, f.id) == 1 then
+    redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+  end
+  return h
+end
+
+ops.noop = function()
+  if redis.call('EXISTS', inst) == 1 then
+    record('noop')
+    redis.call('HINCRBY', inst, 'noops', 1)
+  end
+  return {'stale'}
+end
+
+ops.create = function()
+  if redis.call('EXISTS', inst) == 1 then return {'exists'} end
+  redis.call('HSET', inst, 'id', doc.id, 'workflow', doc.workflow, 'version', doc.version, 'run', doc.run,
+             'seq', 1, 'attempt', 1, 'data', blob.data, 'created_at', doc.now)
+  if blob.error then redis.call('HSET', inst, 'error', blob.error) end
+  record('activity')
+  return {'created', settle(doc.id, doc.run, nil, false), '1'}
+end
+
+ops.advance = function(seq)
+  write_context()
+  redis.call('HSET', inst, 'seq', seq + 1, 'attempt', 1)
+  redis.call('HDEL', inst, 'error')
+  return seq + 1
+end
+
+ops.retry = function(seq)
+  redis.call('HSET', inst, 'attempt', doc.attempt)
+  return seq
+end
+
+ops.fail = function(seq)
+  redis.call('HSET', inst, 'error', blob.error)
+  return seq
+end
+
+ops.park = function(seq)
+  return seq  -- settle keeps it paused with nothing in flight
+end
+
+ops.control = function(seq)
+  write_context()
+  if doc.attempt then redis.call('HSET', inst, 'attempt', doc.attempt) end
+  redis.call('HDEL', inst, 'error')
+  return seq
+end
+
+if not ops[op] then return redis.error_reply('state.lua: unknown operation ' .. tostring(op)) end
+if not needs_instance[op] then return ops[op]() end
+
+local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run')
+if not cur[4] then return {'missing'} end
+local seq, status, attempt, id, run = tonumber(cur[1]), cur[2], tonumber(cur[3]), cur[4], cur[5]
+local expect = doc.expect or {}
+local allowed = false
+for _, s in ipairs(expect.statuses or {}) do
+  if s == status then allowed = true end
+end
+if (expect.seq and expect.seq ~= seq) or (expect.attempt and expect.attempt ~= attempt) or not allowed then
+  if blob.noop then
+    record('noop')
+    redis.call('HINCRBY', inst, 'noops', 1)
+  end
+  return {'stale', tostring(seq), status}
+end
+record('activity')
+seq = ops[op](seq)
+if doc.carrier == '' then
+  redis.call('HDEL', inst, 'carrier')
+elseif doc.carrier then
+  redis.call('HSET', inst, 'carrier', doc.carrier)
+end
+return {'applied', settle(id, run, status, holds_pause[op] == true), tostring(seq)}

@@ -1,0 +1,203 @@
+"""The store's state-change operations (``lua/state.lua``), each on fakeredis and on a real Redis.
+
+Every test reads the instance hash, its activity list, the timer and deadline indexes and the
+run's status sets back from Redis: the operation must keep all of them in step, atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from engine.model import Activity, InstanceStatus, Outcome
+from engine.runtime.messages import Envelope
+from engine.store.keys import Keys
+from engine.store.redis_store import NewInstance, Placement, RedisStore
+
+NOW = 1_750_000_000.123456
+RUN = "r1"
+
+
+@pytest.fixture
+def store(any_redis: redis.Redis, key_prefix: str) -> Iterator[RedisStore]:
+    """A store on its own key prefix, with a one-hour retention."""
+    yield RedisStore(any_redis, Keys(key_prefix), retention_seconds=3600)
+
+
+def act(outcome: Outcome = Outcome.APPLIED, seq: int = 1, **fields: object) -> Activity:
+    """An activity record of step ``seq`` of node ``a``."""
+    return Activity(seq=seq, node="a", attempt=1, outcome=outcome, worker="test", started_at=NOW, ended_at=NOW,
+                    **fields)  # type: ignore[arg-type]
+
+
+def new(store: RedisStore, iid: str, placement: Placement, send: Envelope | None = None, **kw: object) -> NewInstance:
+    """An instance ``iid`` of workflow ``w`` version 1 in run ``r1``."""
+    return NewInstance(iid, "w", 1, RUN, {"k": 1}, NOW, act(Outcome.STARTED, seq=0), placement, send=send,
+                       **kw)  # type: ignore[arg-type]
+
+
+def members(store: RedisStore, status: InstanceStatus) -> set[str]:
+    """Ids in ``status`` of the run, read from its status set."""
+    return {m.decode() for m in store.client.smembers(store.keys.run_status(RUN, status.value))}
+
+
+def score(store: RedisStore, index: str, iid: str) -> float | None:
+    """``iid``'s score in the timers or deadlines index."""
+    return store.client.zscore(getattr(store.keys, index), iid)
+
+
+def running(store: RedisStore, iid: str = "i1", deadline: float = NOW + 60) -> None:
+    """Create ``iid`` running node ``a`` with ``deadline``."""
+    assert store.create([new(store, iid, Placement.step("a", deadline))]) == [True]
+
+
+def test_create_writes_the_instance_its_record_its_indexes_and_its_first_message(store: RedisStore) -> None:
+    queue = f"{store.keys.prefix}:queue"
+    created = store.create([new(store, "i1", Placement.step("a", NOW + 60), send=Envelope(queue, "msg-1")),
+                            new(store, "i2", Placement.wait("w", NOW + 600)),
+                            new(store, "i3", Placement.end("a", InstanceStatus.FAILED),
+                                error={"reason": "invalid input"})])
+    assert created == [True, True, True]
+    one, two, three = (store.load(i) for i in ("i1", "i2", "i3"))
+    assert one and one.status is InstanceStatus.RUNNING and one.node == "a" and one.seq == 1 and one.inflight
+    assert one.data == {"k": 1} and one.created_at == NOW
+    assert two and two.status is InstanceStatus.WAITING and two.wake_at == NOW + 600 and two.timer == "wake"
+    assert three and three.status is InstanceStatus.FAILED and three.error == {"reason": "invalid input"}
+    assert three.finished_at == NOW and 0 < store.ttl("i3") <= 3600 and store.ttl("i1") == -1
+    assert score(store, "deadlines", "i1") == NOW + 60 and score(store, "timers", "i2") == NOW + 600
+    assert members(store, InstanceStatus.RUNNING) == {"i1"} and members(store, InstanceStatus.FAILED) == {"i3"}
+    assert store.client.lrange(queue, 0, -1) == [b"msg-1"]
+    assert [a["outcome"] for a in store.activities("i1")] == ["started"]
+
+
+def test_create_leaves_an_existing_instance_alone(store: RedisStore) -> None:
+    running(store)
+    queue = f"{store.keys.prefix}:queue"
+    again = new(store, "i1", Placement.wait("w", NOW), send=Envelope(queue, "dup"))
+    assert store.create([again, new(store, "i2", Placement.step("a", NOW))]) == [False, True]
+    instance = store.load("i1")
+    assert instance and instance.status is InstanceStatus.RUNNING and len(store.activities("i1")) == 1
+    assert not store.client.exists(queue)
+
+
+def test_advance_records_the_context_moves_on_and_keeps_indexes_in_step(store: RedisStore) -> None:
+    running(store)
+    queue = f"{store.keys.prefix}:queue"
+    applied = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW + 90),
+                            context=("a", {"x": [1, 2]}), carrier="", send=Envelope(queue, "msg-2"))
+    assert applied.applied and applied.status is InstanceStatus.RUNNING and applied.seq == 2
+    instance = store.load("i1")
+    assert instance and instance.node == "b" and instance.seq == 2 and instance.context == {"a": {"x": [1, 2]}}
+    assert score(store, "deadlines", "i1") == NOW + 90 and store.client.lrange(queue, 0, -1) == [b"msg-2"]
+    finished = store.advance("i1", seq=2, activity=act(seq=2), context=("b", {}),
+                             placement=Placement.end("done", InstanceStatus.SUCCEEDED, {"r": 1}, ["a"]))
+    assert finished.applied and finished.status is InstanceStatus.SUCCEEDED
+    instance = store.load("i1")
+    assert instance and instance.result == {"r": 1} and instance.context == {"b": {}}  # "a" dropped on success
+    assert score(store, "deadlines", "i1") is None and members(store, InstanceStatus.SUCCEEDED) == {"i1"}
+    assert members(store, InstanceStatus.RUNNING) == set() and 0 < store.ttl("i1") <= 3600
+
+
+def test_a_stale_advance_changes_nothing_and_records_its_noop(store: RedisStore) -> None:
+    running(store)
+    stale = store.advance("i1", seq=7, activity=act(), placement=Placement.step("b", NOW),
+                          noop=act(Outcome.NOOP, reason="another delivery applied first"))
+    assert not stale.applied and stale.status is InstanceStatus.RUNNING and stale.seq == 1
+    instance = store.load("i1")
+    assert instance and instance.node == "a" and instance.seq == 1 and instance.noops == 1
+    assert [a["outcome"] for a in store.activities("i1")] == ["started", "noop"]
+    assert store.advance("nobody", seq=1, activity=act(), placement=Placement.step("b", NOW)).missing
+
+
+def test_a_paused_instance_records_the_step_that_came_back_and_stays_paused(store: RedisStore) -> None:
+    running(store)
+    assert store.control("i1", seq=1, statuses=[InstanceStatus.RUNNING], activity=act(Outcome.CONTROL),
+                         placement=Placement(InstanceStatus.PAUSED)).applied
+    applied = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW), context=("a", 1))
+    instance = store.load("i1")
+    assert applied.status is InstanceStatus.PAUSED and instance and instance.node == "b" and not instance.inflight
+    assert score(store, "deadlines", "i1") is None and members(store, InstanceStatus.PAUSED) == {"i1"}
+
+
+def test_retry_after_a_backoff_parks_a_timer_and_an_immediate_one_a_deadline(store: RedisStore) -> None:
+    running(store)
+    later = store.retry("i1", seq=1, attempt=1, next_attempt=2, activity=act(Outcome.RETRY),
+                        placement=Placement(inflight=False, timer=NOW + 5, timer_kind="retry"))
+    instance = store.load("i1")
+    assert later.applied and instance and instance.attempt == 2 and instance.timer == "retry"
+    assert score(store, "timers", "i1") == NOW + 5 and score(store, "deadlines", "i1") is None
+    assert not store.retry("i1", seq=1, attempt=1, next_attempt=2,
+                           placement=Placement(inflight=True, deadline=NOW)).applied  # attempt moved on
+    now = store.retry("i1", seq=1, attempt=2, next_attempt=3, statuses=[InstanceStatus.RUNNING],
+                      placement=Placement(inflight=True, deadline=NOW + 30))
+    instance = store.load("i1")
+    assert now.applied and instance and instance.attempt == 3 and instance.timer is None and instance.inflight
+    assert score(store, "timers", "i1") is None and score(store, "deadlines", "i1") == NOW + 30
+    assert [a["outcome"] for a in store.activities("i1")] == ["started", "retry"]  # a resend may record nothing
+
+
+def test_fail_records_the_error_ends_the_instance_and_expires_it(store: RedisStore) -> None:
+    running(store)
+    failed = store.fail("i1", seq=1, attempt=1, activity=act(Outcome.FAILED, error="boom"),
+                        error={"reason": "boom"})
+    instance = store.load("i1")
+    assert failed.applied and instance and instance.status is InstanceStatus.FAILED
+    assert instance.error == {"reason": "boom"} and not instance.inflight and instance.finished_at
+    assert members(store, InstanceStatus.FAILED) == {"i1"} and score(store, "deadlines", "i1") is None
+    assert 0 < store.ttl("i1") <= 3600
+
+
+def test_park_sets_aside_a_step_of_a_paused_instance(store: RedisStore) -> None:
+    running(store)
+    assert not store.park("i1", seq=1, activity=act(Outcome.SKIPPED)).applied  # not paused
+    store.control("i1", seq=1, statuses=[InstanceStatus.RUNNING], activity=act(Outcome.CONTROL),
+                  placement=Placement(InstanceStatus.PAUSED))
+    assert store.load("i1").inflight  # type: ignore[union-attr]  # pause lets the step in flight finish
+    assert store.park("i1", seq=1, activity=act(Outcome.SKIPPED)).applied
+    instance = store.load("i1")
+    assert instance and instance.status is InstanceStatus.PAUSED and not instance.inflight
+
+
+def test_control_pause_keeps_the_wake_time_and_retry_replaces_context_entries(store: RedisStore) -> None:
+    store.create([new(store, "i1", Placement.wait("w", NOW + 600))])
+    store.control("i1", seq=1, statuses=[InstanceStatus.WAITING], activity=act(Outcome.CONTROL),
+                  placement=Placement(InstanceStatus.PAUSED))
+    instance = store.load("i1")
+    assert instance and instance.status is InstanceStatus.PAUSED and instance.wake_at == NOW + 600
+    assert score(store, "timers", "i1") is None
+    store.control("i1", seq=1, statuses=[InstanceStatus.PAUSED], activity=act(Outcome.CONTROL),
+                  placement=Placement(InstanceStatus.CANCELLED, inflight=False))
+    assert members(store, InstanceStatus.CANCELLED) == {"i1"}
+
+    running(store, "i2")
+    store.fail("i2", seq=1, attempt=1, activity=act(Outcome.FAILED), error={"reason": "x"})
+    assert not store.control("i2", seq=1, statuses=[InstanceStatus.PAUSED], activity=act(Outcome.CONTROL),
+                             placement=Placement.step("a", NOW), context={"a": {"fixed": True}}).applied
+    assert store.load("i2").context == {}  # type: ignore[union-attr]  # edits land only with the change
+    retried = store.control("i2", seq=1, statuses=[InstanceStatus.FAILED], activity=act(Outcome.CONTROL),
+                            placement=Placement.step("a", NOW + 30), attempt=1, context={"a": {"fixed": True}})
+    instance = store.load("i2")
+    assert retried.applied and instance and instance.status is InstanceStatus.RUNNING and instance.error is None
+    assert instance.context == {"a": {"fixed": True}} and store.ttl("i2") == -1
+    assert members(store, InstanceStatus.FAILED) == set() and score(store, "deadlines", "i2") == NOW + 30
+
+
+def test_noop_and_release(store: RedisStore) -> None:
+    running(store)
+    store.noop("i1", act(Outcome.NOOP, reason="stale"))
+    store.noop("nobody", act(Outcome.NOOP))
+    assert store.load("i1").noops == 1 and not store.client.exists(store.keys.instance("nobody"))  # type: ignore[union-attr]
+    store.release("i1", "deadlines")
+    assert score(store, "deadlines", "i1") is None
+    store.client.zadd(store.keys.timers, {"gone": 1.0})
+    store.release("gone", "timers")
+    assert score(store, "timers", "gone") is None
+
+
+def test_an_unknown_operation_is_refused_before_anything_changes(store: RedisStore) -> None:
+    running(store)
+    with pytest.raises(redis.ResponseError, match="unknown operation"):
+        store._change("teleport", "i1", {"expect": {"statuses": ["running"], "seq": 1}}, {})
+    assert len(store.activities("i1")) == 1
