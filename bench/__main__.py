@@ -207,12 +207,18 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
         ("proposals (orders)", None, None),
         ("by status", "counts", None),
         ("succeeded by outcome", "outcomes", None),
+        ("failed by error type", "failed_by_type", None),
+        ("Timeout failures", "timeout_failures", "{:,}"),
+        ("Redis used_memory peak, MiB", "redis_used_memory_peak_bytes", None),
     ]
     for label, key, fmt in rows:
         cells = []
         for r in results:
             if key is None:
                 cells.append(f"{r['proposals']:,} ({r['orders_proposed']:,})")
+            elif key == "redis_used_memory_peak_bytes":
+                cells.append(f"{r[key] / 2**20:,.0f} (+{r['redis_used_memory_rise_bytes'] / 2**20:,.0f} in the run)"
+                             if r.get(key) else "-")
             elif fmt is None:
                 cells.append(", ".join(f"{k} {v:,}" for k, v in r.get(key, {}).items()))
             else:
