@@ -47,7 +47,7 @@ DEFAULT_RECONCILE_SECONDS = 60.0
 #: (its worker died holding it).
 FULL_CHECK_PERIODS = 10
 #: At most this many queued steps are checked per reconciliation (the oldest).
-RECONCILE_BATCH = 5000
+RECONCILE_BATCH = 2000
 
 Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
 #: Says whether a worker may run a node's step itself, right after the step before it.
@@ -64,6 +64,12 @@ def step_allowance(node: ServiceNode | HttpNode) -> float:
 def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
     """When the sweeper calls a step of ``node`` started at ``now`` lost: its timeout plus a grace."""
     return now + step_allowance(node)
+
+
+def step_queues(definition: Definition) -> frozenset[str]:
+    """The broker queues the steps of ``definition`` are sent to."""
+    return frozenset(step_message(name, node, "", 0, 0).queue for name, node in definition.nodes.items()
+                     if isinstance(node, ServiceNode | HttpNode))
 
 
 def carrier_died(carrier: str | None, message: str) -> bool:
@@ -427,6 +433,7 @@ class Runtime:
         heads = self.store.step_heads([iid for iid, _sent in candidates])
         steps: dict[str, tuple[tuple[str, str, int, int], float]] = {}
         queues: set[str] = set()
+        seen: set[tuple[str, int]] = set()
         for iid, sent in candidates:
             head = heads.get(iid)
             if head is None:
@@ -436,8 +443,9 @@ class Runtime:
             node = definition.nodes.get(head.node)
             if head.status is not InstanceStatus.RUNNING or not isinstance(node, ServiceNode | HttpNode):
                 continue
-            queues.update(step_message(name, n, iid, 0, 0).queue for name, n in definition.nodes.items()
-                          if isinstance(n, ServiceNode | HttpNode))
+            if (head.workflow, head.version) not in seen:
+                seen.add((head.workflow, head.version))
+                queues.update(step_queues(definition))
             steps[iid] = ((iid, head.node, head.seq, head.attempt), sent)
         held_limit = every * FULL_CHECK_PERIODS
         if now - candidates[0][1] < held_limit:
