@@ -197,6 +197,7 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
     rows = [
         ("accounts started", "accounts_started", "{:,}"),
         ("start (create instances), s", "start_seconds", "{:.1f}"),
+        ("  instances started per s", "start_per_s", "{:,.0f}"),
         ("first proposal, s", "first_proposal_seconds", "{:.1f}"),
         ("last proposal, s", "last_proposal_seconds", "{:.1f}"),
         ("all terminal, s", "all_terminal_seconds", "{:.1f}"),
