@@ -95,7 +95,8 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
                                             wait_for_open=options.wait_for_open)
             figures["start_seconds"] = round(time.monotonic() - began, 2)
             figures["accounts_started"] = started.total
-            figures["start_per_s"] = round(started.total / figures["start_seconds"]) if figures["start_seconds"] else None
+            took = figures["start_seconds"]
+            figures["start_per_s"] = round(started.total / took) if took else None
             peak = _PeakMemory(sandbox.client, probe.observe if probe else None)
             progress = _follow(engine, label, began, options.timeout, console, peak.observe)
             figures.update(peak.figures())
