@@ -92,7 +92,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             meter.start()
             began, wall = time.monotonic(), time.time()
             started = start_daily_rebalance(engine, services.book, run_date, run=label,
-                                            wait_for_open=options.wait_for_open)
+                                            wait_for_open=options.wait_for_open, review_until=_review_until())
             figures["start_seconds"] = round(time.monotonic() - began, 2)
             figures["accounts_started"] = started.total
             took = figures["start_seconds"]
@@ -144,16 +144,23 @@ def _warm_up(engine: Any, book: Any, run_date: Any, options: MorningOptions, fle
     from portfolio_manager.daily import start_daily_rebalance
 
     warm = start_daily_rebalance(engine, book, run_date, run="bench-warmup", limit=options.warmup,
-                                 wait_for_open=options.wait_for_open)
-    progress = engine.wait_for_run(warm.run, timeout=300, poll=0.2)
-    if not progress.done:
+                                 wait_for_open=options.wait_for_open, review_until=_review_until())
+    progress = engine.wait_for_run(warm.run, timeout=300, poll=0.2, settled=True)
+    if not progress.settled:
         logs = "\n".join(p.read_text()[-2000:] for p in fleet.logdir.glob("*.log"))
         raise RuntimeError(f"warm-up run not finished after 300 s ({progress.counts}); worker logs:\n{logs}")
 
 
+def _review_until() -> Any:
+    """The review's deadline of a benchmark run: a day away (the morning's work ends at the review)."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(days=1)
+
+
 def _follow(engine: Any, run: str, began: float, timeout: float, console: Console,
             observe: Callable[[RunProgress], None] | None) -> RunProgress:
-    """Draw the run's progress until every instance is terminal (or ``timeout``)."""
+    """Draw the run's progress until it is planned: every instance terminal or awaiting review (or ``timeout``)."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[counts]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -161,10 +168,10 @@ def _follow(engine: Any, run: str, began: float, timeout: float, console: Consol
         while True:
             progress = engine.progress(run)
             counts = " ".join(f"{k} {v}" for k, v in progress.counts.items() if v)
-            bar.update(task, total=progress.total, completed=progress.finished, counts=counts)
+            bar.update(task, total=progress.total, completed=progress.finished + progress.awaiting, counts=counts)
             if observe:
                 observe(progress)
-            if progress.done:
+            if progress.settled:
                 return progress
             if time.monotonic() - began > timeout:
                 console.print(f"[red]timeout after {timeout:.0f} s: {counts}")

@@ -1,28 +1,29 @@
 """The Python API: ``Engine``.
 
 Publish definitions, start instances (one or many, as a run), look at them, and operate on
-them: pause, resume, retry (optionally with an edited context), cancel — one at a time or
-in bulk over a run and a status.
+them: pause, resume, retry (optionally with an edited context), cancel, signal — one at a
+time or in bulk over a run and a status.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definitions.model import Definition, HttpNode, ServiceNode, WaitNode
+from engine.definitions.model import AwaitNode, Definition, StepNode, WaitNode
 from engine.definitions.validation import validate_input
-from engine.errors import InvalidInput, InvalidState, NotFound, StepFailed
+from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import Next, NextKind, resolve, wake_time
+from engine.runtime.dispatcher import Next, NextKind, await_timeout, resolve, wake_time
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime, step_allowance, worker_name
+from engine.runtime.signals import SignalResult, send_signal
 from engine.store.redis_store import NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
@@ -46,6 +47,32 @@ class RunProgress:
     def done(self) -> bool:
         """True when every instance of the run is terminal."""
         return self.finished >= self.total > 0
+
+    @property
+    def awaiting(self) -> int:
+        """Instances parked at an ``await`` node, waiting for a person or another system."""
+        return self.counts.get(InstanceStatus.AWAITING.value, 0)
+
+    @property
+    def settled(self) -> bool:
+        """True when nothing of the run is left for the workers: every instance is terminal or awaiting."""
+        return self.finished + self.awaiting >= self.total > 0
+
+    @property
+    def phase(self) -> str:
+        """``finished`` (all terminal), ``planned`` (every live instance awaits a signal) or ``running``."""
+        if self.done:
+            return "finished"
+        return "planned" if self.settled else "running"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One published definition: its name, versions (ascending) and aliases."""
+
+    name: str
+    versions: list[int]
+    aliases: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,26 @@ class Engine:
     def definition(self, name: str, ref: int | str | None = None) -> Definition:
         """The definition ``name`` at ``ref`` (version number or alias; latest when None)."""
         return self.store.definition(name, self.store.resolve_version(name, ref))
+
+    def resolve_version(self, name: str, ref: int | str | None = None) -> int:
+        """The version number ``ref`` (a number, an alias, or None for latest) names."""
+        return self.store.resolve_version(name, ref)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` of ``name`` at ``version`` (e.g. production, canary)."""
+        self.store.set_alias(name, alias, version)
+
+    def ensure_alias(self, name: str, alias: str, version: int) -> int:
+        """Point ``alias`` at ``version`` only if ``name`` has no such alias yet (an operator's choice
+        stands); returns the version the alias names."""
+        if alias not in self.store.aliases(name):
+            self.store.set_alias(name, alias, version)
+        return self.store.resolve_version(name, alias)
+
+    def catalog(self) -> list[CatalogEntry]:
+        """Every published definition with its versions and aliases, by name."""
+        return [CatalogEntry(name, self.store.versions(name), self.store.aliases(name))
+                for name in self.store.definition_names()]
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -164,6 +211,10 @@ class Engine:
                            "reads archived ones)")
         return instance
 
+    def existing(self, ids: Sequence[str]) -> list[bool]:
+        """For each of ``ids``, whether that instance exists (one round trip)."""
+        return self.store.existing(ids)
+
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's history: one record per step attempt, no-op and operator action."""
         self.get(instance_id)
@@ -207,14 +258,19 @@ class Engine:
         return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None)
 
     def wait_for_run(self, run: str, timeout: float = 600, poll: float = 0.2,
-                     on_progress: Callable[[RunProgress], None] | None = None) -> RunProgress:
-        """Block until every instance of ``run`` is terminal (or ``timeout``); returns the last progress."""
+                     on_progress: Callable[[RunProgress], None] | None = None, *,
+                     settled: bool = False) -> RunProgress:
+        """Block until every instance of ``run`` is terminal (or ``timeout``); returns the last progress.
+
+        With ``settled``, stop as soon as every instance is terminal or awaiting a signal (the
+        run is "planned": what is left waits for people, not for workers).
+        """
         deadline = time.monotonic() + timeout
         while True:
             progress = self.progress(run)
             if on_progress:
                 on_progress(progress)
-            if progress.done or time.monotonic() > deadline:
+            if (progress.settled if settled else progress.done) or time.monotonic() > deadline:
                 return progress
             time.sleep(poll)
 
@@ -223,10 +279,11 @@ class Engine:
     def pause(self, instance_id: str, reason: str = "") -> Instance:
         """Stop at the next step boundary: a step in flight finishes and is recorded, nothing more is sent."""
         instance = self.get(instance_id)
-        if instance.status not in {InstanceStatus.RUNNING, InstanceStatus.WAITING}:
-            raise InvalidState(f"{instance_id} is {instance.status.value}; only running or waiting instances pause")
-        self._control(instance, "pause", reason, (InstanceStatus.RUNNING, InstanceStatus.WAITING),
-                      Placement(InstanceStatus.PAUSED))
+        pausable = (InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.AWAITING)
+        if instance.status not in pausable:
+            raise InvalidState(f"{instance_id} is {instance.status.value}; only running, waiting or awaiting "
+                               "instances pause")
+        self._control(instance, "pause", reason, pausable, Placement(InstanceStatus.PAUSED))
         return self.get(instance_id)
 
     def resume(self, instance_id: str, reason: str = "") -> Instance:
@@ -282,7 +339,12 @@ class Engine:
             wake = instance.wake_at or wake_time(instance.node, node, scope)
             placement = Placement.wait(instance.node, wake)
             send, attempt_after = False, None
-        elif isinstance(node, ServiceNode | HttpNode):
+        elif isinstance(node, AwaitNode):  # parked again; a timeout that passed meanwhile fires at the next tick
+            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            timeout = instance.wake_at or await_timeout(instance.node, node, scope)
+            placement = Placement.awaiting(instance.node, timeout)
+            send, attempt_after = False, None
+        elif isinstance(node, StepNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
             # queued: sent now, or (a resume) still in flight; either way its timeout starts with a worker
@@ -297,6 +359,40 @@ class Engine:
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
 
+    # -- signals -----------------------------------------------------------------------------
+
+    def signal(self, instance_id: str, name: str, data: dict[str, Any] | None = None, by: str | None = None,
+               key: str | None = None) -> SignalResult:
+        """Send signal ``name`` to an instance parked at an ``await`` node; it moves on atomically.
+
+        ``data`` (a JSON object) is merged into the context under the await node's name; the
+        activity history records the signal, ``by`` (who sent it) and when. With ``key``, a
+        signal already applied under that key is a recorded no-op (``duplicate=True``): safe to
+        resend. A signal the instance does not await raises :class:`SignalRefused`, which says
+        where the instance is (status, node, the signals it awaits).
+        """
+        return send_signal(self.runtime, instance_id, name, data, by, key)
+
+    def signal_run(self, run: str, name: str, data: dict[str, Any] | None = None, by: str | None = None,
+                   key: str | None = None, *, node: str | None = None) -> BulkResult:
+        """Send ``name`` to every awaiting instance of ``run`` (only those at ``node`` when given).
+
+        Instances not awaiting that signal, or that moved on meanwhile, count as skipped; one
+        whose ``key`` was applied before counts as skipped too (nothing was done again).
+        """
+        done, skipped = 0, 0
+        for iid in self._ids(run, [InstanceStatus.AWAITING]):
+            try:
+                if node is not None and self.get(iid).node != node:
+                    skipped += 1
+                    continue
+                result = self.signal(iid, name, data, by, key)
+            except (SignalRefused, NotFound):
+                skipped += 1
+                continue
+            done, skipped = (done + 1, skipped) if result.applied else (done, skipped + 1)
+        return BulkResult(f"signal {name}", done, skipped)
+
     # -- bulk --------------------------------------------------------------------------------
 
     def bulk(self, verb: str, run: str, statuses: Iterable[InstanceStatus | str] | None = None,
@@ -306,7 +402,8 @@ class Engine:
         Each instance is handled on its own: one that changed meanwhile is counted as skipped.
         """
         operation = {"pause": self.pause, "resume": self.resume, "retry": self.retry, "cancel": self.cancel}[verb]
-        default = {"pause": [InstanceStatus.RUNNING, InstanceStatus.WAITING], "resume": [InstanceStatus.PAUSED],
+        pausable = [InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.AWAITING]
+        default = {"pause": pausable, "resume": [InstanceStatus.PAUSED],
                    "retry": [InstanceStatus.FAILED], "cancel": list(LIVE_STATUSES)}[verb]
         wanted = [InstanceStatus(s) for s in statuses] if statuses else default
         done, skipped = 0, 0

@@ -52,6 +52,10 @@ class InvalidState(TradeflowError):
     """An operation does not apply to the instance's current status (e.g. resume a running one)."""
 
 
+class SignalRefused(InvalidState):
+    """A signal the instance is not waiting for (the message says where the instance is)."""
+
+
 class StepFailed(TradeflowError):
     """A step cannot go on: unknown transition, malformed answer, or exhausted retries."""
 
@@ -75,3 +79,7 @@ class ActionFailed(TradeflowError):
 
 class MalformedAnswer(ActionFailed):
     """A service or HTTP endpoint answered something that is not a transition."""
+
+
+class RetryableHttpError(TradeflowError):
+    """An http step's response that another attempt may fix (5xx, 429): the node's retry policy applies."""

@@ -11,9 +11,10 @@ from typing import Any
 class InstanceStatus(StrEnum):
     """Where an instance is in its life."""
 
-    PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
+    #: Parked at an ``await`` node until a signal (a person, another system) or its timeout.
+    AWAITING = "awaiting"
     PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -40,6 +41,8 @@ class Outcome(StrEnum):
     CONTROL = "control"  # an operator's pause/resume/retry/cancel
     STARTED = "started"  # the instance was created
     WOKE = "woke"  # a wait ended
+    SIGNALLED = "signalled"  # a signal moved an awaiting instance on
+    TIMED_OUT = "timed_out"  # an await's timeout passed before any signal
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class Activity:
     #: An operator's verb (pause, resume, retry, cancel) and the context entries a retry edited.
     control: str | None = None
     edited: list[str] | None = None
+    #: A signal's name, its sender and its idempotency key; an await timeout's due time.
+    signal: str | None = None
+    by: str | None = None
+    key: str | None = None
+    timeout_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored: a JSON-able dict without its absent fields."""

@@ -11,10 +11,13 @@ proposals and the brokerage live is decided at the edge (:class:`Services`, buil
 - ``fetch_target``: the account's model portfolio and the prices it needs, turned into the
   order calculation's request (with the definition's planning parameters; an optional
   ``deposit`` not yet in the book is added to the cash).
-- ``record_proposal``: the endpoint a workflow dumps its final plan into.
+- ``record_proposal``: the endpoint a workflow dumps its plan into; with ``review`` terms (the
+  cut-off and the four-eyes threshold) the proposal is reviewed inside the workflow.
 - ``submit_orders``: send an approved proposal's orders to the brokerage, each with the
   idempotency key ``<instance>:<node>:<seq>:<order index>`` -- the same on every redelivery or
   retry of the step, so the brokerage never places an order twice.
+- ``expire_proposal``: the review's cut-off passed without a decision: the proposal expires
+  (and can never be submitted).
 
 Errors: a book error that another attempt can fix (``SourceUnavailable``,
 ``BrokerageTimeout``) is raised as is, so the node's retry policy applies; any other
@@ -24,13 +27,8 @@ instance at once with the reason, and never stops the others.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,99 +36,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import ActionFailed
 from engine.service import Transition, action, ok
 from portfolio_manager.book import Holdings
-from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, OrderStatus, SimulatedBrokerage
-from portfolio_manager.config import PMSettings
+from portfolio_manager.brokerage import BrokerOrder, OrderStatus
 from portfolio_manager.errors import AccountClosed, BrokerageError, PortfolioError
+from portfolio_manager.expressions import register_expression_functions
 from portfolio_manager.order_request import build_plan_request
-from portfolio_manager.plugin import register_expression_functions
-from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, ProposalStore, proposal_from_plan
-from portfolio_manager.sources import BookReader, HttpBook, RedisBook
+from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, proposal_from_plan
+from portfolio_manager.services import Services, build_services, services, services_in_use, use_services
 
 register_expression_functions()  # workers evaluate waits such as market_open(...) too
 
-# The beat-triggered daily run is a plain Celery task of this service's workers.
-from portfolio_manager import daily as _daily  # noqa: E402,F401
-
 SERVICE = "portfolio_manager"
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- services
-
-
-class _LatentBrokerage:
-    """A brokerage that takes ``latency`` seconds per order (to make the simulation realistic)."""
-
-    def __init__(self, inner: Brokerage, latency: float) -> None:
-        self.inner = inner
-        self.latency = latency
-
-    def submit(self, order: BrokerOrder) -> BrokerReceipt:
-        """Wait, then submit."""
-        time.sleep(self.latency)
-        return self.inner.submit(order)
-
-
-@dataclass
-class Services:
-    """What the actions work with: the book, the proposal store and the brokerage."""
-
-    book: BookReader
-    proposals: ProposalStore
-    brokerage: Brokerage
-
-
-def build_services(settings: PMSettings, client: Any = None) -> Services:
-    """The services ``settings`` describe (on ``client`` when given, else a client on its Redis URL)."""
-    if client is None:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                      health_check_interval=30, retry_on_timeout=True)
-    book: BookReader = HttpBook(settings.book_url) if settings.book_url else RedisBook(client, settings.book_prefix)
-
-    def last_price(symbol: str) -> float | None:
-        return book.get_prices([symbol], datetime.now(UTC).date()).get(symbol)
-
-    brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price)
-    if settings.broker_latency:
-        brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
-    return Services(book, ProposalStore(client, settings.proposals_prefix), brokerage)
-
-
-_lock = threading.Lock()
-_current: dict[str, Any] = {}
-
-
-def services() -> Services:
-    """This process's services: the ones handed to :func:`use_services`, else built from the environment."""
-    found = _current.get("services")
-    if found is not None and (_current.get("pid") == os.getpid() or _current.get("pinned")):
-        return found
-    with _lock:
-        found = _current.get("services")
-        if found is None or (_current.get("pid") != os.getpid() and not _current.get("pinned")):
-            found = build_services(PMSettings.from_env())
-            _current.update(services=found, pid=os.getpid(), pinned=False)
-        return found
-
-
-def use_services(value: Services | None) -> None:
-    """Use ``value`` from now on (tests); None goes back to building them from the environment."""
-    with _lock:
-        _current.clear()
-        if value is not None:
-            _current.update(services=value, pid=os.getpid(), pinned=True)
-
-
-@contextmanager
-def services_in_use(value: Services) -> Iterator[Services]:
-    """``with services_in_use(s):`` -- use ``s`` inside the block only."""
-    use_services(value)
-    try:
-        yield value
-    finally:
-        use_services(None)
 
 
 def _guard(call: Callable[[], T], account_id: str = "") -> T:
@@ -181,13 +97,29 @@ class StepIdentity(_Input):
     version: int = 0
 
 
+class ReviewTerms(_Input):
+    """How a proposal reviewed inside its workflow is decided: by when, and from what value by two people."""
+
+    cutoff: datetime = Field(description="No decision after this time: the proposal expires.")
+    four_eyes_over: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                         description="Order value over which two different people must approve.")
+
+
 class RecordProposalInput(_Input):
-    """The plan to record, for which account, and the step recording it."""
+    """The plan to record, for which account, the step recording it, and (optionally) its review terms."""
 
     step: StepIdentity
     account: dict[str, Any]
     as_of: date
     plan: dict[str, Any]
+    review: ReviewTerms | None = None
+
+
+class ExpireProposalInput(_Input):
+    """Which proposal's review passed its cut-off."""
+
+    run: str = Field(min_length=1)
+    account_id: str = Field(min_length=1)
 
 
 class SubmitOrdersInput(_Input):
@@ -238,13 +170,17 @@ def record_proposal(request: RecordProposalInput) -> Transition:
     for key in ("id", "region", "type"):
         if key not in request.account:
             raise ActionFailed(f"record_proposal: account.{key} is missing (pass fetch_holdings' account)")
+    review = request.review
     proposal = proposal_from_plan(run=request.step.run, account=request.account, as_of=request.as_of,
                                   workflow=request.step.workflow, version=request.step.version,
-                                  instance_id=request.step.id, plan=request.plan)
+                                  instance_id=request.step.id, plan=request.plan,
+                                  cutoff=review.cutoff.timestamp() if review else None,
+                                  four_eyes_over=review.four_eyes_over if review else None)
     recorded, status = services().proposals.record(proposal)
     return ok({"run": proposal.run, "account_id": proposal.account_id, "status": status.value,
                "recorded": recorded, "orders": len(proposal.orders), "tlh_harvests": proposal.tlh_harvests,
-               "realized_gain": proposal.realized_gain})
+               "realized_gain": proposal.realized_gain, "order_value": proposal.order_value,
+               "approvals_required": proposal.approvals_required})
 
 
 def idempotency_key(step: StepIdentity, index: int) -> str:
@@ -260,6 +196,13 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
         proposal = svc.proposals.get(request.run, request.account_id)
     except NoSuchProposal as exc:
         raise ActionFailed(str(exc)) from exc
+    if proposal.in_workflow and proposal.status is ProposalStatus.APPROVED:
+        # approved in this workflow: from now on it can no longer be rejected or expire
+        taken, now_status = svc.proposals.transition(request.run, request.account_id, ProposalStatus.SUBMITTING,
+                                                     submission=request.step.id)
+        if not taken and now_status not in (ProposalStatus.SUBMITTING.value, ProposalStatus.SUBMITTED.value):
+            raise ActionFailed(f"proposal {request.run}/{request.account_id} is {now_status}, not approved")
+        proposal = svc.proposals.get(request.run, request.account_id)
     if proposal.status not in (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED):
         raise ActionFailed(f"proposal {request.run}/{request.account_id} is {proposal.status.value}, not approved "
                            f"for submission: `tradeflow pm approve {request.run} {request.account_id}`, then "
@@ -283,6 +226,16 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
                "filled_value": round(sum(r.get("filled_value") or 0.0 for r in receipts), 2)})
 
 
+@action(SERVICE, "expire_proposal")
+def expire_proposal(request: ExpireProposalInput) -> Transition:
+    """The review's cut-off passed without a decision: mark the proposal expired (never to be submitted)."""
+    store = services().proposals
+    expired, status = store.transition(request.run, request.account_id, ProposalStatus.EXPIRED)
+    if not expired and status:
+        raise ActionFailed(f"proposal {request.run}/{request.account_id} is {status}; it cannot expire")
+    return ok({"status": ProposalStatus.EXPIRED.value if expired else "missing"})
+
+
 __all__ = [
     "Services",
     "build_services",
@@ -294,4 +247,5 @@ __all__ = [
     "fetch_target",
     "record_proposal",
     "submit_orders",
+    "expire_proposal",
 ]

@@ -4,8 +4,10 @@
     tradeflow accounts seed --count 2000 --seed 7     a synthetic book (demo, tests)
     tradeflow pm run [--date D]                       the morning rebalance, with live progress
     tradeflow pm proposals RUN [--account A]          review what the run proposes
-    tradeflow pm approve RUN A1 A2 | --all            approve (reject works the same)
-    tradeflow pm submit RUN                           send approved orders to the brokerage
+    tradeflow pm review RUN                           what still awaits a decision, approvals so far
+    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow submits the orders
+    tradeflow pm reject RUN A1 --by ME --reason WHY   reject: the account's workflow ends
+    tradeflow pm submit RUN                           send separately submitted proposals (deposits)
 
 Settings come from the environment (``TRADEFLOW_REDIS_URL``, ``TRADEFLOW_PM_PREFIX``...: see
 :mod:`portfolio_manager.config`).
@@ -15,17 +17,24 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.config import Settings
 from engine.errors import TradeflowError
-from portfolio_manager.config import SettingsError
+from engine.ops.embedded import resolve_redis_url
+from engine.ops.progress import show_progress
+from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import PortfolioError
-from portfolio_manager.proposals import NoSuchProposal, Proposal, ProposalStatus
+from portfolio_manager.generator import seed_book
+from portfolio_manager.proposals import Proposal, ProposalStatus, submit_approved
+from portfolio_manager.redis_book import RedisBook
+from portfolio_manager.review import cutoff_text
+from portfolio_manager.services import build_services
 
 console = Console()
 err_console = Console(stderr=True)
@@ -37,18 +46,18 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (TradeflowError, PortfolioError, NoSuchProposal, SettingsError, FileNotFoundError) as exc:
+        except (TradeflowError, PortfolioError, FileNotFoundError) as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(1)
 
 
 def _context() -> tuple[Any, Any]:
     """The engine (resolving Redis first, so the book uses the same one) and the PM services."""
-    from engine.app import build_engine
-    from portfolio_manager.actions import services
+    from engine.app import build_engine  # celery: imported by the commands that need it, not by --help
 
-    engine = build_engine()
-    return engine, services()
+    settings = Settings.from_env()
+    url = resolve_redis_url(settings)
+    return build_engine(settings.with_redis(url)), build_services(PMSettings.from_env(redis_url=url))
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -61,8 +70,7 @@ def _parse_date(value: str | None) -> date | None:
 
 
 def _definitions(engine: Any) -> None:
-    from portfolio_manager.config import PMSettings
-    from portfolio_manager.daily import ensure_definitions
+    from portfolio_manager.daily import ensure_definitions  # celery: imported on use, not by --help
 
     ensure_definitions(engine, PMSettings.from_env().definitions_dir)
 
@@ -86,8 +94,7 @@ def pm() -> None:
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
            limit: int | None, watch: bool) -> None:
     """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
-    from engine.cli import show_progress
-    from portfolio_manager.daily import start_daily_rebalance
+    from portfolio_manager.daily import start_daily_rebalance  # celery: imported on use, not by --help
 
     engine, svc = _context()
     _definitions(engine)
@@ -113,7 +120,7 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
 @click.option("--wait-for-open", is_flag=True, help="Wait for the market open (default: start now).")
 def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, wait_for_open: bool) -> None:
     """Rebalance ACCOUNT_IDS now, each with its region's workflow."""
-    from portfolio_manager.daily import enqueue_accounts, today_in
+    from portfolio_manager.daily import enqueue_accounts, today_in  # celery: imported on use, not by --help
 
     engine, svc = _context()
     _definitions(engine)
@@ -134,7 +141,7 @@ def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, w
 @click.option("--run", "run", default=None, help="Run label (default deposits-<date>).")
 def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None) -> None:
     """Invest a deposit of AMOUNT into ACCOUNT_ID now (workflow invest-deposit); the plan is proposed."""
-    from portfolio_manager.daily import DEPOSIT_WORKFLOW, today_in
+    from portfolio_manager.daily import DEPOSIT_WORKFLOW, today_in  # celery: imported on use, not by --help
 
     engine, _ = _context()
     _definitions(engine)
@@ -162,10 +169,23 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
+def _when(epoch: float | None) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else "?"
+
+
 def _proposal_detail(p: Proposal) -> None:
     console.print(f"[bold]{p.account_id}[/bold] ({p.region} {p.account_type})  run {p.run}  as of {p.as_of}  "
                   f"mode {p.mode}  status [bold]{p.status.value}[/bold]", highlight=False)
     console.print(f"workflow {p.workflow} v{p.version}, instance {p.instance_id}", highlight=False)
+    if p.in_workflow:
+        console.print(f"reviewed in its workflow: cut-off {cutoff_text(p)}, order value {_money(p.order_value)}, "
+                      f"approvals {len(p.approvals)} of {p.approvals_required}"
+                      + (" (four-eyes)" if p.approvals_required > 1 else ""), highlight=False)
+    for a in p.approvals:
+        console.print(f"  approved by {a['by']} at {_when(a.get('at'))}" + (f": {a['note']}" if a.get("note") else ""),
+                      highlight=False)
     if p.decided_by or p.note:
         console.print(f"decided by {p.decided_by or '?'}: {p.note or ''}", highlight=False)
     table = Table("#", "side", "symbol", "quantity", "reason", "est. value", "realized gain", "lots")
@@ -228,18 +248,30 @@ def pm_proposals(run: str, statuses: tuple[str, ...], account_id: str | None, li
 
 
 def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStatus, by: str, note: str) -> None:
+    from portfolio_manager import review
+
     if bool(account_ids) == all_:
         raise click.UsageError("name ACCOUNT_IDS, or --all (not both)")
-    _, svc = _context()
-    result = svc.proposals.decide(run, None if all_ else account_ids, to, by=by, note=note)
+    engine, svc = _context()
+    chosen = None if all_ else account_ids
+    if to is ProposalStatus.APPROVED:
+        result = review.approve(engine, svc.proposals, run, chosen, by=by, note=note)
+    else:
+        result = review.reject(engine, svc.proposals, run, chosen, by=by, reason=note)
     console.print(f"{to.value}: {len(result.changed)}" + (f", skipped {len(result.skipped)}" if result.skipped else ""))
     for account_id, reason in list(result.skipped.items())[:20]:
         console.print(f"  {account_id}: {reason}", highlight=False)
     if to is ProposalStatus.APPROVED and result.changed:
-        console.print(f"next: tradeflow pm submit {run}")
+        separate = [p for p in svc.proposals.get_many(run, result.changed) if not p.in_workflow]
+        if separate:
+            console.print(f"next: tradeflow pm submit {run} (for {len(separate)} submitted separately)")
+        if len(separate) < len(result.changed):
+            console.print(f"the workflows submit what has its approvals: tradeflow pm review {run}")
+    if result.skipped and not all_:
+        sys.exit(1)  # a named proposal was refused: the reason is printed above
 
 
-_BY = click.option("--by", default="", help="Who decides (recorded with the decision).")
+_BY = click.option("--by", default="", help="Who decides (recorded; four-eyes needs two different names).")
 
 
 @pm.command("approve")
@@ -249,7 +281,12 @@ _BY = click.option("--by", default="", help="Who decides (recorded with the deci
 @_BY
 @click.option("--note", default="", help="Recorded with the decision.")
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
-    """Approve proposals of RUN (ACCOUNT_IDS, or --all)."""
+    """Approve proposals of RUN (ACCOUNT_IDS, or --all).
+
+    A proposal of a rebalance is submitted by its own workflow as soon as it has its approvals:
+    one, or two by different people when its orders exceed the definition's four_eyes_over.
+    After the review's cut-off the proposal has expired and the approval is refused.
+    """
     _decide(run, account_ids, all_, ProposalStatus.APPROVED, by, note)
 
 
@@ -260,8 +297,31 @@ def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note
 @_BY
 @click.option("--reason", "note", required=True, help="Why (recorded with the decision).")
 def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
-    """Reject proposals of RUN (ACCOUNT_IDS, or --all); they are never submitted unless approved again."""
+    """Reject proposals of RUN (ACCOUNT_IDS, or --all); a rebalance's workflow ends there (final)."""
     _decide(run, account_ids, all_, ProposalStatus.REJECTED, by, note)
+
+
+@pm.command("review")
+@click.argument("run")
+@click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
+def pm_review(run: str, limit: int) -> None:
+    """What of RUN still awaits a decision: approvals so far (who, when), approvals needed, cut-off."""
+    from portfolio_manager.review import pending
+
+    _, svc = _context()
+    waiting = pending(svc.proposals, run)
+    if not waiting:
+        console.print(f"nothing awaits review in run {run} (`tradeflow pm proposals {run}` shows every proposal)")
+        return
+    table = Table("account", "region", "orders", "order value", "approvals", "needed", "cut-off", title=f"run {run}")
+    for p in waiting[:limit or None]:
+        approvals = ", ".join(f"{a['by']} {_when(a.get('at'))[11:16]}" for a in p.approvals) or "-"
+        table.add_row(p.account_id, p.region, str(len(p.orders)), _money(p.order_value), approvals,
+                      str(p.approvals_required), cutoff_text(p))
+    console.print(table)
+    four_eyes = sum(1 for p in waiting if p.approvals_required > 1)
+    console.print(f"{len(waiting)} awaiting review ({four_eyes} need two approvals); "
+                  f"next: tradeflow pm approve {run} ACCOUNT --by NAME", highlight=False)
 
 
 @pm.command("submit")
@@ -270,9 +330,11 @@ def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note:
 @click.option("--version", "version", default="production", show_default=True, help="submit-orders version or alias.")
 @click.option("--watch/--no-watch", default=True, help="Follow the submissions until they are done.")
 def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool) -> None:
-    """Send RUN's approved orders to the brokerage (one submit-orders instance per proposal)."""
-    from engine.cli import show_progress
-    from portfolio_manager.proposals import submit_approved
+    """Send RUN's approved, separately submitted proposals to the brokerage (one submit-orders instance each).
+
+    Proposals reviewed inside their workflow (the rebalances) are submitted by that workflow on
+    approval; this command is for the others (invest-deposit, older rebalance versions).
+    """
 
     engine, svc = _context()
     _definitions(engine)
@@ -302,8 +364,6 @@ def accounts() -> None:
 @click.option("--replace/--add", default=True, show_default=True, help="Clear the book first.")
 def accounts_seed(count: int, seed: int, day: str | None, replace: bool) -> None:
     """Write a seeded synthetic book (households, lots, trades, prices; ~2% broken accounts)."""
-    from portfolio_manager.generator import seed_book
-    from portfolio_manager.redis_book import RedisBook
 
     _, svc = _context()
     if not isinstance(svc.book, RedisBook):
@@ -322,9 +382,8 @@ def accounts_seed(count: int, seed: int, day: str | None, replace: bool) -> None
 
 def last_session() -> date:
     """The most recent day both the TSX and the NYSE traded, their open passed (now, or earlier)."""
-    from datetime import UTC, datetime, timedelta
 
-    from portfolio_manager.calendars import is_trading_day, market_open
+    from portfolio_manager.calendars import is_trading_day, market_open  # pandas: imported on use
 
     now = datetime.now(UTC)
     day = now.date()

@@ -32,10 +32,13 @@ from celery import shared_task
 from celery.schedules import schedstate, schedule
 
 from engine.api import Engine, StartItem
+from engine.app import build_engine
 from engine.definitions.validation import load_definition
 from engine.errors import NotFound
 from portfolio_manager.book import Account, Region
+from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import AccountNotFound, InvalidBookData
+from portfolio_manager.services import services
 from portfolio_manager.sources import BookReader
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,6 @@ log = logging.getLogger(__name__)
 WORKFLOWS: dict[Region, str] = {Region.CA: "rebalance-ca", Region.US: "rebalance-us"}
 EXCHANGE_ZONES: dict[str, str] = {"XTSE": "America/Toronto", "XNYS": "America/New_York"}
 DEFAULT_ALIAS = "production"
-SUBMIT_WORKFLOW = "submit-orders"
 DEPOSIT_WORKFLOW = "invest-deposit"
 
 
@@ -98,10 +100,7 @@ def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALI
     versions: dict[str, int] = {}
     for path in definition_files(directory):
         definition = load_definition(path.read_text(), str(path))
-        version = engine.publish(definition)
-        if alias not in engine.store.aliases(definition.name):
-            engine.store.set_alias(definition.name, alias, version)
-        versions[definition.name] = engine.store.resolve_version(definition.name, alias)
+        versions[definition.name] = engine.ensure_alias(definition.name, alias, engine.publish(definition))
     return versions
 
 
@@ -112,33 +111,38 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
     for workflow, items in by_workflow.items():
         if not items:
             continue
-        existing = engine.store.client.pipeline(transaction=False)
-        for item in items:
-            existing.exists(engine.store.keys.instance(item.instance_id or ""))
-        fresh = [item for item, found in zip(items, existing.execute(), strict=True) if not found]
+        existing = engine.existing([item.instance_id or "" for item in items])
+        fresh = [item for item, found in zip(items, existing, strict=True) if not found]
         result.already_started += len(items) - len(fresh)
         if fresh:
             result.instance_ids += engine.start_many(workflow, fresh, version=version, run=result.run)
         result.started[workflow] = len(fresh)
 
 
-def _item(run: str, account: Account, run_date: date, wait_for_open: bool) -> StartItem:
+def _item(run: str, account: Account, run_date: date, wait_for_open: bool,
+          review_until: datetime | None = None) -> StartItem:
     data: dict[str, Any] = {"account_id": account.id, "run_date": run_date.isoformat()}
     if not wait_for_open:
         data["wait_for_open"] = False
+    if review_until is not None:
+        if review_until.tzinfo is None:
+            raise ValueError("review_until needs a time zone (e.g. datetime.now(UTC) + timedelta(hours=2))")
+        data["review_until"] = review_until.isoformat()
     return StartItem(data, instance_id_for(run, account.id))
 
 
 def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | None = None, *,
                           run: str | None = None, regions: Iterable[Region | str] | None = None,
                           wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
-                          limit: int | None = None) -> RunStarted:
+                          limit: int | None = None, review_until: datetime | None = None) -> RunStarted:
     """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
 
     Regions whose exchange is closed that day are skipped (and named in the result).
     ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
+    ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): for
+    rehearsals of a past session (the demo, tests); the morning run never sets it.
     """
-    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day
+    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
     run_date = run_date or today_in()
     result = RunStarted(run or daily_run_label(run_date), run_date)
@@ -154,7 +158,8 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     by_workflow: dict[str, list[StartItem]] = {WORKFLOWS[r]: [] for r in sorted(open_regions)}
     for account in book.list_accounts(active_only=True, invalid=result.invalid_accounts):
         if account.region in open_regions:
-            by_workflow[WORKFLOWS[account.region]].append(_item(result.run, account, run_date, wait_for_open))
+            by_workflow[WORKFLOWS[account.region]].append(
+                _item(result.run, account, run_date, wait_for_open, review_until))
     for account_id, reason in result.invalid_accounts.items():  # one bad record never stops the morning
         log.error("daily run %s: account %s not started: %s", result.run, account_id, reason)
     if limit is not None:
@@ -176,7 +181,7 @@ def _cap(by_workflow: dict[str, list[StartItem]], limit: int) -> dict[str, list[
 
 def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str], run_date: date, *,
                      run: str | None = None, wait_for_open: bool = False,
-                     version: int | str = DEFAULT_ALIAS) -> RunStarted:
+                     version: int | str = DEFAULT_ALIAS, review_until: datetime | None = None) -> RunStarted:
     """Start the rebalance of ``account_ids`` now (on demand), each with its region's workflow.
 
     Unknown accounts are listed in the result, not started; closed ones are started and end
@@ -194,7 +199,7 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
             result.invalid_accounts[account_id] = str(exc)
             continue
         by_workflow.setdefault(WORKFLOWS[account.region], []).append(
-            _item(result.run, account, run_date, wait_for_open))
+            _item(result.run, account, run_date, wait_for_open, review_until))
     _start(engine, result, by_workflow, version)
     return result
 
@@ -234,7 +239,7 @@ class TradingDaySchedule(schedule):
 
     def next_after(self, moment: datetime) -> datetime:
         """The first firing strictly after ``moment`` (tz-aware)."""
-        from portfolio_manager.calendars import is_trading_day
+        from portfolio_manager.calendars import is_trading_day  # pandas: slow to import
 
         zone = ZoneInfo(self.zone)
         day = moment.astimezone(zone).date()
@@ -283,8 +288,6 @@ _engine: dict[str, Engine] = {}
 def _worker_engine() -> Engine:
     with _engine_lock:
         if "engine" not in _engine:
-            from engine.app import build_engine
-
             _engine["engine"] = build_engine()
         return _engine["engine"]
 
@@ -292,9 +295,7 @@ def _worker_engine() -> Engine:
 @shared_task(name=DAILY_TASK, ignore_result=True)
 def daily_rebalance_task(exchange: str | None = None, run_date: str | None = None) -> dict[str, Any]:
     """Beat's entry point: the morning run of the regions ``exchange`` serves (all when None)."""
-    from portfolio_manager.actions import services
-    from portfolio_manager.calendars import EXCHANGES
-    from portfolio_manager.config import PMSettings
+    from portfolio_manager.calendars import EXCHANGES  # pandas: slow to import
 
     engine = _worker_engine()
     ensure_definitions(engine, PMSettings.from_env().definitions_dir)

@@ -6,9 +6,15 @@
    workflows' wait for the open is over at once and the demo never sits for hours.
 3. The worker fleets: ``engine`` (threads), ``portfolio_manager`` (prefork),
    ``order_calc`` (prefork), and beat for timers and the sweeper.
-4. The daily run with a live progress bar, then a summary: accounts succeeded / failed (with
-   reasons grouped), orders proposed, TLH harvests by region, elapsed time, steps per second,
-   and the commands to inspect a failed account and to review the proposals.
+4. The daily run with a live progress bar until it is planned (every live account awaits the
+   portfolio managers' review), then a few proposals approved -- by two people where four-eyes
+   asks for it -- and submitted by their own workflows; the rest is left awaiting review.
+5. A summary: accounts planned / failed (with reasons grouped), orders proposed, TLH harvests
+   by region, proposals submitted and awaiting review, elapsed time, steps per second, and the
+   commands to inspect a failed account and to review the rest.
+
+The demo replays the last session, whose cut-off (the close minus ``review_cutoff``) may have
+passed: its run gives the review two hours from now instead (``review_until``).
 
 The demo writes the book under the configured prefix (``pm:``) only when that book is empty
 or was written by an earlier demo; a real book is never overwritten.
@@ -17,30 +23,37 @@ or was written by an earlier demo; a real book is never overwritten.
 from __future__ import annotations
 
 import collections
-import os
 import re
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from engine.app import build_engine
+from engine.config import Settings
 from engine.model import InstanceStatus
+from engine.ops.embedded import resolve_redis_url
+from engine.ops.fleet import Fleet, default_fleets
+from engine.ops.progress import show_progress
+from portfolio_manager.cli import last_session
+from portfolio_manager.config import PMSettings
+from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
+from portfolio_manager.errors import DemoRefused
+from portfolio_manager.generator import seed_book
+from portfolio_manager.redis_book import RedisBook
+from portfolio_manager.services import build_services
 
 console = Console()
 DEMO_MARKER = "demo-book"
+#: How many proposals the demo approves (the rest stays awaiting review).
+DEMO_APPROVALS = 5
+DEMO_REVIEW_HOURS = 2
 _QUOTED = re.compile(r"'[^']*'")
 
 
-class DemoRefused(RuntimeError):
-    """The configured book is a real one: the demo will not overwrite it."""
-
-
 def _prepare_book(svc: Any, count: int, seed: int, as_of: date) -> Any:
-    from portfolio_manager.generator import seed_book
-    from portfolio_manager.redis_book import RedisBook
-
     book = svc.book
     if not isinstance(book, RedisBook):
         raise DemoRefused("the demo seeds the Redis book; unset TRADEFLOW_PM_BOOK_URL to run it")
@@ -70,40 +83,62 @@ def failure_reason(instance: Any) -> str:
 
 def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
     """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary."""
-    from engine.app import build_engine
-    from engine.cli import show_progress
-    from engine.ops.fleet import Fleet, default_fleets
-    from portfolio_manager.actions import services
-    from portfolio_manager.cli import last_session
-    from portfolio_manager.config import PMSettings
-    from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
-
-    os.environ["TRADEFLOW_MORNING_RUN"] = "0"  # the demo starts its run itself
-    engine = build_engine(allow_start=True)
-    console.print(f"Redis: {os.environ['TRADEFLOW_REDIS_URL']}")
+    settings = Settings.from_env()
+    settings = settings.with_redis(resolve_redis_url(settings, allow_start=True))
+    engine = build_engine(settings)
+    pm_settings = PMSettings.from_env(redis_url=settings.redis_url)
+    console.print(f"Redis: {settings.redis_url}")
     run_date = last_session()
     specs = default_fleets()
-    with Fleet(specs, beat=True) as fleet:
+    env = {**settings.child_env(), "TRADEFLOW_MORNING_RUN": "0"}  # the demo starts its run itself
+    with Fleet(specs, beat=True, env=env) as fleet:
         console.print("workers: " + ", ".join(map(str, specs)) + f" + beat (logs in {fleet.logdir})")
-        svc = services()
+        svc = build_services(pm_settings)
         summary = _prepare_book(svc, count, seed, run_date)
         console.print(f"book: {summary.count} accounts {summary.by_region} as of {run_date}, "
                       f"{len(summary.closed_accounts)} closed and {len(summary.missing_price_accounts)} holding an "
                       f"unpriced symbol on purpose", highlight=False)
-        versions = ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+        versions = ensure_definitions(engine, pm_settings.definitions_dir)
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
-        started = start_daily_rebalance(engine, svc.book, run_date, run=run)
+        review_until = datetime.fromtimestamp(engine.clock(), UTC) + timedelta(hours=DEMO_REVIEW_HOURS)
+        started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until)
         took = time.monotonic() - began
         console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items())
                       + (f" started in {took:.1f} s ({started.total / took:,.0f}/s)" if took else ""))
-        progress = show_progress(engine, run, follow=True, timeout=timeout)
+        progress = show_progress(engine, run, follow=True, timeout=timeout, console=console)
         elapsed = time.monotonic() - began
-    _summary(engine, svc, run, progress, elapsed)
+        submitted = approve_a_few(engine, svc, run, timeout=min(timeout, 120.0))
+        progress = engine.progress(run)
+    _summary(engine, svc, run, progress, elapsed, submitted)
 
 
-def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> None:
+def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, timeout: float = 120.0) -> list[str]:
+    """Approve ``count`` proposals of ``run`` (a four-eyes one by two people) and wait until they are submitted."""
+    from portfolio_manager.review import approve, pending
+
+    waiting = pending(svc.proposals, run)
+    chosen = [p for p in waiting if p.approvals_required > 1][:1]
+    chosen += [p for p in waiting if p.approvals_required == 1][:count - len(chosen)]
+    accounts = [p.account_id for p in chosen]
+    if not accounts:
+        return []
+    approve(engine, svc.proposals, run, accounts, by="ana", note="demo")
+    second = [p.account_id for p in chosen if p.approvals_required > 1]
+    if second:
+        approve(engine, svc.proposals, run, second, by="ben", note="demo: the second pair of eyes")
+    console.print(f"approved {len(accounts)} proposals ({len(second)} by two people): their workflows submit them")
+    ids = [p.instance_id for p in chosen]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(engine.get(iid).status.is_terminal for iid in ids):
+            break
+        time.sleep(0.2)
+    return [i.data.get("account_id") for i in map(engine.get, ids) if i.status.is_terminal]
+
+
+def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:
     instances = engine.list(run)
     proposals = svc.proposals.list(run)
     steps = sum(i.seq - 1 for i in instances)
@@ -112,8 +147,10 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> 
                                    if i.status is InstanceStatus.SUCCEEDED)
     table = Table(title=f"morning rebalance {run}", show_header=False)
     table.add_row("accounts", str(progress.total))
-    table.add_row("succeeded", f"{progress.counts.get('succeeded', 0)} ({outcomes.get('proposed', 0)} proposed, "
-                               f"{outcomes.get('nothing_to_do', 0)} nothing to do)")
+    table.add_row("planned", f"{progress.awaiting + len(submitted)} proposed ({progress.awaiting} awaiting review, "
+                             f"{len(submitted)} approved and submitted: {outcomes.get('filled', 0)} filled, "
+                             f"{outcomes.get('partly_rejected', 0)} partly rejected)")
+    table.add_row("nothing to do", str(outcomes.get("nothing_to_do", 0)))
     table.add_row("failed", str(len(failed)))
     for status in ("running", "waiting", "paused", "cancelled"):
         if progress.counts.get(status):
@@ -143,8 +180,11 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> 
     if proposals:
         console.print(f"one account in full:       tradeflow pm proposals {run} --account {proposals[0].account_id}",
                       highlight=False)
-    console.print(f"approve, then submit:      tradeflow pm approve {run} --all && tradeflow pm submit {run}",
-                  highlight=False)
+    console.print(f"what awaits review:        tradeflow pm review {run}", highlight=False)
+    console.print(f"approve (the workflows submit): tradeflow pm approve {run} --all --by NAME", highlight=False)
+    if submitted:
+        console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
+                      highlight=False)
 
 
 __all__ = ["run_demo", "reason_kind", "failure_reason", "DemoRefused"]

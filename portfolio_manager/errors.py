@@ -109,8 +109,16 @@ class NotATradingDay(CalendarError):
     """The exchange has no session on this date, so it neither opens nor closes."""
 
 
+# --- review ------------------------------------------------------------------------------------
+
+
+class ReviewRefused(PortfolioError):
+    """A review decision cannot be taken: past the cut-off, decided already, same person twice (four-eyes)."""
+
+
 __all__ = [
     "PortfolioError",
+    "ReviewRefused",
     "BookError",
     "AccountNotFound",
     "AccountClosed",
@@ -126,3 +134,19 @@ __all__ = [
     "CalendarError",
     "NotATradingDay",
 ]
+
+
+# --- configuration, proposals, the demo ----------------------------------------------------------
+
+
+class SettingsError(PortfolioError, ValueError):
+    """A ``TRADEFLOW_PM_*`` (or ``TRADEFLOW_MORNING_*``) variable has a value that cannot be used."""
+
+
+class NoSuchProposal(PortfolioError, LookupError):
+    """No proposal for this run and account (or not in the status an operation needs)."""
+
+
+class DemoRefused(PortfolioError):
+    """The configured book is a real one: the demo will not overwrite it."""
+

@@ -1,16 +1,26 @@
 """Proposals: what each account's workflow proposes, and the review that decides its fate.
 
-A workflow ends by recording its plan as a :class:`Proposal` (``record_proposal`` action).
-Portfolio managers list a run's proposals, approve or reject them (one, many or all), and
-submit the approved ones: each becomes one ``submit-orders`` workflow instance, whose step
-sends the orders to the brokerage (see :mod:`portfolio_manager.actions`).
+A workflow records its plan as a :class:`Proposal` (``record_proposal`` action). Two kinds:
 
-Life of a proposal::
+- **Reviewed in its workflow** (``rebalance-ca``/``rebalance-us``: ``in_workflow``): the
+  instance awaits the portfolio managers' ``approve``/``reject`` signal at its ``review``
+  node, then submits the orders itself. Decisions are final and taken before the proposal's
+  ``cutoff``; a proposal over the definition's ``four_eyes_over`` needs approvals from two
+  different people (``approvals_required``; every approval is kept in ``approvals``). See
+  :mod:`portfolio_manager.review`, which records the decision here and signals the instance::
 
-    proposed ──approve──> approved ──submit──> submitting ──(workflow)──> submitted
-        │  ^                 │
-        │  └────approve──────┤ (a rejected one can still be approved, and vice versa)
-        └──reject──> rejected <┘
+      proposed ──approve (enough approvals)──> approved ──(submit step)──> submitting ──> submitted
+          ├──reject──> rejected
+          └──(cut-off passed, no decision)──> expired
+
+- **Submitted separately** (``invest-deposit``, rebalance versions before the review): the
+  workflow ends at the proposal; portfolio managers approve or reject it (reversible until it
+  is submitted) and ``submit_approved`` starts one ``submit-orders`` instance per proposal::
+
+      proposed ──approve──> approved ──submit──> submitting ──(workflow)──> submitted
+          │  ^                 │
+          │  └────approve──────┤ (a rejected one can still be approved, and vice versa)
+          └──reject──> rejected <┘
 
 Every status change is one compare-and-set (a small Lua script), so two reviewers, or a
 review racing a submission, can never both win: once ``submitting``, a proposal can no
@@ -28,16 +38,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:
-    from engine.api import Engine
+from engine.api import Engine, StartItem
+from engine.keyspace import KeySpace, read_lua, text
+from portfolio_manager.errors import NoSuchProposal
 
 
 class ProposalStatus(StrEnum):
@@ -48,6 +59,7 @@ class ProposalStatus(StrEnum):
     REJECTED = "rejected"
     SUBMITTING = "submitting"
     SUBMITTED = "submitted"
+    EXPIRED = "expired"
 
 
 #: From which statuses each decision may be taken (taking it again is a harmless no-op).
@@ -56,7 +68,10 @@ ALLOWED_FROM: dict[ProposalStatus, tuple[ProposalStatus, ...]] = {
     ProposalStatus.REJECTED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED, ProposalStatus.REJECTED),
     ProposalStatus.SUBMITTING: (ProposalStatus.APPROVED, ProposalStatus.SUBMITTING),
     ProposalStatus.SUBMITTED: (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED),
+    ProposalStatus.EXPIRED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED, ProposalStatus.REJECTED,
+                             ProposalStatus.EXPIRED),
 }
+
 
 
 class ProposedOrder(BaseModel):
@@ -109,6 +124,19 @@ class Proposal(BaseModel):
     submission: str | None = None
     receipts: list[dict[str, Any]] = Field(default_factory=list)
     submitted_at: float | None = None
+    #: Reviewed inside its workflow (await node): approve/reject signal the instance, which submits.
+    in_workflow: bool = False
+    #: Approvals needed before submission: 2 (four-eyes) when the order value is over the threshold.
+    approvals_required: int = 1
+    #: Epoch second after which the proposal can no longer be decided (it expires).
+    cutoff: float | None = None
+    #: Every approval so far, oldest first: ``{"by": who, "at": epoch seconds, "note": ...}``.
+    approvals: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def order_value(self) -> float:
+        """Estimated value of every order, buys and sells (what four-eyes compares to its threshold)."""
+        return round(sum(o.est_value for o in self.orders), 2)
 
     @property
     def realized_gain(self) -> float:
@@ -138,7 +166,10 @@ class Proposal(BaseModel):
         return out
 
 
-_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at")
+_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at",
+                  "approvals")
+#: Hash field prefix of one approval: ``approval:<who>`` = JSON {"at": ..., "note": ...}.
+APPROVAL_FIELD = "approval:"
 
 
 def proposal_from_plan(
@@ -151,8 +182,14 @@ def proposal_from_plan(
     instance_id: str,
     plan: dict[str, Any],
     now: float | None = None,
+    cutoff: float | None = None,
+    four_eyes_over: float | None = None,
 ) -> Proposal:
-    """Build the proposal of a plan (the order calculation's JSON) for one account."""
+    """Build the proposal of a plan (the order calculation's JSON) for one account.
+
+    With a ``cutoff`` the proposal is reviewed in its workflow; ``four_eyes_over`` (in the
+    account's currency) makes a proposal whose order value exceeds it need two approvals.
+    """
     orders = [
         ProposedOrder(index=i, **{k: o.get(k) for k in ("side", "symbol", "quantity", "reason", "est_value", "lots")})
         for i, o in enumerate(plan.get("orders") or [])
@@ -172,36 +209,25 @@ def proposal_from_plan(
         restrictions=list(plan.get("restrictions") or []),
         cash_after=float(plan.get("cash_after") or 0.0),
         recorded_at=time.time() if now is None else now,
+        in_workflow=cutoff is not None,
+        cutoff=cutoff,
+        approvals_required=2 if four_eyes_over is not None
+        and sum(float(o.get("est_value") or 0) for o in plan.get("orders") or []) > four_eyes_over else 1,
     )
 
 
-# Record a plan unless a decision was already taken. KEYS: proposal hash, accounts set, runs zset.
-# ARGV: body JSON, account id, run, now. Returns {1, 'proposed'} or {0, current status}.
-_RECORD_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status and status ~= 'proposed' then return {0, status} end
-redis.call('HSET', KEYS[1], 'body', ARGV[1], 'status', 'proposed')
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[3])
-return {1, 'proposed'}
-"""
 
-# Move a proposal to a new status if it is in one of the allowed ones. KEYS: proposal hash.
-# ARGV: new status, allowed statuses (comma separated), then field/value pairs to set.
-# Returns {1, new status}, {0, current status} or {0, ''} when there is no such proposal.
-_TRANSITION_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, ''} end
-local allowed = false
-for s in string.gmatch(ARGV[2], '[^,]+') do if s == status then allowed = true end end
-if not allowed then return {0, status} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-return {1, ARGV[1]}
-"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the store did with one decision on a proposal reviewed in its workflow."""
+
+    recorded: bool
+    status: str
+    #: Why it was not recorded: 'missing', 'late', 'same' (approved by this person already), 'status'.
+    reason: str = ""
+    approvals: int = 0
 
 
 @dataclass
@@ -213,22 +239,19 @@ class Decisions:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-class NoSuchProposal(LookupError):
-    """No proposal for this run and account."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class ProposalStore:
     """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
 
-    def __init__(self, client: Any, prefix: str = "pm:prop:") -> None:
+    def __init__(self, client: Any, prefix: str = "pm:prop:", replicate: Callable[[Any], int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
-        self._record = client.register_script(_RECORD_LUA)
-        self._transition = client.register_script(_TRANSITION_LUA)
+        #: Called once a submission is recorded (``WAIT`` for replicas: engine.connections.ReplicaWait).
+        self.replicate = replicate
+        self.space = KeySpace(prefix)
+        self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
+        self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
+        self._approve = client.register_script(read_lua(__file__, "approve_proposal.lua"))
+        self._reject = client.register_script(read_lua(__file__, "reject_proposal.lua"))
 
     def __repr__(self) -> str:
         return f"ProposalStore(prefix={self.prefix!r})"
@@ -238,15 +261,15 @@ class ProposalStore:
     @property
     def runs_key(self) -> str:
         """Sorted set of run labels."""
-        return f"{self.prefix}runs"
+        return self.space.key("runs")
 
     def accounts_key(self, run: str) -> str:
         """Set of the account ids with a proposal in ``run``."""
-        return f"{self.prefix}{run}:accounts"
+        return self.space.key(run, "accounts")
 
     def key(self, run: str, account_id: str) -> str:
         """Hash of one proposal."""
-        return f"{self.prefix}{run}:{account_id}"
+        return self.space.key(run, account_id)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -257,7 +280,7 @@ class ProposalStore:
             keys=[self.key(proposal.run, proposal.account_id), self.accounts_key(proposal.run), self.runs_key],
             args=[body, proposal.account_id, proposal.run, repr(proposal.recorded_at)],
         )
-        return bool(done), ProposalStatus(_text(status))
+        return bool(done), ProposalStatus(text(status))
 
     def transition(self, run: str, account_id: str, to: ProposalStatus, **fields: Any) -> tuple[bool, str]:
         """Move one proposal to ``to`` if allowed; (applied, status now or '' if missing)."""
@@ -265,16 +288,43 @@ class ProposalStore:
         for name, value in fields.items():
             args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
-        return bool(done), _text(status)
+        return bool(done), text(status)
+
+    def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
+        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic: ``lua/approve_proposal.lua``)."""
+        reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
+            by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
+            "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
+        if int(reply[0]):
+            return Verdict(True, text(reply[1]), approvals=int(reply[2]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
+
+    def reject_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
+        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``lua/reject_proposal.lua``)."""
+        reply = self._reject(keys=[self.key(proposal.run, proposal.account_id)], args=[
+            by, repr(now), note, "" if proposal.cutoff is None else repr(proposal.cutoff)])
+        if int(reply[0]):
+            return Verdict(True, text(reply[1]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
 
     def decide(
-        self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = ""
+        self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
     ) -> Decisions:
-        """Approve or reject the proposals of ``account_ids`` (all of the run when None)."""
+        """Approve or reject the separately submitted proposals of ``account_ids`` (all of the run when None).
+
+        Proposals reviewed in their workflow are skipped with the reason: they are decided by
+        :func:`portfolio_manager.review.approve` / ``reject``, which also signal their instance.
+        """
         if to not in (ProposalStatus.APPROVED, ProposalStatus.REJECTED):
             raise ValueError(f"a review approves or rejects, not {to.value}")
         ids = self.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
+        in_workflow = {p.account_id for p in self.get_many(run, ids) if p.in_workflow}
         result = Decisions(to)
+        if in_workflow:
+            result.skipped.update(dict.fromkeys(in_workflow, (
+                "reviewed in its workflow: decide it with portfolio_manager.review.approve/reject "
+                "(tradeflow pm approve/reject), which signal its instance")))
+            ids = [a for a in ids if a not in in_workflow]
         now = repr(time.time())
         for account_id in ids:
             applied, status = self.transition(
@@ -300,16 +350,18 @@ class ProposalStore:
         )
         if not applied:
             raise NoSuchProposal(f"proposal {run}/{account_id} is {status or 'missing'}, not being submitted")
+        if self.replicate is not None:
+            self.replicate(self.client)
 
     # -- reading -----------------------------------------------------------------------------
 
     def runs(self, limit: int = 20) -> list[str]:
         """Run labels with proposals, newest first."""
-        return [_text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
+        return [text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
 
     def account_ids(self, run: str) -> list[str]:
         """Accounts with a proposal in ``run``, sorted."""
-        return sorted(_text(a) for a in self.client.smembers(self.accounts_key(run)))
+        return sorted(text(a) for a in self.client.smembers(self.accounts_key(run)))
 
     def get(self, run: str, account_id: str) -> Proposal:
         """One proposal; NoSuchProposal says how to find the right one."""
@@ -328,7 +380,7 @@ class ProposalStore:
         out = []
         for raw in pipe.execute():
             if raw:
-                out.append(self._parse({_text(k): _text(v) for k, v in raw.items()}))
+                out.append(self._parse({text(k): text(v) for k, v in raw.items()}))
         return out
 
     def list(self, run: str, statuses: Iterable[ProposalStatus | str] | None = None) -> list[Proposal]:
@@ -344,6 +396,9 @@ class ProposalStore:
     def _parse(raw: dict[str, str]) -> Proposal:
         body = json.loads(raw["body"])
         body["status"] = raw.get("status", ProposalStatus.PROPOSED.value)
+        approvals = [{"by": name[len(APPROVAL_FIELD):], **json.loads(value)}
+                     for name, value in raw.items() if name.startswith(APPROVAL_FIELD)]
+        body["approvals"] = sorted(approvals, key=lambda a: (a.get("at") or 0, a["by"]))
         for name in ("decided_by", "note", "submission"):
             if raw.get(name):
                 body[name] = raw[name]
@@ -397,8 +452,6 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
     ``submit-orders`` instance with a deterministic id: submitting again, or after a crash
     between the two, never starts a second submission of the same proposal.
     """
-    from engine.api import StartItem
-
     result = SubmitStarted(run, submission_run(run))
     wanted = None if account_ids is None else list(dict.fromkeys(account_ids))
     proposals = store.list(run) if wanted is None else store.get_many(run, wanted)
@@ -407,6 +460,11 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
         result.skipped.update({a: f"no proposal for {a} in run {run}" for a in wanted if a not in found})
     items = []
     for proposal in proposals:
+        if proposal.in_workflow:  # its own instance submits it once approved
+            if wanted is not None:
+                result.skipped[proposal.account_id] = (f"{proposal.status.value}: submitted by its own workflow "
+                                                       f"(instance {proposal.instance_id}) once approved")
+            continue
         iid = submission_id(run, proposal.account_id)
         applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid)
         if not applied:
@@ -423,6 +481,7 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
 
 
 __all__ = [
+    "Verdict",
     "SUBMIT_WORKFLOW",
     "SubmitStarted",
     "submission_id",

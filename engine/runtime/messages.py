@@ -10,7 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.definitions.model import HttpNode, ServiceNode
+from engine.definitions.model import HttpNode, StepNode
+from engine.store.changes import Envelope
+
+__all__ = ["ENGINE_QUEUE", "Envelope", "Enqueuer", "StepMessage", "step_message"]
 
 ENGINE_QUEUE = "engine"
 HTTP_TASK = "engine.http"
@@ -40,19 +43,11 @@ class StepMessage:
         return [self.instance_id, self.node, self.seq, self.attempt]
 
 
-def step_message(node_name: str, node: ServiceNode | HttpNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
+def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
     """The message that runs ``node`` for an instance at ``seq``."""
     if isinstance(node, HttpNode):
         return StepMessage(HTTP_TASK, ENGINE_QUEUE, instance_id, node_name, seq, attempt)
     return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A step message ready to be pushed onto a Redis list by the store, with the state change."""
-
-    key: str
-    body: str
 
 
 #: A step message as the broker holds it: (instance id, node, seq, attempt).

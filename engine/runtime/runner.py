@@ -21,12 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, ServiceNode, WaitNode
+from engine.config import Settings
+from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
+from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
 
@@ -37,7 +39,7 @@ DEADLINE_GRACE = 5.0
 #: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
 MIN_TIMEOUT_ATTEMPTS = 3
 #: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...
-DEFAULT_INLINE_STEPS = 16
+DEFAULT_INLINE_STEPS = Settings.inline_steps
 #: ... and only while the message has run for less than this many seconds.
 DEFAULT_INLINE_SECONDS = 30.0
 #: Queued steps older than this are looked for in the broker, at most once per this many seconds.
@@ -49,19 +51,19 @@ FULL_CHECK_PERIODS = 10
 #: At most this many queued steps are checked per reconciliation (the oldest).
 RECONCILE_BATCH = 2000
 
-Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
+Execute = Callable[[StepNode, Any], Transition]
 #: Says whether a worker may run a node's step itself, right after the step before it.
 Inline = Callable[[Node], bool]
 #: A store operation given the message it pushes with the change and the carrier to record.
 Change = Callable[[Envelope | None, str | None], Applied]
 
 
-def step_allowance(node: ServiceNode | HttpNode) -> float:
+def step_allowance(node: StepNode) -> float:
     """Seconds a started step of ``node`` has before the sweeper calls it lost: its timeout plus a grace."""
     return node.timeout_seconds + DEADLINE_GRACE
 
 
-def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
+def step_deadline(node: StepNode, now: float) -> float:
     """When the sweeper calls a step of ``node`` started at ``now`` lost: its timeout plus a grace."""
     return now + step_allowance(node)
 
@@ -69,7 +71,7 @@ def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
 def step_queues(definition: Definition) -> frozenset[str]:
     """The broker queues the steps of ``definition`` are sent to."""
     return frozenset(step_message(name, node, "", 0, 0).queue for name, node in definition.nodes.items()
-                     if isinstance(node, ServiceNode | HttpNode))
+                     if isinstance(node, StepNode))
 
 
 def carrier_died(carrier: str | None, message: str) -> bool:
@@ -164,18 +166,20 @@ class Runtime:
         """Where ``nxt`` puts an instance: running a step, waiting, or ended."""
         if nxt.kind is NextKind.STEP:
             node = definition.nodes[nxt.node]
-            assert isinstance(node, ServiceNode | HttpNode)
+            assert isinstance(node, StepNode)
             return Placement.queued_step(nxt.node, step_allowance(node))
         if nxt.kind is NextKind.WAIT:
             assert nxt.wake_at is not None
             return Placement.wait(nxt.node, nxt.wake_at)
+        if nxt.kind is NextKind.AWAIT:  # parked until a signal; its timeout (if any) is a timer
+            return Placement.awaiting(nxt.node, nxt.wake_at)
         assert nxt.status is not None
         return Placement.end(nxt.node, nxt.status, nxt.result, definition.drop_on_success)
 
     def message(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int) -> StepMessage:
         """The message that runs step ``node_name`` of an instance at ``seq``."""
         node = definition.nodes[node_name]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         return step_message(node_name, node, instance_id, seq, attempt)
 
     def transition(self, definition: Definition, instance_id: str, change: Change,
@@ -243,7 +247,7 @@ class Runtime:
     def _run(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
              started: float, execute: Execute, inline: Inline | None, carrier: str) -> StepReport:
         node = definition.nodes[node_name]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         level = definition.record_level(node_name)
         try:
             payload = compile_template(node.input).evaluate(self.scope(definition, instance))
@@ -313,7 +317,7 @@ class Runtime:
     def _retry_or_fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
                        started: float, exc: Exception, sent: Any) -> StepReport:
         node = definition.nodes[node_name]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         reason = f"{type(exc).__name__}: {exc}"
         if attempt >= node.retry.max_attempts:
             return self._fail(instance, definition, node_name, seq, attempt, started,
@@ -333,7 +337,8 @@ class Runtime:
 
     def _fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
               started: float, reason: str, error_type: str, *, sent: Any = None, transition: str | None = None,
-              received: Any = None, trace: str | None = None) -> StepReport:
+              received: Any = None, trace: str | None = None,
+              statuses: tuple[InstanceStatus, ...] = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)) -> StepReport:
         node = definition.nodes[node_name]
         error = {"node": node_name, "service": getattr(node, "service", None) or getattr(node, "url", None),
                  "action": getattr(node, "action", None), "reason": reason, "type": error_type,
@@ -342,7 +347,7 @@ class Runtime:
                                   error=reason, transition=transition, sent=sent, received=received, trace=trace)
         applied = self.store.fail(instance.id, seq=seq, attempt=attempt, activity=activity, error=error,
                                   noop=self._activity(node_name, seq, attempt, started, Outcome.NOOP,
-                                                      reason=f"late failure ignored: {reason}"))
+                                                      reason=f"late failure ignored: {reason}"), statuses=statuses)
         return StepReport(Outcome.FAILED if applied.applied else Outcome.NOOP, applied.status)
 
     # -- timers and the sweeper --------------------------------------------------------------
@@ -375,6 +380,8 @@ class Runtime:
             return self._wake(instance, definition, now)
         if instance.timer == "retry" and instance.status is InstanceStatus.RUNNING:
             return self._resend(instance, definition, now, instance.attempt, activity=None)
+        if instance.timer == TIMEOUT_TIMER and instance.status is InstanceStatus.AWAITING:
+            return fire_timeout(self, instance, definition, now)
         self.store.release(instance_id, "timers")
         return 0
 
@@ -400,7 +407,7 @@ class Runtime:
     def _resend(self, instance: Instance, definition: Definition, now: float, attempt: int,
                 activity: Activity | None) -> int:
         node = definition.nodes[instance.node]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         placement = Placement(inflight=True, queued=step_allowance(node))
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
             instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=attempt, placement=placement,
@@ -441,7 +448,7 @@ class Runtime:
                 continue
             definition = self.store.definition(head.workflow, head.version)
             node = definition.nodes.get(head.node)
-            if head.status is not InstanceStatus.RUNNING or not isinstance(node, ServiceNode | HttpNode):
+            if head.status is not InstanceStatus.RUNNING or not isinstance(node, StepNode):
                 continue
             if (head.workflow, head.version) not in seen:
                 seen.add((head.workflow, head.version))
@@ -493,7 +500,7 @@ class Runtime:
                 continue
             definition = self.store.definition(instance.workflow, instance.version)
             node = definition.nodes[instance.node]
-            if not isinstance(node, ServiceNode | HttpNode):
+            if not isinstance(node, StepNode):
                 self.store.release(instance_id, "deadlines")
                 continue
             started = self.clock()

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from engine.definitions.model import HttpNode, Node, ServiceNode
+from engine.definitions.model import HttpNode, Node, ServiceNode, StepNode
 from engine.errors import DataSetLost
 from engine.runtime.http import call_http
 from engine.runtime.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
@@ -51,7 +51,7 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
     @app.task(name=HTTP_TASK, ignore_result=True)
     def http_step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        def execute(n: ServiceNode | HttpNode, payload: Any) -> Transition:
+        def execute(n: StepNode, payload: Any) -> Transition:
             assert isinstance(n, HttpNode)
             return call_http(n, payload)
 
@@ -99,7 +99,7 @@ def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], fro
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
     inline = inline_rule(spec.service, registry, lambda: hosted_services(app))
 
-    def execute(node: ServiceNode | HttpNode, payload: Any) -> Transition:
+    def execute(node: StepNode, payload: Any) -> Transition:
         assert isinstance(node, ServiceNode)
         return registry.get(node.service, node.action).call(payload)
 

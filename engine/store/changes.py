@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model import Activity, InstanceStatus
-from engine.runtime.messages import Envelope
 
 
 def seconds(value: float | None) -> str | None:
     """A time as the script receives it: a string keeps every digit (Lua numbers print 14)."""
     return None if value is None else repr(value)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A step message ready to be pushed onto a Redis list (``key``) by the same script as a state change."""
+
+    key: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,8 @@ class Placement:
     #: Running, sent and waiting for a worker: no deadline yet (a backlog is not a loss); the
     #: ``start`` operation sets one this many seconds after a worker starts the step.
     queued: float | None = None
-    #: Waiting, or a retry backoff: when the timer is due, and its kind ("wake" | "retry").
+    #: Waiting, awaiting with a timeout, or a retry backoff: when the timer is due, and its kind
+    #: ("wake" | "timeout" | "retry").
     timer: float | None = None
     timer_kind: str = ""
     #: An end's result.
@@ -54,6 +62,12 @@ class Placement:
     def wait(cls, node: str, wake_at: float) -> Placement:
         """Waiting at ``node`` until ``wake_at``."""
         return cls(InstanceStatus.WAITING, node, inflight=False, timer=wake_at, timer_kind="wake")
+
+    @classmethod
+    def awaiting(cls, node: str, timeout: float | None) -> Placement:
+        """Awaiting a signal at ``node``; its timeout (if any) is a timer of kind ``timeout``."""
+        return cls(InstanceStatus.AWAITING, node, inflight=False, timer=timeout,
+                   timer_kind="timeout" if timeout is not None else "")
 
     @classmethod
     def end(cls, node: str, status: InstanceStatus, result: Any = None,

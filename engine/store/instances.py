@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from engine.model import Activity, Instance, InstanceStatus
-from engine.runtime.messages import Envelope
-from engine.store.changes import Applied, NewInstance, Placement, seconds
+from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
+from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
 from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
 from engine.store.keys import Keys
 
@@ -32,8 +31,10 @@ LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
 
 
 def state_script(client: redis.Redis) -> Any:
-    """``lua/state.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "state.lua").read_text())
+    """``lua/state.lua`` registered on ``client``, its terminal statuses filled in from the model's."""
+    terminal = ", ".join(f"{status.value} = true" for status in sorted(TERMINAL_STATUSES))
+    source = (Path(__file__).parent / "lua" / "state.lua").read_text().replace("__TERMINAL__", terminal)
+    return client.register_script(source)
 
 
 class Instances:
@@ -42,6 +43,7 @@ class Instances:
     client: redis.Redis
     keys: Keys
     retention_seconds: int
+    replicate: Callable[[redis.Redis], int] | None
     _state: Any
 
     # -- reading ------------------------------------------------------------------------------
@@ -122,6 +124,25 @@ class Instances:
         return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
                                                       "place": placement}, docs, send)
 
+    def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
+               context: tuple[str, Any], noop: Activity, marker: str | None = None,
+               send: Envelope | None = None) -> Applied:
+        """Apply a signal to an instance awaiting at ``seq``: ``context`` (node, data), seq + 1, ``placement``.
+
+        ``marker`` (a field of the instance hash, set to the new seq) remembers the signal's key;
+        ``noop`` is recorded instead when the instance moved on meanwhile (another signal, its timeout).
+        """
+        docs = {"activity": pack(activity.to_dict()), f"c:{context[0]}": pack(context[1]),
+                "noop": pack(noop.to_dict())}
+        return self._change("signal", instance_id, {"expect": _expect((InstanceStatus.AWAITING,), seq),
+                                                     "marker": marker, "carrier": "" if send else None,
+                                                     "place": placement}, docs, send)
+
+    def marker(self, instance_id: str, name: str) -> str | None:
+        """The value of marker field ``name`` of an instance (see :meth:`signal`), if set."""
+        found = self.client.hget(self.keys.instance(instance_id), name)
+        return None if found is None else text(found)
+
     def retry(self, instance_id: str, *, seq: int, attempt: int, next_attempt: int, placement: Placement,
               activity: Activity | None = None, statuses: Iterable[InstanceStatus] = LIVE,
               carrier: str | None = None, send: Envelope | None = None) -> Applied:
@@ -131,12 +152,12 @@ class Instances:
                                                     "carrier": carrier, "place": placement}, docs, send)
 
     def fail(self, instance_id: str, *, seq: int, attempt: int, activity: Activity, error: dict[str, Any],
-             noop: Activity | None = None) -> Applied:
+             noop: Activity | None = None, statuses: Iterable[InstanceStatus] = LIVE) -> Applied:
         """Fail the instance at (``seq``, ``attempt``) with ``error``; ``noop`` is recorded if it moved on."""
         docs = {"activity": pack(activity.to_dict()), "error": pack(error)}
         if noop is not None:
             docs["noop"] = pack(noop.to_dict())
-        return self._change("fail", instance_id, {"expect": _expect(LIVE, seq, attempt),
+        return self._change("fail", instance_id, {"expect": _expect(statuses, seq, attempt),
                                                    "place": Placement(InstanceStatus.FAILED)}, docs)
 
     def park(self, instance_id: str, *, seq: int, activity: Activity) -> Applied:
@@ -185,7 +206,10 @@ class Instances:
             return Applied(False, None, None)
         if reply[0] == "stale":
             return Applied(False, InstanceStatus(reply[2]), int(reply[1]))
-        return Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        if self.replicate is not None and applied.status is not None and applied.status.is_terminal:
+            self.replicate(self.client)
+        return applied
 
     def _call(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
               send: Envelope | None, client: Any = None) -> Any:
@@ -203,7 +227,7 @@ class Instances:
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
-        doc.update(op=op, ttl=self.retention_seconds, runs=f"{k.prefix}:run:", docs=list(docs),
+        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs),
                    wall=seconds(time.time()))  # when a step is queued: the reconciliation ages on the wall clock
         doc.setdefault("now", doc["wall"])
         instance_key = k.instance(instance_id)

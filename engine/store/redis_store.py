@@ -11,10 +11,12 @@ Adding a store operation: a method in ``instances.py`` that builds its document 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from engine.definitions.model import Definition
-from engine.store.changes import Applied, NewInstance, Placement
+from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
@@ -25,8 +27,9 @@ from engine.store.runs import Runs, claim_script
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
-    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "NewInstance", "Placement", "RedisStore",
-    "StepHead", "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
+    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Envelope", "NewInstance", "Placement",
+    "RedisStore", "StepHead",
+    "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
@@ -38,8 +41,11 @@ class RedisStore(Definitions, Instances, Queued, Runs):
         client: redis.Redis,
         keys: Keys | None = None,
         retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        replicate: Callable[[redis.Redis], int] | None = None,
     ) -> None:
         self.client = client
+        #: Called after a terminal transition (``WAIT`` for replicas; see engine.connections.ReplicaWait).
+        self.replicate = replicate
         self.keys = keys or Keys()
         self.retention_seconds = int(retention_seconds)
         self._state = state_script(client)

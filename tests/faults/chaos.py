@@ -5,8 +5,9 @@
 
 On a test-owned redis-server (AOF, fsync always) with the production fleets (``engine``
 threads, ``portfolio_manager`` threads, ``order_calc`` prefork, beat), it seeds a book, starts
-the daily rebalance (``start_daily_rebalance``), approves every proposal and submits them
-(``ProposalStore.decide``, ``submit_approved``) as they come, while a seeded controller, for
+the daily rebalance (``start_daily_rebalance``), approves every proposal as it comes
+(``portfolio_manager.review.approve``: by two people where four-eyes asks for it; each
+account's own instance then submits its orders), while a seeded controller, for
 ``duration`` seconds, picks one fault every 1-4 s: SIGKILL of a whole worker node (restarted
 after 0-3 s), SIGKILL of an ``order_calc`` pool child, Redis ``kill -9`` and restart on the
 same AOF, or SIGSTOP of a node for 1-4 s (its messages are delayed, then it resumes).
@@ -33,20 +34,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
 
-from engine.api import RunProgress
 from engine.definitions.validation import load_definition
-from engine.errors import NotFound
 from engine.ops.fleet import FleetSpec
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
-from portfolio_manager.daily import definition_files, start_daily_rebalance
+from portfolio_manager.daily import definition_files, instance_id_for, start_daily_rebalance
 from portfolio_manager.generator import GeneratorConfig, seed_book
-from portfolio_manager.proposals import ProposalStatus, submit_approved
+from portfolio_manager.proposals import ProposalStatus
+from portfolio_manager.review import approve, pending
 from tests.faults.exactly_once import assert_exactly_once
 from tests.faults.harness import REDIS_ERRORS, FaultLab, fault_lab
 from tests.faults.invariants import check_invariants
@@ -158,18 +159,17 @@ def publish_short_timeouts(lab: FaultLab, step_timeout: float) -> None:
         lab.engine.store.set_alias(document["name"], "production", version)
 
 
-def _progress_or_none(lab: FaultLab, run: str) -> RunProgress | None:
-    try:
-        return lab.engine.progress(run)
-    except NotFound:
-        return None
-
-
 def _retry_timeouts(lab: FaultLab, run: str, summary: Summary) -> None:
     failed = [i for i in lab.engine.list(run, ["failed"]) if (i.error or {}).get("type") == "Timeout"]
     for instance in failed:
         lab.engine.retry(instance.id, reason="chaos soak: re-run after the fleet came back")
     summary.operator_retries += len(failed)
+
+
+def _submit_seq(lab: FaultLab, run: str, account: str) -> int:
+    """The seq of the submission step of ``account``'s rebalance (part of its orders' keys)."""
+    history = lab.engine.store.activities(instance_id_for(run, account))
+    return next(a["seq"] for a in history if a["node"] == "submit" and a["outcome"] == "applied")
 
 
 def soak(settings: Settings, root: Path) -> Summary:
@@ -190,28 +190,25 @@ def soak(settings: Settings, root: Path) -> Summary:
         run = f"chaos-{settings.seed}"
         controller = Controller(lab, rng, summary, settings.duration)
         controller.start()
-        patiently(start_daily_rebalance, lab.engine, svc.book, run_date, run=run)
-        submission_run = f"submit-{run}"
+        until = datetime.now(UTC) + timedelta(days=1)  # the review never closes during the soak
+        patiently(start_daily_rebalance, lab.engine, svc.book, run_date, run=run, review_until=until)
         end = time.monotonic() + settings.deadline
-        while True:  # approve and submit proposals as they come, as a desk would
+        while True:  # approve proposals as they come, as a desk would: their instances submit them
             assert time.monotonic() < end, f"not done after {settings.deadline}s\n{lab.logs()}"
-            proposals = patiently(svc.proposals.list, run)
-            proposed = [p.account_id for p in proposals if p.status is ProposalStatus.PROPOSED]
-            if proposed:
-                patiently(svc.proposals.decide, run, proposed, ProposalStatus.APPROVED, by="chaos")
-            waiting = [p.account_id for p in proposals if p.status is not ProposalStatus.SUBMITTED]
-            if waiting:  # approved ones, and submitting ones whose start a Redis restart may have cut short
-                patiently(submit_approved, lab.engine, svc.proposals, run, waiting)
+            proposed = patiently(pending, svc.proposals, run)
+            for who in ("chaos", "chaos2"):  # a four-eyes proposal gets its second approval from chaos2
+                undecided = [p.account_id for p in proposed if not any(a["by"] == who for a in p.approvals)]
+                if undecided:
+                    patiently(approve, lab.engine, svc.proposals, run, undecided, by=who)
+            for p in patiently(svc.proposals.list, run, [ProposalStatus.APPROVED]):  # a signal a fault cut off
+                patiently(approve, lab.engine, svc.proposals, run, [p.account_id], by=p.decided_by or "chaos")
             rebalance = patiently(lab.engine.progress, run)
-            submissions = patiently(_progress_or_none, lab, submission_run)
             chaos_over = not controller.is_alive()
-            submitted = not proposals or (submissions is not None and submissions.done)
-            if chaos_over and rebalance.done and submitted and not proposed:
-                if not (rebalance.counts.get("failed") or (submissions and submissions.counts.get("failed"))):
+            if chaos_over and rebalance.done and not proposed:
+                if not rebalance.counts.get("failed"):
                     break
                 before = summary.operator_retries
                 _retry_timeouts(lab, run, summary)
-                _retry_timeouts(lab, submission_run, summary)
                 if summary.operator_retries == before:
                     break  # the failures left are the book's broken accounts (checked below)
             time.sleep(0.5)
@@ -221,17 +218,17 @@ def soak(settings: Settings, root: Path) -> Summary:
         rebalance_figures = check_invariants(lab.engine.store, ids, run, expect=None)
         failed = {i.data["account_id"]: i.error for i in lab.engine.list(run, ["failed"])}
         assert set(failed) == broken, {a: e for a, e in failed.items() if a not in broken}
-        submit_ids = lab.engine.store.run_ids(submission_run)
-        submit_figures = check_invariants(lab.engine.store, submit_ids, submission_run)
         accounts = svc.proposals.account_ids(run)
+        seqs = {a: _submit_seq(lab, run, a) for a in accounts}
         summary.approved_orders = sum(len(p.orders) for p in svc.proposals.get_many(run, accounts))
-        summary.accepted_orders, summary.brokerage_deliveries = assert_exactly_once(svc, run, accounts)
+        summary.accepted_orders, summary.brokerage_deliveries = assert_exactly_once(svc, run, accounts, seqs=seqs)
         summary.rebalance = dict(rebalance_figures.statuses)
-        summary.submissions = dict(submit_figures.statuses)
-        for figures in (rebalance_figures, submit_figures):
-            summary.applied += figures.applied
-            summary.noops += figures.noops
-            summary.sweeper_resends += figures.sweeper_resends
+        summary.submissions = dict(Counter((i.result or {}).get("outcome", "?")
+                                           for i in lab.engine.store.load_many(ids) if i.status.is_terminal
+                                           and (i.result or {}).get("outcome") in ("filled", "partly_rejected")))
+        summary.applied += rebalance_figures.applied
+        summary.noops += rebalance_figures.noops
+        summary.sweeper_resends += rebalance_figures.sweeper_resends
         client.close()
     summary.duration_seconds = round(time.monotonic() - began, 1)
     summary.passed = True

@@ -8,10 +8,13 @@ from typing import Any
 from portfolio_manager.proposals import ProposalStatus
 
 
-def assert_exactly_once(svc: Any, run: str, accounts: list[str]) -> tuple[int, int]:
+def assert_exactly_once(svc: Any, run: str, accounts: list[str], seq: int = 1,
+                        seqs: dict[str, int] | None = None) -> tuple[int, int]:
     """Every approved order of ``accounts`` in ``run`` reached the brokerage once; (accepted, received).
 
-    ``svc.brokerage`` may be a wrapper with the SimulatedBrokerage as ``inner``.
+    ``svc.brokerage`` may be a wrapper with the SimulatedBrokerage as ``inner``. ``seq``: the
+    seq of the submission step (1 in ``submit-orders``; later inside a rebalance); ``seqs``: the
+    same per account, where it differs.
     """
     proposals = svc.proposals.get_many(run, accounts)
     expected = Counter((p.account_id, o.symbol, o.side, o.quantity) for p in proposals for o in p.orders)
@@ -23,6 +26,7 @@ def assert_exactly_once(svc: Any, run: str, accounts: list[str]) -> tuple[int, i
     for proposal in proposals:
         assert proposal.status is ProposalStatus.SUBMITTED, (proposal.account_id, proposal.status)
         assert [r["idempotency_key"] for r in proposal.receipts] == \
-            [f"{proposal.submission}:submit:1:{o.index}" for o in proposal.orders]
+            [f"{proposal.submission}:submit:{(seqs or {}).get(proposal.account_id, seq)}:{o.index}"
+             for o in proposal.orders]
     received = sum(1 for o in brokerage.received_orders() if o.account_id in mine)
     return len(accepted), received

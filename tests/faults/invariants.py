@@ -1,7 +1,8 @@
 """The invariant checker of the fault scenarios and the chaos soak.
 
 After any fault: every instance is terminal; each step sequence number of an instance has
-exactly one transition (an ``applied`` step or a ``woke`` wait) in its history; every no-op
+exactly one transition (an ``applied`` step, a ``woke`` wait, a ``signalled`` or ``timed_out``
+await) in its history; every no-op
 counted on the instance is recorded as a ``noop`` activity; the run's status sets (its
 counters) hold each instance exactly once, in its own status; nothing finished is left in
 the timer or deadline indexes. :func:`check_invariants` asserts all of it and returns the
@@ -18,7 +19,7 @@ from typing import Any
 from engine.model import Instance, InstanceStatus, Outcome
 from engine.store.redis_store import RedisStore, decode_activities, decode_instance_hash
 
-TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value}
+TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value, Outcome.SIGNALLED.value, Outcome.TIMED_OUT.value}
 
 
 @dataclass

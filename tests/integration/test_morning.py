@@ -4,7 +4,8 @@ One set of fleets for the module (``engine`` threads, ``portfolio_manager`` thre
 production, ``order_calc`` prefork, beat), under an engine key prefix, a broker prefix and a
 portfolio-manager prefix of its own; every key under the module's prefix is deleted after.
 The run date is the most recent day both exchanges traded with the open past, so the
-workflows' wait for the open ends at the first timer tick.
+workflows' wait for the open ends at the first timer tick; its review gets a day from now
+(``review_until``), so no verdict depends on the time of day the suite runs at.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,13 +33,14 @@ from engine.runtime.messages import CeleryEnqueuer, step_message
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
+from portfolio_manager import review
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions, instance_id_for, start_daily_rebalance
 from portfolio_manager.demo import failure_reason
 from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
-from portfolio_manager.proposals import ProposalStatus, submit_approved
+from portfolio_manager.proposals import ProposalStatus
 from tests.integration.conftest import fleet_env, sender_app
 
 pytestmark = pytest.mark.integration
@@ -44,6 +48,12 @@ pytestmark = pytest.mark.integration
 ACCOUNTS = 300
 BROKER_LATENCY = 0.2  # seconds per order: a submission is slow enough to kill mid-way
 PM = FleetSpec("portfolio_manager", "threads", 8)
+REVIEW_HOURS = 24  # the review's deadline of every run started here: far away
+
+
+def review_until() -> datetime:
+    """A cut-off a day from now: the tests decide before it whatever the time of day."""
+    return datetime.now(UTC) + timedelta(hours=REVIEW_HOURS)
 
 
 @dataclass
@@ -58,9 +68,10 @@ class Morning:
     fleets: list[Fleet]
     client: redis.Redis
 
-    def wait_run(self, run: str, timeout: float = 60.0) -> Any:
-        progress = self.engine.wait_for_run(run, timeout=timeout, poll=0.1)
-        if not progress.done:
+    def wait_run(self, run: str, timeout: float = 60.0, *, settled: bool = False) -> Any:
+        """Wait until every instance of ``run`` is terminal (``settled``: or awaiting review)."""
+        progress = self.engine.wait_for_run(run, timeout=timeout, poll=0.1, settled=settled)
+        if not (progress.settled if settled else progress.done):
             logs = "\n".join(p.read_text()[-2000:] for f in self.fleets for p in f.logdir.glob("*.log"))
             raise AssertionError(f"run {run} not done after {timeout}s: {progress.counts}\n{logs}")
         return progress
@@ -81,6 +92,14 @@ class Morning:
 
 @pytest.fixture(scope="module")
 def morning(redis_url: str) -> Iterator[Morning]:
+    """The module's fleets and book (see :func:`morning_fleets`)."""
+    with morning_fleets(redis_url) as found:
+        yield found
+
+
+@contextmanager
+def morning_fleets(redis_url: str) -> Iterator[Morning]:
+    """Seed a book, publish the definitions, start the fleets; delete every key of theirs after."""
     prefix = f"tfit-morning-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     settings = PMSettings(redis_url=redis_url, prefix=f"{prefix}:pm:")
@@ -109,11 +128,11 @@ def morning(redis_url: str) -> Iterator[Morning]:
 
 @pytest.fixture(scope="module")
 def daily(morning: Morning) -> str:
-    """The morning run over every active account, finished."""
+    """The morning run over every active account, planned: each account ended or awaits its review."""
     started = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date,
-                                    run=f"daily-{uuid.uuid4().hex[:6]}")
+                                    run=f"daily-{uuid.uuid4().hex[:6]}", review_until=review_until())
     assert started.total == ACCOUNTS - len(morning.seeded.closed_accounts)
-    morning.wait_run(started.run, timeout=75)
+    morning.wait_run(started.run, timeout=75, settled=True)
     return started.run
 
 
@@ -125,18 +144,23 @@ def test_a_daily_run_proposes_for_every_healthy_account_and_fails_broken_ones(mo
         if account_id in broken:
             assert instance.status is InstanceStatus.FAILED
             assert "no price for" in failure_reason(instance) and account_id in failure_reason(instance)
+        elif instance.status is InstanceStatus.AWAITING:
+            assert instance.node == "review", (account_id, instance.node)
         else:
             assert instance.status is InstanceStatus.SUCCEEDED, (account_id, instance.error)
-    proposed = {a for a, i in instances.items() if (i.result or {}).get("outcome") == "proposed"}
+            assert instance.result["outcome"] == "nothing_to_do"
+    proposed = {a for a, i in instances.items() if i.status is InstanceStatus.AWAITING}
     assert len(proposed) > ACCOUNTS / 3
     assert {p.account_id for p in morning.svc.proposals.list(daily)} == proposed
     progress = morning.engine.progress(daily)
-    assert progress.counts["failed"] == len(broken) and progress.counts["succeeded"] == len(instances) - len(broken)
+    assert progress.counts["failed"] == len(broken)
+    assert progress.counts["succeeded"] + progress.awaiting == len(instances) - len(broken)
+    assert progress.phase == "planned"
 
 
 def test_ca_and_us_accounts_get_their_region_rules(morning: Morning, daily: str) -> None:
     seen: dict[str, Any] = {}
-    for instance in morning.engine.list(daily, ["succeeded"]):
+    for instance in morning.engine.list(daily, ["succeeded", "awaiting"]):
         seen.setdefault(instance.workflow, instance)
     for workflow, lookback, tlh_min in (("rebalance-ca", 30, 500), ("rebalance-us", 365, 200)):
         instance = seen[workflow]
@@ -146,12 +170,14 @@ def test_ca_and_us_accounts_get_their_region_rules(morning: Morning, daily: str)
         # pinned to a version that carries its rules, and finished with the context kept lean.
         parameters = morning.engine.store.definition(instance.workflow, instance.version).parameters
         assert parameters["lookback_days"] == lookback and parameters["plan"]["tlh_min_loss_value"] == tlh_min
+        assert parameters["four_eyes_over"] == 250_000 and parameters["review_cutoff"] == "30m"
+    for instance in morning.engine.list(daily, ["succeeded"]):
         assert "fetch_holdings" not in instance.context and "calculate" in instance.context
 
 
 def test_a_run_is_paused_and_resumed_mid_way(morning: Morning) -> None:
     started = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, run="pause",
-                                    wait_for_open=False, limit=80)
+                                    wait_for_open=False, limit=80, review_until=review_until())
     morning.wait_until(lambda: morning.engine.progress("pause").finished >= 5, 30, "the run to get going")
     assert morning.engine.bulk("pause", "pause").done > 0
     time.sleep(1.0)  # steps in flight finish and are recorded; nothing further is sent
@@ -161,10 +187,10 @@ def test_a_run_is_paused_and_resumed_mid_way(morning: Morning) -> None:
     assert {i.id: i.seq for i in morning.engine.list("pause", ["paused"])} == paused
     assert morning.engine.progress("pause").finished < started.total
     assert morning.engine.bulk("resume", "pause").done == len(paused)
-    progress = morning.wait_run("pause")
+    progress = morning.wait_run("pause", settled=True)
     broken = set(morning.seeded.missing_price_accounts)
     failed = {i.data["account_id"] for i in morning.engine.list("pause", ["failed"])}
-    assert failed <= broken and progress.counts["succeeded"] + len(failed) == started.total
+    assert failed <= broken and progress.counts["succeeded"] + progress.awaiting + len(failed) == started.total
 
 
 def test_a_new_version_of_rebalance_us_runs_beside_the_old_one(morning: Morning) -> None:
@@ -173,22 +199,30 @@ def test_a_new_version_of_rebalance_us_runs_beside_the_old_one(morning: Morning)
     version = morning.engine.publish(load_definition(json.dumps(document)))
     assert morning.engine.store.resolve_version("rebalance-us", "production") < version
     old = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, regions=["US"], run="us-old",
-                                wait_for_open=False, limit=50)
+                                wait_for_open=False, limit=50, review_until=review_until())
     new = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, regions=["US"], run="us-new",
-                                wait_for_open=False, limit=50, version=version)
-    morning.wait_run("us-old")
-    morning.wait_run("us-new")
+                                wait_for_open=False, limit=50, version=version, review_until=review_until())
+    morning.wait_run("us-old", settled=True)
+    morning.wait_run("us-new", settled=True)
     assert {i.version for i in morning.engine.list("us-new")} == {version} and new.total == old.total
     assert {i.version for i in morning.engine.list("us-old")} == {version - 1}
     harvests = {run: sum(p.tlh_harvests for p in morning.svc.proposals.list(run)) for run in ("us-old", "us-new")}
     assert harvests["us-old"] > 0 and harvests["us-new"] == 0
 
 
-def _approve(morning: Morning, run: str, count: int, skip: set[str]) -> list[str]:
-    chosen = [p.account_id for p in morning.svc.proposals.list(run, ["proposed"])
+def approve(morning: Morning, run: str, accounts: list[str]) -> None:
+    """Approve ``accounts`` of ``run``: by "itest", and by "itest2" too where four-eyes asks for it."""
+    assert review.approve(morning.engine, morning.svc.proposals, run, accounts, by="itest").changed == accounts
+    second = [p.account_id for p in morning.svc.proposals.get_many(run, accounts) if p.approvals_required > 1]
+    if second:
+        assert review.approve(morning.engine, morning.svc.proposals, run, second, by="itest2").changed == second
+
+
+def pick(morning: Morning, run: str, count: int, skip: set[str]) -> list[str]:
+    """``count`` proposals of ``run`` awaiting review with 3 orders or more."""
+    chosen = [p.account_id for p in review.pending(morning.svc.proposals, run)
               if len(p.orders) >= 3 and p.account_id not in skip][:count]
     assert len(chosen) == count
-    assert morning.svc.proposals.decide(run, chosen, ProposalStatus.APPROVED, by="itest").changed == chosen
     return chosen
 
 
@@ -197,54 +231,66 @@ def _expected_orders(morning: Morning, run: str, accounts: list[str]) -> set[tup
             for p in morning.svc.proposals.get_many(run, accounts) for o in p.orders}
 
 
+def submitted_by(morning: Morning) -> set[str]:
+    """Accounts with an order at the brokerage (from any test of the module)."""
+    return {r.account_id for r in morning.svc.brokerage.accepted_orders()}  # type: ignore[attr-defined]
+
+
 def test_approved_orders_reach_the_brokerage_once_when_the_step_is_delivered_twice(morning: Morning,
                                                                                   daily: str) -> None:
-    accounts = _approve(morning, daily, 4, set())
-    result = submit_approved(morning.engine, morning.svc.proposals, daily, accounts)
-    definition = morning.engine.definition("submit-orders")
-    for iid in result.started:  # a duplicate of every submission step, while the first runs
-        morning.engine.enqueuer.enqueue(step_message("submit", definition.nodes["submit"], iid, 1, 1))
-    morning.wait_run(result.submission_run)
+    accounts = pick(morning, daily, 4, submitted_by(morning))
+    ids = [instance_id_for(daily, a) for a in accounts]
+    approve(morning, daily, accounts)
+    definition = morning.engine.definition("rebalance-ca")
+    for iid in ids:  # a duplicate of every submission step, while the first runs
+        instance = morning.engine.get(iid)
+        if instance.node == "submit":
+            morning.engine.enqueuer.enqueue(step_message("submit", definition.nodes["submit"], iid, instance.seq, 1))
+    morning.wait_until(lambda: all(morning.engine.get(i).status.is_terminal for i in ids), 60, "the submissions")
+    finished = [morning.engine.get(i) for i in ids]
+    assert {i.result["outcome"] for i in finished} <= {"filled", "partly_rejected"}
     expected = _expected_orders(morning, daily, accounts)
     accepted = morning.accepted(set(accounts))
     assert {(r.account_id, r.symbol, r.side.value, r.quantity) for r in accepted} == expected
     assert len(accepted) == len(expected) == len({r.idempotency_key for r in accepted})
     assert len(morning.received(set(accounts))) > len(expected)  # the duplicates did reach the brokerage
     assert {p.status for p in morning.svc.proposals.get_many(daily, accounts)} == {ProposalStatus.SUBMITTED}
-    noops = [a for iid in result.started for a in morning.engine.activities(iid) if a["outcome"] == "noop"]
+    noops = [a for iid in ids for a in morning.engine.activities(iid) if a["outcome"] == "noop"]
     assert noops  # the late duplicates were recorded as no-ops
 
 
-def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_killed(morning: Morning,
-                                                                                      daily: str) -> None:
-    done = {r.account_id for r in morning.svc.brokerage.accepted_orders()}  # type: ignore[attr-defined]
-    accounts = _approve(morning, daily, 3, done)
+def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_killed(morning: Morning) -> None:
     # The same process with a short step timeout, so the sweeper re-sends a lost step in seconds.
-    document = json.loads((PMSettings().definitions_dir / "submit-orders.json").read_text())
+    document = json.loads((PMSettings().definitions_dir / "rebalance-ca.json").read_text())
     document["nodes"]["submit"]["timeout_seconds"] = 2
     version = morning.engine.publish(load_definition(json.dumps(document)))
-    result = submit_approved(morning.engine, morning.svc.proposals, daily, accounts, version=version)
+    run = "killed"
+    start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, run=run, wait_for_open=False,
+                          regions=["CA"], limit=40, version=version, review_until=review_until())
+    morning.wait_run(run, settled=True)
+    accounts = pick(morning, run, 3, submitted_by(morning))  # accounts no other test sent orders for
+    ids = [instance_id_for(run, a) for a in accounts]
+    approve(morning, run, accounts)
     morning.wait_until(lambda: len(morning.received(set(accounts))) >= 2, 30, "the first orders to arrive")
     pm_fleet = morning.fleets[1]
     for proc in pm_fleet.procs:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole threads worker dies mid-submission
         proc.wait()
     in_flight = len(morning.received(set(accounts)))
-    assert in_flight < len(_expected_orders(morning, daily, accounts))  # it really died mid-way
+    assert in_flight < len(_expected_orders(morning, run, accounts))  # it really died mid-way
     replacement = Fleet([PM], beat=False, env=morning.env, loglevel="INFO").__enter__()
-    morning.fleets.append(replacement)
-    morning.wait_run(result.submission_run, timeout=60)
-    expected = _expected_orders(morning, daily, accounts)
+    morning.fleets[1] = replacement
+    morning.wait_until(lambda: all(morning.engine.get(i).status.is_terminal for i in ids), 60, "the submissions")
+    expected = _expected_orders(morning, run, accounts)
     accepted = morning.accepted(set(accounts))
     assert {(r.account_id, r.symbol, r.side.value, r.quantity) for r in accepted} == expected
     assert len(accepted) == len(expected)
     assert len(morning.received(set(accounts))) > len(expected)  # orders sent before the kill were sent again
-    retried = [a for iid in result.started for a in morning.engine.activities(iid)
+    retried = [a for iid in ids for a in morning.engine.activities(iid)
                if a["outcome"] == "retry" and "timeout" in str(a.get("error"))]
     assert retried  # the sweeper re-sent the lost step (same instance, node and seq: same keys)
-    assert all(i.status is InstanceStatus.SUCCEEDED for i in morning.engine.list(result.submission_run))
-    rebalanced = morning.engine.get(instance_id_for(daily, accounts[0]))
-    assert rebalanced.status is InstanceStatus.SUCCEEDED  # the rebalance itself is untouched by all this
+    assert all(morning.engine.get(i).status is InstanceStatus.SUCCEEDED for i in ids)
+    assert {p.status for p in morning.svc.proposals.get_many(run, accounts)} == {ProposalStatus.SUBMITTED}
 
 
 def test_the_beat_task_starts_the_morning_run_of_an_exchange_in_a_worker(morning: Morning) -> None:
@@ -257,6 +303,6 @@ def test_the_beat_task_starts_the_morning_run_of_an_exchange_in_a_worker(morning
     us = [a.id for a in morning.svc.book.list_accounts() if a.region.value == "US"]
     morning.wait_until(lambda: sum(morning.engine.store.run_counts(run).values()) == len(us), 30,
                        "the worker to start the run")
-    morning.wait_run(run)
+    morning.wait_run(run, settled=True)
     assert {i.workflow for i in morning.engine.list(run)} == {"rebalance-us"}
     assert {i.data["account_id"] for i in morning.engine.list(run)} == set(us)

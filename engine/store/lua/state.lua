@@ -3,7 +3,7 @@
 -- Key families
 --   KEYS[1]  <prefix>:{<id>}          hash: the instance (status, node, seq, attempt, c:<node> context...)
 --   KEYS[2]  <prefix>:{<id>}:acts     list: its activity records, oldest first
---   KEYS[3]  <prefix>:timers          zset: id by the time its wait or retry backoff ends
+--   KEYS[3]  <prefix>:timers          zset: id by the time its wait, await timeout or retry backoff ends
 --   KEYS[4]  <prefix>:deadlines       zset: id by the time its in-flight step must have progressed by
 --   KEYS[5]  broker queue (list) of the next step's message; KEYS[1] again when there is none
 --   KEYS[6]  <prefix>:queued          zset: id by when its step was sent, until a worker starts it
@@ -19,7 +19,8 @@
 --
 -- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
 --   create   a new instance with its first placement (no-op if the id exists)
---   advance  a step's (or a wait's) transition: context entry, seq + 1, next placement
+--   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
+--   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
 --   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
 --   fail     the instance fails with an error
 --   park     a delivered step of a paused instance is set aside (resume re-sends it)
@@ -41,7 +42,8 @@ local op = doc.op
 local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
 
-local TERMINAL = {succeeded = true, failed = true, cancelled = true}
+-- The terminal statuses, filled in from engine.model.TERMINAL_STATUSES when the script is loaded.
+local TERMINAL = {__TERMINAL__}
 
 -- Write every context entry the operation carries.
 local function write_context()
@@ -91,7 +93,7 @@ local function settle(id, run, status, hold)
   else
     redis.call('ZREM', queued, id)
   end
-  if (final == 'running' or final == 'waiting') and p.timer then
+  if (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer then
     redis.call('ZADD', timers, p.timer, id)
     redis.call('HSET', inst, 'wake_at', p.timer, 'timer', p.timer_kind)
   else
@@ -127,7 +129,7 @@ end
 -- The operations. Those marked `needs_instance` run after the compare-and-set (doc.expect:
 -- seq, attempt, statuses) has passed and the activity is recorded; they return the new seq.
 local ops = {}
-local needs_instance = {advance = true, retry = true, fail = true, park = true, control = true}
+local needs_instance = {advance = true, signal = true, retry = true, fail = true, park = true, control = true}
 -- Operations under which a paused instance stays paused (the step in flight came back).
 local holds_pause = {advance = true, retry = true}
 
@@ -172,6 +174,14 @@ ops.advance = function(seq)
   redis.call('HSET', inst, 'seq', seq + 1, 'attempt', 1)
   redis.call('HDEL', inst, 'error')
   return seq + 1
+end
+
+-- A signal: advance, and remember its key (an instance hash field, set to the new seq) so that
+-- the same key sent again is found applied.
+ops.signal = function(seq)
+  seq = ops.advance(seq)
+  if doc.marker then redis.call('HSET', inst, doc.marker, seq) end
+  return seq
 end
 
 ops.retry = function(seq)

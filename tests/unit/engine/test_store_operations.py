@@ -12,9 +12,8 @@ import pytest
 import redis
 
 from engine.model import Activity, InstanceStatus, Outcome
-from engine.runtime.messages import Envelope
 from engine.store.keys import Keys
-from engine.store.redis_store import NewInstance, Placement, RedisStore
+from engine.store.redis_store import Envelope, NewInstance, Placement, RedisStore
 
 NOW = 1_750_000_000.123456
 RUN = "r1"
@@ -201,3 +200,23 @@ def test_an_unknown_operation_is_refused_before_anything_changes(store: RedisSto
     with pytest.raises(redis.ResponseError, match="unknown operation"):
         store._change("teleport", "i1", {"expect": {"statuses": ["running"], "seq": 1}}, {})
     assert len(store.activities("i1")) == 1
+
+
+def test_signal_applies_at_the_awaited_seq_keeps_its_marker_and_records_a_late_one_as_noop(
+        store: RedisStore) -> None:
+    assert store.create([new(store, "i1", Placement.awaiting("gate", NOW + 900))]) == [True]
+    assert members(store, InstanceStatus.AWAITING) == {"i1"} and score(store, "timers", "i1") == NOW + 900
+    assert store.load("i1").timer == "timeout"  # type: ignore[union-attr]
+    applied = store.signal("i1", seq=1, activity=act(Outcome.SIGNALLED, signal="go", by="ann", key="k1"),
+                           placement=Placement.step("b", NOW + 60), context=("gate", {"x": 1}),
+                           noop=act(Outcome.NOOP, reason="late"), marker="signal:k1")
+    assert (applied.applied, applied.status, applied.seq) == (True, InstanceStatus.RUNNING, 2)
+    instance = store.load("i1")
+    assert instance is not None and instance.context["gate"] == {"x": 1} and instance.node == "b"
+    assert store.marker("i1", "signal:k1") == "2" and score(store, "timers", "i1") is None
+    assert score(store, "deadlines", "i1") == NOW + 60 and members(store, InstanceStatus.AWAITING) == set()
+    late = store.signal("i1", seq=1, activity=act(Outcome.SIGNALLED, signal="go"), placement=Placement.step("b", 0),
+                        context=("gate", {"x": 2}), noop=act(Outcome.NOOP, reason="late"), marker="signal:k2")
+    assert not late.applied and late.seq == 2 and store.marker("i1", "signal:k2") is None
+    assert [a["outcome"] for a in store.activities("i1")] == ["started", "signalled", "noop"]
+    assert store.load("i1").noops == 1 and store.load("i1").context["gate"] == {"x": 1}  # type: ignore[union-attr]

@@ -56,18 +56,27 @@ def test_seed_run_review_and_submit_from_the_command_line(cli: tuple[CliRunner, 
     assert len(accounts) >= 3 and all(p["status"] == "proposed" for p in listed)
     table = _ok(runner, pm_cli.pm, ["proposals", "rebalance-2026-11-20", "--limit", "0"])
     assert f"{len(accounts)} proposals" in table
+    review = _ok(runner, pm_cli.pm, ["review", "rebalance-2026-11-20", "--limit", "0"])
+    assert f"{len(accounts)} awaiting review" in review
+    cutoff = datetime(2026, 11, 20, 20, 30, tzinfo=UTC).timestamp()  # the close (21:00 UTC) minus 30 minutes
+    assert all(p["cutoff"] == cutoff and p["in_workflow"] and p["approvals"] == [] for p in listed)
     approved = _ok(runner, pm_cli.pm, ["approve", "rebalance-2026-11-20", *accounts[:2], "--by", "ana"])
-    assert "approved: 2" in approved and "next: tradeflow pm submit rebalance-2026-11-20" in approved
+    assert "approved: 2" in approved and "tradeflow pm review rebalance-2026-11-20" in " ".join(approved.split())
     rejected = _ok(runner, pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[2], "--reason", "hold"])
     assert "rejected: 1" in rejected
-    submitted = _ok(runner, pm_cli.pm, ["submit", "rebalance-2026-11-20", "--no-watch"])
-    assert "submitting 2 proposals as run submit-rebalance-2026-11-20" in submitted
-    driver.run_until_idle()
+    driver.run_until_idle()  # the approved accounts' own instances submit their orders
+    nothing = _ok(runner, pm_cli.pm, ["submit", "rebalance-2026-11-20", "--no-watch"])
+    assert "submitting 0 proposals" in nothing  # nothing is submitted separately
     detail = _ok(runner, pm_cli.pm, ["proposals", "rebalance-2026-11-20", "--account", accounts[0]])
-    assert "status submitted" in detail and "receipt SIM-" in detail
-    assert f"keysubmit-rebalance-2026-11-20-{accounts[0]}:submit:1:0" in "".join(detail.split())
-    late = _ok(runner, pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[0], "--reason", "too late"])
-    assert "submitted: can no longer be rejected" in late
+    assert "status submitted" in detail and "receipt SIM-" in detail and "approved by ana at" in detail
+    iid = f"rebalance-2026-11-20-{accounts[0]}"
+    assert f"key{iid}:submit:" in "".join(detail.split())
+    late = runner.invoke(pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[0], "--reason", "too late"])
+    assert late.exit_code == 1 and "submitted: can no longer be rejected" in late.output
+    engine = driver.engine
+    assert engine.get(iid).result["outcome"] in ("filled", "partly_rejected")
+    assert engine.get(f"rebalance-2026-11-20-{accounts[2]}").result["outcome"] == "rejected"
+    assert engine.get(f"rebalance-2026-11-20-{accounts[3]}").status.value == "awaiting"
 
 
 def test_review_commands_say_what_is_wrong(cli: tuple[CliRunner, Driver]) -> None:

@@ -27,6 +27,7 @@ from engine.service import ActionRegistry, ActionSpec, registry
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver
+from portfolio_manager import review
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import enqueue_accounts, ensure_definitions, instance_id_for, start_daily_rebalance
@@ -36,6 +37,7 @@ from portfolio_manager.proposals import ProposalStatus, submission_id, submit_ap
 
 RUN_DATE = date(2026, 11, 20)  # a Friday: both exchanges trade; XNYS and XTSE open 14:30 UTC
 AFTER_OPEN = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()
+CUTOFF = datetime(2026, 11, 20, 20, 30, tzinfo=UTC).timestamp()  # both exchanges close 21:00 UTC; minus 30m
 DEFINITIONS = PMSettings().definitions_dir
 
 
@@ -81,11 +83,15 @@ def test_the_daily_run_proposes_for_healthy_accounts_and_fails_broken_ones_with_
             assert instance.status is InstanceStatus.FAILED
             assert instance.error["node"] == "fetch_target"
             assert "no price for" in failure_reason(instance) and account_id in failure_reason(instance)
+        elif instance.status is InstanceStatus.AWAITING:  # proposed: the portfolio managers' review
+            assert instance.node == "review" and instance.wake_at == CUTOFF, (account_id, instance.node)
         else:
             assert instance.status is InstanceStatus.SUCCEEDED, (account_id, instance.error)
-            assert instance.result["outcome"] in {"proposed", "nothing_to_do"}
-    proposed = {a for a, i in instances.items() if (i.result or {}).get("outcome") == "proposed"}
+            assert instance.result["outcome"] == "nothing_to_do"
+    proposed = {a for a, i in instances.items() if i.status is InstanceStatus.AWAITING}
     assert proposed and {p.account_id for p in world.svc.proposals.list(started.run)} == proposed
+    assert {p.account_id for p in review.pending(world.svc.proposals, started.run)} == proposed
+    assert world.engine.progress(started.run).phase == "planned"
     # Starting the same run again starts nothing new.
     again = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
     assert again.total == 0 and again.already_started == len(active)
@@ -134,7 +140,8 @@ def test_the_run_waits_for_the_open_and_a_holiday_skips_the_region(world: World)
     assert {i.wake_at for i in instances} == {open_plus_5}
     world.clock.now = open_plus_5 + 1
     world.driver.run_until_idle()
-    assert all(i.status.is_terminal for i in world.instances(started.run))
+    assert all(i.status.is_terminal or i.status is InstanceStatus.AWAITING for i in world.instances(started.run))
+    assert world.engine.progress(started.run).settled
     # US Thanksgiving: the NYSE is closed, the TSX is not.
     thanksgiving = start_daily_rebalance(world.engine, world.svc.book, date(2026, 11, 26), wait_for_open=False)
     assert set(thanksgiving.started) == {"rebalance-ca"}
@@ -157,7 +164,7 @@ def test_a_run_is_paused_and_resumed_mid_way(world: World) -> None:
     assert world.engine.bulk("resume", started.run).done == len(paused)
     world.driver.run_until_idle()
     progress = world.engine.progress(started.run)
-    assert progress.done and progress.counts["paused"] == 0
+    assert progress.settled and progress.counts["paused"] == 0 and progress.awaiting > 0
     assert progress.counts["failed"] == len(world.seeded.missing_price_accounts)
 
 
@@ -174,6 +181,15 @@ def _crash_once_after(spec: ActionSpec, crashes: list[str]) -> ActionSpec:
     return ActionSpec(spec.service, spec.name, fn, spec.input_model)
 
 
+def _approve_all(world: World, run: str, accounts: list[str]) -> None:
+    """Approve ``accounts``: by "pm", and by "pm2" too where four-eyes asks for a second person."""
+    first = review.approve(world.engine, world.svc.proposals, run, accounts, by="pm")
+    assert first.changed == accounts, first.skipped
+    second = [p.account_id for p in world.svc.proposals.get_many(run, accounts) if p.approvals_required > 1]
+    if second:
+        assert review.approve(world.engine, world.svc.proposals, run, second, by="pm2").changed == second
+
+
 def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_duplicate(world: World) -> None:
     started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
     world.driver.run_until_idle()
@@ -181,28 +197,28 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
     proposals = store.list(started.run)
     assert len(proposals) >= 3
     rejected, *approved = [p.account_id for p in proposals]
-    store.decide(started.run, approved, ProposalStatus.APPROVED, by="pm")
-    store.decide(started.run, [rejected], ProposalStatus.REJECTED, note="client called")
     crashes: list[str] = []
     actions = ActionRegistry()
     for spec in registry:
         actions.register(_crash_once_after(spec, crashes) if spec.task_name == "portfolio_manager.submit_orders"
                          else spec)
     driver = Driver(world.engine, actions)
-    result = submit_approved(world.engine, store, started.run)
-    assert sorted(result.started) == sorted(submission_id(started.run, a) for a in approved)
+    _approve_all(world, started.run, approved)
+    assert review.reject(world.engine, store, started.run, [rejected], by="pm", reason="client called").changed
     # A duplicate delivery of the first submission, run alongside the original.
     message = world.driver.queue.messages[0][0]
-    node = world.engine.definition("submit-orders").nodes["submit"]
-    payload = {"step": {"id": message.instance_id, "node": "submit", "seq": 1, "run": result.submission_run},
-               "run": started.run, "account_id": store.get_many(started.run, approved)[0].account_id}
+    assert message.node == "submit"
+    node = world.engine.definition("rebalance-ca").nodes["submit"]
+    payload = {"step": {"id": message.instance_id, "node": "submit", "seq": message.seq, "run": started.run},
+               "run": started.run, "account_id": world.engine.get(message.instance_id).data["account_id"]}
     world.driver.execute(node, payload)  # type: ignore[arg-type]
     driver.run_until_idle(max_steps=1000)
     world.clock.advance(60)  # past the retry backoff of the crashed step
     driver.run_until_idle()
     assert crashes == ["crashed"]
-    submissions = world.engine.list(result.submission_run)
-    assert [i.status for i in submissions] == [InstanceStatus.SUCCEEDED] * len(approved)
+    instances = [world.engine.get(instance_id_for(started.run, a)) for a in approved]
+    assert {i.status for i in instances} == {InstanceStatus.SUCCEEDED}
+    assert {i.result["outcome"] for i in instances} <= {"filled", "partly_rejected"}
     expected = sum(len(p.orders) for p in store.get_many(started.run, approved))
     accepted = brokerage.accepted_orders()  # type: ignore[attr-defined]
     assert len(accepted) == expected  # every approved order once
@@ -211,11 +227,80 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
     assert {r.account_id for r in accepted} == set(approved)
     assert all(p.status is ProposalStatus.SUBMITTED for p in store.get_many(started.run, approved))
     assert store.get(started.run, rejected).status is ProposalStatus.REJECTED
-    # Submitting again sends nothing.
-    again = submit_approved(world.engine, store, started.run)
-    assert again.started == [] and set(again.skipped.values()) == {"already submitted"}
+    assert world.engine.get(instance_id_for(started.run, rejected)).result["outcome"] == "rejected"
+    # Approving again sends nothing; neither does pm submit (the workflows submitted them).
+    again = review.approve(world.engine, store, started.run, approved, by="pm")
+    assert again.changed == [] and all("already" in reason for reason in again.skipped.values())
+    assert submit_approved(world.engine, store, started.run).started == []
     driver.run_until_idle()
     assert len(brokerage.accepted_orders()) == expected  # type: ignore[attr-defined]
+
+
+def _four_eyes_for_all(world: World) -> int:
+    """Publish rebalance-ca/us with four_eyes_over 0 (every proposal needs two people); their version."""
+    versions = set()
+    for name in ("rebalance-ca", "rebalance-us"):
+        document = json.loads((DEFINITIONS / f"{name}.json").read_text())
+        document["parameters"]["four_eyes_over"] = 0
+        versions.add(world.engine.publish(load_definition(json.dumps(document))))
+    (version,) = versions
+    return version
+
+
+def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused(world: World) -> None:
+    started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE, version=_four_eyes_for_all(world))
+    world.driver.run_until_idle()
+    store, brokerage = world.svc.proposals, world.svc.brokerage
+    account = store.list(started.run)[0].account_id
+    iid = instance_id_for(started.run, account)
+    assert store.get(started.run, account).approvals_required == 2
+    first = review.approve(world.engine, store, started.run, [account], by="ann", note="looks right")
+    assert first.changed == [account]
+    world.driver.run_until_idle()
+    instance, proposal = world.engine.get(iid), store.get(started.run, account)
+    assert instance.status is InstanceStatus.AWAITING and instance.node == "review"  # back to review
+    assert proposal.status is ProposalStatus.PROPOSED
+    assert [(a["by"], a["at"], a["note"]) for a in proposal.approvals] == [("ann", AFTER_OPEN, "looks right")]
+    assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]
+    twice = review.approve(world.engine, store, started.run, [account], by="ann")
+    assert twice.changed == [] and "ann approved it already" in twice.skipped[account]
+    assert "second approval by someone else" in twice.skipped[account]
+    nameless = review.approve(world.engine, store, started.run, [account])
+    assert "say who approves" in nameless.skipped[account]
+    assert review.reject(world.engine, store, started.run, [account], by="carl", reason="no").changed == [account]
+    other = store.list(started.run)[1].account_id
+    review.approve(world.engine, store, started.run, [other], by="ann")
+    second = review.approve(world.engine, store, started.run, [other], by="bob")
+    assert second.changed == [other]
+    world.driver.run_until_idle()
+    assert [a["by"] for a in store.get(started.run, other).approvals] == ["ann", "bob"]
+    assert store.get(started.run, other).status is ProposalStatus.SUBMITTED
+    signals = [(r["signal"], r["by"]) for r in world.engine.activities(instance_id_for(started.run, other))
+               if r["outcome"] == "signalled"]
+    assert signals == [("approve", "ann"), ("approve", "bob")]  # one history holds the whole review
+    assert {r.account_id for r in brokerage.accepted_orders()} == {other}  # type: ignore[attr-defined]
+    assert world.engine.get(iid).result["outcome"] == "rejected"
+
+
+def test_an_unreviewed_proposal_expires_at_the_cut_off_and_a_late_approval_names_it(world: World) -> None:
+    started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
+    world.driver.run_until_idle()
+    store = world.svc.proposals
+    accounts = [p.account_id for p in store.list(started.run)]
+    world.clock.now = CUTOFF - 1
+    world.driver.run_until_idle()
+    assert all(world.engine.get(instance_id_for(started.run, a)).node == "review" for a in accounts)
+    world.clock.now = CUTOFF + 1
+    world.driver.run_until_idle()
+    for account in accounts:
+        instance = world.engine.get(instance_id_for(started.run, account))
+        assert instance.status is InstanceStatus.SUCCEEDED and instance.result["outcome"] == "expired"
+        assert store.get(started.run, account).status is ProposalStatus.EXPIRED
+    late = review.approve(world.engine, store, started.run, accounts[:1], by="ann")
+    assert late.changed == [] and "closed at its cut-off 2026-11-20T20:30+00:00" in late.skipped[accounts[0]]
+    assert "never submitted" in late.skipped[accounts[0]]
+    assert world.svc.brokerage.accepted_orders() == []  # type: ignore[attr-defined]
+    assert world.engine.progress(started.run).phase == "finished"
 
 
 def test_a_failed_account_succeeds_when_retried_after_the_fix(world: World) -> None:
@@ -253,6 +338,14 @@ def test_a_deposit_is_invested_with_the_same_actions_buys_only(world: World) -> 
     proposal = world.svc.proposals.get("deposits", account.id)
     assert proposal.orders and {(o.side, o.reason) for o in proposal.orders} == {("BUY", "CASH_INVEST")}
     assert 24_000 < proposal.buy_value <= 25_000 + cash
+    # A deposit's proposal is submitted separately: approved, then one submit-orders instance.
+    assert not proposal.in_workflow
+    assert review.approve(world.engine, world.svc.proposals, "deposits", [account.id], by="pm").changed
+    assert review.submit(world.engine, world.svc.proposals, "deposits").started == [
+        submission_id("deposits", account.id)]
+    world.driver.run_until_idle()
+    assert world.svc.proposals.get("deposits", account.id).status is ProposalStatus.SUBMITTED
+    assert len(world.svc.brokerage.accepted_orders()) == len(proposal.orders)  # type: ignore[attr-defined]
 
 
 def test_a_new_version_with_a_tweaked_threshold_runs_beside_the_old_one(world: World) -> None:
