@@ -61,8 +61,8 @@ def region_parameters(solver: str | None) -> dict[str, dict[str, Any]]:
 
 
 def _init(redis_url: str, pm_prefix: str, run: str, as_of: str, params: dict[str, dict[str, Any]]) -> None:
-    from portfolio_manager.services import build_services
     from portfolio_manager.config import PMSettings
+    from portfolio_manager.services import build_services
 
     client = redis.Redis.from_url(redis_url)
     _worker.update(services=build_services(PMSettings(redis_url=redis_url, prefix=pm_prefix), client),
