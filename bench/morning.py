@@ -184,17 +184,20 @@ def _outcomes(sandbox: Sandbox, run: str, wall: float, progress: RunProgress) ->
     ids = sandbox.store.run_ids(run)
     pipe = sandbox.client.pipeline(transaction=False)
     for iid in ids:
-        pipe.hmget(sandbox.keys.instance(iid), "seq", "status", "finished_at", "result", "error")
+        pipe.hmget(sandbox.keys.instance(iid), "seq", "status", "finished_at", "result", "error", "updated_at")
         pipe.llen(sandbox.keys.activities(iid))
     replies = pipe.execute()
     steps, records, last = 0, 0, 0.0
     outcomes: collections.Counter[str] = collections.Counter()
     failures: collections.Counter[str] = collections.Counter()
-    for (seq, status, finished_at, result, error), length in zip(replies[0::2], replies[1::2], strict=True):
+    for (seq, status, finished_at, result, error, updated_at), length in zip(replies[0::2], replies[1::2],
+                                                                              strict=True):
         steps += int(seq or 1) - 1
         records += int(length)
         if finished_at:
             last = max(last, float(finished_at))
+        elif status == b"awaiting" and updated_at:  # planned: its proposal awaits review
+            last = max(last, float(updated_at))
         if status == b"succeeded":
             outcomes[(json.loads(unpack(result)) if result else {}).get("outcome", "?")] += 1
         elif status == b"failed":
