@@ -25,7 +25,7 @@ from engine.runtime.gather import arrival_document
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
-from engine.runtime.steps import step_deadline, worker_name
+from engine.runtime.steps import step_allowance, worker_name
 from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
@@ -335,7 +335,6 @@ class Engine:
         """Resume or retry ``instance`` at its node, with ``context`` entries replaced (a retry's edits)."""
         definition = self.store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
-        now = self.clock()
         activity = self._control_activity(instance, verb, reason, None if context is None else sorted(context))
         if isinstance(node, WaitNode):
             scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
@@ -359,7 +358,8 @@ class Engine:
         elif isinstance(node, StepNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
-            placement = Placement.step(instance.node, step_deadline(node, now))
+            # queued: sent now, or (a resume) still in flight; either way its timeout starts with a worker
+            placement = Placement.queued_step(instance.node, step_allowance(node))
             attempt_after = attempt
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")

@@ -284,8 +284,8 @@ def _awaited(engine: Any, instance: Any) -> str:
 @click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
 @click.option("--by", default=None, help="Who sends the signal (recorded in the history).")
 @click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
-@rerun(safe=False, why="with --key a signal sent again is a no-op; without one, an instance awaiting again "
-                       "(a loop back to its await) takes it a second time")
+@rerun(safe=True, why="with --key a signal already applied is a recorded no-op; without one, an instance that "
+                      "moved on refuses it (look with `tradeflow inspect ID` before resending to an await loop)")
 def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, by: str | None,
            key: str | None) -> None:
     """Send signal NAME to instance ID awaiting it, or with --run RUN to every instance awaiting it.

@@ -18,11 +18,19 @@ DEADLINE_GRACE = 5.0
 MIN_TIMEOUT_ATTEMPTS = 3
 
 
+_HOST = socket.gethostname()
+
+
+def step_allowance(node: StepNode | GatherNode) -> float:
+    """Seconds a started step of ``node`` has before the sweeper calls it lost: its timeout plus a grace."""
+    return node.timeout_seconds + DEADLINE_GRACE
+
+
 def step_deadline(node: StepNode | GatherNode, now: float) -> float:
-    """When the sweeper calls a step of ``node`` sent (or started) at ``now`` lost: its timeout plus a grace."""
-    return now + node.timeout_seconds + DEADLINE_GRACE
+    """When the sweeper calls a step of ``node`` started at ``now`` lost: its timeout plus a grace."""
+    return now + step_allowance(node)
 
 
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
