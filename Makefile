@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install test test-unit test-integration test-faults chaos chaos-short lint demo bench workers flower clean
+.PHONY: help install test test-under-load test-unit test-integration test-faults chaos chaos-short lint demo bench workers flower clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -19,6 +19,9 @@ install: $(STAMP)  ## create .venv and install tradeflow with its dev tools
 
 test: $(STAMP)  ## the whole suite (slow fault scenarios aside): unit, integration, fast fault tests
 	$(BIN)/pytest -q -m "not slow" tests
+
+test-under-load: $(STAMP)  ## the same suite while busy-loop processes hold every core: outcomes must not depend on load
+	$(BIN)/python -m tests.under_load -q -m "not slow" tests
 
 test-unit: $(STAMP)  ## fast tests only (no Redis server, no workers)
 	$(BIN)/pytest -q tests/unit

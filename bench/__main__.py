@@ -23,7 +23,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import engine_overhead, morning
+from bench import engine_overhead, morning, replica_wait
 from engine.config import Settings
 from engine.ops.embedded import resolve_redis_url
 from engine.ops.fleet import FleetSpec, default_fleets
@@ -134,6 +134,15 @@ def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
     table.add_row("engine (defaults: same-service steps inline)", f"{figures['engine_steps_per_s']:.0f}", "", "")
     console.print(table)
     write("engine_overhead", url, figures, console)
+    steps = min(args.steps, 2000)
+    console.print(f"WAIT for a replica after terminal transitions: {steps} steps on a primary with a replica")
+    waited = replica_wait.run(steps, args.pool, args.concurrency)
+    table = Table("measurement", "without WAIT", "with WAIT 1", title="TRADEFLOW_REDIS_WAIT_REPLICAS=1")
+    table.add_row("engine steps/s (5-step instances)", f"{waited['engine_steps_per_s_wait0']:.0f}",
+                  f"{waited['engine_steps_per_s_wait1']:.0f} ({waited['ratio_wait1_vs_none']:.2f}x)")
+    table.add_row("one write, median", f"{waited['set_median_us']:.0f} us", f"{waited['set_wait1_median_us']:.0f} us")
+    console.print(table)
+    write("replica_wait", url, waited, console)
 
 
 def _options(args: argparse.Namespace, accounts: int) -> morning.MorningOptions:

@@ -27,16 +27,13 @@ from typing import Any
 import redis
 
 from engine.api import RunProgress
+from engine.keyspace import text
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, InstanceStatus
 from engine.store.keys import Keys
 from engine.store.redis_store import unpack
 
 SAMPLE = 1000
 TARGET_BYTES_PER_FINISHED = 4096
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -102,8 +99,8 @@ def footprint(client: redis.Redis, keys: Keys, ids: list[str]) -> Footprint:
     count = 0
     for raw_hash, raw_acts in zip(replies[0::2], replies[1::2], strict=True):
         for name, value in raw_hash.items():
-            sums["f"][_text(name)] += len(name) + len(value)
-            sums["fz"][_text(name)] += len(name) + min(len(value), len(zlib.compress(value, 6)))
+            sums["f"][text(name)] += len(name) + len(value)
+            sums["fz"][text(name)] += len(name) + min(len(value), len(zlib.compress(value, 6)))
         for raw in raw_acts:
             count += 1
             sums["r"][_activity_label(raw)] += len(raw)
@@ -132,7 +129,7 @@ def index_bytes(client: redis.Redis, keys: Keys, run: str) -> dict[str, int]:
 
 def broker_bytes(client: redis.Redis, broker_prefix: str) -> int:
     """Bytes of every key of the broker (queues with their waiting messages, unacked messages)."""
-    names = [_text(k) for k in client.scan_iter(match=f"{broker_prefix}*", count=1000)]
+    names = [text(k) for k in client.scan_iter(match=f"{broker_prefix}*", count=1000)]
     return sum(key_bytes(client, names))
 
 
@@ -183,7 +180,7 @@ class MemoryProbe:
     def keys_in(self, statuses: Iterable[InstanceStatus]) -> list[str]:
         """Ids of the run's instances in ``statuses``."""
         found = self.client.sunion([self.keys.run_status(self.run, s.value) for s in statuses])
-        return sorted(_text(i) for i in found)
+        return sorted(text(i) for i in found)
 
     def finish(self, accounts_started: int) -> dict[str, Any]:
         """After the run: bytes per finished instance (sampled) with the breakdown, and the used_memory check."""

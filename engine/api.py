@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definitions.model import AwaitNode, Definition, HttpNode, ServiceNode, WaitNode
+from engine.definitions.model import AwaitNode, Definition, StepNode, WaitNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, resolve, wake_time
+from engine.runtime.identity import worker_name
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
-from engine.runtime.runner import Runtime, step_deadline, worker_name
+from engine.runtime.runner import Runtime, step_deadline
 from engine.runtime.signals import SignalResult, send_signal
 from engine.store.redis_store import NewInstance, Placement, RedisStore
 
@@ -67,6 +68,15 @@ class RunProgress:
 
 
 @dataclass(frozen=True)
+class CatalogEntry:
+    """One published definition: its name, versions (ascending) and aliases."""
+
+    name: str
+    versions: list[int]
+    aliases: dict[str, int]
+
+
+@dataclass(frozen=True)
 class StartItem:
     """One instance to start in :meth:`Engine.start_many`: its initial data and optional id."""
 
@@ -95,6 +105,26 @@ class Engine:
     def definition(self, name: str, ref: int | str | None = None) -> Definition:
         """The definition ``name`` at ``ref`` (version number or alias; latest when None)."""
         return self.store.definition(name, self.store.resolve_version(name, ref))
+
+    def resolve_version(self, name: str, ref: int | str | None = None) -> int:
+        """The version number ``ref`` (a number, an alias, or None for latest) names."""
+        return self.store.resolve_version(name, ref)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` of ``name`` at ``version`` (e.g. production, canary)."""
+        self.store.set_alias(name, alias, version)
+
+    def ensure_alias(self, name: str, alias: str, version: int) -> int:
+        """Point ``alias`` at ``version`` only if ``name`` has no such alias yet (an operator's choice
+        stands); returns the version the alias names."""
+        if alias not in self.store.aliases(name):
+            self.store.set_alias(name, alias, version)
+        return self.store.resolve_version(name, alias)
+
+    def catalog(self) -> list[CatalogEntry]:
+        """Every published definition with its versions and aliases, by name."""
+        return [CatalogEntry(name, self.store.versions(name), self.store.aliases(name))
+                for name in self.store.definition_names()]
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -181,6 +211,10 @@ class Engine:
             raise NotFound(f"no instance {instance_id} (never created, or expired; `tradeflow archive show` "
                            "reads archived ones)")
         return instance
+
+    def existing(self, ids: Sequence[str]) -> list[bool]:
+        """For each of ``ids``, whether that instance exists (one round trip)."""
+        return self.store.existing(ids)
 
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's history: one record per step attempt, no-op and operator action."""
@@ -312,7 +346,7 @@ class Engine:
             timeout = instance.wake_at or await_timeout(instance.node, node, scope)
             placement = Placement.awaiting(instance.node, timeout)
             send, attempt_after = False, None
-        elif isinstance(node, ServiceNode | HttpNode):
+        elif isinstance(node, StepNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
             placement = Placement.step(instance.node, step_deadline(node, now))

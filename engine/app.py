@@ -1,7 +1,8 @@
-"""The Celery app: configuration from ``celeryconfig``, one task per registered action.
+"""The Celery app and the Engine, wired from :class:`engine.config.Settings`.
 
-Workers run ``celery -A engine.worker worker -Q <service>``; the service modules to load
-come from ``TRADEFLOW_SERVICE_MODULES`` (comma separated; see ``celeryconfig.py``).
+Workers run ``celery -A engine.worker worker -Q <service>``; the app is configured by
+:func:`engine.celery_config.celery_config`, and binds one task per action of the service
+modules (``TRADEFLOW_SERVICE_MODULES``, else the installed plugins').
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
+from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
-from engine.ops.embedded import resolve_redis_url
+from engine.connections import client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
 from engine.runtime.messages import CeleryEnqueuer, Enqueuer
 from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.runtime.runner import Runtime
@@ -27,10 +29,12 @@ from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client with the timeouts and health checks a long-running worker wants."""
-    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30,
-                                retry_on_timeout=True)
+def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """A client with the timeouts and health checks a long-running worker wants.
+
+    A ``sentinel://`` URL needs ``settings`` (the master's name; see engine.connections).
+    """
+    return client_for(settings or Settings(redis_url=url), url)
 
 
 def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-sender") -> Celery:
@@ -50,15 +54,16 @@ def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-
 
 def make_store(settings: Settings, url: str | None = None) -> RedisStore:
     """The store described by ``settings`` (on ``url`` when given)."""
-    client = redis_client(url or resolve_redis_url(settings))
-    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds)
+    client = redis_client(url or state_url(settings), settings)
+    return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds, replica_wait(settings))
 
 
-def enqueuer_for(app: Celery, store: RedisStore) -> Enqueuer:
+def enqueuer_for(app: Celery, settings: Settings | None = None) -> Enqueuer:
     """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery."""
-    broker = app.conf.broker_url or ""
-    if broker.rstrip("/") == (app.conf.get("tradeflow_redis_url") or "").rstrip("/"):
-        return RedisQueueEnqueuer.for_app(app, store.client)
+    broker = (app.conf.broker_url or "").rstrip("/")
+    state = app.conf.get("tradeflow_redis_url") or ""
+    if broker in (state.rstrip("/"), parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
+        return RedisQueueEnqueuer.for_app(app, redis_client(state, settings))
     return CeleryEnqueuer(app)
 
 
@@ -75,7 +80,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 runtime = state.get(pid)
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
-                    runtime = Runtime(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file),
+                    runtime = Runtime(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps)
                     state.clear()
@@ -85,15 +90,15 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
     return get
 
 
-def create_app(config_module: str = "celeryconfig", settings: Settings | None = None, *,
-               bind: bool = True) -> Celery:
-    """Build the Celery app and bind every action of the configured service modules.
+def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url: str | None = None) -> Celery:
+    """Build the Celery app (configured by :func:`engine.celery_config.celery_config`) and bind
+    every action of the configured service modules.
 
     ``bind=False`` gives a light app that only sends messages (the CLI's).
     """
     settings = settings or Settings.from_env()
     app = Celery("tradeflow")
-    app.config_from_object(config_module)
+    app.conf.update(celery_config(settings, redis_url or state_url(settings)))
     if not bind:
         return app
     for module in app.conf.get("tradeflow_service_modules", []):
@@ -105,9 +110,7 @@ def create_app(config_module: str = "celeryconfig", settings: Settings | None = 
 def build_engine(settings: Settings | None = None, *, allow_start: bool = False) -> Engine:
     """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
     settings = settings or Settings.from_env()
-    url = resolve_redis_url(settings, allow_start=allow_start)
-    os.environ["TRADEFLOW_REDIS_URL"] = url  # celeryconfig, and any worker we spawn, use the same Redis
-    app = create_app(bind=False, settings=settings.with_redis(url))
-    app.conf.update(broker_url=settings.broker_url or url, tradeflow_redis_url=url)
+    url = state_url(settings, allow_start=allow_start)
+    app = create_app(settings.with_redis(url), bind=False, redis_url=url)
     store = make_store(settings, url)
-    return Engine(store, enqueuer_for(app, store), make_clock(settings.clock_offset_file))
+    return Engine(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file))

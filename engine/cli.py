@@ -8,25 +8,33 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine import plugins
+from engine.api import instance_json
+from engine.config import Settings
+from engine.definitions.diagram import to_mermaid
+from engine.definitions.schema import json_schema
+from engine.definitions.validation import validate_file
 from engine.errors import DefinitionError, TradeflowError
+from engine.ops.archive import archive_runs, read_archived
+from engine.ops.demo import run_demo
+from engine.ops.embedded import resolve_redis_url, stop_embedded
+from engine.ops.fleet import Fleet, FleetSpec, default_fleets
+from engine.ops.progress import show_progress
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _engine(allow_start: bool = False) -> Any:
-    from engine.app import build_engine
+    from engine.app import build_engine  # celery: imported by the commands that need an engine, not by --help
 
     return build_engine(allow_start=allow_start)
 
@@ -84,8 +92,6 @@ def definitions() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def definitions_validate(files: tuple[Path, ...]) -> None:
     """Check definition FILES; print every problem as FILE: /json/pointer: message (exit 1)."""
-    from engine.definitions.validation import validate_file
-
     _load_plugins_only()
     failed = False
     for path in files:
@@ -102,13 +108,24 @@ def definitions_validate(files: tuple[Path, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
+@definitions.command("schema")
+@click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write it to this file (e.g. definitions/schema.json) instead of printing it.")
+def definitions_schema(target: Path | None) -> None:
+    """The JSON Schema (Draft 2020-12) of the definition format, for editors and CI."""
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    console.print(f"wrote {target}", highlight=False)
+
+
 @definitions.command("publish")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--alias", help="Also point this alias (e.g. production) at the published version.")
 def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
     """Validate and publish FILES as new immutable versions (same content: same version)."""
-    from engine.definitions.validation import validate_file
-
     engine = _engine()
     for path in files:
         definition = validate_file(path)
@@ -121,10 +138,9 @@ def definitions_list() -> None:
     """Every definition with its versions and aliases."""
     engine = _engine()
     table = Table("name", "versions", "aliases")
-    for name in engine.store.definition_names():
-        aliases = engine.store.aliases(name)
-        table.add_row(name, ", ".join(map(str, engine.store.versions(name))),
-                      ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items())))
+    for entry in engine.catalog():
+        table.add_row(entry.name, ", ".join(map(str, entry.versions)),
+                      ", ".join(f"{a}→{v}" for a, v in sorted(entry.aliases.items())))
     console.print(table)
 
 
@@ -137,8 +153,6 @@ def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
     engine = _engine()
     definition = engine.definition(name, ref)
     if mermaid:
-        from engine.definitions.diagram import to_mermaid
-
         click.echo(to_mermaid(definition))
     else:
         click.echo(definition.to_json())
@@ -150,7 +164,7 @@ def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
 @click.argument("version", type=int)
 def definitions_alias(name: str, alias: str, version: int) -> None:
     """Point ALIAS of NAME at VERSION (e.g. production, canary)."""
-    _engine().store.set_alias(name, alias, version)
+    _engine().set_alias(name, alias, version)
     console.print(f"{name} {alias} → version {version}")
 
 
@@ -184,8 +198,6 @@ def start(workflow: str, data: str | None, ref: str | None, run: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(instance_id: str, as_json: bool) -> None:
     """An instance's state and its activity history."""
-    from engine.api import instance_json
-
     engine = _engine()
     instance = engine.get(instance_id)
     activities = engine.activities(instance_id)
@@ -354,24 +366,7 @@ def runs(run: str | None, watch: bool) -> None:
                           ("running", "waiting", "awaiting", "paused", "succeeded", "failed", "cancelled")))
         console.print(table)
         return
-    show_progress(engine, run, follow=watch)
-
-
-def show_progress(engine: Any, run: str, follow: bool = True, timeout: float = 24 * 3600) -> Any:
-    """Draw a run's progress bar until it is done or planned (what is left awaits signals), or once."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(run, total=1, detail="")
-        deadline = time.monotonic() + timeout
-        while True:
-            p = engine.progress(run)
-            detail = " ".join(f"{s}={p.counts[s]}" for s in ("running", "waiting", "awaiting", "paused", "failed")
-                              if p.counts[s])
-            bar.update(task, total=p.total, completed=p.finished + p.awaiting, detail=f"{p.phase} {detail}")
-            if not follow or p.settled or time.monotonic() > deadline:
-                return p
-            time.sleep(0.25)
+    show_progress(engine, run, follow=watch, console=console)
 
 
 # -- archive ----------------------------------------------------------------------------------
@@ -387,8 +382,6 @@ def archive() -> None:
 @click.option("--to", "target", required=True, help="A directory, or s3://bucket/prefix (needs boto3).")
 def archive_write(runs_: tuple[str, ...], target: str) -> None:
     """Write finished instances and their activities to TARGET."""
-    from engine.ops.archive import archive_runs
-
     engine = _engine()
     written = archive_runs(engine, list(runs_) or engine.runs(limit=10_000), target)
     for path, count in written:
@@ -400,8 +393,6 @@ def archive_write(runs_: tuple[str, ...], target: str) -> None:
 @click.argument("instance_id")
 def archive_show(path: str, instance_id: str) -> None:
     """Print an archived instance (JSON) from the archive file or directory PATH."""
-    from engine.ops.archive import read_archived
-
     found = read_archived(path, instance_id)
     if found is None:
         _fail(f"{instance_id} is not in {path}")
@@ -419,18 +410,12 @@ def redis() -> None:
 @redis.command("start")
 def redis_start() -> None:
     """Start the embedded redis-server (AOF on) unless a Redis already answers."""
-    from engine.config import Settings
-    from engine.ops.embedded import resolve_redis_url
-
     click.echo(resolve_redis_url(Settings.from_env(), allow_start=True))
 
 
 @redis.command("stop")
 def redis_stop() -> None:
     """Stop the embedded redis-server."""
-    from engine.config import Settings
-    from engine.ops.embedded import stop_embedded
-
     click.echo("stopped" if stop_embedded(Settings.from_env().home) else "no embedded Redis was running")
 
 
@@ -440,11 +425,10 @@ def redis_stop() -> None:
 @click.option("--beat/--no-beat", default=True, help="Also run celery beat (timers, sweeper, schedules).")
 def workers(fleets: tuple[str, ...], beat: bool) -> None:
     """Run one worker fleet per service, plus beat, in the foreground (Ctrl-C stops all)."""
-    from engine.ops.fleet import Fleet, FleetSpec, default_fleets
-
-    _engine(allow_start=True)  # resolves (or starts) Redis and exports its URL to the children
+    settings = Settings.from_env()
+    url = resolve_redis_url(settings, allow_start=True)  # the workers use the same Redis, started if need be
     specs = [FleetSpec.parse(f) for f in fleets] or default_fleets()
-    with Fleet(specs, beat=beat) as fleet:
+    with Fleet(specs, beat=beat, env=settings.with_redis(url).child_env()) as fleet:
         console.print("started: " + ", ".join(str(s) for s in specs) + (" + beat" if beat else ""))
         fleet.wait()
 
@@ -453,33 +437,22 @@ def workers(fleets: tuple[str, ...], beat: bool) -> None:
 @click.option("--count", default=3000, show_default=True, help="How many instances to start.")
 def demo(count: int) -> None:
     """Run the demo end to end: workers, a run with a live progress bar, a summary."""
-    for hook in _plugin_hooks("demo"):
+    for hook in plugins.hooks("demo"):
         hook(count)
         return
-    from engine.ops.demo import run_demo
-
     run_demo(count)
 
 
 # -- plugins ----------------------------------------------------------------------------------
 
-_PLUGINS: dict[str, Any] = {}
-_PLUGINS_LOADED: list[bool] = []
+
+def _plugin_failed(name: str, exc: Exception) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] plugin {name} not loaded: {exc}")
 
 
 def _load_plugins_only() -> dict[str, Any]:
-    if not _PLUGINS_LOADED:
-        _PLUGINS_LOADED.append(True)
-        for ep in entry_points(group="tradeflow.plugins"):
-            try:
-                _PLUGINS[ep.name] = ep.load()(main) or {}
-            except ImportError as exc:  # a half-installed plugin must not break the CLI
-                err_console.print(f"[yellow]warning:[/yellow] plugin {ep.name} not loaded: {exc}")
-    return _PLUGINS
-
-
-def _plugin_hooks(name: str) -> list[Callable[..., Any]]:
-    return [hooks[name] for hooks in _load_plugins_only().values() if name in hooks]
+    """Load the installed plugins (engine.plugins) and let them add their commands here."""
+    return plugins.load(main, on_error=_plugin_failed)
 
 
 def entry() -> None:

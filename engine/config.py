@@ -2,7 +2,11 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://`` for TLS) |
+| ``TRADEFLOW_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | state store (``rediss://``: TLS; ``sentinel://h1,h2/0``) |
+| ``TRADEFLOW_REDIS_SENTINEL_MASTER`` | — | with a ``sentinel://`` URL: the name of the master the sentinels monitor |
+| ``TRADEFLOW_REDIS_SENTINEL_PASSWORD`` | — | the sentinels' own password, if they require one |
+| ``TRADEFLOW_REDIS_WAIT_REPLICAS`` | ``0`` | after a terminal transition, ``WAIT`` for this many replicas |
+| ``TRADEFLOW_REDIS_WAIT_MS`` | ``100`` | longest such ``WAIT``, in milliseconds |
 | ``TRADEFLOW_BROKER_URL`` | the Redis URL | Celery broker |
 | ``TRADEFLOW_EMBEDDED_REDIS`` | ``0`` | ``1``: always use the embedded redis-server |
 | ``TRADEFLOW_HOME`` | ``~/.tradeflow`` | where the embedded Redis keeps its data and address |
@@ -12,6 +16,15 @@
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
+| ``TRADEFLOW_SERVICE_MODULES`` | the installed plugins' | modules whose actions workers serve (comma list) |
+| ``TRADEFLOW_PREFETCH`` | ``1`` | messages a worker process reserves ahead |
+| ``TRADEFLOW_VISIBILITY_TIMEOUT`` | ``7200`` | seconds before an unacknowledged message is redelivered |
+| ``TRADEFLOW_UNACKED_RESTORE_SECONDS`` | — | how often workers give back messages unacked past it (kombu: 100 s) |
+| ``TRADEFLOW_BROKER_PREFIX`` | — | key prefix of the broker's queues (one deployment or test apart on a shared Redis) |
+| ``TRADEFLOW_EVENTS`` | ``1`` | ``0``: no task events (Flower sees nothing) |
+
+Every variable is read here, once (:meth:`Settings.from_env`); defaults are the field defaults.
+Celery's configuration is assembled from these by :mod:`engine.celery_config`.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from pathlib import Path
 from engine.errors import ConfigurationError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_HOME = "~/.tradeflow"
 
 
 @dataclass(frozen=True)
@@ -33,13 +47,24 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = None
     embedded: bool = False
-    home: Path = field(default_factory=lambda: Path("~/.tradeflow").expanduser())
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
     key_prefix: str = "wf"
     retention_days: float = 14.0
     timer_interval: float = 1.0
     sweep_interval: float = 5.0
     inline_steps: int = 16
     clock_offset_file: Path | None = None
+    #: Modules whose actions workers serve; empty: those the installed plugins name.
+    service_modules: tuple[str, ...] = ()
+    prefetch: int = 1
+    visibility_timeout: int = 7200
+    unacked_restore_seconds: int | None = None
+    broker_prefix: str = ""
+    events: bool = True
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_wait_replicas: int = 0
+    redis_wait_ms: int = 100
 
     @property
     def retention_seconds(self) -> int:
@@ -55,23 +80,61 @@ class Settings:
         """A copy using ``url`` for Redis (and the broker, unless that was set apart)."""
         return replace(self, redis_url=url, broker_url=self.broker_url if self.broker_url else None)
 
+    def child_env(self) -> dict[str, str]:
+        """The variables that hand this Redis (and broker) to worker processes started from here."""
+        env = {"TRADEFLOW_REDIS_URL": self.redis_url}
+        if self.broker_url:
+            env["TRADEFLOW_BROKER_URL"] = self.broker_url
+        return env
+
+    @property
+    def uses_sentinel(self) -> bool:
+        """True when the state Redis is reached through Redis Sentinel (a ``sentinel://`` URL)."""
+        return self.redis_url.strip().lower().startswith("sentinel://")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the ``TRADEFLOW_*`` variables (see the module docstring)."""
         env = os.environ if env is None else env
+        d = cls  # the field defaults, written once above
         try:
-            return cls(
+            settings = cls(
                 redis_url=env.get("TRADEFLOW_REDIS_URL", DEFAULT_REDIS_URL),
                 broker_url=env.get("TRADEFLOW_BROKER_URL") or None,
-                embedded=env.get("TRADEFLOW_EMBEDDED_REDIS", "0").lower() in {"1", "true", "yes"},
-                home=Path(env.get("TRADEFLOW_HOME", "~/.tradeflow")).expanduser(),
-                key_prefix=env.get("TRADEFLOW_KEY_PREFIX", "wf"),
-                retention_days=float(env.get("TRADEFLOW_RETENTION_DAYS", "14")),
-                timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", "1")),
-                sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", "5")),
-                inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", "16")),
+                embedded=_flag(env.get("TRADEFLOW_EMBEDDED_REDIS"), d.embedded),
+                home=Path(env.get("TRADEFLOW_HOME", DEFAULT_HOME)).expanduser(),
+                key_prefix=env.get("TRADEFLOW_KEY_PREFIX", d.key_prefix),
+                retention_days=float(env.get("TRADEFLOW_RETENTION_DAYS", d.retention_days)),
+                timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", d.timer_interval)),
+                sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", d.sweep_interval)),
+                inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", d.inline_steps)),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,
+                service_modules=tuple(m.strip() for m in env.get("TRADEFLOW_SERVICE_MODULES", "").split(",")
+                                      if m.strip()),
+                prefetch=int(env.get("TRADEFLOW_PREFETCH", d.prefetch)),
+                visibility_timeout=int(env.get("TRADEFLOW_VISIBILITY_TIMEOUT", d.visibility_timeout)),
+                unacked_restore_seconds=int(env["TRADEFLOW_UNACKED_RESTORE_SECONDS"])
+                if env.get("TRADEFLOW_UNACKED_RESTORE_SECONDS") else None,
+                broker_prefix=env.get("TRADEFLOW_BROKER_PREFIX", d.broker_prefix),
+                events=env.get("TRADEFLOW_EVENTS", "1") != "0",
+                redis_sentinel_master=env.get("TRADEFLOW_REDIS_SENTINEL_MASTER") or None,
+                redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
+                redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", d.redis_wait_replicas)),
+                redis_wait_ms=int(env.get("TRADEFLOW_REDIS_WAIT_MS", d.redis_wait_ms)),
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc
+        if settings.uses_sentinel and not settings.redis_sentinel_master:
+            raise ConfigurationError(
+                "TRADEFLOW_REDIS_URL is a sentinel:// URL: set TRADEFLOW_REDIS_SENTINEL_MASTER to the name of the "
+                "master the sentinels monitor (`sentinel monitor <name> ...`)"
+            )
+        if settings.redis_wait_replicas < 0 or settings.redis_wait_ms <= 0:
+            raise ConfigurationError("TRADEFLOW_REDIS_WAIT_REPLICAS must be 0 or more and TRADEFLOW_REDIS_WAIT_MS "
+                                     "a positive number of milliseconds (e.g. 1 and 100)")
+        return settings
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    return default if value is None else value.lower() in {"1", "true", "yes"}

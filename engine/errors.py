@@ -79,3 +79,7 @@ class ActionFailed(TradeflowError):
 
 class MalformedAnswer(ActionFailed):
     """A service or HTTP endpoint answered something that is not a transition."""
+
+
+class RetryableHttpError(TradeflowError):
+    """An http step's response that another attempt may fix (5xx, 429): the node's retry policy applies."""

@@ -11,7 +11,6 @@ from typing import Any
 class InstanceStatus(StrEnum):
     """Where an instance is in its life."""
 
-    PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
     #: Parked at an ``await`` node until a signal (a person, another system) or its timeout.

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from engine.api import Engine
-from engine.definitions.model import HttpNode, Node, ServiceNode
+from engine.definitions.model import HttpNode, Node, ServiceNode, StepNode
 from engine.runtime.http import call_http
 from engine.runtime.messages import MemoryEnqueuer, StepMessage
 from engine.runtime.runner import StepReport
@@ -32,7 +32,7 @@ class Driver:
         self.inline = inline
         self.delivered: list[StepMessage] = []
 
-    def execute(self, node: ServiceNode | HttpNode, payload: Any) -> Transition:
+    def execute(self, node: StepNode, payload: Any) -> Transition:
         """Call the node's action (or endpoint) on ``payload``."""
         if isinstance(node, HttpNode):
             return call_http(node, payload)

@@ -16,6 +16,7 @@ from celery.signals import worker_init, worker_ready
 
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
+from engine.connections import masked_url
 from engine.ops.health import log_redis_warnings
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def remember_epoch(**_: Any) -> None:
     try:
         store = make_store(Settings.from_env(), app.conf.tradeflow_redis_url)
         app.conf.tradeflow_epoch = store.ensure_epoch()
-        store.client.close()
+        store.close()
     except redis.RedisError as exc:
         log.warning("could not read the Redis epoch at start (%s); each process reads it on its first task", exc)
 
@@ -38,8 +39,8 @@ def remember_epoch(**_: Any) -> None:
 def check_redis(**_: Any) -> None:
     """Warn (WARNING log) when the Redis has no persistence or may evict keys."""
     url = app.conf.tradeflow_redis_url
-    client = redis_client(url)
+    client = redis_client(url, Settings.from_env())
     try:
-        log_redis_warnings(client, url.split("@")[-1])  # never log a password
+        log_redis_warnings(client, masked_url(url))  # never log a password
     finally:
         client.close()

@@ -33,5 +33,10 @@ WEIGHT_SUM_TOLERANCE: Final = 1e-6
 FRACTION_DECIMALS: Final = 4
 #: Weight of the traded value in the MILP objective (tie-break towards less turnover).
 MILP_TURNOVER_WEIGHT: Final = 1e-6
-#: Wall-clock limit of one MILP solve, in seconds; greedy is used past it.
-MILP_TIME_LIMIT: Final = 1.0
+#: Work bound of one MILP solve: branch-and-bound nodes (HiGHS ``mip_max_nodes``). Past it the
+#: best plan found so far is used (or greedy, when it is not better): the same plan on any
+#: machine at any load. Measured: 9 in 10 generated accounts stop at the root node, the
+#: hardest of 3,500 needed 6,294 nodes (about 0.4 s on a quiet core).
+MILP_NODE_LIMIT: Final = 10_000
+#: HiGHS threads for a MILP solve: one, so that nothing depends on how threads interleave.
+MILP_THREADS: Final = 1

@@ -28,7 +28,9 @@ is added, so the LP relaxation is nearly integral and HiGHS stops at the root.
 
 The solution is checked against every constraint (:func:`order_calc.solution.violations`);
 greedy is returned when the solver fails, breaks a constraint, or leaves a larger total
-deviation than greedy (strictly larger: ties keep the MILP's plan).
+deviation than greedy (strictly larger: ties keep the MILP's plan). The solver is bounded by
+work (``defaults.MILP_NODE_LIMIT`` nodes, one thread), never by the wall clock: the plan is
+a function of the request alone.
 """
 
 from __future__ import annotations
@@ -194,11 +196,16 @@ def _run_highs(
 ) -> np.ndarray | None:
     """Solve with scipy's HiGHS; the solution vector, or None.
 
+    The search is bounded by work, never by the wall clock: at most
+    ``defaults.MILP_NODE_LIMIT`` branch-and-bound nodes, on one thread, and no time limit, so
+    the same model gives the same answer on any machine at any load (past the node limit,
+    HiGHS's best integer solution so far -- itself a function of the model alone).
+
     Tries the tuned options first; if this scipy's HiGHS lacks them, or its presolve fails
     (HiGHS 1.12 can report "Solve error" after presolve on a sound model), tries again
     plainly, then without presolve.
     """
-    base = {"time_limit": defaults.MILP_TIME_LIMIT}
+    base: dict[str, object] = {"node_limit": defaults.MILP_NODE_LIMIT, "threads": defaults.MILP_THREADS}
     for options in ({**base, **_HIGHS_TUNING}, base, {**base, "presolve": False}):
         try:
             with warnings.catch_warnings():  # scipy warns that it passes the HiGHS option verbatim
@@ -208,7 +215,7 @@ def _run_highs(
             continue
         if res.x is not None:
             return np.asarray(res.x)
-        if res.status in (1, 2, 3):  # time limit without a solution, infeasible, unbounded: give up
+        if res.status in (1, 2, 3):  # node limit without a solution, infeasible, unbounded: give up
             return None
     return None
 

@@ -27,13 +27,8 @@ instance at once with the reason, and never stops the others.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,99 +36,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import ActionFailed
 from engine.service import Transition, action, ok
 from portfolio_manager.book import Holdings
-from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, OrderStatus, SimulatedBrokerage
-from portfolio_manager.config import PMSettings
+from portfolio_manager.brokerage import BrokerOrder, OrderStatus
 from portfolio_manager.errors import AccountClosed, BrokerageError, PortfolioError
+from portfolio_manager.expressions import register_expression_functions
 from portfolio_manager.order_request import build_plan_request
-from portfolio_manager.plugin import register_expression_functions
-from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, ProposalStore, proposal_from_plan
-from portfolio_manager.sources import BookReader, HttpBook, RedisBook
+from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, proposal_from_plan
+from portfolio_manager.services import Services, build_services, services, services_in_use, use_services
 
 register_expression_functions()  # workers evaluate waits such as market_open(...) too
 
-# The beat-triggered daily run is a plain Celery task of this service's workers.
-from portfolio_manager import daily as _daily  # noqa: E402,F401
-
 SERVICE = "portfolio_manager"
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- services
-
-
-class _LatentBrokerage:
-    """A brokerage that takes ``latency`` seconds per order (to make the simulation realistic)."""
-
-    def __init__(self, inner: Brokerage, latency: float) -> None:
-        self.inner = inner
-        self.latency = latency
-
-    def submit(self, order: BrokerOrder) -> BrokerReceipt:
-        """Wait, then submit."""
-        time.sleep(self.latency)
-        return self.inner.submit(order)
-
-
-@dataclass
-class Services:
-    """What the actions work with: the book, the proposal store and the brokerage."""
-
-    book: BookReader
-    proposals: ProposalStore
-    brokerage: Brokerage
-
-
-def build_services(settings: PMSettings, client: Any = None) -> Services:
-    """The services ``settings`` describe (on ``client`` when given, else a client on its Redis URL)."""
-    if client is None:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5,
-                                      health_check_interval=30, retry_on_timeout=True)
-    book: BookReader = HttpBook(settings.book_url) if settings.book_url else RedisBook(client, settings.book_prefix)
-
-    def last_price(symbol: str) -> float | None:
-        return book.get_prices([symbol], datetime.now(UTC).date()).get(symbol)
-
-    brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price)
-    if settings.broker_latency:
-        brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
-    return Services(book, ProposalStore(client, settings.proposals_prefix), brokerage)
-
-
-_lock = threading.Lock()
-_current: dict[str, Any] = {}
-
-
-def services() -> Services:
-    """This process's services: the ones handed to :func:`use_services`, else built from the environment."""
-    found = _current.get("services")
-    if found is not None and (_current.get("pid") == os.getpid() or _current.get("pinned")):
-        return found
-    with _lock:
-        found = _current.get("services")
-        if found is None or (_current.get("pid") != os.getpid() and not _current.get("pinned")):
-            found = build_services(PMSettings.from_env())
-            _current.update(services=found, pid=os.getpid(), pinned=False)
-        return found
-
-
-def use_services(value: Services | None) -> None:
-    """Use ``value`` from now on (tests); None goes back to building them from the environment."""
-    with _lock:
-        _current.clear()
-        if value is not None:
-            _current.update(services=value, pid=os.getpid(), pinned=True)
-
-
-@contextmanager
-def services_in_use(value: Services) -> Iterator[Services]:
-    """``with services_in_use(s):`` -- use ``s`` inside the block only."""
-    use_services(value)
-    try:
-        yield value
-    finally:
-        use_services(None)
 
 
 def _guard(call: Callable[[], T], account_id: str = "") -> T:

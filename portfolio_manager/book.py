@@ -80,11 +80,13 @@ class Side(StrEnum):
     SELL = "SELL"
 
 
-class _Frozen(BaseModel):
+class FrozenModel(BaseModel):
+    """A strict, immutable model: unknown keys refused (every record of the book and the brokerage)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Account(_Frozen):
+class Account(FrozenModel):
     """One client account: its region and tax type, household links, model and TLH switch."""
 
     id: Identifier
@@ -120,7 +122,7 @@ class Account(_Frozen):
         return self.status is AccountStatus.ACTIVE
 
 
-class TaxLot(_Frozen):
+class TaxLot(FrozenModel):
     """Shares of one symbol bought together: quantity, total cost and acquisition date."""
 
     lot_id: Identifier
@@ -135,7 +137,7 @@ class TaxLot(_Frozen):
         return self.cost_basis / self.quantity
 
 
-class Trade(_Frozen):
+class Trade(FrozenModel):
     """An executed trade in the history of an account (used for wash-sale / superficial-loss rules).
 
     ``trade_id`` identifies the trade in its account's log; left out, it is derived from the
@@ -172,7 +174,7 @@ class Trade(_Frozen):
         return self
 
 
-class Sleeve(_Frozen):
+class Sleeve(FrozenModel):
     """One slice of a model portfolio: its target weight and securities, primary first."""
 
     id: Identifier
@@ -197,7 +199,7 @@ class Sleeve(_Frozen):
         return self.securities[1:]
 
 
-class ModelPortfolio(_Frozen):
+class ModelPortfolio(FrozenModel):
     """A target mix: sleeves whose weights sum to 1, and groups of identical securities."""
 
     id: Identifier
@@ -239,7 +241,7 @@ class ModelPortfolio(_Frozen):
         return next((s for s in self.sleeves if symbol in s.securities), None)
 
 
-class Holdings(_Frozen):
+class Holdings(FrozenModel):
     """What an account holds on ``as_of``: cash and lots, plus recent trades of its household.
 
     ``trade_history`` holds the trades of the account *and of every linked account* dated in

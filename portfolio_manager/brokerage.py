@@ -29,9 +29,10 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from portfolio_manager.book import Identifier, Quantity, Side, Symbol
+from engine.keyspace import KeySpace
+from portfolio_manager.book import FrozenModel, Identifier, Quantity, Side, Symbol
 from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
 
 if TYPE_CHECKING:
@@ -47,11 +48,7 @@ class OrderStatus(StrEnum):
     REJECTED = "REJECTED"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BrokerOrder(_Frozen):
+class BrokerOrder(FrozenModel):
     """An order to send: what to trade, plus the key that makes sending it twice harmless."""
 
     idempotency_key: Annotated[str, Field(min_length=1, max_length=256)]
@@ -63,7 +60,7 @@ class BrokerOrder(_Frozen):
     est_price: Price | None = None
 
 
-class BrokerReceipt(_Frozen):
+class BrokerReceipt(FrozenModel):
     """The brokerage's answer for one idempotency key."""
 
     order_id: str
@@ -129,6 +126,7 @@ class SimulatedBrokerage:
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.space = KeySpace(prefix)
         self.last_price = last_price
         self.fail_before_accept = fail_before_accept
         self.fail_after_accept = fail_after_accept
@@ -140,12 +138,12 @@ class SimulatedBrokerage:
     @property
     def received_key(self) -> str:
         """List of every order delivered."""
-        return f"{self.prefix}received"
+        return self.space.key("received")
 
     @property
     def orders_key(self) -> str:
         """Hash of idempotency key -> receipt."""
-        return f"{self.prefix}orders"
+        return self.space.key("orders")
 
     def _fault(self, probability: float) -> bool:
         return probability > 0 and self._rng.random() < probability

@@ -17,18 +17,24 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.config import Settings
 from engine.errors import TradeflowError
-from portfolio_manager.config import SettingsError
+from engine.ops.embedded import resolve_redis_url
+from engine.ops.progress import show_progress
+from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import PortfolioError
-from portfolio_manager.proposals import NoSuchProposal, Proposal, ProposalStatus
+from portfolio_manager.generator import seed_book
+from portfolio_manager.proposals import Proposal, ProposalStatus, submit_approved
+from portfolio_manager.redis_book import RedisBook
 from portfolio_manager.review import cutoff_text
+from portfolio_manager.services import build_services
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,18 +46,18 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (TradeflowError, PortfolioError, NoSuchProposal, SettingsError, FileNotFoundError) as exc:
+        except (TradeflowError, PortfolioError, FileNotFoundError) as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(1)
 
 
 def _context() -> tuple[Any, Any]:
     """The engine (resolving Redis first, so the book uses the same one) and the PM services."""
-    from engine.app import build_engine
-    from portfolio_manager.actions import services
+    from engine.app import build_engine  # celery: imported by the commands that need it, not by --help
 
-    engine = build_engine()
-    return engine, services()
+    settings = Settings.from_env()
+    url = resolve_redis_url(settings)
+    return build_engine(settings.with_redis(url)), build_services(PMSettings.from_env(redis_url=url))
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -64,8 +70,7 @@ def _parse_date(value: str | None) -> date | None:
 
 
 def _definitions(engine: Any) -> None:
-    from portfolio_manager.config import PMSettings
-    from portfolio_manager.daily import ensure_definitions
+    from portfolio_manager.daily import ensure_definitions  # celery: imported on use, not by --help
 
     ensure_definitions(engine, PMSettings.from_env().definitions_dir)
 
@@ -89,8 +94,7 @@ def pm() -> None:
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
            limit: int | None, watch: bool) -> None:
     """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
-    from engine.cli import show_progress
-    from portfolio_manager.daily import start_daily_rebalance
+    from portfolio_manager.daily import start_daily_rebalance  # celery: imported on use, not by --help
 
     engine, svc = _context()
     _definitions(engine)
@@ -116,7 +120,7 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
 @click.option("--wait-for-open", is_flag=True, help="Wait for the market open (default: start now).")
 def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, wait_for_open: bool) -> None:
     """Rebalance ACCOUNT_IDS now, each with its region's workflow."""
-    from portfolio_manager.daily import enqueue_accounts, today_in
+    from portfolio_manager.daily import enqueue_accounts, today_in  # celery: imported on use, not by --help
 
     engine, svc = _context()
     _definitions(engine)
@@ -137,7 +141,7 @@ def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, w
 @click.option("--run", "run", default=None, help="Run label (default deposits-<date>).")
 def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None) -> None:
     """Invest a deposit of AMOUNT into ACCOUNT_ID now (workflow invest-deposit); the plan is proposed."""
-    from portfolio_manager.daily import DEPOSIT_WORKFLOW, today_in
+    from portfolio_manager.daily import DEPOSIT_WORKFLOW, today_in  # celery: imported on use, not by --help
 
     engine, _ = _context()
     _definitions(engine)
@@ -331,8 +335,6 @@ def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool)
     Proposals reviewed inside their workflow (the rebalances) are submitted by that workflow on
     approval; this command is for the others (invest-deposit, older rebalance versions).
     """
-    from engine.cli import show_progress
-    from portfolio_manager.proposals import submit_approved
 
     engine, svc = _context()
     _definitions(engine)
@@ -362,8 +364,6 @@ def accounts() -> None:
 @click.option("--replace/--add", default=True, show_default=True, help="Clear the book first.")
 def accounts_seed(count: int, seed: int, day: str | None, replace: bool) -> None:
     """Write a seeded synthetic book (households, lots, trades, prices; ~2% broken accounts)."""
-    from portfolio_manager.generator import seed_book
-    from portfolio_manager.redis_book import RedisBook
 
     _, svc = _context()
     if not isinstance(svc.book, RedisBook):
@@ -382,9 +382,8 @@ def accounts_seed(count: int, seed: int, day: str | None, replace: bool) -> None
 
 def last_session() -> date:
     """The most recent day both the TSX and the NYSE traded, their open passed (now, or earlier)."""
-    from datetime import UTC, datetime, timedelta
 
-    from portfolio_manager.calendars import is_trading_day, market_open
+    from portfolio_manager.calendars import is_trading_day, market_open  # pandas: imported on use
 
     now = datetime.now(UTC)
     day = now.date()

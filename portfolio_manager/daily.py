@@ -32,10 +32,13 @@ from celery import shared_task
 from celery.schedules import schedstate, schedule
 
 from engine.api import Engine, StartItem
+from engine.app import build_engine
 from engine.definitions.validation import load_definition
 from engine.errors import NotFound
 from portfolio_manager.book import Account, Region
+from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import AccountNotFound, InvalidBookData
+from portfolio_manager.services import services
 from portfolio_manager.sources import BookReader
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,6 @@ log = logging.getLogger(__name__)
 WORKFLOWS: dict[Region, str] = {Region.CA: "rebalance-ca", Region.US: "rebalance-us"}
 EXCHANGE_ZONES: dict[str, str] = {"XTSE": "America/Toronto", "XNYS": "America/New_York"}
 DEFAULT_ALIAS = "production"
-SUBMIT_WORKFLOW = "submit-orders"
 DEPOSIT_WORKFLOW = "invest-deposit"
 
 
@@ -98,10 +100,7 @@ def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALI
     versions: dict[str, int] = {}
     for path in definition_files(directory):
         definition = load_definition(path.read_text(), str(path))
-        version = engine.publish(definition)
-        if alias not in engine.store.aliases(definition.name):
-            engine.store.set_alias(definition.name, alias, version)
-        versions[definition.name] = engine.store.resolve_version(definition.name, alias)
+        versions[definition.name] = engine.ensure_alias(definition.name, alias, engine.publish(definition))
     return versions
 
 
@@ -112,10 +111,8 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
     for workflow, items in by_workflow.items():
         if not items:
             continue
-        existing = engine.store.client.pipeline(transaction=False)
-        for item in items:
-            existing.exists(engine.store.keys.instance(item.instance_id or ""))
-        fresh = [item for item, found in zip(items, existing.execute(), strict=True) if not found]
+        existing = engine.existing([item.instance_id or "" for item in items])
+        fresh = [item for item, found in zip(items, existing, strict=True) if not found]
         result.already_started += len(items) - len(fresh)
         if fresh:
             result.instance_ids += engine.start_many(workflow, fresh, version=version, run=result.run)
@@ -145,7 +142,7 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): for
     rehearsals of a past session (the demo, tests); the morning run never sets it.
     """
-    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day
+    from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
     run_date = run_date or today_in()
     result = RunStarted(run or daily_run_label(run_date), run_date)
@@ -242,7 +239,7 @@ class TradingDaySchedule(schedule):
 
     def next_after(self, moment: datetime) -> datetime:
         """The first firing strictly after ``moment`` (tz-aware)."""
-        from portfolio_manager.calendars import is_trading_day
+        from portfolio_manager.calendars import is_trading_day  # pandas: slow to import
 
         zone = ZoneInfo(self.zone)
         day = moment.astimezone(zone).date()
@@ -291,8 +288,6 @@ _engine: dict[str, Engine] = {}
 def _worker_engine() -> Engine:
     with _engine_lock:
         if "engine" not in _engine:
-            from engine.app import build_engine
-
             _engine["engine"] = build_engine()
         return _engine["engine"]
 
@@ -300,9 +295,7 @@ def _worker_engine() -> Engine:
 @shared_task(name=DAILY_TASK, ignore_result=True)
 def daily_rebalance_task(exchange: str | None = None, run_date: str | None = None) -> dict[str, Any]:
     """Beat's entry point: the morning run of the regions ``exchange`` serves (all when None)."""
-    from portfolio_manager.actions import services
-    from portfolio_manager.calendars import EXCHANGES
-    from portfolio_manager.config import PMSettings
+    from portfolio_manager.calendars import EXCHANGES  # pandas: slow to import
 
     engine = _worker_engine()
     ensure_definitions(engine, PMSettings.from_env().definitions_dir)

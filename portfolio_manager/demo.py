@@ -23,7 +23,6 @@ or was written by an earlier demo; a real book is never overwritten.
 from __future__ import annotations
 
 import collections
-import os
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -32,7 +31,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from engine.app import build_engine
+from engine.config import Settings
 from engine.model import InstanceStatus
+from engine.ops.embedded import resolve_redis_url
+from engine.ops.fleet import Fleet, default_fleets
+from engine.ops.progress import show_progress
+from portfolio_manager.cli import last_session
+from portfolio_manager.config import PMSettings
+from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
+from portfolio_manager.errors import DemoRefused
+from portfolio_manager.generator import seed_book
+from portfolio_manager.redis_book import RedisBook
+from portfolio_manager.services import build_services
 
 console = Console()
 DEMO_MARKER = "demo-book"
@@ -42,14 +53,7 @@ DEMO_REVIEW_HOURS = 2
 _QUOTED = re.compile(r"'[^']*'")
 
 
-class DemoRefused(RuntimeError):
-    """The configured book is a real one: the demo will not overwrite it."""
-
-
 def _prepare_book(svc: Any, count: int, seed: int, as_of: date) -> Any:
-    from portfolio_manager.generator import seed_book
-    from portfolio_manager.redis_book import RedisBook
-
     book = svc.book
     if not isinstance(book, RedisBook):
         raise DemoRefused("the demo seeds the Redis book; unset TRADEFLOW_PM_BOOK_URL to run it")
@@ -79,34 +83,29 @@ def failure_reason(instance: Any) -> str:
 
 def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
     """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary."""
-    from engine.app import build_engine
-    from engine.cli import show_progress
-    from engine.ops.fleet import Fleet, default_fleets
-    from portfolio_manager.actions import services
-    from portfolio_manager.cli import last_session
-    from portfolio_manager.config import PMSettings
-    from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
-
-    os.environ["TRADEFLOW_MORNING_RUN"] = "0"  # the demo starts its run itself
-    engine = build_engine(allow_start=True)
-    console.print(f"Redis: {os.environ['TRADEFLOW_REDIS_URL']}")
+    settings = Settings.from_env()
+    settings = settings.with_redis(resolve_redis_url(settings, allow_start=True))
+    engine = build_engine(settings)
+    pm_settings = PMSettings.from_env(redis_url=settings.redis_url)
+    console.print(f"Redis: {settings.redis_url}")
     run_date = last_session()
     specs = default_fleets()
-    with Fleet(specs, beat=True) as fleet:
+    env = {**settings.child_env(), "TRADEFLOW_MORNING_RUN": "0"}  # the demo starts its run itself
+    with Fleet(specs, beat=True, env=env) as fleet:
         console.print("workers: " + ", ".join(map(str, specs)) + f" + beat (logs in {fleet.logdir})")
-        svc = services()
+        svc = build_services(pm_settings)
         summary = _prepare_book(svc, count, seed, run_date)
         console.print(f"book: {summary.count} accounts {summary.by_region} as of {run_date}, "
                       f"{len(summary.closed_accounts)} closed and {len(summary.missing_price_accounts)} holding an "
                       f"unpriced symbol on purpose", highlight=False)
-        versions = ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+        versions = ensure_definitions(engine, pm_settings.definitions_dir)
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
         review_until = datetime.fromtimestamp(engine.clock(), UTC) + timedelta(hours=DEMO_REVIEW_HOURS)
         started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until)
         console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items()))
-        progress = show_progress(engine, run, follow=True, timeout=timeout)
+        progress = show_progress(engine, run, follow=True, timeout=timeout, console=console)
         elapsed = time.monotonic() - began
         submitted = approve_a_few(engine, svc, run, timeout=min(timeout, 120.0))
         progress = engine.progress(run)

@@ -134,3 +134,19 @@ __all__ = [
     "CalendarError",
     "NotATradingDay",
 ]
+
+
+# --- configuration, proposals, the demo ----------------------------------------------------------
+
+
+class SettingsError(PortfolioError, ValueError):
+    """A ``TRADEFLOW_PM_*`` (or ``TRADEFLOW_MORNING_*``) variable has a value that cannot be used."""
+
+
+class NoSuchProposal(PortfolioError, LookupError):
+    """No proposal for this run and account (or not in the status an operation needs)."""
+
+
+class DemoRefused(PortfolioError):
+    """The configured book is a real one: the demo will not overwrite it."""
+

@@ -1,24 +1,25 @@
 """The portfolio manager's hooks into tradeflow (entry point ``tradeflow.plugins``).
 
-``register(cli)`` adds the ``pm`` and ``accounts`` command groups, registers the trading
-expression functions, and returns the hooks the engine's CLI uses: ``demo(count)`` and
-``fleets()``. The engine itself knows no trading words: everything trading comes from here.
-
-Expression functions (usable in any definition once this plugin is loaded; the workers load
-them with :mod:`portfolio_manager.actions`):
-
-- ``market_open(date, exchange)``: when ``exchange`` (``'XTSE'``, ``'XNYS'``) opens on the
-  ``'YYYY-MM-DD'`` session ``date``, a UTC timestamp; fails on a day without a session.
-- ``market_close(date, exchange)``: when it closes (early closes included).
-- ``trading_day(date, exchange)``: true when the exchange has a session that day.
+``register(cli)`` registers the trading expression functions (:mod:`portfolio_manager.expressions`),
+adds the ``pm`` and ``accounts`` command groups to the CLI when given one, and returns the hooks
+the engine uses (see :mod:`engine.plugins`): ``demo(count)``, ``fleets()``, ``service_modules``
+and ``beat_schedule()``. The engine itself knows no trading words: everything trading comes
+from here.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import sys
 from typing import Any
 
-from engine.expressions.functions import register_function
+from engine.ops.fleet import FleetSpec
+from portfolio_manager.cli import accounts, pm
+from portfolio_manager.config import PMSettings
+from portfolio_manager.errors import PortfolioError
+from portfolio_manager.expressions import register_expression_functions
+
+# Every `tradeflow` command loads this module: the hooks below import what only they need
+# (celery and the calendars for the schedule, the demo's fleet and book) when they are called.
 
 #: Queues of the portfolio manager's services, with the pool that suits them. The portfolio
 #: manager's steps are short (a Redis book, proposals, the brokerage) but their Python
@@ -27,83 +28,44 @@ from engine.expressions.functions import register_function
 #: BENCHMARKS.md). A book behind slow HTTP wants more: ``tradeflow workers --fleet``.
 PM_FLEET = ("portfolio_manager", "prefork", 4)
 ORDER_CALC_FLEET = ("order_calc", "prefork", 2)
+#: The modules a worker imports to serve the portfolio manager's and the order calculation's actions.
+SERVICE_MODULES = ("portfolio_manager.worker", "order_calc.actions")
 
 
-def _day(value: Any, fn: str) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if not isinstance(value, str):
-        raise ValueError(f"{fn}(): the date must be a 'YYYY-MM-DD' string, got {value!r}")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{fn}(): {value!r} is not a 'YYYY-MM-DD' date") from None
-
-
-def _exchange(value: Any, fn: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{fn}(): the exchange must be a code such as 'XTSE' or 'XNYS', got {value!r}")
-    return value
-
-
-def market_open(day: Any, exchange: Any) -> datetime:
-    """market_open(date, exchange): when the exchange opens on that session date (UTC timestamp)."""
-    from portfolio_manager import calendars
-
-    return calendars.market_open(_day(day, "market_open"), _exchange(exchange, "market_open"))
-
-
-def market_close(day: Any, exchange: Any) -> datetime:
-    """market_close(date, exchange): when the exchange closes on that session date (UTC timestamp)."""
-    from portfolio_manager import calendars
-
-    return calendars.market_close(_day(day, "market_close"), _exchange(exchange, "market_close"))
-
-
-def trading_day(day: Any, exchange: Any) -> bool:
-    """trading_day(date, exchange): true when the exchange has a session on that date."""
-    from portfolio_manager import calendars
-
-    return calendars.is_trading_day(_day(day, "trading_day"), _exchange(exchange, "trading_day"))
-
-
-def register_expression_functions() -> None:
-    """Make the trading functions callable from expressions (idempotent)."""
-    register_function("market_open", market_open)
-    register_function("market_close", market_close)
-    register_function("trading_day", trading_day)
-
-
-def fleets() -> list[Any]:
+def fleets() -> list[FleetSpec]:
     """The portfolio manager's worker fleets (the engine adds its own ``engine`` fleet)."""
-    from engine.ops.fleet import FleetSpec
-
     return [FleetSpec(*PM_FLEET), FleetSpec(*ORDER_CALC_FLEET)]
+
+
+def beat_schedule() -> dict[str, Any]:
+    """The morning rebalance's beat entries (none with ``TRADEFLOW_MORNING_RUN=0``)."""
+    from portfolio_manager.daily import morning_schedule  # celery, pandas: see the note at the top
+
+    settings = PMSettings.from_env()
+    return morning_schedule(settings.morning_at) if settings.morning_run else {}
 
 
 def demo(count: int) -> None:
     """``tradeflow demo``: the morning rebalance end to end (see :mod:`portfolio_manager.demo`)."""
-    import sys
-
-    from portfolio_manager.demo import DemoRefused, run_demo
+    from portfolio_manager.demo import run_demo  # see the note at the top
 
     try:
         run_demo(count)
-    except DemoRefused as exc:
+    except PortfolioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
-def register(cli: Any) -> dict[str, Any]:
-    """Add the ``pm`` and ``accounts`` commands to ``cli``; return the hooks (demo, fleets)."""
-    from portfolio_manager.cli import accounts, pm
-
+def register(cli: Any | None = None) -> dict[str, Any]:
+    """Register the expression functions, add the ``pm`` and ``accounts`` commands to ``cli`` (when
+    given); return the hooks."""
     register_expression_functions()
-    if "pm" not in cli.commands:
-        cli.add_command(pm)
-    if "accounts" not in cli.commands:
-        cli.add_command(accounts)
-    return {"demo": demo, "fleets": fleets}
+    if cli is not None:
+        for group in (pm, accounts):
+            if group.name not in cli.commands:
+                cli.add_command(group)
+    return {"demo": demo, "fleets": fleets, "service_modules": list(SERVICE_MODULES),
+            "beat_schedule": beat_schedule}
 
 
-__all__ = ["register", "register_expression_functions", "market_open", "market_close", "trading_day", "fleets"]
+__all__ = ["register", "fleets", "beat_schedule", "demo"]

@@ -38,13 +38,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from engine.keyspace import KeySpace, read_lua, text
+from portfolio_manager.errors import NoSuchProposal
 
 if TYPE_CHECKING:
     from engine.api import Engine
@@ -215,66 +218,6 @@ def proposal_from_plan(
     )
 
 
-# Record a plan unless a decision was already taken. KEYS: proposal hash, accounts set, runs zset.
-# ARGV: body JSON, account id, run, now. Returns {1, 'proposed'} or {0, current status}.
-_RECORD_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status and status ~= 'proposed' then return {0, status} end
-redis.call('HSET', KEYS[1], 'body', ARGV[1], 'status', 'proposed')
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[3])
-return {1, 'proposed'}
-"""
-
-# Move a proposal to a new status if it is in one of the allowed ones. KEYS: proposal hash.
-# ARGV: new status, allowed statuses (comma separated), then field/value pairs to set.
-# Returns {1, new status}, {0, current status} or {0, ''} when there is no such proposal.
-_TRANSITION_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, ''} end
-local allowed = false
-for s in string.gmatch(ARGV[2], '[^,]+') do if s == status then allowed = true end end
-if not allowed then return {0, status} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-return {1, ARGV[1]}
-"""
-
-
-# An approval of a proposal reviewed in its workflow. KEYS: proposal hash.
-# ARGV: who, now, approval JSON, approvals required, cutoff ('' = none), decided_at.
-# Returns {1, status, approvals} (recorded; status 'approved' once enough), or {0, reason, status}
-# with reason 'missing', 'late' (past the cut-off), 'same' (this person approved already) or 'status'.
-_APPROVE_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, 'missing', ''} end
-if redis.call('HEXISTS', KEYS[1], 'approval:' .. ARGV[1]) == 1 then return {0, 'same', status} end
-if status ~= 'proposed' then return {0, 'status', status} end
-if ARGV[5] ~= '' and tonumber(ARGV[2]) > tonumber(ARGV[5]) then return {0, 'late', status} end
-redis.call('HSET', KEYS[1], 'approval:' .. ARGV[1], ARGV[3])
-local count = redis.call('HINCRBY', KEYS[1], 'approval_count', 1)
-if count >= tonumber(ARGV[4]) then
-  status = 'approved'
-  redis.call('HSET', KEYS[1], 'status', status, 'decided_by', ARGV[1], 'decided_at', ARGV[6])
-end
-return {1, status, count}
-"""
-
-# A final rejection of a proposal reviewed in its workflow. KEYS: proposal hash.
-# ARGV: who, now, note, cutoff ('' = none). Returns {1, 'rejected'} or {0, reason, status}.
-_REJECT_LUA = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, 'missing', ''} end
-if status ~= 'proposed' then return {0, 'status', status} end
-if ARGV[4] ~= '' and tonumber(ARGV[2]) > tonumber(ARGV[4]) then return {0, 'late', status} end
-redis.call('HSET', KEYS[1], 'status', 'rejected', 'decided_by', ARGV[1], 'decided_at', ARGV[2], 'note', ARGV[3])
-return {1, 'rejected'}
-"""
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What the store did with one decision on a proposal reviewed in its workflow."""
@@ -295,24 +238,19 @@ class Decisions:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-class NoSuchProposal(LookupError):
-    """No proposal for this run and account."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class ProposalStore:
     """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
 
-    def __init__(self, client: Any, prefix: str = "pm:prop:") -> None:
+    def __init__(self, client: Any, prefix: str = "pm:prop:", replicate: Callable[[Any], int] | None = None) -> None:
         self.client = client
         self.prefix = prefix
-        self._record = client.register_script(_RECORD_LUA)
-        self._transition = client.register_script(_TRANSITION_LUA)
-        self._approve = client.register_script(_APPROVE_LUA)
-        self._reject = client.register_script(_REJECT_LUA)
+        #: Called once a submission is recorded (``WAIT`` for replicas: engine.connections.ReplicaWait).
+        self.replicate = replicate
+        self.space = KeySpace(prefix)
+        self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
+        self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
+        self._approve = client.register_script(read_lua(__file__, "approve_proposal.lua"))
+        self._reject = client.register_script(read_lua(__file__, "reject_proposal.lua"))
 
     def __repr__(self) -> str:
         return f"ProposalStore(prefix={self.prefix!r})"
@@ -322,15 +260,15 @@ class ProposalStore:
     @property
     def runs_key(self) -> str:
         """Sorted set of run labels."""
-        return f"{self.prefix}runs"
+        return self.space.key("runs")
 
     def accounts_key(self, run: str) -> str:
         """Set of the account ids with a proposal in ``run``."""
-        return f"{self.prefix}{run}:accounts"
+        return self.space.key(run, "accounts")
 
     def key(self, run: str, account_id: str) -> str:
         """Hash of one proposal."""
-        return f"{self.prefix}{run}:{account_id}"
+        return self.space.key(run, account_id)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -341,7 +279,7 @@ class ProposalStore:
             keys=[self.key(proposal.run, proposal.account_id), self.accounts_key(proposal.run), self.runs_key],
             args=[body, proposal.account_id, proposal.run, repr(proposal.recorded_at)],
         )
-        return bool(done), ProposalStatus(_text(status))
+        return bool(done), ProposalStatus(text(status))
 
     def transition(self, run: str, account_id: str, to: ProposalStatus, **fields: Any) -> tuple[bool, str]:
         """Move one proposal to ``to`` if allowed; (applied, status now or '' if missing)."""
@@ -349,50 +287,48 @@ class ProposalStore:
         for name, value in fields.items():
             args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
-        return bool(done), _text(status)
+        return bool(done), text(status)
 
     def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic; see ``_APPROVE_LUA``)."""
+        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic; lua/approve_proposal.lua)."""
         reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
             by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
             "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
         if int(reply[0]):
-            return Verdict(True, _text(reply[1]), approvals=int(reply[2]))
-        return Verdict(False, _text(reply[2]), _text(reply[1]))
+            return Verdict(True, text(reply[1]), approvals=int(reply[2]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
 
     def reject_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``_REJECT_LUA``)."""
+        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``lua/reject_proposal.lua``)."""
         reply = self._reject(keys=[self.key(proposal.run, proposal.account_id)], args=[
             by, repr(now), note, "" if proposal.cutoff is None else repr(proposal.cutoff)])
         if int(reply[0]):
-            return Verdict(True, _text(reply[1]))
-        return Verdict(False, _text(reply[2]), _text(reply[1]))
+            return Verdict(True, text(reply[1]))
+        return Verdict(False, text(reply[2]), text(reply[1]))
 
     def decide(
         self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
-        engine: Engine | None = None,
+        in_workflow: Callable[[list[Proposal], Decisions], None] | None = None,
     ) -> Decisions:
         """Approve or reject the proposals of ``account_ids`` (all of the run when None).
 
-        Proposals reviewed in their workflow are decided through
-        :func:`portfolio_manager.review.decide` (which also signals their instance): that needs
-        ``engine``; without it they are skipped with the reason.
+        Proposals reviewed in their workflow are handed to ``in_workflow`` (what
+        :mod:`portfolio_manager.review` passes: it records each decision and signals the
+        instance); without it they are skipped with the reason.
         """
         if to not in (ProposalStatus.APPROVED, ProposalStatus.REJECTED):
             raise ValueError(f"a review approves or rejects, not {to.value}")
         ids = self.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
-        in_workflow = {p.account_id: p for p in self.get_many(run, ids) if p.in_workflow}
+        reviewed = {p.account_id: p for p in self.get_many(run, ids) if p.in_workflow}
         result = Decisions(to)
-        if in_workflow:
-            if engine is None:
-                result.skipped.update(dict.fromkeys(in_workflow, (
+        if reviewed:
+            if in_workflow is None:
+                result.skipped.update(dict.fromkeys(reviewed, (
                     "reviewed in its workflow: decide it with portfolio_manager.review "
                     "(tradeflow pm approve/reject), which signals the instance")))
             else:
-                from portfolio_manager.review import decide_in_workflow
-
-                decide_in_workflow(engine, self, list(in_workflow.values()), to, by=by, note=note, into=result)
-            ids = [a for a in ids if a not in in_workflow]
+                in_workflow(list(reviewed.values()), result)
+            ids = [a for a in ids if a not in reviewed]
         now = repr(time.time())
         for account_id in ids:
             applied, status = self.transition(
@@ -418,16 +354,18 @@ class ProposalStore:
         )
         if not applied:
             raise NoSuchProposal(f"proposal {run}/{account_id} is {status or 'missing'}, not being submitted")
+        if self.replicate is not None:
+            self.replicate(self.client)
 
     # -- reading -----------------------------------------------------------------------------
 
     def runs(self, limit: int = 20) -> list[str]:
         """Run labels with proposals, newest first."""
-        return [_text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
+        return [text(r) for r in self.client.zrevrange(self.runs_key, 0, limit - 1)]
 
     def account_ids(self, run: str) -> list[str]:
         """Accounts with a proposal in ``run``, sorted."""
-        return sorted(_text(a) for a in self.client.smembers(self.accounts_key(run)))
+        return sorted(text(a) for a in self.client.smembers(self.accounts_key(run)))
 
     def get(self, run: str, account_id: str) -> Proposal:
         """One proposal; NoSuchProposal says how to find the right one."""
@@ -446,7 +384,7 @@ class ProposalStore:
         out = []
         for raw in pipe.execute():
             if raw:
-                out.append(self._parse({_text(k): _text(v) for k, v in raw.items()}))
+                out.append(self._parse({text(k): text(v) for k, v in raw.items()}))
         return out
 
     def list(self, run: str, statuses: Iterable[ProposalStatus | str] | None = None) -> list[Proposal]:

@@ -34,32 +34,14 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from redis.exceptions import NoScriptError
 
+from engine.keyspace import KeySpace, read_lua, text
 from portfolio_manager.book import Account, Holdings, ModelPortfolio, TaxLot, Trade
 from portfolio_manager.errors import AccountNotFound, InvalidBookData, ModelNotFound
 
 _LOTS = TypeAdapter(tuple[TaxLot, ...])
 
-# One account's holdings in one round trip. KEYS: accounts hash, cash hash.
-# ARGV: prefix, account id, lowest and highest date ordinal of the trade window.
-# Returns {account JSON, cash, lots JSON, trade JSON...} with the trades of the account and
-# of every account in its ``linked_account_ids``; {nil} when the account does not exist.
-HOLDINGS_LUA = """
-local prefix, id, low, high = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local account = redis.call('HGET', KEYS[1], id)
-if not account then return {false} end
-local out = {account, redis.call('HGET', KEYS[2], id), redis.call('GET', prefix .. 'lots:' .. id)}
-local members = {id}
-local ok, parsed = pcall(cjson.decode, account)
-if ok and type(parsed) == 'table' and type(parsed.linked_account_ids) == 'table' then
-  for _, other in ipairs(parsed.linked_account_ids) do table.insert(members, other) end
-end
-for _, member in ipairs(members) do
-  for _, trade in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'trades:' .. member, low, high)) do
-    table.insert(out, trade)
-  end
-end
-return out
-"""
+#: One account's holdings in one round trip (see ``lua/holdings.lua``).
+HOLDINGS_LUA = read_lua(__file__, "holdings.lua")
 HOLDINGS_SHA = hashlib.sha1(HOLDINGS_LUA.encode(), usedforsecurity=False).hexdigest()
 DEFAULT_FLUSH_EVERY = 5_000
 
@@ -69,41 +51,38 @@ class BookKeys:
 
     def __init__(self, prefix: str = "pm:") -> None:
         self.prefix = prefix
+        self.space = KeySpace(prefix)
 
     @property
     def accounts(self) -> str:
         """Hash of account id -> Account JSON."""
-        return f"{self.prefix}accounts"
+        return self.space.key("accounts")
 
     @property
     def cash(self) -> str:
         """Hash of account id -> cash balance."""
-        return f"{self.prefix}cash"
+        return self.space.key("cash")
 
     @property
     def models(self) -> str:
         """Hash of model id -> ModelPortfolio JSON."""
-        return f"{self.prefix}models"
+        return self.space.key("models")
 
     def lots(self, account_id: str) -> str:
         """String holding the JSON array of an account's lots."""
-        return f"{self.prefix}lots:{account_id}"
+        return self.space.key("lots", account_id)
 
     def trades(self, account_id: str) -> str:
         """Sorted set of an account's trades, scored by date ordinal."""
-        return f"{self.prefix}trades:{account_id}"
+        return self.space.key("trades", account_id)
 
     def price(self, symbol: str) -> str:
         """Sorted set of a symbol's prices, scored by date ordinal."""
-        return f"{self.prefix}px:{symbol}"
+        return self.space.key("px", symbol)
 
     def families(self) -> list[str]:
         """SCAN patterns of the per-account and per-symbol keys."""
-        return [f"{self.prefix}lots:*", f"{self.prefix}trades:*", f"{self.prefix}px:*"]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return [self.space.family("lots"), self.space.family("trades"), self.space.family("px")]
 
 
 def _parse(model: type[Any], raw: bytes | str, what: str) -> Any:
@@ -281,11 +260,11 @@ class RedisBook:
         accounts = []
         for key, raw in self.client.hscan_iter(self.keys.accounts, count=2000):
             try:
-                accounts.append(_parse(Account, raw, f"account {_text(key)}"))
+                accounts.append(_parse(Account, raw, f"account {text(key)}"))
             except InvalidBookData as exc:
                 if invalid is None:
                     raise
-                invalid[_text(key)] = str(exc)
+                invalid[text(key)] = str(exc)
         if active_only:
             accounts = [a for a in accounts if a.active]
         return sorted(accounts, key=lambda a: a.id)
@@ -301,7 +280,7 @@ class RedisBook:
     def list_models(self) -> list[ModelPortfolio]:
         """Every model portfolio, ordered by id."""
         raws = self.client.hgetall(self.keys.models)
-        models = [_parse(ModelPortfolio, raw, f"model {_text(k)}") for k, raw in raws.items()]
+        models = [_parse(ModelPortfolio, raw, f"model {text(k)}") for k, raw in raws.items()]
         return sorted(models, key=lambda m: m.id)
 
     def get_prices(self, symbols: Iterable[str], as_of: date) -> dict[str, float]:
@@ -313,7 +292,7 @@ class RedisBook:
         prices: dict[str, float] = {}
         for symbol, found in zip(wanted, pipe.execute(), strict=True):
             if found:
-                prices[symbol] = float(_text(found[0]).split("|", 1)[1])
+                prices[symbol] = float(text(found[0]).split("|", 1)[1])
         return prices
 
     def get_holdings(self, account_id: str, as_of: date, lookback_days: int) -> Holdings:
@@ -369,7 +348,7 @@ class RedisBook:
                 account=account,
                 as_of=as_of,
                 lookback_days=lookback_days,
-                cash=float(_text(raw_cash)) if raw_cash is not None else 0.0,
+                cash=float(text(raw_cash)) if raw_cash is not None else 0.0,
                 lots=lots,
                 trade_history=tuple(history),
             )

@@ -17,7 +17,7 @@ Python API (the CLI and the console call these): :func:`approve`, :func:`reject`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -47,13 +47,15 @@ def approve(engine: Engine, store: ProposalStore, run: str, account_ids: Iterabl
     it needs (two different people over ``four_eyes_over``); a separately submitted one waits
     for :func:`submit`. Refusals (past the cut-off, same person twice...) are in ``skipped``.
     """
-    return store.decide(run, account_ids, ProposalStatus.APPROVED, by=by, note=note, engine=engine)
+    return store.decide(run, account_ids, ProposalStatus.APPROVED, by=by, note=note,
+                        in_workflow=_in_workflow(engine, store, ProposalStatus.APPROVED, by, note))
 
 
 def reject(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
            by: str = "", reason: str = "") -> Decisions:
     """Reject the proposals of ``account_ids`` of ``run``; one reviewed in its workflow ends there."""
-    return store.decide(run, account_ids, ProposalStatus.REJECTED, by=by, note=reason, engine=engine)
+    return store.decide(run, account_ids, ProposalStatus.REJECTED, by=by, note=reason,
+                        in_workflow=_in_workflow(engine, store, ProposalStatus.REJECTED, by, reason))
 
 
 def submit(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
@@ -79,6 +81,12 @@ def _late(proposal: Proposal) -> ReviewRefused:
         f"the review of {proposal.account_id} in run {proposal.run} closed at its cut-off {cutoff_text(proposal)} "
         "(the exchange's close minus the review cut-off): the proposal expired and is never submitted; "
         "its account is proposed again in the next run")
+
+
+def _in_workflow(engine: Engine, store: ProposalStore, to: ProposalStatus, by: str,
+                 note: str) -> Callable[[list[Proposal], Decisions], None]:
+    """What ``ProposalStore.decide`` calls with the proposals reviewed in their workflow."""
+    return lambda proposals, into: decide_in_workflow(engine, store, proposals, to, by=by, note=note, into=into)
 
 
 def decide_in_workflow(engine: Engine, store: ProposalStore, proposals: list[Proposal], to: ProposalStatus, *,

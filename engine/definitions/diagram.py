@@ -11,16 +11,7 @@ from __future__ import annotations
 
 import re
 
-from engine.definitions.model import (
-    AwaitNode,
-    ChoiceNode,
-    Definition,
-    HttpNode,
-    ServiceNode,
-    TerminalNode,
-    TerminalStatus,
-    WaitNode,
-)
+from engine.definitions.model import Definition, TerminalNode, TerminalStatus
 
 __all__ = ["to_mermaid"]
 
@@ -38,29 +29,16 @@ def to_mermaid(definition: Definition) -> str:
         sid = ids[name]
         if sid != name:
             lines.append(f'    state "{_label(name)}" as {sid}')
-        if isinstance(node, ChoiceNode):
-            lines.append(f"    state {sid} <<choice>>")
-        elif isinstance(node, ServiceNode):
-            lines.append(f"    {sid} : {_label(f'{node.service}.{node.action}')}")
-        elif isinstance(node, HttpNode):
-            lines.append(f"    {sid} : {_label(f'{node.method} {node.url}')}")
-        elif isinstance(node, AwaitNode):
-            lines.append(f"    {sid} : {_label('await ' + ', '.join(node.signals))}")
+        label = node.label()
+        if node.diagram_shape:
+            lines.append(f"    state {sid} <<{node.diagram_shape}>>")
+        elif label:
+            lines.append(f"    {sid} : {_label(label)}")
     lines.append(f"    [*] --> {ids[definition.start]}")
     for name, node in definition.nodes.items():
         sid = ids[name]
-        if isinstance(node, ServiceNode | HttpNode):
-            lines.extend(f"    {sid} --> {ids[target]} : {_label(t)}" for t, target in node.transitions.items())
-        elif isinstance(node, WaitNode):
-            lines.append(f"    {sid} --> {ids[node.next]} : {_label('until ' + node.until)}")
-        elif isinstance(node, AwaitNode):
-            lines.extend(f"    {sid} --> {ids[target]} : {_label('signal ' + s)}" for s, target in node.signals.items())
-            if node.timeout and node.on_timeout:
-                lines.append(f"    {sid} --> {ids[node.on_timeout]} : {_label('timeout ' + node.timeout)}")
-        elif isinstance(node, ChoiceNode):
-            lines.extend(f"    {sid} --> {ids[c.next]} : {_label(c.when)}" for c in node.choices)
-            lines.append(f"    {sid} --> {ids[node.default]} : default")
-        elif isinstance(node, TerminalNode):
+        lines.extend(f"    {sid} --> {ids[edge.target]} : {_label(edge.label)}" for edge in node.edges())
+        if node.ends:
             lines.append(f"    {sid} --> [*]")
     failed = [
         ids[name]

@@ -8,8 +8,10 @@ graph and expression checks live in :mod:`engine.definitions.validation`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,7 +45,65 @@ class RetryPolicy(_Strict):
         return min(self.backoff_seconds * self.backoff_rate ** max(attempt - 1, 0), self.max_backoff_seconds)
 
 
-class _StepNode(_Strict):
+@dataclass(frozen=True)
+class Edge:
+    """One edge leaving a node: where it is in the file, what it is called, and where it leads."""
+
+    pointer: str  # JSON pointer suffix under the node, e.g. "/transitions/ok"
+    label: str
+    target: Any  # a node name (any JSON value while a raw file is being checked)
+
+
+@dataclass(frozen=True)
+class ExpressionSource:
+    """One expression of a node: where it is, its source, and whether it is a template of expressions."""
+
+    pointer: str
+    source: Any
+    template: bool = False
+
+
+class NodeBase(_Strict):
+    """What every node type says about itself: its edges, its expressions, whether it ends.
+
+    The ``raw_*`` class methods read a node leniently from raw JSON (validation reports every
+    problem of a file, before the models accept it); the instance methods read a valid node.
+    Adding a node type: a subclass here, listed in ``NODE_CLASSES``, and its handling in
+    :func:`engine.runtime.dispatcher.resolve`.
+    """
+
+    #: True for a node that ends the instance (a terminal).
+    ends: ClassVar[bool] = False
+    #: A Mermaid state annotation ("choice" draws a diamond), if any.
+    diagram_shape: ClassVar[str | None] = None
+
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """The edges of the raw node ``raw``, as far as they can be read."""
+        return iter(())
+
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """True when ``raw``'s edges are missing or malformed (the model reports why)."""
+        return False
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The expressions (and templates) of the raw node ``raw``, as far as they can be read."""
+        return iter(())
+
+    def edges(self) -> list[Edge]:
+        """The edges leaving this node, in the order of the file."""
+        return list(type(self).raw_edges(self.model_dump(mode="json")))
+
+    def label(self) -> str | None:
+        """What the node does, in a few words, for a diagram (None: its name says it)."""
+        return None
+
+
+class StepNode(NodeBase):
+    """A node whose step is work done by a worker (a message per step); its outcome is a transition."""
+
     description: str | None = None
     input: Any = Field(default_factory=dict, description="Expressions (strings) and literals.")
     transitions: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str] = Field(min_length=1)
@@ -51,16 +111,39 @@ class _StepNode(_Strict):
     timeout_seconds: float = Field(300.0, gt=0, le=86400)
     record: RecordLevel | None = None
 
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """One edge per transition."""
+        if isinstance(raw.get("transitions"), dict):
+            for name, target in raw["transitions"].items():
+                yield Edge(f"/transitions/{escape_pointer(name)}", str(name), target)
 
-class ServiceNode(_StepNode):
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """No transitions, or not an object."""
+        transitions = raw.get("transitions")
+        return not isinstance(transitions, dict) or not transitions
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The input template."""
+        if "input" in raw:
+            yield ExpressionSource("/input", raw["input"], template=True)
+
+
+class ServiceNode(StepNode):
     """Call ``action`` of ``service`` (a Celery task on the service's queue)."""
 
     type: Literal["service"]
     service: str = Field(pattern=IDENT_PATTERN)
     action: str = Field(pattern=IDENT_PATTERN)
 
+    def label(self) -> str:
+        """service.action"""
+        return f"{self.service}.{self.action}"
 
-class HttpNode(_StepNode):
+
+class HttpNode(StepNode):
     """POST the input as JSON to ``url``; the answer is ``{"transition": ..., "data": {...}}``."""
 
     type: Literal["http"]
@@ -68,8 +151,12 @@ class HttpNode(_StepNode):
     method: Literal["POST", "PUT"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
 
+    def label(self) -> str:
+        """METHOD url"""
+        return f"{self.method} {self.url}"
 
-class WaitNode(_Strict):
+
+class WaitNode(NodeBase):
     """Park the instance until ``until`` (an expression giving a timestamp), then go to ``next``."""
 
     type: Literal["wait"]
@@ -77,8 +164,25 @@ class WaitNode(_Strict):
     until: str = Field(min_length=1)
     next: str
 
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """The edge to ``next``."""
+        if "next" in raw:
+            yield Edge("/next", f"until {raw.get('until')}", raw["next"])
 
-class AwaitNode(_Strict):
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """No ``next``."""
+        return not isinstance(raw.get("next"), str)
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The ``until`` expression."""
+        if isinstance(raw.get("until"), str) and raw["until"]:
+            yield ExpressionSource("/until", raw["until"])
+
+
+class AwaitNode(NodeBase):
     """Park the instance until one of the named ``signals`` arrives (``Engine.signal``), then go where it maps.
 
     ``timeout`` (an expression giving a timestamp) and ``on_timeout`` (a node) come together: when
@@ -101,6 +205,31 @@ class AwaitNode(_Strict):
             raise ValueError(f"timeout and on_timeout go together: add {missing!r} or drop the other")
         return self
 
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """One edge per signal, then the timeout's."""
+        if isinstance(raw.get("signals"), dict):
+            for name, target in raw["signals"].items():
+                yield Edge(f"/signals/{escape_pointer(name)}", f"signal {name}", target)
+        if "on_timeout" in raw:
+            yield Edge("/on_timeout", f"timeout {raw.get('timeout')}", raw["on_timeout"])
+
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """No signals, or not an object."""
+        signals = raw.get("signals")
+        return not isinstance(signals, dict) or not signals
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The ``timeout`` expression."""
+        if isinstance(raw.get("timeout"), str) and raw["timeout"]:
+            yield ExpressionSource("/timeout", raw["timeout"])
+
+    def label(self) -> str:
+        """await signal, signal"""
+        return "await " + ", ".join(self.signals)
+
 
 class Choice(_Strict):
     """One branch of a choice node: go to ``next`` when ``when`` is true."""
@@ -109,13 +238,38 @@ class Choice(_Strict):
     next: str
 
 
-class ChoiceNode(_Strict):
+class ChoiceNode(NodeBase):
     """Pick the next node from conditions over the context; applied inline, no broker hop."""
 
+    diagram_shape: ClassVar[str | None] = "choice"
     type: Literal["choice"]
     description: str | None = None
     choices: list[Choice] = Field(min_length=1, max_length=100)
     default: str
+
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """One edge per choice, then the default."""
+        if isinstance(raw.get("choices"), list):
+            for index, choice in enumerate(raw["choices"]):
+                if isinstance(choice, dict) and "next" in choice:
+                    yield Edge(f"/choices/{index}/next", str(choice.get("when")), choice["next"])
+        if "default" in raw:
+            yield Edge("/default", "default", raw["default"])
+
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """No default, or no choices."""
+        choices = raw.get("choices")
+        return not isinstance(raw.get("default"), str) or not isinstance(choices, list) or not choices
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """Each choice's ``when``."""
+        if isinstance(raw.get("choices"), list):
+            for index, choice in enumerate(raw["choices"]):
+                if isinstance(choice, dict) and isinstance(choice.get("when"), str) and choice["when"]:
+                    yield ExpressionSource(f"/choices/{index}/when", choice["when"])
 
 
 class TerminalStatus(StrEnum):
@@ -125,17 +279,32 @@ class TerminalStatus(StrEnum):
     FAILED = "failed"
 
 
-class TerminalNode(_Strict):
+class TerminalNode(NodeBase):
     """End the instance with ``status``; ``result`` (expressions) is stored on the instance."""
 
+    ends: ClassVar[bool] = True
     type: Literal["terminal"]
     description: str | None = None
     status: TerminalStatus
     result: Any = None
 
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The result template."""
+        if raw.get("result") is not None:
+            yield ExpressionSource("/result", raw["result"], template=True)
 
+
+#: Every node type, in the order the format documents them.
+NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, AwaitNode, ChoiceNode, TerminalNode)
+#: The node class of each ``type`` value.
+NODE_TYPES: dict[str, type[NodeBase]] = {get_args(c.model_fields["type"].annotation)[0]: c for c in NODE_CLASSES}
 Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
-STEP_NODE_TYPES = (ServiceNode, HttpNode)
+
+
+def escape_pointer(key: Any) -> str:
+    """``key`` as one JSON pointer segment (RFC 6901: ``~`` and ``/`` escaped)."""
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 class Definition(_Strict):
@@ -165,9 +334,16 @@ class Definition(_Strict):
             return {key: value for key, value in data.items() if key != "$schema"}
         return data
 
-    def node(self, name: str) -> ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode:
+    def node(self, name: str) -> NodeBase:
         """The node called ``name`` (KeyError if there is none)."""
         return self.nodes[name]
+
+    def step(self, name: str) -> StepNode:
+        """The step node called ``name`` (TypeError if that node is not a step)."""
+        node = self.nodes[name]
+        if not isinstance(node, StepNode):
+            raise TypeError(f"node {name!r} of {self.name} is a {type(node).__name__}, not a step")
+        return node
 
     def record_level(self, node_name: str) -> RecordLevel:
         """The record level that applies to a step of ``node_name``."""

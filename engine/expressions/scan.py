@@ -46,6 +46,7 @@ OPERATORS = frozenset(
 )  # fmt: skip
 KEYWORDS = frozenset({"true", "false", "null", "in"})
 STEP_FUNCTION = "__tf_step"
+OUT_FUNCTION = "__tf_out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +196,19 @@ class _Frame:
 class Site:
     macro: str
     parent: int | None
+    binder: str = ""
     body_start: int = 0
-    body_end: int = 0
+    body_end: int = 0  # end of the body (the predicate of a three-argument map)
+    transform_start: int = -1  # the transform of a three-argument map, else -1
+    end: int = 0  # the closing parenthesis
+
+
+@dataclass(frozen=True)
+class SiteReads:
+    """What one comprehension's arguments read directly (nested comprehensions' bodies aside)."""
+
+    paths: tuple[tuple[str, ...], ...]  # root paths, one entry per occurrence
+    binders: tuple[int, ...]  # enclosing sites whose variable is read, one entry per occurrence
 
 
 @dataclass
@@ -245,15 +257,17 @@ def analyse(tokens: list[Token]) -> Analysis:
                     frame.site = len(result.sites)
                     frame.binder = nxt.text
                     result.binders.add(nxt.text)
-                    result.sites.append(Site(prev.text, sites_open[-1] if sites_open else None))
+                    result.sites.append(Site(prev.text, sites_open[-1] if sites_open else None, nxt.text))
                     result.max_comprehension_nesting = max(result.max_comprehension_nesting, len(sites_open) + 1)
                 stack.append(frame)
             elif tok.text in ")]}":
                 if not stack:
                     raise ExpressionError(f"unbalanced {tok.text!r} at column {tok.start + 1}")
                 frame = stack.pop()
-                if frame.site is not None and frame.commas == 1:
-                    result.sites[frame.site].body_end = tok.start
+                if frame.site is not None:
+                    result.sites[frame.site].end = tok.start
+                    if frame.commas == 1:
+                        result.sites[frame.site].body_end = tok.start
             elif tok.text == "," and stack and stack[-1].site is not None:
                 frame = stack[-1]
                 frame.commas += 1
@@ -262,6 +276,7 @@ def analyse(tokens: list[Token]) -> Analysis:
                     site.body_start = tok.end
                 elif frame.commas == 2:
                     site.body_end = tok.start
+                    site.transform_start = tok.end
             continue
         if tok.kind != "ident" or tok.text in KEYWORDS:
             continue
@@ -306,12 +321,68 @@ def _path_from(tokens: list[Token], i: int) -> tuple[str, ...]:
     return tuple(path)
 
 
+def site_reads(tokens: list[Token], sites: list[Site]) -> list[SiteReads]:
+    """Per comprehension site, the root paths and enclosing variables its arguments read.
+
+    Nested comprehensions' arguments are left to their own site (they are metered per
+    iteration of their own); their iteration source belongs to the enclosing body.
+    """
+    out: list[SiteReads] = []
+    for number, site in enumerate(sites):
+        nested = [(s.body_start, s.end) for k, s in enumerate(sites) if k != number and _inside(sites, k, number)]
+        enclosing: dict[str, int] = {}
+        chain: list[int] = []
+        parent = site.parent
+        while parent is not None:
+            chain.append(parent)
+            parent = sites[parent].parent
+        for k in reversed(chain):  # the innermost binding of a name wins
+            enclosing[sites[k].binder] = k
+        paths: list[tuple[str, ...]] = []
+        binders: list[int] = []
+        for i, tok in enumerate(tokens):
+            if tok.kind != "ident" or not site.body_start <= tok.start < site.end:
+                continue
+            if any(a <= tok.start < b for a, b in nested):
+                continue
+            prev = tokens[i - 1] if i > 0 else None
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            if (prev is not None and prev.text == ".") or (nxt is not None and nxt.text == "("):
+                continue  # a field, a method or a function
+            if prev is not None and prev.text == "(" and i >= 2 and tokens[i - 2].text in COMPREHENSIONS:
+                continue  # the variable a nested comprehension binds
+            if tok.text in ROOTS:
+                paths.append(_path_from(tokens, i))
+            elif tok.text in enclosing and tok.text != site.binder:
+                binders.append(enclosing[tok.text])
+        out.append(SiteReads(tuple(paths), tuple(binders)))
+    return out
+
+
+def _inside(sites: list[Site], inner: int, outer: int) -> bool:
+    parent = sites[inner].parent
+    while parent is not None:
+        if parent == outer:
+            return True
+        parent = sites[parent].parent
+    return False
+
+
 def instrument(source: str, sites: list[Site]) -> str:
-    """``source`` with a metering call at the start of every comprehension body."""
+    """``source`` with metering calls in every comprehension.
+
+    Every body starts with ``__tf_step(site, variable)``; the value a ``map`` adds to its
+    result passes through ``__tf_out(site, value)``, which measures it.
+    """
     inserts: list[tuple[int, str]] = []
     for number, site in enumerate(sites):
-        inserts.append((site.body_start, f" {STEP_FUNCTION}({number}) ? ("))
-        inserts.append((site.body_end, ") : null"))
+        wraps_body = site.macro == "map" and site.transform_start < 0
+        out_open = f"{OUT_FUNCTION}({number}, (" if wraps_body else ""
+        inserts.append((site.body_start, f" {STEP_FUNCTION}({number}, {site.binder}) ? ({out_open}"))
+        inserts.append((site.body_end, ("))" if wraps_body else "") + ") : null"))
+        if site.macro == "map" and site.transform_start >= 0:
+            inserts.append((site.transform_start, f" {OUT_FUNCTION}({number}, ("))
+            inserts.append((site.end, "))"))
     out = []
     last = 0
     for pos, text in sorted(inserts, key=lambda item: item[0]):

@@ -31,7 +31,7 @@ def archive_runs(engine: Any, runs: list[str], target: str) -> list[tuple[str, i
         count = 0
         with gzip.open(path, "wt", encoding="utf-8") as out:
             for instance in engine.list(run, TERMINAL_STATUSES):
-                record = {"instance": instance.to_dict(), "activities": engine.store.activities(instance.id)}
+                record = {"instance": instance.to_dict(), "activities": engine.activities(instance.id)}
                 out.write(json.dumps(record, default=str) + "\n")
                 count += 1
         if count == 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
 import re
 import time
 from pathlib import Path
@@ -11,35 +10,40 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from engine.config import Settings
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
+from engine.ops.embedded import resolve_redis_url
 from engine.ops.fleet import Fleet, FleetSpec
+from engine.ops.progress import show_progress
 
 console = Console()
+#: The sample pipeline's actions, served by the demo's workers.
+SAMPLE_MODULE = "engine.samples.actions"
 
 
 def run_demo(count: int = 3000) -> None:
     """Start local workers, run ``count`` instances of the sample pipeline, print a summary."""
-    from engine.app import build_engine
-    from engine.cli import show_progress
+    from engine.app import build_engine  # celery: the CLI imports this module for every command
 
-    modules = os.environ.get("TRADEFLOW_SERVICE_MODULES", "")
-    if "engine.samples.actions" not in modules:
-        os.environ["TRADEFLOW_SERVICE_MODULES"] = ",".join(filter(None, [modules, "engine.samples.actions"]))
-    engine = build_engine(allow_start=True)
-    console.print(f"Redis: {os.environ['TRADEFLOW_REDIS_URL']}")
+    settings = Settings.from_env()
+    settings = settings.with_redis(resolve_redis_url(settings, allow_start=True))
+    engine = build_engine(settings)
+    modules = [m for m in settings.service_modules if m != SAMPLE_MODULE] + [SAMPLE_MODULE]
+    env = {**settings.child_env(), "TRADEFLOW_SERVICE_MODULES": ",".join(modules)}
+    console.print(f"Redis: {settings.redis_url}")
     text = (Path(__file__).parent / "samples" / "pipeline.json").read_text()
     version = engine.publish(load_definition(text, "sample-pipeline.json"), alias="production")
     console.print(f"published sample-pipeline version {version}")
     fleets = [FleetSpec("engine", "threads", 4), FleetSpec("sample_io", "threads", 8),
               FleetSpec("sample_cpu", "prefork", 2)]
     run = time.strftime("demo-%Y%m%d-%H%M%S")
-    with Fleet(fleets, beat=True) as fleet:
+    with Fleet(fleets, beat=True, env=env) as fleet:
         console.print("workers: " + ", ".join(map(str, fleets)) + f" (logs in {fleet.logdir})")
         started = time.monotonic()
         engine.start_many("sample-pipeline", ({"record_id": i} for i in range(count)), version="production",
                           run=run)
-        progress = show_progress(engine, run, follow=True, timeout=600)
+        progress = show_progress(engine, run, follow=True, timeout=600, console=console)
         elapsed = time.monotonic() - started
     instances = engine.list(run)
     steps = sum(i.seq - 1 for i in instances)

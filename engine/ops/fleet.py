@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from engine import plugins
+
 CELERY = [sys.executable, "-m", "celery", "-A", "engine.worker"]
 #: Signals that stop the fleet like Ctrl-C does, once :meth:`Fleet.wait` runs.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -49,10 +51,8 @@ class FleetSpec:
 
 def default_fleets() -> list[FleetSpec]:
     """The engine's own fleet plus every plugin's (``fleets`` hook)."""
-    from engine.cli import _plugin_hooks
-
     specs = [FleetSpec("engine", "threads", 4)]
-    for hook in _plugin_hooks("fleets"):
+    for hook in plugins.hooks("fleets"):
         specs.extend(hook())
     return specs
 

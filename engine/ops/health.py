@@ -13,6 +13,8 @@ import logging
 
 import redis
 
+from engine.keyspace import text
+
 log = logging.getLogger(__name__)
 
 NO_PERSISTENCE = (
@@ -44,7 +46,7 @@ def redis_warnings(client: redis.Redis) -> list[str]:
         return [UNCHECKED.format(reason=f"CONFIG GET refused: {exc}")]
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         return [UNCHECKED.format(reason=f"Redis unreachable: {exc}")]
-    config = {_s(k): _s(v) for k, v in config.items()}
+    config = {text(k): text(v) for k, v in config.items()}
     found = []
     if config.get("appendonly") != "yes":
         save = config.get("save", "").strip()
@@ -63,5 +65,3 @@ def log_redis_warnings(client: redis.Redis, where: str) -> list[str]:
     return found
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

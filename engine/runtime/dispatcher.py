@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from engine.definitions.model import AwaitNode, ChoiceNode, Definition, HttpNode, ServiceNode, TerminalNode, WaitNode
+from engine.definitions.model import AwaitNode, ChoiceNode, Definition, StepNode, TerminalNode, WaitNode
 from engine.errors import ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_expression, compile_template
 from engine.model import InstanceStatus
@@ -62,7 +62,7 @@ def resolve(definition: Definition, node_name: str, scope: Scope) -> Next:
             via.append(node_name)
             node_name = _choose(node_name, node, scope)
             continue
-        if isinstance(node, ServiceNode | HttpNode):
+        if isinstance(node, StepNode):
             return Next(NextKind.STEP, node_name, tuple(via))
         if isinstance(node, WaitNode):
             return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_time(node_name, node, scope))

@@ -14,15 +14,11 @@ from typing import Any
 import requests
 
 from engine.definitions.model import HttpNode
-from engine.errors import ActionFailed, MalformedAnswer
+from engine.errors import ActionFailed, MalformedAnswer, RetryableHttpError
 from engine.service import Transition, as_transition
 
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 _MAX_BODY = 16 * 1024 * 1024
-
-
-class RetryableHttpError(Exception):
-    """A response that another attempt may fix (5xx, 429)."""
 
 
 def _headers(node: HttpNode) -> dict[str, str]:

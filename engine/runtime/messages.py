@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.definitions.model import HttpNode, ServiceNode
+from engine.definitions.model import HttpNode, StepNode
 
 ENGINE_QUEUE = "engine"
 HTTP_TASK = "engine.http"
@@ -39,7 +39,7 @@ class StepMessage:
         return [self.instance_id, self.node, self.seq, self.attempt]
 
 
-def step_message(node_name: str, node: ServiceNode | HttpNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
+def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
     """The message that runs ``node`` for an instance at ``seq``."""
     if isinstance(node, HttpNode):
         return StepMessage(HTTP_TASK, ENGINE_QUEUE, instance_id, node_name, seq, attempt)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -21,11 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, ServiceNode, WaitNode
+from engine.config import Settings
+from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
+from engine.runtime.identity import worker_name
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
@@ -38,18 +39,18 @@ DEADLINE_GRACE = 5.0
 #: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
 MIN_TIMEOUT_ATTEMPTS = 3
 #: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...
-DEFAULT_INLINE_STEPS = 16
+DEFAULT_INLINE_STEPS = Settings.inline_steps
 #: ... and only while the message has run for less than this many seconds.
 DEFAULT_INLINE_SECONDS = 30.0
 
-Execute = Callable[[ServiceNode | HttpNode, Any], Transition]
+Execute = Callable[[StepNode, Any], Transition]
 #: Says whether a worker may run a node's step itself, right after the step before it.
 Inline = Callable[[Node], bool]
 #: A store operation given the message it pushes with the change and the carrier to record.
 Change = Callable[[Envelope | None, str | None], Applied]
 
 
-def step_deadline(node: ServiceNode | HttpNode, now: float) -> float:
+def step_deadline(node: StepNode, now: float) -> float:
     """When the sweeper calls a step of ``node`` sent at ``now`` lost: its timeout plus a grace."""
     return now + node.timeout_seconds + DEADLINE_GRACE
 
@@ -76,11 +77,6 @@ def carrier_died(carrier: str | None, message: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def worker_name() -> str:
-    """host:pid:thread of this worker, for activity records."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:
@@ -141,7 +137,7 @@ class Runtime:
         """Where ``nxt`` puts an instance: running a step, waiting, or ended."""
         if nxt.kind is NextKind.STEP:
             node = definition.nodes[nxt.node]
-            assert isinstance(node, ServiceNode | HttpNode)
+            assert isinstance(node, StepNode)
             return Placement.step(nxt.node, step_deadline(node, now))
         if nxt.kind is NextKind.WAIT:
             assert nxt.wake_at is not None
@@ -154,7 +150,7 @@ class Runtime:
     def message(self, definition: Definition, instance_id: str, node_name: str, seq: int, attempt: int) -> StepMessage:
         """The message that runs step ``node_name`` of an instance at ``seq``."""
         node = definition.nodes[node_name]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         return step_message(node_name, node, instance_id, seq, attempt)
 
     def transition(self, definition: Definition, instance_id: str, change: Change,
@@ -222,7 +218,7 @@ class Runtime:
     def _run(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
              started: float, execute: Execute, inline: Inline | None, carrier: str) -> StepReport:
         node = definition.nodes[node_name]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         level = definition.record_level(node_name)
         try:
             payload = compile_template(node.input).evaluate(self.scope(definition, instance))
@@ -290,7 +286,7 @@ class Runtime:
     def _retry_or_fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
                        started: float, exc: Exception, sent: Any) -> StepReport:
         node = definition.nodes[node_name]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         reason = f"{type(exc).__name__}: {exc}"
         if attempt >= node.retry.max_attempts:
             return self._fail(instance, definition, node_name, seq, attempt, started,
@@ -380,7 +376,7 @@ class Runtime:
     def _resend(self, instance: Instance, definition: Definition, now: float, attempt: int,
                 activity: Activity | None) -> int:
         node = definition.nodes[instance.node]
-        assert isinstance(node, ServiceNode | HttpNode)
+        assert isinstance(node, StepNode)
         placement = Placement(inflight=True, deadline=step_deadline(node, now))
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
             instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=attempt, placement=placement,
@@ -400,7 +396,7 @@ class Runtime:
                 continue
             definition = self.store.definition(instance.workflow, instance.version)
             node = definition.nodes[instance.node]
-            if not isinstance(node, ServiceNode | HttpNode):
+            if not isinstance(node, StepNode):
                 self.store.release(instance_id, "deadlines")
                 continue
             started = self.clock()

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from engine.definitions.model import HttpNode, Node, ServiceNode
+from engine.definitions.model import HttpNode, Node, ServiceNode, StepNode
 from engine.errors import DataSetLost
 from engine.runtime.http import call_http
 from engine.runtime.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
@@ -51,7 +51,7 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
     @app.task(name=HTTP_TASK, ignore_result=True)
     def http_step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        def execute(n: ServiceNode | HttpNode, payload: Any) -> Transition:
+        def execute(n: StepNode, payload: Any) -> Transition:
             assert isinstance(n, HttpNode)
             return call_http(n, payload)
 
@@ -67,7 +67,7 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
 
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
-    def execute(node: ServiceNode | HttpNode, payload: Any) -> Transition:
+    def execute(node: StepNode, payload: Any) -> Transition:
         assert isinstance(node, ServiceNode)
         return registry.get(node.service, node.action).call(payload)
 

@@ -7,15 +7,15 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
+from engine.keyspace import text
+
+__all__ = ["COMPRESS_OVER", "JSON_FIELDS", "decode_activities", "decode_instance_hash", "dumps", "pack", "text",
+           "unpack"]
+
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
 #: Hash fields that hold JSON documents (besides the context entries ``c:<node>``).
 JSON_FIELDS = frozenset({"data", "result", "error"})
-
-
-def text(value: Any) -> str:
-    """``value`` as a str: Redis replies come back as bytes (or str with ``decode_responses``)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def dumps(value: Any) -> str:

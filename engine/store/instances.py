@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from engine.model import Activity, Instance, InstanceStatus
+from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.runtime.messages import Envelope
 from engine.store.changes import Applied, NewInstance, Placement, seconds
 from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
@@ -32,8 +32,10 @@ LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
 
 
 def state_script(client: redis.Redis) -> Any:
-    """``lua/state.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "state.lua").read_text())
+    """``lua/state.lua`` registered on ``client``, its terminal statuses filled in from the model's."""
+    terminal = ", ".join(f"{status.value} = true" for status in sorted(TERMINAL_STATUSES))
+    source = (Path(__file__).parent / "lua" / "state.lua").read_text().replace("__TERMINAL__", terminal)
+    return client.register_script(source)
 
 
 class Instances:
@@ -42,6 +44,7 @@ class Instances:
     client: redis.Redis
     keys: Keys
     retention_seconds: int
+    replicate: Callable[[redis.Redis], int] | None
     _state: Any
 
     # -- reading ------------------------------------------------------------------------------
@@ -192,7 +195,10 @@ class Instances:
             return Applied(False, None, None)
         if reply[0] == "stale":
             return Applied(False, InstanceStatus(reply[2]), int(reply[1]))
-        return Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        if self.replicate is not None and applied.status is not None and applied.status.is_terminal:
+            self.replicate(self.client)
+        return applied
 
     def _call(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
               send: Envelope | None, client: Any = None) -> Any:
@@ -210,7 +216,7 @@ class Instances:
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
-        doc.update(op=op, ttl=self.retention_seconds, runs=f"{k.prefix}:run:", docs=list(docs))
+        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs))
         doc.setdefault("now", seconds(time.time()))
         instance_key = k.instance(instance_id)
         return self._state(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,

@@ -8,7 +8,9 @@ moves an instance between them is therefore single-node Redis only for now (see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from engine.keyspace import KeySpace
 
 
 @dataclass(frozen=True)
@@ -16,31 +18,40 @@ class Keys:
     """Key builders under one prefix (``wf`` by default; tests use their own)."""
 
     prefix: str = "wf"
+    space: KeySpace = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "space", KeySpace(f"{self.prefix}:"))
 
     def instance(self, instance_id: str) -> str:
         """Hash of one instance: status, node, seq, context entries ``c:<node>``..."""
-        return f"{self.prefix}:{{{instance_id}}}"
+        return self.space.key(f"{{{instance_id}}}")
 
     def activities(self, instance_id: str) -> str:
         """List of one instance's activity records (JSON), oldest first."""
-        return f"{self.prefix}:{{{instance_id}}}:acts"
+        return self.space.key(f"{{{instance_id}}}", "acts")
 
     @property
     def timers(self) -> str:
         """Sorted set: instance id scored by the time its wait or retry backoff ends."""
-        return f"{self.prefix}:timers"
+        return self.space.key("timers")
 
     @property
     def deadlines(self) -> str:
         """Sorted set: instance id scored by the time its in-flight step must have progressed by."""
-        return f"{self.prefix}:deadlines"
+        return self.space.key("deadlines")
 
     def run_prefix(self, run: str) -> str:
         """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
 
-        ``lua/apply.lua`` builds the same names from ``{prefix}:run:`` and the instance's run.
+        ``lua/state.lua`` builds the same names from :attr:`runs_prefix` and the instance's run.
         """
-        return f"{self.prefix}:run:{run}:"
+        return self.space.key("run", run, "")
+
+    @property
+    def runs_prefix(self) -> str:
+        """What every run's status sets start with (``lua/state.lua`` adds ``<run>:<status>``)."""
+        return self.space.key("run", "")
 
     def run_status(self, run: str, status: str) -> str:
         """Set of the ids of ``run`` currently in ``status``."""
@@ -48,31 +59,31 @@ class Keys:
 
     def run_meta(self, run: str) -> str:
         """Hash describing a run (created_at, workflow names, expected total)."""
-        return f"{self.prefix}:run:{run}"
+        return self.space.key("run", run)
 
     @property
     def runs(self) -> str:
         """Sorted set of run labels scored by creation time."""
-        return f"{self.prefix}:runs"
+        return self.space.key("runs")
 
     def definition_versions(self, name: str) -> str:
         """Hash version -> definition JSON (immutable once written)."""
-        return f"{self.prefix}:def:{name}:versions"
+        return self.space.key("def", name, "versions")
 
     def definition_fingerprints(self, name: str) -> str:
         """Hash content fingerprint -> version (publishing the same content twice is a no-op)."""
-        return f"{self.prefix}:def:{name}:fingerprints"
+        return self.space.key("def", name, "fingerprints")
 
     def aliases(self, name: str) -> str:
         """Hash alias -> version (``latest`` is kept by publish)."""
-        return f"{self.prefix}:def:{name}:aliases"
+        return self.space.key("def", name, "aliases")
 
     @property
     def definition_names(self) -> str:
         """Set of every published definition name."""
-        return f"{self.prefix}:defs"
+        return self.space.key("defs")
 
     @property
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""
-        return f"{self.prefix}:epoch"
+        return self.space.key("epoch")

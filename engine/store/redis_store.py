@@ -11,6 +11,8 @@ Adding a store operation: a method in ``instances.py`` that builds its document 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from engine.definitions.model import Definition
@@ -37,8 +39,11 @@ class RedisStore(Definitions, Instances, Runs):
         client: redis.Redis,
         keys: Keys | None = None,
         retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        replicate: Callable[[redis.Redis], int] | None = None,
     ) -> None:
         self.client = client
+        #: Called after a terminal transition (``WAIT`` for replicas; see engine.connections.ReplicaWait).
+        self.replicate = replicate
         self.keys = keys or Keys()
         self.retention_seconds = int(retention_seconds)
         self._state = state_script(client)

@@ -4,12 +4,16 @@ Pass criteria:
 
 - Definitions carrying hostile expressions (code injection, huge numbers, deep nesting, giant
   strings and documents, list repetition, a regex pattern taken from data) are rejected by
-  validation -- what ``publish`` and ``tradeflow definitions validate`` run -- each within 2 s
-  and 64 MB of Python allocations (tracemalloc; the process's peak RSS grows by less than
-  256 MB over all of them), and nothing runs: no marker file, no call of eval/exec/open/system.
+  validation -- what ``publish`` and ``tradeflow definitions validate`` run -- each within
+  64 MB of Python allocations (tracemalloc; the process's peak RSS grows by less than 256 MB
+  over all of them), and nothing runs: no marker file, no call of eval/exec/open/system.
 - Expressions that pass validation but blow up at run time (overflow, ``list * int``, a
-  literal regex over 100,000 characters of data) fail their instance with an ExpressionError,
-  within 2 s, and the other instances go on.
+  runaway comprehension, a literal regex over 100,000 characters of data) fail their instance
+  with an ExpressionError (the comprehension: its work budget, counted in steps), and the
+  other instances go on.
+
+No verdict depends on elapsed time: the bounds are in work and size, so a busy machine gives
+the same verdicts; the times are printed as figures.
 - A pickled message, a YAML one and one of an unknown content type, published raw on a real
   worker's queue with kombu, are refused: the pickle's ``__reduce__`` never runs (marker file
   absent), the queue is left empty, and the worker keeps serving the next instance.
@@ -59,7 +63,6 @@ from portfolio_manager.demo import failure_reason
 from portfolio_manager.generator import GeneratorConfig, seed_book
 from tests.faults.shared_redis_fleet import SharedFleet, shared_fleet
 
-TIME_BOUND = 2.0  # seconds per hostile input (generous: a loaded 2-core machine)
 MEMORY_BOUND = 64 * 2**20  # bytes of Python allocations per hostile input
 RSS_BOUND = 256 * 2**10  # KiB the process's peak RSS may grow over all of them
 
@@ -148,7 +151,7 @@ def test_hostile_definitions_are_rejected_in_bounded_time_and_memory_and_run_not
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         figures.append((name, elapsed, peak, str(info.value).splitlines()[0][:110]))
-        assert elapsed < TIME_BOUND and peak < MEMORY_BOUND, figures[-1]
+        assert peak < MEMORY_BOUND, figures[-1]
         assert f"{name}.json: /" in str(info.value)  # the problem names the file and the place
     monkeypatch.undo()
     rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
@@ -169,6 +172,7 @@ RUNTIME_BOMBS = {  # name -> (expression, the instance's end)
     "list-times-int": ("[1, 2, 3] * 100000000", InstanceStatus.FAILED),
     "string-times-int": ("'a' * 100000000", InstanceStatus.FAILED),
     "runaway-comprehension": ("data.big.map(x, data.big.map(y, y)).size()", InstanceStatus.FAILED),
+    "map-of-big-lists": ("data.big.map(x, data.big).size()", InstanceStatus.FAILED),
     "nested-quantifiers-over-big-text": ("data.text.matches('(a+)+$')", InstanceStatus.SUCCEEDED),
     "regex-of-1000-states": ("data.text.matches('(a{10}){99}x')", InstanceStatus.SUCCEEDED),
 }
@@ -197,8 +201,9 @@ def test_expressions_that_blow_up_at_run_time_fail_their_instance_only_and_fast(
         assert instance.status is status, (name, instance.status, instance.error)
         if status is InstanceStatus.FAILED:
             assert instance.error["type"] == "ExpressionError" and instance.error["node"] == "a", instance.error
+            if "map" in expression:
+                assert "comprehension steps" in str(instance.error), instance.error
         assert engine.get(healthy).status is InstanceStatus.SUCCEEDED
-        assert timings[name] < TIME_BOUND, timings
     print("\nscenario 9: run-time bombs (each with a healthy neighbour) done in "
           + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
 

@@ -1,4 +1,4 @@
-"""Scenario 11: the portfolio managers' review across restarts, on the offset clock.
+"""Scenario 13: the portfolio managers' review across restarts, on the offset clock.
 
 - ``test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_restart``: a CA
   run of a fixed session is planned on a clock set just before that session's cut-off (the
@@ -113,7 +113,7 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
         assert_exactly_once(svc, run, [approved], seq=submit_seq(lab, run, approved))
         assert lab.engine.get(instance_id_for(run, rejected)).result["outcome"] == "rejected"
         figures = check_invariants(lab.engine.store, ids, None)
-        print(f"\nscenario 11 (expiry): {len(left)} proposals expired at the cut-off after a worker and Redis "
+        print(f"\nscenario 13 (expiry): {len(left)} proposals expired at the cut-off after a worker and Redis "
               f"restart, 1 submitted, 1 rejected; {figures.line()}")
 
 
@@ -163,6 +163,6 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
             assert_exactly_once(svc, run, [account], seq=submit_seq(lab, run, account))
         received = len([o for o in brokerage.received_orders() if o.account_id in accounts])
         figures = check_invariants(lab.engine.store, ids, None)
-        print(f"\nscenario 11 (kill during submission): {len(accounts)} approved proposals, {expected} orders, "
+        print(f"\nscenario 13 (kill during submission): {len(accounts)} approved proposals, {expected} orders, "
               f"{sent} reached the brokerage before the kill, {received} deliveries in all, {expected} accepted; "
               f"{figures.line()}")

@@ -161,7 +161,10 @@ def test_on_real_workers_faulty_instances_fail_alone_and_the_rest_keeps_its_thro
     mixed, good_b, bad = _run(live, "mixed", healthy, modes)
     for iid in good_a + good_b:
         assert live.engine.get(iid).status is InstanceStatus.SUCCEEDED, live.engine.get(iid).error
-    assert mixed <= 3 * baseline + 10, (baseline, mixed)  # generous: 2 shared cores, other engineers' load
+    # The healthy ones finished while every hung call was still hanging (none has returned: a
+    # return is recorded as a no-op): nobody waited for a hung call. The times are figures.
+    hanging = [iid for iid in bad if "-hang-" in iid]
+    assert all("noop" not in _outcomes(live.engine, iid) for iid in hanging)
     live.wait_run("mixed", timeout=120)
     live.client.set(faulty.release_key(live.prefix), 1)  # the hung calls return now, late
     calls = {k.decode(): int(v) for k, v in live.client.hgetall(faulty.calls_key(live.prefix)).items()}
@@ -170,7 +173,7 @@ def test_on_real_workers_faulty_instances_fail_alone_and_the_rest_keeps_its_thro
         _assert_failed_at_b(live.engine, iid, mode)
         assert calls[f"{iid}:b"] == EXPECTED[mode][2], (iid, calls[f"{iid}:b"])  # retries are bounded
         assert _outcomes(live.engine, iid)[:EXPECTED[mode][2]] == ["retry"] * (EXPECTED[mode][2] - 1) + ["failed"]
-    hung = [iid for iid in bad if "-hang-" in iid]
+    hung = hanging
     live.wait_until(lambda: all(len(_outcomes(live.engine, i)) == 2 * ATTEMPTS for i in hung), 30,
                     "the hung calls to come back")
     for iid in hung:  # each late answer is a recorded no-op; the failure stands

@@ -27,6 +27,7 @@ from engine.expressions.cel import (
     register_function,
     registered_functions,
 )
+from tests.load import busy_cores
 
 NOW = datetime(2024, 3, 8, 14, 0, tzinfo=UTC)
 SCOPE = Scope(
@@ -278,11 +279,9 @@ def test_hostile_expressions_are_rejected_at_compile_time_without_running(
     for name in ("eval", "exec", "open", "__import__"):
         original = getattr(builtins, name)
         monkeypatch.setattr(builtins, name, lambda *a, _n=name, _o=original, **k: ran.append(_n) or _o(*a, **k))
-    start = time.perf_counter()
     with pytest.raises(ExpressionError):
         compile_expression(source)
     monkeypatch.undo()
-    assert time.perf_counter() - start < 1.0
     assert calls == []
     assert [name for name in ran if name != "__import__"] == []
 
@@ -304,14 +303,28 @@ BIG = Scope(data={"big": list(range(2000)), "hundred": list(range(100)), "s": "x
 )
 def test_runaway_comprehensions_fail_cleanly_and_fast(source: str) -> None:
     start = time.perf_counter()
-    with pytest.raises(ExpressionError, match=r"comprehension steps|comprehensions ran longer than") as info:
+    with pytest.raises(ExpressionError, match=r"more than 200000 comprehension steps") as info:
         ev(source, BIG)
-    assert time.perf_counter() - start < 1.0
+    print(f"{source}: stopped in {time.perf_counter() - start:.3f} s")  # a figure, not a verdict
     assert "move this work into a service" in str(info.value)
 
 
 def test_the_step_budget_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(expressions, "MAX_COMPREHENSION_SECONDS", 60.0)  # steps, not a busy machine, decide
+    spent = []
+    real = expressions._Meter.step
+
+    def counting(meter: Any, site: int, variable: Any) -> bool:
+        try:
+            return real(meter, site, variable)
+        finally:
+            spent.append(meter.spent)
+
+    monkeypatch.setattr(expressions._Meter, "step", counting)
+    for _ in range(2):
+        with pytest.raises(ExpressionError, match=f"more than {MAX_STEPS} comprehension steps"):
+            ev("data.hundred.all(a, data.hundred.all(b, data.hundred.all(c, true)))", BIG)
+    half = len(spent) // 2
+    assert spent[:half] == spent[half:] and spent[-1] > MAX_STEPS  # the same iteration stops it, every time
     with pytest.raises(ExpressionError, match=f"more than {MAX_STEPS} comprehension steps"):
         ev("data.hundred.all(a, data.hundred.all(b, data.hundred.all(c, true)))", BIG)
 
@@ -323,12 +336,13 @@ def test_big_but_honest_work_is_allowed() -> None:
 
 
 def test_giant_values_stay_bounded_by_the_data() -> None:
-    start = time.perf_counter()
     assert ev("size(data.s + data.s + data.s)", BIG) == 3_000_000
     assert ev("size(" + " + ".join(["data.big"] * 33) + ")", BIG) == 66_000
     assert ev("data.n", BIG) == 2**70  # a plain path reads the scope as it is
     assert ev("data.n > 1", BIG) is True  # beyond 64 bits CEL sees a double
-    assert time.perf_counter() - start < 1.0
+    # what keeps list additions bounded by the data:
+    with pytest.raises(ExpressionError, match=r"more than 32 '\+' operators"):
+        compile_expression(" + ".join(["data.big"] * 34))
 
 
 def test_no_python_eval_or_exec_in_the_expression_modules() -> None:
@@ -446,11 +460,31 @@ def test_concurrent_evaluations_do_not_mix_scopes() -> None:
     assert errors == []
 
 
-def test_a_simple_expression_evaluates_in_microseconds() -> None:
+def test_a_simple_expression_does_only_constant_work() -> None:
+    """What keeps it at microseconds: no meter, and CEL gets only the two values it reads.
+
+    (The time is printed as a figure -- about 5 us on a laptop -- never asserted: a busy
+    machine must not fail the suite.)
+    """
     expr = compile_expression("data.x + 1 > params.lookback_days")
+    assert expr._plan is None
+    assert expr._needed == {"data": {"x": None}, "params": {"lookback_days": None}}
     rounds = 3000
     start = time.perf_counter()
     for _ in range(rounds):
         expr.evaluate(SCOPE)
-    per_call = (time.perf_counter() - start) / rounds
-    assert per_call < 50e-6, f"{per_call * 1e6:.1f} us per evaluation"  # about 5 us on a laptop
+    print(f"{(time.perf_counter() - start) / rounds * 1e6:.1f} us per evaluation")
+
+
+def test_the_verdict_is_the_same_on_a_busy_machine() -> None:
+    honest = [
+        "data.big.map(x, x * 2).size()",
+        "data.big.exists(x, x == 1999)",
+        "data.hundred.map(a, data.hundred.filter(b, b < 3).size()).size()",
+        "data.hundred.filter(x, x % 2 == 0).map(x, [x, x]).size()",
+        "data.hundred.map(a, data.hundred.map(b, [a, b])).size()",
+    ]
+    quiet = [ev(source, BIG) for source in honest]
+    with busy_cores():
+        for _ in range(3):
+            assert [ev(source, BIG) for source in honest] == quiet

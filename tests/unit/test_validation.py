@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from engine.cli import main as cli
 from engine.definitions.model import Definition
 from engine.definitions.validation import (
     SCHEMA_ID,
     check_definition,
     json_schema,
     load_definition,
-    main,
     validate_file,
     validate_input,
 )
@@ -269,7 +270,7 @@ def test_load_definition_on_arbitrary_text(text: str | bytes) -> None:
 def test_the_committed_schema_is_current() -> None:
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), (
         "definitions/schema.json is stale: run "
-        "python -m engine.definitions.validation --write-schema definitions/schema.json"
+        "tradeflow definitions schema --write definitions/schema.json"
     )
 
 
@@ -305,12 +306,16 @@ def test_the_schema_rejects_what_the_models_reject(name: str) -> None:
     assert errors
 
 
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line(tmp_path: Path) -> None:
     target = tmp_path / "schema.json"
-    assert main(["--write-schema", str(target), str(GOOD[0])]) == 0
+    runner = CliRunner()
+    written = runner.invoke(cli, ["definitions", "schema", "--write", str(target)])
+    assert written.exit_code == 0, written.output
     assert json.loads(target.read_text()) == json_schema()
-    assert main([str(BAD / "unknown-start.json")]) == 1
-    assert "/start: unknown node 'fetchh'" in capsys.readouterr().err
+    assert runner.invoke(cli, ["definitions", "validate", str(GOOD[0])]).exit_code == 0
+    bad = runner.invoke(cli, ["definitions", "validate", str(BAD / "unknown-start.json")])
+    assert bad.exit_code == 1
+    assert "/start: unknown node 'fetchh'" in bad.stderr
 
 
 # --------------------------------------------------------------------------- input at run time

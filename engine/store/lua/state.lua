@@ -39,7 +39,8 @@ local op = doc.op
 local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
 
-local TERMINAL = {succeeded = true, failed = true, cancelled = true}
+-- The terminal statuses, filled in from engine.model.TERMINAL_STATUSES when the script is loaded.
+local TERMINAL = {__TERMINAL__}
 
 -- Write every context entry the operation carries.
 local function write_context()

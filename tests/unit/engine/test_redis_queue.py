@@ -101,8 +101,7 @@ def test_the_next_step_is_pushed_by_the_transition_and_only_when_it_applies(
 def test_the_store_writes_messages_only_when_the_broker_is_the_state_redis(celery_app: Celery,
                                                                           real_redis: redis.Redis,
                                                                           redis_url: str, key_prefix: str) -> None:
-    store = RedisStore(real_redis, Keys(key_prefix))
     celery_app.conf.tradeflow_redis_url = redis_url
-    assert isinstance(enqueuer_for(celery_app, store), RedisQueueEnqueuer)
+    assert isinstance(enqueuer_for(celery_app), RedisQueueEnqueuer)
     celery_app.conf.broker_url = "amqp://guest@127.0.0.1:5672//"
-    assert isinstance(enqueuer_for(celery_app, store), CeleryEnqueuer)
+    assert isinstance(enqueuer_for(celery_app), CeleryEnqueuer)

@@ -1,0 +1,232 @@
+"""Redis connections from the settings, in one place: the state client and Celery's broker.
+
+Two kinds of ``TRADEFLOW_REDIS_URL``:
+
+- one server: ``redis://[user:password@]host:6379/0``, ``rediss://...`` (TLS),
+  ``unix:///path/redis.sock?db=0`` -- redis-py's ``Redis.from_url`` and kombu take these as
+  they are;
+- Redis Sentinel: ``sentinel://[user:password@]h1:26379,h2:26379,h3:26379/0`` (the sentinels,
+  comma separated, then the database), or kombu's own form
+  ``sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379`` (``/0`` on the first). The
+  monitored master's name comes from ``TRADEFLOW_REDIS_SENTINEL_MASTER``; the user and
+  password in the URL are the master's (and its replicas'), and
+  ``TRADEFLOW_REDIS_SENTINEL_PASSWORD`` is the sentinels' own, if they require one. The state
+  client is redis-py's ``Sentinel(...).master_for(master)``: it asks the sentinels for the
+  current master on every new connection and reconnects after a failover by itself. The
+  broker is kombu's ``sentinel://`` transport with ``master_name`` (and ``sentinel_kwargs``)
+  in ``broker_transport_options``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+from engine.errors import ConfigurationError
+from engine.ops.embedded import resolve_redis_url
+
+if TYPE_CHECKING:
+    from engine.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Timeouts and health checks a long-running worker wants (state client and sentinels).
+CLIENT_OPTIONS: dict[str, Any] = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30,
+                                  "retry_on_timeout": True}
+SENTINEL_OPTIONS: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
+    """A parsed ``sentinel://`` URL: the sentinels, the database and the master's credentials."""
+
+    hosts: tuple[tuple[str, int], ...]
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def kombu_url(self) -> str:
+        """kombu's form: ``sentinel://[user:password@]h1:26379/0;sentinel://h2:26379/0;...``."""
+        auth = ""
+        if self.password is not None or self.username:
+            auth = f"{self.username or ''}:{self.password or ''}@"
+        return ";".join(f"sentinel://{auth}{host}:{port}/{self.db}" for host, port in self.hosts)
+
+
+def is_sentinel(url: str) -> bool:
+    """True for a ``sentinel://`` URL (either form)."""
+    return url.strip().lower().startswith("sentinel://")
+
+
+def parse_sentinel_url(url: str) -> SentinelAddress:
+    """Parse either sentinel URL form; ``ConfigurationError`` says what a good one looks like."""
+    example = "sentinel://h1:26379,h2:26379,h3:26379/0"
+    hosts: list[tuple[str, int]] = []
+    db = 0
+    username = password = None
+    for number, part in enumerate(p for p in url.strip().split(";") if p):
+        parsed = urlsplit(part)
+        if parsed.scheme.lower() != "sentinel" or not parsed.netloc:
+            raise ConfigurationError(f"TRADEFLOW_REDIS_URL {_masked(url)!r} is not a sentinel URL; write {example}")
+        userinfo, _, hostlist = parsed.netloc.rpartition("@")
+        if number == 0:
+            if userinfo:
+                user, _, secret = userinfo.partition(":")
+                username, password = unquote(user) or None, unquote(secret) if secret else None
+            path = parsed.path.strip("/")
+            if path:
+                if not path.isdigit():
+                    raise ConfigurationError(f"TRADEFLOW_REDIS_URL: database {path!r} is not a number; write {example}")
+                db = int(path)
+        for item in hostlist.split(","):
+            host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+            host = host.strip("[]")
+            if not host:
+                raise ConfigurationError(f"TRADEFLOW_REDIS_URL: a sentinel without a host in {_masked(url)!r}; "
+                                         f"write {example}")
+            try:
+                hosts.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
+            except ValueError:
+                raise ConfigurationError(f"TRADEFLOW_REDIS_URL: port {port!r} is not a number; write {example}") \
+                    from None
+    if not hosts:
+        raise ConfigurationError(f"TRADEFLOW_REDIS_URL names no sentinel; write {example}")
+    return SentinelAddress(tuple(hosts), db, username, password)
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for error messages and logs)."""
+    out = []
+    for part in url.split(";"):
+        scheme, sep, rest = part.partition("://")
+        userinfo, at, hostpart = rest.rpartition("@")
+        if at and ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        out.append(f"{scheme}{sep}{userinfo}{at}{hostpart}")
+    return ";".join(out)
+
+
+def masked_url(url: str) -> str:
+    """``url`` without its password, fit for a log line."""
+    return _masked(url)
+
+
+def redis_client(url: str, *, sentinel_master: str | None = None, sentinel_password: str | None = None,
+                 **options: Any) -> redis.Redis:
+    """A client of the state Redis at ``url`` (one server or a Sentinel-monitored master).
+
+    ``options`` override :data:`CLIENT_OPTIONS` (timeouts, health checks).
+    """
+    opts = {**CLIENT_OPTIONS, **options}
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, **opts)
+    if not sentinel_master:
+        raise ConfigurationError(
+            "TRADEFLOW_REDIS_URL is a sentinel:// URL but TRADEFLOW_REDIS_SENTINEL_MASTER is not set: set it to the "
+            "name the sentinels monitor (`sentinel monitor <name> ...` in sentinel.conf)"
+        )
+    address = parse_sentinel_url(url)
+    sentinel_kwargs = {**SENTINEL_OPTIONS, **({"password": sentinel_password} if sentinel_password else {})}
+    sentinel = Sentinel(list(address.hosts), sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(sentinel_master, db=address.db, username=address.username,
+                               password=address.password, **opts)
+
+
+def broker_config(url: str, *, sentinel_master: str | None = None,
+                  sentinel_password: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Celery's ``broker_url`` and the transport options it needs for ``url`` (added to the others)."""
+    if not is_sentinel(url):
+        return url, {}
+    if not sentinel_master:
+        raise ConfigurationError(
+            "the broker is a sentinel:// URL but TRADEFLOW_REDIS_SENTINEL_MASTER is not set: set it to the name "
+            "the sentinels monitor"
+        )
+    options: dict[str, Any] = {"master_name": sentinel_master}
+    if sentinel_password:
+        options["sentinel_kwargs"] = {"password": sentinel_password}
+    return parse_sentinel_url(url).kombu_url(), options
+
+
+def answers(url: str, *, sentinel_master: str | None = None, sentinel_password: str | None = None,
+            timeout: float = 2.0) -> bool:
+    """True when the Redis at ``url`` (for Sentinel: the current master) answers PING."""
+    try:
+        client = redis_client(url, sentinel_master=sentinel_master, sentinel_password=sentinel_password,
+                              socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """``WAIT replicas timeout_ms`` after the writes that matter: they reach a replica before we go on.
+
+    Replication is asynchronous: a write the master acknowledged can be lost when a replica
+    is promoted before it arrived. Waiting bounds that for the writes that end something (a
+    terminal transition, a submission's record). When fewer replicas acknowledge within the
+    timeout, tradeflow goes on (availability first) and logs a warning.
+    """
+
+    replicas: int
+    timeout_ms: int = 100
+
+    def __call__(self, client: redis.Redis) -> int:
+        """Wait; the number of replicas that acknowledged every write of this connection so far."""
+        acked = int(client.wait(self.replicas, self.timeout_ms))
+        if acked < self.replicas:
+            log.warning("WAIT: %d of %d replica(s) acknowledged within %d ms; going on", acked, self.replicas,
+                        self.timeout_ms)
+        return acked
+
+
+def replica_wait(settings: Settings) -> ReplicaWait | None:
+    """The ``WAIT`` the settings ask for (``TRADEFLOW_REDIS_WAIT_REPLICAS``), or None."""
+    if settings.redis_wait_replicas <= 0:
+        return None
+    return ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_ms)
+
+
+def state_url(settings: Settings, *, allow_start: bool = False) -> str:
+    """The state Redis URL: a ``sentinel://`` one as configured, else the configured or embedded one."""
+    if settings.uses_sentinel:
+        return settings.redis_url
+    return resolve_redis_url(settings, allow_start=allow_start)
+
+
+def client_for(settings: Settings, url: str | None = None, **options: Any) -> redis.Redis:
+    """A state client for ``url`` (default: the settings' Redis URL) with the settings' Sentinel options."""
+    return redis_client(url or settings.redis_url, sentinel_master=settings.redis_sentinel_master,
+                        sentinel_password=settings.redis_sentinel_password, **options)
+
+
+def broker_for(settings: Settings, url: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Celery's broker URL and extra transport options (default: the broker, else the state Redis)."""
+    return broker_config(url or settings.effective_broker_url, sentinel_master=settings.redis_sentinel_master,
+                         sentinel_password=settings.redis_sentinel_password)
+
+
+__all__ = [
+    "ReplicaWait",
+    "SentinelAddress",
+    "answers",
+    "broker_config",
+    "broker_for",
+    "client_for",
+    "is_sentinel",
+    "masked_url",
+    "parse_sentinel_url",
+    "redis_client",
+    "replica_wait",
+    "state_url",
+]

@@ -1,0 +1,98 @@
+"""What the portfolio manager's actions work with: the book, the proposal store and the brokerage.
+
+Built from :class:`~portfolio_manager.config.PMSettings` on first use in a process, or handed
+in by a test with :func:`use_services`. The actions, the daily run and the CLI all reach the
+book through :func:`services`; none of them builds a Redis client itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.connections import ReplicaWait, redis_client
+from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, SimulatedBrokerage
+from portfolio_manager.config import PMSettings
+from portfolio_manager.proposals import ProposalStore
+from portfolio_manager.sources import BookReader, HttpBook, RedisBook
+
+
+class _LatentBrokerage:
+    """A brokerage that takes ``latency`` seconds per order (to make the simulation realistic)."""
+
+    def __init__(self, inner: Brokerage, latency: float) -> None:
+        self.inner = inner
+        self.latency = latency
+
+    def submit(self, order: BrokerOrder) -> BrokerReceipt:
+        """Wait, then submit."""
+        time.sleep(self.latency)
+        return self.inner.submit(order)
+
+
+@dataclass
+class Services:
+    """What the actions work with: the book, the proposal store and the brokerage."""
+
+    book: BookReader
+    proposals: ProposalStore
+    brokerage: Brokerage
+
+
+def build_services(settings: PMSettings, client: Any = None) -> Services:
+    """The services ``settings`` describe (on ``client`` when given, else a client on its Redis URL)."""
+    if client is None:
+        client = redis_client(settings.redis_url, sentinel_master=settings.redis_sentinel_master,
+                              sentinel_password=settings.redis_sentinel_password)
+    book: BookReader = HttpBook(settings.book_url) if settings.book_url else RedisBook(client, settings.book_prefix)
+
+    def last_price(symbol: str) -> float | None:
+        return book.get_prices([symbol], datetime.now(UTC).date()).get(symbol)
+
+    brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price)
+    if settings.broker_latency:
+        brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
+    replicate = ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_ms) if settings.redis_wait_replicas \
+        else None
+    return Services(book, ProposalStore(client, settings.proposals_prefix, replicate), brokerage)
+
+
+_lock = threading.Lock()
+_current: dict[str, Any] = {}
+
+
+def services() -> Services:
+    """This process's services: the ones handed to :func:`use_services`, else built from the environment."""
+    found = _current.get("services")
+    if found is not None and (_current.get("pid") == os.getpid() or _current.get("pinned")):
+        return found
+    with _lock:
+        found = _current.get("services")
+        if found is None or (_current.get("pid") != os.getpid() and not _current.get("pinned")):
+            found = build_services(PMSettings.from_env())
+            _current.update(services=found, pid=os.getpid(), pinned=False)
+        return found
+
+
+def use_services(value: Services | None) -> None:
+    """Use ``value`` from now on (tests); None goes back to building them from the environment."""
+    with _lock:
+        _current.clear()
+        if value is not None:
+            _current.update(services=value, pid=os.getpid(), pinned=True)
+
+
+@contextmanager
+def services_in_use(value: Services) -> Iterator[Services]:
+    """``with services_in_use(s):`` -- use ``s`` inside the block only."""
+    use_services(value)
+    try:
+        yield value
+    finally:
+        use_services(None)

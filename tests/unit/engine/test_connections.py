@@ -1,0 +1,71 @@
+"""Redis URLs: one server or Sentinel, for the state client and Celery's broker, from the settings."""
+
+from __future__ import annotations
+
+import pytest
+from redis.sentinel import SentinelConnectionPool
+
+from engine.config import Settings
+from engine.connections import (
+    SentinelAddress,
+    broker_config,
+    broker_for,
+    client_for,
+    masked_url,
+    parse_sentinel_url,
+    replica_wait,
+)
+from engine.errors import ConfigurationError
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sentinel://:s3cret@h1:26379,h2:26380,h3/2",
+        "sentinel://:s3cret@h1:26379/2;sentinel://h2:26380;sentinel://h3",
+    ],
+    ids=["comma form", "kombu form"],
+)
+def test_both_sentinel_url_forms_parse_alike(url: str) -> None:
+    assert parse_sentinel_url(url) == SentinelAddress((("h1", 26379), ("h2", 26380), ("h3", 26379)), 2, None,
+                                                      "s3cret")
+
+
+def test_the_broker_gets_kombus_form_and_the_master_name() -> None:
+    url, options = broker_config("sentinel://u:pw@h1:26379,h2:26379/0", sentinel_master="tf",
+                                 sentinel_password="sentinel-pw")
+    assert url == "sentinel://u:pw@h1:26379/0;sentinel://u:pw@h2:26379/0"
+    assert options == {"master_name": "tf", "sentinel_kwargs": {"password": "sentinel-pw"}}
+    assert broker_config("redis://h:6379/0") == ("redis://h:6379/0", {})
+
+
+def test_settings_read_the_sentinel_options_once_and_build_both_sides() -> None:
+    env = {"TRADEFLOW_REDIS_URL": "sentinel://h1:26379,h2:26379/3", "TRADEFLOW_REDIS_SENTINEL_MASTER": "tf",
+           "TRADEFLOW_REDIS_SENTINEL_PASSWORD": "spw", "TRADEFLOW_REDIS_WAIT_REPLICAS": "1",
+           "TRADEFLOW_REDIS_WAIT_MS": "50"}
+    settings = Settings.from_env(env)
+    assert settings.uses_sentinel and "spw" not in repr(settings)
+    client = client_for(settings)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "tf"
+    assert pool.connection_kwargs["db"] == 3
+    assert [(c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
+            for c in pool.sentinel_manager.sentinels] == [("h1", 26379), ("h2", 26379)]
+    assert pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs["password"] == "spw"
+    assert broker_for(settings)[1]["master_name"] == "tf"
+    wait = replica_wait(settings)
+    assert wait is not None and (wait.replicas, wait.timeout_ms) == (1, 50)
+    assert replica_wait(Settings()) is None
+
+
+def test_a_sentinel_url_without_a_master_name_says_what_to_set() -> None:
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_REDIS_SENTINEL_MASTER"):
+        Settings.from_env({"TRADEFLOW_REDIS_URL": "sentinel://h1:26379/0"})
+    with pytest.raises(ConfigurationError, match="sentinel://h1:26379,h2:26379,h3:26379/0"):
+        parse_sentinel_url("sentinel://h1:notaport/0")
+
+
+def test_passwords_never_reach_a_log_line() -> None:
+    assert masked_url("sentinel://u:pw@h1:26379/0;sentinel://u:pw@h2:26379/0") == \
+        "sentinel://u:***@h1:26379/0;sentinel://u:***@h2:26379/0"
+    assert masked_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
