@@ -7,6 +7,7 @@ in bulk over a run and a status.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +21,7 @@ from engine.dispatcher import Next, NextKind, resolve, wake_time
 from engine.errors import InvalidInput, InvalidState, NotFound, StepFailed
 from engine.expressions import Scope
 from engine.messages import PRIORITY_START, Enqueuer, StepMessage
+from engine.metrics import StepStats, read_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime import Runtime, step_deadline, worker_name
 from engine.store import RedisStore, Update, pack
@@ -36,6 +38,8 @@ class RunProgress:
     counts: dict[str, int]
     total: int
     created_at: float | None
+    #: When the run should be finished by (epoch seconds), if one was set (:meth:`Engine.set_run_deadline`).
+    deadline: float | None = None
 
     @property
     def finished(self) -> int:
@@ -236,7 +240,64 @@ class Engine:
         if not meta and not any(counts.values()):
             raise NotFound(f"no run {run!r}; `tradeflow runs` lists them")
         total = max(int(meta.get("total", 0)), sum(counts.values()))
-        return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None)
+        return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None,
+                           float(meta["deadline"]) if meta.get("deadline") else None)
+
+    def set_run_deadline(self, run: str, deadline: float | None) -> None:
+        """Set (or with None, clear) when ``run`` should be finished by (epoch seconds)."""
+        self.store.touch_run(run, {"deadline": "" if deadline is None else repr(float(deadline))})
+
+    # -- observing (the console, /metrics) -------------------------------------------------------
+
+    def catalog(self) -> list[tuple[str, list[int], dict[str, int]]]:
+        """Every definition name with its versions and aliases."""
+        return [(name, self.store.versions(name), self.store.aliases(name))
+                for name in sorted(self.store.definition_names())]
+
+    def step_metrics(self) -> StepStats:
+        """Step counts and durations flushed by every worker process (:mod:`engine.metrics`)."""
+        return read_step_metrics(self.store.client, self.store.keys)
+
+    def timers_due(self) -> int:
+        """Waits and retry backoffs whose time has come but that no tick has moved on yet."""
+        return int(self.store.client.zcount(self.store.keys.timers, "-inf", self.clock()))
+
+    def queue_stats(self, queues: Iterable[str]) -> dict[str, tuple[int, float | None]]:
+        """Per service queue: messages waiting, and the age in seconds of the oldest one (None: empty).
+
+        Read from the broker's lists when the broker is this Redis (the default deployment);
+        the age is that of the oldest message's instance's last change. Empty for other brokers.
+        """
+        queue_key = getattr(self.enqueuer, "queue_key", None)
+        steps = getattr(self.enqueuer, "priority_steps", None)
+        if queue_key is None or not steps:
+            return {}
+        out: dict[str, tuple[int, float | None]] = {}
+        for queue in queues:
+            keys = [queue_key(queue, step) for step in steps]
+            pipe = self.store.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.llen(key)
+                pipe.lindex(key, -1)
+            answers = pipe.execute()
+            depth = sum(int(n) for n in answers[0::2])
+            oldest: float | None = None
+            for raw in answers[1::2]:
+                instance = self._message_instance(raw)
+                if instance is not None:
+                    age = max(self.clock() - instance.updated_at, 0.0)
+                    oldest = age if oldest is None else max(oldest, age)
+            out[queue] = (depth, oldest)
+        return out
+
+    def _message_instance(self, raw: bytes | str | None) -> Instance | None:
+        if not raw:
+            return None
+        try:
+            body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+            return self.store.load(str(body[0][0]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
 
     def wait_for_run(self, run: str, timeout: float = 600, poll: float = 0.2,
                      on_progress: Callable[[RunProgress], None] | None = None) -> RunProgress:

@@ -72,6 +72,10 @@ class Keys:
         """Set of every published definition name."""
         return f"{self.prefix}:defs"
 
+    def metrics(self, name: str) -> str:
+        """Hash of flushed step metrics (``steps``, ``step_seconds``: see :mod:`engine.metrics`)."""
+        return f"{self.prefix}:metrics:{name}"
+
     @property
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""

@@ -25,6 +25,7 @@ from engine.dispatcher import Next, NextKind, resolve, target_of
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions import Scope, compile_template
 from engine.messages import PRIORITY_CONTINUE, Enqueuer, StepMessage, step_message
+from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.service import Transition
 from engine.store import Applied, RedisStore, Update
@@ -112,6 +113,8 @@ class Runtime:
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
         self.epoch = epoch
+        #: Step counters of this process, flushed to Redis every few seconds (engine.metrics).
+        self.metrics = StepMetrics(store.client, store.keys)
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -211,6 +214,7 @@ class Runtime:
         for chained in range(self.inline_steps + 1):
             chain = inline if inline is not None and chained < self.inline_steps and self.clock() < budget else None
             report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            self.metrics.step(instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:
                 return report
             instance = report.carried

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_ready
 
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
@@ -43,3 +43,10 @@ def check_redis(**_: Any) -> None:
         log_redis_warnings(client, url.split("@")[-1])  # never log a password
     finally:
         client.close()
+
+
+@beat_init.connect
+def quiet_beat(**_: Any) -> None:
+    """Beat publishes with the app's ``task_send_sent_event``: off here, so the tick and sweep it
+    sends every second or so do not each add a ``task-sent`` entry to Flower's task list."""
+    app.conf.task_send_sent_event = False
