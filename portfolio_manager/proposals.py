@@ -109,6 +109,8 @@ class Proposal(BaseModel):
     submission: str | None = None
     receipts: list[dict[str, Any]] = Field(default_factory=list)
     submitted_at: float | None = None
+    #: Who asked for the submission (``submit_approved(by=...)``).
+    submitted_by: str | None = None
 
     @property
     def realized_gain(self) -> float:
@@ -138,7 +140,8 @@ class Proposal(BaseModel):
         return out
 
 
-_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at")
+_REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at",
+                  "submitted_by")
 
 
 def proposal_from_plan(
@@ -344,7 +347,7 @@ class ProposalStore:
     def _parse(raw: dict[str, str]) -> Proposal:
         body = json.loads(raw["body"])
         body["status"] = raw.get("status", ProposalStatus.PROPOSED.value)
-        for name in ("decided_by", "note", "submission"):
+        for name in ("decided_by", "note", "submission", "submitted_by"):
             if raw.get(name):
                 body[name] = raw[name]
         for name in ("decided_at", "submitted_at"):
@@ -390,12 +393,13 @@ class SubmitStarted:
 
 
 def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
-                    version: int | str = "production") -> SubmitStarted:
+                    version: int | str = "production", by: str = "") -> SubmitStarted:
     """Submit the approved proposals of ``run`` (only ``account_ids`` when given).
 
     Each proposal moves to ``submitting`` (so it can no longer be rejected) and gets one
     ``submit-orders`` instance with a deterministic id: submitting again, or after a crash
-    between the two, never starts a second submission of the same proposal.
+    between the two, never starts a second submission of the same proposal. ``by`` (who
+    submits) is recorded with the proposal.
     """
     from engine.api import StartItem
 
@@ -408,7 +412,8 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
     items = []
     for proposal in proposals:
         iid = submission_id(run, proposal.account_id)
-        applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid)
+        applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid,
+                                           submitted_by=by or None)
         if not applied:
             if status == ProposalStatus.SUBMITTED.value:
                 result.skipped[proposal.account_id] = "already submitted"
