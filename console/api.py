@@ -82,5 +82,9 @@ def api_instance_action(request: Request, instance_id: str, verb: str, body: Act
 def api_run_action(request: Request, run: str, verb: str, body: Action) -> dict[str, Any]:
     """pause, resume, retry or cancel a whole run (its instances in the matching statuses)."""
     user = require(request, Permission.OPERATE)
+    if verb not in {"pause", "resume", "retry", "cancel"}:
+        from engine.errors import InvalidInput
+
+        raise InvalidInput(f"unknown action {verb!r}: use pause, resume, retry or cancel")
     result = context(request).engine.bulk(verb, run, reason=reason_by(user, body.reason))
     return {"verb": result.verb, "done": result.done, "skipped": result.skipped}

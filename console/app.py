@@ -24,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from console.burndown import BurndownStore, Sampler
 from console.config import ConsoleSettings
-from console.errors import Forbidden, NeedLogin
+from console.errors import ConsoleError, Forbidden, NeedLogin
 from console.keys import ConsoleKeys
 from console.throttle import LoginThrottle
 from console.users import UserStore
@@ -158,6 +158,16 @@ def create_app(ctx: ConsoleContext, plugins: Iterable[ConsolePlugin] | None = No
         if _wants_json(request) or getattr(request.state, "user", None) is None:
             return JSONResponse({"error": str(exc)}, status_code=code)
         return render(request, "error.html", status_code=code, title="Cannot do that", message=str(exc))
+
+    @app.exception_handler(LookupError)
+    async def not_found(request: Request, exc: LookupError) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        return render(request, "error.html", status_code=404, title="Not found", message=str(exc))
+
+    @app.exception_handler(ConsoleError)
+    async def bad_request(request: Request, exc: ConsoleError) -> Response:
+        return JSONResponse({"error": str(exc)}, status_code=400)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> PlainTextResponse:
