@@ -1,11 +1,12 @@
 """Step metrics: counted in process memory by each worker, flushed to Redis every few seconds.
 
 A worker's hot path pays one dictionary update per step (under a lock, for threaded pools).
-At most every ``interval`` seconds (default 5), on the next step after it, the process adds its
-counts to Redis in one pipelined batch of ``HINCRBY``/``HINCRBYFLOAT`` and starts again from
-zero; it also flushes at a clean exit. A process killed by SIGKILL loses at most the counts of
-its last interval. Whoever renders metrics (the console's ``/metrics``) reads the hashes with
-:func:`read_step_metrics`.
+Every ``interval`` seconds (default 5) the process adds its counts to Redis in one pipelined
+batch of ``HINCRBY``/``HINCRBYFLOAT`` and starts again from zero: in workers, from a daemon
+thread started with the process's first step (so an idle worker's last counts arrive too), and
+anywhere on the next step once the interval has passed; it also flushes at a clean exit. A process killed by
+SIGKILL loses at most the counts of its last interval. Whoever renders metrics (the console's
+``/metrics``) reads the hashes with :func:`read_step_metrics`.
 
 Hashes, keys from :class:`engine.keys.Keys` (``<prefix>:metrics:...``):
 
@@ -44,11 +45,13 @@ class StepMetrics:
     """Per-process step counters with a cheap :meth:`step` and a batched :meth:`flush`."""
 
     def __init__(self, client: Any, keys: Keys, interval: float = DEFAULT_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, background: bool = False) -> None:
         self.client = client
         self.keys = keys
         self.interval = interval
         self.clock = clock
+        self.background = background
+        self._flusher: threading.Thread | None = None
         self._lock = threading.Lock()
         self._steps: defaultdict[str, int] = defaultdict(int)
         self._seconds: defaultdict[str, float] = defaultdict(float)
@@ -64,7 +67,18 @@ class StepMetrics:
             self._seconds[f"{node}|sum"] += seconds
             self._seconds[f"{node}|count"] += 1
             due = self.clock() - self._last >= self.interval
+            start = self.background and self._flusher is None
+            if start:
+                self._flusher = threading.Thread(target=self._flush_every_interval, name="step-metrics",
+                                                 daemon=True)
+        if start and self._flusher is not None:
+            self._flusher.start()
         if due:
+            self.flush()
+
+    def _flush_every_interval(self) -> None:
+        while True:
+            time.sleep(self.interval)
             self.flush()
 
     def flush(self) -> None:
