@@ -155,22 +155,24 @@ class Sampler(threading.Thread):
 # -------------------------------------------------------------------------------- the chart
 
 
-def _clock(ts: float, zone: ZoneInfo) -> str:
-    return datetime.fromtimestamp(ts, zone).strftime("%H:%M")
+def _clock(ts: float, zone: ZoneInfo, fmt: str = "%H:%M") -> str:
+    return datetime.fromtimestamp(ts, zone).strftime(fmt)
 
 
 def burndown_svg(chart: Burndown, zone: ZoneInfo, width: int = 640, height: int = 220) -> str:
     """The chart as inline SVG: remaining over time, the projection (dashed), the deadline (red)."""
     left, right, top, bottom = 48, 12, 12, 28
     start = chart.points[0][0]
-    ends = [chart.now, chart.points[-1][0]]
-    if chart.deadline:
-        ends.append(chart.deadline)
+    end = max(chart.now, chart.points[-1][0])
     if chart.projected:
-        ends.append(min(chart.projected, chart.now + 4 * max(chart.now - start, 60)))
-    end = max(ends)
+        end = max(end, min(chart.projected, chart.now + 4 * max(chart.now - start, 60)))
+    # The deadline is drawn where it falls unless it is far beyond the run (then it is named at the edge).
+    deadline_inside = chart.deadline is not None and 0 <= chart.deadline - start <= 1.5 * max(end - start, 60)
+    if deadline_inside and chart.deadline is not None:
+        end = max(end, chart.deadline)
     span = max(end - start, 1.0)
     top_value = max(chart.total, 1)
+    fmt = "%H:%M:%S" if span < 600 else "%H:%M"
 
     def x(t: float) -> float:
         return round(left + (t - start) / span * (width - left - right), 1)
@@ -184,8 +186,9 @@ def burndown_svg(chart: Burndown, zone: ZoneInfo, width: int = 640, height: int 
         v = top_value * frac
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v)}" y2="{y(v)}" stroke="#e3e6ea"/>'
                      f'<text x="{left - 6}" y="{y(v) + 4}" text-anchor="end" class="axis">{int(v)}</text>')
-    for t in (start, start + span / 2, end):
-        parts.append(f'<text x="{x(t)}" y="{height - 8}" text-anchor="middle" class="axis">{_clock(t, zone)}</text>')
+    for t, anchor in ((start, "start"), (start + span / 2, "middle"), (end, "end")):
+        parts.append(f'<text x="{x(t)}" y="{height - 8}" text-anchor="{anchor}" class="axis">'
+                     f'{_clock(t, zone, fmt)}</text>')
     line = " ".join(f"{x(t)},{y(v)}" for t, v in chart.points)
     parts.append(f'<polyline points="{line}" fill="none" stroke="#2563eb" stroke-width="2.5"/>')
     if chart.projected and chart.remaining:
@@ -194,7 +197,13 @@ def burndown_svg(chart: Burndown, zone: ZoneInfo, width: int = 640, height: int 
                                                                         (chart.projected - chart.now)))
         parts.append(f'<line x1="{x(chart.now)}" y1="{y(chart.remaining)}" x2="{px}" y2="{py}" stroke="#2563eb" '
                      'stroke-dasharray="6 4" stroke-width="1.5"/>')
-    if chart.deadline:
+    if chart.deadline and chart.deadline < start:
+        parts.append(f'<text x="{width - right}" y="{top + 12}" text-anchor="end" class="deadline">'
+                     f'deadline {_clock(chart.deadline, zone, "%b %d %H:%M")} passed before the start</text>')
+    elif chart.deadline and not deadline_inside:
+        parts.append(f'<text x="{width - right}" y="{top + 12}" text-anchor="end" class="deadline">'
+                     f'deadline {_clock(chart.deadline, zone, "%b %d %H:%M")} →</text>')
+    elif chart.deadline:
         dx = x(chart.deadline)
         parts.append(f'<line x1="{dx}" x2="{dx}" y1="{top}" y2="{height - bottom}" stroke="#dc2626" '
                      f'stroke-width="2"/><text x="{dx - 4}" y="{top + 12}" text-anchor="end" class="deadline">'

@@ -68,8 +68,12 @@ def definition_svg(definition: Definition, visited: Iterable[str] = (), current:
                 continue
             (x1, y1), (x2, y2) = where[name], where[target]
             taken = name in seen and target in seen
-            sx, sy = x1 + BOX_W / 2, y1 + BOX_H
-            tx, ty = x2 + BOX_W / 2, (y2 if y2 > y1 else y2 + BOX_H)
+            if y1 == y2:  # same layer: side to side
+                sx, sy = (x1 + BOX_W, y1 + BOX_H / 2) if x2 > x1 else (x1, y1 + BOX_H / 2)
+                tx, ty = (x2, y2 + BOX_H / 2) if x2 > x1 else (x2 + BOX_W, y2 + BOX_H / 2)
+            else:
+                sx, sy = x1 + BOX_W / 2, (y1 + BOX_H if y2 > y1 else y1)
+                tx, ty = x2 + BOX_W / 2, (y2 if y2 > y1 else y2 + BOX_H)
             colour = "#2563eb" if taken else "#b8c0cc"
             parts.append(f'<line x1="{sx:.0f}" y1="{sy:.0f}" x2="{tx:.0f}" y2="{ty:.0f}" stroke="{colour}" '
                          f'stroke-width="{2.5 if taken else 1.2}" marker-end="url(#arrow)"/>')

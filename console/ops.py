@@ -33,19 +33,21 @@ def runs_page(request: Request) -> Response:
 
 
 @router.get("/runs/{run}")
-def run_page(request: Request, run: str, status: str = "", q: str = "") -> Response:
+def run_page(request: Request, run: str, status: str = "", q: str = "", limit: int = 50) -> Response:
     """One run: counts by status and node, failures by reason with bulk retry, search, instances."""
     ctx = context(request)
     progress = ctx.engine.progress(run)
     chart = ctx.burndown.burndown(progress)
     statuses = [status] if status in views.STATUS_ORDER else None
+    limit = max(1, min(limit, 5000))
     failed = ctx.engine.list(run, ["failed"], limit=views.SCAN_LIMIT) if progress.counts.get("failed") else []
     deadline_local = (datetime.fromtimestamp(progress.deadline, ctx.zone).strftime("%Y-%m-%dT%H:%M")
                       if progress.deadline else "")
     return render(request, "run.html", title=f"Run {run}", run=run, progress=progress, chart=chart,
                   chart_svg=burndown_svg(chart, ctx.zone), nodes=views.live_nodes(ctx.engine, run),
-                  groups=views.failure_groups(failed), instances=views.search(ctx.engine, run, q, statuses),
-                  status=status, q=q, statuses=views.STATUS_ORDER, bulk=BULK_VERBS, deadline_local=deadline_local)
+                  groups=views.failure_groups(failed), instances=views.search(ctx.engine, run, q, statuses, limit),
+                  limit=limit, status=status, q=q, statuses=views.STATUS_ORDER, bulk=BULK_VERBS,
+                  deadline_local=deadline_local)
 
 
 @router.post("/runs/{run}/bulk")

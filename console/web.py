@@ -148,11 +148,18 @@ def back(request: Request, default: str) -> RedirectResponse:
 
 
 def install_filters(templates: Jinja2Templates, zone: ZoneInfo) -> None:
-    """Jinja filters: ts (time in the console's zone), ago, secs, money, pretty (JSON)."""
+    """Jinja filters: ts (time in the console's zone), clock (short), ago, secs, money, pretty (JSON)."""
     env = templates.env
 
     def ts(value: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         return datetime.fromtimestamp(float(value), zone).strftime(fmt) if value else "—"
+
+    def clock(value: float | None) -> str:
+        """HH:MM today, else with the date."""
+        if not value:
+            return "—"
+        moment = datetime.fromtimestamp(float(value), zone)
+        return moment.strftime("%H:%M" if moment.date() == datetime.now(zone).date() else "%b %d %H:%M")
 
     def ago(value: float | None) -> str:
         if not value:
@@ -179,4 +186,4 @@ def install_filters(templates: Jinja2Templates, zone: ZoneInfo) -> None:
     def pretty(value: Any) -> str:
         return json.dumps(value, indent=2, sort_keys=True, default=str)
 
-    env.filters.update(ts=ts, ago=ago, secs=secs, money=money, pretty=pretty)
+    env.filters.update(ts=ts, clock=clock, ago=ago, secs=secs, money=money, pretty=pretty)

@@ -20,7 +20,7 @@ import collections
 import os
 import re
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -94,7 +94,10 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
-        started = start_daily_rebalance(engine, svc.book, run_date, run=run)
+        # The session's close may be past (the demo replays the last session): give the run a
+        # deadline ten minutes out, so the console's burn-down has one to show.
+        started = start_daily_rebalance(engine, svc.book, run_date, run=run,
+                                        deadline=datetime.now(UTC) + timedelta(minutes=10))
         console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items()))
         progress = show_progress(engine, run, follow=True, timeout=timeout)
         elapsed = time.monotonic() - began
@@ -142,6 +145,12 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float) -> 
                       highlight=False)
     console.print(f"approve, then submit:      tradeflow pm approve {run} --all && tradeflow pm submit {run}",
                   highlight=False)
+    try:
+        from console.demo import console_banner
+    except ImportError:  # the console is not installed
+        return
+    for line in console_banner():
+        console.print(line, highlight=False, markup=False)
 
 
 __all__ = ["run_demo", "reason_kind", "failure_reason", "DemoRefused"]

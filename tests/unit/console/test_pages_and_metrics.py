@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from console.burndown import Burndown, BurndownStore, burndown_svg
@@ -95,3 +96,26 @@ def test_the_burndown_projects_at_the_recent_rate_and_warns_past_the_deadline(si
     assert svg.startswith("<svg") and "deadline" in svg and "stroke-dasharray" in svg
     assert not Burndown([(0, 0)], 10, 0, None, None, 5.0, 10.0).late  # done: never late
     assert progress.total == 100
+
+
+def test_the_run_page_warns_while_the_projection_passes_the_deadline(site: Site) -> None:
+    site.ctx.engine.start("flow", {"account": "good"}, run="late")
+    site.ctx.engine.set_run_deadline("late", 1_000_000.0)  # long gone, one instance still running
+    client = site.login("lena", "viewer")
+    assert "⚠ At the current rate" in client.get("/runs/late").text
+    assert "past the deadline" in client.get("/runs").text
+    site.driver.run_until_idle()
+    assert "⚠" not in client.get("/runs/late").text  # finished: no warning
+
+
+def test_the_demo_user_gets_a_generated_password_unless_one_is_given(site: Site, monkeypatch: Any) -> None:
+    import console.demo as demo
+
+    class Ctx:
+        users = site.ctx.users
+
+    monkeypatch.setattr("console.app.build_context", lambda **_: Ctx)
+    user, password, generated = demo.ensure_demo_user({})
+    assert generated and len(password) >= 12 and site.ctx.users.verify(user, password) is not None
+    user, password, generated = demo.ensure_demo_user({"TRADEFLOW_DEMO_PASSWORD": "chosen by the operator"})
+    assert not generated and site.ctx.users.verify(user, "chosen by the operator") is not None

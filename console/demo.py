@@ -1,0 +1,31 @@
+"""The demo's console user: ``demo`` (admin), its password from ``TRADEFLOW_DEMO_PASSWORD`` or
+generated now; never a password written in the code."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+DEMO_USER = "demo"
+
+
+def ensure_demo_user(env: dict[str, str] | None = None) -> tuple[str, str, bool]:
+    """(user, password, generated): the demo admin, (re)created with the chosen password."""
+    from console.app import build_context
+
+    env = dict(os.environ) if env is None else env
+    password = env.get("TRADEFLOW_DEMO_PASSWORD") or ""
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(12)
+    build_context(engine=False).users.add(DEMO_USER, "admin", password)
+    return DEMO_USER, password, generated
+
+
+def console_banner(host: str = "127.0.0.1", port: int = 8000) -> list[str]:
+    """Lines the demo ends with: how to open the console, and as whom."""
+    user, password, generated = ensure_demo_user()
+    where = "generated for this demo" if generated else "from TRADEFLOW_DEMO_PASSWORD"
+    return [f"web console: `tradeflow console` (or `make console`), then open http://{host}:{port}/",
+            f"  sign in as {user} / {password}  (admin; password {where})",
+            "  with workers running (`make workers`), retries and submissions from the console go through"]
