@@ -50,6 +50,13 @@ def approvals_needed(proposal: Proposal) -> int | None:
     return int(needed) if needed else None
 
 
+class Decision(BaseModel):
+    """An API decision: the accounts to approve, reject (with a note) or submit."""
+
+    accounts: list[str] = []
+    note: str = ""
+
+
 @dataclass(frozen=True)
 class Filters:
     """The proposal list's filters."""
@@ -156,12 +163,6 @@ def build_router() -> APIRouter:
         return back(request, f"/pm/runs/{run}")
 
     # -- JSON API ------------------------------------------------------------------------------
-
-    class Decision(BaseModel):
-        """Accounts to approve or reject, and the note (required to reject)."""
-
-        accounts: list[str]
-        note: str = ""
 
     @router.get("/api/pm/runs")
     def api_pm_runs(request: Request) -> list[dict[str, Any]]:
