@@ -197,12 +197,14 @@ def burndown_svg(chart: Burndown, zone: ZoneInfo, width: int = 640, height: int 
                                                                         (chart.projected - chart.now)))
         parts.append(f'<line x1="{x(chart.now)}" y1="{y(chart.remaining)}" x2="{px}" y2="{py}" stroke="#2563eb" '
                      'stroke-dasharray="6 4" stroke-width="1.5"/>')
+    day_fmt = "%H:%M" if chart.deadline and _clock(chart.deadline, zone, "%F") == _clock(chart.now, zone, "%F") \
+        else "%b %d %H:%M"
     if chart.deadline and chart.deadline < start:
         parts.append(f'<text x="{width - right}" y="{top + 12}" text-anchor="end" class="deadline">'
-                     f'deadline {_clock(chart.deadline, zone, "%b %d %H:%M")} passed before the start</text>')
+                     f'deadline {_clock(chart.deadline, zone, day_fmt)} passed before the start</text>')
     elif chart.deadline and not deadline_inside:
         parts.append(f'<text x="{width - right}" y="{top + 12}" text-anchor="end" class="deadline">'
-                     f'deadline {_clock(chart.deadline, zone, "%b %d %H:%M")} →</text>')
+                     f'deadline {_clock(chart.deadline, zone, day_fmt)} →</text>')
     elif chart.deadline:
         dx = x(chart.deadline)
         parts.append(f'<line x1="{dx}" x2="{dx}" y1="{top}" y2="{height - bottom}" stroke="#dc2626" '

@@ -70,9 +70,10 @@ class Deployment:
     engine: Engine
     svc: Services
     seeded: SeedSummary
-    run: str
     users: UserStore
     env: dict[str, str]
+    run_date: Any
+    run: str = ""
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -125,11 +126,7 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for fleet in fleets:
             fleet.__enter__()
         _wait_http(url, server, log)
-        started = start_daily_rebalance(engine, svc.book, run_date, run=f"morning-{uuid.uuid4().hex[:4]}",
-                                        wait_for_open=False,
-                                        deadline=datetime.now(UTC) + timedelta(minutes=2))
-        assert started.deadline is not None
-        yield Deployment(url, engine, svc, seeded, started.run, users, console_env)
+        yield Deployment(url, engine, svc, seeded, users, console_env, run_date)
     finally:
         server.terminate()
         server.wait(15)
@@ -164,23 +161,45 @@ def _login(browser: Any, deployment: Deployment, name: str, shot: str | None = N
     return page
 
 
+@pytest.fixture(scope="module")
+def watched(browser: Any, deployment: Deployment) -> Iterator[Any]:
+    """An operator's runs page, open before the morning run starts; the run is then started."""
+    page = _login(browser, deployment, "olivia", shot="login.png")
+    run = f"morning-{uuid.uuid4().hex[:4]}"
+    assert run not in page.inner_text("body")
+    started = start_daily_rebalance(deployment.engine, deployment.svc.book, deployment.run_date, run=run,
+                                    wait_for_open=False, deadline=datetime.now(UTC) + timedelta(minutes=2))
+    assert started.total and started.deadline is not None
+    deployment.run = run
+    yield page
+
+
+@pytest.fixture(scope="module")
+def finished(deployment: Deployment, watched: Any) -> str:
+    """The morning run, finished."""
+    progress = deployment.engine.wait_for_run(deployment.run, timeout=180)
+    assert progress.done, progress.counts
+    return deployment.run
+
+
 def test_no_page_but_healthz_and_login_answers_without_a_session(deployment: Deployment) -> None:
     with httpx.Client(base_url=deployment.url, follow_redirects=False) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/login").status_code == 200
-        for path in ("/", "/runs", f"/runs/{deployment.run}", "/definitions", "/pm/runs", f"/pm/runs/{deployment.run}",
-                     f"/pm/runs/{deployment.run}/receipts"):
+        for path in ("/", "/runs", "/runs/adhoc", "/instances/x", "/definitions", "/definitions/validate", "/pm/runs",
+                     "/pm/runs/adhoc", "/pm/runs/adhoc/receipts", "/pm/runs/adhoc/CA-1"):
             answer = client.get(path)
             assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), path
         for path in ("/api/runs", "/api/pm/runs", "/metrics"):
             assert client.get(path).status_code == 401, path
-        assert client.post(f"/pm/runs/{deployment.run}/submit").status_code in {303, 401, 403}
+        assert client.post("/pm/runs/adhoc/submit").status_code in {303, 401, 403}
 
 
-def test_an_operator_logs_in_and_watches_the_morning_run_finish(browser: Any, deployment: Deployment) -> None:
-    page = _login(browser, deployment, "olivia", shot="login.png")
+def test_an_operator_logs_in_and_watches_the_morning_run_finish(watched: Any, deployment: Deployment) -> None:
+    page = watched
     row = page.locator("tr", has_text=deployment.run)
-    row.get_by_text("done").wait_for()  # the page refreshes itself until the run is finished
+    row.wait_for()  # the run started after the page was loaded: it appears by the page's own refresh
+    row.get_by_text("done").wait_for()  # ... which goes on until the run is finished
     progress = deployment.engine.progress(deployment.run)
     assert progress.done and f"{progress.finished} / {progress.total}" in row.inner_text()
     page.screenshot(path=str(SHOTS / "runs.png"))
@@ -190,7 +209,7 @@ def test_an_operator_logs_in_and_watches_the_morning_run_finish(browser: Any, de
     page.screenshot(path=str(SHOTS / "run.png"))
 
 
-def test_an_operator_fixes_a_failed_account_and_retries_it(browser: Any, deployment: Deployment) -> None:
+def test_an_operator_fixes_a_failed_account_and_retries_it(browser: Any, deployment: Deployment, finished: str) -> None:
     failed = deployment.engine.list(deployment.run, ["failed"])
     broken = [i for i in failed if "no price for" in (i.error or {}).get("reason", "")]
     assert broken, [i.error for i in failed]
@@ -228,7 +247,7 @@ def _proposed(deployment: Deployment, count: int) -> list[Proposal]:
     return chosen
 
 
-def test_a_viewer_gets_403_on_approve(browser: Any, deployment: Deployment) -> None:
+def test_a_viewer_gets_403_on_approve(browser: Any, deployment: Deployment, finished: str) -> None:
     target = _proposed(deployment, 1)[0]
     page = _login(browser, deployment, "victor")
     page.goto(f"{deployment.url}/pm/runs/{deployment.run}/{target.account_id}")
@@ -243,7 +262,7 @@ def test_a_viewer_gets_403_on_approve(browser: Any, deployment: Deployment) -> N
     assert deployment.svc.proposals.get(deployment.run, target.account_id).status is ProposalStatus.PROPOSED
 
 
-def test_a_post_without_the_csrf_token_is_refused(browser: Any, deployment: Deployment) -> None:
+def test_a_post_without_the_csrf_token_is_refused(browser: Any, deployment: Deployment, finished: str) -> None:
     target = _proposed(deployment, 1)[0]
     page = _login(browser, deployment, "paula")
     status = page.evaluate("""async ([run, account]) => {
@@ -255,7 +274,7 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Any, deployment: Depl
     assert deployment.svc.proposals.get(deployment.run, target.account_id).status is ProposalStatus.PROPOSED
 
 
-def test_a_pm_approves_submits_and_reads_the_receipts(browser: Any, deployment: Deployment) -> None:
+def test_a_pm_approves_submits_and_reads_the_receipts(browser: Any, deployment: Deployment, finished: str) -> None:
     chosen = _proposed(deployment, 2)
     page = _login(browser, deployment, "paula")
     page.click("nav >> text=Proposals")
@@ -293,7 +312,7 @@ def test_a_second_approver_is_needed_over_the_threshold(browser: Any, deployment
     raise AssertionError("four-eyes exists now: drive it here (approve as paula, see it wait, approve as ada)")
 
 
-def test_definitions_page_and_metrics_scrape(browser: Any, deployment: Deployment) -> None:
+def test_definitions_page_and_metrics_scrape(browser: Any, deployment: Deployment, finished: str) -> None:
     page = _login(browser, deployment, "ada")
     page.goto(f"{deployment.url}/definitions/validate")
     document = (ROOT / "definitions" / "rebalance-us.json").read_text().replace('"lookback_days": 365',
