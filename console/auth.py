@@ -17,7 +17,8 @@ router = APIRouter()
 def _safe_next(target: str | None) -> str:
     """Only a path of this site (no scheme, no host) may be the page after login."""
     parsed = urlparse(target or "")
-    if not target or parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
+    if (not target or parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//")
+            or "\\" in target):
         return "/runs"
     return target
 

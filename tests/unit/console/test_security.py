@@ -122,8 +122,14 @@ def test_removing_a_user_ends_their_session(site: Site) -> None:
 
 def test_login_redirects_only_within_the_site(site: Site) -> None:
     site.ctx.users.add("eve", "viewer", PASSWORD)
-    client = site.client()
-    token = csrf_of(client.get("/login").text)
-    answer = client.post("/login", data={"username": "eve", "password": PASSWORD, "csrf_token": token,
-                                         "next": "https://evil.example/"})
-    assert answer.headers["location"] == "/runs"
+
+    def after_login(target: str) -> str:
+        client = site.client()
+        token = csrf_of(client.get("/login").text)
+        answer = client.post("/login", data={"username": "eve", "password": PASSWORD, "csrf_token": token,
+                                             "next": target})
+        return answer.headers["location"]
+
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example/"):
+        assert after_login(target) == "/runs", target
+    assert after_login("/definitions") == "/definitions"
