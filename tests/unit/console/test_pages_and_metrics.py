@@ -119,3 +119,18 @@ def test_the_demo_user_gets_a_generated_password_unless_one_is_given(site: Site,
     assert generated and len(password) >= 12 and site.ctx.users.verify(user, password) is not None
     user, password, generated = demo.ensure_demo_user({"TRADEFLOW_DEMO_PASSWORD": "chosen by the operator"})
     assert not generated and site.ctx.users.verify(user, "chosen by the operator") is not None
+
+
+def test_the_sampler_records_live_runs_and_a_last_sample_when_they_finish(site: Site) -> None:
+    from console.burndown import Sampler
+
+    site.ctx.engine.start("flow", {"account": "good"}, run="s1")
+    sampler = Sampler(site.ctx.engine, site.ctx.burndown, interval=60)
+    sampler.sample_once()
+    key = site.ctx.burndown.keys.burndown("s1")
+    assert [json.loads(x)[1:] for x in site.ctx.burndown.client.lrange(key, 0, -1)] == [[1, 0]]
+    site.driver.run_until_idle()
+    sampler.sample_once()
+    sampler.sample_once()  # done: not sampled again
+    assert [json.loads(x)[1:] for x in site.ctx.burndown.client.lrange(key, 0, -1)] == [[1, 0], [0, 1]]
+    assert site.ctx.burndown.client.llen(site.ctx.burndown.keys.steps_samples) == 3
