@@ -83,6 +83,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                     runtime = Runtime(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps)
+                    runtime.metrics.background = True  # a worker flushes its step metrics every 5 s
                     state.clear()
                     state[pid] = runtime
         return runtime

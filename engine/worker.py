@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_ready
 
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
@@ -44,3 +44,10 @@ def check_redis(**_: Any) -> None:
         log_redis_warnings(client, masked_url(url))  # never log a password
     finally:
         client.close()
+
+
+@beat_init.connect
+def quiet_beat(**_: Any) -> None:
+    """Beat publishes with the app's ``task_send_sent_event``: off here, so the tick and sweep it
+    sends every second or so do not each add a ``task-sent`` entry to Flower's task list."""
+    app.conf.task_send_sent_event = False
