@@ -72,9 +72,10 @@ def definition_svg(definition: Definition, visited: Iterable[str] = (), current:
             colour = "#2563eb" if taken else "#b8c0cc"
             parts.append(f'<line x1="{sx:.0f}" y1="{sy:.0f}" x2="{tx:.0f}" y2="{ty:.0f}" stroke="{colour}" '
                          f'stroke-width="{2.5 if taken else 1.2}" marker-end="url(#arrow)"/>')
-            if label:
-                parts.append(f'<text x="{(sx + tx) / 2 + 4:.0f}" y="{(sy + ty) / 2:.0f}" class="edge">'
-                             f'{escape(label)}</text>')
+            if label:  # an edge going back up is labelled near its start, clear of the edges into its target
+                share = 0.25 if y2 < y1 else 0.5
+                parts.append(f'<text x="{sx + (tx - sx) * share + 4:.0f}" y="{sy + (ty - sy) * share:.0f}" '
+                             f'class="edge">{escape(label)}</text>')
     for name, node in definition.nodes.items():
         x, y = where[name]
         kind = node.model_dump(mode="json").get("type", "")

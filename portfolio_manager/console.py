@@ -128,14 +128,16 @@ def decision_message(to: ProposalStatus, result: Decisions, after: dict[str, Pro
     parts = []
     if to is ProposalStatus.APPROVED:
         waiting = [a for a in result.changed if a in after and after[a].status is ProposalStatus.PROPOSED]
-        parts.append(f"approved: {len(result.changed) - len(waiting)}")
+        if len(result.changed) > len(waiting) or not (waiting or result.skipped):
+            parts.append(f"approved: {len(result.changed) - len(waiting)}")
         if waiting:
             parts.append(f"1 approval recorded for {', '.join(waiting[:5])}: waiting for a second approver "
                          "(four-eyes)")
     else:
-        parts.append(f"rejected: {len(result.changed)}")
+        if result.changed or not result.skipped:
+            parts.append(f"rejected: {len(result.changed)}")
     if result.skipped:
-        parts.append(f"refused {len(result.skipped)}: " + "; ".join(
+        parts.append(f"not recorded ({len(result.skipped)}): " + "; ".join(
             r if r.startswith(a) else f"{a}: {r}" for a, r in list(result.skipped.items())[:5]))
     level = "error" if result.skipped and not result.changed else "warn" if result.skipped else "ok"
     return "; ".join(parts), level
