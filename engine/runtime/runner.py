@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -25,8 +24,10 @@ from engine.config import Settings
 from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
+from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
+from engine.runtime.identity import worker_name
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
@@ -98,14 +99,6 @@ def carrier_died(carrier: str | None, message: str) -> bool:
     return False
 
 
-_HOST = socket.gethostname()
-
-
-def worker_name() -> str:
-    """host:pid:thread of this worker, for activity records."""
-    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
-
-
 def instance_root(instance: Instance) -> dict[str, Any]:
     """The read-only ``instance`` root of expressions: which instance, and which step of it."""
     return {"id": instance.id, "workflow": instance.workflow, "version": instance.version, "run": instance.run,
@@ -140,6 +133,8 @@ class Runtime:
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
         self.epoch = epoch
+        #: Step counters of this process, flushed to Redis every few seconds (engine.metrics).
+        self.metrics = StepMetrics(store.add_step_metrics)
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -238,6 +233,7 @@ class Runtime:
         for chained in range(self.inline_steps + 1):
             chain = inline if inline is not None and chained < self.inline_steps and self.clock() < budget else None
             report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            self.metrics.step(instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:
                 return report
             instance = report.carried

@@ -102,6 +102,10 @@ class Keys:
         """Set of every published definition name."""
         return self.space.key("defs")
 
+    def metrics(self, name: str) -> str:
+        """Hash of flushed step metrics (``steps``, ``step_seconds``: see :mod:`engine.metrics`)."""
+        return self.space.key(f"metrics:{name}")
+
     @property
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""
