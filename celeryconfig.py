@@ -12,4 +12,6 @@ from engine.config import Settings
 from engine.connections import state_url
 
 _settings = Settings.from_env()
-globals().update(celery_config(_settings, state_url(_settings)))
+#: TRADEFLOW_REDIS_URL when set, never another (not asked here: Celery retries its broker), else
+#: the local default or the embedded one; a sentinel:// URL as it is (engine.connections.state_url).
+globals().update(celery_config(_settings, state_url(_settings, check=False)))

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench import engine_overhead, morning, replica_wait
 from engine.config import Settings
-from engine.ops.embedded import resolve_redis_url
+from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
 
 BENCHMARKS = ("engine", "morning", "memory")
@@ -274,7 +274,7 @@ def memory_table(figures: dict[str, Any]) -> Table:
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
-    url = resolve_redis_url(Settings.from_env(), allow_start=True)
+    url = state_url(Settings.from_env(), allow_start=True)
     console = Console()
     measured = None
     if "engine" in args.only:

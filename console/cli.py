@@ -18,6 +18,7 @@ from rich.table import Table
 
 from console.errors import ConsoleError
 from console.users import Role
+from engine.cli_errors import read_only, rerun
 from engine.errors import TradeflowError
 
 out = Console()
@@ -68,6 +69,7 @@ def serve(host: str, port: int) -> None:
 @console.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@rerun(safe=True, why="it only serves; a second one on the same port is refused")
 def serve_command(host: str, port: int) -> None:
     """Serve the console (same as `tradeflow console`)."""
     serve(host, port)
@@ -82,6 +84,7 @@ def users() -> None:
 @click.argument("name")
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]), help="What the user may do.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+@rerun(safe=True, why="the user is saved again with the same role and password")
 def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Add (or replace) user NAME; the password comes from stdin or a hidden prompt."""
     if password_stdin:
@@ -93,6 +96,7 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
 
 
 @users.command("list")
+@read_only
 def users_list() -> None:
     """Every user with their role."""
     from datetime import UTC, datetime
@@ -105,6 +109,7 @@ def users_list() -> None:
 
 @users.command("remove")
 @click.argument("name")
+@rerun(safe=True, why="a user already removed is reported as missing; nothing else changes")
 def users_remove(name: str) -> None:
     """Remove user NAME and their API tokens (their sessions end at once)."""
     _users().remove(name)
@@ -119,6 +124,7 @@ def token() -> None:
 @token.command("create")
 @click.argument("user")
 @click.option("--label", default="", help="What the token is for.")
+@rerun(safe=False, why="each run creates another token; revoke the extra one with `token revoke`")
 def token_create(user: str, label: str) -> None:
     """Create a token acting as USER; it is printed once and stored only as a hash."""
     value, token_id = _users().create_token(user, label)
@@ -127,6 +133,7 @@ def token_create(user: str, label: str) -> None:
 
 
 @token.command("list")
+@read_only
 def token_list() -> None:
     """Every token's id, user and label (never the token)."""
     from datetime import UTC, datetime
@@ -140,6 +147,7 @@ def token_list() -> None:
 
 @token.command("revoke")
 @click.argument("token_id")
+@rerun(safe=True, why="a token already revoked is reported as missing; nothing else changes")
 def token_revoke(token_id: str) -> None:
     """Revoke the token with id TOKEN_ID (from `token list`)."""
     _users().revoke_token(token_id)

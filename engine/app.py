@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url
     """
     settings = settings or Settings.from_env()
     app = Celery("tradeflow")
-    app.conf.update(celery_config(settings, redis_url or state_url(settings)))
+    # Not asked here (check=False): a worker started while Redis is down waits for it (Celery retries).
+    app.conf.update(celery_config(settings, redis_url or state_url(settings, check=False)))
     if not bind:
         return app
     for module in app.conf.get("tradeflow_service_modules", []):
@@ -108,10 +109,14 @@ def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url
     return app
 
 
-def build_engine(settings: Settings | None = None, *, allow_start: bool = False) -> Engine:
-    """An Engine that sends steps through Celery, on the configured (or embedded) Redis."""
+def build_engine(settings: Settings | None = None, *, allow_start: bool = False,
+                 notice: Callable[[str], None] | None = None) -> Engine:
+    """An Engine that sends steps through Celery, on the configured (or embedded) Redis.
+
+    ``notice`` is told when the embedded Redis serves (see :func:`engine.ops.embedded.resolve_redis_url`).
+    """
     settings = settings or Settings.from_env()
-    url = state_url(settings, allow_start=allow_start)
+    url = state_url(settings, allow_start=allow_start, notice=notice)
     app = create_app(settings.with_redis(url), bind=False, redis_url=url)
     store = make_store(settings, url)
     return Engine(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file))

@@ -50,7 +50,7 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         # Keeps the queues of one deployment (or one test) apart on a shared Redis.
         transport["global_keyprefix"] = settings.broker_prefix
     return {
-        #: The Redis of the engine's state (the embedded one when none answers and one was started).
+        #: The Redis of the engine's state (see engine.connections.state_url: never switched silently).
         "tradeflow_redis_url": redis_url,
         "broker_url": broker_url,
         #: Modules whose service actions this process registers as tasks.
@@ -78,4 +78,6 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": beat_schedule(settings),
+        # Beat keeps its schedule state under TRADEFLOW_HOME, not in the directory it was started from.
+        "beat_schedule_filename": str(settings.home / "celerybeat-schedule"),
     }

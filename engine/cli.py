@@ -18,25 +18,32 @@ from rich.table import Table
 
 from engine import plugins
 from engine.api import instance_json
+from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
 from engine.config import Settings
+from engine.connections import state_url
 from engine.definitions.diagram import to_mermaid
 from engine.definitions.schema import json_schema
 from engine.definitions.validation import validate_file
 from engine.errors import DefinitionError, TradeflowError
+from engine.model import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
-from engine.ops.embedded import resolve_redis_url, stop_embedded
+from engine.ops.embedded import stop_embedded
 from engine.ops.fleet import Fleet, FleetSpec, default_fleets
 from engine.ops.progress import show_progress
 
 console = Console()
 err_console = Console(stderr=True)
 
+#: Re-running any of these after a failure half-way is safe: each acts only on what is still
+#: in the state it changes (the engine's compare-and-set), so what was done is not done twice.
+_STATE_CHANGE = "it changes only what is still in the state it acts on"
+
 
 def _engine(allow_start: bool = False) -> Any:
     from engine.app import build_engine  # celery: imported by the commands that need an engine, not by --help
 
-    return build_engine(allow_start=allow_start)
+    return build_engine(allow_start=allow_start, notice=notice)
 
 
 def _problems(exc: DefinitionError) -> None:
@@ -46,16 +53,23 @@ def _problems(exc: DefinitionError) -> None:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
     sys.exit(code)
 
 
 class _Group(click.Group):
-    """A group that turns the engine's errors into one clear line and exit status 1."""
+    """A group that turns the engine's errors into one clear line and exit status 1.
+
+    Redis unreachable (at start or half-way): one line saying whether re-running the command
+    is safe (from its :func:`~engine.cli_errors.rerun` declaration), exit status 75.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UNREACHABLE as exc:
+            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
+            sys.exit(EXIT_UNREACHABLE)
         except DefinitionError as exc:
             _problems(exc)
             sys.exit(1)
@@ -75,8 +89,9 @@ def main() -> None:
       tradeflow runs                         runs and their progress
       tradeflow inspect ID                   one instance and its history
 
-    Redis comes from TRADEFLOW_REDIS_URL (default redis://127.0.0.1:6379/0); with none
-    there, `tradeflow redis start` runs an embedded one.
+    Redis comes from TRADEFLOW_REDIS_URL (when set, the only one ever used); unset, the
+    local default or the embedded one (`tradeflow redis start`), said on stderr. Redis
+    unreachable: one line saying whether re-running is safe, exit status 75.
     """
 
 
@@ -90,6 +105,7 @@ def definitions() -> None:
 
 @definitions.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@read_only
 def definitions_validate(files: tuple[Path, ...]) -> None:
     """Check definition FILES; print every problem as FILE: /json/pointer: message (exit 1)."""
     _load_plugins_only()
@@ -111,6 +127,7 @@ def definitions_validate(files: tuple[Path, ...]) -> None:
 @definitions.command("schema")
 @click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path),
               help="Write it to this file (e.g. definitions/schema.json) instead of printing it.")
+@rerun(safe=True, why="it writes the same schema again; it never touches Redis")
 def definitions_schema(target: Path | None) -> None:
     """The JSON Schema (Draft 2020-12) of the definition format, for editors and CI."""
     text = json.dumps(json_schema(), indent=2) + "\n"
@@ -124,6 +141,7 @@ def definitions_schema(target: Path | None) -> None:
 @definitions.command("publish")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--alias", help="Also point this alias (e.g. production) at the published version.")
+@rerun(safe=True, why="the same content publishes as the same version")
 def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
     """Validate and publish FILES as new immutable versions (same content: same version)."""
     engine = _engine()
@@ -134,6 +152,7 @@ def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
 
 
 @definitions.command("list")
+@read_only
 def definitions_list() -> None:
     """Every definition with its versions and aliases."""
     engine = _engine()
@@ -148,6 +167,7 @@ def definitions_list() -> None:
 @click.argument("name")
 @click.option("--version", "ref", help="Version number or alias (default: latest).")
 @click.option("--mermaid", is_flag=True, help="Print a Mermaid state diagram instead of the JSON.")
+@read_only
 def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
     """Print a published definition (or its diagram)."""
     engine = _engine()
@@ -162,6 +182,7 @@ def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
 @click.argument("name")
 @click.argument("alias")
 @click.argument("version", type=int)
+@rerun(safe=True, why="it sets the alias to the same version again")
 def definitions_alias(name: str, alias: str, version: int) -> None:
     """Point ALIAS of NAME at VERSION (e.g. production, canary)."""
     _engine().set_alias(name, alias, version)
@@ -186,6 +207,7 @@ def _json_arg(value: str | None) -> Any:
 @click.option("--data", help="Initial data as JSON, or @file.json.")
 @click.option("--version", "ref", help="Version number or alias (default: latest).")
 @click.option("--run", default="adhoc", show_default=True, help="Run label grouping instances.")
+@rerun(safe=False, why="the instance may have been started already; look with `tradeflow list --run RUN`")
 def start(workflow: str, data: str | None, ref: str | None, run: str) -> None:
     """Start one instance of WORKFLOW."""
     engine = _engine()
@@ -196,6 +218,7 @@ def start(workflow: str, data: str | None, ref: str | None, run: str) -> None:
 @main.command()
 @click.argument("instance_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@read_only
 def inspect(instance_id: str, as_json: bool) -> None:
     """An instance's state and its activity history."""
     engine = _engine()
@@ -240,7 +263,7 @@ def _awaited(engine: Any, instance: Any) -> str:
     from engine.definitions.model import AwaitNode
     from engine.model import InstanceStatus
 
-    node = engine.store.definition(instance.workflow, instance.version).nodes.get(instance.node)
+    node = engine.definition(instance.workflow, instance.version).nodes.get(instance.node)
     if instance.status is not InstanceStatus.AWAITING or not isinstance(node, AwaitNode):
         return ""
     text = "awaiting signal " + " or ".join(node.signals)
@@ -257,6 +280,8 @@ def _awaited(engine: Any, instance: Any) -> str:
 @click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
 @click.option("--by", default=None, help="Who sends the signal (recorded in the history).")
 @click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
+@rerun(safe=False, why="without --key a signal sent again may be applied again (an instance can await the same "
+       "signal once more); with the same --key it is a recorded no-op")
 def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, by: str | None,
            key: str | None) -> None:
     """Send signal NAME to instance ID awaiting it, or with --run RUN to every instance awaiting it.
@@ -293,6 +318,7 @@ def _operate(verb: str) -> Callable[..., None]:
     @click.option("--run", help="Apply to every instance of this run (in bulk).")
     @click.option("--status", "statuses", multiple=True, help="With --run: only instances in this status.")
     @click.option("--reason", default="", help="Recorded in the activity history.")
+    @rerun(safe=True, why=_STATE_CHANGE)
     def command(instance_ids: tuple[str, ...], run: str | None, statuses: tuple[str, ...], reason: str) -> None:
         engine = _engine()
         if run:
@@ -322,6 +348,7 @@ for _verb in ("pause", "resume", "cancel"):
 @click.option("--run", help="Retry every failed instance of this run.")
 @click.option("--context", "context_json", help="JSON object: context entries (node → data) to replace first.")
 @click.option("--reason", default="")
+@rerun(safe=True, why=_STATE_CHANGE)
 def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | None, reason: str) -> None:
     """Re-run the failed node of failed instances, optionally with an edited context."""
     engine = _engine()
@@ -339,11 +366,19 @@ def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | No
 @click.option("--run", required=True, help="Run label.")
 @click.option("--status", "statuses", multiple=True, help="Only these statuses.")
 @click.option("--limit", default=50, show_default=True)
-def list_instances(run: str, statuses: tuple[str, ...], limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON array: one {id, workflow, version, status, node, seq, error} per instance.")
+@read_only
+def list_instances(run: str, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Instances of a run."""
     engine = _engine()
+    found = engine.list(run, statuses or None, limit=limit)
+    if as_json:
+        click.echo(json.dumps([{"id": i.id, "workflow": i.workflow, "version": i.version, "status": i.status.value,
+                                "node": i.node, "seq": i.seq, "error": i.error} for i in found]))
+        return
     table = Table("id", "workflow", "status", "node", "error / awaiting")
-    for inst in engine.list(run, statuses or None, limit=limit):
+    for inst in found:
         awaited = _awaited(engine, inst).split("\n")[0] if inst.status.value == "awaiting" else ""
         table.add_row(inst.id, f"{inst.workflow} v{inst.version}", inst.status.value, inst.node,
                       ((inst.error or {}).get("reason", "") or awaited)[:80])
@@ -354,9 +389,19 @@ def list_instances(run: str, statuses: tuple[str, ...], limit: int) -> None:
 @click.argument("run", required=False)
 @click.option("--watch/--no-watch", default=True,
               help="With RUN: live progress until the run is done, or planned (the rest awaits signals).")
-def runs(run: str | None, watch: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON instead of tables: an array of {run, total, <status>: count...}; with RUN, "
+                   "that run's object once (no watching).")
+@read_only
+def runs(run: str | None, watch: bool, as_json: bool) -> None:
     """Runs with their progress; with RUN, a live progress bar."""
     engine = _engine()
+    if as_json:
+        progresses = [engine.progress(label) for label in ([run] if run else engine.runs())]
+        found = [{"run": p.run, "total": p.total, "finished": p.finished,
+                  **{s: p.counts.get(s, 0) for s in _STATUSES}} for p in progresses]
+        click.echo(json.dumps(found[0] if run else found))
+        return
     if run is None:
         table = Table("run", "phase", "total", "running", "waiting", "awaiting", "paused", "succeeded", "failed",
                       "cancelled")
@@ -367,6 +412,10 @@ def runs(run: str | None, watch: bool) -> None:
         console.print(table)
         return
     show_progress(engine, run, follow=watch, console=console)
+
+
+#: Every status an instance can have, in ``runs --json``'s objects (a count each, 0 included).
+_STATUSES = tuple(s.value for s in InstanceStatus)
 
 
 # -- archive ----------------------------------------------------------------------------------
@@ -380,6 +429,7 @@ def archive() -> None:
 @archive.command("write")
 @click.option("--run", "runs_", multiple=True, help="Runs to archive (default: every run).")
 @click.option("--to", "target", required=True, help="A directory, or s3://bucket/prefix (needs boto3).")
+@rerun(safe=True, why="it writes the same finished instances again")
 def archive_write(runs_: tuple[str, ...], target: str) -> None:
     """Write finished instances and their activities to TARGET."""
     engine = _engine()
@@ -391,6 +441,7 @@ def archive_write(runs_: tuple[str, ...], target: str) -> None:
 @archive.command("show")
 @click.argument("path")
 @click.argument("instance_id")
+@read_only
 def archive_show(path: str, instance_id: str) -> None:
     """Print an archived instance (JSON) from the archive file or directory PATH."""
     found = read_archived(path, instance_id)
@@ -408,12 +459,14 @@ def redis() -> None:
 
 
 @redis.command("start")
+@rerun(safe=True, why="it starts the embedded Redis only when none runs")
 def redis_start() -> None:
     """Start the embedded redis-server (AOF on) unless a Redis already answers."""
-    click.echo(resolve_redis_url(Settings.from_env(), allow_start=True))
+    click.echo(state_url(Settings.from_env(), allow_start=True, notice=notice))
 
 
 @redis.command("stop")
+@rerun(safe=True, why="stopping a stopped Redis does nothing")
 def redis_stop() -> None:
     """Stop the embedded redis-server."""
     click.echo("stopped" if stop_embedded(Settings.from_env().home) else "no embedded Redis was running")
@@ -423,18 +476,36 @@ def redis_stop() -> None:
 @click.option("--fleet", "fleets", multiple=True, metavar="QUEUE[:POOL[:CONCURRENCY]]",
               help="Queues to serve (default: the fleets of the installed plugins, and engine).")
 @click.option("--beat/--no-beat", default=True, help="Also run celery beat (timers, sweeper, schedules).")
+@rerun(safe=True, why="it only starts worker processes")
 def workers(fleets: tuple[str, ...], beat: bool) -> None:
-    """Run one worker fleet per service, plus beat, in the foreground (Ctrl-C stops all)."""
+    """Run one worker fleet per service, plus beat, in the foreground (Ctrl-C stops all).
+
+    A node or beat that exits is started again after a backoff (1 s, doubling to 60 s), logged
+    on stderr; the others keep serving. Every node is pinned to the Redis and the data set
+    resolved here: restarted on another data set, it refuses to start.
+    """
+    import logging
+
+    from engine.app import make_store  # celery: imported by the commands that need it, not by --help
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    url = resolve_redis_url(settings, allow_start=True)  # the workers use the same Redis, started if need be
+    # The workers use the same Redis (started if need be) and the data set found there now.
+    url = state_url(settings, allow_start=True, notice=notice)
+    store = make_store(settings, url)
+    try:
+        pinned = settings.with_redis(url).pinned_to(store.ensure_epoch())
+    finally:
+        store.close()
     specs = [FleetSpec.parse(f) for f in fleets] or default_fleets()
-    with Fleet(specs, beat=beat, env=settings.with_redis(url).child_env()) as fleet:
+    with Fleet(specs, beat=beat, env=pinned.child_env(), beat_schedule=settings.home / "celerybeat-schedule") as fleet:
         console.print("started: " + ", ".join(str(s) for s in specs) + (" + beat" if beat else ""))
         fleet.wait()
 
 
 @main.command()
 @click.option("--count", default=3000, show_default=True, help="How many instances to start.")
+@rerun(safe=True, why="the demo starts a new run of its own each time")
 def demo(count: int) -> None:
     """Run the demo end to end: workers, a run with a live progress bar, a summary."""
     for hook in plugins.hooks("demo"):

@@ -15,6 +15,7 @@
 | ``TRADEFLOW_TIMER_INTERVAL`` | ``1`` | seconds between timer ticks (waits, retry backoffs) |
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
+| ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 | ``TRADEFLOW_SERVICE_MODULES`` | the installed plugins' | modules whose actions workers serve (comma list) |
 | ``TRADEFLOW_PREFETCH`` | ``1`` | messages a worker process reserves ahead |
@@ -24,6 +25,8 @@
 | ``TRADEFLOW_EVENTS`` | ``1`` | ``0``: no task events (Flower sees nothing) |
 
 Every variable is read here, once (:meth:`Settings.from_env`); defaults are the field defaults.
+A ``TRADEFLOW_REDIS_URL`` that is set is never replaced by another Redis (``redis_url_configured``;
+see :func:`engine.ops.embedded.resolve_redis_url`).
 Celery's configuration is assembled from these by :mod:`engine.celery_config`.
 """
 
@@ -45,6 +48,8 @@ class Settings:
     """Everything the engine needs to know about its environment."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    #: True when TRADEFLOW_REDIS_URL was set: that Redis is retried, never replaced by the embedded one.
+    redis_url_configured: bool = False
     broker_url: str | None = None
     embedded: bool = False
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
@@ -65,6 +70,8 @@ class Settings:
     redis_sentinel_password: str | None = field(default=None, repr=False)
     redis_wait_replicas: int = 0
     redis_wait_ms: int = 100
+    #: The data set (epoch) a node of ``tradeflow workers`` must find, else it refuses to start.
+    expected_epoch: str | None = None
 
     @property
     def retention_seconds(self) -> int:
@@ -78,13 +85,20 @@ class Settings:
 
     def with_redis(self, url: str) -> Settings:
         """A copy using ``url`` for Redis (and the broker, unless that was set apart)."""
-        return replace(self, redis_url=url, broker_url=self.broker_url if self.broker_url else None)
+        return replace(self, redis_url=url, redis_url_configured=True,
+                       broker_url=self.broker_url if self.broker_url else None)
+
+    def pinned_to(self, epoch: str) -> Settings:
+        """A copy whose worker processes refuse a data set other than ``epoch`` (``tradeflow workers``)."""
+        return replace(self, expected_epoch=epoch)
 
     def child_env(self) -> dict[str, str]:
-        """The variables that hand this Redis (and broker) to worker processes started from here."""
+        """The variables that hand this Redis (and broker, and expected data set) to worker processes started here."""
         env = {"TRADEFLOW_REDIS_URL": self.redis_url}
         if self.broker_url:
             env["TRADEFLOW_BROKER_URL"] = self.broker_url
+        if self.expected_epoch:
+            env["TRADEFLOW_EXPECT_EPOCH"] = self.expected_epoch
         return env
 
     @property
@@ -99,7 +113,8 @@ class Settings:
         d = cls  # the field defaults, written once above
         try:
             settings = cls(
-                redis_url=env.get("TRADEFLOW_REDIS_URL", DEFAULT_REDIS_URL),
+                redis_url=env.get("TRADEFLOW_REDIS_URL") or DEFAULT_REDIS_URL,
+                redis_url_configured=bool(env.get("TRADEFLOW_REDIS_URL")),
                 broker_url=env.get("TRADEFLOW_BROKER_URL") or None,
                 embedded=_flag(env.get("TRADEFLOW_EMBEDDED_REDIS"), d.embedded),
                 home=Path(env.get("TRADEFLOW_HOME", DEFAULT_HOME)).expanduser(),
@@ -122,6 +137,7 @@ class Settings:
                 redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
                 redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", d.redis_wait_replicas)),
                 redis_wait_ms=int(env.get("TRADEFLOW_REDIS_WAIT_MS", d.redis_wait_ms)),
+                expected_epoch=env.get("TRADEFLOW_EXPECT_EPOCH") or None,
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc

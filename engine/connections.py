@@ -20,6 +20,7 @@ Two kinds of ``TRADEFLOW_REDIS_URL``:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -197,11 +198,15 @@ def replica_wait(settings: Settings) -> ReplicaWait | None:
     return ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_ms)
 
 
-def state_url(settings: Settings, *, allow_start: bool = False) -> str:
-    """The state Redis URL: a ``sentinel://`` one as configured, else the configured or embedded one."""
-    if settings.uses_sentinel:
-        return settings.redis_url
-    return resolve_redis_url(settings, allow_start=allow_start)
+def state_url(settings: Settings, *, allow_start: bool = False, check: bool = True,
+              notice: Callable[[str], None] | None = None) -> str:
+    """The state Redis URL: a ``sentinel://`` one as configured, else the configured or embedded one.
+
+    A Sentinel URL is taken as it is (the sentinels name the master; redis-py and kombu
+    reconnect through them); any other goes through :func:`engine.ops.embedded.resolve_redis_url`
+    (``check``, ``notice``: see there), which never replaces a configured Redis by another.
+    """
+    return resolve_redis_url(settings, allow_start=allow_start, check=check, notice=notice)
 
 
 def client_for(settings: Settings, url: str | None = None, **options: Any) -> redis.Redis:

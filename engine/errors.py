@@ -16,6 +16,10 @@ class ConfigurationError(TradeflowError):
     """The environment or configuration is wrong (unreachable Redis, bad URL, ...)."""
 
 
+class RedisUnavailable(ConfigurationError):
+    """The configured Redis did not answer after a few attempts (it is never replaced by another)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem in a definition: where (a JSON pointer) and what."""

@@ -3,34 +3,62 @@
 At start a worker remembers the Redis data set it runs on (the epoch key) before any pool
 process exists, so that every runtime it creates later, even after Redis lost its data,
 compares with the data set the worker started on (``DataSetLost``); and it warns when that
-Redis has no persistence or may evict keys (``engine.ops.health``).
+Redis has no persistence or may evict keys (``engine.ops.health``). Before anything connects, it
+installs the work-around that lets a worker survive a Redis restart (``engine.broker_fix``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import redis
 from celery.signals import beat_init, worker_init, worker_ready
 
+from engine import broker_fix
 from engine.app import create_app, make_store, redis_client
 from engine.config import Settings
 from engine.connections import masked_url
+from engine.errors import DataSetLost
 from engine.ops.health import log_redis_warnings
 
 log = logging.getLogger(__name__)
 
+broker_fix.install()
 app = create_app()
+# Beat keeps its schedule under TRADEFLOW_HOME (``beat_schedule_filename``) and opens it before
+# any signal a handler could use; a home that cannot be made is reported by beat itself.
+with contextlib.suppress(OSError):
+    Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+
+
+#: Exit status of a worker that refuses the data set it found (``TRADEFLOW_EXPECT_EPOCH``).
+EXIT_OTHER_DATA_SET = 78
 
 
 @worker_init.connect
 def remember_epoch(**_: Any) -> None:
-    """Read (or create) the data set's epoch now: pool processes forked later inherit it."""
+    """Read (or create) the data set's epoch now: pool processes forked later inherit it.
+
+    A node of ``tradeflow workers`` is told the epoch its fleet started on
+    (``TRADEFLOW_EXPECT_EPOCH``): restarted on a Redis holding another data set (an embedded
+    Redis started meanwhile, a Redis restarted empty), it refuses to start (CRITICAL, exit 78).
+    """
+    settings = Settings.from_env()
     try:
-        store = make_store(Settings.from_env(), app.conf.tradeflow_redis_url)
-        app.conf.tradeflow_epoch = store.ensure_epoch()
-        store.close()
+        store = make_store(settings, app.conf.tradeflow_redis_url)
+        try:
+            if settings.expected_epoch:
+                store.check_epoch(settings.expected_epoch)
+            app.conf.tradeflow_epoch = store.ensure_epoch()
+        finally:
+            store.close()
+    except DataSetLost as exc:
+        log.critical("refusing to start on %s (its fleet started on another data set; restart the whole fleet "
+                     "to accept this one): %s", masked_url(app.conf.tradeflow_redis_url), exc)
+        raise SystemExit(EXIT_OTHER_DATA_SET) from exc
     except redis.RedisError as exc:
         log.warning("could not read the Redis epoch at start (%s); each process reads it on its first task", exc)
 

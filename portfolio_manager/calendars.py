@@ -55,7 +55,7 @@ def calendar(exchange: str, day: date | None = None) -> ExchangeCalendar:
         cached = _cache.get(exchange)
         if cached is not None and _covers(cached, day):
             return cached
-        import exchange_calendars
+        import exchange_calendars  # pandas underneath: seconds to import, so only on first use
 
         today = datetime.now(UTC).date()
         start = date(min(today.year - CALENDAR_YEARS_BACK, day.year - 1), 1, 1)

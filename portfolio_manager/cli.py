@@ -24,9 +24,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
 from engine.config import Settings
+from engine.connections import state_url
 from engine.errors import TradeflowError
-from engine.ops.embedded import resolve_redis_url
 from engine.ops.progress import show_progress
 from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import PortfolioError
@@ -41,13 +42,16 @@ err_console = Console(stderr=True)
 
 
 class _Group(click.Group):
-    """Turns known errors into one clear line and exit status 1."""
+    """Turns known errors into one clear line and exit status 1 (Redis unreachable: 75, see engine.cli_errors)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UNREACHABLE as exc:
+            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
+            sys.exit(EXIT_UNREACHABLE)
         except (TradeflowError, PortfolioError, FileNotFoundError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
 
 
@@ -56,7 +60,7 @@ def _context() -> tuple[Any, Any]:
     from engine.app import build_engine  # celery: imported by the commands that need it, not by --help
 
     settings = Settings.from_env()
-    url = resolve_redis_url(settings)
+    url = state_url(settings, notice=notice)  # the configured Redis (retried, never replaced) or the embedded one
     return build_engine(settings.with_redis(url)), build_services(PMSettings.from_env(redis_url=url))
 
 
@@ -95,6 +99,7 @@ def pm() -> None:
               " default: the earliest market close minus --deadline-margin.")
 @click.option("--deadline-margin", default=30, show_default=True, type=click.IntRange(0, 24 * 60),
               help="Minutes before the close for the default deadline.")
+@rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
            limit: int | None, watch: bool, deadline: str | None, deadline_margin: int) -> None:
     """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
@@ -132,6 +137,7 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
 @click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
 @click.option("--run", "run", help="Run label (default adhoc-rebalance-<date>).")
 @click.option("--wait-for-open", is_flag=True, help="Wait for the market open (default: start now).")
+@rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, wait_for_open: bool) -> None:
     """Rebalance ACCOUNT_IDS now, each with its region's workflow."""
     from portfolio_manager.daily import enqueue_accounts, today_in  # celery: imported on use, not by --help
@@ -153,6 +159,7 @@ def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, w
 @click.argument("amount", type=float)
 @click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
 @click.option("--run", "run", default=None, help="Run label (default deposits-<date>).")
+@rerun(safe=False, why="the deposit may have been started already; look with `tradeflow list --run deposits-DATE`")
 def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None) -> None:
     """Invest a deposit of AMOUNT into ACCOUNT_ID now (workflow invest-deposit); the plan is proposed."""
     from portfolio_manager.daily import DEPOSIT_WORKFLOW, today_in  # celery: imported on use, not by --help
@@ -166,6 +173,7 @@ def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None)
 
 
 @pm.command("runs")
+@read_only
 def pm_runs() -> None:
     """Runs with proposals, newest first, by review status."""
     _, svc = _context()
@@ -226,6 +234,7 @@ def _proposal_detail(p: Proposal) -> None:
 @click.option("--account", "account_id", help="Show one account's proposal in full.")
 @click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every matching proposal).")
+@read_only
 def pm_proposals(run: str, statuses: tuple[str, ...], account_id: str | None, limit: int, as_json: bool) -> None:
     """List RUN's proposals: per account its orders, reasons, realized gains and diagnostics."""
     _, svc = _context()
@@ -294,6 +303,7 @@ _BY = click.option("--by", default="", help="Who decides (recorded; four-eyes ne
 @click.option("--all", "all_", is_flag=True, help="Every proposal of RUN that can still be approved.")
 @_BY
 @click.option("--note", default="", help="Recorded with the decision.")
+@rerun(safe=True, why="approving is idempotent: an approved proposal stays approved once")
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
     """Approve proposals of RUN (ACCOUNT_IDS, or --all).
 
@@ -310,6 +320,7 @@ def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note
 @click.option("--all", "all_", is_flag=True, help="Every proposal of RUN not yet submitted.")
 @_BY
 @click.option("--reason", "note", required=True, help="Why (recorded with the decision).")
+@rerun(safe=True, why="rejecting is idempotent: a rejected proposal stays rejected once")
 def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
     """Reject proposals of RUN (ACCOUNT_IDS, or --all); a rebalance's workflow ends there (final)."""
     _decide(run, account_ids, all_, ProposalStatus.REJECTED, by, note)
@@ -318,6 +329,7 @@ def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note:
 @pm.command("review")
 @click.argument("run")
 @click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
+@read_only
 def pm_review(run: str, limit: int) -> None:
     """What of RUN still awaits a decision: approvals so far (who, when), approvals needed, cut-off."""
     from portfolio_manager.review import pending
@@ -343,6 +355,7 @@ def pm_review(run: str, limit: int) -> None:
 @click.argument("account_ids", nargs=-1)
 @click.option("--version", "version", default="production", show_default=True, help="submit-orders version or alias.")
 @click.option("--watch/--no-watch", default=True, help="Follow the submissions until they are done.")
+@rerun(safe=True, why="submitting is idempotent: each approved order reaches the brokerage once")
 def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool) -> None:
     """Send RUN's approved, separately submitted proposals to the brokerage (one submit-orders instance each).
 
@@ -376,6 +389,7 @@ def accounts() -> None:
 @click.option("--seed", "seed", default=7, show_default=True, help="Same seed, same book.")
 @click.option("--date", "day", help="As-of date of prices and holdings (default: the last trading day).")
 @click.option("--replace/--add", default=True, show_default=True, help="Clear the book first.")
+@rerun(safe=True, why="the same seed writes the same book")
 def accounts_seed(count: int, seed: int, day: str | None, replace: bool) -> None:
     """Write a seeded synthetic book (households, lots, trades, prices; ~2% broken accounts)."""
 
@@ -413,6 +427,7 @@ def last_session() -> date:
 @click.option("--region", type=click.Choice(["CA", "US"]))
 @click.option("--limit", default=50, show_default=True)
 @click.option("--all", "all_", is_flag=True, help="Closed accounts too.")
+@read_only
 def accounts_list(region: str | None, limit: int, all_: bool) -> None:
     """Accounts of the book."""
     _, svc = _context()
@@ -428,6 +443,7 @@ def accounts_list(region: str | None, limit: int, all_: bool) -> None:
 @accounts.command("show")
 @click.argument("account_id")
 @click.option("--date", "day", help="As of (default: the last trading day).")
+@read_only
 def accounts_show(account_id: str, day: str | None) -> None:
     """One account: its holdings, cash and the household's trades of the last year."""
     _, svc = _context()

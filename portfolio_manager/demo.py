@@ -33,8 +33,8 @@ from rich.table import Table
 
 from engine.app import build_engine
 from engine.config import Settings
+from engine.connections import state_url
 from engine.model import InstanceStatus
-from engine.ops.embedded import resolve_redis_url
 from engine.ops.fleet import Fleet, default_fleets
 from engine.ops.progress import show_progress
 from portfolio_manager.cli import last_session
@@ -84,7 +84,7 @@ def failure_reason(instance: Any) -> str:
 def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
     """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary."""
     settings = Settings.from_env()
-    settings = settings.with_redis(resolve_redis_url(settings, allow_start=True))
+    settings = settings.with_redis(state_url(settings, allow_start=True))
     engine = build_engine(settings)
     pm_settings = PMSettings.from_env(redis_url=settings.redis_url)
     console.print(f"Redis: {settings.redis_url}")
@@ -133,10 +133,10 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     ids = [p.instance_id for p in chosen]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(i.status.is_terminal for i in engine.store.load_many(ids)):
+        if all(engine.get(iid).status.is_terminal for iid in ids):
             break
         time.sleep(0.2)
-    return [i.data.get("account_id") for i in engine.store.load_many(ids) if i.status.is_terminal]
+    return [i.data.get("account_id") for i in map(engine.get, ids) if i.status.is_terminal]
 
 
 def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:

@@ -42,15 +42,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api import Engine, StartItem
 from engine.keyspace import KeySpace, read_lua, text
 from portfolio_manager.errors import NoSuchProposal
-
-if TYPE_CHECKING:
-    from engine.api import Engine
 
 
 class ProposalStatus(StrEnum):
@@ -132,6 +130,8 @@ class Proposal(BaseModel):
     approvals_required: int = 1
     #: Epoch second after which the proposal can no longer be decided (it expires).
     cutoff: float | None = None
+    #: Who asked for the submission (``submit_approved(by=...)``; none when the workflow submits).
+    submitted_by: str | None = None
     #: Every approval so far, oldest first: ``{"by": who, "at": epoch seconds, "note": ...}``.
     approvals: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -139,8 +139,6 @@ class Proposal(BaseModel):
     def order_value(self) -> float:
         """Estimated value of every order, buys and sells (what four-eyes compares to its threshold)."""
         return round(sum(o.est_value for o in self.orders), 2)
-    #: Who asked for the submission (``submit_approved(by=...)``).
-    submitted_by: str | None = None
 
     @property
     def realized_gain(self) -> float:
@@ -220,6 +218,9 @@ def proposal_from_plan(
     )
 
 
+
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What the store did with one decision on a proposal reviewed in its workflow."""
@@ -292,7 +293,7 @@ class ProposalStore:
         return bool(done), text(status)
 
     def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic; lua/approve_proposal.lua)."""
+        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic: ``lua/approve_proposal.lua``)."""
         reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
             by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
             "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
@@ -310,27 +311,22 @@ class ProposalStore:
 
     def decide(
         self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
-        in_workflow: Callable[[list[Proposal], Decisions], None] | None = None,
     ) -> Decisions:
-        """Approve or reject the proposals of ``account_ids`` (all of the run when None).
+        """Approve or reject the separately submitted proposals of ``account_ids`` (all of the run when None).
 
-        Proposals reviewed in their workflow are handed to ``in_workflow`` (what
-        :mod:`portfolio_manager.review` passes: it records each decision and signals the
-        instance); without it they are skipped with the reason.
+        Proposals reviewed in their workflow are skipped with the reason: they are decided by
+        :func:`portfolio_manager.review.approve` / ``reject``, which also signal their instance.
         """
         if to not in (ProposalStatus.APPROVED, ProposalStatus.REJECTED):
             raise ValueError(f"a review approves or rejects, not {to.value}")
         ids = self.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
-        reviewed = {p.account_id: p for p in self.get_many(run, ids) if p.in_workflow}
+        in_workflow = {p.account_id for p in self.get_many(run, ids) if p.in_workflow}
         result = Decisions(to)
-        if reviewed:
-            if in_workflow is None:
-                result.skipped.update(dict.fromkeys(reviewed, (
-                    "reviewed in its workflow: decide it with portfolio_manager.review "
-                    "(tradeflow pm approve/reject), which signals the instance")))
-            else:
-                in_workflow(list(reviewed.values()), result)
-            ids = [a for a in ids if a not in reviewed]
+        if in_workflow:
+            result.skipped.update(dict.fromkeys(in_workflow, (
+                "reviewed in its workflow: decide it with portfolio_manager.review.approve/reject "
+                "(tradeflow pm approve/reject), which signal its instance")))
+            ids = [a for a in ids if a not in in_workflow]
         now = repr(time.time())
         for account_id in ids:
             applied, status = self.transition(
@@ -459,8 +455,6 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
     between the two, never starts a second submission of the same proposal. ``by`` (who
     submits) is recorded with the proposal.
     """
-    from engine.api import StartItem
-
     result = SubmitStarted(run, submission_run(run))
     wanted = None if account_ids is None else list(dict.fromkeys(account_ids))
     proposals = store.list(run) if wanted is None else store.get_many(run, wanted)

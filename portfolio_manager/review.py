@@ -17,7 +17,7 @@ Python API (the CLI and the console call these): :func:`approve`, :func:`reject`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -47,15 +47,24 @@ def approve(engine: Engine, store: ProposalStore, run: str, account_ids: Iterabl
     it needs (two different people over ``four_eyes_over``); a separately submitted one waits
     for :func:`submit`. Refusals (past the cut-off, same person twice...) are in ``skipped``.
     """
-    return store.decide(run, account_ids, ProposalStatus.APPROVED, by=by, note=note,
-                        in_workflow=_in_workflow(engine, store, ProposalStatus.APPROVED, by, note))
+    return _decide(engine, store, run, account_ids, ProposalStatus.APPROVED, by, note)
 
 
 def reject(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
            by: str = "", reason: str = "") -> Decisions:
     """Reject the proposals of ``account_ids`` of ``run``; one reviewed in its workflow ends there."""
-    return store.decide(run, account_ids, ProposalStatus.REJECTED, by=by, note=reason,
-                        in_workflow=_in_workflow(engine, store, ProposalStatus.REJECTED, by, reason))
+    return _decide(engine, store, run, account_ids, ProposalStatus.REJECTED, by, reason)
+
+
+def _decide(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None,
+            to: ProposalStatus, by: str, note: str) -> Decisions:
+    """Decide in their workflow the proposals reviewed there, the others in the store alone."""
+    ids = store.account_ids(run) if account_ids is None else list(dict.fromkeys(account_ids))
+    in_workflow = [p for p in store.get_many(run, ids) if p.in_workflow]
+    taken = {p.account_id for p in in_workflow}
+    result = store.decide(run, [a for a in ids if a not in taken], to, by=by, note=note)
+    decide_in_workflow(engine, store, in_workflow, to, by=by, note=note, into=result)
+    return result
 
 
 def submit(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
@@ -81,12 +90,6 @@ def _late(proposal: Proposal) -> ReviewRefused:
         f"the review of {proposal.account_id} in run {proposal.run} closed at its cut-off {cutoff_text(proposal)} "
         "(the exchange's close minus the review cut-off): the proposal expired and is never submitted; "
         "its account is proposed again in the next run")
-
-
-def _in_workflow(engine: Engine, store: ProposalStore, to: ProposalStatus, by: str,
-                 note: str) -> Callable[[list[Proposal], Decisions], None]:
-    """What ``ProposalStore.decide`` calls with the proposals reviewed in their workflow."""
-    return lambda proposals, into: decide_in_workflow(engine, store, proposals, to, by=by, note=note, into=into)
 
 
 def decide_in_workflow(engine: Engine, store: ProposalStore, proposals: list[Proposal], to: ProposalStatus, *,

@@ -2,9 +2,8 @@
 
 Service and http nodes show what they call; transitions are labelled with their names,
 choice branches with their condition (and ``default``), wait edges with the time they wait
-for, await edges with the signal that takes them (and ``timeout`` with its time); terminal
-nodes lead to ``[*]``, failed ones drawn in red. Paste the output into any Mermaid renderer
-(GitHub renders ```mermaid blocks).
+for; terminal nodes lead to ``[*]``, failed ones drawn in red. Paste the output into any
+Mermaid renderer (GitHub renders ```mermaid blocks).
 """
 
 from __future__ import annotations

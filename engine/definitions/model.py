@@ -7,6 +7,7 @@ graph and expression checks live in :mod:`engine.definitions.validation`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -299,7 +300,8 @@ class TerminalNode(NodeBase):
 NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, AwaitNode, ChoiceNode, TerminalNode)
 #: The node class of each ``type`` value.
 NODE_TYPES: dict[str, type[NodeBase]] = {get_args(c.model_fields["type"].annotation)[0]: c for c in NODE_CLASSES}
-Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode, Field(discriminator="type")]
+Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode,
+                 Field(discriminator="type")]
 
 
 def escape_pointer(key: Any) -> str:
@@ -356,7 +358,5 @@ class Definition(_Strict):
 
     def fingerprint(self) -> str:
         """A stable digest of the content (the version number excluded)."""
-        import hashlib
-
         body = self.model_dump(mode="json", exclude={"version"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -95,6 +95,8 @@ def _model_problem(error: Any) -> Problem:
         if parent_type is WaitNode and key == "until":
             return Problem(parent, f"missing required key 'until': a wait needs {_WAIT_HINT}")
         return Problem(parent, f"missing required key {key!r}")
+    if kind == "value_error":  # a model's own check (e.g. an await's timeout without on_timeout)
+        return Problem(where, str(ctx.get("error", msg)))
     if kind == "extra_forbidden":
         parent_type = _unwrap(_locate(loc[:-1])[1])
         allowed = list(parent_type.model_fields) if isinstance(parent_type, type) else []

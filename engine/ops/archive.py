@@ -43,7 +43,7 @@ def archive_runs(engine: Any, runs: list[str], target: str) -> list[tuple[str, i
 
 def _upload(path: Path, target: str) -> str:
     try:
-        import boto3
+        import boto3  # optional: only an s3:// target needs it
     except ImportError as exc:
         raise ConfigurationError("archiving to S3 needs boto3: pip install 'tradeflow[s3]'") from exc
     bucket, _, prefix = target[len("s3://"):].partition("/")

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.config import Settings
+from engine.connections import state_url
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.ops.embedded import resolve_redis_url
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.ops.progress import show_progress
 
@@ -27,7 +27,7 @@ def run_demo(count: int = 3000) -> None:
     from engine.app import build_engine  # celery: the CLI imports this module for every command
 
     settings = Settings.from_env()
-    settings = settings.with_redis(resolve_redis_url(settings, allow_start=True))
+    settings = settings.with_redis(state_url(settings, allow_start=True))
     engine = build_engine(settings)
     modules = [m for m in settings.service_modules if m != SAMPLE_MODULE] + [SAMPLE_MODULE]
     env = {**settings.child_env(), "TRADEFLOW_SERVICE_MODULES": ",".join(modules)}

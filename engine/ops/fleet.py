@@ -2,11 +2,16 @@
 
 For development and the demo. In production run the same commands under your process
 manager, as many machines per fleet as the load needs (see the README).
+
+While :meth:`Fleet.wait` runs, a node (or beat) that exits is started again after a backoff
+that doubles with each exit in a row (1 s, 2 s, 4 s... at most 60 s; back to 1 s once a node
+has run a minute), each exit and restart logged; the other nodes keep running meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -21,9 +26,32 @@ from typing import Any
 
 from engine import plugins
 
+log = logging.getLogger(__name__)
+
 CELERY = [sys.executable, "-m", "celery", "-A", "engine.worker"]
 #: Signals that stop the fleet like Ctrl-C does, once :meth:`Fleet.wait` runs.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Restart backoff of a node that exited: the first delay, the cap, and how long a node must
+#: have run for its next exit to count as a first one again.
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 60.0
+RESTART_STABLE_AFTER = 60.0
+
+
+def restart_delay(exits_in_a_row: int, first: float = RESTART_FIRST_DELAY, cap: float = RESTART_MAX_DELAY) -> float:
+    """Seconds to wait before restarting a node that exited ``exits_in_a_row`` times (1, 2, ...)."""
+    return float(min(cap, first * 2 ** max(0, exits_in_a_row - 1)))
+
+
+@dataclass
+class _Child:
+    """One supervised process of the fleet: its command, log name and restart state."""
+
+    name: str
+    cmd: list[str]
+    started_at: float = 0.0
+    exits_in_a_row: int = 0
+    restart_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,14 +89,19 @@ class Fleet:
     """Starts the fleets as child processes; stops them all on exit."""
 
     def __init__(self, specs: list[FleetSpec], beat: bool = True, env: dict[str, str] | None = None,
-                 loglevel: str = "WARNING", logdir: Path | None = None) -> None:
+                 loglevel: str = "WARNING", logdir: Path | None = None, beat_schedule: Path | None = None) -> None:
         self.specs = specs
         self.beat = beat
         self.env = {**os.environ, **(env or {})}
         self.loglevel = loglevel
         self.logdir = logdir or Path(tempfile.mkdtemp(prefix="tradeflow-fleet-"))
         self.logdir.mkdir(parents=True, exist_ok=True)
+        #: Beat's schedule state (``tradeflow workers``: under TRADEFLOW_HOME; default: the log directory).
+        self.beat_schedule = beat_schedule or self.logdir / "celerybeat-schedule"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._children: list[_Child] = []
+        #: (name, exit status) of every exit seen by :meth:`wait`, in order.
+        self.exits: list[tuple[str, int]] = []
         self._stop_requested = threading.Event()
         self._saved_handlers: dict[int, Any] = {}
 
@@ -76,27 +109,57 @@ class Fleet:
         for spec in self.specs:
             self._spawn(spec.command(self.loglevel), f"worker-{spec.queue}")
         if self.beat:
-            schedule = self.logdir / "celerybeat-schedule"
-            self._spawn([*CELERY, "beat", "-s", str(schedule), "-l", self.loglevel], "beat")
+            self.beat_schedule.parent.mkdir(parents=True, exist_ok=True)
+            self._spawn([*CELERY, "beat", "-s", str(self.beat_schedule), "-l", self.loglevel], "beat")
         return self
 
     def _spawn(self, cmd: list[str], name: str) -> None:
-        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+        self._children.append(_Child(name, cmd))
+        self.procs.append(self._popen(self._children[-1]))
+
+    def _popen(self, child: _Child) -> subprocess.Popen[bytes]:
+        child.started_at = time.monotonic()
+        with open(self.logdir / f"{child.name}.log", "ab") as out:  # the child keeps its own copy
+            return subprocess.Popen(child.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def wait(self) -> None:
-        """Block until a child exits, Ctrl-C, SIGTERM or SIGHUP; leaving the ``with`` block then stops all.
+        """Supervise the children until Ctrl-C, SIGTERM or SIGHUP; leaving the ``with`` block then stops all.
 
-        SIGTERM and SIGHUP (a process manager stopping us, a closed terminal) are handled like
-        Ctrl-C from here until the fleet is stopped, so no celery child is left running.
+        A child that exits is restarted after :func:`restart_delay` (logged at WARNING with its
+        exit status and log file); the others run on. SIGTERM and SIGHUP (a process manager
+        stopping us, a closed terminal) are handled like Ctrl-C from here until the fleet is
+        stopped, so no celery child is left running.
         """
         self._trap_signals()
         try:
-            while not self._stop_requested.is_set() and all(p.poll() is None for p in self.procs):
+            while not self._stop_requested.is_set():
+                self.supervise_once()
                 self._stop_requested.wait(0.5)
         except KeyboardInterrupt:
             pass
+
+    def supervise_once(self) -> None:
+        """Notice children that exited and restart those whose backoff has passed."""
+        now = time.monotonic()
+        for index, (child, proc) in enumerate(zip(self._children, self.procs, strict=True)):
+            if child.restart_at is None:
+                code = proc.poll()
+                if code is None:
+                    continue
+                _signal_group(proc.pid, signal.SIGKILL)  # pool children that outlived their parent
+                ran = now - child.started_at
+                child.exits_in_a_row = 1 if ran >= RESTART_STABLE_AFTER else child.exits_in_a_row + 1
+                delay = restart_delay(child.exits_in_a_row)
+                child.restart_at = now + delay
+                self.exits.append((child.name, code))
+                log.warning("%s exited with status %s after %.0f s; restarting it in %.0f s (exit %d in a row; "
+                            "see %s)", child.name, code, ran, delay, child.exits_in_a_row,
+                            self.logdir / f"{child.name}.log")
+            elif now >= child.restart_at:
+                child.restart_at = None
+                self.procs[index] = self._popen(child)
+                log.warning("%s restarted (pid %d)", child.name, self.procs[index].pid)
 
     def _trap_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -12,7 +12,8 @@ from engine.api import Engine, RunProgress
 
 def show_progress(engine: Engine, run: str, follow: bool = True, timeout: float = 24 * 3600,
                   console: Console | None = None) -> RunProgress:
-    """Draw a run's progress bar until it is done or planned (the rest awaits signals), or once; the last progress."""
+    """Draw a run's progress bar until it is done or planned (what is left awaits signals), or once
+    without ``follow``; the last progress."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, console=console or Console(), transient=False) as bar:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.definitions.model import HttpNode, StepNode
+from engine.store.changes import Envelope
+
+__all__ = ["ENGINE_QUEUE", "Envelope", "Enqueuer", "StepMessage", "step_message"]
 
 ENGINE_QUEUE = "engine"
 HTTP_TASK = "engine.http"
@@ -44,14 +47,6 @@ def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, att
     if isinstance(node, HttpNode):
         return StepMessage(HTTP_TASK, ENGINE_QUEUE, instance_id, node_name, seq, attempt)
     return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A step message ready to be pushed onto a Redis list by the store, with the state change."""
-
-    key: str
-    body: str
 
 
 class Enqueuer(Protocol):

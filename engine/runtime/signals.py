@@ -20,7 +20,6 @@ from engine.definitions.model import AwaitNode, Definition
 from engine.errors import NotFound, SignalRefused, StepFailed
 from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import NextKind, resolve
-from engine.runtime.identity import worker_name
 
 if TYPE_CHECKING:
     from engine.runtime.runner import Runtime
@@ -114,8 +113,7 @@ def _duplicate(runtime: Runtime, instance: Instance, name: str, by: str | None, 
 
 
 def _record(runtime: Runtime, instance: Instance, started: float, outcome: Outcome, **fields: Any) -> Activity:
-    return Activity(seq=instance.seq, node=instance.node, attempt=instance.attempt, outcome=outcome,
-                    worker=worker_name(), started_at=started, ended_at=runtime.clock(), **fields)
+    return runtime._activity(instance.node, instance.seq, instance.attempt, started, outcome, **fields)
 
 
 def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, now: float) -> int:

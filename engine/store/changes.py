@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model import Activity, InstanceStatus
-from engine.runtime.messages import Envelope
 
 
 def seconds(value: float | None) -> str | None:
     """A time as the script receives it: a string keeps every digit (Lua numbers print 14)."""
     return None if value is None else repr(value)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A step message ready to be pushed onto a Redis list (``key``) by the same script as a state change."""
+
+    key: str
+    body: str
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from typing import Any
 import redis
 
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
-from engine.runtime.messages import Envelope
-from engine.store.changes import Applied, NewInstance, Placement, seconds
+from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
 from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
 from engine.store.keys import Keys
 

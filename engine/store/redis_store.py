@@ -16,7 +16,7 @@ from collections.abc import Callable
 import redis
 
 from engine.definitions.model import Definition
-from engine.store.changes import Applied, NewInstance, Placement
+from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
@@ -27,7 +27,8 @@ from engine.store.runs import Runs, claim_script
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
-    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "NewInstance", "Placement", "RedisStore",
+    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Envelope", "NewInstance", "Placement",
+    "RedisStore",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 

@@ -1,4 +1,4 @@
--- approve_proposal.lua: An approval of a proposal reviewed in its workflow. KEYS: proposal hash.
+-- approve_proposal.lua: one approval of a proposal reviewed in its workflow. KEYS: proposal hash.
 -- ARGV: who, now, approval JSON, approvals required, cutoff ('' = none), decided_at.
 -- Returns {1, status, approvals} (recorded; status 'approved' once enough), or {0, reason, status}
 -- with reason 'missing', 'late' (past the cut-off), 'same' (this person approved already) or 'status'.

@@ -1,5 +1,6 @@
--- reject_proposal.lua: A final rejection of a proposal reviewed in its workflow. KEYS: proposal hash.
--- ARGV: who, now, note, cutoff ('' = none). Returns {1, 'rejected'} or {0, reason, status}.
+-- reject_proposal.lua: the final rejection of a proposal reviewed in its workflow. KEYS: proposal hash.
+-- ARGV: who, now, note, cutoff ('' = none). Returns {1, 'rejected'} or {0, reason, status}
+-- with reason 'missing', 'late' (past the cut-off) or 'status' (decided already).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, 'missing', ''} end
 if status ~= 'proposed' then return {0, 'status', status} end

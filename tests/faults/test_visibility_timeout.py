@@ -27,6 +27,18 @@ def test_a_step_outliving_the_visibility_timeout_changes_nothing_the_second_time
         ids = lab.engine.start_many("long", [{"key": f"v{i}", "sleep": {"slow": 6}} for i in range(2)],
                                     run="visibility")
         lab.wait_terminal(ids, timeout=90)
+
+        def every_execution_recorded() -> bool:  # a duplicate may still run when its instance ends
+            calls = lab.calls()
+            for iid in ids:
+                key = lab.engine.get(iid).data["key"]
+                recorded = [a for a in lab.engine.store.activities(iid) if a["node"] == "slow"
+                            and a["outcome"] in (Outcome.APPLIED.value, Outcome.NOOP.value)]
+                if calls.get(f"{key}:slow", 0) < 2 or len(recorded) < calls[f"{key}:slow"]:
+                    return False
+            return True
+
+        lab.wait_until(every_execution_recorded, 90, "every execution of the slow step to be recorded")
         figures = check_invariants(lab.engine.store, ids, "visibility")
         calls = lab.calls()
         executions = sum(calls[f"v{i}:slow"] for i in range(2))

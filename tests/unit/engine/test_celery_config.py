@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.celery_config import celery_config
@@ -49,3 +51,17 @@ def test_a_bad_morning_time_is_refused_where_the_schedule_is_built(monkeypatch: 
 def test_the_inline_default_is_written_once() -> None:
     assert Settings.from_env({}).inline_steps == Settings.inline_steps == DEFAULT_INLINE_STEPS
     assert Settings.from_env({"TRADEFLOW_INLINE_STEPS": "0"}).inline_steps == 0
+
+
+def test_beats_schedule_lives_under_tradeflow_home(tmp_path: Path) -> None:
+    conf = celery_config(Settings.from_env({"TRADEFLOW_HOME": str(tmp_path)}), URL)
+    assert conf["beat_schedule_filename"] == str(tmp_path / "celerybeat-schedule")
+
+
+def test_the_expected_data_set_is_read_once_and_handed_to_worker_processes() -> None:
+    settings = Settings.from_env({"TRADEFLOW_EXPECT_EPOCH": "e1"})
+    assert settings.expected_epoch == "e1" and not settings.redis_url_configured
+    pinned = Settings.from_env({}).with_redis(URL).pinned_to("e2")
+    assert pinned.redis_url_configured
+    assert pinned.child_env() == {"TRADEFLOW_REDIS_URL": URL, "TRADEFLOW_EXPECT_EPOCH": "e2"}
+    assert Settings.from_env(pinned.child_env()).expected_epoch == "e2"

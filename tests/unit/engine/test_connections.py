@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from redis.sentinel import SentinelConnectionPool
 
@@ -14,6 +16,7 @@ from engine.connections import (
     masked_url,
     parse_sentinel_url,
     replica_wait,
+    state_url,
 )
 from engine.errors import ConfigurationError
 
@@ -69,3 +72,14 @@ def test_passwords_never_reach_a_log_line() -> None:
     assert masked_url("sentinel://u:pw@h1:26379/0;sentinel://u:pw@h2:26379/0") == \
         "sentinel://u:***@h1:26379/0;sentinel://u:***@h2:26379/0"
     assert masked_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+
+
+def test_a_sentinel_url_is_the_state_url_as_it_is_never_asked_nor_replaced(tmp_path: Path) -> None:
+    """No sentinel answers here: a one-server URL would be retried and reported; Sentinel's is handed on."""
+    url = "sentinel://127.0.0.1:1,127.0.0.1:2/0"
+    settings = Settings.from_env({"TRADEFLOW_REDIS_URL": url, "TRADEFLOW_REDIS_SENTINEL_MASTER": "m",
+                                  "TRADEFLOW_HOME": str(tmp_path)})
+    assert settings.redis_url_configured
+    assert state_url(settings) == url
+    assert state_url(settings, allow_start=True) == url
+    assert not (tmp_path / "embedded.json").exists()

@@ -12,9 +12,8 @@ import pytest
 import redis
 
 from engine.model import Activity, InstanceStatus, Outcome
-from engine.runtime.messages import Envelope
 from engine.store.keys import Keys
-from engine.store.redis_store import NewInstance, Placement, RedisStore
+from engine.store.redis_store import Envelope, NewInstance, Placement, RedisStore
 
 NOW = 1_750_000_000.123456
 RUN = "r1"

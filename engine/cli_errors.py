@@ -1,0 +1,89 @@
+"""How every CLI command reports an unreachable Redis (one line on stderr, exit status 75) and other notices.
+
+Each command declares next to its definition whether running it again after such a failure
+is safe (:func:`rerun`); the line says so, from that declaration, never by guessing:
+
+    @main.command()
+    @rerun(safe=False, why="it may have started the instance already: look with `tradeflow list --run RUN`")
+    def start(...): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+import redis
+from kombu.exceptions import OperationalError
+
+from engine.config import Settings
+from engine.connections import masked_url
+from engine.errors import RedisUnavailable
+
+#: Exit status when Redis (or the broker on it) cannot be reached: EX_TEMPFAIL, try again later.
+EXIT_UNREACHABLE = 75
+#: What "Redis is unreachable" is made of: redis-py's connection errors and timeouts (busy
+#: loading its data set included) and kombu's, raised when a message cannot be published.
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, RedisUnavailable)
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ATTRIBUTE = "__tradeflow_rerun__"
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """Whether re-running a command after it failed half-way is safe, and why."""
+
+    safe: bool
+    why: str
+
+
+READ_ONLY = Rerun(True, "it only reads")
+
+
+def notice(message: str) -> None:
+    """One line on stderr that does not disturb stdout (e.g. "using the embedded Redis")."""
+    click.echo(message, err=True)
+
+
+def rerun(safe: bool, why: str) -> Callable[[F], F]:
+    """Declare on a command's function (below the click decorators) whether re-running it is safe."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, _ATTRIBUTE, Rerun(safe, why))
+        return fn
+
+    return mark
+
+
+def read_only(fn: F) -> F:
+    """Declare a command that only reads: re-running it is always safe."""
+    setattr(fn, _ATTRIBUTE, READ_ONLY)
+    return fn
+
+
+def declared_rerun(command: click.Command | None) -> Rerun | None:
+    """The declaration of ``command`` (None when it has none)."""
+    return getattr(getattr(command, "callback", None), _ATTRIBUTE, None)
+
+
+def unreachable_line(group: click.Group, ctx: click.Context, exc: BaseException) -> str:
+    """The one line printed when ``exc`` (one of :data:`UNREACHABLE`) ended the subcommand of ``ctx``."""
+    name = ctx.invoked_subcommand
+    command = group.get_command(ctx, name) if name else None
+    path = " ".join(filter(None, [ctx.command_path, name]))
+    if isinstance(exc, RedisUnavailable):
+        return f"{exc} Nothing was done: re-running `{path}` is safe."
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    settings = Settings.from_env()
+    where = f" at {masked_url(settings.redis_url)}" if settings.redis_url_configured else ""
+    declared = declared_rerun(command)
+    if declared is None:
+        advice = f"`{path}` may have done part of its work: check before re-running it."
+    elif declared.safe:
+        advice = f"Re-running `{path}` is safe ({declared.why})."
+    else:
+        advice = f"Check before re-running `{path}`: {declared.why}."
+    return f"Redis is unreachable{where} ({reason}). {advice}"
