@@ -72,7 +72,7 @@ def serve(host: str, port: int) -> None:
 @console.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@rerun(safe=True, why="it only serves pages; it changes nothing by starting")
+@rerun(safe=True, why="it only serves; a second one on the same port is refused")
 def serve_command(host: str, port: int) -> None:
     """Serve the console (same as `tradeflow console`)."""
     serve(host, port)
@@ -87,7 +87,7 @@ def users() -> None:
 @click.argument("name")
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]), help="What the user may do.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
-@rerun(safe=True, why="it saves the same user again")
+@rerun(safe=True, why="the user is saved again with the same role and password")
 def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Add (or replace) user NAME; the password comes from stdin or a hidden prompt."""
     if password_stdin:
@@ -151,7 +151,7 @@ def token_list() -> None:
 
 @token.command("revoke")
 @click.argument("token_id")
-@rerun(safe=True, why="a revoked token stays revoked")
+@rerun(safe=True, why="a token already revoked is reported as missing; nothing else changes")
 def token_revoke(token_id: str) -> None:
     """Revoke the token with id TOKEN_ID (from `token list`)."""
     _users().revoke_token(token_id)

@@ -22,9 +22,8 @@ from engine.expressions.cel import Scope
 from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, resolve, wake_time
-from engine.runtime.identity import worker_name
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
-from engine.runtime.runner import Runtime, step_allowance
+from engine.runtime.runner import Runtime, step_allowance, worker_name
 from engine.runtime.signals import SignalResult, send_signal
 from engine.store.redis_store import NewInstance, Placement, RedisStore
 

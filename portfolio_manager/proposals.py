@@ -124,14 +124,14 @@ class Proposal(BaseModel):
     submission: str | None = None
     receipts: list[dict[str, Any]] = Field(default_factory=list)
     submitted_at: float | None = None
-    #: Who asked for the submission (``submit_approved(by=...)``).
-    submitted_by: str | None = None
     #: Reviewed inside its workflow (await node): approve/reject signal the instance, which submits.
     in_workflow: bool = False
     #: Approvals needed before submission: 2 (four-eyes) when the order value is over the threshold.
     approvals_required: int = 1
     #: Epoch second after which the proposal can no longer be decided (it expires).
     cutoff: float | None = None
+    #: Who asked for the submission (``submit_approved(by=...)``; none when the workflow submits).
+    submitted_by: str | None = None
     #: Every approval so far, oldest first: ``{"by": who, "at": epoch seconds, "note": ...}``.
     approvals: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -27,7 +28,6 @@ from engine.expressions.cel import Scope, compile_template
 from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
-from engine.runtime.identity import worker_name
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
 from engine.service import Transition
@@ -97,6 +97,14 @@ def carrier_died(carrier: str | None, message: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+_HOST = socket.gethostname()
+
+
+def worker_name() -> str:
+    """host:pid:thread of this worker, for activity records."""
+    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:
