@@ -23,7 +23,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import engine_overhead, morning, replica_wait
+from bench import engine_overhead, morning, peer, replica_wait
 from engine.config import Settings
 from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--prefetch", type=int, metavar="N",
                      help="the workers' prefetch multiplier, TRADEFLOW_PREFETCH (default: theirs, 1)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
+    run.add_argument("--no-peer", action="store_true",
+                     help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
+                          "no engine) that each morning size is compared with")
     args = parser.parse_args(argv)
     if args.full and FULL_ACCOUNTS not in args.accounts:
         args.accounts = [*args.accounts, FULL_ACCOUNTS]
@@ -157,7 +160,12 @@ def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bo
     for accounts in args.accounts:
         with_memory = memory and accounts == args.memory_accounts
         console.print(f"morning run: {accounts:,} accounts{' (+ memory)' if with_memory else ''}, Redis {url}")
-        results.append(morning.run(url, _options(args, accounts), console, memory=with_memory))
+        result = morning.run(url, _options(args, accounts), console, memory=with_memory)
+        if not args.no_peer:
+            console.print(f"plain-script peer: {accounts:,} accounts, multiprocessing.Pool x{os.cpu_count()}")
+            result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed, args.solver))
+            result["peer_ratio"] = peer_ratio(result)
+        results.append(result)
     console.print(morning_table(results))
     figures: dict[str, Any] = {"runs": [{k: v for k, v in r.items() if k != "memory"} for r in results],
                                "growth": morning.growth(results), "target": morning.target_estimate(results)}
@@ -169,9 +177,20 @@ def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bo
     return measured[0] if measured else None
 
 
+def peer_ratio(result: dict[str, Any]) -> float | None:
+    """tradeflow's accounts/s divided by the plain-script peer's, on the same book."""
+    mine, theirs = result.get("accounts_per_s"), (result.get("peer") or {}).get("accounts_per_s")
+    return round(mine / theirs, 3) if mine and theirs else None
+
+
 def _growth_lines(figures: dict[str, Any]) -> list[str]:
     lines = [f"per-account time at {g['accounts']:,} accounts = {g['per_account_time_ratio']} x that at "
              f"{g['vs_accounts']:,}" for g in figures["growth"]]
+    for r in figures["runs"]:
+        if r.get("peer_ratio") is not None:
+            lines.append(f"{r['accounts_seeded']:,} accounts ({r['solver']}): tradeflow {r['accounts_per_s']:.0f} "
+                         f"accounts/s / plain-script peer {r['peer']['accounts_per_s']:.0f} = "
+                         f"{r['peer_ratio']:.2f} (goal >= 0.8)")
     target = figures["target"]
     if target:
         how = "measured" if target["measured"] else f"linear from the {target['basis_accounts']:,}-account run"
@@ -187,6 +206,7 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
     rows = [
         ("accounts started", "accounts_started", "{:,}"),
         ("start (create instances), s", "start_seconds", "{:.1f}"),
+        ("  instances started per s", "start_per_s", "{:,.0f}"),
         ("first proposal, s", "first_proposal_seconds", "{:.1f}"),
         ("last proposal, s", "last_proposal_seconds", "{:.1f}"),
         ("all terminal, s", "all_terminal_seconds", "{:.1f}"),
@@ -197,17 +217,32 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
         ("proposals (orders)", None, None),
         ("by status", "counts", None),
         ("succeeded by outcome", "outcomes", None),
+        ("failed by error type", "failed_by_type", None),
+        ("Timeout failures", "timeout_failures", "{:,}"),
+        ("Redis used_memory peak, MiB", "redis_used_memory_peak_bytes", None),
     ]
     for label, key, fmt in rows:
         cells = []
         for r in results:
             if key is None:
                 cells.append(f"{r['proposals']:,} ({r['orders_proposed']:,})")
+            elif key == "redis_used_memory_peak_bytes":
+                cells.append(f"{r[key] / 2**20:,.0f} (+{r['redis_used_memory_rise_bytes'] / 2**20:,.0f} in the run)"
+                             if r.get(key) else "-")
             elif fmt is None:
                 cells.append(", ".join(f"{k} {v:,}" for k, v in r.get(key, {}).items()))
             else:
                 cells.append(fmt.format(r[key]) if r.get(key) is not None else "-")
         table.add_row(label, *cells)
+    if any("peer" in r for r in results):
+        table.add_row("peer (plain script): accounts/s", *[
+            f"{r['peer']['accounts_per_s']:.0f}" if "peer" in r else "-" for r in results])
+        table.add_row("peer: CPU ms per account (pool / Redis)", *[
+            f"{r['peer']['cpu_ms_per_account']['pool processes']:.1f} / "
+            f"{r['peer']['cpu_ms_per_account']['redis-server (whole server)']:.1f}" if "peer" in r else "-"
+            for r in results])
+        table.add_row("tradeflow / peer (accounts/s)", *[
+            f"{r['peer_ratio']:.2f}" if r.get("peer_ratio") else "-" for r in results])
     largest = max(results, key=lambda r: r["accounts_seeded"])
     table.add_row("CPU ceiling, accounts/s", *[f"{r['cpu_ceiling_accounts_per_s'] or 0:.0f}" for r in results])
     for part in largest["cpu_ms_per_account"]:

@@ -35,7 +35,7 @@ from bench.sandbox import Sandbox
 from engine.api import RunProgress
 from engine.definitions.validation import load_definition
 from engine.ops.fleet import Fleet, FleetSpec, default_fleets
-from engine.store.redis_store import decode_activities
+from engine.store.redis_store import decode_activities, unpack
 
 TARGET_ACCOUNTS = 20_000
 TARGET_SECONDS = 120.0
@@ -95,7 +95,11 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
                                             wait_for_open=options.wait_for_open, review_until=_review_until())
             figures["start_seconds"] = round(time.monotonic() - began, 2)
             figures["accounts_started"] = started.total
-            progress = _follow(engine, label, began, options.timeout, console, probe.observe if probe else None)
+            took = figures["start_seconds"]
+            figures["start_per_s"] = round(started.total / took) if took else None
+            peak = _PeakMemory(sandbox.client, probe.observe if probe else None)
+            progress = _follow(engine, label, began, options.timeout, console, peak.observe)
+            figures.update(peak.figures())
             figures["poll_all_terminal_seconds"] = round(time.monotonic() - began, 2)
             figures.update(cpu_figures(meter.stop(), started.total))
         figures.update(_outcomes(sandbox, label, wall, progress))
@@ -104,6 +108,23 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
         if probe:
             figures["memory"] = probe.finish(started.total)
     return figures
+
+
+class _PeakMemory:
+    """Samples Redis's ``used_memory`` while the run is followed: its peak, and the rise from the start."""
+
+    def __init__(self, client: Any, then: Callable[[RunProgress], None] | None) -> None:
+        self.client = client
+        self.then = then
+        self.start = self.peak = int(client.info("memory")["used_memory"])
+
+    def observe(self, progress: RunProgress) -> None:
+        self.peak = max(self.peak, int(self.client.info("memory")["used_memory"]))
+        if self.then:
+            self.then(progress)
+
+    def figures(self) -> dict[str, Any]:
+        return {"redis_used_memory_peak_bytes": self.peak, "redis_used_memory_rise_bytes": self.peak - self.start}
 
 
 def publish_solver(engine: Any, solver: str) -> None:
@@ -163,21 +184,29 @@ def _outcomes(sandbox: Sandbox, run: str, wall: float, progress: RunProgress) ->
     ids = sandbox.store.run_ids(run)
     pipe = sandbox.client.pipeline(transaction=False)
     for iid in ids:
-        pipe.hmget(sandbox.keys.instance(iid), "seq", "status", "finished_at", "result")
+        pipe.hmget(sandbox.keys.instance(iid), "seq", "status", "finished_at", "result", "error", "updated_at")
         pipe.llen(sandbox.keys.activities(iid))
     replies = pipe.execute()
     steps, records, last = 0, 0, 0.0
     outcomes: collections.Counter[str] = collections.Counter()
-    for (seq, status, finished_at, result), length in zip(replies[0::2], replies[1::2], strict=True):
+    failures: collections.Counter[str] = collections.Counter()
+    for (seq, status, finished_at, result, error, updated_at), length in zip(replies[0::2], replies[1::2],
+                                                                              strict=True):
         steps += int(seq or 1) - 1
         records += int(length)
         if finished_at:
             last = max(last, float(finished_at))
+        elif status == b"awaiting" and updated_at:  # planned: its proposal awaits review
+            last = max(last, float(updated_at))
         if status == b"succeeded":
-            outcomes[(json.loads(result) if result else {}).get("outcome", "?")] += 1
+            outcomes[(json.loads(unpack(result)) if result else {}).get("outcome", "?")] += 1
+        elif status == b"failed":
+            reason = (json.loads(unpack(error)) if error else {}).get("type")
+            failures[reason or (json.loads(unpack(result)) if result else {}).get("outcome", "?")] += 1
     elapsed = last - wall if last else float("nan")
     started = progress.total
     return {"counts": {k: v for k, v in progress.counts.items() if v}, "outcomes": dict(outcomes),
+            "failed_by_type": dict(failures), "timeout_failures": failures.get("Timeout", 0),
             "steps_applied": steps, "activity_records": records, "all_terminal_seconds": round(elapsed, 2),
             "accounts_per_s": round(started / elapsed, 1) if last else None,
             "steps_per_s": round(steps / elapsed, 1) if last else None,

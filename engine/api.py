@@ -23,7 +23,7 @@ from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, resolve, wake_time
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
-from engine.runtime.runner import Runtime, step_deadline, worker_name
+from engine.runtime.runner import Runtime, step_allowance, worker_name
 from engine.runtime.signals import SignalResult, send_signal
 from engine.store.redis_store import NewInstance, Placement, RedisStore
 
@@ -369,7 +369,6 @@ class Engine:
         """Resume or retry ``instance`` at its node, with ``context`` entries replaced (a retry's edits)."""
         definition = self.store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
-        now = self.clock()
         activity = self._control_activity(instance, verb, reason, None if context is None else sorted(context))
         if isinstance(node, WaitNode):
             scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
@@ -384,7 +383,8 @@ class Engine:
         elif isinstance(node, StepNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
-            placement = Placement.step(instance.node, step_deadline(node, now))
+            # queued: sent now, or (a resume) still in flight; either way its timeout starts with a worker
+            placement = Placement.queued_step(instance.node, step_allowance(node))
             attempt_after = attempt
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")

@@ -280,8 +280,8 @@ def _awaited(engine: Any, instance: Any) -> str:
 @click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
 @click.option("--by", default=None, help="Who sends the signal (recorded in the history).")
 @click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
-@rerun(safe=False, why="without --key a signal sent again may be applied again (an instance can await the same "
-       "signal once more); with the same --key it is a recorded no-op")
+@rerun(safe=True, why="with --key a signal already applied is a recorded no-op; without one, an instance that "
+                      "moved on refuses it (look with `tradeflow inspect ID` before resending to an await loop)")
 def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, by: str | None,
            key: str | None) -> None:
     """Send signal NAME to instance ID awaiting it, or with --run RUN to every instance awaiting it.

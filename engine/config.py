@@ -14,6 +14,7 @@
 | ``TRADEFLOW_RETENTION_DAYS`` | ``14`` | TTL of finished instances and their activities |
 | ``TRADEFLOW_TIMER_INTERVAL`` | ``1`` | seconds between timer ticks (waits, retry backoffs) |
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
+| ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
@@ -58,6 +59,7 @@ class Settings:
     timer_interval: float = 1.0
     sweep_interval: float = 5.0
     inline_steps: int = 16
+    reconcile_seconds: float = 60.0
     clock_offset_file: Path | None = None
     #: Modules whose actions workers serve; empty: those the installed plugins name.
     service_modules: tuple[str, ...] = ()
@@ -123,6 +125,7 @@ class Settings:
                 timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", d.timer_interval)),
                 sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", d.sweep_interval)),
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", d.inline_steps)),
+                reconcile_seconds=float(env.get("TRADEFLOW_RECONCILE_SECONDS", d.reconcile_seconds)),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,
                 service_modules=tuple(m.strip() for m in env.get("TRADEFLOW_SERVICE_MODULES", "").split(",")

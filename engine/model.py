@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -82,13 +82,18 @@ class Activity:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored: a JSON-able dict without its absent fields."""
-        out = {k: v for k, v in asdict(self).items() if v is not None}
+        # A shallow read: the values are JSON data already, and a record can carry a whole plan
+        # (``received``), which ``dataclasses.asdict`` would deep-copy on every step.
+        out = {name: value for name in _ACTIVITY_FIELDS if (value := getattr(self, name)) is not None}
         out["outcome"] = self.outcome.value
         return out
 
     def to_json(self) -> str:
         """The record as compact JSON."""
         return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+
+_ACTIVITY_FIELDS = tuple(f.name for f in fields(Activity))
 
 
 @dataclass

@@ -12,6 +12,7 @@ Dates are exchange-local session dates; opens and closes are timezone-aware UTC 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import warnings
@@ -103,11 +104,16 @@ def _utc(timestamp: object) -> datetime:
     return value.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def market_open(day: date, exchange: str) -> datetime:
-    """When ``exchange`` opens on ``day`` (tz-aware UTC); raises NotATradingDay."""
+    """When ``exchange`` opens on ``day`` (tz-aware UTC); raises NotATradingDay.
+
+    Cached per (day, exchange): a morning run asks it once per account, and a calendar lookup
+    costs about a millisecond (the answer of a past or listed session never changes)."""
     return _utc(_session(day, exchange).session_open(day.isoformat()))
 
 
+@functools.lru_cache(maxsize=4096)
 def market_close(day: date, exchange: str) -> datetime:
     """When ``exchange`` closes on ``day`` (tz-aware UTC, early closes included); raises NotATradingDay."""
     return _utc(_session(day, exchange).session_close(day.isoformat()))

@@ -107,7 +107,9 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         # deadline ten minutes out, so the console's burn-down has one to show.
         started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until,
                                         deadline=datetime.fromtimestamp(engine.clock(), UTC) + timedelta(minutes=10))
-        console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items()))
+        took = time.monotonic() - began
+        console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items())
+                      + (f" started in {took:.1f} s ({started.total / took:,.0f}/s)" if took else ""))
         progress = show_progress(engine, run, follow=True, timeout=timeout, console=console)
         elapsed = time.monotonic() - began
         submitted = approve_a_few(engine, svc, run, timeout=min(timeout, 120.0))
@@ -163,7 +165,8 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, sub
     for p in proposals:
         by_region[p.region] += p.tlh_harvests
     table.add_row("TLH harvests", ", ".join(f"{r} {by_region.get(r, 0)}" for r in ("CA", "US")))
-    table.add_row("elapsed", f"{elapsed:.1f} s")
+    table.add_row("elapsed", f"{elapsed:.1f} s ({progress.total / elapsed:.0f} accounts/s)" if elapsed
+                  else f"{elapsed:.1f} s")
     table.add_row("steps applied", f"{steps} ({steps / elapsed:.0f} steps/s)" if elapsed else str(steps))
     console.print(table)
     if failed:

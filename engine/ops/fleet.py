@@ -71,7 +71,7 @@ class FleetSpec:
     def command(self, loglevel: str = "WARNING") -> list[str]:
         """The ``celery worker`` command line of this fleet."""
         return [*CELERY, "worker", "-Q", self.queue, "-P", self.pool, "-c", str(self.concurrency),
-                "-n", f"{self.queue}@%h", "-l", loglevel, "--without-gossip", "--without-mingle"]
+                "-n", f"{self.queue.replace(',', '+')}@%h", "-l", loglevel, "--without-gossip", "--without-mingle"]
 
     def __str__(self) -> str:
         return f"{self.queue} ({self.pool} x{self.concurrency})"

@@ -6,6 +6,7 @@ instance and builds the input itself, so a message stays small and a redelivery 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +50,10 @@ def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, att
     return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
 
 
+#: A step message as the broker holds it: (instance id, node, seq, attempt).
+StepKey = tuple[str, str, int, int]
+
+
 class Enqueuer(Protocol):
     """Something that delivers step messages to workers."""
 
@@ -57,6 +62,13 @@ class Enqueuer(Protocol):
 
     def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> Envelope | None:
         """``message`` for the store to push in the same atomic update; None: send it with :meth:`enqueue`."""
+
+    def count(self, queues: Iterable[str]) -> int | None:
+        """How many messages ``queues`` hold, waiting or delivered and not yet acknowledged (None: unknown)."""
+
+    def pending(self, queues: Iterable[str]) -> dict[StepKey, float] | None:
+        """The step messages ``queues`` hold: waiting (0.0) or delivered at that time and not yet
+        acknowledged. None when the broker cannot be looked into."""
 
 
 class MemoryEnqueuer:
@@ -72,6 +84,16 @@ class MemoryEnqueuer:
     def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
         """None: messages go through :meth:`enqueue`, into the list."""
         return None
+
+    def count(self, queues: Iterable[str]) -> int:
+        """Messages of ``queues`` in the list."""
+        wanted = set(queues)
+        return sum(1 for m, _ in self.messages if m.queue in wanted)
+
+    def pending(self, queues: Iterable[str]) -> dict[StepKey, float]:
+        """Every message of ``queues`` in the list, as waiting."""
+        wanted = set(queues)
+        return {(m.instance_id, m.node, m.seq, m.attempt): 0.0 for m, _ in self.messages if m.queue in wanted}
 
     def pop(self) -> StepMessage:
         """The next message to run: highest priority (lowest number) first, FIFO within it."""
@@ -92,4 +114,12 @@ class CeleryEnqueuer:
 
     def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
         """None: a broker other than the state's Redis is reached through Celery, after the update."""
+        return None
+
+    def count(self, queues: Iterable[str]) -> None:
+        """None: another broker's queues are not looked into."""
+        return None
+
+    def pending(self, queues: Iterable[str]) -> None:
+        """None: another broker's queues are not looked into (its own redelivery applies)."""
         return None

@@ -17,20 +17,28 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import uuid
 from bisect import bisect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 
-from engine.runtime.messages import PRIORITY_CONTINUE, Envelope, StepMessage
+from engine.runtime.messages import PRIORITY_CONTINUE, Envelope, StepKey, StepMessage
 
 #: kombu's separator between a queue name and its priority suffix.
 PRIORITY_SEPARATOR = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+#: kombu's hash of delivered, unacknowledged messages (delivery tag -> message) and its index by time.
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+#: A step message's arguments as Celery writes them in its headers (``argsrepr``), in a queue list or
+#: in kombu's unacked hash: ['<instance id>', '<node>', seq, attempt].
+_STEP_ARGS = re.compile(rb"\"argsrepr\":\s*\"\['([^']+)', '([^']+)', (\d+), (\d+)\]\"")
+#: Messages read per LRANGE / HSCAN when looking into the queues.
+SCAN_CHUNK = 2000
 
 
 class RedisQueueEnqueuer:
@@ -56,12 +64,52 @@ class RedisQueueEnqueuer:
         name = f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue
         return f"{self.key_prefix}{name}"
 
+    def queue_keys(self, queue: str) -> list[str]:
+        """Every list ``queue``'s messages wait in (one per priority step)."""
+        return list(dict.fromkeys(self.queue_key(queue, step) for step in self.priority_steps))
+
+    def count(self, queues: Iterable[str]) -> int:
+        """Messages waiting in ``queues`` plus every delivered, unacknowledged message (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            for key in self.queue_keys(queue):
+                pipe.llen(key)
+        pipe.hlen(self.key_prefix + UNACKED)
+        return sum(int(n) for n in pipe.execute())
+
+    def pending(self, queues: Iterable[str]) -> dict[StepKey, float]:
+        """The step messages waiting in ``queues`` (0.0) or delivered and unacknowledged (delivery time).
+
+        Reads the lists in chunks and then kombu's unacked hash: a message moves from a list to
+        the hash when a worker takes it, so reading in that order finds it at least once unless
+        it is in the worker's hands between the two (the caller confirms a miss a second time).
+        """
+        found: dict[StepKey, float] = {}
+        for queue in queues:
+            for key in self.queue_keys(queue):
+                start = 0
+                while True:
+                    chunk = self.client.lrange(key, start, start + SCAN_CHUNK - 1)
+                    for raw in chunk:
+                        step = _step_of(raw)
+                        if step is not None:
+                            found.setdefault(step, 0.0)
+                    if len(chunk) < SCAN_CHUNK:
+                        break
+                    start += SCAN_CHUNK
+        delivered = {_text(tag): float(score) for tag, score in
+                     self.client.zrange(self.key_prefix + UNACKED_INDEX, 0, -1, withscores=True)}
+        for tag, raw in self.client.hscan_iter(self.key_prefix + UNACKED, count=SCAN_CHUNK):
+            step = _step_of(raw)
+            if step is not None:
+                found[step] = delivered.get(_text(tag), 0.0) or found.get(step, 0.0)
+        return found
+
     def queue_heads(self, queue: str) -> tuple[int, list[str]]:
         """Messages waiting in ``queue`` (every priority), and the instance ids of the oldest one of
         each priority's list (one pipelined round trip; what the console's queue metrics read)."""
         pipe = self.client.pipeline(transaction=False)
-        for step in self.priority_steps:
-            key = self.queue_key(queue, step)
+        for key in self.queue_keys(queue):
             pipe.llen(key)
             pipe.lindex(key, -1)
         answers = pipe.execute()
@@ -96,6 +144,19 @@ class RedisQueueEnqueuer:
         """Push ``message`` now (one LPUSH)."""
         envelope = self.envelope(message, priority)
         self.client.lpush(envelope.key, envelope.body)
+
+
+def _step_of(raw: bytes | str) -> StepKey | None:
+    """(instance id, node, seq, attempt) of a step message as stored by the broker; None for others."""
+    match = _STEP_ARGS.search(raw.encode() if isinstance(raw, str) else raw)
+    if match is None:
+        return None
+    iid, node, seq, attempt = match.groups()
+    return iid.decode(), node.decode(), int(seq), int(attempt)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _instance_of(raw: bytes | str | None) -> str | None:

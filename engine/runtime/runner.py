@@ -43,6 +43,14 @@ MIN_TIMEOUT_ATTEMPTS = 3
 DEFAULT_INLINE_STEPS = Settings.inline_steps
 #: ... and only while the message has run for less than this many seconds.
 DEFAULT_INLINE_SECONDS = 30.0
+#: Queued steps older than this are looked for in the broker, at most once per this many seconds.
+DEFAULT_RECONCILE_SECONDS = 60.0
+#: Queued steps older than this many reconcile periods are looked for one by one even when the
+#: message counts agree; a message delivered that long ago and still not started counts as lost
+#: (its worker died holding it).
+FULL_CHECK_PERIODS = 10
+#: At most this many queued steps are checked per reconciliation (the oldest).
+RECONCILE_BATCH = 2000
 
 Execute = Callable[[StepNode, Any], Transition]
 #: Says whether a worker may run a node's step itself, right after the step before it.
@@ -51,9 +59,20 @@ Inline = Callable[[Node], bool]
 Change = Callable[[Envelope | None, str | None], Applied]
 
 
+def step_allowance(node: StepNode) -> float:
+    """Seconds a started step of ``node`` has before the sweeper calls it lost: its timeout plus a grace."""
+    return node.timeout_seconds + DEADLINE_GRACE
+
+
 def step_deadline(node: StepNode, now: float) -> float:
-    """When the sweeper calls a step of ``node`` sent at ``now`` lost: its timeout plus a grace."""
-    return now + node.timeout_seconds + DEADLINE_GRACE
+    """When the sweeper calls a step of ``node`` started at ``now`` lost: its timeout plus a grace."""
+    return now + step_allowance(node)
+
+
+def step_queues(definition: Definition) -> frozenset[str]:
+    """The broker queues the steps of ``definition`` are sent to."""
+    return frozenset(step_message(name, node, "", 0, 0).queue for name, node in definition.nodes.items()
+                     if isinstance(node, StepNode))
 
 
 def carrier_died(carrier: str | None, message: str) -> bool:
@@ -80,9 +99,12 @@ def carrier_died(carrier: str | None, message: str) -> bool:
     return False
 
 
+_HOST = socket.gethostname()
+
+
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:
@@ -107,12 +129,14 @@ class Runtime:
 
     def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock,
                  epoch: str | None = None, inline_steps: int = DEFAULT_INLINE_STEPS,
-                 inline_seconds: float = DEFAULT_INLINE_SECONDS) -> None:
+                 inline_seconds: float = DEFAULT_INLINE_SECONDS,
+                 reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS) -> None:
         self.store = store
         self.enqueuer = enqueuer
         self.clock = clock
         self.inline_steps = inline_steps
         self.inline_seconds = inline_seconds
+        self.reconcile_seconds = reconcile_seconds
         #: host:pid of this process, recorded as the carrier of the steps it runs inline.
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
@@ -146,7 +170,7 @@ class Runtime:
         if nxt.kind is NextKind.STEP:
             node = definition.nodes[nxt.node]
             assert isinstance(node, StepNode)
-            return Placement.step(nxt.node, step_deadline(node, now))
+            return Placement.queued_step(nxt.node, step_allowance(node))
         if nxt.kind is NextKind.WAIT:
             assert nxt.wake_at is not None
             return Placement.wait(nxt.node, nxt.wake_at)
@@ -195,7 +219,7 @@ class Runtime:
         redelivery of that message after its worker died takes the chain over at once.
         """
         started = self.clock()
-        instance = self.store.load(instance_id)
+        instance = self.store.start(instance_id, node_name, seq, attempt, started)
         if instance is None:
             self.check_data_set()
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
@@ -271,6 +295,8 @@ class Runtime:
         noop = self._activity(node_name, seq, attempt, started, Outcome.NOOP, transition=transition.name,
                               reason="another delivery applied first")
         placement = self.placement(definition, nxt, now)
+        if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
+            placement = Placement.step(nxt.node, step_deadline(definition.nodes[nxt.node], now))
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
@@ -306,7 +332,7 @@ class Runtime:
         activity = self._activity(node_name, seq, attempt, started, Outcome.RETRY,
                                   error=reason, retry_in=delay, sent=sent)
         immediate = delay <= 0
-        placement = (Placement(inflight=True, deadline=step_deadline(node, now)) if immediate
+        placement = (Placement(inflight=True, queued=step_allowance(node)) if immediate
                      else Placement(inflight=False, timer=now + delay, timer_kind="retry"))
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
             instance.id, seq=seq, attempt=attempt, next_attempt=attempt + 1, placement=placement,
@@ -386,15 +412,91 @@ class Runtime:
                 activity: Activity | None) -> int:
         node = definition.nodes[instance.node]
         assert isinstance(node, StepNode)
-        placement = Placement(inflight=True, deadline=step_deadline(node, now))
+        placement = Placement(inflight=True, queued=step_allowance(node))
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
             instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=attempt, placement=placement,
             activity=activity, statuses=(InstanceStatus.RUNNING,), carrier=clear, send=send),
             (instance.node, instance.seq, attempt))
         return int(applied.applied)
 
+    def reconcile(self, every: float = DEFAULT_RECONCILE_SECONDS, limit: int = RECONCILE_BATCH) -> int:
+        """Re-send queued steps whose message is lost; returns how many. At most once per ``every``.
+
+        A step that waits in a queue has no deadline (a backlog is not a loss), so a message that
+        disappears before a worker starts it (the broker dropped it, Redis came back from an older
+        AOF, a worker died holding it) is found here instead: a step queued for more than
+        ``every`` seconds whose message is in neither its service's queue lists nor the broker's
+        unacknowledged messages -- or was delivered more than ``FULL_CHECK_PERIODS`` x ``every``
+        ago and still has not started -- is a suspect; one found missing by two reconciliations
+        in a row, still queued at the same step, is re-sent (next attempt, recorded). Cheap when
+        nothing is wrong: the messages are only read one by one when their count is below the
+        number of queued steps, or when a queued step is older than ``FULL_CHECK_PERIODS`` x
+        ``every``. ``every=0``: no rate limit (tests).
+        """
+        if every > 0 and not self.store.lease_reconcile(every):
+            return 0
+        # Ages are measured on the wall clock, as the broker and the store stamp messages.
+        now = time.time()
+        candidates = self.store.queued_since(now - every, limit)
+        if not candidates:
+            self.store.swap_suspects({})
+            return 0
+        heads = self.store.step_heads([iid for iid, _sent in candidates])
+        steps: dict[str, tuple[tuple[str, str, int, int], float]] = {}
+        queues: set[str] = set()
+        seen: set[tuple[str, int]] = set()
+        for iid, sent in candidates:
+            head = heads.get(iid)
+            if head is None:
+                self.store.release(iid, "queued")
+                continue
+            definition = self.store.definition(head.workflow, head.version)
+            node = definition.nodes.get(head.node)
+            if head.status is not InstanceStatus.RUNNING or not isinstance(node, StepNode):
+                continue
+            if (head.workflow, head.version) not in seen:
+                seen.add((head.workflow, head.version))
+                queues.update(step_queues(definition))
+            steps[iid] = ((iid, head.node, head.seq, head.attempt), sent)
+        held_limit = every * FULL_CHECK_PERIODS
+        if now - candidates[0][1] < held_limit:
+            counted = self.enqueuer.count(queues)
+            if counted is None or counted >= self.store.queued_count():
+                return 0  # every queued step can have its message: nothing to look for
+        pending = self.enqueuer.pending(queues)
+        if pending is None:
+            return 0
+        missing = {}
+        for iid, (key, _sent) in steps.items():
+            delivered = pending.get(key)
+            if delivered is None or (delivered and now - delivered > held_limit):
+                missing[iid] = f"{key[2]}:{key[3]}"
+        # A step a worker started while the lists were read is no longer queued: not a suspect.
+        still = self.store.queued_at_many(list(missing))
+        missing = {iid: mark for iid, mark in missing.items() if still.get(iid) == steps[iid][1]}
+        previous = self.store.swap_suspects(missing)
+        resent = 0
+        for iid, mark in missing.items():
+            key, sent = steps[iid]
+            if previous.get(iid) != mark or self.store.queued_at(iid) != sent:
+                continue
+            instance = self.store.load(iid)
+            if instance is None or (instance.node, instance.seq, instance.attempt) != key[1:]:
+                continue
+            definition = self.store.definition(instance.workflow, instance.version)
+            where = "found in no queue nor among the delivered messages" if pending.get(key) is None else \
+                f"delivered {now - pending[key]:.0f}s ago and never started (its worker died holding it)"
+            log.warning("step %s/%s seq %s attempt %s queued %.0fs ago: message %s; re-sending",
+                        iid, instance.node, instance.seq, instance.attempt, now - sent, where)
+            resent += self._resend(instance, definition, self.clock(), instance.attempt + 1, activity=self._activity(
+                instance.node, instance.seq, instance.attempt, self.clock(), Outcome.RETRY,
+                error=f"message lost: queued {now - sent:.0f}s ago, {where}", retry_in=0))
+        return resent
+
     def sweep(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
-        """Re-send steps that made no progress within their node's timeout; fail them when tries run out."""
+        """Re-send started steps that made no progress within their node's timeout; fail them when tries
+        run out. A step only has a deadline once a worker started it (see :meth:`reconcile` for
+        messages lost before that)."""
         self.check_data_set()
         now = self.clock()
         handled = 0

@@ -17,7 +17,7 @@ from engine.definitions.model import HttpNode, Node, ServiceNode, StepNode
 from engine.errors import DataSetLost
 from engine.runtime.http import call_http
 from engine.runtime.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
-from engine.runtime.runner import Runtime
+from engine.runtime.runner import Inline, Runtime
 from engine.service import ActionRegistry, ActionSpec, Transition
 
 log = logging.getLogger(__name__)
@@ -65,18 +65,45 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
     @app.task(name=SWEEP_TASK, ignore_result=True, send_events=False)
     def sweep() -> int:
-        return int(_patiently(lambda: runtime().sweep()))
+        swept = int(_patiently(lambda: runtime().sweep()))
+        return swept + int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
+
+
+def hosted_services(app: Any) -> frozenset[str]:
+    """The services whose queues this worker consumes (``celery worker -Q a,b``); empty outside a worker."""
+    try:
+        return frozenset(str(name) for name in app.amqp.queues.consume_from or ())
+    except Exception:  # not a worker, or an app without queues: the same service inline only
+        return frozenset()
+
+
+def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], frozenset[str]]) -> Inline:
+    """Which next steps a worker of ``service`` runs itself, without a broker hop.
+
+    A step whose action this worker has, of the same service always; of another service when
+    this worker also consumes that service's queue (``hosted``, asked once): one fleet hosting
+    several services runs an instance's whole chain in one task.
+    """
+    found: dict[str, frozenset[str]] = {}
+
+    def inline(node: Node) -> bool:
+        if not isinstance(node, ServiceNode) or f"{node.service}.{node.action}" not in registry:
+            return False
+        if node.service == service:
+            return True
+        if "services" not in found:
+            found["services"] = hosted()
+        return node.service in found["services"]
+
+    return inline
 
 
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
+    inline = inline_rule(spec.service, registry, lambda: hosted_services(app))
+
     def execute(node: StepNode, payload: Any) -> Transition:
         assert isinstance(node, ServiceNode)
         return registry.get(node.service, node.action).call(payload)
-
-    def inline(node: Node) -> bool:
-        """The same service's next step runs here, if this worker has its action."""
-        return (isinstance(node, ServiceNode) and node.service == spec.service
-                and f"{node.service}.{node.action}" in registry)
 
     def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
         return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline)).outcome)

@@ -34,8 +34,11 @@ class Placement:
     status: InstanceStatus | None = None
     node: str | None = None
     inflight: bool | None = None
-    #: Running: when the sweeper calls the step in flight lost.
+    #: Running, started: when the sweeper calls the step in flight lost.
     deadline: float | None = None
+    #: Running, sent and waiting for a worker: no deadline yet (a backlog is not a loss); the
+    #: ``start`` operation sets one this many seconds after a worker starts the step.
+    queued: float | None = None
     #: Waiting, awaiting with a timeout, or a retry backoff: when the timer is due, and its kind
     #: ("wake" | "timeout" | "retry").
     timer: float | None = None
@@ -47,8 +50,13 @@ class Placement:
 
     @classmethod
     def step(cls, node: str, deadline: float) -> Placement:
-        """Running ``node``'s step, lost unless it progresses by ``deadline``."""
+        """Running ``node``'s step, started now: lost unless it progresses by ``deadline``."""
         return cls(InstanceStatus.RUNNING, node, inflight=True, deadline=deadline)
+
+    @classmethod
+    def queued_step(cls, node: str, allowance: float) -> Placement:
+        """Running ``node``'s step, sent: once a worker starts it, lost unless it progresses within ``allowance`` s."""
+        return cls(InstanceStatus.RUNNING, node, inflight=True, queued=allowance)
 
     @classmethod
     def wait(cls, node: str, wake_at: float) -> Placement:
@@ -70,7 +78,7 @@ class Placement:
     def document(self) -> dict[str, Any]:
         """The ``place`` field of an operation's document (absent fields left out)."""
         doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
-               "deadline": seconds(self.deadline), "timer": seconds(self.timer),
+               "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
                "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None}
         return {k: v for k, v in doc.items() if v is not None}
 

@@ -181,8 +181,20 @@ class Instances:
         self._change("noop", instance_id, {}, {"noop": pack(activity.to_dict())})
 
     def release(self, instance_id: str, index: str) -> None:
-        """Drop the instance's entry from ``index`` ("timers" or "deadlines"): it no longer applies."""
+        """Drop the instance's entry from ``index`` ("timers", "deadlines" or "queued"): it no longer applies."""
         self._change("release", instance_id, {"id": instance_id, "index": index}, {})
+
+    def start(self, instance_id: str, node: str, seq: int, attempt: int, now: float) -> Instance | None:
+        """Read the instance as a worker starts step (``node``, ``seq``, ``attempt``); None when it does not exist.
+
+        In the same round trip, a queued step that is the instance's current one leaves the
+        queued set and gets its deadline: its timeout counts from ``now``, not from its sending.
+        """
+        raw = self._call("start", instance_id, {"node": node, "seq": seq, "attempt": attempt, "now": seconds(now)},
+                         {}, None)
+        if not raw:
+            return None
+        return Instance.from_hash(decode_instance_hash(dict(zip(raw[0::2], raw[1::2], strict=True))))
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -215,11 +227,12 @@ class Instances:
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
-        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs))
-        doc.setdefault("now", seconds(time.time()))
+        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs),
+                   wall=seconds(time.time()))  # when a step is queued: the reconciliation ages on the wall clock
+        doc.setdefault("now", doc["wall"])
         instance_key = k.instance(instance_id)
         return self._state(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
-                                 send.key if send else instance_key],
+                                 send.key if send else instance_key, k.queued],
                            args=[dumps(doc), *docs.values()], client=client)
 
 

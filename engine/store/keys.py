@@ -41,6 +41,25 @@ class Keys:
         """Sorted set: instance id scored by the time its in-flight step must have progressed by."""
         return self.space.key("deadlines")
 
+    @property
+    def queued(self) -> str:
+        """Sorted set: instance id scored by when its step message was sent, until a worker starts it.
+
+        A step in here has no deadline yet (a backlog is not a loss); the reconciliation in
+        :meth:`engine.runtime.runner.Runtime.reconcile` looks for its message when it is old.
+        """
+        return f"{self.prefix}:queued"
+
+    @property
+    def reconcile_suspects(self) -> str:
+        """Hash id -> "seq:attempt" of queued steps whose message the last reconciliation did not find."""
+        return f"{self.prefix}:reconcile:suspects"
+
+    @property
+    def reconcile_lock(self) -> str:
+        """Held (SET NX EX) by the process reconciling queued steps with the broker's lists."""
+        return f"{self.prefix}:reconcile:lock"
+
     def run_prefix(self, run: str) -> str:
         """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
 

@@ -22,18 +22,19 @@ from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
 from engine.store.observed import Observed
+from engine.store.queued import Queued, StepHead
 from engine.store.runs import Runs, claim_script
 
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
     "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Envelope", "NewInstance", "Placement",
-    "RedisStore",
+    "RedisStore", "StepHead",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
-class RedisStore(Definitions, Instances, Runs, Observed):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(

@@ -114,8 +114,10 @@ def test_a_step_that_never_answers_is_resent_then_failed_with_a_timeout(
     engine, driver, clock = driven
     iid = engine.start("faulty-flow", {"key": "lost", "mode": "ok"})
     driver.step()  # a
-    for _ in range(ATTEMPTS + 2):  # every message of b is lost (a hung or dead worker): the sweeper decides
-        driver.queue.messages.clear()
+    for _ in range(ATTEMPTS + 2):  # every attempt of b starts and hangs (or its worker dies): the sweeper decides
+        if driver.queue.messages:
+            message = driver.queue.pop()
+            engine.store.start(message.instance_id, message.node, message.seq, message.attempt, clock())
         clock.advance(TIMEOUT + 6)
         engine.runtime.sweep()
     _assert_failed_at_b(engine, iid, "hang")

@@ -69,6 +69,7 @@ def fleet_env(redis_url: str, prefix: str) -> dict[str, str]:
         "TRADEFLOW_SERVICE_MODULES": "tests.integration.services",
         "TRADEFLOW_TIMER_INTERVAL": "0.5",
         "TRADEFLOW_SWEEP_INTERVAL": "1",
+        "TRADEFLOW_RECONCILE_SECONDS": "2",
         "TRADEFLOW_EVENTS": "0",
         "TRADEFLOW_RETENTION_DAYS": str(600 / 86400),  # finished instances expire after 10 minutes
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),

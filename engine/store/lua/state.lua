@@ -6,6 +6,7 @@
 --   KEYS[3]  <prefix>:timers          zset: id by the time its wait, await timeout or retry backoff ends
 --   KEYS[4]  <prefix>:deadlines       zset: id by the time its in-flight step must have progressed by
 --   KEYS[5]  broker queue (list) of the next step's message; KEYS[1] again when there is none
+--   KEYS[6]  <prefix>:queued          zset: id by when its step was sent, until a worker starts it
 --   <doc.runs><run>:<status>          set: the ids of a run in one status (built here from the run)
 --
 -- ARGV[1] is the operation: one JSON document {op, now, ttl, runs, ...named fields}.
@@ -25,15 +26,17 @@
 --   park     a delivered step of a paused instance is set aside (resume re-sends it)
 --   control  an operator's pause, resume, retry (with context edits) or cancel
 --   noop     only record a no-op activity (stale or duplicate delivery)
---   release  drop an index entry (timers/deadlines) that no longer applies
+--   release  drop an index entry (timers/deadlines/queued) that no longer applies
+--   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
+--            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now)
 --
 -- Returns {'applied', final_status, seq}, {'stale', current_seq, current_status},
--- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}.
+-- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash.
 --
 -- To add an operation: one function in `ops` below (and its name in `needs_instance` if it
 -- acts on an existing instance under the compare-and-set), and one method in Python
 -- (engine/store/instances.py) that builds its document.
-local inst, acts, timers, deadlines, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local inst, acts, timers, deadlines, queue, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local doc = cjson.decode(ARGV[1])
 local op = doc.op
 local blob = {}
@@ -83,6 +86,13 @@ local function settle(id, run, status, hold)
   else
     redis.call('ZREM', deadlines, id)
   end
+  -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
+  if final == 'running' and p.queued then
+    redis.call('ZADD', queued, doc.wall, id)
+    redis.call('HSET', inst, 'step_timeout', p.queued)
+  else
+    redis.call('ZREM', queued, id)
+  end
   if (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer then
     redis.call('ZADD', timers, p.timer, id)
     redis.call('HSET', inst, 'wake_at', p.timer, 'timer', p.timer_kind)
@@ -124,8 +134,22 @@ local needs_instance = {advance = true, signal = true, retry = true, fail = true
 local holds_pause = {advance = true, retry = true}
 
 ops.release = function()
-  redis.call('ZREM', doc.index == 'timers' and timers or deadlines, doc.id)
+  local index = deadlines
+  if doc.index == 'timers' then index = timers elseif doc.index == 'queued' then index = queued end
+  redis.call('ZREM', index, doc.id)
   return {'released'}
+end
+
+ops.start = function()
+  local h = redis.call('HGETALL', inst)
+  if #h == 0 then return h end
+  local f = {}
+  for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+  if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
+     and tonumber(f.attempt) == doc.attempt and redis.call('ZREM', queued, f.id) == 1 then
+    redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+  end
+  return h
 end
 
 ops.noop = function()

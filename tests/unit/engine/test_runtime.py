@@ -325,11 +325,17 @@ def test_bulk_operations_over_a_run(engine: Engine, driver: Driver) -> None:
     assert engine.bulk("cancel", "bulk").done == 0  # nothing live is left
 
 
+def _start_and_die(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    """A worker takes the next message, starts its step, and dies with it."""
+    message = driver.queue.pop()
+    engine.store.start(message.instance_id, message.node, message.seq, message.attempt, clock())
+
+
 def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
     engine: Engine, driver: Driver, clock: ManualClock
 ) -> None:
     iid = engine.start("flow", {"account": "ABCD"})
-    driver.queue.messages.clear()  # the message is lost (worker node died with it)
+    _start_and_die(engine, driver, clock)  # the message is lost (worker node died with it)
     clock.advance(306)
     assert engine.runtime.sweep() == 1
     assert engine.get(iid).attempt == 2 and len(driver.queue.messages) == 1
@@ -338,12 +344,53 @@ def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
 
     hung = engine.start("flow", {"account": "WXYZ"})
     for _ in range(3):
-        driver.queue.messages.clear()
+        _start_and_die(engine, driver, clock)
         clock.advance(306)
         engine.runtime.sweep()
     inst = engine.get(hung)
     assert inst.status is InstanceStatus.FAILED
     assert inst.error is not None and inst.error["type"] == "Timeout"
+
+
+def test_a_backlog_is_not_a_loss(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    ids = engine.start_many("flow", [{"account": f"ACC{i}"} for i in range(20)], run="backlog")
+    clock.advance(10 * 306)  # every step waited ten timeouts in the queue
+    assert engine.runtime.sweep() == 0
+    assert engine.runtime.reconcile(every=0) == 0 and engine.runtime.reconcile(every=0) == 0
+    before = CALLS.get("fetch", 0)
+    driver.run_until_idle()
+    assert CALLS["fetch"] - before == 20  # one execution per step, nothing re-sent
+    for iid in ids:
+        assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+        assert all(a["outcome"] != "retry" and a.get("attempt", 1) == 1 for a in engine.activities(iid))
+
+
+def test_a_timeout_counts_from_the_start_of_the_step(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    clock.advance(1000)  # queued for longer than the timeout
+    _start_and_die(engine, driver, clock)
+    clock.advance(300)  # started 300 s ago: the timeout (300 s) plus its grace is not over yet
+    assert engine.runtime.sweep() == 0
+    clock.advance(6)
+    assert engine.runtime.sweep() == 1 and engine.get(iid).attempt == 2
+
+
+def test_a_queued_message_that_is_lost_is_resent_by_the_reconciliation(
+    engine: Engine, driver: Driver, clock: ManualClock
+) -> None:
+    iid = engine.start("flow", {"account": "ABCD"})
+    kept = engine.start("flow", {"account": "EFGH"})
+    driver.queue.messages = [(m, p) for m, p in driver.queue.messages if m.instance_id != iid]  # dropped
+    clock.advance(61)
+    assert engine.runtime.sweep() == 0  # no deadline: it never started
+    assert engine.runtime.reconcile(every=0) == 0  # missing once: a suspect (it may be in a worker's hands)
+    assert engine.runtime.reconcile(every=0) == 1  # missing twice, still queued: re-sent
+    assert engine.get(iid).attempt == 2 and engine.get(kept).attempt == 1
+    assert engine.runtime.reconcile(every=0) == 0  # its new message is there
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    lost = [a for a in engine.activities(iid) if a["outcome"] == "retry"]
+    assert len(lost) == 1 and "message lost" in lost[0]["error"]
 
 
 def test_versions_run_side_by_side_and_instances_stay_pinned(engine: Engine, driver: Driver) -> None:
