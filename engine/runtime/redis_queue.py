@@ -115,6 +115,7 @@ class RedisQueueEnqueuer:
         answers = pipe.execute()
         oldest = [iid for raw in answers[1::2] if (iid := _instance_of(raw)) is not None]
         return sum(int(n) for n in answers[0::2]), oldest
+
     def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> Envelope:
         """The message as it goes on the list: the key and the JSON to LPUSH there."""
         task_id = str(uuid.uuid4())

@@ -471,6 +471,9 @@ class Runtime:
             delivered = pending.get(key)
             if delivered is None or (delivered and now - delivered > held_limit):
                 missing[iid] = f"{key[2]}:{key[3]}"
+        # A step a worker started while the lists were read is no longer queued: not a suspect.
+        still = self.store.queued_at_many(list(missing))
+        missing = {iid: mark for iid, mark in missing.items() if still.get(iid) == steps[iid][1]}
         previous = self.store.swap_suspects(missing)
         resent = 0
         for iid, mark in missing.items():

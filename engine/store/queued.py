@@ -51,6 +51,13 @@ class Queued:
         score = self.client.zscore(self.keys.queued, instance_id)
         return None if score is None else float(score)
 
+    def queued_at_many(self, ids: Sequence[str]) -> dict[str, float]:
+        """When each of ``ids`` that is still queued was sent (one round trip)."""
+        if not ids:
+            return {}
+        scores = self.client.zmscore(self.keys.queued, list(ids))
+        return {iid: float(score) for iid, score in zip(ids, scores, strict=True) if score is not None}
+
     def step_heads(self, ids: Sequence[str]) -> dict[str, StepHead]:
         """Where each existing instance among ``ids`` stands (a light read: no context, no data)."""
         pipe = self.client.pipeline(transaction=False)

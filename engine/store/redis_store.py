@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-class RedisStore(Definitions, Instances, Queued, Runs, Observed):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
