@@ -19,6 +19,7 @@ from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
+from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
 from engine.runtime.gather import arrival_document
@@ -39,6 +40,8 @@ class RunProgress:
     counts: dict[str, int]
     total: int
     created_at: float | None
+    #: When the run should be finished by (epoch seconds), if one was set (:meth:`Engine.set_run_deadline`).
+    deadline: float | None = None
 
     @property
     def finished(self) -> int:
@@ -257,7 +260,40 @@ class Engine:
         if not meta and not any(counts.values()):
             raise NotFound(f"no run {run!r}; `tradeflow runs` lists them")
         total = max(int(meta.get("total", 0)), sum(counts.values()))
-        return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None)
+        return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None,
+                           float(meta["deadline"]) if meta.get("deadline") else None)
+
+    def set_run_deadline(self, run: str, deadline: float | None) -> None:
+        """Set (or with None, clear) when ``run`` should be finished by (epoch seconds)."""
+        self.store.touch_run(run, {"deadline": "" if deadline is None else repr(float(deadline))})
+
+    # -- observing (the console, /metrics) -------------------------------------------------------
+
+    def step_metrics(self) -> StepStats:
+        """Step counts and durations flushed by every worker process (:mod:`engine.metrics`)."""
+        return parse_step_metrics(*self.store.step_metrics())
+
+    def timers_due(self) -> int:
+        """Waits, retry backoffs and review timeouts whose time has come but that no tick has moved on yet."""
+        return self.store.timers_due(self.clock())
+
+    def queue_stats(self, queues: Iterable[str]) -> dict[str, tuple[int, float | None]]:
+        """Per service queue: messages waiting, and the age in seconds of the oldest one (None: empty).
+
+        Read from the broker's lists when the engine writes them itself (the Redis broker, the
+        default deployment); the age is that of the oldest message's instance's last change.
+        Empty for other brokers.
+        """
+        heads = getattr(self.enqueuer, "queue_heads", None)
+        if heads is None:
+            return {}
+        out: dict[str, tuple[int, float | None]] = {}
+        now = self.clock()
+        for queue in queues:
+            depth, oldest_ids = heads(queue)
+            ages = [max(now - i.updated_at, 0.0) for i in self.store.load_many(oldest_ids)]
+            out[queue] = (depth, max(ages) if ages else None)
+        return out
 
     def wait_for_run(self, run: str, timeout: float = 600, poll: float = 0.2,
                      on_progress: Callable[[RunProgress], None] | None = None, *,

@@ -95,16 +95,27 @@ def pm() -> None:
 @click.option("--run", "run", help="Run label (default rebalance-<date>).")
 @click.option("--limit", type=int, help="At most this many accounts (a trial run).")
 @click.option("--watch/--no-watch", default=True, help="Follow the run's progress until it is done.")
+@click.option("--deadline", help="When the run must be done (ISO date-time with offset, e.g. 2026-11-27T15:30-05:00);"
+              " default: the earliest market close minus --deadline-margin.")
+@click.option("--deadline-margin", default=30, show_default=True, type=click.IntRange(0, 24 * 60),
+              help="Minutes before the close for the default deadline.")
 @rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
-           limit: int | None, watch: bool) -> None:
+           limit: int | None, watch: bool, deadline: str | None, deadline_margin: int) -> None:
     """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
     from portfolio_manager.daily import start_daily_rebalance  # celery: imported on use, not by --help
 
+    try:
+        until = datetime.fromisoformat(deadline) if deadline else None
+    except ValueError:
+        raise click.BadParameter(f"{deadline!r}: use an ISO date-time such as 2026-11-27T15:30-05:00") from None
+    if until is not None and until.tzinfo is None:
+        raise click.BadParameter(f"{deadline!r} has no UTC offset; add one, e.g. -05:00")
     engine, svc = _context()
     _definitions(engine)
     started = start_daily_rebalance(engine, svc.book, _parse_date(day), run=run, regions=regions or None,
-                                    wait_for_open=not no_wait, version=version, limit=limit)
+                                    wait_for_open=not no_wait, version=version, limit=limit, deadline=until,
+                                    deadline_margin=timedelta(minutes=deadline_margin))
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
     for account_id, reason in started.invalid_accounts.items():
@@ -113,6 +124,9 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
     console.print(f"run [bold]{started.run}[/bold]: started " +
                   (", ".join(f"{n} {w}" for w, n in started.started.items()) or "nothing") +
                   (f" ({started.already_started} already started)" if started.already_started else ""))
+    if started.deadline is not None:
+        console.print(f"deadline {started.deadline.isoformat(timespec='minutes')} (the console warns when the "
+                      "projected finish passes it)", highlight=False)
     if watch and (started.total or started.already_started):
         show_progress(engine, started.run)
         console.print(f"next: tradeflow pm proposals {started.run}")

@@ -61,11 +61,26 @@ class RunStarted:
     unknown_accounts: list[str] = field(default_factory=list)
     invalid_accounts: dict[str, str] = field(default_factory=dict)
     instance_ids: list[str] = field(default_factory=list)
+    #: When the run should be done by (see :func:`default_deadline`); None when nothing started.
+    deadline: datetime | None = None
 
     @property
     def total(self) -> int:
         """Instances started now."""
         return sum(self.started.values())
+
+
+#: The default deadline of a run: this long before the earliest close of its exchanges.
+DEADLINE_MARGIN = timedelta(minutes=30)
+
+
+def default_deadline(run_date: date, regions: Iterable[Region | str], margin: timedelta = DEADLINE_MARGIN
+                     ) -> datetime | None:
+    """The earliest close of the ``regions``' exchanges on ``run_date``, minus ``margin`` (None: no region)."""
+    from portfolio_manager.calendars import exchange_for, market_close
+
+    closes = [market_close(run_date, exchange_for(Region(r))) for r in regions]
+    return min(closes) - margin if closes else None
 
 
 def daily_run_label(run_date: date) -> str:
@@ -142,7 +157,8 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
                           run: str | None = None, regions: Iterable[Region | str] | None = None,
                           wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
                           limit: int | None = None, review_until: datetime | None = None,
-                          block_orders: bool = True, block_until: datetime | None = None) -> RunStarted:
+                          block_orders: bool = True, block_until: datetime | None = None,
+                          deadline: datetime | None = None, deadline_margin: timedelta = DEADLINE_MARGIN) -> RunStarted:
     """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
 
     Regions whose exchange is closed that day are skipped (and named in the result).
@@ -151,6 +167,8 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     rehearsals of a past session (the demo, tests); the morning run never sets it.
     Approved accounts trade in blocks (``block``, closing at the cut-off or ``block_until``, or
     once the run is decided); ``block_orders=False`` submits each account's orders on approval.
+    The run gets a deadline (shown by the console): ``deadline``, else the earliest close of
+    the started regions' exchanges minus ``deadline_margin``.
     """
     from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
@@ -175,6 +193,10 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     if limit is not None:
         by_workflow = _cap(by_workflow, limit)
     _start(engine, result, by_workflow, version)
+    if result.total or result.already_started:
+        result.deadline = deadline or default_deadline(run_date, open_regions, deadline_margin)
+        if result.deadline is not None:
+            engine.set_run_deadline(result.run, result.deadline.timestamp())
     log.info("daily run %s: started %s, already started %d, skipped %s", result.run, result.started,
              result.already_started, result.skipped_regions)
     return result

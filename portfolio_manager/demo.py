@@ -103,7 +103,10 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
         review_until = datetime.fromtimestamp(engine.clock(), UTC) + timedelta(hours=DEMO_REVIEW_HOURS)
-        started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until)
+        # The session's close may be past (the demo replays the last session): give the run a
+        # deadline ten minutes out, so the console's burn-down has one to show.
+        started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until,
+                                        deadline=datetime.fromtimestamp(engine.clock(), UTC) + timedelta(minutes=10))
         took = time.monotonic() - began
         console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items())
                       + (f" started in {took:.1f} s ({started.total / took:,.0f}/s)" if took else ""))
@@ -193,6 +196,12 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, sub
     if submitted:
         console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
                       highlight=False)
+    try:
+        from console.demo import console_banner
+    except ImportError:  # the console is not installed
+        return
+    for line in console_banner():
+        console.print(line, highlight=False, markup=False)
 
 
 __all__ = ["run_demo", "reason_kind", "failure_reason", "DemoRefused"]

@@ -24,6 +24,7 @@ from engine.config import Settings
 from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
+from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
 from engine.runtime.gather import Gatherer, arrival_document
@@ -121,6 +122,8 @@ class Runtime:
         self.epoch = epoch
         #: The batches of gather nodes (closing, the batch step, applying).
         self.gatherer = Gatherer(self)
+        #: Step counters of this process, flushed to Redis every few seconds (engine.metrics).
+        self.metrics = StepMetrics(store.add_step_metrics)
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -229,6 +232,7 @@ class Runtime:
         for chained in range(self.inline_steps + 1):
             chain = inline if inline is not None and chained < self.inline_steps and self.clock() < budget else None
             report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            self.metrics.step(instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:
                 return report
             instance = report.carried

@@ -60,11 +60,13 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
         return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute)).outcome)
 
-    @app.task(name=TICK_TASK, ignore_result=True)
+    # The periodic tasks send no task events (send_events=False), so Flower's task list shows
+    # the steps, not a tick every second; beat sends no task-sent events (engine.worker).
+    @app.task(name=TICK_TASK, ignore_result=True, send_events=False)
     def tick() -> int:
         return int(_patiently(lambda: runtime().tick()))
 
-    @app.task(name=SWEEP_TASK, ignore_result=True)
+    @app.task(name=SWEEP_TASK, ignore_result=True, send_events=False)
     def sweep() -> int:
         swept = int(_patiently(lambda: runtime().sweep()))
         return swept + int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))

@@ -149,6 +149,10 @@ class Keys:
         """Sorted set: closed, unapplied batch id by when its step is (re)sent: a backoff's end or a deadline."""
         return f"{self.prefix}:batches:due"
 
+    def metrics(self, name: str) -> str:
+        """Hash of flushed step metrics (``steps``, ``step_seconds``: see :mod:`engine.metrics`)."""
+        return self.space.key(f"metrics:{name}")
+
     @property
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""

@@ -1,4 +1,4 @@
-"""The Redis store: definitions, instances, activities, timers, runs — the one owner of the client.
+"""The Redis store: definitions, instances, activities, timers, runs, step metrics — the one owner of the client.
 
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
@@ -24,6 +24,7 @@ from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance
 from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
+from engine.store.observed import Observed
 from engine.store.queued import Queued, StepHead
 from engine.store.runs import Runs, claim_script
 
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class RedisStore(Definitions, Instances, Queued, Runs, Batches):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
