@@ -24,7 +24,7 @@ test-under-load: $(STAMP)  ## the same suite while busy-loop processes hold ever
 	$(BIN)/python -m tests.under_load -q -m "not slow" tests
 
 chromium:  ## Debian's chromium for the console's browser tests (never a downloaded browser)
-	@[ -x /usr/bin/chromium ] || (apt-get update && apt-get install -y chromium)
+	@[ -x /usr/bin/chromium ] || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 screenshots: $(STAMP) chromium  ## refresh docs/screenshots from the console's browser tests
 	TRADEFLOW_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/integration/test_console_browser.py
