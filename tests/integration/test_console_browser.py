@@ -175,7 +175,8 @@ def watched(browser: Any, deployment: Deployment) -> Iterator[Any]:
     assert run not in page.inner_text("body")
     started = start_daily_rebalance(deployment.engine, deployment.svc.book, deployment.run_date, run=run,
                                     wait_for_open=False, deadline=datetime.now(UTC) + timedelta(minutes=2),
-                                    review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS))
+                                    review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS),
+                                    block_orders=False)  # each approval submits at once (blocks: test_blocks.py)
     assert started.total and started.deadline is not None
     deployment.run = run
     yield page
@@ -334,7 +335,8 @@ def test_a_second_approver_is_needed_over_the_threshold(browser: Any, deployment
     run = f"four-eyes-{uuid.uuid4().hex[:4]}"
     start_daily_rebalance(deployment.engine, deployment.svc.book, deployment.run_date, run=run, regions=["CA"],
                           wait_for_open=False, limit=6, version=version,
-                          review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS))
+                          review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS),
+                          block_orders=False)  # the second approval submits at once (blocks: test_blocks.py)
     deployment.engine.wait_for_run(run, timeout=180, settled=True)
     waiting = [p for p in deployment.svc.proposals.list(run, ["proposed"]) if p.orders]
     assert waiting and all(p.approvals_required == 2 for p in waiting), [p.approvals_required for p in waiting]
