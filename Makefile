@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install test test-under-load test-unit test-integration test-faults chaos chaos-short lint demo bench workers flower clean
+.PHONY: help install chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint demo bench workers flower clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install tradeflow with its dev tools
 
-test: $(STAMP)  ## the whole suite (slow fault scenarios aside): unit, integration, fast fault tests
+test: $(STAMP) chromium  ## the whole suite (slow fault scenarios aside): unit, integration, browser, fast fault tests
 	$(BIN)/pytest -q -m "not slow" tests
 
 test-under-load: $(STAMP)  ## the same suite while busy-loop processes hold every core: outcomes must not depend on load
 	$(BIN)/python -m tests.under_load -q -m "not slow" tests
+
+chromium:  ## Debian's chromium for the console's browser tests (never a downloaded browser)
+	@[ -x /usr/bin/chromium ] || (apt-get update && apt-get install -y chromium)
+
+screenshots: $(STAMP) chromium  ## refresh docs/screenshots from the console's browser tests
+	TRADEFLOW_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/integration/test_console_browser.py
 
 test-unit: $(STAMP)  ## fast tests only (no Redis server, no workers)
 	$(BIN)/pytest -q tests/unit
@@ -44,8 +50,11 @@ lint: $(STAMP)  ## ruff
 demo: $(STAMP)  ## run the demo end to end (embedded Redis when none answers)
 	$(BIN)/tradeflow demo
 
-bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory; BENCH_ARGS="--full" adds 100k
+bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory, submission (20k: per account vs blocks)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+console: $(STAMP)  ## the web console on http://127.0.0.1:8000 (add users first: see the README)
+	$(BIN)/tradeflow console
 
 workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
 	$(BIN)/tradeflow workers

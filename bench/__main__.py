@@ -1,7 +1,8 @@
 """``make bench``: the benchmarks, a table on the terminal and JSON under bench/results/.
 
 With no options: the engine overhead against bare Celery, then the morning run at 1,000 and
-10,000 accounts, then Redis memory per instance (measured on the 10,000-account run).
+10,000 accounts, then Redis memory per instance (measured on the 10,000-account run), then the
+submission phase of 20,000 approved accounts per account and in block orders (tickets, time).
 Every benchmark uses a key and queue prefix of its own on the Redis at TRADEFLOW_REDIS_URL
 (an embedded one when none answers) and deletes its keys after. Nothing asserts a time: the
 figures are what this machine did, with whatever else was running on it.
@@ -23,12 +24,12 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import engine_overhead, morning, peer, replica_wait
+from bench import blocks, engine_overhead, morning, peer, replica_wait
 from engine.config import Settings
 from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
 
-BENCHMARKS = ("engine", "morning", "memory")
+BENCHMARKS = ("engine", "morning", "memory", "submission")
 RESULTS = Path(__file__).parent / "results"
 FULL_ACCOUNTS = 100_000
 
@@ -57,8 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (``--help`` lists every option)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="{engine,morning,memory}",
-                        help="run only this benchmark (repeatable; default: all three, in that order)")
+    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="{engine,morning,memory,submission}",
+                        help="run only this benchmark (repeatable; default: all four, in that order)")
     engine = parser.add_argument_group("engine overhead")
     engine.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
     engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
                           "no engine) that each morning size is compared with")
+    submission = parser.add_argument_group("submission phase")
+    submission.add_argument("--submission-accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
+                            help="approved accounts submitted per account, then in blocks (default 20000)")
     args = parser.parse_args(argv)
     if args.full and FULL_ACCOUNTS not in args.accounts:
         args.accounts = [*args.accounts, FULL_ACCOUNTS]
@@ -306,6 +310,23 @@ def memory_table(figures: dict[str, Any]) -> Table:
     return table
 
 
+def run_submission(args: argparse.Namespace, url: str, console: Console) -> None:
+    """The submission phase per account and in blocks, at each size (``bench.blocks``)."""
+    results = []
+    for accounts in args.submission_accounts:
+        for in_blocks in (False, True):
+            console.print(f"submission phase: {accounts:,} accounts, {'blocks' if in_blocks else 'per account'}, "
+                          f"Redis {url}")
+            results.append(blocks.run(url, accounts, in_blocks, args.seed, console, args.timeout))
+    table = Table("accounts", "orders", "mode", "brokerage tickets", "approve all, s", "until all submitted, s",
+                  "accounts submitted", title="submission phase")
+    for r in results:
+        table.add_row(f"{r['accounts']:,}", f"{r['orders']:,}", r["mode"], f"{r['tickets']:,}",
+                      f"{r['approve_seconds']:.1f}", f"{r['submission_seconds']:.1f}", f"{r['accounts_submitted']:,}")
+    console.print(table)
+    write("submission", url, {"runs": results}, console)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
@@ -318,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
         measured = run_morning(args, url, console, memory="memory" in args.only)
     if "memory" in args.only:
         run_memory(args, url, console, measured)
+    if "submission" in args.only:
+        run_submission(args, url, console)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.clock import Clock, system_clock
-from engine.definitions.model import AwaitNode, Definition, StepNode, WaitNode
+from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode, WaitNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
+from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import Next, NextKind, await_timeout, resolve, wake_time
+from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
+from engine.runtime.gather import arrival_document
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
-from engine.runtime.runner import Runtime, step_allowance, worker_name
+from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
-from engine.store.redis_store import NewInstance, Placement, RedisStore
+from engine.runtime.steps import step_allowance, worker_name
+from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
 
@@ -37,6 +40,8 @@ class RunProgress:
     counts: dict[str, int]
     total: int
     created_at: float | None
+    #: When the run should be finished by (epoch seconds), if one was set (:meth:`Engine.set_run_deadline`).
+    deadline: float | None = None
 
     @property
     def finished(self) -> int:
@@ -176,7 +181,7 @@ class Engine:
             root = {"id": iid, "workflow": definition.name, "version": definition.version, "run": run,
                     "node": definition.start, "seq": 1, "attempt": 1}
             scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
-            nxt = resolve(definition, definition.start, scope)
+            nxt = self.runtime.resolve(definition, definition.start, scope)
         except (InvalidInput, StepFailed) as exc:
             return replace(new, activity=replace(activity, outcome=Outcome.FAILED, error=str(exc)),
                            error={"node": definition.start, "reason": f"invalid input: {exc}",
@@ -255,7 +260,40 @@ class Engine:
         if not meta and not any(counts.values()):
             raise NotFound(f"no run {run!r}; `tradeflow runs` lists them")
         total = max(int(meta.get("total", 0)), sum(counts.values()))
-        return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None)
+        return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None,
+                           float(meta["deadline"]) if meta.get("deadline") else None)
+
+    def set_run_deadline(self, run: str, deadline: float | None) -> None:
+        """Set (or with None, clear) when ``run`` should be finished by (epoch seconds)."""
+        self.store.touch_run(run, {"deadline": "" if deadline is None else repr(float(deadline))})
+
+    # -- observing (the console, /metrics) -------------------------------------------------------
+
+    def step_metrics(self) -> StepStats:
+        """Step counts and durations flushed by every worker process (:mod:`engine.metrics`)."""
+        return parse_step_metrics(*self.store.step_metrics())
+
+    def timers_due(self) -> int:
+        """Waits, retry backoffs and review timeouts whose time has come but that no tick has moved on yet."""
+        return self.store.timers_due(self.clock())
+
+    def queue_stats(self, queues: Iterable[str]) -> dict[str, tuple[int, float | None]]:
+        """Per service queue: messages waiting, and the age in seconds of the oldest one (None: empty).
+
+        Read from the broker's lists when the engine writes them itself (the Redis broker, the
+        default deployment); the age is that of the oldest message's instance's last change.
+        Empty for other brokers.
+        """
+        heads = getattr(self.enqueuer, "queue_heads", None)
+        if heads is None:
+            return {}
+        out: dict[str, tuple[int, float | None]] = {}
+        now = self.clock()
+        for queue in queues:
+            depth, oldest_ids = heads(queue)
+            ages = [max(now - i.updated_at, 0.0) for i in self.store.load_many(oldest_ids)]
+            out[queue] = (depth, max(ages) if ages else None)
+        return out
 
     def wait_for_run(self, run: str, timeout: float = 600, poll: float = 0.2,
                      on_progress: Callable[[RunProgress], None] | None = None, *,
@@ -344,6 +382,15 @@ class Engine:
             timeout = instance.wake_at or await_timeout(instance.node, node, scope)
             placement = Placement.awaiting(instance.node, timeout)
             send, attempt_after = False, None
+        elif isinstance(node, GatherNode):  # contributes again: to the group's open batch, or its next one
+            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            try:
+                arrival = gather_arrival(instance.node, node, scope)
+            except StepFailed as exc:
+                raise InvalidState(f"{instance.id} cannot gather at {instance.node!r} again: {exc}") from exc
+            nxt = Next(NextKind.GATHER, instance.node, wake_at=arrival.close_at, arrival=arrival)
+            placement = Placement.gathering(instance.node, arrival_document(definition, nxt), arrival.contribution)
+            send, attempt_after = False, 1
         elif isinstance(node, StepNode):
             # A step still in flight when a pause is lifted will advance by itself: do not send it twice.
             send = not (verb == "resume" and instance.inflight)
@@ -358,6 +405,32 @@ class Engine:
             (instance.node, instance.seq, attempt) if send else None)
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
+
+    # -- batches of gather nodes -------------------------------------------------------------
+
+    def batch(self, batch_id: str) -> BatchView:
+        """A gather node's batch: its record, members with their contributions, and its history."""
+        found = self.store.load_batch(batch_id)
+        if found is None:
+            raise NotFound(f"no batch {batch_id!r} (never opened, or expired after it was applied); "
+                           "`tradeflow batches` lists them")
+        return BatchView(found, self.store.batch_contributions(batch_id), self.store.batch_runs(batch_id),
+                         self.store.batch_activities(batch_id))
+
+    def close_batch(self, batch_id: str, reason: str = "operator") -> bool:
+        """Close an open batch now (an operator trades what has gathered): its step is sent at once.
+
+        False when it was not open (closed already, or applied); NotFound when there is no such batch.
+        """
+        found = self.store.load_batch(batch_id)
+        if found is None:
+            raise NotFound(f"no batch {batch_id!r}; `tradeflow batches` lists them")
+        return self.runtime.gatherer.close(batch_id, f"closed by {reason}", early=False)
+
+    def batches(self, limit: int = 50) -> list[Batch]:
+        """The latest batches, newest first (applied ones expire with the retention)."""
+        found = [self.store.load_batch(b) for b in self.store.batch_ids(limit)]
+        return [b for b in found if b is not None]
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -418,6 +491,22 @@ class Engine:
     def _ids(self, run: str, statuses: list[InstanceStatus]) -> Iterator[str]:
         for status in statuses:
             yield from list(self.store.iter_run_ids(run, status))
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """One batch as :meth:`Engine.batch` shows it."""
+
+    batch: Batch
+    #: (instance id, contribution) in order of arrival.
+    contributions: list[tuple[str, Any]]
+    runs: list[str]
+    activities: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view (``tradeflow batch ID --json``)."""
+        return {"batch": self.batch.to_dict(), "runs": self.runs, "activities": self.activities,
+                "members": [{"instance": iid, "input": value} for iid, value in self.contributions]}
 
 
 @dataclass(frozen=True)

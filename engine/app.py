@@ -84,6 +84,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps,
                                       reconcile_seconds=settings.reconcile_seconds)
+                    runtime.metrics.background = True  # a worker flushes its step metrics every 5 s
                     state.clear()
                     state[pid] = runtime
         return runtime

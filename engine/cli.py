@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine import plugins
+from engine import batch_cli, plugins
 from engine.api import instance_json
 from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
 from engine.config import Settings
@@ -233,6 +233,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
     awaited = _awaited(engine, instance)
     if awaited:
         console.print(awaited, highlight=False)
+    if instance.batch:
+        console.print(f"gathering in batch {instance.batch} (`tradeflow batch {instance.batch}`)", highlight=False)
     if instance.error:
         console.print("[red]error[/red] ", end="")
         console.print(f"at {instance.error.get('node')} ({instance.error.get('service')}): "
@@ -244,6 +246,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
         detail = act.get("transition") or act.get("control") or ""
         if act.get("signal"):
             detail = f"signal {act['signal']}" + (f" by {act['by']}" if act.get("by") else "")
+        if act.get("batch"):
+            detail = f"batch {act['batch']}: {detail}"
         if act.get("next"):
             detail += f" → {act['next']}"
         if act.get("error") or act.get("reason"):
@@ -280,6 +284,8 @@ def _awaited(engine: Any, instance: Any) -> str:
 @click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
 @click.option("--by", default=None, help="Who sends the signal (recorded in the history).")
 @click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
+@rerun(safe=True, why="with --key a signal already applied is a recorded no-op; without one, an instance that "
+                      "moved on refuses it (look with `tradeflow inspect ID` before resending to an await loop)")
 def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, by: str | None,
            key: str | None) -> None:
     """Send signal NAME to instance ID awaiting it, or with --run RUN to every instance awaiting it.
@@ -373,11 +379,13 @@ def list_instances(run: str, statuses: tuple[str, ...], limit: int, as_json: boo
     found = engine.list(run, statuses or None, limit=limit)
     if as_json:
         click.echo(json.dumps([{"id": i.id, "workflow": i.workflow, "version": i.version, "status": i.status.value,
-                                "node": i.node, "seq": i.seq, "error": i.error} for i in found]))
+                                "node": i.node, "seq": i.seq, "error": i.error, "batch": i.batch} for i in found]))
         return
     table = Table("id", "workflow", "status", "node", "error / awaiting")
     for inst in found:
         awaited = _awaited(engine, inst).split("\n")[0] if inst.status.value == "awaiting" else ""
+        if inst.batch:
+            awaited = f"batch {inst.batch}"
         table.add_row(inst.id, f"{inst.workflow} v{inst.version}", inst.status.value, inst.node,
                       ((inst.error or {}).get("reason", "") or awaited)[:80])
     console.print(table)
@@ -401,15 +409,20 @@ def runs(run: str | None, watch: bool, as_json: bool) -> None:
         click.echo(json.dumps(found[0] if run else found))
         return
     if run is None:
-        table = Table("run", "phase", "total", "running", "waiting", "awaiting", "paused", "succeeded", "failed",
-                      "cancelled")
+        table = Table("run", "phase", "total", "running", "waiting", "awaiting", "gathering", "paused", "succeeded",
+                      "failed", "cancelled")
         for label in engine.runs():
             p = engine.progress(label)
             table.add_row(label, p.phase, str(p.total), *(str(p.counts[s]) for s in
-                          ("running", "waiting", "awaiting", "paused", "succeeded", "failed", "cancelled")))
+                          ("running", "waiting", "awaiting", "gathering", "paused", "succeeded", "failed",
+                           "cancelled")))
         console.print(table)
         return
     show_progress(engine, run, follow=watch, console=console)
+
+
+main.add_command(batch_cli.batches)
+main.add_command(batch_cli.batch)
 
 
 #: Every status an instance can have, in ``runs --json``'s objects (a count each, 0 included).

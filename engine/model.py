@@ -15,6 +15,8 @@ class InstanceStatus(StrEnum):
     WAITING = "waiting"
     #: Parked at an ``await`` node until a signal (a person, another system) or its timeout.
     AWAITING = "awaiting"
+    #: Parked at a ``gather`` node: its contribution is in a batch, which has not been applied yet.
+    GATHERING = "gathering"
     PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -43,6 +45,7 @@ class Outcome(StrEnum):
     WOKE = "woke"  # a wait ended
     SIGNALLED = "signalled"  # a signal moved an awaiting instance on
     TIMED_OUT = "timed_out"  # an await's timeout passed before any signal
+    GATHERED = "gathered"  # the instance's batch was applied: its own transition moved it on
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Activity:
     by: str | None = None
     key: str | None = None
     timeout_at: float | None = None
+    #: The batch a gather node put the instance in (arrival) or moved it on with (applied).
+    batch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored: a JSON-able dict without its absent fields."""
@@ -121,6 +126,8 @@ class Instance:
     noops: int = 0
     #: The step message whose worker is running this instance's steps inline, if any.
     carrier: str | None = None
+    #: The batch an instance gathering at a ``gather`` node belongs to.
+    batch: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -148,6 +155,7 @@ class Instance:
             timer=raw.get("timer") or None,
             noops=int(raw.get("noops", 0)),
             carrier=raw.get("carrier") or None,
+            batch=raw.get("batch") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:

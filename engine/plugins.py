@@ -5,7 +5,9 @@ None outside the CLI) it adds its commands and returns its hooks, a dict of name
 
 - ``demo(count)``: ``tradeflow demo`` runs this instead of the engine's own sample demo;
 - ``fleets()``: the worker fleets (:class:`engine.ops.fleet.FleetSpec`) the plugin's services need;
-- ``service_modules``: the modules a worker imports to register the plugin's actions.
+- ``service_modules``: the modules a worker imports to register the plugin's actions;
+- ``beat_schedule()``: beat entries of the plugin's periodic work;
+- ``console()``: a :class:`console.app.ConsolePlugin` (pages, navigation, templates) for the web console.
 
 Used by the CLI, the fleet and the Celery configuration; it imports none of them.
 """

@@ -93,6 +93,13 @@ class ActionSpec:
 
     def call(self, payload: Any) -> Transition:
         """Run the action on ``payload`` and return its transition (no Redis, no Celery)."""
+        return as_transition(self.invoke(payload))
+
+    def invoke(self, payload: Any) -> Any:
+        """Run the action on ``payload`` (validated into its input model) and return its answer as is.
+
+        A gather node's action answers one transition per member (see :mod:`engine.runtime.gather`).
+        """
         if self.input_model is not None:
             try:
                 argument: Any = self.input_model.model_validate(payload)
@@ -100,7 +107,7 @@ class ActionSpec:
                 raise ActionFailed(f"invalid input for {self.task_name}: {_short(exc)}") from exc
         else:
             argument = payload
-        return as_transition(self.fn(argument))
+        return self.fn(argument)
 
 
 def _short(exc: ValidationError) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 import redis
 
 from engine.api import Engine
-from engine.definitions.model import HttpNode, Node, ServiceNode, StepNode
+from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
+from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.http import call_http
 from engine.runtime.messages import MemoryEnqueuer, StepMessage
 from engine.runtime.runner import StepReport
@@ -38,9 +39,16 @@ class Driver:
             return call_http(node, payload)
         return self.actions.get(node.service, node.action).call(payload)
 
+    def execute_batch(self, node: GatherNode, payload: dict[str, Any]) -> Any:
+        """Call a gather node's action on a batch's payload."""
+        return self.actions.get(node.service, node.action).invoke(payload)
+
     def deliver(self, message: StepMessage) -> StepReport:
         """Run one message (it need not come from the queue: tests redeliver on purpose)."""
         self.delivered.append(message)
+        if message.task.endswith(BATCH_TASK_SUFFIX):
+            return StepReport(self.engine.runtime.gatherer.run_batch(message.instance_id, message.attempt,
+                                                                     self.execute_batch))
 
         def same_service(node: Node) -> bool:  # what a worker of the message's queue would run inline
             return isinstance(node, ServiceNode) and node.service == message.queue

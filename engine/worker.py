@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery.signals import worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_ready
 
 from engine import broker_fix
 from engine.app import create_app, make_store, redis_client
@@ -72,3 +72,10 @@ def check_redis(**_: Any) -> None:
         log_redis_warnings(client, masked_url(url))  # never log a password
     finally:
         client.close()
+
+
+@beat_init.connect
+def quiet_beat(**_: Any) -> None:
+    """Beat publishes with the app's ``task_send_sent_event``: off here, so the tick and sweep it
+    sends every second or so do not each add a ``task-sent`` entry to Flower's task list."""
+    app.conf.task_send_sent_event = False

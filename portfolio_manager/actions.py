@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import ActionFailed
 from engine.service import Transition, action, ok
+from portfolio_manager import blocks as _blocks  # noqa: F401  (the block gather node's action registers with these)
 from portfolio_manager.book import Holdings
 from portfolio_manager.brokerage import BrokerOrder, OrderStatus
 from portfolio_manager.errors import AccountClosed, BrokerageError, PortfolioError

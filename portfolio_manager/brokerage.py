@@ -18,6 +18,14 @@ it runs on fakeredis too.)
 Orders fill at once at the last price (``last_price(symbol)``, else the order's ``est_price``,
 else its ``limit_price``); a limit the last price does not satisfy, or no price at all, gives a
 ``REJECTED`` receipt — recorded under the key like a fill, so a retry gets the same answer.
+
+**Block orders** (``submit_block``: the summed orders of many accounts, one symbol and side) have
+keys of their own, under the same rules::
+
+    P blocks          hash  idempotency key -> BlockReceipt JSON (``accepted_blocks``)
+    P blocks:received list  every block delivered, duplicates included (``received_block_count``)
+    P liquidity       hash  symbol -> the most a block of it fills (``set_liquidity``): a partial fill
+    P halted          hash  symbol -> reason: a block of it is rejected (``halt``)
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ class OrderStatus(StrEnum):
     """What became of an order the brokerage took."""
 
     FILLED = "FILLED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
     REJECTED = "REJECTED"
 
 
@@ -85,6 +94,37 @@ class BrokerReceipt(FrozenModel):
         )
 
 
+class BlockOrder(FrozenModel):
+    """A block: the summed quantity of many accounts' orders of one symbol and side, sent once."""
+
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=512)]
+    symbol: Symbol
+    side: Side
+    quantity: Quantity
+    accounts: int = Field(ge=1, description="How many accounts' orders it sums (for the record).")
+    est_price: Price | None = None
+
+
+class BlockReceipt(FrozenModel):
+    """The brokerage's answer for one block: how much filled, at what average price, or why not."""
+
+    order_id: str
+    idempotency_key: str
+    symbol: str
+    side: Side
+    quantity: float
+    filled_quantity: float
+    status: OrderStatus
+    avg_price: float | None = None
+    filled_value: float | None = None
+    reason: str = ""
+    accepted_at: datetime
+
+    def matches(self, block: BlockOrder) -> bool:
+        """True when ``block`` is the block this receipt answers (same symbol, side and quantity)."""
+        return (self.symbol, self.side, self.quantity) == (block.symbol, block.side, block.quantity)
+
+
 def last_price_from(book: BookReader, as_of: date | None = None) -> Callable[[str], float | None]:
     """A ``last_price`` for :class:`SimulatedBrokerage` that reads the book's prices.
 
@@ -103,6 +143,10 @@ class Brokerage(Protocol):
 
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
         """Place ``order`` (or return the receipt of the order already placed under its key)."""
+        ...
+
+    def submit_block(self, block: BlockOrder) -> BlockReceipt:
+        """Place ``block`` (or return the receipt of the block already placed under its key)."""
         ...
 
 
@@ -195,6 +239,84 @@ class SimulatedBrokerage:
             raise BrokerageTimeout(f"order {order.idempotency_key}: no answer (simulated; the brokerage did record it)")
         return receipt
 
+    @property
+    def blocks_key(self) -> str:
+        """Hash of block idempotency key -> block receipt."""
+        return self.space.key("blocks")
+
+    @property
+    def blocks_received_key(self) -> str:
+        """List of every block delivered."""
+        return self.space.key("blocks:received")
+
+    def set_liquidity(self, symbol: str, quantity: float | None) -> None:
+        """A block of ``symbol`` fills at most ``quantity`` (None: no limit) -- how a partial fill is simulated."""
+        if quantity is None:
+            self.client.hdel(self.space.key("liquidity"), symbol)
+        else:
+            self.client.hset(self.space.key("liquidity"), symbol, repr(float(quantity)))
+
+    def halt(self, symbol: str, reason: str | None = "trading halted") -> None:
+        """Blocks of ``symbol`` are rejected with ``reason`` (None: trading resumes)."""
+        if reason is None:
+            self.client.hdel(self.space.key("halted"), symbol)
+        else:
+            self.client.hset(self.space.key("halted"), symbol, reason)
+
+    def _block_answer(self, block: BlockOrder) -> BlockReceipt:
+        halted = self.client.hget(self.space.key("halted"), block.symbol)
+        limit = self.client.hget(self.space.key("liquidity"), block.symbol)
+        price = self.last_price(block.symbol) if self.last_price else None
+        price = price or block.est_price
+        filled, status, reason = block.quantity, OrderStatus.FILLED, ""
+        if halted is not None:
+            filled, status = 0.0, OrderStatus.REJECTED
+            reason = f"{block.symbol}: {halted.decode() if isinstance(halted, bytes) else halted}"
+        elif price is None:
+            filled, status, reason = 0.0, OrderStatus.REJECTED, f"no price for {block.symbol}"
+        elif limit is not None and float(limit) < block.quantity:
+            # a block of whole shares fills in whole shares
+            filled = float(limit) if block.quantity != int(block.quantity) else float(int(float(limit)))
+            status = OrderStatus.PARTIALLY_FILLED
+            reason = f"liquidity: {float(limit):g} of {block.quantity:g} filled"
+            if filled <= 0:
+                filled, status = 0.0, OrderStatus.REJECTED
+        done = status is not OrderStatus.REJECTED
+        return BlockReceipt(order_id=f"SIMB-{uuid.uuid4().hex[:16]}", idempotency_key=block.idempotency_key,
+                            symbol=block.symbol, side=block.side, quantity=block.quantity, filled_quantity=filled,
+                            status=status, avg_price=price if done else None,
+                            filled_value=round(price * filled, 2) if done and price else None, reason=reason,
+                            accepted_at=datetime.now(UTC))
+
+    def submit_block(self, block: BlockOrder) -> BlockReceipt:
+        """Place ``block`` once per key; raises DuplicateOrder when the key names another block."""
+        if self._fault(self.fail_before_accept):
+            raise BrokerageTimeout(f"block {block.idempotency_key}: no answer (simulated, not delivered)")
+        candidate = self._block_answer(block)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(self.blocks_received_key, block.model_dump_json())
+        pipe.hsetnx(self.blocks_key, block.idempotency_key, candidate.model_dump_json())
+        pipe.hget(self.blocks_key, block.idempotency_key)
+        _, _, stored = pipe.execute()
+        receipt = BlockReceipt.model_validate_json(stored)
+        if not receipt.matches(block):
+            raise DuplicateOrder(
+                f"idempotency key {block.idempotency_key!r} was used for the block {receipt.side.value} "
+                f"{receipt.quantity:g} {receipt.symbol} (order {receipt.order_id}), not {block.side.value} "
+                f"{block.quantity:g} {block.symbol}")
+        if self._fault(self.fail_after_accept):
+            raise BrokerageTimeout(f"block {block.idempotency_key}: no answer (simulated; the brokerage did record it)")
+        return receipt
+
+    def accepted_blocks(self) -> list[BlockReceipt]:
+        """Every block taken (one per key), in order of acceptance."""
+        receipts = [BlockReceipt.model_validate_json(raw) for raw in self.client.hvals(self.blocks_key)]
+        return sorted(receipts, key=lambda r: (r.accepted_at, r.order_id))
+
+    def received_block_count(self) -> int:
+        """How many block submits reached the brokerage (duplicates included)."""
+        return int(self.client.llen(self.blocks_received_key))
+
     def get_receipt(self, idempotency_key: str) -> BrokerReceipt | None:
         """The receipt recorded under ``idempotency_key``, if any."""
         raw = self.client.hget(self.orders_key, idempotency_key)
@@ -215,7 +337,9 @@ class SimulatedBrokerage:
 
     def clear(self) -> None:
         """Delete this brokerage's keys (and nothing else)."""
-        self.client.delete(self.received_key, self.orders_key)
+        self.client.delete(self.received_key, self.orders_key, self.blocks_key, self.blocks_received_key,
+                           self.space.key("liquidity"), self.space.key("halted"))
 
 
-__all__ = ["Brokerage", "BrokerOrder", "BrokerReceipt", "OrderStatus", "SimulatedBrokerage", "last_price_from"]
+__all__ = ["BlockOrder", "BlockReceipt", "Brokerage", "BrokerOrder", "BrokerReceipt", "OrderStatus",
+           "SimulatedBrokerage", "last_price_from"]

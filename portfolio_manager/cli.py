@@ -5,7 +5,7 @@
     tradeflow pm run [--date D]                       the morning rebalance, with live progress
     tradeflow pm proposals RUN [--account A]          review what the run proposes
     tradeflow pm review RUN                           what still awaits a decision, approvals so far
-    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow submits the orders
+    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow trades the orders (block)
     tradeflow pm reject RUN A1 --by ME --reason WHY   reject: the account's workflow ends
     tradeflow pm submit RUN                           send separately submitted proposals (deposits)
 
@@ -95,16 +95,27 @@ def pm() -> None:
 @click.option("--run", "run", help="Run label (default rebalance-<date>).")
 @click.option("--limit", type=int, help="At most this many accounts (a trial run).")
 @click.option("--watch/--no-watch", default=True, help="Follow the run's progress until it is done.")
+@click.option("--deadline", help="When the run must be done (ISO date-time with offset, e.g. 2026-11-27T15:30-05:00);"
+              " default: the earliest market close minus --deadline-margin.")
+@click.option("--deadline-margin", default=30, show_default=True, type=click.IntRange(0, 24 * 60),
+              help="Minutes before the close for the default deadline.")
 @rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
-           limit: int | None, watch: bool) -> None:
+           limit: int | None, watch: bool, deadline: str | None, deadline_margin: int) -> None:
     """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
     from portfolio_manager.daily import start_daily_rebalance  # celery: imported on use, not by --help
 
+    try:
+        until = datetime.fromisoformat(deadline) if deadline else None
+    except ValueError:
+        raise click.BadParameter(f"{deadline!r}: use an ISO date-time such as 2026-11-27T15:30-05:00") from None
+    if until is not None and until.tzinfo is None:
+        raise click.BadParameter(f"{deadline!r} has no UTC offset; add one, e.g. -05:00")
     engine, svc = _context()
     _definitions(engine)
     started = start_daily_rebalance(engine, svc.book, _parse_date(day), run=run, regions=regions or None,
-                                    wait_for_open=not no_wait, version=version, limit=limit)
+                                    wait_for_open=not no_wait, version=version, limit=limit, deadline=until,
+                                    deadline_margin=timedelta(minutes=deadline_margin))
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
     for account_id, reason in started.invalid_accounts.items():
@@ -113,6 +124,9 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
     console.print(f"run [bold]{started.run}[/bold]: started " +
                   (", ".join(f"{n} {w}" for w, n in started.started.items()) or "nothing") +
                   (f" ({started.already_started} already started)" if started.already_started else ""))
+    if started.deadline is not None:
+        console.print(f"deadline {started.deadline.isoformat(timespec='minutes')} (the console warns when the "
+                      "projected finish passes it)", highlight=False)
     if watch and (started.total or started.already_started):
         show_progress(engine, started.run)
         console.print(f"next: tradeflow pm proposals {started.run}")
@@ -210,6 +224,11 @@ def _proposal_detail(p: Proposal) -> None:
     for r in p.restrictions:
         console.print(f"  restricted: {r.get('symbol')} until {r.get('until')}", highlight=False)
     for r in p.receipts:
+        if r.get("block"):  # an allocation of a block order
+            console.print(f"  receipt {r['order_id']} {r['status']} {r['side']} {r['quantity']:g} of {r['requested']:g}"
+                          f" {r['symbol']} @ {r.get('avg_price')} (average)  block {r['block']}"
+                          + (f"  {r['reason']}" if r.get("reason") else ""), highlight=False)
+            continue
         console.print(f"  receipt {r['order_id']} {r['status']} {r['side']} {r['quantity']:g} {r['symbol']}"
                       f" @ {r.get('fill_price')}  key {r['idempotency_key']}", highlight=False)
 
@@ -275,7 +294,8 @@ def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStat
         if separate:
             console.print(f"next: tradeflow pm submit {run} (for {len(separate)} submitted separately)")
         if len(separate) < len(result.changed):
-            console.print(f"the workflows submit what has its approvals: tradeflow pm review {run}")
+            console.print(f"the workflows trade what has its approvals in the run's block (once nothing is left to "
+                          f"decide, or at the cut-off; `tradeflow batches`): tradeflow pm review {run}")
     if result.skipped and not all_:
         sys.exit(1)  # a named proposal was refused: the reason is printed above
 
@@ -293,9 +313,11 @@ _BY = click.option("--by", default="", help="Who decides (recorded; four-eyes ne
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
     """Approve proposals of RUN (ACCOUNT_IDS, or --all).
 
-    A proposal of a rebalance is submitted by its own workflow as soon as it has its approvals:
-    one, or two by different people when its orders exceed the definition's four_eyes_over.
-    After the review's cut-off the proposal has expired and the approval is refused.
+    A proposal of a rebalance is traded by its own workflow once it has its approvals (one, or
+    two by different people when its orders exceed the definition's four_eyes_over): in the
+    run's block order per exchange, which closes when nothing of the run is left to decide, at
+    the cut-off, or by `tradeflow batch ID --close`; an account traded on demand (`pm enqueue`)
+    submits its own orders. After the review's cut-off the approval is refused.
     """
     _decide(run, account_ids, all_, ProposalStatus.APPROVED, by, note)
 
@@ -315,6 +337,7 @@ def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note:
 @pm.command("review")
 @click.argument("run")
 @click.option("--limit", default=50, show_default=True, help="Rows to show (0: all).")
+@read_only
 def pm_review(run: str, limit: int) -> None:
     """What of RUN still awaits a decision: approvals so far (who, when), approvals needed, cut-off."""
     from portfolio_manager.review import pending

@@ -61,11 +61,26 @@ class RunStarted:
     unknown_accounts: list[str] = field(default_factory=list)
     invalid_accounts: dict[str, str] = field(default_factory=dict)
     instance_ids: list[str] = field(default_factory=list)
+    #: When the run should be done by (see :func:`default_deadline`); None when nothing started.
+    deadline: datetime | None = None
 
     @property
     def total(self) -> int:
         """Instances started now."""
         return sum(self.started.values())
+
+
+#: The default deadline of a run: this long before the earliest close of its exchanges.
+DEADLINE_MARGIN = timedelta(minutes=30)
+
+
+def default_deadline(run_date: date, regions: Iterable[Region | str], margin: timedelta = DEADLINE_MARGIN
+                     ) -> datetime | None:
+    """The earliest close of the ``regions``' exchanges on ``run_date``, minus ``margin`` (None: no region)."""
+    from portfolio_manager.calendars import exchange_for, market_close
+
+    closes = [market_close(run_date, exchange_for(Region(r))) for r in regions]
+    return min(closes) - margin if closes else None
 
 
 def daily_run_label(run_date: date) -> str:
@@ -120,10 +135,17 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
 
 
 def _item(run: str, account: Account, run_date: date, wait_for_open: bool,
-          review_until: datetime | None = None) -> StartItem:
+          review_until: datetime | None = None, block_orders: bool = True,
+          block_until: datetime | None = None) -> StartItem:
     data: dict[str, Any] = {"account_id": account.id, "run_date": run_date.isoformat()}
     if not wait_for_open:
         data["wait_for_open"] = False
+    if not block_orders:
+        data["block_orders"] = False
+    if block_until is not None:
+        if block_until.tzinfo is None:
+            raise ValueError("block_until needs a time zone (e.g. datetime.now(UTC) + timedelta(minutes=5))")
+        data["block_until"] = block_until.isoformat()
     if review_until is not None:
         if review_until.tzinfo is None:
             raise ValueError("review_until needs a time zone (e.g. datetime.now(UTC) + timedelta(hours=2))")
@@ -134,13 +156,19 @@ def _item(run: str, account: Account, run_date: date, wait_for_open: bool,
 def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | None = None, *,
                           run: str | None = None, regions: Iterable[Region | str] | None = None,
                           wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
-                          limit: int | None = None, review_until: datetime | None = None) -> RunStarted:
+                          limit: int | None = None, review_until: datetime | None = None,
+                          block_orders: bool = True, block_until: datetime | None = None,
+                          deadline: datetime | None = None, deadline_margin: timedelta = DEADLINE_MARGIN) -> RunStarted:
     """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
 
     Regions whose exchange is closed that day are skipped (and named in the result).
     ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
     ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): for
     rehearsals of a past session (the demo, tests); the morning run never sets it.
+    Approved accounts trade in blocks (``block``, closing at the cut-off or ``block_until``, or
+    once the run is decided); ``block_orders=False`` submits each account's orders on approval.
+    The run gets a deadline (shown by the console): ``deadline``, else the earliest close of
+    the started regions' exchanges minus ``deadline_margin``.
     """
     from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
@@ -159,12 +187,16 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     for account in book.list_accounts(active_only=True, invalid=result.invalid_accounts):
         if account.region in open_regions:
             by_workflow[WORKFLOWS[account.region]].append(
-                _item(result.run, account, run_date, wait_for_open, review_until))
+                _item(result.run, account, run_date, wait_for_open, review_until, block_orders, block_until))
     for account_id, reason in result.invalid_accounts.items():  # one bad record never stops the morning
         log.error("daily run %s: account %s not started: %s", result.run, account_id, reason)
     if limit is not None:
         by_workflow = _cap(by_workflow, limit)
     _start(engine, result, by_workflow, version)
+    if result.total or result.already_started:
+        result.deadline = deadline or default_deadline(run_date, open_regions, deadline_margin)
+        if result.deadline is not None:
+            engine.set_run_deadline(result.run, result.deadline.timestamp())
     log.info("daily run %s: started %s, already started %d, skipped %s", result.run, result.started,
              result.already_started, result.skipped_regions)
     return result
@@ -184,6 +216,9 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
                      version: int | str = DEFAULT_ALIAS, review_until: datetime | None = None) -> RunStarted:
     """Start the rebalance of ``account_ids`` now (on demand), each with its region's workflow.
 
+    Accounts traded on demand submit their own orders on approval (no block: ``block_orders``
+    false in their data).
+
     Unknown accounts are listed in the result, not started; closed ones are started and end
     ``failed`` with the reason, so the request leaves a trace.
     """
@@ -199,7 +234,7 @@ def enqueue_accounts(engine: Engine, book: BookReader, account_ids: Sequence[str
             result.invalid_accounts[account_id] = str(exc)
             continue
         by_workflow.setdefault(WORKFLOWS[account.region], []).append(
-            _item(result.run, account, run_date, wait_for_open, review_until))
+            _item(result.run, account, run_date, wait_for_open, review_until, block_orders=False))
     _start(engine, result, by_workflow, version)
     return result
 

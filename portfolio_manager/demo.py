@@ -103,7 +103,10 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
         review_until = datetime.fromtimestamp(engine.clock(), UTC) + timedelta(hours=DEMO_REVIEW_HOURS)
-        started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until)
+        # The session's close may be past (the demo replays the last session): give the run a
+        # deadline ten minutes out, so the console's burn-down has one to show.
+        started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=review_until,
+                                        deadline=datetime.fromtimestamp(engine.clock(), UTC) + timedelta(minutes=10))
         took = time.monotonic() - began
         console.print(f"run [bold]{run}[/bold]: " + ", ".join(f"{n} {w}" for w, n in started.started.items())
                       + (f" started in {took:.1f} s ({started.total / took:,.0f}/s)" if took else ""))
@@ -128,9 +131,17 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     second = [p.account_id for p in chosen if p.approvals_required > 1]
     if second:
         approve(engine, svc.proposals, run, second, by="ben", note="demo: the second pair of eyes")
-    console.print(f"approved {len(accounts)} proposals ({len(second)} by two people): their workflows submit them")
     ids = [p.instance_id for p in chosen]
     deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # they gather at the block (the rest of the run is still under review)
+        if all(i.status.value == "gathering" or i.status.is_terminal for i in engine.store.load_many(ids)):
+            break
+        time.sleep(0.2)
+    batches = sorted({i.batch for i in engine.store.load_many(ids) if i.batch})
+    for batch_id in batches:  # the desk trades the block now instead of at the cut-off
+        engine.close_batch(batch_id, "the demo")
+    console.print(f"approved {len(accounts)} proposals ({len(second)} by two people); their block closed now "
+                  f"({', '.join(batches) or 'none'}): one brokerage order per symbol and side")
     while time.monotonic() < deadline:
         if all(engine.get(iid).status.is_terminal for iid in ids):
             break
@@ -185,6 +196,12 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, sub
     if submitted:
         console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
                       highlight=False)
+    try:
+        from console.demo import console_banner
+    except ImportError:  # the console is not installed
+        return
+    for line in console_banner():
+        console.print(line, highlight=False, markup=False)
 
 
 __all__ = ["run_demo", "reason_kind", "failure_reason", "DemoRefused"]

@@ -2,9 +2,9 @@
 
 ``register(cli)`` registers the trading expression functions (:mod:`portfolio_manager.expressions`),
 adds the ``pm`` and ``accounts`` command groups to the CLI when given one, and returns the hooks
-the engine uses (see :mod:`engine.plugins`): ``demo(count)``, ``fleets()``, ``service_modules``
-and ``beat_schedule()``. The engine itself knows no trading words: everything trading comes
-from here.
+the engine uses (see :mod:`engine.plugins`): ``demo(count)``, ``fleets()``, ``service_modules``,
+``beat_schedule()`` and ``console()`` (the review pages of the web console). The engine itself
+knows no trading words: everything trading comes from here.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ def demo(count: int) -> None:
         sys.exit(1)
 
 
+def console_plugin() -> Any:
+    """The portfolio managers' pages of the web console (see :mod:`portfolio_manager.console`)."""
+    from portfolio_manager.console import plugin  # fastapi: only when the console starts
+
+    return plugin([PM_FLEET[0], ORDER_CALC_FLEET[0]])
+
+
 def register(cli: Any | None = None) -> dict[str, Any]:
     """Register the expression functions, add the ``pm`` and ``accounts`` commands to ``cli`` (when
     given); return the hooks."""
@@ -65,7 +72,7 @@ def register(cli: Any | None = None) -> dict[str, Any]:
             if group.name not in cli.commands:
                 cli.add_command(group)
     return {"demo": demo, "fleets": fleets, "service_modules": list(SERVICE_MODULES),
-            "beat_schedule": beat_schedule}
+            "beat_schedule": beat_schedule, "console": console_plugin}
 
 
-__all__ = ["register", "fleets", "beat_schedule", "demo"]
+__all__ = ["register", "fleets", "beat_schedule", "demo", "console_plugin"]

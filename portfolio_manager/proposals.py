@@ -130,6 +130,8 @@ class Proposal(BaseModel):
     approvals_required: int = 1
     #: Epoch second after which the proposal can no longer be decided (it expires).
     cutoff: float | None = None
+    #: Who asked for the submission (``submit_approved(by=...)``; none when the workflow submits).
+    submitted_by: str | None = None
     #: Every approval so far, oldest first: ``{"by": who, "at": epoch seconds, "note": ...}``.
     approvals: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -167,7 +169,7 @@ class Proposal(BaseModel):
 
 
 _REVIEW_FIELDS = ("status", "decided_by", "decided_at", "note", "submission", "receipts", "submitted_at",
-                  "approvals")
+                  "approvals", "submitted_by")
 #: Hash field prefix of one approval: ``approval:<who>`` = JSON {"at": ..., "note": ...}.
 APPROVAL_FIELD = "approval:"
 
@@ -290,6 +292,20 @@ class ProposalStore:
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
         return bool(done), text(status)
 
+    def transition_many(self, changes: Sequence[tuple[str, str, ProposalStatus, dict[str, Any]]],
+                        chunk: int = 500) -> list[tuple[bool, str]]:
+        """:meth:`transition` of many proposals ((run, account, to, fields) each), pipelined; same answers."""
+        out: list[tuple[bool, str]] = []
+        for start in range(0, len(changes), chunk):
+            pipe = self.client.pipeline(transaction=False)
+            for run, account_id, to, fields in changes[start:start + chunk]:
+                args = [to.value, ",".join(s.value for s in ALLOWED_FROM[to])]
+                for name, value in fields.items():
+                    args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
+                self._transition(keys=[self.key(run, account_id)], args=args, client=pipe)
+            out.extend((bool(done), text(status)) for done, status in pipe.execute())
+        return out
+
     def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
         """Record ``by``'s approval of a proposal reviewed in its workflow (atomic: ``lua/approve_proposal.lua``)."""
         reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
@@ -399,7 +415,7 @@ class ProposalStore:
         approvals = [{"by": name[len(APPROVAL_FIELD):], **json.loads(value)}
                      for name, value in raw.items() if name.startswith(APPROVAL_FIELD)]
         body["approvals"] = sorted(approvals, key=lambda a: (a.get("at") or 0, a["by"]))
-        for name in ("decided_by", "note", "submission"):
+        for name in ("decided_by", "note", "submission", "submitted_by"):
             if raw.get(name):
                 body[name] = raw[name]
         for name in ("decided_at", "submitted_at"):
@@ -445,12 +461,13 @@ class SubmitStarted:
 
 
 def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
-                    version: int | str = "production") -> SubmitStarted:
+                    version: int | str = "production", by: str = "") -> SubmitStarted:
     """Submit the approved proposals of ``run`` (only ``account_ids`` when given).
 
     Each proposal moves to ``submitting`` (so it can no longer be rejected) and gets one
     ``submit-orders`` instance with a deterministic id: submitting again, or after a crash
-    between the two, never starts a second submission of the same proposal.
+    between the two, never starts a second submission of the same proposal. ``by`` (who
+    submits) is recorded with the proposal.
     """
     result = SubmitStarted(run, submission_run(run))
     wanted = None if account_ids is None else list(dict.fromkeys(account_ids))
@@ -466,7 +483,8 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
                                                        f"(instance {proposal.instance_id}) once approved")
             continue
         iid = submission_id(run, proposal.account_id)
-        applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid)
+        applied, status = store.transition(run, proposal.account_id, ProposalStatus.SUBMITTING, submission=iid,
+                                           submitted_by=by or None)
         if not applied:
             if status == ProposalStatus.SUBMITTED.value:
                 result.skipped[proposal.account_id] = "already submitted"

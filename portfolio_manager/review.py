@@ -68,9 +68,9 @@ def _decide(engine: Engine, store: ProposalStore, run: str, account_ids: Iterabl
 
 
 def submit(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
-           version: int | str = "production") -> SubmitStarted:
-    """Submit the approved proposals that are submitted separately (``submit-orders``)."""
-    return submit_approved(engine, store, run, account_ids, version=version)
+           version: int | str = "production", by: str = "") -> SubmitStarted:
+    """Submit the approved proposals that are submitted separately (``submit-orders``); ``by`` is recorded."""
+    return submit_approved(engine, store, run, account_ids, version=version, by=by)
 
 
 def pending(store: ProposalStore, run: str) -> list[Proposal]:

@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.connections import ReplicaWait, redis_client
-from portfolio_manager.brokerage import Brokerage, BrokerOrder, BrokerReceipt, SimulatedBrokerage
+from portfolio_manager.brokerage import (
+    BlockOrder,
+    BlockReceipt,
+    Brokerage,
+    BrokerOrder,
+    BrokerReceipt,
+    SimulatedBrokerage,
+)
 from portfolio_manager.config import PMSettings
 from portfolio_manager.proposals import ProposalStore
 from portfolio_manager.sources import BookReader, HttpBook, RedisBook
@@ -34,6 +41,11 @@ class _LatentBrokerage:
         """Wait, then submit."""
         time.sleep(self.latency)
         return self.inner.submit(order)
+
+    def submit_block(self, block: BlockOrder) -> BlockReceipt:
+        """Wait (one ticket's latency), then submit the block."""
+        time.sleep(self.latency)
+        return self.inner.submit_block(block)
 
 
 @dataclass

@@ -212,7 +212,7 @@ class AwaitNode(NodeBase):
         if isinstance(raw.get("signals"), dict):
             for name, target in raw["signals"].items():
                 yield Edge(f"/signals/{escape_pointer(name)}", f"signal {name}", target)
-        if "on_timeout" in raw:
+        if raw.get("on_timeout") is not None:
             yield Edge("/on_timeout", f"timeout {raw.get('timeout')}", raw["on_timeout"])
 
     @classmethod
@@ -228,8 +228,65 @@ class AwaitNode(NodeBase):
             yield ExpressionSource("/timeout", raw["timeout"])
 
     def label(self) -> str:
-        """await signal, signal"""
+        """await <signals>"""
         return "await " + ", ".join(self.signals)
+
+
+class GatherNode(NodeBase):
+    """A rendezvous of many instances: each contributes its ``input`` to the batch named by ``group``.
+
+    The batch closes once: at the ``close`` time (an expression giving a timestamp, evaluated by
+    each arriving instance; the earliest wins) or, with ``close_early``, as soon as no live
+    instance of its members' runs can still arrive. Then one batch step calls ``action`` of
+    ``service`` with every contribution, and each member goes on with the transition (and data)
+    the action answered for it. An instance arriving after its group's batch closed takes the
+    ``late`` node when there is one, else opens the group's next batch. ``retry`` and
+    ``timeout_seconds`` apply to the batch step.
+    """
+
+    type: Literal["gather"]
+    description: str | None = None
+    service: str = Field(pattern=IDENT_PATTERN)
+    action: str = Field(pattern=IDENT_PATTERN)
+    input: Any = Field(default_factory=dict, description="Expressions (strings) and literals: the contribution.")
+    transitions: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str] = Field(min_length=1)
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=1))
+    timeout_seconds: float = Field(300.0, gt=0, le=86400)
+    record: RecordLevel | None = None
+    group: str = Field(min_length=1, description="Expression naming the batch (a string), e.g. the run.")
+    close: str = Field(min_length=1, description="Expression giving the timestamp the batch closes at.")
+    close_early: bool = Field(True, description="Close before then, once no live instance of the members' runs "
+                                                "can still arrive.")
+    late: str | None = Field(None, description="Where an instance goes when its group's batch has closed "
+                                               "(absent: it opens the group's next batch).")
+
+    @classmethod
+    def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
+        """One edge per transition, then ``late``."""
+        if isinstance(raw.get("transitions"), dict):
+            for name, target in raw["transitions"].items():
+                yield Edge(f"/transitions/{escape_pointer(name)}", str(name), target)
+        if raw.get("late") is not None:
+            yield Edge("/late", "late", raw["late"])
+
+    @classmethod
+    def raw_broken(cls, raw: dict[str, Any]) -> bool:
+        """No transitions, or not an object."""
+        transitions = raw.get("transitions")
+        return not isinstance(transitions, dict) or not transitions
+
+    @classmethod
+    def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
+        """The input template, ``group`` and ``close``."""
+        if "input" in raw:
+            yield ExpressionSource("/input", raw["input"], template=True)
+        for key in ("group", "close"):
+            if isinstance(raw.get(key), str) and raw[key]:
+                yield ExpressionSource(f"/{key}", raw[key])
+
+    def label(self) -> str:
+        """gather by <group> into service.action"""
+        return f"gather by {self.group} into {self.service}.{self.action}"
 
 
 class Choice(_Strict):
@@ -297,10 +354,11 @@ class TerminalNode(NodeBase):
 
 
 #: Every node type, in the order the format documents them.
-NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, AwaitNode, ChoiceNode, TerminalNode)
+NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, AwaitNode, GatherNode, ChoiceNode,
+                                             TerminalNode)
 #: The node class of each ``type`` value.
 NODE_TYPES: dict[str, type[NodeBase]] = {get_args(c.model_fields["type"].annotation)[0]: c for c in NODE_CLASSES}
-Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | ChoiceNode | TerminalNode,
+Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | GatherNode | ChoiceNode | TerminalNode,
                  Field(discriminator="type")]
 
 

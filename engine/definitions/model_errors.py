@@ -89,6 +89,8 @@ def _model_problem(error: Any) -> Problem:
     ctx = error.get("ctx") or {}
     path, _ = _locate(loc)
     where = pointer(path)
+    if kind == "value_error":  # a model's own check (e.g. an await's timeout without on_timeout)
+        return Problem(where, str(ctx.get("error", error.get("msg", ""))))
     if kind == "missing":
         parent, key = pointer(path[:-1]), path[-1]
         parent_type = _locate(loc[:-1])[1]
@@ -102,6 +104,8 @@ def _model_problem(error: Any) -> Problem:
         allowed = list(parent_type.model_fields) if isinstance(parent_type, type) else []
         hint = did_you_mean(path[-1], allowed) + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
         return Problem(where, f"unknown key {path[-1]!r}{hint}")
+    if kind == "value_error":  # a model's own check (e.g. an await's timeout without on_timeout)
+        return Problem(where, str(ctx.get("error", msg)))
     if kind == "union_tag_invalid":
         tag = ctx.get("tag")
         return Problem(

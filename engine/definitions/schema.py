@@ -29,8 +29,9 @@ def json_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": "tradeflow workflow definition",
         "description": (
-            "A business process as a JSON state machine: nodes of type service, http, wait, await, choice "
-            "and terminal, starting at 'start'. Strings in 'input', 'result', 'when', 'until' and 'timeout' are "
+            "A business process as a JSON state machine: nodes of type service, http, wait, await, gather, "
+            "choice and terminal, starting at 'start'. Strings in 'input', 'result', 'when', 'until', 'timeout', "
+            "'group' and 'close' are "
             "CEL expressions over data, params, context and instance; numbers, booleans and null are literals."
         ),
         **body,

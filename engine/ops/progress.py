@@ -12,8 +12,7 @@ from engine.api import Engine, RunProgress
 
 def show_progress(engine: Engine, run: str, follow: bool = True, timeout: float = 24 * 3600,
                   console: Console | None = None) -> RunProgress:
-    """Draw a run's progress bar until it is done or planned (what is left awaits signals), or once
-    without ``follow``; the last progress."""
+    """Draw a run's progress bar until it is done or planned (the rest awaits signals), or once; the last progress."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, console=console or Console(), transient=False) as bar:
@@ -21,8 +20,8 @@ def show_progress(engine: Engine, run: str, follow: bool = True, timeout: float 
         deadline = time.monotonic() + timeout
         while True:
             p = engine.progress(run)
-            detail = " ".join(f"{s}={p.counts[s]}" for s in ("running", "waiting", "awaiting", "paused", "failed")
-                              if p.counts[s])
+            detail = " ".join(f"{s}={p.counts[s]}" for s in ("running", "waiting", "awaiting", "gathering", "paused",
+                                                             "failed") if p.counts[s])
             bar.update(task, total=p.total, completed=p.finished + p.awaiting, detail=f"{p.phase} {detail}")
             if not follow or p.settled or time.monotonic() > deadline:
                 return p

@@ -2,24 +2,40 @@
 
 ``choice`` nodes are followed inline (no broker hop) until a node that needs work is
 reached: a ``service``/``http`` step to enqueue, a ``wait`` to park, an ``await`` to park
-until a signal (or its timeout), or a ``terminal`` to finish. The caller applies the
+until a signal (or its timeout), a ``gather`` to contribute to a batch (or, when the group's
+batch has closed and the node has ``late``, follow ``late`` like a choice), or a ``terminal``
+to finish. The caller applies the
 decision in one atomic update (see :mod:`engine.runtime.runner`).
 Pure: no Redis, no Celery.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from engine.definitions.model import AwaitNode, ChoiceNode, Definition, StepNode, TerminalNode, WaitNode
+from engine.definitions.model import (
+    AwaitNode,
+    ChoiceNode,
+    Definition,
+    GatherNode,
+    StepNode,
+    TerminalNode,
+    WaitNode,
+)
 from engine.errors import ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_expression, compile_template
 from engine.model import InstanceStatus
 
 MAX_INLINE_HOPS = 64
+#: The longest batch name a gather's ``group`` may give (with its service and action).
+MAX_GROUP_LENGTH = 200
+
+#: Says whether the batch of that name has closed (an arrival now would be late).
+ClosedBatch = Callable[[str], bool]
 
 
 class NextKind(StrEnum):
@@ -28,7 +44,21 @@ class NextKind(StrEnum):
     STEP = "step"
     WAIT = "wait"
     AWAIT = "await"
+    GATHER = "gather"
     FINISH = "finish"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What an instance brings to a gather node: the batch name, its close time and its contribution."""
+
+    name: str
+    group: str
+    close_at: float
+    contribution: Any
+    close_early: bool
+    service: str
+    action: str
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,12 @@ class Next:
     wake_at: float | None = None
     status: InstanceStatus | None = None
     result: Any = None
+    arrival: Arrival | None = None
+
+
+def batch_name(node: GatherNode, group: str) -> str:
+    """The name of the batch a gather node's ``group`` value designates: ``<service>.<action>:<group>``."""
+    return f"{node.service}.{node.action}:{group}"
 
 
 def target_of(definition: Definition, node_name: str, transition: str) -> str:
@@ -53,8 +89,12 @@ def target_of(definition: Definition, node_name: str, transition: str) -> str:
     return transitions[transition]
 
 
-def resolve(definition: Definition, node_name: str, scope: Scope) -> Next:
-    """Follow ``choice`` nodes from ``node_name`` and say what the instance does next."""
+def resolve(definition: Definition, node_name: str, scope: Scope, closed: ClosedBatch | None = None) -> Next:
+    """Follow ``choice`` nodes from ``node_name`` and say what the instance does next.
+
+    ``closed`` tells whether a batch has closed: a gather node whose batch has, and which has
+    ``late``, is followed to ``late`` (without it, every arrival contributes).
+    """
     via: list[str] = []
     for _ in range(MAX_INLINE_HOPS):
         node = definition.nodes[node_name]
@@ -68,6 +108,13 @@ def resolve(definition: Definition, node_name: str, scope: Scope) -> Next:
             return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_time(node_name, node, scope))
         if isinstance(node, AwaitNode):
             return Next(NextKind.AWAIT, node_name, tuple(via), wake_at=await_timeout(node_name, node, scope))
+        if isinstance(node, GatherNode):
+            arrival = gather_arrival(node_name, node, scope)
+            if node.late is not None and closed is not None and closed(arrival.name):
+                via.append(node_name)
+                node_name = node.late
+                continue
+            return Next(NextKind.GATHER, node_name, tuple(via), wake_at=arrival.close_at, arrival=arrival)
         if isinstance(node, TerminalNode):
             result = None
             if node.result is not None:
@@ -97,6 +144,20 @@ def wake_time(node_name: str, node: WaitNode, scope: Scope) -> float:
 def await_timeout(node_name: str, node: AwaitNode, scope: Scope) -> float | None:
     """The epoch second an await node's ``timeout`` expression names (None: no timeout)."""
     return None if node.timeout is None else _timestamp(node_name, "timeout", node.timeout, scope)
+
+
+def gather_arrival(node_name: str, node: GatherNode, scope: Scope) -> Arrival:
+    """Evaluate a gather node's ``group``, ``close`` and ``input`` for one arriving instance."""
+    group = _evaluate(node_name, "group", lambda: compile_expression(node.group).evaluate_raw(scope))
+    if not isinstance(group, str | int) or isinstance(group, bool) or str(group) == "":
+        raise StepFailed(f"node {node_name!r} group gave {group!r}, not a non-empty string")
+    name = batch_name(node, str(group))
+    if len(name) > MAX_GROUP_LENGTH:
+        raise StepFailed(f"node {node_name!r} group gives a batch name of {len(name)} characters "
+                         f"(at most {MAX_GROUP_LENGTH})")
+    close_at = _timestamp(node_name, "close", node.close, scope)
+    contribution = _evaluate(node_name, "input", lambda: compile_template(node.input).evaluate(scope))
+    return Arrival(name, str(group), close_at, contribution, node.close_early, node.service, node.action)
 
 
 def _timestamp(node_name: str, where: str, source: str, scope: Scope) -> float:

@@ -105,6 +105,17 @@ class RedisQueueEnqueuer:
                 found[step] = delivered.get(_text(tag), 0.0) or found.get(step, 0.0)
         return found
 
+    def queue_heads(self, queue: str) -> tuple[int, list[str]]:
+        """Messages waiting in ``queue`` (every priority), and the instance ids of the oldest one of
+        each priority's list (one pipelined round trip; what the console's queue metrics read)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.queue_keys(queue):
+            pipe.llen(key)
+            pipe.lindex(key, -1)
+        answers = pipe.execute()
+        oldest = [iid for raw in answers[1::2] if (iid := _instance_of(raw)) is not None]
+        return sum(int(n) for n in answers[0::2]), oldest
+
     def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> Envelope:
         """The message as it goes on the list: the key and the JSON to LPUSH there."""
         task_id = str(uuid.uuid4())
@@ -146,3 +157,13 @@ def _step_of(raw: bytes | str) -> StepKey | None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _instance_of(raw: bytes | str | None) -> str | None:
+    """The instance id a queued step message is for (None when it is not one of ours)."""
+    if not raw:
+        return None
+    try:
+        return str(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

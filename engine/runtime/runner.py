@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -25,19 +24,18 @@ from engine.config import Settings
 from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
+from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
+from engine.runtime.gather import Gatherer, arrival_document
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
+from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS, step_allowance, step_deadline, worker_name
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
 
 log = logging.getLogger(__name__)
 
-#: Seconds added to a node's timeout before the sweeper calls a step lost.
-DEADLINE_GRACE = 5.0
-#: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
-MIN_TIMEOUT_ATTEMPTS = 3
 #: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...
 DEFAULT_INLINE_STEPS = Settings.inline_steps
 #: ... and only while the message has run for less than this many seconds.
@@ -56,16 +54,6 @@ Execute = Callable[[StepNode, Any], Transition]
 Inline = Callable[[Node], bool]
 #: A store operation given the message it pushes with the change and the carrier to record.
 Change = Callable[[Envelope | None, str | None], Applied]
-
-
-def step_allowance(node: StepNode) -> float:
-    """Seconds a started step of ``node`` has before the sweeper calls it lost: its timeout plus a grace."""
-    return node.timeout_seconds + DEADLINE_GRACE
-
-
-def step_deadline(node: StepNode, now: float) -> float:
-    """When the sweeper calls a step of ``node`` started at ``now`` lost: its timeout plus a grace."""
-    return now + step_allowance(node)
 
 
 def step_queues(definition: Definition) -> frozenset[str]:
@@ -96,14 +84,6 @@ def carrier_died(carrier: str | None, message: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-_HOST = socket.gethostname()
-
-
-def worker_name() -> str:
-    """host:pid:thread of this worker, for activity records."""
-    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:
@@ -140,6 +120,10 @@ class Runtime:
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The Redis epoch this process started on (None: not checked, e.g. one-off tools).
         self.epoch = epoch
+        #: The batches of gather nodes (closing, the batch step, applying).
+        self.gatherer = Gatherer(self)
+        #: Step counters of this process, flushed to Redis every few seconds (engine.metrics).
+        self.metrics = StepMetrics(store.add_step_metrics)
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -162,8 +146,13 @@ class Runtime:
             instance=instance_root(instance),
         )
 
+    def resolve(self, definition: Definition, node_name: str, scope: Scope) -> Next:
+        """Where an instance goes from ``node_name`` (see :func:`engine.runtime.dispatcher.resolve`),
+        with gather nodes told whether their batch has closed (``late``)."""
+        return resolve(definition, node_name, scope, closed=self.store.batch_closed)
+
     def placement(self, definition: Definition, nxt: Next, now: float) -> Placement:
-        """Where ``nxt`` puts an instance: running a step, waiting, or ended."""
+        """Where ``nxt`` puts an instance: running a step, waiting, gathering, or ended."""
         if nxt.kind is NextKind.STEP:
             node = definition.nodes[nxt.node]
             assert isinstance(node, StepNode)
@@ -173,6 +162,9 @@ class Runtime:
             return Placement.wait(nxt.node, nxt.wake_at)
         if nxt.kind is NextKind.AWAIT:  # parked until a signal; its timeout (if any) is a timer
             return Placement.awaiting(nxt.node, nxt.wake_at)
+        if nxt.kind is NextKind.GATHER:  # joins its batch in the same atomic update
+            assert nxt.arrival is not None
+            return Placement.gathering(nxt.node, arrival_document(definition, nxt), nxt.arrival.contribution)
         assert nxt.status is not None
         return Placement.end(nxt.node, nxt.status, nxt.result, definition.drop_on_success)
 
@@ -196,6 +188,8 @@ class Runtime:
         if message is not None and envelope is None and applied.applied \
                 and applied.status is InstanceStatus.RUNNING:
             self.enqueuer.enqueue(message, priority)
+        if applied.batch is not None and applied.last:
+            self.gatherer.arrived(applied.batch)
         return applied
 
     def _activity(self, node_name: str, seq: int, attempt: int, started: float, outcome: Outcome,
@@ -238,6 +232,7 @@ class Runtime:
         for chained in range(self.inline_steps + 1):
             chain = inline if inline is not None and chained < self.inline_steps and self.clock() < budget else None
             report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            self.metrics.step(instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:
                 return report
             instance = report.carried
@@ -273,8 +268,8 @@ class Runtime:
         data = dict(transition.data)
         context = {**instance.context, node_name: data}
         try:
-            nxt = resolve(definition, target_of(definition, node_name, transition.name),
-                          self.scope(definition, instance, context))
+            nxt = self.resolve(definition, target_of(definition, node_name, transition.name),
+                               self.scope(definition, instance, context))
         except StepFailed as exc:
             return self._fail(instance, definition, node_name, seq, attempt, started, str(exc), "StepFailed",
                               sent=sent, transition=transition.name,
@@ -369,7 +364,7 @@ class Runtime:
             for instance_id in claimed:
                 moved += self._move_on(loaded.get(instance_id), instance_id, now)
             if len(claimed) < limit or time.monotonic() > until:
-                return moved
+                return moved + self.gatherer.tick(self.clock())
 
     def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
         if instance is None or instance.timer is None:
@@ -390,7 +385,7 @@ class Runtime:
         assert isinstance(node, WaitNode)
         started = self.clock()
         try:
-            nxt = resolve(definition, node.next, self.scope(definition, instance))
+            nxt = self.resolve(definition, node.next, self.scope(definition, instance))
         except StepFailed as exc:
             self._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                        "StepFailed")

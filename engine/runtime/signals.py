@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.definitions.model import AwaitNode, Definition
 from engine.errors import NotFound, SignalRefused, StepFailed
 from engine.model import Activity, Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import NextKind, resolve
+from engine.runtime.dispatcher import NextKind
 
 if TYPE_CHECKING:
     from engine.runtime.runner import Runtime
@@ -82,7 +82,7 @@ def send_signal(runtime: Runtime, instance_id: str, name: str, data: dict[str, A
     payload = dict(data or {})
     context = {**instance.context, instance.node: payload}
     try:
-        nxt = resolve(definition, node.signals[name], runtime.scope(definition, instance, context))
+        nxt = runtime.resolve(definition, node.signals[name], runtime.scope(definition, instance, context))
     except StepFailed as exc:
         runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                       "StepFailed", received=payload, statuses=AWAITING)
@@ -127,7 +127,7 @@ def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, n
         return 0  # a signal re-parked it (a loop back to an await) meanwhile: its new timer stands
     started = runtime.clock()
     try:
-        nxt = resolve(definition, node.on_timeout, runtime.scope(definition, instance))
+        nxt = runtime.resolve(definition, node.on_timeout, runtime.scope(definition, instance))
     except StepFailed as exc:
         runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                       "StepFailed", statuses=AWAITING)

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 
-from engine.definitions.model import HttpNode, Node, ServiceNode, StepNode
+from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
 from engine.errors import DataSetLost
+from engine.runtime.gather import batch_task
 from engine.runtime.http import call_http
 from engine.runtime.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
 from engine.runtime.runner import Inline, Runtime
@@ -48,6 +49,8 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
     """Create the Celery tasks of every action in ``registry`` and of the engine on ``app``."""
     for spec in registry:
         _bind_action(app, runtime, spec, registry)
+    for service in sorted({spec.service for spec in registry}):
+        _bind_batch(app, runtime, service, registry)
 
     @app.task(name=HTTP_TASK, ignore_result=True)
     def http_step(instance_id: str, node: str, seq: int, attempt: int) -> str:
@@ -57,11 +60,13 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
 
         return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute)).outcome)
 
-    @app.task(name=TICK_TASK, ignore_result=True)
+    # The periodic tasks send no task events (send_events=False), so Flower's task list shows
+    # the steps, not a tick every second; beat sends no task-sent events (engine.worker).
+    @app.task(name=TICK_TASK, ignore_result=True, send_events=False)
     def tick() -> int:
         return int(_patiently(lambda: runtime().tick()))
 
-    @app.task(name=SWEEP_TASK, ignore_result=True)
+    @app.task(name=SWEEP_TASK, ignore_result=True, send_events=False)
     def sweep() -> int:
         swept = int(_patiently(lambda: runtime().sweep()))
         return swept + int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
@@ -109,3 +114,17 @@ def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, reg
     step.__name__ = step.__qualname__ = spec.task_name.replace(".", "_")
     step.__doc__ = spec.fn.__doc__
     app.task(name=spec.task_name, ignore_result=True)(step)
+
+
+def _bind_batch(app: Any, runtime: Callable[[], Runtime], service: str, registry: ActionRegistry) -> None:
+    """The task running the batch steps of ``service``'s gather nodes: ``<service>.gather:batch``."""
+
+    def execute(node: GatherNode, payload: dict[str, Any]) -> Any:
+        return registry.get(node.service, node.action).invoke(payload)
+
+    def batch_step(batch_id: str, node: str, seq: int, attempt: int) -> str:
+        return str(_patiently(lambda: runtime().gatherer.run_batch(batch_id, attempt, execute)))
+
+    batch_step.__name__ = batch_step.__qualname__ = f"{service}_gather_batch"
+    batch_step.__doc__ = f"The batch step of {service}'s gather nodes (one per closed batch)."
+    app.task(name=batch_task(service), ignore_result=True)(batch_step)

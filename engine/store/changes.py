@@ -47,6 +47,9 @@ class Placement:
     result: Any = None
     #: Context entries deleted if the instance ends ``succeeded`` here.
     drop_on_success: Sequence[str] = ()
+    #: Gathering: the batch the instance joins (name, group, close time, node...) and its contribution.
+    gather: dict[str, Any] | None = None
+    contribution: Any = None
 
     @classmethod
     def step(cls, node: str, deadline: float) -> Placement:
@@ -68,6 +71,11 @@ class Placement:
         """Awaiting a signal at ``node``; its timeout (if any) is a timer of kind ``timeout``."""
         return cls(InstanceStatus.AWAITING, node, inflight=False, timer=timeout,
                    timer_kind="timeout" if timeout is not None else "")
+
+    @classmethod
+    def gathering(cls, node: str, gather: dict[str, Any], contribution: Any) -> Placement:
+        """Gathering at ``node``: joins the batch ``gather`` describes with ``contribution``."""
+        return cls(InstanceStatus.GATHERING, node, inflight=False, gather=gather, contribution=contribution)
 
     @classmethod
     def end(cls, node: str, status: InstanceStatus, result: Any = None,
@@ -107,6 +115,9 @@ class Applied:
     applied: bool
     status: InstanceStatus | None
     seq: int | None
+    #: The batch a gathering instance joined, and whether nothing else of its run could still arrive.
+    batch: str | None = None
+    last: bool = False
 
     @property
     def missing(self) -> bool:

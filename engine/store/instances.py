@@ -206,7 +206,10 @@ class Instances:
             return Applied(False, None, None)
         if reply[0] == "stale":
             return Applied(False, InstanceStatus(reply[2]), int(reply[1]))
-        applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]))
+        if len(reply) > 4:
+            applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]), batch=reply[3], last=reply[4] == "1")
+        else:
+            applied = Applied(True, InstanceStatus(reply[1]), int(reply[2]))
         if self.replicate is not None and applied.status is not None and applied.status.is_terminal:
             self.replicate(self.client)
         return applied
@@ -224,6 +227,9 @@ class Instances:
             doc["place"] = place.document()
             if place.result is not None:
                 docs["result"] = pack(place.result)
+            if place.gather is not None:
+                doc["gather"] = {**place.gather, **self.gather_keys()}
+                docs["contribution"] = pack(place.contribution)
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}

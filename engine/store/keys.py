@@ -102,6 +102,57 @@ class Keys:
         """Set of every published definition name."""
         return self.space.key("defs")
 
+    # -- batches of gather nodes ---------------------------------------------------------------
+
+    @property
+    def batch_prefix(self) -> str:
+        """Prefix of a batch's keys: ``<prefix><id>`` is its hash; ``:members``, ``:inputs``, ``:runs``, ``:acts``."""
+        return f"{self.prefix}:batch:"
+
+    def batch(self, batch_id: str) -> str:
+        """Hash of one batch: group, node, status (open, closed, applied), times, attempt, answer."""
+        return f"{self.batch_prefix}{batch_id}"
+
+    def batch_members(self, batch_id: str) -> str:
+        """List of a batch's member instance ids, in order of arrival."""
+        return f"{self.batch(batch_id)}:members"
+
+    def batch_inputs(self, batch_id: str) -> str:
+        """Hash of a batch's contributions: instance id -> {seq, input} (JSON)."""
+        return f"{self.batch(batch_id)}:inputs"
+
+    def batch_runs(self, batch_id: str) -> str:
+        """Set of the runs of a batch's members (whose live instances could still arrive)."""
+        return f"{self.batch(batch_id)}:runs"
+
+    def batch_activities(self, batch_id: str) -> str:
+        """List of a batch's records: opened, closed, each batch step attempt, applied."""
+        return f"{self.batch(batch_id)}:acts"
+
+    @property
+    def gathers(self) -> str:
+        """Hash: batch name -> the id of its latest batch (``<name>#<generation>``)."""
+        return f"{self.prefix}:gathers"
+
+    @property
+    def batches(self) -> str:
+        """Sorted set of every batch id by the time it opened."""
+        return f"{self.prefix}:batches"
+
+    @property
+    def batches_open(self) -> str:
+        """Sorted set: open batch id by the time it closes."""
+        return f"{self.prefix}:batches:open"
+
+    @property
+    def batches_due(self) -> str:
+        """Sorted set: closed, unapplied batch id by when its step is (re)sent: a backoff's end or a deadline."""
+        return f"{self.prefix}:batches:due"
+
+    def metrics(self, name: str) -> str:
+        """Hash of flushed step metrics (``steps``, ``step_seconds``: see :mod:`engine.metrics`)."""
+        return self.space.key(f"metrics:{name}")
+
     @property
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""

@@ -1,9 +1,11 @@
-"""The Redis store: definitions, instances, activities, timers, runs — the one owner of the client.
+"""The Redis store: definitions, instances, activities, timers, runs, step metrics — the one owner of the client.
 
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
 ``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``), each called with one JSON
-document of named fields. Nothing outside this package holds the Redis client or builds a key.
+document of named fields; every change of a gather node's batch is one operation of
+``lua/batch.lua`` (:class:`engine.store.batches.Batches`). Nothing outside this package holds
+the Redis client or builds a key.
 
 Adding a store operation: a method in ``instances.py`` that builds its document and calls
 ``_change``, and a function of the same name in ``ops`` of ``lua/state.lua`` (see both headers).
@@ -16,24 +18,26 @@ from collections.abc import Callable
 import redis
 
 from engine.definitions.model import Definition
+from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
+from engine.store.observed import Observed
 from engine.store.queued import Queued, StepHead
 from engine.store.runs import Runs, claim_script
 
 DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
-    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Envelope", "NewInstance", "Placement",
-    "RedisStore", "StepHead",
+    "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "Envelope",
+    "NewInstance", "Placement", "RedisStore", "StepHead",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
-class RedisStore(Definitions, Instances, Queued, Runs):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
@@ -51,6 +55,7 @@ class RedisStore(Definitions, Instances, Queued, Runs):
         self._state = state_script(client)
         self._publish = publish_script(client)
         self._claim = claim_script(client)
+        self._batch = batch_script(client)
         self._definitions: dict[tuple[str, int], Definition] = {}
 
     def close(self) -> None:

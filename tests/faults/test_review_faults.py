@@ -1,4 +1,4 @@
-"""Scenario 11: the portfolio managers' review across restarts, on the offset clock.
+"""Scenario 13: the portfolio managers' review across restarts, on the offset clock.
 
 - ``test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_restart``: a CA
   run of a fixed session is planned on a clock set just before that session's cut-off (the
@@ -78,7 +78,8 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
         svc = world(lab, pm_prefix, 30)
         set_clock(lab, CUTOFF - 600)  # ten minutes before the cut-off
         run = "expiry"
-        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False)
+        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
+                              block_orders=False)  # the approved one submits at once (blocks: test_block_faults)
         wait_planned(lab, run)
         proposals = review.pending(svc.proposals, run)
         assert len(proposals) >= 4, [p.account_id for p in proposals]
@@ -113,7 +114,7 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
         assert_exactly_once(svc, run, [approved], seq=submit_seq(lab, run, approved))
         assert lab.engine.get(instance_id_for(run, rejected)).result["outcome"] == "rejected"
         figures = check_invariants(lab.engine.store, ids, None)
-        print(f"\nscenario 11 (expiry): {len(left)} proposals expired at the cut-off after a worker and Redis "
+        print(f"\nscenario 13 (expiry): {len(left)} proposals expired at the cut-off after a worker and Redis "
               f"restart, 1 submitted, 1 rejected; {figures.line()}")
 
 
@@ -130,7 +131,8 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
         svc = world(lab, pm_prefix, 30)
         set_clock(lab, CUTOFF - 3600)
         run = "killed"
-        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False)
+        start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
+                              block_orders=False)  # each account submits on approval (blocks: test_block_faults)
         wait_planned(lab, run)
         chosen = [p for p in review.pending(svc.proposals, run) if len(p.orders) >= 3][:4]
         accounts = [p.account_id for p in chosen]
@@ -163,6 +165,6 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
             assert_exactly_once(svc, run, [account], seq=submit_seq(lab, run, account))
         received = len([o for o in brokerage.received_orders() if o.account_id in accounts])
         figures = check_invariants(lab.engine.store, ids, None)
-        print(f"\nscenario 11 (kill during submission): {len(accounts)} approved proposals, {expected} orders, "
+        print(f"\nscenario 13 (kill during submission): {len(accounts)} approved proposals, {expected} orders, "
               f"{sent} reached the brokerage before the kill, {received} deliveries in all, {expected} accepted; "
               f"{figures.line()}")

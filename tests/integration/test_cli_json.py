@@ -44,8 +44,8 @@ def test_runs_and_list_print_json(real_redis: redis.Redis, redis_url: str, key_p
     env = _env(redis_url, key_prefix, tmp_path)
 
     assert _json(["runs", "--json"], env) == [
-        {"run": "nightly", "total": 2, "finished": 1, "running": 1, "waiting": 0, "paused": 0,
-         "succeeded": 0, "failed": 0, "cancelled": 1}]
+        {"run": "nightly", "total": 2, "finished": 1, "running": 1, "waiting": 0, "awaiting": 0, "gathering": 0,
+         "paused": 0, "succeeded": 0, "failed": 0, "cancelled": 1}]
     one = _json(["runs", "nightly", "--json"], env)
     assert isinstance(one, dict) and one["run"] == "nightly" and one["cancelled"] == 1
     listed = _json(["list", "--run", "nightly", "--json"], env)

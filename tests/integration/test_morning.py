@@ -129,8 +129,11 @@ def morning_fleets(redis_url: str) -> Iterator[Morning]:
 @pytest.fixture(scope="module")
 def daily(morning: Morning) -> str:
     """The morning run over every active account, planned: each account ended or awaits its review."""
+    # block_orders=False: the submission tests below approve a few accounts, each submitting on its own
+    # (the morning traded in blocks: test_blocks.py)
     started = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date,
-                                    run=f"daily-{uuid.uuid4().hex[:6]}", review_until=review_until())
+                                    run=f"daily-{uuid.uuid4().hex[:6]}", review_until=review_until(),
+                                    block_orders=False)
     assert started.total == ACCOUNTS - len(morning.seeded.closed_accounts)
     morning.wait_run(started.run, timeout=75, settled=True)
     return started.run
@@ -266,7 +269,7 @@ def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_
     version = morning.engine.publish(load_definition(json.dumps(document)))
     run = "killed"
     start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, run=run, wait_for_open=False,
-                          regions=["CA"], limit=40, version=version, review_until=review_until())
+                          regions=["CA"], limit=40, version=version, review_until=review_until(), block_orders=False)
     morning.wait_run(run, settled=True)
     accounts = pick(morning, run, 3, submitted_by(morning))  # accounts no other test sent orders for
     ids = [instance_id_for(run, a) for a in accounts]

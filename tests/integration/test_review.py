@@ -37,8 +37,9 @@ def morning(redis_url: str) -> Iterator[Morning]:
 def planned(m: Morning, run: str, limit: int, version: int | str = "production",
             until: datetime | None = None) -> list[str]:
     """Start ``run`` over ``limit`` accounts and wait until it is planned; the accounts awaiting review."""
+    # block_orders=False: each approval submits its account's orders at once (blocks: test_blocks.py)
     start_daily_rebalance(m.engine, m.svc.book, m.run_date, run=run, wait_for_open=False, limit=limit,
-                          version=version, review_until=until or review_until())
+                          version=version, review_until=until or review_until(), block_orders=False)
     m.wait_run(run, timeout=90, settled=True)
     return [p.account_id for p in review.pending(m.svc.proposals, run)]
 

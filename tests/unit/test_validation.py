@@ -93,13 +93,14 @@ BAD_CASES = {
     "duplicate-key.json": ("/start", "duplicate key 'start': keep only one"),
     "top-level-array.json": ("", "a definition must be a JSON object {...}, got an array"),
     "missing-key.json": ("/nodes/fetch", "missing required key 'action'"),
-    "missing-node-type.json": ("/nodes/done", "missing required key 'type' (one of: await, choice, http, service"),
+    "missing-node-type.json": ("/nodes/done",
+                               "missing required key 'type' (one of: await, choice, gather, http, service"),
     "unknown-key.json": ("/nodes/fetch/retyr", "unknown key 'retyr' (did you mean 'retry'?); allowed keys:"),
     "unknown-top-level-key.json": ("/paramters", "unknown key 'paramters' (did you mean 'parameters'?)"),
     "unknown-node-type.json": (
         "/nodes/fetch/type",
         "unknown node type 'servce' (did you mean 'service'?); "
-        "allowed types: await, choice, http, service, terminal, wait",
+        "allowed types: await, choice, gather, http, service, terminal, wait",
     ),
     "retry-out-of-range.json": ("/nodes/fetch/retry/max_attempts", "must be less than or equal to 25, got 100"),
     "timeout-out-of-range.json": ("/nodes/fetch/timeout_seconds", "must be greater than 0, got 0"),

@@ -8,6 +8,7 @@
 --   KEYS[5]  broker queue (list) of the next step's message; KEYS[1] again when there is none
 --   KEYS[6]  <prefix>:queued          zset: id by when its step was sent, until a worker starts it
 --   <doc.runs><run>:<status>          set: the ids of a run in one status (built here from the run)
+--   doc.gather.* (batch keys)         an instance placed at a gather node joins a batch (see join)
 --
 -- ARGV[1] is the operation: one JSON document {op, now, ttl, runs, ...named fields}.
 -- ARGV[2..] are the stored documents it carries (compact JSON, zlib-compressed when long, so
@@ -16,6 +17,7 @@
 --   data      initial data (create)            error  the error (fail, create)
 --   result    the instance's result            message the next step's broker message
 --   c:<node>  a context entry written on success
+--   contribution  what an instance placed at a gather node brings to its batch
 --
 -- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
 --   create   a new instance with its first placement (no-op if the id exists)
@@ -30,7 +32,8 @@
 --   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
 --            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now)
 --
--- Returns {'applied', final_status, seq}, {'stale', current_seq, current_status},
+-- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
+-- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
 -- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash.
 --
 -- To add an operation: one function in `ops` below (and its name in `needs_instance` if it
@@ -57,6 +60,48 @@ local function record(name)
   if blob[name] then redis.call('RPUSH', acts, blob[name]) end
 end
 
+-- The live statuses of an instance that could still reach a gather node (gathering ones have arrived).
+local COULD_ARRIVE = {'running', 'waiting', 'awaiting', 'paused'}
+local joined = nil
+
+-- A gathering instance contributes to its group's open batch, or opens the group's next one
+-- (generation + 1). doc.gather: name, group, close_at, close_early, service, action, node,
+-- workflow, version and the batch keys (prefix, gathers, batches, open). The batch closes at
+-- the earliest close time of its members.
+local function join(id, run)
+  local g = doc.gather
+  local bp = g.prefix
+  local latest = redis.call('HGET', g.gathers, g.name)
+  local bid = latest
+  if not latest or redis.call('HGET', bp .. latest, 'status') ~= 'open' then
+    local gen = 1
+    if latest then gen = tonumber(string.match(latest, '#(%d+)$')) + 1 end
+    bid = g.name .. '#' .. gen
+    redis.call('HSET', g.gathers, g.name, bid)
+    redis.call('HSET', bp .. bid, 'id', bid, 'name', g.name, 'group', g.group, 'generation', gen,
+               'status', 'open', 'node', g.node, 'workflow', g.workflow, 'version', g.version,
+               'service', g.service, 'action', g.action, 'opened_at', doc.now, 'close_at', g.close_at,
+               'close_early', g.close_early and '1' or '0', 'attempt', 1, 'members', 0)
+    redis.call('ZADD', g.batches, doc.now, bid)
+    redis.call('ZADD', g.open, g.close_at, bid)
+    redis.call('RPUSH', bp .. bid .. ':acts', cjson.encode({event = 'opened', at = tonumber(doc.now), by = id}))
+  elseif tonumber(g.close_at) < tonumber(redis.call('HGET', bp .. bid, 'close_at')) then
+    redis.call('HSET', bp .. bid, 'close_at', g.close_at)
+    redis.call('ZADD', g.open, g.close_at, bid)
+  end
+  if redis.call('HSETNX', bp .. bid .. ':inputs', id, blob.contribution or 'null') == 1 then
+    redis.call('RPUSH', bp .. bid .. ':members', id)
+    redis.call('HINCRBY', bp .. bid, 'members', 1)
+  end
+  redis.call('SADD', bp .. bid .. ':runs', run)
+  redis.call('HSET', inst, 'batch', bid)
+  local hint = '1'
+  for _, s in ipairs(COULD_ARRIVE) do
+    if redis.call('SCARD', doc.runs .. run .. ':' .. s) > 0 then hint = '0' end
+  end
+  joined = {bid, hint}
+end
+
 -- Move the instance to its placement and keep every index in step with it.
 -- id, run: the instance's; status: its status before (nil at creation); hold: true when a
 -- paused instance stays paused (the step in flight came back). Returns the final status.
@@ -78,6 +123,11 @@ local function settle(id, run, status, hold)
     redis.call('HSET', inst, 'status', final)
   end
   if p.node then redis.call('HSET', inst, 'node', p.node) end
+  if final == 'gathering' and doc.gather then
+    join(id, run)
+  elseif final ~= 'gathering' and final ~= 'paused' then
+    redis.call('HDEL', inst, 'batch')
+  end
   if blob.result then redis.call('HSET', inst, 'result', blob.result) end
   redis.call('HSET', inst, 'updated_at', now)
 
@@ -166,7 +216,9 @@ ops.create = function()
              'seq', 1, 'attempt', 1, 'data', blob.data, 'created_at', doc.now)
   if blob.error then redis.call('HSET', inst, 'error', blob.error) end
   record('activity')
-  return {'created', settle(doc.id, doc.run, nil, false), '1'}
+  local final = settle(doc.id, doc.run, nil, false)
+  if joined then return {'created', final, '1', joined[1], joined[2]} end
+  return {'created', final, '1'}
 end
 
 ops.advance = function(seq)
@@ -230,4 +282,6 @@ if doc.carrier == '' then
 elseif doc.carrier then
   redis.call('HSET', inst, 'carrier', doc.carrier)
 end
-return {'applied', settle(id, run, status, holds_pause[op] == true), tostring(seq)}
+local final = settle(id, run, status, holds_pause[op] == true)
+if joined then return {'applied', final, tostring(seq), joined[1], joined[2]} end
+return {'applied', final, tostring(seq)}

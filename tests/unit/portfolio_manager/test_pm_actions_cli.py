@@ -64,19 +64,22 @@ def test_seed_run_review_and_submit_from_the_command_line(cli: tuple[CliRunner, 
     assert "approved: 2" in approved and "tradeflow pm review rebalance-2026-11-20" in " ".join(approved.split())
     rejected = _ok(runner, pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[2], "--reason", "hold"])
     assert "rejected: 1" in rejected
-    driver.run_until_idle()  # the approved accounts' own instances submit their orders
+    driver.run_until_idle()  # the approved accounts' own instances gather at the block
+    engine = driver.engine
+    assert engine.get(f"rebalance-2026-11-20-{accounts[0]}").status.value == "gathering"
+    engine.clock.advance(cutoff - engine.clock())  # the block closes at the cut-off; the rest expire
+    driver.run_until_idle()
     nothing = _ok(runner, pm_cli.pm, ["submit", "rebalance-2026-11-20", "--no-watch"])
     assert "submitting 0 proposals" in nothing  # nothing is submitted separately
     detail = _ok(runner, pm_cli.pm, ["proposals", "rebalance-2026-11-20", "--account", accounts[0]])
-    assert "status submitted" in detail and "receipt SIM-" in detail and "approved by ana at" in detail
+    assert "status submitted" in detail and "receipt SIMB-" in detail and "approved by ana at" in detail
     iid = f"rebalance-2026-11-20-{accounts[0]}"
-    assert f"key{iid}:submit:" in "".join(detail.split())
+    assert "blockportfolio_manager.trade_blocks:rebalance-2026-11-20:" in "".join(detail.split())
     late = runner.invoke(pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[0], "--reason", "too late"])
     assert late.exit_code == 1 and "submitted: can no longer be rejected" in late.output
-    engine = driver.engine
     assert engine.get(iid).result["outcome"] in ("filled", "partly_rejected")
     assert engine.get(f"rebalance-2026-11-20-{accounts[2]}").result["outcome"] == "rejected"
-    assert engine.get(f"rebalance-2026-11-20-{accounts[3]}").status.value == "awaiting"
+    assert engine.get(f"rebalance-2026-11-20-{accounts[3]}").result["outcome"] == "expired"
 
 
 def test_review_commands_say_what_is_wrong(cli: tuple[CliRunner, Driver]) -> None:

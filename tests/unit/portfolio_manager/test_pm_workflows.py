@@ -22,6 +22,7 @@ from engine.api import Engine
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
+from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, ActionSpec, registry
 from engine.store.keys import Keys
@@ -200,32 +201,41 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
     crashes: list[str] = []
     actions = ActionRegistry()
     for spec in registry:
-        actions.register(_crash_once_after(spec, crashes) if spec.task_name == "portfolio_manager.submit_orders"
+        actions.register(_crash_once_after(spec, crashes) if spec.task_name == "portfolio_manager.trade_blocks"
                          else spec)
     driver = Driver(world.engine, actions)
     _approve_all(world, started.run, approved)
     assert review.reject(world.engine, store, started.run, [rejected], by="pm", reason="client called").changed
-    # A duplicate delivery of the first submission, run alongside the original.
-    message = world.driver.queue.messages[0][0]
-    assert message.node == "submit"
-    node = world.engine.definition("rebalance-ca").nodes["submit"]
-    payload = {"step": {"id": message.instance_id, "node": "submit", "seq": message.seq, "run": started.run},
-               "run": started.run, "account_id": world.engine.get(message.instance_id).data["account_id"]}
-    world.driver.execute(node, payload)  # type: ignore[arg-type]
-    driver.run_until_idle(max_steps=1000)
-    world.clock.advance(60)  # past the retry backoff of the crashed step
+    # Everything is decided (the last decision, a rejection, ended its instance): the next tick closes
+    # each exchange's block early and queues its batch step.
+    world.engine.runtime.tick()
+    batches = [m for m, _ in world.driver.queue.messages if m.task.endswith(BATCH_TASK_SUFFIX)]
+    assert len(batches) == len({p.region for p in store.get_many(started.run, approved)})
+    driver.deliver(batches[0])  # dies after the brokerage answered: the batch step is retried
+    driver.run_until_idle(max_steps=1000)  # the queued original of that delivery is now a stale no-op
+    world.clock.advance(60)  # past the retry backoff of the crashed batch step
     driver.run_until_idle()
     assert crashes == ["crashed"]
     instances = [world.engine.get(instance_id_for(started.run, a)) for a in approved]
     assert {i.status for i in instances} == {InstanceStatus.SUCCEEDED}
     assert {i.result["outcome"] for i in instances} <= {"filled", "partly_rejected"}
-    expected = sum(len(p.orders) for p in store.get_many(started.run, approved))
-    accepted = brokerage.accepted_orders()  # type: ignore[attr-defined]
-    assert len(accepted) == expected  # every approved order once
-    assert brokerage.received_count() > expected  # type: ignore[attr-defined]  # though delivered more often
-    assert len({r.idempotency_key for r in accepted}) == expected
-    assert {r.account_id for r in accepted} == set(approved)
-    assert all(p.status is ProposalStatus.SUBMITTED for p in store.get_many(started.run, approved))
+    exchange = {"CA": "XTSE", "US": "XNYS"}
+    submitted = store.get_many(started.run, approved)
+    expected = {(exchange[p.region], o.symbol, o.side) for p in submitted for o in p.orders}
+    accepted = brokerage.accepted_blocks()  # type: ignore[attr-defined]
+    assert len(accepted) == len(expected)  # one brokerage order per (exchange, symbol, side)
+    assert brokerage.received_block_count() > len(expected)  # type: ignore[attr-defined]  # though sent again
+    assert len({r.idempotency_key for r in accepted}) == len(expected)
+    assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]  # no per-account ticket
+    assert all(p.status is ProposalStatus.SUBMITTED for p in submitted)
+    filled = {r.idempotency_key: r.filled_quantity for r in accepted}
+    allocated: dict[str, float] = {}
+    for p in submitted:
+        assert len(p.receipts) == len(p.orders) and {r["account_id"] for r in p.receipts} == {p.account_id}
+        for receipt, order in zip(p.receipts, p.orders, strict=True):
+            assert receipt["requested"] == order.quantity and receipt["quantity"] <= order.quantity
+            allocated[receipt["block"]] = allocated.get(receipt["block"], 0) + receipt["quantity"]
+    assert allocated == pytest.approx(filled)  # each block's fill allocated exactly
     assert store.get(started.run, rejected).status is ProposalStatus.REJECTED
     assert world.engine.get(instance_id_for(started.run, rejected)).result["outcome"] == "rejected"
     # Approving again sends nothing; neither does pm submit (the workflows submitted them).
@@ -233,7 +243,7 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
     assert again.changed == [] and all("already" in reason for reason in again.skipped.values())
     assert submit_approved(world.engine, store, started.run).started == []
     driver.run_until_idle()
-    assert len(brokerage.accepted_orders()) == expected  # type: ignore[attr-defined]
+    assert len(brokerage.accepted_blocks()) == len(expected)  # type: ignore[attr-defined]
 
 
 def _four_eyes_for_all(world: World) -> int:
@@ -273,12 +283,19 @@ def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused
     second = review.approve(world.engine, store, started.run, [other], by="bob")
     assert second.changed == [other]
     world.driver.run_until_idle()
+    assert world.engine.get(instance_id_for(started.run, other)).status is InstanceStatus.GATHERING
+    world.clock.now = CUTOFF  # the block closes at the cut-off (the others are under review until then)
+    world.driver.run_until_idle()
     assert [a["by"] for a in store.get(started.run, other).approvals] == ["ann", "bob"]
     assert store.get(started.run, other).status is ProposalStatus.SUBMITTED
     signals = [(r["signal"], r["by"]) for r in world.engine.activities(instance_id_for(started.run, other))
                if r["outcome"] == "signalled"]
     assert signals == [("approve", "ann"), ("approve", "bob")]  # one history holds the whole review
-    assert {r.account_id for r in brokerage.accepted_orders()} == {other}  # type: ignore[attr-defined]
+    assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]  # traded in blocks
+    receipts = store.get(started.run, other).receipts
+    assert {r["account_id"] for r in receipts} == {other}
+    assert len(receipts) == len(store.get(started.run, other).orders)
+    assert len(brokerage.accepted_blocks()) == len({(r["symbol"], r["side"]) for r in receipts})  # type: ignore
     assert world.engine.get(iid).result["outcome"] == "rejected"
 
 

@@ -1,0 +1,158 @@
+"""``tradeflow console``: serve the web console; manage its users and API tokens.
+
+\b
+    tradeflow console serve [--host 127.0.0.1] [--port 8000]
+    tradeflow console users add NAME --role ROLE --password-stdin
+    tradeflow console users list | users remove NAME
+    tradeflow console token create NAME [--label L] | token list | token revoke ID
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from console.errors import ConsoleError
+from console.users import Role
+from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
+from engine.errors import TradeflowError
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Known errors become one clear line and exit status 1 (Redis unreachable: 75, see engine.cli_errors)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UNREACHABLE as exc:
+            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
+            sys.exit(EXIT_UNREACHABLE)
+        except (ConsoleError, TradeflowError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+
+
+def _users() -> Any:
+    from console.app import build_context
+
+    return build_context(engine=False, notice=notice).users  # no engine needed to manage users
+
+
+@click.group(cls=_Group, invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_context
+def console(ctx: click.Context, host: str, port: int) -> None:
+    """The web console (runs, instances, definitions, reviews; /api, /metrics). Without a verb: serve."""
+    if ctx.invoked_subcommand is None:
+        serve(host, port)
+
+
+def serve(host: str, port: int) -> None:
+    """Run the console with uvicorn until Ctrl-C."""
+    import uvicorn
+
+    from console.app import build_context, create_app
+
+    context = build_context(notice=notice)
+    if not context.users.list():
+        err.print("[yellow]warning:[/yellow] no console users yet: add one with "
+                  "`tradeflow console users add NAME --role admin --password-stdin`")
+    out.print(f"tradeflow console on http://{host}:{port}/ (Ctrl-C stops it)")
+    uvicorn.run(create_app(context), host=host, port=port, log_level="warning", proxy_headers=False)
+
+
+@console.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@rerun(safe=True, why="it only serves; a second one on the same port is refused")
+def serve_command(host: str, port: int) -> None:
+    """Serve the console (same as `tradeflow console`)."""
+    serve(host, port)
+
+
+@console.group(cls=_Group)
+def users() -> None:
+    """Console users and their roles (viewer, operator, pm, admin)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]), help="What the user may do.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+@rerun(safe=True, why="the user is saved again with the same role and password")
+def users_add(name: str, role: str, password_stdin: bool) -> None:
+    """Add (or replace) user NAME; the password comes from stdin or a hidden prompt."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    user = _users().add(name, role, password)
+    out.print(f"user {user.name} ({user.role.value}) saved")
+
+
+@users.command("list")
+@read_only
+def users_list() -> None:
+    """Every user with their role."""
+    from datetime import UTC, datetime
+
+    table = Table("user", "role", "created (UTC)")
+    for user, created in _users().list():
+        table.add_row(user.name, user.role.value, datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@users.command("remove")
+@click.argument("name")
+@rerun(safe=True, why="a removed user stays removed, and a token left behind no longer authenticates")
+def users_remove(name: str) -> None:
+    """Remove user NAME and their API tokens (their sessions end at once)."""
+    _users().remove(name)
+    out.print(f"user {name} removed")
+
+
+@console.group(cls=_Group)
+def token() -> None:
+    """API tokens for scripts (Authorization: Bearer TOKEN); a token acts with its user's role."""
+
+
+@token.command("create")
+@click.argument("user")
+@click.option("--label", default="", help="What the token is for.")
+@rerun(safe=False, why="a token may have been created already: look with `tradeflow console token list` "
+                       "and revoke the one nobody received")
+def token_create(user: str, label: str) -> None:
+    """Create a token acting as USER; it is printed once and stored only as a hash."""
+    value, token_id = _users().create_token(user, label)
+    err.print(f"token {token_id} for {user} (keep it; it is not shown again):")
+    click.echo(value)
+
+
+@token.command("list")
+@read_only
+def token_list() -> None:
+    """Every token's id, user and label (never the token)."""
+    from datetime import UTC, datetime
+
+    table = Table("id", "user", "label", "created (UTC)")
+    for token_id, record in _users().tokens():
+        table.add_row(token_id, record["user"], record.get("label", ""),
+                      datetime.fromtimestamp(record["created_at"], UTC).strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@rerun(safe=True, why="a token already revoked is reported as missing; nothing else changes")
+def token_revoke(token_id: str) -> None:
+    """Revoke the token with id TOKEN_ID (from `token list`)."""
+    _users().revoke_token(token_id)
+    out.print(f"token {token_id} revoked")

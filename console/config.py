@@ -1,0 +1,80 @@
+"""The console's settings, read once from the environment.
+
+| variable | default | meaning |
+|---|---|---|
+| ``TRADEFLOW_CONSOLE_SECRET`` | random per process (warning) | signs the session cookies; set it in production |
+| ``TRADEFLOW_METRICS_TOKEN`` | — | when set, ``/metrics`` also answers ``Authorization: Bearer <it>`` |
+| ``TRADEFLOW_CONSOLE_SECURE_COOKIES`` | ``0`` | ``1``: cookies only over HTTPS (behind a TLS proxy) |
+| ``TRADEFLOW_CONSOLE_SESSION_HOURS`` | ``12`` | a session's lifetime |
+| ``TRADEFLOW_CONSOLE_TIMEZONE`` | ``UTC`` | the zone times are shown in |
+| ``TRADEFLOW_CONSOLE_SAMPLE_SECONDS`` | ``5`` | how often the burn-down samples live runs |
+| ``TRADEFLOW_DEMO_PASSWORD`` | generated | the password of the demo's console user ``demo`` |
+
+Every variable of the console is read here, once (:meth:`ConsoleSettings.from_env`); the
+engine's (Redis, key prefix...) by :class:`engine.config.Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from console.errors import ConsoleError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """How the console behaves; see the module docstring for the variables."""
+
+    secret: str | None = None
+    metrics_token: str | None = None
+    secure_cookies: bool = False
+    session_hours: float = 12.0
+    timezone: str = "UTC"
+    sample_seconds: float = 5.0
+    #: The demo user's password (``TRADEFLOW_DEMO_PASSWORD``); None: the demo generates one.
+    demo_password: str | None = None
+    #: Failed logins allowed per username and address before the delay starts.
+    login_free_failures: int = 3
+    #: First delay after the free failures; doubles with each further failure, up to the maximum.
+    login_base_delay: float = 2.0
+    login_max_delay: float = 900.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
+        """Read the ``TRADEFLOW_CONSOLE_*`` variables; ConsoleError names a bad one."""
+        env = os.environ if env is None else env
+        zone = env.get("TRADEFLOW_CONSOLE_TIMEZONE", "UTC")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConsoleError(f"TRADEFLOW_CONSOLE_TIMEZONE={zone!r}: use an IANA zone, e.g. America/Toronto") from None
+        try:
+            return cls(
+                secret=env.get("TRADEFLOW_CONSOLE_SECRET") or None,
+                metrics_token=env.get("TRADEFLOW_METRICS_TOKEN") or None,
+                secure_cookies=env.get("TRADEFLOW_CONSOLE_SECURE_COOKIES", "0").lower() in {"1", "true", "yes"},
+                session_hours=float(env.get("TRADEFLOW_CONSOLE_SESSION_HOURS", "12")),
+                timezone=zone,
+                sample_seconds=float(env.get("TRADEFLOW_CONSOLE_SAMPLE_SECONDS", "5")),
+                demo_password=env.get("TRADEFLOW_DEMO_PASSWORD") or None,
+            )
+        except ValueError as exc:
+            raise ConsoleError(f"bad TRADEFLOW_CONSOLE_* setting: {exc}") from None
+
+    def session_secret(self) -> str:
+        """The cookie-signing secret; without one, a random one for this process and a loud warning."""
+        if self.secret:
+            if len(self.secret) < 32:
+                raise ConsoleError("TRADEFLOW_CONSOLE_SECRET is too short: use 32 characters or more "
+                                   "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+            return self.secret
+        log.warning("TRADEFLOW_CONSOLE_SECRET is not set: using a random secret for this process. Sessions end "
+                    "when it restarts and are not shared between console processes; set it in production.")
+        return secrets.token_urlsafe(32)

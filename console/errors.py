@@ -1,0 +1,31 @@
+"""The console's exceptions (one root)."""
+
+from __future__ import annotations
+
+
+class ConsoleError(Exception):
+    """Root of the console's errors."""
+
+
+class UserError(ConsoleError):
+    """A user or token operation that cannot be done (unknown user, bad role, weak password)."""
+
+
+class NeedLogin(ConsoleError):
+    """The request has no valid session or token."""
+
+
+class Forbidden(ConsoleError):
+    """The user's role may not do this (HTTP 403)."""
+
+
+class BadCsrf(Forbidden):
+    """A state-changing request without the session's CSRF token (HTTP 403)."""
+
+
+class TooManyAttempts(ConsoleError):
+    """Too many failed logins for this username from this address: wait ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed logins; try again in {int(retry_after) + 1} s")
+        self.retry_after = retry_after
