@@ -22,4 +22,4 @@ def test_a_short_chaos_soak_keeps_every_invariant(tmp_path: Path) -> None:
     print("\n" + render(summary))
     assert summary.passed and sum(summary.faults.values()) >= 3
     assert summary.accepted_orders == summary.approved_orders > 0
-    assert summary.submissions == {"succeeded": sum(summary.submissions.values())}
+    assert summary.submissions == {"filled": sum(summary.submissions.values())}  # every approved order accepted
