@@ -18,25 +18,17 @@ from rich.table import Table
 
 from console.errors import ConsoleError
 from console.users import Role
-from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
+from engine.cli_errors import ErrorGroup, notice, read_only, rerun
 from engine.errors import TradeflowError
 
 out = Console()
 err = Console(stderr=True)
 
 
-class _Group(click.Group):
-    """Known errors become one clear line and exit status 1 (Redis unreachable: 75, see engine.cli_errors)."""
+class _Group(ErrorGroup):
+    """The console's groups: its own errors as one line too."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except UNREACHABLE as exc:
-            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
-            sys.exit(EXIT_UNREACHABLE)
-        except (ConsoleError, TradeflowError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            sys.exit(1)
+    known = (ConsoleError, TradeflowError)
 
 
 def _users() -> Any:

@@ -18,13 +18,13 @@ from rich.table import Table
 
 from engine import batch_cli, plugins
 from engine.api import instance_json
-from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
+from engine.cli_errors import ErrorGroup, notice, read_only, rerun
 from engine.config import Settings
 from engine.connections import state_url
 from engine.definitions.diagram import to_mermaid
 from engine.definitions.schema import json_schema
 from engine.definitions.validation import validate_file
-from engine.errors import DefinitionError, TradeflowError
+from engine.errors import DefinitionError
 from engine.model import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
@@ -57,24 +57,16 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-class _Group(click.Group):
-    """A group that turns the engine's errors into one clear line and exit status 1.
+class _Group(ErrorGroup):
+    """The engine's groups: a definition's problems one line each (scripts parse them), other
+    errors and an unreachable Redis as :class:`engine.cli_errors.ErrorGroup` reports them."""
 
-    Redis unreachable (at start or half-way): one line saying whether re-running the command
-    is safe (from its :func:`~engine.cli_errors.rerun` declaration), exit status 75.
-    """
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except UNREACHABLE as exc:
-            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
-            sys.exit(EXIT_UNREACHABLE)
-        except DefinitionError as exc:
+    def report(self, exc: BaseException) -> None:
+        """One ``FILE: /json/pointer: message`` line per problem of a definition; else one error line."""
+        if isinstance(exc, DefinitionError):
             _problems(exc)
-            sys.exit(1)
-        except TradeflowError as exc:
-            _fail(str(exc))
+        else:
+            super().report(exc)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,6 +10,7 @@ is safe (:func:`rerun`); the line says so, from that declaration, never by guess
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,10 +18,11 @@ from typing import Any, TypeVar
 import click
 import redis
 from kombu.exceptions import OperationalError
+from rich.console import Console
 
 from engine.config import Settings
 from engine.connections import masked_url
-from engine.errors import RedisUnavailable
+from engine.errors import RedisUnavailable, TradeflowError
 
 #: Exit status when Redis (or the broker on it) cannot be reached: EX_TEMPFAIL, try again later.
 EXIT_UNREACHABLE = 75
@@ -87,3 +89,29 @@ def unreachable_line(group: click.Group, ctx: click.Context, exc: BaseException)
     else:
         advice = f"Check before re-running `{path}`: {declared.why}."
     return f"Redis is unreachable{where} ({reason}). {advice}"
+
+
+class ErrorGroup(click.Group):
+    """A command group that turns known errors into one clear line (the CLIs' common root).
+
+    Redis unreachable (at start or half-way): one line saying whether re-running the command is
+    safe (from its :func:`rerun` declaration), exit status 75. An error of one of ``known`` (a
+    subclass names its package's roots): ``error: <message>`` on one line, exit status 1.
+    """
+
+    known: tuple[type[BaseException], ...] = (TradeflowError,)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; report what it raised as described above."""
+        try:
+            return super().invoke(ctx)
+        except UNREACHABLE as exc:
+            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
+            sys.exit(EXIT_UNREACHABLE)
+        except self.known as exc:
+            self.report(exc)
+            sys.exit(1)
+
+    def report(self, exc: BaseException) -> None:
+        """Print ``exc`` as one ``error:`` line on standard error."""
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

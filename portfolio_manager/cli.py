@@ -24,7 +24,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli_errors import EXIT_UNREACHABLE, UNREACHABLE, notice, read_only, rerun, unreachable_line
+from engine.cli_errors import ErrorGroup, notice, read_only, rerun
 from engine.config import Settings
 from engine.connections import state_url
 from engine.errors import TradeflowError
@@ -41,19 +41,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class _Group(click.Group):
-    """Turns known errors into one clear line and exit status 1 (Redis unreachable: 75, see engine.cli_errors)."""
+class _Group(ErrorGroup):
+    """The portfolio manager's groups: its own errors (and a missing file) as one line too."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except UNREACHABLE as exc:
-            click.echo(f"error: {unreachable_line(self, ctx, exc)}", err=True)  # never wrapped: one line
-            sys.exit(EXIT_UNREACHABLE)
-        except (TradeflowError, PortfolioError, FileNotFoundError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(1)
-
+    known = (TradeflowError, PortfolioError, FileNotFoundError)
 
 def _context() -> tuple[Any, Any]:
     """The engine (resolving Redis first, so the book uses the same one) and the PM services."""
