@@ -262,24 +262,20 @@ class GatherNode(NodeBase):
 
     @classmethod
     def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
-        """One edge per transition, then ``late``."""
-        if isinstance(raw.get("transitions"), dict):
-            for name, target in raw["transitions"].items():
-                yield Edge(f"/transitions/{escape_pointer(name)}", str(name), target)
+        """One edge per transition (as a step node's), then ``late``."""
+        yield from StepNode.raw_edges(raw)
         if raw.get("late") is not None:
             yield Edge("/late", "late", raw["late"])
 
     @classmethod
     def raw_broken(cls, raw: dict[str, Any]) -> bool:
-        """No transitions, or not an object."""
-        transitions = raw.get("transitions")
-        return not isinstance(transitions, dict) or not transitions
+        """No transitions, or not an object (as a step node)."""
+        return StepNode.raw_broken(raw)
 
     @classmethod
     def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
-        """The input template, ``group`` and ``close``."""
-        if "input" in raw:
-            yield ExpressionSource("/input", raw["input"], template=True)
+        """The input template (as a step node's), ``group`` and ``close``."""
+        yield from StepNode.raw_expressions(raw)
         for key in ("group", "close"):
             if isinstance(raw.get(key), str) and raw[key]:
                 yield ExpressionSource(f"/{key}", raw[key])
