@@ -82,7 +82,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
                     runtime = Runtime(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
-                                      inline_steps=settings.inline_steps,
+                                      inline_steps=settings.inline_steps, drain_steps=settings.drain_steps,
                                       reconcile_seconds=settings.reconcile_seconds)
                     runtime.metrics.background = True  # a worker flushes its step metrics every 5 s
                     state.clear()

@@ -16,6 +16,7 @@
 | ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
 | ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
+| ``TRADEFLOW_DRAIN_STEPS`` | ``16`` | waiting steps a worker takes off its queue after a delivered one (``0``: none) |
 | ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 | ``TRADEFLOW_SERVICE_MODULES`` | the installed plugins' | modules whose actions workers serve (comma list) |
@@ -59,6 +60,7 @@ class Settings:
     timer_interval: float = 1.0
     sweep_interval: float = 5.0
     inline_steps: int = 16
+    drain_steps: int = 16
     reconcile_seconds: float = 60.0
     clock_offset_file: Path | None = None
     #: Modules whose actions workers serve; empty: those the installed plugins name.
@@ -125,6 +127,7 @@ class Settings:
                 timer_interval=float(env.get("TRADEFLOW_TIMER_INTERVAL", d.timer_interval)),
                 sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", d.sweep_interval)),
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", d.inline_steps)),
+                drain_steps=int(env.get("TRADEFLOW_DRAIN_STEPS", d.drain_steps)),
                 reconcile_seconds=float(env.get("TRADEFLOW_RECONCILE_SECONDS", d.reconcile_seconds)),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,

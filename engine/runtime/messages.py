@@ -6,14 +6,14 @@ instance and builds the input itself, so a message stays small and a redelivery 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.definitions.model import HttpNode, StepNode
 from engine.store.changes import Envelope
 
-__all__ = ["ENGINE_QUEUE", "Envelope", "Enqueuer", "StepMessage", "step_message"]
+__all__ = ["ENGINE_QUEUE", "Envelope", "Enqueuer", "StepMessage", "TakenStep", "Taker", "step_message"]
 
 ENGINE_QUEUE = "engine"
 HTTP_TASK = "engine.http"
@@ -54,6 +54,19 @@ def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, att
 StepKey = tuple[str, str, int, int]
 
 
+@dataclass(frozen=True)
+class TakenStep:
+    """A message taken off a queue list by a worker (see :mod:`engine.runtime.drain`)."""
+
+    #: The list it came from, and the message as the broker held it (to give it back unchanged).
+    key: str
+    raw: bytes | str
+    #: Its Celery task name ("" when it is not a task message).
+    task: str
+    #: (instance id, node, seq, attempt) when it is a step message; None otherwise.
+    step: StepKey | None
+
+
 class Enqueuer(Protocol):
     """Something that delivers step messages to workers."""
 
@@ -69,6 +82,16 @@ class Enqueuer(Protocol):
     def pending(self, queues: Iterable[str]) -> dict[StepKey, float] | None:
         """The step messages ``queues`` hold: waiting (0.0) or delivered at that time and not yet
         acknowledged. None when the broker cannot be looked into."""
+
+
+class Taker(Protocol):
+    """An enqueuer whose queues a worker can take waiting messages from (a deep queue is drained)."""
+
+    def take(self, queue: str, count: int) -> list[TakenStep]:
+        """Pop up to ``count`` waiting messages of ``queue``, oldest first."""
+
+    def give_back(self, taken: Sequence[TakenStep]) -> None:
+        """Return ``taken`` messages to the head of their lists."""
 
 
 class MemoryEnqueuer:

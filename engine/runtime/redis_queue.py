@@ -22,11 +22,12 @@ import socket
 import uuid
 from bisect import bisect
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from engine.runtime.messages import PRIORITY_CONTINUE, Envelope, StepKey, StepMessage
+from engine.runtime.messages import PRIORITY_CONTINUE, Envelope, StepKey, StepMessage, TakenStep
 
 #: kombu's separator between a queue name and its priority suffix.
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -51,6 +52,7 @@ class RedisQueueEnqueuer:
         self.priority_steps = sorted(priority_steps)
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self.reply_to = str(uuid.uuid4())
+        self._take = client.register_script((Path(__file__).parent / "lua" / "take.lua").read_text())
 
     @classmethod
     def for_app(cls, app: Any, client: redis.Redis) -> RedisQueueEnqueuer:
@@ -145,6 +147,26 @@ class RedisQueueEnqueuer:
         envelope = self.envelope(message, priority)
         self.client.lpush(envelope.key, envelope.body)
 
+    def take(self, queue: str, count: int) -> list[TakenStep]:
+        """Pop up to ``count`` of ``queue``'s waiting messages, in the order kombu would deliver them
+        (priority lists first to last, oldest first), in one round trip.
+
+        Taken messages leave the broker: they are in no list and not among kombu's unacknowledged
+        ones, so the caller starts them at once or gives them back (:meth:`give_back`); a
+        process that dies in between leaves them to the reconciliation (queued, found nowhere).
+        """
+        flat = self._take(keys=self.queue_keys(queue), args=[count])
+        return [_taken(_text(key), raw) for key, raw in zip(flat[0::2], flat[1::2], strict=True)]
+
+    def give_back(self, taken: Sequence[TakenStep]) -> None:
+        """Put ``taken`` messages back where they were, at the head of their lists (next to be delivered)."""
+        if not taken:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for item in reversed(taken):
+            pipe.rpush(item.key, item.raw)
+        pipe.execute()
+
 
 def _step_of(raw: bytes | str) -> StepKey | None:
     """(instance id, node, seq, attempt) of a step message as stored by the broker; None for others."""
@@ -153,6 +175,18 @@ def _step_of(raw: bytes | str) -> StepKey | None:
         return None
     iid, node, seq, attempt = match.groups()
     return iid.decode(), node.decode(), int(seq), int(attempt)
+
+
+def _taken(key: str, raw: bytes | str) -> TakenStep:
+    """A popped message: its task and, for a step message, its (instance, node, seq, attempt)."""
+    try:
+        message = json.loads(raw)
+        task = str(message["headers"]["task"])
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        step: StepKey | None = (str(args[0]), str(args[1]), int(args[2]), int(args[3]))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return TakenStep(key, raw, "", None)
+    return TakenStep(key, raw, task, step if len(args) == 4 else None)
 
 
 def _text(value: bytes | str) -> str:

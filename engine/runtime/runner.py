@@ -27,6 +27,7 @@ from engine.expressions.cel import Scope, compile_template
 from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
+from engine.runtime.drain import Drain
 from engine.runtime.gather import Gatherer, arrival_document
 from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout
@@ -109,7 +110,7 @@ class Runtime:
     def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock,
                  epoch: str | None = None, inline_steps: int = DEFAULT_INLINE_STEPS,
                  inline_seconds: float = DEFAULT_INLINE_SECONDS,
-                 reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS) -> None:
+                 reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS, drain_steps: int = 0) -> None:
         self.store = store
         self.enqueuer = enqueuer
         self.clock = clock
@@ -124,6 +125,8 @@ class Runtime:
         self.gatherer = Gatherer(self)
         #: Step counters of this process, flushed to Redis every few seconds (engine.metrics).
         self.metrics = StepMetrics(store.add_step_metrics)
+        #: Takes waiting steps off a deep queue for a worker (engine.runtime.drain; off when 0).
+        self.drain = Drain(enqueuer, drain_steps)
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""

@@ -1,6 +1,8 @@
 """Celery tasks: one per registered service action, plus the engine's own.
 
 Every task carries only ``(instance_id, node, seq, attempt)``; the runtime does the rest.
+After its step, an action's task takes more waiting steps off its service's queue when the
+queue is deep and runs them too (:mod:`engine.runtime.drain`).
 Tasks are bound to an app by :func:`bind_tasks` (called by :func:`engine.app.create_app`).
 """
 
@@ -18,7 +20,7 @@ from engine.errors import DataSetLost
 from engine.runtime.gather import batch_task
 from engine.runtime.http import call_http
 from engine.runtime.messages import HTTP_TASK, SWEEP_TASK, TICK_TASK
-from engine.runtime.runner import Inline, Runtime
+from engine.runtime.runner import Execute, Inline, Runtime
 from engine.service import ActionRegistry, ActionSpec, Transition
 
 log = logging.getLogger(__name__)
@@ -101,15 +103,37 @@ def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], fro
     return inline
 
 
+def run_drained(runtime: Runtime, queue: str, accepts: Callable[[str], bool], execute: Execute,
+                inline: Inline | None) -> int:
+    """Take waiting steps of ``queue`` that this worker runs (``accepts`` their task) and run each
+    like a delivered one; returns how many. Steps not run when an error stops the batch go back
+    to the queue."""
+    taken = _patiently(lambda: runtime.drain.take(queue, accepts))
+    for done, item in enumerate(taken):
+        assert item.step is not None
+        try:
+            _patiently(lambda step=item.step: runtime.run_step(*step, execute, inline))
+        except BaseException:
+            try:
+                runtime.drain.give_back(taken[done + 1:])
+            except redis.RedisError as exc:  # the reconciliation finds them (queued, in no list)
+                log.warning("could not give back %d taken steps: %s", len(taken) - done - 1, exc)
+            raise
+    return len(taken)
+
+
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
     inline = inline_rule(spec.service, registry, lambda: hosted_services(app))
+    own_tasks = frozenset(other.task_name for other in registry if other.service == spec.service)
 
     def execute(node: StepNode, payload: Any) -> Transition:
         assert isinstance(node, ServiceNode)
         return registry.get(node.service, node.action).call(payload)
 
     def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        return str(_patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline)).outcome)
+        report = _patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline))
+        run_drained(runtime(), spec.service, own_tasks.__contains__, execute, inline)
+        return str(report.outcome)
 
     step.__name__ = step.__qualname__ = spec.task_name.replace(".", "_")
     step.__doc__ = spec.fn.__doc__
