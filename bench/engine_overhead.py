@@ -4,9 +4,12 @@ Same Redis, same queue (``bench``), same pool and concurrency, in one run:
   1. N bare no-op tasks (each counts itself with one INCR);
   2. N/5 Celery chains of 5 such tasks;
   3. N/5 engine instances of a workflow of 5 no-op service steps (N steps), one broker message
-     per step (``TRADEFLOW_INLINE_STEPS=0``): the dispatcher's own cost;
-  4. the same with the engine's defaults, where a worker runs the same service's next step
-     itself, without a broker hop.
+     per step, each delivered by Celery (``TRADEFLOW_INLINE_STEPS=0``, ``TRADEFLOW_DRAIN_STEPS=0``):
+     the dispatcher's own cost;
+  4. the same, a message per step, with the workers draining the deep queue (up to 16 waiting
+     steps taken per delivered message: ``TRADEFLOW_DRAIN_STEPS``, default 16);
+  5. the engine's defaults: a worker also runs the same service's next step itself, without a
+     broker hop.
 
 Every message of 1. and 3./4. is on the queue within a fraction of a second (pipelined), so
 each figure is what the workers can do, not how fast this process publishes; the chains go
@@ -69,9 +72,10 @@ def _push_bare(client: redis.Redis, queue: RedisQueueEnqueuer, counter: str, n: 
 
 
 @contextmanager
-def _fleet(pool: str, concurrency: int, env: dict[str, str], inline_steps: int) -> Iterator[None]:
+def _fleet(pool: str, concurrency: int, env: dict[str, str], inline_steps: int, drain_steps: int) -> Iterator[None]:
     specs = [FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)]
-    with Fleet(specs, beat=False, env={**env, "TRADEFLOW_INLINE_STEPS": str(inline_steps)}):
+    with Fleet(specs, beat=False, env={**env, "TRADEFLOW_INLINE_STEPS": str(inline_steps),
+                                       "TRADEFLOW_DRAIN_STEPS": str(drain_steps)}):
         yield
 
 
@@ -100,7 +104,7 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
     engine.publish(load_definition(_definition()))
     results: dict[str, Any] = {"n_steps": n_steps, "pool": pool, "concurrency": concurrency}
     try:
-        with _fleet(pool, concurrency, env, inline_steps=0):
+        with _fleet(pool, concurrency, env, inline_steps=0, drain_steps=0):
             warm = f"{prefix}:warm"
             _push_bare(client, queue, warm, 50)
             _wait_counter(client, warm, 50, 60)
@@ -118,9 +122,11 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
             results["chain_steps_per_s"] = n_steps / (_wait_counter(client, counter, n_steps, 600) - t0)
 
             results["engine_message_steps_per_s"], failed = _engine_run(engine, "per-message", n_steps)
-        with _fleet(pool, concurrency, env, inline_steps=16):
+        with _fleet(pool, concurrency, env, inline_steps=0, drain_steps=16):
+            results["engine_drained_steps_per_s"], failed_drained = _engine_run(engine, "drained", n_steps)
+        with _fleet(pool, concurrency, env, inline_steps=16, drain_steps=16):
             results["engine_steps_per_s"], failed_inline = _engine_run(engine, "inline", n_steps)
-        results["engine_failed"] = failed + failed_inline
+        results["engine_failed"] = failed + failed_drained + failed_inline
     finally:
         delete_prefix(client, prefix)
     bare, chained = results["bare_tasks_per_s"], results["chain_steps_per_s"]
@@ -128,4 +134,6 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
     results["ratio_engine_vs_chain"] = results["engine_steps_per_s"] / chained
     results["ratio_engine_message_vs_bare"] = results["engine_message_steps_per_s"] / bare
     results["ratio_engine_message_vs_chain"] = results["engine_message_steps_per_s"] / chained
+    results["ratio_engine_drained_vs_bare"] = results["engine_drained_steps_per_s"] / bare
+    results["ratio_engine_drained_vs_chain"] = results["engine_drained_steps_per_s"] / chained
     return results

@@ -105,21 +105,19 @@ def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], fro
 
 def run_drained(runtime: Runtime, queue: str, accepts: Callable[[str], bool], execute: Execute,
                 inline: Inline | None) -> int:
-    """Take waiting steps of ``queue`` that this worker runs (``accepts`` their task) and run each
-    like a delivered one; returns how many. Steps not run when an error stops the batch go back
-    to the queue."""
-    taken = _patiently(lambda: runtime.drain.take(queue, accepts))
-    for done, item in enumerate(taken):
-        assert item.step is not None
-        try:
-            _patiently(lambda step=item.step: runtime.run_step(*step, execute, inline))
-        except BaseException:
-            try:
-                runtime.drain.give_back(taken[done + 1:])
-            except redis.RedisError as exc:  # the reconciliation finds them (queued, in no list)
-                log.warning("could not give back %d taken steps: %s", len(taken) - done - 1, exc)
-            raise
-    return len(taken)
+    """Take waiting steps of ``queue`` that this worker runs (``accepts`` their task) one at a time
+    and run each like a delivered one, up to the drain's limit and within the inline time budget;
+    returns how many ran."""
+    drain = runtime.drain
+    until = time.monotonic() + runtime.inline_seconds
+    ran = 0
+    while ran < drain.limit and time.monotonic() < until:
+        item = _patiently(lambda: drain.take(queue, accepts))
+        if item is None or item.step is None:
+            break
+        _patiently(lambda step=item.step: runtime.run_step(*step, execute, inline))
+        ran += 1
+    return ran
 
 
 def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:

@@ -2,7 +2,8 @@
 
 A step's timeout counts from when a worker starts it. Steps that wait in a queue many times
 longer than their timeout run once each, with nothing re-sent; a message deleted from the
-queue before any worker took it is found missing by the reconciliation and re-sent.
+queue before any worker took it is found missing by the reconciliation and re-sent; a deep
+queue is drained by the worker (steps taken off the queue, not each delivered by Celery).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +21,9 @@ from engine.api import Engine
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.drain import IDLE_PAUSE_SECONDS
 from engine.runtime.messages import CeleryEnqueuer
+from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
@@ -103,3 +107,30 @@ def test_a_message_deleted_from_the_queue_is_recovered(single: LiveFleet) -> Non
     assert applied["attempt"] == 2  # the re-sent message ran the step
     assert [a["outcome"] for a in single.engine.activities(blocker)] == [Outcome.STARTED.value,
                                                                         Outcome.APPLIED.value]
+
+
+def test_a_deep_queue_is_drained_by_the_worker_it_was_delivered_to(single: LiveFleet, redis_url: str) -> None:
+    """48 first steps pushed with their instances (one atomic batch): the one worker thread is
+    delivered a few of them by Celery and takes the rest off the queue itself (16 per delivery),
+    each still run once with its own records."""
+    count = 48
+    log = single.fleet.logdir / "worker-itest.log"
+    before = _received(log)
+    app = sender_app(redis_url, single.prefix)
+    app.conf.tradeflow_redis_url = redis_url
+    direct = Engine(single.engine.store, RedisQueueEnqueuer.for_app(app, single.client))
+    time.sleep(IDLE_PAUSE_SECONDS + 0.5)  # the worker found the queue empty after the last test: let that pause end
+    ids = direct.start_many("one-step", [{"key": f"dr{i}", "sleep": 0} for i in range(count)], run="drained")
+    instances = single.wait(ids, timeout=120)
+    assert all(i.status is InstanceStatus.SUCCEEDED and i.attempt == 1 and i.noops == 0 for i in instances)
+    calls = single.calls()
+    assert [calls.get(f"dr{i}:work") for i in range(count)] == [1] * count
+    delivered = _received(log) - before
+    assert 0 < delivered <= count // 4
+
+
+def _received(log: Path) -> int:
+    """How many itest step messages Celery has delivered to the worker (it logs each at INFO)."""
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text().splitlines() if "Task itest.step[" in line and "received" in line)
