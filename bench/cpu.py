@@ -51,7 +51,7 @@ class CpuMeter:
     def __init__(self, fleet: Fleet, client: redis.Redis) -> None:
         self.fleet = fleet
         self.client = client
-        self.names = [f"worker {s.queue}" for s in fleet.specs] + (["beat"] if fleet.beat else [])
+        self.names = _unique([f"worker {s.queue}" for s in fleet.specs]) + (["beat"] if fleet.beat else [])
         self.began: dict[str, float] = {}
 
     def snapshot(self) -> dict[str, float]:
@@ -69,3 +69,11 @@ class CpuMeter:
         """CPU seconds of each part since :meth:`start`."""
         now = self.snapshot()
         return {name: round(now[name] - self.began.get(name, 0.0), 2) for name in now}
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with a repeated one numbered (two fleets on the same queues: ``worker q``, ``worker q #2``)."""
+    out: list[str] = []
+    for name in names:
+        out.append(name if name not in out else f"{name} #{sum(1 for o in out if o.split(' #')[0] == name) + 1}")
+    return out
