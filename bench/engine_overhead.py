@@ -72,7 +72,8 @@ def _push_bare(client: redis.Redis, queue: RedisQueueEnqueuer, counter: str, n: 
 
 
 @contextmanager
-def _fleet(pool: str, concurrency: int, env: dict[str, str], inline_steps: int, drain_steps: int) -> Iterator[None]:
+def _fleet(pool: str, concurrency: int, env: dict[str, str], inline_steps: int,
+           drain_steps: int = 16) -> Iterator[None]:
     specs = [FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)]
     with Fleet(specs, beat=False, env={**env, "TRADEFLOW_INLINE_STEPS": str(inline_steps),
                                        "TRADEFLOW_DRAIN_STEPS": str(drain_steps)}):
