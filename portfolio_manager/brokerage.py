@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field
 
@@ -123,6 +123,15 @@ class BlockReceipt(FrozenModel):
     def matches(self, block: BlockOrder) -> bool:
         """True when ``block`` is the block this receipt answers (same symbol, side and quantity)."""
         return (self.symbol, self.side, self.quantity) == (block.symbol, block.side, block.quantity)
+
+
+Receipt = TypeVar("Receipt", BrokerReceipt, BlockReceipt)
+
+
+def _what(item: BrokerOrder | BrokerReceipt | BlockOrder | BlockReceipt) -> str:
+    """``SIDE QUANTITY SYMBOL``, with ``in ACCOUNT`` for one account's order (the words of DuplicateOrder)."""
+    text = f"{item.side.value} {item.quantity:g} {item.symbol}"
+    return f"{text} in {item.account_id}" if isinstance(item, BrokerOrder | BrokerReceipt) else text
 
 
 def last_price_from(book: BookReader, as_of: date | None = None) -> Callable[[str], float | None]:
@@ -218,26 +227,36 @@ class SimulatedBrokerage:
             accepted_at=datetime.now(UTC),
         )
 
+    def _place(self, ticket: BrokerOrder | BlockOrder, answer: Callable[[], Receipt], received_key: str,
+               receipts_key: str) -> Receipt:
+        """Deliver ``ticket`` (an order or a block) and place it once per idempotency key; its receipt.
+
+        One ``MULTI``/``EXEC``: the delivery is counted in ``received_key`` and ``answer()``
+        recorded in ``receipts_key`` unless the key already has a receipt; the stored one is
+        returned. Raises DuplicateOrder when the key names another ticket, and BrokerageTimeout
+        at the fault hooks' odds.
+        """
+        key, kind = ticket.idempotency_key, "block" if isinstance(ticket, BlockOrder) else "order"
+        if self._fault(self.fail_before_accept):
+            raise BrokerageTimeout(f"{kind} {key}: no answer (simulated, not delivered)")
+        candidate = answer()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(received_key, ticket.model_dump_json())
+        pipe.hsetnx(receipts_key, key, candidate.model_dump_json())
+        pipe.hget(receipts_key, key)
+        _, _, stored = pipe.execute()
+        receipt = type(candidate).model_validate_json(stored)
+        if not receipt.matches(ticket):  # type: ignore[arg-type]  # a receipt answers tickets of its own kind
+            used = f"the block {_what(receipt)}" if kind == "block" else _what(receipt)
+            raise DuplicateOrder(f"idempotency key {key!r} was used for {used} (order {receipt.order_id}), "
+                                 f"not {_what(ticket)}")
+        if self._fault(self.fail_after_accept):
+            raise BrokerageTimeout(f"{kind} {key}: no answer (simulated; the brokerage did record it)")
+        return receipt
+
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
         """Place ``order`` once per key; raises DuplicateOrder when the key names another order."""
-        if self._fault(self.fail_before_accept):
-            raise BrokerageTimeout(f"order {order.idempotency_key}: no answer (simulated, not delivered)")
-        candidate = self._answer(order)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(self.received_key, order.model_dump_json())
-        pipe.hsetnx(self.orders_key, order.idempotency_key, candidate.model_dump_json())
-        pipe.hget(self.orders_key, order.idempotency_key)
-        _, _, stored = pipe.execute()
-        receipt = BrokerReceipt.model_validate_json(stored)
-        if not receipt.matches(order):
-            raise DuplicateOrder(
-                f"idempotency key {order.idempotency_key!r} was used for {receipt.side.value} "
-                f"{receipt.quantity:g} {receipt.symbol} in {receipt.account_id} (order {receipt.order_id}), "
-                f"not {order.side.value} {order.quantity:g} {order.symbol} in {order.account_id}"
-            )
-        if self._fault(self.fail_after_accept):
-            raise BrokerageTimeout(f"order {order.idempotency_key}: no answer (simulated; the brokerage did record it)")
-        return receipt
+        return self._place(order, lambda: self._answer(order), self.received_key, self.orders_key)
 
     @property
     def blocks_key(self) -> str:
@@ -290,23 +309,7 @@ class SimulatedBrokerage:
 
     def submit_block(self, block: BlockOrder) -> BlockReceipt:
         """Place ``block`` once per key; raises DuplicateOrder when the key names another block."""
-        if self._fault(self.fail_before_accept):
-            raise BrokerageTimeout(f"block {block.idempotency_key}: no answer (simulated, not delivered)")
-        candidate = self._block_answer(block)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(self.blocks_received_key, block.model_dump_json())
-        pipe.hsetnx(self.blocks_key, block.idempotency_key, candidate.model_dump_json())
-        pipe.hget(self.blocks_key, block.idempotency_key)
-        _, _, stored = pipe.execute()
-        receipt = BlockReceipt.model_validate_json(stored)
-        if not receipt.matches(block):
-            raise DuplicateOrder(
-                f"idempotency key {block.idempotency_key!r} was used for the block {receipt.side.value} "
-                f"{receipt.quantity:g} {receipt.symbol} (order {receipt.order_id}), not {block.side.value} "
-                f"{block.quantity:g} {block.symbol}")
-        if self._fault(self.fail_after_accept):
-            raise BrokerageTimeout(f"block {block.idempotency_key}: no answer (simulated; the brokerage did record it)")
-        return receipt
+        return self._place(block, lambda: self._block_answer(block), self.blocks_received_key, self.blocks_key)
 
     def accepted_blocks(self) -> list[BlockReceipt]:
         """Every block taken (one per key), in order of acceptance."""

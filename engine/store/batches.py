@@ -138,8 +138,29 @@ class Batches:
         return sorted(text(r) for r in self.client.smembers(self.keys.batch_runs(batch_id)))
 
     def batch_ids(self, limit: int = 50) -> list[str]:
-        """Batch ids, newest first (applied batches expire with the retention)."""
+        """Batch ids, newest first (applied batches expire with the retention; their entries are trimmed first)."""
+        self.trim_batch_index()
         return [text(b) for b in self.client.zrevrange(self.keys.batches, 0, limit - 1)]
+
+    def trim_batch_index(self, now: float | None = None) -> int:
+        """Drop from the batch index the batches whose keys expired; how many were dropped.
+
+        A batch's keys expire ``retention_seconds`` after it was applied, so never sooner after it
+        opened (the index's score): only entries older than that are looked at, and of those only
+        the ones whose hash is gone are dropped (one still open or closed stays, however old).
+        Called where the index is read (:meth:`batch_ids`) and when a batch is applied.
+        """
+        cutoff = (time.time() if now is None else now) - self.retention_seconds
+        old = [text(b) for b in self.client.zrangebyscore(self.keys.batches, "-inf", repr(cutoff))]
+        if not old:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for batch_id in old:
+            pipe.exists(self.keys.batch(batch_id))
+        gone = [batch_id for batch_id, found in zip(old, pipe.execute(), strict=True) if not found]
+        if gone:
+            self.client.zrem(self.keys.batches, *gone)
+        return len(gone)
 
     def open_batches(self, limit: int = 1000) -> list[tuple[str, float]]:
         """Open batches with their close time, earliest first."""
@@ -183,9 +204,15 @@ class Batches:
                               {"record": pack(record)}, send)
 
     def batch_applied(self, batch_id: str, record: dict[str, Any]) -> BatchChange:
-        """The batch's answer was applied to every member: it is done (and expires with the retention)."""
-        return self._batch_op("applied", batch_id, {"expect": {"status": "closed"}, "ttl": self.retention_seconds},
-                              {"record": pack(record)})
+        """The batch's answer was applied to every member: it is done (and expires with the retention).
+
+        The index then loses the entries of the batches that expired meanwhile (:meth:`trim_batch_index`).
+        """
+        change = self._batch_op("applied", batch_id, {"expect": {"status": "closed"}, "ttl": self.retention_seconds},
+                                {"record": pack(record)})
+        if change.done:
+            self.trim_batch_index()
+        return change
 
     def batch_note(self, batch_id: str, record: dict[str, Any]) -> BatchChange:
         """Append ``record`` to the batch's records (a no-op delivery, for instance)."""

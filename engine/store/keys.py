@@ -136,7 +136,7 @@ class Keys:
 
     @property
     def batches(self) -> str:
-        """Sorted set of every batch id by the time it opened."""
+        """Sorted set of every batch id by the time it opened (expired batches trimmed: ``trim_batch_index``)."""
         return f"{self.prefix}:batches"
 
     @property

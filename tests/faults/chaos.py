@@ -44,11 +44,11 @@ from engine.definitions.validation import load_definition
 from engine.ops.fleet import FleetSpec
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
-from portfolio_manager.daily import definition_files, instance_id_for, start_daily_rebalance
+from portfolio_manager.daily import definition_files, start_daily_rebalance
 from portfolio_manager.generator import GeneratorConfig, seed_book
 from portfolio_manager.proposals import ProposalStatus
 from portfolio_manager.review import approve, pending
-from tests.faults.exactly_once import assert_exactly_once
+from tests.faults.exactly_once import assert_exactly_once, submit_seq
 from tests.faults.harness import REDIS_ERRORS, FaultLab, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -148,10 +148,15 @@ class Controller(threading.Thread):
         self.join()
 
 
-def publish_short_timeouts(lab: FaultLab, step_timeout: float) -> None:
-    """The production definitions, with every step's timeout at ``step_timeout``, at alias production."""
+def publish_short_timeouts(lab: FaultLab, step_timeout: float, four_eyes_over: float | None = None) -> None:
+    """The production definitions, with every step's timeout at ``step_timeout``, at alias production.
+
+    ``four_eyes_over``, when given, replaces the rebalances' four-eyes threshold (more proposals need two people).
+    """
     for path in definition_files(PMSettings().definitions_dir):
         document = json.loads(path.read_text())
+        if four_eyes_over is not None and "four_eyes_over" in document.get("parameters", {}):
+            document["parameters"]["four_eyes_over"] = four_eyes_over
         for node in document["nodes"].values():
             if node["type"] in ("service", "http"):
                 node["timeout_seconds"] = step_timeout
@@ -164,12 +169,6 @@ def _retry_timeouts(lab: FaultLab, run: str, summary: Summary) -> None:
     for instance in failed:
         lab.engine.retry(instance.id, reason="chaos soak: re-run after the fleet came back")
     summary.operator_retries += len(failed)
-
-
-def _submit_seq(lab: FaultLab, run: str, account: str) -> int:
-    """The seq of the submission step of ``account``'s rebalance (part of its orders' keys)."""
-    history = lab.engine.store.activities(instance_id_for(run, account))
-    return next(a["seq"] for a in history if a["node"] == "submit" and a["outcome"] == "applied")
 
 
 def soak(settings: Settings, root: Path) -> Summary:
@@ -221,7 +220,7 @@ def soak(settings: Settings, root: Path) -> Summary:
         failed = {i.data["account_id"]: i.error for i in lab.engine.list(run, ["failed"])}
         assert set(failed) == broken, {a: e for a, e in failed.items() if a not in broken}
         accounts = svc.proposals.account_ids(run)
-        seqs = {a: _submit_seq(lab, run, a) for a in accounts}
+        seqs = {a: submit_seq(lab.engine, run, a) for a in accounts}
         summary.approved_orders = sum(len(p.orders) for p in svc.proposals.get_many(run, accounts))
         summary.accepted_orders, summary.brokerage_deliveries = assert_exactly_once(svc, run, accounts, seqs=seqs)
         summary.rebalance = dict(rebalance_figures.statuses)

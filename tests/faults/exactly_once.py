@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from engine.api import Engine
+from engine.model import Outcome
+from portfolio_manager.daily import instance_id_for
 from portfolio_manager.proposals import ProposalStatus
+
+
+def submit_seq(engine: Engine, run: str, account: str) -> int:
+    """The seq of the applied submission step of ``account``'s instance in ``run`` (part of its orders' keys)."""
+    history = engine.store.activities(instance_id_for(run, account))
+    return next(a["seq"] for a in history if a["node"] == "submit" and a["outcome"] == Outcome.APPLIED.value)
 
 
 def assert_exactly_once(svc: Any, run: str, accounts: list[str], seq: int = 1,

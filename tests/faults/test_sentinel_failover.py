@@ -4,19 +4,22 @@ A primary, a replica and three sentinels on loopback (``tests/faults/sentinel.py
 primary is judged down after 1 s). The production fleets (``engine`` threads,
 ``portfolio_manager`` threads, ``order_calc`` prefork) and beat reach Redis only through
 ``TRADEFLOW_REDIS_URL=sentinel://...`` with ``TRADEFLOW_REDIS_WAIT_REPLICAS=1``. A morning of
-``ACCOUNTS`` accounts runs; once a fifth of it is done the primary is killed with ``kill -9``.
+``ACCOUNTS`` accounts runs (review cut-off a day away, each account submitting its own orders on
+approval: ``block_orders=False``); once a fifth of it has settled (ended, or awaiting review)
+the primary is killed with ``kill -9``. Once the run has settled, every proposal is approved
+with the CLI by two people (four-eyes proposals need both) and each instance submits its orders.
 
 Pass criteria:
 
 - the sentinels promote the replica; every worker node and beat carries on by itself (same
-  pids, none restarted) and no process reports ``DataSetLost``: the epoch key replicated, so
-  the promoted replica is the same data set;
-- the CLI (``tradeflow pm approve`` / ``pm submit`` / ``runs``, fresh processes given only the
-  sentinel URL) works against the new master;
+  pids, none restarted, no ``Unrecoverable error`` logged) and no process reports
+  ``DataSetLost``: the epoch key replicated, so the promoted replica is the same data set;
+- the CLI (``tradeflow runs`` / ``pm approve``, fresh processes given only the sentinel URL)
+  works against the new master;
 - the old primary, started again, rejoins as a replica of the new master;
-- every instance of the morning and of its submissions ends terminal with one applied
-  transition per step (``check_invariants``), and the brokerage holds exactly one order per
-  approved order (``assert_exactly_once``).
+- every instance of the morning ends terminal with one applied transition per step
+  (``check_invariants``), and the brokerage holds exactly one order per approved order, keyed
+  by the seq of each instance's submission step (``assert_exactly_once``).
 
 Run: ``.venv/bin/pytest -s -m faults tests/faults/test_sentinel_failover.py``
 """
@@ -26,8 +29,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -45,9 +49,8 @@ from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import start_daily_rebalance
 from portfolio_manager.generator import GeneratorConfig, seed_book
-from portfolio_manager.proposals import ProposalStatus, submit_approved
-from tests.faults.chaos import patiently, publish_short_timeouts
-from tests.faults.exactly_once import assert_exactly_once
+from tests.faults.chaos import publish_short_timeouts
+from tests.faults.exactly_once import assert_exactly_once, submit_seq
 from tests.faults.harness import RETENTION_SECONDS, FaultLab, lab_env
 from tests.faults.invariants import check_invariants
 from tests.faults.sentinel import MASTER, SentinelGroup
@@ -57,6 +60,8 @@ ACCOUNTS = 300
 NODES = {"engine": FleetSpec("engine", "threads", 4), "portfolio_manager": FleetSpec("portfolio_manager", "threads", 8),
          "order_calc": FleetSpec("order_calc", "prefork", 2)}
 PM_PREFIX = "sentinel:pm:"
+REVIEWERS = ("sentinel-test", "sentinel-test2")  # four-eyes: a second, different person
+FOUR_EYES_OVER = 100_000.0  # lower than production's, so that part of the proposals need two people
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -87,14 +92,22 @@ def test_a_morning_survives_the_loss_of_the_primary(tmp_path: Path) -> None:
             svc = build_services(PMSettings.from_env(env), client=client)
             run_date = last_session()
             seeded = seed_book(svc.book, ACCOUNTS, 12, run_date, GeneratorConfig())
-            publish_short_timeouts(lab, 30.0)
+            publish_short_timeouts(lab, 30.0, four_eyes_over=FOUR_EYES_OVER)
             epoch = engine.store.ensure_epoch()
             run = "sentinel-morning"
-            started = start_daily_rebalance(engine, svc.book, run_date, run=run)
+            until = datetime.now(UTC) + timedelta(days=1)  # the review never closes during the test
+            # each approved account submits its own orders (blocks under faults: test_block_faults)
+            started = start_daily_rebalance(engine, svc.book, run_date, run=run, review_until=until,
+                                            block_orders=False)
             total = sum(started.started.values())
-            lab.wait_until(lambda: engine.progress(run).finished >= total // 5, 300, "a fifth of the morning")
+
+            def settled_count() -> int:
+                progress = engine.progress(run)
+                return progress.finished + progress.awaiting
+
+            lab.wait_until(lambda: settled_count() >= total // 5, 300, "a fifth of the morning")
             pids = {name: lab.node_pid(name) for name in lab.nodes}
-            done_at_kill = engine.progress(run).finished
+            settled_at_kill = settled_count()
 
             group.primary.kill()  # kill -9: no shutdown
             failover_seconds = group.wait_failover()
@@ -103,39 +116,36 @@ def test_a_morning_survives_the_loss_of_the_primary(tmp_path: Path) -> None:
             # The CLI, in fresh processes given only the sentinel URL, works on the new master.
             listed = _cli(env, "runs")
             assert listed.returncode == 0 and run in listed.stdout, listed.stderr
-            lab.wait_until(lambda: engine.progress(run).done, 300, lambda: f"the morning: {engine.progress(run)}")
-            approved = _cli(env, "pm", "approve", run, "--all", "--by", "sentinel-test")
-            assert approved.returncode == 0, approved.stderr
-            submitted = _cli(env, "pm", "submit", run, "--no-watch")
-            assert submitted.returncode == 0, submitted.stderr
-            submission_run = f"submit-{run}"
-            while True:  # what the CLI could not reach (none expected), submitted as an operator would
-                waiting = [p.account_id for p in patiently(svc.proposals.list, run)
-                           if p.status is not ProposalStatus.SUBMITTED]
-                if not waiting or patiently(engine.progress, submission_run).done:
-                    break
-                patiently(submit_approved, engine, svc.proposals, run, waiting)
-                time.sleep(1)
-            lab.wait_until(lambda: engine.progress(submission_run).done, 300, "the submissions")
+            lab.wait_until(lambda: engine.progress(run).settled, 300, lambda: f"the morning: {engine.progress(run)}")
+            for who in REVIEWERS:  # every proposal once, then the four-eyes ones a second time
+                approved = _cli(env, "pm", "approve", run, "--all", "--by", who)
+                assert approved.returncode == 0, approved.stderr
+            lab.wait_until(lambda: engine.progress(run).done, 300, lambda: f"the submissions: {engine.progress(run)}")
 
             assert {name: lab.node_pid(name) for name in lab.nodes} == pids  # nobody was restarted
             assert all(fleet.procs[0].poll() is None for fleet in lab.nodes.values())
             assert engine.store.ensure_epoch() == epoch  # the promoted replica is the same data set
             logs = lab.log_text()
             assert "Redis lost tradeflow's data" not in logs and "DataSetLost" not in logs
+            assert "Unrecoverable error" not in logs  # no consumer gave up at the failover (engine/broker_fix.py)
             assert group.master_port() == group.replica.port
 
             ids = engine.store.run_ids(run)
             figures = check_invariants(engine.store, ids, run, expect=None)
             failed = {i.data["account_id"] for i in engine.list(run, ["failed"])}
             assert failed == set(seeded.missing_price_accounts)  # only the book's broken accounts
-            submit_figures = check_invariants(engine.store, engine.store.run_ids(submission_run), submission_run)
             accounts = svc.proposals.account_ids(run)
-            accepted, received = assert_exactly_once(svc, run, accounts)
-            print(f"\nscenario 12: {len(ids)} instances ({done_at_kill} done at the kill); failover "
+            proposed = set(accounts)
+            outcomes = Counter((i.result or {}).get("outcome") for i in engine.store.load_many(ids)
+                               if i.data["account_id"] in proposed)
+            assert set(outcomes) <= {"filled", "partly_rejected"}, outcomes  # every proposal submitted
+            seqs = {a: submit_seq(engine, run, a) for a in accounts}
+            accepted, received = assert_exactly_once(svc, run, accounts, seqs=seqs)
+            two = sum(p.approvals_required > 1 for p in svc.proposals.get_many(run, accounts))
+            print(f"\nscenario 12: {len(ids)} instances ({settled_at_kill} settled at the kill); failover "
                   f"{failover_seconds:.1f} s after kill -9 (down-after 1 s); rebalance {dict(figures.statuses)}, "
                   f"{figures.applied} applied, {figures.noops} no-ops, {figures.sweeper_resends} sweeper re-sends; "
-                  f"submissions {dict(submit_figures.statuses)}; {accepted} orders accepted once "
+                  f"submissions {dict(outcomes)} ({two} approved by two people); {accepted} orders accepted once "
                   f"({received} deliveries); master {MASTER} now on port {group.master_port()}")
         finally:
             lab.stop_nodes()

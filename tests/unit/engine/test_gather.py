@@ -308,6 +308,48 @@ def test_a_cancelled_member_withdraws_before_the_close(engine: Engine, driver: D
     assert engine.get(ids[0]).status is InstanceStatus.CANCELLED
 
 
+def backdate(engine: Engine, batch_id: str) -> None:
+    """Make the batch look opened an hour (the retention) and a second earlier: its index score."""
+    client, index = engine.store.client, engine.store.keys.batches
+    client.zadd(index, {batch_id: client.zscore(index, batch_id) - 3601}, xx=True)
+
+
+def expire(engine: Engine, batch_id: str) -> None:
+    """What Redis does once an applied batch's TTL has run out (an hour on): its keys are gone."""
+    k = engine.store.keys
+    keys = [k.batch(batch_id), k.batch_members(batch_id), k.batch_inputs(batch_id), k.batch_runs(batch_id),
+            k.batch_activities(batch_id)]
+    assert all(0 < engine.store.client.ttl(key) <= 3600 for key in keys)  # they do expire, with the retention
+    engine.store.client.delete(*keys)
+    backdate(engine, batch_id)
+
+
+def indexed(engine: Engine) -> set[str]:
+    return {b.decode() if isinstance(b, bytes) else b
+            for b in engine.store.client.zrange(engine.store.keys.batches, 0, -1)}
+
+
+def test_expired_batches_leave_the_index_when_it_is_read_or_a_batch_is_applied(engine: Engine,
+                                                                                driver: Driver) -> None:
+    go(engine, driver, start(engine, driver, [10, 20], run="a"))
+    expired = engine.batches()[0].id
+    waiting = start(engine, driver, [10, 20], run="b")
+    go(engine, driver, waiting[:1])  # the other could still arrive: b's batch stays open
+    still_open = engine.get(waiting[0]).batch
+    backdate(engine, still_open)
+    expire(engine, expired)
+    assert indexed(engine) == {expired, still_open}
+    opened = engine.store.client.zscore(engine.store.keys.batches, expired)
+    assert engine.store.trim_batch_index(now=opened + 3600 - 1) == 0  # no batch expires sooner after opening
+    assert [b.id for b in engine.batches()] == [still_open]  # listing trims; the open one stays, however old
+    assert indexed(engine) == {still_open}
+    go(engine, driver, start(engine, driver, [1, 2], run="c"))
+    expired = batch_of(engine, engine.list("c")[0].id)
+    expire(engine, expired)
+    go(engine, driver, start(engine, driver, [3, 4], run="d"))  # applying d's batch trims c's away, unlisted
+    assert indexed(engine) == {still_open, batch_of(engine, engine.list("d")[0].id)}
+
+
 def test_unknown_batch_is_not_found(engine: Engine) -> None:
     with pytest.raises(NotFound, match="tradeflow batches"):
         engine.batch("nope#1")

@@ -7,7 +7,7 @@ import threading
 import fakeredis
 import pytest
 
-from portfolio_manager.brokerage import Brokerage, BrokerOrder, OrderStatus, SimulatedBrokerage
+from portfolio_manager.brokerage import BlockOrder, Brokerage, BrokerOrder, OrderStatus, SimulatedBrokerage
 from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
 
 PRICES = {"VTI": 250.0, "BND": 72.5}
@@ -70,6 +70,43 @@ def test_key_reused_for_another_order_is_refused(broker: SimulatedBrokerage, cha
     with pytest.raises(DuplicateOrder, match="run1:A1:VTI:BUY"):
         broker.submit(order(**change))
     assert len(broker.accepted_orders()) == 1
+
+
+def test_the_refusal_names_the_order_taken_and_the_one_refused(broker: SimulatedBrokerage) -> None:
+    taken = broker.submit(order())
+    with pytest.raises(DuplicateOrder) as info:
+        broker.submit(order(side="SELL", quantity=5, account_id="A2"))
+    assert str(info.value) == ("idempotency key 'run1:A1:VTI:BUY' was used for BUY 4 VTI in A1 "
+                               f"(order {taken.order_id}), not SELL 5 VTI in A2")
+
+
+def block(key: str = "run1:block:VTI:BUY", **overrides: object) -> BlockOrder:
+    return BlockOrder(**({"idempotency_key": key, "symbol": "VTI", "side": "BUY", "quantity": 40, "accounts": 3,
+                          "est_price": 249.0} | overrides))
+
+
+def test_a_block_is_placed_once_per_key_and_a_reused_key_is_refused(broker: SimulatedBrokerage) -> None:
+    first = broker.submit_block(block())
+    assert first.status is OrderStatus.FILLED and first.filled_quantity == 40 and first.avg_price == 250.0
+    assert broker.submit_block(block()) == first
+    with pytest.raises(DuplicateOrder) as info:
+        broker.submit_block(block(quantity=41))
+    assert str(info.value) == (f"idempotency key 'run1:block:VTI:BUY' was used for the block BUY 40 VTI "
+                               f"(order {first.order_id}), not BUY 41 VTI")
+    assert broker.accepted_blocks() == [first] and broker.received_block_count() == 3
+    assert broker.accepted_orders() == [] and broker.received_count() == 0  # blocks have keys of their own
+
+
+def test_a_block_lost_before_or_after_delivery(broker: SimulatedBrokerage) -> None:
+    broker.fail_before_accept = 1.0
+    with pytest.raises(BrokerageTimeout, match=r"block run1:block:VTI:BUY: no answer .*not delivered"):
+        broker.submit_block(block())
+    assert broker.received_block_count() == 0 and broker.accepted_blocks() == []
+    broker.fail_before_accept, broker.fail_after_accept = 0.0, 1.0
+    with pytest.raises(BrokerageTimeout, match=r"block run1:block:VTI:BUY: no answer .*did record it"):
+        broker.submit_block(block())
+    broker.fail_after_accept = 0.0
+    assert broker.accepted_blocks() == [broker.submit_block(block())]
 
 
 def test_limit_not_met_is_rejected_and_recorded(broker: SimulatedBrokerage) -> None:
