@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -39,8 +42,17 @@ def json_schema() -> dict[str, Any]:
 
 
 def validate_input(definition: Definition, data: Any) -> None:
-    """Check initial ``data`` against ``definition.initial_data``; ``InvalidInput`` lists each problem."""
-    validator = _input_validator(json.dumps(definition.initial_data, sort_keys=True))
+    """Check initial ``data`` against ``definition.initial_data``; ``InvalidInput`` lists each problem.
+
+    The validator is built once per definition object. Schemas made only of the common
+    keywords (see :func:`_quick_check`) get a quick check too: data it passes is valid
+    without running ``jsonschema``; anything else goes through ``jsonschema``, which says why.
+    """
+    validator, quick = _checkers(definition)
+    # a quick check that fails (e.g. a comparison with an odd number type) leaves it to jsonschema
+    with contextlib.suppress(Exception):
+        if quick is not None and quick(data):
+            return
     try:
         errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     except Exception as exc:  # an unresolvable $ref and the like: the schema, not the data
@@ -54,9 +66,126 @@ def validate_input(definition: Definition, data: Any) -> None:
     raise exc
 
 
+Quick = Callable[[Any], bool]
+
+#: id(definition) -> (a weak reference to it, its validator, its quick check); an entry goes with its definition.
+_per_definition: dict[int, tuple[weakref.ref[Definition], Draft202012Validator, Quick | None]] = {}
+
+
+def _checkers(definition: Definition) -> tuple[Draft202012Validator, Quick | None]:
+    """The validator and quick check of ``definition``'s ``initial_data`` (definitions are frozen)."""
+    key = id(definition)
+    entry = _per_definition.get(key)
+    if entry is not None and entry[0]() is definition:
+        return entry[1], entry[2]
+    schema_text = json.dumps(definition.initial_data, sort_keys=True)
+    validator, quick = _input_validator(schema_text), _quick_for(schema_text)
+    _per_definition[key] = (weakref.ref(definition, lambda _, k=key: _per_definition.pop(k, None)), validator, quick)
+    return validator, quick
+
+
 @functools.lru_cache(maxsize=256)
 def _input_validator(schema_text: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_text), format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@functools.lru_cache(maxsize=256)
+def _quick_for(schema_text: str) -> Quick | None:
+    return _quick_check(json.loads(schema_text))
+
+
+#: Keywords that say nothing about validity.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+                          "writeOnly"})
+#: The keywords :func:`_quick_check` understands.
+_QUICK = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "minLength", "maxLength",
+                         "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_TYPES = Draft202012Validator.TYPE_CHECKER
+_FORMATS = Draft202012Validator.FORMAT_CHECKER
+
+
+def _quick_check(schema: Any) -> Quick | None:
+    """A check that returns True only for data ``schema`` accepts (False: ask ``jsonschema``).
+
+    Built for schemas made only of ``type``, ``properties``, ``required``,
+    ``additionalProperties``, ``minLength``/``maxLength``, ``format`` (the same format checker
+    as the validator's), ``minimum``/``maximum`` and their exclusive forms, and annotations;
+    None for any other schema, which ``jsonschema`` alone then checks. Each keyword applies as
+    in Draft 2020-12: only to the types it constrains, with ``jsonschema``'s own type checker.
+    """
+    if isinstance(schema, bool):
+        return (lambda _: True) if schema else None
+    if not isinstance(schema, dict) or not set(schema) <= _QUICK:
+        return None
+    checks: list[Quick] = []
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not isinstance(names, list) or not all(isinstance(n, str) and n in _TYPES._type_checkers for n in names):
+            return None
+        checks.append(lambda v, names=tuple(names): any(_TYPES.is_type(v, n) for n in names))
+    for keyword, fits in (("minLength", lambda v, n: len(v) >= n), ("maxLength", lambda v, n: len(v) <= n)):
+        if keyword in schema:
+            bound = schema[keyword]
+            if not isinstance(bound, int) or isinstance(bound, bool):
+                return None
+            checks.append(lambda v, b=bound, f=fits: not _TYPES.is_type(v, "string") or f(v, b))
+    for keyword, fits in (("minimum", lambda v, n: v >= n), ("maximum", lambda v, n: v <= n),
+                          ("exclusiveMinimum", lambda v, n: v > n), ("exclusiveMaximum", lambda v, n: v < n)):
+        if keyword in schema:
+            bound = schema[keyword]
+            if not _TYPES.is_type(bound, "number"):
+                return None
+            checks.append(lambda v, b=bound, f=fits: not _TYPES.is_type(v, "number") or f(v, b))
+    if "format" in schema:
+        if not isinstance(schema["format"], str):
+            return None
+        checks.append(lambda v, name=schema["format"]: _FORMATS.conforms(v, name))
+    object_check = _quick_object(schema)
+    if object_check is None:
+        return None
+    if object_check is not True:
+        checks.append(object_check)
+    return lambda v: all(check(v) for check in checks)
+
+
+def _quick_object(schema: dict[str, Any]) -> Quick | bool | None:
+    """The object keywords of ``schema`` as one quick check (True: it has none; None: not quick)."""
+    if not {"properties", "required", "additionalProperties"} & set(schema):
+        return True
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(properties, dict) or not isinstance(required, list) \
+            or not all(isinstance(r, str) for r in required):
+        return None
+    subs: dict[str, Quick] = {}
+    for name, sub in properties.items():
+        check = _quick_check(sub)
+        if check is None:
+            return None
+        subs[name] = check
+    extra_check = None if extra is False else _quick_check(extra)
+    if extra is not False and extra_check is None:
+        return None
+    required_names = tuple(required)
+
+    def check(value: Any) -> bool:
+        if not _TYPES.is_type(value, "object"):
+            return True
+        for name in required_names:
+            if name not in value:
+                return False
+        for name, item in value.items():
+            sub = subs.get(name)
+            if sub is not None:
+                if not sub(item):
+                    return False
+            elif extra_check is None or not extra_check(item):
+                return False
+        return True
+
+    return check
 
 
 def check_schema(schema: dict[str, Any]) -> list[Problem]:
