@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
+import operator
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -49,9 +49,12 @@ def validate_input(definition: Definition, data: Any) -> None:
     without running ``jsonschema``; anything else goes through ``jsonschema``, which says why.
     """
     validator, quick = _checkers(definition)
-    # a quick check that fails (e.g. a comparison with an odd number type) leaves it to jsonschema
-    with contextlib.suppress(Exception):
-        if quick is not None and quick(data):
+    if quick is not None:
+        try:
+            passed = quick(data)
+        except Exception:  # e.g. a comparison with an odd number type: jsonschema says what it makes of it
+            passed = False
+        if passed:
             return
     try:
         errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
@@ -101,6 +104,8 @@ _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comme
 _QUICK = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "minLength", "maxLength",
                          "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 _TYPES = Draft202012Validator.TYPE_CHECKER
+_TYPE_CHECKS = dict(_TYPES._type_checkers.items())  # name -> fn(checker, value): the validator's own
+_TYPE_NAMES = frozenset(_TYPE_CHECKS)
 _FORMATS = Draft202012Validator.FORMAT_CHECKER
 
 
@@ -108,45 +113,105 @@ def _quick_check(schema: Any) -> Quick | None:
     """A check that returns True only for data ``schema`` accepts (False: ask ``jsonschema``).
 
     Built for schemas made only of ``type``, ``properties``, ``required``,
-    ``additionalProperties``, ``minLength``/``maxLength``, ``format`` (the same format checker
-    as the validator's), ``minimum``/``maximum`` and their exclusive forms, and annotations;
-    None for any other schema, which ``jsonschema`` alone then checks. Each keyword applies as
-    in Draft 2020-12: only to the types it constrains, with ``jsonschema``'s own type checker.
+    ``additionalProperties``, ``minLength``/``maxLength``, ``format`` (the validator's own
+    format checks), ``minimum``/``maximum`` and their exclusive forms, and annotations; None
+    for any other schema, which ``jsonschema`` alone then checks. Each keyword applies as in
+    Draft 2020-12: only to the types it constrains, with ``jsonschema``'s own type checks.
     """
     if isinstance(schema, bool):
-        return (lambda _: True) if schema else None
+        return _always if schema else None
     if not isinstance(schema, dict) or not set(schema) <= _QUICK:
         return None
-    checks: list[Quick] = []
+    rules: list[Quick] = []
     types = schema.get("type")
     if types is not None:
         names = [types] if isinstance(types, str) else types
-        if not isinstance(names, list) or not all(isinstance(n, str) and n in _TYPES._type_checkers for n in names):
+        if not isinstance(names, list) or not all(isinstance(n, str) and n in _TYPE_NAMES for n in names):
             return None
-        checks.append(lambda v, names=tuple(names): any(_TYPES.is_type(v, n) for n in names))
-    for keyword, fits in (("minLength", lambda v, n: len(v) >= n), ("maxLength", lambda v, n: len(v) <= n)):
-        if keyword in schema:
-            bound = schema[keyword]
-            if not isinstance(bound, int) or isinstance(bound, bool):
-                return None
-            checks.append(lambda v, b=bound, f=fits: not _TYPES.is_type(v, "string") or f(v, b))
-    for keyword, fits in (("minimum", lambda v, n: v >= n), ("maximum", lambda v, n: v <= n),
-                          ("exclusiveMinimum", lambda v, n: v > n), ("exclusiveMaximum", lambda v, n: v < n)):
-        if keyword in schema:
-            bound = schema[keyword]
-            if not _TYPES.is_type(bound, "number"):
-                return None
-            checks.append(lambda v, b=bound, f=fits: not _TYPES.is_type(v, "number") or f(v, b))
+        rules.append(_of_types(names))
+    string = _bounds(schema, (("minLength", operator.ge), ("maxLength", operator.le)), _is_length)
+    number = _bounds(schema, (("minimum", operator.ge), ("maximum", operator.le),
+                              ("exclusiveMinimum", operator.gt), ("exclusiveMaximum", operator.lt)), _is_number)
+    if string is None or number is None:
+        return None
+    if string:
+        rules.append(lambda v: not _type(v, "string") or all(rule(v) for rule in string))
+    if number:
+        rules.append(lambda v: not _type(v, "number") or all(rule(v) for rule in number))
     if "format" in schema:
         if not isinstance(schema["format"], str):
             return None
-        checks.append(lambda v, name=schema["format"]: _FORMATS.conforms(v, name))
+        found = _FORMATS.checkers.get(schema["format"])  # an unknown format is no check (as jsonschema)
+        if found is not None:
+            rules.append(_format_rule(*found))
     object_check = _quick_object(schema)
     if object_check is None:
         return None
     if object_check is not True:
-        checks.append(object_check)
-    return lambda v: all(check(v) for check in checks)
+        rules.append(object_check)
+    return _all(rules)
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+def _all(rules: list[Quick]) -> Quick:
+    """One check passing when every rule passes (the usual one or two without a loop)."""
+    if not rules:
+        return _always
+    if len(rules) == 1:
+        return rules[0]
+    if len(rules) == 2:
+        first, second = rules
+        return lambda v: first(v) and second(v)
+    return lambda v: all(rule(v) for rule in rules)
+
+
+def _type(value: Any, name: str) -> bool:
+    return _TYPE_CHECKS[name](_TYPES, value)
+
+
+def _of_types(names: list[str]) -> Quick:
+    checks = [_TYPE_CHECKS[n] for n in names]
+    if len(checks) == 1:
+        (check,) = checks
+        return lambda v: check(_TYPES, v)
+    return lambda v: any(check(_TYPES, v) for check in checks)
+
+
+def _is_length(bound: Any) -> bool:
+    return isinstance(bound, int) and not isinstance(bound, bool)
+
+
+def _is_number(bound: Any) -> bool:
+    return _type(bound, "number")
+
+
+def _bounds(schema: dict[str, Any], keywords: tuple[tuple[str, Callable[[Any, Any], bool]], ...],
+            valid: Callable[[Any], bool]) -> list[Quick] | None:
+    """The rules of ``keywords`` present in ``schema`` (``len`` of strings, numbers themselves); None: not quick."""
+    rules: list[Quick] = []
+    for keyword, compare in keywords:
+        if keyword in schema:
+            bound = schema[keyword]
+            if not valid(bound):
+                return None
+            if valid is _is_length:
+                rules.append(lambda v, b=bound, c=compare: c(len(v), b))
+            else:
+                rules.append(lambda v, b=bound, c=compare: c(v, b))
+    return rules
+
+
+def _format_rule(check: Callable[[Any], Any], raises: Any) -> Quick:
+    """A format check as the validator's format checker runs it: a falsy result or ``raises`` fails it."""
+    def rule(value: Any) -> bool:
+        try:
+            return bool(check(value))
+        except raises:
+            return False
+    return rule
 
 
 def _quick_object(schema: dict[str, Any]) -> Quick | bool | None:
@@ -170,8 +235,10 @@ def _quick_object(schema: dict[str, Any]) -> Quick | bool | None:
         return None
     required_names = tuple(required)
 
+    is_object = _TYPE_CHECKS["object"]
+
     def check(value: Any) -> bool:
-        if not _TYPES.is_type(value, "object"):
+        if not is_object(_TYPES, value):
             return True
         for name in required_names:
             if name not in value:
