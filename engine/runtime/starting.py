@@ -81,8 +81,7 @@ class StartResolver(Generic[Outcome]):
             return work()
         try:
             key = (now if self.timed else None,
-                   *(_frozen(_prune(data if root == "data" else instance, reads))
-                     for root, reads in self.reads.items()))
+                   *(_read(data if root == "data" else instance, reads) for root, reads in self.reads.items()))
         except _Unkeyable:
             return work()
         kept = self._kept.get(key)
@@ -138,15 +137,21 @@ def _add_path(tries: dict[str, Any], root: str, path: Iterable[str]) -> None:
     node[keys[-1]] = None
 
 
-def _prune(value: Any, reads: Any) -> Any:
-    """What of ``value`` the tries ``reads`` reach (as :mod:`engine.expressions.cel` gives an expression)."""
+_ABSENT = ("absent",)
+
+
+def _read(value: Any, reads: Any) -> Any:
+    """What of ``value`` the tries ``reads`` reach (what :mod:`engine.expressions.cel` gives an expression:
+    the keys read that are present, and their values), as a hashable value (see :func:`_frozen`)."""
     if reads is None or not isinstance(value, Mapping):
-        return value
-    return {key: _prune(value[key], sub) for key, sub in reads.items() if key in value}
+        return _frozen(value)
+    return (Mapping, tuple(_read(value[key], sub) if key in value else _ABSENT for key, sub in reads.items()))
 
 
 def _frozen(value: Any) -> Any:
     """A hashable value equal for equal inputs of the same types only (``1``, ``1.0`` and ``True`` differ)."""
+    if type(value) is str:
+        return value  # every other value is a tuple
     if value is None or isinstance(value, bool | int | str):
         return (type(value), value)
     if isinstance(value, float):

@@ -109,6 +109,7 @@ class Instances:
         items: list[dict[str, Any]] = []
         keys = [k.instance(first.id), k.activities(first.id), k.timers, k.deadlines, k.instance(first.id), k.queued]
         args: list[Any] = [""]
+        places: dict[int, dict[str, Any]] = {}  # id(placement) -> its document: instances often share one
         for new in instances:
             item: dict[str, Any] = {"id": new.id, "now": seconds(new.created_at)}
             if (new.workflow, new.version, new.run) != shared:  # the item's own, over the shared ones
@@ -116,7 +117,13 @@ class Instances:
             docs: dict[str, Any] = {"data": pack(new.data), "activity": pack(new.activity.to_dict())}
             if new.error is not None:
                 docs["error"] = pack(new.error)
-            self._place(item, new.placement, docs)
+            place = places.get(id(new.placement))
+            if place is None:
+                self._place(item, new.placement, docs)
+                if new.placement.result is None and new.placement.gather is None:
+                    places[id(new.placement)] = item["place"]
+            else:
+                item["place"] = place
             instance_key = k.instance(new.id)
             keys += (instance_key, k.activities(new.id), new.send.key if new.send else instance_key)
             if new.send is not None:
