@@ -26,7 +26,7 @@ from engine.runtime.gather import arrival_document
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
-from engine.runtime.starting import Overlapped, StartResolver
+from engine.runtime.starting import StartResolver
 from engine.runtime.steps import step_allowance, worker_name
 from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
 
@@ -100,14 +100,6 @@ class _Starting:
     resolver: StartResolver[tuple[Next, Placement]]
 
 
-@dataclass(frozen=True)
-class _Ready:
-    """A batch of new instances ready for the store, and the first step messages to send after it."""
-
-    instances: list[NewInstance]
-    late: dict[str, StepMessage]
-
-
 class Engine:
     """The workflow engine's operations on one store."""
 
@@ -176,22 +168,18 @@ class Engine:
         pending: list[tuple[NewInstance, Next | None]] = []
         self.store.touch_run(run, {f"workflow:{workflow}": number})
         starting = _Starting(definition, run, worker_name(), StartResolver(definition))
-
-        def done(ready: _Ready, created: list[bool]) -> None:
-            ids.extend(self._sent(ready, created))
+        for item in items:
+            item = item if isinstance(item, StartItem) else StartItem(item)
+            pending.append(self._new_instance(starting, item))
+            if len(pending) >= batch:
+                ids.extend(self._create(definition, run, pending))
+                if progress:
+                    progress(len(pending))
+                pending = []
+        if pending:
+            ids.extend(self._create(definition, run, pending))
             if progress:
-                progress(len(created))
-
-        # Redis creates a batch while the next one is prepared, unless preparing reads Redis (a gather)
-        with Overlapped(lambda ready: self._write(run, ready), done, overlap=starting.resolver.pure) as writer:
-            for item in items:
-                item = item if isinstance(item, StartItem) else StartItem(item)
-                pending.append(self._new_instance(starting, item))
-                if len(pending) >= batch:
-                    writer.later(self._prepare(definition, pending))
-                    pending = []
-            if pending:
-                writer.now(self._prepare(definition, pending))
+                progress(len(pending))
         return ids
 
     def _new_instance(self, starting: _Starting, item: StartItem) -> tuple[NewInstance, Next | None]:
@@ -206,7 +194,7 @@ class Engine:
             def work() -> tuple[Next, Placement]:
                 scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
                 nxt = self.runtime.resolve(definition, definition.start, scope)
-                return nxt, self.runtime.placement(definition, nxt, now)
+                return nxt, self.runtime.placement(definition, nxt, now)  # a function of nxt alone
 
             nxt, placement = starting.resolver.resolve(item.data, root, now, work)
         except (InvalidInput, StepFailed) as exc:
@@ -221,8 +209,7 @@ class Engine:
         return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
                            placement), nxt
 
-    def _prepare(self, definition: Definition, pending: list[tuple[NewInstance, Next | None]]) -> _Ready:
-        """The batch with the first step messages: pushed with their instances, or ``late`` after them."""
+    def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]]) -> list[str]:
         late: dict[str, StepMessage] = {}  # first steps the store cannot push with the instance
         ready: list[NewInstance] = []
         for new, nxt in pending:
@@ -232,20 +219,12 @@ class Engine:
                 if new.send is None:
                     late[new.id] = message
             ready.append(new)
-        return _Ready(ready, late)
-
-    def _write(self, run: str, ready: _Ready) -> list[bool]:
-        """Create the batch and count the new instances in the run; which were created."""
-        created = self.store.create(ready.instances)
+        created = self.store.create(ready)
         self.store.touch_run(run, {"total": sum(created)})
-        return created
-
-    def _sent(self, ready: _Ready, created: list[bool]) -> list[str]:
-        """Send the first steps of the created instances that could not go with them; the batch's ids."""
-        for new, fresh in zip(ready.instances, created, strict=True):
-            if fresh and new.id in ready.late:
-                self.enqueuer.enqueue(ready.late[new.id], PRIORITY_START)
-        return [new.id for new in ready.instances]
+        for new, fresh in zip(ready, created, strict=True):
+            if fresh and new.id in late:
+                self.enqueuer.enqueue(late[new.id], PRIORITY_START)
+        return [new.id for new in ready]
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -16,16 +16,11 @@ functions depend on ``now`` only). A start that reaches a ``gather`` node is nev
 arrival depends on whether the batch has closed, read from Redis), nor is one that failed:
 each failing instance gets its own error. The memo lives as long as its resolver (one
 ``start_many``).
-
-:class:`Overlapped` writes one batch of new instances while the next is being prepared: Redis
-runs a batch's creation while this process validates and resolves the next one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from engine.definitions.model import AwaitNode, ChoiceNode, Definition, StepNode, TerminalNode, WaitNode
@@ -44,8 +39,6 @@ class _Unkeyable(Exception):
 
 
 Outcome = TypeVar("Outcome")
-Batch = TypeVar("Batch")
-Written = TypeVar("Written")
 
 
 class StartResolver(Generic[Outcome]):
@@ -58,9 +51,8 @@ class StartResolver(Generic[Outcome]):
 
     def __init__(self, definition: Definition) -> None:
         expressions = start_expressions(definition)
-        #: The start's outcome depends on the instance's own input only (it reads nothing from Redis).
-        self.pure = expressions is not None
-        self.keyed = self.pure
+        #: Outcomes are kept (the start reads nothing from Redis and calls only known functions).
+        self.keyed = expressions is not None
         self.reads: dict[str, Any] = {}
         self.timed = False
         self._kept: dict[Any, Outcome] = {}
@@ -162,54 +154,3 @@ def _frozen(value: Any) -> Any:
         return (list, tuple(_frozen(v) for v in value))
     raise _Unkeyable(type(value).__name__)
 
-
-class Overlapped(Generic[Batch, Written]):
-    """``write`` each batch in a thread of its own, one at a time, while the caller prepares the next.
-
-    ``later(batch)`` hands the batch over; the previous batch's ``done(batch, written)`` runs
-    first, in the caller's thread, so batches are written and done in order, each written only
-    after the one before it is. ``now(batch)`` writes and finishes a batch in the caller's
-    thread (the last one: nothing is left to overlap it with). Leaving the ``with`` block
-    finishes the batch in flight (also when the caller failed), then raises what went wrong.
-    With ``overlap`` off, ``later`` is ``now``.
-    """
-
-    def __init__(self, write: Callable[[Batch], Written], done: Callable[[Batch, Written], None],
-                 overlap: bool = True) -> None:
-        self.write = write
-        self.done = done
-        self.overlap = overlap
-        self._pool: ThreadPoolExecutor | None = None
-        self._inflight: tuple[Batch, Future[Written]] | None = None
-
-    def later(self, batch: Batch) -> None:
-        """Write ``batch`` in the background (after finishing the one in flight)."""
-        if not self.overlap:
-            self.now(batch)
-            return
-        self._finish()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tradeflow-start")
-        self._inflight = (batch, self._pool.submit(self.write, batch))
-
-    def now(self, batch: Batch) -> None:
-        """Write and finish ``batch`` here (after finishing the one in flight)."""
-        self._finish()
-        self.done(batch, self.write(batch))
-
-    def _finish(self) -> None:
-        if self._inflight is not None:
-            batch, future = self._inflight
-            self._inflight = None
-            self.done(batch, future.result())
-
-    def __enter__(self) -> Overlapped[Batch, Written]:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            self._finish()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)

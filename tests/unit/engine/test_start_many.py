@@ -5,8 +5,7 @@ instance's outcome (where it goes, when its wait ends, why it failed) is what it
 id and start time give, however many instances share the start's resolution; invalid items
 fail with their reason; existing ids are not started again; the run counts what was created;
 first steps go out at PRIORITY_START, with their instance (the Redis broker) or after it;
-batches are written in order while the next is prepared, and a start reaching a gather joins
-its batch.
+batches are written in order, and a start reaching a gather joins its batch.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.runtime.messages import PRIORITY_START, MemoryEnqueuer
 from engine.runtime.redis_queue import RedisQueueEnqueuer
-from engine.runtime.starting import Overlapped, StartResolver, _frozen, start_expressions
+from engine.runtime.starting import StartResolver, _frozen, start_expressions
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 
@@ -180,7 +179,7 @@ def test_first_steps_go_with_their_instances_on_the_redis_broker(any_redis: redi
 
 
 def test_a_start_at_a_gather_joins_its_batch(engine: Engine) -> None:
-    assert not StartResolver(engine.definition("meeting")).pure  # reads Redis: batches are not overlapped
+    assert not StartResolver(engine.definition("meeting")).keyed  # reads Redis: each arrival resolved anew
     ids = engine.start_many("meeting", [{"amount": n} for n in range(5)] + [{}], run="m", batch=2)
     counts = engine.progress("m").counts
     assert counts["gathering"] == 5 and counts["failed"] == 1
@@ -197,7 +196,7 @@ def test_start_expressions_and_what_keys_an_outcome() -> None:
         "has(data.go) && data.go == true", "instance.id.startsWith('now-')", "has(data.gate)",
         "at(data.day, params.hour, 'UTC')", "now() + duration('90m')", "timestamp(data.gate)"}
     resolver: StartResolver[str] = StartResolver(choosy)
-    assert resolver.pure and resolver.keyed and resolver.timed
+    assert resolver.keyed and resolver.timed
     assert resolver.reads == {"data": {"go": None, "gate": None, "day": None}, "instance": {"id": None}}
     assert start_expressions(load_definition(json.dumps(MEETING))) is None
     assert len({_frozen(v) for v in (1, 1.0, True, "1", None, 0.0, -0.0, [1], (1,), {"a": 1})}) == 9
@@ -218,35 +217,3 @@ def test_start_expressions_and_what_keys_an_outcome() -> None:
     resolver.resolve({"day": b"raw"}, root, T0, work)
     assert len(calls) == 5
 
-
-def test_overlapped_writes_in_order_and_finishes_the_batch_in_flight_when_the_caller_fails() -> None:
-    log: list[str] = []
-
-    def write(batch: str) -> str:
-        log.append(f"write {batch}")
-        if batch == "boom":
-            raise RuntimeError("write failed")
-        return batch.upper()
-
-    def done(batch: str, written: str) -> None:
-        log.append(f"done {batch}->{written}")
-
-    with Overlapped(write, done) as writer:
-        writer.later("a")
-        writer.later("b")
-        writer.now("c")
-    assert log == ["write a", "done a->A", "write b", "done b->B", "write c", "done c->C"]
-    log.clear()
-    with pytest.raises(ValueError, match="caller"), Overlapped(write, done) as writer:
-        writer.later("a")
-        raise ValueError("caller failed")
-    assert log == ["write a", "done a->A"]
-    log.clear()
-    with pytest.raises(RuntimeError, match="write failed"), Overlapped(write, done) as writer:
-        writer.later("boom")
-        writer.later("never")
-    assert log == ["write boom"]
-    log.clear()
-    with Overlapped(write, done, overlap=False) as writer:
-        writer.later("a")
-        assert log == ["write a", "done a->A"]
