@@ -2,7 +2,8 @@
 
 With no options: the engine overhead against bare Celery, then the morning run at 1,000 and
 10,000 accounts, then Redis memory per instance (measured on the 10,000-account run), then the
-submission phase of 20,000 approved accounts per account and in block orders (tickets, time).
+submission phase of 20,000 approved accounts per account and in block orders (tickets, time),
+then starting 20,000 instances alone (``start_many``, then the daily start; no workers).
 Every benchmark uses a key and queue prefix of its own on the Redis at TRADEFLOW_REDIS_URL
 (an embedded one when none answers) and deletes its keys after. Nothing asserts a time: the
 figures are what this machine did, with whatever else was running on it.
@@ -24,12 +25,12 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import blocks, engine_overhead, morning, peer, replica_wait
+from bench import blocks, engine_overhead, morning, peer, replica_wait, start
 from engine.config import Settings
 from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
 
-BENCHMARKS = ("engine", "morning", "memory", "submission")
+BENCHMARKS = ("engine", "morning", "memory", "submission", "start")
 RESULTS = Path(__file__).parent / "results"
 FULL_ACCOUNTS = 100_000
 
@@ -58,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (``--help`` lists every option)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="{engine,morning,memory,submission}",
-                        help="run only this benchmark (repeatable; default: all four, in that order)")
+    parser.add_argument("--only", action="append", choices=BENCHMARKS,
+                        metavar="{engine,morning,memory,submission,start}",
+                        help="run only this benchmark (repeatable; default: all five, in that order)")
     engine = parser.add_argument_group("engine overhead")
     engine.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
     engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
@@ -87,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     submission = parser.add_argument_group("submission phase")
     submission.add_argument("--submission-accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
                             help="approved accounts submitted per account, then in blocks (default 20000)")
+    starting = parser.add_argument_group("starting instances")
+    starting.add_argument("--start-count", type=int, default=20_000, metavar="N",
+                          help="instances started by start_many, and accounts by the daily start (default 20000)")
+    starting.add_argument("--no-daily", action="store_true",
+                          help="time start_many only (no book seeded, no daily start)")
     args = parser.parse_args(argv)
     if args.full and FULL_ACCOUNTS not in args.accounts:
         args.accounts = [*args.accounts, FULL_ACCOUNTS]
@@ -332,6 +339,22 @@ def run_submission(args: argparse.Namespace, url: str, console: Console) -> None
     write("submission", url, {"runs": results}, console)
 
 
+def run_start(args: argparse.Namespace, url: str, console: Console) -> None:
+    """Starting instances alone: ``start_many`` and the daily start (``bench.start``)."""
+    console.print(f"starting: {args.start_count:,} instances of {start.WORKFLOW}, no workers, Redis {url}")
+    figures = start.run(url, args.start_count, daily=not args.no_daily, seed=args.seed)
+    table = Table("measurement", "instances", "s", "instances/s", "CPU ms per instance (starting process / Redis)",
+                  title="starting instances")
+    for label, key in (("start_many", "start_many"), ("daily start (tradeflow pm run)", "daily_start")):
+        if key in figures:
+            r = figures[key]
+            cpu = r["cpu_ms_per_instance"]
+            table.add_row(label, f"{r['instances']:,}", f"{r['seconds']:.2f}", f"{r['instances_per_s']:,}",
+                          f"{cpu['starting process']:.3f} / {cpu['redis-server (whole server)']:.3f}")
+    console.print(table)
+    write("start", url, figures, console)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
@@ -346,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         run_memory(args, url, console, measured)
     if "submission" in args.only:
         run_submission(args, url, console)
+    if "start" in args.only:
+        run_start(args, url, console)
 
 
 if __name__ == "__main__":

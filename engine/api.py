@@ -26,6 +26,7 @@ from engine.runtime.gather import arrival_document
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
+from engine.runtime.starting import StartResolver
 from engine.runtime.steps import step_allowance, worker_name
 from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
 
@@ -86,6 +87,17 @@ class StartItem:
 
     data: dict[str, Any]
     instance_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Starting:
+    """What every instance of one ``start_many`` shares: its definition, run and worker name, and
+    the start's outcomes (where it goes, its placement), worked out once per distinct input."""
+
+    definition: Definition
+    run: str
+    worker: str
+    resolver: StartResolver[tuple[Next, Placement]]
 
 
 class Engine:
@@ -153,11 +165,12 @@ class Engine:
         number = self.store.resolve_version(workflow, version)
         definition = self.store.definition(workflow, number)
         ids: list[str] = []
-        pending: list[tuple[dict[str, Any], Next | None]] = []
+        pending: list[tuple[NewInstance, Next | None]] = []
         self.store.touch_run(run, {f"workflow:{workflow}": number})
+        starting = _Starting(definition, run, worker_name(), StartResolver(definition))
         for item in items:
             item = item if isinstance(item, StartItem) else StartItem(item)
-            pending.append(self._new_instance(definition, run, item))
+            pending.append(self._new_instance(starting, item))
             if len(pending) >= batch:
                 ids.extend(self._create(definition, run, pending))
                 if progress:
@@ -169,25 +182,32 @@ class Engine:
                 progress(len(pending))
         return ids
 
-    def _new_instance(self, definition: Definition, run: str, item: StartItem) -> tuple[NewInstance, Next | None]:
+    def _new_instance(self, starting: _Starting, item: StartItem) -> tuple[NewInstance, Next | None]:
+        definition, run = starting.definition, starting.run
         now = self.clock()
         iid = item.instance_id or self.store.new_id()
-        activity = Activity(seq=0, node=definition.start, attempt=1, outcome=Outcome.STARTED, worker=worker_name(),
-                            started_at=now, ended_at=now)
-        new = NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
-                          Placement.end(definition.start, InstanceStatus.FAILED))
         try:
             validate_input(definition, item.data)
             root = {"id": iid, "workflow": definition.name, "version": definition.version, "run": run,
                     "node": definition.start, "seq": 1, "attempt": 1}
-            scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
-            nxt = self.runtime.resolve(definition, definition.start, scope)
+
+            def work() -> tuple[Next, Placement]:
+                scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
+                nxt = self.runtime.resolve(definition, definition.start, scope)
+                return nxt, self.runtime.placement(definition, nxt, now)  # a function of nxt alone
+
+            nxt, placement = starting.resolver.resolve(item.data, root, now, work)
         except (InvalidInput, StepFailed) as exc:
-            return replace(new, activity=replace(activity, outcome=Outcome.FAILED, error=str(exc)),
-                           error={"node": definition.start, "reason": f"invalid input: {exc}",
-                                  "type": type(exc).__name__, "attempt": 0, "at": now}), None
-        return replace(new, activity=replace(activity, next=nxt.node),
-                       placement=self.runtime.placement(definition, nxt, now)), nxt
+            activity = Activity(seq=0, node=definition.start, attempt=1, outcome=Outcome.FAILED,
+                                worker=starting.worker, started_at=now, ended_at=now, error=str(exc))
+            return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
+                               Placement.end(definition.start, InstanceStatus.FAILED),
+                               error={"node": definition.start, "reason": f"invalid input: {exc}",
+                                      "type": type(exc).__name__, "attempt": 0, "at": now}), None
+        activity = Activity(seq=0, node=definition.start, attempt=1, outcome=Outcome.STARTED, worker=starting.worker,
+                            started_at=now, ended_at=now, next=nxt.node)
+        return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
+                           placement), nxt
 
     def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]]) -> list[str]:
         late: dict[str, StepMessage] = {}  # first steps the store cannot push with the instance

@@ -18,9 +18,13 @@ COMPRESS_OVER = 256
 JSON_FIELDS = frozenset({"data", "result", "error"})
 
 
+#: ``json.dumps(value, separators=(",", ":"), default=str)`` without building an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, the only serialisation the store uses."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _COMPACT(value)
 
 
 def pack(value: Any) -> str | bytes:

@@ -86,26 +86,55 @@ class Instances:
     def create(self, instances: Iterable[NewInstance], batch: int = 500) -> list[bool]:
         """Create ``instances``; for each, True if created, False if its id already existed.
 
-        Written in pipelined MULTI batches of ``batch``: one batch lands whole or not at all,
-        first step messages (``send``) included.
+        One ``create_many`` call of ``lua/state.lua`` per ``batch`` instances: a batch lands
+        whole, first step messages (``send``) included, each instance exactly as ``create``
+        alone would write it.
         """
         created: list[bool] = []
-        pipe = self.client.pipeline(transaction=True)
-        pending = 0
+        pending: list[NewInstance] = []
         for new in instances:
-            doc = {"id": new.id, "workflow": new.workflow, "version": new.version, "run": new.run,
-                   "now": seconds(new.created_at), "place": new.placement}
+            pending.append(new)
+            if len(pending) == batch:
+                created += self._create_many(pending)
+                pending = []
+        if pending:
+            created += self._create_many(pending)
+        return created
+
+    def _create_many(self, instances: Sequence[NewInstance]) -> list[bool]:
+        """One ``create_many`` call: the instances' shared fields once, then a document per instance."""
+        k = self.keys
+        first = instances[0]
+        shared = (first.workflow, first.version, first.run)
+        items: list[dict[str, Any]] = []
+        keys = [k.instance(first.id), k.activities(first.id), k.timers, k.deadlines, k.instance(first.id), k.queued]
+        args: list[Any] = [""]
+        places: dict[int, dict[str, Any]] = {}  # id(placement) -> its document: instances often share one
+        for new in instances:
+            item: dict[str, Any] = {"id": new.id, "now": seconds(new.created_at)}
+            if (new.workflow, new.version, new.run) != shared:  # the item's own, over the shared ones
+                item.update(workflow=new.workflow, version=new.version, run=new.run)
             docs: dict[str, Any] = {"data": pack(new.data), "activity": pack(new.activity.to_dict())}
             if new.error is not None:
                 docs["error"] = pack(new.error)
-            self._call("create", new.id, doc, docs, new.send, pipe)
-            pending += 1
-            if pending == batch:
-                created += [text(reply[0]) == "created" for reply in pipe.execute()]
-                pending = 0
-        if pending:
-            created += [text(reply[0]) == "created" for reply in pipe.execute()]
-        return created
+            place = places.get(id(new.placement))
+            if place is None:
+                self._place(item, new.placement, docs)
+                if new.placement.result is None and new.placement.gather is None:
+                    places[id(new.placement)] = item["place"]
+            else:
+                item["place"] = place
+            instance_key = k.instance(new.id)
+            keys += (instance_key, k.activities(new.id), new.send.key if new.send else instance_key)
+            if new.send is not None:
+                docs["message"] = new.send.body
+            item["docs"] = list(docs)
+            args += docs.values()
+            items.append(item)
+        args[0] = dumps({"op": "create_many", "workflow": first.workflow, "version": first.version, "run": first.run,
+                         "ttl": self.retention_seconds, "runs": k.runs_prefix, "docs": [],
+                         "wall": seconds(time.time()), "items": items})
+        return [flag == "1" for flag in text(self._state(keys=keys, args=args))]
 
     def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                 statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
@@ -214,6 +243,15 @@ class Instances:
             self.replicate(self.client)
         return applied
 
+    def _place(self, doc: dict[str, Any], place: Placement, docs: dict[str, Any]) -> None:
+        """Write ``place`` into an operation's (or a create_many item's) document, and the documents it carries."""
+        doc["place"] = place.document()
+        if place.result is not None:
+            docs["result"] = pack(place.result)
+        if place.gather is not None:
+            doc["gather"] = {**place.gather, **self.gather_keys()}
+            docs["contribution"] = pack(place.contribution)
+
     def _call(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
               send: Envelope | None, client: Any = None) -> Any:
         """Run operation ``op`` of ``lua/state.lua`` (on ``client``: a pipeline, or the store's client).
@@ -224,12 +262,7 @@ class Instances:
         k = self.keys
         place = doc.get("place")
         if isinstance(place, Placement):
-            doc["place"] = place.document()
-            if place.result is not None:
-                docs["result"] = pack(place.result)
-            if place.gather is not None:
-                doc["gather"] = {**place.gather, **self.gather_keys()}
-                docs["contribution"] = pack(place.contribution)
+            self._place(doc, place, docs)
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}

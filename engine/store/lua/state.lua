@@ -21,6 +21,7 @@
 --
 -- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
 --   create   a new instance with its first placement (no-op if the id exists)
+--   create_many  many new instances in one call: `create` for each of doc.items in turn (see below)
 --   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
 --   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
 --   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
@@ -34,7 +35,14 @@
 --
 -- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
 -- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
--- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash.
+-- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash;
+-- create_many returns one character per item: '1' created, '0' its id existed.
+--
+-- create_many: doc holds what the instances share (workflow, version, run, ttl, runs, wall) and
+-- doc.items one document per instance {id, now, place, gather, docs}; ARGV[2..] are every item's
+-- stored documents, item after item, each item's in the order of its `docs`. KEYS[3], KEYS[4] and
+-- KEYS[6] are the indexes as above (KEYS[1], KEYS[2], KEYS[5]: the first item's); item i's hash,
+-- activity list and queue (its hash again when it has no message) are KEYS[4 + 3i .. 6 + 3i].
 --
 -- To add an operation: one function in `ops` below (and its name in `needs_instance` if it
 -- acts on an existing instance under the compare-and-set), and one method in Python
@@ -219,6 +227,28 @@ ops.create = function()
   local final = settle(doc.id, doc.run, nil, false)
   if joined then return {'created', final, '1', joined[1], joined[2]} end
   return {'created', final, '1'}
+end
+
+-- Each item is created exactly as `create` alone would: inst, acts, queue, doc, blob and joined
+-- are rebound to the item's before it runs (doc falls back on the shared fields).
+ops.create_many = function()
+  local shared = doc
+  local inherit = {__index = shared}
+  local replies = {}
+  local arg = 2
+  for i, item in ipairs(shared.items) do
+    local k = 4 + 3 * i
+    inst, acts, queue = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    doc = setmetatable(item, inherit)
+    blob = {}
+    for _, name in ipairs(item.docs) do
+      blob[name] = ARGV[arg]
+      arg = arg + 1
+    end
+    joined = nil
+    replies[i] = ops.create()[1] == 'created' and '1' or '0'
+  end
+  return table.concat(replies)
 end
 
 ops.advance = function(seq)
