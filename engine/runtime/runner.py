@@ -294,7 +294,7 @@ class Runtime:
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
-            carrier=carrier if chained else clear, send=send), step)
+            carrier=carrier if chained else clear, send=send, encoded=transition.encoded), step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
         if chained and applied.status is InstanceStatus.RUNNING:

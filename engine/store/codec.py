@@ -9,8 +9,8 @@ from typing import Any
 
 from engine.keyspace import text
 
-__all__ = ["COMPRESS_OVER", "JSON_FIELDS", "decode_activities", "decode_instance_hash", "dumps", "pack", "text",
-           "unpack"]
+__all__ = ["COMPRESS_OVER", "JSON_FIELDS", "decode_activities", "decode_instance_hash", "dumps", "dumps_with", "pack",
+           "pack_text", "text", "unpack"]
 
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
@@ -23,14 +23,33 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def dumps_with(value: dict[str, Any], key: str, encoded: str) -> str:
+    """``dumps(value)`` when ``value[key]`` is already encoded as ``encoded`` (``dumps(value[key])``):
+    the same text, without encoding that part again."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    part = before
+    for name, item in value.items():
+        if name == key:
+            part = after
+        else:
+            part[name] = item
+    head, tail = dumps(before)[:-1], dumps(after)[1:]
+    return "".join((head, "," if before else "", dumps(key), ":", encoded, "," if after else "", tail))
+
+
 def pack(value: Any) -> str | bytes:
-    """``value`` as stored: compact JSON, zlib-compressed when long.
+    """``value`` as stored: compact JSON, zlib-compressed when long."""
+    return pack_text(dumps(value))
+
+
+def pack_text(text: str) -> str | bytes:
+    """A document's compact JSON as stored: zlib-compressed when long.
 
     A zlib stream starts with byte 0x78 ("x"), which no JSON text starts with, so
     :func:`unpack` tells the two apart without a marker.
     """
-    out = dumps(value)
-    return zlib.compress(out.encode(), 1) if len(out) > COMPRESS_OVER else out
+    return zlib.compress(text.encode(), 1) if len(text) > COMPRESS_OVER else text
 
 
 def unpack(raw: bytes | str) -> str:

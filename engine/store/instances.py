@@ -23,7 +23,7 @@ import redis
 
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
-from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
+from engine.store.codec import decode_activities, decode_instance_hash, dumps, dumps_with, pack, pack_text, text
 from engine.store.keys import Keys
 
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
@@ -110,15 +110,23 @@ class Instances:
     def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                 statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
                 noop: Activity | None = None, carrier: str | None = None,
-                send: Envelope | None = None) -> Applied:
+                send: Envelope | None = None, encoded: str | None = None) -> Applied:
         """Take a transition at ``seq``: record ``context`` (node, data), seq + 1, then ``placement``.
 
         ``noop`` is recorded instead when the instance moved on meanwhile; ``carrier`` names the
-        message whose worker runs the next step inline ("" clears it).
+        message whose worker runs the next step inline ("" clears it). ``encoded``: the context
+        data as compact JSON when the service's answer was encoded already; it is written as
+        is, in the context entry and as the activity's ``received``.
         """
-        docs = {"activity": pack(activity.to_dict())}
-        if context is not None:
-            docs[f"c:{context[0]}"] = pack(context[1])
+        record = activity.to_dict()
+        if context is not None and encoded is not None:
+            docs = {"activity": pack_text(dumps_with(record, "received", encoded)
+                                          if record.get("received") is context[1] else dumps(record)),
+                    f"c:{context[0]}": pack_text(encoded)}
+        else:
+            docs = {"activity": pack(record)}
+            if context is not None:
+                docs[f"c:{context[0]}"] = pack(context[1])
         if noop is not None:
             docs["noop"] = pack(noop.to_dict())
         return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
