@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable
+from itertools import accumulate
 from typing import Any
 
 from engine.keyspace import text
 
 __all__ = ["COMPRESS_OVER", "JSON_FIELDS", "decode_activities", "decode_instance_hash", "dumps", "dumps_with", "pack",
-           "pack_text", "text", "unpack"]
+           "pack_text", "split_hash", "text", "unpack"]
 
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
@@ -57,6 +58,14 @@ def unpack(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
     return zlib.decompress(raw).decode() if raw[:1] == b"x" else raw.decode()
+
+
+def split_hash(sizes: bytes, joined: bytes) -> dict[bytes, bytes]:
+    """A hash sent as two strings (its fields' and values' byte lengths, comma-separated, in
+    HGETALL order, and all of them end to end) as HGETALL gives it."""
+    ends = list(accumulate(map(int, sizes.split(b","))))
+    parts = [joined[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+    return dict(zip(parts[0::2], parts[1::2], strict=True))
 
 
 def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, str]:

@@ -23,7 +23,16 @@ import redis
 
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
-from engine.store.codec import decode_activities, decode_instance_hash, dumps, dumps_with, pack, pack_text, text
+from engine.store.codec import (
+    decode_activities,
+    decode_instance_hash,
+    dumps,
+    dumps_with,
+    pack,
+    pack_text,
+    split_hash,
+    text,
+)
 from engine.store.keys import Keys
 
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
@@ -202,7 +211,7 @@ class Instances:
                          {}, None)
         if not raw:
             return None
-        return Instance.from_hash(decode_instance_hash(dict(zip(raw[0::2], raw[1::2], strict=True))))
+        return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))
 
     # -- the call -----------------------------------------------------------------------------
 
