@@ -55,11 +55,15 @@ def _plain(data: Any) -> tuple[dict[str, Any], str | None]:
     raise MalformedAnswer(f"transition data must be an object, got {type(data).__name__}")
 
 
+#: ``json.dumps(data, allow_nan=False, separators=(",", ":"))``'s encoder, built once.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def _check_json(data: dict[str, Any]) -> str:
     """``data`` as compact JSON (as the store writes it); refuse data JSON cannot carry as it is
     (a set, bytes, an object, NaN): the store would save its str()."""
     try:
-        return json.dumps(data, allow_nan=False, separators=(",", ":"))
+        return _STRICT_JSON.encode(data)
     except (TypeError, ValueError, RecursionError) as exc:
         raise MalformedAnswer(f"transition data is not plain JSON: {exc}") from None
 

@@ -19,9 +19,13 @@ COMPRESS_OVER = 256
 JSON_FIELDS = frozenset({"data", "result", "error"})
 
 
+#: What ``json.dumps(value, separators=(",", ":"), default=str)`` builds on every call, built once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, the only serialisation the store uses."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def dumps_with(value: dict[str, Any], key: str, encoded: str) -> str:
