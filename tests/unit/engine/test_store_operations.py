@@ -240,3 +240,14 @@ def test_split_hash_gives_the_fields_as_hgetall_does() -> None:
     fields = [b"id", b"i1", b"c:a", b"x\x9c\x00,\xff", b"empty", b"", b"n\xc3\xa9", b"1,2"]
     sizes = ",".join(str(len(f)) for f in fields).encode()
     assert split_hash(sizes, b"".join(fields)) == dict(zip(fields[0::2], fields[1::2], strict=True))
+
+
+def test_an_operation_loads_its_script_when_the_server_lost_it(key_prefix: str) -> None:
+    import fakeredis
+
+    store = RedisStore(fakeredis.FakeRedis(), Keys(key_prefix), retention_seconds=3600)
+    running(store)
+    store.client.script_flush()  # a restarted or failed-over server knows no script
+    applied = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW + 60))
+    assert applied.applied and applied.seq == 2
+    assert store.start("i1", "b", 2, 1, NOW) is not None
