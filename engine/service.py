@@ -31,29 +31,39 @@ class Transition:
 
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: ``data`` as compact JSON, set by :func:`ok` and :func:`as_transition` once they have checked
+    #: it: the store writes this text instead of encoding the same document again. Not part of
+    #: the answer's identity; an action never sets it.
+    encoded: str | None = field(default=None, kw_only=True, repr=False, compare=False)
 
 
 def ok(data: Mapping[str, Any] | BaseModel | None = None) -> Transition:
     """Shorthand for ``Transition("ok", data)``."""
-    return Transition("ok", _plain(data))
+    plain, encoded = _plain(data)
+    return Transition("ok", plain, encoded=encoded)
 
 
-def _plain(data: Any) -> dict[str, Any]:
+def _plain(data: Any) -> tuple[dict[str, Any], str | None]:
+    """``data`` as a plain dict, and as compact JSON when it was checked (a mapping)."""
     if data is None:
-        return {}
+        return {}, "{}"
     if isinstance(data, BaseModel):
-        return data.model_dump(mode="json")
+        return data.model_dump(mode="json"), None
     if isinstance(data, Mapping):
         plain = dict(data)
-        _check_json(plain)
-        return plain
+        return plain, _check_json(plain)
     raise MalformedAnswer(f"transition data must be an object, got {type(data).__name__}")
 
 
-def _check_json(data: dict[str, Any]) -> None:
-    """Refuse data JSON cannot carry as it is (a set, bytes, an object, NaN): the store would save its str()."""
+#: ``json.dumps(data, allow_nan=False, separators=(",", ":"))``'s encoder, built once.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _check_json(data: dict[str, Any]) -> str:
+    """``data`` as compact JSON (as the store writes it); refuse data JSON cannot carry as it is
+    (a set, bytes, an object, NaN): the store would save its str()."""
     try:
-        json.dumps(data, allow_nan=False)
+        return _STRICT_JSON.encode(data)
     except (TypeError, ValueError, RecursionError) as exc:
         raise MalformedAnswer(f"transition data is not plain JSON: {exc}") from None
 
@@ -61,16 +71,21 @@ def _check_json(data: dict[str, Any]) -> None:
 def as_transition(answer: Any) -> Transition:
     """Normalise what an action returned: a Transition, a name, (name, data) or a dict."""
     if isinstance(answer, Transition):
-        return Transition(answer.name, _plain(answer.data))
+        if answer.encoded is not None:  # made by ok(): checked and encoded already
+            return answer
+        plain, encoded = _plain(answer.data)
+        return Transition(answer.name, plain, encoded=encoded)
     if isinstance(answer, str):
-        return Transition(answer, {})
+        return Transition(answer, {}, encoded="{}")
     if isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], str):
-        return Transition(answer[0], _plain(answer[1]))
+        plain, encoded = _plain(answer[1])
+        return Transition(answer[0], plain, encoded=encoded)
     if isinstance(answer, Mapping) and isinstance(answer.get("transition"), str):
         extra = set(answer) - {"transition", "data"}
         if extra:
             raise MalformedAnswer(f"unexpected keys in answer: {sorted(extra)}")
-        return Transition(answer["transition"], _plain(answer.get("data")))
+        plain, encoded = _plain(answer.get("data"))
+        return Transition(answer["transition"], plain, encoded=encoded)
     raise MalformedAnswer(
         "an action must return a Transition, a transition name, (name, data) or "
         f'{{"transition": ..., "data": {{...}}}}; got {type(answer).__name__}'

@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.clock import Clock, system_clock
 from engine.config import Settings
-from engine.definitions.model import Definition, Node, RecordLevel, StepNode, WaitNode
+from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, ServiceNode, StepNode, WaitNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
 from engine.metrics import StepMetrics
@@ -278,10 +278,11 @@ class Runtime:
                               sent=sent, transition=transition.name,
                               received=data if level is not RecordLevel.METADATA else None)
         now = self.clock()
+        service = node if isinstance(node, ServiceNode) else None  # (a pydantic attribute miss is slow)
         activity = self._activity(
             node_name, seq, attempt, started, Outcome.APPLIED, transition=transition.name,
-            service=getattr(node, "service", None), action=getattr(node, "action", None),
-            url=getattr(node, "url", None), sent=sent,
+            service=service and service.service, action=service and service.action,
+            url=node.url if isinstance(node, HttpNode) else None, sent=sent,
             received=data if level is not RecordLevel.METADATA else None,
             next=nxt.node, via=list(nxt.via) or None,
         )
@@ -294,7 +295,7 @@ class Runtime:
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
         applied = self.transition(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
-            carrier=carrier if chained else clear, send=send), step)
+            carrier=carrier if chained else clear, send=send, encoded=transition.encoded), step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
         if chained and applied.status is InstanceStatus.RUNNING:

@@ -20,10 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
-from engine.store.codec import decode_activities, decode_instance_hash, dumps, pack, text
+from engine.store.codec import (
+    decode_activities,
+    decode_instance_hash,
+    dumps,
+    dumps_with,
+    pack,
+    pack_text,
+    split_hash,
+    text,
+)
 from engine.store.keys import Keys
 
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
@@ -139,15 +149,23 @@ class Instances:
     def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                 statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
                 noop: Activity | None = None, carrier: str | None = None,
-                send: Envelope | None = None) -> Applied:
+                send: Envelope | None = None, encoded: str | None = None) -> Applied:
         """Take a transition at ``seq``: record ``context`` (node, data), seq + 1, then ``placement``.
 
         ``noop`` is recorded instead when the instance moved on meanwhile; ``carrier`` names the
-        message whose worker runs the next step inline ("" clears it).
+        message whose worker runs the next step inline ("" clears it). ``encoded``: the context
+        data as compact JSON when the service's answer was encoded already; it is written as
+        is, in the context entry and as the activity's ``received``.
         """
-        docs = {"activity": pack(activity.to_dict())}
-        if context is not None:
-            docs[f"c:{context[0]}"] = pack(context[1])
+        record = activity.to_dict()
+        if context is not None and encoded is not None:
+            docs = {"activity": pack_text(dumps_with(record, "received", encoded)
+                                          if record.get("received") is context[1] else dumps(record)),
+                    f"c:{context[0]}": pack_text(encoded)}
+        else:
+            docs = {"activity": pack(record)}
+            if context is not None:
+                docs[f"c:{context[0]}"] = pack(context[1])
         if noop is not None:
             docs["noop"] = pack(noop.to_dict())
         return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
@@ -223,7 +241,7 @@ class Instances:
                          {}, None)
         if not raw:
             return None
-        return Instance.from_hash(decode_instance_hash(dict(zip(raw[0::2], raw[1::2], strict=True))))
+        return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -270,9 +288,24 @@ class Instances:
                    wall=seconds(time.time()))  # when a step is queued: the reconciliation ages on the wall clock
         doc.setdefault("now", doc["wall"])
         instance_key = k.instance(instance_id)
-        return self._state(keys=[instance_key, k.activities(instance_id), k.timers, k.deadlines,
-                                 send.key if send else instance_key, k.queued],
-                           args=[dumps(doc), *docs.values()], client=client)
+        keys = [instance_key, k.activities(instance_id), k.timers, k.deadlines, send.key if send else instance_key,
+                k.queued]
+        if client is not None:  # a pipeline: the Script object makes it load the script first
+            return self._state(keys=keys, args=[dumps(doc), *docs.values()], client=client)
+        return run_script(self.client, self._state, keys, [dumps(doc), *docs.values()])
+
+
+def run_script(client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """``script(keys=keys, args=args)`` (a registered script) on ``client``, as one EVALSHA.
+
+    redis-py's Script call goes through three more layers (and an import) on every call, about
+    8 us of a worker's CPU each time; a server that does not know the script yet (a restart, a
+    failover) answers NOSCRIPT before running anything, and the Script call then loads it.
+    """
+    try:
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return script(keys=keys, args=args, client=client)
 
 
 def _expect(statuses: Iterable[InstanceStatus], seq: int, attempt: int | None = None) -> dict[str, Any]:

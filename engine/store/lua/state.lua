@@ -35,7 +35,9 @@
 --
 -- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
 -- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
--- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash;
+-- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash as two
+-- strings: the byte lengths of its fields and values in HGETALL order (comma-separated), and all of
+-- them end to end ({} when the instance does not exist);
 -- create_many returns one character per item: '1' created, '0' its id existed.
 --
 -- create_many: doc holds what the instances share (workflow, version, run, ttl, runs, wall) and
@@ -207,7 +209,10 @@ ops.start = function()
      and tonumber(f.attempt) == doc.attempt and redis.call('ZREM', queued, f.id) == 1 then
     redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
   end
-  return h
+  -- Two bulk strings instead of two per field: a client parses a reply element by element.
+  local sizes = {}
+  for i = 1, #h do sizes[i] = #h[i] end
+  return {table.concat(sizes, ','), table.concat(h)}
 end
 
 ops.noop = function()

@@ -9,11 +9,12 @@ import redis
 
 from engine.api import Engine
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.model import Activity, InstanceStatus, Outcome
 from engine.runtime.messages import MemoryEnqueuer
-from engine.service import ActionRegistry, Transition, action
+from engine.service import ActionRegistry, Transition, action, as_transition, ok
+from engine.store.codec import dumps, dumps_with
 from engine.store.keys import Keys
-from engine.store.redis_store import COMPRESS_OVER, RedisStore, pack, unpack
+from engine.store.redis_store import COMPRESS_OVER, NewInstance, Placement, RedisStore, pack, unpack
 from engine.testing import Driver
 
 ACTIONS = ActionRegistry()
@@ -57,3 +58,39 @@ def test_big_context_result_and_records_are_stored_compressed(any_redis: redis.R
     assert records[-1]["received"]["lots"] == LOTS
     stored = any_redis.lrange(engine.store.keys.activities(iid), 0, -1)
     assert stored[-1][:1] == b"x" and stored[0][:1] == b"{"
+
+
+def test_dumps_with_an_encoded_part_gives_the_same_text() -> None:
+    part = {"lots": LOTS[:3], "note": "é\u2028", "n": None}
+    for record in ({"a": 1, "received": part, "z": [1.5]}, {"received": part}, {"received": part, "z": 2},
+                   {"a": "b", "received": part}, {"a": 1, "received": [], "c": {}}):
+        assert dumps_with(record, "received", dumps(record["received"])) == dumps(record)
+
+
+def test_an_answer_is_encoded_once_as_the_store_would() -> None:
+    data = {"x": [1, 2.5, "é"], "y": {"z": None, 3: True}}
+    answer = ok(data)
+    assert answer.encoded == dumps(answer.data) and answer.data == {"x": [1, 2.5, "é"], "y": {"z": None, 3: True}}
+    assert as_transition(answer) is answer  # checked once, not again
+    plain = as_transition(Transition("ok", data))
+    assert plain.encoded == dumps(data) and plain == Transition("ok", data)
+    assert as_transition("closed").encoded == "{}" and as_transition(("ok", data)).encoded == dumps(data)
+
+
+def test_advance_stores_the_same_bytes_with_or_without_the_encoded_answer(any_redis: redis.Redis,
+                                                                          key_prefix: str) -> None:
+    store = RedisStore(any_redis, Keys(key_prefix))
+    started = Activity(seq=0, node="a", attempt=1, outcome=Outcome.STARTED, worker="t", started_at=1.0, ended_at=1.0)
+    store.create([NewInstance(iid, "w", 1, "r", {}, 1.0, started, Placement.step("a", 99.0)) for iid in ("i1", "i2")])
+    stored = []
+    for iid, short in (("i1", False), ("i2", True)):
+        answer = ok({"lots": LOTS, "note": iid[:1]})
+        data = dict(answer.data)
+        record = Activity(seq=1, node="a", attempt=1, outcome=Outcome.APPLIED, worker="t", started_at=1.0,
+                          ended_at=2.0, transition="ok", received=data, next="b")
+        store.advance(iid, seq=1, activity=record, placement=Placement.step("b", 99.0), context=("a", data),
+                      encoded=answer.encoded if short else None)
+        stored.append((any_redis.hget(store.keys.instance(iid), "c:a"),
+                       any_redis.lrange(store.keys.activities(iid), -1, -1)[0]))
+    assert stored[0] == stored[1]
+    assert json.loads(unpack(stored[1][1]))["received"] == {"lots": LOTS, "note": "i"}

@@ -220,3 +220,34 @@ def test_signal_applies_at_the_awaited_seq_keeps_its_marker_and_records_a_late_o
     assert not late.applied and late.seq == 2 and store.marker("i1", "signal:k2") is None
     assert [a["outcome"] for a in store.activities("i1")] == ["started", "signalled", "noop"]
     assert store.load("i1").noops == 1 and store.load("i1").context["gate"] == {"x": 1}  # type: ignore[union-attr]
+
+
+def test_start_reads_the_instance_as_load_does(store: RedisStore) -> None:
+    running(store)
+    data = {"lots": [{"symbol": f"S{i}", "note": "é" * i} for i in range(40)]}  # stored compressed
+    store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW + 60), context=("a", data),
+                  carrier="")
+    store.client.hset(store.keys.instance("i1"), "marker", "")  # an empty value too
+    started = store.start("i1", "b", 2, 1, NOW + 1)
+    assert started == store.load("i1") and started is not None
+    assert started.context == {"a": data} and started.node == "b" and started.seq == 2
+    assert started.extra == {} and store.start("nobody", "a", 1, 1, NOW) is None
+
+
+def test_split_hash_gives_the_fields_as_hgetall_does() -> None:
+    from engine.store.codec import split_hash
+
+    fields = [b"id", b"i1", b"c:a", b"x\x9c\x00,\xff", b"empty", b"", b"n\xc3\xa9", b"1,2"]
+    sizes = ",".join(str(len(f)) for f in fields).encode()
+    assert split_hash(sizes, b"".join(fields)) == dict(zip(fields[0::2], fields[1::2], strict=True))
+
+
+def test_an_operation_loads_its_script_when_the_server_lost_it(key_prefix: str) -> None:
+    import fakeredis
+
+    store = RedisStore(fakeredis.FakeRedis(), Keys(key_prefix), retention_seconds=3600)
+    running(store)
+    store.client.script_flush()  # a restarted or failed-over server knows no script
+    applied = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW + 60))
+    assert applied.applied and applied.seq == 2
+    assert store.start("i1", "b", 2, 1, NOW) is not None
