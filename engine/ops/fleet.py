@@ -68,10 +68,17 @@ class FleetSpec:
         parts = text.split(":")
         return cls(parts[0], parts[1] if len(parts) > 1 else "threads", int(parts[2]) if len(parts) > 2 else 4)
 
-    def command(self, loglevel: str = "WARNING") -> list[str]:
-        """The ``celery worker`` command line of this fleet."""
+    def command(self, loglevel: str = "WARNING", number: int = 1) -> list[str]:
+        """The ``celery worker`` command line of this fleet (``number``: the how-manyeth fleet on
+        these queues, for a node name of its own)."""
         return [*CELERY, "worker", "-Q", self.queue, "-P", self.pool, "-c", str(self.concurrency),
-                "-n", f"{self.queue.replace(',', '+')}@%h", "-l", loglevel, "--without-gossip", "--without-mingle"]
+                "-n", f"{self.name(number)}@%h", "-l", loglevel, "--without-gossip", "--without-mingle"]
+
+    def name(self, number: int = 1) -> str:
+        """The node name of this fleet's worker: its queues, and ``-<number>`` from the second
+        fleet on the same queues (one process per core: ``--fleet q:solo:1`` twice)."""
+        base = self.queue.replace(",", "+")
+        return base if number == 1 else f"{base}-{number}"
 
     def __str__(self) -> str:
         return f"{self.queue} ({self.pool} x{self.concurrency})"
@@ -106,8 +113,11 @@ class Fleet:
         self._saved_handlers: dict[int, Any] = {}
 
     def __enter__(self) -> Fleet:
+        seen: dict[str, int] = {}
         for spec in self.specs:
-            self._spawn(spec.command(self.loglevel), f"worker-{spec.queue}")
+            seen[spec.queue] = number = seen.get(spec.queue, 0) + 1
+            self._spawn(spec.command(self.loglevel, number),
+                        f"worker-{spec.queue}" + (f"-{number}" if number > 1 else ""))
         if self.beat:
             self.beat_schedule.parent.mkdir(parents=True, exist_ok=True)
             self._spawn([*CELERY, "beat", "-s", str(self.beat_schedule), "-l", self.loglevel], "beat")
