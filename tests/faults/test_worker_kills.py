@@ -28,8 +28,11 @@ def _acts(lab: FaultLab, iid: str, outcome: Outcome) -> list[dict]:
 
 def test_sigkill_of_a_prefork_child_mid_step_and_after_apply_before_ack(tmp_path: Path) -> None:
     """Kill the child running a step (it runs again, applies once), then kill the child that
-    applied a step but has not acknowledged its message (the redelivery is a no-op)."""
-    with fault_lab(tmp_path) as lab:
+    applied a step but has not acknowledged its message (the redelivery is a no-op).
+
+    Every step here is delivered by Celery (no draining): the scenario is a message's own
+    delivery, apply and ack, and the linger hook holds a process after a delivered task."""
+    with fault_lab(tmp_path, env={"TRADEFLOW_DRAIN_STEPS": "0"}) as lab:
         lab.publish(chain_definition("chain", ["a", "b", "c"]))
         began = time.monotonic()
         ids = lab.engine.start_many("chain", [{"key": f"k{i}", "sleep": {"b": 1.0}, "announce": ["b"]}
