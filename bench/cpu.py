@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+from collections import Counter
 from pathlib import Path
 
 import redis
@@ -73,7 +74,9 @@ class CpuMeter:
 
 def _unique(names: list[str]) -> list[str]:
     """``names`` with a repeated one numbered (two fleets on the same queues: ``worker q``, ``worker q #2``)."""
+    seen: Counter[str] = Counter()
     out: list[str] = []
     for name in names:
-        out.append(name if name not in out else f"{name} #{sum(1 for o in out if o.split(' #')[0] == name) + 1}")
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
     return out

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.runtime.messages import TakenStep
+from engine.runtime.messages import TakenStep, Taker
 
 #: After a look that found the queue empty, the next look waits this long.
 IDLE_PAUSE_SECONDS = 1.0
@@ -38,7 +38,7 @@ class Drain:
 
     def __init__(self, enqueuer: Any, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         #: None when the broker cannot be drained (a broker other than the state's Redis).
-        self.taker = enqueuer if limit > 0 and hasattr(enqueuer, "take") else None
+        self.taker: Taker | None = enqueuer if limit > 0 and hasattr(enqueuer, "take") else None
         #: Steps taken at most per delivered message.
         self.limit = limit
         self.clock = clock
@@ -52,7 +52,7 @@ class Drain:
         """
         if self.taker is None or self.clock() < self._quiet_until.get(queue, 0.0):
             return None
-        taken: list[TakenStep] = self.taker.take(queue, 1)
+        taken = self.taker.take(queue, 1)
         if not taken:
             self._quiet_until[queue] = self.clock() + IDLE_PAUSE_SECONDS
             return None

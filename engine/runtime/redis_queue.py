@@ -177,15 +177,25 @@ def _step_of(raw: bytes | str) -> StepKey | None:
     return iid.decode(), node.decode(), int(seq), int(attempt)
 
 
-def _taken(key: str, raw: bytes | str) -> TakenStep:
-    """A popped message: its task and, for a step message, its (instance, node, seq, attempt)."""
+def _decoded(raw: bytes | str) -> tuple[str, Any] | None:
+    """(task name, positional arguments) of a Celery message as the broker holds it; None for anything else."""
     try:
         message = json.loads(raw)
-        task = str(message["headers"]["task"])
-        args = json.loads(base64.b64decode(message["body"]))[0]
-        step: StepKey | None = (str(args[0]), str(args[1]), int(args[2]), int(args[3]))
-    except (ValueError, KeyError, IndexError, TypeError):
+        return str(message.get("headers", {}).get("task", "")), json.loads(base64.b64decode(message["body"]))[0]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _taken(key: str, raw: bytes | str) -> TakenStep:
+    """A popped message: its task and, for a step message, its (instance, node, seq, attempt)."""
+    decoded = _decoded(raw)
+    if decoded is None:
         return TakenStep(key, raw, "", None)
+    task, args = decoded
+    try:
+        step: StepKey = (str(args[0]), str(args[1]), int(args[2]), int(args[3]))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return TakenStep(key, raw, task, None)
     return TakenStep(key, raw, task, step if len(args) == 4 else None)
 
 
@@ -195,9 +205,8 @@ def _text(value: bytes | str) -> str:
 
 def _instance_of(raw: bytes | str | None) -> str | None:
     """The instance id a queued step message is for (None when it is not one of ours)."""
-    if not raw:
-        return None
+    decoded = _decoded(raw) if raw else None
     try:
-        return str(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
-    except (ValueError, KeyError, IndexError, TypeError):
+        return None if decoded is None else str(decoded[1][0])
+    except (KeyError, IndexError, TypeError):
         return None

@@ -113,8 +113,9 @@ def run_drained(runtime: Runtime, queue: str, accepts: Callable[[str], bool], ex
     ran = 0
     while ran < drain.limit and time.monotonic() < until:
         item = _patiently(lambda: drain.take(queue, accepts))
-        if item is None or item.step is None:
+        if item is None:
             break
+        assert item.step is not None  # take() returns step messages only
         _patiently(lambda step=item.step: runtime.run_step(*step, execute, inline))
         ran += 1
     return ran
