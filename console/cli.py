@@ -94,11 +94,9 @@ def users_add(name: str, role: str, password_stdin: bool) -> None:
 @read_only
 def users_list() -> None:
     """Every user with their role."""
-    from datetime import UTC, datetime
-
     table = Table("user", "role", "created (UTC)")
     for user, created in _users().list():
-        table.add_row(user.name, user.role.value, datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M"))
+        table.add_row(user.name, user.role.value, _utc_minute(created))
     out.print(table)
 
 
@@ -132,12 +130,9 @@ def token_create(user: str, label: str) -> None:
 @read_only
 def token_list() -> None:
     """Every token's id, user and label (never the token)."""
-    from datetime import UTC, datetime
-
     table = Table("id", "user", "label", "created (UTC)")
     for token_id, record in _users().tokens():
-        table.add_row(token_id, record["user"], record.get("label", ""),
-                      datetime.fromtimestamp(record["created_at"], UTC).strftime("%Y-%m-%d %H:%M"))
+        table.add_row(token_id, record["user"], record.get("label", ""), _utc_minute(record["created_at"]))
     out.print(table)
 
 
@@ -148,3 +143,10 @@ def token_revoke(token_id: str) -> None:
     """Revoke the token with id TOKEN_ID (from `token list`)."""
     _users().revoke_token(token_id)
     out.print(f"token {token_id} revoked")
+
+
+def _utc_minute(timestamp: float) -> str:
+    """A stored Unix time as the tables show it: ``YYYY-MM-DD HH:MM`` in UTC."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
