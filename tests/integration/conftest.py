@@ -11,7 +11,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -25,6 +27,10 @@ from engine.runtime.messages import CeleryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
+
+if TYPE_CHECKING:
+    from portfolio_manager.generator import SeedSummary
+    from portfolio_manager.services import Services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,3 +102,42 @@ def live(redis_url: str) -> Iterator[LiveFleet]:
     finally:
         delete_prefix(client, prefix)
         client.close()
+
+
+@dataclass
+class PMBook:
+    """A seeded book with the rebalance definitions published, under a key prefix of its own, and
+    the environment of the fleets that serve it (the portfolio manager's and order_calc's actions)."""
+
+    prefix: str
+    client: redis.Redis
+    env: dict[str, str]
+    engine: Engine
+    svc: Services
+    run_date: date
+    seeded: SeedSummary
+
+
+def seed_pm_book(redis_url: str, name: str, accounts: int, seed: int, broken_share: float,
+                 broker_latency: float) -> PMBook:
+    """Seed ``accounts`` accounts under ``tfit-<name>-<random>`` and publish the definitions; the
+    caller deletes the prefix (``delete_prefix``) and closes the client."""
+    from portfolio_manager.cli import last_session
+    from portfolio_manager.config import PMSettings
+    from portfolio_manager.daily import ensure_definitions
+    from portfolio_manager.generator import GeneratorConfig, seed_book
+    from portfolio_manager.services import build_services
+
+    prefix = f"tfit-{name}-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    settings = PMSettings(redis_url=redis_url, prefix=f"{prefix}:pm:")
+    env = {**fleet_env(redis_url, prefix), "TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
+           "TRADEFLOW_PM_PREFIX": settings.prefix, "TRADEFLOW_MORNING_RUN": "0",
+           "TRADEFLOW_PM_BROKER_LATENCY": str(broker_latency)}
+    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
+                    CeleryEnqueuer(sender_app(redis_url, prefix)))
+    svc = build_services(settings, client=client)
+    run_date = last_session()
+    seeded = seed_book(svc.book, accounts, seed, run_date, GeneratorConfig(broken_share=broken_share))  # type: ignore[arg-type]
+    ensure_definitions(engine, settings.definitions_dir)
+    return PMBook(prefix, client, env, engine, svc, run_date, seeded)

@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
 from console.keys import ConsoleKeys
@@ -39,17 +38,13 @@ from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.embedded import free_port
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.messages import CeleryEnqueuer
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
-from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings
-from portfolio_manager.daily import ensure_definitions, instance_id_for, start_daily_rebalance
-from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
+from portfolio_manager.daily import instance_id_for, start_daily_rebalance
+from portfolio_manager.generator import SeedSummary
 from portfolio_manager.proposals import Proposal, ProposalStatus
-from portfolio_manager.services import Services, build_services
-from tests.integration.conftest import ROOT, fleet_env, sender_app
+from portfolio_manager.services import Services
+from tests.integration.conftest import ROOT, seed_pm_book
 
 pytestmark = pytest.mark.integration
 
@@ -98,18 +93,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    prefix = f"tfit-console-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url)
-    settings = PMSettings(redis_url=redis_url, prefix=f"{prefix}:pm:")
-    env = {**fleet_env(redis_url, prefix), "TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
-           "TRADEFLOW_PM_PREFIX": settings.prefix, "TRADEFLOW_MORNING_RUN": "0",
-           "TRADEFLOW_PM_BROKER_LATENCY": "0.05"}
-    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
-                    CeleryEnqueuer(sender_app(redis_url, prefix)))
-    svc = build_services(settings, client=client)
-    run_date = last_session()
-    seeded = seed_book(svc.book, ACCOUNTS, 11, run_date, GeneratorConfig(broken_share=0.1))  # type: ignore[arg-type]
-    ensure_definitions(engine, settings.definitions_dir)
+    book = seed_pm_book(redis_url, "console", ACCOUNTS, 11, 0.1, 0.05)
+    prefix, client, env, engine, svc = book.prefix, book.client, book.env, book.engine, book.svc
+    run_date, seeded = book.run_date, book.seeded
     users = UserStore(client, ConsoleKeys.under(prefix))
     port = free_port()
     url = f"http://127.0.0.1:{port}"

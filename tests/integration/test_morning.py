@@ -29,19 +29,16 @@ from engine.api import Engine
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.messages import CeleryEnqueuer, step_message
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
+from engine.runtime.messages import step_message
 from engine.testing import delete_prefix
 from portfolio_manager import review
-from portfolio_manager.actions import Services, build_services
-from portfolio_manager.cli import last_session
+from portfolio_manager.actions import Services
 from portfolio_manager.config import PMSettings
-from portfolio_manager.daily import ensure_definitions, instance_id_for, start_daily_rebalance
+from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.demo import failure_reason
-from portfolio_manager.generator import GeneratorConfig, SeedSummary, seed_book
+from portfolio_manager.generator import SeedSummary
 from portfolio_manager.proposals import ProposalStatus
-from tests.integration.conftest import fleet_env, sender_app
+from tests.integration.conftest import seed_pm_book
 
 pytestmark = pytest.mark.integration
 
@@ -100,30 +97,19 @@ def morning(redis_url: str) -> Iterator[Morning]:
 @contextmanager
 def morning_fleets(redis_url: str) -> Iterator[Morning]:
     """Seed a book, publish the definitions, start the fleets; delete every key of theirs after."""
-    prefix = f"tfit-morning-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url)
-    settings = PMSettings(redis_url=redis_url, prefix=f"{prefix}:pm:")
-    env = {**fleet_env(redis_url, prefix), "TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
-           "TRADEFLOW_PM_PREFIX": settings.prefix, "TRADEFLOW_MORNING_RUN": "0",
-           "TRADEFLOW_PM_BROKER_LATENCY": str(BROKER_LATENCY)}
-    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
-                    CeleryEnqueuer(sender_app(redis_url, prefix)))
-    svc = build_services(settings, client=client)
-    run_date = last_session()
-    seeded = seed_book(svc.book, ACCOUNTS, 5, run_date, GeneratorConfig(broken_share=0.04))  # type: ignore[arg-type]
-    ensure_definitions(engine, settings.definitions_dir)
-    fleets = [Fleet([FleetSpec("engine", "threads", 4), FleetSpec("order_calc", "prefork", 2)], beat=True, env=env,
-                    loglevel="INFO"),
-              Fleet([PM], beat=False, env=env, loglevel="INFO")]
+    book = seed_pm_book(redis_url, "morning", ACCOUNTS, 5, 0.04, BROKER_LATENCY)
+    fleets = [Fleet([FleetSpec("engine", "threads", 4), FleetSpec("order_calc", "prefork", 2)], beat=True,
+                    env=book.env, loglevel="INFO"),
+              Fleet([PM], beat=False, env=book.env, loglevel="INFO")]
     try:
         for fleet in fleets:
             fleet.__enter__()
-        yield Morning(engine, svc, seeded, run_date, env, fleets, client)
+        yield Morning(book.engine, book.svc, book.seeded, book.run_date, book.env, fleets, book.client)
     finally:
         for fleet in fleets:
             fleet.stop()
-        delete_prefix(client, prefix)
-        client.close()
+        delete_prefix(book.client, book.prefix)
+        book.client.close()
 
 
 @pytest.fixture(scope="module")
