@@ -425,15 +425,6 @@ class ProposalStore:
             body["receipts"] = json.loads(raw["receipts"])
         return Proposal.model_validate(body)
 
-    def clear_run(self, run: str) -> int:
-        """Delete a run's proposals (tests and the demo); returns how many."""
-        ids = self.account_ids(run)
-        if ids:
-            self.client.delete(*(self.key(run, a) for a in ids))
-        self.client.delete(self.accounts_key(run))
-        self.client.zrem(self.runs_key, run)
-        return len(ids)
-
 
 # --------------------------------------------------------------------------- submission
 

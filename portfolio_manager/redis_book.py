@@ -277,12 +277,6 @@ class RedisBook:
         model: ModelPortfolio = _parse(ModelPortfolio, raw, f"model {model_id}")
         return model
 
-    def list_models(self) -> list[ModelPortfolio]:
-        """Every model portfolio, ordered by id."""
-        raws = self.client.hgetall(self.keys.models)
-        models = [_parse(ModelPortfolio, raw, f"model {text(k)}") for k, raw in raws.items()]
-        return sorted(models, key=lambda m: m.id)
-
     def get_prices(self, symbols: Iterable[str], as_of: date) -> dict[str, float]:
         """The last price on or before ``as_of`` of each symbol that has one; one round trip."""
         wanted = list(dict.fromkeys(symbols))

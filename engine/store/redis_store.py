@@ -1,11 +1,18 @@
-"""The Redis store: definitions, instances, activities, timers, runs, step metrics — the one owner of the client.
+"""The Redis store: definitions, instances, activities, timers, runs, metrics — the one writer of the engine's state.
 
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
 ``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``), each called with one JSON
 document of named fields; every change of a gather node's batch is one operation of
-``lua/batch.lua`` (:class:`engine.store.batches.Batches`). Nothing outside this package holds
-the Redis client or builds a key.
+``lua/batch.lua`` (:class:`engine.store.batches.Batches`). The engine's code writes its state
+only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
+with ``engine.testing.delete_prefix``).
+
+The store is not the only holder of a Redis client: :mod:`engine.runtime.redis_queue` keeps
+one of its own for Celery's queue lists (``engine.app.enqueuer_for``), the worker bootstrap
+opens one for its start-up checks (``engine.worker``), the console and the portfolio manager
+keep one each for their own keys, and the bench (``bench/memory.py``, ``bench/morning.py``)
+reads instance keys directly, through ``Keys``.
 
 Adding a store operation: a method in ``instances.py`` that builds its document and calls
 ``_change``, and a function of the same name in ``ops`` of ``lua/state.lua`` (see both headers).
