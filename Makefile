@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint demo bench workers flower clean
+.PHONY: help install chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint docs demo bench workers flower clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -47,13 +47,16 @@ chaos-short: $(STAMP)  ## the chaos soak's CI variant: 300 accounts, 20 s of cha
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 
+docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) built into site/; any warning, a broken link or anchor included, fails it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 demo: $(STAMP)  ## run the demo end to end (embedded Redis when none answers)
 	$(BIN)/tradeflow demo
 
 bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory, submission (20k: per account vs blocks)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-console: $(STAMP)  ## the web console on http://127.0.0.1:8000 (add users first: see the README)
+console: $(STAMP)  ## the web console on http://127.0.0.1:8000 (add users first: see docs/console.md)
 	$(BIN)/tradeflow console
 
 workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
@@ -65,4 +68,4 @@ flower: $(STAMP)  ## Flower on :5555 behind basic auth (FLOWER_BASIC_AUTH=user:p
 	$(BIN)/celery -A engine.worker flower --port=$${FLOWER_PORT:-5555} $${FLOWER_BASIC_AUTH:+--basic-auth=$$FLOWER_BASIC_AUTH}
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis site

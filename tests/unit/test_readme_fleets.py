@@ -1,4 +1,4 @@
-"""The README's fleet sizes agree with what ``tradeflow workers`` starts (``default_fleets``)."""
+"""The fleet sizes the README and the documentation site give agree with what ``tradeflow workers`` starts."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from pathlib import Path
 from engine.cli import _load_plugins_only
 from engine.ops.fleet import default_fleets
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def test_every_fleet_size_in_the_readme_is_the_one_tradeflow_workers_starts() -> None:
+def test_every_fleet_size_in_the_docs_is_the_one_tradeflow_workers_starts() -> None:
     _load_plugins_only()
     started = {s.queue: (s.pool, s.concurrency) for s in default_fleets()}
-    text = README.read_text()
-    commands = re.findall(r"celery -A engine\.worker worker -Q (\w+)\s+-P (\w+) -c (\d+)", text)
-    prose = re.findall(r"`(\w+)` \((threads|prefork) \u00d7(\d+)", text)  # the multiplication sign
-    assert len(commands) >= 3 and len(prose) >= 3
-    said = [(queue, (pool, int(n))) for queue, pool, n in commands + prose]
-    wrong = [(queue, size, started.get(queue)) for queue, size in said if started.get(queue) != size]
-    assert not wrong, f"README says (queue, size, tradeflow workers starts): {wrong}"
+    said, commands_seen, prose_seen = [], 0, 0
+    for page in PAGES:
+        text = page.read_text()
+        commands = re.findall(r"celery -A engine\.worker worker -Q (\w+)\s+-P (\w+) -c (\d+)", text)
+        prose = re.findall(r"`(\w+)` \((threads|prefork) \u00d7(\d+)", text)  # the multiplication sign
+        commands_seen, prose_seen = commands_seen + len(commands), prose_seen + len(prose)
+        said += [(page.name, queue, (pool, int(n))) for queue, pool, n in commands + prose]
+    assert commands_seen >= 3 and prose_seen >= 3
+    wrong = [(page, queue, size, started.get(queue)) for page, queue, size in said if started.get(queue) != size]
+    assert not wrong, f"the docs say (page, queue, size, tradeflow workers starts): {wrong}"
