@@ -2,7 +2,7 @@
 
 The settings are read once from the environment (:class:`engine.config.Settings`) and turned
 into Celery's configuration and beat schedule by :func:`engine.celery_config.celery_config`;
-see the README for the variables and the worker fleets.
+see docs/configuration.md for the variables and docs/workers.md for the worker fleets.
 """
 
 from __future__ import annotations

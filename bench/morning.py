@@ -129,7 +129,7 @@ class _PeakMemory:
 
 def publish_solver(engine: Any, solver: str) -> None:
     """Point ``production`` of both rebalance workflows at a new version whose ``plan.solver`` is
-    ``solver`` -- what a desk does to trade plan quality for speed (README, "Performance notes")."""
+    ``solver`` -- what a desk does to trade plan quality for speed (docs/performance.md)."""
     from portfolio_manager.daily import WORKFLOWS
 
     for name in WORKFLOWS.values():

@@ -68,7 +68,7 @@ class DataSetLost(TradeflowError):
     """Redis lost tradeflow's data (restarted empty or replaced): refusing to continue silently.
 
     Raised when the Redis epoch key a process saw at start is gone or different. What to do is
-    in the README's runbook: restore Redis from its AOF/RDB and restart the workers, or, to
+    in the runbook (docs/runbook.md): restore Redis from its AOF/RDB and restart the workers, or, to
     accept the empty data set, restart the workers and start the run again.
     """
 

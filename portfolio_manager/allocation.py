@@ -1,7 +1,7 @@
 """Allocating a block's fill back to the orders it was made of: pro rata, largest remainder.
 
 Pure functions, no I/O. Quantities are counted in integer micro-shares (1e-6) so the sum is
-exact. The rule (README, "Block orders"):
+exact. The rule (docs/blocks.md):
 
 1. Each order's exact share is ``fill * requested / total requested``.
 2. It gets that share rounded down -- to a whole share, or to a micro-share when its account

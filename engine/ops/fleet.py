@@ -1,7 +1,7 @@
 """Local worker fleets: one ``celery worker`` process per service queue, plus beat.
 
 For development and the demo. In production run the same commands under your process
-manager, as many machines per fleet as the load needs (see the README).
+manager, as many machines per fleet as the load needs (see docs/workers.md).
 
 While :meth:`Fleet.wait` runs, a node (or beat) that exits is started again after a backoff
 that doubles with each exit in a row (1 s, 2 s, 4 s... at most 60 s; back to 1 s once a node

@@ -2,8 +2,8 @@
 
 Keys of one instance share a hash tag (``{<id>}``) so that they land in one slot.
 The global indexes (timers, deadlines, run status sets) are single keys; the Lua script that
-moves an instance between them is therefore single-node Redis only for now (see README,
-"Storage in Redis").
+moves an instance between them is therefore single-node Redis only for now (see
+docs/storage.md).
 """
 
 from __future__ import annotations

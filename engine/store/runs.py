@@ -110,5 +110,5 @@ class Runs:
                 f"Redis lost tradeflow's data: epoch {expected} is {found} (Redis restarted empty or was "
                 "replaced). Instances in flight are gone. Restore Redis from its AOF/RDB and restart the "
                 "workers; or restart the workers to accept the empty data set and start the run again "
-                "(see the README's runbook)."
+                "(see the runbook, docs/runbook.md)."
             )

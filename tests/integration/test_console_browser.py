@@ -7,7 +7,7 @@ submit them) and their receipts read, a proposal over the four-eyes threshold wa
 second approver (the same person twice is refused, on the page) until a second person approves
 and it is submitted, and the gates are tried: a viewer's approve is refused (403), a POST
 without the CSRF token is refused, and no page but /healthz and /login answers without a
-session. Screenshots of the main pages go to docs/screenshots/ (shown in the README).
+session. Screenshots of the main pages go to docs/screenshots/ (shown in the README and the docs' console pages).
 """
 
 from __future__ import annotations

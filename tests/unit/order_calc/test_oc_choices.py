@@ -1,4 +1,4 @@
-"""The choices made where ORDER_CALC.md is silent (each one documented in the README, "Order calculation")."""
+"""The choices made where ORDER_CALC.md is silent (each one documented in docs/order-calc.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Allocation of a block's fill (pro rata, largest remainder): property tests and the README's example."""
+"""Allocation of a block's fill (pro rata, largest remainder): property tests and the example of docs/blocks.md."""
 
 from __future__ import annotations
 
