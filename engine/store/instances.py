@@ -179,8 +179,8 @@ class Instances:
 
         ``marker`` (a field of the instance hash, set to the new seq) remembers the signal's key;
         ``quorum`` (the principals counted so far at its await node) is kept on the instance when
-        given and dropped when ``quorum_reached`` (or when the instance leaves the node); ``noop`` (if given) is recorded instead when the instance moved on
-        meanwhile (another signal, its timeout).
+        given and dropped when ``quorum_reached`` (or when the instance leaves the node); ``noop``
+        (if given) is recorded instead when the instance moved on meanwhile (another signal, its timeout).
         """
         docs = {"activity": pack(activity.to_dict()), f"c:{context[0]}": pack(context[1])}
         if noop is not None:

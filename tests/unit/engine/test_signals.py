@@ -19,11 +19,11 @@ import pytest
 import redis
 
 from engine.api import Engine
-from engine.principal import Principal
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
 from engine.model import InstanceStatus, Outcome
+from engine.principal import Principal
 from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
@@ -150,7 +150,7 @@ def test_a_signal_moves_the_instance_on_with_its_data_sender_and_time(engine: En
 
 def test_by_must_be_a_principal_never_a_bare_name(engine: Engine, driver: Driver) -> None:
     iid = started(engine, driver)
-    with pytest.raises(TypeError, match="engine.Principal"):
+    with pytest.raises(TypeError, match=r"engine\.Principal"):
         engine.signal(iid, "approve", by="ann")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         engine.signal(iid, "approve")  # type: ignore[call-arg]
@@ -228,7 +228,7 @@ def test_forged_approvals_in_signal_data_change_nothing(engine: Engine, driver: 
     assert entry["by"] == "ann" and entry["quorum"] == {"signal": "approve", "count": 2, "principals": ["ann"]}
     assert entry["approvals"] == [1, 2]  # kept as data, counted by nobody
     assert engine.activities(iid)[-1]["received"] == forged  # the history shows what was sent
-    with pytest.raises(SignalRefused, match="same_principal|sent it already"):
+    with pytest.raises(SignalRefused, match="sent it already"):
         engine.signal(iid, "approve", forged, by=ANN)
     assert driver.run_until_idle() == 0 and CALLS == [] and engine.get(iid).status is InstanceStatus.AWAITING
 
@@ -402,7 +402,8 @@ def test_the_audit_log_filters_by_person_run_time_and_kind_newest_first_in_pages
     engine.record_audit("login_failed", "mallory")
     everything = engine.audit()
     assert [e.kind for e in everything.events][:2] == ["login_failed", "login"] and everything.next is None
-    assert all(a.id > b.id and a.at >= b.at for a, b in zip(everything.events, everything.events[1:]))
+    order = [tuple(map(int, e.id.split("-"))) for e in everything.events]
+    assert order == sorted(order, reverse=True) and len(set(order)) == len(order)
     assert [e.kind for e in engine.audit(person="ann").events] == ["login", "signal"]
     assert engine.audit(person="ann").events[0].detail == {"address": "10.0.0.1"}
     assert len(engine.audit(run="audit", kinds=["signal"]).events) == 4

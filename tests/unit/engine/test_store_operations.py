@@ -237,8 +237,8 @@ def test_a_counted_signal_keeps_the_quorum_until_reached_or_the_node_is_left(sto
                          quorum={**quorum, "principals": []})
     assert not stale.applied and store.load("i1").quorum == quorum  # type: ignore[union-attr]
     assert [a["outcome"] for a in store.activities("i1")] == ["started", "counted"]  # no noop given, none kept
-    store.signal("i1", seq=2, activity=act(Outcome.SIGNALLED, signal="note"), placement=Placement.awaiting("gate", None),
-                 context=("gate", {"by": "ops"}))
+    store.signal("i1", seq=2, activity=act(Outcome.SIGNALLED, signal="note"),
+                 placement=Placement.awaiting("gate", None), context=("gate", {"by": "ops"}))
     assert store.load("i1").quorum == quorum  # type: ignore[union-attr]  # another signal back to the node
     store.signal("i1", seq=3, activity=act(Outcome.SIGNALLED, signal="go"), placement=Placement.step("b", NOW + 60),
                  context=("gate", {"by": "bob"}), quorum_reached=True)
