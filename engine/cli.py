@@ -239,6 +239,9 @@ def inspect(instance_id: str, as_json: bool) -> None:
         detail = act.get("transition") or act.get("control") or ""
         if act.get("signal"):
             detail = f"signal {act['signal']}" + (f" by {act['by']}" if act.get("by") else "")
+            detail += f" ({act['quorum']})" if act.get("quorum") else ""
+        elif act.get("control") and act.get("by"):
+            detail += f" by {act['by']}"
         if act.get("batch"):
             detail = f"batch {act['batch']}: {detail}"
         if act.get("next"):
@@ -274,7 +277,8 @@ def _awaited(engine: Any, instance: Any) -> str:
 @click.argument("args", nargs=-1, required=True, metavar="[ID] NAME")
 @click.option("--run", help="Signal every instance of RUN awaiting NAME (then give NAME only).")
 @click.option("--node", help="With --run: only instances awaiting at this node.")
-@click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
+@click.option("--data", "data", help="JSON object written into the context under the await node's name, "
+                                    "below the fields the engine owns: signal, by, roles, at, quorum (or @file).")
 @click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
 @no_by_option
 @rerun(safe=True, why="with --key a signal already applied is a recorded no-op; without one, an instance that "
