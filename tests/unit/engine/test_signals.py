@@ -457,7 +457,7 @@ def test_the_signal_command_acts_as_the_configured_principal(engine: Engine, dri
     counted = runner.invoke(cli.main, ["signal", four, "approve"], env=env)
     assert counted.exit_code == 0 and "counted (1 of 2)" in counted.output
     inspected = " ".join(runner.invoke(cli.main, ["inspect", four]).output.split())
-    assert "counted" in inspected and "signal approve by ann" in inspected  # the table wraps the rest
+    assert "of 2) →" in inspected  # "signal approve by ann (1 of 2) → review", wrapped by the table
     twice = runner.invoke(cli.main, ["signal", four, "approve"], env=env)
     assert twice.exit_code == 1 and "sent it already" in " ".join(twice.output.split())
     paused = runner.invoke(cli.main, ["pause", four], env={"TRADEFLOW_PRINCIPAL": "olga"})
