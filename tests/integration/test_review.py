@@ -18,6 +18,7 @@ import pytest
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
 from engine.model import InstanceStatus
+from engine.principal import Principal
 from portfolio_manager import review
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
@@ -25,6 +26,9 @@ from portfolio_manager.proposals import ProposalStatus
 from tests.integration.test_morning import Morning, morning_fleets, review_until
 
 pytestmark = pytest.mark.integration
+
+ANN = Principal("ann", frozenset({"pm"}))
+OLGA = Principal("olga", frozenset({"operator", "viewer"}))
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +109,7 @@ def test_bulk_approval_over_a_run(morning: Morning) -> None:
 
 def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused(morning: Morning) -> None:
     m, run = morning, "review-four-eyes"
-    versions = set()
-    for name in ("rebalance-ca", "rebalance-us"):
-        document = json.loads((PMSettings().definitions_dir / f"{name}.json").read_text())
-        document["parameters"]["four_eyes_over"] = 0  # every proposal needs two people
-        versions.add(m.engine.publish(load_definition(json.dumps(document))))
-    (version,) = versions
-    account = planned(m, run, 12, version=version)[0]
+    account = planned(m, run, 12, version=four_eyes_version(m))[0]  # every proposal needs two people
     iid = instance_id_for(run, account)
     assert review.approve(m.engine, m.svc.proposals, run, [account], by="ann").changed == [account]
     m.wait_until(lambda: m.engine.get(iid).status is InstanceStatus.AWAITING
@@ -125,6 +123,67 @@ def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused
     assert [a["by"] for a in m.svc.proposals.get(run, account).approvals] == ["ann", "bob"]
 
 
+def four_eyes_version(m: Morning) -> int:
+    """A version of the rebalance definitions whose every proposal needs two people."""
+    versions = set()
+    for name in ("rebalance-ca", "rebalance-us"):
+        document = json.loads((PMSettings().definitions_dir / f"{name}.json").read_text())
+        document["parameters"]["four_eyes_over"] = 0
+        versions.add(m.engine.publish(load_definition(json.dumps(document))))
+    (version,) = versions
+    return version
+
+
+def test_an_operators_signal_to_the_pm_only_review_is_refused_and_recorded(morning: Morning) -> None:
+    m, run = morning, "review-operator"
+    account = planned(m, run, 12)[0]
+    iid = instance_id_for(run, account)
+    seq = m.engine.get(iid).seq
+    for name, data in (("reject", {"by": "paula", "reason": "client on hold"}), ("approve", {"approvals": [1, 2]})):
+        with pytest.raises(SignalRefused, match="needs the role pm") as info:
+            m.engine.signal(iid, name, data, by=OLGA)
+        assert info.value.code == "role"
+    instance = m.engine.get(iid)
+    assert instance.status is InstanceStatus.AWAITING and instance.seq == seq and "review" not in instance.context
+    refused = [r for r in m.engine.activities(iid) if r["outcome"] == "refused"]
+    assert [(r["signal"], r["by"], r["roles"]) for r in refused] == [("reject", "olga", ["operator", "viewer"]),
+                                                                     ("approve", "olga", ["operator", "viewer"])]
+    events = m.engine.audit(run=run, person="olga").events
+    assert [(e.kind, e.detail["signal"], e.instance) for e in events] == [("signal_refused", "approve", iid),
+                                                                          ("signal_refused", "reject", iid)]
+    assert m.svc.proposals.get(run, account).status is ProposalStatus.PROPOSED
+    assert review.approve(m.engine, m.svc.proposals, run, [account], by="ann").changed == [account]  # a pm may
+    wait_terminal(m, run, [account])
+    assert m.engine.get(iid).result["approved_by"] == "ann"
+    assert at_brokerage(m, run, [account]) == orders_of(m, run, [account])
+
+
+def test_four_eyes_moves_on_only_after_two_different_pm_principals(morning: Morning) -> None:
+    m, run = morning, "review-quorum"
+    account = planned(m, run, 12, version=four_eyes_version(m))[0]
+    iid = instance_id_for(run, account)
+    assert review.approve(m.engine, m.svc.proposals, run, [account], by="ann").changed == [account]
+    instance = m.engine.get(iid)
+    assert instance.status is InstanceStatus.AWAITING and instance.context["review"]["quorum"] == {
+        "signal": "approve", "count": 2, "principals": ["ann"]}
+    forged = {"approvals": [1, 2], "by": "bob", "quorum": {"count": 1, "principals": ["ann", "bob"]}}
+    with pytest.raises(SignalRefused, match="ann sent it already"):  # one person cannot make the quorum alone
+        m.engine.signal(iid, "approve", forged, by=ANN)
+    with pytest.raises(SignalRefused, match="needs the role pm"):
+        m.engine.signal(iid, "approve", forged, by=OLGA)
+    assert m.engine.get(iid).status is InstanceStatus.AWAITING
+    threading.Event().wait(1.0)  # nothing may be on its way to the brokerage meanwhile
+    assert accepted_in(m, run, [account]) == []
+    assert review.approve(m.engine, m.svc.proposals, run, [account], by="bob").changed == [account]
+    wait_terminal(m, run, [account])
+    assert at_brokerage(m, run, [account]) == orders_of(m, run, [account])
+    history = [(r["outcome"], r.get("by"), r.get("quorum")) for r in m.engine.activities(iid)
+               if r["outcome"] in ("counted", "signalled", "refused")]
+    assert history == [("counted", "ann", "1 of 2"), ("refused", "ann", None), ("refused", "olga", None),
+                       ("signalled", "bob", "2 of 2")]
+    assert m.engine.get(iid).result["approved_by"] == "bob"
+
+
 def test_a_signal_sent_twice_with_the_same_key_applies_once(morning: Morning) -> None:
     m, run = morning, "review-same-key"
     account = next(a for a in planned(m, run, 12) if m.svc.proposals.get(run, a).approvals_required == 1)
@@ -136,8 +195,7 @@ def test_a_signal_sent_twice_with_the_same_key_applies_once(morning: Morning) ->
     def send() -> None:
         barrier.wait()
         try:
-            results.append(m.engine.signal(iid, "approve", {"approvals": [{"by": "ann"}], "by": "ann"}, by="ann",
-                                           key="approve:ann"))
+            results.append(m.engine.signal(iid, "approve", {"note": "ok"}, by=ANN, key="approve:ann"))
         except SignalRefused as exc:  # pragma: no cover - would fail the assertion below
             errors.append(exc)
 

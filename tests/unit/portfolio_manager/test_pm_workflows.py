@@ -268,7 +268,7 @@ def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused
     assert first.changed == [account]
     world.driver.run_until_idle()
     instance, proposal = world.engine.get(iid), store.get(started.run, account)
-    assert instance.status is InstanceStatus.AWAITING and instance.node == "review"  # back to review
+    assert instance.status is InstanceStatus.AWAITING and instance.node == "review"  # 1 of 2: still at review
     assert proposal.status is ProposalStatus.PROPOSED
     assert [(a["by"], a["at"], a["note"]) for a in proposal.approvals] == [("ann", AFTER_OPEN, "looks right")]
     assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]
@@ -288,9 +288,11 @@ def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused
     world.driver.run_until_idle()
     assert [a["by"] for a in store.get(started.run, other).approvals] == ["ann", "bob"]
     assert store.get(started.run, other).status is ProposalStatus.SUBMITTED
-    signals = [(r["signal"], r["by"]) for r in world.engine.activities(instance_id_for(started.run, other))
-               if r["outcome"] == "signalled"]
-    assert signals == [("approve", "ann"), ("approve", "bob")]  # one history holds the whole review
+    signals = [(r["outcome"], r["signal"], r["by"], r["quorum"])
+               for r in world.engine.activities(instance_id_for(started.run, other))
+               if r["outcome"] in ("counted", "signalled")]
+    assert signals == [("counted", "approve", "ann", "1 of 2"),  # one history holds the whole review
+                       ("signalled", "approve", "bob", "2 of 2")]
     assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]  # traded in blocks
     receipts = store.get(started.run, other).receipts
     assert {r["account_id"] for r in receipts} == {other}
