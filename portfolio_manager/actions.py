@@ -222,7 +222,9 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
         receipts.append(receipt.model_dump(mode="json"))
     svc.proposals.mark_submitted(request.run, request.account_id, receipts, request.step.id)
     filled = sum(1 for r in receipts if r["status"] == OrderStatus.FILLED.value)
-    return ok({"orders": len(receipts), "filled": filled, "rejected": len(receipts) - filled,
+    partial = sum(1 for r in receipts if r["status"] == OrderStatus.PARTIALLY_FILLED.value)
+    return ok({"orders": len(receipts), "filled": filled, "partial": partial,
+               "rejected": len(receipts) - filled - partial,
                "keys": [r["idempotency_key"] for r in receipts],
                "filled_value": round(sum(r.get("filled_value") or 0.0 for r in receipts), 2)})
 

@@ -64,6 +64,20 @@ def _parse_date(value: str | None) -> date | None:
         raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from None
 
 
+def _parse_moment(value: str | None, option: str) -> datetime | None:
+    """An ISO date-time with a UTC offset given to ``option`` (None when not given)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use an ISO date-time such as 2026-11-27T15:30-05:00",
+                                 param_hint=option) from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset; add one, e.g. -05:00", param_hint=option)
+    return moment
+
+
 def _definitions(engine: Any) -> None:
     from portfolio_manager.daily import ensure_definitions  # celery: imported on use, not by --help
 
@@ -90,23 +104,34 @@ def pm() -> None:
               " default: the earliest market close minus --deadline-margin.")
 @click.option("--deadline-margin", default=30, show_default=True, type=click.IntRange(0, 24 * 60),
               help="Minutes before the close for the default deadline.")
+@click.option("--review-until", "review_until",
+              help="When the review of the run's proposals closes (ISO date-time with offset, e.g. "
+                   "2026-11-27T15:45-05:00); default: each exchange's close minus the definition's review_cutoff.")
 @rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
-           limit: int | None, watch: bool, deadline: str | None, deadline_margin: int) -> None:
-    """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
+           limit: int | None, watch: bool, deadline: str | None, deadline_margin: int,
+           review_until: str | None) -> None:
+    """Start the daily rebalance: one instance per active account, the workflow chosen by region.
+
+    A run started after its review's cut-off is started (exit 0) with a warning on stderr:
+    its proposals would expire as soon as they are recorded; --review-until gives them a window.
+    """
     from portfolio_manager.daily import start_daily_rebalance  # celery: imported on use, not by --help
 
-    try:
-        until = datetime.fromisoformat(deadline) if deadline else None
-    except ValueError:
-        raise click.BadParameter(f"{deadline!r}: use an ISO date-time such as 2026-11-27T15:30-05:00") from None
-    if until is not None and until.tzinfo is None:
-        raise click.BadParameter(f"{deadline!r} has no UTC offset; add one, e.g. -05:00")
+    until = _parse_moment(deadline, "--deadline")
+    window = _parse_moment(review_until, "--review-until")
     engine, svc = _context()
     _definitions(engine)
     started = start_daily_rebalance(engine, svc.book, _parse_date(day), run=run, regions=regions or None,
                                     wait_for_open=not no_wait, version=version, limit=limit, deadline=until,
-                                    deadline_margin=timedelta(minutes=deadline_margin))
+                                    deadline_margin=timedelta(minutes=deadline_margin), review_until=window)
+    now = datetime.fromtimestamp(engine.clock(), UTC)
+    for workflow, closed_at in started.review_closed(now).items():
+        err_console.print(
+            f"[yellow]warning:[/yellow] the review of {workflow} in run {started.run} closed at "
+            f"{closed_at.isoformat(timespec='minutes')}: its proposals expire as soon as they are recorded and "
+            f"nothing of them is traded. Give the run a review window with --review-until, e.g. "
+            f"--review-until {(now + timedelta(hours=2)).isoformat(timespec='minutes')}", highlight=False)
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
     for account_id, reason in started.invalid_accounts.items():
