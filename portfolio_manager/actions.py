@@ -16,6 +16,9 @@ proposals and the brokerage live is decided at the edge (:class:`Services`, buil
 - ``submit_orders``: send an approved proposal's orders to the brokerage, each with the
   idempotency key ``<instance>:<node>:<seq>:<order index>`` -- the same on every redelivery or
   retry of the step, so the brokerage never places an order twice.
+- ``record_decision``: the engine applied the review's decision (the quorum of approvals, or a
+  rejection): write it on the proposal, with who sent it. The only writer of a decision on a
+  proposal reviewed in its workflow.
 - ``expire_proposal``: the review's cut-off passed without a decision: the proposal expires
   (and can never be submitted).
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -114,6 +117,26 @@ class RecordProposalInput(_Input):
     as_of: date
     plan: dict[str, Any]
     review: ReviewTerms | None = None
+
+
+class Sender(_Input):
+    """One principal whose signal the engine counted for the decision (the engine's record, not signal data)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    at: float | None = None
+    note: str | None = None
+
+
+class RecordDecisionInput(_Input):
+    """The decision the engine applied at the proposal's review, and who sent it."""
+
+    run: str = Field(min_length=1)
+    account_id: str = Field(min_length=1)
+    decision: Literal["approved", "rejected"]
+    senders: list[Sender] = Field(min_length=1, description="Who sent it, oldest first (a quorum: each person).")
+    reason: str | None = Field(None, description="A rejection's reason.")
 
 
 class ExpireProposalInput(_Input):
@@ -229,6 +252,20 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
                "filled_value": round(sum(r.get("filled_value") or 0.0 for r in receipts), 2)})
 
 
+@action(SERVICE, "record_decision")
+def record_decision(request: RecordDecisionInput) -> Transition:
+    """Write the review's decision on the proposal, after the engine applied it (again: a no-op)."""
+    to = ProposalStatus(request.decision)
+    approvals = [{"by": s.name, "at": s.at, "note": s.note} for s in request.senders]
+    done, status = services().proposals.record_decision(request.run, request.account_id, to, approvals,
+                                                        note=request.reason or "")
+    if not done:
+        raise ActionFailed(f"proposal {request.run}/{request.account_id} is {status or 'missing'}: "
+                           f"cannot record it {request.decision}")
+    names = [s.name for s in request.senders]
+    return ok({"status": to.value, "by": ", ".join(names), "names": names, "reason": request.reason})
+
+
 @action(SERVICE, "expire_proposal")
 def expire_proposal(request: ExpireProposalInput) -> Transition:
     """The review's cut-off passed without a decision: mark the proposal expired (never to be submitted)."""
@@ -250,5 +287,6 @@ __all__ = [
     "fetch_target",
     "record_proposal",
     "submit_orders",
+    "record_decision",
     "expire_proposal",
 ]
