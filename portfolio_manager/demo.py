@@ -152,9 +152,9 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
 
 
 def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:
-    instances = engine.list(run)
     from portfolio_manager.review import proposals as shown
 
+    instances = engine.list(run)
     proposals = shown(engine, svc.proposals, run)
     steps = sum(i.seq - 1 for i in instances)
     failed = [i for i in instances if i.status is InstanceStatus.FAILED]
