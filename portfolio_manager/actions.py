@@ -119,23 +119,15 @@ class RecordProposalInput(_Input):
     review: ReviewTerms | None = None
 
 
-class Sender(_Input):
-    """One principal whose signal the engine counted for the decision (the engine's record, not signal data)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str = Field(min_length=1)
-    at: float | None = None
-    note: str | None = None
-
-
 class RecordDecisionInput(_Input):
-    """The decision the engine applied at the proposal's review, and who sent it."""
+    """The decision the engine applied at the proposal's review, and who sent it (the engine's record)."""
 
     run: str = Field(min_length=1)
     account_id: str = Field(min_length=1)
     decision: Literal["approved", "rejected"]
-    senders: list[Sender] = Field(min_length=1, description="Who sent it, oldest first (a quorum: each person).")
+    names: list[str] = Field(min_length=1, description="Who sent it, oldest first (a quorum: each person).")
+    at: float | None = Field(None, description="When the engine applied it (epoch seconds).")
+    note: str | None = Field(None, description="The note of the approval that completed the quorum.")
     reason: str | None = Field(None, description="A rejection's reason.")
 
 
@@ -256,14 +248,15 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
 def record_decision(request: RecordDecisionInput) -> Transition:
     """Write the review's decision on the proposal, after the engine applied it (again: a no-op)."""
     to = ProposalStatus(request.decision)
-    approvals = [{"by": s.name, "at": s.at, "note": s.note} for s in request.senders]
+    approvals = [{"by": name, "at": request.at, "note": request.note if i == len(request.names) - 1 else None}
+                 for i, name in enumerate(request.names)]
     done, status = services().proposals.record_decision(request.run, request.account_id, to, approvals,
-                                                        note=request.reason or "")
+                                                        note=request.reason or "", at=request.at)
     if not done:
         raise ActionFailed(f"proposal {request.run}/{request.account_id} is {status or 'missing'}: "
                            f"cannot record it {request.decision}")
-    names = [s.name for s in request.senders]
-    return ok({"status": to.value, "by": ", ".join(names), "names": names, "reason": request.reason})
+    return ok({"status": to.value, "by": ", ".join(request.names), "names": request.names,
+               "reason": request.reason})
 
 
 @action(SERVICE, "expire_proposal")

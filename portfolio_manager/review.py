@@ -118,7 +118,7 @@ def _signal(engine: Engine, proposal: Proposal, to: ProposalStatus, by: Principa
         into.already[account] = f"{account}: {name} was applied before; nothing to do"
         return
     into.changed.append(account)
-    if sent.status is InstanceStatus.AWAITING:
+    if sent.counted:  # a four-eyes approval counted: another person's is still needed
         into.waiting.append(account)
 
 
