@@ -58,7 +58,9 @@ def _context() -> tuple[Any, Any]:
 
 def _principal(by: str = "") -> Any:
     """Who the CLI acts as (``TRADEFLOW_PRINCIPAL``, ``TRADEFLOW_PRINCIPAL_ROLES``); ``--by`` may only repeat it."""
-    principal = Settings.from_env().principal()
+    from engine.cli_identity import cli_principal
+
+    principal = cli_principal()
     if by and by != principal.name:
         raise click.UsageError(f"--by {by}: this command acts as {principal.name} (TRADEFLOW_PRINCIPAL), and nobody "
                                f"may decide in another person's name; set TRADEFLOW_PRINCIPAL={by} in {by}'s own "
