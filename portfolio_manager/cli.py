@@ -140,11 +140,10 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
                                     deadline_margin=timedelta(minutes=deadline_margin), review_until=window)
     now = datetime.fromtimestamp(engine.clock(), UTC)
     for workflow, closed_at in started.review_closed(now).items():
-        err_console.print(
-            f"[yellow]warning:[/yellow] the review of {workflow} in run {started.run} closed at "
-            f"{closed_at.isoformat(timespec='minutes')}: its proposals expire as soon as they are recorded and "
-            f"nothing of them is traded. Give the run a review window with --review-until, e.g. "
-            f"--review-until {(now + timedelta(hours=2)).isoformat(timespec='minutes')}", highlight=False)
+        click.echo(f"warning: the review of {workflow} in run {started.run} closed at "
+                   f"{closed_at.isoformat(timespec='minutes')}: its proposals expire as soon as they are recorded "
+                   f"and nothing of them is traded. Give the run a review window with --review-until, e.g. "
+                   f"--review-until {(now + timedelta(hours=2)).isoformat(timespec='minutes')}", err=True)
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
     for account_id, reason in started.invalid_accounts.items():
@@ -328,10 +327,9 @@ def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStat
                   + (f", already done {len(result.already)}" if result.already else "")
                   + (f", refused {len(result.skipped)}" if result.skipped else ""), highlight=False)
     for reason in list(result.already.values())[:20]:
-        err_console.print(f"  already: {reason}", highlight=False)
+        click.echo(f"  already: {reason}", err=True)
     for account_id, reason in list(result.skipped.items())[:20]:
-        err_console.print(f"  refused: {reason if reason.startswith(account_id) else f'{account_id}: {reason}'}",
-                          highlight=False)
+        click.echo(f"  refused: {reason if reason.startswith(account_id) else f'{account_id}: {reason}'}", err=True)
     if result.waiting:
         console.print(f"{len(result.waiting)} approval(s) counted that need a second person (four-eyes): "
                       + ", ".join(result.waiting[:10]), highlight=False)
