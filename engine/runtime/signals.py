@@ -14,15 +14,13 @@ same atomic operation: the same key sent again is a recorded no-op, so a sender 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definitions.model import AwaitNode, Definition
 from engine.errors import NotFound, SignalRefused, StepFailed
 from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import NextKind
-
-if TYPE_CHECKING:
-    from engine.runtime.runner import Runtime
+from engine.runtime.outcomes import StepOutcomes as Runtime
 
 #: Timer kind of an await's timeout in the timer sorted set (waits use ``wake``, backoffs ``retry``).
 TIMEOUT_TIMER = "timeout"
@@ -84,7 +82,7 @@ def send_signal(runtime: Runtime, instance_id: str, name: str, data: dict[str, A
     try:
         nxt = runtime.resolve(definition, node.signals[name], runtime.scope(definition, instance, context))
     except StepFailed as exc:
-        runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
+        runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                       "StepFailed", received=payload, statuses=AWAITING)
         return SignalResult(instance_id, name, True, status=InstanceStatus.FAILED, node=instance.node)
     placement = runtime.placement(definition, nxt, runtime.clock())
@@ -113,7 +111,7 @@ def _duplicate(runtime: Runtime, instance: Instance, name: str, by: str | None, 
 
 
 def _record(runtime: Runtime, instance: Instance, started: float, outcome: Outcome, **fields: Any) -> Activity:
-    return runtime._activity(instance.node, instance.seq, instance.attempt, started, outcome, **fields)
+    return runtime.activity(instance.node, instance.seq, instance.attempt, started, outcome, **fields)
 
 
 def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, now: float) -> int:
@@ -129,7 +127,7 @@ def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, n
     try:
         nxt = runtime.resolve(definition, node.on_timeout, runtime.scope(definition, instance))
     except StepFailed as exc:
-        runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
+        runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                       "StepFailed", statuses=AWAITING)
         return 1
     activity = _record(runtime, instance, started, Outcome.TIMED_OUT, timeout_at=instance.wake_at, next=nxt.node,
