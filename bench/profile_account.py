@@ -341,7 +341,7 @@ def phases() -> list[tuple[str, tuple[str, int, str]]]:
         ("    pm record_proposal", pm_actions.record_proposal),
         ("  Runtime._advance", Runtime._advance),
         ("    Runtime.resolve (next node)", Runtime.resolve),
-        ("    Runtime._activity", Runtime._activity),
+        ("    Runtime.activity", Runtime.activity),
         ("    Activity.to_dict", Activity.to_dict),
         ("    store.advance", Instances.advance),
         ("      codec.pack", codec.pack),

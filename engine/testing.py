@@ -17,7 +17,7 @@ from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, St
 from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.http import call_http
 from engine.runtime.messages import MemoryEnqueuer, StepMessage
-from engine.runtime.runner import StepReport
+from engine.runtime.outcomes import StepReport
 from engine.service import ActionRegistry, Transition, registry
 
 

@@ -192,3 +192,12 @@ def _evaluate(node_name: str, where: str, fn: Any) -> Any:
         return fn()
     except ExpressionError as exc:
         raise StepFailed(f"node {node_name!r} {where}: {exc}") from exc
+
+
+def arrival_document(definition: Definition, nxt: Next) -> dict[str, Any]:
+    """The ``gather`` document of an arrival: which batch, closing when, from which node."""
+    arrival = nxt.arrival
+    assert arrival is not None
+    return {"name": arrival.name, "group": arrival.group, "close_at": repr(arrival.close_at),
+            "close_early": arrival.close_early, "service": arrival.service, "action": arrival.action,
+            "node": nxt.node, "workflow": definition.name, "version": definition.version or 0}

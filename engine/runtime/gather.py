@@ -34,19 +34,20 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.definitions.model import Definition, GatherNode, RecordLevel
 from engine.errors import ActionFailed, MalformedAnswer, StepFailed
 from engine.model import Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import Next, NextKind, target_of
+
+# arrival_document is defined by the dispatcher (it decides arrivals); named here too for the API.
+from engine.runtime.dispatcher import NextKind, target_of
+from engine.runtime.dispatcher import arrival_document as arrival_document
 from engine.runtime.messages import PRIORITY_CONTINUE, StepMessage
+from engine.runtime.outcomes import StepOutcomes
 from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS, step_deadline, worker_name
 from engine.service import as_transition
 from engine.store.batches import Batch
-
-if TYPE_CHECKING:
-    from engine.runtime.runner import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ def batch_task(service: str) -> str:
 def batch_message(batch: Batch, attempt: int) -> StepMessage:
     """The message that runs attempt ``attempt`` of ``batch``'s step (args: batch id, node, 0, attempt)."""
     return StepMessage(batch_task(batch.service), batch.service, batch.id, batch.node, 0, attempt)
-
-
-def arrival_document(definition: Definition, nxt: Next) -> dict[str, Any]:
-    """The ``gather`` document of an arrival: which batch, closing when, from which node."""
-    arrival = nxt.arrival
-    assert arrival is not None
-    return {"name": arrival.name, "group": arrival.group, "close_at": repr(arrival.close_at),
-            "close_early": arrival.close_early, "service": arrival.service, "action": arrival.action,
-            "node": nxt.node, "workflow": definition.name, "version": definition.version or 0}
 
 
 def batch_payload(batch: Batch, attempt: int, members: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -113,7 +105,7 @@ def member_answers(raw: Any, member_ids: list[str]) -> dict[str, dict[str, Any]]
 class Gatherer:
     """The batches of one runtime: closing them, running their step, applying their answer."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: StepOutcomes) -> None:
         self.runtime = runtime
         self.store = runtime.store
 
@@ -276,7 +268,7 @@ class Gatherer:
         definition = self.store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
         if "error" in mine:
-            runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
+            runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
                           f"batch {batch.id}: {mine['error']}", mine.get("type") or "BatchFailed",
                           statuses=GATHERING)
             return False
@@ -288,12 +280,12 @@ class Gatherer:
             nxt = runtime.resolve(definition, target_of(definition, instance.node, mine["transition"]),
                                   runtime.scope(definition, instance, context))
         except StepFailed as exc:
-            runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
+            runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
                           f"batch {batch.id}: {exc}", "StepFailed", transition=mine["transition"],
                           received=received, statuses=GATHERING)
             return False
         now = runtime.clock()
-        activity = runtime._activity(instance.node, instance.seq, instance.attempt, started, Outcome.GATHERED,
+        activity = runtime.activity(instance.node, instance.seq, instance.attempt, started, Outcome.GATHERED,
                                      transition=mine["transition"], service=getattr(node, "service", None),
                                      action=getattr(node, "action", None), received=received, batch=batch.id,
                                      next=nxt.node, via=list(nxt.via) or None)

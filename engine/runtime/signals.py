@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import audit
 from engine.definitions.model import AwaitNode, Definition
@@ -45,11 +45,9 @@ from engine.errors import NotFound, SignalRefused, StepFailed
 from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runtime.dispatcher import NextKind, quorum_count
+from engine.runtime.outcomes import StepOutcomes as Runtime
 from engine.runtime.steps import worker_name
 from engine.store.changes import Placement
-
-if TYPE_CHECKING:
-    from engine.runtime.runner import Runtime
 
 #: Timer kind of an await's timeout in the timer sorted set (waits use ``wake``, backoffs ``retry``).
 TIMEOUT_TIMER = "timeout"
@@ -193,7 +191,7 @@ class _Signal:
             try:
                 need = quorum_count(instance.node, node, self.runtime.scope(definition, instance, own))
             except StepFailed as exc:
-                self.runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, self.started,
+                self.runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, self.started,
                                    str(exc), "StepFailed", received=self.data or None, statuses=AWAITING)
                 self.audit(audit.SIGNAL, instance, outcome="failed", reason=str(exc))
                 return False
@@ -228,7 +226,7 @@ class _Signal:
         try:
             nxt = runtime.resolve(definition, node.target(self.name), runtime.scope(definition, instance, context))
         except StepFailed as exc:
-            runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, self.started, str(exc),
+            runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, self.started, str(exc),
                           "StepFailed", received=payload or None, statuses=AWAITING)
             self.audit(audit.SIGNAL, instance, outcome="failed", reason=str(exc))
             return SignalResult(self.instance_id, self.name, True, status=InstanceStatus.FAILED, node=instance.node)
@@ -309,12 +307,12 @@ def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, n
     try:
         nxt = runtime.resolve(definition, node.on_timeout, runtime.scope(definition, instance))
     except StepFailed as exc:
-        runtime._fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
+        runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, started, str(exc),
                       "StepFailed", statuses=AWAITING)
         return 1
-    activity = runtime._activity(instance.node, instance.seq, instance.attempt, started, Outcome.TIMED_OUT,
+    activity = runtime.activity(instance.node, instance.seq, instance.attempt, started, Outcome.TIMED_OUT,
                                  timeout_at=instance.wake_at, next=nxt.node, via=list(nxt.via) or None)
-    noop = runtime._activity(instance.node, instance.seq, instance.attempt, started, Outcome.NOOP,
+    noop = runtime.activity(instance.node, instance.seq, instance.attempt, started, Outcome.NOOP,
                              timeout_at=instance.wake_at,
                              reason="timeout came after a signal had moved the instance on")
     placement = runtime.placement(definition, nxt, now)

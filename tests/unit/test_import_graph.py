@@ -1,8 +1,8 @@
 """Modules import downward only: no import cycle in engine/, console/, portfolio_manager/ or order_calc/.
 
 The graph is built from the source with ``ast`` (nothing is imported): one edge per import
-statement, at module level or inside a function alike (an import moved into a function still
-ties the two modules together), ``if TYPE_CHECKING:`` blocks left out. ``from a import b``
+statement, at module level, inside a function or under ``if TYPE_CHECKING:`` alike (an import
+moved into a function or kept for type hints still ties the two modules together). ``from a import b``
 is an edge to ``a.b`` when that is a module, else to ``a``. A package's ``__init__`` counts as
 the module named after the package.
 """
@@ -27,20 +27,11 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _imports(tree: ast.AST, module: str, is_package: bool, known: dict[str, Path]) -> set[str]:
     out: set[str] = set()
     stack = [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            stack.extend(node.orelse)
-            continue
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -93,6 +84,11 @@ def test_the_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
     assert "engine.api" in graph["engine.app"]  # build_engine's import of Engine
     assert len(graph) > 60
+
+
+def test_the_graph_sees_type_checking_imports() -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from engine.api import Engine\n")
+    assert _imports(tree, "engine.app", False, _modules()) == {"engine.api"}
 
 
 def test_no_import_cycles() -> None:

@@ -22,7 +22,6 @@ from engine.model import InstanceStatus, Outcome
 from engine.runtime.drain import IDLE_PAUSE_SECONDS, Drain
 from engine.runtime.messages import PRIORITY_CONTINUE, PRIORITY_START, MemoryEnqueuer, StepMessage
 from engine.runtime.redis_queue import RedisQueueEnqueuer
-from engine.runtime.tasks import run_drained
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -132,7 +131,7 @@ def test_each_step_taken_runs_once_with_its_own_record(celery_app: Celery, real_
         assert engine.store.queued_count() == 6 - len(calls)  # started before it runs: no longer queued
         return Transition("ok")
 
-    assert run_drained(engine.runtime, "svc", lambda task: task == "svc.work", work, None) == 4
+    assert engine.runtime.after_delivery("svc", lambda task: task == "svc.work", work, None) == 4
     assert len(calls) == 4
     done = [engine.get(iid) for iid in ids]
     assert [i.status for i in done].count(InstanceStatus.SUCCEEDED) == 4
@@ -152,6 +151,6 @@ def test_an_error_leaves_the_steps_not_taken_in_the_queue(celery_app: Celery, re
         raise KeyboardInterrupt  # the worker is being stopped while it runs the first one
 
     with pytest.raises(KeyboardInterrupt):
-        run_drained(engine.runtime, "svc", lambda task: True, stopping, None)
+        engine.runtime.after_delivery("svc", lambda task: True, stopping, None)
     assert engine.runtime.enqueuer.count(["svc"]) == 2
     assert engine.store.queued_count() == 2  # the one in hand was started: its deadline covers it

@@ -20,8 +20,8 @@ from engine.api import Engine
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
+from engine.runtime.concerns.inline import carrier_died
 from engine.runtime.messages import MemoryEnqueuer
-from engine.runtime.runner import carrier_died
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
