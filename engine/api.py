@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.broker import PRIORITY_START, Enqueuer, StepMessage
 from engine.clock import Clock, system_clock
 from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode, WaitNode
 from engine.definitions.validation import validate_input
@@ -23,7 +24,6 @@ from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
 from engine.runtime.gather import arrival_document
-from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
 from engine.runtime.starting import StartResolver

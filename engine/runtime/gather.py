@@ -36,11 +36,11 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from engine.broker import PRIORITY_CONTINUE, StepMessage
 from engine.definitions.model import Definition, GatherNode, RecordLevel
 from engine.errors import ActionFailed, MalformedAnswer, StepFailed
 from engine.model import Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, target_of
-from engine.runtime.messages import PRIORITY_CONTINUE, StepMessage
 from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS, step_deadline, worker_name
 from engine.service import as_transition
 from engine.store.batches import Batch

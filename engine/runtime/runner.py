@@ -26,6 +26,7 @@ from engine.errors import ActionFailed, ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_template
 from engine.metrics import StepMetrics
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
+from engine.runtime.deliveries import count_messages, settle
 from engine.runtime.dispatcher import Next, NextKind, resolve, target_of
 from engine.runtime.drain import Drain
 from engine.runtime.gather import Gatherer, arrival_document
@@ -426,10 +427,12 @@ class Runtime:
         in a row, still queued at the same step, is re-sent (next attempt, recorded). Cheap when
         nothing is wrong: the messages are only read one by one when their count is below the
         number of queued steps, or when a queued step is older than ``FULL_CHECK_PERIODS`` x
-        ``every``. ``every=0``: no rate limit (tests).
+        ``every``; only messages that can be a queued step's count (:mod:`engine.runtime.deliveries`).
+        ``every=0``: no rate limit (tests).
         """
         if every > 0 and not self.store.lease_reconcile(every):
             return 0
+        held = settle(self.enqueuer, self.store)  # dead consumers' deliveries given back or dropped
         # Ages are measured on the wall clock, as the broker and the store stamp messages.
         now = time.time()
         candidates = self.store.queued_since(now - every, limit)
@@ -455,7 +458,7 @@ class Runtime:
             steps[iid] = ((iid, head.node, head.seq, head.attempt), sent)
         held_limit = every * FULL_CHECK_PERIODS
         if now - candidates[0][1] < held_limit:
-            counted = self.enqueuer.count(queues)
+            counted = count_messages(self.enqueuer, held, queues)
             if counted is None or counted >= self.store.queued_count():
                 return 0  # every queued step can have its message: nothing to look for
         pending = self.enqueuer.pending(queues)

@@ -18,12 +18,11 @@ import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.runtime.drain import IDLE_PAUSE_SECONDS
-from engine.runtime.messages import CeleryEnqueuer
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
