@@ -17,6 +17,7 @@ from typing import Any
 
 from engine import audit as audit_log
 from engine.audit import AuditPage, AuditQuery
+from engine.broker import PRIORITY_START, Enqueuer, StepMessage
 from engine.clock import Clock, system_clock
 from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode, WaitNode
 from engine.definitions.validation import validate_input
@@ -27,7 +28,6 @@ from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, I
 from engine.principal import Principal
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
 from engine.runtime.gather import arrival_document
-from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
 from engine.runtime.starting import StartResolver

@@ -8,7 +8,7 @@ document of named fields; every change of a gather node's batch is one operation
 only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
 with ``engine.testing.delete_prefix``).
 
-The store is not the only holder of a Redis client: :mod:`engine.runtime.redis_queue` keeps
+The store is not the only holder of a Redis client: :mod:`engine.broker.redis_queue` keeps
 one of its own for Celery's queue lists (``engine.app.enqueuer_for``), the worker bootstrap
 opens one for its start-up checks (``engine.worker``), the console and the portfolio manager
 keep one each for their own keys, and the bench (``bench/memory.py``, ``bench/morning.py``)

@@ -19,9 +19,9 @@ from console.throttle import LoginThrottle
 from console.users import UserStore
 from console.web import ConsoleContext
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -9,12 +9,12 @@ import fakeredis
 import pytest
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError, ExpressionError
 from engine.expressions.cel import Scope, compile_expression
 from engine.model import InstanceStatus
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
