@@ -16,9 +16,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from console.config import ConsoleSettings
 from console.errors import ConsoleError
 from console.users import Role
+from engine.cli_context import CliContext, cli_settings
 from engine.cli_errors import ErrorGroup, notice, read_only, rerun
+from engine.config import Settings
 from engine.errors import TradeflowError
 
 out = Console()
@@ -34,7 +37,8 @@ class _Group(ErrorGroup):
 def _users() -> Any:
     from console.app import build_context
 
-    return build_context(engine=False, notice=notice).users  # no engine needed to manage users
+    return build_context(cli_settings(ConsoleSettings), cli_settings(Settings), engine=False,
+                         notice=notice).users  # no engine needed to manage users
 
 
 @click.group(cls=_Group, invoke_without_command=True)
@@ -43,6 +47,7 @@ def _users() -> Any:
 @click.pass_context
 def console(ctx: click.Context, host: str, port: int) -> None:
     """The web console (runs, instances, definitions, reviews; /api, /metrics). Without a verb: serve."""
+    ctx.ensure_object(CliContext)  # this invocation's settings, read once (the tradeflow group's when under it)
     if ctx.invoked_subcommand is None:
         serve(host, port)
 
@@ -53,7 +58,7 @@ def serve(host: str, port: int) -> None:
 
     from console.app import build_context, create_app
 
-    context = build_context(notice=notice)
+    context = build_context(cli_settings(ConsoleSettings), cli_settings(Settings), notice=notice)
     if not context.users.list():
         err.print("[yellow]warning:[/yellow] no console users yet: add one with "
                   "`tradeflow console users add NAME --role admin --password-stdin`")

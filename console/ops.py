@@ -176,7 +176,7 @@ def validate_definition(request: Request, text: str = Form(""), action: str = Fo
 
     ctx = context(request)
     try:
-        definition = load_definition(text, "pasted")
+        definition = load_definition(text, "pasted", roles=ctx.roles)
     except DefinitionError as exc:
         return render(request, "validate.html", title="Validate a definition", text=text,
                       problems=str(exc).splitlines(), valid=None)

@@ -37,6 +37,7 @@ from engine.connections import state_url
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, default_fleets
 from engine.ops.progress import show_progress
+from engine.roles import declared_roles
 from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
@@ -82,7 +83,10 @@ def failure_reason(instance: Any) -> str:
 
 
 def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
-    """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary."""
+    """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary.
+
+    The demo is an edge: it reads its settings (the engine's, the portfolio manager's, the
+    console's) from the environment here, once, and passes them in."""
     settings = Settings.from_env()
     settings = settings.with_redis(state_url(settings, allow_start=True))
     engine = build_engine(settings)
@@ -98,7 +102,7 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         console.print(f"book: {summary.count} accounts {summary.by_region} as of {run_date}, "
                       f"{len(summary.closed_accounts)} closed and {len(summary.missing_price_accounts)} holding an "
                       f"unpriced symbol on purpose", highlight=False)
-        versions = ensure_definitions(engine, pm_settings.definitions_dir)
+        versions = ensure_definitions(engine, pm_settings.definitions_dir, roles=declared_roles(settings))
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
@@ -114,7 +118,7 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         elapsed = time.monotonic() - began
         submitted = approve_a_few(engine, svc, run, timeout=min(timeout, 120.0))
         progress = engine.progress(run)
-    _summary(engine, svc, run, progress, elapsed, submitted)
+    _summary(engine, svc, run, progress, elapsed, submitted, settings)
 
 
 def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, timeout: float = 120.0) -> list[str]:
@@ -151,7 +155,8 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     return [i.data.get("account_id") for i in map(engine.get, ids) if i.status.is_terminal]
 
 
-def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:
+def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str],
+             settings: Settings) -> None:
     from portfolio_manager.review import proposals as shown
 
     instances = engine.list(run)
@@ -201,10 +206,11 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, sub
         console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
                       highlight=False)
     try:
+        from console.config import ConsoleSettings
         from console.demo import console_banner
     except ImportError:  # the console is not installed
         return
-    for line in console_banner():
+    for line in console_banner(ConsoleSettings.from_env(), settings):
         console.print(line, highlight=False, markup=False)
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from console.burndown import Burndown, BurndownStore, burndown_svg
 from console.config import ConsoleSettings
 from engine.api import RunProgress
+from engine.config import Settings
 from engine.metrics import StepMetrics
 from tests.unit.console.conftest import Site, csrf_of
 
@@ -116,10 +117,10 @@ def test_the_demo_user_gets_a_generated_password_unless_one_is_given(site: Site,
         users = site.ctx.users
 
     monkeypatch.setattr("console.app.build_context", lambda *_, **__: Ctx)
-    user, password, generated = demo.ensure_demo_user(ConsoleSettings.from_env({}))
+    user, password, generated = demo.ensure_demo_user(ConsoleSettings.from_env({}), Settings())
     assert generated and len(password) >= 12 and site.ctx.users.verify(user, password) is not None
     chosen = ConsoleSettings.from_env({"TRADEFLOW_DEMO_PASSWORD": "chosen by the operator"})
-    user, password, generated = demo.ensure_demo_user(chosen)
+    user, password, generated = demo.ensure_demo_user(chosen, Settings())
     assert not generated and site.ctx.users.verify(user, "chosen by the operator") is not None
 
 
