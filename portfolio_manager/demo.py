@@ -58,7 +58,7 @@ def _prepare_book(svc: Any, count: int, seed: int, as_of: date) -> Any:
     book = svc.book
     if not isinstance(book, RedisBook):
         raise DemoRefused("the demo seeds the Redis book; unset TRADEFLOW_PM_BOOK_URL to run it")
-    client, marker = book.client, f"{book.keys.prefix}{DEMO_MARKER}"
+    client, marker = book.client, book.keys.space.key(DEMO_MARKER)
     if client.hlen(book.keys.accounts) and not client.exists(marker):
         raise DemoRefused(f"the book under prefix {book.keys.prefix!r} is not a demo book; run the demo beside it "
                           "with TRADEFLOW_PM_PREFIX=pm:demo: tradeflow demo")
@@ -140,10 +140,10 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     ids = [p.instance_id for p in chosen]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # they gather at the block (the rest of the run is still under review)
-        if all(i.status.value == "gathering" or i.status.is_terminal for i in engine.store.load_many(ids)):
+        if all(i.status.value == "gathering" or i.status.is_terminal for i in engine.get_many(ids)):
             break
         time.sleep(0.2)
-    batches = sorted({i.batch for i in engine.store.load_many(ids) if i.batch})
+    batches = sorted({i.batch for i in engine.get_many(ids) if i.batch})
     for batch_id in batches:  # the desk trades the block now instead of at the cut-off
         engine.close_batch(batch_id, "the demo")
     console.print(f"approved {len(accounts)} proposals ({len(second)} by two people); their block closed now "

@@ -11,6 +11,7 @@ from console.config import ConsoleSettings
 from engine.api import RunProgress
 from engine.config import Settings
 from engine.metrics import StepMetrics
+from engine.testing import store_of
 from tests.unit.console.conftest import Site, csrf_of
 
 
@@ -59,7 +60,7 @@ def test_validation_before_publishing(site: Site) -> None:
 
 
 def test_step_metrics_flush_in_one_batch_and_render_at_metrics(site: Site) -> None:
-    store = site.ctx.engine.store
+    store = store_of(site.ctx.engine)
     ticks = [0.0]
     metrics = StepMetrics(store.add_step_metrics, interval=5.0, clock=lambda: ticks[0])
     metrics.step("flow", "check", "applied", 0.02)
