@@ -488,6 +488,11 @@ class Runtime:
                 error=f"message lost: queued {now - sent:.0f}s ago, {where}", retry_in=0))
         return resent
 
+    def housekeep(self) -> int:
+        """Trim the global indexes of what expired (at most once a minute across the fleet); changes made."""
+        done = self.store.housekeep()
+        return 0 if done is None else done.total
+
     def sweep(self, limit: int = 500, lease_seconds: float = 60.0) -> int:
         """Re-send started steps that made no progress within their node's timeout; fail them when tries
         run out. A step only has a deadline once a worker started it (see :meth:`reconcile` for

@@ -71,7 +71,8 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
     @app.task(name=SWEEP_TASK, ignore_result=True, send_events=False)
     def sweep() -> int:
         swept = int(_patiently(lambda: runtime().sweep()))
-        return swept + int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
+        swept += int(_patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
+        return swept + int(_patiently(lambda: runtime().housekeep()))
 
 
 def hosted_services(app: Any) -> frozenset[str]:
