@@ -31,7 +31,7 @@ With ``retention_seconds`` (the engine's retention, from the services' settings)
 are kept that long: each receipts hash has a companion zset ``<hash>:at`` (key -> acceptance
 time) and each delivery list a list ``<list>:at`` of delivery times, and records older than the
 retention are dropped (``lua/trim_brokerage.lua``) at most once a second per process, after a
-submit. An idempotency key is therefore honoured for the retention, not forever -- as a real
+submit; the keys themselves expire a retention after the last submit. An idempotency key is therefore honoured for the retention, not forever -- as a real
 brokerage keeps its keys for a window. Without it (the default), nothing is ever dropped.
 """
 
@@ -261,6 +261,8 @@ class SimulatedBrokerage:
             now = time.time()
             pipe.rpush(f"{received_key}:at", repr(now))
             pipe.zadd(f"{receipts_key}:at", {key: now}, nx=True)
+            for record in (received_key, receipts_key, f"{received_key}:at", f"{receipts_key}:at"):
+                pipe.expire(record, max(1, int(self.retention_seconds)))  # all of it, a retention after the last
         stored = pipe.execute()[2]
         self.trim()
         receipt = type(candidate).model_validate_json(stored)
