@@ -31,8 +31,8 @@ With ``retention_seconds`` (the engine's retention, from the services' settings)
 are kept that long: each receipts hash has a companion zset ``<hash>:at`` (key -> acceptance
 time) and each delivery list a list ``<list>:at`` of delivery times, and records older than the
 retention are dropped (``lua/trim_brokerage.lua``) at most once a second per process, after a
-submit; the keys themselves expire a retention after the last submit. An idempotency key is therefore honoured for the retention, not forever -- as a real
-brokerage keeps its keys for a window. Without it (the default), nothing is ever dropped.
+submit; the keys themselves expire a retention after the last submit. An idempotency key is
+therefore honoured for the retention, not forever -- as a real brokerage keeps its keys for a window. Without it (the default), nothing is ever dropped.
 """
 
 from __future__ import annotations
