@@ -29,10 +29,11 @@ keys of their own, under the same rules::
 
 With ``retention_seconds`` (the engine's retention, from the services' settings), the records
 are kept that long: each receipts hash has a companion zset ``<hash>:at`` (key -> acceptance
-time) and each delivery list a list ``<list>:at`` of delivery times, and records older than the
+time) and each delivery list a list ``<list>:at`` of delivery times; records older than the
 retention are dropped (``lua/trim_brokerage.lua``) at most once a second per process, after a
-submit; the keys themselves expire a retention after the last submit. An idempotency key is
-therefore honoured for the retention, not forever -- as a real brokerage keeps its keys for a window. Without it (the default), nothing is ever dropped.
+submit, and the keys themselves expire a retention after the last submit. An idempotency key is
+therefore honoured for the retention, not forever -- as a real brokerage keeps its keys for a
+window. Without it (the default), nothing is ever dropped.
 """
 
 from __future__ import annotations
