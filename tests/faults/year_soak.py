@@ -150,10 +150,10 @@ def archived_ids(archive: Path) -> Counter[str]:
 def wait_settled(lab: FaultLab, target: int) -> tuple[int, int]:
     """Wait (at most SETTLE_SECONDS) until the key count is within tolerance of ``target``; the usage then."""
     end = time.monotonic() + SETTLE_SECONDS
-    keys, memory = usage(lab)
+    keys = usage(lab)[0]
     while keys > target * (1 + TOLERANCE / 3) and time.monotonic() < end:
         time.sleep(2)
-        keys, memory = usage(lab)
+        keys = usage(lab)[0]
     time.sleep(2)
     return usage(lab)
 
