@@ -31,9 +31,13 @@ class Runs:
     # -- runs --------------------------------------------------------------------------------
 
     def touch_run(self, run: str, meta: dict[str, Any]) -> None:
-        """Record a run's label (first call wins for created_at) and add to its metadata."""
+        """Record a run's label (first call wins for created_at) and add to its metadata.
+
+        The metadata loses any TTL it had (a run that finished is started again): it gets one
+        when its last instance finishes (``lua/state.lua``) or from the housekeeping.
+        """
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)  # the label and its metadata appear together
         pipe.zadd(self.keys.runs, {run: now}, nx=True)
         pipe.hsetnx(self.keys.run_meta(run), "created_at", str(now))
         for key, value in meta.items():
@@ -41,6 +45,7 @@ class Runs:
                 pipe.hincrby(self.keys.run_meta(run), "total", int(value))
             else:
                 pipe.hset(self.keys.run_meta(run), key, str(value))
+        pipe.persist(self.keys.run_meta(run))
         pipe.execute()
 
     def run_counts(self, run: str) -> dict[str, int]:

@@ -136,3 +136,9 @@ def test_the_sampler_records_live_runs_and_a_last_sample_when_they_finish(site: 
     sampler.sample_once()  # done: not sampled again
     assert [json.loads(x)[1:] for x in site.ctx.burndown.client.lrange(key, 0, -1)] == [[1, 0], [0, 1]]
     assert site.ctx.burndown.client.llen(site.ctx.burndown.keys.steps_samples) == 3
+
+
+def test_a_runs_burndown_samples_expire_with_the_engines_retention(site: Site) -> None:
+    store = BurndownStore(site.ctx.users.client, site.ctx.users.keys, retention_seconds=120)
+    store.sample(RunProgress("b2", {"succeeded": 0}, 10, 1000.0))
+    assert 0 < site.ctx.users.client.ttl(site.ctx.users.keys.burndown("b2")) <= 120
