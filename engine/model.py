@@ -128,6 +128,8 @@ class Instance:
     carrier: str | None = None
     #: The batch an instance gathering at a ``gather`` node belongs to.
     batch: str | None = None
+    #: A shadow instance: it stops at its definition's shadow stops, before any external effect.
+    shadow: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -156,6 +158,7 @@ class Instance:
             noops=int(raw.get("noops", 0)),
             carrier=raw.get("carrier") or None,
             batch=raw.get("batch") or None,
+            shadow=raw.get("shadow") == "1",
         )
 
     def to_dict(self) -> dict[str, Any]:

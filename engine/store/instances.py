@@ -124,6 +124,8 @@ class Instances:
             item: dict[str, Any] = {"id": new.id, "now": seconds(new.created_at)}
             if (new.workflow, new.version, new.run) != shared:  # the item's own, over the shared ones
                 item.update(workflow=new.workflow, version=new.version, run=new.run)
+            if new.shadow != first.shadow:
+                item["shadow"] = new.shadow
             docs: dict[str, Any] = {"data": pack(new.data), "activity": pack(new.activity.to_dict())}
             if new.error is not None:
                 docs["error"] = pack(new.error)
@@ -142,6 +144,7 @@ class Instances:
             args += docs.values()
             items.append(item)
         args[0] = dumps({"op": "create_many", "workflow": first.workflow, "version": first.version, "run": first.run,
+                         "shadow": first.shadow,
                          "ttl": self.retention_seconds, "runs": k.runs_prefix, "docs": [],
                          "wall": seconds(time.time()), "items": items})
         return [flag == "1" for flag in text(self._state(keys=keys, args=args))]

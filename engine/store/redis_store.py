@@ -29,6 +29,7 @@ from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
+from engine.store.fields import Fields
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
 from engine.store.observed import Observed
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, Fields):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(

@@ -20,7 +20,7 @@
 --   contribution  what an instance placed at a gather node brings to its batch
 --
 -- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
---   create   a new instance with its first placement (no-op if the id exists)
+--   create   a new instance with its first placement (no-op if the id exists); doc.shadow marks a shadow
 --   create_many  many new instances in one call: `create` for each of doc.items in turn (see below)
 --   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
 --   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
@@ -228,6 +228,7 @@ ops.create = function()
   redis.call('HSET', inst, 'id', doc.id, 'workflow', doc.workflow, 'version', doc.version, 'run', doc.run,
              'seq', 1, 'attempt', 1, 'data', blob.data, 'created_at', doc.now)
   if blob.error then redis.call('HSET', inst, 'error', blob.error) end
+  if doc.shadow then redis.call('HSET', inst, 'shadow', '1') end
   record('activity')
   local final = settle(doc.id, doc.run, nil, false)
   if joined then return {'created', final, '1', joined[1], joined[2]} end
