@@ -209,7 +209,7 @@ _ORDER = {"changed": 0, "only_a": 1, "only_b": 1, "equal": 2}
 def compare_runs(a: str, b: str, left: dict[str, Plan], right: dict[str, Plan]) -> PmDiff:
     """The diff of two runs' plans by account (pure): biggest change first, then by account id."""
     items = [compare_plans(account, left.get(account), right.get(account)) for account in set(left) | set(right)]
-    items.sort(key=lambda i: (_ORDER[i.change], not i.outcome_changed, -i.size, i.account_id))
+    items.sort(key=lambda i: (_ORDER[i.change], -i.size, i.account_id))
     return PmDiff(a, b, items)
 
 
