@@ -19,6 +19,9 @@ Orders fill at once at the last price (``last_price(symbol)``, else the order's 
 else its ``limit_price``); a limit the last price does not satisfy, or no price at all, gives a
 ``REJECTED`` receipt — recorded under the key like a fill, so a retry gets the same answer.
 
+An order or block marked ``shadow`` (sent for a shadow instance) is refused before anything
+else (:func:`refuse_shadow`, :class:`ShadowTradeRefused`): nothing is delivered, counted or placed.
+
 **Block orders** (``submit_block``: the summed orders of many accounts, one symbol and side) have
 keys of their own, under the same rules::
 
@@ -50,7 +53,7 @@ from pydantic import Field
 
 from engine.keyspace import KeySpace, read_lua
 from portfolio_manager.book import FrozenModel, Identifier, Quantity, Side, Symbol
-from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
+from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder, ShadowTradeRefused
 
 if TYPE_CHECKING:
     from portfolio_manager.sources import BookReader
@@ -76,6 +79,8 @@ class BrokerOrder(FrozenModel):
     quantity: Quantity
     limit_price: Price | None = None
     est_price: Price | None = None
+    #: Sent for a shadow instance: every adapter refuses it (:class:`ShadowTradeRefused`).
+    shadow: bool = False
 
 
 class BrokerReceipt(FrozenModel):
@@ -112,6 +117,8 @@ class BlockOrder(FrozenModel):
     quantity: Quantity
     accounts: int = Field(ge=1, description="How many accounts' orders it sums (for the record).")
     est_price: Price | None = None
+    #: Sums a shadow instance's orders: every adapter refuses it (:class:`ShadowTradeRefused`).
+    shadow: bool = False
 
 
 class BlockReceipt(FrozenModel):
@@ -141,6 +148,17 @@ def _what(item: BrokerOrder | BrokerReceipt | BlockOrder | BlockReceipt) -> str:
     """``SIDE QUANTITY SYMBOL``, with ``in ACCOUNT`` for one account's order (the words of DuplicateOrder)."""
     text = f"{item.side.value} {item.quantity:g} {item.symbol}"
     return f"{text} in {item.account_id}" if isinstance(item, BrokerOrder | BrokerReceipt) else text
+
+
+def refuse_shadow(ticket: BrokerOrder | BlockOrder) -> None:
+    """Raise :class:`ShadowTradeRefused` for an order or block of a shadow instance: a shadow never trades.
+
+    Every adapter calls it before it delivers anything (nothing is counted, placed or recorded).
+    """
+    if ticket.shadow:
+        raise ShadowTradeRefused(f"{_what(ticket)} (key {ticket.idempotency_key}) comes from a shadow instance: "
+                                 "a shadow never trades; its definition needs a \"shadow\": \"stop\" before the "
+                                 "node that sends orders")
 
 
 def last_price_from(book: BookReader, as_of: date | None = None) -> Callable[[str], float | None]:
@@ -251,6 +269,7 @@ class SimulatedBrokerage:
         at the fault hooks' odds.
         """
         key, kind = ticket.idempotency_key, "block" if isinstance(ticket, BlockOrder) else "order"
+        refuse_shadow(ticket)
         if self._fault(self.fail_before_accept):
             raise BrokerageTimeout(f"{kind} {key}: no answer (simulated, not delivered)")
         candidate = answer()

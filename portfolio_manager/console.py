@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from portfolio_manager import review as reviews
+from portfolio_manager.diff_console import build_diff_router
 from portfolio_manager.proposals import Decisions, Proposal, ProposalStatus, SubmitStarted
 from portfolio_manager.services import services
 
@@ -301,6 +302,7 @@ def build_router() -> APIRouter:
         decided = review(context(request).engine, run, body.accounts, to, user.name, body.note)
         return {"status": to.value, "changed": decided.changed, "skipped": decided.skipped}
 
+    router.include_router(build_diff_router())  # /pm/diff: two runs compared (a shadow beside production)
     return router
 
 
@@ -309,5 +311,6 @@ def plugin(queues: list[str] | None = None) -> Any:
     (the plugin's ``console`` hook passes its fleets' queues)."""
     from console.app import ConsolePlugin
 
-    return ConsolePlugin("portfolio_manager", build_router(), nav=[("Proposals", "/pm/runs")], templates=TEMPLATES,
+    nav = [("Proposals", "/pm/runs"), ("Run diff", "/pm/diff")]
+    return ConsolePlugin("portfolio_manager", build_router(), nav=nav, templates=TEMPLATES,
                          queues=list(queues or []))

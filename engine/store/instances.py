@@ -142,6 +142,8 @@ class Instances:
             if (new.workflow, new.version, new.run) != shared:  # the item's own, over the shared ones
                 item.update(workflow=new.workflow, version=new.version, run=new.run,
                             retention=self.kept_for(new.workflow, new.version) or False)
+            if new.shadow != first.shadow:
+                item["shadow"] = new.shadow
             docs: dict[str, Any] = {"data": pack(new.data), "activity": pack(new.activity.to_dict())}
             if new.error is not None:
                 docs["error"] = pack(new.error)
@@ -160,6 +162,7 @@ class Instances:
             args += docs.values()
             items.append(item)
         shared_doc = {"op": "create_many", "workflow": first.workflow, "version": first.version, "run": first.run,
+                      "shadow": first.shadow,
                       "ttl": self.retention_seconds, "runs": k.runs_prefix, "docs": [], "wall": seconds(time.time()),
                       "items": items}
         if kept is not None:

@@ -30,6 +30,7 @@ from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
+from engine.store.fields import Fields
 from engine.store.housekeeping import Housekeeping, Housekept, housekeep_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog, Housekeeping):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog, Housekeeping, Fields):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(

@@ -382,3 +382,36 @@ def test_definitions_page_and_metrics_scrape(browser: Any, deployment: Deploymen
         assert f"\n{name}" in text, name
     assert f'tradeflow_instances{{run="{deployment.run}",status="succeeded"}}' in text
     assert 'tradeflow_queue_depth{queue="portfolio_manager"}' in text
+
+
+def test_a_viewer_reads_a_shadow_diff_biggest_change_first_and_sorts_it(browser: Any, deployment: Deployment,
+                                                                         finished: str) -> None:
+    from portfolio_manager.diff import diff_runs
+    from portfolio_manager.shadow import start_shadow
+
+    for name in ("rebalance-ca", "rebalance-us"):  # the canary: a tighter drift band
+        document = json.loads(deployment.engine.definition(name, "production").to_json())
+        document.pop("version", None)
+        document["parameters"]["plan"]["drift_band_abs"] = 0.01
+        deployment.engine.publish(load_definition(json.dumps(document)), alias="canary")
+    shadow = start_shadow(deployment.engine, deployment.svc.book, deployment.run_date, version="canary",
+                          run=f"shadow-{uuid.uuid4().hex[:4]}",
+                          review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS))
+    assert deployment.engine.wait_for_run(shadow.run, timeout=180, settled=True).done
+    expected = [i for i in diff_runs(deployment.engine, finished, shadow.run).accounts if i.change != "equal"]
+    assert expected
+    page = _login(browser, deployment, "victor")
+    page.goto(f"{deployment.url}/pm/diff")
+    assert f"{shadow.run} (shadow)" in page.inner_text("select[name=b]")
+    page.select_option("select[name=a]", finished)
+    page.select_option("select[name=b]", shadow.run)
+    page.click("main form button[type=submit]")
+    page.locator("#diff tbody tr").first.wait_for()
+    rows = page.locator("#diff tbody tr")
+    assert rows.count() == len(expected)
+    assert rows.first.inner_text().startswith(expected[0].account_id)  # biggest change first
+    page.screenshot(path=str(SHOTS / "pm-diff.png"), full_page=False)
+    page.click("#diff th >> text=Account")
+    page.locator("#diff th", has_text="Account ▼").wait_for()
+    ids = [rows.nth(k).locator("td").first.inner_text() for k in range(rows.count())]
+    assert ids == sorted(ids, reverse=True)

@@ -24,6 +24,7 @@
 --   create   a new instance with its first placement (no-op if the id exists); doc.retention (its
 --            definition's retention_days in seconds) is kept as field `retention`: the TTL it gets
 --            when it finishes, instead of doc.ttl
+--            doc.shadow marks a shadow instance
 --   create_many  many new instances in one call: `create` for each of doc.items in turn (see below)
 --   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
 --   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
@@ -258,6 +259,7 @@ ops.create = function()
              'seq', 1, 'attempt', 1, 'data', blob.data, 'created_at', doc.now)
   if doc.retention then redis.call('HSET', inst, 'retention', doc.retention) end
   if blob.error then redis.call('HSET', inst, 'error', blob.error) end
+  if doc.shadow then redis.call('HSET', inst, 'shadow', '1') end
   record('activity')
   local final = settle(doc.id, doc.run, nil, false)
   if joined then return {'created', final, '1', joined[1], joined[2]} end
