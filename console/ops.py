@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -12,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from console import views
 from console.burndown import burndown_svg
 from console.graph import definition_svg
+from console.paging import DEFAULT_PAGE, page_size
 from console.users import Permission
 from console.web import back, context, flash, reason_by, render, require
 from engine.definitions.model import AwaitNode
@@ -24,31 +26,37 @@ BULK_VERBS = {"pause": "running, waiting and awaiting", "resume": "paused", "ret
 
 
 @router.get("/runs")
-def runs_page(request: Request) -> Response:
-    """Every recent run: progress by status, rate, deadline, projection, burn-down."""
+def runs_page(request: Request, offset: int = 0) -> Response:
+    """Recent runs, a page at a time: progress by status, state, rate, deadline, projection, burn-down."""
     ctx = context(request)
-    rows = views.summaries(ctx.engine, ctx.burndown)
+    offset = max(offset, 0)
+    rows = views.summaries(ctx.engine, ctx.burndown, limit=views.RUNS_PAGE + 1, offset=offset)
+    more, rows = len(rows) > views.RUNS_PAGE, rows[:views.RUNS_PAGE]
     charts = {row.run: burndown_svg(row.burndown, ctx.zone, width=360, height=120) for row in rows}
-    return render(request, "runs.html", rows=rows, charts=charts, statuses=views.STATUS_ORDER,
-                  steps_rate=ctx.burndown.steps_per_second(), title="Runs")
+    states = {row.run: views.run_state(row.progress) for row in rows}
+    return render(request, "runs.html", rows=rows, charts=charts, states=states, statuses=views.STATUS_ORDER,
+                  steps_rate=ctx.burndown.steps_per_second(), title="Runs", offset=offset,
+                  page=views.RUNS_PAGE, more=more, poll=f"/api/runs?offset={offset}")
 
 
 @router.get("/runs/{run}")
-def run_page(request: Request, run: str, status: str = "", q: str = "", limit: int = 50) -> Response:
-    """One run: counts by status and node, failures by reason with bulk retry, search, instances."""
+def run_page(request: Request, run: str, status: str = "", q: str = "", limit: int = DEFAULT_PAGE,
+             after: str = "") -> Response:
+    """One run: state, counts by status and node, failures by reason with bulk retry, search, and a page
+    of its instances (by id; ``after`` is the last id of the previous page)."""
     ctx = context(request)
     progress = ctx.engine.progress(run)
     chart = ctx.burndown.burndown(progress)
     statuses = [status] if status in views.STATUS_ORDER else None
-    limit = max(1, min(limit, 5000))
+    page = views.search(ctx.engine, run, q, statuses, page_size(limit), after or None)
     failed = ctx.engine.list(run, ["failed"], limit=views.SCAN_LIMIT) if progress.counts.get("failed") else []
     deadline_local = (datetime.fromtimestamp(progress.deadline, ctx.zone).strftime("%Y-%m-%dT%H:%M")
                       if progress.deadline else "")
     return render(request, "run.html", title=f"Run {run}", run=run, progress=progress, chart=chart,
                   chart_svg=burndown_svg(chart, ctx.zone), nodes=views.live_nodes(ctx.engine, run),
-                  groups=views.failure_groups(failed), instances=views.search(ctx.engine, run, q, statuses, limit),
-                  limit=limit, status=status, q=q, statuses=views.STATUS_ORDER, bulk=BULK_VERBS,
-                  deadline_local=deadline_local)
+                  groups=views.failure_groups(failed), page=page, after=after, state=views.run_state(progress),
+                  status=status, q=q, statuses=views.STATUS_ORDER, bulk=BULK_VERBS,
+                  deadline_local=deadline_local, poll=f"/api/runs/{quote(run)}")
 
 
 @router.post("/runs/{run}/bulk")

@@ -7,6 +7,7 @@ time or in bulk over a run and a status.
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -249,10 +250,17 @@ class Engine:
         return self.store.activities(instance_id)
 
     def list(self, run: str, statuses: Iterable[InstanceStatus | str] | None = None,
-             limit: int | None = None) -> list[Instance]:
-        """Instances of ``run``, optionally only in ``statuses``."""
+             limit: int | None = None, *, after: str | None = None) -> list[Instance]:
+        """Instances of ``run`` (optionally only in ``statuses``) by id, at most ``limit`` of them.
+
+        Paging: pass the last id of a page as ``after`` to get the next one (ids strictly
+        greater); fewer than ``limit`` back means the last page. Only the page's instances are
+        loaded (the run's ids are read to order them: a few bytes per instance).
+        """
         wanted = [InstanceStatus(s) for s in statuses] if statuses else None
         ids = self.store.run_ids(run, wanted)
+        if after is not None:
+            ids = ids[bisect.bisect_right(ids, after):]
         if limit is not None:
             ids = ids[:limit]
         found: list[Instance] = []
@@ -260,9 +268,9 @@ class Engine:
             found.extend(self.store.load_many(ids[start:start + 500]))
         return found
 
-    def runs(self, limit: int = 20) -> list[str]:
-        """Run labels, newest first."""
-        return self.store.runs(limit)
+    def runs(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Run labels, newest first: ``limit`` of them from the ``offset``-th."""
+        return self.store.runs(limit, offset)
 
     def watch_data_set(self) -> None:
         """Remember Redis's epoch on first call; later calls raise :class:`DataSetLost` if it is gone.
