@@ -96,9 +96,10 @@ def api_instance_action(request: Request, instance_id: str, verb: str, body: Act
     user = require(request, Permission.OPERATE)
     engine = context(request).engine
     if verb == "retry":
-        instance = engine.retry(instance_id, context=body.context, reason=reason_by(user, body.reason))
+        instance = engine.retry(instance_id, context=body.context, reason=reason_by(user, body.reason),
+                                by=user.principal)
     elif verb in {"pause", "resume", "cancel"}:
-        instance = getattr(engine, verb)(instance_id, reason=reason_by(user, body.reason))
+        instance = getattr(engine, verb)(instance_id, reason=reason_by(user, body.reason), by=user.principal)
     else:
         from engine.errors import InvalidInput
 
@@ -114,5 +115,5 @@ def api_run_action(request: Request, run: str, verb: str, body: Action) -> dict[
         from engine.errors import InvalidInput
 
         raise InvalidInput(f"unknown action {verb!r}: use pause, resume, retry or cancel")
-    result = context(request).engine.bulk(verb, run, reason=reason_by(user, body.reason))
+    result = context(request).engine.bulk(verb, run, reason=reason_by(user, body.reason), by=user.principal)
     return {"verb": result.verb, "done": result.done, "skipped": result.skipped}
