@@ -16,6 +16,9 @@ proposals and the brokerage live is decided at the edge (:class:`Services`, buil
 - ``submit_orders``: send an approved proposal's orders to the brokerage, each with the
   idempotency key ``<instance>:<node>:<seq>:<order index>`` -- the same on every redelivery or
   retry of the step, so the brokerage never places an order twice.
+- ``record_decision``: the engine applied the review's decision (the quorum of approvals, or a
+  rejection): write it on the proposal, with who sent it. The only writer of a decision on a
+  proposal reviewed in its workflow.
 - ``expire_proposal``: the review's cut-off passed without a decision: the proposal expires
   (and can never be submitted).
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -114,6 +117,18 @@ class RecordProposalInput(_Input):
     as_of: date
     plan: dict[str, Any]
     review: ReviewTerms | None = None
+
+
+class RecordDecisionInput(_Input):
+    """The decision the engine applied at the proposal's review, and who sent it (the engine's record)."""
+
+    run: str = Field(min_length=1)
+    account_id: str = Field(min_length=1)
+    decision: Literal["approved", "rejected"]
+    names: list[str] = Field(min_length=1, description="Who sent it, oldest first (a quorum: each person).")
+    at: float | None = Field(None, description="When the engine applied it (epoch seconds).")
+    note: str | None = Field(None, description="The note of the approval that completed the quorum.")
+    reason: str | None = Field(None, description="A rejection's reason.")
 
 
 class ExpireProposalInput(_Input):
@@ -222,9 +237,26 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
         receipts.append(receipt.model_dump(mode="json"))
     svc.proposals.mark_submitted(request.run, request.account_id, receipts, request.step.id)
     filled = sum(1 for r in receipts if r["status"] == OrderStatus.FILLED.value)
-    return ok({"orders": len(receipts), "filled": filled, "rejected": len(receipts) - filled,
+    partial = sum(1 for r in receipts if r["status"] == OrderStatus.PARTIALLY_FILLED.value)
+    return ok({"orders": len(receipts), "filled": filled, "partial": partial,
+               "rejected": len(receipts) - filled - partial,
                "keys": [r["idempotency_key"] for r in receipts],
                "filled_value": round(sum(r.get("filled_value") or 0.0 for r in receipts), 2)})
+
+
+@action(SERVICE, "record_decision")
+def record_decision(request: RecordDecisionInput) -> Transition:
+    """Write the review's decision on the proposal, after the engine applied it (again: a no-op)."""
+    to = ProposalStatus(request.decision)
+    approvals = [{"by": name, "at": request.at, "note": request.note if i == len(request.names) - 1 else None}
+                 for i, name in enumerate(request.names)]
+    done, status = services().proposals.record_decision(request.run, request.account_id, to, approvals,
+                                                        note=request.reason or "", at=request.at)
+    if not done:
+        raise ActionFailed(f"proposal {request.run}/{request.account_id} is {status or 'missing'}: "
+                           f"cannot record it {request.decision}")
+    return ok({"status": to.value, "by": ", ".join(request.names), "names": request.names,
+               "reason": request.reason})
 
 
 @action(SERVICE, "expire_proposal")
@@ -248,5 +280,6 @@ __all__ = [
     "fetch_target",
     "record_proposal",
     "submit_orders",
+    "record_decision",
     "expire_proposal",
 ]

@@ -5,12 +5,13 @@
     tradeflow pm run [--date D]                       the morning rebalance, with live progress
     tradeflow pm proposals RUN [--account A]          review what the run proposes
     tradeflow pm review RUN                           what still awaits a decision, approvals so far
-    tradeflow pm approve RUN A1 A2 | --all --by ME    approve: the account's workflow trades the orders (block)
-    tradeflow pm reject RUN A1 --by ME --reason WHY   reject: the account's workflow ends
+    tradeflow pm approve RUN A1 A2 | --all            approve: the account's workflow trades the orders (block)
+    tradeflow pm reject RUN A1 --reason WHY           reject: the account's workflow ends
     tradeflow pm submit RUN                           send separately submitted proposals (deposits)
 
 Settings come from the environment (``TRADEFLOW_REDIS_URL``, ``TRADEFLOW_PM_PREFIX``...: see
-:mod:`portfolio_manager.config`).
+:mod:`portfolio_manager.config`). Decisions are taken as the CLI's principal:
+``TRADEFLOW_PRINCIPAL`` with the roles of ``TRADEFLOW_PRINCIPAL_ROLES`` (``pm`` decides).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from engine.ops.progress import show_progress
 from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import PortfolioError
 from portfolio_manager.generator import seed_book
-from portfolio_manager.proposals import Proposal, ProposalStatus, submit_approved
+from portfolio_manager.proposals import Proposal, ProposalStatus
 from portfolio_manager.redis_book import RedisBook
 from portfolio_manager.review import cutoff_text
 from portfolio_manager.services import build_services
@@ -68,6 +69,18 @@ def _run_label(_ctx: click.Context, _param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc)) from None
 
 
+def _principal(by: str = "") -> Any:
+    """Who the CLI acts as (``TRADEFLOW_PRINCIPAL``, ``TRADEFLOW_PRINCIPAL_ROLES``); ``--by`` may only repeat it."""
+    from engine.cli_identity import cli_principal
+
+    principal = cli_principal()
+    if by and by != principal.name:
+        raise click.UsageError(f"--by {by}: this command acts as {principal.name} (TRADEFLOW_PRINCIPAL), and nobody "
+                               f"may decide in another person's name; set TRADEFLOW_PRINCIPAL={by} in {by}'s own "
+                               "environment instead")
+    return principal
+
+
 def _parse_date(value: str | None) -> date | None:
     if value is None:
         return None
@@ -75,6 +88,20 @@ def _parse_date(value: str | None) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _parse_moment(value: str | None, option: str) -> datetime | None:
+    """An ISO date-time with a UTC offset given to ``option`` (None when not given)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use an ISO date-time such as 2026-11-27T15:30-05:00",
+                                 param_hint=option) from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset; add one, e.g. -05:00", param_hint=option)
+    return moment
 
 
 def _definitions(engine: Any) -> None:
@@ -103,23 +130,33 @@ def pm() -> None:
               " default: the earliest market close minus --deadline-margin.")
 @click.option("--deadline-margin", default=30, show_default=True, type=click.IntRange(0, 24 * 60),
               help="Minutes before the close for the default deadline.")
+@click.option("--review-until", "review_until",
+              help="When the review of the run's proposals closes (ISO date-time with offset, e.g. "
+                   "2026-11-27T15:45-05:00); default: each exchange's close minus the definition's review_cutoff.")
 @rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: str, run: str | None,
-           limit: int | None, watch: bool, deadline: str | None, deadline_margin: int) -> None:
-    """Start the daily rebalance: one instance per active account, the workflow chosen by region."""
+           limit: int | None, watch: bool, deadline: str | None, deadline_margin: int,
+           review_until: str | None) -> None:
+    """Start the daily rebalance: one instance per active account, the workflow chosen by region.
+
+    A run started after its review's cut-off is started (exit 0) with a warning on stderr:
+    its proposals would expire as soon as they are recorded; --review-until gives them a window.
+    """
     from portfolio_manager.daily import start_daily_rebalance  # celery: imported on use, not by --help
 
-    try:
-        until = datetime.fromisoformat(deadline) if deadline else None
-    except ValueError:
-        raise click.BadParameter(f"{deadline!r}: use an ISO date-time such as 2026-11-27T15:30-05:00") from None
-    if until is not None and until.tzinfo is None:
-        raise click.BadParameter(f"{deadline!r} has no UTC offset; add one, e.g. -05:00")
+    until = _parse_moment(deadline, "--deadline")
+    window = _parse_moment(review_until, "--review-until")
     engine, svc = _context()
     _definitions(engine)
     started = start_daily_rebalance(engine, svc.book, _parse_date(day), run=run, regions=regions or None,
                                     wait_for_open=not no_wait, version=version, limit=limit, deadline=until,
-                                    deadline_margin=timedelta(minutes=deadline_margin))
+                                    deadline_margin=timedelta(minutes=deadline_margin), review_until=window)
+    now = datetime.fromtimestamp(engine.clock(), UTC)
+    for workflow, closed_at in started.review_closed(now).items():
+        click.echo(f"warning: the review of {workflow} in run {started.run} closed at "
+                   f"{closed_at.isoformat(timespec='minutes')}: its proposals expire as soon as they are recorded "
+                   f"and nothing of them is traded. Give the run a review window with --review-until, e.g. "
+                   f"--review-until {(now + timedelta(hours=2)).isoformat(timespec='minutes')}", err=True)
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
     for account_id, reason in started.invalid_accounts.items():
@@ -180,11 +217,13 @@ def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None)
 @read_only
 def pm_runs() -> None:
     """Runs with proposals, newest first, by review status."""
-    _, svc = _context()
+    from portfolio_manager import review
+
+    engine, svc = _context()
     table = Table("run", "proposals", *(s.value for s in ProposalStatus))
     for run in svc.proposals.runs():
         counts = dict.fromkeys(ProposalStatus, 0)
-        proposals = svc.proposals.list(run)
+        proposals = review.proposals(engine, svc.proposals, run)
         for p in proposals:
             counts[p.status] += 1
         table.add_row(run, str(len(proposals)), *(str(counts[s]) for s in ProposalStatus))
@@ -246,15 +285,17 @@ def _proposal_detail(p: Proposal) -> None:
 @read_only
 def pm_proposals(run: str, statuses: tuple[str, ...], account_id: str | None, limit: int, as_json: bool) -> None:
     """List RUN's proposals: per account its orders, reasons, realized gains and diagnostics."""
-    _, svc = _context()
+    from portfolio_manager import review
+
+    engine, svc = _context()
     if account_id:
-        p = svc.proposals.get(run, account_id)
+        p = review.proposal(engine, svc.proposals, run, account_id)
         if as_json:
             click.echo(p.model_dump_json(indent=2))
         else:
             _proposal_detail(p)
         return
-    proposals = svc.proposals.list(run, statuses or None)
+    proposals = review.proposals(engine, svc.proposals, run, statuses or None)
     if as_json:
         click.echo(json.dumps([p.model_dump(mode="json") for p in proposals], indent=2))
         return
@@ -280,19 +321,31 @@ def pm_proposals(run: str, statuses: tuple[str, ...], account_id: str | None, li
 
 
 def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStatus, by: str, note: str) -> None:
+    """Send the decision as the CLI's principal; exit 1 when a named proposal was refused.
+
+    A decision applied before is a no-op (exit 0), said on stderr.
+    """
     from portfolio_manager import review
 
     if bool(account_ids) == all_:
         raise click.UsageError("name ACCOUNT_IDS, or --all (not both)")
+    principal = _principal(by)
     engine, svc = _context()
     chosen = None if all_ else account_ids
     if to is ProposalStatus.APPROVED:
-        result = review.approve(engine, svc.proposals, run, chosen, by=by, note=note)
+        result = review.approve(engine, svc.proposals, run, chosen, by=principal, note=note)
     else:
-        result = review.reject(engine, svc.proposals, run, chosen, by=by, reason=note)
-    console.print(f"{to.value}: {len(result.changed)}" + (f", skipped {len(result.skipped)}" if result.skipped else ""))
+        result = review.reject(engine, svc.proposals, run, chosen, by=principal, reason=note)
+    console.print(f"{to.value} by {principal.name}: {len(result.changed)}"
+                  + (f", already done {len(result.already)}" if result.already else "")
+                  + (f", refused {len(result.skipped)}" if result.skipped else ""), highlight=False)
+    for reason in list(result.already.values())[:20]:
+        click.echo(f"  already: {reason}", err=True)
     for account_id, reason in list(result.skipped.items())[:20]:
-        console.print(f"  {account_id}: {reason}", highlight=False)
+        click.echo(f"  refused: {reason if reason.startswith(account_id) else f'{account_id}: {reason}'}", err=True)
+    if result.waiting:
+        console.print(f"{len(result.waiting)} approval(s) counted that need a second person (four-eyes): "
+                      + ", ".join(result.waiting[:10]), highlight=False)
     if to is ProposalStatus.APPROVED and result.changed:
         separate = [p for p in svc.proposals.get_many(run, result.changed) if not p.in_workflow]
         if separate:
@@ -304,7 +357,8 @@ def _decide(run: str, account_ids: tuple[str, ...], all_: bool, to: ProposalStat
         sys.exit(1)  # a named proposal was refused: the reason is printed above
 
 
-_BY = click.option("--by", default="", help="Who decides (recorded; four-eyes needs two different names).")
+_BY = click.option("--by", default="", help="Optional: must name the CLI's principal (TRADEFLOW_PRINCIPAL), "
+                   "who decides; nobody decides in another person's name.")
 
 
 @pm.command("approve")
@@ -313,15 +367,17 @@ _BY = click.option("--by", default="", help="Who decides (recorded; four-eyes ne
 @click.option("--all", "all_", is_flag=True, help="Every proposal of RUN that can still be approved.")
 @_BY
 @click.option("--note", default="", help="Recorded with the decision.")
-@rerun(safe=True, why="approving is idempotent: an approved proposal stays approved once")
+@rerun(safe=True, why="an approval applied before is a no-op (exit 0, said on stderr)")
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
-    """Approve proposals of RUN (ACCOUNT_IDS, or --all).
+    """Approve proposals of RUN (ACCOUNT_IDS, or --all), as the CLI's principal (role pm).
 
-    A proposal of a rebalance is traded by its own workflow once it has its approvals (one, or
-    two by different people when its orders exceed the definition's four_eyes_over): in the
-    run's block order per exchange, which closes when nothing of the run is left to decide, at
-    the cut-off, or by `tradeflow batch ID --close`; an account traded on demand (`pm enqueue`)
-    submits its own orders. After the review's cut-off the approval is refused.
+    A proposal of a rebalance is traded by its own workflow once the engine counted its
+    approvals (one, or two by different people when its orders exceed the definition's
+    four_eyes_over): in the run's block order per exchange, which closes when nothing of the
+    run is left to decide, at the cut-off, or by `tradeflow batch ID --close`; an account
+    traded on demand (`pm enqueue`) submits its own orders. Exit 1 when a named proposal is
+    refused (no pm role, the same person twice, past the cut-off, decided otherwise), with the
+    reason; an approval applied before is a no-op (exit 0).
     """
     _decide(run, account_ids, all_, ProposalStatus.APPROVED, by, note)
 
@@ -332,9 +388,9 @@ def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note
 @click.option("--all", "all_", is_flag=True, help="Every proposal of RUN not yet submitted.")
 @_BY
 @click.option("--reason", "note", required=True, help="Why (recorded with the decision).")
-@rerun(safe=True, why="rejecting is idempotent: a rejected proposal stays rejected once")
+@rerun(safe=True, why="a rejection applied before is a no-op (exit 0, said on stderr)")
 def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
-    """Reject proposals of RUN (ACCOUNT_IDS, or --all); a rebalance's workflow ends there (final)."""
+    """Reject proposals of RUN (ACCOUNT_IDS, or --all) as the CLI's principal; a rebalance's workflow ends there."""
     _decide(run, account_ids, all_, ProposalStatus.REJECTED, by, note)
 
 
@@ -346,8 +402,8 @@ def pm_review(run: str, limit: int) -> None:
     """What of RUN still awaits a decision: approvals so far (who, when), approvals needed, cut-off."""
     from portfolio_manager.review import pending
 
-    _, svc = _context()
-    waiting = pending(svc.proposals, run)
+    engine, svc = _context()
+    waiting = pending(engine, svc.proposals, run)
     if not waiting:
         console.print(f"nothing awaits review in run {run} (`tradeflow pm proposals {run}` shows every proposal)")
         return
@@ -359,7 +415,7 @@ def pm_review(run: str, limit: int) -> None:
     console.print(table)
     four_eyes = sum(1 for p in waiting if p.approvals_required > 1)
     console.print(f"{len(waiting)} awaiting review ({four_eyes} need two approvals); "
-                  f"next: tradeflow pm approve {run} ACCOUNT --by NAME", highlight=False)
+                  f"next: tradeflow pm approve {run} ACCOUNT (as TRADEFLOW_PRINCIPAL)", highlight=False)
 
 
 @pm.command("submit")
@@ -374,10 +430,12 @@ def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool)
     Proposals reviewed inside their workflow (the rebalances) are submitted by that workflow on
     approval; this command is for the others (invest-deposit, older rebalance versions).
     """
+    from portfolio_manager import review
 
+    principal = _principal()
     engine, svc = _context()
     _definitions(engine)
-    result = submit_approved(engine, svc.proposals, run, account_ids or None, version=version)
+    result = review.submit(engine, svc.proposals, run, account_ids or None, version=version, by=principal)
     console.print(f"submitting {len(result.started)} proposals as run [bold]{result.submission_run}[/bold]"
                   + (f", skipped {len(result.skipped)}" if result.skipped else ""))
     for account_id, reason in list(result.skipped.items())[:20]:

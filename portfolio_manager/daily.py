@@ -33,6 +33,7 @@ from celery.schedules import schedstate, schedule
 
 from engine.api import Engine, StartItem
 from engine.app import build_engine
+from engine.definitions.model import AwaitNode
 from engine.definitions.validation import load_definition
 from engine.errors import NotFound
 from portfolio_manager.book import Account, Region
@@ -47,6 +48,8 @@ WORKFLOWS: dict[Region, str] = {Region.CA: "rebalance-ca", Region.US: "rebalance
 EXCHANGE_ZONES: dict[str, str] = {"XTSE": "America/Toronto", "XNYS": "America/New_York"}
 DEFAULT_ALIAS = "production"
 DEPOSIT_WORKFLOW = "invest-deposit"
+#: The await node of the rebalances where the portfolio managers decide.
+REVIEW_NODE = "review"
 
 
 @dataclass
@@ -63,11 +66,17 @@ class RunStarted:
     instance_ids: list[str] = field(default_factory=list)
     #: When the run should be done by (see :func:`default_deadline`); None when nothing started.
     deadline: datetime | None = None
+    #: When the review of the run's proposals closes, per workflow started (its ``review`` node's timeout).
+    review_closes: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         """Instances started now."""
         return sum(self.started.values())
+
+    def review_closed(self, now: datetime) -> dict[str, datetime]:
+        """The workflows whose review already closed at ``now``: their proposals expire as soon as recorded."""
+        return {w: at for w, at in self.review_closes.items() if at <= now}
 
 
 #: The default deadline of a run: this long before the earliest close of its exchanges.
@@ -163,8 +172,10 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
 
     Regions whose exchange is closed that day are skipped (and named in the result).
     ``wait_for_open=False`` starts at once instead of at the open; ``limit`` caps the count.
-    ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): for
-    rehearsals of a past session (the demo, tests); the morning run never sets it.
+    ``review_until`` replaces the review's cut-off (the close minus ``review_cutoff``): a longer
+    window, or rehearsals of a past session (the demo, tests); the beat's morning run never sets
+    it. ``review_closes`` of the result says when each workflow's review closes: a run started
+    after that (``review_closed``) has proposals that expire as soon as they are recorded.
     Approved accounts trade in blocks (``block``, closing at the cut-off or ``block_until``, or
     once the run is decided); ``block_orders=False`` submits each account's orders on approval.
     The run gets a deadline (shown by the console): ``deadline``, else the earliest close of
@@ -193,6 +204,7 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     if limit is not None:
         by_workflow = _cap(by_workflow, limit)
     _start(engine, result, by_workflow, version)
+    _review_closes(engine, result, by_workflow, version)
     if result.total or result.already_started:
         result.deadline = deadline or default_deadline(run_date, open_regions, deadline_margin)
         if result.deadline is not None:
@@ -200,6 +212,33 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     log.info("daily run %s: started %s, already started %d, skipped %s", result.run, result.started,
              result.already_started, result.skipped_regions)
     return result
+
+
+def review_cutoff(engine: Engine, workflow: str, version: int | str, data: dict[str, Any]) -> datetime | None:
+    """When the review of an instance of ``workflow`` started with ``data`` closes (None: no timed review).
+
+    The ``review`` await node's own ``timeout`` expression, evaluated as the instance will
+    evaluate it (the exchange's close minus ``review_cutoff``, or ``data.review_until``).
+    """
+    from engine.expressions.cel import Scope, compile_expression
+    from portfolio_manager.expressions import register_expression_functions  # market_close(): pandas
+
+    register_expression_functions()
+    definition = engine.definition(workflow, version)
+    node = definition.nodes.get(REVIEW_NODE)
+    if not isinstance(node, AwaitNode) or node.timeout is None:
+        return None
+    value = compile_expression(node.timeout).evaluate_raw(Scope(data=data, params=definition.parameters))
+    return value if isinstance(value, datetime) else None
+
+
+def _review_closes(engine: Engine, result: RunStarted, by_workflow: dict[str, list[StartItem]],
+                   version: int | str) -> None:
+    for workflow, items in by_workflow.items():
+        if items:
+            closes = review_cutoff(engine, workflow, version, dict(items[0].data))
+            if closes is not None:
+                result.review_closes[workflow] = closes
 
 
 def _cap(by_workflow: dict[str, list[StartItem]], limit: int) -> dict[str, list[StartItem]]:
@@ -346,6 +385,7 @@ def daily_rebalance_task(exchange: str | None = None, run_date: str | None = Non
 
 __all__ = [
     "DAILY_TASK",
+    "REVIEW_NODE",
     "RunStarted",
     "TradingDaySchedule",
     "WORKFLOWS",
@@ -356,6 +396,7 @@ __all__ = [
     "ensure_definitions",
     "instance_id_for",
     "morning_schedule",
+    "review_cutoff",
     "start_daily_rebalance",
     "today_in",
 ]

@@ -119,18 +119,20 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
 
 def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, timeout: float = 120.0) -> list[str]:
     """Approve ``count`` proposals of ``run`` (a four-eyes one by two people) and wait until they are submitted."""
-    from portfolio_manager.review import approve, pending
+    from engine import Principal
+    from portfolio_manager.review import PM_ROLE, approve, pending
 
-    waiting = pending(svc.proposals, run)
+    waiting = pending(engine, svc.proposals, run)
     chosen = [p for p in waiting if p.approvals_required > 1][:1]
     chosen += [p for p in waiting if p.approvals_required == 1][:count - len(chosen)]
     accounts = [p.account_id for p in chosen]
     if not accounts:
         return []
-    approve(engine, svc.proposals, run, accounts, by="ana", note="demo")
+    approve(engine, svc.proposals, run, accounts, by=Principal("ana", frozenset({PM_ROLE})), note="demo")
     second = [p.account_id for p in chosen if p.approvals_required > 1]
     if second:
-        approve(engine, svc.proposals, run, second, by="ben", note="demo: the second pair of eyes")
+        approve(engine, svc.proposals, run, second, by=Principal("ben", frozenset({PM_ROLE})),
+                note="demo: the second pair of eyes")
     ids = [p.instance_id for p in chosen]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # they gather at the block (the rest of the run is still under review)
@@ -150,8 +152,10 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
 
 
 def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:
+    from portfolio_manager.review import proposals as shown
+
     instances = engine.list(run)
-    proposals = svc.proposals.list(run)
+    proposals = shown(engine, svc.proposals, run)
     steps = sum(i.seq - 1 for i in instances)
     failed = [i for i in instances if i.status is InstanceStatus.FAILED]
     outcomes = collections.Counter((i.result or {}).get("outcome", "?") for i in instances

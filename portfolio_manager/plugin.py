@@ -63,6 +63,10 @@ def console_plugin() -> Any:
     return plugin([PM_FLEET[0], ORDER_CALC_FLEET[0]])
 
 
+#: The role that decides proposals, named by the rebalances' review node (declared to the engine).
+PM_ROLE = "pm"
+
+
 def register(cli: Any | None = None) -> dict[str, Any]:
     """Register the expression functions, add the ``pm`` and ``accounts`` commands to ``cli`` (when
     given); return the hooks."""
@@ -72,7 +76,7 @@ def register(cli: Any | None = None) -> dict[str, Any]:
             if group.name not in cli.commands:
                 cli.add_command(group)
     return {"demo": demo, "fleets": fleets, "service_modules": list(SERVICE_MODULES),
-            "beat_schedule": beat_schedule, "console": console_plugin}
+            "beat_schedule": beat_schedule, "console": console_plugin, "roles": [PM_ROLE]}
 
 
 __all__ = ["register", "fleets", "beat_schedule", "demo", "console_plugin"]

@@ -4,14 +4,18 @@ A workflow records its plan as a :class:`Proposal` (``record_proposal`` action).
 
 - **Reviewed in its workflow** (``rebalance-ca``/``rebalance-us``: ``in_workflow``): the
   instance awaits the portfolio managers' ``approve``/``reject`` signal at its ``review``
-  node, then submits the orders itself. Decisions are final and taken before the proposal's
-  ``cutoff``; a proposal over the definition's ``four_eyes_over`` needs approvals from two
-  different people (``approvals_required``; every approval is kept in ``approvals``). See
-  :mod:`portfolio_manager.review`, which records the decision here and signals the instance::
+  node, then submits the orders itself. The decision is taken there, and only there: the
+  engine checks the sender's role, the cut-off and the quorum (two different people over
+  the definition's ``four_eyes_over``). This store never decides such a proposal: its status
+  is written by the workflow's own steps once the engine applied the decision
+  (``record_decision``, ``expire_proposal``, the block and submit steps), and
+  :mod:`portfolio_manager.review` adds what only the instance knows (the approvals so far,
+  and ``cancelled`` when an operator cancelled the instance before its orders were taken)::
 
-      proposed ──approve (enough approvals)──> approved ──(submit step)──> submitting ──> submitted
-          ├──reject──> rejected
-          └──(cut-off passed, no decision)──> expired
+      proposed ──(quorum of approvals)──> approved ──(block / submit step)──> submitting ──> submitted
+          ├──(reject)──> rejected
+          ├──(cut-off passed, no decision)──> expired
+          └──(instance cancelled before its orders were taken: shown, not stored)──> cancelled
 
 - **Submitted separately** (``invest-deposit``, rebalance versions before the review): the
   workflow ends at the proposal; portfolio managers approve or reject it (reversible until it
@@ -60,6 +64,8 @@ class ProposalStatus(StrEnum):
     SUBMITTING = "submitting"
     SUBMITTED = "submitted"
     EXPIRED = "expired"
+    #: Never stored: shown when the proposal's instance was cancelled before its orders were taken.
+    CANCELLED = "cancelled"
 
 
 #: From which statuses each decision may be taken (taking it again is a harmless no-op).
@@ -70,6 +76,12 @@ ALLOWED_FROM: dict[ProposalStatus, tuple[ProposalStatus, ...]] = {
     ProposalStatus.SUBMITTED: (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED),
     ProposalStatus.EXPIRED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED, ProposalStatus.REJECTED,
                              ProposalStatus.EXPIRED),
+}
+
+#: From which statuses a workflow records the decision its instance took (again: a harmless no-op).
+RECORDED_FROM: dict[ProposalStatus, tuple[ProposalStatus, ...]] = {
+    ProposalStatus.APPROVED: (ProposalStatus.PROPOSED, ProposalStatus.APPROVED),
+    ProposalStatus.REJECTED: (ProposalStatus.PROPOSED, ProposalStatus.REJECTED),
 }
 
 
@@ -221,17 +233,6 @@ def proposal_from_plan(
 
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What the store did with one decision on a proposal reviewed in its workflow."""
-
-    recorded: bool
-    status: str
-    #: Why it was not recorded: 'missing', 'late', 'same' (approved by this person already), 'status'.
-    reason: str = ""
-    approvals: int = 0
-
-
 @dataclass
 class Decisions:
     """What a bulk review did: accounts changed, and those skipped with the reason."""
@@ -239,6 +240,10 @@ class Decisions:
     status: ProposalStatus
     changed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Nothing to do: the same decision was applied before (account -> what was done).
+    already: dict[str, str] = field(default_factory=dict)
+    #: Of ``changed``: approvals counted that still wait for another person (four-eyes).
+    waiting: list[str] = field(default_factory=list)
 
 
 class ProposalStore:
@@ -252,8 +257,6 @@ class ProposalStore:
         self.space = KeySpace(prefix)
         self._record = client.register_script(read_lua(__file__, "record_proposal.lua"))
         self._transition = client.register_script(read_lua(__file__, "transition_proposal.lua"))
-        self._approve = client.register_script(read_lua(__file__, "approve_proposal.lua"))
-        self._reject = client.register_script(read_lua(__file__, "reject_proposal.lua"))
 
     def __repr__(self) -> str:
         return f"ProposalStore(prefix={self.prefix!r})"
@@ -284,9 +287,11 @@ class ProposalStore:
         )
         return bool(done), ProposalStatus(text(status))
 
-    def transition(self, run: str, account_id: str, to: ProposalStatus, **fields: Any) -> tuple[bool, str]:
-        """Move one proposal to ``to`` if allowed; (applied, status now or '' if missing)."""
-        args = [to.value, ",".join(s.value for s in ALLOWED_FROM[to])]
+    def transition(self, run: str, account_id: str, to: ProposalStatus,
+                   allowed: Sequence[ProposalStatus] | None = None, **fields: Any) -> tuple[bool, str]:
+        """Move one proposal to ``to`` if it is in ``allowed`` (default ``ALLOWED_FROM[to]``);
+        (applied, status now or '' if missing)."""
+        args = [to.value, ",".join(s.value for s in (ALLOWED_FROM[to] if allowed is None else allowed))]
         for name, value in fields.items():
             args += [name, "" if value is None else (value if isinstance(value, str) else json.dumps(value))]
         done, status = self._transition(keys=[self.key(run, account_id)], args=args)
@@ -306,22 +311,23 @@ class ProposalStore:
             out.extend((bool(done), text(status)) for done, status in pipe.execute())
         return out
 
-    def approve_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s approval of a proposal reviewed in its workflow (atomic: ``lua/approve_proposal.lua``)."""
-        reply = self._approve(keys=[self.key(proposal.run, proposal.account_id)], args=[
-            by, repr(now), json.dumps({"at": now, "note": note or None}), str(proposal.approvals_required),
-            "" if proposal.cutoff is None else repr(proposal.cutoff), repr(now)])
-        if int(reply[0]):
-            return Verdict(True, text(reply[1]), approvals=int(reply[2]))
-        return Verdict(False, text(reply[2]), text(reply[1]))
+    def record_decision(self, run: str, account_id: str, to: ProposalStatus, approvals: Sequence[dict[str, Any]],
+                        note: str = "", at: float | None = None) -> tuple[bool, str]:
+        """Write the decision the proposal's instance took (only its workflow's own step calls this).
 
-    def reject_final(self, proposal: Proposal, by: str, now: float, note: str = "") -> Verdict:
-        """Record ``by``'s rejection of a proposal reviewed in its workflow (final; see ``lua/reject_proposal.lua``)."""
-        reply = self._reject(keys=[self.key(proposal.run, proposal.account_id)], args=[
-            by, repr(now), note, "" if proposal.cutoff is None else repr(proposal.cutoff)])
-        if int(reply[0]):
-            return Verdict(True, text(reply[1]))
-        return Verdict(False, text(reply[2]), text(reply[1]))
+        ``approvals`` are the engine's record of who sent the decision, oldest first (``by``,
+        ``at``, ``note``); the last one is ``decided_by``. (applied, status now or '' if missing).
+        """
+        if to not in RECORDED_FROM:
+            raise ValueError(f"a workflow records approved or rejected, not {to.value}")
+        last = approvals[-1] if approvals else {}
+        fields: dict[str, Any] = {"decided_by": last.get("by"), "decided_at": repr(at if at is not None else
+                                                                                    last.get("at") or time.time()),
+                                  "note": note or None}
+        if to is ProposalStatus.APPROVED:
+            fields.update({f"{APPROVAL_FIELD}{a['by']}": {"at": a.get("at"), "note": a.get("note") or None}
+                           for a in approvals})
+        return self.transition(run, account_id, to, RECORDED_FROM[to], **fields)
 
     def decide(
         self, run: str, account_ids: Iterable[str] | None, to: ProposalStatus, *, by: str = "", note: str = "",
@@ -499,13 +505,13 @@ def submit_approved(engine: Engine, store: ProposalStore, run: str, account_ids:
 
 
 __all__ = [
-    "Verdict",
     "SUBMIT_WORKFLOW",
     "SubmitStarted",
     "submission_id",
     "submission_run",
     "submit_approved",
     "ALLOWED_FROM",
+    "RECORDED_FROM",
     "Decisions",
     "NoSuchProposal",
     "Proposal",

@@ -40,13 +40,13 @@ from typing import Any, TypeVar
 
 import redis
 
+from engine import Principal
 from engine.definitions.validation import load_definition
 from engine.ops.fleet import FleetSpec
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import definition_files, start_daily_rebalance
 from portfolio_manager.generator import GeneratorConfig, seed_book
-from portfolio_manager.proposals import ProposalStatus
 from portfolio_manager.review import approve, pending
 from tests.faults.exactly_once import assert_exactly_once, submit_seq
 from tests.faults.harness import REDIS_ERRORS, FaultLab, fault_lab
@@ -196,13 +196,12 @@ def soak(settings: Settings, root: Path) -> Summary:
         end = time.monotonic() + settings.deadline
         while True:  # approve proposals as they come, as a desk would: their instances submit them
             assert time.monotonic() < end, f"not done after {settings.deadline}s\n{lab.logs()}"
-            proposed = patiently(pending, svc.proposals, run)
+            proposed = patiently(pending, lab.engine, svc.proposals, run)
             for who in ("chaos", "chaos2"):  # a four-eyes proposal gets its second approval from chaos2
                 undecided = [p.account_id for p in proposed if not any(a["by"] == who for a in p.approvals)]
                 if undecided:
-                    patiently(approve, lab.engine, svc.proposals, run, undecided, by=who)
-            for p in patiently(svc.proposals.list, run, [ProposalStatus.APPROVED]):  # a signal a fault cut off
-                patiently(approve, lab.engine, svc.proposals, run, [p.account_id], by=p.decided_by or "chaos")
+                    patiently(approve, lab.engine, svc.proposals, run, undecided,
+                              by=Principal(who, frozenset({"pm"})))
             rebalance = patiently(lab.engine.progress, run)
             chaos_over = not controller.is_alive()
             if chaos_over and rebalance.done and not proposed:

@@ -29,7 +29,18 @@ from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.proposals import ProposalStatus
 from tests.faults.harness import fault_lab
 from tests.faults.invariants import check_invariants
-from tests.faults.test_review_faults import CUTOFF, PM_NODE, RUN_DATE, env, nodes, set_clock, wait_planned, world
+from tests.faults.test_review_faults import (
+    ANN,
+    BOB,
+    CUTOFF,
+    PM_NODE,
+    RUN_DATE,
+    env,
+    nodes,
+    set_clock,
+    wait_planned,
+    world,
+)
 
 
 @pytest.mark.slow
@@ -45,14 +56,14 @@ def test_sigkill_during_the_block_submission_and_a_redis_restart(tmp_path: Path)
         start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
                               version=version)
         wait_planned(lab, run)
-        chosen = review.pending(svc.proposals, run)
+        chosen = review.pending(lab.engine, svc.proposals, run)
         accounts = [p.account_id for p in chosen]
         expected = {(o.symbol, o.side) for p in chosen for o in p.orders}
         assert len(expected) >= 6, expected
-        assert review.approve(lab.engine, svc.proposals, run, accounts, by="ann").changed == accounts
+        assert review.approve(lab.engine, svc.proposals, run, accounts, by=ANN).changed == accounts
         second = [p.account_id for p in chosen if p.approvals_required > 1]
         if second:
-            assert review.approve(lab.engine, svc.proposals, run, second, by="bob").changed == second
+            assert review.approve(lab.engine, svc.proposals, run, second, by=BOB).changed == second
         brokerage = svc.brokerage
         lab.wait_until(lambda: brokerage.received_block_count() >= 2, 90, "the first blocks to reach the brokerage")
         lab.kill_node(PM_NODE)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from engine import Principal
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import FleetSpec
 from portfolio_manager import review
@@ -40,6 +41,7 @@ from tests.faults.invariants import check_invariants
 RUN_DATE = date(2026, 11, 20)  # a Friday: the TSX closes at 21:00 UTC
 CUTOFF = datetime(2026, 11, 20, 20, 30, tzinfo=UTC).timestamp()  # the close minus review_cutoff (30m)
 PM_NODE = "portfolio_manager"
+ANN, BOB = Principal("ann", frozenset({"pm"})), Principal("bob", frozenset({"pm"}))
 
 
 def nodes() -> dict[str, FleetSpec]:
@@ -81,13 +83,13 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
         start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
                               block_orders=False)  # the approved one submits at once (blocks: test_block_faults)
         wait_planned(lab, run)
-        proposals = review.pending(svc.proposals, run)
+        proposals = review.pending(lab.engine, svc.proposals, run)
         assert len(proposals) >= 4, [p.account_id for p in proposals]
         approved, rejected = proposals[0].account_id, proposals[1].account_id
         left = [p.account_id for p in proposals[2:]]
-        for who in ("ann", "bob")[:proposals[0].approvals_required]:
+        for who in (ANN, BOB)[:proposals[0].approvals_required]:
             assert review.approve(lab.engine, svc.proposals, run, [approved], by=who).changed == [approved]
-        assert review.reject(lab.engine, svc.proposals, run, [rejected], by="ann", reason="hold").changed
+        assert review.reject(lab.engine, svc.proposals, run, [rejected], by=ANN, reason="hold").changed
         lab.wait_until(lambda: lab.engine.get(instance_id_for(run, approved)).status.is_terminal, 60,
                        "the approved proposal's submission")
         assert {lab.engine.get(instance_id_for(run, a)).status for a in left} == {InstanceStatus.AWAITING}
@@ -107,8 +109,8 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
             fired = [a for a in lab.engine.activities(instance.id) if a["outcome"] == Outcome.TIMED_OUT.value]
             assert len(fired) == 1 and fired[0]["ended_at"] >= CUTOFF and fired[0]["timeout_at"] == CUTOFF
             assert svc.proposals.get(run, account).status is ProposalStatus.EXPIRED
-        late = review.approve(lab.engine, svc.proposals, run, left[:1], by="ann")
-        assert late.changed == [] and "cut-off 2026-11-20T20:30+00:00" in late.skipped[left[0]]
+        late = review.approve(lab.engine, svc.proposals, run, left[:1], by=ANN)
+        assert late.changed == [] and "refused" in late.skipped[left[0]]
         brokerage = svc.brokerage
         assert {r.account_id for r in brokerage.accepted_orders()} == {approved}  # nothing expired was sent
         assert_exactly_once(svc, run, [approved], seq=submit_seq(lab.engine, run, approved))
@@ -128,13 +130,13 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
         start_daily_rebalance(lab.engine, svc.book, RUN_DATE, run=run, regions=["CA"], wait_for_open=False,
                               block_orders=False)  # each account submits on approval (blocks: test_block_faults)
         wait_planned(lab, run)
-        chosen = [p for p in review.pending(svc.proposals, run) if len(p.orders) >= 3][:4]
+        chosen = [p for p in review.pending(lab.engine, svc.proposals, run) if len(p.orders) >= 3][:4]
         accounts = [p.account_id for p in chosen]
         assert len(accounts) == 4
-        assert review.approve(lab.engine, svc.proposals, run, accounts, by="ann").changed == accounts
+        assert review.approve(lab.engine, svc.proposals, run, accounts, by=ANN).changed == accounts
         second = [p.account_id for p in chosen if p.approvals_required > 1]
         if second:
-            assert review.approve(lab.engine, svc.proposals, run, second, by="bob").changed == second
+            assert review.approve(lab.engine, svc.proposals, run, second, by=BOB).changed == second
         brokerage = svc.brokerage
         lab.wait_until(lambda: len([o for o in brokerage.received_orders() if o.account_id in accounts]) >= 2, 60,
                        "the first orders to reach the brokerage")

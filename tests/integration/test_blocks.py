@@ -23,7 +23,7 @@ from portfolio_manager.blocks import block_key
 from portfolio_manager.brokerage import OrderStatus
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.proposals import ProposalStatus
-from tests.integration.test_morning import Morning, approve, morning_fleets, review_until
+from tests.integration.test_morning import ITEST, Morning, approve, morning_fleets, review_until
 
 pytestmark = pytest.mark.integration
 EXCHANGE = {"CA": "XTSE", "US": "XNYS"}
@@ -41,7 +41,7 @@ def planned(m: Morning, run: str, **options: object) -> list[str]:
     start_daily_rebalance(m.engine, m.svc.book, m.run_date, run=run, wait_for_open=False,
                           review_until=review_until(), **options)  # type: ignore[arg-type]
     m.wait_run(run, timeout=120, settled=True)
-    return [p.account_id for p in review.pending(m.svc.proposals, run)]
+    return [p.account_id for p in review.pending(m.engine, m.svc.proposals, run)]
 
 
 def wait_terminal(m: Morning, run: str, accounts: list[str], timeout: float = 120) -> None:
@@ -64,7 +64,7 @@ def test_a_decided_morning_trades_one_order_per_exchange_symbol_and_side(morning
     for iid in [instance_id_for(run, a) for a in approved[:3]]:
         assert m.engine.get(iid).status in (InstanceStatus.GATHERING, InstanceStatus.RUNNING,
                                             InstanceStatus.SUCCEEDED)
-    assert review.reject(m.engine, m.svc.proposals, run, rejected, by="itest", reason="hold").changed == rejected
+    assert review.reject(m.engine, m.svc.proposals, run, rejected, by=ITEST, reason="hold").changed == rejected
     wait_terminal(m, run, approved)  # the last decision leaves nothing to decide: each exchange's block closes
     proposals = m.svc.proposals.get_many(run, approved)
     expected = {(EXCHANGE[p.region], o.symbol, o.side) for p in proposals for o in p.orders}
@@ -137,6 +137,36 @@ def test_a_partial_fill_is_allocated_pro_rata_and_a_halted_symbol_is_rejected(mo
         assert "trading halted by the exchange" in receipt["reason"]
         result = m.engine.get(instance_id_for(run, account)).result
         assert result["outcome"] == "partly_rejected" and result["rejected"] >= 1
+    short = {a for a, i, _ in thin_legs if receipts[(a, i)]["status"] == OrderStatus.PARTIALLY_FILLED.value}
+    for account in short:  # a short fill says so in the outcome, not only in a count
+        mine = [r["status"] for r in after[account].receipts]
+        result = m.engine.get(instance_id_for(run, account)).result
+        expected = "partly_rejected" if OrderStatus.REJECTED.value in mine else "partly_filled"
+        assert result["outcome"] == expected and result["partial"] >= 1
+    assert any(m.engine.get(instance_id_for(run, a)).result["outcome"] == "partly_filled" for a in short)
+
+
+def test_a_member_cancelled_in_its_block_shows_cancelled_and_nothing_is_sent_for_it(morning: Morning) -> None:
+    m, run = morning, "blocks-cancel"
+    waiting = [a for a in planned(m, run, regions=["CA"], limit=12) if m.svc.proposals.get(run, a).orders]
+    traded, cancelled, rest = waiting[0], waiting[1], waiting[2:]
+    approve(m, run, [traded, cancelled])
+    ids = [instance_id_for(run, a) for a in (traded, cancelled)]
+    m.wait_until(lambda: all(m.engine.get(i).status is InstanceStatus.GATHERING for i in ids), 60, "the block")
+    m.engine.cancel(ids[1], "client closed the account")
+    assert review.proposal(m.engine, m.svc.proposals, run, cancelled).status is ProposalStatus.CANCELLED
+    if rest:  # nothing left to decide: the block closes early
+        assert review.reject(m.engine, m.svc.proposals, run, rest, by=ITEST, reason="hold").changed == rest
+    wait_terminal(m, run, [traded])
+    assert review.proposal(m.engine, m.svc.proposals, run, traded).status is ProposalStatus.SUBMITTED
+    assert review.proposal(m.engine, m.svc.proposals, run, cancelled).status is ProposalStatus.CANCELLED
+    assert m.engine.get(ids[1]).status is InstanceStatus.CANCELLED
+    blocks = blocks_of(m, run)
+    mine = m.svc.proposals.get(run, traded)
+    assert {(b.symbol, b.side.value) for b in blocks.values()} == {(o.symbol, o.side) for o in mine.orders}
+    for block in blocks.values():  # each block is the traded account's order alone
+        assert block.quantity == sum(o.quantity for o in mine.orders if (o.symbol, o.side) == (block.symbol,
+                                                                                                 block.side.value))
 
 
 def test_an_approval_after_its_block_closed_trades_on_its_own(morning: Morning) -> None:

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
+from engine import Principal
 from engine.api import Engine
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
@@ -46,6 +47,7 @@ ACCOUNTS = 300
 BROKER_LATENCY = 0.2  # seconds per order: a submission is slow enough to kill mid-way
 PM = FleetSpec("portfolio_manager", "threads", 8)
 REVIEW_HOURS = 24  # the review's deadline of every run started here: far away
+ITEST, ITEST2 = Principal("itest", frozenset({"pm"})), Principal("itest2", frozenset({"pm"}))
 
 
 def review_until() -> datetime:
@@ -201,15 +203,15 @@ def test_a_new_version_of_rebalance_us_runs_beside_the_old_one(morning: Morning)
 
 def approve(morning: Morning, run: str, accounts: list[str]) -> None:
     """Approve ``accounts`` of ``run``: by "itest", and by "itest2" too where four-eyes asks for it."""
-    assert review.approve(morning.engine, morning.svc.proposals, run, accounts, by="itest").changed == accounts
+    assert review.approve(morning.engine, morning.svc.proposals, run, accounts, by=ITEST).changed == accounts
     second = [p.account_id for p in morning.svc.proposals.get_many(run, accounts) if p.approvals_required > 1]
     if second:
-        assert review.approve(morning.engine, morning.svc.proposals, run, second, by="itest2").changed == second
+        assert review.approve(morning.engine, morning.svc.proposals, run, second, by=ITEST2).changed == second
 
 
 def pick(morning: Morning, run: str, count: int, skip: set[str]) -> list[str]:
     """``count`` proposals of ``run`` awaiting review with 3 orders or more."""
-    chosen = [p.account_id for p in review.pending(morning.svc.proposals, run)
+    chosen = [p.account_id for p in review.pending(morning.engine, morning.svc.proposals, run)
               if len(p.orders) >= 3 and p.account_id not in skip][:count]
     assert len(chosen) == count
     return chosen

@@ -34,6 +34,8 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CliRunner, Driver]]:
                     ManualClock(datetime(2026, 11, 20, 16, 0, tzinfo=UTC).timestamp()))
     monkeypatch.setattr(pm_cli, "_context", lambda: (engine, svc))
     monkeypatch.setattr(pm_cli, "last_session", lambda: DAY)
+    monkeypatch.setenv("TRADEFLOW_PRINCIPAL", "ana")  # who the CLI acts as
+    monkeypatch.setenv("TRADEFLOW_PRINCIPAL_ROLES", "pm")
     with pm_actions.services_in_use(svc):
         yield CliRunner(), Driver(engine)
 
@@ -61,9 +63,9 @@ def test_seed_run_review_and_submit_from_the_command_line(cli: tuple[CliRunner, 
     cutoff = datetime(2026, 11, 20, 20, 30, tzinfo=UTC).timestamp()  # the close (21:00 UTC) minus 30 minutes
     assert all(p["cutoff"] == cutoff and p["in_workflow"] and p["approvals"] == [] for p in listed)
     approved = _ok(runner, pm_cli.pm, ["approve", "rebalance-2026-11-20", *accounts[:2], "--by", "ana"])
-    assert "approved: 2" in approved and "tradeflow pm review rebalance-2026-11-20" in " ".join(approved.split())
+    assert "approved by ana: 2" in approved and "tradeflow pm review rebalance-2026-11-20" in " ".join(approved.split())
     rejected = _ok(runner, pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[2], "--reason", "hold"])
-    assert "rejected: 1" in rejected
+    assert "rejected by ana: 1" in rejected
     driver.run_until_idle()  # the approved accounts' own instances gather at the block
     engine = driver.engine
     assert engine.get(f"rebalance-2026-11-20-{accounts[0]}").status.value == "gathering"
@@ -76,7 +78,7 @@ def test_seed_run_review_and_submit_from_the_command_line(cli: tuple[CliRunner, 
     iid = f"rebalance-2026-11-20-{accounts[0]}"
     assert "blockportfolio_manager.trade_blocks:rebalance-2026-11-20:" in "".join(detail.split())
     late = runner.invoke(pm_cli.pm, ["reject", "rebalance-2026-11-20", accounts[0], "--reason", "too late"])
-    assert late.exit_code == 1 and "submitted: can no longer be rejected" in late.output
+    assert late.exit_code == 1 and "awaits no signal" in late.stderr
     assert engine.get(iid).result["outcome"] in ("filled", "partly_rejected")
     assert engine.get(f"rebalance-2026-11-20-{accounts[2]}").result["outcome"] == "rejected"
     assert engine.get(f"rebalance-2026-11-20-{accounts[3]}").result["outcome"] == "expired"

@@ -18,11 +18,12 @@ import pytest
 
 import order_calc.actions  # registers order_calc.plan_orders
 import portfolio_manager.actions as pm_actions
+from engine import Principal
 from engine.api import Engine
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
+from engine.errors import SignalRefused
 from engine.model import InstanceStatus
-from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, ActionSpec, registry
 from engine.store.keys import Keys
@@ -40,6 +41,8 @@ RUN_DATE = date(2026, 11, 20)  # a Friday: both exchanges trade; XNYS and XTSE o
 AFTER_OPEN = datetime(2026, 11, 20, 15, 0, tzinfo=UTC).timestamp()
 CUTOFF = datetime(2026, 11, 20, 20, 30, tzinfo=UTC).timestamp()  # both exchanges close 21:00 UTC; minus 30m
 DEFINITIONS = PMSettings().definitions_dir
+PM, PM2, ANN, BOB, CARL = (Principal(name, frozenset({"pm"})) for name in ("pm", "pm2", "ann", "bob", "carl"))
+OPERATOR = Principal("olga", frozenset({"operator"}))
 
 
 @dataclass
@@ -91,7 +94,7 @@ def test_the_daily_run_proposes_for_healthy_accounts_and_fails_broken_ones_with_
             assert instance.result["outcome"] == "nothing_to_do"
     proposed = {a for a, i in instances.items() if i.status is InstanceStatus.AWAITING}
     assert proposed and {p.account_id for p in world.svc.proposals.list(started.run)} == proposed
-    assert {p.account_id for p in review.pending(world.svc.proposals, started.run)} == proposed
+    assert {p.account_id for p in review.pending(world.engine, world.svc.proposals, started.run)} == proposed
     assert world.engine.progress(started.run).phase == "planned"
     # Starting the same run again starts nothing new.
     again = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
@@ -184,11 +187,11 @@ def _crash_once_after(spec: ActionSpec, crashes: list[str]) -> ActionSpec:
 
 def _approve_all(world: World, run: str, accounts: list[str]) -> None:
     """Approve ``accounts``: by "pm", and by "pm2" too where four-eyes asks for a second person."""
-    first = review.approve(world.engine, world.svc.proposals, run, accounts, by="pm")
+    first = review.approve(world.engine, world.svc.proposals, run, accounts, by=PM)
     assert first.changed == accounts, first.skipped
     second = [p.account_id for p in world.svc.proposals.get_many(run, accounts) if p.approvals_required > 1]
     if second:
-        assert review.approve(world.engine, world.svc.proposals, run, second, by="pm2").changed == second
+        assert review.approve(world.engine, world.svc.proposals, run, second, by=PM2).changed == second
 
 
 def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_duplicate(world: World) -> None:
@@ -205,14 +208,15 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
                          else spec)
     driver = Driver(world.engine, actions)
     _approve_all(world, started.run, approved)
-    assert review.reject(world.engine, store, started.run, [rejected], by="pm", reason="client called").changed
-    # Everything is decided (the last decision, a rejection, ended its instance): the next tick closes
-    # each exchange's block early and queues its batch step.
+    assert review.reject(world.engine, store, started.run, [rejected], by=PM, reason="client called").changed
+    # Everything is decided: the workflows record the decisions, the approved accounts gather, and
+    # each exchange's block closes early (nothing of the run left to decide); the first batch step
+    # to run dies after the brokerage answered: it is retried.
+    driver.run_until_idle(tick=False)
     world.engine.runtime.tick()
-    batches = [m for m, _ in world.driver.queue.messages if m.task.endswith(BATCH_TASK_SUFFIX)]
-    assert len(batches) == len({p.region for p in store.get_many(started.run, approved)})
-    driver.deliver(batches[0])  # dies after the brokerage answered: the batch step is retried
-    driver.run_until_idle(max_steps=1000)  # the queued original of that delivery is now a stale no-op
+    driver.run_until_idle(max_steps=1000)
+    assert len({m.batch for m in (world.engine.get(instance_id_for(started.run, a)) for a in approved)}) == len(
+        {p.region for p in store.get_many(started.run, approved)})
     world.clock.advance(60)  # past the retry backoff of the crashed batch step
     driver.run_until_idle()
     assert crashes == ["crashed"]
@@ -239,8 +243,8 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
     assert store.get(started.run, rejected).status is ProposalStatus.REJECTED
     assert world.engine.get(instance_id_for(started.run, rejected)).result["outcome"] == "rejected"
     # Approving again sends nothing; neither does pm submit (the workflows submitted them).
-    again = review.approve(world.engine, store, started.run, approved, by="pm")
-    assert again.changed == [] and all("already" in reason for reason in again.skipped.values())
+    again = review.approve(world.engine, store, started.run, approved, by=PM)
+    assert again.changed == [] and again.skipped == {} and set(again.already) == set(approved)
     assert submit_approved(world.engine, store, started.run).started == []
     driver.run_until_idle()
     assert len(brokerage.accepted_blocks()) == len(expected)  # type: ignore[attr-defined]
@@ -264,39 +268,44 @@ def test_four_eyes_one_approval_does_not_submit_the_same_person_twice_is_refused
     account = store.list(started.run)[0].account_id
     iid = instance_id_for(started.run, account)
     assert store.get(started.run, account).approvals_required == 2
-    first = review.approve(world.engine, store, started.run, [account], by="ann", note="looks right")
-    assert first.changed == [account]
+    first = review.approve(world.engine, store, started.run, [account], by=ANN, note="looks right")
+    assert first.changed == [account] and first.waiting == [account]
     world.driver.run_until_idle()
-    instance, proposal = world.engine.get(iid), store.get(started.run, account)
-    assert instance.status is InstanceStatus.AWAITING and instance.node == "review"  # back to review
+    instance, proposal = world.engine.get(iid), review.proposal(world.engine, store, started.run, account)
+    assert instance.status is InstanceStatus.AWAITING and instance.node == "review"  # counted, still awaiting
     assert proposal.status is ProposalStatus.PROPOSED
-    assert [(a["by"], a["at"], a["note"]) for a in proposal.approvals] == [("ann", AFTER_OPEN, "looks right")]
+    assert [(a["by"], a["at"]) for a in proposal.approvals] == [("ann", AFTER_OPEN)]
+    assert store.get(started.run, account).approvals == []  # the store never counts approvals
     assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]
-    twice = review.approve(world.engine, store, started.run, [account], by="ann")
-    assert twice.changed == [] and "ann approved it already" in twice.skipped[account]
-    assert "second approval by someone else" in twice.skipped[account]
-    nameless = review.approve(world.engine, store, started.run, [account])
-    assert "say who approves" in nameless.skipped[account]
-    assert review.reject(world.engine, store, started.run, [account], by="carl", reason="no").changed == [account]
+    twice = review.approve(world.engine, store, started.run, [account], by=ANN)
+    assert twice.changed == [] and "ann sent it already" in twice.skipped[account]
+    with pytest.raises(SignalRefused):  # a forged approvals list is no second approval
+        world.engine.signal(iid, "approve", {"approvals": [1, 2], "by": "bob"}, by=ANN)
+    assert world.engine.get(iid).status is InstanceStatus.AWAITING
+    assert review.approve(world.engine, store, started.run, [account], by=CARL).changed == [account]
+    world.driver.run_until_idle()
+    decided = review.proposal(world.engine, store, started.run, account)
+    assert decided.status is ProposalStatus.APPROVED and [a["by"] for a in decided.approvals] == ["ann", "carl"]
     other = store.list(started.run)[1].account_id
-    review.approve(world.engine, store, started.run, [other], by="ann")
-    second = review.approve(world.engine, store, started.run, [other], by="bob")
-    assert second.changed == [other]
+    review.approve(world.engine, store, started.run, [other], by=ANN)
+    second = review.approve(world.engine, store, started.run, [other], by=BOB)
+    assert second.changed == [other] and second.waiting == []
     world.driver.run_until_idle()
     assert world.engine.get(instance_id_for(started.run, other)).status is InstanceStatus.GATHERING
     world.clock.now = CUTOFF  # the block closes at the cut-off (the others are under review until then)
     world.driver.run_until_idle()
     assert [a["by"] for a in store.get(started.run, other).approvals] == ["ann", "bob"]
     assert store.get(started.run, other).status is ProposalStatus.SUBMITTED
-    signals = [(r["signal"], r["by"]) for r in world.engine.activities(instance_id_for(started.run, other))
-               if r["outcome"] == "signalled"]
-    assert signals == [("approve", "ann"), ("approve", "bob")]  # one history holds the whole review
+    signals = [(r["outcome"], r["by"]) for r in world.engine.activities(instance_id_for(started.run, other))
+               if r.get("signal") == "approve"]
+    assert signals == [("counted", "ann"), ("signalled", "bob")]  # one history holds the whole review
+    assert world.engine.get(instance_id_for(started.run, other)).result["approved_by"] == "ann, bob"
     assert brokerage.accepted_orders() == []  # type: ignore[attr-defined]  # traded in blocks
     receipts = store.get(started.run, other).receipts
     assert {r["account_id"] for r in receipts} == {other}
     assert len(receipts) == len(store.get(started.run, other).orders)
-    assert len(brokerage.accepted_blocks()) == len({(r["symbol"], r["side"]) for r in receipts})  # type: ignore
-    assert world.engine.get(iid).result["outcome"] == "rejected"
+    both = receipts + store.get(started.run, account).receipts  # ann and carl approved the first one
+    assert len(brokerage.accepted_blocks()) == len({(r["symbol"], r["side"]) for r in both})  # type: ignore
 
 
 def test_an_unreviewed_proposal_expires_at_the_cut_off_and_a_late_approval_names_it(world: World) -> None:
@@ -313,9 +322,8 @@ def test_an_unreviewed_proposal_expires_at_the_cut_off_and_a_late_approval_names
         instance = world.engine.get(instance_id_for(started.run, account))
         assert instance.status is InstanceStatus.SUCCEEDED and instance.result["outcome"] == "expired"
         assert store.get(started.run, account).status is ProposalStatus.EXPIRED
-    late = review.approve(world.engine, store, started.run, accounts[:1], by="ann")
-    assert late.changed == [] and "closed at its cut-off 2026-11-20T20:30+00:00" in late.skipped[accounts[0]]
-    assert "never submitted" in late.skipped[accounts[0]]
+    late = review.approve(world.engine, store, started.run, accounts[:1], by=ANN)
+    assert late.changed == [] and late.already == {} and "refused" in late.skipped[accounts[0]]
     assert world.svc.brokerage.accepted_orders() == []  # type: ignore[attr-defined]
     assert world.engine.progress(started.run).phase == "finished"
 
@@ -357,8 +365,8 @@ def test_a_deposit_is_invested_with_the_same_actions_buys_only(world: World) -> 
     assert 24_000 < proposal.buy_value <= 25_000 + cash
     # A deposit's proposal is submitted separately: approved, then one submit-orders instance.
     assert not proposal.in_workflow
-    assert review.approve(world.engine, world.svc.proposals, "deposits", [account.id], by="pm").changed
-    assert review.submit(world.engine, world.svc.proposals, "deposits").started == [
+    assert review.approve(world.engine, world.svc.proposals, "deposits", [account.id], by=PM).changed
+    assert review.submit(world.engine, world.svc.proposals, "deposits", by=PM).started == [
         submission_id("deposits", account.id)]
     world.driver.run_until_idle()
     assert world.svc.proposals.get("deposits", account.id).status is ProposalStatus.SUBMITTED
