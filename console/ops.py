@@ -12,9 +12,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from console import views
 from console.burndown import burndown_svg
+from console.errors import Forbidden
 from console.graph import definition_svg
 from console.paging import DEFAULT_PAGE, page_size
-from console.errors import Forbidden
 from console.users import Permission, User
 from console.web import back, context, flash, reason_by, render, require
 from engine.definitions.model import AwaitNode
