@@ -18,7 +18,7 @@ from console.paging import DEFAULT_PAGE, page_size
 from console.users import Permission, User
 from console.web import back, context, flash, reason_by, render, require
 from engine.definitions.model import AwaitNode
-from engine.errors import DefinitionError, InvalidState, NotFound, TradeflowError
+from engine.errors import DefinitionError, InvalidState, NotFound, SignalRefused, TradeflowError
 from engine.model import InstanceStatus
 from engine.runtime.signals import SignalResult
 
@@ -156,7 +156,7 @@ def instance_action(request: Request, instance_id: str, verb: str, reason: str =
             flash(request, f"unknown action {verb!r}", "error")
             return RedirectResponse(here, status_code=303)
     except (TradeflowError, ValueError) as exc:
-        flash(request, f"{verb} refused: {exc}", "error")
+        flash(request, str(exc) if isinstance(exc, SignalRefused) else f"{verb} refused: {exc}", "error")
         return RedirectResponse(here, status_code=303)
     flash(request, message)
     return RedirectResponse(here, status_code=303)
