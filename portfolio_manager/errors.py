@@ -109,16 +109,8 @@ class NotATradingDay(CalendarError):
     """The exchange has no session on this date, so it neither opens nor closes."""
 
 
-# --- review ------------------------------------------------------------------------------------
-
-
-class ReviewRefused(PortfolioError):
-    """A review decision cannot be taken: past the cut-off, decided already, same person twice (four-eyes)."""
-
-
 __all__ = [
     "PortfolioError",
-    "ReviewRefused",
     "BookError",
     "AccountNotFound",
     "AccountClosed",

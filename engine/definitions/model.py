@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 NODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -204,6 +204,18 @@ class SignalSpec(_Strict):
         description="Fields of the signal's data that must be present and non-empty.")
 
 
+def _signal_form(value: Any) -> str:
+    """Which form a signal of an await node is written in: ``node`` (a node name) or ``full`` (an object)."""
+    return "full" if isinstance(value, dict | SignalSpec) else "node"
+
+
+#: A signal of an await node: the node it leads to (anyone may send it), or its full form.
+#: The tags name the two forms in pydantic's error locations (dropped from JSON pointers).
+SignalTarget = Annotated[Annotated[str, Tag("node")] | Annotated[SignalSpec, Tag("full")],
+                         Discriminator(_signal_form)]
+SIGNAL_FORMS = ("node", "full")
+
+
 class Quorum(_Strict):
     """An await node's quorum: ``signal`` moves the instance on only once ``count`` distinct principals sent it.
 
@@ -231,7 +243,7 @@ class AwaitNode(NodeBase):
 
     type: Literal["await"]
     description: str | None = None
-    signals: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str | SignalSpec] = Field(
+    signals: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], SignalTarget] = Field(
         min_length=1, max_length=50, description="Signal name -> the node it leads to, or its full form.")
     quorum: Quorum | None = Field(None, description="A signal that needs several distinct principals.")
     timeout: str | None = Field(None, min_length=1, description="When the wait for a signal ends (a timestamp).")

@@ -16,7 +16,11 @@ from engine.definitions.model import (
     NODE_CLASSES,
     NODE_PATTERN,
     NODE_TYPES,
+    ROLE_PATTERN,
+    SIGNAL_FORMS,
     Definition,
+    SignalSpec,
+    SignalTarget,
     WaitNode,
 )
 from engine.definitions.problems import did_you_mean, pointer
@@ -27,6 +31,7 @@ _PATTERN_HINTS = {
     NAME_PATTERN: "lowercase letters, digits, '_', '.' and '-', starting with a letter or digit (at most 64)",
     NODE_PATTERN: "letters, digits, '_' and '-', starting with a letter or '_' (at most 64)",
     IDENT_PATTERN: "lowercase letters, digits and '_', starting with a letter or '_' (at most 64)",
+    ROLE_PATTERN: "lowercase letters, digits, '_' and '-', starting with a letter (at most 32)",
     r"^https?://": "an http:// or https:// URL",
 }
 _WHAT = {"nodes": "node name", "transitions": "transition name", "signals": "signal name", "name": "workflow name",
@@ -49,6 +54,9 @@ def _locate(loc: tuple[Any, ...]) -> tuple[list[Any], Any]:
             continue
         if _is_node_union(current) and part in NODE_TYPES:
             current = NODE_TYPES[part]
+            continue
+        if part in SIGNAL_FORMS and _unwrap(current) is _unwrap(SignalTarget):  # a signal's form (name or object)
+            current = SignalSpec if part == "full" else str
             continue
         path.append(part)
         current = _child_type(current, part)

@@ -238,7 +238,7 @@ class _Signal:
         placement = runtime.placement(definition, nxt, runtime.clock())
         applied = runtime.transition(definition, self.instance_id, lambda send, _clear: self.store.signal(
             self.instance_id, seq=instance.seq, activity=activity, placement=placement,
-            context=(instance.node, entry), marker=self.marker, send=send),
+            context=(instance.node, entry), marker=self.marker, quorum_reached=standing is not None, send=send),
             (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
         if not applied.applied:
             return self.after_stale()

@@ -173,13 +173,14 @@ class Instances:
 
     def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                context: tuple[str, Any], noop: Activity | None = None, marker: str | None = None,
-               quorum: dict[str, Any] | None = None, send: Envelope | None = None) -> Applied:
+               quorum: dict[str, Any] | None = None, quorum_reached: bool = False,
+               send: Envelope | None = None) -> Applied:
         """Apply a signal to an instance awaiting at ``seq``: ``context`` (node, data), seq + 1, ``placement``.
 
         ``marker`` (a field of the instance hash, set to the new seq) remembers the signal's key;
         ``quorum`` (the principals counted so far at its await node) is kept on the instance when
-        given, dropped otherwise; ``noop`` (if given) is recorded instead when the instance moved on
-        meanwhile (another signal, its timeout).
+        given and dropped when ``quorum_reached`` (or when the instance leaves the node); ``noop``
+        (if given) is recorded instead when the instance moved on meanwhile (another signal, its timeout).
         """
         docs = {"activity": pack(activity.to_dict()), f"c:{context[0]}": pack(context[1])}
         if noop is not None:
@@ -188,6 +189,7 @@ class Instances:
             docs["quorum"] = pack(quorum)
         return self._change("signal", instance_id, {"expect": _expect((InstanceStatus.AWAITING,), seq),
                                                      "marker": marker, "carrier": "" if send else None,
+                                                     "quorum_reached": quorum_reached or None,
                                                      "place": placement}, docs, send)
 
     def refuse(self, instance_id: str, activity: Activity) -> None:

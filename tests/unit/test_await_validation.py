@@ -82,3 +82,111 @@ def test_the_diagram_shows_signals_and_the_timeout() -> None:
     assert "    review --> done : signal approve" in text
     assert "    review --> stopped : signal reject" in text
     assert "    review --> expired : timeout now()" in text
+
+
+ROLES = {"admin", "operator", "pm", "viewer"}
+
+
+def guarded(**review: Any) -> dict[str, Any]:
+    """An await node whose signals name roles, data they require, and a quorum."""
+    body = flow(timeout="now() + duration(params.cutoff)", on_timeout="expired", **review)
+    body["parameters"]["two_over"] = 1000
+    body["initial_data"] = {"type": "object", "properties": {"amount": {"type": "number"}}}
+    body["nodes"]["review"]["signals"] = {"approve": {"next": "done", "roles": ["pm"]},
+                                          "reject": {"next": "stopped", "roles": ["pm", "admin"],
+                                                     "requires": ["reason"]},
+                                          "note": "review"}
+    body["nodes"]["review"]["quorum"] = {"signal": "approve", "count": "data.amount > params.two_over ? 2 : 1"}
+    return body
+
+
+def role_problems(body: dict[str, Any], roles: set[str] = ROLES) -> list[tuple[str, str]]:
+    with pytest.raises(DefinitionError) as info:
+        load_definition(json.dumps(body), roles=roles)
+    return [(p.pointer, p.message) for p in info.value.problems]
+
+
+def test_roles_requires_and_quorum_load_and_round_trip_through_the_schema() -> None:
+    body = guarded()
+    definition = load_definition(json.dumps(body), roles=ROLES)
+    assert json.loads(definition.to_json())["nodes"] == body["nodes"]
+    assert load_definition(definition.to_json(), roles=ROLES) == definition
+    Draft202012Validator(json_schema()).validate(body)
+    review = definition.nodes["review"]
+    assert review.spec("approve").roles == ["pm"] and review.spec("reject").requires == ["reason"]
+    assert review.spec("note").roles is None and review.target("note") == "review"  # the short form: anyone
+    literal = guarded()
+    literal["nodes"]["review"]["quorum"]["count"] = 2
+    assert load_definition(json.dumps(literal), roles=ROLES).nodes["review"].quorum.count == 2
+    Draft202012Validator(json_schema()).validate(literal)
+
+
+def test_the_published_schema_file_is_the_models_schema() -> None:
+    from pathlib import Path
+
+    published = json.loads((Path(__file__).parents[2] / "definitions" / "schema.json").read_text())
+    assert published == json_schema()
+    assert "quorum" in published["$defs"]["AwaitNode"]["properties"]
+
+
+def test_an_unknown_role_is_named_with_its_json_pointer_and_the_declared_set() -> None:
+    body = guarded()
+    body["nodes"]["review"]["signals"]["approve"]["roles"] = ["pms"]
+    body["nodes"]["review"]["signals"]["reject"]["roles"] = ["pm", "amdin"]
+    assert role_problems(body) == [
+        ("/nodes/review/signals/approve/roles/0", "unknown role 'pms' (declared: admin, operator, pm, viewer)"),
+        ("/nodes/review/signals/reject/roles/1", "unknown role 'amdin' (declared: admin, operator, pm, viewer)"),
+    ]
+    (nothing_declared,) = role_problems(guarded(), roles=set())[:1]
+    assert "no role is declared: set TRADEFLOW_ROLES" in nothing_declared[1]
+
+
+def test_the_declared_roles_come_from_the_environment_and_the_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.config import Settings
+    from engine.roles import declared_roles
+
+    assert {"viewer", "operator", "pm", "admin"} <= declared_roles(Settings())  # the console plugin's
+    assert "auditor" in declared_roles(Settings.from_env({"TRADEFLOW_ROLES": "auditor, , risk"}))
+    body = guarded()
+    body["nodes"]["review"]["signals"]["approve"]["roles"] = ["risk"]
+    monkeypatch.setenv("TRADEFLOW_ROLES", "risk")
+    assert load_definition(json.dumps(body)).nodes["review"].spec("approve").roles == ["risk"]  # the default set
+    monkeypatch.delenv("TRADEFLOW_ROLES")
+    with pytest.raises(DefinitionError, match="unknown role 'risk'"):
+        load_definition(json.dumps(body))
+
+
+def test_a_quorum_must_count_a_signal_of_its_node_with_a_valid_count() -> None:
+    body = guarded()
+    body["nodes"]["review"]["quorum"]["signal"] = "aprove"
+    assert role_problems(body) == [("/nodes/review/quorum/signal",
+                                    "unknown signal 'aprove' of this node (did you mean 'approve'?)")]
+    body = guarded()
+    body["nodes"]["review"]["quorum"]["count"] = "params.two_ovr > 1 ? 2 : 1"
+    assert role_problems(body)[0][0] == "/nodes/review/quorum/count"
+    body["nodes"]["review"]["quorum"]["count"] = 0
+    assert role_problems(body)[0][0].startswith("/nodes/review/quorum/count")
+
+
+def test_a_signal_in_full_form_needs_a_known_next_node_and_known_keys() -> None:
+    body = guarded()
+    body["nodes"]["review"]["signals"]["approve"]["next"] = "dne"
+    assert role_problems(body) == [("/nodes/review/signals/approve/next", "unknown node 'dne' (did you mean 'done'?)")]
+    body = guarded()
+    body["nodes"]["review"]["signals"]["approve"]["role"] = ["pm"]
+    assert any(p[0].startswith("/nodes/review/signals/approve") and "role" in p[1] for p in role_problems(body))
+    body = guarded()
+    body["nodes"]["review"]["signals"]["approve"]["roles"] = []
+    assert role_problems(body)[0][0] == "/nodes/review/signals/approve/roles"
+
+
+def test_the_rebalance_definitions_guard_their_review_with_roles_and_a_quorum() -> None:
+    from pathlib import Path
+
+    for name in ("rebalance-ca", "rebalance-us"):
+        path = Path(__file__).parents[2] / "definitions" / f"{name}.json"
+        review = load_definition(path.read_text(), roles=ROLES).nodes["review"]
+        assert review.spec("approve").roles == ["pm"] and review.spec("reject").requires == ["reason"]
+        assert review.quorum is not None and review.quorum.signal == "approve"
+        text = path.read_text()
+        assert "context.review.approvals" not in text and "approvals_required" not in text  # no count in data

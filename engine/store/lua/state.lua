@@ -25,7 +25,8 @@
 --   create_many  many new instances in one call: `create` for each of doc.items in turn (see below)
 --   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
 --   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
---            and its await's quorum (the `quorum` document: written when counted, else dropped)
+--            and its await's quorum (the `quorum` document: written when counted; dropped when
+--            reached (doc.quorum_reached) or when the instance leaves the node)
 --   refuse   only record a refused signal's activity (the instance changes in nothing else)
 --   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
 --   fail     the instance fails with an error
@@ -278,8 +279,8 @@ ops.signal = function(seq)
   if doc.marker then redis.call('HSET', inst, doc.marker, seq) end
   if blob.quorum then
     redis.call('HSET', inst, 'quorum', blob.quorum)  -- counted: the instance awaits more principals
-  else
-    redis.call('HDEL', inst, 'quorum')
+  elseif doc.quorum_reached then
+    redis.call('HDEL', inst, 'quorum')  -- (leaving the node drops it too: see settle)
   end
   return seq
 end

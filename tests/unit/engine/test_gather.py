@@ -24,6 +24,7 @@ from engine.definitions.diagram import to_mermaid
 from engine.definitions.validation import check_definition, json_schema, load_definition
 from engine.errors import DefinitionError, NotFound
 from engine.model import InstanceStatus, Outcome
+from engine.principal import Principal
 from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
@@ -34,6 +35,7 @@ from engine.testing import Driver
 ACTIONS = ActionRegistry()
 CALLS: list[dict[str, Any]] = []
 FAILURES: list[Exception] = []
+OPS = Principal("ops", frozenset({"operator"}))
 
 
 @action("svc", "total", into=ACTIONS)
@@ -105,7 +107,7 @@ def start(engine: Engine, driver: Driver, amounts: list[float], run: str = "r", 
 
 def go(engine: Engine, driver: Driver, ids: list[str]) -> None:
     for iid in ids:
-        engine.signal(iid, "go")
+        engine.signal(iid, "go", by=OPS)
     driver.run_until_idle()
 
 
@@ -255,7 +257,7 @@ def batch_of_member(engine: Engine, iid: str) -> str:
 def test_the_batch_step_is_applied_exactly_once_across_redeliveries(engine: Engine, driver: Driver) -> None:
     ids = start(engine, driver, [10, 20])
     for iid in ids:
-        engine.signal(iid, "go")
+        engine.signal(iid, "go", by=OPS)
     message = driver.queue.pop()
     assert message.task == f"svc.{BATCH_TASK_SUFFIX}" and message.queue == "svc"
     driver.deliver(message)
@@ -271,7 +273,7 @@ def test_a_kept_answer_is_applied_again_never_asked_again(engine: Engine, driver
                                                            clock: ManualClock) -> None:
     ids = start(engine, driver, [10, 20])
     for iid in ids:
-        engine.signal(iid, "go")
+        engine.signal(iid, "go", by=OPS)
     message = driver.queue.pop()
     batch_id = message.instance_id
     # a worker asked the action and kept its answer, then died before applying it
@@ -289,7 +291,7 @@ def test_a_lost_batch_message_is_sent_again_after_its_deadline(engine: Engine, d
                                                                 clock: ManualClock) -> None:
     ids = start(engine, driver, [10, 20])
     for iid in ids:
-        engine.signal(iid, "go")
+        engine.signal(iid, "go", by=OPS)
     lost = driver.queue.pop()
     assert driver.run_until_idle() == 0
     clock.advance(66)
@@ -389,7 +391,7 @@ def test_an_operator_closes_a_batch_now(engine: Engine, driver: Driver) -> None:
     ids = start(engine, driver, [10, 20, 30])
     go(engine, driver, ids[:2])
     batch_id = batch_of_member(engine, ids[0])
-    assert engine.close_batch(batch_id, "ann") is True
+    assert engine.close_batch(batch_id, by=Principal("ann", frozenset({"operator"}))) is True
     assert engine.close_batch(batch_id, "ann") is False  # closes once
     driver.run_until_idle()
     assert len(CALLS) == 1 and {engine.get(i).status for i in ids[:2]} == {InstanceStatus.SUCCEEDED}
@@ -415,8 +417,13 @@ def test_the_command_line_lists_shows_and_closes_batches(engine: Engine, driver:
     assert shown.exit_code == 0
     document = json.loads(shown.output)
     assert document["batch"]["status"] == "open" and [m["instance"] for m in document["members"]] == ids[:2]
-    closed = runner.invoke(batch_cli.batch, [batch_id, "--close", "--by", "ann"])
+    free = runner.invoke(batch_cli.batch, [batch_id, "--close", "--by", "ann"])
+    assert free.exit_code == 2 and "--by is gone" in free.output  # who closes is the CLI's identity
+    closed = runner.invoke(batch_cli.batch, [batch_id, "--close"], env={"TRADEFLOW_PRINCIPAL": "ann"})
     assert closed.exit_code == 0 and "closed" in closed.output
+    assert engine.batch(batch_id).batch.close_reason == "closed by ann"
+    (event,) = engine.audit(kinds=["close_batch"]).events
+    assert event.by == "ann" and event.detail["batch"] == batch_id and event.detail["closed"] is True
     driver.run_until_idle()
     table = runner.invoke(batch_cli.batch, [batch_id])
     assert table.exit_code == 0 and "applied" in table.output and "answered" in table.output

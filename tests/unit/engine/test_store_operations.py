@@ -222,6 +222,57 @@ def test_signal_applies_at_the_awaited_seq_keeps_its_marker_and_records_a_late_o
     assert store.load("i1").noops == 1 and store.load("i1").context["gate"] == {"x": 1}  # type: ignore[union-attr]
 
 
+def test_a_counted_signal_keeps_the_quorum_until_reached_or_the_node_is_left(store: RedisStore) -> None:
+    store.create([new(store, "i1", Placement.awaiting("gate", NOW + 900))])
+    quorum = {"node": "gate", "signal": "go", "count": 2, "principals": [{"name": "ann", "roles": ["pm"], "at": NOW}]}
+    counted = store.signal("i1", seq=1, activity=act(Outcome.COUNTED, signal="go", by="ann", quorum="1 of 2"),
+                           placement=Placement.awaiting("gate", NOW + 900), context=("gate", {"by": "ann"}),
+                           quorum=quorum)
+    assert (counted.applied, counted.status, counted.seq) == (True, InstanceStatus.AWAITING, 2)
+    instance = store.load("i1")
+    assert instance is not None and instance.quorum == quorum and instance.node == "gate"
+    assert score(store, "timers", "i1") == NOW + 900  # still awaiting its timeout
+    stale = store.signal("i1", seq=1, activity=act(Outcome.COUNTED, signal="go", by="bob"),
+                         placement=Placement.awaiting("gate", NOW + 900), context=("gate", {"by": "bob"}),
+                         quorum={**quorum, "principals": []})
+    assert not stale.applied and store.load("i1").quorum == quorum  # type: ignore[union-attr]
+    assert [a["outcome"] for a in store.activities("i1")] == ["started", "counted"]  # no noop given, none kept
+    store.signal("i1", seq=2, activity=act(Outcome.SIGNALLED, signal="note"),
+                 placement=Placement.awaiting("gate", None), context=("gate", {"by": "ops"}))
+    assert store.load("i1").quorum == quorum  # type: ignore[union-attr]  # another signal back to the node
+    store.signal("i1", seq=3, activity=act(Outcome.SIGNALLED, signal="go"), placement=Placement.step("b", NOW + 60),
+                 context=("gate", {"by": "bob"}), quorum_reached=True)
+    assert store.load("i1").quorum is None  # type: ignore[union-attr]
+    store.create([new(store, "i2", Placement.awaiting("gate", NOW + 900))])
+    store.signal("i2", seq=1, activity=act(Outcome.COUNTED, signal="go"), placement=Placement.awaiting("gate", None),
+                 context=("gate", {}), quorum=quorum)
+    store.control("i2", seq=2, statuses=[InstanceStatus.AWAITING], activity=act(Outcome.CONTROL, control="cancel"),
+                  placement=Placement.end("ended", InstanceStatus.CANCELLED))
+    assert store.load("i2").quorum is None  # type: ignore[union-attr]  # leaving the node ends its quorum
+
+
+def test_a_refused_signal_is_recorded_and_changes_nothing_else(store: RedisStore) -> None:
+    store.create([new(store, "i1", Placement.awaiting("gate", NOW + 900))])
+    before = store.load("i1")
+    store.refuse("i1", act(Outcome.REFUSED, signal="go", by="ops", roles=["operator"], reason="needs the role pm"))
+    after = store.load("i1")
+    assert after is not None and before is not None
+    assert (after.seq, after.status, after.node, after.noops, after.updated_at) == (
+        before.seq, before.status, before.node, before.noops, before.updated_at)
+    assert store.activities("i1")[-1]["outcome"] == "refused" and store.activities("i1")[-1]["roles"] == ["operator"]
+    store.refuse("nobody", act(Outcome.REFUSED, signal="go"))  # no instance: nothing written
+    assert store.load("nobody") is None and store.activities("nobody") == []
+
+
+def test_the_audit_stream_is_trimmed_to_the_retention(store: RedisStore) -> None:
+    for i in range(300):  # a year ago and more: far past the one-hour retention
+        store.client.xadd(store.keys.audit, {"kind": "login", "by": "ann"}, id=f"1000-{i + 1}")
+    store.append_audit({"kind": "pause", "by": "ops"})
+    left = [fields["kind"] for _id, fields in store.audit_entries("+", "-", 1000)]
+    assert left[0] == "pause"
+    assert left.count("login") <= 100  # trimmed by whole stream nodes (approximate MINID): bounded
+
+
 def test_start_reads_the_instance_as_load_does(store: RedisStore) -> None:
     running(store)
     data = {"lots": [{"symbol": f"S{i}", "note": "é" * i} for i in range(40)]}  # stored compressed
