@@ -126,19 +126,21 @@ def submitter(p: Proposal) -> str:
     return ""
 
 
-def decision_message(to: ProposalStatus, result: Decisions, after: dict[str, Proposal]) -> tuple[str, str]:
-    """The flash after a decision (text, level): what was recorded, four-eyes left waiting, refusals."""
+def decision_message(to: ProposalStatus, result: Decisions) -> tuple[str, str]:
+    """The flash after a decision (text, level): what was recorded, four-eyes left waiting, what was
+    done before already, refusals with the engine's reason."""
     parts = []
     if to is ProposalStatus.APPROVED:
-        waiting = [a for a in result.changed if a in after and after[a].status is ProposalStatus.PROPOSED]
-        if len(result.changed) > len(waiting) or not (waiting or result.skipped):
+        waiting = [a for a in result.changed if a in result.waiting]
+        if len(result.changed) > len(waiting) or not (waiting or result.skipped or result.already):
             parts.append(f"approved: {len(result.changed) - len(waiting)}")
         if waiting:
             parts.append(f"1 approval recorded for {', '.join(waiting[:5])}: waiting for a second approver "
                          "(four-eyes)")
-    else:
-        if result.changed or not result.skipped:
-            parts.append(f"rejected: {len(result.changed)}")
+    elif result.changed or not (result.skipped or result.already):
+        parts.append(f"rejected: {len(result.changed)}")
+    if result.already:
+        parts.append(f"already done ({len(result.already)}): " + "; ".join(list(result.already.values())[:5]))
     if result.skipped:
         parts.append(f"not recorded ({len(result.skipped)}): " + "; ".join(
             r if r.startswith(a) else f"{a}: {r}" for a, r in list(result.skipped.items())[:5]))
@@ -256,9 +258,7 @@ def build_router() -> APIRouter:
             flash(request, "a rejection needs a reason", "error")
             return back(request, f"/pm/runs/{run}")
         result = _decide(request, run, accounts, to, note)
-        engine = context(request).engine
-        text, level = decision_message(to, result, {a: reviews.proposal(engine, services().proposals, run, a)
-                                                    for a in result.changed})
+        text, level = decision_message(to, result)
         flash(request, text, level)
         return back(request, f"/pm/runs/{run}")
 
@@ -317,7 +317,8 @@ def build_router() -> APIRouter:
             raise ConsoleError("use approve, reject (with a note) or submit")
         to = ProposalStatus.APPROVED if verb == "approve" else ProposalStatus.REJECTED
         decided = review(context(request).engine, run, body.accounts, to, user.principal, body.note)
-        return {"status": to.value, "changed": decided.changed, "skipped": decided.skipped}
+        return {"status": to.value, "changed": decided.changed, "waiting": decided.waiting,
+                "already": decided.already, "skipped": decided.skipped}
 
     return router
 

@@ -60,14 +60,13 @@
     fetch(poll, {credentials: "same-origin", headers: headers})
       .then(function (r) {
         if (r.status !== 200) return null;
-        var first = etag === null;
         etag = r.headers.get("ETag");
-        return r.json().then(function (data) { return {data: data, first: first}; });
+        return r.json();
       })
-      .then(function (got) {
-        if (!got) return;
-        if (!got.data.items) cells(got.data);
-        if (!got.first && regions.length) reload();
+      .then(function (data) {
+        if (!data) return;
+        if (!data.items) cells(data);
+        if (regions.length) reload();  // the first answer too: the run may have changed since the page was drawn
       }).catch(function () {});
   }
   if (poll || regions.length) {
