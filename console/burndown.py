@@ -1,4 +1,4 @@
-"""Run burn-down: samples of remaining instances (neither finished nor awaiting review) over time,
+"""Run burn-down: samples of remaining instances (neither finished, awaiting review nor gathering) over time,
 the rate, the projection, the chart.
 
 Cheap by design: a thread of the console process samples the progress of the newest live
@@ -96,7 +96,7 @@ class BurndownStore:
             self.keys.burndown(progress.run), 0, -1))]
         if progress.created_at is not None and (not points or points[0][0] > progress.created_at):
             points.insert(0, (progress.created_at, progress.total))
-        if not points or points[-1][1] != remaining or not progress.settled:
+        if not points or points[-1][1] != remaining or remaining:
             points.append((now, remaining))
         rate = _rate(points, now)
         projected = None
@@ -163,8 +163,11 @@ class Sampler(threading.Thread):
 
 
 def _remaining(progress: RunProgress) -> int:
-    """What the workers still have to move: neither finished nor awaiting a person (a settled run is 0)."""
-    return max(progress.total - progress.finished - progress.awaiting, 0)
+    """What the workers still have to move: neither finished, nor awaiting a person, nor gathering
+    in a block that has not closed yet (a planned run is 0, and so is one whose approved
+    accounts all wait for their block: neither is late for the workers)."""
+    parked = progress.awaiting + progress.counts.get("gathering", 0)
+    return max(progress.total - progress.finished - parked, 0)
 
 
 def _clock(ts: float, zone: ZoneInfo, fmt: str = "%H:%M") -> str:

@@ -8,6 +8,7 @@ given by the caller; every signal and operator action lands in the audit log (:m
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,6 +24,7 @@ from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
+from engine.labels import check_run_label
 from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
@@ -176,7 +178,9 @@ class Engine:
         its actions see ``instance.shadow``. A shadow run has its own label (default
         ``adhoc-shadow``): a run holds shadows or production instances, never both, so a shadow
         never counts in a production run's progress, deadline or batches.
+        A ``run`` label outside :data:`engine.labels.RUN_LABEL` raises InvalidInput.
         """
+        check_run_label(run)
         self.watch_data_set()
         if shadow and run == DEFAULT_RUN:
             run = SHADOW_RUN
@@ -276,10 +280,17 @@ class Engine:
         return self.store.activities(instance_id)
 
     def list(self, run: str, statuses: Iterable[InstanceStatus | str] | None = None,
-             limit: int | None = None) -> list[Instance]:
-        """Instances of ``run``, optionally only in ``statuses``."""
+             limit: int | None = None, *, after: str | None = None) -> list[Instance]:
+        """Instances of ``run`` (optionally only in ``statuses``) by id, at most ``limit`` of them.
+
+        Paging: pass the last id of a page as ``after`` to get the next one (ids strictly
+        greater); fewer than ``limit`` back means the last page. Only the page's instances are
+        loaded (the run's ids are read to order them: a few bytes per instance).
+        """
         wanted = [InstanceStatus(s) for s in statuses] if statuses else None
         ids = self.store.run_ids(run, wanted)
+        if after is not None:
+            ids = ids[bisect.bisect_right(ids, after):]
         if limit is not None:
             ids = ids[:limit]
         found: list[Instance] = []
@@ -287,9 +298,9 @@ class Engine:
             found.extend(self.store.load_many(ids[start:start + 500]))
         return found
 
-    def runs(self, limit: int = 20) -> list[str]:
-        """Run labels, newest first."""
-        return self.store.runs(limit)
+    def runs(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Run labels, newest first: ``limit`` of them from the ``offset``-th."""
+        return self.store.runs(limit, offset)
 
     def watch_data_set(self) -> None:
         """Remember Redis's epoch on first call; later calls raise :class:`DataSetLost` if it is gone.

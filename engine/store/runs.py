@@ -59,9 +59,9 @@ class Runs:
         """The run's metadata hash (created_at, total, workflows...)."""
         return {text(k): text(v) for k, v in self.client.hgetall(self.keys.run_meta(run)).items()}
 
-    def runs(self, limit: int = 50) -> list[str]:
-        """Run labels, newest first."""
-        return [text(r) for r in self.client.zrevrange(self.keys.runs, 0, limit - 1)]
+    def runs(self, limit: int = 50, offset: int = 0) -> list[str]:
+        """Run labels, newest first: ``limit`` of them from the ``offset``-th."""
+        return [text(r) for r in self.client.zrevrange(self.keys.runs, offset, offset + limit - 1)]
 
     def run_ids(self, run: str, statuses: Iterable[InstanceStatus] | None = None) -> list[str]:
         """Ids of the instances of ``run`` in any of ``statuses`` (all statuses when None)."""
