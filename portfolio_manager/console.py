@@ -308,6 +308,7 @@ def plugin(queues: list[str] | None = None) -> Any:
     """The console plugin: the review pages, a navigation entry, the templates, the ``queues`` to watch
     (the plugin's ``console`` hook passes its fleets' queues)."""
     from console.app import ConsolePlugin
+    from portfolio_manager.block_view import batch_sections
 
     return ConsolePlugin("portfolio_manager", build_router(), nav=[("Proposals", "/pm/runs")], templates=TEMPLATES,
-                         queues=list(queues or []))
+                         queues=list(queues or []), batch_detail=batch_sections)
