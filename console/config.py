@@ -40,8 +40,10 @@ class ConsoleSettings:
     sample_seconds: float = 5.0
     #: The demo user's password (``TRADEFLOW_DEMO_PASSWORD``); None: the demo generates one.
     demo_password: str | None = None
-    #: Failed logins allowed per username and address before the delay starts.
+    #: Login attempts allowed per user name before the delay starts (a success starts again).
     login_free_failures: int = 3
+    #: Login attempts allowed per client address before the delay starts (an office behind one address).
+    login_address_free: int = 30
     #: First delay after the free failures; doubles with each further failure, up to the maximum.
     login_base_delay: float = 2.0
     login_max_delay: float = 900.0

@@ -20,6 +20,7 @@ from engine.errors import (
     NotFound,
     TradeflowError,
 )
+from engine.principal import Principal
 from engine.service import Transition, action, ok
 
 __all__ = [
@@ -35,4 +36,6 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "TradeflowError",
+    # who acts
+    "Principal",
 ]

@@ -19,6 +19,7 @@ from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
+from engine.labels import check_run_label
 from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
@@ -160,7 +161,9 @@ class Engine:
         recorded, so nothing is lost and the others go on. An item whose ``instance_id``
         already exists is not started again (starting a run twice is harmless).
         First steps go at low priority: steps of instances already in flight go first.
+        A ``run`` label outside :data:`engine.labels.RUN_LABEL` raises InvalidInput.
         """
+        check_run_label(run)
         self.watch_data_set()
         number = self.store.resolve_version(workflow, version)
         definition = self.store.definition(workflow, number)
