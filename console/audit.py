@@ -3,8 +3,8 @@
 Operators and admins see it (``operate`` permission): it names people and what they did, which a
 viewer has no need for and a portfolio manager sees per proposal on the proposal's own page.
 Events come from :meth:`engine.api.Engine.audit`, newest first, one page at a time (the page's
-``next`` cursor is the ``before`` of the following one). :func:`record_login` and
-:func:`record_logout` are how the sign-in routes put logins in the same log.
+``next`` cursor is the ``before`` of the following one). The sign-in routes (:mod:`console.auth`)
+record logins, failed logins and logouts in the same log.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from console.users import Permission, User
+from console.users import Permission
 from console.web import context, render, require
 from engine.api import Engine
 from engine.errors import InvalidInput
@@ -37,18 +37,6 @@ KIND_GROUPS: dict[str, tuple[str, ...]] = {
     "users and tokens": ("user_added", "user_replaced", "user_role_changed", "user_password_changed",
                          "user_removed", "token_created", "token_revoked"),
 }
-
-
-def record_login(engine: Engine, user: User | str, ok: bool, address: str) -> None:
-    """Record a sign-in: ``login`` for ``user`` (a :class:`console.users.User`), ``login_failed`` for the
-    name that was typed (a string: it may be nobody's); ``address`` is the client's."""
-    by = user.principal if isinstance(user, User) else str(user)[:64] or "?"
-    engine.record_audit("login" if ok else "login_failed", by, detail={"address": address})
-
-
-def record_logout(engine: Engine, user: User, address: str) -> None:
-    """Record a sign-out of ``user`` from ``address``."""
-    engine.record_audit("logout", user.principal, detail={"address": address})
 
 
 @dataclass(frozen=True)

@@ -139,18 +139,20 @@ class UserStore:
                 self.client.hdel(self.keys.tokens, digest)
 
     def set_role(self, name: str, role: Role | str) -> User:
-        """Give user ``name`` another role (their password and creation time stay)."""
+        """Give user ``name`` another role (their password, creation time and sessions stay: the role is read
+        on every request)."""
         record = self._record(name)
         record["role"] = role_of(role).value
         self.client.hset(self.keys.users, name, json.dumps(record))
         return User(name, Role(record["role"]))
 
     def set_password(self, name: str, password: str) -> None:
-        """Give user ``name`` a new password (their role and creation time stay)."""
+        """Give user ``name`` a new password (their role and creation time stay); every session of theirs ends."""
         check_password(password)
         record = self._record(name)
         record["hash"] = self.hasher.hash(password)
         self.client.hset(self.keys.users, name, json.dumps(record))
+        SessionStore(self.client, self.keys).end_all(name)
 
     def _record(self, name: str) -> dict[str, Any]:
         raw = self.client.hget(self.keys.users, name)
