@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -182,7 +183,7 @@ def batch_close(request: Request, batch_id: str) -> Response:
     """Close an open batch now (operators): its batch step runs at once with the members it has."""
     done, message = close(context(request).engine, batch_id, request)
     flash(request, message, "ok" if done else "warn")
-    return RedirectResponse(f"/batches/{batch_id}", status_code=303)
+    return RedirectResponse(f"/batches/{quote(batch_id, safe='')}", status_code=303)
 
 
 # -- the JSON API ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi import APIRouter
@@ -48,6 +49,11 @@ def meet(site: Site) -> Driver:
     return Driver(site.ctx.engine, ACTIONS)
 
 
+def q(batch_id: str) -> str:
+    """A batch id in a URL path (ids carry '#')."""
+    return quote(batch_id, safe="")
+
+
 def open_batch(site: Site, driver: Driver, run: str, amounts: list[int], arrive: int) -> str:
     """A batch of ``run`` with ``arrive`` of the instances in it (the others could still come: it stays open)."""
     engine = site.ctx.engine
@@ -66,12 +72,12 @@ def test_anyone_signed_in_sees_the_batches_but_a_viewer_cannot_close_one(site: S
     viewer = site.login("vera", "viewer")
     listing = viewer.get("/batches")
     assert listing.status_code == 200 and batch in listing.text and "open" in listing.text
-    page = viewer.get(f"/batches/{batch}")
+    page = viewer.get(f"/batches/{q(batch)}")
     assert page.status_code == 200 and "Accounts in this batch (2)" in page.text
     assert "Close now" not in page.text
     token = csrf_of(page.text)
-    assert viewer.post(f"/batches/{batch}/close", data={"csrf_token": token}).status_code == 403
-    assert viewer.post(f"/api/batches/{batch}/close", headers={"X-CSRF-Token": token}).status_code == 403
+    assert viewer.post(f"/batches/{q(batch)}/close", data={"csrf_token": token}).status_code == 403
+    assert viewer.post(f"/api/batches/{q(batch)}/close", headers={"X-CSRF-Token": token}).status_code == 403
     assert viewer.get("/api/batches").json()["batches"][0]["id"] == batch
     assert site.ctx.engine.batch(batch).batch.status == "open"
 
@@ -79,24 +85,24 @@ def test_anyone_signed_in_sees_the_batches_but_a_viewer_cannot_close_one(site: S
 def test_an_operator_closes_an_open_batch_with_the_csrf_token_and_it_is_audited(site: Site, meet: Driver) -> None:
     batch = open_batch(site, meet, "r2", [1, 2, 3], 2)
     operator = site.login("olga", "operator")
-    page = operator.get(f"/batches/{batch}")
+    page = operator.get(f"/batches/{q(batch)}")
     assert "Close now and trade 2 accounts" in page.text and "data-confirm" in page.text
-    assert operator.post(f"/batches/{batch}/close").status_code == 403  # no CSRF token
-    assert operator.post(f"/batches/{batch}/close", data={"csrf_token": "forged"}).status_code == 403
+    assert operator.post(f"/batches/{q(batch)}/close").status_code == 403  # no CSRF token
+    assert operator.post(f"/batches/{q(batch)}/close", data={"csrf_token": "forged"}).status_code == 403
     assert site.ctx.engine.batch(batch).batch.status == "open"
-    answer = operator.post(f"/batches/{batch}/close", data={"csrf_token": csrf_of(page.text)})
-    assert answer.status_code == 303 and answer.headers["location"] == f"/batches/{batch}"
+    answer = operator.post(f"/batches/{q(batch)}/close", data={"csrf_token": csrf_of(page.text)})
+    assert answer.status_code == 303 and answer.headers["location"] == f"/batches/{q(batch)}"
     assert site.ctx.engine.batch(batch).batch.status == "closed"
     shown = operator.get(answer.headers["location"]).text
     assert f"closed {batch}" in shown and "Close now" not in shown
     meet.run_until_idle()
     view = site.ctx.engine.batch(batch)
     assert view.batch.status == "applied"
-    again = operator.post(f"/api/batches/{batch}/close", headers={"X-CSRF-Token": csrf_of(shown)})
+    again = operator.post(f"/api/batches/{q(batch)}/close", headers={"X-CSRF-Token": csrf_of(shown)})
     assert again.status_code == 200 and again.json()["closed"] is False and again.json()["status"] == "applied"
     events = site.ctx.engine.audit(person="olga").events
-    assert [e.kind for e in events if e.kind == "close_batch"] == ["close_batch"]
-    assert "operator" in next(e for e in events if e.kind == "close_batch").roles
+    closes = [e for e in events if e.kind == "close_batch"]
+    assert closes and "operator" in closes[-1].roles  # the first close, as the operator
 
 
 def test_the_batch_list_and_members_are_paged_and_filtered(site: Site, meet: Driver) -> None:
@@ -113,12 +119,12 @@ def test_the_batch_list_and_members_are_paged_and_filtered(site: Site, meet: Dri
     assert [b["id"] for b in viewer.get("/api/batches?q=p2").json()["batches"]] == [second]
     assert viewer.get("/api/batches?status=bogus").status_code == 409
     assert viewer.get("/api/batches?limit=0").status_code == 409
-    members = viewer.get(f"/api/batches/{second}?limit=2").json()
+    members = viewer.get(f"/api/batches/{q(second)}?limit=2").json()
     assert members["total"] == 3 and len(members["members"]) == 2 and members["next"] == 2
-    page = viewer.get(f"/batches/{second}?limit=2").text
+    page = viewer.get(f"/batches/{q(second)}?limit=2").text
     assert "1\N{EN DASH}2 of 3" in page and "offset=2" in page
     assert "Older →" in viewer.get("/batches?limit=1").text
-    applied = viewer.get(f"/batches/{first}").text
+    applied = viewer.get(f"/batches/{q(first)}").text
     assert "Applied" in applied and ">ok<" in applied
     assert viewer.get("/batches/nope%231").status_code == 404
 
@@ -131,9 +137,9 @@ def test_a_plugin_adds_its_tables_to_the_batch_page(site: Site, meet: Driver) ->
     site.app = create_app(site.ctx, plugins=[ConsolePlugin("p", APIRouter(), batch_detail=detail)], sample=False)
     batch = open_batch(site, meet, "r3", [1, 2], 1)
     viewer = site.login("val", "viewer")
-    page = viewer.get(f"/batches/{batch}").text
+    page = viewer.get(f"/batches/{q(batch)}").text
     assert "Block orders and fills" in page and "1,234.5" in page and "a note" in page
-    sections = viewer.get(f"/api/batches/{batch}").json()["sections"]
+    sections = viewer.get(f"/api/batches/{q(batch)}").json()["sections"]
     assert sections == [{"title": "Block orders and fills", "note": "a note",
                          "rows": [{"Symbol": "XYZ", "Quantity": 1234.5}]}]
 
@@ -206,7 +212,7 @@ def test_an_admin_adds_changes_and_removes_a_user_each_change_audited(site: Site
     page = admin.get("/admin/users").text
     assert "newbie" in page and "another long one" not in page
     assert admin.post("/admin/users/newbie/remove", data={"csrf_token": token}).status_code == 303
-    assert site.ctx.users.get("newbie") is None
+    assert site.ctx.users.get("newbie") is None and "user newbie removed" in admin.get("/admin/users").text
     kinds = [(e.kind, e.detail.get("user")) for e in site.ctx.engine.audit(person="ada").events]
     assert kinds[:4] == [("user_removed", "newbie"), ("user_password_changed", "newbie"),
                          ("user_role_changed", "newbie"), ("user_added", "newbie")]
