@@ -31,6 +31,7 @@ from bench.sandbox import Sandbox
 from engine.api import StartItem
 from engine.definitions.validation import load_definition
 from engine.ops.fleet import Fleet, default_fleets
+from engine.principal import Principal
 
 WORKFLOW = "bench-submission"
 EXCHANGE = {"CA": "XTSE", "US": "XNYS"}
@@ -113,7 +114,7 @@ def run(redis_url: str, accounts: int, blocks: bool, seed: int = 7, console: Con
                 raise RuntimeError(f"{label}: not every instance awaits approval: {progress.counts}\n{logs}")
             console.print(f"{label}: {accounts:,} accounts, {orders:,} orders approved at once")
             began = time.monotonic()
-            engine.signal_run(label, "approve", by="bench")
+            engine.signal_run(label, "approve", by=Principal("bench", frozenset({"pm"})))
             figures["approve_seconds"] = round(time.monotonic() - began, 2)
             progress = engine.wait_for_run(label, timeout=timeout, poll=0.2)
             figures["submission_seconds"] = round(time.monotonic() - began, 2)

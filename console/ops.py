@@ -17,6 +17,7 @@ from console.web import back, context, flash, reason_by, render, require
 from engine.definitions.model import AwaitNode
 from engine.errors import DefinitionError, InvalidState, NotFound, TradeflowError
 from engine.model import InstanceStatus
+from engine.principal import Principal
 
 router = APIRouter()
 
@@ -134,7 +135,7 @@ def instance_action(request: Request, instance_id: str, verb: str, reason: str =
             data = json.loads(payload) if payload.strip() else {}
             if not isinstance(data, dict):
                 raise ValueError("the signal's data must be a JSON object, e.g. {\"note\": \"ok\"}")
-            engine.signal(instance_id, signal.strip(), data, by=user.name)
+            engine.signal(instance_id, signal.strip(), data, by=Principal(user.name, frozenset({user.role.value})))
         else:
             flash(request, f"unknown action {verb!r}", "error")
             return RedirectResponse(here, status_code=303)

@@ -5,7 +5,8 @@ The engine knows nothing of any business domain. Its public API, by concern:
 - services: :func:`action` registers a service action, which returns a :class:`Transition`
   (:func:`ok` for the usual one);
 - errors: :class:`TradeflowError` is the root; :class:`ActionFailed` fails a step at once,
-  without retries.
+  without retries;
+- who acts: :class:`Principal` (a name and roles, given by the authenticated caller).
 
 The Python API (:class:`engine.api.Engine`) and the Celery wiring (:mod:`engine.app`) are
 imported from their modules: they pull in Redis and Celery, which a service module does not need.

@@ -2,7 +2,8 @@
 
 Publish definitions, start instances (one or many, as a run), look at them, and operate on
 them: pause, resume, retry (optionally with an edited context), cancel, signal — one at a
-time or in bulk over a run and a status.
+time or in bulk over a run and a status. Who acts is a :class:`engine.principal.Principal`
+given by the caller; every signal and operator action lands in the audit log (:meth:`Engine.audit`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from engine import audit as audit_log
+from engine.audit import AuditPage, AuditQuery
 from engine.clock import Clock, system_clock
 from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode, WaitNode
 from engine.definitions.validation import validate_input
@@ -22,6 +25,7 @@ from engine.expressions.cel import Scope
 from engine.labels import check_run_label
 from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
+from engine.principal import Principal
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
 from engine.runtime.gather import arrival_document
 from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
@@ -337,25 +341,29 @@ class Engine:
 
     # -- operating ---------------------------------------------------------------------------
 
-    def pause(self, instance_id: str, reason: str = "") -> Instance:
-        """Stop at the next step boundary: a step in flight finishes and is recorded, nothing more is sent."""
+    def pause(self, instance_id: str, reason: str = "", *, by: Principal | None = None) -> Instance:
+        """Stop at the next step boundary: a step in flight finishes and is recorded, nothing more is sent.
+
+        ``by`` (who acts) is recorded in the history and the audit log, like every operator action's.
+        """
         instance = self.get(instance_id)
         pausable = (InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.AWAITING)
         if instance.status not in pausable:
             raise InvalidState(f"{instance_id} is {instance.status.value}; only running, waiting or awaiting "
                                "instances pause")
-        self._control(instance, "pause", reason, pausable, Placement(InstanceStatus.PAUSED))
+        self._control(instance, "pause", reason, pausable, Placement(InstanceStatus.PAUSED), by)
         return self.get(instance_id)
 
-    def resume(self, instance_id: str, reason: str = "") -> Instance:
+    def resume(self, instance_id: str, reason: str = "", *, by: Principal | None = None) -> Instance:
         """Go on from the current node: re-send its step (or park its wait again)."""
         instance = self.get(instance_id)
         if instance.status is not InstanceStatus.PAUSED:
             raise InvalidState(f"{instance_id} is {instance.status.value}; only paused instances resume")
-        self._restart_at(instance, "resume", reason, (InstanceStatus.PAUSED,), attempt=instance.attempt)
+        self._restart_at(instance, "resume", reason, (InstanceStatus.PAUSED,), attempt=instance.attempt, by=by)
         return self.get(instance_id)
 
-    def retry(self, instance_id: str, context: dict[str, Any] | None = None, reason: str = "") -> Instance:
+    def retry(self, instance_id: str, context: dict[str, Any] | None = None, reason: str = "", *,
+              by: Principal | None = None) -> Instance:
         """Re-run the failed node, optionally with ``context`` entries replaced (node name -> data)."""
         instance = self.get(instance_id)
         if instance.status is not InstanceStatus.FAILED:
@@ -364,37 +372,47 @@ class Engine:
         for node in context or {}:
             if node not in definition.nodes:
                 raise InvalidState(f"context entry {node!r} names no node of {instance.workflow}")
-        self._restart_at(instance, "retry", reason, (InstanceStatus.FAILED,), attempt=1, context=context or {})
+        self._restart_at(instance, "retry", reason, (InstanceStatus.FAILED,), attempt=1, context=context or {},
+                         by=by)
         return self.get(instance_id)
 
-    def cancel(self, instance_id: str, reason: str = "") -> Instance:
+    def cancel(self, instance_id: str, reason: str = "", *, by: Principal | None = None) -> Instance:
         """End the instance as cancelled; a step in flight finishes but its result is ignored."""
         instance = self.get(instance_id)
         if instance.status in TERMINAL_STATUSES:
             raise InvalidState(f"{instance_id} is already {instance.status.value}")
-        self._control(instance, "cancel", reason, LIVE_STATUSES, Placement(InstanceStatus.CANCELLED, inflight=False))
+        self._control(instance, "cancel", reason, LIVE_STATUSES, Placement(InstanceStatus.CANCELLED, inflight=False),
+                      by)
         return self.get(instance_id)
 
     def _control(self, instance: Instance, verb: str, reason: str, allowed: Iterable[InstanceStatus],
-                 placement: Placement) -> None:
+                 placement: Placement, by: Principal | None) -> None:
         applied = self.store.control(instance.id, seq=instance.seq, statuses=allowed, placement=placement,
-                                     activity=self._control_activity(instance, verb, reason))
+                                     activity=self._control_activity(instance, verb, reason, by))
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
+        self._audit_control(instance, verb, reason, by)
 
-    def _control_activity(self, instance: Instance, verb: str, reason: str,
+    def _audit_control(self, instance: Instance, verb: str, reason: str, by: Principal | None,
+                       edited: list[str] | None = None) -> None:
+        detail = {"node": instance.node, "from": instance.status.value, "reason": reason or None, "edited": edited}
+        self.store.append_audit(audit_log.entry_fields(verb, by, run=instance.run, instance=instance.id,
+                                                       detail={k: v for k, v in detail.items() if v}))
+
+    def _control_activity(self, instance: Instance, verb: str, reason: str, by: Principal | None,
                           edited: list[str] | None = None) -> Activity:
         now = self.clock()
         return Activity(seq=instance.seq, node=instance.node, attempt=instance.attempt, outcome=Outcome.CONTROL,
                         control=verb, reason=reason or None, worker=worker_name(), started_at=now, ended_at=now,
-                        edited=edited)
+                        edited=edited, by=by.name if by else None, roles=sorted(by.roles) if by else None)
 
     def _restart_at(self, instance: Instance, verb: str, reason: str, allowed: tuple[InstanceStatus, ...],
-                    attempt: int, context: dict[str, Any] | None = None) -> None:
+                    attempt: int, context: dict[str, Any] | None = None, *, by: Principal | None = None) -> None:
         """Resume or retry ``instance`` at its node, with ``context`` entries replaced (a retry's edits)."""
         definition = self.store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
-        activity = self._control_activity(instance, verb, reason, None if context is None else sorted(context))
+        edited = None if context is None else sorted(context)
+        activity = self._control_activity(instance, verb, reason, by, edited)
         if isinstance(node, WaitNode):
             scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
             wake = instance.wake_at or wake_time(instance.node, node, scope)
@@ -428,6 +446,7 @@ class Engine:
             (instance.node, instance.seq, attempt) if send else None)
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
+        self._audit_control(instance, verb, reason, by, edited)
 
     # -- batches of gather nodes -------------------------------------------------------------
 
@@ -440,15 +459,19 @@ class Engine:
         return BatchView(found, self.store.batch_contributions(batch_id), self.store.batch_runs(batch_id),
                          self.store.batch_activities(batch_id))
 
-    def close_batch(self, batch_id: str, reason: str = "operator") -> bool:
+    def close_batch(self, batch_id: str, reason: str = "operator", *, by: Principal | None = None) -> bool:
         """Close an open batch now (an operator trades what has gathered): its step is sent at once.
 
+        The batch's history says "closed by <by's name, else reason>"; the audit log keeps ``by``.
         False when it was not open (closed already, or applied); NotFound when there is no such batch.
         """
         found = self.store.load_batch(batch_id)
         if found is None:
             raise NotFound(f"no batch {batch_id!r}; `tradeflow batches` lists them")
-        return self.runtime.gatherer.close(batch_id, f"closed by {reason}", early=False)
+        closed = self.runtime.gatherer.close(batch_id, f"closed by {by.name if by else reason}", early=False)
+        detail = {"batch": batch_id, "closed": closed, "status": found.status, "reason": reason or None}
+        self.store.append_audit(audit_log.entry_fields(audit_log.CLOSE_BATCH, by, detail=detail))
+        return closed
 
     def batches(self, limit: int = 50) -> list[Batch]:
         """The latest batches, newest first (applied ones expire with the retention)."""
@@ -457,24 +480,27 @@ class Engine:
 
     # -- signals -----------------------------------------------------------------------------
 
-    def signal(self, instance_id: str, name: str, data: dict[str, Any] | None = None, by: str | None = None,
+    def signal(self, instance_id: str, name: str, data: dict[str, Any] | None = None, *, by: Principal,
                key: str | None = None) -> SignalResult:
-        """Send signal ``name`` to an instance parked at an ``await`` node; it moves on atomically.
+        """Send signal ``name`` from ``by`` to an instance parked at an ``await`` node; it moves on atomically.
 
-        ``data`` (a JSON object) is merged into the context under the await node's name; the
-        activity history records the signal, ``by`` (who sent it) and when. With ``key``, a
-        signal already applied under that key is a recorded no-op (``duplicate=True``): safe to
-        resend. A signal the instance does not await raises :class:`SignalRefused`, which says
-        where the instance is (status, node, the signals it awaits).
+        ``by`` is who sends it, as the caller authenticated them (never read from ``data``): the
+        await node may allow the signal to some roles only, require fields of ``data``, and count
+        it toward a quorum of distinct principals (see :mod:`engine.runtime.signals`). ``data``
+        (a JSON object) is written into the context under the await node's name, under the
+        fields the engine owns (``signal``, ``by``, ``roles``, ``at``, ``quorum``). The history
+        and the audit log record the signal, who sent it and when. With ``key``, a signal already
+        applied under that key is a recorded no-op (``duplicate=True``): safe to resend. A refused
+        signal raises :class:`SignalRefused`, which says why; the refusal is recorded too.
         """
-        return send_signal(self.runtime, instance_id, name, data, by, key)
+        return send_signal(self.runtime, instance_id, name, data, by=by, key=key)
 
-    def signal_run(self, run: str, name: str, data: dict[str, Any] | None = None, by: str | None = None,
-                   key: str | None = None, *, node: str | None = None) -> BulkResult:
-        """Send ``name`` to every awaiting instance of ``run`` (only those at ``node`` when given).
+    def signal_run(self, run: str, name: str, data: dict[str, Any] | None = None, *, by: Principal,
+                   key: str | None = None, node: str | None = None) -> BulkResult:
+        """Send ``name`` from ``by`` to every awaiting instance of ``run`` (only those at ``node`` when given).
 
-        Instances not awaiting that signal, or that moved on meanwhile, count as skipped; one
-        whose ``key`` was applied before counts as skipped too (nothing was done again).
+        Instances not awaiting that signal, that refuse it (each refusal recorded), or that moved
+        on meanwhile, count as skipped; one whose ``key`` was applied before counts as skipped too.
         """
         done, skipped = 0, 0
         for iid in self._ids(run, [InstanceStatus.AWAITING]):
@@ -482,7 +508,7 @@ class Engine:
                 if node is not None and self.get(iid).node != node:
                     skipped += 1
                     continue
-                result = self.signal(iid, name, data, by, key)
+                result = self.signal(iid, name, data, by=by, key=key)
             except (SignalRefused, NotFound):
                 skipped += 1
                 continue
@@ -492,7 +518,7 @@ class Engine:
     # -- bulk --------------------------------------------------------------------------------
 
     def bulk(self, verb: str, run: str, statuses: Iterable[InstanceStatus | str] | None = None,
-             reason: str = "") -> BulkResult:
+             reason: str = "", *, by: Principal | None = None) -> BulkResult:
         """Apply ``verb`` (pause, resume, retry, cancel) to every instance of ``run`` in ``statuses``.
 
         Each instance is handled on its own: one that changed meanwhile is counted as skipped.
@@ -505,11 +531,31 @@ class Engine:
         done, skipped = 0, 0
         for iid in self._ids(run, wanted):
             try:
-                operation(iid, reason=reason)
+                operation(iid, reason=reason, by=by)
                 done += 1
             except (InvalidState, NotFound):
                 skipped += 1
         return BulkResult(verb, done, skipped)
+
+    # -- the audit log -------------------------------------------------------------------------
+
+    def record_audit(self, kind: str, by: Principal | str, *, run: str | None = None, instance: str | None = None,
+                     detail: dict[str, Any] | None = None) -> None:
+        """Record an event of ``kind`` (e.g. the console's ``login``) by ``by`` in the audit log."""
+        self.store.append_audit(audit_log.entry_fields(kind, by, run=run, instance=instance, detail=detail))
+
+    def audit(self, *, person: str | None = None, run: str | None = None, since: float | None = None,
+              until: float | None = None, kinds: Iterable[str] | None = None, limit: int = 100,
+              before: str | None = None) -> AuditPage:
+        """Audit events newest first, filtered by ``person`` (a name), ``run``, time (epoch seconds,
+        both ends included) and ``kinds``; ``before``: the ``next`` of the previous page.
+
+        A page scans a bounded stretch of the log: over a long log and a rare filter it may hold
+        fewer than ``limit`` events with a ``next`` to go on from; ``next`` None means no more.
+        """
+        query = AuditQuery.of(person=person, run=run, since=since, until=until, kinds=kinds, limit=limit,
+                              before=before)
+        return audit_log.read_page(self.store.audit_entries, query)
 
     def _ids(self, run: str, statuses: list[InstanceStatus]) -> Iterator[str]:
         for status in statuses:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.cli_errors import read_only, rerun
+from engine.cli_identity import cli_principal, no_by_option
 
 console = Console()
 
@@ -43,13 +44,16 @@ def batches(limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (contributions included).")
 @click.option("--members/--no-members", default=True, help="List the members and what each contributed.")
 @click.option("--close", "close_now", is_flag=True, help="Close the open batch now: its step runs at once.")
-@click.option("--by", default="operator", show_default=True, help="With --close: who closes it (recorded).")
+@no_by_option
 @rerun(safe=True, why="it reads; with --close, a batch closes once (closing it again says it was not open)")
-def batch(batch_id: str, as_json: bool, members: bool, close_now: bool, by: str) -> None:
-    """One batch: its status and times, its members with their contributions and answers, its history."""
+def batch(batch_id: str, as_json: bool, members: bool, close_now: bool) -> None:
+    """One batch: its status and times, its members with their contributions and answers, its history.
+
+    --close is recorded (batch history, audit log) as done by TRADEFLOW_PRINCIPAL (default: the OS user).
+    """
     engine = _engine()
     if close_now:
-        if engine.close_batch(batch_id, by):
+        if engine.close_batch(batch_id, by=cli_principal()):
             console.print(f"closed {batch_id}: its batch step is on its way", highlight=False)
         else:
             console.print(f"{batch_id} was not open (status {engine.batch(batch_id).batch.status})", highlight=False)

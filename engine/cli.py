@@ -19,12 +19,13 @@ from rich.table import Table
 from engine import batch_cli, plugins
 from engine.api import instance_json
 from engine.cli_errors import ErrorGroup, notice, read_only, rerun
+from engine.cli_identity import cli_principal, no_by_option, refusal_hint
 from engine.config import Settings
 from engine.connections import state_url
 from engine.definitions.diagram import to_mermaid
 from engine.definitions.schema import json_schema
 from engine.definitions.validation import validate_file
-from engine.errors import DefinitionError
+from engine.errors import DefinitionError, SignalRefused
 from engine.model import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
@@ -266,7 +267,7 @@ def _awaited(engine: Any, instance: Any) -> str:
     if instance.wake_at:
         text += (f"; at {datetime.fromtimestamp(instance.wake_at, UTC).isoformat(timespec='seconds')} "
                  f"without one it goes to {node.on_timeout}")
-    return text + f"\nnext: tradeflow signal {instance.id} {next(iter(node.signals))} --by WHO"
+    return text + f"\nnext: tradeflow signal {instance.id} {next(iter(node.signals))} (as TRADEFLOW_PRINCIPAL)"
 
 
 @main.command()
@@ -274,37 +275,51 @@ def _awaited(engine: Any, instance: Any) -> str:
 @click.option("--run", help="Signal every instance of RUN awaiting NAME (then give NAME only).")
 @click.option("--node", help="With --run: only instances awaiting at this node.")
 @click.option("--data", "data", help="JSON object merged into the context under the await node's name (or @file).")
-@click.option("--by", default=None, help="Who sends the signal (recorded in the history).")
 @click.option("--key", default=None, help="Idempotency key: a signal with a key already applied is a no-op.")
+@no_by_option
 @rerun(safe=True, why="with --key a signal already applied is a recorded no-op; without one, an instance that "
                       "moved on refuses it (look with `tradeflow inspect ID` before resending to an await loop)")
-def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, by: str | None,
-           key: str | None) -> None:
+def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str | None, key: str | None) -> None:
     """Send signal NAME to instance ID awaiting it, or with --run RUN to every instance awaiting it.
 
+    The signal is sent as the CLI's identity: TRADEFLOW_PRINCIPAL (default: the OS user) with
+    the roles in TRADEFLOW_PRINCIPAL_ROLES (a comma list; default none). An await node may allow
+    a signal to some roles only, require fields of its data, or need several different people
+    (a quorum); a refusal says why and is recorded.
+
     \b
-        tradeflow signal 3f2a9c approve --by ann --data '{"note": "ok"}' --key approve-ann
-        tradeflow signal --run rebalance-2026-11-27 reject --by ann --node review
+        TRADEFLOW_PRINCIPAL=ann TRADEFLOW_PRINCIPAL_ROLES=pm \\
+          tradeflow signal 3f2a9c approve --data '{"note": "ok"}' --key approve-ann
+        tradeflow signal --run rebalance-2026-11-27 reject --node review --data '{"reason": "hold"}'
     """
     engine = _engine()
+    by = cli_principal()
     payload = _json_arg(data) if data else None
     if payload is not None and not isinstance(payload, dict):
         raise click.BadParameter("--data must be a JSON object")
     if run:
         if len(args) != 1:
             raise click.UsageError("with --run, give the signal NAME only")
-        result = engine.signal_run(run, args[0], payload, by, key, node=node)
-        console.print(f"signal {args[0]}: {result.done} applied, {result.skipped} skipped "
-                      "(not awaiting it, moved on meanwhile, or key already applied)")
+        result = engine.signal_run(run, args[0], payload, by=by, key=key, node=node)
+        console.print(f"signal {args[0]} as {by}: {result.done} applied, {result.skipped} skipped "
+                      "(not awaiting it, refused (see `tradeflow inspect ID`), moved on meanwhile, or key "
+                      "already applied)", highlight=False)
         return
     if len(args) != 2:
         raise click.UsageError("give ID NAME (or --run RUN NAME)")
     if node:
         raise click.UsageError("--node goes with --run")
     iid, name = args
-    result = engine.signal(iid, name, payload, by, key)
+    try:
+        result = engine.signal(iid, name, payload, by=by, key=key)
+    except SignalRefused as exc:
+        _fail(f"{exc}{refusal_hint(exc)}")
+        return
     if result.duplicate:
         console.print(f"{iid}: signal {name} with key {key} was applied before; nothing done")
+    elif result.counted and result.quorum:
+        console.print(f"{iid}: signal {name} by {by.name} counted ({result.quorum[0]} of {result.quorum[1]}); "
+                      f"it still awaits at {result.node}", highlight=False)
     else:
         console.print(f"{iid}: {result.status.value if result.status else '?'} at {result.node}")
 
@@ -317,13 +332,14 @@ def _operate(verb: str) -> Callable[..., None]:
     @rerun(safe=True, why=_STATE_CHANGE)
     def command(instance_ids: tuple[str, ...], run: str | None, statuses: tuple[str, ...], reason: str) -> None:
         engine = _engine()
+        by = cli_principal()
         if run:
-            result = engine.bulk(verb, run, statuses or None, reason=reason)
+            result = engine.bulk(verb, run, statuses or None, reason=reason, by=by)
             console.print(f"{verb}: {result.done} done, {result.skipped} skipped (changed meanwhile)")
         if not instance_ids and not run:
             raise click.UsageError("name instance ids, or --run RUN [--status S]")
         for iid in instance_ids:
-            instance = getattr(engine, verb)(iid, reason=reason)
+            instance = getattr(engine, verb)(iid, reason=reason, by=by)
             console.print(f"{iid}: {instance.status.value} at {instance.node}")
 
     command.__doc__ = {
@@ -331,7 +347,7 @@ def _operate(verb: str) -> Callable[..., None]:
         "resume": "Resume paused instances from their current node.",
         "cancel": "Cancel instances (a step in flight finishes; its result is ignored).",
         "retry": "Re-run the failed node of failed instances.",
-    }[verb]
+    }[verb] + "\n\n    Recorded (history, audit log) as done by TRADEFLOW_PRINCIPAL (default: the OS user)."
     return command
 
 
@@ -346,15 +362,19 @@ for _verb in ("pause", "resume", "cancel"):
 @click.option("--reason", default="")
 @rerun(safe=True, why=_STATE_CHANGE)
 def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | None, reason: str) -> None:
-    """Re-run the failed node of failed instances, optionally with an edited context."""
+    """Re-run the failed node of failed instances, optionally with an edited context.
+
+    Recorded (history, audit log) as done by TRADEFLOW_PRINCIPAL (default: the OS user).
+    """
     engine = _engine()
+    by = cli_principal()
     if run:
-        result = engine.bulk("retry", run, ["failed"], reason=reason)
+        result = engine.bulk("retry", run, ["failed"], reason=reason, by=by)
         console.print(f"retry: {result.done} done, {result.skipped} skipped")
     if not instance_ids and not run:
         raise click.UsageError("name instance ids, or --run RUN")
     for iid in instance_ids:
-        instance = engine.retry(iid, context=_json_arg(context_json) or None, reason=reason)
+        instance = engine.retry(iid, context=_json_arg(context_json) or None, reason=reason, by=by)
         console.print(f"{iid}: {instance.status.value} at {instance.node}")
 
 

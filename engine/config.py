@@ -25,6 +25,9 @@
 | ``TRADEFLOW_UNACKED_RESTORE_SECONDS`` | — | how often workers give back messages unacked past it (kombu: 100 s) |
 | ``TRADEFLOW_BROKER_PREFIX`` | — | key prefix of the broker's queues (one deployment or test apart on a shared Redis) |
 | ``TRADEFLOW_EVENTS`` | ``1`` | ``0``: no task events (Flower sees nothing) |
+| ``TRADEFLOW_ROLES`` | — | roles definitions may name, besides those the plugins declare (comma list) |
+| ``TRADEFLOW_PRINCIPAL`` | the OS user | who the CLI acts as (signals, pause, resume, retry, cancel, batch close) |
+| ``TRADEFLOW_PRINCIPAL_ROLES`` | — | the roles of that principal (comma list), e.g. ``operator`` or ``pm`` |
 
 Every variable is read here, once (:meth:`Settings.from_env`); defaults are the field defaults.
 A ``TRADEFLOW_REDIS_URL`` that is set is never replaced by another Redis (``redis_url_configured``;
@@ -34,12 +37,14 @@ Celery's configuration is assembled from these by :mod:`engine.celery_config`.
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.errors import ConfigurationError
+from engine.principal import Principal
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HOME = "~/.tradeflow"
@@ -76,6 +81,17 @@ class Settings:
     redis_wait_ms: int = 100
     #: The data set (epoch) a node of ``tradeflow workers`` must find, else it refuses to start.
     expected_epoch: str | None = None
+    #: Roles a definition's signals may name, besides the plugins' (:mod:`engine.roles`).
+    roles: tuple[str, ...] = ()
+    #: Who the CLI acts as (``TRADEFLOW_PRINCIPAL``; default the OS user) and with which roles.
+    principal_name: str = ""
+    principal_roles: tuple[str, ...] = ()
+    #: True when ``TRADEFLOW_PRINCIPAL`` was set (a refusal then need not say to set it).
+    principal_configured: bool = False
+
+    def principal(self) -> Principal:
+        """The CLI's identity: ``TRADEFLOW_PRINCIPAL`` with ``TRADEFLOW_PRINCIPAL_ROLES`` (default: the OS user)."""
+        return Principal(self.principal_name or _os_user(), frozenset(self.principal_roles))
 
     @property
     def retention_seconds(self) -> int:
@@ -144,6 +160,10 @@ class Settings:
                 redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", d.redis_wait_replicas)),
                 redis_wait_ms=int(env.get("TRADEFLOW_REDIS_WAIT_MS", d.redis_wait_ms)),
                 expected_epoch=env.get("TRADEFLOW_EXPECT_EPOCH") or None,
+                roles=_names(env.get("TRADEFLOW_ROLES", "")),
+                principal_name=(env.get("TRADEFLOW_PRINCIPAL") or "").strip() or _os_user(),
+                principal_roles=_names(env.get("TRADEFLOW_PRINCIPAL_ROLES", "")),
+                principal_configured=bool((env.get("TRADEFLOW_PRINCIPAL") or "").strip()),
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad TRADEFLOW_* setting: {exc}") from exc
@@ -156,6 +176,19 @@ class Settings:
             raise ConfigurationError("TRADEFLOW_REDIS_WAIT_REPLICAS must be 0 or more and TRADEFLOW_REDIS_WAIT_MS "
                                      "a positive number of milliseconds (e.g. 1 and 100)")
         return settings
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """A comma list of names, stripped, empty items left out."""
+    return tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+
+
+def _os_user() -> str:
+    """The OS user running this process ("unknown" when the system cannot say)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _flag(value: str | None, default: bool) -> bool:

@@ -57,7 +57,16 @@ class InvalidState(TradeflowError):
 
 
 class SignalRefused(InvalidState):
-    """A signal the instance is not waiting for (the message says where the instance is)."""
+    """A refused signal; the message says why (and where the instance is).
+
+    ``code`` names the reason: ``not_awaited``, ``role``, ``requires``, ``same_principal`` (a
+    quorum counts distinct principals), ``timeout`` (past the await's timeout), ``invalid``
+    (malformed data or key), ``moved`` (the instance moved on while it was applied).
+    """
+
+    def __init__(self, message: str, code: str = "not_awaited") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class StepFailed(TradeflowError):

@@ -46,6 +46,8 @@ class Outcome(StrEnum):
     SIGNALLED = "signalled"  # a signal moved an awaiting instance on
     TIMED_OUT = "timed_out"  # an await's timeout passed before any signal
     GATHERED = "gathered"  # the instance's batch was applied: its own transition moved it on
+    COUNTED = "counted"  # a signal counted toward its await's quorum; the instance awaits more
+    REFUSED = "refused"  # a signal refused (role, required data, quorum, timeout, not awaited); nothing changed
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,13 @@ class Activity:
     #: An operator's verb (pause, resume, retry, cancel) and the context entries a retry edited.
     control: str | None = None
     edited: list[str] | None = None
-    #: A signal's name, its sender and its idempotency key; an await timeout's due time.
+    #: A signal's name, its sender (a principal's name and roles) and its idempotency key;
+    #: where a quorum stands after it ("1 of 2"); an await timeout's due time.
     signal: str | None = None
     by: str | None = None
+    roles: list[str] | None = None
     key: str | None = None
+    quorum: str | None = None
     timeout_at: float | None = None
     #: The batch a gather node put the instance in (arrival) or moved it on with (applied).
     batch: str | None = None
@@ -128,6 +133,9 @@ class Instance:
     carrier: str | None = None
     #: The batch an instance gathering at a ``gather`` node belongs to.
     batch: str | None = None
+    #: The quorum counted at the await node the instance is at (:mod:`engine.runtime.signals`):
+    #: ``{"node", "signal", "count", "principals": [{"name", "roles", "at"}...]}``, written by the engine only.
+    quorum: dict[str, Any] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -156,6 +164,7 @@ class Instance:
             noops=int(raw.get("noops", 0)),
             carrier=raw.get("carrier") or None,
             batch=raw.get("batch") or None,
+            quorum=json.loads(raw["quorum"]) if raw.get("quorum") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

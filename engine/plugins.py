@@ -7,7 +7,9 @@ None outside the CLI) it adds its commands and returns its hooks, a dict of name
 - ``fleets()``: the worker fleets (:class:`engine.ops.fleet.FleetSpec`) the plugin's services need;
 - ``service_modules``: the modules a worker imports to register the plugin's actions;
 - ``beat_schedule()``: beat entries of the plugin's periodic work;
-- ``console()``: a :class:`console.app.ConsolePlugin` (pages, navigation, templates) for the web console.
+- ``console()``: a :class:`console.app.ConsolePlugin` (pages, navigation, templates) for the web console;
+- ``roles``: role names (a list, or a function giving one) the plugin's principals hold; an
+  await node's signals may name them (:mod:`engine.roles`).
 
 Used by the CLI, the fleet and the Celery configuration; it imports none of them.
 """

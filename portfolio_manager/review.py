@@ -7,9 +7,10 @@ A decision here is taken in two atomic steps, each safe to repeat:
 1. the proposal store records it (:meth:`ProposalStore.approve_final` / ``reject_final``): the
    guard against two people deciding the same proposal differently, against a decision after
    the cut-off, and against one person approving a four-eyes proposal twice;
-2. the account's instance is signalled (``Engine.signal``, keyed by the decision and its
-   author, so a resend is a no-op). The workflow counts the approvals it was sent and submits
-   once there are ``approvals_required`` of them; a rejection ends it.
+2. the account's instance is signalled (``Engine.signal``, as a principal of role ``pm`` named
+   after the author, keyed by the decision and its author, so a resend is a no-op). The engine
+   counts distinct approvers at the ``review`` node (its quorum) and the workflow submits once
+   there are enough; a rejection ends it.
 
 Python API (the CLI and the console call these): :func:`approve`, :func:`reject`,
 :func:`submit` (the separately submitted proposals of ``submit-orders``), :func:`pending`.
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from engine.errors import NotFound, SignalRefused
+from engine.principal import Principal
 from portfolio_manager.errors import ReviewRefused
 from portfolio_manager.proposals import (
     Decisions,
@@ -37,6 +39,13 @@ if TYPE_CHECKING:
 
 APPROVE = "approve"
 REJECT = "reject"
+#: The role a portfolio manager's principal holds (the review node's signals require it).
+PM_ROLE = "pm"
+
+
+def _principal(who: str) -> Principal:
+    """The principal a decision by ``who`` is signalled as."""
+    return Principal(who, frozenset({PM_ROLE}))
 
 
 def approve(engine: Engine, store: ProposalStore, run: str, account_ids: Iterable[str] | None = None, *,
@@ -120,10 +129,9 @@ def _approve_one(engine: Engine, store: ProposalStore, proposal: Proposal, by: s
         if verdict.reason != "same":
             raise ReviewRefused(f"{proposal.account_id}: {verdict.status or 'missing'}: can no longer be approved")
     current = store.get(proposal.run, proposal.account_id)
-    data = {"approvals": current.approvals, "approvals_required": current.approvals_required, "by": who,
-            "note": note or None}
     try:
-        sent = engine.signal(proposal.instance_id, APPROVE, data, by=who, key=f"{APPROVE}:{who}")
+        sent = engine.signal(proposal.instance_id, APPROVE, {"note": note or None}, by=_principal(who),
+                             key=f"{APPROVE}:{who}")
     except (SignalRefused, NotFound) as exc:
         if _timed_out(engine, proposal):
             raise _late(proposal) from exc
@@ -146,7 +154,7 @@ def _reject_one(engine: Engine, store: ProposalStore, proposal: Proposal, by: st
         if verdict.status != ProposalStatus.REJECTED.value:
             raise ReviewRefused(f"{proposal.account_id}: {verdict.status or 'missing'}: can no longer be rejected")
     try:
-        sent = engine.signal(proposal.instance_id, REJECT, {"by": who, "reason": note or None}, by=who,
+        sent = engine.signal(proposal.instance_id, REJECT, {"reason": note or None}, by=_principal(who),
                              key=REJECT)
     except (SignalRefused, NotFound) as exc:
         if _timed_out(engine, proposal):

@@ -183,18 +183,57 @@ class WaitNode(NodeBase):
             yield ExpressionSource("/until", raw["until"])
 
 
+#: A role name an await node's signal may require (``pm``, ``operator``...).
+ROLE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+#: A data field a signal requires (a top-level key of the signal's data).
+FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+
+
+class SignalSpec(_Strict):
+    """One signal of an await node in full: where it leads, who may send it, what data it needs.
+
+    The short form ``"approve": "check"`` is ``{"next": "check"}``: any principal may send it.
+    """
+
+    next: str = Field(description="The node the signal leads to.")
+    roles: list[Annotated[str, Field(pattern=ROLE_PATTERN)]] | None = Field(
+        None, min_length=1, max_length=20,
+        description="Who may send it: a principal holding one of these roles (absent: anyone).")
+    requires: list[Annotated[str, Field(pattern=FIELD_PATTERN)]] | None = Field(
+        None, max_length=50,
+        description="Fields of the signal's data that must be present and non-empty.")
+
+
+class Quorum(_Strict):
+    """An await node's quorum: ``signal`` moves the instance on only once ``count`` distinct principals sent it.
+
+    ``count`` is a number, or an expression evaluated when the first such signal arrives (the
+    await node's own context entry left out, so that no signal data can change it).
+    """
+
+    signal: str = Field(pattern=IDENT_PATTERN, description="The signal counted (one of the node's signals).")
+    count: Annotated[int, Field(ge=1, le=100)] | Annotated[str, Field(min_length=1)] = Field(
+        description="How many distinct principals: a number, or an expression giving one (e.g. "
+                    "\"context.propose.order_value > params.four_eyes_over ? 2 : 1\").")
+
+
 class AwaitNode(NodeBase):
     """Park the instance until one of the named ``signals`` arrives (``Engine.signal``), then go where it maps.
 
+    Each signal maps to a node (``"approve": "check"``: anyone may send it) or to a
+    :class:`SignalSpec` naming the roles allowed to send it and the data fields it requires.
+    ``quorum`` makes one signal count distinct principals before it moves the instance on.
     ``timeout`` (an expression giving a timestamp) and ``on_timeout`` (a node) come together: when
-    no signal arrived by then, the instance goes to ``on_timeout`` instead. A signal's data is
-    merged into the context under this node's name.
+    no signal arrived by then, the instance goes to ``on_timeout`` instead; a signal after that
+    time is refused. What a signal brings is written into the context under this node's name
+    (see docs/signals.md for its shape).
     """
 
     type: Literal["await"]
     description: str | None = None
-    signals: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str] = Field(
-        min_length=1, max_length=50, description="Signal name -> the node it leads to.")
+    signals: dict[Annotated[str, Field(pattern=IDENT_PATTERN)], str | SignalSpec] = Field(
+        min_length=1, max_length=50, description="Signal name -> the node it leads to, or its full form.")
+    quorum: Quorum | None = Field(None, description="A signal that needs several distinct principals.")
     timeout: str | None = Field(None, min_length=1, description="When the wait for a signal ends (a timestamp).")
     on_timeout: str | None = Field(None, description="Where the instance goes when the timeout passes first.")
 
@@ -206,26 +245,49 @@ class AwaitNode(NodeBase):
             raise ValueError(f"timeout and on_timeout go together: add {missing!r} or drop the other")
         return self
 
+    def spec(self, name: str) -> SignalSpec:
+        """Signal ``name`` in its full form (KeyError when the node has no such signal)."""
+        found = self.signals[name]
+        return SignalSpec(next=found) if isinstance(found, str) else found
+
+    def target(self, name: str) -> str:
+        """The node signal ``name`` leads to."""
+        return self.spec(name).next
+
+    @staticmethod
+    def raw_target(value: Any) -> tuple[str, Any]:
+        """(pointer suffix, target) of a raw signal value: a node name, or an object's ``next``."""
+        if isinstance(value, dict):
+            return "/next", value.get("next")
+        return "", value
+
     @classmethod
     def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
         """One edge per signal, then the timeout's."""
         if isinstance(raw.get("signals"), dict):
-            for name, target in raw["signals"].items():
-                yield Edge(f"/signals/{escape_pointer(name)}", f"signal {name}", target)
+            for name, value in raw["signals"].items():
+                suffix, target = cls.raw_target(value)
+                if target is not None:
+                    yield Edge(f"/signals/{escape_pointer(name)}{suffix}", f"signal {name}", target)
         if raw.get("on_timeout") is not None:
             yield Edge("/on_timeout", f"timeout {raw.get('timeout')}", raw["on_timeout"])
 
     @classmethod
     def raw_broken(cls, raw: dict[str, Any]) -> bool:
-        """No signals, or not an object."""
+        """No signals, not an object, or a signal without a node to go to."""
         signals = raw.get("signals")
-        return not isinstance(signals, dict) or not signals
+        if not isinstance(signals, dict) or not signals:
+            return True
+        return any(not isinstance(cls.raw_target(value)[1], str) for value in signals.values())
 
     @classmethod
     def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
-        """The ``timeout`` expression."""
+        """The ``timeout`` expression and the quorum's ``count`` (when an expression)."""
         if isinstance(raw.get("timeout"), str) and raw["timeout"]:
             yield ExpressionSource("/timeout", raw["timeout"])
+        quorum = raw.get("quorum")
+        if isinstance(quorum, dict) and isinstance(quorum.get("count"), str) and quorum["count"]:
+            yield ExpressionSource("/quorum/count", quorum["count"])
 
     def label(self) -> str:
         """await <signals>"""

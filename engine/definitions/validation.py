@@ -15,6 +15,9 @@ Checks, in order, one module each:
   node, every node is reachable from ``start`` and can reach a terminal;
 - :mod:`~engine.definitions.references`: every expression compiles, and a plain reference
   names a parameter, a node or an instance field;
+- :mod:`~engine.definitions.access`: every role an await node's signals name is in the
+  declared role set (:mod:`engine.roles`: ``TRADEFLOW_ROLES`` plus the plugins' roles), and a
+  quorum counts one of its node's signals;
 - :mod:`~engine.definitions.schema`: ``initial_data`` is a valid JSON Schema (and the format's
   own published schema).
 
@@ -25,11 +28,13 @@ Checks, in order, one module each:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from engine.definitions.access import RoleSet, check_access
 from engine.definitions.graph import check_graph
 from engine.definitions.json_text import json_kind, parse
 from engine.definitions.model import Definition
@@ -38,12 +43,17 @@ from engine.definitions.problems import did_you_mean, unique
 from engine.definitions.references import check_expressions
 from engine.definitions.schema import SCHEMA_ID, check_schema, json_schema, validate_input
 from engine.errors import DefinitionError, Problem
+from engine.roles import declared_roles
 
 __all__ = ["SCHEMA_ID", "check_definition", "json_schema", "load_definition", "validate_file", "validate_input"]
 
 
-def load_definition(text: str | bytes, source: str = "<definition>") -> Definition:
-    """Parse and check a definition; ``DefinitionError`` lists every problem found."""
+def load_definition(text: str | bytes, source: str = "<definition>", *,
+                    roles: Iterable[str] | None = None) -> Definition:
+    """Parse and check a definition; ``DefinitionError`` lists every problem found.
+
+    ``roles``: the role set its signals may name (None: the declared one, :func:`engine.roles.declared_roles`).
+    """
     document, problems = parse(text)
     if document is None and problems:
         raise DefinitionError(problems, source)
@@ -55,28 +65,36 @@ def load_definition(text: str | bytes, source: str = "<definition>") -> Definiti
         definition = Definition.model_validate_json(json.dumps(document), strict=True)
     except ValidationError as exc:
         problems.extend(model_problems(exc))
-    problems.extend(_check_document(document))
+    problems.extend(_check_document(document, _role_set(roles)))
     if problems:
         raise DefinitionError(unique(problems), source)
     assert definition is not None
     return definition
 
 
-def validate_file(path: str | Path) -> Definition:
-    """Load and check the definition file at ``path`` (problems name the file)."""
+def validate_file(path: str | Path, *, roles: Iterable[str] | None = None) -> Definition:
+    """Load and check the definition file at ``path`` (problems name the file; ``roles`` as in ``load_definition``)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise DefinitionError([Problem("", f"cannot read: {exc.strerror or exc}")], str(path)) from exc
-    return load_definition(data, str(path))
+    return load_definition(data, str(path), roles=roles)
 
 
-def check_definition(definition: Definition) -> list[Problem]:
-    """Graph, expression, reference and schema problems of an already-built definition."""
-    return unique(_check_document(definition.model_dump(mode="json")))
+def check_definition(definition: Definition, *, roles: Iterable[str] | None = None) -> list[Problem]:
+    """Graph, expression, reference, role and schema problems of an already-built definition."""
+    return unique(_check_document(definition.model_dump(mode="json"), _role_set(roles)))
 
 
-def _check_document(document: dict[str, Any]) -> list[Problem]:
+def _role_set(roles: Iterable[str] | None) -> RoleSet:
+    """The role set to check against: ``roles``, else the declared one (looked up only when needed)."""
+    if roles is not None:
+        given = frozenset(roles)
+        return lambda: given
+    return declared_roles  # the environment and the plugins, asked only when a definition names a role
+
+
+def _check_document(document: dict[str, Any], roles: RoleSet) -> list[Problem]:
     nodes = document.get("nodes")
     if not isinstance(nodes, dict):
         return []
@@ -89,6 +107,7 @@ def _check_document(document: dict[str, Any]) -> list[Problem]:
         )
     parameters = document.get("parameters", {})
     problems.extend(check_expressions(nodes, parameters if isinstance(parameters, dict) else None))
+    problems.extend(check_access(nodes, roles))
     initial_data = document.get("initial_data")
     if isinstance(initial_data, dict):
         problems.extend(check_schema(initial_data))

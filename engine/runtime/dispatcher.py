@@ -146,6 +146,19 @@ def await_timeout(node_name: str, node: AwaitNode, scope: Scope) -> float | None
     return None if node.timeout is None else _timestamp(node_name, "timeout", node.timeout, scope)
 
 
+def quorum_count(node_name: str, node: AwaitNode, scope: Scope) -> int:
+    """How many distinct principals an await node's quorum needs (its ``count``: a number or an expression)."""
+    assert node.quorum is not None
+    count = node.quorum.count
+    value = count if isinstance(count, int) else _evaluate(
+        node_name, "quorum.count", lambda: compile_expression(count).evaluate_raw(scope))
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StepFailed(f"node {node_name!r} quorum.count gave {value!r}, not a whole number of 1 or more")
+    return value
+
+
 def gather_arrival(node_name: str, node: GatherNode, scope: Scope) -> Arrival:
     """Evaluate a gather node's ``group``, ``close`` and ``input`` for one arriving instance."""
     group = _evaluate(node_name, "group", lambda: compile_expression(node.group).evaluate_raw(scope))

@@ -16,7 +16,7 @@ __all__ = ["COMPRESS_OVER", "JSON_FIELDS", "decode_activities", "decode_instance
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
 #: Hash fields that hold JSON documents (besides the context entries ``c:<node>``).
-JSON_FIELDS = frozenset({"data", "result", "error"})
+JSON_FIELDS = frozenset({"data", "result", "error", "quorum"})
 
 
 #: What ``json.dumps(value, separators=(",", ":"), default=str)`` builds on every call, built once.

@@ -172,18 +172,27 @@ class Instances:
                                                       "place": placement}, docs, send)
 
     def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
-               context: tuple[str, Any], noop: Activity, marker: str | None = None,
-               send: Envelope | None = None) -> Applied:
+               context: tuple[str, Any], noop: Activity | None = None, marker: str | None = None,
+               quorum: dict[str, Any] | None = None, send: Envelope | None = None) -> Applied:
         """Apply a signal to an instance awaiting at ``seq``: ``context`` (node, data), seq + 1, ``placement``.
 
         ``marker`` (a field of the instance hash, set to the new seq) remembers the signal's key;
-        ``noop`` is recorded instead when the instance moved on meanwhile (another signal, its timeout).
+        ``quorum`` (the principals counted so far at its await node) is kept on the instance when
+        given, dropped otherwise; ``noop`` (if given) is recorded instead when the instance moved on
+        meanwhile (another signal, its timeout).
         """
-        docs = {"activity": pack(activity.to_dict()), f"c:{context[0]}": pack(context[1]),
-                "noop": pack(noop.to_dict())}
+        docs = {"activity": pack(activity.to_dict()), f"c:{context[0]}": pack(context[1])}
+        if noop is not None:
+            docs["noop"] = pack(noop.to_dict())
+        if quorum is not None:
+            docs["quorum"] = pack(quorum)
         return self._change("signal", instance_id, {"expect": _expect((InstanceStatus.AWAITING,), seq),
                                                      "marker": marker, "carrier": "" if send else None,
                                                      "place": placement}, docs, send)
+
+    def refuse(self, instance_id: str, activity: Activity) -> None:
+        """Record a refused signal on the instance, if it exists; nothing else of it changes."""
+        self._change("refuse", instance_id, {}, {"activity": pack(activity.to_dict())})
 
     def marker(self, instance_id: str, name: str) -> str | None:
         """The value of marker field ``name`` of an instance (see :meth:`signal`), if set."""
@@ -249,7 +258,7 @@ class Instances:
                 send: Envelope | None = None) -> Applied:
         """Run operation ``op`` on one instance and say what it did."""
         reply = [text(x) for x in self._call(op, instance_id, doc, docs, send)]
-        if reply[0] in ("missing", "released") or (reply[0] == "stale" and len(reply) == 1):
+        if reply[0] in ("missing", "released", "refused") or (reply[0] == "stale" and len(reply) == 1):
             return Applied(False, None, None)
         if reply[0] == "stale":
             return Applied(False, InstanceStatus(reply[2]), int(reply[1]))

@@ -149,6 +149,11 @@ class Keys:
         """Sorted set: closed, unapplied batch id by when its step is (re)sent: a backoff's end or a deadline."""
         return f"{self.prefix}:batches:due"
 
+    @property
+    def audit(self) -> str:
+        """Stream of audit events (who signalled, operated, logged in), trimmed to the retention."""
+        return self.space.key("audit")
+
     def metrics(self, name: str) -> str:
         """Hash of flushed step metrics (``steps``, ``step_seconds``: see :mod:`engine.metrics`)."""
         return self.space.key(f"metrics:{name}")

@@ -2,7 +2,7 @@
 
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
-``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``), each called with one JSON
+``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``, ``signal``, ``refuse``), each called with one JSON
 document of named fields; every change of a gather node's batch is one operation of
 ``lua/batch.lua`` (:class:`engine.store.batches.Batches`). Nothing outside this package holds
 the Redis client or builds a key.
@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis
 
 from engine.definitions.model import Definition
+from engine.store.audit import AuditLog
 from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(

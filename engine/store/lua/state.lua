@@ -17,6 +17,7 @@
 --   data      initial data (create)            error  the error (fail, create)
 --   result    the instance's result            message the next step's broker message
 --   c:<node>  a context entry written on success
+--   quorum    the quorum counted at an await node (signal): kept on the instance as field `quorum`
 --   contribution  what an instance placed at a gather node brings to its batch
 --
 -- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
@@ -24,6 +25,8 @@
 --   create_many  many new instances in one call: `create` for each of doc.items in turn (see below)
 --   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
 --   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
+--            and its await's quorum (the `quorum` document: written when counted, else dropped)
+--   refuse   only record a refused signal's activity (the instance changes in nothing else)
 --   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
 --   fail     the instance fails with an error
 --   park     a delivered step of a paused instance is set aside (resume re-sends it)
@@ -35,7 +38,7 @@
 --
 -- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
 -- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
--- {'missing'}, {'created', status, seq}, {'exists'} or {'released'}; start returns the hash as two
+-- {'missing'}, {'created', status, seq}, {'exists'}, {'released'} or {'refused'}; start returns the hash as two
 -- strings: the byte lengths of its fields and values in HGETALL order (comma-separated), and all of
 -- them end to end ({} when the instance does not exist);
 -- create_many returns one character per item: '1' created, '0' its id existed.
@@ -73,6 +76,8 @@ end
 -- The live statuses of an instance that could still reach a gather node (gathering ones have arrived).
 local COULD_ARRIVE = {'running', 'waiting', 'awaiting', 'paused'}
 local joined = nil
+-- The node the instance was at before the operation (nil at creation): leaving it ends its quorum.
+local before_node = nil
 
 -- A gathering instance contributes to its group's open batch, or opens the group's next one
 -- (generation + 1). doc.gather: name, group, close_at, close_early, service, action, node,
@@ -132,7 +137,10 @@ local function settle(id, run, status, hold)
     redis.call('SMOVE', runp .. status, runp .. final, id)
     redis.call('HSET', inst, 'status', final)
   end
-  if p.node then redis.call('HSET', inst, 'node', p.node) end
+  if p.node then
+    if before_node and p.node ~= before_node then redis.call('HDEL', inst, 'quorum') end
+    redis.call('HSET', inst, 'node', p.node)
+  end
   if final == 'gathering' and doc.gather then
     join(id, run)
   elseif final ~= 'gathering' and final ~= 'paused' then
@@ -268,7 +276,18 @@ end
 ops.signal = function(seq)
   seq = ops.advance(seq)
   if doc.marker then redis.call('HSET', inst, doc.marker, seq) end
+  if blob.quorum then
+    redis.call('HSET', inst, 'quorum', blob.quorum)  -- counted: the instance awaits more principals
+  else
+    redis.call('HDEL', inst, 'quorum')
+  end
   return seq
+end
+
+-- A refused signal: its record only, when the instance exists (no seq, status or index changes).
+ops.refuse = function()
+  if redis.call('EXISTS', inst) == 1 then record('activity') end
+  return {'refused'}
 end
 
 ops.retry = function(seq)
@@ -295,9 +314,10 @@ end
 if not ops[op] then return redis.error_reply('state.lua: unknown operation ' .. tostring(op)) end
 if not needs_instance[op] then return ops[op]() end
 
-local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run')
+local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node')
 if not cur[4] then return {'missing'} end
 local seq, status, attempt, id, run = tonumber(cur[1]), cur[2], tonumber(cur[3]), cur[4], cur[5]
+before_node = cur[6]
 local expect = doc.expect or {}
 local allowed = false
 for _, s in ipairs(expect.statuses or {}) do
