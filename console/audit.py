@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from console.users import Permission
 from console.web import context, render, require
 from engine.api import Engine
+from engine.audit import CLOSE_BATCH, CONTROL_KINDS, SIGNAL, SIGNAL_DUPLICATE, SIGNAL_REFUSED
 from engine.errors import InvalidInput
 
 router = APIRouter()
@@ -31,8 +32,8 @@ LOGIN_KINDS = ("login", "login_failed", "logout")
 #: Groups of kinds offered by the page's filter: (label, kinds); an empty tuple means every kind.
 KIND_GROUPS: dict[str, tuple[str, ...]] = {
     "": (),
-    "decisions and signals": ("signal", "signal_refused", "signal_duplicate"),
-    "operator actions": ("pause", "resume", "retry", "cancel", "close_batch"),
+    "decisions and signals": (SIGNAL, SIGNAL_REFUSED, SIGNAL_DUPLICATE),
+    "operator actions": (*CONTROL_KINDS, CLOSE_BATCH),
     "logins": LOGIN_KINDS,
     "users and tokens": ("user_added", "user_replaced", "user_role_changed", "user_password_changed",
                          "user_removed", "token_created", "token_revoked"),
@@ -107,9 +108,6 @@ def api_audit(request: Request, person: str = "", run: str = "", kind: str = "",
     require(request, Permission.OPERATE)
     ctx = context(request)
     page = AuditQuery(person, run, kind, since, until, before, limit).search(ctx.engine, ctx.zone)
-    return {"events": [_event(e) for e in page.events], "next": page.next}
+    return {"events": [e.to_dict() for e in page.events], "next": page.next}
 
 
-def _event(event: Any) -> dict[str, Any]:
-    return {"id": event.id, "at": event.at, "kind": event.kind, "by": event.by, "roles": list(event.roles),
-            "run": event.run, "instance": event.instance, "detail": event.detail}

@@ -149,7 +149,7 @@ def history_rows(view: BatchView) -> list[dict[str, Any]]:
 def close(engine: Engine, batch_id: str, request: Request) -> tuple[bool, str]:
     """Close ``batch_id`` now as the signed-in operator: (closed, a sentence for the page)."""
     user = require(request, Permission.OPERATE)
-    if engine.close_batch(batch_id, reason=user.name, by=user.principal):
+    if engine.close_batch(batch_id, by=user.principal):
         return True, f"closed {batch_id}: its batch step is on its way (block orders go out now)"
     return False, f"{batch_id} was not open (it is {engine.batch(batch_id).batch.status}): nothing changed"
 

@@ -40,14 +40,13 @@ def _users() -> Any:
 
 def _admin() -> Any:
     """The user administration the admin pages use (:class:`console.user_admin.UserAdmin`), recorded in the
-    audit log as ``cli:<the operating-system user>``."""
-    import getpass
-
+    audit log as the CLI's identity (``TRADEFLOW_PRINCIPAL``, :mod:`engine.cli_identity`)."""
     from console.app import build_context
     from console.user_admin import UserAdmin
+    from engine.cli_identity import cli_principal
 
     context = build_context(notice=notice)
-    return UserAdmin(context.users, context.engine.record_audit, f"cli:{getpass.getuser()}")
+    return UserAdmin(context.users, context.engine.record_audit, cli_principal())
 
 
 def _password(from_stdin: bool) -> str:
