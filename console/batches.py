@@ -43,6 +43,8 @@ class BatchSection:
     note: str = ""
     #: Columns shown right-aligned (numbers).
     numeric: frozenset[str] = field(default_factory=frozenset)
+    #: Columns shown with two decimals (amounts of money).
+    money: frozenset[str] = field(default_factory=frozenset)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able view: rows as objects keyed by column."""

@@ -111,7 +111,8 @@ def batch_sections(view: BatchView) -> list[BatchSection]:
     rows: list[list[Any]] = [[line.symbol, line.side, line.accounts, line.requested, line.filled if sent else None,
                               line.avg_price, line.value, line.status, line.reason] for line in lines]
     return [BatchSection("Block orders and fills", columns, rows, note,
-                         frozenset({"Accounts", "Quantity asked", "Filled", "Avg price", "Value"}))]
+                         frozenset({"Accounts", "Quantity asked", "Filled", "Avg price", "Value"}),
+                         frozenset({"Avg price", "Value"}))]
 
 
 __all__ = ["BlockLine", "batch_sections", "block_lines"]
