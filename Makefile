@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install lock test-compat chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint docs demo bench workers flower clean
+.PHONY: help install lock test-compat chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint docs demo bench workers flower clean soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -70,6 +70,9 @@ chaos: $(STAMP)  ## chaos soak: a morning run while workers and Redis are killed
 
 chaos-short: $(STAMP)  ## the chaos soak's CI variant: 300 accounts, 20 s of chaos, under a minute
 	$(BIN)/python -m tests.faults.chaos --short
+
+soak: $(STAMP)  ## the year soak: 250 trading mornings on a private Redis; keys and memory must end where they started (several minutes)
+	$(BIN)/python -m tests.faults.year_soak
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .

@@ -11,7 +11,7 @@ from engine.keyspace import KeySpace
 
 @dataclass(frozen=True)
 class ConsoleKeys:
-    """Key builders of the console's own data (users, tokens, login failures, burn-down samples)."""
+    """Key builders of the console's own data (users, tokens, sessions, login attempts, burn-down samples)."""
 
     prefix: str = "wf:console"
     space: KeySpace = field(init=False, repr=False, compare=False)
@@ -34,10 +34,17 @@ class ConsoleKeys:
         """Hash: SHA-256 of an API token -> JSON {user, label, created_at}."""
         return self.space.key("tokens")
 
-    def login_failures(self, username: str, address: str) -> str:
-        """Hash {count, last} of failed logins of one username from one address (expires after a day)."""
-        digest = hashlib.sha256(f"{username}\0{address}".encode()).hexdigest()[:32]
-        return self.space.key("login", digest)
+    def login_user(self, username: str) -> str:
+        """Hash {count, last} of the login attempts of one user name (expires a day after the last)."""
+        return self.space.key("login", "user", _digest(username))
+
+    def login_address(self, address: str) -> str:
+        """Hash {count, last} of the login attempts from one client address (expires a day after the last)."""
+        return self.space.key("login", "address", _digest(address))
+
+    def sessions(self, username: str) -> str:
+        """Hash: session id -> expiry (epoch seconds) of one user's signed-in sessions."""
+        return self.space.key("sessions", _digest(username))
 
     def burndown(self, run: str) -> str:
         """List of JSON samples [time, remaining, finished] of a run, oldest first."""
@@ -47,3 +54,8 @@ class ConsoleKeys:
     def steps_samples(self) -> str:
         """List of JSON samples [time, steps applied so far] of the whole fleet."""
         return self.space.key("steps")
+
+
+def _digest(text: str) -> str:
+    """A fixed-size, key-safe stand-in for a name typed by a user."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -49,7 +49,7 @@ class _Group(ErrorGroup):
 
     known = (TradeflowError, PortfolioError, FileNotFoundError)
 
-def _pm_settings(redis_url: str | None = None) -> PMSettings:
+def pm_settings(redis_url: str | None = None) -> PMSettings:
     """This invocation's :class:`PMSettings`, read once (on the click context object, :mod:`engine.cli_context`).
 
     ``redis_url``: the engine's Redis as resolved (used when ``TRADEFLOW_PM_REDIS_URL`` is unset).
@@ -60,13 +60,27 @@ def _pm_settings(redis_url: str | None = None) -> PMSettings:
     return context.get(PMSettings)
 
 
-def _context() -> tuple[Any, Any]:
-    """The engine (resolving Redis first, so the book uses the same one) and the PM services."""
+def engine_and_services() -> tuple[Any, Any]:
+    """The engine (resolving Redis first, so the book uses the same one) and the PM services, built from
+    this invocation's settings (the pm group's commands, and the shadow commands added to it)."""
     from engine.app import build_engine  # celery: imported by the commands that need it, not by --help
 
     settings = cli_settings(Settings)
     url = state_url(settings, notice=notice)  # the configured Redis (retried, never replaced) or the embedded one
-    return build_engine(settings.with_redis(url)), build_services(_pm_settings(url))
+    return build_engine(settings.with_redis(url)), build_services(pm_settings(url))
+
+
+def _run_label(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A ``--run`` label checked before anything starts (:func:`engine.labels.check_run_label`)."""
+    from engine.errors import InvalidInput
+    from engine.labels import check_run_label
+
+    if value is None:
+        return None
+    try:
+        return check_run_label(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _principal(by: str = "") -> Any:
@@ -104,10 +118,17 @@ def _parse_moment(value: str | None, option: str) -> datetime | None:
     return moment
 
 
-def _definitions(engine: Any) -> None:
+_context = engine_and_services
+
+
+def publish_definitions(engine: Any) -> None:
+    """Publish the definitions of ``TRADEFLOW_DEFINITIONS_DIR`` (roles: this invocation's declared ones)."""
     from portfolio_manager.daily import ensure_definitions  # celery: imported on use, not by --help
 
-    ensure_definitions(engine, _pm_settings().definitions_dir, roles=lambda: declared_roles(cli_settings(Settings)))
+    ensure_definitions(engine, pm_settings().definitions_dir, roles=lambda: declared_roles(cli_settings(Settings)))
+
+
+_definitions = publish_definitions
 
 
 # --------------------------------------------------------------------------- pm
@@ -125,7 +146,7 @@ def pm(ctx: click.Context) -> None:
 @click.option("--region", "regions", multiple=True, type=click.Choice(["CA", "US"]), help="Only these regions.")
 @click.option("--no-wait", is_flag=True, help="Start at once instead of waiting for the market open.")
 @click.option("--version", "version", default="production", show_default=True, help="Definition version or alias.")
-@click.option("--run", "run", help="Run label (default rebalance-<date>).")
+@click.option("--run", "run", callback=_run_label, help="Run label (default rebalance-<date>).")
 @click.option("--limit", type=int, help="At most this many accounts (a trial run).")
 @click.option("--watch/--no-watch", default=True, help="Follow the run's progress until it is done.")
 @click.option("--deadline", help="When the run must be done (ISO date-time with offset, e.g. 2026-11-27T15:30-05:00);"
@@ -178,7 +199,7 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
 @pm.command("enqueue")
 @click.argument("account_ids", nargs=-1, required=True)
 @click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
-@click.option("--run", "run", help="Run label (default adhoc-rebalance-<date>).")
+@click.option("--run", "run", callback=_run_label, help="Run label (default adhoc-rebalance-<date>).")
 @click.option("--wait-for-open", is_flag=True, help="Wait for the market open (default: start now).")
 @rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, wait_for_open: bool) -> None:
@@ -201,7 +222,7 @@ def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, w
 @click.argument("account_id")
 @click.argument("amount", type=float)
 @click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
-@click.option("--run", "run", default=None, help="Run label (default deposits-<date>).")
+@click.option("--run", "run", default=None, callback=_run_label, help="Run label (default deposits-<date>).")
 @rerun(safe=False, why="the deposit may have been started already; look with `tradeflow list --run deposits-DATE`")
 def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None) -> None:
     """Invest a deposit of AMOUNT into ACCOUNT_ID now (workflow invest-deposit); the plan is proposed."""

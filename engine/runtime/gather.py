@@ -261,7 +261,8 @@ class Gatherer:
                     mine = {"error": "joined after the batch step was asked (not in its answer)"}
                 ok = self._apply_member(instance, batch, mine, started)
                 moved, failed = moved + ok, failed + (not ok)
-        self.store.batch_applied(batch.id, self._record("applied", started, moved=moved, failed=failed))
+        self.store.batch_applied(batch.id, self._record("applied", started, moved=moved, failed=failed),
+                                 ttl=self.store.retention_for(batch.workflow, batch.version))
 
     def _apply_member(self, instance: Instance, batch: Batch, mine: dict[str, Any], started: float) -> bool:
         runtime = self.runtime

@@ -32,6 +32,8 @@ from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.changes import Applied, Envelope, NewInstance, Placement
 from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
 from engine.store.definitions import Definitions, publish_script
+from engine.store.fields import Fields
+from engine.store.housekeeping import Housekeeping, Housekept, housekeep_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
 from engine.store.observed import Observed
@@ -42,12 +44,12 @@ DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
     "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "Envelope",
-    "NewInstance", "Placement", "RedisStore", "StepHead",
+    "Housekept", "NewInstance", "Placement", "RedisStore", "StepHead",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
-class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog):
+class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog, Housekeeping, Fields):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
@@ -66,6 +68,7 @@ class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditL
         self._publish = publish_script(client)
         self._claim = claim_script(client)
         self._batch = batch_script(client)
+        self._housekeep = housekeep_script(client)
         self._definitions: dict[tuple[str, int], Definition] = {}
 
     def close(self) -> None:

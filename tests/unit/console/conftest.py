@@ -65,8 +65,10 @@ class Site:
     def client(self) -> TestClient:
         return TestClient(self.app, base_url="http://console.test", follow_redirects=False)
 
-    def login(self, name: str, role: str) -> TestClient:
-        self.ctx.users.add(name, role, PASSWORD)
+    def login(self, name: str, role: str, *, add: bool = True) -> TestClient:
+        """A client signed in as ``name`` (added with ``role`` first unless ``add`` is False)."""
+        if add:
+            self.ctx.users.add(name, role, PASSWORD)
         client = self.client()
         token = csrf_of(client.get("/login").text)
         answer = client.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token})

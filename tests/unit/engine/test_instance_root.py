@@ -78,7 +78,7 @@ def test_a_step_sees_its_own_identity_and_a_retry_keeps_the_key(driver: Driver) 
     assert first["key"] == f"{iid}:first:1"
     assert first["run"] == "night"
     assert first["step"] == {"id": iid, "workflow": "keyed", "version": 1, "run": "night", "node": "first",
-                             "seq": 1, "attempt": 1}
+                             "seq": 1, "attempt": 1, "shadow": False}
     # The retried step has another attempt number but the same key: safe for idempotent calls.
     assert second_1["key"] == second_2["key"] == f"{iid}:second:2"
     assert (second_1["attempt"], second_2["attempt"]) == (1, 2)
