@@ -20,7 +20,8 @@ def _progress(ctx: Any, run: str) -> dict[str, Any]:
     return {"run": run, "total": progress.total, "finished": progress.finished, "awaiting": progress.awaiting,
             "phase": progress.phase, "counts": progress.counts,
             "created_at": progress.created_at, "deadline": progress.deadline, "rate": chart.rate,
-            "projected_finish": chart.projected, "late": chart.late}
+            "projected_finish": chart.projected, "late": chart.late,
+            "waiting_for_limits": ctx.engine.run_limited(run)}
 
 
 @router.get("/runs")

@@ -49,7 +49,7 @@ def run_page(request: Request, run: str, status: str = "", q: str = "", limit: i
                   chart_svg=burndown_svg(chart, ctx.zone), nodes=views.live_nodes(ctx.engine, run),
                   groups=views.failure_groups(failed), instances=views.search(ctx.engine, run, q, statuses, limit),
                   limit=limit, status=status, q=q, statuses=views.STATUS_ORDER, bulk=BULK_VERBS,
-                  deadline_local=deadline_local)
+                  deadline_local=deadline_local, limited=ctx.engine.run_limited(run))
 
 
 @router.post("/runs/{run}/bulk")
