@@ -5,8 +5,8 @@ Every change of an instance, its indexes and its run is one named operation of
 ``retry``, ``fail``, ``park``, ``hold``, ``control``, ``noop``, ``release``, ``signal``,
 ``refuse``), each called with one JSON document of named fields; every change of a gather
 node's batch is one operation of ``lua/batch.lua`` (:class:`engine.store.batches.Batches`);
-the shared rate and concurrency limits are ``lua/limits.lua`` (:class:`engine.store.limits.Limits`). The engine's code writes its state
-only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
+the shared rate and concurrency limits are ``lua/limits.lua`` (:class:`engine.store.limits.Limits`).
+The engine's code writes its state only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
 with ``engine.testing.delete_prefix``).
 
 The store is not the only holder of a Redis client: :mod:`engine.runtime.redis_queue` keeps
