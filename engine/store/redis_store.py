@@ -6,8 +6,8 @@ Every change of an instance, its indexes and its run is one named operation of
 ``refuse``), each called with one JSON document of named fields; every change of a gather
 node's batch is one operation of ``lua/batch.lua`` (:class:`engine.store.batches.Batches`);
 the shared rate and concurrency limits are ``lua/limits.lua`` (:class:`engine.store.limits.Limits`).
-The engine's code writes its state only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
-with ``engine.testing.delete_prefix``).
+The engine's code writes its state only through this package, with keys built by
+:class:`engine.store.keys.Keys` (tests clean up with ``engine.testing.delete_prefix``).
 
 The store is not the only holder of a Redis client: :mod:`engine.runtime.redis_queue` keeps
 one of its own for Celery's queue lists (``engine.app.enqueuer_for``), the worker bootstrap
