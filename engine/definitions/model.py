@@ -56,6 +56,8 @@ class RateLimit(_Strict):
     burst: int | None = Field(None, ge=1, le=100000, description="The most calls at once (and in any window of "
                                                                  "burst/per_second seconds); default: per_second "
                                                                  "rounded up.")
+    cost: str | None = Field(None, min_length=1, description="Expression giving how many calls one step counts "
+                                                             "for (an integer, e.g. the orders it sends); default 1.")
 
     @property
     def capacity(self) -> int:
@@ -169,8 +171,9 @@ class StepNode(NodeBase):
         limits = raw.get("limits")
         for kind in ("rate", "concurrency"):
             limit = limits.get(kind) if isinstance(limits, dict) else None
-            if isinstance(limit, dict) and isinstance(limit.get("key"), str) and limit["key"]:
-                yield ExpressionSource(f"/limits/{kind}/key", limit["key"])
+            for field in ("key", "cost"):
+                if isinstance(limit, dict) and isinstance(limit.get(field), str) and limit[field]:
+                    yield ExpressionSource(f"/limits/{kind}/{field}", limit[field])
 
 
 class ServiceNode(StepNode):

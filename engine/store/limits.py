@@ -65,9 +65,10 @@ class Limits:
                **{k: v for k, v in fields.items() if v is not None}}
         return self._limits(keys=[], args=[dumps(doc)])
 
-    def limit_rate(self, name: str, instance_id: str, per_second: float, burst: int) -> Verdict:
-        """May ``instance_id`` call under rate limit ``name`` now (an override of ``name`` wins)?"""
+    def limit_rate(self, name: str, instance_id: str, per_second: float, burst: int, cost: int = 1) -> Verdict:
+        """May ``instance_id`` make ``cost`` calls under rate limit ``name`` now (an override of ``name`` wins)?"""
         reply = [text(x) for x in self._limit("rate", name, id=instance_id, per_second=per_second, burst=burst,
+                                              cost=max(1, int(cost)),
                                               spec={"kind": "rate", "per_second": per_second, "burst": burst})]
         if reply[0] == "ok":
             return Verdict(True, tokens=int(reply[1]))

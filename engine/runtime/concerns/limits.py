@@ -91,7 +91,11 @@ class Limits(Hook):
             if limits.rate is not None:
                 rate = limits.rate
                 key = limit_key(rate.key, runtime, definition, instance)
-                verdict = runtime.store.limit_rate(key, instance.id, rate.per_second, rate.capacity)
+                cost = 1 if rate.cost is None else compile_expression(rate.cost).evaluate(
+                    runtime.scope(definition, instance))
+                if not isinstance(cost, int | float) or isinstance(cost, bool):
+                    raise ExpressionError(f"cost {rate.cost!r} gave {cost!r}, not a number")
+                verdict = runtime.store.limit_rate(key, instance.id, rate.per_second, rate.capacity, int(cost))
                 if not verdict.ok:
                     report = self._hold(runtime, instance, definition, node_name, seq, attempt, started,
                                         verdict.wait_seconds, f"rate: {key}",
@@ -100,7 +104,7 @@ class Limits(Hook):
                         runtime.store.limit_leave("rate", key, instance.id)
                     return report
         except ExpressionError as exc:
-            return runtime.fail(instance, definition, node_name, seq, attempt, started, f"limits: key: {exc}",
+            return runtime.fail(instance, definition, node_name, seq, attempt, started, f"limits: {exc}",
                                 "ExpressionError")
         return None
 

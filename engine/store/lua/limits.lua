@@ -18,7 +18,8 @@
 --   rate     may instance `id` call now under {per_second, burst} (an override wins)? A rate limit
 --            allows at most `burst` calls in any window of burst/per_second seconds. A step that
 --            arrives while others are parked joins the end of the line (arrival order); one woken
---            from the line (doc.woken) takes the next free call. Returns {'ok', tokens} or
+--            from the line takes the next free call. doc.cost (default 1): how many calls the step
+--            counts for (at most burst). Returns {'ok', tokens} or
 --            {'wait', seconds, tokens}: park until then.
 --   acquire  take a slot of the pool for instance `id` at step `seq` (max: the pool's size, an
 --            override wins): {'ok'} when it holds one (already, or now: the line is served in
@@ -55,29 +56,32 @@ ops.rate = function()
   local per_second, burst = tonumber(doc.per_second), tonumber(doc.burst)
   local o = override()
   if o and o.per_second then per_second, burst = tonumber(o.per_second), tonumber(o.burst) end
+  local cost = math.min(tonumber(doc.cost or 1), burst)
   redis.call('ZADD', p .. 'names', now, name)
   local log, window_us, used = rate_state(per_second, burst)
   local line = p .. 'rate:' .. name .. ':line'
   local queued = redis.call('ZSCORE', line, doc.id)
   local ahead = redis.call('ZCARD', line)
   if queued then ahead = 0 end  -- woken from the line: it is the line's turn
-  if used < burst and ahead == 0 then
-    local n = redis.call('INCR', log .. ':n')
-    redis.call('ZADD', log, now_us, n)
+  if used + cost <= burst and ahead == 0 then
+    for _ = 1, cost do redis.call('ZADD', log, now_us, redis.call('INCR', log .. ':n')) end
     redis.call('PEXPIRE', log, math.floor(window_us / 1000) + 1000)
     redis.call('PEXPIRE', log .. ':n', math.floor(window_us / 1000) + 1000)
     if queued then redis.call('ZREM', line, doc.id) end
-    return {'ok', tostring(burst - used - 1)}
+    return {'ok', tostring(burst - used - cost)}
   end
   -- when the oldest call of the window leaves it, one call is free; the line is served one
   -- call interval apart after that, so parked steps do not all wake at once
-  local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
   local free_at = now
-  if used >= burst and oldest[2] then free_at = (tonumber(oldest[2]) + window_us) / 1000000 end
+  if used + cost > burst then
+    -- the calls that must leave the window first: the cost-th oldest beyond what is free
+    local nth = redis.call('ZRANGE', log, used + cost - burst - 1, used + cost - burst - 1, 'WITHSCORES')
+    if nth[2] then free_at = (tonumber(nth[2]) + window_us) / 1000000 end
+  end
   local at = free_at
   if not queued then
     local last = redis.call('ZRANGE', line, -1, -1, 'WITHSCORES')
-    if last[2] then at = math.max(at, tonumber(last[2]) + 1 / per_second) end
+    if last[2] then at = math.max(at, tonumber(last[2]) + cost / per_second) end
   end
   redis.call('ZADD', line, at, doc.id)
   redis.call('HINCRBY', p .. 'waits', name, 1)

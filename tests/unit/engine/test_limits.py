@@ -218,3 +218,10 @@ def test_a_cancelled_holder_s_slot_is_reclaimed_by_the_sweeper(engine: Engine, c
     engine.runtime.sweep()
     driver.run_until_idle()
     assert engine.get(waiter).status is InstanceStatus.SUCCEEDED
+
+
+def test_a_step_may_count_for_several_calls(store: RedisStore) -> None:
+    assert store.limit_rate("orders", "a", per_second=10, burst=10, cost=7).tokens == 3
+    refused = store.limit_rate("orders", "b", per_second=10, burst=10, cost=5)
+    assert not refused.ok and 0.9 <= refused.wait_seconds <= 1.05  # a's 7 calls must leave the 1 s window
+    assert store.limit_rate("orders", "c", per_second=10, burst=10, cost=50).wait_seconds > refused.wait_seconds
