@@ -8,8 +8,8 @@
 | ``TRADEFLOW_PM_PREFIX`` | ``pm:`` | prefix of every portfolio-manager key (never the engine's) |
 | ``TRADEFLOW_PM_BOOK_URL`` | unset | a custodian's REST API (``HttpBook``) instead of the Redis book |
 | ``TRADEFLOW_PM_BROKER_LATENCY`` | ``0`` | seconds the simulated brokerage takes per order |
-| ``TRADEFLOW_PM_BROKER_RATE`` | unset | orders a second the engine lets through to the brokerage (the ``brokerage`` limit of the submission nodes; unset: the definitions' 50/s) |
-| ``TRADEFLOW_PM_BROKER_ACCEPTS`` | ``0`` | requests a second the simulated brokerage accepts before it answers "too many requests" (0: no limit) |
+| ``TRADEFLOW_PM_BROKER_RATE`` | unset | orders a second to the brokerage (the ``brokerage`` limit; unset: 200/s) |
+| ``TRADEFLOW_PM_BROKER_ACCEPTS`` | ``0`` | requests a second the simulated brokerage takes (0: no limit) |
 | ``TRADEFLOW_DEFINITIONS_DIR`` | ``definitions/`` of the checkout | where the workflow JSON files are |
 | ``TRADEFLOW_MORNING_RUN`` | ``1`` | ``0``: no beat entries for the morning rebalance |
 | ``TRADEFLOW_MORNING_AT`` | ``09:00`` | exchange-local time at which beat starts the morning run |
