@@ -158,29 +158,6 @@ def last_price_from(book: BookReader, as_of: date | None = None) -> Callable[[st
 class Brokerage(Protocol):
     """Places orders, at most once per idempotency key."""
 
-    def _count_request(self, kind: str, key: str) -> None:
-        """Count a request in its second (Redis's clock); over ``accepts_per_second``, refuse it."""
-        if not self.accepts_per_second:
-            return
-        second = int(self.client.time()[0])
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(self.space.key(f"rate:{second}"))
-        pipe.expire(self.space.key(f"rate:{second}"), 10)
-        count = pipe.execute()[0]
-        if count > self.accepts_per_second:
-            self.client.hincrby(self.space.key("rejected"), "rate", 1)
-            raise TooManyRequests(f"{kind} {key}: 429 too many requests (over {self.accepts_per_second}/s); "
-                                  "nothing was placed, send it again later")
-        self.client.hincrby(self.space.key("per_second"), str(second), 1)
-
-    def rejected_for_rate(self) -> int:
-        """How many requests were refused as "too many requests"."""
-        return int(self.client.hget(self.space.key("rejected"), "rate") or 0)
-
-    def requests_per_second(self) -> dict[int, int]:
-        """Requests accepted in each second of Redis's clock (with a rate of its own only)."""
-        return {int(k): int(v) for k, v in self.client.hgetall(self.space.key("per_second")).items()}
-
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
         """Place ``order`` (or return the receipt of the order already placed under its key)."""
         ...
@@ -288,6 +265,29 @@ class SimulatedBrokerage:
         if self._fault(self.fail_after_accept):
             raise BrokerageTimeout(f"{kind} {key}: no answer (simulated; the brokerage did record it)")
         return receipt
+
+    def _count_request(self, kind: str, key: str) -> None:
+        """Count a request in its second (Redis's clock); over ``accepts_per_second``, refuse it."""
+        if not self.accepts_per_second:
+            return
+        second = int(self.client.time()[0])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(self.space.key(f"rate:{second}"))
+        pipe.expire(self.space.key(f"rate:{second}"), 10)
+        count = pipe.execute()[0]
+        if count > self.accepts_per_second:
+            self.client.hincrby(self.space.key("rejected"), "rate", 1)
+            raise TooManyRequests(f"{kind} {key}: 429 too many requests (over {self.accepts_per_second}/s); "
+                                  "nothing was placed, send it again later")
+        self.client.hincrby(self.space.key("per_second"), str(second), 1)
+
+    def rejected_for_rate(self) -> int:
+        """How many requests were refused as "too many requests"."""
+        return int(self.client.hget(self.space.key("rejected"), "rate") or 0)
+
+    def requests_per_second(self) -> dict[int, int]:
+        """Requests accepted in each second of Redis's clock (with a rate of its own only)."""
+        return {int(k): int(v) for k, v in self.client.hgetall(self.space.key("per_second")).items()}
 
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
         """Place ``order`` once per key; raises DuplicateOrder when the key names another order."""
