@@ -125,7 +125,18 @@ def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALI
     for path in definition_files(directory):
         definition = load_definition(path.read_text(), str(path))
         versions[definition.name] = engine.ensure_alias(definition.name, alias, engine.publish(definition))
+    apply_broker_rate(engine, PMSettings.from_env())
     return versions
+
+
+#: The rate limit the submission nodes of the definitions name (``limits.rate.key``).
+BROKERAGE_LIMIT = "brokerage"
+
+
+def apply_broker_rate(engine: Engine, settings: PMSettings) -> None:
+    """Set the ``brokerage`` limit to ``TRADEFLOW_PM_BROKER_RATE`` (orders a second), when it is set."""
+    if settings.broker_rate is not None:
+        engine.set_limit(BROKERAGE_LIMIT, per_second=settings.broker_rate)
 
 
 # --------------------------------------------------------------------------- starting

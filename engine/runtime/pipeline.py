@@ -4,11 +4,12 @@ One delivered step message goes through::
 
     receive   the message (instance id, node, seq, attempt)         hooks: on_missing
     start     store.start: mark it started, read the instance      hooks: take_over (stale delivery)
-    build     evaluate the node's input template                   (an error fails the step)
+    build     evaluate the node's input template                   hooks: before_call (limits)
     call      the action (``execute``)                              hooks: on_error (retries)
     decide    resolve the transition to the next node               hooks: chain_rule (inline)
     apply     one compare-and-set: record, place, send the next     hooks: after_apply (gather)
     continue  the next step here when chained, else done           hooks: after_step (metrics),
+                                                                          after_run (limits),
                                                                           after_delivery (draining)
 
 Every change is one store operation (:mod:`engine.store.instances`; one Lua compare-and-set
@@ -62,6 +63,8 @@ class Pipeline(StepOutcomes):
         self.after_apply = overriding(self.hooks, "after_apply")
         self._on_missing = overriding(self.hooks, "on_missing")
         self._take_over = overriding(self.hooks, "take_over")
+        self._before_call = overriding(self.hooks, "before_call")
+        self._after_run = overriding(self.hooks, "after_run")
         self._on_error = overriding(self.hooks, "on_error")
         self._chain_rule = overriding(self.hooks, "chain_rule")
         self._after_step = overriding(self.hooks, "after_step")
@@ -115,6 +118,8 @@ class Pipeline(StepOutcomes):
                 if chain is not None:
                     break
             report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            for ended in self._after_run:
+                ended(self, instance, definition, node_name, seq, report)
             for after in self._after_step:
                 after(self, instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:  # continue: only a chained step runs here
@@ -141,6 +146,10 @@ class Pipeline(StepOutcomes):
 
     def _run(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
              started: float, execute: Execute, inline: Inline | None, carrier: str) -> StepReport:
+        for before in self._before_call:  # a limit may park the step here (the worker goes on)
+            parked = before(self, instance, definition, node_name, seq, attempt, started)
+            if parked is not None:
+                return parked
         node = definition.nodes[node_name]
         assert isinstance(node, StepNode)
         level = definition.record_level(node_name)

@@ -17,6 +17,7 @@ from engine.runtime.concerns.draining import Draining
 from engine.runtime.concerns.gathering import Gathering
 from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
+from engine.runtime.concerns.limits import Limits
 from engine.runtime.concerns.metrics import Metrics
 from engine.runtime.concerns.retries import Retries
 from engine.runtime.concerns.timeouts import DEFAULT_RECONCILE_SECONDS, RECONCILE_BATCH, Timeouts
@@ -43,6 +44,7 @@ def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_s
         Housekeeping(),                                      # on_sweep (index trimming)
         Waits(),                                             # the "wake" timer
         Awaits(),                                            # the "timeout" timer of awaits
+        Limits(),                                            # before_call, after_run, on_sweep, the "limit" timer
         Gathering(runtime.gatherer),                         # after_apply, on_tick
         Inline(inline_steps, inline_seconds),                # chain_rule, take_over
         Metrics(runtime.metrics),                            # after_step

@@ -248,6 +248,16 @@ class Instances:
                                                    "place": Placement(inflight=False)},
                             {"activity": pack(activity.to_dict())})
 
+    def hold(self, instance_id: str, *, seq: int, attempt: int, activity: Activity, until: float,
+             reason: str) -> Applied:
+        """Park the started step at (``seq``, ``attempt``) over its limit: waiting, for ``reason``, until ``until``.
+
+        The step keeps its node, seq and attempt (it never ran); the ``limit`` timer re-sends it.
+        """
+        return self._change("hold", instance_id, {"expect": _expect((InstanceStatus.RUNNING,), seq, attempt),
+                                                   "place": Placement.limited(until, reason)},
+                            {"activity": pack(activity.to_dict())})
+
     def control(self, instance_id: str, *, seq: int, statuses: Iterable[InstanceStatus], activity: Activity,
                 placement: Placement, attempt: int | None = None, context: Mapping[str, Any] | None = None,
                 carrier: str | None = None, send: Envelope | None = None) -> Applied:

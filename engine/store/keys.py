@@ -167,3 +167,12 @@ class Keys:
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""
         return self.space.key("epoch")
+
+    @property
+    def limits_prefix(self) -> str:
+        """Prefix of the shared rate and concurrency limits' keys (``lua/limits.lua`` lists them)."""
+        return self.space.key("limit", "")
+
+    def run_limited(self, run: str) -> str:
+        """Hash of a run: limit reason (``rate: brokerage``) -> how many of its instances it parks now."""
+        return f"{self.run_prefix(run)}limited"

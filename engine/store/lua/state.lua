@@ -34,6 +34,9 @@
 --   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
 --   fail     the instance fails with an error
 --   park     a delivered step of a paused instance is set aside (resume re-sends it)
+--   hold     a started step over its limit waits: status waiting, a `limit` timer, and the reason
+--            (doc.place.reason, e.g. 'rate: brokerage') kept as field `waiting_for` and counted in
+--            the run's `<run>:limited` hash until the instance leaves the wait (see settle)
 --   control  an operator's pause, resume, retry (with context edits) or cancel
 --   noop     only record a no-op activity (stale or duplicate delivery)
 --   release  drop an index entry (timers/deadlines/queued) that no longer applies
@@ -162,6 +165,23 @@ local function settle(id, run, status, hold)
   end
   if blob.result then redis.call('HSET', inst, 'result', blob.result) end
   redis.call('HSET', inst, 'updated_at', now)
+  -- waiting for a limit: the reason on the instance and counted in its run while it waits
+  if status == 'waiting' or p.reason then
+    local was = redis.call('HGET', inst, 'waiting_for')
+    if not was then was = nil end
+    local reason = nil
+    if final == 'waiting' then reason = p.reason or was end
+    if was ~= reason then
+      if was then redis.call('HINCRBY', runp .. 'limited', was, -1) end
+      if reason then
+        redis.call('HSET', inst, 'waiting_for', reason)
+        redis.call('HINCRBY', runp .. 'limited', reason, 1)
+        redis.call('EXPIRE', runp .. 'limited', doc.ttl)
+      else
+        redis.call('HDEL', inst, 'waiting_for')
+      end
+    end
+  end
 
   if final == 'running' and p.deadline then
     redis.call('ZADD', deadlines, p.deadline, id)
@@ -219,7 +239,8 @@ end
 -- The operations. Those marked `needs_instance` run after the compare-and-set (doc.expect:
 -- seq, attempt, statuses) has passed and the activity is recorded; they return the new seq.
 local ops = {}
-local needs_instance = {advance = true, signal = true, retry = true, fail = true, park = true, control = true}
+local needs_instance = {advance = true, signal = true, retry = true, fail = true, park = true, hold = true,
+                        control = true}
 -- Operations under which a paused instance stays paused (the step in flight came back).
 local holds_pause = {advance = true, retry = true}
 
@@ -326,6 +347,10 @@ end
 
 ops.park = function(seq)
   return seq  -- settle keeps it paused with nothing in flight
+end
+
+ops.hold = function(seq)
+  return seq  -- settle makes it wait for its limit (doc.place: status, timer, reason)
 end
 
 ops.control = function(seq)
