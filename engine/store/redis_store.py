@@ -2,8 +2,8 @@
 
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
-``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``, ``signal``, ``refuse``), each called with one JSON
-document of named fields; every change of a gather node's batch is one operation of
+``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``, ``signal``, ``refuse``, ``start``),
+each called with one JSON document of named fields; every change of a gather node's batch is one operation of
 ``lua/batch.lua`` (:class:`engine.store.batches.Batches`). The engine's code writes its state
 only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
 with ``engine.testing.delete_prefix``).
@@ -32,6 +32,7 @@ from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance
 from engine.store.definitions import Definitions, publish_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
+from engine.store.marks import Marks, StartedStep
 from engine.store.observed import Observed
 from engine.store.queued import Queued, StepHead
 from engine.store.runs import Runs, claim_script
@@ -40,12 +41,12 @@ DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
     "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "Envelope",
-    "NewInstance", "Placement", "RedisStore", "StepHead",
+    "NewInstance", "Placement", "RedisStore", "StartedStep", "StepHead",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
-class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog):
+class RedisStore(Definitions, Instances, Observed, Queued, Marks, Runs, Batches, AuditLog):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
