@@ -31,6 +31,8 @@ class Figures:
     statuses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     sweeper_resends: int = 0
+    #: Re-sends of started steps whose worker process's liveness mark lapsed.
+    liveness_resends: int = 0
 
     @property
     def applied(self) -> int:
@@ -46,7 +48,8 @@ class Figures:
         """One line for the test output and RELIABILITY.md."""
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
         return (f"instances {self.instances} ({statuses}); applied {self.applied}; no-ops {self.noops}; "
-                f"retries {self.outcomes[Outcome.RETRY.value]} (sweeper re-sends {self.sweeper_resends}); "
+                f"retries {self.outcomes[Outcome.RETRY.value]} (sweeper re-sends {self.sweeper_resends}, "
+                f"worker lost {self.liveness_resends}); "
                 f"woke {self.outcomes[Outcome.WOKE.value]}")
 
 
@@ -134,6 +137,8 @@ def check_invariants(store: RedisStore, ids: Iterable[str], run: str | None = No
         figures.outcomes.update(a["outcome"] for a in activities)
         figures.sweeper_resends += sum(str(a.get("error", "")).startswith("timeout:") for a in activities
                                        if a["outcome"] == Outcome.RETRY.value)
+        figures.liveness_resends += sum(str(a.get("error", "")).startswith("worker lost:") for a in activities
+                                        if a["outcome"] == Outcome.RETRY.value)
     problems.extend(index_problems(store, instances, run))
     assert not problems, "invariants broken:\n" + "\n".join(problems[:40])
     return figures
