@@ -2,7 +2,8 @@
 
 After any fault: every instance is terminal; each step sequence number of an instance has
 exactly one transition (an ``applied`` step, a ``woke`` wait, a ``signalled`` or ``timed_out``
-await, a ``gathered`` member of an applied batch) in its history; every no-op
+await, a signal ``counted`` toward an await's quorum, a ``gathered`` member of an applied batch)
+in its history; every no-op
 counted on the instance is recorded as a ``noop`` activity; the run's status sets (its
 counters) hold each instance exactly once, in its own status; nothing finished is left in
 the timer or deadline indexes. :func:`check_invariants` asserts all of it and returns the
@@ -20,7 +21,7 @@ from engine.model import Instance, InstanceStatus, Outcome
 from engine.store.redis_store import RedisStore, decode_activities, decode_instance_hash
 
 TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value, Outcome.SIGNALLED.value, Outcome.TIMED_OUT.value,
-               Outcome.GATHERED.value}
+               Outcome.GATHERED.value, Outcome.COUNTED.value}
 
 
 @dataclass
