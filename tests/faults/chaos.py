@@ -192,6 +192,16 @@ class Controller(threading.Thread):
     def node_pids(self, node: str) -> set[int]:
         return {self.lab.node_pid(node), *self.lab.node_children(node)}
 
+    def restart_exited(self) -> None:
+        """Start again a node that exited (as ``tradeflow workers`` does): a pool child killed while its
+        node was starting makes billiard give up ("Could not start worker processes")."""
+        for name in sorted(NODES):
+            fleet = self.lab.nodes.get(name)
+            if fleet is not None and fleet.procs[0].poll() is not None:
+                self.lab.nodes.pop(name).stop()
+                self.lab.start_node(name)
+                self.summary.events.append(f"{time.monotonic() - self.began:6.1f}s node {name} had exited: restarted")
+
     def run(self) -> None:
         self.recoveries.start()
         while not self.stopped.wait(self.rng.uniform(1, 4)) and time.monotonic() - self.began < self.duration:
@@ -226,6 +236,8 @@ class Controller(threading.Thread):
                 self.note(fault, f"SIGSTOP node {node} for {pause:.1f}s ({len(affected)} started steps)")
                 time.sleep(pause)
                 os.killpg(pid, signal.SIGCONT)
+            self.restart_exited()
+        self.restart_exited()
         self.summary.chaos_seconds = round(time.monotonic() - self.began, 1)
 
     def stop(self) -> None:
