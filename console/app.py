@@ -84,8 +84,8 @@ def build_context(settings: ConsoleSettings | None = None, engine: Any = None,
     return ConsoleContext(
         engine=engine, users=UserStore(client, keys),
         throttle=LoginThrottle(client, keys, free=settings.login_free_failures, base=settings.login_base_delay,
-                               maximum=settings.login_max_delay),
-        burndown=BurndownStore(client, keys), settings=settings,
+                               maximum=settings.login_max_delay, address_free=settings.login_address_free),
+        burndown=BurndownStore(client, keys, retention_seconds=engine_settings.retention_seconds), settings=settings,
         queues=sorted({spec.queue for spec in default_fleets()}) if engine else [],
     )
 

@@ -15,6 +15,7 @@ from engine.runtime.concerns.awaits import Awaits
 from engine.runtime.concerns.data_set import DataSetCheck
 from engine.runtime.concerns.draining import Draining
 from engine.runtime.concerns.gathering import Gathering
+from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
 from engine.runtime.concerns.liveness import Liveness
 from engine.runtime.concerns.metrics import Metrics
@@ -41,6 +42,7 @@ def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_s
         Retries(),                                           # on_error, the "retry" timer
         Liveness(),                                          # on_sweep: started steps of dead processes
         Timeouts(),                                          # on_sweep, on_reconcile
+        Housekeeping(),                                      # on_sweep (index trimming)
         Waits(),                                             # the "wake" timer
         Awaits(),                                            # the "timeout" timer of awaits
         Gathering(runtime.gatherer),                         # after_apply, on_tick

@@ -39,6 +39,7 @@ from engine.model import InstanceStatus
 from engine.ops.embedded import free_port
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix
+from portfolio_manager import review
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.generator import SeedSummary
@@ -275,6 +276,11 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Any, deployment: Depl
     assert deployment.svc.proposals.get(deployment.run, target.account_id).status is ProposalStatus.PROPOSED
 
 
+def shown(deployment: Deployment, run: str, account_id: str) -> Proposal:
+    """A proposal as the review shows it (its approvals so far are counted by the engine's quorum)."""
+    return review.proposal(deployment.engine, deployment.svc.proposals, run, account_id)
+
+
 def _receipts_shown(page: Any, deployment: Deployment, run: str, accounts: list[str]) -> None:
     """Open the run's receipts page and wait (it refreshes itself) until each account has a FILLED order."""
     page.goto(f"{deployment.url}/pm/runs/{run}/receipts")
@@ -335,12 +341,13 @@ def test_a_second_approver_is_needed_over_the_threshold(browser: Any, deployment
     page.get_by_text("waiting for a second approver").first.wait_for()
     review = page.inner_text("#review")
     assert "1 of 2" in review and "first: paula" in review and "first approval by paula" in review
-    assert [a["by"] for a in deployment.svc.proposals.get(run, target.account_id).approvals] == ["paula"]
+    assert [a["by"] for a in shown(deployment, run, target.account_id).approvals] == ["paula"]
     assert deployment.engine.get(iid).status is InstanceStatus.AWAITING  # one approval does not submit
     page.click("#decide-form button:has-text('Add the second approval')")  # the same person again: refused
     page.locator(".flash.error").wait_for()
-    assert "second approval by someone else" in page.inner_text(".flash.error")
-    assert [a["by"] for a in deployment.svc.proposals.get(run, target.account_id).approvals] == ["paula"]
+    refusal = page.inner_text(".flash.error")  # the engine's quorum says why
+    assert "paula sent it already (1 of 2)" in refusal and "2 different principals" in refusal
+    assert [a["by"] for a in shown(deployment, run, target.account_id).approvals] == ["paula"]
     page.screenshot(path=str(SHOTS / "proposal-four-eyes.png"), full_page=True)
     second = _login(browser, deployment, "ada")
     second.goto(f"{deployment.url}/pm/runs/{run}/{target.account_id}")
@@ -382,3 +389,36 @@ def test_definitions_page_and_metrics_scrape(browser: Any, deployment: Deploymen
         assert f"\n{name}" in text, name
     assert f'tradeflow_instances{{run="{deployment.run}",status="succeeded"}}' in text
     assert 'tradeflow_queue_depth{queue="portfolio_manager"}' in text
+
+
+def test_a_viewer_reads_a_shadow_diff_biggest_change_first_and_sorts_it(browser: Any, deployment: Deployment,
+                                                                         finished: str) -> None:
+    from portfolio_manager.diff import diff_runs
+    from portfolio_manager.shadow import start_shadow
+
+    for name in ("rebalance-ca", "rebalance-us"):  # the canary: a tighter drift band
+        document = json.loads(deployment.engine.definition(name, "production").to_json())
+        document.pop("version", None)
+        document["parameters"]["plan"]["drift_band_abs"] = 0.01
+        deployment.engine.publish(load_definition(json.dumps(document)), alias="canary")
+    shadow = start_shadow(deployment.engine, deployment.svc.book, deployment.run_date, version="canary",
+                          run=f"shadow-{uuid.uuid4().hex[:4]}",
+                          review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS))
+    assert deployment.engine.wait_for_run(shadow.run, timeout=180, settled=True).done
+    expected = [i for i in diff_runs(deployment.engine, finished, shadow.run).accounts if i.change != "equal"]
+    assert expected
+    page = _login(browser, deployment, "victor")
+    page.goto(f"{deployment.url}/pm/diff")
+    assert f"{shadow.run} (shadow)" in page.inner_text("select[name=b]")
+    page.select_option("select[name=a]", finished)
+    page.select_option("select[name=b]", shadow.run)
+    page.click("main form button[type=submit]")
+    page.locator("#diff tbody tr").first.wait_for()
+    rows = page.locator("#diff tbody tr")
+    assert rows.count() == len(expected)
+    assert rows.first.inner_text().startswith(expected[0].account_id)  # biggest change first
+    page.screenshot(path=str(SHOTS / "pm-diff.png"), full_page=False)
+    page.click("#diff th >> text=Account")
+    page.locator("#diff th", has_text="Account ▼").wait_for()
+    ids = [rows.nth(k).locator("td").first.inner_text() for k in range(rows.count())]
+    assert ids == sorted(ids, reverse=True)

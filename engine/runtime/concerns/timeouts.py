@@ -17,6 +17,7 @@ import time
 
 from engine.definitions.model import Definition, StepNode
 from engine.model import InstanceStatus, Outcome
+from engine.runtime.deliveries import count_messages, settle
 from engine.runtime.hooks import Hook
 from engine.runtime.messages import step_message
 from engine.runtime.outcomes import StepOutcomes
@@ -90,10 +91,12 @@ class Timeouts(Hook):
         in a row, still queued at the same step, is re-sent (next attempt, recorded). Cheap when
         nothing is wrong: the messages are only read one by one when their count is below the
         number of queued steps, or when a queued step is older than ``FULL_CHECK_PERIODS`` x
-        ``every``. ``every=0``: no rate limit (tests).
+        ``every``; only messages that can be a queued step's count (:mod:`engine.runtime.deliveries`).
+        ``every=0``: no rate limit (tests).
         """
         if every > 0 and not runtime.store.lease_reconcile(every):
             return 0
+        held = settle(runtime.enqueuer, runtime.store)  # dead consumers' deliveries given back or dropped
         # Ages are measured on the wall clock, as the broker and the store stamp messages.
         now = time.time()
         candidates = runtime.store.queued_since(now - every, limit)
@@ -119,7 +122,7 @@ class Timeouts(Hook):
             steps[iid] = ((iid, head.node, head.seq, head.attempt), sent)
         held_limit = every * FULL_CHECK_PERIODS
         if now - candidates[0][1] < held_limit:
-            counted = runtime.enqueuer.count(queues)
+            counted = count_messages(runtime.enqueuer, held, queues)
             if counted is None or counted >= runtime.store.queued_count():
                 return 0  # every queued step can have its message: nothing to look for
         pending = runtime.enqueuer.pending(queues)
