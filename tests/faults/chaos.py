@@ -288,12 +288,13 @@ def _retry_timeouts(lab: FaultLab, run: str, summary: Summary) -> None:
     summary.operator_retries += len(failed)
 
 
-def soak(settings: Settings, root: Path) -> Summary:
-    """Run one soak in ``root``; raises AssertionError when an invariant breaks."""
+def soak(settings: Settings, root: Path, summary: Summary | None = None) -> Summary:
+    """Run one soak in ``root``, filling ``summary`` (a new one by default); raises AssertionError when an
+    invariant breaks."""
     from portfolio_manager.cli import last_session
 
     rng = random.Random(settings.seed)
-    summary = Summary(settings.seed, settings.accounts, 0.0)
+    summary = summary or Summary(settings.seed, settings.accounts, 0.0)
     began = time.monotonic()
     env = {"TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
            "TRADEFLOW_PM_PREFIX": "chaos:pm:", "TRADEFLOW_TIMER_INTERVAL": "1", "TRADEFLOW_SWEEP_INTERVAL": "2"}
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     out = settings.out or root / f"chaos-{settings.seed}.json"
     summary = Summary(settings.seed, settings.accounts, 0.0)
     try:
-        summary = soak(settings, root)
+        soak(settings, root, summary)  # filled as it goes: printed below even when an invariant broke
         code = 0
     except AssertionError as exc:
         print(f"invariant broken: {exc}"[:6000], file=sys.stderr)
