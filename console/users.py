@@ -87,6 +87,20 @@ class User:
         return Principal(self.name, frozenset(r.value for r in IMPLIED_ROLES[self.role]))
 
 
+def role_of(value: Role | str) -> Role:
+    """``value`` as a role (UserError naming the roles when it is none)."""
+    try:
+        return Role(value)
+    except ValueError:
+        raise UserError(f"role {value!r}: use one of {', '.join(r.value for r in Role)}") from None
+
+
+def check_password(password: str) -> None:
+    """UserError when ``password`` is shorter than :data:`MIN_PASSWORD`."""
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"password too short: use {MIN_PASSWORD} characters or more")
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -108,12 +122,8 @@ class UserStore:
         (a changed password or role takes effect at once, not at the next login)."""
         if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
             raise UserError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '-' or '@'")
-        try:
-            role = Role(role)
-        except ValueError:
-            raise UserError(f"role {role!r}: use one of {', '.join(r.value for r in Role)}") from None
-        if len(password) < MIN_PASSWORD:
-            raise UserError(f"password too short: use {MIN_PASSWORD} characters or more")
+        role = role_of(role)
+        check_password(password)
         record = {"role": role.value, "hash": self.hasher.hash(password), "created_at": time.time()}
         self.client.hset(self.keys.users, name, json.dumps(record))
         SessionStore(self.client, self.keys).end_all(name)
@@ -127,6 +137,28 @@ class UserStore:
         for digest, record in self._tokens():
             if record["user"] == name:
                 self.client.hdel(self.keys.tokens, digest)
+
+    def set_role(self, name: str, role: Role | str) -> User:
+        """Give user ``name`` another role (their password, creation time and sessions stay: the role is read
+        on every request)."""
+        record = self._record(name)
+        record["role"] = role_of(role).value
+        self.client.hset(self.keys.users, name, json.dumps(record))
+        return User(name, Role(record["role"]))
+
+    def set_password(self, name: str, password: str) -> None:
+        """Give user ``name`` a new password (their role and creation time stay); every session of theirs ends."""
+        check_password(password)
+        record = self._record(name)
+        record["hash"] = self.hasher.hash(password)
+        self.client.hset(self.keys.users, name, json.dumps(record))
+        SessionStore(self.client, self.keys).end_all(name)
+
+    def _record(self, name: str) -> dict[str, Any]:
+        raw = self.client.hget(self.keys.users, name)
+        if not raw:
+            raise UserError(f"no user {name!r} (`tradeflow console users list` lists them)")
+        return json.loads(raw)
 
     def get(self, name: str) -> User | None:
         """The user, or None."""

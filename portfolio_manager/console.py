@@ -329,7 +329,8 @@ def plugin(queues: list[str] | None = None) -> Any:
     """The console plugin: the review pages, a navigation entry, the templates, the ``queues`` to watch
     (the plugin's ``console`` hook passes its fleets' queues)."""
     from console.app import ConsolePlugin
+    from portfolio_manager.block_view import batch_sections
 
     nav = [("Proposals", "/pm/runs"), ("Run diff", "/pm/diff")]
     return ConsolePlugin("portfolio_manager", build_router(), nav=nav, templates=TEMPLATES,
-                         queues=list(queues or []))
+                         queues=list(queues or []), batch_detail=batch_sections)
