@@ -90,13 +90,16 @@ class Pipeline(StepOutcomes):
         its own activity record, and the instance remembers which message carries it.
         """
         started = self.clock()
-        instance = self.store.start(instance_id, node_name, seq, attempt, started)
+        delivered = f"{node_name}:{seq}:{attempt}"
+        # The process running the step is recorded with its start (the liveness concern's sweep
+        # checks that process's mark); a chain run inline keeps the same carrier.
+        carrier = f"{delivered}@{self.process}"
+        instance = self.store.start(instance_id, node_name, seq, attempt, started, carrier)
         if instance is None:
             for missing in self._on_missing:
                 missing(self, instance_id)
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
             return StepReport("missing")
-        delivered = f"{node_name}:{seq}:{attempt}"
         if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
             taking_over = instance.status is InstanceStatus.RUNNING and any(
                 take(self, instance, delivered, inline) for take in self._take_over)
@@ -106,10 +109,10 @@ class Pipeline(StepOutcomes):
             if not taking_over:
                 return StepReport(Outcome.NOOP, instance.status)
             node_name, seq, attempt = instance.node, instance.seq, instance.attempt
+            self.store.start(instance_id, node_name, seq, attempt, started, carrier)  # this process carries it now
         if instance.status is InstanceStatus.PAUSED and self._skip_paused(instance, node_name, seq, attempt, started):
             return StepReport(Outcome.SKIPPED, InstanceStatus.PAUSED)
         definition = self.store.definition(instance.workflow, instance.version)
-        carrier = f"{delivered}@{self.process}"
         first_started, chained = started, 0
         while True:
             chain = None
@@ -256,8 +259,9 @@ class Pipeline(StepOutcomes):
         return 0
 
     def sweep(self) -> int:
-        """Re-send started steps that made no progress within their node's timeout; fail them when tries
-        run out (the ``on_sweep`` hooks: the timeouts concern). Returns how many."""
+        """Re-send started steps whose worker process is gone, or that made no progress within their node's
+        timeout; fail them when tries run out (the ``on_sweep`` hooks: the liveness and timeouts
+        concerns). Returns how many."""
         for before in self._before_timers:
             before(self)
         return sum(sweep(self) for sweep in self._on_sweep)

@@ -60,6 +60,11 @@ class Keys:
         """Held (SET NX EX) by the process reconciling queued steps with the broker's lists."""
         return f"{self.prefix}:reconcile:lock"
 
+    def alive(self, process: str) -> str:
+        """A worker process's liveness mark (``host:pid``): set with a TTL of a few seconds, kept fresh
+        while the process lives (see :mod:`engine.runtime.concerns.liveness`)."""
+        return self.space.key("alive", process)
+
     def run_prefix(self, run: str) -> str:
         """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
 

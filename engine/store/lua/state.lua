@@ -41,7 +41,8 @@
 --   noop     only record a no-op activity (stale or duplicate delivery)
 --   release  drop an index entry (timers/deadlines/queued) that no longer applies
 --   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
---            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now)
+--            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now);
+--            when it is the instance's current step, record doc.carrier (the process running it)
 --
 -- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
 -- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
@@ -203,6 +204,8 @@ local function settle(id, run, status, hold)
     -- a paused instance keeps its wake time so that resume parks it again until then
     if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
   end
+  -- no step of it runs any more: no process carries it
+  if final ~= 'running' then redis.call('HDEL', inst, 'carrier') end
   if terminal or held then
     -- finished, or a step of a paused instance came back: nothing is in flight any more
     redis.call('HSET', inst, 'inflight', '0')
@@ -257,8 +260,12 @@ ops.start = function()
   local f = {}
   for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
   if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
-     and tonumber(f.attempt) == doc.attempt and redis.call('ZREM', queued, f.id) == 1 then
-    redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+     and tonumber(f.attempt) == doc.attempt then
+    if redis.call('ZREM', queued, f.id) == 1 then
+      redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+    end
+    -- which process runs it (node:seq:attempt@host:pid): the sweeper checks that process's liveness mark
+    if doc.carrier then redis.call('HSET', inst, 'carrier', doc.carrier) end
   end
   -- Two bulk strings instead of two per field: a client parses a reply element by element.
   local sizes = {}
