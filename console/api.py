@@ -29,7 +29,8 @@ def _progress(ctx: Any, run: str) -> dict[str, Any]:
             "created_at": progress.created_at, "deadline": progress.deadline,
             "rate": None if chart.rate is None or not chart.remaining else round(chart.rate, 3),
             "projected_finish": None if chart.projected is None else round(chart.projected),
-            "late": chart.late}
+            "late": chart.late,
+            "waiting_for_limits": ctx.engine.run_limited(run)}
 
 
 @router.get("/runs")

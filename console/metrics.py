@@ -10,6 +10,9 @@
 | ``tradeflow_queue_depth`` | gauge | queue | messages waiting in a service queue (all priorities) |
 | ``tradeflow_queue_oldest_age_seconds`` | gauge | queue | age of the oldest waiting message |
 | ``tradeflow_timers_due`` | gauge | | waits and retry backoffs due but not yet moved on by a tick |
+| ``tradeflow_limit_tokens`` | gauge | limit, kind | calls (rate) or slots (concurrency) free now |
+| ``tradeflow_limit_parked`` | gauge | limit, kind | instances waiting for the limit now |
+| ``tradeflow_limit_waits_total`` | counter | limit, kind | times a step was parked by the limit |
 
 Step counts are flushed by each worker process every 5 s (:mod:`engine.metrics`), so they lag
 by up to that much; a killed process loses at most its last 5 s.
@@ -82,6 +85,22 @@ class EngineCollector:
         timers = GaugeMetricFamily("tradeflow_timers_due", "Waits and backoffs due, not yet moved on")
         timers.add_metric([], self.engine.timers_due())
         yield timers
+        yield from limit_families(self.engine)
+
+
+def limit_families(engine: Engine) -> Iterator[Any]:
+    """Per shared limit: calls or slots free now, instances parked, times a step was parked."""
+    tokens = GaugeMetricFamily("tradeflow_limit_tokens", "Calls (rate) or slots (concurrency) free now",
+                               labels=["limit", "kind"])
+    parked = GaugeMetricFamily("tradeflow_limit_parked", "Instances waiting for the limit", labels=["limit", "kind"])
+    waits = CounterMetricFamily("tradeflow_limit_waits", "Steps parked by the limit", labels=["limit", "kind"])
+    for state in engine.limits():
+        tokens.add_metric([state.name, state.kind], state.tokens)
+        parked.add_metric([state.name, state.kind], state.parked)
+        waits.add_metric([state.name, state.kind], state.waits)
+    yield tokens
+    yield parked
+    yield waits
 
 
 def render_metrics(engine: Engine, queues: list[str]) -> bytes:

@@ -58,7 +58,8 @@ def run_page(request: Request, run: str, status: str = "", q: str = "", limit: i
                   chart_svg=burndown_svg(chart, ctx.zone), nodes=views.live_nodes(ctx.engine, run),
                   groups=views.failure_groups(failed), page=page, after=after, state=views.run_state(progress),
                   status=status, q=q, statuses=views.STATUS_ORDER, bulk=BULK_VERBS,
-                  deadline_local=deadline_local, poll=f"/api/runs/{quote(run)}")
+                  deadline_local=deadline_local, poll=f"/api/runs/{quote(run)}",
+                  limited=ctx.engine.run_limited(run))
 
 
 @router.post("/runs/{run}/bulk")

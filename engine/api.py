@@ -16,11 +16,22 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from engine import audit as audit_log
 from engine.audit import AuditPage, AuditQuery
 from engine.broker import PRIORITY_START, Enqueuer, StepMessage
 from engine.clock import Clock, system_clock
-from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode, WaitNode
+from engine.definitions.limit_check import MAX_WINDOW_SECONDS
+from engine.definitions.model import (
+    AwaitNode,
+    ConcurrencyLimit,
+    Definition,
+    GatherNode,
+    RateLimit,
+    StepNode,
+    WaitNode,
+)
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
@@ -35,7 +46,7 @@ from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
 from engine.runtime.starting import StartResolver
 from engine.runtime.steps import step_allowance, worker_name
-from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
+from engine.store.redis_store import Batch, LimitState, NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
 #: The run of shadow instances started without a run label.
@@ -360,6 +371,41 @@ class Engine:
     def step_metrics(self) -> StepStats:
         """Step counts and durations flushed by every worker process (:mod:`engine.metrics`)."""
         return parse_step_metrics(*self._store.step_metrics())
+
+    # -- shared limits (engine.runtime.concerns.limits) ---------------------------------------------
+
+    def limits(self) -> list[LimitState]:
+        """Every rate or concurrency limit used or set: its settings, calls free now, parked instances."""
+        return self._store.limit_states()
+
+    def set_limit(self, name: str, per_second: float | None = None, burst: int | None = None,
+                  maximum: int | None = None) -> LimitState:
+        """Override limit ``name`` at run time, for every worker at once (no publish): a rate
+        (``per_second``, ``burst``) or a concurrency pool's size (``maximum``)."""
+        try:
+            if maximum is not None:
+                value: dict[str, Any] = {"max": ConcurrencyLimit(key="k", max=maximum).max}
+            elif per_second is not None:
+                rate = RateLimit(key="k", per_second=per_second, burst=burst)
+                value = {"per_second": rate.per_second, "burst": rate.capacity}
+                if rate.capacity / rate.per_second > MAX_WINDOW_SECONDS:
+                    raise InvalidInput(f"burst {rate.capacity} at {per_second:g}/s is a window over a day: "
+                                       "lower --burst or raise --per-second")
+            else:
+                raise InvalidInput("give --per-second (and --burst) for a rate, or --max for a concurrency pool")
+        except ValidationError as exc:
+            raise InvalidInput(f"limit {name!r}: " + "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from exc
+        self._store.limit_set(name, value)
+        return self._store.limit_states([name])[0]
+
+    def clear_limit(self, name: str) -> None:
+        """Drop the run-time override of ``name``: the definitions' settings apply again."""
+        self._store.limit_clear(name)
+
+    def run_limited(self, run: str) -> dict[str, int]:
+        """How many instances of ``run`` wait for which limit now (``rate: brokerage`` -> 12)."""
+        return self._store.run_limited(run)
 
     def timers_due(self) -> int:
         """Waits, retry backoffs and review timeouts whose time has come but that no tick has moved on yet."""

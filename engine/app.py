@@ -92,6 +92,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                                       inline_steps=settings.inline_steps, drain_steps=settings.drain_steps,
                                       reconcile_seconds=settings.reconcile_seconds)
                     runtime.metrics.background = True  # a worker flushes its step metrics every 5 s
+                    runtime.keep_alive()  # this process's liveness mark, before its first step
                     state.clear()
                     state[pid] = runtime
         return runtime

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine import batch_cli, plugins
+from engine import batch_cli, limits_cli, plugins
 from engine.api import instance_json
 from engine.cli_context import CliContext, cli_settings
 from engine.cli_errors import ErrorGroup, notice, read_only, rerun
@@ -467,6 +467,7 @@ def runs(args: tuple[str, ...], watch: bool, as_json: bool, key: str, path: str)
 
 main.add_command(batch_cli.batches)
 main.add_command(batch_cli.batch)
+main.add_command(limits_cli.limits)
 
 
 #: Every status an instance can have, in ``runs --json``'s objects (a count each, 0 included).

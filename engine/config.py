@@ -13,7 +13,7 @@
 | ``TRADEFLOW_KEY_PREFIX`` | ``wf`` | prefix of every engine key |
 | ``TRADEFLOW_RETENTION_DAYS`` | ``14`` | TTL of finished instances and their activities |
 | ``TRADEFLOW_TIMER_INTERVAL`` | ``1`` | seconds between timer ticks (waits, retry backoffs) |
-| ``TRADEFLOW_SWEEP_INTERVAL`` | ``5`` | seconds between sweeps for steps that made no progress |
+| ``TRADEFLOW_SWEEP_INTERVAL`` | ``2`` | seconds between sweeps for steps that made no progress or lost their worker |
 | ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_DRAIN_STEPS`` | ``16`` | waiting steps a worker takes off its queue after a delivered one (``0``: none) |
@@ -63,7 +63,7 @@ class Settings:
     key_prefix: str = "wf"
     retention_days: float = 14.0
     timer_interval: float = 1.0
-    sweep_interval: float = 5.0
+    sweep_interval: float = 2.0
     inline_steps: int = 16
     drain_steps: int = 16
     reconcile_seconds: float = 60.0

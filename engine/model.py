@@ -47,6 +47,7 @@ class Outcome(StrEnum):
     TIMED_OUT = "timed_out"  # an await's timeout passed before any signal
     GATHERED = "gathered"  # the instance's batch was applied: its own transition moved it on
     COUNTED = "counted"  # a signal counted toward its await's quorum; the instance awaits more
+    LIMITED = "limited"  # not run: over its node's rate or concurrency limit; the instance waits for it
     REFUSED = "refused"  # a signal refused (role, required data, quorum, timeout, not awaited); nothing changed
 
 
@@ -138,6 +139,8 @@ class Instance:
     quorum: dict[str, Any] | None = None
     #: A shadow instance: it stops at its definition's shadow stops, before any external effect.
     shadow: bool = False
+    #: Waiting for a limit: which (``rate: brokerage``, ``concurrency: household-42``).
+    waiting_for: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -168,6 +171,7 @@ class Instance:
             batch=raw.get("batch") or None,
             quorum=json.loads(raw["quorum"]) if raw.get("quorum") else None,
             shadow=raw.get("shadow") == "1",
+            waiting_for=raw.get("waiting_for") or None,
         )
 
     def to_dict(self) -> dict[str, Any]:

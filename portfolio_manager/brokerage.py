@@ -37,6 +37,14 @@ retention are dropped (``lua/trim_brokerage.lua``) at most once a second per pro
 submit, and the keys themselves expire a retention after the last submit. An idempotency key is
 therefore honoured for the retention, not forever -- as a real brokerage keeps its keys for a
 window. Without it (the default), nothing is ever dropped.
+
+**Its own rate** (``accepts_per_second``, 0: none): each request (an order or a block) counts in
+its second of Redis's clock; above the limit it is answered "too many requests"
+(:class:`TooManyRequests`, nothing placed) and counted::
+
+    P rate:<second>    counter  requests of that second (expires)
+    P per_second       hash     second -> requests accepted in it (``requests_per_second``)
+    P rejected         hash     "rate" -> requests refused for the rate (``rejected_for_rate``)
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from pydantic import Field
 
 from engine.keyspace import KeySpace, read_lua
 from portfolio_manager.book import FrozenModel, Identifier, Quantity, Side, Symbol
-from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder, ShadowTradeRefused
+from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder, ShadowTradeRefused, TooManyRequests
 
 if TYPE_CHECKING:
     from portfolio_manager.sources import BookReader
@@ -204,8 +212,11 @@ class SimulatedBrokerage:
         fail_after_accept: float = 0.0,
         fault_seed: int | None = None,
         retention_seconds: float | None = None,
+        accepts_per_second: int = 0,
     ) -> None:
         self.client = client
+        #: Requests a second it accepts before answering "too many requests" (0: no limit).
+        self.accepts_per_second = accepts_per_second
         self.prefix = prefix
         self.space = KeySpace(prefix)
         #: Seconds a receipt and a delivery are kept (None: forever).
@@ -272,6 +283,7 @@ class SimulatedBrokerage:
         refuse_shadow(ticket)
         if self._fault(self.fail_before_accept):
             raise BrokerageTimeout(f"{kind} {key}: no answer (simulated, not delivered)")
+        self._count_request(kind, key)
         candidate = answer()
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(received_key, ticket.model_dump_json())
@@ -305,6 +317,29 @@ class SimulatedBrokerage:
                 self.received_key, f"{self.received_key}:at", self.blocks_received_key,
                 f"{self.blocks_received_key}:at"]
         return int(self._trim(keys=keys, args=[2, repr(cutoff), 1000]))
+
+    def _count_request(self, kind: str, key: str) -> None:
+        """Count a request in its second (Redis's clock); over ``accepts_per_second``, refuse it."""
+        if not self.accepts_per_second:
+            return
+        second = int(self.client.time()[0])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(self.space.key(f"rate:{second}"))
+        pipe.expire(self.space.key(f"rate:{second}"), 10)
+        count = pipe.execute()[0]
+        if count > self.accepts_per_second:
+            self.client.hincrby(self.space.key("rejected"), "rate", 1)
+            raise TooManyRequests(f"{kind} {key}: 429 too many requests (over {self.accepts_per_second}/s); "
+                                  "nothing was placed, send it again later")
+        self.client.hincrby(self.space.key("per_second"), str(second), 1)
+
+    def rejected_for_rate(self) -> int:
+        """How many requests were refused as "too many requests"."""
+        return int(self.client.hget(self.space.key("rejected"), "rate") or 0)
+
+    def requests_per_second(self) -> dict[int, int]:
+        """Requests accepted in each second of Redis's clock (with a rate of its own only)."""
+        return {int(k): int(v) for k, v in self.client.hgetall(self.space.key("per_second")).items()}
 
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
         """Place ``order`` once per key; raises DuplicateOrder when the key names another order."""

@@ -125,7 +125,8 @@ def publish_definitions(engine: Any) -> None:
     """Publish the definitions of ``TRADEFLOW_DEFINITIONS_DIR`` (roles: this invocation's declared ones)."""
     from portfolio_manager.daily import ensure_definitions  # celery: imported on use, not by --help
 
-    ensure_definitions(engine, pm_settings().definitions_dir, roles=lambda: declared_roles(cli_settings(Settings)))
+    ensure_definitions(engine, pm_settings().definitions_dir, roles=lambda: declared_roles(cli_settings(Settings)),
+                       settings=pm_settings())
 
 
 _definitions = publish_definitions

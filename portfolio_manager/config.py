@@ -9,6 +9,8 @@
 | ``TRADEFLOW_PM_BOOK_URL`` | unset | a custodian's REST API (``HttpBook``) instead of the Redis book |
 | ``TRADEFLOW_RETENTION_DAYS`` | ``14`` | days proposals and simulated brokerage records are kept |
 | ``TRADEFLOW_PM_BROKER_LATENCY`` | ``0`` | seconds the simulated brokerage takes per order |
+| ``TRADEFLOW_PM_BROKER_RATE`` | unset | orders a second to the brokerage (the ``brokerage`` limit; unset: 200/s) |
+| ``TRADEFLOW_PM_BROKER_ACCEPTS`` | ``0`` | requests a second the simulated brokerage takes (0: no limit) |
 | ``TRADEFLOW_DEFINITIONS_DIR`` | ``definitions/`` of the checkout | where the workflow JSON files are |
 | ``TRADEFLOW_MORNING_RUN`` | ``1`` | ``0``: no beat entries for the morning rebalance |
 | ``TRADEFLOW_MORNING_AT`` | ``09:00`` | exchange-local time at which beat starts the morning run |
@@ -40,6 +42,8 @@ class PMSettings:
     prefix: str = DEFAULT_PREFIX
     book_url: str | None = None
     broker_latency: float = 0.0
+    broker_rate: float | None = None
+    broker_accepts: int = 0
     definitions_dir: Path = field(default=DEFAULT_DEFINITIONS_DIR)
     morning_run: bool = True
     morning_at: str = "09:00"
@@ -99,6 +103,15 @@ class PMSettings:
             raise SettingsError("TRADEFLOW_RETENTION_DAYS must be a number of days, e.g. 14") from None
         if not retention_days > 0:
             raise SettingsError(f"TRADEFLOW_RETENTION_DAYS={retention_days}: use a positive number of days")
+        try:
+            broker_rate = float(env["TRADEFLOW_PM_BROKER_RATE"]) if env.get("TRADEFLOW_PM_BROKER_RATE") else None
+            broker_accepts = int(env.get("TRADEFLOW_PM_BROKER_ACCEPTS") or 0)
+        except ValueError:
+            raise SettingsError("TRADEFLOW_PM_BROKER_RATE (orders a second, e.g. 50) and TRADEFLOW_PM_BROKER_ACCEPTS "
+                                "(a whole number, 0: no limit) must be numbers") from None
+        if (broker_rate is not None and not 0 < broker_rate <= 100000) or broker_accepts < 0:
+            raise SettingsError(f"TRADEFLOW_PM_BROKER_RATE={broker_rate} / TRADEFLOW_PM_BROKER_ACCEPTS="
+                                f"{broker_accepts}: use a rate above 0 (at most 100000) and accepts of 0 or more")
         at = env.get("TRADEFLOW_MORNING_AT", "09:00")
         if not _TIME.match(at):
             raise SettingsError(f"TRADEFLOW_MORNING_AT={at!r}: use HH:MM, exchange-local (e.g. 09:00)")
@@ -108,6 +121,8 @@ class PMSettings:
             prefix=prefix,
             book_url=env.get("TRADEFLOW_PM_BOOK_URL") or None,
             broker_latency=latency,
+            broker_rate=broker_rate,
+            broker_accepts=broker_accepts,
             definitions_dir=Path(env.get("TRADEFLOW_DEFINITIONS_DIR") or DEFAULT_DEFINITIONS_DIR),
             morning_run=env.get("TRADEFLOW_MORNING_RUN", "1").lower() not in {"0", "false", "no"},
             morning_at=at,

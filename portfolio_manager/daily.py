@@ -38,6 +38,7 @@ from engine.definitions.validation import Roles, load_definition
 from engine.errors import NotFound
 from engine.roles import declared_roles
 from portfolio_manager.book import Account, Region
+from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import AccountNotFound, InvalidBookData
 from portfolio_manager.services import configured, services
 from portfolio_manager.sources import BookReader
@@ -118,18 +119,32 @@ def definition_files(directory: Path) -> list[Path]:
     return files
 
 
-def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALIAS, *, roles: Roles = None
-                       ) -> dict[str, int]:
+def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALIAS, *, roles: Roles = None,
+                       settings: PMSettings | None = None) -> dict[str, int]:
     """Publish every definition of ``directory`` (same content: same version) and point ``alias``
     at it only where the definition has no such alias yet, so an operator's choice stands.
 
     ``roles``: the role set the definitions may name (see :func:`engine.definitions.validation.load_definition`;
-    the callers at the edges pass :func:`engine.roles.declared_roles` of their settings)."""
+    the callers at the edges pass :func:`engine.roles.declared_roles` of their settings). ``settings``: the
+    portfolio manager's, read at the edge; their ``broker_rate`` sets the brokerage limit
+    (:func:`apply_broker_rate`)."""
     versions: dict[str, int] = {}
     for path in definition_files(directory):
         definition = load_definition(path.read_text(), str(path), roles=roles)
         versions[definition.name] = engine.ensure_alias(definition.name, alias, engine.publish(definition))
+    if settings is not None:
+        apply_broker_rate(engine, settings)
     return versions
+
+
+#: The rate limit the submission nodes of the definitions name (``limits.rate.key``).
+BROKERAGE_LIMIT = "brokerage"
+
+
+def apply_broker_rate(engine: Engine, settings: PMSettings) -> None:
+    """Set the ``brokerage`` limit to ``TRADEFLOW_PM_BROKER_RATE`` (orders a second), when it is set."""
+    if settings.broker_rate is not None:
+        engine.set_limit(BROKERAGE_LIMIT, per_second=settings.broker_rate)
 
 
 # --------------------------------------------------------------------------- starting
@@ -380,7 +395,8 @@ def daily_rebalance_task(exchange: str | None = None, run_date: str | None = Non
 
     engine = _worker_engine()
     settings, engine_settings = configured()  # read by the worker's bootstrap (the plugin's worker hook)
-    ensure_definitions(engine, settings.definitions_dir, roles=lambda: declared_roles(engine_settings))
+    ensure_definitions(engine, settings.definitions_dir, roles=lambda: declared_roles(engine_settings),
+                       settings=settings)
     regions = [r for r, x in EXCHANGES.items() if exchange is None or x == exchange]
     day = date.fromisoformat(run_date) if run_date else today_in(exchange or "XTSE")
     try:

@@ -102,7 +102,8 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         console.print(f"book: {summary.count} accounts {summary.by_region} as of {run_date}, "
                       f"{len(summary.closed_accounts)} closed and {len(summary.missing_price_accounts)} holding an "
                       f"unpriced symbol on purpose", highlight=False)
-        versions = ensure_definitions(engine, pm_settings.definitions_dir, roles=declared_roles(settings))
+        versions = ensure_definitions(engine, pm_settings.definitions_dir, roles=declared_roles(settings),
+                                      settings=pm_settings)
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()

@@ -102,6 +102,10 @@ class BrokerageTimeout(BrokerageError):
     retryable = True
 
 
+class TooManyRequests(BrokerageError):
+    """The brokerage refused a request over its rate (HTTP 429): nothing was placed; send it again later."""
+
+
 class DuplicateOrder(BrokerageError):
     """An idempotency key was reused for a different order (account, symbol, side or quantity)."""
 

@@ -72,7 +72,8 @@ def build_services(settings: PMSettings, client: Any = None) -> Services:
         return book.get_prices([symbol], datetime.now(UTC).date()).get(symbol)
 
     brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price,
-                                              retention_seconds=settings.retention_seconds)
+                                              retention_seconds=settings.retention_seconds,
+                                              accepts_per_second=settings.broker_accepts)
     if settings.broker_latency:
         brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
     replicate = ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_ms) if settings.redis_wait_replicas \

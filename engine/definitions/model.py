@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,6 +45,41 @@ class RetryPolicy(_Strict):
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
         return min(self.backoff_seconds * self.backoff_rate ** max(attempt - 1, 0), self.max_backoff_seconds)
+
+
+class RateLimit(_Strict):
+    """At most ``burst`` calls in any window of ``burst / per_second`` seconds, per value of ``key``."""
+
+    key: str = Field(min_length=1, description="Expression naming the bucket (a string), e.g. \"'brokerage'\"; "
+                                               "every node and workflow naming the same value shares it.")
+    per_second: float = Field(gt=0, le=100000, description="Calls a second on average.")
+    burst: int | None = Field(None, ge=1, le=100000, description="The most calls at once (and in any window of "
+                                                                 "burst/per_second seconds); default: per_second "
+                                                                 "rounded up.")
+    cost: str | None = Field(None, min_length=1, description="Expression giving how many calls one step counts "
+                                                             "for (an integer, e.g. the orders it sends); default 1.")
+
+    @property
+    def capacity(self) -> int:
+        """``burst``, or ``per_second`` rounded up when it is not given."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+
+
+class ConcurrencyLimit(_Strict):
+    """At most ``max`` instances at once inside the node (or the nodes of ``group``) per value of ``key``."""
+
+    key: str = Field(min_length=1, description="Expression naming the pool (a string), e.g. data.household_id.")
+    max: int = Field(ge=1, le=100000, description="Instances at once per key value.")
+    group: str | None = Field(None, pattern=IDENT_PATTERN, description="Nodes naming the same group share one "
+                                                                       "pool: a slot is held from the first of them "
+                                                                       "until the instance leaves them all.")
+
+
+class Limits(_Strict):
+    """The shared limits of a step node, held across every worker (Redis)."""
+
+    rate: RateLimit | None = None
+    concurrency: ConcurrencyLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +154,8 @@ class StepNode(NodeBase):
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=1))
     timeout_seconds: float = Field(300.0, gt=0, le=86400)
     record: RecordLevel | None = None
+    limits: Limits | None = Field(None, description="Shared rate and concurrency limits: a step over them waits "
+                                                    "(status waiting) without holding a worker.")
 
     @classmethod
     def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:
@@ -134,9 +172,15 @@ class StepNode(NodeBase):
 
     @classmethod
     def raw_expressions(cls, raw: dict[str, Any]) -> Iterator[ExpressionSource]:
-        """The input template."""
+        """The input template, and the keys of its limits."""
         if "input" in raw:
             yield ExpressionSource("/input", raw["input"], template=True)
+        limits = raw.get("limits")
+        for kind in ("rate", "concurrency"):
+            limit = limits.get(kind) if isinstance(limits, dict) else None
+            for field in ("key", "cost"):
+                if isinstance(limit, dict) and isinstance(limit.get(field), str) and limit[field]:
+                    yield ExpressionSource(f"/limits/{kind}/{field}", limit[field])
 
 
 class ServiceNode(StepNode):

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from engine.definitions.access import RoleSet, check_access
 from engine.definitions.graph import check_graph
 from engine.definitions.json_text import json_kind, parse
+from engine.definitions.limit_check import check_limits
 from engine.definitions.model import Definition
 from engine.definitions.model_errors import model_problems
 from engine.definitions.problems import did_you_mean, unique
@@ -119,6 +120,7 @@ def _check_document(document: dict[str, Any], roles: RoleSet) -> list[Problem]:
     parameters = document.get("parameters", {})
     problems.extend(check_expressions(nodes, parameters if isinstance(parameters, dict) else None))
     problems.extend(check_access(nodes, roles))
+    problems.extend(check_limits(nodes))
     initial_data = document.get("initial_data")
     if isinstance(initial_data, dict):
         problems.extend(check_schema(initial_data))

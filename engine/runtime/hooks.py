@@ -61,6 +61,19 @@ class Hook:
 
     # -- call ---------------------------------------------------------------------------------
 
+    def before_call(self, runtime: StepOutcomes, instance: Instance, definition: Definition, node_name: str,
+                    seq: int, attempt: int, started: float) -> StepReport | None:
+        """call: a started step is about to build its input and call its action (inline ones too).
+
+        Return a report to stop it here -- the concern parked it through a store operation (the
+        limits: over its rate or concurrency limit, the instance waits) -- or None to go on.
+        """
+        return None
+
+    def after_run(self, runtime: StepOutcomes, instance: Instance, definition: Definition, node_name: str,
+                  seq: int, report: StepReport) -> None:
+        """continue: the step ``node_name``/``seq`` of ``instance`` ended with ``report`` (once per step run)."""
+
     def on_error(self, runtime: StepOutcomes, instance: Instance, definition: Definition, node_name: str, seq: int,
                  attempt: int, started: float, exc: Exception, sent: Any) -> StepReport | None:
         """call: the action raised ``exc`` (anything but ``ActionFailed``, which fails the step).

@@ -4,11 +4,12 @@ One delivered step message goes through::
 
     receive   the message (instance id, node, seq, attempt)         hooks: on_missing
     start     store.start: mark it started, read the instance      hooks: take_over (stale delivery)
-    build     evaluate the node's input template                   (an error fails the step)
+    build     evaluate the node's input template                   hooks: before_call (limits)
     call      the action (``execute``)                              hooks: on_error (retries)
     decide    resolve the transition to the next node               hooks: chain_rule (inline)
     apply     one compare-and-set: record, place, send the next     hooks: after_apply (gather)
     continue  the next step here when chained, else done           hooks: after_step (metrics),
+                                                                          after_run (limits),
                                                                           after_delivery (draining)
 
 Every change is one store operation (:mod:`engine.store.instances`; one Lua compare-and-set
@@ -62,6 +63,8 @@ class Pipeline(StepOutcomes):
         self.after_apply = overriding(self.hooks, "after_apply")
         self._on_missing = overriding(self.hooks, "on_missing")
         self._take_over = overriding(self.hooks, "take_over")
+        self._before_call = overriding(self.hooks, "before_call")
+        self._after_run = overriding(self.hooks, "after_run")
         self._on_error = overriding(self.hooks, "on_error")
         self._chain_rule = overriding(self.hooks, "chain_rule")
         self._after_step = overriding(self.hooks, "after_step")
@@ -87,13 +90,16 @@ class Pipeline(StepOutcomes):
         its own activity record, and the instance remembers which message carries it.
         """
         started = self.clock()
-        instance = self.store.start(instance_id, node_name, seq, attempt, started)
+        delivered = f"{node_name}:{seq}:{attempt}"
+        # The process running the step is recorded with its start (the liveness concern's sweep
+        # checks that process's mark); a chain run inline keeps the same carrier.
+        carrier = f"{delivered}@{self.process}"
+        instance = self.store.start(instance_id, node_name, seq, attempt, started, carrier)
         if instance is None:
             for missing in self._on_missing:
                 missing(self, instance_id)
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
             return StepReport("missing")
-        delivered = f"{node_name}:{seq}:{attempt}"
         if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
             taking_over = instance.status is InstanceStatus.RUNNING and any(
                 take(self, instance, delivered, inline) for take in self._take_over)
@@ -103,10 +109,10 @@ class Pipeline(StepOutcomes):
             if not taking_over:
                 return StepReport(Outcome.NOOP, instance.status)
             node_name, seq, attempt = instance.node, instance.seq, instance.attempt
+            self.store.start(instance_id, node_name, seq, attempt, started, carrier)  # this process carries it now
         if instance.status is InstanceStatus.PAUSED and self._skip_paused(instance, node_name, seq, attempt, started):
             return StepReport(Outcome.SKIPPED, InstanceStatus.PAUSED)
         definition = self.store.definition(instance.workflow, instance.version)
-        carrier = f"{delivered}@{self.process}"
         first_started, chained = started, 0
         while True:
             chain = None
@@ -115,6 +121,8 @@ class Pipeline(StepOutcomes):
                 if chain is not None:
                     break
             report = self._run(instance, definition, node_name, seq, attempt, started, execute, chain, carrier)
+            for ended in self._after_run:
+                ended(self, instance, definition, node_name, seq, report)
             for after in self._after_step:
                 after(self, instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:  # continue: only a chained step runs here
@@ -141,6 +149,10 @@ class Pipeline(StepOutcomes):
 
     def _run(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
              started: float, execute: Execute, inline: Inline | None, carrier: str) -> StepReport:
+        for before in self._before_call:  # a limit may park the step here (the worker goes on)
+            parked = before(self, instance, definition, node_name, seq, attempt, started)
+            if parked is not None:
+                return parked
         node = definition.nodes[node_name]
         assert isinstance(node, StepNode)
         level = definition.record_level(node_name)
@@ -247,8 +259,9 @@ class Pipeline(StepOutcomes):
         return 0
 
     def sweep(self) -> int:
-        """Re-send started steps that made no progress within their node's timeout; fail them when tries
-        run out (the ``on_sweep`` hooks: the timeouts concern). Returns how many."""
+        """Re-send started steps whose worker process is gone, or that made no progress within their node's
+        timeout; fail them when tries run out (the ``on_sweep`` hooks: the liveness and timeouts
+        concerns). Returns how many."""
         for before in self._before_timers:
             before(self)
         return sum(sweep(self) for sweep in self._on_sweep)

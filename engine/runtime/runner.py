@@ -17,6 +17,8 @@ from engine.runtime.concerns.draining import Draining
 from engine.runtime.concerns.gathering import Gathering
 from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
+from engine.runtime.concerns.limits import Limits
+from engine.runtime.concerns.liveness import Liveness
 from engine.runtime.concerns.metrics import Metrics
 from engine.runtime.concerns.retries import Retries
 from engine.runtime.concerns.timeouts import DEFAULT_RECONCILE_SECONDS, RECONCILE_BATCH, Timeouts
@@ -39,10 +41,12 @@ def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_s
     return [
         DataSetCheck(),                                      # on_missing, before_timers
         Retries(),                                           # on_error, the "retry" timer
+        Liveness(),                                          # on_sweep: started steps of dead processes
         Timeouts(),                                          # on_sweep, on_reconcile
         Housekeeping(),                                      # on_sweep (index trimming)
         Waits(),                                             # the "wake" timer
         Awaits(),                                            # the "timeout" timer of awaits
+        Limits(),                                            # before_call, after_run, on_sweep, the "limit" timer
         Gathering(runtime.gatherer),                         # after_apply, on_tick
         Inline(inline_steps, inline_seconds),                # chain_rule, take_over
         Metrics(runtime.metrics),                            # after_step
@@ -69,6 +73,14 @@ class Runtime(Pipeline):
     def reconcile(self, every: float = DEFAULT_RECONCILE_SECONDS, limit: int = RECONCILE_BATCH) -> int:
         """Re-send queued steps whose message is lost (at most once per ``every``; 0: always); how many."""
         return super().reconcile(every, limit)
+
+    def keep_alive(self) -> None:
+        """Mark this process alive and keep the mark fresh (a worker process that runs steps, once,
+        after any fork): its started steps are re-sent within seconds of its death
+        (:mod:`engine.runtime.concerns.liveness`)."""
+        hook = self.hook(Liveness)
+        if isinstance(hook, Liveness):
+            hook.keep_alive(self, self.process)
 
     # -- the settings of the inline and draining concerns, for tools and tests --------------------
 

@@ -50,6 +50,8 @@ class Placement:
     #: Gathering: the batch the instance joins (name, group, close time, node...) and its contribution.
     gather: dict[str, Any] | None = None
     contribution: Any = None
+    #: Waiting for a limit: why (``rate: brokerage``), kept on the instance while it waits.
+    reason: str | None = None
 
     @classmethod
     def step(cls, node: str, deadline: float) -> Placement:
@@ -65,6 +67,11 @@ class Placement:
     def wait(cls, node: str, wake_at: float) -> Placement:
         """Waiting at ``node`` until ``wake_at``."""
         return cls(InstanceStatus.WAITING, node, inflight=False, timer=wake_at, timer_kind="wake")
+
+    @classmethod
+    def limited(cls, until: float, reason: str) -> Placement:
+        """A started step over its limit waits (at its node) until ``until``, when a ``limit`` timer re-sends it."""
+        return cls(InstanceStatus.WAITING, inflight=False, timer=until, timer_kind="limit", reason=reason)
 
     @classmethod
     def awaiting(cls, node: str, timeout: float | None) -> Placement:
@@ -87,7 +94,8 @@ class Placement:
         """The ``place`` field of an operation's document (absent fields left out)."""
         doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
                "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
-               "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None}
+               "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None,
+               "reason": self.reason}
         return {k: v for k, v in doc.items() if v is not None}
 
 

@@ -248,6 +248,16 @@ class Instances:
                                                    "place": Placement(inflight=False)},
                             {"activity": pack(activity.to_dict())})
 
+    def hold(self, instance_id: str, *, seq: int, attempt: int, activity: Activity, until: float,
+             reason: str) -> Applied:
+        """Park the started step at (``seq``, ``attempt``) over its limit: waiting, for ``reason``, until ``until``.
+
+        The step keeps its node, seq and attempt (it never ran); the ``limit`` timer re-sends it.
+        """
+        return self._change("hold", instance_id, {"expect": _expect((InstanceStatus.RUNNING,), seq, attempt),
+                                                   "place": Placement.limited(until, reason)},
+                            {"activity": pack(activity.to_dict())})
+
     def control(self, instance_id: str, *, seq: int, statuses: Iterable[InstanceStatus], activity: Activity,
                 placement: Placement, attempt: int | None = None, context: Mapping[str, Any] | None = None,
                 carrier: str | None = None, send: Envelope | None = None) -> Applied:
@@ -266,14 +276,19 @@ class Instances:
         """Drop the instance's entry from ``index`` ("timers", "deadlines" or "queued"): it no longer applies."""
         self._change("release", instance_id, {"id": instance_id, "index": index}, {})
 
-    def start(self, instance_id: str, node: str, seq: int, attempt: int, now: float) -> Instance | None:
+    def start(self, instance_id: str, node: str, seq: int, attempt: int, now: float,
+              carrier: str | None = None) -> Instance | None:
         """Read the instance as a worker starts step (``node``, ``seq``, ``attempt``); None when it does not exist.
 
         In the same round trip, a queued step that is the instance's current one leaves the
-        queued set and gets its deadline: its timeout counts from ``now``, not from its sending.
+        queued set and gets its deadline: its timeout counts from ``now``, not from its sending;
+        and, when that step is the instance's current one, ``carrier`` (``node:seq:attempt@host:pid``,
+        the process running it) is recorded. The instance returned is as it was read, before.
         """
-        raw = self._call("start", instance_id, {"node": node, "seq": seq, "attempt": attempt, "now": seconds(now)},
-                         {}, None)
+        doc: dict[str, Any] = {"node": node, "seq": seq, "attempt": attempt, "now": seconds(now)}
+        if carrier is not None:
+            doc["carrier"] = carrier
+        raw = self._call("start", instance_id, doc, {}, None)
         if not raw:
             return None
         return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))

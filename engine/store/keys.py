@@ -60,6 +60,11 @@ class Keys:
         """Held (SET NX EX) by the process reconciling queued steps with the broker's lists."""
         return f"{self.prefix}:reconcile:lock"
 
+    def alive(self, process: str) -> str:
+        """A worker process's liveness mark (``host:pid``): set with a TTL of a few seconds, kept fresh
+        while the process lives (see :mod:`engine.runtime.concerns.liveness`)."""
+        return self.space.key("alive", process)
+
     def run_prefix(self, run: str) -> str:
         """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
 
@@ -167,3 +172,12 @@ class Keys:
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""
         return self.space.key("epoch")
+
+    @property
+    def limits_prefix(self) -> str:
+        """Prefix of the shared rate and concurrency limits' keys (``lua/limits.lua`` lists them)."""
+        return self.space.key("limit", "")
+
+    def run_limited(self, run: str) -> str:
+        """Hash of a run: limit reason (``rate: brokerage``) -> how many of its instances it parks now."""
+        return f"{self.run_prefix(run)}limited"

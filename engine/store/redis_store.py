@@ -2,11 +2,12 @@
 
 Every change of an instance, its indexes and its run is one named operation of
 ``lua/state.lua`` (:class:`engine.store.instances.Instances`: ``create``, ``advance``,
-``retry``, ``fail``, ``park``, ``control``, ``noop``, ``release``, ``signal``, ``refuse``), each called with one JSON
-document of named fields; every change of a gather node's batch is one operation of
-``lua/batch.lua`` (:class:`engine.store.batches.Batches`). The engine's code writes its state
-only through this package, with keys built by :class:`engine.store.keys.Keys` (tests clean up
-with ``engine.testing.delete_prefix``).
+``retry``, ``fail``, ``park``, ``hold``, ``control``, ``noop``, ``release``, ``signal``,
+``refuse``, ``start``), each called with one JSON document of named fields; every change of a gather
+node's batch is one operation of ``lua/batch.lua`` (:class:`engine.store.batches.Batches`);
+the shared rate and concurrency limits are ``lua/limits.lua`` (:class:`engine.store.limits.Limits`).
+The engine's code writes its state only through this package, with keys built by
+:class:`engine.store.keys.Keys` (tests clean up with ``engine.testing.delete_prefix``).
 
 One Redis client per process role: the broker's enqueuer (:mod:`engine.broker.redis_queue`)
 writes Celery's queue lists through the store's client (``engine.app.enqueuer_for``), and the
@@ -36,6 +37,8 @@ from engine.store.fields import Fields
 from engine.store.housekeeping import Housekeeping, Housekept, housekeep_script
 from engine.store.instances import LIVE, Instances, state_script
 from engine.store.keys import Keys
+from engine.store.limits import Limits, LimitState, Verdict, limits_script
+from engine.store.marks import Marks, StartedStep
 from engine.store.observed import Observed
 from engine.store.queued import Queued, StepHead
 from engine.store.runs import Runs, claim_script
@@ -44,12 +47,13 @@ DEFAULT_RETENTION_SECONDS = 14 * 24 * 3600
 
 __all__ = [
     "COMPRESS_OVER", "DEFAULT_RETENTION_SECONDS", "LIVE", "Applied", "Batch", "BatchChange", "Envelope",
-    "Housekept", "NewInstance", "Placement", "RedisStore", "StepHead",
+    "Housekept", "LimitState", "NewInstance", "Placement", "RedisStore", "StartedStep", "StepHead", "Verdict",
     "decode_activities", "decode_instance_hash", "dumps", "pack", "unpack",
 ]
 
 
-class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditLog, Housekeeping, Fields):
+class RedisStore(Definitions, Instances, Observed, Queued, Marks, Runs, Batches, AuditLog, Housekeeping, Fields,
+                 Limits):
     """The engine's state on one Redis (or a fakeredis with Lua, for fast tests)."""
 
     def __init__(
@@ -69,6 +73,7 @@ class RedisStore(Definitions, Instances, Observed, Queued, Runs, Batches, AuditL
         self._claim = claim_script(client)
         self._batch = batch_script(client)
         self._housekeep = housekeep_script(client)
+        self._limits = limits_script(client)
         self._definitions: dict[tuple[str, int], Definition] = {}
 
     def close(self) -> None:

@@ -12,6 +12,12 @@ account's own instance then submits its orders), while a seeded controller, for
 after 0-3 s), SIGKILL of an ``order_calc`` pool child, Redis ``kill -9`` and restart on the
 same AOF, or SIGSTOP of a node for 1-4 s (its messages are delayed, then it resumes).
 
+For every fault it also measures the **recovery**: the instances it affected are those with a
+step started by a process it killed or stopped (the step's carrier; every started step for a
+Redis kill), read just before the fault; its recovery time is how long until every one of them
+moved again (its step applied, or it left ``running``). A recovery above ``RECOVERY_LIMIT``
+(30 s) fails the soak; the summary gives the figures per kind of fault.
+
 Then, with every node up again, the invariant checker asserts: every instance terminal;
 exactly one applied transition per step; run counters consistent with the instances; the
 rebalance failures are only the book's broken accounts; one brokerage order per approved
@@ -42,7 +48,9 @@ import redis
 
 from engine import Principal
 from engine.definitions.validation import load_definition
+from engine.model import InstanceStatus
 from engine.ops.fleet import FleetSpec
+from engine.runtime.concerns.liveness import process_of
 from engine.testing import store_of
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
@@ -54,6 +62,8 @@ from tests.faults.harness import REDIS_ERRORS, FaultLab, fault_lab
 from tests.faults.invariants import check_invariants
 
 T = TypeVar("T")
+#: A fault's affected instances must all move again within this many seconds.
+RECOVERY_LIMIT = 30.0
 NODES = {"engine": FleetSpec("engine", "threads", 4), "portfolio_manager": FleetSpec("portfolio_manager", "threads", 8),
          "order_calc": FleetSpec("order_calc", "prefork", 2)}
 FAULTS = ("kill_node", "kill_child", "restart_redis", "delay_node")
@@ -88,7 +98,10 @@ class Summary:
     applied: int = 0
     noops: int = 0
     sweeper_resends: int = 0
+    liveness_resends: int = 0
     operator_retries: int = 0
+    #: One per fault: {fault, at (s into the chaos), affected (instances), seconds (until all moved; None: never)}.
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
     duration_seconds: float = 0.0
     passed: bool = False
 
@@ -105,6 +118,64 @@ def patiently(fn: Callable[..., T], *args: Any, seconds: float = 60.0, **kwargs:
             time.sleep(0.2)
 
 
+class Recoveries(threading.Thread):
+    """Times each fault's recovery: until every instance it affected moved again (polled every 0.2 s)."""
+
+    def __init__(self, lab: FaultLab, summary: Summary, began: float) -> None:
+        super().__init__(name="chaos-recoveries", daemon=True)
+        self.lab, self.summary, self.began = lab, summary, began
+        self.lock = threading.Lock()
+        self.open: list[tuple[dict[str, Any], float, dict[str, int]]] = []
+        self.stopped = threading.Event()
+
+    def affected(self, pids: set[int] | None) -> dict[str, int]:
+        """Instance id -> seq of the started steps of processes ``pids`` (None: of every process)."""
+        out = {}
+        for step in patiently(store_of(self.lab.engine).started_steps, 100_000):
+            process = process_of(step.carrier)
+            if step.status is InstanceStatus.RUNNING and (
+                    pids is None or (process is not None and int(process.rpartition(":")[2]) in pids)):
+                out[step.id] = step.seq
+        return out
+
+    def watch(self, fault: str, affected: dict[str, int]) -> None:
+        """The fault just happened to ``affected`` (read just before it): time until they all moved."""
+        now = time.monotonic()
+        record: dict[str, Any] = {"fault": fault, "at": round(now - self.began, 1), "affected": len(affected),
+                                  "seconds": 0.0 if not affected else None}
+        with self.lock:
+            self.summary.recoveries.append(record)
+            if affected:
+                self.open.append((record, now, dict(affected)))
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            self.check()
+
+    def check(self) -> None:
+        """Close the records whose instances all moved."""
+        with self.lock:
+            watched = list(self.open)
+        for record, at, left in watched:
+            try:
+                heads = store_of(self.lab.engine).step_heads(list(left))
+            except REDIS_ERRORS:
+                return
+            for iid, seq in list(left.items()):
+                head = heads.get(iid)
+                if head is None or head.status is not InstanceStatus.RUNNING or head.seq > seq:
+                    del left[iid]
+            if not left:
+                record["seconds"] = round(time.monotonic() - at, 1)
+                with self.lock:
+                    self.open.remove((record, at, left))
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+        self.check()
+
+
 class Controller(threading.Thread):
     """Injects one random fault every 1-4 s until stopped; every node is up again when it returns."""
 
@@ -113,40 +184,86 @@ class Controller(threading.Thread):
         self.lab, self.rng, self.summary, self.duration = lab, rng, summary, duration
         self.stopped = threading.Event()
         self.began = time.monotonic()
+        self.recoveries = Recoveries(lab, summary, self.began)
 
     def note(self, fault: str, what: str) -> None:
         self.summary.faults[fault] += 1
         self.summary.events.append(f"{time.monotonic() - self.began:6.1f}s {what}")
 
+    def node_pids(self, node: str) -> set[int]:
+        return {self.lab.node_pid(node), *self.lab.node_children(node)}
+
+    def restart_exited(self) -> None:
+        """Start again a node that exited (as ``tradeflow workers`` does): a pool child killed while its
+        node was starting makes billiard give up ("Could not start worker processes")."""
+        for name in sorted(NODES):
+            fleet = self.lab.nodes.get(name)
+            if fleet is not None and fleet.procs[0].poll() is not None:
+                self.lab.nodes.pop(name).stop()
+                self.lab.start_node(name)
+                self.summary.events.append(f"{time.monotonic() - self.began:6.1f}s node {name} had exited: restarted")
+
     def run(self) -> None:
+        self.recoveries.start()
         while not self.stopped.wait(self.rng.uniform(1, 4)) and time.monotonic() - self.began < self.duration:
             fault = self.rng.choice(FAULTS)
             node = self.rng.choice(sorted(NODES))
             if fault == "kill_node":
+                affected = self.recoveries.affected(self.node_pids(node))
                 self.lab.kill_node(node)
-                self.note(fault, f"SIGKILL node {node}")
+                self.recoveries.watch(fault, affected)
+                self.note(fault, f"SIGKILL node {node} ({len(affected)} started steps)")
                 time.sleep(self.rng.uniform(0, 3))
                 self.lab.start_node(node)
             elif fault == "kill_child":
                 children = self.lab.node_children("order_calc")
                 if children:
-                    os.kill(self.rng.choice(children), signal.SIGKILL)
-                    self.note(fault, "SIGKILL an order_calc pool child")
+                    child = self.rng.choice(children)
+                    affected = self.recoveries.affected({child})
+                    os.kill(child, signal.SIGKILL)
+                    self.recoveries.watch(fault, affected)
+                    self.note(fault, f"SIGKILL an order_calc pool child ({len(affected)} started steps)")
             elif fault == "restart_redis":
+                affected = self.recoveries.affected(None)
                 self.lab.redis.restart()
-                self.note(fault, "Redis kill -9, restarted on its AOF")
+                self.recoveries.watch(fault, affected)
+                self.note(fault, f"Redis kill -9, restarted on its AOF ({len(affected)} started steps)")
             else:
                 pause = self.rng.uniform(1, 4)
                 pid = self.lab.node_pid(node)
+                affected = self.recoveries.affected(self.node_pids(node))
                 os.killpg(pid, signal.SIGSTOP)
-                self.note(fault, f"SIGSTOP node {node} for {pause:.1f}s")
+                self.recoveries.watch(fault, affected)
+                self.note(fault, f"SIGSTOP node {node} for {pause:.1f}s ({len(affected)} started steps)")
                 time.sleep(pause)
                 os.killpg(pid, signal.SIGCONT)
+            self.restart_exited()
+        self.restart_exited()
         self.summary.chaos_seconds = round(time.monotonic() - self.began, 1)
 
     def stop(self) -> None:
         self.stopped.set()
         self.join()
+        self.recoveries.stop()
+
+
+def recovery_figures(summary: Summary) -> dict[str, dict[str, Any]]:
+    """Per kind of fault: how many, how many found steps in flight, instances affected, worst and median seconds."""
+    out: dict[str, dict[str, Any]] = {}
+    for fault in FAULTS:
+        records = [r for r in summary.recoveries if r["fault"] == fault]
+        timed = sorted(r["seconds"] for r in records if r["affected"] and r["seconds"] is not None)
+        out[fault] = {"faults": len(records), "with_steps_in_flight": sum(1 for r in records if r["affected"]),
+                      "affected": sum(r["affected"] for r in records),
+                      "never": sum(1 for r in records if r["seconds"] is None),
+                      "worst": timed[-1] if timed else None, "median": timed[len(timed) // 2] if timed else None}
+    return out
+
+
+def assert_recovered(summary: Summary) -> None:
+    """Every fault's affected instances moved again, each fault's within RECOVERY_LIMIT seconds."""
+    slow = [r for r in summary.recoveries if r["seconds"] is None or r["seconds"] > RECOVERY_LIMIT]
+    assert not slow, f"recovery above {RECOVERY_LIMIT:g}s (None: never): {slow}"
 
 
 def publish_short_timeouts(lab: FaultLab, step_timeout: float, four_eyes_over: float | None = None) -> None:
@@ -166,18 +283,19 @@ def publish_short_timeouts(lab: FaultLab, step_timeout: float, four_eyes_over: f
 
 
 def _retry_timeouts(lab: FaultLab, run: str, summary: Summary) -> None:
-    failed = [i for i in lab.engine.list(run, ["failed"]) if (i.error or {}).get("type") == "Timeout"]
+    failed = [i for i in lab.engine.list(run, ["failed"]) if (i.error or {}).get("type") in ("Timeout", "WorkerLost")]
     for instance in failed:
         lab.engine.retry(instance.id, reason="chaos soak: re-run after the fleet came back")
     summary.operator_retries += len(failed)
 
 
-def soak(settings: Settings, root: Path) -> Summary:
-    """Run one soak in ``root``; raises AssertionError when an invariant breaks."""
+def soak(settings: Settings, root: Path, summary: Summary | None = None) -> Summary:
+    """Run one soak in ``root``, filling ``summary`` (a new one by default); raises AssertionError when an
+    invariant breaks."""
     from portfolio_manager.cli import last_session
 
     rng = random.Random(settings.seed)
-    summary = Summary(settings.seed, settings.accounts, 0.0)
+    summary = summary or Summary(settings.seed, settings.accounts, 0.0)
     began = time.monotonic()
     env = {"TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
            "TRADEFLOW_PM_PREFIX": "chaos:pm:", "TRADEFLOW_TIMER_INTERVAL": "1", "TRADEFLOW_SWEEP_INTERVAL": "2"}
@@ -230,7 +348,9 @@ def soak(settings: Settings, root: Path) -> Summary:
         summary.applied += rebalance_figures.applied
         summary.noops += rebalance_figures.noops
         summary.sweeper_resends += rebalance_figures.sweeper_resends
+        summary.liveness_resends += rebalance_figures.liveness_resends
         client.close()
+        assert_recovered(summary)
     summary.duration_seconds = round(time.monotonic() - began, 1)
     summary.passed = True
     return summary
@@ -248,8 +368,18 @@ def render(summary: Summary) -> str:
         f"  orders:        {summary.approved_orders} approved, {summary.accepted_orders} accepted by the brokerage "
         f"({summary.brokerage_deliveries} deliveries)",
         f"  transitions:   {summary.applied} applied, {summary.noops} no-ops, {summary.sweeper_resends} sweeper "
-        f"re-sends, {summary.operator_retries} operator retries",
+        f"re-sends at a timeout, {summary.liveness_resends} re-sends of a lost worker's steps, "
+        f"{summary.operator_retries} operator retries",
+        f"  recovery:      until every instance a fault affected moved again (limit {RECOVERY_LIMIT:g} s)",
+        *(f"    {fault:<14} {f['faults']} faults, {f['with_steps_in_flight']} with steps in flight, "
+          f"{f['affected']} instances affected: worst {_secs(f['worst'])}, median {_secs(f['median'])}"
+          + (f", {f['never']} never recovered" if f["never"] else "")
+          for fault, f in recovery_figures(summary).items()),
     ])
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,12 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     out = settings.out or root / f"chaos-{settings.seed}.json"
     summary = Summary(settings.seed, settings.accounts, 0.0)
     try:
-        summary = soak(settings, root)
+        soak(settings, root, summary)  # filled as it goes: printed below even when an invariant broke
         code = 0
     except AssertionError as exc:
         print(f"invariant broken: {exc}"[:6000], file=sys.stderr)
         code = 1
     out.write_text(json.dumps({**asdict(summary), "faults": dict(summary.faults),
+                               "recovery": recovery_figures(summary),
                                "settings": {k: str(v) for k, v in asdict(settings).items()}}, indent=2))
     print(render(summary))
     print(f"  summary JSON:  {out}")

@@ -2,7 +2,8 @@
 
 After any fault: every instance is terminal; each step sequence number of an instance has
 exactly one transition (an ``applied`` step, a ``woke`` wait, a ``signalled`` or ``timed_out``
-await, a ``gathered`` member of an applied batch) in its history; every no-op
+await, a signal ``counted`` toward an await's quorum, a ``gathered`` member of an applied batch)
+in its history; every no-op
 counted on the instance is recorded as a ``noop`` activity; the run's status sets (its
 counters) hold each instance exactly once, in its own status; nothing finished is left in
 the timer or deadline indexes. :func:`check_invariants` asserts all of it and returns the
@@ -20,7 +21,7 @@ from engine.model import Instance, InstanceStatus, Outcome
 from engine.store.redis_store import RedisStore, decode_activities, decode_instance_hash
 
 TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value, Outcome.SIGNALLED.value, Outcome.TIMED_OUT.value,
-               Outcome.GATHERED.value}
+               Outcome.GATHERED.value, Outcome.COUNTED.value}
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Figures:
     statuses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     sweeper_resends: int = 0
+    #: Re-sends of started steps whose worker process's liveness mark lapsed.
+    liveness_resends: int = 0
 
     @property
     def applied(self) -> int:
@@ -46,7 +49,8 @@ class Figures:
         """One line for the test output and RELIABILITY.md."""
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
         return (f"instances {self.instances} ({statuses}); applied {self.applied}; no-ops {self.noops}; "
-                f"retries {self.outcomes[Outcome.RETRY.value]} (sweeper re-sends {self.sweeper_resends}); "
+                f"retries {self.outcomes[Outcome.RETRY.value]} (sweeper re-sends {self.sweeper_resends}, "
+                f"worker lost {self.liveness_resends}); "
                 f"woke {self.outcomes[Outcome.WOKE.value]}")
 
 
@@ -134,6 +138,8 @@ def check_invariants(store: RedisStore, ids: Iterable[str], run: str | None = No
         figures.outcomes.update(a["outcome"] for a in activities)
         figures.sweeper_resends += sum(str(a.get("error", "")).startswith("timeout:") for a in activities
                                        if a["outcome"] == Outcome.RETRY.value)
+        figures.liveness_resends += sum(str(a.get("error", "")).startswith("worker lost:") for a in activities
+                                        if a["outcome"] == Outcome.RETRY.value)
     problems.extend(index_problems(store, instances, run))
     assert not problems, "invariants broken:\n" + "\n".join(problems[:40])
     return figures

@@ -2,6 +2,8 @@
 
 ``faults.work`` counts its calls per (key, node), announces its pid when asked (so a test
 can kill the process running it) and sleeps as long as the instance asks.
+``faults.submit`` does the same, then sends an effect under an idempotency key (``key:node``,
+as the brokerage adapter's order keys): a second execution of the step finds it sent.
 ``faults.barrier`` blocks until two deliveries of the same step are inside it: it forces
 the duplicate race. The ``linger`` hook holds a worker process *after* a step applied its
 transition and before its message is acknowledged, when the test set
@@ -57,6 +59,20 @@ def work(payload: dict[str, Any]) -> Transition:
         client.rpush(_key("busy"), f"{os.getpid()}:{payload['key']}:{node}")
     time.sleep(float(data.get("sleep", {}).get(node, 0)))
     return _answer(payload)
+
+
+@action("faults", "submit")
+def submit(payload: dict[str, Any]) -> Transition:
+    """``work``, then one effect per idempotency key: ``<prefix>:effects`` counts the effects sent,
+    ``<prefix>:effect_refusals`` the executions that found theirs already sent."""
+    transition = work(payload)
+    client = _client()
+    idempotency_key = f"{payload['key']}:{payload['node']}"
+    if client.set(_key(f"effect:{idempotency_key}"), os.getpid(), nx=True):
+        client.hincrby(_key("effects"), idempotency_key, 1)
+    else:
+        client.hincrby(_key("effect_refusals"), idempotency_key, 1)
+    return transition
 
 
 @task_postrun.connect

@@ -186,7 +186,8 @@ def test_real_workers_sigkilled_at_each_fault_point(tmp_path: Path) -> None:
             progress = lab.engine.progress(started.submission_run)
             if progress.done and progress.counts.get("failed"):  # the sweeper gave up while the pm worker was down
                 failed = lab.engine.list(started.submission_run, ["failed"])
-                assert {i.error["type"] for i in failed} == {"Timeout"}, [i.error for i in failed]
+                # its worker died with the step each try (WorkerLost), or was down past the timeout (Timeout)
+                assert {i.error["type"] for i in failed} <= {"Timeout", "WorkerLost"}, [i.error for i in failed]
                 retried += lab.engine.bulk("retry", started.submission_run, ["failed"]).done
                 return False
             return progress.done

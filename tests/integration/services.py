@@ -38,3 +38,20 @@ def slow(payload: dict[str, Any]) -> Transition:
     client.rpush(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:slow-pids", os.getpid())
     time.sleep(float(payload.get("sleep", 2.0)))
     return Transition("ok", {"pid": os.getpid()})
+
+
+@action("itest", "limited")
+def limited(payload: dict[str, Any]) -> Transition:
+    """Counts its calls per second of Redis's clock; records overlaps of one key's members."""
+    client = _client()
+    prefix = os.environ["TRADEFLOW_KEY_PREFIX"]
+    second = int(client.time()[0])
+    client.hincrby(f"{prefix}:per-second:{payload['key']}", str(second), 1)
+    if payload.get("exclusive"):
+        inside = client.incr(f"{prefix}:inside:{payload['key']}")
+        client.hset(f"{prefix}:most-inside", payload["key"], max(inside, int(
+            client.hget(f"{prefix}:most-inside", payload["key"]) or 0)))
+        time.sleep(float(payload.get("sleep", 0.05)))
+        client.decr(f"{prefix}:inside:{payload['key']}")
+    client.rpush(f"{prefix}:finished:{payload['key']}", time.time())
+    return Transition("ok")

@@ -2,7 +2,10 @@
 
 The rules, checked on the source with ``ast`` (nothing is imported) and on an ``Engine``:
 
-1. ``Engine`` has no public ``store``, ``runtime`` or ``enqueuer``.
+1. ``Engine`` has no public ``store``, ``runtime`` or ``enqueuer``, and no code asks for one:
+   nowhere is ``.store``, ``.runtime`` or ``.enqueuer`` read off an object named ``engine``
+   (``engine.store``, ``lab.engine.runtime``...) or off ``self`` in ``engine/api.py`` (code merged
+   from older branches does exactly that, and fails only when it runs).
 2. Its private ones (``_store``, ``_runtime``, ``_enqueuer``) are named as an attribute in two
    modules only: ``engine/api.py`` (the Engine) and ``engine/testing.py`` (``store_of``,
    ``runtime_of``, ``enqueuer_of``, ``Driver``: the one door tests use to the inside). No
@@ -26,7 +29,8 @@ from engine.broker import MemoryEnqueuer
 from engine.testing import make_store
 
 ROOT = Path(__file__).resolve().parents[2]
-PRIVATE = {"_store", "_runtime", "_enqueuer"}
+PUBLIC = {"store", "runtime", "enqueuer"}
+PRIVATE = {f"_{name}" for name in PUBLIC}
 MAY_TOUCH_PRIVATE = {"engine/api.py", "engine/testing.py"}
 INTERNAL = ("engine.store", "engine.runtime")
 #: The engine's own white-box tests (they test the store and the runtime themselves).
@@ -63,6 +67,21 @@ def _imported(tree: ast.AST) -> list[tuple[int, str]]:
 def test_engine_has_no_public_store_runtime_or_enqueuer() -> None:
     engine = Engine(make_store(fakeredis.FakeRedis(), "facade"), MemoryEnqueuer())
     assert [name for name in ("store", "runtime", "enqueuer") if hasattr(engine, name)] == []
+
+
+def _reads_a_public_inside(node: ast.AST, in_api: bool) -> bool:
+    if not (isinstance(node, ast.Attribute) and node.attr in PUBLIC):
+        return False
+    owner = node.value
+    named = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
+    return named == "engine" or (in_api and named == "self")
+
+
+def test_nothing_asks_an_engine_for_a_public_store_runtime_or_enqueuer() -> None:
+    stray = [f"{_name(path)}:{node.lineno}: .{node.attr}" for path in _python_files()
+             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+             if _reads_a_public_inside(node, _name(path) == "engine/api.py")]
+    assert not stray, f"use the Engine API (or, in a test, engine.testing's store_of/runtime_of/enqueuer_of): {stray}"
 
 
 def test_only_the_engine_and_engine_testing_touch_its_private_parts() -> None:

@@ -28,12 +28,14 @@ DEFAULT_INLINE_STEPS = Settings.inline_steps
 DEFAULT_INLINE_SECONDS = 30.0
 
 
-def carrier_died(carrier: str | None, message: str) -> bool:
+def carrier_died(carrier: str | None, message: str, alive: Callable[[str], bool] | None = None) -> bool:
     """True when ``carrier`` ("message@host:pid") is ``message`` and its process is known to be gone.
 
-    A carrier on this host is checked (a signal 0 to its pid); one on another host cannot be,
-    and counts as gone: its redelivery then runs the step it carried, at the cost of running
-    it twice if that worker was only slow (the compare-and-set keeps one transition).
+    A carrier on this host is checked (a signal 0 to its pid); one on another host by its
+    liveness mark (``alive``: "host:pid" -> whether its mark is set; see
+    :mod:`engine.runtime.concerns.liveness`). Without ``alive`` it cannot be, and counts as gone:
+    its redelivery then runs the step it carried, at the cost of running it twice if that
+    worker was only slow (the compare-and-set keeps one transition).
     """
     if not carrier:
         return False
@@ -42,7 +44,7 @@ def carrier_died(carrier: str | None, message: str) -> bool:
         return False
     host, _, pid = where.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        return True
+        return alive is None or not alive(where)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -89,4 +91,5 @@ class Inline(Hook):
 
     def take_over(self, runtime: StepOutcomes, instance: Instance, delivered: str, inline: InlineRule | None) -> bool:
         """A redelivered message whose worker died carrying the instance inline runs its current step."""
-        return inline is not None and carrier_died(instance.carrier, delivered)
+        return inline is not None and carrier_died(instance.carrier, delivered,
+                                                   lambda process: runtime.store.alive([process])[process])

@@ -34,11 +34,15 @@
 --   retry    another attempt of the current step: now (deadline) or after a backoff (timer)
 --   fail     the instance fails with an error
 --   park     a delivered step of a paused instance is set aside (resume re-sends it)
+--   hold     a started step over its limit waits: status waiting, a `limit` timer, and the reason
+--            (doc.place.reason, e.g. 'rate: brokerage') kept as field `waiting_for` and counted in
+--            the run's `<run>:limited` hash until the instance leaves the wait (see settle)
 --   control  an operator's pause, resume, retry (with context edits) or cancel
 --   noop     only record a no-op activity (stale or duplicate delivery)
 --   release  drop an index entry (timers/deadlines/queued) that no longer applies
 --   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
---            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now)
+--            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now);
+--            when it is the instance's current step, record doc.carrier (the process running it)
 --
 -- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
 -- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
@@ -162,6 +166,23 @@ local function settle(id, run, status, hold)
   end
   if blob.result then redis.call('HSET', inst, 'result', blob.result) end
   redis.call('HSET', inst, 'updated_at', now)
+  -- waiting for a limit: the reason on the instance and counted in its run while it waits
+  if status == 'waiting' or p.reason then
+    local was = redis.call('HGET', inst, 'waiting_for')
+    if not was then was = nil end
+    local reason = nil
+    if final == 'waiting' then reason = p.reason or was end
+    if was ~= reason then
+      if was then redis.call('HINCRBY', runp .. 'limited', was, -1) end
+      if reason then
+        redis.call('HSET', inst, 'waiting_for', reason)
+        redis.call('HINCRBY', runp .. 'limited', reason, 1)
+        redis.call('EXPIRE', runp .. 'limited', doc.ttl)
+      else
+        redis.call('HDEL', inst, 'waiting_for')
+      end
+    end
+  end
 
   if final == 'running' and p.deadline then
     redis.call('ZADD', deadlines, p.deadline, id)
@@ -183,6 +204,8 @@ local function settle(id, run, status, hold)
     -- a paused instance keeps its wake time so that resume parks it again until then
     if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
   end
+  -- no step of it runs any more: no process carries it
+  if final ~= 'running' then redis.call('HDEL', inst, 'carrier') end
   if terminal or held then
     -- finished, or a step of a paused instance came back: nothing is in flight any more
     redis.call('HSET', inst, 'inflight', '0')
@@ -219,7 +242,8 @@ end
 -- The operations. Those marked `needs_instance` run after the compare-and-set (doc.expect:
 -- seq, attempt, statuses) has passed and the activity is recorded; they return the new seq.
 local ops = {}
-local needs_instance = {advance = true, signal = true, retry = true, fail = true, park = true, control = true}
+local needs_instance = {advance = true, signal = true, retry = true, fail = true, park = true, hold = true,
+                        control = true}
 -- Operations under which a paused instance stays paused (the step in flight came back).
 local holds_pause = {advance = true, retry = true}
 
@@ -236,8 +260,12 @@ ops.start = function()
   local f = {}
   for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
   if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
-     and tonumber(f.attempt) == doc.attempt and redis.call('ZREM', queued, f.id) == 1 then
-    redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+     and tonumber(f.attempt) == doc.attempt then
+    if redis.call('ZREM', queued, f.id) == 1 then
+      redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+    end
+    -- which process runs it (node:seq:attempt@host:pid): the sweeper checks that process's liveness mark
+    if doc.carrier then redis.call('HSET', inst, 'carrier', doc.carrier) end
   end
   -- Two bulk strings instead of two per field: a client parses a reply element by element.
   local sizes = {}
@@ -326,6 +354,10 @@ end
 
 ops.park = function(seq)
   return seq  -- settle keeps it paused with nothing in flight
+end
+
+ops.hold = function(seq)
+  return seq  -- settle makes it wait for its limit (doc.place: status, timer, reason)
 end
 
 ops.control = function(seq)

@@ -182,3 +182,6 @@ def test_carrier_died_reads_host_and_pid() -> None:
     assert not carrier_died(f"a:1:1@{here}:{_dead_pid()}", "b:2:1")  # another message's chain
     assert carrier_died(f"a:1:1@{here}:{_dead_pid()}", "a:1:1")
     assert carrier_died("a:1:1@some-other-host:12", "a:1:1")  # cannot tell: the redelivery takes over
+    # on another host, its liveness mark tells
+    assert not carrier_died("a:1:1@some-other-host:12", "a:1:1", {"some-other-host:12": True}.__getitem__)
+    assert carrier_died("a:1:1@some-other-host:12", "a:1:1", {"some-other-host:12": False}.__getitem__)

@@ -1,0 +1,88 @@
+"""The morning's submission with the brokerage limited: every account's own tickets under the
+``brokerage`` rate limit, against a simulated brokerage that refuses what goes over its own rate.
+
+    python -m bench.limited_submission --accounts 5000 --rate 500
+
+In a sandbox (:mod:`bench.sandbox`) on the shared Redis: N approved proposals (as
+:mod:`bench.blocks` makes them), N submission instances approved at once; the ``submit`` node
+carries ``limits.rate`` (key ``'brokerage'``, cost: the account's orders) and the brokerage
+accepts ``--rate`` requests a second (``TRADEFLOW_PM_BROKER_ACCEPTS``), counted on Redis's clock.
+Prints the time of the phase, the orders, orders / rate, the requests refused for the rate and
+the busiest second. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+
+from bench import blocks
+from bench.sandbox import Sandbox
+from engine.api import StartItem
+from engine.definitions.validation import load_definition
+from engine.ops.fleet import Fleet, default_fleets
+from engine.principal import Principal
+
+
+def definition(rate: float) -> dict[str, Any]:
+    """The submission workflow of :mod:`bench.blocks` with the brokerage limit on its ``submit`` node."""
+    body = blocks.definition()
+    body["nodes"]["submit"]["limits"] = {"rate": {"key": "'brokerage'", "per_second": rate, "burst": int(rate),
+                                                  "cost": "data.orders"}}
+    return body
+
+
+def run(redis_url: str, accounts: int, rate: float, seed: int = 7, console: Console | None = None) -> dict[str, Any]:
+    """One limited submission phase of ``accounts`` approved accounts; its figures."""
+    from portfolio_manager.brokerage import SimulatedBrokerage
+    from portfolio_manager.proposals import ProposalStatus
+
+    console = console or Console()
+    with Sandbox(redis_url) as sandbox:
+        engine, services = sandbox.engine, sandbox.services()
+        engine.publish(load_definition(json.dumps(definition(rate))), alias="production")
+        label = f"bench-limited-{accounts}"
+        close_at = datetime.now(UTC) + timedelta(days=1)
+        made = blocks.proposals(label, accounts, seed, date.today(), close_at.timestamp())
+        for proposal in made:
+            services.proposals.record(proposal)
+        services.proposals.transition_many([(label, p.account_id, ProposalStatus.APPROVED, {}) for p in made])
+        items = [StartItem({"account_id": p.account_id, "exchange": blocks.EXCHANGE[p.region], "block_orders": False,
+                            "close_at": close_at.isoformat(), "orders": len(p.orders)}, p.instance_id) for p in made]
+        engine.start_many(blocks.WORKFLOW, items, run=label)
+        orders = sum(len(p.orders) for p in made)
+        env = {**sandbox.env(), "TRADEFLOW_PM_BROKER_ACCEPTS": str(int(rate))}
+        with Fleet(default_fleets(), beat=True, env=env):
+            engine.wait_for_run(label, timeout=600, poll=0.2, settled=True)
+            console.print(f"{label}: {accounts:,} accounts, {orders:,} orders approved at once, limit {rate:g}/s")
+            began = time.monotonic()
+            engine.signal_run(label, "approve", by=Principal("bench", frozenset({"pm"})))
+            progress = engine.wait_for_run(label, timeout=7200, poll=0.2)
+            seconds = time.monotonic() - began
+        broker = SimulatedBrokerage(sandbox.client, sandbox.pm_prefix + "broker:")
+        per_second = broker.requests_per_second()
+        return {"accounts": accounts, "orders": orders, "rate": rate, "submission_seconds": round(seconds, 1),
+                "orders_over_rate_seconds": round(orders / rate, 1),
+                "accepted_orders": len(broker.accepted_orders()), "received": broker.received_count(),
+                "rejected_for_rate": broker.rejected_for_rate(), "busiest_second": max(per_second.values(), default=0),
+                "counts": {k: v for k, v in progress.counts.items() if v}}
+
+
+def main() -> None:
+    """Command line: ``--accounts``, ``--rate``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=20000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="orders a second (engine limit and brokerage)")
+    args = parser.parse_args()
+    url = os.environ.get("TRADEFLOW_REDIS_URL", "redis://127.0.0.1:6379/14")
+    print(json.dumps(run(url, args.accounts, args.rate), indent=2))
+
+
+if __name__ == "__main__":
+    main()

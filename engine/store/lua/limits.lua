@@ -1,0 +1,182 @@
+-- limits.lua: the shared rate and concurrency limits of step nodes, entered by an operation name.
+--
+-- The clock is Redis's own (TIME), so every worker on every machine agrees on it.
+--
+-- Key families (built from doc.prefix = <prefix>:limit:)
+--   <p>override               hash: limit name -> JSON {per_second, burst} or {max}: set at run time
+--   <p>names                  zset: limit name -> when it was last used (what `tradeflow limits` lists)
+--   <p>waits                  hash: limit name -> how many times a step was parked by it (a counter)
+--   <p>rate:<name>            zset: the calls of the last window (member: a call number, score: its time, us)
+--   <p>rate:<name>:line       zset: instance id -> when it may try again (s): the instances parked by it
+--   <p>conc:<name>:holders    hash: instance id -> the step seq it holds a slot for
+--   <p>conc:<name>:line       zset: instance id -> its arrival number: the instances queued behind it
+--   <p>conc:<name>:n          counter of arrivals (the line's order)
+--   <p>pools                  set:  the concurrency limits with holders or a line (the sweeper's list)
+--   <p>spec                   hash: limit name -> JSON of what the definition declares (doc.spec, as last used)
+--
+-- ARGV[1] is one JSON document {op, prefix, name, ...}. Operations:
+--   rate     may instance `id` call now under {per_second, burst} (an override wins)? A rate limit
+--            allows at most `burst` calls in any window of burst/per_second seconds. A step that
+--            arrives while others are parked joins the end of the line (arrival order); one woken
+--            from the line takes the next free call. doc.cost (default 1): how many calls the step
+--            counts for (at most burst). Returns {'ok', tokens} or
+--            {'wait', seconds, tokens}: park until then.
+--   acquire  take a slot of the pool for instance `id` at step `seq` (max: the pool's size, an
+--            override wins): {'ok'} when it holds one (already, or now: the line is served in
+--            arrival order), else {'wait', position} and it is in the line.
+--   release  instance `id` leaves the pool: returns the ids that may take the free slots now
+--            (the head of the line) for the caller to wake.
+--   leave    drop instance `id` from a line (rate or conc, doc.kind), e.g. it was cancelled.
+--   set      store an override {per_second, burst} or {max} for `name`; clear: drop it.
+--   show     {name, kind, per_second, burst, max, tokens, parked, holders, waits, override} of each
+--            name of doc.names, as JSON (tokens: calls allowed right now).
+local doc = cjson.decode(ARGV[1])
+local p = doc.prefix
+local name = doc.name
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = now_us / 1000000
+
+local function override()
+  local raw = redis.call('HGET', p .. 'override', name)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function rate_state(per_second, burst)
+  local log = p .. 'rate:' .. name
+  local window_us = math.floor(burst * 1000000 / per_second)
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', now_us - window_us)
+  return log, window_us, redis.call('ZCARD', log)
+end
+
+local ops = {}
+
+ops.rate = function()
+  local per_second, burst = tonumber(doc.per_second), tonumber(doc.burst)
+  local o = override()
+  if o and o.per_second then per_second, burst = tonumber(o.per_second), tonumber(o.burst) end
+  local cost = math.min(tonumber(doc.cost or 1), burst)
+  redis.call('ZADD', p .. 'names', now, name)
+  local log, window_us, used = rate_state(per_second, burst)
+  local line = p .. 'rate:' .. name .. ':line'
+  local queued = redis.call('ZSCORE', line, doc.id)
+  local ahead = redis.call('ZCARD', line)
+  if queued then ahead = 0 end  -- woken from the line: it is the line's turn
+  if used + cost <= burst and ahead == 0 then
+    for _ = 1, cost do redis.call('ZADD', log, now_us, redis.call('INCR', log .. ':n')) end
+    redis.call('PEXPIRE', log, math.floor(window_us / 1000) + 1000)
+    redis.call('PEXPIRE', log .. ':n', math.floor(window_us / 1000) + 1000)
+    if queued then redis.call('ZREM', line, doc.id) end
+    return {'ok', tostring(burst - used - cost)}
+  end
+  -- when the oldest call of the window leaves it, one call is free; the line is served one
+  -- call interval apart after that, so parked steps do not all wake at once
+  local free_at = now
+  if used + cost > burst then
+    -- the calls that must leave the window first: the cost-th oldest beyond what is free
+    local nth = redis.call('ZRANGE', log, used + cost - burst - 1, used + cost - burst - 1, 'WITHSCORES')
+    if nth[2] then free_at = (tonumber(nth[2]) + window_us) / 1000000 end
+  end
+  local at = free_at
+  if not queued then
+    local last = redis.call('ZRANGE', line, -1, -1, 'WITHSCORES')
+    if last[2] then at = math.max(at, tonumber(last[2]) + cost / per_second) end
+  end
+  redis.call('ZADD', line, at, doc.id)
+  redis.call('HINCRBY', p .. 'waits', name, 1)
+  return {'wait', tostring(math.max(at - now, 0.001)), tostring(math.max(burst - used, 0))}
+end
+
+local function pool_max()
+  local o = override()
+  if o and o.max then return tonumber(o.max) end
+  return tonumber(doc.max)
+end
+
+ops.acquire = function()
+  local holders, line = p .. 'conc:' .. name .. ':holders', p .. 'conc:' .. name .. ':line'
+  redis.call('ZADD', p .. 'names', now, name)
+  if redis.call('HEXISTS', holders, doc.id) == 1 then
+    redis.call('HSET', holders, doc.id, doc.seq)
+    return {'ok'}
+  end
+  local free = pool_max() - redis.call('HLEN', holders)
+  local rank = redis.call('ZRANK', line, doc.id)
+  local position = rank
+  if not rank then position = redis.call('ZCARD', line) end
+  if position < free then
+    redis.call('HSET', holders, doc.id, doc.seq)
+    redis.call('ZREM', line, doc.id)
+    redis.call('SADD', p .. 'pools', name)
+    return {'ok'}
+  end
+  if not rank then
+    redis.call('ZADD', line, redis.call('INCR', p .. 'conc:' .. name .. ':n'), doc.id)
+    redis.call('HINCRBY', p .. 'waits', name, 1)
+  end
+  redis.call('SADD', p .. 'pools', name)
+  return {'wait', tostring(position + 1)}
+end
+
+ops.release = function()
+  local holders, line = p .. 'conc:' .. name .. ':holders', p .. 'conc:' .. name .. ':line'
+  redis.call('HDEL', holders, doc.id)
+  redis.call('ZREM', line, doc.id)
+  local free = pool_max() - redis.call('HLEN', holders)
+  if redis.call('HLEN', holders) == 0 and redis.call('ZCARD', line) == 0 then
+    redis.call('SREM', p .. 'pools', name)
+    redis.call('DEL', p .. 'conc:' .. name .. ':n')
+  end
+  if free <= 0 then return {} end
+  return redis.call('ZRANGE', line, 0, free - 1)
+end
+
+ops.leave = function()
+  redis.call('ZREM', p .. doc.kind .. ':' .. name .. ':line', doc.id)
+  return {}
+end
+
+ops.set = function()
+  redis.call('HSET', p .. 'override', name, cjson.encode(doc.value))
+  redis.call('ZADD', p .. 'names', now, name)
+  return {}
+end
+
+ops.clear = function()
+  redis.call('HDEL', p .. 'override', name)
+  return {}
+end
+
+ops.show = function()
+  local out = {}
+  for i, n in ipairs(doc.names) do
+    name = n
+    local o = override()
+    local spec = cjson.decode(redis.call('HGET', p .. 'spec', n) or '{}')
+    local row = {name = n, kind = spec.kind, override = o ~= nil,
+                 waits = tonumber(redis.call('HGET', p .. 'waits', n) or '0')}
+    local per_second, burst, max = spec.per_second, spec.burst, spec.max
+    if o then per_second, burst, max = o.per_second or per_second, o.burst or burst, o.max or max end
+    row.per_second, row.burst, row.max = per_second, burst, max
+    if per_second and burst then
+      local _, _, used = rate_state(tonumber(per_second), tonumber(burst))
+      row.tokens = math.max(tonumber(burst) - used, 0)
+      row.parked = redis.call('ZCARD', p .. 'rate:' .. n .. ':line')
+      row.kind = 'rate'
+    end
+    if max then
+      row.holders = redis.call('HLEN', p .. 'conc:' .. n .. ':holders')
+      row.parked = redis.call('ZCARD', p .. 'conc:' .. n .. ':line')
+      row.tokens = math.max(tonumber(max) - row.holders, 0)
+      row.kind = 'concurrency'
+    end
+    out[i] = row
+  end
+  return cjson.encode(out)
+end
+
+if not ops[doc.op] then return redis.error_reply('limits.lua: unknown operation ' .. tostring(doc.op)) end
+-- the spec a definition declared for this name (what `show` reports when there is no override)
+if doc.spec then redis.call('HSET', p .. 'spec', name, cjson.encode(doc.spec)) end
+return ops[doc.op]()

@@ -1,0 +1,66 @@
+"""Shared limits on real workers: the rate holds across processes, parked steps hold no worker,
+a concurrency key of 1 never runs two members at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.definitions.validation import load_definition
+from engine.model import InstanceStatus
+from engine.testing import store_of
+from tests.integration.conftest import LiveFleet
+
+pytestmark = pytest.mark.integration
+
+
+def limited_flow(name: str, limits: dict, exclusive: bool = False, nodes: tuple[str, ...] = ("a",)) -> dict:
+    body: dict = {"name": name, "initial_data": {"type": "object"}, "start": nodes[0], "nodes": {}}
+    for i, node in enumerate(nodes):
+        body["nodes"][node] = {"type": "service", "service": "itest", "action": "limited",
+                               "input": {"key": "data.key", "exclusive": exclusive, "sleep": 0.05},
+                               "transitions": {"ok": nodes[i + 1] if i + 1 < len(nodes) else "done"},
+                               "limits": limits}
+    body["nodes"]["done"] = {"type": "terminal", "status": "succeeded"}
+    return body
+
+
+def test_500_steps_at_50_a_second_across_workers_and_others_flow_meanwhile(live: LiveFleet) -> None:
+    engine, client, prefix = live.engine, live.client, live.prefix
+    engine.publish(load_definition(json.dumps(limited_flow(
+        "rated", {"rate": {"key": "'api'", "per_second": 50, "burst": 50}}))))
+    engine.publish(load_definition(json.dumps(limited_flow("free", {"concurrency": {"key": "data.key",
+                                                                                      "max": 1000}}))))
+    ids = [engine.start("rated", {"key": "api"}, run="limited") for _ in range(500)]
+    # meanwhile another workflow's steps go through the same workers
+    others = [engine.start("free", {"key": "other"}, run="free") for _ in range(20)]
+    live.wait(others, timeout=60)
+    assert sum(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids)) < 500
+    assert engine.run_limited("limited").get("rate: api", 0) > 0  # the run page's count
+    live.wait(ids, timeout=120)
+    finished_other = max(float(x) for x in client.lrange(f"{prefix}:finished:other", 0, -1))
+    finished_rated = sorted(float(x) for x in client.lrange(f"{prefix}:finished:api", 0, -1))
+    assert len(finished_rated) == 500  # every step ran once
+    assert finished_other < finished_rated[-1]  # not stuck behind the limited ones
+    per_second = {int(k): int(v) for k, v in client.hgetall(f"{prefix}:per-second:api").items()}
+    assert max(per_second.values()) <= 50, per_second
+    # at most `burst` calls in any window of burst/per_second (1 s): the 500 span at least 9 windows
+    assert max(per_second) - min(per_second) >= 9, per_second
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids))
+    assert engine.run_limited("limited") == {}
+    [state] = [s for s in engine.limits() if s.name == "api"]
+    assert state.parked == 0 and state.waits > 0
+
+
+def test_a_concurrency_key_of_one_never_runs_two_members_at_once(live: LiveFleet) -> None:
+    engine, client, prefix = live.engine, live.client, live.prefix
+    engine.publish(load_definition(json.dumps(limited_flow(
+        "household", {"concurrency": {"key": "data.key", "max": 1, "group": "hh"}}, exclusive=True,
+        nodes=("a", "b")))))
+    ids = [engine.start("household", {"key": f"hh-{n % 3}"}, run="households") for n in range(30)]
+    live.wait(ids, timeout=120)
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids))
+    most = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:most-inside").items()}
+    assert most == {"hh-0": 1, "hh-1": 1, "hh-2": 1}
+    assert all(s.holders == 0 and s.parked == 0 for s in engine.limits() if s.kind == "concurrency")

@@ -1,0 +1,227 @@
+"""Shared limits: the Lua bucket and pools (fakeredis and Redis), and limited steps driven in-process."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from engine.api import Engine
+from engine.broker import MemoryEnqueuer
+from engine.clock import ManualClock
+from engine.definitions.validation import load_definition
+from engine.errors import DefinitionError
+from engine.model import InstanceStatus, Outcome
+from engine.runtime.concerns.limits import LIMIT_TIMER
+from engine.service import ActionRegistry, Transition, action
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
+from engine.testing import Driver, runtime_of, store_of
+
+ACTIONS = ActionRegistry()
+CALLS: list[tuple[str, str]] = []
+
+
+@action("lim", "call", into=ACTIONS)
+def call(payload: dict[str, Any]) -> Transition:
+    """Records who called."""
+    CALLS.append((payload["key"], payload["node"]))
+    return Transition("ok")
+
+
+def flow(name: str, limits: dict[str, Any], nodes: tuple[str, ...] = ("a",), group: bool = False) -> dict[str, Any]:
+    """A chain of limited service nodes."""
+    body: dict[str, Any] = {"name": name, "initial_data": {"type": "object"}, "start": nodes[0], "nodes": {}}
+    for i, node in enumerate(nodes):
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else "done"
+        body["nodes"][node] = {"type": "service", "service": "lim", "action": "call",
+                               "input": {"key": "data.key", "node": f"'{node}'"},
+                               "transitions": {"ok": nxt}, "limits": limits}
+    body["nodes"]["done"] = {"type": "terminal", "status": "succeeded"}
+    return body
+
+
+@pytest.fixture
+def store(any_redis: redis.Redis, key_prefix: str) -> RedisStore:
+    return RedisStore(any_redis, Keys(key_prefix), retention_seconds=3600)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+def engine(store: RedisStore, clock: ManualClock) -> Engine:
+    CALLS.clear()
+    return Engine(store, MemoryEnqueuer(), clock)
+
+
+def drive(driver: Driver, clock: ManualClock, until: float = 10.0) -> None:
+    """Run messages and timers, letting real time pass (the bucket's clock is Redis's)."""
+    end = time.monotonic() + until
+    while time.monotonic() < end:
+        driver.run_until_idle()
+        if not store_of(driver.engine).client.zcard(store_of(driver.engine).keys.timers):
+            return
+        time.sleep(0.02)
+        clock.advance(0.05)
+    raise AssertionError("limited steps still parked")
+
+
+# -- the bucket ------------------------------------------------------------------------------------
+
+
+def test_rate_bucket_allows_burst_then_parks_in_arrival_order(store: RedisStore) -> None:
+    verdicts = [store.limit_rate("api", f"i{n}", per_second=10, burst=3) for n in range(6)]
+    assert [v.ok for v in verdicts] == [True, True, True, False, False, False]
+    waits = [v.wait_seconds for v in verdicts[3:]]
+    assert 0 < waits[0] <= 0.3 + 0.05
+    assert waits[0] < waits[1] < waits[2]  # the line is served one call interval (0.1 s) apart
+    assert waits[1] - waits[0] == pytest.approx(0.1, abs=0.02)
+    assert store.limit_line("rate", "api") == ["i3", "i4", "i5"]
+    # a newcomer queues behind the parked ones, even once the window has room again
+    time.sleep(0.35)
+    assert not store.limit_rate("api", "late", per_second=10, burst=3).ok
+    # a parked one, woken, takes its call
+    assert store.limit_rate("api", "i3", per_second=10, burst=3).ok
+    assert "i3" not in store.limit_line("rate", "api")
+    [state] = store.limit_states(["api"])
+    assert (state.kind, state.per_second, state.burst, state.parked, state.waits) == ("rate", 10, 3, 3, 4)
+
+
+def test_rate_override_wins_and_clears(store: RedisStore) -> None:
+    store.limit_set("api", {"per_second": 1, "burst": 1})
+    assert store.limit_rate("api", "a", per_second=100, burst=100).ok
+    assert not store.limit_rate("api", "b", per_second=100, burst=100).ok
+    [state] = store.limit_states(["api"])
+    assert state.override and state.per_second == 1 and state.tokens == 0
+    store.limit_clear("api")
+    assert store.limit_rate("api", "b", per_second=100, burst=100).ok  # woken from the line, room again
+    assert not store.limit_states(["api"])[0].override
+
+
+def test_concurrency_pool_serves_its_line_in_order(store: RedisStore) -> None:
+    assert store.limit_acquire("hh:1", "a", 3, maximum=1).ok
+    assert store.limit_acquire("hh:1", "a", 4, maximum=1).ok  # the holder keeps its slot (next step)
+    assert store.limit_acquire("hh:1", "b", 3, maximum=1).position == 1
+    assert store.limit_acquire("hh:1", "c", 3, maximum=1).position == 2
+    assert store.limit_acquire("hh:2", "d", 3, maximum=1).ok  # another key: its own pool
+    assert store.limit_release("hh:1", "a", maximum=1) == ["b"]
+    assert not store.limit_acquire("hh:1", "c", 3, maximum=1).ok  # b is ahead
+    assert store.limit_acquire("hh:1", "b", 3, maximum=1).ok
+    assert store.limit_holders("hh:1") == {"b": 3}
+    assert store.limit_release("hh:1", "b", maximum=1) == ["c"]
+    assert store.limit_release("hh:1", "c", maximum=1) == []
+
+
+# -- the definition --------------------------------------------------------------------------------
+
+
+def test_limits_round_trip_and_validate() -> None:
+    body = flow("rt", {"rate": {"key": "'api'", "per_second": 2.5, "burst": 5},
+                       "concurrency": {"key": "data.key", "max": 2, "group": "pair"}})
+    definition = load_definition(json.dumps(body))
+    again = load_definition(definition.to_json())
+    assert again == definition
+    assert definition.nodes["a"].limits.rate.capacity == 5  # type: ignore[union-attr]
+    assert load_definition(json.dumps(flow("d", {"rate": {"key": "'x'", "per_second": 2.5}}))) \
+        .nodes["a"].limits.rate.capacity == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("limits", "pointer", "words"), [
+    ({"rate": {"key": "'x'", "per_second": 0}}, "/nodes/a/limits/rate/per_second", "greater than 0"),
+    ({"rate": {"key": "'x'", "per_second": 5, "burst": 0}}, "/nodes/a/limits/rate/burst", "greater than or equal"),
+    ({"rate": {"key": "nope.x", "per_second": 5}}, "/nodes/a/limits/rate/key", "nope"),
+    ({"rate": {"key": "context.zz", "per_second": 5}}, "/nodes/a/limits/rate/key", "unknown node"),
+    ({"concurrency": {"key": "data.k", "max": 0}}, "/nodes/a/limits/concurrency/max", "greater than or equal"),
+    ({"concurrency": {"key": "data.k", "max": 1, "extra": 1}}, "/nodes/a/limits/concurrency/extra", ""),
+    ({"rate": {"key": "'x'", "per_second": 0.001, "burst": 1000}}, "/nodes/a/limits/rate/burst", "over a day"),
+])
+def test_limits_problems_name_their_pointer(limits: dict[str, Any], pointer: str, words: str) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(json.dumps(flow("bad", limits)))
+    found = [p for p in caught.value.problems if p.pointer == pointer]
+    assert found, caught.value.problems
+    assert words in found[0].message
+
+
+def test_a_group_agrees_on_key_and_max() -> None:
+    body = flow("g", {"concurrency": {"key": "data.key", "max": 1, "group": "hh"}}, nodes=("a", "b"))
+    body["nodes"]["b"]["limits"] = {"concurrency": {"key": "data.key", "max": 2, "group": "hh"}}
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(json.dumps(body))
+    assert [p.pointer for p in caught.value.problems] == ["/nodes/b/limits/concurrency"]
+
+
+# -- limited steps -----------------------------------------------------------------------------------
+
+
+def test_rate_limited_steps_park_without_running_and_all_finish(engine: Engine, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("rated", {"rate": {"key": "'api'", "per_second": 50,
+                                                                        "burst": 5}}))))
+    driver = Driver(engine, ACTIONS)
+    ids = [engine.start("rated", {"key": f"k{n}"}) for n in range(20)]
+    driver.run_until_idle()
+    parked = [engine.get(iid) for iid in ids if engine.get(iid).status is InstanceStatus.WAITING]
+    assert len(CALLS) == 5 and len(parked) == 15
+    assert {p.waiting_for for p in parked} == {"rate: api"} and {p.timer for p in parked} == {LIMIT_TIMER}
+    assert store_of(engine).run_limited(engine.get(ids[0]).run) == {"rate: api": 15}
+    limited = [a for a in engine.activities(parked[0].id) if a["outcome"] == Outcome.LIMITED]
+    assert limited and limited[0]["reason"].startswith("rate: api")
+    drive(driver, clock)
+    assert all(engine.get(iid).status is InstanceStatus.SUCCEEDED for iid in ids)
+    assert len(CALLS) == 20
+    assert store_of(engine).run_limited(engine.get(ids[0]).run) == {}
+    assert all(engine.get(iid).waiting_for is None for iid in ids)
+
+
+def test_one_busy_key_does_not_delay_another(engine: Engine, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("keyed", {"rate": {"key": "data.key", "per_second": 1,
+                                                                        "burst": 1}}))))
+    driver = Driver(engine, ACTIONS)
+    busy = [engine.start("keyed", {"key": "busy"}) for _ in range(5)]
+    other = engine.start("keyed", {"key": "quiet"})
+    driver.run_until_idle()
+    assert engine.get(other).status is InstanceStatus.SUCCEEDED
+    assert sum(engine.get(iid).status is InstanceStatus.WAITING for iid in busy) == 4
+
+
+def test_concurrency_of_one_runs_members_one_at_a_time(engine: Engine, clock: ManualClock) -> None:
+    limits = {"concurrency": {"key": "data.key", "max": 1, "group": "household"}}
+    engine.publish(load_definition(json.dumps(flow("conc", limits, nodes=("a", "b")))))
+    driver = Driver(engine, ACTIONS)
+    ids = [engine.start("conc", {"key": "h42"}) for _ in range(3)]
+    driver.run_until_idle()
+    # the slot is held across the group's nodes: each instance runs a then b before the next starts
+    assert CALLS == [("h42", "a"), ("h42", "b")] * 3
+    assert all(engine.get(iid).status is InstanceStatus.SUCCEEDED for iid in ids)
+    assert store_of(engine).limit_holders("household:h42") == {}
+
+
+def test_a_cancelled_holder_s_slot_is_reclaimed_by_the_sweeper(engine: Engine, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("conc1", {"concurrency": {"key": "data.key", "max": 1}}))))
+    driver = Driver(engine, ACTIONS)
+    holder = engine.start("conc1", {"key": "h"})
+    # the holder's worker takes its slot and dies with the message (the slot is not released)
+    driver.queue.messages.clear()
+    store_of(engine).limit_acquire("a:h", holder, 1, maximum=1)
+    waiter = engine.start("conc1", {"key": "h"})
+    driver.run_until_idle()
+    assert engine.get(waiter).waiting_for == "concurrency: h"
+    runtime_of(engine).sweep()
+    assert engine.get(waiter).status is InstanceStatus.WAITING  # the holder is still inside: it keeps it
+    engine.cancel(holder)
+    runtime_of(engine).sweep()
+    driver.run_until_idle()
+    assert engine.get(waiter).status is InstanceStatus.SUCCEEDED
+
+
+def test_a_step_may_count_for_several_calls(store: RedisStore) -> None:
+    assert store.limit_rate("orders", "a", per_second=10, burst=10, cost=7).tokens == 3
+    refused = store.limit_rate("orders", "b", per_second=10, burst=10, cost=5)
+    assert not refused.ok and 0.9 <= refused.wait_seconds <= 1.05  # a's 7 calls must leave the 1 s window
+    assert store.limit_rate("orders", "c", per_second=10, burst=10, cost=50).wait_seconds > refused.wait_seconds
