@@ -391,7 +391,7 @@ _BY = click.option("--by", default="", help="Optional: must name the CLI's princ
 @click.option("--all", "all_", is_flag=True, help="Every proposal of RUN that can still be approved.")
 @_BY
 @click.option("--note", default="", help="Recorded with the decision.")
-@rerun(safe=True, why="an approval applied before is a no-op (exit 0, said on stderr)")
+@rerun(safe=True, why="idempotent: an approval applied before is a no-op, exit 0, said on stderr")
 def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
     """Approve proposals of RUN (ACCOUNT_IDS, or --all), as the CLI's principal (role pm).
 
@@ -412,7 +412,7 @@ def pm_approve(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note
 @click.option("--all", "all_", is_flag=True, help="Every proposal of RUN not yet submitted.")
 @_BY
 @click.option("--reason", "note", required=True, help="Why (recorded with the decision).")
-@rerun(safe=True, why="a rejection applied before is a no-op (exit 0, said on stderr)")
+@rerun(safe=True, why="idempotent: a rejection applied before is a no-op, exit 0, said on stderr")
 def pm_reject(run: str, account_ids: tuple[str, ...], all_: bool, by: str, note: str) -> None:
     """Reject proposals of RUN (ACCOUNT_IDS, or --all) as the CLI's principal; a rebalance's workflow ends there."""
     _decide(run, account_ids, all_, ProposalStatus.REJECTED, by, note)

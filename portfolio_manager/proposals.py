@@ -350,8 +350,9 @@ class ProposalStore:
                                                                                     last.get("at") or time.time()),
                                   "note": note or None}
         if to is ProposalStatus.APPROVED:
-            fields.update({f"{APPROVAL_FIELD}{a['by']}": {"at": a.get("at"), "note": a.get("note") or None}
-                           for a in approvals})
+            # "order": the engine's order of the approvers (they share the time the quorum was reached)
+            fields.update({f"{APPROVAL_FIELD}{a['by']}": {"at": a.get("at"), "note": a.get("note") or None, "order": i}
+                           for i, a in enumerate(approvals)})
         return self.transition(run, account_id, to, RECORDED_FROM[to], **fields)
 
     def decide(
@@ -445,7 +446,8 @@ class ProposalStore:
         body["status"] = raw.get("status", ProposalStatus.PROPOSED.value)
         approvals = [{"by": name[len(APPROVAL_FIELD):], **json.loads(value)}
                      for name, value in raw.items() if name.startswith(APPROVAL_FIELD)]
-        body["approvals"] = sorted(approvals, key=lambda a: (a.get("at") or 0, a["by"]))
+        approvals.sort(key=lambda a: (a.get("at") or 0, a.get("order", 0), a["by"]))
+        body["approvals"] = [{k: v for k, v in a.items() if k != "order"} for a in approvals]
         for name in ("decided_by", "note", "submission", "submitted_by"):
             if raw.get(name):
                 body[name] = raw[name]

@@ -21,6 +21,7 @@ from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.proposals import ProposalStatus
 from tests.unit.portfolio_manager.test_pm_workflows import (
     ANN,
+    BOB,
     CUTOFF,
     OPERATOR,
     PM,
@@ -115,6 +116,16 @@ def test_one_pm_cannot_make_four_eyes_alone(world: World) -> None:  # noqa: F811
     world.driver.run_until_idle()
     assert sent(world) == 0
     assert review.proposal(world.engine, world.svc.proposals, RUN, account).status is ProposalStatus.EXPIRED
+
+
+def test_four_eyes_approvers_are_shown_in_the_order_they_approved(world: World) -> None:  # noqa: F811
+    version = _four_eyes_for_all(world)
+    account = planned(world, version=version)[0]
+    for who in (BOB, ANN):  # bob first: not the names' alphabetical order
+        review.approve(world.engine, world.svc.proposals, RUN, [account], by=who)
+    world.driver.run_until_idle()
+    proposal = review.proposal(world.engine, world.svc.proposals, RUN, account)
+    assert [a["by"] for a in proposal.approvals] == ["bob", "ann"] and proposal.decided_by == "ann"
 
 
 # --------------------------------------------------------------------------- the CLI
