@@ -71,7 +71,7 @@ def build_context(settings: ConsoleSettings | None = None, engine: Any = None,
     from engine.app import build_engine
     from engine.config import Settings
     from engine.connections import client_for, state_url
-    from engine.ops.fleet import default_fleets
+    from engine.ops.fleet import all_queues, default_fleets
 
     settings = settings or ConsoleSettings.from_env()
     engine_settings = Settings.from_env()
@@ -86,7 +86,7 @@ def build_context(settings: ConsoleSettings | None = None, engine: Any = None,
         throttle=LoginThrottle(client, keys, free=settings.login_free_failures, base=settings.login_base_delay,
                                maximum=settings.login_max_delay),
         burndown=BurndownStore(client, keys), settings=settings,
-        queues=sorted({spec.queue for spec in default_fleets()}) if engine else [],
+        queues=sorted(all_queues(default_fleets())) if engine else [],
     )
 
 
