@@ -25,12 +25,12 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import blocks, engine_overhead, morning, peer, replica_wait, start
+from bench import blocks, capacity, engine_overhead, morning, peer, replica_wait, start
 from engine.config import Settings
 from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
 
-BENCHMARKS = ("engine", "morning", "memory", "submission", "start")
+BENCHMARKS = ("engine", "morning", "capacity", "memory", "submission", "start")
 RESULTS = Path(__file__).parent / "results"
 FULL_ACCOUNTS = 100_000
 
@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=BENCHMARKS,
-                        metavar="{engine,morning,memory,submission,start}",
-                        help="run only this benchmark (repeatable; default: all five, in that order)")
+                        metavar="{engine,morning,capacity,memory,submission,start}",
+                        help="run only this benchmark (repeatable; default: all six, in that order)")
     engine = parser.add_argument_group("engine overhead")
     engine.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
     engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
@@ -86,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
                           "no engine) that each morning size is compared with")
+    cap = parser.add_argument_group("capacity (one Redis's ceiling)")
+    cap.add_argument("--capacity-accounts", type=int, default=20_000, metavar="N",
+                     help="accounts whose Redis operations are replayed on a private Redis (default 20000)")
+    cap.add_argument("--capacity-clients", type=int, default=4, metavar="N",
+                     help="client processes replaying them, pipelined (default 4)")
     submission = parser.add_argument_group("submission phase")
     submission.add_argument("--submission-accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
                             help="approved accounts submitted per account, then in blocks (default 20000)")
@@ -355,6 +360,32 @@ def run_start(args: argparse.Namespace, url: str, console: Console) -> None:
     write("start", url, figures, console)
 
 
+def run_capacity(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any]:
+    """One Redis's ceiling in accounts per second, and memory per instance (``bench.capacity``)."""
+    console.print(f"capacity: the engine's Redis operations of {args.capacity_accounts:,} accounts, "
+                  f"{args.capacity_clients} clients, on a private redis-server (recorded on {url})")
+    figures = capacity.run(url, args.capacity_accounts, args.capacity_clients, seed=args.seed)
+    table = Table("figure", "value", title="one Redis's ceiling (the engine's operations, no actions)")
+    table.add_row("accounts replayed (clients, pipeline depth)",
+                  f"{figures['accounts']:,} ({figures['clients']}, {figures['pipeline_depth']})")
+    table.add_row("accounts/s achieved by the clients", f"{figures['accounts_per_s']:,.0f}")
+    table.add_row("Redis CPU per account, ms", f"{figures['redis_cpu_ms_per_account']:.3f}")
+    table.add_row("[bold]ceiling of one Redis core, accounts/s", f"[bold]{figures['ceiling_accounts_per_s']:,}")
+    table.add_row("script calls per account (state.lua, claim.lua)", f"{figures['store_calls_per_account']}")
+    table.add_row("round trips per account (the scripts' and Celery's delivery)",
+                  f"{figures['round_trips_per_account']}")
+    table.add_row("commands Redis ran per account (inside scripts too; the broker's 6 included)",
+                  f"{figures['redis_commands']['commands_per_account']}")
+    for name, row in figures["redis_commands"]["top"].items():
+        table.add_row(f"  {name}: calls / ms per account", f"{row['calls_per_account']} / {row['ms_per_account']}")
+    table.add_row("used_memory per account", _kib(figures["used_memory_per_account_bytes"]))
+    for status, row in figures["memory"].items():
+        table.add_row(f"  instance ({status}): hash + activity list, median", _kib(row["bytes_median"]))
+    console.print(table)
+    write("capacity", url, figures, console)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
@@ -365,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
         run_engine(args, url, console)
     if "morning" in args.only:
         measured = run_morning(args, url, console, memory="memory" in args.only)
+    if "capacity" in args.only:
+        run_capacity(args, url, console)
     if "memory" in args.only:
         run_memory(args, url, console, measured)
     if "submission" in args.only:

@@ -24,6 +24,8 @@ from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from portfolio_manager.actions import Services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +45,12 @@ class Sandbox:
         self.client = redis.Redis.from_url(self.redis_url)
         self.keys = Keys(self.prefix)
         self.store = RedisStore(self.client, self.keys, int(RETENTION_DAYS * 86400))
-        app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
-        self.engine = Engine(self.store, CeleryEnqueuer(app))
+        self._app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
+        self.engine = Engine(self.store, CeleryEnqueuer(self._app))
+
+    def engine_app(self) -> Celery:
+        """The Celery app this sandbox's engine sends with (its control API reaches the sandbox's workers)."""
+        return self._app
 
     @property
     def pm_prefix(self) -> str:
