@@ -45,6 +45,13 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _solvers(text: str) -> list[str]:
+    solvers = [part.strip() for part in text.split(",") if part.strip()]
+    if not solvers or any(s not in ("milp", "greedy") for s in solvers):
+        raise argparse.ArgumentTypeError(f"{text!r}: give milp, greedy or both separated by a comma")
+    return solvers
+
+
 def _fleet(text: str) -> FleetSpec:
     try:
         spec = FleetSpec.parse(text)
@@ -78,8 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="start each instance at once instead of waiting for the (past) open through beat's timer")
     run.add_argument("--fleet", action="append", type=_fleet, metavar="QUEUE[:POOL[:N]]",
                      help="a worker fleet (repeatable; default: " + ", ".join(map(str, default_fleets())) + ")")
-    run.add_argument("--solver", choices=["milp", "greedy"],
-                     help="publish rebalance versions with this plan.solver (default: milp, as defined)")
+    run.add_argument("--solver", type=_solvers, default=["milp", "greedy"], metavar="S[,S]",
+                     help="plan.solver of the runs, each size run with each (default milp,greedy; milp is the "
+                          "definitions' own)")
+    run.add_argument("--warm", action="store_true",
+                     help="run 20 accounts before the measured run (figures then named warm; default: cold workers, "
+                          "as a user meets them)")
+    run.add_argument("--no-events", action="store_true",
+                     help="workers without task events (TRADEFLOW_EVENTS=0; default: on, as tradeflow workers runs)")
     run.add_argument("--prefetch", type=int, metavar="N",
                      help="the workers' prefetch multiplier, TRADEFLOW_PREFETCH (default: theirs, 1)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
@@ -169,24 +182,32 @@ def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
     write("replica_wait", url, waited, console)
 
 
-def _options(args: argparse.Namespace, accounts: int) -> morning.MorningOptions:
+def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> morning.MorningOptions:
     return morning.MorningOptions(accounts=accounts, seed=args.seed, fleets=args.fleet or default_fleets(),
-                                  wait_for_open=not args.no_wait, timeout=args.timeout, solver=args.solver,
-                                  prefetch=args.prefetch)
+                                  wait_for_open=not args.no_wait, timeout=args.timeout,
+                                  solver=None if solver == "milp" else solver, prefetch=args.prefetch,
+                                  warm=args.warm, events=not args.no_events)
 
 
 def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool) -> dict[str, Any] | None:
     """The morning run at each size; returns the memory figures when one run measured them."""
     results = []
     for accounts in args.accounts:
-        with_memory = memory and accounts == args.memory_accounts
-        console.print(f"morning run: {accounts:,} accounts{' (+ memory)' if with_memory else ''}, Redis {url}")
-        result = morning.run(url, _options(args, accounts), console, memory=with_memory)
-        if not args.no_peer:
-            console.print(f"plain-script peer: {accounts:,} accounts, multiprocessing.Pool x{os.cpu_count()}")
-            result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed, args.solver))
-            result["peer_ratio"] = peer_ratio(result)
-        results.append(result)
+        for solver in args.solver:
+            with_memory = memory and accounts == args.memory_accounts and solver == args.solver[0]
+            fleets = ", ".join(map(str, args.fleet or default_fleets()))
+            console.print(f"morning run: {accounts:,} accounts, {solver}, {'warm' if args.warm else 'cold'} workers "
+                          f"({fleets}){' (+ memory)' if with_memory else ''}, Redis {url}, "
+                          f"load average {os.getloadavg()[0]:.1f}")
+            result = morning.run(url, _options(args, accounts, solver), console, memory=with_memory)
+            result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+            if not args.no_peer:
+                console.print(f"plain-script peer: {accounts:,} accounts, {solver}, "
+                              f"multiprocessing.Pool x{os.cpu_count()}")
+                result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed,
+                                                                None if solver == "milp" else solver))
+                result["peer_ratio"] = peer_ratio(result)
+            results.append(result)
     console.print(morning_table(results))
     figures: dict[str, Any] = {"runs": [{k: v for k, v in r.items() if k != "memory"} for r in results],
                                "growth": morning.growth(results), "target": morning.target_estimate(results)}
@@ -223,7 +244,8 @@ def _growth_lines(figures: dict[str, Any]) -> list[str]:
 
 def morning_table(results: list[dict[str, Any]]) -> Table:
     """One column per book size."""
-    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts" for r in results], title="morning run")
+    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}" for r in results],
+                  title="morning run (" + (results[0]["workers"] if results else "") + ")")
     rows = [
         ("accounts started", "accounts_started", "{:,}"),
         ("start (create instances), s", "start_seconds", "{:.1f}"),
@@ -265,6 +287,12 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
         table.add_row("tradeflow / peer (accounts/s)", *[
             f"{r['peer_ratio']:.2f}" if r.get("peer_ratio") else "-" for r in results])
     largest = max(results, key=lambda r: r["accounts_seeded"])
+    table.add_row("Redis commands per account (whole server; inside scripts too)", *[
+        f"{r['redis_commands']['commands_per_account']:.0f}" for r in results])
+    table.add_row("Redis time in commands per account, ms (whole server)", *[
+        f"{r['redis_commands']['command_ms_per_account']:.2f}" for r in results])
+    table.add_row("  EVALSHA (engine scripts) per account", *[
+        f"{r['redis_commands']['top'].get('evalsha', {}).get('calls_per_account', 0):.1f}" for r in results])
     table.add_row("CPU ceiling, accounts/s", *[f"{r['cpu_ceiling_accounts_per_s'] or 0:.0f}" for r in results])
     for part in largest["cpu_ms_per_account"]:
         table.add_row(f"  CPU ms per account: {part}", *[

@@ -154,10 +154,13 @@ def publish_solver(engine: Any, solver: str) -> None:
 def wait_until_ready(sandbox: Sandbox, fleet: Fleet, timeout: float = 180.0) -> float:
     """Seconds until every worker of ``fleet`` answers a ping (started and consuming, nothing run yet)."""
     began = time.monotonic()
-    control = sandbox.engine_app().control
-    while time.monotonic() - began < timeout:
-        if len(control.ping(timeout=1.0) or []) >= len(fleet.specs):
-            return round(time.monotonic() - began, 1)
+    app = sandbox.engine_app()
+    # A connection of its own, closed after: a pooled one would be closed again in forked
+    # processes (the peer's pool), blocking them on the pidbox's reply channel.
+    with app.connection() as connection:
+        while time.monotonic() - began < timeout:
+            if len(app.control.ping(timeout=1.0, connection=connection) or []) >= len(fleet.specs):
+                return round(time.monotonic() - began, 1)
     logs = "\n".join(p.read_text()[-2000:] for p in fleet.logdir.glob("*.log"))
     raise RuntimeError(f"workers not answering after {timeout:.0f} s; their logs:\n{logs}")
 
