@@ -60,6 +60,11 @@ class Keys:
         """Held (SET NX EX) by the process reconciling queued steps with the broker's lists."""
         return f"{self.prefix}:reconcile:lock"
 
+    @property
+    def reconcile_full_lock(self) -> str:
+        """Held (SET NX PX) for a while after the reconciliation read every message of the queues."""
+        return f"{self.prefix}:reconcile:full"
+
     def run_prefix(self, run: str) -> str:
         """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
 
