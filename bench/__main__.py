@@ -1,9 +1,13 @@
 """``make bench``: the benchmarks, a table on the terminal and JSON under bench/results/.
 
-With no options: the engine overhead against bare Celery, then the morning run at 1,000 and
-10,000 accounts, then Redis memory per instance (measured on the 10,000-account run), then the
+With no options: the engine overhead against bare Celery, then the morning run of 20,000
+accounts with the default layout (``tradeflow workers`` with no options, cold: started, no run
+before) and the MILP then the greedy solver, each against the plain-script peer, then one
+Redis's ceiling (``bench.capacity``: the engine's Redis operations replayed on a private
+redis-server), then Redis memory per instance (measured on the morning run), then the
 submission phase of 20,000 approved accounts per account and in block orders (tickets, time),
-then starting 20,000 instances alone (``start_many``, then the daily start; no workers).
+then starting 20,000 instances alone (``start_many``, then the daily start; no workers). A
+summary of the headline figures ends the run.
 Every benchmark uses a key and queue prefix of its own on the Redis at TRADEFLOW_REDIS_URL
 (an embedded one when none answers) and deletes its keys after. Nothing asserts a time: the
 figures are what this machine did, with whatever else was running on it.
@@ -74,8 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
     engine.add_argument("--concurrency", type=int, default=2, help="its concurrency (default 2)")
     run = parser.add_argument_group("morning run and memory")
-    run.add_argument("--accounts", type=_sizes, default=[1000, 10_000], metavar="N[,N...]",
-                     help="book sizes of the morning run (default 1000,10000)")
+    run.add_argument("--accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
+                     help="book sizes of the morning run (default 20000)")
     run.add_argument("--full", action="store_true",
                      help=f"add a {FULL_ACCOUNTS:,}-account morning and measure memory on it (long: tens of minutes)")
     run.add_argument("--memory-accounts", type=int, metavar="N",
@@ -152,7 +156,7 @@ def write(name: str, url: str, figures: dict[str, Any], console: Console) -> Pat
     return out
 
 
-def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
+def run_engine(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any]:
     """Engine overhead against bare Celery (``bench.engine_overhead``)."""
     console.print(f"engine overhead: {args.steps} steps, pool {args.pool} x{args.concurrency}, Redis {url}")
     figures = engine_overhead.run(url, args.steps, args.pool, args.concurrency)
@@ -180,6 +184,7 @@ def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
     table.add_row("one write, median", f"{waited['set_median_us']:.0f} us", f"{waited['set_wait1_median_us']:.0f} us")
     console.print(table)
     write("replica_wait", url, waited, console)
+    return figures
 
 
 def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> morning.MorningOptions:
@@ -189,8 +194,10 @@ def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> m
                                   warm=args.warm, events=not args.no_events)
 
 
-def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool) -> dict[str, Any] | None:
-    """The morning run at each size; returns the memory figures when one run measured them."""
+def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool,
+                found: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The morning run at each size and solver; returns the memory figures when one run measured
+    them (and puts the runs in ``found["morning"]`` for the summary)."""
     results = []
     for accounts in args.accounts:
         for solver in args.solver:
@@ -214,6 +221,8 @@ def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bo
     for line in _growth_lines(figures):
         console.print(line, highlight=False)
     write("morning", url, figures, console)
+    if found is not None:
+        found["morning"] = results
     measured = [r["memory"] | {"accounts_seeded": r["accounts_seeded"], "accounts_started": r["accounts_started"]}
                 for r in results if "memory" in r]
     return measured[0] if measured else None
@@ -414,24 +423,55 @@ def run_capacity(args: argparse.Namespace, url: str, console: Console) -> dict[s
     return figures
 
 
+def summary_lines(found: dict[str, Any]) -> list[str]:
+    """The figures issue-level goals are read from, in one place at the end of the run."""
+    lines = [f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)"]
+    for r in found.get("morning", []):
+        cmds = r.get("redis_commands") or {}
+        evalsha = (cmds.get("top") or {}).get("evalsha", {}).get("calls_per_account")
+        redis_cpu = r.get("cpu_ms_per_account", {}).get("redis-server (whole server)")
+        ratio = f"{r['peer_ratio']:.2f} x the plain-script peer" if r.get("peer_ratio") else "no peer run"
+        lines.append(f"morning {r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}, {r['workers']}, "
+                     f"fleets {'; '.join(r['fleets'])}: {r['accounts_per_s'] or 0:.0f} accounts/s, {ratio}; "
+                     f"Redis CPU {redis_cpu} ms per account, {evalsha} engine script calls (EVALSHA) and "
+                     f"{cmds.get('commands_per_account')} commands per account (whole server)")
+    engine = found.get("engine")
+    if engine:
+        lines.append(f"every step delivered by Celery: {engine['ratio_engine_message_vs_bare']:.2f} x bare Celery; "
+                     f"drained: {engine['ratio_engine_drained_vs_bare']:.2f} x; defaults: "
+                     f"{engine['ratio_engine_vs_bare']:.2f} x")
+    cap = found.get("capacity")
+    if cap:
+        lines.append(f"one Redis's ceiling: {cap['ceiling_accounts_per_s']:,} accounts/s per Redis core "
+                     f"({cap['redis_cpu_ms_per_account']:.3f} ms of Redis CPU and {cap['round_trips_per_account']} "
+                     f"round trips per account, the engine's own operations); per instance: "
+                     + ", ".join(f"{k} {v['bytes_median'] / 1024:.1f} KiB" for k, v in cap["memory"].items()))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
     url = state_url(Settings.from_env(), allow_start=True)
     console = Console()
     measured = None
+    found: dict[str, Any] = {}
     if "engine" in args.only:
-        run_engine(args, url, console)
+        found["engine"] = run_engine(args, url, console)
     if "morning" in args.only:
-        measured = run_morning(args, url, console, memory="memory" in args.only)
+        measured = run_morning(args, url, console, memory="memory" in args.only, found=found)
     if "capacity" in args.only:
-        run_capacity(args, url, console)
+        found["capacity"] = run_capacity(args, url, console)
     if "memory" in args.only:
         run_memory(args, url, console, measured)
     if "submission" in args.only:
         run_submission(args, url, console)
     if "start" in args.only:
         run_start(args, url, console)
+    if found:
+        console.print("[bold]summary", highlight=False)
+        for line in summary_lines(found):
+            console.print("  " + line, highlight=False)
 
 
 if __name__ == "__main__":
