@@ -4,18 +4,45 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint docs demo bench workers flower clean
+.PHONY: help install lock test-compat chromium screenshots console test test-under-load test-unit test-integration test-faults chaos chaos-short lint docs demo bench workers flower clean soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,flower]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,flower]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install tradeflow with its dev tools
+install: $(STAMP)  ## create .venv and install tradeflow with its dev tools, at the versions pinned in constraints.txt
+
+lock: $(STAMP)  ## upgrade .venv within pyproject's ranges and pin what it got in constraints.txt (then run the tests)
+	$(BIN)/pip install --quiet --upgrade -e '.[dev,flower]'
+	$(BIN)/python tools/lock.py
+
+# The broker's contract tests (tests/contract) on both ends of the supported celery/kombu range:
+# .venv-compat-low has the lowest (the other packages as pinned), .venv-compat-new the newest of everything.
+COMPAT_LOW := celery==5.4.0 kombu==5.4.0
+
+.venv-compat-low/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv .venv-compat-low
+	.venv-compat-low/bin/pip install --quiet --upgrade pip
+	grep -v -E '^(celery|kombu)==' constraints.txt > .venv-compat-low/constraints.txt
+	.venv-compat-low/bin/pip install --quiet -c .venv-compat-low/constraints.txt -e '.[dev]' $(COMPAT_LOW)
+	touch $@
+
+.venv-compat-new/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv .venv-compat-new
+	.venv-compat-new/bin/pip install --quiet --upgrade pip
+	.venv-compat-new/bin/pip install --quiet --upgrade -e '.[dev]' celery kombu
+	touch $@
+
+test-compat: .venv-compat-low/.installed .venv-compat-new/.installed  ## the broker's contract tests on the lowest and the newest supported celery/kombu
+	@for env in .venv-compat-low .venv-compat-new; do \
+	  $$env/bin/python -c "import sys, celery, kombu, redis; print(sys.argv[1], 'celery', celery.__version__, 'kombu', kombu.__version__, 'redis', redis.__version__)" $$env; \
+	  $$env/bin/pytest -q -p no:cacheprovider tests/contract || exit 1; \
+	done
 
 test: $(STAMP) chromium  ## the whole suite (slow fault scenarios aside): unit, integration, browser, fast fault tests
 	$(BIN)/pytest -q -m "not slow" tests
@@ -44,6 +71,9 @@ chaos: $(STAMP)  ## chaos soak: a morning run while workers and Redis are killed
 chaos-short: $(STAMP)  ## the chaos soak's CI variant: 300 accounts, 20 s of chaos, under a minute
 	$(BIN)/python -m tests.faults.chaos --short
 
+soak: $(STAMP)  ## the year soak: 250 trading mornings on a private Redis; keys and memory must end where they started (several minutes)
+	$(BIN)/python -m tests.faults.year_soak
+
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 
@@ -68,4 +98,4 @@ flower: $(STAMP)  ## Flower on :5555 behind basic auth (FLOWER_BASIC_AUTH=user:p
 	$(BIN)/celery -A engine.worker flower --port=$${FLOWER_PORT:-5555} $${FLOWER_BASIC_AUTH:+--basic-auth=$$FLOWER_BASIC_AUTH}
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis site
+	rm -rf $(VENV) .venv-compat-low .venv-compat-new .pytest_cache .ruff_cache .hypothesis site

@@ -31,10 +31,9 @@ from celery import chain, signature
 
 from engine.api import Engine
 from engine.app import sender_app
+from engine.broker import RedisQueueEnqueuer, StepMessage
 from engine.definitions.validation import load_definition
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.messages import StepMessage
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix

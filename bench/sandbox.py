@@ -18,7 +18,7 @@ import redis
 
 from engine.api import Engine
 from engine.app import sender_app
-from engine.runtime.messages import CeleryEnqueuer
+from engine.broker import CeleryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix

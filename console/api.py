@@ -1,15 +1,20 @@
-"""The JSON API behind the operators' pages (``/api/...``), same roles; bearer tokens for scripts."""
+"""The JSON API behind the operators' pages (``/api/...``), same roles; bearer tokens for scripts.
+
+Every list is paged (:mod:`console.paging`): ``{"items": [...], "next": cursor, "limit": n}``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from console import views
+from console.paging import DEFAULT_PAGE, Page, by_offset, json_answer, page_size
 from console.users import Permission
 from console.web import context, reason_by, require
+from engine.model import Instance
 
 router = APIRouter(prefix="/api")
 
@@ -17,31 +22,52 @@ router = APIRouter(prefix="/api")
 def _progress(ctx: Any, run: str) -> dict[str, Any]:
     progress = ctx.engine.progress(run)
     chart = ctx.burndown.burndown(progress)
+    state = views.run_state(progress)
     return {"run": run, "total": progress.total, "finished": progress.finished, "awaiting": progress.awaiting,
-            "phase": progress.phase, "counts": progress.counts,
-            "created_at": progress.created_at, "deadline": progress.deadline, "rate": chart.rate,
-            "projected_finish": chart.projected, "late": chart.late}
+            "gathering": progress.counts.get("gathering", 0), "phase": progress.phase, "state": state.key,
+            "state_label": state.label, "state_note": state.note, "counts": progress.counts,
+            "created_at": progress.created_at, "deadline": progress.deadline,
+            "rate": None if chart.rate is None or not chart.remaining else round(chart.rate, 3),
+            "projected_finish": None if chart.projected is None else round(chart.projected),
+            "late": chart.late}
 
 
 @router.get("/runs")
-def api_runs(request: Request, limit: int = 20) -> list[dict[str, Any]]:
-    """Recent runs with their progress and projection."""
+def api_runs(request: Request, limit: int = views.RUNS_PAGE, offset: int = 0) -> Response:
+    """Recent runs with their progress and projection, newest first, a page at a time (``offset``)."""
     ctx = context(request)
-    return [_progress(ctx, run) for run in ctx.engine.runs(limit=min(limit, 200))]
+    limit = page_size(limit)
+    runs = ctx.engine.runs(limit=limit + 1, offset=max(offset, 0))
+    more = len(runs) > limit
+    page = Page([_progress(ctx, run) for run in runs[:limit]], str(max(offset, 0) + limit) if more else None, limit)
+    return json_answer(request, page.to_dict())
 
 
 @router.get("/runs/{run}")
-def api_run(request: Request, run: str) -> dict[str, Any]:
-    """One run's progress."""
-    return _progress(context(request), run)
+def api_run(request: Request, run: str) -> Response:
+    """One run's progress and state (with an ETag: poll it with ``If-None-Match``)."""
+    return json_answer(request, _progress(context(request), run))
 
 
 @router.get("/runs/{run}/instances")
-def api_run_instances(request: Request, run: str, status: str = "", q: str = "", limit: int = 200
-                      ) -> list[dict[str, Any]]:
-    """A run's instances (filter by status, search by id or data value)."""
-    found = views.search(context(request).engine, run, q, [status] if status else None, min(limit, 5000))
-    return [i.to_dict() for i in found]
+def api_run_instances(request: Request, run: str, status: str = "", q: str = "", limit: int = DEFAULT_PAGE,
+                      after: str = "", context_: bool = Query(False, alias="context")) -> dict[str, Any]:
+    """A page of a run's instances by id (filter by status, search by id or data value); ``after``
+    is the ``next`` of the previous page. Each instance without its context unless ``context=true``."""
+    if status and status not in views.STATUS_ORDER:
+        from engine.errors import InvalidInput
+
+        raise InvalidInput(f"unknown status {status!r}: use one of {', '.join(views.STATUS_ORDER)}")
+    page = views.search(context(request).engine, run, q, [status] if status else None, page_size(limit),
+                        after or None)
+    return page.to_dict([_instance(i, context_) for i in page.items])
+
+
+def _instance(instance: Instance, with_context: bool) -> dict[str, Any]:
+    out = instance.to_dict()
+    if not with_context:
+        out.pop("context", None)
+    return out
 
 
 @router.get("/instances/{instance_id}")
@@ -51,9 +77,10 @@ def api_instance(request: Request, instance_id: str) -> dict[str, Any]:
 
 
 @router.get("/instances/{instance_id}/activities")
-def api_activities(request: Request, instance_id: str) -> list[dict[str, Any]]:
-    """An instance's history."""
-    return context(request).engine.activities(instance_id)
+def api_activities(request: Request, instance_id: str, limit: int = DEFAULT_PAGE, offset: int = 0
+                   ) -> dict[str, Any]:
+    """A page of an instance's history, oldest first."""
+    return by_offset(context(request).engine.activities(instance_id), offset, page_size(limit)).to_dict()
 
 
 class Action(BaseModel):
@@ -69,9 +96,10 @@ def api_instance_action(request: Request, instance_id: str, verb: str, body: Act
     user = require(request, Permission.OPERATE)
     engine = context(request).engine
     if verb == "retry":
-        instance = engine.retry(instance_id, context=body.context, reason=reason_by(user, body.reason))
+        instance = engine.retry(instance_id, context=body.context, reason=reason_by(user, body.reason),
+                                by=user.principal)
     elif verb in {"pause", "resume", "cancel"}:
-        instance = getattr(engine, verb)(instance_id, reason=reason_by(user, body.reason))
+        instance = getattr(engine, verb)(instance_id, reason=reason_by(user, body.reason), by=user.principal)
     else:
         from engine.errors import InvalidInput
 
@@ -87,5 +115,5 @@ def api_run_action(request: Request, run: str, verb: str, body: Action) -> dict[
         from engine.errors import InvalidInput
 
         raise InvalidInput(f"unknown action {verb!r}: use pause, resume, retry or cancel")
-    result = context(request).engine.bulk(verb, run, reason=reason_by(user, body.reason))
+    result = context(request).engine.bulk(verb, run, reason=reason_by(user, body.reason), by=user.principal)
     return {"verb": result.verb, "done": result.done, "skipped": result.skipped}

@@ -45,6 +45,8 @@ class ConsolePlugin:
     nav: list[tuple[str, str]] = field(default_factory=list)
     templates: Path | None = None
     queues: list[str] = field(default_factory=list)
+    #: Tables it adds to a batch's page (:data:`console.batches.BatchDetail`), e.g. block orders.
+    batch_detail: Callable[[Any], list[Any]] | None = None
 
 
 def discover_plugins() -> list[ConsolePlugin]:
@@ -84,8 +86,8 @@ def build_context(settings: ConsoleSettings | None = None, engine: Any = None,
     return ConsoleContext(
         engine=engine, users=UserStore(client, keys),
         throttle=LoginThrottle(client, keys, free=settings.login_free_failures, base=settings.login_base_delay,
-                               maximum=settings.login_max_delay),
-        burndown=BurndownStore(client, keys), settings=settings,
+                               maximum=settings.login_max_delay, address_free=settings.login_address_free),
+        burndown=BurndownStore(client, keys, retention_seconds=engine_settings.retention_seconds), settings=settings,
         queues=sorted(all_queues(default_fleets())) if engine else [],
     )
 
@@ -108,7 +110,7 @@ def _wants_json(request: Request) -> bool:
 def create_app(ctx: ConsoleContext, plugins: Iterable[ConsolePlugin] | None = None, *,
                sample: bool = True) -> FastAPI:
     """The console application on ``ctx`` with ``plugins`` (default: the installed ones)."""
-    from console import api, auth, metrics, ops
+    from console import admin, api, audit, auth, batches, metrics, ops
 
     plugins = list(discover_plugins() if plugins is None else plugins)
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(TEMPLATES))]
@@ -135,6 +137,7 @@ def create_app(ctx: ConsoleContext, plugins: Iterable[ConsolePlugin] | None = No
     app = FastAPI(title="tradeflow console", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(guard)], lifespan=lifespan)
     app.state.console = ctx
+    app.state.plugins = plugins
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
@@ -190,6 +193,8 @@ def create_app(ctx: ConsoleContext, plugins: Iterable[ConsolePlugin] | None = No
     app.include_router(ops.router)
     app.include_router(api.router)
     app.include_router(metrics.router)
+    for pages in (batches, audit, admin):
+        app.include_router(pages.router)
     for plugin in plugins:
         app.include_router(plugin.router)
     return app

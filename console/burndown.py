@@ -1,9 +1,10 @@
-"""Run burn-down: samples of remaining instances (neither finished nor awaiting review) over time,
+"""Run burn-down: samples of remaining instances (neither finished, awaiting review nor gathering) over time,
 the rate, the projection, the chart.
 
 Cheap by design: a thread of the console process samples the progress of the newest live
 runs every few seconds (``TRADEFLOW_CONSOLE_SAMPLE_SECONDS``, one SCARD per status per run)
-and appends ``[time, remaining, finished]`` to a capped Redis list per run; the fleet's
+and appends ``[time, remaining, finished]`` to a capped Redis list per run (expiring a retention
+after its last sample, as the run's own keys do); the fleet's
 applied-step counter (from the metrics hashes) is sampled the same way for steps per second.
 History therefore exists while a console runs; without samples the chart draws the line
 from the run's start (everything remaining) to now. The projection is the current rate over
@@ -28,6 +29,8 @@ from engine.errors import TradeflowError
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 2000
+#: How long a run's samples are kept after its last one when not told (the engine's default retention).
+DEFAULT_RETENTION_SECONDS = 14 * 86400
 WINDOW_SECONDS = 60.0
 RUNS_SAMPLED = 10
 
@@ -68,10 +71,13 @@ def _rate(points: list[tuple[float, int]], now: float) -> float | None:
 class BurndownStore:
     """Burn-down samples in Redis (console keys) and the projection read from them."""
 
-    def __init__(self, client: Any, keys: ConsoleKeys, clock: Any = time.time) -> None:
+    def __init__(self, client: Any, keys: ConsoleKeys, clock: Any = time.time,
+                 retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> None:
         self.client = client
         self.keys = keys
         self.clock = clock
+        #: A run's samples expire this long after its last sample (the engine's retention).
+        self.retention_seconds = int(retention_seconds)
 
     def sample(self, progress: RunProgress) -> None:
         """Append one sample of ``progress``."""
@@ -79,7 +85,7 @@ class BurndownStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(key, json.dumps([round(self.clock(), 3), _remaining(progress), progress.finished]))
         pipe.ltrim(key, -MAX_SAMPLES, -1)
-        pipe.expire(key, 14 * 86400)
+        pipe.expire(key, self.retention_seconds)
         pipe.execute()
 
     def burndown(self, progress: RunProgress) -> Burndown:
@@ -90,7 +96,7 @@ class BurndownStore:
             self.keys.burndown(progress.run), 0, -1))]
         if progress.created_at is not None and (not points or points[0][0] > progress.created_at):
             points.insert(0, (progress.created_at, progress.total))
-        if not points or points[-1][1] != remaining or not progress.settled:
+        if not points or points[-1][1] != remaining or remaining:
             points.append((now, remaining))
         rate = _rate(points, now)
         projected = None
@@ -157,8 +163,11 @@ class Sampler(threading.Thread):
 
 
 def _remaining(progress: RunProgress) -> int:
-    """What the workers still have to move: neither finished nor awaiting a person (a settled run is 0)."""
-    return max(progress.total - progress.finished - progress.awaiting, 0)
+    """What the workers still have to move: neither finished, nor awaiting a person, nor gathering
+    in a block that has not closed yet (a planned run is 0, and so is one whose approved
+    accounts all wait for their block: neither is late for the workers)."""
+    parked = progress.awaiting + progress.counts.get("gathering", 0)
+    return max(progress.total - progress.finished - parked, 0)
 
 
 def _clock(ts: float, zone: ZoneInfo, fmt: str = "%H:%M") -> str:

@@ -4,6 +4,7 @@
     tradeflow console serve [--host 127.0.0.1] [--port 8000]
     tradeflow console users add NAME --role ROLE --password-stdin
     tradeflow console users list | users remove NAME
+    tradeflow console users role NAME ROLE | users password NAME --password-stdin
     tradeflow console token create NAME [--label L] | token list | token revoke ID
 """
 
@@ -34,7 +35,24 @@ class _Group(ErrorGroup):
 def _users() -> Any:
     from console.app import build_context
 
-    return build_context(engine=False, notice=notice).users  # no engine needed to manage users
+    return build_context(engine=False, notice=notice).users  # no engine needed to read users
+
+
+def _admin() -> Any:
+    """The user administration the admin pages use (:class:`console.user_admin.UserAdmin`), recorded in the
+    audit log as the CLI's identity (``TRADEFLOW_PRINCIPAL``, :mod:`engine.cli_identity`)."""
+    from console.app import build_context
+    from console.user_admin import UserAdmin
+    from engine.cli_identity import cli_principal
+
+    context = build_context(notice=notice)
+    return UserAdmin(context.users, context.engine.record_audit, cli_principal())
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True)
 
 
 @click.group(cls=_Group, invoke_without_command=True)
@@ -82,12 +100,28 @@ def users() -> None:
 @rerun(safe=True, why="the user is saved again with the same role and password")
 def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Add (or replace) user NAME; the password comes from stdin or a hidden prompt."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    user = _users().add(name, role, password)
+    user = _admin().replace(name, role, _password(password_stdin))
     out.print(f"user {user.name} ({user.role.value}) saved")
+
+
+@users.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice([r.value for r in Role]))
+@rerun(safe=True, why="the user keeps the role given")
+def users_role(name: str, role: str) -> None:
+    """Give user NAME another ROLE (their password stays)."""
+    user = _admin().set_role(name, role)
+    out.print(f"user {user.name} is now {user.role.value}")
+
+
+@users.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+@rerun(safe=True, why="the user keeps the password given")
+def users_password(name: str, password_stdin: bool) -> None:
+    """Give user NAME a new password (every session of theirs ends)."""
+    _admin().set_password(name, _password(password_stdin))
+    out.print(f"password of {name} changed; their sessions ended")
 
 
 @users.command("list")
@@ -105,7 +139,7 @@ def users_list() -> None:
 @rerun(safe=True, why="a removed user stays removed, and a token left behind no longer authenticates")
 def users_remove(name: str) -> None:
     """Remove user NAME and their API tokens (their sessions end at once)."""
-    _users().remove(name)
+    _admin().remove(name)
     out.print(f"user {name} removed")
 
 
@@ -121,7 +155,7 @@ def token() -> None:
                        "and revoke the one nobody received")
 def token_create(user: str, label: str) -> None:
     """Create a token acting as USER; it is printed once and stored only as a hash."""
-    value, token_id = _users().create_token(user, label)
+    value, token_id = _admin().create_token(user, label)
     err.print(f"token {token_id} for {user} (keep it; it is not shown again):")
     click.echo(value)
 
@@ -141,7 +175,7 @@ def token_list() -> None:
 @rerun(safe=True, why="a token already revoked is reported as missing; nothing else changes")
 def token_revoke(token_id: str) -> None:
     """Revoke the token with id TOKEN_ID (from `token list`)."""
-    _users().revoke_token(token_id)
+    _admin().revoke_token(token_id)
     out.print(f"token {token_id} revoked")
 
 

@@ -9,6 +9,8 @@
 | ``TRADEFLOW_CONSOLE_TIMEZONE`` | ``UTC`` | the zone times are shown in |
 | ``TRADEFLOW_CONSOLE_SAMPLE_SECONDS`` | ``5`` | how often the burn-down samples live runs |
 | ``TRADEFLOW_DEMO_PASSWORD`` | generated | the password of the demo's console user ``demo`` |
+| ``TRADEFLOW_CONSOLE_LOGIN_FREE`` | ``3`` | login attempts per user name before the throttle's delay starts |
+| ``TRADEFLOW_CONSOLE_LOGIN_DELAY`` | ``2`` | the first delay (s); it doubles with each further attempt, to 900 s |
 
 Every variable of the console is read here, once (:meth:`ConsoleSettings.from_env`); the
 engine's (Redis, key prefix...) by :class:`engine.config.Settings`.
@@ -40,8 +42,10 @@ class ConsoleSettings:
     sample_seconds: float = 5.0
     #: The demo user's password (``TRADEFLOW_DEMO_PASSWORD``); None: the demo generates one.
     demo_password: str | None = None
-    #: Failed logins allowed per username and address before the delay starts.
+    #: Login attempts allowed per user name before the delay starts (a success starts again).
     login_free_failures: int = 3
+    #: Login attempts allowed per client address before the delay starts (an office behind one address).
+    login_address_free: int = 30
     #: First delay after the free failures; doubles with each further failure, up to the maximum.
     login_base_delay: float = 2.0
     login_max_delay: float = 900.0
@@ -64,6 +68,8 @@ class ConsoleSettings:
                 timezone=zone,
                 sample_seconds=float(env.get("TRADEFLOW_CONSOLE_SAMPLE_SECONDS", "5")),
                 demo_password=env.get("TRADEFLOW_DEMO_PASSWORD") or None,
+                login_free_failures=int(env.get("TRADEFLOW_CONSOLE_LOGIN_FREE", "3")),
+                login_base_delay=float(env.get("TRADEFLOW_CONSOLE_LOGIN_DELAY", "2")),
             )
         except ValueError as exc:
             raise ConsoleError(f"bad TRADEFLOW_CONSOLE_* setting: {exc}") from None

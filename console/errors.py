@@ -24,8 +24,13 @@ class BadCsrf(Forbidden):
 
 
 class TooManyAttempts(ConsoleError):
-    """Too many failed logins for this username from this address: wait ``retry_after`` seconds."""
+    """Too many login attempts for this user name or from this address: wait ``retry_after`` seconds."""
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__(f"too many failed logins; try again in {int(retry_after) + 1} s")
+        super().__init__(f"too many login attempts; try again in {int(retry_after) + 1} s")
         self.retry_after = retry_after
+
+    @property
+    def seconds(self) -> int:
+        """Whole seconds to wait (the ``Retry-After`` header), never less than the real wait."""
+        return int(self.retry_after) + 1

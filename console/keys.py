@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ConsoleKeys:
-    """Key builders of the console's own data (users, tokens, login failures, burn-down samples)."""
+    """Key builders of the console's own data (users, tokens, sessions, login attempts, burn-down samples)."""
 
     prefix: str = "wf:console"
 
@@ -27,10 +27,17 @@ class ConsoleKeys:
         """Hash: SHA-256 of an API token -> JSON {user, label, created_at}."""
         return f"{self.prefix}:tokens"
 
-    def login_failures(self, username: str, address: str) -> str:
-        """Hash {count, last} of failed logins of one username from one address (expires after a day)."""
-        digest = hashlib.sha256(f"{username}\0{address}".encode()).hexdigest()[:32]
-        return f"{self.prefix}:login:{digest}"
+    def login_user(self, username: str) -> str:
+        """Hash {count, last} of the login attempts of one user name (expires a day after the last)."""
+        return f"{self.prefix}:login:user:{_digest(username)}"
+
+    def login_address(self, address: str) -> str:
+        """Hash {count, last} of the login attempts from one client address (expires a day after the last)."""
+        return f"{self.prefix}:login:address:{_digest(address)}"
+
+    def sessions(self, username: str) -> str:
+        """Hash: session id -> expiry (epoch seconds) of one user's signed-in sessions."""
+        return f"{self.prefix}:sessions:{_digest(username)}"
 
     def burndown(self, run: str) -> str:
         """List of JSON samples [time, remaining, finished] of a run, oldest first."""
@@ -40,3 +47,8 @@ class ConsoleKeys:
     def steps_samples(self) -> str:
         """List of JSON samples [time, steps applied so far] of the whole fleet."""
         return f"{self.prefix}:steps"
+
+
+def _digest(text: str) -> str:
+    """A fixed-size, key-safe stand-in for a name typed by a user."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -4,6 +4,7 @@
 |---|---|---|---|
 | ``tradeflow_instances`` | gauge | run, status | instances of each of the 20 newest runs by status |
 | ``tradeflow_run_deadline_timestamp_seconds`` | gauge | run | a run's deadline (runs that have one) |
+| ``tradeflow_run_info`` | gauge | run, shadow | 1 per run; ``shadow="true"`` for a run of shadow instances |
 | ``tradeflow_steps_total`` | counter | workflow, node, outcome | steps: applied, retry, failed, noop, skipped |
 | ``tradeflow_step_duration_seconds`` | histogram | node | time of one step (action call and state change) |
 | ``tradeflow_queue_depth`` | gauge | queue | messages waiting in a service queue (all priorities) |
@@ -45,17 +46,21 @@ class EngineCollector:
         instances = GaugeMetricFamily("tradeflow_instances", "Instances of a run by status", labels=["run", "status"])
         deadlines = GaugeMetricFamily("tradeflow_run_deadline_timestamp_seconds", "When a run should be done by",
                                       labels=["run"])
+        info = GaugeMetricFamily("tradeflow_run_info", "A run, and whether it is a run of shadow instances",
+                                 labels=["run", "shadow"])
         for run in self.engine.runs(limit=RUNS):
             try:
                 progress = self.engine.progress(run)
             except TradeflowError:
                 continue
+            info.add_metric([run, "true" if progress.shadow else "false"], 1)
             for status, count in sorted(progress.counts.items()):
                 instances.add_metric([run, status], count)
             if progress.deadline:
                 deadlines.add_metric([run], progress.deadline)
         yield instances
         yield deadlines
+        yield info
         stats = self.engine.step_metrics()
         steps = CounterMetricFamily("tradeflow_steps", "Steps run by the workers by outcome",
                                     labels=["workflow", "node", "outcome"])

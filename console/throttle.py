@@ -1,10 +1,16 @@
-"""Failed-login slowdown per username and client address, recorded in Redis.
+"""Login throttle: every attempt is counted, per user name and per client address, before the
+password is checked (one Lua script in Redis, ``lua/login_attempt.lua``).
 
-The first ``free`` failures cost nothing; after that each attempt must wait
-``base * 2 ** (failures - free)`` seconds (capped at ``maximum``) after the last failure, and
-an attempt inside that window is refused without checking the password (HTTP 429). A
-success clears the record; records expire a day after the last failure. Time comes from an
-injected clock, so tests are deterministic.
+The first ``free`` attempts of a user name cost nothing; after that each attempt must come
+``base * 2 ** (attempts - free)`` seconds (capped at ``maximum``) after the last counted one.
+The client address has its own, larger allowance (``address_free``), so one address cannot
+walk through many user names. An attempt inside a waiting period is refused without checking
+the password (HTTP 429 with ``Retry-After``) and is not counted. Check and count are one atomic
+step: twenty parallel attempts cannot all reach the password check.
+
+A successful login clears the user name's record and gives the address its attempt back (a
+colleague's correct password does not use up the office's allowance). Records expire a day
+after the last counted attempt. Time comes from an injected clock, so tests are deterministic.
 """
 
 from __future__ import annotations
@@ -15,48 +21,48 @@ from typing import Any
 
 from console.errors import TooManyAttempts
 from console.keys import ConsoleKeys
+from engine.keyspace import read_lua
 
-DAY = 86400
+LUA = read_lua(__file__, "login_attempt.lua")
 
 
 class LoginThrottle:
-    """Counts failed logins per (username, address) and says how long the next one must wait."""
+    """Counts login attempts per user name and per address and refuses those that come too soon."""
 
     def __init__(self, client: Any, keys: ConsoleKeys, *, free: int = 3, base: float = 2.0,
-                 maximum: float = 900.0, clock: Callable[[], float] = time.time) -> None:
+                 maximum: float = 900.0, address_free: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.keys = keys
         self.free = free
+        self.address_free = address_free if address_free is not None else free * 10
         self.base = base
         self.maximum = maximum
         self.clock = clock
+        self._attempt = client.register_script(LUA)
 
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the last of ``failures`` failures."""
-        if failures < self.free:
+    def delay(self, attempts: int, free: int | None = None) -> float:
+        """Seconds the next attempt must wait after the last of ``attempts`` counted ones."""
+        free = self.free if free is None else free
+        if attempts < free:
             return 0.0
-        return min(self.base * 2 ** (failures - self.free), self.maximum)
+        return min(self.base * 2 ** (attempts - free), self.maximum)
 
-    def check(self, username: str, address: str) -> None:
-        """Raise TooManyAttempts while this username and address must still wait."""
-        raw = self.client.hgetall(self.keys.login_failures(username, address))
-        if not raw:
-            return
-        failures = int(raw.get(b"count", raw.get("count", 0)))
-        last = float(raw.get(b"last", raw.get("last", 0)))
-        wait = last + self.delay(failures) - self.clock()
+    def attempt(self, username: str, address: str) -> None:
+        """Count one attempt of ``username`` from ``address``; TooManyAttempts (nothing counted) when
+        either must still wait. Call it before checking the password."""
+        keys = [self.keys.login_user(username), self.keys.login_address(address)]
+        args: list[Any] = [repr(self.clock())]
+        for free in (self.free, self.address_free):
+            args += [free, repr(self.base), repr(self.maximum)]
+        wait = float(self._attempt(keys=keys, args=args))
         if wait > 0:
             raise TooManyAttempts(wait)
 
-    def failed(self, username: str, address: str) -> int:
-        """Record a failure; returns the number of failures so far."""
-        key = self.keys.login_failures(username, address)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hincrby(key, "count", 1)
-        pipe.hset(key, "last", repr(self.clock()))
-        pipe.expire(key, DAY)
-        return int(pipe.execute()[0])
-
     def succeeded(self, username: str, address: str) -> None:
-        """Forget the failures of this username and address."""
-        self.client.delete(self.keys.login_failures(username, address))
+        """A correct password: forget the user name's attempts, give the address its attempt back."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.keys.login_user(username))
+        pipe.hincrby(self.keys.login_address(address), "count", -1)
+        pipe.expire(self.keys.login_address(address), 86400)
+        pipe.execute()

@@ -28,6 +28,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from console.errors import UserError
 from console.keys import ConsoleKeys
+from console.sessions import SessionStore
+from engine import Principal
 
 
 class Role(StrEnum):
@@ -59,6 +61,15 @@ MIN_PASSWORD = 10
 TOKEN_PREFIX = "tfc_"  # noqa: S105  (marks a console token; not a secret)
 
 
+#: The roles a user's role implies: what the engine's role checks (an await's ``roles``) see.
+IMPLIED_ROLES: dict[Role, frozenset[Role]] = {
+    Role.VIEWER: frozenset({Role.VIEWER}),
+    Role.OPERATOR: frozenset({Role.OPERATOR, Role.VIEWER}),
+    Role.PM: frozenset({Role.PM, Role.VIEWER}),
+    Role.ADMIN: frozenset(Role),
+}
+
+
 @dataclass(frozen=True)
 class User:
     """A console user."""
@@ -69,6 +80,25 @@ class User:
     def may(self, permission: Permission | str) -> bool:
         """True when the user's role grants ``permission``."""
         return Permission(permission) in PERMISSIONS[self.role]
+
+    @property
+    def principal(self) -> Principal:
+        """Who acts, as the engine sees it: the user's name, their role and what it implies."""
+        return Principal(self.name, frozenset(r.value for r in IMPLIED_ROLES[self.role]))
+
+
+def role_of(value: Role | str) -> Role:
+    """``value`` as a role (UserError naming the roles when it is none)."""
+    try:
+        return Role(value)
+    except ValueError:
+        raise UserError(f"role {value!r}: use one of {', '.join(r.value for r in Role)}") from None
+
+
+def check_password(password: str) -> None:
+    """UserError when ``password`` is shorter than :data:`MIN_PASSWORD`."""
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"password too short: use {MIN_PASSWORD} characters or more")
 
 
 def _text(value: Any) -> str:
@@ -88,26 +118,47 @@ class UserStore:
         self.hasher = hasher or PasswordHasher()
 
     def add(self, name: str, role: Role | str, password: str) -> User:
-        """Create or replace user ``name`` with ``role`` and ``password``."""
+        """Create or replace user ``name`` with ``role`` and ``password``; replacing ends their sessions
+        (a changed password or role takes effect at once, not at the next login)."""
         if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
             raise UserError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '-' or '@'")
-        try:
-            role = Role(role)
-        except ValueError:
-            raise UserError(f"role {role!r}: use one of {', '.join(r.value for r in Role)}") from None
-        if len(password) < MIN_PASSWORD:
-            raise UserError(f"password too short: use {MIN_PASSWORD} characters or more")
+        role = role_of(role)
+        check_password(password)
         record = {"role": role.value, "hash": self.hasher.hash(password), "created_at": time.time()}
         self.client.hset(self.keys.users, name, json.dumps(record))
+        SessionStore(self.client, self.keys).end_all(name)
         return User(name, role)
 
     def remove(self, name: str) -> None:
-        """Delete user ``name`` and every token of theirs (their sessions end at the next request)."""
+        """Delete user ``name``, every session and every token of theirs (all refused from the next request)."""
         if not self.client.hdel(self.keys.users, name):
             raise UserError(f"no user {name!r} (`tradeflow console users list` lists them)")
+        SessionStore(self.client, self.keys).end_all(name)
         for digest, record in self._tokens():
             if record["user"] == name:
                 self.client.hdel(self.keys.tokens, digest)
+
+    def set_role(self, name: str, role: Role | str) -> User:
+        """Give user ``name`` another role (their password, creation time and sessions stay: the role is read
+        on every request)."""
+        record = self._record(name)
+        record["role"] = role_of(role).value
+        self.client.hset(self.keys.users, name, json.dumps(record))
+        return User(name, Role(record["role"]))
+
+    def set_password(self, name: str, password: str) -> None:
+        """Give user ``name`` a new password (their role and creation time stay); every session of theirs ends."""
+        check_password(password)
+        record = self._record(name)
+        record["hash"] = self.hasher.hash(password)
+        self.client.hset(self.keys.users, name, json.dumps(record))
+        SessionStore(self.client, self.keys).end_all(name)
+
+    def _record(self, name: str) -> dict[str, Any]:
+        raw = self.client.hget(self.keys.users, name)
+        if not raw:
+            raise UserError(f"no user {name!r} (`tradeflow console users list` lists them)")
+        return json.loads(raw)
 
     def get(self, name: str) -> User | None:
         """The user, or None."""

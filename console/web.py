@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from console.burndown import BurndownStore
 from console.config import ConsoleSettings
 from console.errors import BadCsrf, Forbidden, NeedLogin
+from console.sessions import SessionStore
 from console.throttle import LoginThrottle
 from console.users import Permission, User, UserStore
 from engine.api import Engine
@@ -42,6 +43,11 @@ class ConsoleContext:
     templates: Jinja2Templates | None = None
     #: (label, path) of the navigation bar; plugins add theirs.
     nav: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def sessions(self) -> SessionStore:
+        """The users' live sessions (on the users' Redis, lasting the configured hours)."""
+        return SessionStore(self.users.client, self.users.keys, self.settings.session_hours)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -115,10 +121,10 @@ async def guard(request: Request) -> None:
         return
     name = request.session.get("user")
     user = ctx.users.get(name) if name else None
-    started = float(request.session.get("at", 0))
-    if user is None or time.time() - started > ctx.settings.session_hours * 3600:
+    if user is None or not ctx.sessions.alive(user.name, request.session.get("sid")):
         request.session.pop("user", None)
-        raise NeedLogin("sign in first")
+        request.session.pop("sid", None)
+        raise NeedLogin("sign in first (the session ended: logged out, password changed, or expired)")
     request.state.user = user
     if request.method not in SAFE_METHODS:
         await check_csrf(request)

@@ -8,6 +8,7 @@ given by the caller; every signal and operator action lands in the audit log (:m
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,17 +18,19 @@ from typing import Any
 
 from engine import audit as audit_log
 from engine.audit import AuditPage, AuditQuery
+from engine.broker import PRIORITY_START, Enqueuer, StepMessage
 from engine.clock import Clock, system_clock
 from engine.definitions.model import AwaitNode, Definition, GatherNode, StepNode, WaitNode
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
+from engine.labels import check_run_label
 from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
+from engine.runs_diff import InstancePath, RunDiff, diff_runs, read_run
 from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
 from engine.runtime.gather import arrival_document
-from engine.runtime.messages import PRIORITY_START, Enqueuer, StepMessage
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
 from engine.runtime.starting import StartResolver
@@ -35,6 +38,8 @@ from engine.runtime.steps import step_allowance, worker_name
 from engine.store.redis_store import Batch, NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"
+#: The run of shadow instances started without a run label.
+SHADOW_RUN = "adhoc-shadow"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class RunProgress:
     created_at: float | None
     #: When the run should be finished by (epoch seconds), if one was set (:meth:`Engine.set_run_deadline`).
     deadline: float | None = None
+    #: A run of shadow instances (``start(..., shadow=True)``): it never holds production instances.
+    shadow: bool = False
 
     @property
     def finished(self) -> int:
@@ -102,6 +109,7 @@ class _Starting:
     run: str
     worker: str
     resolver: StartResolver[tuple[Next, Placement]]
+    shadow: bool = False
 
 
 class Engine:
@@ -149,15 +157,16 @@ class Engine:
     # -- starting ----------------------------------------------------------------------------
 
     def start(self, workflow: str, data: dict[str, Any], *, version: int | str | None = None,
-              run: str = DEFAULT_RUN, instance_id: str | None = None) -> str:
+              run: str = DEFAULT_RUN, instance_id: str | None = None, shadow: bool = False) -> str:
         """Start one instance; raises InvalidInput when ``data`` does not fit ``initial_data``."""
         number = self.store.resolve_version(workflow, version)
         validate_input(self.store.definition(workflow, number), data)
-        return self.start_many(workflow, [StartItem(data, instance_id)], version=number, run=run)[0]
+        return self.start_many(workflow, [StartItem(data, instance_id)], version=number, run=run, shadow=shadow)[0]
 
     def start_many(self, workflow: str, items: Iterable[StartItem | dict[str, Any]], *,
                    version: int | str | None = None, run: str = DEFAULT_RUN, batch: int = 500,
-                   progress: Callable[[int], None] | None = None, created_only: bool = False) -> list[str]:
+                   progress: Callable[[int], None] | None = None, shadow: bool = False,
+                   created_only: bool = False) -> list[str]:
         """Start one instance per item as part of ``run``; returns their ids.
 
         Items whose data is invalid become instances that failed at once, with the reason
@@ -166,14 +175,25 @@ class Engine:
         ``created_only`` its id is left out of the result, so the caller learns which items
         were new without looking them up first (the create itself checks, in the same call).
         First steps go at low priority: steps of instances already in flight go first.
+
+        ``shadow=True`` starts shadow instances (:mod:`engine.definitions.shadow`): each ends at
+        the first node marked ``"shadow": "stop"`` it reaches, never joins a gather batch, and
+        its actions see ``instance.shadow``. A shadow run has its own label (default
+        ``adhoc-shadow``): a run holds shadows or production instances, never both, so a shadow
+        never counts in a production run's progress, deadline or batches.
+        A ``run`` label outside :data:`engine.labels.RUN_LABEL` raises InvalidInput.
         """
+        check_run_label(run)
         self.watch_data_set()
+        if shadow and run == DEFAULT_RUN:
+            run = SHADOW_RUN
+        self._check_run_kind(run, shadow)
         number = self.store.resolve_version(workflow, version)
         definition = self.store.definition(workflow, number)
         ids: list[str] = []
         pending: list[tuple[NewInstance, Next | None]] = []
-        self.store.touch_run(run, {f"workflow:{workflow}": number})
-        starting = _Starting(definition, run, worker_name(), StartResolver(definition))
+        self.store.touch_run(run, {f"workflow:{workflow}": number, **({"shadow": "1"} if shadow else {})})
+        starting = _Starting(definition, run, worker_name(), StartResolver(definition), shadow)
         for item in items:
             item = item if isinstance(item, StartItem) else StartItem(item)
             pending.append(self._new_instance(starting, item))
@@ -188,6 +208,16 @@ class Engine:
                 progress(len(pending))
         return ids
 
+    def _check_run_kind(self, run: str, shadow: bool) -> None:
+        """Refuse to mix shadows and production instances in one run (InvalidInput says what to do)."""
+        meta = self.store.run_meta(run)
+        if not meta or (meta.get("shadow") == "1") == shadow:
+            return
+        if shadow:
+            raise InvalidInput(f"run {run!r} holds production instances: a shadow needs a run of its own "
+                               f"(e.g. --run shadow-{run})")
+        raise InvalidInput(f"run {run!r} is a shadow run: start production instances in another run")
+
     def _new_instance(self, starting: _Starting, item: StartItem) -> tuple[NewInstance, Next | None]:
         definition, run = starting.definition, starting.run
         now = self.clock()
@@ -195,7 +225,7 @@ class Engine:
         try:
             validate_input(definition, item.data)
             root = {"id": iid, "workflow": definition.name, "version": definition.version, "run": run,
-                    "node": definition.start, "seq": 1, "attempt": 1}
+                    "node": definition.start, "seq": 1, "attempt": 1, "shadow": starting.shadow}
 
             def work() -> tuple[Next, Placement]:
                 scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
@@ -209,11 +239,12 @@ class Engine:
             return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
                                Placement.end(definition.start, InstanceStatus.FAILED),
                                error={"node": definition.start, "reason": f"invalid input: {exc}",
-                                      "type": type(exc).__name__, "attempt": 0, "at": now}), None
+                                      "type": type(exc).__name__, "attempt": 0, "at": now},
+                               shadow=starting.shadow), None
         activity = Activity(seq=0, node=definition.start, attempt=1, outcome=Outcome.STARTED, worker=starting.worker,
                             started_at=now, ended_at=now, next=nxt.node)
         return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
-                           placement), nxt
+                           placement, shadow=starting.shadow), nxt
 
     def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]],
                 created_only: bool = False) -> list[str]:
@@ -253,10 +284,17 @@ class Engine:
         return self.store.activities(instance_id)
 
     def list(self, run: str, statuses: Iterable[InstanceStatus | str] | None = None,
-             limit: int | None = None) -> list[Instance]:
-        """Instances of ``run``, optionally only in ``statuses``."""
+             limit: int | None = None, *, after: str | None = None) -> list[Instance]:
+        """Instances of ``run`` (optionally only in ``statuses``) by id, at most ``limit`` of them.
+
+        Paging: pass the last id of a page as ``after`` to get the next one (ids strictly
+        greater); fewer than ``limit`` back means the last page. Only the page's instances are
+        loaded (the run's ids are read to order them: a few bytes per instance).
+        """
         wanted = [InstanceStatus(s) for s in statuses] if statuses else None
         ids = self.store.run_ids(run, wanted)
+        if after is not None:
+            ids = ids[bisect.bisect_right(ids, after):]
         if limit is not None:
             ids = ids[:limit]
         found: list[Instance] = []
@@ -264,9 +302,9 @@ class Engine:
             found.extend(self.store.load_many(ids[start:start + 500]))
         return found
 
-    def runs(self, limit: int = 20) -> list[str]:
-        """Run labels, newest first."""
-        return self.store.runs(limit)
+    def runs(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Run labels, newest first: ``limit`` of them from the ``offset``-th."""
+        return self.store.runs(limit, offset)
 
     def watch_data_set(self) -> None:
         """Remember Redis's epoch on first call; later calls raise :class:`DataSetLost` if it is gone.
@@ -288,11 +326,25 @@ class Engine:
             raise NotFound(f"no run {run!r}; `tradeflow runs` lists them")
         total = max(int(meta.get("total", 0)), sum(counts.values()))
         return RunProgress(run, counts, total, float(meta["created_at"]) if "created_at" in meta else None,
-                           float(meta["deadline"]) if meta.get("deadline") else None)
+                           float(meta["deadline"]) if meta.get("deadline") else None, meta.get("shadow") == "1")
 
     def set_run_deadline(self, run: str, deadline: float | None) -> None:
         """Set (or with None, clear) when ``run`` should be finished by (epoch seconds)."""
         self.store.touch_run(run, {"deadline": "" if deadline is None else repr(float(deadline))})
+
+    def diff_runs(self, a: str, b: str, *, key: str = "data.account_id", path: str = "result") -> RunDiff:
+        """Pair the instances of runs ``a`` and ``b`` by ``key`` (a path into each instance, e.g.
+        ``data.account_id``) and compare them at ``path`` (``result``, ``context.<node>``...):
+        equal, changed (field by field), only in A, only in B. See :mod:`engine.runs_diff`."""
+        for run in (a, b):
+            self.progress(run)  # NotFound names the runs command
+        return diff_runs(self.store, a, b, key, path)
+
+    def run_values(self, run: str, paths: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
+        """(instance id, the value at each of ``paths``) for every instance of ``run``, read in pipelined
+        batches (paths as in :meth:`diff_runs`; an absent value is None)."""
+        parsed = [InstancePath.parse(p) for p in paths]
+        return read_run(self.store, run, parsed)
 
     # -- observing (the console, /metrics) -------------------------------------------------------
 

@@ -16,12 +16,11 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
+from engine.broker import CeleryEnqueuer, Enqueuer, RedisQueueEnqueuer
 from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
 from engine.connections import client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
-from engine.runtime.messages import CeleryEnqueuer, Enqueuer
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.runtime.runner import Runtime
 from engine.runtime.tasks import bind_tasks
 from engine.service import registry

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from engine import plugins
+from engine.broker.protocol import DEFAULT_PRIORITY_STEPS
 from engine.config import Settings
 from engine.connections import broker_for
 from engine.runtime.messages import ENGINE_QUEUE, SWEEP_TASK, TICK_TASK
 
-#: Redis priorities kombu emulates with one list per step: 0 is served first.
-PRIORITY_STEPS = [0, 3, 6, 9]
+#: Redis priorities kombu emulates with one list per step: 0 is served first (the broker writes the same lists).
+PRIORITY_STEPS = list(DEFAULT_PRIORITY_STEPS)
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:

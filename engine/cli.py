@@ -199,12 +199,15 @@ def _json_arg(value: str | None) -> Any:
 @click.argument("workflow")
 @click.option("--data", help="Initial data as JSON, or @file.json.")
 @click.option("--version", "ref", help="Version number or alias (default: latest).")
-@click.option("--run", default="adhoc", show_default=True, help="Run label grouping instances.")
+@click.option("--run", default="adhoc", show_default=True,
+              help="Run label grouping instances (a shadow's default: adhoc-shadow).")
+@click.option("--shadow", is_flag=True, help="A shadow: it stops at the definition's shadow stops, before any "
+              "external effect, in a run of its own (see docs/shadow.md).")
 @rerun(safe=False, why="the instance may have been started already; look with `tradeflow list --run RUN`")
-def start(workflow: str, data: str | None, ref: str | None, run: str) -> None:
+def start(workflow: str, data: str | None, ref: str | None, run: str, shadow: bool) -> None:
     """Start one instance of WORKFLOW."""
     engine = _engine()
-    iid = engine.start(workflow, _json_arg(data), version=ref, run=run)
+    iid = engine.start(workflow, _json_arg(data), version=ref, run=run, shadow=shadow)
     click.echo(iid)
 
 
@@ -220,7 +223,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(instance_json(instance, activities))
         return
-    console.print(f"[bold]{instance.id}[/bold]  {instance.workflow} v{instance.version}  run {instance.run}")
+    console.print(f"[bold]{instance.id}[/bold]  {instance.workflow} v{instance.version}  run {instance.run}"
+                  + ("  [magenta]shadow[/magenta]" if instance.shadow else ""))
     console.print(f"status [bold]{instance.status.value}[/bold] at node [bold]{instance.node}[/bold] "
                   f"(seq {instance.seq}, attempt {instance.attempt})")
     awaited = _awaited(engine, instance)
@@ -395,32 +399,47 @@ def list_instances(run: str, statuses: tuple[str, ...], limit: int, as_json: boo
     found = engine.list(run, statuses or None, limit=limit)
     if as_json:
         click.echo(json.dumps([{"id": i.id, "workflow": i.workflow, "version": i.version, "status": i.status.value,
-                                "node": i.node, "seq": i.seq, "error": i.error, "batch": i.batch} for i in found]))
+                                "node": i.node, "seq": i.seq, "error": i.error, "batch": i.batch,
+                                "shadow": i.shadow} for i in found]))
         return
     table = Table("id", "workflow", "status", "node", "error / awaiting")
     for inst in found:
         awaited = _awaited(engine, inst).split("\n")[0] if inst.status.value == "awaiting" else ""
         if inst.batch:
             awaited = f"batch {inst.batch}"
-        table.add_row(inst.id, f"{inst.workflow} v{inst.version}", inst.status.value, inst.node,
+        table.add_row(inst.id, f"{inst.workflow} v{inst.version}" + (" shadow" if inst.shadow else ""),
+                      inst.status.value, inst.node,
                       ((inst.error or {}).get("reason", "") or awaited)[:80])
     console.print(table)
 
 
 @main.command()
-@click.argument("run", required=False)
+@click.argument("args", nargs=-1, metavar="[RUN | diff A B]")
 @click.option("--watch/--no-watch", default=True,
               help="With RUN: live progress until the run is done, or planned (the rest awaits signals).")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON instead of tables: an array of {run, total, <status>: count...}; with RUN, "
-                   "that run's object once (no watching).")
+                   "that run's object once (no watching); with diff, the diff's document.")
+@click.option("--key", default="data.account_id", show_default=True,
+              help="diff: what pairs the instances of A and B (a path into each instance).")
+@click.option("--path", "path", default="result", show_default=True,
+              help="diff: the part compared (result, context, context.<node>, data...).")
 @read_only
-def runs(run: str | None, watch: bool, as_json: bool) -> None:
-    """Runs with their progress; with RUN, a live progress bar."""
+def runs(args: tuple[str, ...], watch: bool, as_json: bool, key: str, path: str) -> None:
+    """Runs with their progress; with RUN, a live progress bar; `runs diff A B`: two runs compared
+    instance by instance (paired by --key, compared at --path)."""
     engine = _engine()
+    if args and args[0] == "diff" and len(args) == 3:
+        from engine.runs_diff_cli import print_diff
+
+        print_diff(engine.diff_runs(args[1], args[2], key=key, path=path), as_json, console)
+        return
+    if len(args) > 1:
+        raise click.UsageError("give one RUN, or `diff A B`")
+    run = args[0] if args else None
     if as_json:
         progresses = [engine.progress(label) for label in ([run] if run else engine.runs())]
-        found = [{"run": p.run, "total": p.total, "finished": p.finished,
+        found = [{"run": p.run, "total": p.total, "finished": p.finished, "shadow": p.shadow,
                   **{s: p.counts.get(s, 0) for s in _STATUSES}} for p in progresses]
         click.echo(json.dumps(found[0] if run else found))
         return
@@ -429,7 +448,7 @@ def runs(run: str | None, watch: bool, as_json: bool) -> None:
                       "failed", "cancelled")
         for label in engine.runs():
             p = engine.progress(label)
-            table.add_row(label, p.phase, str(p.total), *(str(p.counts[s]) for s in
+            table.add_row(label + (" (shadow)" if p.shadow else ""), p.phase, str(p.total), *(str(p.counts[s]) for s in
                           ("running", "waiting", "awaiting", "gathering", "paused", "succeeded", "failed",
                            "cancelled")))
         console.print(table)

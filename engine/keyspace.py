@@ -4,7 +4,7 @@ The engine's store (:class:`engine.store.keys.Keys`) and the portfolio manager's
 book, proposals, the simulated brokerage) each keep their keys under a prefix of their own,
 built with one :class:`KeySpace`. Not every key goes through it: the console's keys are
 f-strings in ``console/keys.py`` (:class:`console.keys.ConsoleKeys`), Celery's queue and unacked
-keys are composed in ``engine/runtime/redis_queue.py``, and ``portfolio_manager/demo.py`` joins
+keys are composed in ``engine/broker/redis_queue.py``, and ``portfolio_manager/demo.py`` joins
 its demo marker to the book's prefix by hand.
 """
 

@@ -136,6 +136,8 @@ class Instance:
     #: The quorum counted at the await node the instance is at (:mod:`engine.runtime.signals`):
     #: ``{"node", "signal", "count", "principals": [{"name", "roles", "at"}...]}``, written by the engine only.
     quorum: dict[str, Any] | None = None
+    #: A shadow instance: it stops at its definition's shadow stops, before any external effect.
+    shadow: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -165,6 +167,7 @@ class Instance:
             carrier=raw.get("carrier") or None,
             batch=raw.get("batch") or None,
             quorum=json.loads(raw["quorum"]) if raw.get("quorum") else None,
+            shadow=raw.get("shadow") == "1",
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from typing import Any
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer, StepMessage
 from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
 from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.http import call_http
-from engine.runtime.messages import MemoryEnqueuer, StepMessage
 from engine.runtime.outcomes import StepReport
 from engine.service import ActionRegistry, Transition, registry
 

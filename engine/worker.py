@@ -4,7 +4,8 @@ At start a worker remembers the Redis data set it runs on (the epoch key) before
 process exists, so that every runtime it creates later, even after Redis lost its data,
 compares with the data set the worker started on (``DataSetLost``); and it warns when that
 Redis has no persistence or may evict keys (``engine.ops.health``). Before anything connects, it
-installs the work-around that lets a worker survive a Redis restart (``engine.broker_fix``).
+installs the broker's kombu patches: the work-around that lets a worker survive a Redis restart, and
+the record of which consumer holds each delivery (``engine.broker.install_worker_patches``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 import redis
 from celery.signals import beat_init, worker_init, worker_ready
 
-from engine import broker_fix
 from engine.app import create_app, make_store, redis_client
+from engine.broker import install_worker_patches
 from engine.config import Settings
 from engine.connections import masked_url
 from engine.errors import DataSetLost
@@ -26,7 +27,7 @@ from engine.ops.health import log_redis_warnings
 
 log = logging.getLogger(__name__)
 
-broker_fix.install()
+install_worker_patches()
 app = create_app()
 # Beat keeps its schedule under TRADEFLOW_HOME (``beat_schedule_filename``) and opens it before
 # any signal a handler could use; a home that cannot be made is reported by beat itself.

@@ -2,7 +2,8 @@
 
 ``order_calc.plan_orders`` takes the request of ORDER_CALC.md (built by the portfolio
 manager's ``fetch_target``) and answers ``ok`` with the plan, plus two counts a definition's
-choices can test cheaply: ``order_count`` and ``tlh_harvests``. A request that breaks the
+choices can test cheaply: ``order_count`` and ``tlh_harvests``, and ``drift_after`` (the largest
+sleeve drift once the orders fill, :mod:`order_calc.drift`). A request that breaks the
 contract fails the instance at once, naming the field; it is never retried (the same input
 would fail again).
 """
@@ -14,6 +15,7 @@ from typing import Any
 from engine.errors import ActionFailed
 from engine.service import Transition, ok
 from engine.service import action as register_action
+from order_calc.drift import drift_after
 from order_calc.errors import InvalidRequest
 from order_calc.plan import plan_orders as calculate
 
@@ -36,6 +38,8 @@ def plan_orders(request: dict[str, Any]) -> Transition:
     data["order_count"] = len(data["orders"])
     data["tlh_harvests"] = sum(1 for o in data["orders"] if o["reason"] == "TLH" and o["side"] == "SELL")
     data["solver"] = plan.solver_used
+    if isinstance(request, dict):
+        data["drift_after"] = round(drift_after(request, data["orders"]), 6)
     return ok(data)
 
 

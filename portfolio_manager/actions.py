@@ -12,7 +12,10 @@ proposals and the brokerage live is decided at the edge (:class:`Services`, buil
   order calculation's request (with the definition's planning parameters; an optional
   ``deposit`` not yet in the book is added to the cash).
 - ``record_proposal``: the endpoint a workflow dumps its plan into; with ``review`` terms (the
-  cut-off and the four-eyes threshold) the proposal is reviewed inside the workflow.
+  cut-off and the four-eyes threshold) the proposal is reviewed inside the workflow. A shadow
+  instance's proposal goes to the shadow namespace (never the review queue) and expires with
+  its run (:mod:`portfolio_manager.shadow`); its orders, should it ever reach ``submit_orders``,
+  are refused by the brokerage adapter.
 - ``submit_orders``: send an approved proposal's orders to the brokerage, each with the
   idempotency key ``<instance>:<node>:<seq>:<order index>`` -- the same on every redelivery or
   retry of the step, so the brokerage never places an order twice.
@@ -46,6 +49,7 @@ from portfolio_manager.expressions import register_expression_functions
 from portfolio_manager.order_request import build_plan_request
 from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, proposal_from_plan
 from portfolio_manager.services import Services, build_services, services, services_in_use, use_services
+from portfolio_manager.shadow import expire_with_run, proposals_for
 
 register_expression_functions()  # workers evaluate waits such as market_open(...) too
 
@@ -99,6 +103,8 @@ class StepIdentity(_Input):
     run: str = Field(min_length=1)
     workflow: str = ""
     version: int = 0
+    #: A shadow instance: its proposal goes to the shadow namespace, its orders are refused.
+    shadow: bool = False
 
 
 class ReviewTerms(_Input):
@@ -192,7 +198,10 @@ def record_proposal(request: RecordProposalInput) -> Transition:
                                   instance_id=request.step.id, plan=request.plan,
                                   cutoff=review.cutoff.timestamp() if review else None,
                                   four_eyes_over=review.four_eyes_over if review else None)
-    recorded, status = services().proposals.record(proposal)
+    store = proposals_for(services().proposals, request.step.shadow)
+    recorded, status = store.record(proposal)
+    if request.step.shadow:
+        expire_with_run(store, proposal.run, proposal.account_id)
     return ok({"run": proposal.run, "account_id": proposal.account_id, "status": status.value,
                "recorded": recorded, "orders": len(proposal.orders), "tlh_harvests": proposal.tlh_harvests,
                "realized_gain": proposal.realized_gain, "order_value": proposal.order_value,
@@ -208,18 +217,20 @@ def idempotency_key(step: StepIdentity, index: int) -> str:
 def submit_orders(request: SubmitOrdersInput) -> Transition:
     """Send an approved proposal's orders to the brokerage, once each, and record the receipts."""
     svc = services()
+    shadow = request.step.shadow  # never approved: its orders go to the adapter marked so, which refuses them
+    store = proposals_for(svc.proposals, shadow)
     try:
-        proposal = svc.proposals.get(request.run, request.account_id)
+        proposal = store.get(request.run, request.account_id)
     except NoSuchProposal as exc:
         raise ActionFailed(str(exc)) from exc
-    if proposal.in_workflow and proposal.status is ProposalStatus.APPROVED:
+    if not shadow and proposal.in_workflow and proposal.status is ProposalStatus.APPROVED:
         # approved in this workflow: from now on it can no longer be rejected or expire
         taken, now_status = svc.proposals.transition(request.run, request.account_id, ProposalStatus.SUBMITTING,
                                                      submission=request.step.id)
         if not taken and now_status not in (ProposalStatus.SUBMITTING.value, ProposalStatus.SUBMITTED.value):
             raise ActionFailed(f"proposal {request.run}/{request.account_id} is {now_status}, not approved")
         proposal = svc.proposals.get(request.run, request.account_id)
-    if proposal.status not in (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED):
+    if not shadow and proposal.status not in (ProposalStatus.SUBMITTING, ProposalStatus.SUBMITTED):
         raise ActionFailed(f"proposal {request.run}/{request.account_id} is {proposal.status.value}, not approved "
                            f"for submission: `tradeflow pm approve {request.run} {request.account_id}`, then "
                            f"`tradeflow pm submit {request.run}`")
@@ -227,7 +238,7 @@ def submit_orders(request: SubmitOrdersInput) -> Transition:
     for order in proposal.orders:
         broker_order = BrokerOrder(idempotency_key=idempotency_key(request.step, order.index),
                                    account_id=proposal.account_id, symbol=order.symbol, side=order.side,
-                                   quantity=order.quantity, est_price=order.est_price or None)
+                                   quantity=order.quantity, est_price=order.est_price or None, shadow=shadow)
         try:
             receipt = svc.brokerage.submit(broker_order)
         except BrokerageError as exc:

@@ -19,6 +19,9 @@ Orders fill at once at the last price (``last_price(symbol)``, else the order's 
 else its ``limit_price``); a limit the last price does not satisfy, or no price at all, gives a
 ``REJECTED`` receipt — recorded under the key like a fill, so a retry gets the same answer.
 
+An order or block marked ``shadow`` (sent for a shadow instance) is refused before anything
+else (:func:`refuse_shadow`, :class:`ShadowTradeRefused`): nothing is delivered, counted or placed.
+
 **Block orders** (``submit_block``: the summed orders of many accounts, one symbol and side) have
 keys of their own, under the same rules::
 
@@ -26,11 +29,20 @@ keys of their own, under the same rules::
     P blocks:received list  every block delivered, duplicates included (``received_block_count``)
     P liquidity       hash  symbol -> the most a block of it fills (``set_liquidity``): a partial fill
     P halted          hash  symbol -> reason: a block of it is rejected (``halt``)
+
+With ``retention_seconds`` (the engine's retention, from the services' settings), the records
+are kept that long: each receipts hash has a companion zset ``<hash>:at`` (key -> acceptance
+time) and each delivery list a list ``<list>:at`` of delivery times; records older than the
+retention are dropped (``lua/trim_brokerage.lua``) at most once a second per process, after a
+submit, and the keys themselves expire a retention after the last submit. An idempotency key is
+therefore honoured for the retention, not forever -- as a real brokerage keeps its keys for a
+window. Without it (the default), nothing is ever dropped.
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -39,9 +51,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, runtime_che
 
 from pydantic import Field
 
-from engine.keyspace import KeySpace
+from engine.keyspace import KeySpace, read_lua
 from portfolio_manager.book import FrozenModel, Identifier, Quantity, Side, Symbol
-from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder
+from portfolio_manager.errors import BrokerageTimeout, DuplicateOrder, ShadowTradeRefused
 
 if TYPE_CHECKING:
     from portfolio_manager.sources import BookReader
@@ -67,6 +79,8 @@ class BrokerOrder(FrozenModel):
     quantity: Quantity
     limit_price: Price | None = None
     est_price: Price | None = None
+    #: Sent for a shadow instance: every adapter refuses it (:class:`ShadowTradeRefused`).
+    shadow: bool = False
 
 
 class BrokerReceipt(FrozenModel):
@@ -103,6 +117,8 @@ class BlockOrder(FrozenModel):
     quantity: Quantity
     accounts: int = Field(ge=1, description="How many accounts' orders it sums (for the record).")
     est_price: Price | None = None
+    #: Sums a shadow instance's orders: every adapter refuses it (:class:`ShadowTradeRefused`).
+    shadow: bool = False
 
 
 class BlockReceipt(FrozenModel):
@@ -132,6 +148,17 @@ def _what(item: BrokerOrder | BrokerReceipt | BlockOrder | BlockReceipt) -> str:
     """``SIDE QUANTITY SYMBOL``, with ``in ACCOUNT`` for one account's order (the words of DuplicateOrder)."""
     text = f"{item.side.value} {item.quantity:g} {item.symbol}"
     return f"{text} in {item.account_id}" if isinstance(item, BrokerOrder | BrokerReceipt) else text
+
+
+def refuse_shadow(ticket: BrokerOrder | BlockOrder) -> None:
+    """Raise :class:`ShadowTradeRefused` for an order or block of a shadow instance: a shadow never trades.
+
+    Every adapter calls it before it delivers anything (nothing is counted, placed or recorded).
+    """
+    if ticket.shadow:
+        raise ShadowTradeRefused(f"{_what(ticket)} (key {ticket.idempotency_key}) comes from a shadow instance: "
+                                 "a shadow never trades; its definition needs a \"shadow\": \"stop\" before the "
+                                 "node that sends orders")
 
 
 def last_price_from(book: BookReader, as_of: date | None = None) -> Callable[[str], float | None]:
@@ -176,10 +203,15 @@ class SimulatedBrokerage:
         fail_before_accept: float = 0.0,
         fail_after_accept: float = 0.0,
         fault_seed: int | None = None,
+        retention_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.space = KeySpace(prefix)
+        #: Seconds a receipt and a delivery are kept (None: forever).
+        self.retention_seconds = retention_seconds
+        self._trim = client.register_script(read_lua(__file__, "trim_brokerage.lua"))
+        self._trimmed_at = float("-inf")
         self.last_price = last_price
         self.fail_before_accept = fail_before_accept
         self.fail_after_accept = fail_after_accept
@@ -237,6 +269,7 @@ class SimulatedBrokerage:
         at the fault hooks' odds.
         """
         key, kind = ticket.idempotency_key, "block" if isinstance(ticket, BlockOrder) else "order"
+        refuse_shadow(ticket)
         if self._fault(self.fail_before_accept):
             raise BrokerageTimeout(f"{kind} {key}: no answer (simulated, not delivered)")
         candidate = answer()
@@ -244,7 +277,14 @@ class SimulatedBrokerage:
         pipe.rpush(received_key, ticket.model_dump_json())
         pipe.hsetnx(receipts_key, key, candidate.model_dump_json())
         pipe.hget(receipts_key, key)
-        _, _, stored = pipe.execute()
+        if self.retention_seconds is not None:
+            now = time.time()
+            pipe.rpush(f"{received_key}:at", repr(now))
+            pipe.zadd(f"{receipts_key}:at", {key: now}, nx=True)
+            for record in (received_key, receipts_key, f"{received_key}:at", f"{receipts_key}:at"):
+                pipe.expire(record, max(1, int(self.retention_seconds)))  # all of it, a retention after the last
+        stored = pipe.execute()[2]
+        self.trim()
         receipt = type(candidate).model_validate_json(stored)
         if not receipt.matches(ticket):  # type: ignore[arg-type]  # a receipt answers tickets of its own kind
             used = f"the block {_what(receipt)}" if kind == "block" else _what(receipt)
@@ -253,6 +293,18 @@ class SimulatedBrokerage:
         if self._fault(self.fail_after_accept):
             raise BrokerageTimeout(f"{kind} {key}: no answer (simulated; the brokerage did record it)")
         return receipt
+
+    def trim(self, now: float | None = None, every: float = 1.0) -> int:
+        """Drop the receipts and deliveries older than the retention (at most once per ``every`` s); how many."""
+        mono = time.monotonic()
+        if self.retention_seconds is None or mono - self._trimmed_at < every:
+            return 0
+        self._trimmed_at = mono
+        cutoff = (time.time() if now is None else now) - self.retention_seconds
+        keys = [self.orders_key, f"{self.orders_key}:at", self.blocks_key, f"{self.blocks_key}:at",
+                self.received_key, f"{self.received_key}:at", self.blocks_received_key,
+                f"{self.blocks_received_key}:at"]
+        return int(self._trim(keys=keys, args=[2, repr(cutoff), 1000]))
 
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
         """Place ``order`` once per key; raises DuplicateOrder when the key names another order."""
@@ -340,7 +392,8 @@ class SimulatedBrokerage:
 
     def clear(self) -> None:
         """Delete this brokerage's keys (and nothing else)."""
-        self.client.delete(self.received_key, self.orders_key, self.blocks_key, self.blocks_received_key,
+        records = (self.received_key, self.orders_key, self.blocks_key, self.blocks_received_key)
+        self.client.delete(*records, *(f"{key}:at" for key in records),
                            self.space.key("liquidity"), self.space.key("halted"))
 
 

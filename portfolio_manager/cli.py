@@ -56,6 +56,19 @@ def _context() -> tuple[Any, Any]:
     return build_engine(settings.with_redis(url)), build_services(PMSettings.from_env(redis_url=url))
 
 
+def _run_label(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A ``--run`` label checked before anything starts (:func:`engine.labels.check_run_label`)."""
+    from engine.errors import InvalidInput
+    from engine.labels import check_run_label
+
+    if value is None:
+        return None
+    try:
+        return check_run_label(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _principal(by: str = "") -> Any:
     """Who the CLI acts as (``TRADEFLOW_PRINCIPAL``, ``TRADEFLOW_PRINCIPAL_ROLES``); ``--by`` may only repeat it."""
     from engine.cli_identity import cli_principal
@@ -110,7 +123,7 @@ def pm() -> None:
 @click.option("--region", "regions", multiple=True, type=click.Choice(["CA", "US"]), help="Only these regions.")
 @click.option("--no-wait", is_flag=True, help="Start at once instead of waiting for the market open.")
 @click.option("--version", "version", default="production", show_default=True, help="Definition version or alias.")
-@click.option("--run", "run", help="Run label (default rebalance-<date>).")
+@click.option("--run", "run", callback=_run_label, help="Run label (default rebalance-<date>).")
 @click.option("--limit", type=int, help="At most this many accounts (a trial run).")
 @click.option("--watch/--no-watch", default=True, help="Follow the run's progress until it is done.")
 @click.option("--deadline", help="When the run must be done (ISO date-time with offset, e.g. 2026-11-27T15:30-05:00);"
@@ -163,7 +176,7 @@ def pm_run(day: str | None, regions: tuple[str, ...], no_wait: bool, version: st
 @pm.command("enqueue")
 @click.argument("account_ids", nargs=-1, required=True)
 @click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
-@click.option("--run", "run", help="Run label (default adhoc-rebalance-<date>).")
+@click.option("--run", "run", callback=_run_label, help="Run label (default adhoc-rebalance-<date>).")
 @click.option("--wait-for-open", is_flag=True, help="Wait for the market open (default: start now).")
 @rerun(safe=True, why="accounts already started in the run are not started again")
 def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, wait_for_open: bool) -> None:
@@ -186,7 +199,7 @@ def pm_enqueue(account_ids: tuple[str, ...], day: str | None, run: str | None, w
 @click.argument("account_id")
 @click.argument("amount", type=float)
 @click.option("--date", "day", help="Trading day (YYYY-MM-DD); default today.")
-@click.option("--run", "run", default=None, help="Run label (default deposits-<date>).")
+@click.option("--run", "run", default=None, callback=_run_label, help="Run label (default deposits-<date>).")
 @rerun(safe=False, why="the deposit may have been started already; look with `tradeflow list --run deposits-DATE`")
 def pm_deposit(account_id: str, amount: float, day: str | None, run: str | None) -> None:
     """Invest a deposit of AMOUNT into ACCOUNT_ID now (workflow invest-deposit); the plan is proposed."""

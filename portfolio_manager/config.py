@@ -7,6 +7,7 @@
 | ``TRADEFLOW_REDIS_WAIT_REPLICAS``, ``..._WAIT_MS`` | ``0``, ``100`` | ``WAIT`` for replicas after a submission |
 | ``TRADEFLOW_PM_PREFIX`` | ``pm:`` | prefix of every portfolio-manager key (never the engine's) |
 | ``TRADEFLOW_PM_BOOK_URL`` | unset | a custodian's REST API (``HttpBook``) instead of the Redis book |
+| ``TRADEFLOW_RETENTION_DAYS`` | ``14`` | days proposals and simulated brokerage records are kept |
 | ``TRADEFLOW_PM_BROKER_LATENCY`` | ``0`` | seconds the simulated brokerage takes per order |
 | ``TRADEFLOW_DEFINITIONS_DIR`` | ``definitions/`` of the checkout | where the workflow JSON files are |
 | ``TRADEFLOW_MORNING_RUN`` | ``1`` | ``0``: no beat entries for the morning rebalance |
@@ -46,6 +47,13 @@ class PMSettings:
     redis_sentinel_password: str | None = field(default=None, repr=False)
     redis_wait_replicas: int = 0
     redis_wait_ms: int = 100
+    #: Days a proposal (from its recording) and a brokerage record are kept: the engine's retention.
+    retention_days: float = 14.0
+
+    @property
+    def retention_seconds(self) -> int:
+        """:attr:`retention_days` in seconds (at least one)."""
+        return max(1, int(self.retention_days * 86400))
 
     @property
     def book_prefix(self) -> str:
@@ -85,6 +93,12 @@ class PMSettings:
         except ValueError:
             raise SettingsError("TRADEFLOW_REDIS_WAIT_REPLICAS and TRADEFLOW_REDIS_WAIT_MS must be whole numbers, "
                                 "e.g. 1 and 100") from None
+        try:
+            retention_days = float(env.get("TRADEFLOW_RETENTION_DAYS", "14"))
+        except ValueError:
+            raise SettingsError("TRADEFLOW_RETENTION_DAYS must be a number of days, e.g. 14") from None
+        if not retention_days > 0:
+            raise SettingsError(f"TRADEFLOW_RETENTION_DAYS={retention_days}: use a positive number of days")
         at = env.get("TRADEFLOW_MORNING_AT", "09:00")
         if not _TIME.match(at):
             raise SettingsError(f"TRADEFLOW_MORNING_AT={at!r}: use HH:MM, exchange-local (e.g. 09:00)")
@@ -101,6 +115,7 @@ class PMSettings:
             redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
             redis_wait_replicas=wait_replicas,
             redis_wait_ms=wait_ms,
+            retention_days=retention_days,
         )
 
 

@@ -19,12 +19,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from engine.principal import Principal
 from portfolio_manager import review as reviews
+from portfolio_manager.diff_console import build_diff_router
 from portfolio_manager.proposals import Decisions, Proposal, ProposalStatus, SubmitStarted
 from portfolio_manager.services import services
 
@@ -33,18 +36,19 @@ TEMPLATES = Path(__file__).parent / "templates"
 OPEN = (ProposalStatus.PROPOSED,)
 
 
-def review(engine: Any, run: str, account_ids: list[str] | None, to: ProposalStatus, by: str,
+def review(engine: Any, run: str, account_ids: list[str] | None, to: ProposalStatus, by: Principal,
            note: str) -> Decisions:
-    """Approve or reject, as ``tradeflow pm approve/reject`` does (the one place the console decides):
-    through :mod:`portfolio_manager.review`, which signals the instances of proposals reviewed in
-    their workflow."""
+    """Approve or reject as ``by`` (the signed-in user's principal), as ``tradeflow pm approve/reject``
+    does (the one place the console decides): through :mod:`portfolio_manager.review`, which
+    signals the instances of proposals reviewed in their workflow; the engine checks the roles
+    and counts the quorum."""
     store = services().proposals
     if to is ProposalStatus.APPROVED:
         return reviews.approve(engine, store, run, account_ids, by=by, note=note)
     return reviews.reject(engine, store, run, account_ids, by=by, reason=note)
 
 
-def submit(engine: Any, run: str, account_ids: list[str] | None, by: str) -> SubmitStarted:
+def submit(engine: Any, run: str, account_ids: list[str] | None, by: Principal) -> SubmitStarted:
     """Submit the approved proposals that are submitted separately, as ``tradeflow pm submit`` does."""
     return reviews.submit(engine, services().proposals, run, account_ids, by=by)
 
@@ -123,19 +127,21 @@ def submitter(p: Proposal) -> str:
     return ""
 
 
-def decision_message(to: ProposalStatus, result: Decisions, after: dict[str, Proposal]) -> tuple[str, str]:
-    """The flash after a decision (text, level): what was recorded, four-eyes left waiting, refusals."""
+def decision_message(to: ProposalStatus, result: Decisions) -> tuple[str, str]:
+    """The flash after a decision (text, level): what was recorded, four-eyes left waiting, what was
+    done before already, refusals with the engine's reason."""
     parts = []
     if to is ProposalStatus.APPROVED:
-        waiting = [a for a in result.changed if a in after and after[a].status is ProposalStatus.PROPOSED]
-        if len(result.changed) > len(waiting) or not (waiting or result.skipped):
+        waiting = [a for a in result.changed if a in result.waiting]
+        if len(result.changed) > len(waiting) or not (waiting or result.skipped or result.already):
             parts.append(f"approved: {len(result.changed) - len(waiting)}")
         if waiting:
             parts.append(f"1 approval recorded for {', '.join(waiting[:5])}: waiting for a second approver "
                          "(four-eyes)")
-    else:
-        if result.changed or not result.skipped:
-            parts.append(f"rejected: {len(result.changed)}")
+    elif result.changed or not (result.skipped or result.already):
+        parts.append(f"rejected: {len(result.changed)}")
+    if result.already:
+        parts.append(f"already done ({len(result.already)}): " + "; ".join(list(result.already.values())[:5]))
     if result.skipped:
         parts.append(f"not recorded ({len(result.skipped)}): " + "; ".join(
             r if r.startswith(a) else f"{a}: {r}" for a, r in list(result.skipped.items())[:5]))
@@ -180,6 +186,7 @@ def _number(text: str) -> float | None:
 
 def build_router() -> APIRouter:
     """The pages and API (imports the console lazily: the portfolio manager runs without it)."""
+    from console.paging import DEFAULT_PAGE, Page, by_offset, page_size
     from console.users import Permission
     from console.web import back, context, flash, render, require
 
@@ -191,17 +198,19 @@ def build_router() -> APIRouter:
         store = services().proposals
         rows = []
         for run in store.runs(limit=30):
-            counts = Counter(p.status.value for p in store.list(run))
+            counts = Counter(p.status.value for p in reviews.proposals(context(request).engine, store, run))
             rows.append((run, sum(counts.values()), counts))
         return render(request, "pm_runs.html", title="Proposals", rows=rows, statuses=[s.value for s in ProposalStatus])
 
     @router.get("/pm/runs/{run}")
     def pm_run(request: Request, run: str, status: str = "", region: str = "", account_type: str = "",
-               tlh: str = "", min_value: str = "", max_value: str = "") -> Response:
-        """A run's proposals, filtered; bulk approve / reject; submit the approved ones."""
+               tlh: str = "", min_value: str = "", max_value: str = "", offset: int = 0,
+               limit: int = DEFAULT_PAGE) -> Response:
+        """A run's proposals, filtered, a page at a time; bulk approve / reject; submit the approved ones."""
         filters = Filters(status, region, account_type, tlh, _number(min_value), _number(max_value))
-        everything = services().proposals.list(run)
-        shown = [p for p in everything if filters.keep(p)]
+        everything = reviews.proposals(context(request).engine, services().proposals, run)
+        page = by_offset([p for p in everything if filters.keep(p)], offset, page_size(limit))
+        shown = page.items
         counts = Counter(p.status.value for p in everything)
         now = context(request).engine.clock()
         states = {p.account_id: review_state(p, now) for p in shown}
@@ -213,25 +222,29 @@ def build_router() -> APIRouter:
                       regions=sorted({p.region for p in everything}),
                       types=sorted({p.account_type for p in everything}), states=states,
                       submittable=separately, in_workflow=in_workflow, cutoffs=cutoffs,
-                      submission_run=f"submit-{run}")
+                      submission_run=f"submit-{run}", page=page, offset=max(offset, 0),
+                      query=urlencode({k: v for k, v in (("status", status), ("region", region),
+                                                         ("account_type", account_type), ("tlh", tlh),
+                                                         ("min_value", min_value), ("max_value", max_value)) if v}))
 
     @router.get("/pm/runs/{run}/receipts")
-    def pm_receipts(request: Request, run: str) -> Response:
-        """Every receipt of the run's submitted proposals."""
+    def pm_receipts(request: Request, run: str, offset: int = 0) -> Response:
+        """The receipts of the run's submitted proposals, a page of proposals at a time."""
         submitted = services().proposals.list(run, [ProposalStatus.SUBMITTED, ProposalStatus.SUBMITTING])
-        return render(request, "pm_receipts.html", title=f"Receipts of {run}", run=run, proposals=submitted,
-                      submitter=submitter)
+        page = by_offset(submitted, offset, DEFAULT_PAGE)
+        return render(request, "pm_receipts.html", title=f"Receipts of {run}", run=run, proposals=page.items,
+                      submitter=submitter, page=page, offset=max(offset, 0))
 
     @router.get("/pm/runs/{run}/{account_id}")
     def pm_proposal(request: Request, run: str, account_id: str) -> Response:
         """One proposal in full, with its review."""
-        proposal = services().proposals.get(run, account_id)
+        proposal = reviews.proposal(context(request).engine, services().proposals, run, account_id)
         return render(request, "pm_proposal.html", title=f"{account_id} in {run}", p=proposal,
                       state=review_state(proposal, context(request).engine.clock()))
 
     def _decide(request: Request, run: str, accounts: list[str], to: ProposalStatus, note: str) -> Decisions:
         user = require(request, Permission.REVIEW)
-        return review(context(request).engine, run, accounts, to, user.name, note)
+        return review(context(request).engine, run, accounts, to, user.principal, note)
 
     @router.post("/pm/runs/{run}/decide")
     def pm_decide(request: Request, run: str, decision: str = Form(...), accounts: list[str] = Form(default=[]),
@@ -246,8 +259,7 @@ def build_router() -> APIRouter:
             flash(request, "a rejection needs a reason", "error")
             return back(request, f"/pm/runs/{run}")
         result = _decide(request, run, accounts, to, note)
-        text, level = decision_message(to, result, {p.account_id: p for p in
-                                                    services().proposals.get_many(run, result.changed)})
+        text, level = decision_message(to, result)
         flash(request, text, level)
         return back(request, f"/pm/runs/{run}")
 
@@ -256,7 +268,7 @@ def build_router() -> APIRouter:
         """Send the approved proposals that are submitted separately (the selected ones, or all) to the
         brokerage; those reviewed in their workflow are submitted by it and skipped here, with the reason."""
         user = require(request, Permission.REVIEW)
-        result = submit(context(request).engine, run, accounts or None, user.name)
+        result = submit(context(request).engine, run, accounts or None, user.principal)
         flash(request, f"submitting {len(result.started)} proposals"
               + (f"; skipped {len(result.skipped)}: " + "; ".join(f"{a}: {r}" for a, r in
                                                                list(result.skipped.items())[:3])
@@ -266,20 +278,27 @@ def build_router() -> APIRouter:
     # -- JSON API ------------------------------------------------------------------------------
 
     @router.get("/api/pm/runs")
-    def api_pm_runs(request: Request) -> list[dict[str, Any]]:
-        """Runs with proposals and their counts by review status."""
-        store = services().proposals
-        return [{"run": run, "counts": Counter(p.status.value for p in store.list(run))} for run in store.runs()]
+    def api_pm_runs(request: Request, limit: int = 30, offset: int = 0) -> dict[str, Any]:
+        """Runs with proposals and their counts by review status, newest first, a page at a time."""
+        store, engine = services().proposals, context(request).engine
+        size = page_size(limit)
+        runs = store.runs(limit=max(offset, 0) + size + 1)[max(offset, 0):]
+        page = Page(runs[:size], str(max(offset, 0) + size) if len(runs) > size else None, size)
+        return page.to_dict([{"run": run, "counts": Counter(
+            p.status.value for p in reviews.proposals(engine, store, run))} for run in page.items])
 
     @router.get("/api/pm/runs/{run}/proposals")
-    def api_pm_proposals(request: Request, run: str, status: str = "") -> list[dict[str, Any]]:
-        """A run's proposals (optionally one status)."""
-        return [p.model_dump(mode="json") for p in services().proposals.list(run, [status] if status else None)]
+    def api_pm_proposals(request: Request, run: str, status: str = "", limit: int = DEFAULT_PAGE,
+                         offset: int = 0) -> dict[str, Any]:
+        """A page of a run's proposals by account id (optionally one status)."""
+        found = reviews.proposals(context(request).engine, services().proposals, run, [status] if status else None)
+        page = by_offset(found, offset, page_size(limit))
+        return page.to_dict([p.model_dump(mode="json") for p in page.items])
 
     @router.get("/api/pm/runs/{run}/{account_id}")
     def api_pm_proposal(request: Request, run: str, account_id: str) -> dict[str, Any]:
         """One proposal, with its approvals."""
-        proposal = services().proposals.get(run, account_id)
+        proposal = reviews.proposal(context(request).engine, services().proposals, run, account_id)
         state = review_state(proposal, context(request).engine.clock())
         return {**proposal.model_dump(mode="json"), "approvals": state.approvals,
                 "review": {"summary": state.summary, "approvals_required": state.needed,
@@ -291,16 +310,18 @@ def build_router() -> APIRouter:
         """approve, reject (needs a note) or submit the named accounts."""
         user = require(request, Permission.REVIEW)
         if verb == "submit":
-            result = submit(context(request).engine, run, body.accounts or None, user.name)
+            result = submit(context(request).engine, run, body.accounts or None, user.principal)
             return {"started": result.started, "skipped": result.skipped}
         if verb not in {"approve", "reject"} or (verb == "reject" and not body.note.strip()):
             from console.errors import ConsoleError
 
             raise ConsoleError("use approve, reject (with a note) or submit")
         to = ProposalStatus.APPROVED if verb == "approve" else ProposalStatus.REJECTED
-        decided = review(context(request).engine, run, body.accounts, to, user.name, body.note)
-        return {"status": to.value, "changed": decided.changed, "skipped": decided.skipped}
+        decided = review(context(request).engine, run, body.accounts, to, user.principal, body.note)
+        return {"status": to.value, "changed": decided.changed, "waiting": decided.waiting,
+                "already": decided.already, "skipped": decided.skipped}
 
+    router.include_router(build_diff_router())  # /pm/diff: two runs compared (a shadow beside production)
     return router
 
 
@@ -308,6 +329,8 @@ def plugin(queues: list[str] | None = None) -> Any:
     """The console plugin: the review pages, a navigation entry, the templates, the ``queues`` to watch
     (the plugin's ``console`` hook passes its fleets' queues)."""
     from console.app import ConsolePlugin
+    from portfolio_manager.block_view import batch_sections
 
-    return ConsolePlugin("portfolio_manager", build_router(), nav=[("Proposals", "/pm/runs")], templates=TEMPLATES,
-                         queues=list(queues or []))
+    nav = [("Proposals", "/pm/runs"), ("Run diff", "/pm/diff")]
+    return ConsolePlugin("portfolio_manager", build_router(), nav=nav, templates=TEMPLATES,
+                         queues=list(queues or []), batch_detail=batch_sections)

@@ -131,12 +131,14 @@ def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALI
 # --------------------------------------------------------------------------- starting
 
 
-def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[StartItem]], version: int | str) -> None:
+def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[StartItem]], version: int | str,
+           shadow: bool = False) -> None:
     for workflow, items in by_workflow.items():
         if not items:
             continue
         # No look-up first: the create skips an id that exists, in the same call, and says so.
-        created = engine.start_many(workflow, items, version=version, run=result.run, created_only=True)
+        created = engine.start_many(workflow, items, version=version, run=result.run, shadow=shadow,
+                                    created_only=True)
         result.instance_ids += created
         result.already_started += len(items) - len(created)
         result.started[workflow] = len(created)
@@ -166,7 +168,8 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
                           wait_for_open: bool = True, version: int | str = DEFAULT_ALIAS,
                           limit: int | None = None, review_until: datetime | None = None,
                           block_orders: bool = True, block_until: datetime | None = None,
-                          deadline: datetime | None = None, deadline_margin: timedelta = DEADLINE_MARGIN) -> RunStarted:
+                          deadline: datetime | None = None, deadline_margin: timedelta = DEADLINE_MARGIN,
+                          shadow: bool = False) -> RunStarted:
     """Start one instance per active account whose exchange trades on ``run_date`` (default: today).
 
     Regions whose exchange is closed that day are skipped (and named in the result).
@@ -178,7 +181,8 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
     Approved accounts trade in blocks (``block``, closing at the cut-off or ``block_until``, or
     once the run is decided); ``block_orders=False`` submits each account's orders on approval.
     The run gets a deadline (shown by the console): ``deadline``, else the earliest close of
-    the started regions' exchanges minus ``deadline_margin``.
+    the started regions' exchanges minus ``deadline_margin``. ``shadow=True`` starts shadow
+    instances (see :mod:`portfolio_manager.shadow`: ``tradeflow pm shadow``).
     """
     from portfolio_manager.calendars import exchange_for, is_trading_day, next_trading_day  # pandas: slow to import
 
@@ -202,7 +206,7 @@ def start_daily_rebalance(engine: Engine, book: BookReader, run_date: date | Non
         log.error("daily run %s: account %s not started: %s", result.run, account_id, reason)
     if limit is not None:
         by_workflow = _cap(by_workflow, limit)
-    _start(engine, result, by_workflow, version)
+    _start(engine, result, by_workflow, version, shadow)
     _review_closes(engine, result, by_workflow, version)
     if result.total or result.already_started:
         result.deadline = deadline or default_deadline(run_date, open_regions, deadline_margin)

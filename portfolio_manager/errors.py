@@ -84,6 +84,14 @@ class BrokerageError(PortfolioError):
     """The brokerage refused an order or could not be reached."""
 
 
+class ShadowTradeRefused(BrokerageError):
+    """An order of a shadow instance reached the brokerage adapter: a shadow never trades.
+
+    Not retryable: the instance fails at once. Its definition lacks a ``"shadow": "stop"`` before
+    the node that sends orders (the validator refuses such a definition on publish).
+    """
+
+
 class BrokerageTimeout(BrokerageError):
     """The order may have been accepted, but its answer was lost.
 
@@ -123,6 +131,7 @@ __all__ = [
     "BrokerageError",
     "BrokerageTimeout",
     "DuplicateOrder",
+    "ShadowTradeRefused",
     "CalendarError",
     "NotATradingDay",
 ]

@@ -17,6 +17,7 @@ from portfolio_manager.cli import accounts, pm
 from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import PortfolioError
 from portfolio_manager.expressions import register_expression_functions
+from portfolio_manager.shadow_cli import COMMANDS as SHADOW_COMMANDS
 
 # Every `tradeflow` command loads this module: the hooks below import what only they need
 # (celery and the calendars for the schedule, the demo's fleet and book) when they are called.
@@ -72,6 +73,8 @@ def register(cli: Any | None = None) -> dict[str, Any]:
     given); return the hooks."""
     register_expression_functions()
     if cli is not None:
+        for command in SHADOW_COMMANDS:
+            pm.add_command(command)
         for group in (pm, accounts):
             if group.name not in cli.commands:
                 cli.add_command(group)

@@ -36,6 +36,10 @@ Keys, under the store's prefix ``P`` (default ``pm:prop:``; the engine's keys ar
     P <run>:accounts          set    account ids with a proposal in the run
     P <run>:<account>         hash   body (Proposal JSON), status, decided_by, decided_at, note,
                                      submission (instance id), receipts (JSON), submitted_at
+
+A proposal is kept ``retention_seconds`` (the engine's retention) after its plan was recorded,
+and a run's account set as long as its last proposal; the runs index loses the runs whose
+account set expired each time a new run records its first proposal (:meth:`ProposalStore.trim_runs`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.api import Engine, StartItem
 from engine.keyspace import KeySpace, read_lua, text
 from portfolio_manager.errors import NoSuchProposal
+
+#: Seconds a proposal is kept after its plan was recorded, unless told otherwise (the engine's default).
+DEFAULT_RETENTION_SECONDS = 14 * 86400
 
 
 class ProposalStatus(StrEnum):
@@ -249,9 +256,12 @@ class Decisions:
 class ProposalStore:
     """Proposals in Redis under their own prefix (see the module docstring for the keys)."""
 
-    def __init__(self, client: Any, prefix: str = "pm:prop:", replicate: Callable[[Any], int] | None = None) -> None:
+    def __init__(self, client: Any, prefix: str = "pm:prop:", replicate: Callable[[Any], int] | None = None,
+                 retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> None:
         self.client = client
         self.prefix = prefix
+        #: Seconds a proposal is kept after its plan was recorded.
+        self.retention_seconds = int(retention_seconds)
         #: Called once a submission is recorded (``WAIT`` for replicas: engine.connections.ReplicaWait).
         self.replicate = replicate
         self.space = KeySpace(prefix)
@@ -281,11 +291,26 @@ class ProposalStore:
     def record(self, proposal: Proposal) -> tuple[bool, ProposalStatus]:
         """Store a new plan; (False, status) when the proposal was already decided (kept as it is)."""
         body = proposal.model_dump_json(exclude=set(_REVIEW_FIELDS))
-        done, status = self._record(
+        reply = self._record(
             keys=[self.key(proposal.run, proposal.account_id), self.accounts_key(proposal.run), self.runs_key],
-            args=[body, proposal.account_id, proposal.run, repr(proposal.recorded_at)],
+            args=[body, proposal.account_id, proposal.run, repr(proposal.recorded_at), self.retention_seconds],
         )
-        return bool(done), ProposalStatus(text(status))
+        if len(reply) > 2 and int(reply[2]):  # the run's first proposal: the index loses the expired runs
+            self.trim_runs()
+        return bool(reply[0]), ProposalStatus(text(reply[1]))
+
+    def trim_runs(self, limit: int = 1000) -> int:
+        """Drop from the runs index the runs whose proposals all expired (of its ``limit`` oldest); how many."""
+        runs = [text(r) for r in self.client.zrange(self.runs_key, 0, limit - 1)]
+        if not runs:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for run in runs:
+            pipe.exists(self.accounts_key(run))
+        gone = [run for run, found in zip(runs, pipe.execute(), strict=True) if not found]
+        if gone:
+            self.client.zrem(self.runs_key, *gone)
+        return len(gone)
 
     def transition(self, run: str, account_id: str, to: ProposalStatus,
                    allowed: Sequence[ProposalStatus] | None = None, **fields: Any) -> tuple[bool, str]:

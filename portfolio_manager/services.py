@@ -67,12 +67,14 @@ def build_services(settings: PMSettings, client: Any = None) -> Services:
     def last_price(symbol: str) -> float | None:
         return book.get_prices([symbol], datetime.now(UTC).date()).get(symbol)
 
-    brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price)
+    brokerage: Brokerage = SimulatedBrokerage(client, settings.broker_prefix, last_price=last_price,
+                                              retention_seconds=settings.retention_seconds)
     if settings.broker_latency:
         brokerage = _LatentBrokerage(brokerage, settings.broker_latency)
     replicate = ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_ms) if settings.redis_wait_replicas \
         else None
-    return Services(book, ProposalStore(client, settings.proposals_prefix, replicate), brokerage)
+    return Services(book, ProposalStore(client, settings.proposals_prefix, replicate, settings.retention_seconds),
+                    brokerage)
 
 
 _lock = threading.Lock()

@@ -75,6 +75,13 @@ class NodeBase(_Strict):
 
     #: True for a node that ends the instance (a terminal).
     ends: ClassVar[bool] = False
+    #: ``"stop"``: a shadow instance ends here, succeeded, before this node runs (engine.definitions.shadow).
+    shadow: Literal["stop"] | None = Field(None, description="\"stop\": a shadow instance ends here, before "
+                                                             "this node runs.")
+    #: ``"external"``: this node acts outside the run (a brokerage, a review queue...); every path from
+    #: start to it must pass a shadow stop (checked on publish).
+    effect: Literal["external"] | None = Field(None, description="\"external\": this node acts outside the run; "
+                                                                 "a shadow must stop before it.")
     #: A Mermaid state annotation ("choice" draws a diamond), if any.
     diagram_shape: ClassVar[str | None] = None
 

@@ -13,6 +13,8 @@ Checks, in order, one module each:
   :mod:`engine.definitions.model`), their errors translated to pointers and fixes;
 - :mod:`~engine.definitions.graph`: every ``start``/transition/``next``/``default`` names a
   node, every node is reachable from ``start`` and can reach a terminal;
+- :mod:`~engine.definitions.shadow`: every path from ``start`` to a node with an external
+  effect (``"effect": "external"``) passes a shadow stop (``"shadow": "stop"``);
 - :mod:`~engine.definitions.references`: every expression compiles, and a plain reference
   names a parameter, a node or an instance field;
 - :mod:`~engine.definitions.access`: every role an await node's signals name is in the
@@ -42,6 +44,7 @@ from engine.definitions.model_errors import model_problems
 from engine.definitions.problems import did_you_mean, unique
 from engine.definitions.references import check_expressions
 from engine.definitions.schema import SCHEMA_ID, check_schema, json_schema, validate_input
+from engine.definitions.shadow import check_shadow_stops
 from engine.errors import DefinitionError, Problem
 from engine.roles import declared_roles
 
@@ -99,6 +102,7 @@ def _check_document(document: dict[str, Any], roles: RoleSet) -> list[Problem]:
     if not isinstance(nodes, dict):
         return []
     problems = check_graph(document.get("start"), nodes)
+    problems.extend(check_shadow_stops(document.get("start"), nodes))
     dropped = document.get("drop_on_success")
     if isinstance(dropped, list):
         problems.extend(

@@ -149,7 +149,7 @@ class Scope:
     context: Mapping[str, Any] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: The step being evaluated for (``id``, ``workflow``, ``version``, ``run``, ``node``, ``seq``,
-    #: ``attempt``); read-only: nothing an expression returns is written back.
+    #: ``attempt``, ``shadow``); read-only: nothing an expression returns is written back.
     instance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ MAX_REGEX_WEIGHT = 1000
 
 ROOTS = frozenset({"data", "params", "context", "instance"})
 #: The fields of the read-only ``instance`` root (the step being run: see engine.expressions.Scope).
-INSTANCE_FIELDS = frozenset({"id", "workflow", "version", "run", "node", "seq", "attempt"})
+INSTANCE_FIELDS = frozenset({"id", "workflow", "version", "run", "node", "seq", "attempt", "shadow"})
 TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"})
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 ACCUMULATING = frozenset({"map", "filter"})

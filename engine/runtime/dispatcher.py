@@ -4,7 +4,8 @@
 reached: a ``service``/``http`` step to enqueue, a ``wait`` to park, an ``await`` to park
 until a signal (or its timeout), a ``gather`` to contribute to a batch (or, when the group's
 batch has closed and the node has ``late``, follow ``late`` like a choice), or a ``terminal``
-to finish. The caller applies the
+to finish. A shadow instance (``instance.shadow`` in the scope) ends, succeeded, on reaching a
+node marked ``"shadow": "stop"``, and never joins a gather node's batch. The caller applies the
 decision in one atomic update (see :mod:`engine.runtime.runner`).
 Pure: no Redis, no Celery.
 """
@@ -96,8 +97,15 @@ def resolve(definition: Definition, node_name: str, scope: Scope, closed: Closed
     ``late``, is followed to ``late`` (without it, every arrival contributes).
     """
     via: list[str] = []
+    shadow = bool(scope.instance.get("shadow"))
     for _ in range(MAX_INLINE_HOPS):
         node = definition.nodes[node_name]
+        if shadow and node.shadow == "stop":  # a shadow ends here, before the node runs
+            return Next(NextKind.FINISH, node_name, tuple(via), status=InstanceStatus.SUCCEEDED,
+                        result=shadow_result(node_name))
+        if shadow and isinstance(node, GatherNode):
+            raise StepFailed(f"a shadow never joins a batch: gather node {node_name!r} has no \"shadow\": \"stop\" "
+                             "before it (add one to it or to a node before it)")
         if isinstance(node, ChoiceNode):
             via.append(node_name)
             node_name = _choose(node_name, node, scope)
@@ -123,6 +131,11 @@ def resolve(definition: Definition, node_name: str, scope: Scope, closed: Closed
                         result=result)
         raise StepFailed(f"node {node_name!r} has an unknown type")  # pragma: no cover - validated
     raise StepFailed(f"more than {MAX_INLINE_HOPS} choice nodes in a row from {via[0]!r}: a loop without a step")
+
+
+def shadow_result(node_name: str) -> dict[str, Any]:
+    """The result of a shadow that ended at its stop ``node_name`` (its context stays on the instance)."""
+    return {"shadow": "stopped", "node": node_name}
 
 
 def _choose(node_name: str, node: ChoiceNode, scope: Scope) -> str:

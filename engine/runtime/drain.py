@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.runtime.messages import TakenStep, Taker
+from engine.broker import TakenStep, Taker
 
 #: After a look that found the queue empty, the next look waits this long.
 IDLE_PAUSE_SECONDS = 1.0

@@ -36,6 +36,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.broker import PRIORITY_CONTINUE, StepMessage
 from engine.definitions.model import Definition, GatherNode, RecordLevel
 from engine.errors import ActionFailed, MalformedAnswer, StepFailed
 from engine.model import Instance, InstanceStatus, Outcome
@@ -43,7 +44,6 @@ from engine.model import Instance, InstanceStatus, Outcome
 # arrival_document is defined by the dispatcher (it decides arrivals); named here too for the API.
 from engine.runtime.dispatcher import NextKind, target_of
 from engine.runtime.dispatcher import arrival_document as arrival_document
-from engine.runtime.messages import PRIORITY_CONTINUE, StepMessage
 from engine.runtime.outcomes import StepOutcomes
 from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS, step_deadline, worker_name
 from engine.service import as_transition
@@ -261,7 +261,8 @@ class Gatherer:
                     mine = {"error": "joined after the batch step was asked (not in its answer)"}
                 ok = self._apply_member(instance, batch, mine, started)
                 moved, failed = moved + ok, failed + (not ok)
-        self.store.batch_applied(batch.id, self._record("applied", started, moved=moved, failed=failed))
+        self.store.batch_applied(batch.id, self._record("applied", started, moved=moved, failed=failed),
+                                 ttl=self.store.retention_for(batch.workflow, batch.version))
 
     def _apply_member(self, instance: Instance, batch: Batch, mine: dict[str, Any], started: float) -> bool:
         runtime = self.runtime

@@ -53,7 +53,7 @@ class StepReport:
 def instance_root(instance: Instance) -> dict[str, Any]:
     """The read-only ``instance`` root of expressions: which instance, and which step of it."""
     return {"id": instance.id, "workflow": instance.workflow, "version": instance.version, "run": instance.run,
-            "node": instance.node, "seq": instance.seq, "attempt": instance.attempt}
+            "node": instance.node, "seq": instance.seq, "attempt": instance.attempt, "shadow": instance.shadow}
 
 
 class StepOutcomes:

@@ -15,6 +15,7 @@ from engine.runtime.concerns.awaits import Awaits
 from engine.runtime.concerns.data_set import DataSetCheck
 from engine.runtime.concerns.draining import Draining
 from engine.runtime.concerns.gathering import Gathering
+from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
 from engine.runtime.concerns.metrics import Metrics
 from engine.runtime.concerns.retries import Retries
@@ -39,6 +40,7 @@ def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_s
         DataSetCheck(),                                      # on_missing, before_timers
         Retries(),                                           # on_error, the "retry" timer
         Timeouts(),                                          # on_sweep, on_reconcile
+        Housekeeping(),                                      # on_sweep (index trimming)
         Waits(),                                             # the "wake" timer
         Awaits(),                                            # the "timeout" timer of awaits
         Gathering(runtime.gatherer),                         # after_apply, on_tick

@@ -203,12 +203,14 @@ class Batches:
                                                    "attempt": next_attempt, "due": repr(due), "now": repr(now)},
                               {"record": pack(record)}, send)
 
-    def batch_applied(self, batch_id: str, record: dict[str, Any]) -> BatchChange:
-        """The batch's answer was applied to every member: it is done (and expires with the retention).
+    def batch_applied(self, batch_id: str, record: dict[str, Any], ttl: int | None = None) -> BatchChange:
+        """The batch's answer was applied to every member: it is done, and expires after ``ttl`` seconds
+        (its definition's retention; the store's ``retention_seconds`` when None).
 
         The index then loses the entries of the batches that expired meanwhile (:meth:`trim_batch_index`).
         """
-        change = self._batch_op("applied", batch_id, {"expect": {"status": "closed"}, "ttl": self.retention_seconds},
+        change = self._batch_op("applied", batch_id, {"expect": {"status": "closed"},
+                                                      "ttl": ttl or self.retention_seconds},
                                 {"record": pack(record)})
         if change.done:
             self.trim_batch_index()

@@ -106,6 +106,8 @@ class NewInstance:
     error: dict[str, Any] | None = None
     #: The first step's message, pushed by the same script (None: none, or sent by the caller).
     send: Envelope | None = None
+    #: A shadow instance (engine.definitions.shadow): marked ``shadow`` in its hash.
+    shadow: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from engine.definitions.model import Definition
+from engine.errors import NotFound
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
 from engine.store.codec import (
@@ -55,6 +57,7 @@ class Instances:
     retention_seconds: int
     replicate: Callable[[redis.Redis], int] | None
     _state: Any
+    definition: Callable[[str, int], Definition]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -86,6 +89,19 @@ class Instances:
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's activity records, oldest first."""
         return decode_activities(self.client.lrange(self.keys.activities(instance_id), 0, -1))
+
+    def kept_for(self, workflow: str, version: int) -> int | None:
+        """The TTL (seconds) a finished instance of ``workflow`` ``version`` gets from its definition's
+        ``retention_days``; None when it has none (the store's ``retention_seconds`` applies)."""
+        try:
+            days = self.definition(workflow, version).retention_days
+        except NotFound:
+            return None
+        return None if days is None else max(1, int(days * 86400))
+
+    def retention_for(self, workflow: str, version: int) -> int:
+        """The TTL (seconds) a finished instance of ``workflow`` ``version`` gets (and its batches)."""
+        return self.kept_for(workflow, version) or self.retention_seconds
 
     def ttl(self, instance_id: str) -> int:
         """Seconds until the instance expires; -1 when it has no TTL, -2 when it is gone."""
@@ -120,10 +136,14 @@ class Instances:
         keys = [k.instance(first.id), k.activities(first.id), k.timers, k.deadlines, k.instance(first.id), k.queued]
         args: list[Any] = [""]
         places: dict[int, dict[str, Any]] = {}  # id(placement) -> its document: instances often share one
+        kept = self.kept_for(first.workflow, first.version)
         for new in instances:
             item: dict[str, Any] = {"id": new.id, "now": seconds(new.created_at)}
             if (new.workflow, new.version, new.run) != shared:  # the item's own, over the shared ones
-                item.update(workflow=new.workflow, version=new.version, run=new.run)
+                item.update(workflow=new.workflow, version=new.version, run=new.run,
+                            retention=self.kept_for(new.workflow, new.version) or False)
+            if new.shadow != first.shadow:
+                item["shadow"] = new.shadow
             docs: dict[str, Any] = {"data": pack(new.data), "activity": pack(new.activity.to_dict())}
             if new.error is not None:
                 docs["error"] = pack(new.error)
@@ -141,9 +161,13 @@ class Instances:
             item["docs"] = list(docs)
             args += docs.values()
             items.append(item)
-        args[0] = dumps({"op": "create_many", "workflow": first.workflow, "version": first.version, "run": first.run,
-                         "ttl": self.retention_seconds, "runs": k.runs_prefix, "docs": [],
-                         "wall": seconds(time.time()), "items": items})
+        shared_doc = {"op": "create_many", "workflow": first.workflow, "version": first.version, "run": first.run,
+                      "shadow": first.shadow,
+                      "ttl": self.retention_seconds, "runs": k.runs_prefix, "docs": [], "wall": seconds(time.time()),
+                      "items": items}
+        if kept is not None:
+            shared_doc["retention"] = kept
+        args[0] = dumps(shared_doc)
         return [flag == "1" for flag in text(self._state(keys=keys, args=args))]
 
     def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,

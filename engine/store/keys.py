@@ -164,6 +164,11 @@ class Keys:
         return self.space.key(f"metrics:{name}")
 
     @property
+    def housekeeping_lock(self) -> str:
+        """Held (SET NX PX) for a minute by the sweeper that last trimmed the indexes (``store/housekeeping.py``)."""
+        return f"{self.prefix}:housekeeping"
+
+    @property
     def epoch(self) -> str:
         """Sentinel written once per Redis data set; its loss means Redis restarted empty."""
         return self.space.key("epoch")

@@ -31,9 +31,13 @@ class Runs:
     # -- runs --------------------------------------------------------------------------------
 
     def touch_run(self, run: str, meta: dict[str, Any]) -> None:
-        """Record a run's label (first call wins for created_at) and add to its metadata."""
+        """Record a run's label (first call wins for created_at) and add to its metadata.
+
+        The metadata loses any TTL it had (a run that finished is started again): it gets one
+        when its last instance finishes (``lua/state.lua``) or from the housekeeping.
+        """
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)  # the label and its metadata appear together
         pipe.zadd(self.keys.runs, {run: now}, nx=True)
         pipe.hsetnx(self.keys.run_meta(run), "created_at", str(now))
         for key, value in meta.items():
@@ -41,6 +45,7 @@ class Runs:
                 pipe.hincrby(self.keys.run_meta(run), "total", int(value))
             else:
                 pipe.hset(self.keys.run_meta(run), key, str(value))
+        pipe.persist(self.keys.run_meta(run))
         pipe.execute()
 
     def run_counts(self, run: str) -> dict[str, int]:
@@ -54,9 +59,9 @@ class Runs:
         """The run's metadata hash (created_at, total, workflows...)."""
         return {text(k): text(v) for k, v in self.client.hgetall(self.keys.run_meta(run)).items()}
 
-    def runs(self, limit: int = 50) -> list[str]:
-        """Run labels, newest first."""
-        return [text(r) for r in self.client.zrevrange(self.keys.runs, 0, limit - 1)]
+    def runs(self, limit: int = 50, offset: int = 0) -> list[str]:
+        """Run labels, newest first: ``limit`` of them from the ``offset``-th."""
+        return [text(r) for r in self.client.zrevrange(self.keys.runs, offset, offset + limit - 1)]
 
     def run_ids(self, run: str, statuses: Iterable[InstanceStatus] | None = None) -> list[str]:
         """Ids of the instances of ``run`` in any of ``statuses`` (all statuses when None)."""

@@ -17,8 +17,8 @@ from typing import Any
 import redis
 
 from engine.api import Engine, RunProgress
+from engine.broker import CeleryEnqueuer
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.messages import CeleryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix

@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
-from engine.runtime.messages import CeleryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from tests.faults.harness import RETENTION_SECONDS, chain_definition, lab_env

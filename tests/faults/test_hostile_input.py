@@ -47,12 +47,12 @@ from kombu import Exchange, Queue
 import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders for the Driver)
 import portfolio_manager.actions as pm_actions
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError
 from engine.model import InstanceStatus
 from engine.ops.fleet import FleetSpec
-from engine.runtime.messages import MemoryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver

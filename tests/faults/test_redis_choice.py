@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
-from engine.runtime.messages import MemoryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from tests.faults.harness import chain_definition

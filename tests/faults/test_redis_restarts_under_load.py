@@ -3,7 +3,7 @@
 Before the fix, a prefork node that held unacknowledged messages when Redis went away died
 with ``Unrecoverable error: AttributeError("'NoneType' object has no attribute 'hostname'")``
 (kombu gives the unacked messages back through a transport already detached from its
-connection; see ``engine/broker_fix.py``). Pass criteria: every worker node's main process is
+connection; see ``engine/broker/kombu_fix.py``). Pass criteria: every worker node's main process is
 the one started before the first restart (none exited), the logs hold no ``Unrecoverable
 error``, and every instance finishes with one transition per step.
 """

@@ -37,11 +37,11 @@ from pathlib import Path
 import pytest
 
 from engine.api import Engine
+from engine.broker import CeleryEnqueuer
 from engine.clock import OffsetFileClock
 from engine.config import Settings
 from engine.connections import broker_for, client_for
 from engine.ops.fleet import FleetSpec
-from engine.runtime.messages import CeleryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from portfolio_manager.actions import build_services
@@ -127,7 +127,7 @@ def test_a_morning_survives_the_loss_of_the_primary(tmp_path: Path) -> None:
             assert engine.store.ensure_epoch() == epoch  # the promoted replica is the same data set
             logs = lab.log_text()
             assert "Redis lost tradeflow's data" not in logs and "DataSetLost" not in logs
-            assert "Unrecoverable error" not in logs  # no consumer gave up at the failover (engine/broker_fix.py)
+            assert "Unrecoverable error" not in logs  # no consumer gave up at the failover (engine/broker/kombu_fix.py)
             assert group.master_port() == group.replica.port
 
             ids = engine.store.run_ids(run)

@@ -22,11 +22,11 @@ import redis
 
 import tests.faults.misbehaving_services as faulty
 from engine.api import Engine, StartItem
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.fleet import FleetSpec
-from engine.runtime.messages import MemoryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver

@@ -3,8 +3,9 @@
 Pass criterion: every instance completes; exactly one applied transition per step (the
 invariant checker); a step killed mid-action runs again; a step killed after it applied its
 transition but before its message was acknowledged is redelivered and recorded as a no-op;
-the messages a killed node held are re-sent by the sweeper (node timeout + 5 s), and when
-the broker finally redelivers them they are no-ops too.
+the messages a killed node held are re-sent (by the sweeper at node timeout + 5 s, or given back
+to their queue by the reconciliation once the node's consumer mark lapsed), their redeliveries are
+no-ops, and kombu's unacked hash is left with live consumers' entries only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.broker import RedisQueueEnqueuer
 from engine.model import Outcome
 from engine.ops.fleet import FleetSpec
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
@@ -67,31 +69,28 @@ def test_sigkill_of_a_prefork_child_mid_step_and_after_apply_before_ack(tmp_path
 @pytest.mark.slow
 def test_sigkill_of_a_whole_worker_node(tmp_path: Path) -> None:
     """Kill the faults node (main process and its children) with steps in flight and start it
-    again: the steps it held come back through the sweeper; the broker's own redelivery of
-    them (after the visibility timeout, forced here by a node started with a 1 s timeout)
-    changes nothing."""
+    again: the steps it held come back (the sweeper, the reconciliation giving the dead node's
+    deliveries back to their queue); every extra delivery changes nothing, and the dead node's
+    entries leave kombu's unacked hash (they used to stay until the visibility timeout)."""
     nodes = {"engine": FleetSpec("engine", "threads", 2), "faults": FleetSpec("faults", "prefork", 2)}
     with fault_lab(tmp_path, nodes) as lab:
         lab.publish(chain_definition("chain", ["a", "b", "c"], timeout=4))
         ids = lab.engine.start_many("chain", [{"key": f"n{i}", "sleep": {"b": 1.5}, "announce": ["b"]}
                                               for i in range(10)], run="node-kill")
         lab.wait_until(lambda: len(lab.busy()) >= 2, 60, "two steps of node b in flight")
+        broker = RedisQueueEnqueuer(lab.client, f"{lab.prefix}:q:")
+        held = [d for d in broker.deliveries() if d.step is not None]
         killed_at = time.monotonic()
         pids = lab.kill_node("faults")
         lab.start_node("faults")
         lab.wait_terminal(ids, timeout=150)
         recovered = time.monotonic() - killed_at
         figures = check_invariants(lab.engine.store, ids, "node-kill")
-        assert figures.sweeper_resends >= 1
-        held = lab.client.hlen(f"{lab.prefix}:q:unacked")
-        assert held >= 1  # messages of the dead node: the broker would redeliver them after 7200 s
-        before = figures.noops
-        lab.env["TRADEFLOW_VISIBILITY_TIMEOUT"] = "1"
-        lab.specs["late"] = FleetSpec("faults", "threads", 1)
-        lab.start_node("late")  # its first poll restores every message unacked for over 1 s
-        lab.wait_until(lambda: check_invariants(lab.engine.store, ids, "node-kill").noops >= before + held, 60,
-                       "the broker's redeliveries to be recorded as no-ops")
+        assert held and figures.sweeper_resends + figures.noops >= 1
+        lab.wait_until(lambda: all(d.held is True for d in broker.deliveries()), 60,
+                       "the dead node's deliveries to leave kombu's unacked hash")
+        assert not {d.tag for d in held} & {d.tag for d in broker.deliveries()}
         final = check_invariants(lab.engine.store, ids, "node-kill")
-        print(f"\nscenario 1 (node kill): killed {len(pids)} processes; messages held by the dead node {held}; "
-              f"{final.line()}; all done {recovered:.1f}s after the kill; late redeliveries: "
-              f"{final.noops - before} no-ops")
+        print(f"\nscenario 1 (node kill): killed {len(pids)} processes; step messages held by the dead node "
+              f"{len(held)}; {final.line()}; all done {recovered:.1f}s after the kill; unacked hash: "
+              f"{lab.client.hlen(f'{lab.prefix}:q:unacked')} entries, all of live consumers")

@@ -21,9 +21,9 @@ from celery import Celery
 
 from engine.api import Engine
 from engine.app import sender_app as engine_sender_app
+from engine.broker import CeleryEnqueuer
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.messages import CeleryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix

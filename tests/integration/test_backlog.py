@@ -9,21 +9,25 @@ queue is drained by the worker (steps taken off the queue, not each delivered by
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
 from engine.runtime.drain import IDLE_PAUSE_SECONDS
-from engine.runtime.messages import CeleryEnqueuer
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
@@ -134,3 +138,80 @@ def _received(log: Path) -> int:
     if not log.exists():
         return 0
     return sum(1 for line in log.read_text().splitlines() if "Task itest.step[" in line and "received" in line)
+
+
+def test_a_killed_nodes_deliveries_hide_no_lost_message_and_leave_no_stale_entry(redis_url: str) -> None:
+    """A node SIGKILLed while it holds four deliveries (one step running, three reserved) leaves four
+    entries in kombu's unacked hash that nobody will ever ack. A message lost meanwhile is still
+    found and re-sent by the reconciliation within two passes (the dead node's entries do not
+    count as messages of queued steps), the dead node's deliveries go back to their queue (its
+    consumer mark lapsed) and run, and the unacked hash ends with live consumers' entries only."""
+    prefix = f"tfbk-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    app = sender_app(redis_url, prefix)
+    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600), CeleryEnqueuer(app))
+    broker = RedisQueueEnqueuer.for_app(app, client)
+    env = fleet_env(redis_url, prefix)
+    every = float(env["TRADEFLOW_RECONCILE_SECONDS"])
+    engine_fleet = Fleet([FleetSpec("engine", "threads", 2)], beat=True, env=env, loglevel="INFO")
+    victim = Fleet([FleetSpec("itest", "threads", 1)], beat=False, loglevel="INFO",
+                   env={**env, "TRADEFLOW_PREFETCH": "4", "TRADEFLOW_DRAIN_STEPS": "0"})
+    rescuer = Fleet([FleetSpec("itest", "threads", 2)], beat=False, env=env, loglevel="INFO")
+    live = LiveFleet(engine, engine_fleet, prefix, client)
+    try:
+        with engine_fleet:
+            engine.publish(load_definition(json.dumps({
+                "name": "held", "start": "work",
+                "nodes": {
+                    "work": {"type": "service", "service": "itest", "action": "step",
+                             "input": {"key": "data.key", "node": "'work'", "sleep": "data.sleep"},
+                             "transitions": {"ok": "done"}, "timeout_seconds": 600},  # no sweeper re-send here
+                    "done": {"type": "terminal", "status": "succeeded"},
+                },
+            })))
+            victim.__enter__()
+            held = [engine.start("held", {"key": "held0", "sleep": 8}, run="held")]
+            _wait(lambda: live.calls().get("held0:work") == 1, 60, "the first step to start on the victim node")
+            held += engine.start_many("held", [{"key": f"held{i}", "sleep": 0} for i in (1, 2, 3)], run="held")
+            _wait(lambda: sum(d.step is not None and d.held is True for d in broker.deliveries()) == 4, 30,
+                  "the victim node to hold four step deliveries")
+            dead = {f"{socket.gethostname()}:{victim.procs[0].pid}"}  # the node's consumer (its main process)
+            assert dead <= {who.decode() for who in client.hvals(f"{prefix}:q:unacked_consumer")}
+            os.killpg(victim.procs[0].pid, signal.SIGKILL)
+            victim.procs[0].wait(10)
+
+            lost = engine.start("held", {"key": "lost", "sleep": 0}, run="held")
+            queue = f"{prefix}:q:itest\x06\x169"
+            assert sum(client.lrem(queue, 0, raw) for raw in client.lrange(queue, 0, -1) if lost.encode() in raw) == 1
+            with rescuer:
+                done = live.wait([*held, lost], timeout=120)
+                assert all(i.status is InstanceStatus.SUCCEEDED for i in done)
+                [resent] = [a for a in engine.activities(lost) if a["outcome"] == Outcome.RETRY.value]
+                assert "found in no queue" in resent["error"]
+                queued_for = float(re.search(r"queued (\d+)s ago", resent["error"]).group(1))
+                # Re-sent by the passes that followed its loss, not by the 10-period full check.
+                assert queued_for < FULL_CHECK_PERIODS * every, resent["error"]
+                calls = live.calls()
+                assert calls["lost:work"] == 1 and [calls[f"held{i}:work"] for i in (1, 2, 3)] == [1, 1, 1]
+                assert calls["held0:work"] == 2  # killed mid-step, then run again from its restored message
+                for iid in held:
+                    assert [a["outcome"] for a in engine.activities(iid)].count(Outcome.APPLIED.value) == 1
+
+                def only_live_entries() -> bool:
+                    owners = {who.decode() for who in client.hvals(f"{prefix}:q:unacked_consumer")}
+                    entries = broker.deliveries()
+                    return not owners & dead and all(d.held is True for d in entries) \
+                        and client.hlen(f"{prefix}:q:unacked") == len(entries)
+
+                _wait(only_live_entries, 60, "kombu's unacked hash to hold live consumers' deliveries only")
+    finally:
+        victim.stop()
+        delete_prefix(client, prefix)
+        client.close()
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)

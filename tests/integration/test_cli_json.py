@@ -12,8 +12,8 @@ from pathlib import Path
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
-from engine.runtime.messages import MemoryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
@@ -44,12 +44,12 @@ def test_runs_and_list_print_json(real_redis: redis.Redis, redis_url: str, key_p
     env = _env(redis_url, key_prefix, tmp_path)
 
     assert _json(["runs", "--json"], env) == [
-        {"run": "nightly", "total": 2, "finished": 1, "running": 1, "waiting": 0, "awaiting": 0, "gathering": 0,
-         "paused": 0, "succeeded": 0, "failed": 0, "cancelled": 1}]
+        {"run": "nightly", "total": 2, "finished": 1, "shadow": False, "running": 1, "waiting": 0, "awaiting": 0,
+         "gathering": 0, "paused": 0, "succeeded": 0, "failed": 0, "cancelled": 1}]
     one = _json(["runs", "nightly", "--json"], env)
     assert isinstance(one, dict) and one["run"] == "nightly" and one["cancelled"] == 1
     listed = _json(["list", "--run", "nightly", "--json"], env)
-    assert isinstance(listed, list)
+    assert isinstance(listed, list) and not any(i["shadow"] for i in listed)
     assert sorted((i["id"], i["status"], i["node"], i["workflow"], i["seq"]) for i in listed) == sorted(
         [(ids[0], "running", "a", "chain", 1), (ids[1], "cancelled", "a", "chain", 1)])
     assert _json(["list", "--run", "nightly", "--status", "cancelled", "--json"], env)[0]["id"] == ids[1]  # type: ignore[index]

@@ -33,12 +33,14 @@ import pytest
 import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
 from console.keys import ConsoleKeys
 from console.users import UserStore
+from engine import Principal
 from engine.api import Engine
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.embedded import free_port
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix
+from portfolio_manager import review
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.generator import SeedSummary
@@ -56,6 +58,7 @@ SHOTS = Path(os.environ.get("TRADEFLOW_SCREENSHOTS_DIR") or tempfile.mkdtemp(pre
 ACCOUNTS = 80
 PASSWORD = "a long test password"
 WAIT_MS = 90_000
+PAULA = Principal("paula", frozenset({"pm", "viewer"}))
 REVIEW_HOURS = 24  # the review's cut-off of the runs started here: far away, whatever the time of day
 
 if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
@@ -275,6 +278,11 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Any, deployment: Depl
     assert deployment.svc.proposals.get(deployment.run, target.account_id).status is ProposalStatus.PROPOSED
 
 
+def shown(deployment: Deployment, run: str, account_id: str) -> Proposal:
+    """A proposal as the review shows it (its approvals so far are counted by the engine's quorum)."""
+    return review.proposal(deployment.engine, deployment.svc.proposals, run, account_id)
+
+
 def _receipts_shown(page: Any, deployment: Deployment, run: str, accounts: list[str]) -> None:
     """Open the run's receipts page and wait (it refreshes itself) until each account has a FILLED order."""
     page.goto(f"{deployment.url}/pm/runs/{run}/receipts")
@@ -335,12 +343,13 @@ def test_a_second_approver_is_needed_over_the_threshold(browser: Any, deployment
     page.get_by_text("waiting for a second approver").first.wait_for()
     review = page.inner_text("#review")
     assert "1 of 2" in review and "first: paula" in review and "first approval by paula" in review
-    assert [a["by"] for a in deployment.svc.proposals.get(run, target.account_id).approvals] == ["paula"]
+    assert [a["by"] for a in shown(deployment, run, target.account_id).approvals] == ["paula"]
     assert deployment.engine.get(iid).status is InstanceStatus.AWAITING  # one approval does not submit
     page.click("#decide-form button:has-text('Add the second approval')")  # the same person again: refused
     page.locator(".flash.error").wait_for()
-    assert "second approval by someone else" in page.inner_text(".flash.error")
-    assert [a["by"] for a in deployment.svc.proposals.get(run, target.account_id).approvals] == ["paula"]
+    refusal = page.inner_text(".flash.error")  # the engine's quorum says why
+    assert "paula sent it already (1 of 2)" in refusal and "2 different principals" in refusal
+    assert [a["by"] for a in shown(deployment, run, target.account_id).approvals] == ["paula"]
     page.screenshot(path=str(SHOTS / "proposal-four-eyes.png"), full_page=True)
     second = _login(browser, deployment, "ada")
     second.goto(f"{deployment.url}/pm/runs/{run}/{target.account_id}")
@@ -382,3 +391,126 @@ def test_definitions_page_and_metrics_scrape(browser: Any, deployment: Deploymen
         assert f"\n{name}" in text, name
     assert f'tradeflow_instances{{run="{deployment.run}",status="succeeded"}}' in text
     assert 'tradeflow_queue_depth{queue="portfolio_manager"}' in text
+
+
+def test_a_viewer_reads_a_shadow_diff_biggest_change_first_and_sorts_it(browser: Any, deployment: Deployment,
+                                                                         finished: str) -> None:
+    from portfolio_manager.diff import diff_runs
+    from portfolio_manager.shadow import start_shadow
+
+    for name in ("rebalance-ca", "rebalance-us"):  # the canary: a tighter drift band
+        document = json.loads(deployment.engine.definition(name, "production").to_json())
+        document.pop("version", None)
+        document["parameters"]["plan"]["drift_band_abs"] = 0.01
+        deployment.engine.publish(load_definition(json.dumps(document)), alias="canary")
+    shadow = start_shadow(deployment.engine, deployment.svc.book, deployment.run_date, version="canary",
+                          run=f"shadow-{uuid.uuid4().hex[:4]}",
+                          review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS))
+    assert deployment.engine.wait_for_run(shadow.run, timeout=180, settled=True).done
+    expected = [i for i in diff_runs(deployment.engine, finished, shadow.run).accounts if i.change != "equal"]
+    assert expected
+    page = _login(browser, deployment, "victor")
+    page.goto(f"{deployment.url}/pm/diff")
+    assert f"{shadow.run} (shadow)" in page.inner_text("select[name=b]")
+    page.select_option("select[name=a]", finished)
+    page.select_option("select[name=b]", shadow.run)
+    page.click("main form button[type=submit]")
+    page.locator("#diff tbody tr").first.wait_for()
+    rows = page.locator("#diff tbody tr")
+    assert rows.count() == len(expected)
+    assert rows.first.inner_text().startswith(expected[0].account_id)  # biggest change first
+    page.screenshot(path=str(SHOTS / "pm-diff.png"), full_page=False)
+    page.click("#diff th >> text=Account")
+    page.locator("#diff th", has_text="Account ▼").wait_for()
+    ids = [rows.nth(k).locator("td").first.inner_text() for k in range(rows.count())]
+    assert ids == sorted(ids, reverse=True)
+
+
+def _wait(condition: Any, what: str, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_an_operator_closes_a_block_from_its_page(browser: Any, deployment: Deployment, finished: str) -> None:
+    engine, proposals = deployment.engine, deployment.svc.proposals
+    run = f"blocks-{uuid.uuid4().hex[:4]}"
+    start_daily_rebalance(engine, deployment.svc.book, deployment.run_date, run=run, regions=["US"], limit=10,
+                          wait_for_open=False, review_until=datetime.now(UTC) + timedelta(hours=REVIEW_HOURS))
+    engine.wait_for_run(run, timeout=180, settled=True)
+    waiting = [p for p in proposals.list(run, ["proposed"]) if p.orders and p.approvals_required == 1]
+    assert len(waiting) >= 3, [(p.account_id, p.approvals_required) for p in proposals.list(run)]
+    chosen = waiting[:2]
+    review.approve(engine, proposals, run, [p.account_id for p in chosen], by=PAULA)
+    _wait(lambda: all(engine.get(p.instance_id).status is InstanceStatus.GATHERING for p in chosen), "the block")
+    batch_id = engine.get(chosen[0].instance_id).batch
+    assert engine.batch(batch_id).batch.status == "open"  # the others are still to decide: it stays open
+    page = _login(browser, deployment, "olivia")
+    page.click("nav >> text=Batches")
+    page.locator("tr", has_text=batch_id).get_by_text("open").wait_for()
+    page.screenshot(path=str(SHOTS / "batches.png"))
+    page.click(f"text={batch_id}")
+    page.get_by_text("Block orders and fills").wait_for()
+    assert "to send" in page.inner_text("#summary") and "Accounts in this batch (2)" in page.inner_text("body")
+    page.screenshot(path=str(SHOTS / "batch-open.png"), full_page=True)
+    page.click("#close-form button[type=submit]")  # its confirmation is accepted (see _login)
+    page.get_by_text(f"closed {batch_id}").wait_for()
+    page.get_by_text("every account has its answer").wait_for()  # the page refreshes itself
+    assert engine.batch(batch_id).batch.status == "applied"
+    assert "to send" not in page.inner_text("#summary") and "FILLED" in page.inner_text("#summary")
+    page.screenshot(path=str(SHOTS / "batch.png"), full_page=True)
+    for p in chosen:
+        assert proposals.get(run, p.account_id).status is ProposalStatus.SUBMITTED
+    closes = engine.audit(person="olivia", kinds=["close_batch"]).events
+    assert closes and "operator" in closes[0].roles
+
+
+def test_the_audit_page_filtered_by_person_shows_a_signal_and_a_login(browser: Any, deployment: Deployment,
+                                                                      finished: str) -> None:
+    target = _proposed(deployment, 1)[0]
+    _login(browser, deployment, "paula")
+    review.approve(deployment.engine, deployment.svc.proposals, deployment.run, [target.account_id], by=PAULA)
+    page = _login(browser, deployment, "olivia")
+    page.click("nav >> text=Audit")
+    page.fill("#audit-filters input[name=person]", "paula")
+    page.click("#audit-filters button[type=submit]")
+    table = page.locator("#audit")
+    table.locator("tr", has_text=target.instance_id).locator(".badge", has_text="signal").first.wait_for()
+    text = table.inner_text()
+    assert "login" in text and "olivia" not in text
+    page.screenshot(path=str(SHOTS / "audit.png"))
+    viewer = _login(browser, deployment, "victor")
+    assert viewer.locator("nav >> text=Audit").count() == 0
+    assert viewer.goto(f"{deployment.url}/audit").status == 403
+
+
+def test_an_admin_adds_a_user_who_signs_in_and_removes_them(browser: Any, deployment: Deployment) -> None:
+    page = _login(browser, deployment, "ada")
+    page.click("nav >> text=Users")
+    page.fill("#add-user input[name=name]", "newcomer")
+    page.select_option("#add-user select[name=role]", "pm")
+    page.fill("#add-user input[name=password]", PASSWORD)
+    page.click("#add-user button[type=submit]")
+    page.get_by_text("user newcomer added as pm").wait_for()
+    page.screenshot(path=str(SHOTS / "users.png"))
+    newcomer = _login(browser, deployment, "newcomer")
+    assert "newcomer · pm" in newcomer.inner_text("header")
+    assert newcomer.locator("nav >> text=Users").count() == 0
+    page.click("text=API tokens")
+    page.select_option("#create-token select[name=user]", "newcomer")
+    page.fill("#create-token input[name=label]", "nightly report")
+    page.click("#create-token button[type=submit]")
+    secret = page.inner_text("#new-token pre").strip()
+    assert secret.startswith("tfc_")
+    assert httpx.get(f"{deployment.url}/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    page.screenshot(path=str(SHOTS / "tokens.png"))
+    page.goto(f"{deployment.url}/admin/users")
+    page.click("tr[data-user=newcomer] button:has-text('Remove')")  # its confirmation is accepted
+    page.get_by_text("user newcomer removed").wait_for()
+    assert deployment.users.get("newcomer") is None
+    newcomer.goto(f"{deployment.url}/runs")
+    assert "/login" in newcomer.url  # signed out at once
+    assert httpx.get(f"{deployment.url}/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    kinds = [e.kind for e in deployment.engine.audit(person="ada").events]
+    assert {"user_added", "token_created", "user_removed"} <= set(kinds)

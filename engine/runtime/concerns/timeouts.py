@@ -17,6 +17,7 @@ import time
 
 from engine.definitions.model import Definition, StepNode
 from engine.model import InstanceStatus, Outcome
+from engine.runtime.deliveries import count_messages, settle
 from engine.runtime.hooks import Hook
 from engine.runtime.messages import step_message
 from engine.runtime.outcomes import StepOutcomes
@@ -90,11 +91,13 @@ class Timeouts(Hook):
         in a row, still queued at the same step, is re-sent (next attempt, recorded). Cheap when
         nothing is wrong, however deep the queues: the messages are only read one by one when
         their count is below the number of queued steps, or -- at most once per
-        ``FULL_CHECK_PERIODS`` x ``every`` -- when a queued step is older than that.
+        ``FULL_CHECK_PERIODS`` x ``every`` -- when a queued step is older than that; only
+        messages that can be a queued step's count (:mod:`engine.runtime.deliveries`).
         ``every=0``: no rate limit (tests).
         """
         if every > 0 and not runtime.store.lease_reconcile(every):
             return 0
+        held = settle(runtime.enqueuer, runtime.store)  # dead consumers' deliveries given back or dropped
         # Ages are measured on the wall clock, as the broker and the store stamp messages.
         now = time.time()
         candidates = runtime.store.queued_since(now - every, limit)
@@ -119,7 +122,7 @@ class Timeouts(Hook):
                 queues.update(step_queues(definition))
             steps[iid] = ((iid, head.node, head.seq, head.attempt), sent)
         held_limit = every * FULL_CHECK_PERIODS
-        counted = runtime.enqueuer.count(queues)
+        counted = count_messages(runtime.enqueuer, held, queues)
         if counted is None:
             return 0  # a broker that cannot be looked into
         if counted >= runtime.store.queued_count():

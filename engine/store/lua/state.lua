@@ -21,7 +21,10 @@
 --   contribution  what an instance placed at a gather node brings to its batch
 --
 -- Operations (each one branch below; `expect` = seq/attempt/status compare-and-set):
---   create   a new instance with its first placement (no-op if the id exists)
+--   create   a new instance with its first placement (no-op if the id exists); doc.retention (its
+--            definition's retention_days in seconds) is kept as field `retention`: the TTL it gets
+--            when it finishes, instead of doc.ttl
+--            doc.shadow marks a shadow instance
 --   create_many  many new instances in one call: `create` for each of doc.items in turn (see below)
 --   advance  a step's (or a wait's, or an await timeout's) transition: context entry, seq + 1, next placement
 --   signal   a signal to an awaiting instance: like advance, plus the marker of its key (doc.marker)
@@ -118,6 +121,16 @@ local function join(id, run)
   joined = {bid, hint}
 end
 
+-- The statuses of a live instance: while a run has one, its metadata has no TTL.
+local LIVE = {'running', 'waiting', 'awaiting', 'gathering', 'paused'}
+
+-- Give `key` a TTL of `ttl` seconds unless it already lives longer (a run's keys outlive
+-- each of its instances, whatever the retention of their definitions).
+local function extend(key, ttl)
+  local left = redis.call('TTL', key)
+  if left == -1 or left < ttl then redis.call('EXPIRE', key, ttl) end
+end
+
 -- Move the instance to its placement and keep every index in step with it.
 -- id, run: the instance's; status: its status before (nil at creation); hold: true when a
 -- paused instance stays paused (the step in flight came back). Returns the final status.
@@ -181,10 +194,18 @@ local function settle(id, run, status, hold)
     for _, node in ipairs(p.drop) do redis.call('HDEL', inst, 'c:' .. node) end
   end
   if terminal then
+    -- its definition's retention (kept on the instance at creation), else the global one
+    local ttl = tonumber(redis.call('HGET', inst, 'retention') or doc.ttl)
     redis.call('HSET', inst, 'finished_at', now)
-    redis.call('EXPIRE', inst, doc.ttl)
-    redis.call('EXPIRE', acts, doc.ttl)
-    redis.call('EXPIRE', runp .. final, doc.ttl)
+    redis.call('EXPIRE', inst, ttl)
+    redis.call('EXPIRE', acts, ttl)
+    extend(runp .. final, ttl)
+    -- the run's metadata expires a retention after its last instance finished
+    local live = false
+    for _, s in ipairs(LIVE) do
+      if redis.call('EXISTS', runp .. s) == 1 then live = true end
+    end
+    if not live then extend(doc.runs .. run, ttl) end
   else
     redis.call('PERSIST', inst)
     redis.call('PERSIST', acts)
@@ -236,7 +257,9 @@ ops.create = function()
   if redis.call('EXISTS', inst) == 1 then return {'exists'} end
   redis.call('HSET', inst, 'id', doc.id, 'workflow', doc.workflow, 'version', doc.version, 'run', doc.run,
              'seq', 1, 'attempt', 1, 'data', blob.data, 'created_at', doc.now)
+  if doc.retention then redis.call('HSET', inst, 'retention', doc.retention) end
   if blob.error then redis.call('HSET', inst, 'error', blob.error) end
+  if doc.shadow then redis.call('HSET', inst, 'shadow', '1') end
   record('activity')
   local final = settle(doc.id, doc.run, nil, false)
   if joined then return {'created', final, '1', joined[1], joined[2]} end

@@ -19,9 +19,9 @@ from console.throttle import LoginThrottle
 from console.users import UserStore
 from console.web import ConsoleContext
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -67,8 +67,10 @@ class Site:
     def client(self) -> TestClient:
         return TestClient(self.app, base_url="http://console.test", follow_redirects=False)
 
-    def login(self, name: str, role: str) -> TestClient:
-        self.ctx.users.add(name, role, PASSWORD)
+    def login(self, name: str, role: str, *, add: bool = True) -> TestClient:
+        """A client signed in as ``name`` (added with ``role`` first unless ``add`` is False)."""
+        if add:
+            self.ctx.users.add(name, role, PASSWORD)
         client = self.client()
         token = csrf_of(client.get("/login").text)
         answer = client.post("/login", data={"username": name, "password": PASSWORD, "csrf_token": token})

@@ -23,8 +23,8 @@ def test_runs_run_instance_and_definition_pages_show_the_engine_state(site: Site
     assert "r1" in runs and "2 / 2" in runs
     run = client.get("/runs/r1").text
     assert "check: account data is broken" in run and bad in run and "Retry these" not in run  # viewer: no button
-    assert [i["id"] for i in client.get("/api/runs/r1/instances?q=good").json()] == [good]
-    assert [i["id"] for i in client.get("/api/runs/r1/instances?status=failed").json()] == [bad]
+    assert [i["id"] for i in client.get("/api/runs/r1/instances?q=good").json()["items"]] == [good]
+    assert [i["id"] for i in client.get("/api/runs/r1/instances?status=failed").json()["items"]] == [bad]
     page = client.get(f"/instances/{bad}").text
     assert "account data is broken" in page and 'class="node visited failed"' in page and "Retry" not in page
     assert client.get(f"/instances/{good}").status_code == 200
@@ -103,7 +103,7 @@ def test_the_run_page_warns_while_the_projection_passes_the_deadline(site: Site)
     site.ctx.engine.start("flow", {"account": "good"}, run="late")
     site.ctx.engine.set_run_deadline("late", 1_000_000.0)  # long gone, one instance still running
     client = site.login("lena", "viewer")
-    assert "⚠ At the current rate" in client.get("/runs/late").text
+    assert "⚠ Past its deadline" in client.get("/runs/late").text  # the deadline passed with work left
     assert "past the deadline" in client.get("/runs").text
     site.driver.run_until_idle()
     assert "⚠" not in client.get("/runs/late").text  # finished: no warning
@@ -136,3 +136,9 @@ def test_the_sampler_records_live_runs_and_a_last_sample_when_they_finish(site: 
     sampler.sample_once()  # done: not sampled again
     assert [json.loads(x)[1:] for x in site.ctx.burndown.client.lrange(key, 0, -1)] == [[1, 0], [0, 1]]
     assert site.ctx.burndown.client.llen(site.ctx.burndown.keys.steps_samples) == 3
+
+
+def test_a_runs_burndown_samples_expire_with_the_engines_retention(site: Site) -> None:
+    store = BurndownStore(site.ctx.users.client, site.ctx.users.keys, retention_seconds=120)
+    store.sample(RunProgress("b2", {"succeeded": 0}, 10, 1000.0))
+    assert 0 < site.ctx.users.client.ttl(site.ctx.users.keys.burndown("b2")) <= 120

@@ -95,7 +95,7 @@ def test_the_pm_api_with_a_token(pm_site: Site) -> None:
     token, _ = pm_site.ctx.users.create_token("robot")
     client = pm_site.client()
     headers = {"Authorization": f"Bearer {token}"}
-    listed = client.get(f"/api/pm/runs/{RUN}/proposals", headers=headers).json()
+    listed = client.get(f"/api/pm/runs/{RUN}/proposals", headers=headers).json()["items"]
     assert sorted(p["account_id"] for p in listed) == ["CA-1", "US-1", "US-2"]
     raw = client.post(f"/api/pm/runs/{RUN}/approve", json={"accounts": ["US-2"]}, headers=headers)
     assert raw.status_code == 200, raw.text

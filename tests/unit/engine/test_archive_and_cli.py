@@ -10,11 +10,11 @@ from pathlib import Path
 import fakeredis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
-from engine.runtime.messages import MemoryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver

@@ -17,11 +17,10 @@ from celery import Celery
 
 from engine.api import Engine
 from engine.app import sender_app
+from engine.broker import PRIORITY_CONTINUE, PRIORITY_START, MemoryEnqueuer, RedisQueueEnqueuer, StepMessage
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.runtime.drain import IDLE_PAUSE_SECONDS, Drain
-from engine.runtime.messages import PRIORITY_CONTINUE, PRIORITY_START, MemoryEnqueuer, StepMessage
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.diagram import to_mermaid
 from engine.definitions.validation import check_definition, json_schema, load_definition
@@ -26,7 +27,6 @@ from engine.errors import DefinitionError, NotFound
 from engine.model import InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runtime.gather import BATCH_TASK_SUFFIX
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

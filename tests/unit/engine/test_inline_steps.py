@@ -17,11 +17,11 @@ import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.runtime.concerns.inline import carrier_died
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -9,12 +9,12 @@ import fakeredis
 import pytest
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError, ExpressionError
 from engine.expressions.cel import Scope, compile_expression
 from engine.model import InstanceStatus
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -78,7 +78,7 @@ def test_a_step_sees_its_own_identity_and_a_retry_keeps_the_key(driver: Driver) 
     assert first["key"] == f"{iid}:first:1"
     assert first["run"] == "night"
     assert first["step"] == {"id": iid, "workflow": "keyed", "version": 1, "run": "night", "node": "first",
-                             "seq": 1, "attempt": 1}
+                             "seq": 1, "attempt": 1, "shadow": False}
     # The retried step has another attempt number but the same key: safe for idempotent calls.
     assert second_1["key"] == second_2["key"] == f"{iid}:second:2"
     assert (second_1["attempt"], second_2["attempt"]) == (1, 2)

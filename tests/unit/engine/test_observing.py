@@ -7,9 +7,9 @@ import json
 import redis
 
 from engine.api import Engine
+from engine.broker import RedisQueueEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 

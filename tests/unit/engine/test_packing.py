@@ -8,9 +8,9 @@ from typing import Any
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.model import Activity, InstanceStatus, Outcome
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action, as_transition, ok
 from engine.store.codec import dumps, dumps_with
 from engine.store.keys import Keys

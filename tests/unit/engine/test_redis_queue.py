@@ -1,7 +1,7 @@
 """Step messages written straight onto the broker's Redis lists, by the transition's own script.
 
-The message must be the one Celery's ``send_task`` writes (or workers would not run it), and
-it must be pushed exactly when the transition applies and the instance runs on.
+The message must be pushed exactly when the transition applies and the instance runs on (that it is
+the one Celery's ``send_task`` writes is tests/contract/test_broker_contract.py's to show).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from celery import Celery
 
 from engine.api import Engine
 from engine.app import enqueuer_for, sender_app
+from engine.broker import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.runtime.messages import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, StepMessage
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -35,34 +34,9 @@ FLOW = {
 }
 
 
-def _shape(value: Any) -> Any:
-    """The nested keys of a message (values left out)."""
-    if isinstance(value, dict):
-        return {k: _shape(v) for k, v in value.items()}
-    return type(value).__name__
-
-
 @pytest.fixture
 def celery_app(redis_url: str, key_prefix: str) -> Celery:
     return sender_app(redis_url, f"{key_prefix}:q:", "rq-test")
-
-
-@pytest.mark.parametrize("priority", [PRIORITY_CONTINUE, PRIORITY_START])
-def test_envelope_is_the_message_celery_writes(celery_app: Celery, real_redis: redis.Redis, key_prefix: str,
-                                               priority: int) -> None:
-    message = StepMessage("svc.one", "svc", "inst-1", "a", 3, 2)
-    celery_app.send_task(message.task, args=message.args, queue=message.queue, priority=priority,
-                         ignore_result=True)
-    ours = RedisQueueEnqueuer.for_app(celery_app, real_redis).envelope(message, priority)
-    assert real_redis.type(ours.key) == b"list"  # the list Celery wrote to is the one we write to
-    theirs = json.loads(real_redis.lpop(ours.key))
-    mine = json.loads(ours.body)
-    assert _shape(mine) == _shape(theirs)
-    for part in ("headers", "properties"):
-        differ = {k for k in theirs[part] if theirs[part][k] != mine[part][k]}
-        assert differ <= {"id", "root_id", "origin", "correlation_id", "reply_to", "delivery_tag"}, part
-    assert json.loads(base64.b64decode(mine["body"])) == json.loads(base64.b64decode(theirs["body"]))
-    assert mine["headers"]["id"] == mine["headers"]["root_id"] == mine["properties"]["correlation_id"]
 
 
 def test_the_next_step_is_pushed_by_the_transition_and_only_when_it_applies(

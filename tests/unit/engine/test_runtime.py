@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from engine.api import Engine, StartItem
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed, DataSetLost, DefinitionError, InvalidState
 from engine.model import InstanceStatus, Outcome
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

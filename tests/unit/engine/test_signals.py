@@ -19,12 +19,12 @@ import pytest
 import redis
 
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
 from engine.model import InstanceStatus, Outcome
 from engine.principal import Principal
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -17,11 +17,10 @@ import pytest
 import redis
 
 from engine.api import Engine, StartItem
+from engine.broker import PRIORITY_START, MemoryEnqueuer, RedisQueueEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.runtime.messages import PRIORITY_START, MemoryEnqueuer
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 from engine.runtime.starting import StartResolver, _frozen, start_expressions
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -15,8 +15,8 @@ import order_calc.actions  # noqa: F401  (registers order_calc.plan_orders)
 import portfolio_manager.actions as pm_actions
 import portfolio_manager.cli as pm_cli
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
-from engine.runtime.messages import MemoryEnqueuer
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver

@@ -20,11 +20,11 @@ import order_calc.actions  # registers order_calc.plan_orders
 import portfolio_manager.actions as pm_actions
 from engine import Principal
 from engine.api import Engine
+from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
 from engine.model import InstanceStatus
-from engine.runtime.messages import MemoryEnqueuer
 from engine.service import ActionRegistry, ActionSpec, registry
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -26,7 +26,7 @@ redelivery is a recorded no-op).
 :func:`install` is called by the worker bootstrap (``engine.worker``) before any connection
 exists. Remove this module once kombu's ``Channel._connparams`` and
 ``SentinelChannel._sentinel_managed_pool`` cope with a detached transport
-(``tests/unit/engine/test_broker_fix.py`` and ``tests/faults/test_redis_restarts_under_load.py`` tell).
+(``tests/contract/test_broker_contract.py`` and ``tests/faults/test_redis_restarts_under_load.py`` tell).
 """
 
 from __future__ import annotations

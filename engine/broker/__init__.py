@@ -1,0 +1,49 @@
+"""The broker: everything that knows Celery's or kombu's wire format and internals, behind a small interface.
+
+The runtime pushes a step (:meth:`Enqueuer.envelope` for the store's script, or
+:meth:`Enqueuer.enqueue`), takes one off a deep queue (:class:`Taker`), counts and scans queued
+and unacknowledged steps (:meth:`Enqueuer.count`, :meth:`Enqueuer.pending`, :class:`Tidier`),
+and a worker installs the broker's kombu patches before it connects (:func:`install_worker_patches`).
+Inside: the protocol-2 envelope and kombu's key layout (``protocol``), the Redis lists and
+unacked hash (``redis_queue``, ``lua/take.lua``), who holds each delivery (``consumers``), the
+work-around for kombu's detached transport (``kombu_fix``). See docs/broker.md.
+"""
+
+from __future__ import annotations
+
+from engine.broker import consumers, kombu_fix
+from engine.broker.celery_sender import CeleryEnqueuer
+from engine.broker.interface import (
+    PRIORITY_CONTINUE,
+    PRIORITY_START,
+    Delivery,
+    Enqueuer,
+    StepKey,
+    StepMessage,
+    TakenStep,
+    Taker,
+    Tidier,
+)
+from engine.broker.memory import MemoryEnqueuer
+from engine.broker.redis_queue import RedisQueueEnqueuer
+from engine.store.changes import Envelope
+
+__all__ = [
+    # messages
+    "PRIORITY_CONTINUE", "PRIORITY_START", "StepKey", "StepMessage", "Envelope", "TakenStep", "Delivery",
+    # what a broker implements
+    "Enqueuer", "Taker", "Tidier",
+    # the brokers
+    "RedisQueueEnqueuer", "CeleryEnqueuer", "MemoryEnqueuer",
+    # a worker's process
+    "install_worker_patches",
+]
+
+
+def install_worker_patches() -> bool:
+    """Patch kombu for a worker process, before any connection exists: survive a Redis restart
+    (``kombu_fix``) and record which consumer holds each delivery (``consumers``). False when
+    kombu's layout is not the expected one (the patches are then left out)."""
+    fixed = kombu_fix.install()
+    owned = consumers.install()
+    return fixed and owned
