@@ -98,8 +98,8 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
     import order_calc.actions  # noqa: F401  (registers plan_orders)
     import portfolio_manager.actions  # noqa: F401  (registers the portfolio manager's actions)
     from engine.api import Engine
+    from engine.broker import MemoryEnqueuer
     from engine.definitions.model import Node, ServiceNode
-    from engine.runtime.messages import MemoryEnqueuer
     from engine.store.redis_store import RedisStore
     from engine.testing import Driver
     from portfolio_manager.cli import last_session

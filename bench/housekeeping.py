@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.sandbox import Sandbox
 from engine.api import Engine
+from engine.broker import RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
-from engine.runtime.redis_queue import RedisQueueEnqueuer
 
 FLOW = {"name": "hk-one", "initial_data": {"type": "object"}, "start": "work",
         "nodes": {"work": {"type": "service", "service": "hk", "action": "noop", "input": {},
