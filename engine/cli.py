@@ -529,7 +529,7 @@ def workers(fleets: tuple[str, ...], beat: bool) -> None:
     """Run the worker fleets, plus beat, in the foreground (Ctrl-C stops all).
 
     With no --fleet: one combined solo process per core, each consuming every service's queue
-    (the layout the benchmarks measured fastest on one machine); --fleet options split them.
+    (the layout the benchmarks measured cheapest in CPU per account); --fleet options split them.
 
     A node or beat that exits is started again after a backoff (1 s, doubling to 60 s), logged
     on stderr; the others keep serving. Every node is pinned to the Redis and the data set

@@ -1,7 +1,7 @@
 """Local worker fleets: ``celery worker`` processes on the service queues, plus beat.
 
 By default (:func:`default_fleets`) one combined ``solo`` process per core, each consuming every
-service's queue -- the layout the benchmarks measured fastest on one machine (an account's whole
+service's queue -- the layout the benchmarks measured cheapest in CPU per account (an account's whole
 chain runs inline in one task, no prefork pipe). :func:`service_fleets` is the split layout, one
 fleet per service, for deployments whose services must scale apart (``--fleet`` options). In
 production run the same commands under your process manager (see docs/workers.md).
