@@ -83,13 +83,13 @@ docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) built into site/; 
 demo: $(STAMP)  ## run the demo end to end (embedded Redis when none answers)
 	$(BIN)/tradeflow demo
 
-bench: $(STAMP)  ## engine overhead, morning run (1k, 10k accounts), memory, submission (20k: per account vs blocks)
+bench: $(STAMP)  ## engine vs bare Celery, morning (default layout, cold workers) vs the plain-script peer, Redis ceiling (capacity), memory, submission, starting
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 console: $(STAMP)  ## the web console on http://127.0.0.1:8000 (add users first: see docs/console.md)
 	$(BIN)/tradeflow console
 
-workers: $(STAMP)  ## start one worker fleet per service plus beat, in the foreground (Ctrl-C stops all)
+workers: $(STAMP)  ## start one combined solo worker per core (every service queue) plus beat, in the foreground (Ctrl-C stops all)
 	$(BIN)/tradeflow workers
 
 flower: $(STAMP)  ## Flower on :5555 behind basic auth (FLOWER_BASIC_AUTH=user:password; FLOWER_NO_AUTH=1 to go without)

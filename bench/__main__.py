@@ -1,9 +1,13 @@
 """``make bench``: the benchmarks, a table on the terminal and JSON under bench/results/.
 
-With no options: the engine overhead against bare Celery, then the morning run at 1,000 and
-10,000 accounts, then Redis memory per instance (measured on the 10,000-account run), then the
+With no options: the engine overhead against bare Celery, then the morning run of 20,000
+accounts with the default layout (``tradeflow workers`` with no options, cold: started, no run
+before) and the MILP then the greedy solver, each against the plain-script peer, then one
+Redis's ceiling (``bench.capacity``: the engine's Redis operations replayed on a private
+redis-server), then Redis memory per instance (measured on the morning run), then the
 submission phase of 20,000 approved accounts per account and in block orders (tickets, time),
-then starting 20,000 instances alone (``start_many``, then the daily start; no workers).
+then starting 20,000 instances alone (``start_many``, then the daily start; no workers). A
+summary of the headline figures ends the run.
 Every benchmark uses a key and queue prefix of its own on the Redis at TRADEFLOW_REDIS_URL
 (an embedded one when none answers) and deletes its keys after. Nothing asserts a time: the
 figures are what this machine did, with whatever else was running on it.
@@ -25,12 +29,12 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from bench import blocks, engine_overhead, morning, peer, replica_wait, start
+from bench import blocks, capacity, engine_overhead, morning, peer, replica_wait, start
 from engine.config import Settings
 from engine.connections import state_url
 from engine.ops.fleet import FleetSpec, default_fleets
 
-BENCHMARKS = ("engine", "morning", "memory", "submission", "start")
+BENCHMARKS = ("engine", "morning", "capacity", "memory", "submission", "start")
 RESULTS = Path(__file__).parent / "results"
 FULL_ACCOUNTS = 100_000
 
@@ -43,6 +47,13 @@ def _sizes(text: str) -> list[int]:
     if not sizes or any(n < 1 for n in sizes):
         raise argparse.ArgumentTypeError(f"{text!r}: every count must be a positive integer")
     return sizes
+
+
+def _solvers(text: str) -> list[str]:
+    solvers = [part.strip() for part in text.split(",") if part.strip()]
+    if not solvers or any(s not in ("milp", "greedy") for s in solvers):
+        raise argparse.ArgumentTypeError(f"{text!r}: give milp, greedy or both separated by a comma")
+    return solvers
 
 
 def _fleet(text: str) -> FleetSpec:
@@ -60,15 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=BENCHMARKS,
-                        metavar="{engine,morning,memory,submission,start}",
-                        help="run only this benchmark (repeatable; default: all five, in that order)")
+                        metavar="{engine,morning,capacity,memory,submission,start}",
+                        help="run only this benchmark (repeatable; default: all six, in that order)")
     engine = parser.add_argument_group("engine overhead")
     engine.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
     engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
     engine.add_argument("--concurrency", type=int, default=2, help="its concurrency (default 2)")
     run = parser.add_argument_group("morning run and memory")
-    run.add_argument("--accounts", type=_sizes, default=[1000, 10_000], metavar="N[,N...]",
-                     help="book sizes of the morning run (default 1000,10000)")
+    run.add_argument("--accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
+                     help="book sizes of the morning run (default 20000)")
     run.add_argument("--full", action="store_true",
                      help=f"add a {FULL_ACCOUNTS:,}-account morning and measure memory on it (long: tens of minutes)")
     run.add_argument("--memory-accounts", type=int, metavar="N",
@@ -78,14 +89,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="start each instance at once instead of waiting for the (past) open through beat's timer")
     run.add_argument("--fleet", action="append", type=_fleet, metavar="QUEUE[:POOL[:N]]",
                      help="a worker fleet (repeatable; default: " + ", ".join(map(str, default_fleets())) + ")")
-    run.add_argument("--solver", choices=["milp", "greedy"],
-                     help="publish rebalance versions with this plan.solver (default: milp, as defined)")
+    run.add_argument("--solver", type=_solvers, default=["milp", "greedy"], metavar="S[,S]",
+                     help="plan.solver of the runs, each size run with each (default milp,greedy; milp is the "
+                          "definitions' own)")
+    run.add_argument("--warm", action="store_true",
+                     help="run 20 accounts before the measured run (figures then named warm; default: cold workers, "
+                          "as a user meets them)")
+    run.add_argument("--no-events", action="store_true",
+                     help="workers without task events (TRADEFLOW_EVENTS=0; default: on, as tradeflow workers runs)")
     run.add_argument("--prefetch", type=int, metavar="N",
                      help="the workers' prefetch multiplier, TRADEFLOW_PREFETCH (default: theirs, 1)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
                           "no engine) that each morning size is compared with")
+    cap = parser.add_argument_group("capacity (one Redis's ceiling)")
+    cap.add_argument("--capacity-accounts", type=int, default=20_000, metavar="N",
+                     help="accounts whose Redis operations are replayed on a private Redis (default 20000)")
+    cap.add_argument("--capacity-clients", type=int, default=4, metavar="N",
+                     help="client processes replaying them, pipelined (default 4)")
     submission = parser.add_argument_group("submission phase")
     submission.add_argument("--submission-accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
                             help="approved accounts submitted per account, then in blocks (default 20000)")
@@ -134,7 +156,7 @@ def write(name: str, url: str, figures: dict[str, Any], console: Console) -> Pat
     return out
 
 
-def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
+def run_engine(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any]:
     """Engine overhead against bare Celery (``bench.engine_overhead``)."""
     console.print(f"engine overhead: {args.steps} steps, pool {args.pool} x{args.concurrency}, Redis {url}")
     figures = engine_overhead.run(url, args.steps, args.pool, args.concurrency)
@@ -162,32 +184,45 @@ def run_engine(args: argparse.Namespace, url: str, console: Console) -> None:
     table.add_row("one write, median", f"{waited['set_median_us']:.0f} us", f"{waited['set_wait1_median_us']:.0f} us")
     console.print(table)
     write("replica_wait", url, waited, console)
+    return figures
 
 
-def _options(args: argparse.Namespace, accounts: int) -> morning.MorningOptions:
+def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> morning.MorningOptions:
     return morning.MorningOptions(accounts=accounts, seed=args.seed, fleets=args.fleet or default_fleets(),
-                                  wait_for_open=not args.no_wait, timeout=args.timeout, solver=args.solver,
-                                  prefetch=args.prefetch)
+                                  wait_for_open=not args.no_wait, timeout=args.timeout,
+                                  solver=None if solver == "milp" else solver, prefetch=args.prefetch,
+                                  warm=args.warm, events=not args.no_events)
 
 
-def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool) -> dict[str, Any] | None:
-    """The morning run at each size; returns the memory figures when one run measured them."""
+def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool,
+                found: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The morning run at each size and solver; returns the memory figures when one run measured
+    them (and puts the runs in ``found["morning"]`` for the summary)."""
     results = []
     for accounts in args.accounts:
-        with_memory = memory and accounts == args.memory_accounts
-        console.print(f"morning run: {accounts:,} accounts{' (+ memory)' if with_memory else ''}, Redis {url}")
-        result = morning.run(url, _options(args, accounts), console, memory=with_memory)
-        if not args.no_peer:
-            console.print(f"plain-script peer: {accounts:,} accounts, multiprocessing.Pool x{os.cpu_count()}")
-            result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed, args.solver))
-            result["peer_ratio"] = peer_ratio(result)
-        results.append(result)
+        for solver in args.solver:
+            with_memory = memory and accounts == args.memory_accounts and solver == args.solver[0]
+            fleets = ", ".join(map(str, args.fleet or default_fleets()))
+            console.print(f"morning run: {accounts:,} accounts, {solver}, {'warm' if args.warm else 'cold'} workers "
+                          f"({fleets}){' (+ memory)' if with_memory else ''}, Redis {url}, "
+                          f"load average {os.getloadavg()[0]:.1f}")
+            result = morning.run(url, _options(args, accounts, solver), console, memory=with_memory)
+            result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+            if not args.no_peer:
+                console.print(f"plain-script peer: {accounts:,} accounts, {solver}, "
+                              f"multiprocessing.Pool x{os.cpu_count()}")
+                result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed,
+                                                                None if solver == "milp" else solver))
+                result["peer_ratio"] = peer_ratio(result)
+            results.append(result)
     console.print(morning_table(results))
     figures: dict[str, Any] = {"runs": [{k: v for k, v in r.items() if k != "memory"} for r in results],
                                "growth": morning.growth(results), "target": morning.target_estimate(results)}
     for line in _growth_lines(figures):
         console.print(line, highlight=False)
     write("morning", url, figures, console)
+    if found is not None:
+        found["morning"] = results
     measured = [r["memory"] | {"accounts_seeded": r["accounts_seeded"], "accounts_started": r["accounts_started"]}
                 for r in results if "memory" in r]
     return measured[0] if measured else None
@@ -218,7 +253,8 @@ def _growth_lines(figures: dict[str, Any]) -> list[str]:
 
 def morning_table(results: list[dict[str, Any]]) -> Table:
     """One column per book size."""
-    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts" for r in results], title="morning run")
+    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}" for r in results],
+                  title="morning run (" + (results[0]["workers"] if results else "") + ")")
     rows = [
         ("accounts started", "accounts_started", "{:,}"),
         ("start (create instances), s", "start_seconds", "{:.1f}"),
@@ -260,6 +296,12 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
         table.add_row("tradeflow / peer (accounts/s)", *[
             f"{r['peer_ratio']:.2f}" if r.get("peer_ratio") else "-" for r in results])
     largest = max(results, key=lambda r: r["accounts_seeded"])
+    table.add_row("Redis commands per account (whole server; inside scripts too)", *[
+        f"{r['redis_commands']['commands_per_account']:.0f}" for r in results])
+    table.add_row("Redis time in commands per account, ms (whole server)", *[
+        f"{r['redis_commands']['command_ms_per_account']:.2f}" for r in results])
+    table.add_row("  EVALSHA (engine scripts) per account", *[
+        f"{r['redis_commands']['top'].get('evalsha', {}).get('calls_per_account', 0):.1f}" for r in results])
     table.add_row("CPU ceiling, accounts/s", *[f"{r['cpu_ceiling_accounts_per_s'] or 0:.0f}" for r in results])
     for part in largest["cpu_ms_per_account"]:
         table.add_row(f"  CPU ms per account: {part}", *[
@@ -355,22 +397,81 @@ def run_start(args: argparse.Namespace, url: str, console: Console) -> None:
     write("start", url, figures, console)
 
 
+def run_capacity(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any]:
+    """One Redis's ceiling in accounts per second, and memory per instance (``bench.capacity``)."""
+    console.print(f"capacity: the engine's Redis operations of {args.capacity_accounts:,} accounts, "
+                  f"{args.capacity_clients} clients, on a private redis-server (recorded on {url})")
+    figures = capacity.run(url, args.capacity_accounts, args.capacity_clients, seed=args.seed)
+    table = Table("figure", "value", title="one Redis's ceiling (the engine's operations, no actions)")
+    table.add_row("accounts replayed (clients, pipeline depth)",
+                  f"{figures['accounts']:,} ({figures['clients']}, {figures['pipeline_depth']})")
+    table.add_row("accounts/s achieved by the clients", f"{figures['accounts_per_s']:,.0f}")
+    table.add_row("Redis CPU per account, ms", f"{figures['redis_cpu_ms_per_account']:.3f}")
+    table.add_row("[bold]ceiling of one Redis core, accounts/s", f"[bold]{figures['ceiling_accounts_per_s']:,}")
+    table.add_row("script calls per account (state.lua, claim.lua)", f"{figures['store_calls_per_account']}")
+    table.add_row("round trips per account (the scripts' and Celery's delivery)",
+                  f"{figures['round_trips_per_account']}")
+    table.add_row("commands Redis ran per account (inside scripts too; the broker's 6 included)",
+                  f"{figures['redis_commands']['commands_per_account']}")
+    for name, row in figures["redis_commands"]["top"].items():
+        table.add_row(f"  {name}: calls / ms per account", f"{row['calls_per_account']} / {row['ms_per_account']}")
+    table.add_row("used_memory per account", _kib(figures["used_memory_per_account_bytes"]))
+    for status, row in figures["memory"].items():
+        table.add_row(f"  instance ({status}): hash + activity list, median", _kib(row["bytes_median"]))
+    console.print(table)
+    write("capacity", url, figures, console)
+    return figures
+
+
+def summary_lines(found: dict[str, Any]) -> list[str]:
+    """The figures issue-level goals are read from, in one place at the end of the run."""
+    lines = [f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)"]
+    for r in found.get("morning", []):
+        cmds = r.get("redis_commands") or {}
+        evalsha = (cmds.get("top") or {}).get("evalsha", {}).get("calls_per_account")
+        redis_cpu = r.get("cpu_ms_per_account", {}).get("redis-server (whole server)")
+        ratio = f"{r['peer_ratio']:.2f} x the plain-script peer" if r.get("peer_ratio") else "no peer run"
+        lines.append(f"morning {r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}, {r['workers']}, "
+                     f"fleets {'; '.join(r['fleets'])}: {r['accounts_per_s'] or 0:.0f} accounts/s, {ratio}; "
+                     f"Redis CPU {redis_cpu} ms per account, {evalsha} engine script calls (EVALSHA) and "
+                     f"{cmds.get('commands_per_account')} commands per account (whole server)")
+    engine = found.get("engine")
+    if engine:
+        lines.append(f"every step delivered by Celery: {engine['ratio_engine_message_vs_bare']:.2f} x bare Celery; "
+                     f"drained: {engine['ratio_engine_drained_vs_bare']:.2f} x; defaults: "
+                     f"{engine['ratio_engine_vs_bare']:.2f} x")
+    cap = found.get("capacity")
+    if cap:
+        lines.append(f"one Redis's ceiling: {cap['ceiling_accounts_per_s']:,} accounts/s per Redis core "
+                     f"({cap['redis_cpu_ms_per_account']:.3f} ms of Redis CPU and {cap['round_trips_per_account']} "
+                     f"round trips per account, the engine's own operations); per instance: "
+                     + ", ".join(f"{k} {v['bytes_median'] / 1024:.1f} KiB" for k, v in cap["memory"].items()))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmarks and record their figures."""
     args = parse_args(argv)
     url = state_url(Settings.from_env(), allow_start=True)
     console = Console()
     measured = None
+    found: dict[str, Any] = {}
     if "engine" in args.only:
-        run_engine(args, url, console)
+        found["engine"] = run_engine(args, url, console)
     if "morning" in args.only:
-        measured = run_morning(args, url, console, memory="memory" in args.only)
+        measured = run_morning(args, url, console, memory="memory" in args.only, found=found)
+    if "capacity" in args.only:
+        found["capacity"] = run_capacity(args, url, console)
     if "memory" in args.only:
         run_memory(args, url, console, measured)
     if "submission" in args.only:
         run_submission(args, url, console)
     if "start" in args.only:
         run_start(args, url, console)
+    if found:
+        console.print("[bold]summary", highlight=False)
+        for line in summary_lines(found):
+            console.print("  " + line, highlight=False)
 
 
 if __name__ == "__main__":

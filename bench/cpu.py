@@ -80,3 +80,24 @@ def _unique(names: list[str]) -> list[str]:
         seen[name] += 1
         out.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
     return out
+
+
+def command_stats(client: redis.Redis) -> dict[str, tuple[int, float]]:
+    """INFO commandstats: per command, (calls, microseconds spent in it) so far -- the whole server's."""
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
+            for name, v in client.info("commandstats").items()}
+
+
+def command_delta(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]],
+                  accounts: int) -> dict[str, object]:
+    """Per account between two :func:`command_stats`: Redis commands (each a round trip unless
+    pipelined), the time Redis spent in them, and the five commands that cost most."""
+    rows = {name: (calls - before.get(name, (0, 0.0))[0], usec - before.get(name, (0, 0.0))[1])
+            for name, (calls, usec) in after.items()}
+    rows = {k: v for k, v in rows.items() if v[0] > 0}
+    per = max(1, accounts)
+    top = sorted(rows.items(), key=lambda kv: -kv[1][1])[:5]
+    return {"commands_per_account": round(sum(c for c, _ in rows.values()) / per, 2),
+            "command_ms_per_account": round(sum(u for _, u in rows.values()) / per / 1000, 3),
+            "top": {name: {"calls_per_account": round(c / per, 2), "ms_per_account": round(u / per / 1000, 3)}
+                    for name, (c, u) in top}}

@@ -4,10 +4,13 @@ Per size N, in a sandbox of its own on the shared Redis (:mod:`bench.sandbox`):
 
 1. seed a synthetic book of N accounts (``portfolio_manager.generator``, seeded; ~2 % broken
    on purpose), dated the last session both exchanges traded, its open already past;
-2. publish the definitions, start the fleets the plugin declares (engine threads, portfolio
-   manager threads, order_calc prefork) and beat, and warm them up with a small run;
-3. start the daily rebalance (``start_daily_rebalance``, waiting for the open like the real
-   morning: the open is past, so beat's timer tick wakes every instance) and follow it;
+2. publish the definitions, start the fleets exactly as ``tradeflow workers`` does with no
+   options (one combined solo process per core; ``--fleet`` for others) and beat, and wait until
+   every worker answers a ping -- cold: no run before the measured one (``warm=True`` first runs
+   a small one, and the figures are then named warm);
+3. with the clock started before the call, start the daily rebalance (``start_daily_rebalance``,
+   waiting for the open like the real morning: the open is past, so beat's timer tick wakes
+   every instance) and follow it until the run is settled;
 4. figures: accounts/s, steps/s, time to start, to the first and the last proposal, until every
    instance is terminal, counts by status and outcome, and where the time goes per step
    (from a sample of activity records: time in the action, time waiting before it).
@@ -29,7 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, command_delta, command_stats
 from bench.memory import MemoryProbe
 from bench.sandbox import Sandbox
 from engine.api import RunProgress
@@ -51,6 +54,8 @@ class MorningOptions:
     fleets: list[FleetSpec] = field(default_factory=default_fleets)
     wait_for_open: bool = True
     warmup: int = 20
+    warm: bool = False  # False: cold workers, as a user meets them; True: a small run first (named warm)
+    events: bool = True  # the workers' default (TRADEFLOW_EVENTS=1): task events on, for Flower
     timeout: float = 3600.0
     solver: str | None = None  # None: the definitions' own (milp); else a version with plan.solver set
     prefetch: int | None = None  # None: the workers' default (TRADEFLOW_PREFETCH, 1)
@@ -74,22 +79,28 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
         if options.solver:
             publish_solver(engine, options.solver)
         env = sandbox.env() | ({"TRADEFLOW_PREFETCH": str(options.prefetch)} if options.prefetch else {})
+        env["TRADEFLOW_EVENTS"] = "1" if options.events else "0"
         label = f"bench-morning-{options.accounts}"
         figures: dict[str, Any] = {
             "accounts_seeded": summary.count, "seed": options.seed, "run_date": run_date.isoformat(),
             "seed_seconds": round(summary.generate_seconds + summary.write_seconds, 2),
             "fleets": [str(s) for s in options.fleets], "wait_for_open": options.wait_for_open,
             "solver": options.solver or "milp (definitions)", "prefetch": env.get("TRADEFLOW_PREFETCH", "1"),
+            "workers": "warm (a small run first)" if options.warm else "cold (started, answering, no run yet)",
+            "events": options.events,
         }
         probe = MemoryProbe(sandbox.client, sandbox.inspector, label, sandbox.broker_prefix,
                             proposal_key=services.proposals.key,
                             proposals_index=services.proposals.accounts_key(label)) if memory else None
         with Fleet(options.fleets, beat=True, env=env) as fleet:
-            _warm_up(engine, services.book, run_date, options, fleet)
+            figures["workers_ready_seconds"] = wait_until_ready(sandbox, fleet)
+            if options.warm:
+                _warm_up(engine, services.book, run_date, options, fleet)
             if probe:
                 probe.baseline()
             meter = CpuMeter(fleet, sandbox.client)
             meter.start()
+            commands = command_stats(sandbox.client)
             began, wall = time.monotonic(), time.time()
             started = start_daily_rebalance(engine, services.book, run_date, run=label,
                                             wait_for_open=options.wait_for_open, review_until=_review_until())
@@ -102,6 +113,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             figures.update(peak.figures())
             figures["poll_all_terminal_seconds"] = round(time.monotonic() - began, 2)
             figures.update(cpu_figures(meter.stop(), started.total))
+            figures["redis_commands"] = command_delta(commands, command_stats(sandbox.client), started.total)
         figures.update(_outcomes(sandbox, label, wall, progress))
         figures.update(_proposal_times(services.proposals.list(label), wall))
         figures["per_step"] = step_timings(sandbox, label)
@@ -137,6 +149,20 @@ def publish_solver(engine: Any, solver: str) -> None:
         document.pop("version", None)
         document["parameters"]["plan"]["solver"] = solver
         engine.publish(load_definition(json.dumps(document), f"{name} (solver {solver})"), alias="production")
+
+
+def wait_until_ready(sandbox: Sandbox, fleet: Fleet, timeout: float = 180.0) -> float:
+    """Seconds until every worker of ``fleet`` answers a ping (started and consuming, nothing run yet)."""
+    began = time.monotonic()
+    app = sandbox.engine_app()
+    # A connection of its own, closed after: a pooled one would be closed again in forked
+    # processes (the peer's pool), blocking them on the pidbox's reply channel.
+    with app.connection() as connection:
+        while time.monotonic() - began < timeout:
+            if len(app.control.ping(timeout=1.0, connection=connection) or []) >= len(fleet.specs):
+                return round(time.monotonic() - began, 1)
+    logs = "\n".join(p.read_text()[-2000:] for p in fleet.logdir.glob("*.log"))
+    raise RuntimeError(f"workers not answering after {timeout:.0f} s; their logs:\n{logs}")
 
 
 def _warm_up(engine: Any, book: Any, run_date: Any, options: MorningOptions, fleet: Fleet) -> None:

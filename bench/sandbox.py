@@ -23,6 +23,8 @@ from engine.ops.inspect import Inspector
 from engine.testing import delete_prefix, make_store
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from portfolio_manager.actions import Services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +45,12 @@ class Sandbox:
         #: What the benchmarks read of the stored state (key names, run ids, decoding): read-only.
         self.inspector = Inspector(self.client, self.prefix)
         self.store = make_store(self.client, self.prefix, int(RETENTION_DAYS * 86400))
-        app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
-        self.engine = Engine(self.store, CeleryEnqueuer(app))
+        self._app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
+        self.engine = Engine(self.store, CeleryEnqueuer(self._app))
+
+    def engine_app(self) -> Celery:
+        """The Celery app this sandbox's engine sends with (its control API reaches the sandbox's workers)."""
+        return self._app
 
     @property
     def pm_prefix(self) -> str:

@@ -77,7 +77,7 @@ def build_context(settings: ConsoleSettings, engine_settings: Settings, engine: 
     """
     from engine.app import build_engine
     from engine.connections import client_for, state_url
-    from engine.ops.fleet import default_fleets
+    from engine.ops.fleet import all_queues, default_fleets
     from engine.roles import declared_roles
 
     url = state_url(engine_settings, notice=notice)  # resolved once: the engine and the console use the same Redis
@@ -91,7 +91,7 @@ def build_context(settings: ConsoleSettings, engine_settings: Settings, engine: 
         throttle=LoginThrottle(client, keys, free=settings.login_free_failures, base=settings.login_base_delay,
                                maximum=settings.login_max_delay, address_free=settings.login_address_free),
         burndown=BurndownStore(client, keys, retention_seconds=engine_settings.retention_seconds), settings=settings,
-        queues=sorted({spec.queue for spec in default_fleets()}) if engine else [],
+        queues=sorted(all_queues(default_fleets())) if engine else [],
         roles=declared_roles(engine_settings),
     )
 

@@ -184,12 +184,15 @@ class Engine:
 
     def start_many(self, workflow: str, items: Iterable[StartItem | dict[str, Any]], *,
                    version: int | str | None = None, run: str = DEFAULT_RUN, batch: int = 500,
-                   progress: Callable[[int], None] | None = None, shadow: bool = False) -> list[str]:
+                   progress: Callable[[int], None] | None = None, shadow: bool = False,
+                   created_only: bool = False) -> list[str]:
         """Start one instance per item as part of ``run``; returns their ids.
 
         Items whose data is invalid become instances that failed at once, with the reason
         recorded, so nothing is lost and the others go on. An item whose ``instance_id``
-        already exists is not started again (starting a run twice is harmless).
+        already exists is not started again (starting a run twice is harmless); with
+        ``created_only`` its id is left out of the result, so the caller learns which items
+        were new without looking them up first (the create itself checks, in the same call).
         First steps go at low priority: steps of instances already in flight go first.
 
         ``shadow=True`` starts shadow instances (:mod:`engine.definitions.shadow`): each ends at
@@ -214,12 +217,12 @@ class Engine:
             item = item if isinstance(item, StartItem) else StartItem(item)
             pending.append(self._new_instance(starting, item))
             if len(pending) >= batch:
-                ids.extend(self._create(definition, run, pending))
+                ids.extend(self._create(definition, run, pending, created_only))
                 if progress:
                     progress(len(pending))
                 pending = []
         if pending:
-            ids.extend(self._create(definition, run, pending))
+            ids.extend(self._create(definition, run, pending, created_only))
             if progress:
                 progress(len(pending))
         return ids
@@ -262,7 +265,8 @@ class Engine:
         return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
                            placement, shadow=starting.shadow), nxt
 
-    def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]]) -> list[str]:
+    def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]],
+                created_only: bool = False) -> list[str]:
         late: dict[str, StepMessage] = {}  # first steps the store cannot push with the instance
         ready: list[NewInstance] = []
         for new, nxt in pending:
@@ -277,7 +281,7 @@ class Engine:
         for new, fresh in zip(ready, created, strict=True):
             if fresh and new.id in late:
                 self._enqueuer.enqueue(late[new.id], PRIORITY_START)
-        return [new.id for new in ready]
+        return [new.id for new, fresh in zip(ready, created, strict=True) if fresh or not created_only]
 
     # -- reading -----------------------------------------------------------------------------
 

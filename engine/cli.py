@@ -530,11 +530,16 @@ def redis_stop() -> None:
 
 @main.command()
 @click.option("--fleet", "fleets", multiple=True, metavar="QUEUE[:POOL[:CONCURRENCY]]",
-              help="Queues to serve (default: the fleets of the installed plugins, and engine).")
+              help="A fleet to start (repeatable). Default: one solo process per core, each consuming every "
+                   "service's queue; e.g. --fleet order_calc:prefork:2 --fleet engine,portfolio_manager:threads:4 "
+                   "to split services apart.")
 @click.option("--beat/--no-beat", default=True, help="Also run celery beat (timers, sweeper, schedules).")
 @rerun(safe=True, why="it only starts worker processes")
 def workers(fleets: tuple[str, ...], beat: bool) -> None:
-    """Run one worker fleet per service, plus beat, in the foreground (Ctrl-C stops all).
+    """Run the worker fleets, plus beat, in the foreground (Ctrl-C stops all).
+
+    With no --fleet: one combined solo process per core, each consuming every service's queue
+    (the layout the benchmarks measured cheapest in CPU per account); --fleet options split them.
 
     A node or beat that exits is started again after a backoff (1 s, doubling to 60 s), logged
     on stderr; the others keep serving. Every node is pinned to the Redis and the data set

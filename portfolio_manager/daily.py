@@ -155,12 +155,12 @@ def _start(engine: Engine, result: RunStarted, by_workflow: dict[str, list[Start
     for workflow, items in by_workflow.items():
         if not items:
             continue
-        existing = engine.existing([item.instance_id or "" for item in items])
-        fresh = [item for item, found in zip(items, existing, strict=True) if not found]
-        result.already_started += len(items) - len(fresh)
-        if fresh:
-            result.instance_ids += engine.start_many(workflow, fresh, version=version, run=result.run, shadow=shadow)
-        result.started[workflow] = len(fresh)
+        # No look-up first: the create skips an id that exists, in the same call, and says so.
+        created = engine.start_many(workflow, items, version=version, run=result.run, shadow=shadow,
+                                    created_only=True)
+        result.instance_ids += created
+        result.already_started += len(items) - len(created)
+        result.started[workflow] = len(created)
 
 
 def _item(run: str, account: Account, run_date: date, wait_for_open: bool,

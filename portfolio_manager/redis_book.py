@@ -92,6 +92,31 @@ def _parse(model: type[Any], raw: bytes | str, what: str) -> Any:
         raise InvalidBookData(f"{what}: stored JSON is invalid: {exc}") from exc
 
 
+#: Accounts read per HSCAN call and validated together by :func:`_parse_accounts`.
+LIST_CHUNK = 5000
+_ACCOUNTS = TypeAdapter(list[Account])
+
+
+def _parse_accounts(chunk: list[tuple[bytes, bytes]], invalid: dict[str, str] | None) -> list[Account]:
+    """The accounts of ``chunk`` (field, JSON) pairs: validated in one call (a JSON array of them,
+    about 3x cheaper than one call each); when one is invalid, one by one, to name it."""
+    if not chunk:
+        return []
+    try:
+        return _ACCOUNTS.validate_json(b"[" + b",".join(raw for _, raw in chunk) + b"]")
+    except ValidationError:
+        pass
+    accounts = []
+    for key, raw in chunk:
+        try:
+            accounts.append(_parse(Account, raw, f"account {text(key)}"))
+        except InvalidBookData as exc:
+            if invalid is None:
+                raise
+            invalid[text(key)] = str(exc)
+    return accounts
+
+
 class RedisWriter:
     """Buffers book writes in a pipeline; :meth:`flush` sends them. Obtain one from ``RedisBook.batch()``."""
 
@@ -257,14 +282,14 @@ class RedisBook:
         An account whose stored JSON is invalid raises InvalidBookData, unless ``invalid`` is
         given: then it is left out and its id and reason are put there.
         """
-        accounts = []
-        for key, raw in self.client.hscan_iter(self.keys.accounts, count=2000):
-            try:
-                accounts.append(_parse(Account, raw, f"account {text(key)}"))
-            except InvalidBookData as exc:
-                if invalid is None:
-                    raise
-                invalid[text(key)] = str(exc)
+        accounts: list[Account] = []
+        chunk: list[tuple[bytes, bytes]] = []
+        for entry in self.client.hscan_iter(self.keys.accounts, count=LIST_CHUNK):
+            chunk.append(entry)
+            if len(chunk) >= LIST_CHUNK:
+                accounts += _parse_accounts(chunk, invalid)
+                chunk = []
+        accounts += _parse_accounts(chunk, invalid)
         if active_only:
             accounts = [a for a in accounts if a.active]
         return sorted(accounts, key=lambda a: a.id)

@@ -1,7 +1,10 @@
-"""Local worker fleets: one ``celery worker`` process per service queue, plus beat.
+"""Local worker fleets: ``celery worker`` processes on the service queues, plus beat.
 
-For development and the demo. In production run the same commands under your process
-manager, as many machines per fleet as the load needs (see docs/workers.md).
+By default (:func:`default_fleets`) one combined ``solo`` process per core, each consuming every
+service's queue -- the layout the benchmarks measured cheapest in CPU per account (an account's whole
+chain runs inline in one task, no prefork pipe). :func:`service_fleets` is the split layout, one
+fleet per service, for deployments whose services must scale apart (``--fleet`` options). In
+production run the same commands under your process manager (see docs/workers.md).
 
 While :meth:`Fleet.wait` runs, a node (or beat) that exits is started again after a backoff
 that doubles with each exit in a row (1 s, 2 s, 4 s... at most 60 s; back to 1 s once a node
@@ -74,6 +77,11 @@ class FleetSpec:
         return [*CELERY, "worker", "-Q", self.queue, "-P", self.pool, "-c", str(self.concurrency),
                 "-n", f"{self.name(number)}@%h", "-l", loglevel, "--without-gossip", "--without-mingle"]
 
+    @property
+    def queues(self) -> list[str]:
+        """The queues this fleet consumes (``queue`` may name several, comma-separated)."""
+        return [q for q in self.queue.split(",") if q]
+
     def name(self, number: int = 1) -> str:
         """The node name of this fleet's worker: its queues, and ``-<number>`` from the second
         fleet on the same queues (one process per core: ``--fleet q:solo:1`` twice)."""
@@ -84,12 +92,33 @@ class FleetSpec:
         return f"{self.queue} ({self.pool} x{self.concurrency})"
 
 
-def default_fleets() -> list[FleetSpec]:
-    """The engine's own fleet plus every plugin's (``fleets`` hook)."""
+def service_fleets() -> list[FleetSpec]:
+    """The split layout: the engine's own fleet plus every plugin's (``fleets`` hook), one per service
+    queue with the pool that suits it -- for services that must scale apart."""
     specs = [FleetSpec("engine", "threads", 4)]
     for hook in plugins.hooks("fleets"):
         specs.extend(hook())
     return specs
+
+
+def all_queues(specs: list[FleetSpec] | None = None) -> list[str]:
+    """Every queue ``specs`` consume (default: the service fleets'), each once, in order."""
+    seen: dict[str, None] = {}
+    for spec in service_fleets() if specs is None else specs:
+        seen.update(dict.fromkeys(spec.queues))
+    return list(seen)
+
+
+def combined_fleets(processes: int | None = None) -> list[FleetSpec]:
+    """One ``solo`` process per core (``processes``: how many; default the machine's cores), each
+    consuming every service's queue: an instance's steps of any service run inline in one task."""
+    count = max(1, processes or os.cpu_count() or 1)
+    return [FleetSpec(",".join(all_queues()), "solo", 1) for _ in range(count)]
+
+
+def default_fleets() -> list[FleetSpec]:
+    """What ``tradeflow workers`` and the demo start with no options: :func:`combined_fleets`."""
+    return combined_fleets()
 
 
 class Fleet:

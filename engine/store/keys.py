@@ -65,6 +65,11 @@ class Keys:
         while the process lives (see :mod:`engine.runtime.concerns.liveness`)."""
         return self.space.key("alive", process)
 
+    @property
+    def reconcile_full_lock(self) -> str:
+        """Held (SET NX PX) for a while after the reconciliation read every message of the queues."""
+        return f"{self.prefix}:reconcile:full"
+
     def run_prefix(self, run: str) -> str:
         """Prefix of a run's status sets: ``<prefix><status>`` holds the ids in that status.
 

@@ -74,6 +74,10 @@ class Queued:
         """True for the one caller per ``seconds`` that may reconcile queued steps with the broker."""
         return bool(self.client.set(self.keys.reconcile_lock, "1", nx=True, px=max(1, int(seconds * 1000))))
 
+    def lease_full_check(self, seconds: float) -> bool:
+        """True for the one caller per ``seconds`` that may read every message of the queues."""
+        return bool(self.client.set(self.keys.reconcile_full_lock, "1", nx=True, px=max(1, int(seconds * 1000))))
+
     def swap_suspects(self, suspects: dict[str, str]) -> dict[str, str]:
         """Replace the reconciliation's suspects (id -> "seq:attempt"); return the previous ones."""
         pipe = self.client.pipeline(transaction=True)

@@ -36,7 +36,8 @@ INTERNAL = ("engine.store", "engine.runtime")
 #: The engine's own white-box tests (they test the store and the runtime themselves).
 WHITE_BOX = ("tests/unit/engine/", "tests/contract/", "tests/faults/")
 #: Benchmarks that measure or profile the engine's internals by name.
-PROFILERS = {"bench/profile_account.py", "bench/engine_overhead.py", "bench/replica_wait.py", "bench/step_path.py"}
+PROFILERS = {"bench/profile_account.py", "bench/engine_overhead.py", "bench/replica_wait.py", "bench/step_path.py",
+             "bench/housekeeping.py", "bench/capacity.py"}
 SKIPPED_DIRS = {"node_modules", "site", "build"}
 
 

@@ -28,6 +28,7 @@ EDGES = {
     "engine/ops/demo.py": "the engine's demo",
     "portfolio_manager/demo.py": "the trading demo",
     "bench/__main__.py": "the bench's entry",
+    "bench/housekeeping.py": "its own entry (python -m bench.housekeeping)",
 }
 
 

@@ -89,9 +89,10 @@ class Timeouts(Hook):
         unacknowledged messages -- or was delivered more than ``FULL_CHECK_PERIODS`` x ``every``
         ago and still has not started -- is a suspect; one found missing by two reconciliations
         in a row, still queued at the same step, is re-sent (next attempt, recorded). Cheap when
-        nothing is wrong: the messages are only read one by one when their count is below the
-        number of queued steps, or when a queued step is older than ``FULL_CHECK_PERIODS`` x
-        ``every``; only messages that can be a queued step's count (:mod:`engine.runtime.deliveries`).
+        nothing is wrong, however deep the queues: the messages are only read one by one when
+        their count is below the number of queued steps, or -- at most once per
+        ``FULL_CHECK_PERIODS`` x ``every`` -- when a queued step is older than that; only
+        messages that can be a queued step's count (:mod:`engine.runtime.deliveries`).
         ``every=0``: no rate limit (tests).
         """
         if every > 0 and not runtime.store.lease_reconcile(every):
@@ -121,10 +122,19 @@ class Timeouts(Hook):
                 queues.update(step_queues(definition))
             steps[iid] = ((iid, head.node, head.seq, head.attempt), sent)
         held_limit = every * FULL_CHECK_PERIODS
-        if now - candidates[0][1] < held_limit:
-            counted = count_messages(runtime.enqueuer, held, queues)
-            if counted is None or counted >= runtime.store.queued_count():
-                return 0  # every queued step can have its message: nothing to look for
+        counted = count_messages(runtime.enqueuer, held, queues)
+        if counted is None:
+            return 0  # a broker that cannot be looked into
+        if counted >= runtime.store.queued_count():
+            # Every queued step can have its message: nothing to look for, unless one was sent so
+            # long ago that a message delivered and never started (its worker died holding it) is
+            # possible. That look reads every message of the queues -- O(backlog): 100 MB behind a
+            # 100,000-account morning -- so it is made once per ``held_limit`` (two looks in a
+            # row, that far apart, confirm a loss), not at every reconciliation.
+            if now - candidates[0][1] < held_limit:
+                return 0
+            if every > 0 and not runtime.store.lease_full_check(held_limit - every / 2):
+                return 0
         pending = runtime.enqueuer.pending(queues)
         if pending is None:
             return 0

@@ -393,6 +393,36 @@ def test_a_queued_message_that_is_lost_is_resent_by_the_reconciliation(
     assert len(lost) == 1 and "message lost" in lost[0]["error"]
 
 
+def test_a_deep_old_backlog_is_read_whole_once_per_held_period_not_at_every_reconciliation(
+    engine: Engine, driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued steps older than FULL_CHECK_PERIODS reconcile periods, every message accounted for:
+    the whole queue is read (O(backlog)) at most once per that long; a lost one is still found."""
+    import time as real_time
+
+    from engine.runtime.concerns import timeouts
+
+    ids = engine.start_many("flow", [{"account": f"A{n:03d}"} for n in range(20)])
+    reads: list[int] = []
+    pending = enqueuer_of(engine).pending
+    monkeypatch.setattr(enqueuer_of(engine), "pending", lambda queues: reads.append(1) or pending(queues))
+    later = real_time.time() + 60 * timeouts.FULL_CHECK_PERIODS + 1  # the steps are that old
+
+    def reconcile_at(offset: float) -> int:
+        monkeypatch.setattr(timeouts, "time", type("T", (), {"time": staticmethod(lambda: later + offset)}))
+        store_of(engine).client.delete(store_of(engine).keys.reconcile_lock)  # one reconciliation per minute
+        return runtime_of(engine).reconcile(every=60)
+
+    assert reconcile_at(0) == 0 and len(reads) == 1  # the first look at an old backlog reads it
+    for minute in range(1, 5):
+        assert reconcile_at(60 * minute) == 0
+    assert len(reads) == 1  # counts agree: not read again within the period
+    driver.queue.messages = [(m, p) for m, p in driver.queue.messages if m.instance_id != ids[3]]
+    store_of(engine).client.delete(store_of(engine).keys.reconcile_full_lock)  # the period is over
+    assert reconcile_at(600) == 0 and reconcile_at(660) == 1  # missing from the count: read, found twice
+    assert engine.get(ids[3]).attempt == 2 and len(reads) == 3
+
+
 def test_versions_run_side_by_side_and_instances_stay_pinned(engine: Engine, driver: Driver) -> None:
     old = engine.start("flow", {"account": "ABC"})  # value 30 >= threshold 30 -> record
     v2 = dict(FLOW, parameters={"threshold": 100})

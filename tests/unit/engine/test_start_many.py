@@ -162,6 +162,9 @@ def test_batches_go_in_order_with_first_steps_at_start_priority_and_existing_ids
     assert engine.get("id-9").data == {"account": "A9"}
     progress = engine.progress("r")
     assert progress.total == 12 and progress.counts["running"] == 12
+    more = [StartItem({"account": f"B{n}"}, f"id-{n}") for n in range(10, 14)]
+    assert engine.start_many("strict", more, run="r", batch=3, created_only=True) == ["id-12", "id-13"]
+    assert engine.get("id-11").data == {"account": "changed"} and engine.progress("r").total == 14
 
 
 def test_first_steps_go_with_their_instances_on_the_redis_broker(any_redis: redis.Redis, key_prefix: str) -> None:

@@ -112,3 +112,18 @@ def test_corrupt_stored_data_is_reported_not_crashed(fake_book: RedisBook) -> No
     fake_book.client.hset("pm:accounts", "A2", "{not json")
     with pytest.raises(InvalidBookData, match="A2"):
         fake_book.get_account("A2")
+
+
+def test_listing_names_a_bad_account_record_and_keeps_every_good_one(fake_book: RedisBook) -> None:
+    """The listing validates accounts in chunks; one bad record sends its chunk one by one, so it is
+    named (or raised) and every valid account of the chunk is still listed."""
+    from portfolio_manager.errors import InvalidBookData
+
+    data.populate(fake_book)
+    good = {a.id for a in fake_book.list_accounts(active_only=False)}
+    fake_book.client.hset("pm:accounts", "A9", "{not json")
+    invalid: dict[str, str] = {}
+    assert {a.id for a in fake_book.list_accounts(active_only=False, invalid=invalid)} == good
+    assert list(invalid) == ["A9"] and "stored JSON is invalid" in invalid["A9"]
+    with pytest.raises(InvalidBookData, match="A9"):
+        fake_book.list_accounts()
