@@ -13,22 +13,31 @@ all end a step the same few ways, each one store operation (one Lua compare-and-
 and decide where an instance goes with :meth:`~StepOutcomes.scope`, :meth:`~StepOutcomes.resolve`
 and :meth:`~StepOutcomes.placement`. Nothing here knows about retries, inline chains, metrics or
 batches: those are hooks.
+
+It also holds what every kind of step shares -- its deadline (:func:`step_deadline`), the attempts
+a lost one gets, the worker's name -- and the message that runs a node's step
+(:func:`step_message`), so that signals and gather nodes use them without importing the pipeline.
+A step message names (instance, node, seq, attempt) and nothing else: the worker reads the
+instance and builds the input itself, so a message stays small and a redelivery is harmless.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.broker import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage
 from engine.clock import Clock, system_clock
-from engine.definitions.model import Definition, StepNode
+from engine.definitions.model import Definition, GatherNode, HttpNode, StepNode
 from engine.expressions.cel import Scope
 from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import Next, NextKind, arrival_document, resolve
-from engine.runtime.messages import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage, step_message
-from engine.runtime.steps import step_allowance, worker_name
+from engine.runtime.routing import ENGINE_QUEUE, HTTP_TASK
 from engine.store.redis_store import Applied, Placement, RedisStore
 
 #: A store operation given the message it pushes with the change and the carrier to record.
@@ -37,6 +46,34 @@ Change = Callable[[Envelope | None, str | None], Applied]
 AfterApply = Callable[["StepOutcomes", Applied], None]
 #: The statuses a step's failure applies at unless told otherwise.
 STEP_STATUSES = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
+#: Seconds added to a node's timeout before the sweeper calls a step lost.
+DEADLINE_GRACE = 5.0
+#: A step that made no progress is re-sent at least this many times in all, whatever its retry policy.
+MIN_TIMEOUT_ATTEMPTS = 3
+
+_HOST = socket.gethostname()
+
+
+def step_allowance(node: StepNode | GatherNode) -> float:
+    """Seconds a started step of ``node`` has before the sweeper calls it lost: its timeout plus a grace."""
+    return node.timeout_seconds + DEADLINE_GRACE
+
+
+def step_deadline(node: StepNode | GatherNode, now: float) -> float:
+    """When the sweeper calls a step of ``node`` started at ``now`` lost: its timeout plus a grace."""
+    return now + step_allowance(node)
+
+
+def worker_name() -> str:
+    """host:pid:thread of this worker, for activity records."""
+    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
+
+
+def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
+    """The message that runs ``node`` for an instance at ``seq``."""
+    if isinstance(node, HttpNode):
+        return StepMessage(HTTP_TASK, ENGINE_QUEUE, instance_id, node_name, seq, attempt)
+    return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
 from engine.definitions.model import Definition, HttpNode, RecordLevel, ServiceNode, StepNode
 from engine.errors import ActionFailed, ExpressionError, StepFailed
@@ -38,9 +39,7 @@ from engine.expressions.cel import compile_template
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.dispatcher import NextKind, target_of
 from engine.runtime.hooks import Execute, Hook, Inline, overriding
-from engine.runtime.messages import Enqueuer
-from engine.runtime.outcomes import StepOutcomes, StepReport
-from engine.runtime.steps import step_deadline
+from engine.runtime.outcomes import StepOutcomes, StepReport, step_deadline
 from engine.service import Transition
 from engine.store.redis_store import Placement, RedisStore
 

@@ -9,6 +9,7 @@ and tests that drive the engine one message at a time (:mod:`engine.testing`).
 
 from __future__ import annotations
 
+from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
 from engine.metrics import StepMetrics
 from engine.runtime.concerns.awaits import Awaits
@@ -26,7 +27,6 @@ from engine.runtime.concerns.waits import Waits
 from engine.runtime.drain import Drain
 from engine.runtime.gather import Gatherer
 from engine.runtime.hooks import Hook
-from engine.runtime.messages import Enqueuer
 from engine.runtime.pipeline import Pipeline
 from engine.store.redis_store import RedisStore
 

@@ -46,7 +46,7 @@ from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runtime.dispatcher import NextKind, quorum_count
 from engine.runtime.outcomes import StepOutcomes as Runtime
-from engine.runtime.steps import worker_name
+from engine.runtime.outcomes import worker_name
 from engine.store.changes import Placement
 
 #: Timer kind of an await's timeout in the timer sorted set (waits use ``wake``, backoffs ``retry``).

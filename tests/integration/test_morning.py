@@ -30,7 +30,7 @@ from engine.api import Engine
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.messages import step_message
+from engine.runtime.outcomes import step_message
 from engine.testing import delete_prefix
 from portfolio_manager import review
 from portfolio_manager.actions import Services

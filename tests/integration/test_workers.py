@@ -15,7 +15,7 @@ import pytest
 
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.runtime.messages import step_message
+from engine.runtime.outcomes import step_message
 from tests.integration.conftest import LiveFleet
 
 pytestmark = pytest.mark.integration
