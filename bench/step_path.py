@@ -32,7 +32,7 @@ import redis
 from engine.app import build_engine, create_app
 from engine.config import Settings
 from engine.definitions.model import Definition
-from engine.runtime.drain import IDLE_PAUSE_SECONDS
+from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
 from engine.testing import delete_prefix
 
 ROOT = Path(__file__).resolve().parents[1]

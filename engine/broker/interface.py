@@ -38,7 +38,7 @@ class StepMessage:
 
 @dataclass(frozen=True)
 class TakenStep:
-    """A message taken off a queue list by a worker (see :mod:`engine.runtime.drain`)."""
+    """A message taken off a queue list by a worker (see :mod:`engine.runtime.concerns.draining`)."""
 
     #: The list it came from, and the message as the broker held it (to give it back unchanged).
     key: str

@@ -14,7 +14,7 @@ from engine.clock import Clock, system_clock
 from engine.metrics import StepMetrics
 from engine.runtime.concerns.awaits import Awaits
 from engine.runtime.concerns.data_set import DataSetCheck
-from engine.runtime.concerns.draining import Draining
+from engine.runtime.concerns.draining import Drain, Draining
 from engine.runtime.concerns.gathering import Gathering
 from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
@@ -24,7 +24,6 @@ from engine.runtime.concerns.metrics import Metrics
 from engine.runtime.concerns.retries import Retries
 from engine.runtime.concerns.timeouts import DEFAULT_RECONCILE_SECONDS, RECONCILE_BATCH, Timeouts
 from engine.runtime.concerns.waits import Waits
-from engine.runtime.drain import Drain
 from engine.runtime.gather import Gatherer
 from engine.runtime.hooks import Hook
 from engine.runtime.pipeline import Pipeline

@@ -26,8 +26,8 @@ from engine.broker import CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import Fleet, FleetSpec
+from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
 from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
-from engine.runtime.drain import IDLE_PAUSE_SECONDS
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
