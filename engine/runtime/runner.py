@@ -25,8 +25,7 @@ from engine.runtime.concerns.retries import Retries
 from engine.runtime.concerns.timeouts import DEFAULT_RECONCILE_SECONDS, RECONCILE_BATCH, Timeouts
 from engine.runtime.concerns.waits import Waits
 from engine.runtime.gather import Gatherer
-from engine.runtime.hooks import Hook
-from engine.runtime.pipeline import Pipeline
+from engine.runtime.pipeline import Hook, Pipeline
 from engine.store.redis_store import RedisStore
 
 __all__ = ["DEFAULT_INLINE_SECONDS", "DEFAULT_INLINE_STEPS", "DEFAULT_RECONCILE_SECONDS", "Runtime", "concerns"]

@@ -17,7 +17,7 @@ from engine.definitions.model import GatherNode, HttpNode, ServiceNode, StepNode
 from engine.runtime.concerns.inline import inline_rule
 from engine.runtime.gather import batch_task
 from engine.runtime.http import call_http
-from engine.runtime.patience import patiently
+from engine.runtime.pipeline import patiently
 from engine.runtime.routing import HTTP_TASK, SWEEP_TASK, TICK_TASK
 from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, ActionSpec, Transition

@@ -32,9 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.broker import TakenStep, Taker
-from engine.runtime.hooks import Execute, Hook, Inline, RunStep
 from engine.runtime.outcomes import StepOutcomes
-from engine.runtime.patience import patiently
+from engine.runtime.pipeline import Execute, Hook, Inline, RunStep, patiently
 
 #: After a look that found the queue empty, the next look waits this long.
 IDLE_PAUSE_SECONDS = 1.0

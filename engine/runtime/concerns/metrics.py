@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.metrics import StepMetrics
-from engine.runtime.hooks import Hook
 from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.pipeline import Hook
 
 
 class Metrics(Hook):
