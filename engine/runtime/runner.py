@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
-from engine.metrics import StepMetrics
 from engine.runtime.concerns.awaits import Awaits
 from engine.runtime.concerns.data_set import DataSetCheck
 from engine.runtime.concerns.draining import Drain, Draining
@@ -20,7 +19,7 @@ from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
 from engine.runtime.concerns.limits import Limits
 from engine.runtime.concerns.liveness import Liveness
-from engine.runtime.concerns.metrics import Metrics
+from engine.runtime.concerns.metrics import Metrics, StepMetrics
 from engine.runtime.concerns.retries import Retries
 from engine.runtime.concerns.timeouts import DEFAULT_RECONCILE_SECONDS, RECONCILE_BATCH, Timeouts
 from engine.runtime.concerns.waits import Waits

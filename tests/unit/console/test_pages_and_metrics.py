@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from console.burndown import Burndown, BurndownStore, burndown_svg
 from console.config import ConsoleSettings
 from engine.api import RunProgress
-from engine.metrics import StepMetrics
+from engine.runtime.concerns.metrics import StepMetrics
 from tests.unit.console.conftest import Site, csrf_of
 
 
