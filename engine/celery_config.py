@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import plugins
-from engine.broker.protocol import DEFAULT_PRIORITY_STEPS
+from engine.broker.redis_queue import DEFAULT_PRIORITY_STEPS
 from engine.config import Settings
 from engine.connections import broker_for
 from engine.runtime.routing import ENGINE_QUEUE, SWEEP_TASK, TICK_TASK
