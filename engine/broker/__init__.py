@@ -26,7 +26,7 @@ from engine.broker.interface import (
 )
 from engine.broker.memory import MemoryEnqueuer
 from engine.broker.redis_queue import RedisQueueEnqueuer
-from engine.store.changes import Envelope
+from engine.store.codec import Envelope
 
 __all__ = [
     # messages

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.store.changes import Envelope
+from engine.store.codec import Envelope
 
 #: Redis priorities: 0 is served first. Steps of instances already in flight go ahead of new
 #: starts, so proposals stream out instead of all arriving when the last account started.

@@ -32,7 +32,7 @@ import redis
 from engine.broker.consumers import MARK_PREFIX, OWNERS
 from engine.broker.interface import PRIORITY_CONTINUE, Delivery, StepKey, StepMessage, TakenStep
 from engine.keyspace import read_lua, text
-from engine.store.changes import Envelope
+from engine.store.codec import Envelope
 
 #: Messages read per LRANGE / HSCAN when looking into the queues.
 SCAN_CHUNK = 2000

@@ -47,7 +47,7 @@ from engine.principal import Principal
 from engine.runtime.dispatcher import NextKind, quorum_count
 from engine.runtime.outcomes import StepOutcomes as Runtime
 from engine.runtime.outcomes import worker_name
-from engine.store.changes import Placement
+from engine.store.codec import Placement
 
 #: Timer kind of an await's timeout in the timer sorted set (waits use ``wake``, backoffs ``retry``).
 TIMEOUT_TIMER = "timeout"
