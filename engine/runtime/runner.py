@@ -3,7 +3,7 @@
 A step's life reads top to bottom in :mod:`engine.runtime.pipeline`; what it records goes through
 the public operations of :mod:`engine.runtime.outcomes`; every cross-cutting concern is a module
 of :mod:`engine.runtime.concerns`, registered in :func:`concerns` -- the one list to change to add
-one (see docs/pipeline.md). The same runtime serves Celery workers (:mod:`engine.runtime.tasks`)
+one (see docs/pipeline.md). The same runtime serves Celery workers (:func:`engine.app.bind_tasks`)
 and tests that drive the engine one message at a time (:mod:`engine.testing`).
 """
 
