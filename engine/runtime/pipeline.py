@@ -52,8 +52,7 @@ from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, Se
 from engine.errors import ActionFailed, DataSetLost, ExpressionError, StepFailed
 from engine.expressions.cel import compile_template
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import NextKind, target_of
-from engine.runtime.outcomes import StepOutcomes, StepReport, step_deadline
+from engine.runtime.outcomes import NextKind, StepOutcomes, StepReport, step_deadline, target_of
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
 
