@@ -1,8 +1,11 @@
-"""Celery configuration for tradeflow, as ``celery -A engine.worker`` loads it.
+"""Celery configuration as a module, for Celery tools that load one by name (``--config celeryconfig``).
 
-The settings are read once from the environment (:class:`engine.config.Settings`) and turned
-into Celery's configuration and beat schedule by :func:`engine.celery_config.celery_config`;
-see docs/configuration.md for the variables and docs/workers.md for the worker fleets.
+Nothing in tradeflow imports it: a worker (``celery -A engine.worker``) reads its settings once
+at its bootstrap and builds its app from them (:func:`engine.app.create_app`); a sending app is
+built by :func:`engine.app.sender_app`. A tool that loads this module reads the settings from
+the environment once, here, at its edge (:class:`engine.config.Settings`), and they are turned
+into Celery's configuration by :func:`engine.celery_config.celery_config`; see
+docs/configuration.md for the variables and docs/workers.md for the worker fleets.
 """
 
 from __future__ import annotations

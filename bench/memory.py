@@ -29,8 +29,7 @@ import redis
 from engine.api import RunProgress
 from engine.keyspace import text
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, InstanceStatus
-from engine.store.keys import Keys
-from engine.store.redis_store import unpack
+from engine.ops.inspect import Inspector
 
 SAMPLE = 1000
 TARGET_BYTES_PER_FINISHED = 4096
@@ -80,7 +79,7 @@ class Footprint:
                 "activity_records_zlib_bytes": ranked(self.activity_records_zlib)}
 
 
-def footprint(client: redis.Redis, keys: Keys, ids: list[str]) -> Footprint:
+def footprint(client: redis.Redis, keys: Inspector, ids: list[str]) -> Footprint:
     """Mean bytes per instance of ``ids``: ``MEMORY USAGE`` of hash and activity list, and the
     payload (name + value, or record JSON) of each hash field and of each activity record by node,
     with what that payload would take zlib-compressed (level 6; to size a recommendation)."""
@@ -113,17 +112,16 @@ def footprint(client: redis.Redis, keys: Keys, ids: list[str]) -> Footprint:
 
 def _activity_label(raw: bytes) -> str:
     try:
-        record = json.loads(unpack(raw))
+        record = json.loads(Inspector.decode(raw))
     except ValueError:
         return "?"
     return f"{record.get('node', '?')} ({record.get('outcome', 'applied')})"
 
 
-def index_bytes(client: redis.Redis, keys: Keys, run: str) -> dict[str, int]:
+def index_bytes(client: redis.Redis, keys: Inspector, run: str) -> dict[str, int]:
     """Bytes of the run's indexes (a status set per status, the run's hash) and of the global
     timer and deadline sorted sets."""
-    names = {f"run:{s.value}": keys.run_status(run, s.value) for s in InstanceStatus}
-    names.update({"run meta": keys.run_meta(run), "timers": keys.timers, "deadlines": keys.deadlines})
+    names = keys.run_indexes(run)
     return dict(zip(names, key_bytes(client, names.values()), strict=True))
 
 
@@ -142,7 +140,7 @@ class MemoryProbe:
     """Watches one run: used_memory before, a live sample mid-run, the finished breakdown after."""
 
     client: redis.Redis
-    keys: Keys
+    keys: Inspector
     run: str
     broker_prefix: str
     proposal_key: Any = None  # (run, account id) -> key of the account's proposal, when there is one

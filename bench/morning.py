@@ -35,7 +35,7 @@ from bench.sandbox import Sandbox
 from engine.api import RunProgress
 from engine.definitions.validation import load_definition
 from engine.ops.fleet import Fleet, FleetSpec, default_fleets
-from engine.store.redis_store import decode_activities, unpack
+from engine.ops.inspect import Inspector
 
 TARGET_ACCOUNTS = 20_000
 TARGET_SECONDS = 120.0
@@ -81,7 +81,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             "fleets": [str(s) for s in options.fleets], "wait_for_open": options.wait_for_open,
             "solver": options.solver or "milp (definitions)", "prefetch": env.get("TRADEFLOW_PREFETCH", "1"),
         }
-        probe = MemoryProbe(sandbox.client, sandbox.keys, label, sandbox.broker_prefix,
+        probe = MemoryProbe(sandbox.client, sandbox.inspector, label, sandbox.broker_prefix,
                             proposal_key=services.proposals.key,
                             proposals_index=services.proposals.accounts_key(label)) if memory else None
         with Fleet(options.fleets, beat=True, env=env) as fleet:
@@ -181,11 +181,11 @@ def _follow(engine: Any, run: str, began: float, timeout: float, console: Consol
 
 def _outcomes(sandbox: Sandbox, run: str, wall: float, progress: RunProgress) -> dict[str, Any]:
     """Counts by status and outcome, steps applied and activity records, from every instance."""
-    ids = sandbox.store.run_ids(run)
+    ids = sandbox.inspector.run_ids(run)
     pipe = sandbox.client.pipeline(transaction=False)
     for iid in ids:
-        pipe.hmget(sandbox.keys.instance(iid), "seq", "status", "finished_at", "result", "error", "updated_at")
-        pipe.llen(sandbox.keys.activities(iid))
+        pipe.hmget(sandbox.inspector.instance(iid), "seq", "status", "finished_at", "result", "error", "updated_at")
+        pipe.llen(sandbox.inspector.activities(iid))
     replies = pipe.execute()
     steps, records, last = 0, 0, 0.0
     outcomes: collections.Counter[str] = collections.Counter()
@@ -199,10 +199,10 @@ def _outcomes(sandbox: Sandbox, run: str, wall: float, progress: RunProgress) ->
         elif status == b"awaiting" and updated_at:  # planned: its proposal awaits review
             last = max(last, float(updated_at))
         if status == b"succeeded":
-            outcomes[(json.loads(unpack(result)) if result else {}).get("outcome", "?")] += 1
+            outcomes[(json.loads(Inspector.decode(result)) if result else {}).get("outcome", "?")] += 1
         elif status == b"failed":
-            reason = (json.loads(unpack(error)) if error else {}).get("type")
-            failures[reason or (json.loads(unpack(result)) if result else {}).get("outcome", "?")] += 1
+            reason = (json.loads(Inspector.decode(error)) if error else {}).get("type")
+            failures[reason or (json.loads(Inspector.decode(result)) if result else {}).get("outcome", "?")] += 1
     elapsed = last - wall if last else float("nan")
     started = progress.total
     return {"counts": {k: v for k, v in progress.counts.items() if v}, "outcomes": dict(outcomes),
@@ -225,15 +225,15 @@ def step_timings(sandbox: Sandbox, run: str, sample: int = ACTIVITY_SAMPLE) -> d
     """Per node, from the activity records of a sample of the run's instances: median and p95 of
     the time in the step (``ended_at - started_at``) and of the wait before it (since the
     previous record ended: queueing, the timer tick, the broker)."""
-    every = sandbox.store.run_ids(run)
+    every = sandbox.inspector.run_ids(run)
     ids = every[:: max(1, len(every) // sample)][:sample]
     pipe = sandbox.client.pipeline(transaction=False)
     for iid in ids:
-        pipe.lrange(sandbox.keys.activities(iid), 0, -1)
+        pipe.lrange(sandbox.inspector.activities(iid), 0, -1)
     busy: dict[str, list[float]] = collections.defaultdict(list)
     queued: dict[str, list[float]] = collections.defaultdict(list)
     for raw in pipe.execute():
-        records = decode_activities(raw)
+        records = Inspector.decode_activities(raw)
         for previous, record in zip([None, *records], records, strict=False):
             node = str(record.get("node"))
             busy[node].append(record["ended_at"] - record["started_at"])

@@ -49,6 +49,7 @@ import redis
 
 from bench import peer
 from bench.sandbox import Sandbox
+from engine.testing import runtime_of
 
 #: Accounts run (unmeasured) by each side first: imports, caches, connections, compiled expressions.
 WARMUP = 20
@@ -226,7 +227,7 @@ class EngineSide:
         """Run every queued step (and the steps they chain) until none is left."""
         from engine.definitions.model import Node, ServiceNode
 
-        driver, runtime = self.driver, self.engine.runtime
+        driver, runtime = self.driver, runtime_of(self.engine)
 
         def everything(node: Node) -> bool:  # one fleet hosting every service
             return isinstance(node, ServiceNode)

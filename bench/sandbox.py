@@ -19,9 +19,8 @@ import redis
 from engine.api import Engine
 from engine.app import sender_app
 from engine.broker import CeleryEnqueuer
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import delete_prefix
+from engine.ops.inspect import Inspector
+from engine.testing import delete_prefix, make_store
 
 if TYPE_CHECKING:
     from portfolio_manager.actions import Services
@@ -41,8 +40,9 @@ class Sandbox:
 
     def __post_init__(self) -> None:
         self.client = redis.Redis.from_url(self.redis_url)
-        self.keys = Keys(self.prefix)
-        self.store = RedisStore(self.client, self.keys, int(RETENTION_DAYS * 86400))
+        #: What the benchmarks read of the stored state (key names, run ids, decoding): read-only.
+        self.inspector = Inspector(self.client, self.prefix)
+        self.store = make_store(self.client, self.prefix, int(RETENTION_DAYS * 86400))
         app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
         self.engine = Engine(self.store, CeleryEnqueuer(app))
 

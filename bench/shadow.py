@@ -39,7 +39,7 @@ def _settle(engine: Any, run: str, timeout: float = 1800) -> Any:
 
 def _copy_run(sandbox: Sandbox, source: str, target: str, times: int) -> int:
     """Copy every instance hash of ``source`` ``times`` times into run ``target`` (new ids, account ids suffixed)."""
-    client, keys, engine = sandbox.client, sandbox.keys, sandbox.engine
+    client, keys = sandbox.client, sandbox.store.keys  # the sandbox's own store: the bench fabricates a run
     ids = sandbox.store.run_ids(source)
     raw = {iid: client.hgetall(keys.instance(iid)) for iid in ids}
     made = 0
@@ -53,7 +53,7 @@ def _copy_run(sandbox: Sandbox, source: str, target: str, times: int) -> int:
             pipe.sadd(keys.run_status(target, fields[b"status"].decode()), new)
             made += 1
         pipe.execute()
-    engine.store.touch_run(target, {"total": made})
+    sandbox.store.touch_run(target, {"total": made})
     return made
 
 

@@ -1,8 +1,10 @@
 """The ASGI application: middleware (sessions, security headers), the guard, the routers.
 
 :func:`create_app` takes a ready :class:`console.web.ConsoleContext`; :func:`build_context`
-makes one from the environment (``tradeflow console`` does both). Plugins from the entry
-hook ``console`` of the tradeflow plugins (:mod:`engine.plugins`) add routers, navigation entries and template folders.
+makes one from the settings its caller read at the edge (``tradeflow console`` does both, its
+settings read once per invocation: :mod:`engine.cli_context`). Nothing here reads the
+environment. Plugins from the entry hook ``console`` of the tradeflow plugins
+(:mod:`engine.plugins`) add routers, navigation entries and template folders.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from console.keys import ConsoleKeys
 from console.throttle import LoginThrottle
 from console.users import UserStore
 from console.web import ConsoleContext, guard, install_filters, render
+from engine.config import Settings
 from engine.errors import InvalidInput, InvalidState, NotFound, TradeflowError
 
 log = logging.getLogger(__name__)
@@ -64,24 +67,24 @@ def discover_plugins() -> list[ConsolePlugin]:
     return found
 
 
-def build_context(settings: ConsoleSettings | None = None, engine: Any = None,
+def build_context(settings: ConsoleSettings, engine_settings: Settings, engine: Any = None,
                   notice: Callable[[str], None] | None = None) -> ConsoleContext:
     """The console's context on the configured Redis (``engine=False``: users and tokens only).
 
-    ``notice`` is told when the embedded Redis serves (see :func:`engine.ops.embedded.resolve_redis_url`).
+    ``settings`` and ``engine_settings`` are read at the edge (``tradeflow console``, the demo)
+    and passed in. The console and its engine share one Redis client. ``notice`` is told when
+    the embedded Redis serves (see :func:`engine.ops.embedded.resolve_redis_url`).
     """
     from engine.app import build_engine
-    from engine.config import Settings
     from engine.connections import client_for, state_url
     from engine.ops.fleet import default_fleets
+    from engine.roles import declared_roles
 
-    settings = settings or ConsoleSettings.from_env()
-    engine_settings = Settings.from_env()
     url = state_url(engine_settings, notice=notice)  # resolved once: the engine and the console use the same Redis
     engine_settings = engine_settings.with_redis(url)
-    if engine is None:
-        engine = build_engine(engine_settings)
     client = client_for(engine_settings, url)
+    if engine is None:
+        engine = build_engine(engine_settings, client=client)
     keys = ConsoleKeys.under(engine_settings.key_prefix)
     return ConsoleContext(
         engine=engine, users=UserStore(client, keys),
@@ -89,6 +92,7 @@ def build_context(settings: ConsoleSettings | None = None, engine: Any = None,
                                maximum=settings.login_max_delay, address_free=settings.login_address_free),
         burndown=BurndownStore(client, keys, retention_seconds=engine_settings.retention_seconds), settings=settings,
         queues=sorted({spec.queue for spec in default_fleets()}) if engine else [],
+        roles=declared_roles(engine_settings),
     )
 
 

@@ -19,9 +19,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from console.users import Permission
 from console.web import context, flash, render, require
-from engine.api import BatchView, Engine
+from engine.api import Batch, BatchView, Engine
 from engine.errors import InvalidInput
-from engine.store.batches import Batch
 
 router = APIRouter()
 

@@ -17,9 +17,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from console.config import ConsoleSettings
 from console.errors import ConsoleError
 from console.users import Role
+from engine.cli_context import CliContext, cli_settings
 from engine.cli_errors import ErrorGroup, notice, read_only, rerun
+from engine.config import Settings
 from engine.errors import TradeflowError
 
 out = Console()
@@ -35,7 +38,8 @@ class _Group(ErrorGroup):
 def _users() -> Any:
     from console.app import build_context
 
-    return build_context(engine=False, notice=notice).users  # no engine needed to read users
+    return build_context(cli_settings(ConsoleSettings), cli_settings(Settings), engine=False,
+                         notice=notice).users  # no engine needed to read users
 
 
 def _admin() -> Any:
@@ -45,7 +49,7 @@ def _admin() -> Any:
     from console.user_admin import UserAdmin
     from engine.cli_identity import cli_principal
 
-    context = build_context(notice=notice)
+    context = build_context(cli_settings(ConsoleSettings), cli_settings(Settings), notice=notice)
     return UserAdmin(context.users, context.engine.record_audit, cli_principal())
 
 
@@ -61,6 +65,7 @@ def _password(from_stdin: bool) -> str:
 @click.pass_context
 def console(ctx: click.Context, host: str, port: int) -> None:
     """The web console (runs, instances, definitions, reviews; /api, /metrics). Without a verb: serve."""
+    ctx.ensure_object(CliContext)  # this invocation's settings, read once (the tradeflow group's when under it)
     if ctx.invoked_subcommand is None:
         serve(host, port)
 
@@ -71,7 +76,7 @@ def serve(host: str, port: int) -> None:
 
     from console.app import build_context, create_app
 
-    context = build_context(notice=notice)
+    context = build_context(cli_settings(ConsoleSettings), cli_settings(Settings), notice=notice)
     if not context.users.list():
         err.print("[yellow]warning:[/yellow] no console users yet: add one with "
                   "`tradeflow console users add NAME --role admin --password-stdin`")

@@ -17,10 +17,10 @@ from console.graph import definition_svg
 from console.paging import DEFAULT_PAGE, page_size
 from console.users import Permission, User
 from console.web import back, context, flash, reason_by, render, require
+from engine.api import SignalResult
 from engine.definitions.model import AwaitNode
 from engine.errors import DefinitionError, InvalidState, NotFound, SignalRefused, TradeflowError
 from engine.model import InstanceStatus
-from engine.runtime.signals import SignalResult
 
 router = APIRouter()
 
@@ -213,7 +213,7 @@ def validate_definition(request: Request, text: str = Form(""), action: str = Fo
 
     ctx = context(request)
     try:
-        definition = load_definition(text, "pasted")
+        definition = load_definition(text, "pasted", roles=ctx.roles)
     except DefinitionError as exc:
         return render(request, "validate.html", title="Validate a definition", text=text,
                       problems=str(exc).splitlines(), valid=None)

@@ -43,6 +43,9 @@ class ConsoleContext:
     templates: Jinja2Templates | None = None
     #: (label, path) of the navigation bar; plugins add theirs.
     nav: list[tuple[str, str]] = field(default_factory=list)
+    #: The roles a pasted definition may name (``TRADEFLOW_ROLES`` read at the edge, and the plugins');
+    #: None: the plugins' only.
+    roles: frozenset[str] | None = None
 
     @property
     def sessions(self) -> SessionStore:

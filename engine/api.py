@@ -131,54 +131,62 @@ class _Starting:
 
 
 class Engine:
-    """The workflow engine's operations on one store."""
+    """The workflow engine's operations on one store.
+
+    A closed facade: its store, runtime and enqueuer are private. Read through :meth:`get`,
+    :meth:`get_many`, :meth:`list`, :meth:`activities`, :meth:`progress`...; tests that need the
+    inside use :mod:`engine.testing` (``store_of``, ``runtime_of``, ``enqueuer_of``, ``Driver``),
+    and a benchmark measuring the stored bytes reads through :class:`engine.ops.inspect.Inspector`.
+    """
 
     def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock) -> None:
-        self.store = store
-        self.enqueuer = enqueuer
+        # Closed: the store, the broker's enqueuer and the runtime are the engine's own. Code outside
+        # engine/ goes through the methods below; tests reach the inside through engine.testing.
+        self._store = store
+        self._enqueuer = enqueuer
         self.clock = clock
-        self.runtime = Runtime(store, enqueuer, clock)
+        self._runtime = Runtime(store, enqueuer, clock)
 
     # -- definitions -------------------------------------------------------------------------
 
     def publish(self, definition: Definition, alias: str | None = None) -> int:
         """Publish ``definition`` (already validated) and optionally point ``alias`` at it."""
-        version, _ = self.store.publish(definition)
+        version, _ = self._store.publish(definition)
         if alias:
-            self.store.set_alias(definition.name, alias, version)
+            self._store.set_alias(definition.name, alias, version)
         return version
 
     def definition(self, name: str, ref: int | str | None = None) -> Definition:
         """The definition ``name`` at ``ref`` (version number or alias; latest when None)."""
-        return self.store.definition(name, self.store.resolve_version(name, ref))
+        return self._store.definition(name, self._store.resolve_version(name, ref))
 
     def resolve_version(self, name: str, ref: int | str | None = None) -> int:
         """The version number ``ref`` (a number, an alias, or None for latest) names."""
-        return self.store.resolve_version(name, ref)
+        return self._store.resolve_version(name, ref)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point ``alias`` of ``name`` at ``version`` (e.g. production, canary)."""
-        self.store.set_alias(name, alias, version)
+        self._store.set_alias(name, alias, version)
 
     def ensure_alias(self, name: str, alias: str, version: int) -> int:
         """Point ``alias`` at ``version`` only if ``name`` has no such alias yet (an operator's choice
         stands); returns the version the alias names."""
-        if alias not in self.store.aliases(name):
-            self.store.set_alias(name, alias, version)
-        return self.store.resolve_version(name, alias)
+        if alias not in self._store.aliases(name):
+            self._store.set_alias(name, alias, version)
+        return self._store.resolve_version(name, alias)
 
     def catalog(self) -> list[CatalogEntry]:
         """Every published definition with its versions and aliases, by name."""
-        return [CatalogEntry(name, self.store.versions(name), self.store.aliases(name))
-                for name in self.store.definition_names()]
+        return [CatalogEntry(name, self._store.versions(name), self._store.aliases(name))
+                for name in self._store.definition_names()]
 
     # -- starting ----------------------------------------------------------------------------
 
     def start(self, workflow: str, data: dict[str, Any], *, version: int | str | None = None,
               run: str = DEFAULT_RUN, instance_id: str | None = None, shadow: bool = False) -> str:
         """Start one instance; raises InvalidInput when ``data`` does not fit ``initial_data``."""
-        number = self.store.resolve_version(workflow, version)
-        validate_input(self.store.definition(workflow, number), data)
+        number = self._store.resolve_version(workflow, version)
+        validate_input(self._store.definition(workflow, number), data)
         return self.start_many(workflow, [StartItem(data, instance_id)], version=number, run=run, shadow=shadow)[0]
 
     def start_many(self, workflow: str, items: Iterable[StartItem | dict[str, Any]], *,
@@ -203,11 +211,11 @@ class Engine:
         if shadow and run == DEFAULT_RUN:
             run = SHADOW_RUN
         self._check_run_kind(run, shadow)
-        number = self.store.resolve_version(workflow, version)
-        definition = self.store.definition(workflow, number)
+        number = self._store.resolve_version(workflow, version)
+        definition = self._store.definition(workflow, number)
         ids: list[str] = []
         pending: list[tuple[NewInstance, Next | None]] = []
-        self.store.touch_run(run, {f"workflow:{workflow}": number, **({"shadow": "1"} if shadow else {})})
+        self._store.touch_run(run, {f"workflow:{workflow}": number, **({"shadow": "1"} if shadow else {})})
         starting = _Starting(definition, run, worker_name(), StartResolver(definition), shadow)
         for item in items:
             item = item if isinstance(item, StartItem) else StartItem(item)
@@ -225,7 +233,7 @@ class Engine:
 
     def _check_run_kind(self, run: str, shadow: bool) -> None:
         """Refuse to mix shadows and production instances in one run (InvalidInput says what to do)."""
-        meta = self.store.run_meta(run)
+        meta = self._store.run_meta(run)
         if not meta or (meta.get("shadow") == "1") == shadow:
             return
         if shadow:
@@ -236,7 +244,7 @@ class Engine:
     def _new_instance(self, starting: _Starting, item: StartItem) -> tuple[NewInstance, Next | None]:
         definition, run = starting.definition, starting.run
         now = self.clock()
-        iid = item.instance_id or self.store.new_id()
+        iid = item.instance_id or self._store.new_id()
         try:
             validate_input(definition, item.data)
             root = {"id": iid, "workflow": definition.name, "version": definition.version, "run": run,
@@ -244,8 +252,8 @@ class Engine:
 
             def work() -> tuple[Next, Placement]:
                 scope = Scope(item.data, definition.parameters, {}, datetime.fromtimestamp(now, UTC), instance=root)
-                nxt = self.runtime.resolve(definition, definition.start, scope)
-                return nxt, self.runtime.placement(definition, nxt, now)  # a function of nxt alone
+                nxt = self._runtime.resolve(definition, definition.start, scope)
+                return nxt, self._runtime.placement(definition, nxt, now)  # a function of nxt alone
 
             nxt, placement = starting.resolver.resolve(item.data, root, now, work)
         except (InvalidInput, StepFailed) as exc:
@@ -266,36 +274,44 @@ class Engine:
         ready: list[NewInstance] = []
         for new, nxt in pending:
             if nxt is not None and nxt.kind is NextKind.STEP:
-                message = self.runtime.message(definition, new.id, nxt.node, 1, 1)
-                new = replace(new, send=self.enqueuer.envelope(message, PRIORITY_START))
+                message = self._runtime.message(definition, new.id, nxt.node, 1, 1)
+                new = replace(new, send=self._enqueuer.envelope(message, PRIORITY_START))
                 if new.send is None:
                     late[new.id] = message
             ready.append(new)
-        created = self.store.create(ready)
-        self.store.touch_run(run, {"total": sum(created)})
+        created = self._store.create(ready)
+        self._store.touch_run(run, {"total": sum(created)})
         for new, fresh in zip(ready, created, strict=True):
             if fresh and new.id in late:
-                self.enqueuer.enqueue(late[new.id], PRIORITY_START)
+                self._enqueuer.enqueue(late[new.id], PRIORITY_START)
         return [new.id for new in ready]
 
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> Instance:
         """The instance; NotFound when it does not exist (or has expired: see the archive)."""
-        instance = self.store.load(instance_id)
+        instance = self._store.load(instance_id)
         if instance is None:
             raise NotFound(f"no instance {instance_id} (never created, or expired; `tradeflow archive show` "
                            "reads archived ones)")
         return instance
 
+    def get_many(self, ids: Sequence[str]) -> list[Instance]:
+        """The instances of ``ids`` that exist, in the order given (one round trip per 500; missing or
+        expired ones are left out: compare the ids to tell)."""
+        found: list[Instance] = []
+        for start in range(0, len(ids), 500):
+            found.extend(self._store.load_many(list(ids[start:start + 500])))
+        return found
+
     def existing(self, ids: Sequence[str]) -> list[bool]:
         """For each of ``ids``, whether that instance exists (one round trip)."""
-        return self.store.existing(ids)
+        return self._store.existing(ids)
 
     def activities(self, instance_id: str) -> list[dict[str, Any]]:
         """The instance's history: one record per step attempt, no-op and operator action."""
         self.get(instance_id)
-        return self.store.activities(instance_id)
+        return self._store.activities(instance_id)
 
     def list(self, run: str, statuses: Iterable[InstanceStatus | str] | None = None,
              limit: int | None = None, *, after: str | None = None) -> list[Instance]:
@@ -306,19 +322,16 @@ class Engine:
         loaded (the run's ids are read to order them: a few bytes per instance).
         """
         wanted = [InstanceStatus(s) for s in statuses] if statuses else None
-        ids = self.store.run_ids(run, wanted)
+        ids = self._store.run_ids(run, wanted)
         if after is not None:
             ids = ids[bisect.bisect_right(ids, after):]
         if limit is not None:
             ids = ids[:limit]
-        found: list[Instance] = []
-        for start in range(0, len(ids), 500):
-            found.extend(self.store.load_many(ids[start:start + 500]))
-        return found
+        return self.get_many(ids)
 
     def runs(self, limit: int = 20, offset: int = 0) -> list[str]:
         """Run labels, newest first: ``limit`` of them from the ``offset``-th."""
-        return self.store.runs(limit, offset)
+        return self._store.runs(limit, offset)
 
     def watch_data_set(self) -> None:
         """Remember Redis's epoch on first call; later calls raise :class:`DataSetLost` if it is gone.
@@ -326,16 +339,16 @@ class Engine:
         Starting and watching a run call it, so a Redis that restarts empty under a run is
         reported instead of the run silently shrinking.
         """
-        if self.runtime.epoch is None:
-            self.runtime.epoch = self.store.ensure_epoch()
+        if self._runtime.epoch is None:
+            self._runtime.epoch = self._store.ensure_epoch()
         else:
-            self.runtime.check_data_set()
+            self._runtime.check_data_set()
 
     def progress(self, run: str) -> RunProgress:
         """Counters of ``run`` by status (raises :class:`DataSetLost` if Redis lost the data set)."""
         self.watch_data_set()
-        counts = self.store.run_counts(run)
-        meta = self.store.run_meta(run)
+        counts = self._store.run_counts(run)
+        meta = self._store.run_meta(run)
         if not meta and not any(counts.values()):
             raise NotFound(f"no run {run!r}; `tradeflow runs` lists them")
         total = max(int(meta.get("total", 0)), sum(counts.values()))
@@ -344,7 +357,7 @@ class Engine:
 
     def set_run_deadline(self, run: str, deadline: float | None) -> None:
         """Set (or with None, clear) when ``run`` should be finished by (epoch seconds)."""
-        self.store.touch_run(run, {"deadline": "" if deadline is None else repr(float(deadline))})
+        self._store.touch_run(run, {"deadline": "" if deadline is None else repr(float(deadline))})
 
     def diff_runs(self, a: str, b: str, *, key: str = "data.account_id", path: str = "result") -> RunDiff:
         """Pair the instances of runs ``a`` and ``b`` by ``key`` (a path into each instance, e.g.
@@ -352,25 +365,25 @@ class Engine:
         equal, changed (field by field), only in A, only in B. See :mod:`engine.runs_diff`."""
         for run in (a, b):
             self.progress(run)  # NotFound names the runs command
-        return diff_runs(self.store, a, b, key, path)
+        return diff_runs(self._store, a, b, key, path)
 
     def run_values(self, run: str, paths: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
         """(instance id, the value at each of ``paths``) for every instance of ``run``, read in pipelined
         batches (paths as in :meth:`diff_runs`; an absent value is None)."""
         parsed = [InstancePath.parse(p) for p in paths]
-        return read_run(self.store, run, parsed)
+        return read_run(self._store, run, parsed)
 
     # -- observing (the console, /metrics) -------------------------------------------------------
 
     def step_metrics(self) -> StepStats:
         """Step counts and durations flushed by every worker process (:mod:`engine.metrics`)."""
-        return parse_step_metrics(*self.store.step_metrics())
+        return parse_step_metrics(*self._store.step_metrics())
 
     # -- shared limits (engine.runtime.concerns.limits) ---------------------------------------------
 
     def limits(self) -> list[LimitState]:
         """Every rate or concurrency limit used or set: its settings, calls free now, parked instances."""
-        return self.store.limit_states()
+        return self._store.limit_states()
 
     def set_limit(self, name: str, per_second: float | None = None, burst: int | None = None,
                   maximum: int | None = None) -> LimitState:
@@ -390,20 +403,20 @@ class Engine:
         except ValidationError as exc:
             raise InvalidInput(f"limit {name!r}: " + "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from exc
-        self.store.limit_set(name, value)
-        return self.store.limit_states([name])[0]
+        self._store.limit_set(name, value)
+        return self._store.limit_states([name])[0]
 
     def clear_limit(self, name: str) -> None:
         """Drop the run-time override of ``name``: the definitions' settings apply again."""
-        self.store.limit_clear(name)
+        self._store.limit_clear(name)
 
     def run_limited(self, run: str) -> dict[str, int]:
         """How many instances of ``run`` wait for which limit now (``rate: brokerage`` -> 12)."""
-        return self.store.run_limited(run)
+        return self._store.run_limited(run)
 
     def timers_due(self) -> int:
         """Waits, retry backoffs and review timeouts whose time has come but that no tick has moved on yet."""
-        return self.store.timers_due(self.clock())
+        return self._store.timers_due(self.clock())
 
     def queue_stats(self, queues: Iterable[str]) -> dict[str, tuple[int, float | None]]:
         """Per service queue: messages waiting, and the age in seconds of the oldest one (None: empty).
@@ -412,14 +425,14 @@ class Engine:
         default deployment); the age is that of the oldest message's instance's last change.
         Empty for other brokers.
         """
-        heads = getattr(self.enqueuer, "queue_heads", None)
+        heads = getattr(self._enqueuer, "queue_heads", None)
         if heads is None:
             return {}
         out: dict[str, tuple[int, float | None]] = {}
         now = self.clock()
         for queue in queues:
             depth, oldest_ids = heads(queue)
-            ages = [max(now - i.updated_at, 0.0) for i in self.store.load_many(oldest_ids)]
+            ages = [max(now - i.updated_at, 0.0) for i in self._store.load_many(oldest_ids)]
             out[queue] = (depth, max(ages) if ages else None)
         return out
 
@@ -469,7 +482,7 @@ class Engine:
         instance = self.get(instance_id)
         if instance.status is not InstanceStatus.FAILED:
             raise InvalidState(f"{instance_id} is {instance.status.value}; only failed instances are retried")
-        definition = self.store.definition(instance.workflow, instance.version)
+        definition = self._store.definition(instance.workflow, instance.version)
         for node in context or {}:
             if node not in definition.nodes:
                 raise InvalidState(f"context entry {node!r} names no node of {instance.workflow}")
@@ -488,7 +501,7 @@ class Engine:
 
     def _control(self, instance: Instance, verb: str, reason: str, allowed: Iterable[InstanceStatus],
                  placement: Placement, by: Principal | None) -> None:
-        applied = self.store.control(instance.id, seq=instance.seq, statuses=allowed, placement=placement,
+        applied = self._store.control(instance.id, seq=instance.seq, statuses=allowed, placement=placement,
                                      activity=self._control_activity(instance, verb, reason, by))
         if not applied.applied:
             raise InvalidState(f"{instance.id} changed meanwhile (now {applied.status}); try again")
@@ -497,7 +510,7 @@ class Engine:
     def _audit_control(self, instance: Instance, verb: str, reason: str, by: Principal | None,
                        edited: list[str] | None = None) -> None:
         detail = {"node": instance.node, "from": instance.status.value, "reason": reason or None, "edited": edited}
-        self.store.append_audit(audit_log.entry_fields(verb, by, run=instance.run, instance=instance.id,
+        self._store.append_audit(audit_log.entry_fields(verb, by, run=instance.run, instance=instance.id,
                                                        detail={k: v for k, v in detail.items() if v}))
 
     def _control_activity(self, instance: Instance, verb: str, reason: str, by: Principal | None,
@@ -510,22 +523,22 @@ class Engine:
     def _restart_at(self, instance: Instance, verb: str, reason: str, allowed: tuple[InstanceStatus, ...],
                     attempt: int, context: dict[str, Any] | None = None, *, by: Principal | None = None) -> None:
         """Resume or retry ``instance`` at its node, with ``context`` entries replaced (a retry's edits)."""
-        definition = self.store.definition(instance.workflow, instance.version)
+        definition = self._store.definition(instance.workflow, instance.version)
         node = definition.nodes[instance.node]
         edited = None if context is None else sorted(context)
         activity = self._control_activity(instance, verb, reason, by, edited)
         if isinstance(node, WaitNode):
-            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            scope = self._runtime.scope(definition, instance, {**instance.context, **(context or {})})
             wake = instance.wake_at or wake_time(instance.node, node, scope)
             placement = Placement.wait(instance.node, wake)
             send, attempt_after = False, None
         elif isinstance(node, AwaitNode):  # parked again; a timeout that passed meanwhile fires at the next tick
-            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            scope = self._runtime.scope(definition, instance, {**instance.context, **(context or {})})
             timeout = instance.wake_at or await_timeout(instance.node, node, scope)
             placement = Placement.awaiting(instance.node, timeout)
             send, attempt_after = False, None
         elif isinstance(node, GatherNode):  # contributes again: to the group's open batch, or its next one
-            scope = self.runtime.scope(definition, instance, {**instance.context, **(context or {})})
+            scope = self._runtime.scope(definition, instance, {**instance.context, **(context or {})})
             try:
                 arrival = gather_arrival(instance.node, node, scope)
             except StepFailed as exc:
@@ -541,7 +554,7 @@ class Engine:
             attempt_after = attempt
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")
-        applied = self.runtime.transition(definition, instance.id, lambda envelope, clear: self.store.control(
+        applied = self._runtime.transition(definition, instance.id, lambda envelope, clear: self._store.control(
             instance.id, seq=instance.seq, statuses=allowed, activity=activity, placement=placement,
             attempt=attempt_after, context=context, carrier=clear, send=envelope),
             (instance.node, instance.seq, attempt) if send else None)
@@ -553,12 +566,12 @@ class Engine:
 
     def batch(self, batch_id: str) -> BatchView:
         """A gather node's batch: its record, members with their contributions, and its history."""
-        found = self.store.load_batch(batch_id)
+        found = self._store.load_batch(batch_id)
         if found is None:
             raise NotFound(f"no batch {batch_id!r} (never opened, or expired after it was applied); "
                            "`tradeflow batches` lists them")
-        return BatchView(found, self.store.batch_contributions(batch_id), self.store.batch_runs(batch_id),
-                         self.store.batch_activities(batch_id))
+        return BatchView(found, self._store.batch_contributions(batch_id), self._store.batch_runs(batch_id),
+                         self._store.batch_activities(batch_id))
 
     def close_batch(self, batch_id: str, reason: str = "operator", *, by: Principal | None = None) -> bool:
         """Close an open batch now (an operator trades what has gathered): its step is sent at once.
@@ -566,17 +579,17 @@ class Engine:
         The batch's history says "closed by <by's name, else reason>"; the audit log keeps ``by``.
         False when it was not open (closed already, or applied); NotFound when there is no such batch.
         """
-        found = self.store.load_batch(batch_id)
+        found = self._store.load_batch(batch_id)
         if found is None:
             raise NotFound(f"no batch {batch_id!r}; `tradeflow batches` lists them")
-        closed = self.runtime.gatherer.close(batch_id, f"closed by {by.name if by else reason}", early=False)
+        closed = self._runtime.gatherer.close(batch_id, f"closed by {by.name if by else reason}", early=False)
         detail = {"batch": batch_id, "closed": closed, "status": found.status, "reason": reason or None}
-        self.store.append_audit(audit_log.entry_fields(audit_log.CLOSE_BATCH, by, detail=detail))
+        self._store.append_audit(audit_log.entry_fields(audit_log.CLOSE_BATCH, by, detail=detail))
         return closed
 
     def batches(self, limit: int = 50) -> list[Batch]:
         """The latest batches, newest first (applied ones expire with the retention)."""
-        found = [self.store.load_batch(b) for b in self.store.batch_ids(limit)]
+        found = [self._store.load_batch(b) for b in self._store.batch_ids(limit)]
         return [b for b in found if b is not None]
 
     # -- signals -----------------------------------------------------------------------------
@@ -594,7 +607,7 @@ class Engine:
         applied under that key is a recorded no-op (``duplicate=True``): safe to resend. A refused
         signal raises :class:`SignalRefused`, which says why; the refusal is recorded too.
         """
-        return send_signal(self.runtime, instance_id, name, data, by=by, key=key)
+        return send_signal(self._runtime, instance_id, name, data, by=by, key=key)
 
     def signal_run(self, run: str, name: str, data: dict[str, Any] | None = None, *, by: Principal,
                    key: str | None = None, node: str | None = None) -> BulkResult:
@@ -643,7 +656,7 @@ class Engine:
     def record_audit(self, kind: str, by: Principal | str, *, run: str | None = None, instance: str | None = None,
                      detail: dict[str, Any] | None = None) -> None:
         """Record an event of ``kind`` (e.g. the console's ``login``) by ``by`` in the audit log."""
-        self.store.append_audit(audit_log.entry_fields(kind, by, run=run, instance=instance, detail=detail))
+        self._store.append_audit(audit_log.entry_fields(kind, by, run=run, instance=instance, detail=detail))
 
     def audit(self, *, person: str | None = None, run: str | None = None, since: float | None = None,
               until: float | None = None, kinds: Iterable[str] | None = None, limit: int = 100,
@@ -656,11 +669,11 @@ class Engine:
         """
         query = AuditQuery.of(person=person, run=run, since=since, until=until, kinds=kinds, limit=limit,
                               before=before)
-        return audit_log.read_page(self.store.audit_entries, query)
+        return audit_log.read_page(self._store.audit_entries, query)
 
     def _ids(self, run: str, statuses: list[InstanceStatus]) -> Iterator[str]:
         for status in statuses:
-            yield from list(self.store.iter_run_ids(run, status))
+            yield from list(self._store.iter_run_ids(run, status))
 
 
 @dataclass(frozen=True)
@@ -691,3 +704,8 @@ class BulkResult:
 def instance_json(instance: Instance, activities: list[dict[str, Any]]) -> str:
     """The instance and its history as one JSON document (``inspect --json``, the archive)."""
     return json.dumps({"instance": instance.to_dict(), "activities": activities}, default=str)
+
+
+#: The API and the types of its answers (import them from here, not from engine.store or engine.runtime).
+__all__ = ["DEFAULT_RUN", "SHADOW_RUN", "Batch", "BatchView", "BulkResult", "CatalogEntry", "Engine", "RunProgress",
+           "SignalResult", "StartItem", "instance_json"]

@@ -48,14 +48,17 @@ def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
     return client_for(settings or Settings(redis_url=url), url)
 
 
-def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-sender") -> Celery:
+def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-sender",
+               settings: Settings | None = None) -> Celery:
     """A Celery app that only sends, configured like the workers, on ``broker_url`` under ``broker_prefix``.
 
     For tests and benchmarks that run a deployment of their own on a shared Redis: its queues
     live under the broker key prefix its workers were given (``TRADEFLOW_BROKER_PREFIX``).
+    ``settings``: the deployment's (default: the defaults; nothing here reads the environment).
     """
+    settings = settings or Settings()
     app = Celery(name, set_as_current=False)
-    app.config_from_object("celeryconfig")
+    app.conf.update(celery_config(settings, settings.redis_url))
     options = dict(app.conf.broker_transport_options or {})
     if broker_prefix:
         options["global_keyprefix"] = broker_prefix
@@ -63,18 +66,22 @@ def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-
     return app
 
 
-def make_store(settings: Settings, url: str | None = None) -> RedisStore:
-    """The store described by ``settings`` (on ``url`` when given)."""
-    client = redis_client(url or state_url(settings), settings)
+def make_store(settings: Settings, url: str | None = None, client: redis.Redis | None = None) -> RedisStore:
+    """The store described by ``settings`` (on ``url`` when given; through ``client``, the process's, when given)."""
+    client = client or redis_client(url or state_url(settings), settings)
     return RedisStore(client, Keys(settings.key_prefix), settings.retention_seconds, replica_wait(settings))
 
 
-def enqueuer_for(app: Celery, settings: Settings | None = None) -> Enqueuer:
-    """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery."""
+def enqueuer_for(app: Celery, settings: Settings | None = None, client: redis.Redis | None = None) -> Enqueuer:
+    """Step messages written by the store's own scripts when the broker is the state's Redis; else Celery.
+
+    ``client``: the process's client of the state's Redis (the store's), so that one process
+    role holds one client; without it, one is made.
+    """
     broker = (app.conf.broker_url or "").rstrip("/")
     state = app.conf.get("tradeflow_redis_url") or ""
     if broker in (state.rstrip("/"), parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
-        return RedisQueueEnqueuer.for_app(app, redis_client(state, settings))
+        return RedisQueueEnqueuer.for_app(app, client or redis_client(state, settings))
     return CeleryEnqueuer(app)
 
 
@@ -91,7 +98,8 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                 runtime = state.get(pid)
                 if runtime is None:
                     store = make_store(settings, app.conf.tradeflow_redis_url)
-                    runtime = Runtime(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file),
+                    runtime = Runtime(store, enqueuer_for(app, settings, store.client),
+                                      make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps, drain_steps=settings.drain_steps,
                                       reconcile_seconds=settings.reconcile_seconds)
@@ -104,13 +112,13 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
     return get
 
 
-def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url: str | None = None) -> Celery:
+def create_app(settings: Settings, *, bind: bool = True, redis_url: str | None = None) -> Celery:
     """Build the Celery app (configured by :func:`engine.celery_config.celery_config`) and bind
     every action of the configured service modules.
 
+    ``settings`` are read at the edge (the worker bootstrap, the CLI) and passed in.
     ``bind=False`` gives a light app that only sends messages (the CLI's).
     """
-    settings = settings or Settings.from_env()
     app = Celery("tradeflow")
     # Not asked here (check=False): a worker started while Redis is down waits for it (Celery retries).
     app.conf.update(celery_config(settings, redis_url or state_url(settings, check=False)))
@@ -122,17 +130,18 @@ def create_app(settings: Settings | None = None, *, bind: bool = True, redis_url
     return app
 
 
-def build_engine(settings: Settings | None = None, *, allow_start: bool = False,
-                 notice: Callable[[str], None] | None = None) -> Engine:
+def build_engine(settings: Settings, *, allow_start: bool = False, notice: Callable[[str], None] | None = None,
+                 client: redis.Redis | None = None) -> Engine:
     """An Engine that sends steps through Celery, on the configured (or embedded) Redis.
 
-    ``notice`` is told when the embedded Redis serves (see :func:`engine.ops.embedded.resolve_redis_url`).
+    ``settings`` are read at the edge and passed in. ``notice`` is told when the embedded Redis
+    serves (see :func:`engine.ops.embedded.resolve_redis_url`). ``client``: the process's client of
+    that Redis (the console's), used by the store and the broker alike; without it, one is made.
     """
-    settings = settings or Settings.from_env()
     url = state_url(settings, allow_start=allow_start, notice=notice)
     app = create_app(settings.with_redis(url), bind=False, redis_url=url)
-    store = make_store(settings, url)
-    return Engine(store, enqueuer_for(app, settings), make_clock(settings.clock_offset_file))
+    store = make_store(settings, url, client)
+    return Engine(store, enqueuer_for(app, settings, store.client), make_clock(settings.clock_offset_file))
 
 
 # -- the tasks -----------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli_context import cli_settings
 from engine.cli_errors import read_only, rerun
 from engine.cli_identity import cli_principal, no_by_option
+from engine.config import Settings
 
 console = Console()
 
@@ -19,7 +21,7 @@ console = Console()
 def _engine() -> Any:
     from engine.app import build_engine
 
-    return build_engine()
+    return build_engine(cli_settings(Settings))
 
 
 def _when(seconds: float | None) -> str:

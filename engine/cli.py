@@ -18,6 +18,7 @@ from rich.table import Table
 
 from engine import batch_cli, limits_cli, plugins
 from engine.api import instance_json
+from engine.cli_context import CliContext, cli_settings
 from engine.cli_errors import ErrorGroup, notice, read_only, rerun
 from engine.cli_identity import cli_principal, no_by_option, refusal_hint
 from engine.config import Settings
@@ -32,6 +33,7 @@ from engine.ops.demo import run_demo
 from engine.ops.embedded import stop_embedded
 from engine.ops.fleet import Fleet, FleetSpec, default_fleets
 from engine.ops.progress import show_progress
+from engine.roles import declared_roles
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,7 +46,12 @@ _STATE_CHANGE = "it changes only what is still in the state it acts on"
 def _engine(allow_start: bool = False) -> Any:
     from engine.app import build_engine  # celery: imported by the commands that need an engine, not by --help
 
-    return build_engine(allow_start=allow_start, notice=notice)
+    return build_engine(cli_settings(Settings), allow_start=allow_start, notice=notice)
+
+
+def _declared_roles() -> frozenset[str]:
+    """The roles definitions may name: ``TRADEFLOW_ROLES`` of this invocation and the plugins'."""
+    return declared_roles(cli_settings(Settings))
 
 
 def _problems(exc: DefinitionError) -> None:
@@ -72,7 +79,8 @@ class _Group(ErrorGroup):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tradeflow")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """tradeflow: business processes as JSON state machines, run by Celery workers on Redis.
 
     \b
@@ -86,6 +94,7 @@ def main() -> None:
     local default or the embedded one (`tradeflow redis start`), said on stderr. Redis
     unreachable: one line saying whether re-running is safe, exit status 75.
     """
+    ctx.ensure_object(CliContext)  # the settings of this invocation, read once, on first use
 
 
 # -- definitions ------------------------------------------------------------------------------
@@ -105,7 +114,7 @@ def definitions_validate(files: tuple[Path, ...]) -> None:
     failed = False
     for path in files:
         try:
-            definition = validate_file(path)
+            definition = validate_file(path, roles=_declared_roles)
         except DefinitionError as exc:
             failed = True
             _problems(exc)
@@ -139,7 +148,7 @@ def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
     """Validate and publish FILES as new immutable versions (same content: same version)."""
     engine = _engine()
     for path in files:
-        definition = validate_file(path)
+        definition = validate_file(path, roles=_declared_roles)
         version = engine.publish(definition, alias=alias)
         console.print(f"{definition.name} version {version}" + (f" (alias {alias})" if alias else ""))
 
@@ -509,14 +518,14 @@ def redis() -> None:
 @rerun(safe=True, why="it starts the embedded Redis only when none runs")
 def redis_start() -> None:
     """Start the embedded redis-server (AOF on) unless a Redis already answers."""
-    click.echo(state_url(Settings.from_env(), allow_start=True, notice=notice))
+    click.echo(state_url(cli_settings(Settings), allow_start=True, notice=notice))
 
 
 @redis.command("stop")
 @rerun(safe=True, why="stopping a stopped Redis does nothing")
 def redis_stop() -> None:
     """Stop the embedded redis-server."""
-    click.echo("stopped" if stop_embedded(Settings.from_env().home) else "no embedded Redis was running")
+    click.echo("stopped" if stop_embedded(cli_settings(Settings).home) else "no embedded Redis was running")
 
 
 @main.command()
@@ -536,7 +545,7 @@ def workers(fleets: tuple[str, ...], beat: bool) -> None:
     from engine.app import make_store  # celery: imported by the commands that need it, not by --help
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = Settings.from_env()
+    settings = cli_settings(Settings)
     # The workers use the same Redis (started if need be) and the data set found there now.
     url = state_url(settings, allow_start=True, notice=notice)
     store = make_store(settings, url)

@@ -20,6 +20,7 @@ import redis
 from kombu.exceptions import OperationalError
 from rich.console import Console
 
+from engine.cli_context import cli_context
 from engine.config import Settings
 from engine.connections import masked_url
 from engine.errors import RedisUnavailable, TradeflowError
@@ -79,7 +80,7 @@ def unreachable_line(group: click.Group, ctx: click.Context, exc: BaseException)
     if isinstance(exc, RedisUnavailable):
         return f"{exc} Nothing was done: re-running `{path}` is safe."
     reason = " ".join(str(exc).split()) or type(exc).__name__
-    settings = Settings.from_env()
+    settings = cli_context(ctx).get(Settings)
     where = f" at {masked_url(settings.redis_url)}" if settings.redis_url_configured else ""
     declared = declared_rerun(command)
     if declared is None:

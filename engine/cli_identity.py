@@ -2,7 +2,8 @@
 
 ``tradeflow signal`` and the verbs that act (pause, resume, retry, cancel, ``batch --close``)
 act as ``TRADEFLOW_PRINCIPAL`` (default: the OS user) holding the roles in
-``TRADEFLOW_PRINCIPAL_ROLES`` (a comma list; default none), read once from the environment.
+``TRADEFLOW_PRINCIPAL_ROLES`` (a comma list; default none), read once per invocation
+(:mod:`engine.cli_context`).
 An await node whose signal needs a role refuses it from a CLI not configured with that role,
 and the error says what to set.
 """
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from engine.cli_context import cli_settings
 from engine.config import Settings
 from engine.errors import SignalRefused
 from engine.principal import Principal
@@ -26,7 +28,7 @@ SET_IDENTITY = ("the CLI acts as TRADEFLOW_PRINCIPAL (default: the OS user) with
 
 def cli_principal() -> Principal:
     """The CLI's identity (see the module docstring)."""
-    return Settings.from_env().principal()
+    return cli_settings(Settings).principal()
 
 
 def refusal_hint(exc: SignalRefused) -> str:

@@ -1,11 +1,11 @@
 """Key names under one prefix, and Redis replies as text: the helpers every Redis store here uses.
 
-The engine's store (:class:`engine.store.keys.Keys`) and the portfolio manager's stores (the
-book, proposals, the simulated brokerage) each keep their keys under a prefix of their own,
-built with one :class:`KeySpace`. Not every key goes through it: the console's keys are
-f-strings in ``console/keys.py`` (:class:`console.keys.ConsoleKeys`), Celery's queue and unacked
-keys are composed in ``engine/broker/redis_queue.py``, and ``portfolio_manager/demo.py`` joins
-its demo marker to the book's prefix by hand.
+The engine's store (:class:`engine.store.keys.Keys`), the console (:class:`console.keys.ConsoleKeys`)
+and the portfolio manager's stores (the book, proposals, the simulated brokerage, the demo's
+marker) each keep their keys under a prefix of their own, built with one :class:`KeySpace`.
+The one exception is the broker's: Celery's queue and unacked keys are kombu's layout, not
+ours, and are composed where that layout is owned (``engine/broker/redis_queue.py``).
+Every Lua script is read by :func:`read_lua`.
 """
 
 from __future__ import annotations

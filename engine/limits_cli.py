@@ -9,7 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli_context import cli_settings
 from engine.cli_errors import read_only, rerun
+from engine.config import Settings
 
 console = Console()
 
@@ -17,7 +19,7 @@ console = Console()
 def _engine() -> Any:
     from engine.app import build_engine
 
-    return build_engine()
+    return build_engine(cli_settings(Settings))
 
 
 @click.group(invoke_without_command=True)

@@ -8,6 +8,9 @@ None outside the CLI) it adds its commands and returns its hooks, a dict of name
 - ``service_modules``: the modules a worker imports to register the plugin's actions;
 - ``beat_schedule()``: beat entries of the plugin's periodic work;
 - ``console()``: a :class:`console.app.ConsolePlugin` (pages, navigation, templates) for the web console;
+- ``worker(settings)``: called once by the worker bootstrap (``engine.worker``) with the worker's
+  :class:`engine.config.Settings`, after the app is built: the plugin builds what its actions use
+  from them (and reads its own settings) there, not on each task;
 - ``roles``: role names (a list, or a function giving one) the plugin's principals hold; an
   await node's signals may name them (:mod:`engine.roles`).
 

@@ -13,9 +13,11 @@ from engine.config import Settings
 
 
 def declared_roles(settings: Settings | None = None) -> frozenset[str]:
-    """``TRADEFLOW_ROLES`` plus every installed plugin's ``roles`` hook."""
-    settings = Settings.from_env() if settings is None else settings
-    found = set(settings.roles)
+    """``settings.roles`` (``TRADEFLOW_ROLES``, read at the edge) plus every installed plugin's ``roles`` hook.
+
+    Without ``settings``: the plugins' roles only (nothing here reads the environment).
+    """
+    found = set(settings.roles) if settings is not None else set()
     for declared in plugins.hooks("roles"):
         found.update(declared() if callable(declared) else declared)
     return frozenset(found)

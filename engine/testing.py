@@ -1,9 +1,19 @@
-"""Run workflows in-process, one message at a time, without Celery (for tests and notebooks).
+"""Run workflows in-process, one message at a time, without Celery (for tests and notebooks),
+and the one door tests use to the inside of an :class:`~engine.api.Engine`.
 
-    engine = Engine(store, MemoryEnqueuer(), clock)
+    engine = Engine(make_store(client, "test"), MemoryEnqueuer(), clock)
     driver = Driver(engine)
     iid = engine.start("my-flow", {...})
     driver.run_until_idle()
+    assert store_of(engine).ttl(iid) == -1
+
+``Engine`` is a closed facade (its store, runtime and enqueuer are private). A test that must
+look or reach inside (a TTL, a sweep now, a message redelivered by hand) asks this module:
+:func:`store_of`, :func:`runtime_of`, :func:`enqueuer_of`; it builds stores with
+:func:`make_store`, step messages with :func:`step_message` and a worker's step counter with
+:class:`StepMetrics`. This module is the only one
+outside ``engine/api.py`` that touches ``Engine``'s private members
+(``tests/unit/test_facade.py`` checks it).
 """
 
 from __future__ import annotations
@@ -13,22 +23,51 @@ from typing import Any
 import redis
 
 from engine.api import Engine
-from engine.broker import MemoryEnqueuer, StepMessage
+from engine.broker import Enqueuer, MemoryEnqueuer, StepMessage
 from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
+from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
+from engine.runtime.concerns.metrics import StepMetrics
+from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
 from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.http import call_http
-from engine.runtime.outcomes import StepReport
+from engine.runtime.outcomes import StepReport, step_message
+from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, Transition, registry
+from engine.store.keys import Keys
+from engine.store.redis_store import DEFAULT_RETENTION_SECONDS, RedisStore
+
+
+def store_of(engine: Engine) -> RedisStore:
+    """The engine's store (tests only: TTLs, raw reads, a step started by hand)."""
+    return engine._store
+
+
+def runtime_of(engine: Engine) -> Runtime:
+    """The engine's runtime (tests only: a tick, a sweep, a step run by hand)."""
+    return engine._runtime
+
+
+def enqueuer_of(engine: Engine) -> Enqueuer:
+    """The engine's enqueuer (tests only: a message sent again by hand, the messages a MemoryEnqueuer holds)."""
+    return engine._enqueuer
+
+
+def make_store(client: redis.Redis, prefix: str = "wf", retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+               replicate: Any = None) -> RedisStore:
+    """A store on ``client`` with its keys under ``prefix`` (what a test hands to ``Engine``)."""
+    return RedisStore(client, Keys(prefix), retention_seconds, replicate)
 
 
 class Driver:
     """Delivers an engine's queued step messages to the registered actions, in-process."""
 
     def __init__(self, engine: Engine, actions: ActionRegistry | None = None, *, inline: bool = False) -> None:
-        if not isinstance(engine.enqueuer, MemoryEnqueuer):
+        enqueuer = enqueuer_of(engine)
+        if not isinstance(enqueuer, MemoryEnqueuer):
             raise TypeError("Driver needs an Engine built with a MemoryEnqueuer")
         self.engine = engine
-        self.queue: MemoryEnqueuer = engine.enqueuer
+        self.runtime = runtime_of(engine)
+        self.queue: MemoryEnqueuer = enqueuer
         self.actions = actions or registry
         self.inline = inline
         self.delivered: list[StepMessage] = []
@@ -47,13 +86,13 @@ class Driver:
         """Run one message (it need not come from the queue: tests redeliver on purpose)."""
         self.delivered.append(message)
         if message.task.endswith(BATCH_TASK_SUFFIX):
-            return StepReport(self.engine.runtime.gatherer.run_batch(message.instance_id, message.attempt,
+            return StepReport(self.runtime.gatherer.run_batch(message.instance_id, message.attempt,
                                                                      self.execute_batch))
 
         def same_service(node: Node) -> bool:  # what a worker of the message's queue would run inline
             return isinstance(node, ServiceNode) and node.service == message.queue
 
-        return self.engine.runtime.run_step(message.instance_id, message.node, message.seq, message.attempt,
+        return self.runtime.run_step(message.instance_id, message.node, message.seq, message.attempt,
                                             self.execute, same_service if self.inline else None)
 
     def step(self) -> StepReport | None:
@@ -67,9 +106,9 @@ class Driver:
         steps = 0
         while steps < max_steps:
             if tick:
-                self.engine.runtime.tick()
+                self.runtime.tick()
             if self.step() is None:
-                if not (tick and self.engine.runtime.tick()):
+                if not (tick and self.runtime.tick()):
                     return steps
                 continue
             steps += 1
@@ -86,3 +125,7 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
             batch = []
     if batch:
         client.delete(*batch)
+
+
+__all__ = ["FULL_CHECK_PERIODS", "IDLE_PAUSE_SECONDS", "Driver", "Keys", "RedisStore", "StepMetrics", "delete_prefix",
+           "enqueuer_of", "make_store", "runtime_of", "step_message", "store_of"]

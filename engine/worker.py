@@ -6,6 +6,9 @@ compares with the data set the worker started on (``DataSetLost``); and it warns
 Redis has no persistence or may evict keys (``engine.ops.health``). Before anything connects, it
 installs the broker's kombu patches: the work-around that lets a worker survive a Redis restart, and
 the record of which consumer holds each delivery (``engine.broker.install_worker_patches``).
+
+The settings are read from the environment once, here (:data:`SETTINGS`), and the app is built
+from them; nothing the worker runs reads the environment again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import redis
 from celery.signals import beat_init, worker_init, worker_ready
 
+from engine import plugins
 from engine.app import create_app, make_store, redis_client
 from engine.broker import install_worker_patches
 from engine.config import Settings
@@ -28,7 +32,11 @@ from engine.ops.health import log_redis_warnings
 log = logging.getLogger(__name__)
 
 install_worker_patches()
-app = create_app()
+#: The worker's settings, read from the environment once, here at its bootstrap, and passed in.
+SETTINGS = Settings.from_env()
+app = create_app(SETTINGS)
+for _hook in plugins.hooks("worker"):  # what a plugin's actions use is built from the same settings
+    _hook(SETTINGS)
 # Beat keeps its schedule under TRADEFLOW_HOME (``beat_schedule_filename``) and opens it before
 # any signal a handler could use; a home that cannot be made is reported by beat itself.
 with contextlib.suppress(OSError):
@@ -47,7 +55,7 @@ def remember_epoch(**_: Any) -> None:
     (``TRADEFLOW_EXPECT_EPOCH``): restarted on a Redis holding another data set (an embedded
     Redis started meanwhile, a Redis restarted empty), it refuses to start (CRITICAL, exit 78).
     """
-    settings = Settings.from_env()
+    settings = SETTINGS
     try:
         store = make_store(settings, app.conf.tradeflow_redis_url)
         try:
@@ -68,7 +76,7 @@ def remember_epoch(**_: Any) -> None:
 def check_redis(**_: Any) -> None:
     """Warn (WARNING log) when the Redis has no persistence or may evict keys."""
     url = app.conf.tradeflow_redis_url
-    client = redis_client(url, Settings.from_env())
+    client = redis_client(url, SETTINGS)
     try:
         log_redis_warnings(client, masked_url(url))  # never log a password
     finally:

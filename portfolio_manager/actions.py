@@ -48,7 +48,14 @@ from portfolio_manager.errors import AccountClosed, BrokerageError, PortfolioErr
 from portfolio_manager.expressions import register_expression_functions
 from portfolio_manager.order_request import build_plan_request
 from portfolio_manager.proposals import NoSuchProposal, ProposalStatus, proposal_from_plan
-from portfolio_manager.services import Services, build_services, services, services_in_use, use_services
+from portfolio_manager.services import (
+    Services,
+    build_services,
+    engine_settings,
+    services,
+    services_in_use,
+    use_services,
+)
 from portfolio_manager.shadow import expire_with_run, proposals_for
 
 register_expression_functions()  # workers evaluate waits such as market_open(...) too
@@ -201,7 +208,7 @@ def record_proposal(request: RecordProposalInput) -> Transition:
     store = proposals_for(services().proposals, request.step.shadow)
     recorded, status = store.record(proposal)
     if request.step.shadow:
-        expire_with_run(store, proposal.run, proposal.account_id)
+        expire_with_run(store, proposal.run, proposal.account_id, engine_settings().retention_seconds)
     return ok({"run": proposal.run, "account_id": proposal.account_id, "status": status.value,
                "recorded": recorded, "orders": len(proposal.orders), "tlh_harvests": proposal.tlh_harvests,
                "realized_gain": proposal.realized_gain, "order_value": proposal.order_value,

@@ -25,11 +25,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli_context import CliContext, cli_context, cli_settings
 from engine.cli_errors import ErrorGroup, notice, read_only, rerun
 from engine.config import Settings
 from engine.connections import state_url
 from engine.errors import TradeflowError
 from engine.ops.progress import show_progress
+from engine.roles import declared_roles
 from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import PortfolioError
 from portfolio_manager.generator import seed_book
@@ -47,13 +49,25 @@ class _Group(ErrorGroup):
 
     known = (TradeflowError, PortfolioError, FileNotFoundError)
 
-def _context() -> tuple[Any, Any]:
-    """The engine (resolving Redis first, so the book uses the same one) and the PM services."""
+def pm_settings(redis_url: str | None = None) -> PMSettings:
+    """This invocation's :class:`PMSettings`, read once (on the click context object, :mod:`engine.cli_context`).
+
+    ``redis_url``: the engine's Redis as resolved (used when ``TRADEFLOW_PM_REDIS_URL`` is unset).
+    """
+    context = cli_context()
+    if PMSettings not in context.built:
+        context.built[PMSettings] = PMSettings.from_env(context.env, redis_url=redis_url)
+    return context.get(PMSettings)
+
+
+def engine_and_services() -> tuple[Any, Any]:
+    """The engine (resolving Redis first, so the book uses the same one) and the PM services, built from
+    this invocation's settings (the pm group's commands, and the shadow commands added to it)."""
     from engine.app import build_engine  # celery: imported by the commands that need it, not by --help
 
-    settings = Settings.from_env()
+    settings = cli_settings(Settings)
     url = state_url(settings, notice=notice)  # the configured Redis (retried, never replaced) or the embedded one
-    return build_engine(settings.with_redis(url)), build_services(PMSettings.from_env(redis_url=url))
+    return build_engine(settings.with_redis(url)), build_services(pm_settings(url))
 
 
 def _run_label(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -104,18 +118,28 @@ def _parse_moment(value: str | None, option: str) -> datetime | None:
     return moment
 
 
-def _definitions(engine: Any) -> None:
+_context = engine_and_services
+
+
+def publish_definitions(engine: Any) -> None:
+    """Publish the definitions of ``TRADEFLOW_DEFINITIONS_DIR`` (roles: this invocation's declared ones)."""
     from portfolio_manager.daily import ensure_definitions  # celery: imported on use, not by --help
 
-    ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+    ensure_definitions(engine, pm_settings().definitions_dir, roles=lambda: declared_roles(cli_settings(Settings)),
+                       settings=pm_settings())
+
+
+_definitions = publish_definitions
 
 
 # --------------------------------------------------------------------------- pm
 
 
 @click.group(cls=_Group)
-def pm() -> None:
+@click.pass_context
+def pm(ctx: click.Context) -> None:
     """Portfolio manager: the morning rebalance, proposals, review and submission."""
+    ctx.ensure_object(CliContext)  # this invocation's settings, read once (the tradeflow group's when under it)
 
 
 @pm.command("run")
@@ -450,8 +474,10 @@ def pm_submit(run: str, account_ids: tuple[str, ...], version: str, watch: bool)
 
 
 @click.group(cls=_Group)
-def accounts() -> None:
+@click.pass_context
+def accounts(ctx: click.Context) -> None:
     """The book of accounts: seed a synthetic one, list and show accounts."""
+    ctx.ensure_object(CliContext)  # as in the pm group
 
 
 @accounts.command("seed")

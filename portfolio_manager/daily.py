@@ -1,6 +1,6 @@
 """The daily run: one rebalance instance per active account, the workflow chosen by region.
 
-    engine = build_engine()
+    engine = build_engine(Settings.from_env())   # at an edge: the CLI, a worker's bootstrap
     started = start_daily_rebalance(engine, book, date(2026, 11, 24))
     engine.wait_for_run(started.run)
 
@@ -34,12 +34,13 @@ from celery.schedules import schedstate, schedule
 from engine.api import Engine, StartItem
 from engine.app import build_engine
 from engine.definitions.model import AwaitNode
-from engine.definitions.validation import load_definition
+from engine.definitions.validation import Roles, load_definition
 from engine.errors import NotFound
+from engine.roles import declared_roles
 from portfolio_manager.book import Account, Region
 from portfolio_manager.config import PMSettings
 from portfolio_manager.errors import AccountNotFound, InvalidBookData
-from portfolio_manager.services import services
+from portfolio_manager.services import configured, services
 from portfolio_manager.sources import BookReader
 
 log = logging.getLogger(__name__)
@@ -118,14 +119,21 @@ def definition_files(directory: Path) -> list[Path]:
     return files
 
 
-def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALIAS) -> dict[str, int]:
+def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALIAS, *, roles: Roles = None,
+                       settings: PMSettings | None = None) -> dict[str, int]:
     """Publish every definition of ``directory`` (same content: same version) and point ``alias``
-    at it only where the definition has no such alias yet, so an operator's choice stands."""
+    at it only where the definition has no such alias yet, so an operator's choice stands.
+
+    ``roles``: the role set the definitions may name (see :func:`engine.definitions.validation.load_definition`;
+    the callers at the edges pass :func:`engine.roles.declared_roles` of their settings). ``settings``: the
+    portfolio manager's, read at the edge; their ``broker_rate`` sets the brokerage limit
+    (:func:`apply_broker_rate`)."""
     versions: dict[str, int] = {}
     for path in definition_files(directory):
-        definition = load_definition(path.read_text(), str(path))
+        definition = load_definition(path.read_text(), str(path), roles=roles)
         versions[definition.name] = engine.ensure_alias(definition.name, alias, engine.publish(definition))
-    apply_broker_rate(engine, PMSettings.from_env())
+    if settings is not None:
+        apply_broker_rate(engine, settings)
     return versions
 
 
@@ -376,7 +384,7 @@ _engine: dict[str, Engine] = {}
 def _worker_engine() -> Engine:
     with _engine_lock:
         if "engine" not in _engine:
-            _engine["engine"] = build_engine()
+            _engine["engine"] = build_engine(configured()[1])
         return _engine["engine"]
 
 
@@ -386,7 +394,9 @@ def daily_rebalance_task(exchange: str | None = None, run_date: str | None = Non
     from portfolio_manager.calendars import EXCHANGES  # pandas: slow to import
 
     engine = _worker_engine()
-    ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+    settings, engine_settings = configured()  # read by the worker's bootstrap (the plugin's worker hook)
+    ensure_definitions(engine, settings.definitions_dir, roles=lambda: declared_roles(engine_settings),
+                       settings=settings)
     regions = [r for r, x in EXCHANGES.items() if exchange is None or x == exchange]
     day = date.fromisoformat(run_date) if run_date else today_in(exchange or "XTSE")
     try:

@@ -37,6 +37,7 @@ from engine.connections import state_url
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, default_fleets
 from engine.ops.progress import show_progress
+from engine.roles import declared_roles
 from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
@@ -57,7 +58,7 @@ def _prepare_book(svc: Any, count: int, seed: int, as_of: date) -> Any:
     book = svc.book
     if not isinstance(book, RedisBook):
         raise DemoRefused("the demo seeds the Redis book; unset TRADEFLOW_PM_BOOK_URL to run it")
-    client, marker = book.client, f"{book.keys.prefix}{DEMO_MARKER}"
+    client, marker = book.client, book.keys.space.key(DEMO_MARKER)
     if client.hlen(book.keys.accounts) and not client.exists(marker):
         raise DemoRefused(f"the book under prefix {book.keys.prefix!r} is not a demo book; run the demo beside it "
                           "with TRADEFLOW_PM_PREFIX=pm:demo: tradeflow demo")
@@ -82,7 +83,10 @@ def failure_reason(instance: Any) -> str:
 
 
 def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
-    """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary."""
+    """Seed ``count`` accounts, start the fleets, run the morning rebalance, print a summary.
+
+    The demo is an edge: it reads its settings (the engine's, the portfolio manager's, the
+    console's) from the environment here, once, and passes them in."""
     settings = Settings.from_env()
     settings = settings.with_redis(state_url(settings, allow_start=True))
     engine = build_engine(settings)
@@ -98,7 +102,8 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         console.print(f"book: {summary.count} accounts {summary.by_region} as of {run_date}, "
                       f"{len(summary.closed_accounts)} closed and {len(summary.missing_price_accounts)} holding an "
                       f"unpriced symbol on purpose", highlight=False)
-        versions = ensure_definitions(engine, pm_settings.definitions_dir)
+        versions = ensure_definitions(engine, pm_settings.definitions_dir, roles=declared_roles(settings),
+                                      settings=pm_settings)
         console.print("definitions (production): " + ", ".join(f"{n} v{v}" for n, v in sorted(versions.items())))
         run = f"rebalance-{run_date.isoformat()}-demo-{time.strftime('%H%M%S')}"
         began = time.monotonic()
@@ -114,7 +119,7 @@ def run_demo(count: int = 3000, seed: int = 7, timeout: float = 900.0) -> None:
         elapsed = time.monotonic() - began
         submitted = approve_a_few(engine, svc, run, timeout=min(timeout, 120.0))
         progress = engine.progress(run)
-    _summary(engine, svc, run, progress, elapsed, submitted)
+    _summary(engine, svc, run, progress, elapsed, submitted, settings)
 
 
 def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, timeout: float = 120.0) -> list[str]:
@@ -136,10 +141,10 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     ids = [p.instance_id for p in chosen]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # they gather at the block (the rest of the run is still under review)
-        if all(i.status.value == "gathering" or i.status.is_terminal for i in engine.store.load_many(ids)):
+        if all(i.status.value == "gathering" or i.status.is_terminal for i in engine.get_many(ids)):
             break
         time.sleep(0.2)
-    batches = sorted({i.batch for i in engine.store.load_many(ids) if i.batch})
+    batches = sorted({i.batch for i in engine.get_many(ids) if i.batch})
     for batch_id in batches:  # the desk trades the block now instead of at the cut-off
         engine.close_batch(batch_id, "the demo")
     console.print(f"approved {len(accounts)} proposals ({len(second)} by two people); their block closed now "
@@ -151,7 +156,8 @@ def approve_a_few(engine: Any, svc: Any, run: str, count: int = DEMO_APPROVALS, 
     return [i.data.get("account_id") for i in map(engine.get, ids) if i.status.is_terminal]
 
 
-def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str]) -> None:
+def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, submitted: list[str],
+             settings: Settings) -> None:
     from portfolio_manager.review import proposals as shown
 
     instances = engine.list(run)
@@ -201,10 +207,11 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, sub
         console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
                       highlight=False)
     try:
+        from console.config import ConsoleSettings
         from console.demo import console_banner
     except ImportError:  # the console is not installed
         return
-    for line in console_banner():
+    for line in console_banner(ConsoleSettings.from_env(), settings):
         console.print(line, highlight=False, markup=False)
 
 

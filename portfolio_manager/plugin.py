@@ -3,7 +3,9 @@
 ``register(cli)`` registers the trading expression functions (:mod:`portfolio_manager.expressions`),
 adds the ``pm`` and ``accounts`` command groups to the CLI when given one, and returns the hooks
 the engine uses (see :mod:`engine.plugins`): ``demo(count)``, ``fleets()``, ``service_modules``,
-``beat_schedule()`` and ``console()`` (the review pages of the web console). The engine itself
+``beat_schedule()``, ``console()`` (the review pages of the web console) and ``worker(settings)``
+(the worker bootstrap's). Those hooks are called at the edges (the app's configuration, the
+console's app factory, the worker's bootstrap), once each: they read :class:`PMSettings` there. The engine itself
 knows no trading words: everything trading comes from here.
 """
 
@@ -58,10 +60,21 @@ def demo(count: int) -> None:
 
 
 def console_plugin() -> Any:
-    """The portfolio managers' pages of the web console (see :mod:`portfolio_manager.console`)."""
+    """The portfolio managers' pages of the web console (see :mod:`portfolio_manager.console`); called once by
+    the console's app factory, it reads the portfolio manager's settings for the console's process."""
     from portfolio_manager.console import plugin  # fastapi: only when the console starts
+    from portfolio_manager.services import configure
 
+    configure(PMSettings.from_env())
     return plugin([PM_FLEET[0], ORDER_CALC_FLEET[0]])
+
+
+def worker(settings: Any) -> None:
+    """The worker bootstrap's hook (``engine.worker``, once per worker): the actions' services and the daily
+    run's engine are built from ``settings`` (the engine's) and the portfolio manager's, read now."""
+    from portfolio_manager.services import configure
+
+    configure(PMSettings.from_env(), settings)
 
 
 #: The role that decides proposals, named by the rebalances' review node (declared to the engine).
@@ -79,7 +92,7 @@ def register(cli: Any | None = None) -> dict[str, Any]:
             if group.name not in cli.commands:
                 cli.add_command(group)
     return {"demo": demo, "fleets": fleets, "service_modules": list(SERVICE_MODULES),
-            "beat_schedule": beat_schedule, "console": console_plugin, "roles": [PM_ROLE]}
+            "beat_schedule": beat_schedule, "console": console_plugin, "worker": worker, "roles": [PM_ROLE]}
 
 
-__all__ = ["register", "fleets", "beat_schedule", "demo", "console_plugin"]
+__all__ = ["register", "fleets", "beat_schedule", "demo", "console_plugin", "worker"]

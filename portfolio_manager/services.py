@@ -1,8 +1,10 @@
 """What the portfolio manager's actions work with: the book, the proposal store and the brokerage.
 
-Built from :class:`~portfolio_manager.config.PMSettings` on first use in a process, or handed
-in by a test with :func:`use_services`. The actions, the daily run and the CLI all reach the
-book through :func:`services`; none of them builds a Redis client itself.
+Built on first use in a process from the :class:`~portfolio_manager.config.PMSettings` an edge
+handed to :func:`configure` (the worker bootstrap's and the console's plugin hooks, see
+:mod:`portfolio_manager.plugin`), or handed in by a test with :func:`use_services`. The actions
+and the daily run reach the book through :func:`services`; the CLI builds its own with
+:func:`build_services`. Nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.config import Settings
 from engine.connections import ReplicaWait, redis_client
 from portfolio_manager.brokerage import (
     BlockOrder,
@@ -26,6 +29,7 @@ from portfolio_manager.brokerage import (
     SimulatedBrokerage,
 )
 from portfolio_manager.config import PMSettings
+from portfolio_manager.errors import SettingsError
 from portfolio_manager.proposals import ProposalStore
 from portfolio_manager.sources import BookReader, HttpBook, RedisBook
 
@@ -80,23 +84,52 @@ def build_services(settings: PMSettings, client: Any = None) -> Services:
 
 _lock = threading.Lock()
 _current: dict[str, Any] = {}
+_configured: dict[str, Any] = {}
+
+_NOT_CONFIGURED = ("this process has no portfolio manager settings: a worker gets them from its bootstrap "
+                   "(`celery -A engine.worker`, which calls the plugin's `worker` hook), the console from its "
+                   "plugin hook; a test hands its services to use_services()")
+
+
+def configure(settings: PMSettings, engine_settings: Settings | None = None) -> None:
+    """The settings this process's services (and the daily run's engine) are built from, read at the edge."""
+    with _lock:
+        _configured.update(settings=settings, engine_settings=engine_settings)
+        if not _current.get("pinned"):
+            _current.clear()
+
+
+def configured() -> tuple[PMSettings, Settings]:
+    """The settings handed to :func:`configure` (the engine's too); SettingsError says where they come from."""
+    settings, engine_settings = _configured.get("settings"), _configured.get("engine_settings")
+    if settings is None or engine_settings is None:
+        raise SettingsError(_NOT_CONFIGURED)
+    return settings, engine_settings
+
+
+def engine_settings() -> Settings:
+    """The engine's settings handed to :func:`configure` (a worker's); the defaults in a process given none (a test)."""
+    return _configured.get("engine_settings") or Settings()
 
 
 def services() -> Services:
-    """This process's services: the ones handed to :func:`use_services`, else built from the environment."""
+    """This process's services: the ones handed to :func:`use_services`, else built from the configured settings."""
     found = _current.get("services")
     if found is not None and (_current.get("pid") == os.getpid() or _current.get("pinned")):
         return found
     with _lock:
         found = _current.get("services")
         if found is None or (_current.get("pid") != os.getpid() and not _current.get("pinned")):
-            found = build_services(PMSettings.from_env())
+            settings = _configured.get("settings")
+            if settings is None:
+                raise SettingsError(_NOT_CONFIGURED)
+            found = build_services(settings)
             _current.update(services=found, pid=os.getpid(), pinned=False)
         return found
 
 
 def use_services(value: Services | None) -> None:
-    """Use ``value`` from now on (tests); None goes back to building them from the environment."""
+    """Use ``value`` from now on (tests); None goes back to building them from the configured settings."""
     with _lock:
         _current.clear()
         if value is not None:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.api import Engine
-from engine.config import Settings
 from engine.definitions.validation import validate_file
 from portfolio_manager.book import Region
 from portfolio_manager.proposals import ProposalStore
@@ -53,9 +52,10 @@ def proposals_for(store: ProposalStore, shadow: bool) -> ProposalStore:
     return ProposalStore(store.client, store.prefix + SHADOW_NAMESPACE)
 
 
-def expire_with_run(store: ProposalStore, run: str, account_id: str, seconds: int | None = None) -> None:
-    """Give a shadow proposal (and its run's index keys) the engine's retention: it expires with its run."""
-    ttl = seconds or Settings.from_env().retention_seconds
+def expire_with_run(store: ProposalStore, run: str, account_id: str, seconds: int) -> None:
+    """Give a shadow proposal (and its run's index keys) ``seconds`` to live: the engine's retention
+    (:func:`portfolio_manager.services.engine_settings`), so it expires with its run."""
+    ttl = seconds
     pipe = store.client.pipeline(transaction=False)
     for key in (store.key(run, account_id), store.accounts_key(run), store.runs_key):
         pipe.expire(key, ttl)

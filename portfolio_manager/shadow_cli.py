@@ -18,23 +18,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli_errors import notice, read_only, rerun
-from engine.config import Settings
-from engine.connections import state_url
+from engine.cli_errors import read_only, rerun
 from engine.ops.progress import show_progress
-from portfolio_manager.config import PMSettings
+from portfolio_manager.cli import engine_and_services, publish_definitions
 from portfolio_manager.diff import AccountDiff, PmDiff, diff_runs
-from portfolio_manager.services import build_services
 
 console = Console()
-
-
-def _engine_and_services() -> tuple[Any, Any]:
-    from engine.app import build_engine  # celery: imported by the commands that need it, not by --help
-
-    settings = Settings.from_env()
-    url = state_url(settings, notice=notice)
-    return build_engine(settings.with_redis(url)), build_services(PMSettings.from_env(redis_url=url))
 
 
 @click.command("shadow")
@@ -53,15 +42,15 @@ def pm_shadow(version: str, definition: Path | None, day: str | None, run: str |
     """A shadow of the morning on today's book: another version, never touching production."""
     from datetime import date
 
-    from portfolio_manager.daily import ensure_definitions, today_in  # celery: imported on use
+    from portfolio_manager.daily import today_in  # celery: imported on use
     from portfolio_manager.shadow import start_shadow
 
     try:
         run_date = date.fromisoformat(day) if day else today_in()
     except ValueError:
         raise click.BadParameter(f"{day!r} is not a date; use YYYY-MM-DD") from None
-    engine, svc = _engine_and_services()
-    ensure_definitions(engine, PMSettings.from_env().definitions_dir)
+    engine, svc = engine_and_services()
+    publish_definitions(engine)
     started = start_shadow(engine, svc.book, run_date, version=version, definition=definition, run=run, limit=limit)
     for region, reason in started.skipped_regions.items():
         console.print(f"[yellow]{region} skipped:[/yellow] {reason}", highlight=False)
@@ -128,7 +117,7 @@ def print_pm_diff(diff: PmDiff, limit: int) -> None:
 @read_only
 def pm_diff(run_a: str, run_b: str, as_json: bool, limit: int) -> None:
     """What RUN_B trades differently from RUN_A, account by account, biggest changes first."""
-    engine, _svc = _engine_and_services()
+    engine, _svc = engine_and_services()
     diff = diff_runs(engine, run_a, run_b)
     if as_json:
         click.echo(json.dumps(diff.to_dict()))

@@ -30,7 +30,7 @@ Checks, in order, one module each:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,18 @@ from engine.definitions.shadow import check_shadow_stops
 from engine.errors import DefinitionError, Problem
 from engine.roles import declared_roles
 
+#: A role set, a function giving one (asked only when a definition names a role), or None (the plugins').
+Roles = Iterable[str] | Callable[[], Iterable[str]] | None
+
 __all__ = ["SCHEMA_ID", "check_definition", "json_schema", "load_definition", "validate_file", "validate_input"]
 
 
-def load_definition(text: str | bytes, source: str = "<definition>", *,
-                    roles: Iterable[str] | None = None) -> Definition:
+def load_definition(text: str | bytes, source: str = "<definition>", *, roles: Roles = None) -> Definition:
     """Parse and check a definition; ``DefinitionError`` lists every problem found.
 
-    ``roles``: the role set its signals may name (None: the declared one, :func:`engine.roles.declared_roles`).
+    ``roles``: the role set its signals may name, or a function giving it (called only when a
+    definition names a role); the edges pass :func:`engine.roles.declared_roles` of their settings.
+    None: the installed plugins' roles only.
     """
     document, problems = parse(text)
     if document is None and problems:
@@ -76,7 +80,7 @@ def load_definition(text: str | bytes, source: str = "<definition>", *,
     return definition
 
 
-def validate_file(path: str | Path, *, roles: Iterable[str] | None = None) -> Definition:
+def validate_file(path: str | Path, *, roles: Roles = None) -> Definition:
     """Load and check the definition file at ``path`` (problems name the file; ``roles`` as in ``load_definition``)."""
     try:
         data = Path(path).read_bytes()
@@ -85,17 +89,20 @@ def validate_file(path: str | Path, *, roles: Iterable[str] | None = None) -> De
     return load_definition(data, str(path), roles=roles)
 
 
-def check_definition(definition: Definition, *, roles: Iterable[str] | None = None) -> list[Problem]:
+def check_definition(definition: Definition, *, roles: Roles = None) -> list[Problem]:
     """Graph, expression, reference, role and schema problems of an already-built definition."""
     return unique(_check_document(definition.model_dump(mode="json"), _role_set(roles)))
 
 
-def _role_set(roles: Iterable[str] | None) -> RoleSet:
-    """The role set to check against: ``roles``, else the declared one (looked up only when needed)."""
-    if roles is not None:
-        given = frozenset(roles)
-        return lambda: given
-    return declared_roles  # the environment and the plugins, asked only when a definition names a role
+def _role_set(roles: Roles) -> RoleSet:
+    """The role set to check against: ``roles`` (or what it gives), else the plugins' (looked up only when needed)."""
+    if roles is None:
+        return declared_roles  # the plugins', asked only when a definition names a role
+    if callable(roles):
+        lookup = roles
+        return lambda: frozenset(lookup())
+    given = frozenset(roles)
+    return lambda: given
 
 
 def _check_document(document: dict[str, Any], roles: RoleSet) -> list[Problem]:

@@ -16,6 +16,7 @@ from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.ops.progress import show_progress
+from engine.roles import declared_roles
 
 console = Console()
 #: The sample pipeline's actions, served by the demo's workers.
@@ -23,7 +24,9 @@ SAMPLE_MODULE = "engine.samples.actions"
 
 
 def run_demo(count: int = 3000) -> None:
-    """Start local workers, run ``count`` instances of the sample pipeline, print a summary."""
+    """Start local workers, run ``count`` instances of the sample pipeline, print a summary.
+
+    The demo is an edge: it reads the settings from the environment here, once."""
     from engine.app import build_engine  # celery: the CLI imports this module for every command
 
     settings = Settings.from_env()
@@ -33,7 +36,8 @@ def run_demo(count: int = 3000) -> None:
     env = {**settings.child_env(), "TRADEFLOW_SERVICE_MODULES": ",".join(modules)}
     console.print(f"Redis: {settings.redis_url}")
     text = (Path(__file__).parent / "samples" / "pipeline.json").read_text()
-    version = engine.publish(load_definition(text, "sample-pipeline.json"), alias="production")
+    definition = load_definition(text, "sample-pipeline.json", roles=declared_roles(settings))
+    version = engine.publish(definition, alias="production")
     console.print(f"published sample-pipeline version {version}")
     fleets = [FleetSpec("engine", "threads", 4), FleetSpec("sample_io", "threads", 8),
               FleetSpec("sample_cpu", "prefork", 2)]

@@ -14,18 +14,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
 
+from engine.keyspace import read_lua
 from engine.store.codec import Envelope, decode_activities, dumps, pack, text, unpack
 from engine.store.keys import Keys
 
 
 def batch_script(client: redis.Redis) -> Any:
     """``lua/batch.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "batch.lua").read_text())
+    return client.register_script(read_lua(__file__, "batch.lua"))
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from engine.definitions.model import Definition
 from engine.errors import NotFound, TradeflowError
+from engine.keyspace import read_lua
 from engine.store.codec import dumps, text
 from engine.store.keys import Keys
 
 
 def publish_script(client: redis.Redis) -> Any:
     """``lua/publish.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "publish.lua").read_text())
+    return client.register_script(read_lua(__file__, "publish.lua"))
 
 
 class Definitions:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -24,6 +23,7 @@ from redis.exceptions import NoScriptError
 
 from engine.definitions.model import Definition
 from engine.errors import NotFound
+from engine.keyspace import read_lua
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.store.codec import (
     Applied,
@@ -49,7 +49,7 @@ LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
 def state_script(client: redis.Redis) -> Any:
     """``lua/state.lua`` registered on ``client``, its terminal statuses filled in from the model's."""
     terminal = ", ".join(f"{status.value} = true" for status in sorted(TERMINAL_STATUSES))
-    source = (Path(__file__).parent / "lua" / "state.lua").read_text().replace("__TERMINAL__", terminal)
+    source = read_lua(__file__, "state.lua").replace("__TERMINAL__", terminal)
     return client.register_script(source)
 
 

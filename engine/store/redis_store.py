@@ -9,11 +9,13 @@ the shared rate and concurrency limits are ``lua/limits.lua`` (:class:`engine.st
 The engine's code writes its state only through this package, with keys built by
 :class:`engine.store.keys.Keys` (tests clean up with ``engine.testing.delete_prefix``).
 
-The store is not the only holder of a Redis client: :mod:`engine.broker.redis_queue` keeps
-one of its own for Celery's queue lists (``engine.app.enqueuer_for``), the worker bootstrap
-opens one for its start-up checks (``engine.worker``), the console and the portfolio manager
-keep one each for their own keys, and the bench (``bench/memory.py``, ``bench/morning.py``)
-reads instance keys directly, through ``Keys``.
+One Redis client per process role: the broker's enqueuer (:mod:`engine.broker.redis_queue`)
+writes Celery's queue lists through the store's client (``engine.app.enqueuer_for``), and the
+console's keys go through the same one (``console.app.build_context``). Besides it, the worker
+bootstrap opens a short-lived one for its start-up checks (``engine.worker``) and the portfolio
+manager keeps its own (its data may live on another Redis). Nothing outside ``engine/`` holds
+the store: ``Engine`` keeps it private; tests reach it through :mod:`engine.testing`, and the
+bench reads the stored bytes through :class:`engine.ops.inspect.Inspector` (read-only).
 
 Adding a store operation: a method in ``instances.py`` that builds its document and calls
 ``_change``, and a function of the same name in ``ops`` of ``lua/state.lua`` (see both headers).

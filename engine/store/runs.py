@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from engine.errors import DataSetLost
+from engine.keyspace import read_lua
 from engine.model import InstanceStatus
 from engine.store.codec import text
 from engine.store.keys import Keys
@@ -18,7 +18,7 @@ from engine.store.keys import Keys
 
 def claim_script(client: redis.Redis) -> Any:
     """``lua/claim.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "claim.lua").read_text())
+    return client.register_script(read_lua(__file__, "claim.lua"))
 
 
 class Runs:

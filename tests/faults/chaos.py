@@ -51,6 +51,7 @@ from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from engine.runtime.concerns.liveness import process_of
+from engine.testing import store_of
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import definition_files, start_daily_rebalance
@@ -130,7 +131,7 @@ class Recoveries(threading.Thread):
     def affected(self, pids: set[int] | None) -> dict[str, int]:
         """Instance id -> seq of the started steps of processes ``pids`` (None: of every process)."""
         out = {}
-        for step in patiently(self.lab.engine.store.started_steps, 100_000):
+        for step in patiently(store_of(self.lab.engine).started_steps, 100_000):
             process = process_of(step.carrier)
             if step.status is InstanceStatus.RUNNING and (
                     pids is None or (process is not None and int(process.rpartition(":")[2]) in pids)):
@@ -157,7 +158,7 @@ class Recoveries(threading.Thread):
             watched = list(self.open)
         for record, at, left in watched:
             try:
-                heads = self.lab.engine.store.step_heads(list(left))
+                heads = store_of(self.lab.engine).step_heads(list(left))
             except REDIS_ERRORS:
                 return
             for iid, seq in list(left.items()):
@@ -278,7 +279,7 @@ def publish_short_timeouts(lab: FaultLab, step_timeout: float, four_eyes_over: f
             if node["type"] in ("service", "http"):
                 node["timeout_seconds"] = step_timeout
         version = lab.engine.publish(load_definition(json.dumps(document), str(path)))
-        lab.engine.store.set_alias(document["name"], "production", version)
+        store_of(lab.engine).set_alias(document["name"], "production", version)
 
 
 def _retry_timeouts(lab: FaultLab, run: str, summary: Summary) -> None:
@@ -331,9 +332,9 @@ def soak(settings: Settings, root: Path, summary: Summary | None = None) -> Summ
                     break  # the failures left are the book's broken accounts (checked below)
             time.sleep(0.5)
         controller.stop()
-        ids = lab.engine.store.run_ids(run)
+        ids = store_of(lab.engine).run_ids(run)
         broken = set(seeded.missing_price_accounts)
-        rebalance_figures = check_invariants(lab.engine.store, ids, run, expect=None)
+        rebalance_figures = check_invariants(store_of(lab.engine), ids, run, expect=None)
         failed = {i.data["account_id"]: i.error for i in lab.engine.list(run, ["failed"])}
         assert set(failed) == broken, {a: e for a, e in failed.items() if a not in broken}
         accounts = svc.proposals.account_ids(run)
@@ -342,7 +343,7 @@ def soak(settings: Settings, root: Path, summary: Summary | None = None) -> Summ
         summary.accepted_orders, summary.brokerage_deliveries = assert_exactly_once(svc, run, accounts, seqs=seqs)
         summary.rebalance = dict(rebalance_figures.statuses)
         summary.submissions = dict(Counter((i.result or {}).get("outcome", "?")
-                                           for i in lab.engine.store.load_many(ids) if i.status.is_terminal
+                                           for i in store_of(lab.engine).load_many(ids) if i.status.is_terminal
                                            and (i.result or {}).get("outcome") in ("filled", "partly_rejected")))
         summary.applied += rebalance_figures.applied
         summary.noops += rebalance_figures.noops

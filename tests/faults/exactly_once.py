@@ -7,13 +7,14 @@ from typing import Any
 
 from engine.api import Engine
 from engine.model import Outcome
+from engine.testing import store_of
 from portfolio_manager.daily import instance_id_for
 from portfolio_manager.proposals import ProposalStatus
 
 
 def submit_seq(engine: Engine, run: str, account: str) -> int:
     """The seq of the applied submission step of ``account``'s instance in ``run`` (part of its orders' keys)."""
-    history = engine.store.activities(instance_id_for(run, account))
+    history = store_of(engine).activities(instance_id_for(run, account))
     return next(a["seq"] for a in history if a["node"] == "submit" and a["outcome"] == Outcome.APPLIED.value)
 
 

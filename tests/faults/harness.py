@@ -5,7 +5,7 @@
         lab.kill_node("faults"); lab.start_node("faults")      # a whole node, kill -9
         lab.redis.restart()                                      # Redis kill -9, same AOF
         lab.wait_terminal(ids)
-        figures = check_invariants(lab.engine.store, ids, "r")   # see invariants.py
+        figures = check_invariants(store_of(lab.engine), ids, "r")   # see invariants.py
 
 Each node is its own ``celery worker`` process group (``engine.ops.fleet.Fleet``), so one node
 is killed with everything it forked while the others run on. Beat is the node ``beat``.
@@ -37,6 +37,7 @@ from engine.model import Instance
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import store_of
 from tests.faults.redis_server import RedisServer
 from tests.integration.conftest import fleet_env, sender_app
 
@@ -154,7 +155,7 @@ class FaultLab:
         found: list[Instance] = []
 
         def done() -> bool:
-            found[:] = self.engine.store.load_many(ids)
+            found[:] = store_of(self.engine).load_many(ids)
             return len(found) == len(ids) and all(i.status.is_terminal for i in found)
 
         def stuck() -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine.model import InstanceStatus, Outcome
+from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
@@ -73,7 +74,7 @@ def test_sigkill_during_the_block_submission_and_a_redis_restart(tmp_path: Path)
         lab.start_node(PM_NODE)
         ids = [instance_id_for(run, a) for a in accounts]
         lab.wait_terminal(ids, timeout=180)
-        instances = lab.engine.store.load_many(ids)
+        instances = store_of(lab.engine).load_many(ids)
         assert {i.status for i in instances} == {InstanceStatus.SUCCEEDED}, [(i.id, i.error) for i in instances]
         blocks = {r.idempotency_key: r for r in brokerage.accepted_blocks()}
         assert len(blocks) == len(expected)  # one brokerage order per block key
@@ -94,7 +95,7 @@ def test_sigkill_during_the_block_submission_and_a_redis_restart(tmp_path: Path)
         for iid in ids:
             gathered = [a for a in lab.engine.activities(iid) if a["outcome"] == Outcome.GATHERED.value]
             assert len(gathered) == 1 and gathered[0]["batch"] == batch_id
-        figures = check_invariants(lab.engine.store, ids, None)
+        figures = check_invariants(store_of(lab.engine), ids, None)
         print(f"\nscenario 14 (blocks, kill during the block submission + Redis restart): {len(accounts)} accounts, "
               f"{len(expected)} blocks, {sent} reached the brokerage before the kill, {received} deliveries in all, "
               f"{len(blocks)} accepted; batch attempts {view.batch.attempt}; {figures.line()}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.model import Outcome
 from engine.runtime.outcomes import step_message
+from engine.testing import enqueuer_of, store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -23,7 +24,7 @@ def _race(lab: FaultLab, workflow: str, key: str) -> str:
     """Start one instance and publish a second copy of its first step at once."""
     iid = lab.engine.start(workflow, {"key": key}, run="race")
     node = lab.engine.definition(workflow).nodes["race"]
-    lab.engine.enqueuer.enqueue(step_message("race", node, iid, 1, 1))
+    enqueuer_of(lab.engine).enqueue(step_message("race", node, iid, 1, 1))
     lab.wait_terminal([iid], timeout=60)
     return iid
 
@@ -36,13 +37,13 @@ def test_a_step_delivered_twice_at_once_applies_once(tmp_path: Path) -> None:
             lab.publish(body)
         ids = [_race(lab, "race-then-step", f"r{i}") for i in range(3)]
         last = [_race(lab, "race-last", f"e{i}") for i in range(2)]
-        figures = check_invariants(lab.engine.store, ids + last, "race")
+        figures = check_invariants(store_of(lab.engine), ids + last, "race")
         calls = lab.calls()
         for iid in ids + last:
             key = lab.engine.get(iid).data["key"]
             assert calls[f"{key}:race"] == 2  # both deliveries ran the action, side by side
             assert calls.get(f"{key}:after", 1) == 1  # the next step was enqueued once
-            acts = lab.engine.store.activities(iid)
+            acts = store_of(lab.engine).activities(iid)
             [won] = [a for a in acts if a["node"] == "race" and a["outcome"] == Outcome.APPLIED.value]
             [lost] = [a for a in acts if a["node"] == "race" and a["outcome"] == Outcome.NOOP.value]
             assert lost["reason"] == "another delivery applied first"
@@ -52,10 +53,10 @@ def test_a_step_delivered_twice_at_once_applies_once(tmp_path: Path) -> None:
             assert acts.index(won) < acts.index(lost)
         for iid in last:
             instance = lab.engine.get(iid)
-            finished = [a for a in lab.engine.store.activities(iid) if a["outcome"] == Outcome.APPLIED.value]
+            finished = [a for a in store_of(lab.engine).activities(iid) if a["outcome"] == Outcome.APPLIED.value]
             assert instance.finished_at is not None and finished[-1]["next"] == "done"
             assert instance.updated_at == instance.finished_at  # the late duplicate wrote nothing after
-            assert 0 < lab.engine.store.ttl(iid) <= 3600  # still the retention TTL set when it finished
+            assert 0 < store_of(lab.engine).ttl(iid) <= 3600  # still the retention TTL set when it finished
         assert figures.noops == len(ids + last)
         print(f"\nscenario 2 (simultaneous duplicate): {len(ids + last)} races; {figures.line()}; "
               f"next steps executed once each")

@@ -26,6 +26,7 @@ from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import store_of
 from tests.faults.harness import RETENTION_SECONDS, chain_definition, lab_env
 from tests.faults.invariants import check_invariants
 from tests.faults.redis_server import RedisServer
@@ -86,7 +87,7 @@ def test_a_killed_node_is_restarted_and_the_others_keep_serving(tmp_path: Path) 
         assert after["engine"] == before["engine"] and after["beat"] == before["beat"], (before, after)
         text = log.read_text()
         assert "worker-faults exited with status -9" in text and "worker-faults restarted" in text, text[-4000:]
-        figures = check_invariants(engine.store, ids, "restart")
+        figures = check_invariants(store_of(engine), ids, "restart")
         print(f"\nfleet restart (kill -9 of the faults node's main process): back in {restarted_after:.1f}s, "
               f"engine node and beat untouched; {figures.line()}")
         proc.send_signal(signal.SIGTERM)

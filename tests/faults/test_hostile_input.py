@@ -55,7 +55,7 @@ from engine.model import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, enqueuer_of
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions, instance_id_for, start_daily_rebalance
@@ -235,7 +235,7 @@ def live(redis_url: str) -> Iterator[SharedFleet]:
 
 def _publish_raw(live: SharedFleet, body: bytes, content_type: str) -> str:
     task_id = str(uuid.uuid4())
-    app = live.engine.enqueuer.app  # type: ignore[attr-defined]
+    app = enqueuer_of(live.engine).app  # type: ignore[attr-defined]
     headers = {"lang": "py", "task": "faulty.work", "id": task_id, "root_id": task_id, "parent_id": None,
                "group": None, "retries": 0, "eta": None, "expires": None, "argsrepr": "", "kwargsrepr": ""}
     queue = Queue("faulty", Exchange("faulty", type="direct"), routing_key="faulty")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.testing import store_of
 from tests.faults.harness import chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -24,7 +25,7 @@ def test_a_redis_restart_during_limiting_loses_no_instance(tmp_path: Path) -> No
         time.sleep(2)
         lab.redis.restart()
         lab.wait_terminal(ids, timeout=180)
-        check_invariants(lab.engine.store, ids, "rated")
-        assert {i.status.value for i in lab.engine.store.load_many(ids)} == {"succeeded"}
-        assert len(lab.engine.store.load_many(ids)) == 60
+        check_invariants(store_of(lab.engine), ids, "rated")
+        assert {i.status.value for i in store_of(lab.engine).load_many(ids)} == {"succeeded"}
+        assert len(store_of(lab.engine).load_many(ids)) == 60
         assert lab.engine.run_limited("rated") == {}

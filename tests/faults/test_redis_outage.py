@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -27,18 +28,18 @@ def _run_through(lab: FaultLab, run: str, outage: Callable[[], None]) -> None:
     ids = lab.engine.start_many("chain", [{"key": f"{run}{i}", "sleep": dict.fromkeys("abcd", 0.3)}
                                           for i in range(30)], run=run)
     lab.wait_until(lambda: lab.engine.progress(run).counts["succeeded"] >= 3, 60, "a few instances done")
-    seqs = {i.id: i.seq for i in lab.engine.store.load_many(ids)}
+    seqs = {i.id: i.seq for i in store_of(lab.engine).load_many(ids)}
     pids = {name: lab.node_pid(name) for name in lab.nodes}
     began = time.monotonic()
     outage()
     back = time.monotonic()
     lab.wait_terminal(ids, timeout=240)
     recovered = time.monotonic() - back
-    after = {i.id: i.seq for i in lab.engine.store.load_many(ids)}
+    after = {i.id: i.seq for i in store_of(lab.engine).load_many(ids)}
     assert all(after[iid] >= seq for iid, seq in seqs.items())
     assert {name: lab.node_pid(name) for name in lab.nodes} == pids  # nobody was restarted
     assert all(lab.nodes[name].procs[0].poll() is None for name in lab.nodes)
-    figures = check_invariants(lab.engine.store, ids, run)
+    figures = check_invariants(store_of(lab.engine), ids, run)
     log = lab.log_text()
     print(f"\nscenario 6 ({run}, {back - began:.0f} s): {figures.line()}; actions executed "
           f"{sum(lab.calls().values())} times for {figures.applied} steps; "

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import DataSetLost
+from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -24,8 +25,8 @@ def _snapshot(lab: FaultLab, ids: list[str]) -> dict[str, tuple[int, int]]:
     """(seq, number of activity records) of each instance, as Redis acknowledges them now."""
     pipe = lab.client.pipeline(transaction=False)
     for iid in ids:
-        pipe.hget(lab.engine.store.keys.instance(iid), "seq")
-        pipe.llen(lab.engine.store.keys.activities(iid))
+        pipe.hget(store_of(lab.engine).keys.instance(iid), "seq")
+        pipe.llen(store_of(lab.engine).keys.activities(iid))
     flat = pipe.execute()
     return {iid: (int(flat[2 * n]), int(flat[2 * n + 1])) for n, iid in enumerate(ids)}
 
@@ -53,7 +54,7 @@ def test_redis_kill9_then_restart_on_its_aof_loses_no_acknowledged_transition(tm
         assert not lost, f"acknowledged transitions lost: {lost}"
         lab.wait_terminal(ids, timeout=150)
         recovered = time.monotonic() - killed_at
-        figures = check_invariants(lab.engine.store, ids, "aof")
+        figures = check_invariants(store_of(lab.engine), ids, "aof")
         applied_before = sum(s - 1 for s, _ in before.values())
         print(f"\nscenario 5 (Redis kill -9, AOF fsync always, down 2 s): {applied_before} transitions applied "
               f"before the kill, none lost; {figures.line()}; all done {recovered:.1f}s after the kill")
@@ -64,7 +65,7 @@ def test_redis_restarted_empty_is_detected(tmp_path: Path) -> None:
     Redis: it must still compare with the data set it started on, not adopt the new one."""
     with fault_lab(tmp_path, beat=False) as lab:
         ids = _start(lab, "empty", 10)
-        lab.wait_until(lambda: any(lab.engine.store.activities(i)[-1]["outcome"] == "applied" for i in ids), 60,
+        lab.wait_until(lambda: any(store_of(lab.engine).activities(i)[-1]["outcome"] == "applied" for i in ids), 60,
                        "a transition applied")
         lab.wait_until(lambda: lab.log_text().count("ready.") >= 2, 60, "both worker nodes ready")
         assert lab.engine.progress("empty").total == 10

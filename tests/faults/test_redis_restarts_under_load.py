@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.ops.fleet import FleetSpec
+from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -29,7 +30,7 @@ NODES = [f"n{i}" for i in range(12)]
 def _transitions(lab: FaultLab, ids: list[str]) -> int:
     pipe = lab.client.pipeline(transaction=False)
     for iid in ids:
-        pipe.hget(lab.engine.store.keys.instance(iid), "seq")
+        pipe.hget(store_of(lab.engine).keys.instance(iid), "seq")
     return sum(int(s or 1) - 1 for s in pipe.execute())
 
 
@@ -57,7 +58,7 @@ def test_prefork_nodes_survive_repeated_redis_restarts_under_load(tmp_path: Path
         assert not exited, f"worker nodes exited: {exited}\n{lab.logs()}"
         assert {name: lab.node_pid(name) for name in nodes} == pids
         assert "Unrecoverable error" not in lab.log_text(), lab.logs()
-        figures = check_invariants(lab.engine.store, ids, "restarts")
+        figures = check_invariants(store_of(lab.engine), ids, "restarts")
         print(f"\nscenario 5b ({RESTARTS} Redis kill -9 + restart, 1 s down each, prefork x4): "
               f"no node exited; {figures.line()}; all done {time.monotonic() - restarted_at[-1]:.1f}s "
               f"after the last restart")

@@ -28,6 +28,7 @@ import pytest
 from engine import Principal
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import FleetSpec
+from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
@@ -115,7 +116,7 @@ def test_unapproved_proposals_expire_at_the_cut_off_across_a_worker_and_redis_re
         assert {r.account_id for r in brokerage.accepted_orders()} == {approved}  # nothing expired was sent
         assert_exactly_once(svc, run, [approved], seq=submit_seq(lab.engine, run, approved))
         assert lab.engine.get(instance_id_for(run, rejected)).result["outcome"] == "rejected"
-        figures = check_invariants(lab.engine.store, ids, None)
+        figures = check_invariants(store_of(lab.engine), ids, None)
         print(f"\nscenario 13 (expiry): {len(left)} proposals expired at the cut-off after a worker and Redis "
               f"restart, 1 submitted, 1 rejected; {figures.line()}")
 
@@ -149,7 +150,7 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
 
         def all_succeeded() -> bool:
             """True once every instance succeeded; one whose step ran out of tries is retried, as an operator would."""
-            instances = lab.engine.store.load_many(ids)
+            instances = store_of(lab.engine).load_many(ids)
             for instance in instances:
                 if instance.status is InstanceStatus.FAILED:
                     assert instance.error["type"] == "Timeout", instance.error
@@ -158,11 +159,11 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
 
         # the sweeper re-sends the lost steps; the bound only guards against a hang (pytest's own is 300 s)
         lab.wait_until(all_succeeded, 240,
-                       lambda: str([(i.id, i.status.value, i.node) for i in lab.engine.store.load_many(ids)]))
+                       lambda: str([(i.id, i.status.value, i.node) for i in store_of(lab.engine).load_many(ids)]))
         for account in accounts:
             assert_exactly_once(svc, run, [account], seq=submit_seq(lab.engine, run, account))
         received = len([o for o in brokerage.received_orders() if o.account_id in accounts])
-        figures = check_invariants(lab.engine.store, ids, None)
+        figures = check_invariants(store_of(lab.engine), ids, None)
         print(f"\nscenario 13 (kill during submission): {len(accounts)} approved proposals, {expected} orders, "
               f"{sent} reached the brokerage before the kill, {received} deliveries in all, {expected} accepted; "
               f"{figures.line()}")

@@ -44,6 +44,7 @@ from engine.connections import broker_for, client_for
 from engine.ops.fleet import FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import store_of
 from portfolio_manager.actions import build_services
 from portfolio_manager.cli import last_session
 from portfolio_manager.config import PMSettings
@@ -93,7 +94,7 @@ def test_a_morning_survives_the_loss_of_the_primary(tmp_path: Path) -> None:
             run_date = last_session()
             seeded = seed_book(svc.book, ACCOUNTS, 12, run_date, GeneratorConfig())
             publish_short_timeouts(lab, 30.0, four_eyes_over=FOUR_EYES_OVER)
-            epoch = engine.store.ensure_epoch()
+            epoch = store_of(engine).ensure_epoch()
             run = "sentinel-morning"
             until = datetime.now(UTC) + timedelta(days=1)  # the review never closes during the test
             # each approved account submits its own orders (blocks under faults: test_block_faults)
@@ -124,19 +125,19 @@ def test_a_morning_survives_the_loss_of_the_primary(tmp_path: Path) -> None:
 
             assert {name: lab.node_pid(name) for name in lab.nodes} == pids  # nobody was restarted
             assert all(fleet.procs[0].poll() is None for fleet in lab.nodes.values())
-            assert engine.store.ensure_epoch() == epoch  # the promoted replica is the same data set
+            assert store_of(engine).ensure_epoch() == epoch  # the promoted replica is the same data set
             logs = lab.log_text()
             assert "Redis lost tradeflow's data" not in logs and "DataSetLost" not in logs
             assert "Unrecoverable error" not in logs  # no consumer gave up at the failover (engine/broker/kombu_fix.py)
             assert group.master_port() == group.replica.port
 
-            ids = engine.store.run_ids(run)
-            figures = check_invariants(engine.store, ids, run, expect=None)
+            ids = store_of(engine).run_ids(run)
+            figures = check_invariants(store_of(engine), ids, run, expect=None)
             failed = {i.data["account_id"] for i in engine.list(run, ["failed"])}
             assert failed == set(seeded.missing_price_accounts)  # only the book's broken accounts
             accounts = svc.proposals.account_ids(run)
             proposed = set(accounts)
-            outcomes = Counter((i.result or {}).get("outcome") for i in engine.store.load_many(ids)
+            outcomes = Counter((i.result or {}).get("outcome") for i in store_of(engine).load_many(ids)
                                if i.data["account_id"] in proposed)
             assert set(outcomes) <= {"filled", "partly_rejected"}, outcomes  # every proposal submitted
             seqs = {a: submit_seq(engine, run, a) for a in accounts}

@@ -29,7 +29,7 @@ from engine.model import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, runtime_of, store_of
 from tests.faults.shared_redis_fleet import SharedFleet, shared_fleet
 
 ATTEMPTS = 3  # node b's retry policy, and the sweeper's minimum for a step that makes no progress
@@ -117,9 +117,9 @@ def test_a_step_that_never_answers_is_resent_then_failed_with_a_timeout(
     for _ in range(ATTEMPTS + 2):  # every attempt of b starts and hangs (or its worker dies): the sweeper decides
         if driver.queue.messages:
             message = driver.queue.pop()
-            engine.store.start(message.instance_id, message.node, message.seq, message.attempt, clock())
+            store_of(engine).start(message.instance_id, message.node, message.seq, message.attempt, clock())
         clock.advance(TIMEOUT + 6)
-        engine.runtime.sweep()
+        runtime_of(engine).sweep()
     _assert_failed_at_b(engine, iid, "hang")
     assert f"gave up after {ATTEMPTS} attempts" in engine.get(iid).error["reason"]
     assert _outcomes(engine, iid) == ["retry"] * (ATTEMPTS - 1) + ["failed"]
@@ -137,7 +137,7 @@ def live(redis_url: str) -> Iterator[SharedFleet]:
 
 
 def _healthy_done(live: SharedFleet, ids: list[str]) -> bool:
-    return all(i.status.is_terminal for i in live.engine.store.load_many(ids))
+    return all(i.status.is_terminal for i in store_of(live.engine).load_many(ids))
 
 
 def _run(live: SharedFleet, run: str, healthy: int, faulty_modes: list[str]) -> tuple[float, list[str], list[str]]:

@@ -42,7 +42,7 @@ from engine.definitions.validation import load_definition
 from engine.ops.fleet import FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, runtime_of, store_of
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import ensure_definitions
@@ -119,14 +119,14 @@ def _one_seed(seed: int) -> tuple[Seeded, tuple[int, int]]:
                     driver.deliver(lost) if seeded.recovery == "redeliver" else driver.queue.enqueue(lost)
                 if seeded.recovery in ("sweep", "both"):
                     clock.advance(70)  # past the submit node's timeout (60 s) and grace
-                    engine.runtime.sweep()
+                    runtime_of(engine).sweep()
                 continue
             if engine.progress(started.submission_run).done:
                 break
             clock.advance(30)  # past a retry backoff
     assert seeded.killed == (not seeded.point.startswith("timeout_unknown")), seeded
     assert client.hlen(faults_key("wf")) == 0  # the fault fired
-    check_invariants(engine.store, started.started, started.submission_run)
+    check_invariants(store_of(engine), started.started, started.submission_run)
     return seeded, assert_exactly_once(svc, run, sorted(orders))
 
 
@@ -196,7 +196,7 @@ def test_real_workers_sigkilled_at_each_fault_point(tmp_path: Path) -> None:
         lab.wait_until(all_submitted, 240, lambda: str(lab.engine.progress(started.submission_run)))
         elapsed = time.monotonic() - began  # a figure for the report, not a pass criterion
         assert lab.engine.progress(started.submission_run).counts.get("succeeded") == len(started.started)
-        figures = check_invariants(lab.engine.store, started.started, started.submission_run)
+        figures = check_invariants(store_of(lab.engine), started.started, started.submission_run)
         accepted, received = assert_exactly_once(svc, run, accounts)
         assert lab.client.hlen(faults_key(lab.prefix)) == 0  # every armed fault fired
         fired = Counter(p.split(":")[0] for p in armed.values())

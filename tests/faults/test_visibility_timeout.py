@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.model import Outcome
 from engine.ops.fleet import FleetSpec
+from engine.testing import store_of
 from tests.faults.harness import chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -32,14 +33,14 @@ def test_a_step_outliving_the_visibility_timeout_changes_nothing_the_second_time
             calls = lab.calls()
             for iid in ids:
                 key = lab.engine.get(iid).data["key"]
-                recorded = [a for a in lab.engine.store.activities(iid) if a["node"] == "slow"
+                recorded = [a for a in store_of(lab.engine).activities(iid) if a["node"] == "slow"
                             and a["outcome"] in (Outcome.APPLIED.value, Outcome.NOOP.value)]
                 if calls.get(f"{key}:slow", 0) < 2 or len(recorded) < calls[f"{key}:slow"]:
                     return False
             return True
 
         lab.wait_until(every_execution_recorded, 90, "every execution of the slow step to be recorded")
-        figures = check_invariants(lab.engine.store, ids, "visibility")
+        figures = check_invariants(store_of(lab.engine), ids, "visibility")
         calls = lab.calls()
         executions = sum(calls[f"v{i}:slow"] for i in range(2))
         for iid in ids:
@@ -48,7 +49,7 @@ def test_a_step_outliving_the_visibility_timeout_changes_nothing_the_second_time
             # "after" runs inline behind "slow" in the winner's task; a redelivery of that carrier
             # message meanwhile sees its carrier alive on this host and leaves the chain to it.
             assert calls[f"{key}:after"] == 1, calls
-            acts = lab.engine.store.activities(iid)
+            acts = store_of(lab.engine).activities(iid)
             [won] = [a for a in acts if a["node"] == "slow" and a["outcome"] == Outcome.APPLIED.value]
             lost = [a for a in acts if a["node"] == "slow" and a["outcome"] == Outcome.NOOP.value]
             assert lost and all(a["worker"] != won["worker"] for a in lost

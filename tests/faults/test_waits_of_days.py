@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from engine.model import InstanceStatus, Outcome
+from engine.testing import store_of
 from tests.faults.harness import RETENTION_SECONDS, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -28,11 +29,11 @@ def test_a_three_day_wait_resumes_once_on_time_across_restarts(tmp_path: Path) -
         body["nodes"]["three_days"] = {"type": "wait", "until": "now() + duration('72h')", "next": "after"}
         lab.publish(body)
         ids = lab.engine.start_many("days", [{"key": f"d{i}"} for i in range(5)], run="days")
-        lab.wait_until(lambda: all(i.status is InstanceStatus.WAITING for i in lab.engine.store.load_many(ids)),
+        lab.wait_until(lambda: all(i.status is InstanceStatus.WAITING for i in store_of(lab.engine).load_many(ids)),
                        60, "every instance parked in its wait")
-        waiting = lab.engine.store.load_many(ids)
+        waiting = store_of(lab.engine).load_many(ids)
         assert all(i.wake_at is not None and abs(i.wake_at - (lab.now() + 3 * DAY)) < 30 for i in waiting)
-        assert [lab.engine.store.ttl(iid) for iid in ids] == [-1] * len(ids)
+        assert [store_of(lab.engine).ttl(iid) for iid in ids] == [-1] * len(ids)
 
         lab.advance_clock(DAY)
         for name in list(lab.nodes):
@@ -42,23 +43,23 @@ def test_a_three_day_wait_resumes_once_on_time_across_restarts(tmp_path: Path) -
             lab.start_node(name)
         lab.advance_clock(DAY)
         time.sleep(4)  # two days on, restarted: nothing may wake yet
-        still = lab.engine.store.load_many(ids)
+        still = store_of(lab.engine).load_many(ids)
         assert all(i.status is InstanceStatus.WAITING for i in still)
         assert [i.wake_at for i in still] == [i.wake_at for i in waiting]
-        assert [lab.engine.store.ttl(iid) for iid in ids] == [-1] * len(ids)
+        assert [store_of(lab.engine).ttl(iid) for iid in ids] == [-1] * len(ids)
 
         wake_at = max(i.wake_at for i in waiting)
         lab.advance_clock(wake_at - lab.now() - 3)  # three seconds before the last wake time
         lab.wait_terminal(ids, timeout=60)
-        figures = check_invariants(lab.engine.store, ids, "days")
+        figures = check_invariants(store_of(lab.engine), ids, "days")
         lateness = []
         for instance in waiting:
-            [woke] = [a for a in lab.engine.store.activities(instance.id) if a["outcome"] == Outcome.WOKE.value]
+            [woke] = [a for a in store_of(lab.engine).activities(instance.id) if a["outcome"] == Outcome.WOKE.value]
             assert woke["started_at"] >= instance.wake_at
             lateness.append(woke["started_at"] - instance.wake_at)
         assert max(lateness) < 10
         assert all(lab.calls()[f"d{i}:after"] == 1 for i in range(5))
-        assert all(0 < lab.engine.store.ttl(iid) <= RETENTION_SECONDS for iid in ids)
+        assert all(0 < store_of(lab.engine).ttl(iid) <= RETENTION_SECONDS for iid in ids)
         print(f"\nscenario 7 (3-day wait, clock moved 2 days, all nodes and Redis killed): {figures.line()}; "
               f"woke {min(lateness):.1f}-{max(lateness):.1f}s after the wake time; live TTL -1, finished TTL "
-              f"{lab.engine.store.ttl(ids[0])}s")
+              f"{store_of(lab.engine).ttl(ids[0])}s")

@@ -21,12 +21,13 @@ import pytest
 from engine.broker import RedisQueueEnqueuer
 from engine.model import Outcome
 from engine.ops.fleet import FleetSpec
+from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
 
 def _acts(lab: FaultLab, iid: str, outcome: Outcome) -> list[dict]:
-    return [a for a in lab.engine.store.activities(iid) if a["outcome"] == outcome.value]
+    return [a for a in store_of(lab.engine).activities(iid) if a["outcome"] == outcome.value]
 
 
 def test_sigkill_of_a_prefork_child_mid_step_and_after_apply_before_ack(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_sigkill_of_a_prefork_child_mid_step_and_after_apply_before_ack(tmp_path
         lab.wait_terminal(ids, timeout=120)
         lab.wait_until(lambda: _acts(lab, lingerer, Outcome.NOOP), 60, "the redelivery of the acked-late step")
         recovered = time.monotonic() - began
-        figures = check_invariants(lab.engine.store, ids, "child-kill")
+        figures = check_invariants(store_of(lab.engine), ids, "child-kill")
         calls = lab.calls()
         assert calls[f"{key}:b"] == 2  # the killed execution, then the redelivered one
         assert sum(n for k, n in calls.items() if k.endswith(":b")) == 9
@@ -86,12 +87,12 @@ def test_sigkill_of_a_whole_worker_node(tmp_path: Path) -> None:
         lab.start_node("faults")
         lab.wait_terminal(ids, timeout=150)
         recovered = time.monotonic() - killed_at
-        figures = check_invariants(lab.engine.store, ids, "node-kill")
+        figures = check_invariants(store_of(lab.engine), ids, "node-kill")
         assert held and figures.sweeper_resends + figures.liveness_resends + figures.noops >= 1
         lab.wait_until(lambda: all(d.held is True for d in broker.deliveries()), 60,
                        "the dead node's deliveries to leave kombu's unacked hash")
         assert not {d.tag for d in held} & {d.tag for d in broker.deliveries()}
-        final = check_invariants(lab.engine.store, ids, "node-kill")
+        final = check_invariants(store_of(lab.engine), ids, "node-kill")
         print(f"\nscenario 1 (node kill): killed {len(pids)} processes; step messages held by the dead node "
               f"{len(held)}; {final.line()}; all done {recovered:.1f}s after the kill; unacked hash: "
               f"{lab.client.hlen(f'{lab.prefix}:q:unacked')} entries, all of live consumers")

@@ -20,6 +20,7 @@ from pathlib import Path
 from engine.model import Outcome
 from engine.ops.fleet import FleetSpec
 from engine.runtime.concerns.liveness import process_of
+from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
@@ -31,7 +32,7 @@ RECOVERY_BOUND = 15.0
 def _held_by(lab: FaultLab, pids: set[int]) -> dict[str, tuple[int, int]]:
     """Instance id -> (seq, attempt) of every started step whose carrier is one of ``pids``."""
     out = {}
-    for step in lab.engine.store.started_steps(1000):
+    for step in store_of(lab.engine).started_steps(1000):
         process = process_of(step.carrier)
         if process is not None and int(process.rpartition(":")[2]) in pids:
             out[step.id] = (step.seq, step.attempt)
@@ -39,7 +40,7 @@ def _held_by(lab: FaultLab, pids: set[int]) -> dict[str, tuple[int, int]]:
 
 
 def _acts(lab: FaultLab, iid: str, outcome: Outcome) -> list[dict]:
-    return [a for a in lab.engine.store.activities(iid) if a["outcome"] == outcome.value]
+    return [a for a in store_of(lab.engine).activities(iid) if a["outcome"] == outcome.value]
 
 
 def test_a_killed_nodes_started_steps_move_again_within_seconds(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_a_killed_nodes_started_steps_move_again_within_seconds(tmp_path: Path) 
         lab.kill_node("faults")  # not restarted: the spare node takes the steps over
 
         def moved() -> bool:
-            now = {i.id: i for i in lab.engine.store.load_many(list(held))}
+            now = {i.id: i for i in store_of(lab.engine).load_many(list(held))}
             return all(iid in now and (now[iid].status.is_terminal or now[iid].seq > seq)
                        for iid, (seq, _attempt) in held.items())
 
@@ -65,7 +66,7 @@ def test_a_killed_nodes_started_steps_move_again_within_seconds(tmp_path: Path) 
         lab.wait_until(moved, RECOVERY_BOUND, lambda: f"the killed node's steps {held} to move again")
         recovered = time.monotonic() - killed_at
         lab.wait_terminal(ids, timeout=120)
-        figures = check_invariants(lab.engine.store, ids, "liveness-kill")
+        figures = check_invariants(store_of(lab.engine), ids, "liveness-kill")
         calls = lab.calls()
         for iid, (seq, attempt) in held.items():
             resent = [a for a in _acts(lab, iid, Outcome.RETRY) if a["seq"] == seq]
@@ -101,8 +102,8 @@ def test_a_stalled_worker_whose_step_was_resent_ends_as_a_recorded_noop(tmp_path
         finally:
             os.kill(stalled, signal.SIGCONT)
         lab.wait_until(lambda: _acts(lab, iid, Outcome.NOOP), 60, "the resumed worker's step to end as a no-op")
-        figures = check_invariants(lab.engine.store, [iid], "liveness-stop")
-        history = [a for a in lab.engine.store.activities(iid) if a["seq"] == seq_b]
+        figures = check_invariants(store_of(lab.engine), [iid], "liveness-stop")
+        history = [a for a in store_of(lab.engine).activities(iid) if a["seq"] == seq_b]
         assert [a["outcome"] for a in history] == ["retry", "applied", "noop"], history
         retry, applied, noop = history
         assert retry["error"].startswith("worker lost:") and f":{stalled}" in retry["error"]

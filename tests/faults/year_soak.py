@@ -42,6 +42,7 @@ from typing import Any
 
 from engine.ops.archive import archive_runs
 from engine.ops.fleet import FleetSpec
+from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.calendars import market_open, trading_days
 from portfolio_manager.config import PMSettings
@@ -169,7 +170,7 @@ def run_soak(root: Path, days: int = DAYS, report: Any = print) -> Figures:
     figures = Figures()
     archive = root / "archive"
     with fault_lab(root, nodes(), env=env) as lab:
-        lab.engine.store.retention_seconds = RETENTION_SECONDS  # the soak's own process, as the workers
+        store_of(lab.engine).retention_seconds = RETENTION_SECONDS  # the soak's own process, as the workers
         settings = PMSettings(redis_url=lab.redis.url, prefix=pm_prefix, retention_days=RETENTION_SECONDS / 86400)
         svc = build_services(settings, client=lab.client)
         seed_book(svc.book, BOOK_ACCOUNTS, 11, START, GeneratorConfig(broken_share=0.0))

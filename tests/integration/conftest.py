@@ -24,9 +24,7 @@ from engine.app import sender_app as engine_sender_app
 from engine.broker import CeleryEnqueuer
 from engine.model import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import delete_prefix
+from engine.testing import delete_prefix, make_store, store_of
 
 if TYPE_CHECKING:
     from portfolio_manager.generator import SeedSummary
@@ -51,7 +49,7 @@ class LiveFleet:
         """Wait until every instance in ``ids`` satisfies ``until`` (terminal by default)."""
         end = time.monotonic() + timeout
         while True:
-            instances = self.engine.store.load_many(ids)
+            instances = store_of(self.engine).load_many(ids)
             if len(instances) == len(ids) and all(until(i.status) for i in instances):
                 return instances
             if time.monotonic() > end:
@@ -92,7 +90,7 @@ def live(redis_url: str) -> Iterator[LiveFleet]:
     """Workers for the engine queue (threads) and the itest queue (prefork, 2 children) plus beat."""
     prefix = f"tfit-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
-    store = RedisStore(client, Keys(prefix), retention_seconds=600)
+    store = make_store(client, prefix, 600)
     engine = Engine(store, CeleryEnqueuer(sender_app(redis_url, prefix)))
     specs = [FleetSpec("engine", "threads", 4), FleetSpec("itest", "prefork", 2)]
     fleet = Fleet(specs, beat=True, env=fleet_env(redis_url, prefix), loglevel="INFO")
@@ -134,7 +132,7 @@ def seed_pm_book(redis_url: str, name: str, accounts: int, seed: int, broken_sha
     env = {**fleet_env(redis_url, prefix), "TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
            "TRADEFLOW_PM_PREFIX": settings.prefix, "TRADEFLOW_MORNING_RUN": "0",
            "TRADEFLOW_PM_BROKER_LATENCY": str(broker_latency)}
-    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
+    engine = Engine(make_store(client, prefix, 600),
                     CeleryEnqueuer(sender_app(redis_url, prefix)))
     svc = build_services(settings, client=client)
     run_date = last_session()

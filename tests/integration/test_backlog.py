@@ -26,11 +26,7 @@ from engine.broker import CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus, Outcome
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
-from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import delete_prefix
+from engine.testing import FULL_CHECK_PERIODS, IDLE_PAUSE_SECONDS, delete_prefix, make_store, store_of
 from tests.integration.conftest import LiveFleet, fleet_env, sender_app
 
 pytestmark = pytest.mark.integration
@@ -44,7 +40,7 @@ def single(redis_url: str) -> Iterator[LiveFleet]:
     """The engine fleet (threads: timers, sweeper, reconciliation), beat, and ONE itest worker thread."""
     prefix = f"tfbl-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
-    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
+    engine = Engine(make_store(client, prefix, 600),
                     CeleryEnqueuer(sender_app(redis_url, prefix)))
     fleet = Fleet([FleetSpec("engine", "threads", 2), FleetSpec("itest", "threads", 1)], beat=True,
                   env=fleet_env(redis_url, prefix), loglevel="INFO")
@@ -122,7 +118,7 @@ def test_a_deep_queue_is_drained_by_the_worker_it_was_delivered_to(single: LiveF
     before = _received(log)
     app = sender_app(redis_url, single.prefix)
     app.conf.tradeflow_redis_url = redis_url
-    direct = Engine(single.engine.store, RedisQueueEnqueuer.for_app(app, single.client))
+    direct = Engine(store_of(single.engine), RedisQueueEnqueuer.for_app(app, single.client))
     time.sleep(IDLE_PAUSE_SECONDS + 0.5)  # the worker found the queue empty after the last test: let that pause end
     ids = direct.start_many("one-step", [{"key": f"dr{i}", "sleep": 0} for i in range(count)], run="drained")
     instances = single.wait(ids, timeout=120)
@@ -149,7 +145,7 @@ def test_a_killed_nodes_deliveries_hide_no_lost_message_and_leave_no_stale_entry
     prefix = f"tfbk-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     app = sender_app(redis_url, prefix)
-    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600), CeleryEnqueuer(app))
+    engine = Engine(make_store(client, prefix, 600), CeleryEnqueuer(app))
     broker = RedisQueueEnqueuer.for_app(app, client)
     env = fleet_env(redis_url, prefix)
     every = float(env["TRADEFLOW_RECONCILE_SECONDS"])

@@ -1,6 +1,6 @@
 """The memory benchmark's arithmetic on a real Redis (database 14, a prefix of its own).
 
-Instances are written by hand in the engine's key layout (``engine.store.keys.Keys``), with known
+Instances are written by hand in the engine's key layout (the key names of ``engine.ops.inspect.Inspector``), with known
 payloads, so that every figure of the breakdown can be checked against what was written.
 """
 
@@ -14,12 +14,12 @@ import redis
 
 from bench.memory import MemoryProbe, footprint, index_bytes, key_bytes
 from engine.api import RunProgress
-from engine.store.keys import Keys
+from engine.ops.inspect import Inspector
 
 RUN = "r1"
 
 
-def _instance(client: redis.Redis, keys: Keys, iid: str, status: str, big: int) -> None:
+def _instance(client: redis.Redis, keys: Inspector, iid: str, status: str, big: int) -> None:
     client.hset(keys.instance(iid), mapping={"id": iid, "status": status, "data": json.dumps({"account_id": iid}),
                                              "c:fetch": json.dumps({"lots": ["x" * 10] * big})})
     client.rpush(keys.activities(iid), json.dumps({"node": "fetch", "seq": 1}),
@@ -28,7 +28,7 @@ def _instance(client: redis.Redis, keys: Keys, iid: str, status: str, big: int) 
 
 
 def test_footprint_counts_every_field_and_record_as_written(real_redis: redis.Redis, key_prefix: str) -> None:
-    keys = Keys(key_prefix)
+    keys = Inspector(real_redis, key_prefix)
     _instance(real_redis, keys, "a", "succeeded", 10)
     _instance(real_redis, keys, "b", "succeeded", 30)
     prints = footprint(real_redis, keys, ["a", "b"])
@@ -50,13 +50,13 @@ def test_footprint_counts_every_field_and_record_as_written(real_redis: redis.Re
 
 
 def test_missing_keys_count_zero_and_no_sample_is_empty(real_redis: redis.Redis, key_prefix: str) -> None:
-    keys = Keys(key_prefix)
+    keys = Inspector(real_redis, key_prefix)
     assert key_bytes(real_redis, [keys.instance("nobody")]) == [0]
     assert footprint(real_redis, keys, []).total == 0
 
 
 def test_finished_total_is_hash_plus_list_plus_index_share(real_redis: redis.Redis, key_prefix: str) -> None:
-    keys = Keys(key_prefix)
+    keys = Inspector(real_redis, key_prefix)
     for i in range(6):
         _instance(real_redis, keys, f"f{i}", "succeeded" if i % 3 else "failed", 5 + i)
     _instance(real_redis, keys, "live", "running", 5)
@@ -79,7 +79,7 @@ def test_finished_total_is_hash_plus_list_plus_index_share(real_redis: redis.Red
 
 def test_live_sample_waits_for_half_the_run_and_counts_live_instances_only(real_redis: redis.Redis,
                                                                           key_prefix: str) -> None:
-    keys = Keys(key_prefix)
+    keys = Inspector(real_redis, key_prefix)
     _instance(real_redis, keys, "done", "succeeded", 5)
     _instance(real_redis, keys, "w", "waiting", 5)
     _instance(real_redis, keys, "r", "running", 50)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.model import InstanceStatus
+from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.allocation import Request, allocate
 from portfolio_manager.blocks import block_key
@@ -46,7 +47,7 @@ def planned(m: Morning, run: str, **options: object) -> list[str]:
 
 def wait_terminal(m: Morning, run: str, accounts: list[str], timeout: float = 120) -> None:
     ids = [instance_id_for(run, a) for a in accounts]
-    m.wait_until(lambda: all(i.status.is_terminal for i in m.engine.store.load_many(ids)), timeout, f"{run} to end")
+    m.wait_until(lambda: all(i.status.is_terminal for i in store_of(m.engine).load_many(ids)), timeout, f"{run} to end")
 
 
 def blocks_of(m: Morning, run: str) -> dict[str, object]:

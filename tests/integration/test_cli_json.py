@@ -14,9 +14,7 @@ import redis
 from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import delete_prefix
+from engine.testing import delete_prefix, make_store
 from tests.faults.harness import chain_definition
 
 BIN = Path(sys.executable).parent
@@ -37,7 +35,7 @@ def _json(args: list[str], env: dict[str, str]) -> object:
 
 
 def test_runs_and_list_print_json(real_redis: redis.Redis, redis_url: str, key_prefix: str, tmp_path: Path) -> None:
-    engine = Engine(RedisStore(real_redis, Keys(key_prefix)), MemoryEnqueuer())
+    engine = Engine(make_store(real_redis, key_prefix), MemoryEnqueuer())
     engine.publish(load_definition(json.dumps(chain_definition("chain", ["a"]))))
     ids = engine.start_many("chain", [{"key": "k1"}, {"key": "k2"}], run="nightly")
     engine.cancel(ids[1], reason="test")

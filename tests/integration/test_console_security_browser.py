@@ -38,9 +38,7 @@ from engine.api import Engine
 from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.ops.embedded import free_port
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import delete_prefix
+from engine.testing import delete_prefix, make_store
 from tests.integration.conftest import ROOT, fleet_env, sender_app
 from tests.integration.test_console_browser import CHROMIUM, CHROMIUM_ARGS, _wait_http
 
@@ -82,7 +80,7 @@ class Console:
 def console(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     prefix = f"tfit-consec-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
-    engine = Engine(RedisStore(client, Keys(prefix), retention_seconds=600),
+    engine = Engine(make_store(client, prefix, 600),
                     CeleryEnqueuer(sender_app(redis_url, prefix)))
     for document in (REVIEW, BLOCK):
         engine.publish(load_definition(json.dumps(document)), alias="production")

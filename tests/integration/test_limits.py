@@ -9,6 +9,7 @@ import pytest
 
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
+from engine.testing import store_of
 from tests.integration.conftest import LiveFleet
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_500_steps_at_50_a_second_across_workers_and_others_flow_meanwhile(live:
     # meanwhile another workflow's steps go through the same workers
     others = [engine.start("free", {"key": "other"}, run="free") for _ in range(20)]
     live.wait(others, timeout=60)
-    assert sum(i.status is InstanceStatus.SUCCEEDED for i in engine.store.load_many(ids)) < 500
+    assert sum(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids)) < 500
     assert engine.run_limited("limited").get("rate: api", 0) > 0  # the run page's count
     live.wait(ids, timeout=120)
     finished_other = max(float(x) for x in client.lrange(f"{prefix}:finished:other", 0, -1))
@@ -46,7 +47,7 @@ def test_500_steps_at_50_a_second_across_workers_and_others_flow_meanwhile(live:
     assert max(per_second.values()) <= 50, per_second
     # at most `burst` calls in any window of burst/per_second (1 s): the 500 span at least 9 windows
     assert max(per_second) - min(per_second) >= 9, per_second
-    assert all(i.status is InstanceStatus.SUCCEEDED for i in engine.store.load_many(ids))
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids))
     assert engine.run_limited("limited") == {}
     [state] = [s for s in engine.limits() if s.name == "api"]
     assert state.parked == 0 and state.waits > 0
@@ -59,7 +60,7 @@ def test_a_concurrency_key_of_one_never_runs_two_members_at_once(live: LiveFleet
         nodes=("a", "b")))))
     ids = [engine.start("household", {"key": f"hh-{n % 3}"}, run="households") for n in range(30)]
     live.wait(ids, timeout=120)
-    assert all(i.status is InstanceStatus.SUCCEEDED for i in engine.store.load_many(ids))
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids))
     most = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:most-inside").items()}
     assert most == {"hh-0": 1, "hh-1": 1, "hh-2": 1}
     assert all(s.holders == 0 and s.parked == 0 for s in engine.limits() if s.kind == "concurrency")

@@ -21,6 +21,7 @@ from engine import Principal
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
 from engine.model import InstanceStatus
+from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.config import PMSettings
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
@@ -51,7 +52,7 @@ def planned(m: Morning, run: str, limit: int, version: int | str = "production",
 
 def wait_terminal(m: Morning, run: str, accounts: list[str]) -> None:
     ids = [instance_id_for(run, a) for a in accounts]
-    m.wait_until(lambda: all(i.status.is_terminal for i in m.engine.store.load_many(ids)), 60, f"{run} to end")
+    m.wait_until(lambda: all(i.status.is_terminal for i in store_of(m.engine).load_many(ids)), 60, f"{run} to end")
 
 
 def orders_of(m: Morning, run: str, accounts: list[str]) -> Counter:

@@ -15,7 +15,7 @@ import pytest
 
 from engine.definitions.validation import load_definition
 from engine.model import InstanceStatus
-from engine.runtime.outcomes import step_message
+from engine.testing import enqueuer_of, step_message, store_of
 from tests.integration.conftest import LiveFleet
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def test_many_instances_complete_and_failures_stay_in_their_instance(live: LiveF
     assert all(i.status is InstanceStatus.SUCCEEDED for i in ok)
     assert live.engine.progress("many").counts["succeeded"] == 198
     assert applied_nodes(live, ids[0]) == ["a", "b", "c"]
-    ttls = [live.engine.store.ttl(i) for i in ids[:20]]
+    ttls = [store_of(live.engine).ttl(i) for i in ids[:20]]
     assert all(0 < t <= 600 for t in ttls)  # finished instances expire...
 
 
@@ -90,7 +90,7 @@ def test_live_instances_have_no_ttl(live: LiveFleet) -> None:
     """...live ones never do."""
     ids = live.engine.start_many("napper", [{"key": "live-ttl"}], run="ttl")
     assert live.engine.get(ids[0]).status is InstanceStatus.WAITING
-    assert live.engine.store.ttl(ids[0]) == -1
+    assert store_of(live.engine).ttl(ids[0]) == -1
     live.wait(ids)
 
 
@@ -99,7 +99,7 @@ def test_a_step_delivered_twice_applies_once(live: LiveFleet) -> None:
     iid = live.engine.start("sleepy", {"key": "dup", "sleep": 0.5}, run="dup")
     definition = live.engine.definition("sleepy")
     message = step_message("slow", definition.nodes["slow"], iid, 1, 1)
-    live.engine.enqueuer.enqueue(message)  # a duplicate of the first step, while it runs
+    enqueuer_of(live.engine).enqueue(message)  # a duplicate of the first step, while it runs
     [inst] = live.wait([iid])
     assert inst.status is InstanceStatus.SUCCEEDED
     assert applied_nodes(live, iid) == ["slow", "after"]
@@ -133,9 +133,9 @@ def test_pause_and_resume_a_run_in_bulk(live: LiveFleet) -> None:
     result = live.engine.bulk("pause", "pausing")
     assert result.done > 0
     time.sleep(1.5)  # steps in flight finish and are recorded; nothing more is sent
-    frozen = {i.id: i.seq for i in live.engine.store.load_many(ids) if i.status is InstanceStatus.PAUSED}
+    frozen = {i.id: i.seq for i in store_of(live.engine).load_many(ids) if i.status is InstanceStatus.PAUSED}
     time.sleep(1.0)
-    assert {i.id: i.seq for i in live.engine.store.load_many(list(frozen))} == frozen
+    assert {i.id: i.seq for i in store_of(live.engine).load_many(list(frozen))} == frozen
     live.engine.bulk("resume", "pausing")
     instances = live.wait(ids)
     assert all(i.status is InstanceStatus.SUCCEEDED for i in instances)
@@ -147,7 +147,7 @@ def test_retry_and_cancel_on_live_workers(live: LiveFleet) -> None:
     iid = live.engine.start("abc", {"key": "r1", "mode": "raise"}, run="retry")
     [inst] = live.wait([iid])
     assert inst.status is InstanceStatus.FAILED
-    live.client.hset(live.engine.store.keys.instance(iid), "data", json.dumps({"key": "r1"}))
+    live.client.hset(store_of(live.engine).keys.instance(iid), "data", json.dumps({"key": "r1"}))
     live.engine.retry(iid, reason="data fixed")
     [inst] = live.wait([iid])
     assert inst.status is InstanceStatus.SUCCEEDED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,7 +142,11 @@ def test_an_unknown_role_is_named_with_its_json_pointer_and_the_declared_set() -
     assert "no role is declared: set TRADEFLOW_ROLES" in nothing_declared[1]
 
 
-def test_the_declared_roles_come_from_the_environment_and_the_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_declared_roles_come_from_the_environment_and_the_plugins(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
     from engine.config import Settings
     from engine.roles import declared_roles
 
@@ -149,11 +154,17 @@ def test_the_declared_roles_come_from_the_environment_and_the_plugins(monkeypatc
     assert "auditor" in declared_roles(Settings.from_env({"TRADEFLOW_ROLES": "auditor, , risk"}))
     body = guarded()
     body["nodes"]["review"]["signals"]["approve"]["roles"] = ["risk"]
+    configured = Settings.from_env({"TRADEFLOW_ROLES": "risk"})  # what an edge reads and passes in
+    assert load_definition(json.dumps(body), roles=lambda: declared_roles(configured)).nodes["review"].spec(
+        "approve").roles == ["risk"]
     monkeypatch.setenv("TRADEFLOW_ROLES", "risk")
-    assert load_definition(json.dumps(body)).nodes["review"].spec("approve").roles == ["risk"]  # the default set
-    monkeypatch.delenv("TRADEFLOW_ROLES")
     with pytest.raises(DefinitionError, match="unknown role 'risk'"):
-        load_definition(json.dumps(body))
+        load_definition(json.dumps(body))  # without roles: the plugins' only (nothing below the edges reads the env)
+    path = tmp_path / "guarded.json"
+    path.write_text(json.dumps(body))
+    assert CliRunner().invoke(main, ["definitions", "validate", str(path)]).exit_code == 0  # the CLI's edge reads it
+    monkeypatch.delenv("TRADEFLOW_ROLES")
+    assert CliRunner().invoke(main, ["definitions", "validate", str(path)]).exit_code == 1
 
 
 def test_a_quorum_must_count_a_signal_of_its_node_with_a_valid_count() -> None:

@@ -23,9 +23,7 @@ from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed
 from engine.service import ActionRegistry, Transition, action
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, make_store
 
 ACTIONS = ActionRegistry()
 PASSWORD = "correct horse battery"
@@ -87,7 +85,7 @@ def csrf_of(html: str) -> str:
 
 @pytest.fixture
 def site(real_redis: redis.Redis, key_prefix: str) -> Iterator[Site]:
-    engine = Engine(RedisStore(real_redis, Keys(key_prefix)), MemoryEnqueuer())
+    engine = Engine(make_store(real_redis, key_prefix), MemoryEnqueuer())
     engine.publish(load_definition(__import__("json").dumps(FLOW)), alias="production")
     keys = ConsoleKeys.under(key_prefix)
     clock = Clock()

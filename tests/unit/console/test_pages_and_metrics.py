@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 from console.burndown import Burndown, BurndownStore, burndown_svg
 from console.config import ConsoleSettings
 from engine.api import RunProgress
-from engine.runtime.concerns.metrics import StepMetrics
+from engine.config import Settings
+from engine.testing import StepMetrics, store_of
 from tests.unit.console.conftest import Site, csrf_of
 
 
@@ -58,7 +59,7 @@ def test_validation_before_publishing(site: Site) -> None:
 
 
 def test_step_metrics_flush_in_one_batch_and_render_at_metrics(site: Site) -> None:
-    store = site.ctx.engine.store
+    store = store_of(site.ctx.engine)
     ticks = [0.0]
     metrics = StepMetrics(store.add_step_metrics, interval=5.0, clock=lambda: ticks[0])
     metrics.step("flow", "check", "applied", 0.02)
@@ -116,10 +117,10 @@ def test_the_demo_user_gets_a_generated_password_unless_one_is_given(site: Site,
         users = site.ctx.users
 
     monkeypatch.setattr("console.app.build_context", lambda *_, **__: Ctx)
-    user, password, generated = demo.ensure_demo_user(ConsoleSettings.from_env({}))
+    user, password, generated = demo.ensure_demo_user(ConsoleSettings.from_env({}), Settings())
     assert generated and len(password) >= 12 and site.ctx.users.verify(user, password) is not None
     chosen = ConsoleSettings.from_env({"TRADEFLOW_DEMO_PASSWORD": "chosen by the operator"})
-    user, password, generated = demo.ensure_demo_user(chosen)
+    user, password, generated = demo.ensure_demo_user(chosen, Settings())
     assert not generated and site.ctx.users.verify(user, "chosen by the operator") is not None
 
 

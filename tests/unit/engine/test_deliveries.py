@@ -16,6 +16,7 @@ from engine.runtime.deliveries import count_messages, settle
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import runtime_of
 
 FLOW = {
     "name": "two", "start": "a",
@@ -63,7 +64,7 @@ def test_only_live_deliveries_of_steps_queued_at_that_key_count_and_gone_ones_ar
     def ok(node: Any, payload: Any) -> Transition:
         return Transition("ok")
 
-    engine.runtime.run_step(moved, "a", 1, 1, ok)  # now at b, seq 2: a message for a/1 can only be a no-op
+    runtime_of(engine).run_step(moved, "a", 1, 1, ok)  # now at b, seq 2: a message for a/1 can only be a no-op
     store.start(started, "a", 1, 1, 1.0)  # a worker runs it: its message is no queued step's any more
     deliveries = [
         _delivery("live-queued", (queued, "a", 1, 1), True),  # counts

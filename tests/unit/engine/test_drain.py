@@ -24,6 +24,7 @@ from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS, Drain
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import runtime_of, store_of
 
 ONE_STEP = {
     "name": "one-step",
@@ -114,7 +115,7 @@ def celery_app(redis_url: str, key_prefix: str) -> Celery:
 def _engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str, limit: int) -> Engine:
     enqueuer = RedisQueueEnqueuer.for_app(celery_app, real_redis)
     engine = Engine(RedisStore(real_redis, Keys(key_prefix)), enqueuer)
-    engine.runtime.drain = Drain(enqueuer, limit)
+    runtime_of(engine).drain = Drain(enqueuer, limit)
     engine.publish(load_definition(json.dumps(ONE_STEP)))
     return engine
 
@@ -127,10 +128,10 @@ def test_each_step_taken_runs_once_with_its_own_record(celery_app: Celery, real_
 
     def work(node: Any, payload: Any) -> Transition:
         calls.append(payload)
-        assert engine.store.queued_count() == 6 - len(calls)  # started before it runs: no longer queued
+        assert store_of(engine).queued_count() == 6 - len(calls)  # started before it runs: no longer queued
         return Transition("ok")
 
-    assert engine.runtime.after_delivery("svc", lambda task: task == "svc.work", work, None) == 4
+    assert runtime_of(engine).after_delivery("svc", lambda task: task == "svc.work", work, None) == 4
     assert len(calls) == 4
     done = [engine.get(iid) for iid in ids]
     assert [i.status for i in done].count(InstanceStatus.SUCCEEDED) == 4
@@ -138,7 +139,7 @@ def test_each_step_taken_runs_once_with_its_own_record(celery_app: Celery, real_
         if instance.status is InstanceStatus.SUCCEEDED:
             assert [a["outcome"] for a in engine.activities(instance.id)] == [Outcome.STARTED.value,
                                                                              Outcome.APPLIED.value]
-    assert engine.runtime.enqueuer.count(["svc"]) == 2  # the other two still wait in the queue
+    assert runtime_of(engine).enqueuer.count(["svc"]) == 2  # the other two still wait in the queue
 
 
 def test_an_error_leaves_the_steps_not_taken_in_the_queue(celery_app: Celery, real_redis: redis.Redis,
@@ -150,6 +151,6 @@ def test_an_error_leaves_the_steps_not_taken_in_the_queue(celery_app: Celery, re
         raise KeyboardInterrupt  # the worker is being stopped while it runs the first one
 
     with pytest.raises(KeyboardInterrupt):
-        engine.runtime.after_delivery("svc", lambda task: True, stopping, None)
-    assert engine.runtime.enqueuer.count(["svc"]) == 2
-    assert engine.store.queued_count() == 2  # the one in hand was started: its deadline covers it
+        runtime_of(engine).after_delivery("svc", lambda task: True, stopping, None)
+    assert runtime_of(engine).enqueuer.count(["svc"]) == 2
+    assert store_of(engine).queued_count() == 2  # the one in hand was started: its deadline covers it

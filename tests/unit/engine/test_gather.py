@@ -30,7 +30,7 @@ from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, store_of
 
 ACTIONS = ActionRegistry()
 CALLS: list[dict[str, Any]] = []
@@ -277,7 +277,7 @@ def test_a_kept_answer_is_applied_again_never_asked_again(engine: Engine, driver
     message = driver.queue.pop()
     batch_id = message.instance_id
     # a worker asked the action and kept its answer, then died before applying it
-    engine.store.batch_answer(batch_id, {"members": {ids[0]: {"transition": "ok", "data": {"total": 1}},
+    store_of(engine).batch_answer(batch_id, {"members": {ids[0]: {"transition": "ok", "data": {"total": 1}},
                                                      ids[1]: {"transition": "small", "data": {"share": 2}}}},
                               {"event": "answered"})
     clock.advance(60 + 6)  # past the step's deadline: the timers send it again
@@ -312,23 +312,23 @@ def test_a_cancelled_member_withdraws_before_the_close(engine: Engine, driver: D
 
 def backdate(engine: Engine, batch_id: str) -> None:
     """Make the batch look opened an hour (the retention) and a second earlier: its index score."""
-    client, index = engine.store.client, engine.store.keys.batches
+    client, index = store_of(engine).client, store_of(engine).keys.batches
     client.zadd(index, {batch_id: client.zscore(index, batch_id) - 3601}, xx=True)
 
 
 def expire(engine: Engine, batch_id: str) -> None:
     """What Redis does once an applied batch's TTL has run out (an hour on): its keys are gone."""
-    k = engine.store.keys
+    k = store_of(engine).keys
     keys = [k.batch(batch_id), k.batch_members(batch_id), k.batch_inputs(batch_id), k.batch_runs(batch_id),
             k.batch_activities(batch_id)]
-    assert all(0 < engine.store.client.ttl(key) <= 3600 for key in keys)  # they do expire, with the retention
-    engine.store.client.delete(*keys)
+    assert all(0 < store_of(engine).client.ttl(key) <= 3600 for key in keys)  # they do expire, with the retention
+    store_of(engine).client.delete(*keys)
     backdate(engine, batch_id)
 
 
 def indexed(engine: Engine) -> set[str]:
     return {b.decode() if isinstance(b, bytes) else b
-            for b in engine.store.client.zrange(engine.store.keys.batches, 0, -1)}
+            for b in store_of(engine).client.zrange(store_of(engine).keys.batches, 0, -1)}
 
 
 def test_expired_batches_leave_the_index_when_it_is_read_or_a_batch_is_applied(engine: Engine,
@@ -341,8 +341,8 @@ def test_expired_batches_leave_the_index_when_it_is_read_or_a_batch_is_applied(e
     backdate(engine, still_open)
     expire(engine, expired)
     assert indexed(engine) == {expired, still_open}
-    opened = engine.store.client.zscore(engine.store.keys.batches, expired)
-    assert engine.store.trim_batch_index(now=opened + 3600 - 1) == 0  # no batch expires sooner after opening
+    opened = store_of(engine).client.zscore(store_of(engine).keys.batches, expired)
+    assert store_of(engine).trim_batch_index(now=opened + 3600 - 1) == 0  # no batch expires sooner after opening
     assert [b.id for b in engine.batches()] == [still_open]  # listing trims; the open one stays, however old
     assert indexed(engine) == {still_open}
     go(engine, driver, start(engine, driver, [1, 2], run="c"))

@@ -25,7 +25,7 @@ from engine.runtime.concerns.inline import carrier_died
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, enqueuer_of, runtime_of
 
 ACTIONS = ActionRegistry()
 CALLS: list[str] = []
@@ -106,7 +106,7 @@ def test_without_inline_every_step_is_a_message(engine: Engine) -> None:
 
 
 def test_the_chain_stops_at_inline_steps(engine: Engine) -> None:
-    engine.runtime.inline_steps = 1
+    runtime_of(engine).inline_steps = 1
     driver = Driver(engine, ACTIONS, inline=True)
     engine.start("chain", {})
     assert driver.run_until_idle() == 4  # a carries b; c needs a message of its own
@@ -137,9 +137,9 @@ def _dead_pid() -> int:
 def test_a_redelivery_takes_over_the_chain_of_a_worker_that_died(engine: Engine) -> None:
     driver = Driver(engine, ACTIONS, inline=True)
     iid = engine.start("chain", {})
-    first = engine.enqueuer.messages[0][0]
-    this_process = engine.runtime.process
-    engine.runtime.process = f"{socket.gethostname()}:{_dead_pid()}"  # the worker that is about to die
+    first = enqueuer_of(engine).messages[0][0]
+    this_process = runtime_of(engine).process
+    runtime_of(engine).process = f"{socket.gethostname()}:{_dead_pid()}"  # the worker that is about to die
 
     def die() -> None:
         raise WorkerDied
@@ -147,10 +147,10 @@ def test_a_redelivery_takes_over_the_chain_of_a_worker_that_died(engine: Engine)
     BEHAVIOUR["c"] = die
     with pytest.raises(WorkerDied):
         driver.step()  # a and b applied; the worker died inside c
-    assert not engine.enqueuer.messages  # c had no message of its own: only the sweeper would find it...
+    assert not enqueuer_of(engine).messages  # c had no message of its own: only the sweeper would find it...
     instance = engine.get(iid)
-    assert (instance.node, instance.seq) == ("c", 3) and instance.carrier == f"a:1:1@{engine.runtime.process}"
-    engine.runtime.process = this_process
+    assert (instance.node, instance.seq) == ("c", 3) and instance.carrier == f"a:1:1@{runtime_of(engine).process}"
+    runtime_of(engine).process = this_process
     driver.deliver(first)  # ... but the broker redelivers a's unacknowledged message at once
     driver.run_until_idle()
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED
@@ -165,7 +165,7 @@ def test_a_redelivery_takes_over_the_chain_of_a_worker_that_died(engine: Engine)
 def test_a_duplicate_of_the_carrier_leaves_a_living_carrier_alone(engine: Engine) -> None:
     driver = Driver(engine, ACTIONS, inline=True)
     iid = engine.start("chain", {})
-    first = engine.enqueuer.messages[0][0]
+    first = enqueuer_of(engine).messages[0][0]
     duplicates: list[Any] = []
     BEHAVIOUR["c"] = lambda: duplicates.append(driver.deliver(first))  # delivered again while c runs
     driver.run_until_idle()

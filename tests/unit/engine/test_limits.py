@@ -19,7 +19,7 @@ from engine.runtime.concerns.limits import LIMIT_TIMER
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, runtime_of, store_of
 
 ACTIONS = ActionRegistry()
 CALLS: list[tuple[str, str]] = []
@@ -65,7 +65,7 @@ def drive(driver: Driver, clock: ManualClock, until: float = 10.0) -> None:
     end = time.monotonic() + until
     while time.monotonic() < end:
         driver.run_until_idle()
-        if not driver.engine.store.client.zcard(driver.engine.store.keys.timers):
+        if not store_of(driver.engine).client.zcard(store_of(driver.engine).keys.timers):
             return
         time.sleep(0.02)
         clock.advance(0.05)
@@ -169,13 +169,13 @@ def test_rate_limited_steps_park_without_running_and_all_finish(engine: Engine, 
     parked = [engine.get(iid) for iid in ids if engine.get(iid).status is InstanceStatus.WAITING]
     assert len(CALLS) == 5 and len(parked) == 15
     assert {p.waiting_for for p in parked} == {"rate: api"} and {p.timer for p in parked} == {LIMIT_TIMER}
-    assert engine.store.run_limited(engine.get(ids[0]).run) == {"rate: api": 15}
+    assert store_of(engine).run_limited(engine.get(ids[0]).run) == {"rate: api": 15}
     limited = [a for a in engine.activities(parked[0].id) if a["outcome"] == Outcome.LIMITED]
     assert limited and limited[0]["reason"].startswith("rate: api")
     drive(driver, clock)
     assert all(engine.get(iid).status is InstanceStatus.SUCCEEDED for iid in ids)
     assert len(CALLS) == 20
-    assert engine.store.run_limited(engine.get(ids[0]).run) == {}
+    assert store_of(engine).run_limited(engine.get(ids[0]).run) == {}
     assert all(engine.get(iid).waiting_for is None for iid in ids)
 
 
@@ -199,7 +199,7 @@ def test_concurrency_of_one_runs_members_one_at_a_time(engine: Engine, clock: Ma
     # the slot is held across the group's nodes: each instance runs a then b before the next starts
     assert CALLS == [("h42", "a"), ("h42", "b")] * 3
     assert all(engine.get(iid).status is InstanceStatus.SUCCEEDED for iid in ids)
-    assert engine.store.limit_holders("household:h42") == {}
+    assert store_of(engine).limit_holders("household:h42") == {}
 
 
 def test_a_cancelled_holder_s_slot_is_reclaimed_by_the_sweeper(engine: Engine, clock: ManualClock) -> None:
@@ -208,14 +208,14 @@ def test_a_cancelled_holder_s_slot_is_reclaimed_by_the_sweeper(engine: Engine, c
     holder = engine.start("conc1", {"key": "h"})
     # the holder's worker takes its slot and dies with the message (the slot is not released)
     driver.queue.messages.clear()
-    engine.store.limit_acquire("a:h", holder, 1, maximum=1)
+    store_of(engine).limit_acquire("a:h", holder, 1, maximum=1)
     waiter = engine.start("conc1", {"key": "h"})
     driver.run_until_idle()
     assert engine.get(waiter).waiting_for == "concurrency: h"
-    engine.runtime.sweep()
+    runtime_of(engine).sweep()
     assert engine.get(waiter).status is InstanceStatus.WAITING  # the holder is still inside: it keeps it
     engine.cancel(holder)
-    engine.runtime.sweep()
+    runtime_of(engine).sweep()
     driver.run_until_idle()
     assert engine.get(waiter).status is InstanceStatus.SUCCEEDED
 

@@ -24,7 +24,7 @@ from engine.runtime.concerns.liveness import Heartbeat, Liveness, process_of
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, runtime_of, store_of
 
 ACTIONS = ActionRegistry()
 DEAD = "host-a:101"
@@ -71,7 +71,7 @@ def start_in(engine: Engine, driver: Driver, process: str) -> str:
     """A worker process ``process`` takes the next message and starts its step (and is then stopped or killed)."""
     message = driver.queue.pop()
     carrier = f"{message.node}:{message.seq}:{message.attempt}@{process}"
-    engine.store.start(message.instance_id, message.node, message.seq, message.attempt, engine.clock(), carrier)
+    store_of(engine).start(message.instance_id, message.node, message.seq, message.attempt, engine.clock(), carrier)
     return message.instance_id
 
 
@@ -85,25 +85,25 @@ def test_the_start_records_the_process_running_the_step(engine: Engine, driver: 
     assert engine.get(iid).carrier == f"first:1:1@{DEAD}"
     assert process_of(engine.get(iid).carrier) == DEAD
     # a stale delivery (another step) records nothing
-    engine.store.start(iid, "second", 2, 1, engine.clock(), f"second:2:1@{LIVE}")
+    store_of(engine).start(iid, "second", 2, 1, engine.clock(), f"second:2:1@{LIVE}")
     assert engine.get(iid).carrier == f"first:1:1@{DEAD}"
 
 
 def test_a_started_step_of_a_dead_process_is_resent_at_once_not_at_its_timeout(
         engine: Engine, driver: Driver, clock: ManualClock) -> None:
-    engine.store.mark_alive(LIVE, 5)
+    store_of(engine).mark_alive(LIVE, 5)
     lost = engine.start("two", {})
     kept = engine.start("two", {})
     start_in(engine, driver, DEAD)  # never marked (or its mark lapsed): the process is gone
     start_in(engine, driver, LIVE)
     clock.advance(1)  # far below the timeout (300 s + 5 s)
-    assert engine.runtime.sweep() == 1
+    assert runtime_of(engine).sweep() == 1
     inst = engine.get(lost)
     assert inst.attempt == 2 and inst.carrier is None  # re-sent: a message carries it now
     [resent] = retries(engine, lost)
     assert resent["attempt"] == 1 and resent["error"].startswith("worker lost:") and DEAD in resent["error"]
     assert engine.get(kept).attempt == 1 and not retries(engine, kept)
-    assert engine.runtime.sweep() == 0  # the re-sent step is queued, not started: nothing more to do
+    assert runtime_of(engine).sweep() == 0  # the re-sent step is queued, not started: nothing more to do
     [message] = driver.queue.messages
     assert (message[0].instance_id, message[0].attempt) == (lost, 2)
     driver.run_until_idle()
@@ -113,32 +113,32 @@ def test_a_started_step_of_a_dead_process_is_resent_at_once_not_at_its_timeout(
 
 
 def test_a_live_process_keeps_its_step_until_the_timeout(engine: Engine, driver: Driver, clock: ManualClock) -> None:
-    engine.store.mark_alive(LIVE, 5)
+    store_of(engine).mark_alive(LIVE, 5)
     iid = engine.start("two", {})
     start_in(engine, driver, LIVE)
-    assert engine.runtime.sweep() == 0
+    assert runtime_of(engine).sweep() == 0
     clock.advance(306)  # hung in a live process: the node's timeout is its bound
-    engine.store.mark_alive(LIVE, 5)
-    assert engine.runtime.sweep() == 1
+    store_of(engine).mark_alive(LIVE, 5)
+    assert runtime_of(engine).sweep() == 1
     [resent] = retries(engine, iid)
     assert resent["error"].startswith("timeout:")
 
 
 def test_the_mark_lapses_after_its_ttl(engine: Engine, driver: Driver) -> None:
-    engine.store.mark_alive(LIVE, 0.2)
+    store_of(engine).mark_alive(LIVE, 0.2)
     iid = engine.start("two", {})
     start_in(engine, driver, LIVE)
-    assert engine.runtime.sweep() == 0
+    assert runtime_of(engine).sweep() == 0
     time.sleep(0.4)  # the process stopped refreshing it 0.4 s ago
-    assert engine.store.alive([LIVE]) == {LIVE: False}
-    assert engine.runtime.sweep() == 1 and engine.get(iid).attempt == 2
+    assert store_of(engine).alive([LIVE]) == {LIVE: False}
+    assert runtime_of(engine).sweep() == 1 and engine.get(iid).attempt == 2
 
 
 def test_a_step_whose_workers_keep_dying_fails_with_worker_lost(engine: Engine, driver: Driver) -> None:
     iid = engine.start("two", {})
     for _ in range(3):
         start_in(engine, driver, DEAD)
-        engine.runtime.sweep()
+        runtime_of(engine).sweep()
     inst = engine.get(iid)
     assert inst.status is InstanceStatus.FAILED
     assert inst.error is not None and inst.error["type"] == "WorkerLost" and DEAD in inst.error["reason"]
@@ -154,13 +154,13 @@ def test_a_stalled_process_that_resumes_ends_as_a_recorded_noop(engine: Engine, 
 
     def stalled_execute(node: Any, payload: Any) -> Transition:
         calls.append("stalled")
-        assert engine.runtime.sweep() == 1  # while it is stalled, its mark lapsed: re-sent
+        assert runtime_of(engine).sweep() == 1  # while it is stalled, its mark lapsed: re-sent
         resent = driver.queue.pop()
         assert resent.attempt == 2
         assert str(driver.deliver(resent).outcome) == "applied"  # another process runs it
         return Transition("ok", {"n": 1})
 
-    report = engine.runtime.run_step(stalled.instance_id, stalled.node, stalled.seq, stalled.attempt,
+    report = runtime_of(engine).run_step(stalled.instance_id, stalled.node, stalled.seq, stalled.attempt,
                                      stalled_execute)
     assert str(report.outcome) == "noop"
     history = engine.activities(iid)
@@ -175,9 +175,9 @@ def test_marks_are_not_trusted_right_after_redis_started(engine: Engine, driver:
     iid = engine.start("two", {})
     start_in(engine, driver, DEAD)
     monkeypatch.setattr(RedisStore, "uptime", lambda self: 2.0)  # restarted 2 s ago: no process re-marked yet
-    assert engine.runtime.sweep() == 0 and engine.get(iid).attempt == 1
+    assert runtime_of(engine).sweep() == 0 and engine.get(iid).attempt == 1
     monkeypatch.setattr(RedisStore, "uptime", lambda self: 600.0)
-    assert engine.runtime.sweep() == 1 and engine.get(iid).attempt == 2
+    assert runtime_of(engine).sweep() == 1 and engine.get(iid).attempt == 2
 
 
 def test_the_heartbeat_marks_before_it_returns_and_once_per_process(engine: Engine) -> None:
@@ -189,12 +189,12 @@ def test_the_heartbeat_marks_before_it_returns_and_once_per_process(engine: Engi
     for _ in range(3):
         assert marks.acquire(timeout=5)
     beat.stop()
-    engine.runtime.keep_alive()
-    me = engine.runtime.process
+    runtime_of(engine).keep_alive()
+    me = runtime_of(engine).process
     try:
-        assert engine.store.alive([me]) == {me: True}
+        assert store_of(engine).alive([me]) == {me: True}
     finally:
-        hook = engine.runtime.hook(Liveness)
+        hook = runtime_of(engine).hook(Liveness)
         assert isinstance(hook, Liveness) and hook.heartbeat is not None
         hook.heartbeat.stop()
-        engine.store.client.delete(engine.store.keys.alive(me))
+        store_of(engine).client.delete(store_of(engine).keys.alive(me))

@@ -15,7 +15,7 @@ from engine.service import ActionRegistry, Transition, action, as_transition, ok
 from engine.store.codec import dumps, dumps_with
 from engine.store.keys import Keys
 from engine.store.redis_store import COMPRESS_OVER, NewInstance, Placement, RedisStore, pack, unpack
-from engine.testing import Driver
+from engine.testing import Driver, store_of
 
 ACTIONS = ActionRegistry()
 LOTS = [{"symbol": f"S{i:03d}", "quantity": i * 3, "cost": i * 10.25, "acquired": "2026-01-02"} for i in range(80)]
@@ -51,12 +51,12 @@ def test_big_context_result_and_records_are_stored_compressed(any_redis: redis.R
     instance = engine.get(iid)
     assert instance.status is InstanceStatus.SUCCEEDED
     assert instance.context["h"] == {"lots": LOTS, "note": "xyz"} and instance.result == {"lots": LOTS}
-    raw = any_redis.hgetall(engine.store.keys.instance(iid))
+    raw = any_redis.hgetall(store_of(engine).keys.instance(iid))
     assert raw[b"c:h"][:1] == b"x" and raw[b"result"][:1] == b"x"
     assert raw[b"node"] == b"done"  # plain fields stay plain
     records = engine.activities(iid)
     assert records[-1]["received"]["lots"] == LOTS
-    stored = any_redis.lrange(engine.store.keys.activities(iid), 0, -1)
+    stored = any_redis.lrange(store_of(engine).keys.activities(iid), 0, -1)
     assert stored[-1][:1] == b"x" and stored[0][:1] == b"{"
 
 

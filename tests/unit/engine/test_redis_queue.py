@@ -22,6 +22,7 @@ from engine.model import InstanceStatus
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import runtime_of
 
 FLOW = {
     "name": "two-steps",
@@ -53,19 +54,19 @@ def test_the_next_step_is_pushed_by_the_transition_and_only_when_it_applies(
     def ok(node: Any, payload: Any) -> Transition:
         return Transition("ok")
 
-    report = engine.runtime.run_step(iid, "a", 1, 1, ok)
+    report = runtime_of(engine).run_step(iid, "a", 1, 1, ok)
     assert report.next_node == "b"
     next_key = enqueuer.queue_key("other", PRIORITY_CONTINUE)
     assert next_key == f"{key_prefix}:q:other"
     assert [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in real_redis.lrange(next_key, 0, -1)] \
         == [[iid, "b", 2, 1]]
 
-    assert engine.runtime.run_step(iid, "a", 1, 1, ok).outcome.value == "noop"  # a duplicate pushes nothing
+    assert runtime_of(engine).run_step(iid, "a", 1, 1, ok).outcome.value == "noop"  # a duplicate pushes nothing
     assert real_redis.llen(next_key) == 1
 
     engine.pause(iid)
     real_redis.delete(next_key)
-    engine.runtime.run_step(iid, "b", 2, 1, ok)  # delivered while paused: skipped, nothing sent
+    runtime_of(engine).run_step(iid, "b", 2, 1, ok)  # delivered while paused: skipped, nothing sent
     assert engine.get(iid).status is InstanceStatus.PAUSED and real_redis.llen(next_key) == 0
     engine.resume(iid)  # resume re-sends the step, through the same script
     assert engine.get(iid).status is InstanceStatus.RUNNING

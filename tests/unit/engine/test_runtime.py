@@ -21,7 +21,7 @@ from engine.model import InstanceStatus, Outcome
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, enqueuer_of, runtime_of, store_of
 
 ACTIONS = ActionRegistry()
 CALLS: dict[str, int] = {}
@@ -134,7 +134,7 @@ def outcomes(engine: Engine, iid: str) -> list[str]:
 def test_multi_node_flow_completes_with_context_result_and_history(engine: Engine, driver: Driver) -> None:
     iid = engine.start("flow", {"account": "ABCD"})
     assert engine.get(iid).status is InstanceStatus.RUNNING
-    assert engine.store.ttl(iid) == -1  # live instances never expire
+    assert store_of(engine).ttl(iid) == -1  # live instances never expire
     assert driver.run_until_idle() == 2  # fetch and record; the choice and terminal need no message
 
     inst = engine.get(iid)
@@ -147,7 +147,7 @@ def test_multi_node_flow_completes_with_context_result_and_history(engine: Engin
     assert acts[1]["node"] == "fetch" and acts[1]["transition"] == "ok"
     assert acts[1]["next"] == "record" and acts[1]["via"] == ["big_enough"]
     assert acts[2]["sent"] == {"value": 40, "tag": "big"}
-    assert 0 < engine.store.ttl(iid) <= 3600  # finished: TTL set
+    assert 0 < store_of(engine).ttl(iid) <= 3600  # finished: TTL set
 
 
 def test_choice_default_and_alternative_transition(engine: Engine, driver: Driver) -> None:
@@ -250,7 +250,7 @@ def test_pause_lets_the_step_in_flight_finish_and_resume_goes_on(engine: Engine,
         engine.pause(iid, reason="checking")  # the operator pauses while the action runs
         return driver.execute(node, payload)
 
-    engine.runtime.run_step(iid, message.node, message.seq, message.attempt, pause_while_running)
+    runtime_of(engine).run_step(iid, message.node, message.seq, message.attempt, pause_while_running)
     # the step in flight when paused: its result is recorded...
     inst = engine.get(iid)
     assert inst.status is InstanceStatus.PAUSED and inst.node == "record" and "fetch" in inst.context
@@ -328,7 +328,7 @@ def test_bulk_operations_over_a_run(engine: Engine, driver: Driver) -> None:
 def _start_and_die(engine: Engine, driver: Driver, clock: ManualClock) -> None:
     """A worker takes the next message, starts its step, and dies with it."""
     message = driver.queue.pop()
-    engine.store.start(message.instance_id, message.node, message.seq, message.attempt, clock())
+    store_of(engine).start(message.instance_id, message.node, message.seq, message.attempt, clock())
 
 
 def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
@@ -337,7 +337,7 @@ def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
     iid = engine.start("flow", {"account": "ABCD"})
     _start_and_die(engine, driver, clock)  # the message is lost (worker node died with it)
     clock.advance(306)
-    assert engine.runtime.sweep() == 1
+    assert runtime_of(engine).sweep() == 1
     assert engine.get(iid).attempt == 2 and len(driver.queue.messages) == 1
     driver.run_until_idle()
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED
@@ -346,7 +346,7 @@ def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
     for _ in range(3):
         _start_and_die(engine, driver, clock)
         clock.advance(306)
-        engine.runtime.sweep()
+        runtime_of(engine).sweep()
     inst = engine.get(hung)
     assert inst.status is InstanceStatus.FAILED
     assert inst.error is not None and inst.error["type"] == "Timeout"
@@ -355,8 +355,8 @@ def test_sweeper_resends_a_lost_step_and_gives_up_after_bounded_attempts(
 def test_a_backlog_is_not_a_loss(engine: Engine, driver: Driver, clock: ManualClock) -> None:
     ids = engine.start_many("flow", [{"account": f"ACC{i}"} for i in range(20)], run="backlog")
     clock.advance(10 * 306)  # every step waited ten timeouts in the queue
-    assert engine.runtime.sweep() == 0
-    assert engine.runtime.reconcile(every=0) == 0 and engine.runtime.reconcile(every=0) == 0
+    assert runtime_of(engine).sweep() == 0
+    assert runtime_of(engine).reconcile(every=0) == 0 and runtime_of(engine).reconcile(every=0) == 0
     before = CALLS.get("fetch", 0)
     driver.run_until_idle()
     assert CALLS["fetch"] - before == 20  # one execution per step, nothing re-sent
@@ -370,9 +370,9 @@ def test_a_timeout_counts_from_the_start_of_the_step(engine: Engine, driver: Dri
     clock.advance(1000)  # queued for longer than the timeout
     _start_and_die(engine, driver, clock)
     clock.advance(300)  # started 300 s ago: the timeout (300 s) plus its grace is not over yet
-    assert engine.runtime.sweep() == 0
+    assert runtime_of(engine).sweep() == 0
     clock.advance(6)
-    assert engine.runtime.sweep() == 1 and engine.get(iid).attempt == 2
+    assert runtime_of(engine).sweep() == 1 and engine.get(iid).attempt == 2
 
 
 def test_a_queued_message_that_is_lost_is_resent_by_the_reconciliation(
@@ -382,11 +382,11 @@ def test_a_queued_message_that_is_lost_is_resent_by_the_reconciliation(
     kept = engine.start("flow", {"account": "EFGH"})
     driver.queue.messages = [(m, p) for m, p in driver.queue.messages if m.instance_id != iid]  # dropped
     clock.advance(61)
-    assert engine.runtime.sweep() == 0  # no deadline: it never started
-    assert engine.runtime.reconcile(every=0) == 0  # missing once: a suspect (it may be in a worker's hands)
-    assert engine.runtime.reconcile(every=0) == 1  # missing twice, still queued: re-sent
+    assert runtime_of(engine).sweep() == 0  # no deadline: it never started
+    assert runtime_of(engine).reconcile(every=0) == 0  # missing once: a suspect (it may be in a worker's hands)
+    assert runtime_of(engine).reconcile(every=0) == 1  # missing twice, still queued: re-sent
     assert engine.get(iid).attempt == 2 and engine.get(kept).attempt == 1
-    assert engine.runtime.reconcile(every=0) == 0  # its new message is there
+    assert runtime_of(engine).reconcile(every=0) == 0  # its new message is there
     driver.run_until_idle()
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED
     lost = [a for a in engine.activities(iid) if a["outcome"] == "retry"]
@@ -425,42 +425,42 @@ def test_starting_with_the_same_id_twice_starts_once(engine: Engine, driver: Dri
 def test_redis_restarted_empty_is_detected_not_silently_skipped(engine: Engine, driver: Driver,
                                                                  any_redis: redis.Redis, key_prefix: str) -> None:
     iid = engine.start("flow", {"account": "ABCD"})
-    engine.runtime.check_data_set()  # start remembered the epoch; unchanged so far
-    pending = engine.enqueuer.messages[0][0]
+    runtime_of(engine).check_data_set()  # start remembered the epoch; unchanged so far
+    pending = enqueuer_of(engine).messages[0][0]
     for key in any_redis.scan_iter(f"{key_prefix}*"):  # what a Redis restarted empty looks like to us
         any_redis.delete(key)
     with pytest.raises(DataSetLost, match="restarted empty"):
         driver.deliver(pending)  # the step's instance is gone: say so, do not drop the step quietly
     with pytest.raises(DataSetLost):
-        engine.runtime.tick()
+        runtime_of(engine).tick()
     with pytest.raises(DataSetLost):
-        engine.runtime.sweep()
+        runtime_of(engine).sweep()
     with pytest.raises(DataSetLost):
         engine.progress("default")
     assert any_redis.get(f"{key_prefix}:epoch") is None  # a process that knew the old data never adopts a new one
-    fresh = Engine(engine.store, MemoryEnqueuer())
+    fresh = Engine(store_of(engine), MemoryEnqueuer())
     fresh.watch_data_set()  # a newly started process accepts the data set it finds
     assert any_redis.get(f"{key_prefix}:epoch") is not None
     with pytest.raises(DataSetLost, match="is now"):
-        engine.runtime.check_data_set()
+        runtime_of(engine).check_data_set()
     assert iid
 
 
 def test_step_for_an_expired_instance_is_dropped_when_the_data_set_is_intact(engine: Engine, driver: Driver,
                                                                              any_redis: redis.Redis) -> None:
     iid = engine.start("flow", {"account": "ABCD"})
-    any_redis.delete(engine.store.keys.instance(iid), engine.store.keys.activities(iid))  # expired
+    any_redis.delete(store_of(engine).keys.instance(iid), store_of(engine).keys.activities(iid))  # expired
     report = driver.step()
     assert report is not None and report.outcome == "missing"
 
 
 def test_one_tick_wakes_every_due_wait_in_batches(engine: Engine, clock: ManualClock) -> None:
     ids = engine.start_many("wait-flow", [{} for _ in range(5)])
-    assert engine.runtime.tick(limit=2) == 0  # not due yet
+    assert runtime_of(engine).tick(limit=2) == 0  # not due yet
     clock.advance(91 * 60)
-    assert engine.runtime.tick(limit=2) == 5  # three claims of at most 2, in one tick
+    assert runtime_of(engine).tick(limit=2) == 5  # three claims of at most 2, in one tick
     assert all(engine.get(i).status is InstanceStatus.RUNNING for i in ids)
-    assert len(engine.enqueuer.messages) == 5 and engine.runtime.tick(limit=2) == 0
+    assert len(enqueuer_of(engine).messages) == 5 and runtime_of(engine).tick(limit=2) == 0
 
 
 def test_drop_on_success_deletes_big_context_entries_of_succeeded_instances_only(engine: Engine,

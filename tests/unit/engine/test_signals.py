@@ -28,7 +28,7 @@ from engine.principal import Principal
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, runtime_of, store_of
 
 ACTIONS = ActionRegistry()
 CALLS: list[dict[str, Any]] = []
@@ -121,7 +121,7 @@ def test_an_instance_parks_at_an_await_node_with_its_timeout_as_a_timer(engine: 
     inst = engine.get(iid)
     assert inst.node == "review" and not inst.inflight
     assert inst.timer == "timeout" and inst.wake_at == pytest.approx(clock() + 7200)
-    assert engine.store.next_timer() == pytest.approx(clock() + 7200)
+    assert store_of(engine).next_timer() == pytest.approx(clock() + 7200)
     assert engine.progress("r").phase == "planned"
     assert driver.run_until_idle() == 0  # nothing to do until a signal or the timeout
 
@@ -137,7 +137,7 @@ def test_a_signal_moves_the_instance_on_with_its_data_sender_and_time(engine: En
     assert inst.context["review"] == {"note": "ok", "signal": "approve", "by": "ann", "roles": ["pm"],
                                       "at": clock(), "quorum": {"signal": "approve", "count": 1,
                                                                 "principals": ["ann"]}}
-    assert inst.timer is None and engine.store.next_timer() is None  # the timeout is gone with the wait
+    assert inst.timer is None and store_of(engine).next_timer() is None  # the timeout is gone with the wait
     assert inst.quorum is None  # the engine's own count ends with the visit of the node
     driver.run_until_idle()
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED
@@ -199,7 +199,7 @@ def test_a_quorum_of_two_needs_two_distinct_principals(engine: Engine, driver: D
     assert inst.status is InstanceStatus.AWAITING and inst.node == "review"
     assert inst.context["review"]["quorum"] == {"signal": "approve", "count": 2, "principals": ["ann"]}
     assert [p["name"] for p in inst.quorum["principals"]] == ["ann"]
-    assert inst.timer == "timeout" and engine.store.next_timer() == inst.wake_at  # its timeout still stands
+    assert inst.timer == "timeout" and store_of(engine).next_timer() == inst.wake_at  # its timeout still stands
     counted = engine.activities(iid)[-1]
     assert (counted["outcome"], counted["by"], counted["quorum"], counted["next"]) == ("counted", "ann", "1 of 2",
                                                                                      "review")
@@ -251,7 +251,7 @@ def test_a_signal_after_the_timeout_is_refused_before_the_tick_moves_it(engine: 
         engine.signal(iid, "approve", by=ANN)
     assert info.value.code == "timeout" and "goes to 'expired'" in str(info.value)
     assert engine.get(iid).status is InstanceStatus.AWAITING and outcomes(engine, iid)[-1] == "refused"
-    assert engine.runtime.tick() == 1 and engine.get(iid).node == "expired" and CALLS == []
+    assert runtime_of(engine).tick() == 1 and engine.get(iid).node == "expired" and CALLS == []
 
 
 def test_a_signal_sent_twice_with_the_same_key_applies_once(engine: Engine, driver: Driver) -> None:
@@ -294,10 +294,10 @@ def test_the_timeout_fires_once_and_a_late_signal_is_refused(engine: Engine, dri
                                                            clock: ManualClock) -> None:
     iid = started(engine, driver)
     clock.advance(7199)
-    assert engine.runtime.tick() == 0
+    assert runtime_of(engine).tick() == 0
     clock.advance(2)
-    assert engine.runtime.tick() == 1
-    assert engine.runtime.tick() == 0  # once
+    assert runtime_of(engine).tick() == 1
+    assert runtime_of(engine).tick() == 0  # once
     inst = engine.get(iid)
     assert inst.status is InstanceStatus.SUCCEEDED and inst.node == "expired"
     assert outcomes(engine, iid)[-1] == Outcome.TIMED_OUT.value
@@ -315,7 +315,7 @@ def test_signal_and_timeout_raced_exactly_one_wins(engine: Engine, driver: Drive
     definition = engine.definition("review-flow")
     from engine.runtime.signals import fire_timeout
 
-    assert fire_timeout(engine.runtime, before, definition, clock()) == 0  # ... then the timeout: a no-op
+    assert fire_timeout(runtime_of(engine), before, definition, clock()) == 0  # ... then the timeout: a no-op
     driver.run_until_idle()
     inst = engine.get(iid)
     assert inst.status is InstanceStatus.SUCCEEDED and inst.node == "done" and len(CALLS) == 1
@@ -325,10 +325,10 @@ def test_signal_and_timeout_raced_exactly_one_wins(engine: Engine, driver: Drive
     other = started(engine, driver)
     stale = engine.get(other)
     clock.advance(7201)
-    assert engine.runtime.tick() == 1
+    assert runtime_of(engine).tick() == 1
     with pytest.raises(SignalRefused):
         engine.signal(other, "approve", by=ANN)
-    assert fire_timeout(engine.runtime, stale, definition, clock()) == 0
+    assert fire_timeout(runtime_of(engine), stale, definition, clock()) == 0
     assert engine.get(other).node == "expired" and len(CALLS) == 1
 
 
@@ -355,7 +355,7 @@ def test_an_awaiting_instance_pauses_and_resumes_with_its_timeout(engine: Engine
     engine.signal(iid, "approve", by=ANN)  # one of two: the count survives the pause
     wake = engine.get(iid).wake_at
     engine.pause(iid, "checking", by=OPS)
-    assert engine.store.next_timer() is None
+    assert store_of(engine).next_timer() is None
     with pytest.raises(SignalRefused, match="paused"):
         engine.signal(iid, "approve", by=BOB)
     engine.resume(iid, by=OPS)
@@ -368,7 +368,7 @@ def test_an_awaiting_instance_pauses_and_resumes_with_its_timeout(engine: Engine
     assert [(e.kind, e.instance, e.detail.get("reason")) for e in paused] == [("resume", iid, None),
                                                                               ("pause", iid, "checking")]
     clock.advance(7300)
-    assert engine.runtime.tick() == 1 and engine.get(iid).node == "expired"
+    assert runtime_of(engine).tick() == 1 and engine.get(iid).node == "expired"
 
 
 def test_an_await_first_without_timeout_starts_awaiting(engine: Engine, driver: Driver) -> None:

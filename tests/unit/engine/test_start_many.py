@@ -24,6 +24,7 @@ from engine.model import InstanceStatus
 from engine.runtime.starting import StartResolver, _frozen, start_expressions
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.testing import enqueuer_of, runtime_of, store_of
 
 T0 = 1_750_000_000.0
 
@@ -105,7 +106,7 @@ CHOOSY_ITEMS = [
 @pytest.mark.parametrize("ticking", [False, True])
 def test_each_instance_gets_what_it_would_get_started_alone(engine: Engine, ticking: bool) -> None:
     if ticking:
-        engine.clock = engine.runtime.clock = TickingClock(T0)
+        engine.clock = runtime_of(engine).clock = TickingClock(T0)
     together = engine.start_many("choosy", CHOOSY_ITEMS, run="together", batch=4)
     alone = [engine.start("choosy", item.data, instance_id=f"alone-{item.instance_id}", run="alone")
              if item.instance_id and not item.instance_id.startswith("now-") else None for item in CHOOSY_ITEMS]
@@ -148,16 +149,16 @@ def test_invalid_items_fail_with_their_reason_and_the_others_start(engine: Engin
 
 
 def test_batches_go_in_order_with_first_steps_at_start_priority_and_existing_ids_are_kept(engine: Engine) -> None:
-    assert isinstance(engine.enqueuer, MemoryEnqueuer)
+    assert isinstance(enqueuer_of(engine), MemoryEnqueuer)
     seen: list[int] = []
     items = [StartItem({"account": f"A{n}"}, f"id-{n}") for n in range(10)]
     assert engine.start_many("strict", items, run="r", batch=3, progress=seen.append) == [f"id-{n}" for n in range(10)]
     assert seen == [3, 3, 3, 1]
-    sent = [(message.instance_id, priority) for message, priority in engine.enqueuer.messages]
+    sent = [(message.instance_id, priority) for message, priority in enqueuer_of(engine).messages]
     assert sent == [(f"id-{n}", PRIORITY_START) for n in range(10)]
     again = [StartItem({"account": "changed"}, f"id-{n}") for n in range(8, 12)]
     assert engine.start_many("strict", again, run="r", batch=3) == ["id-8", "id-9", "id-10", "id-11"]
-    assert [message.instance_id for message, _ in engine.enqueuer.messages[10:]] == ["id-10", "id-11"]
+    assert [message.instance_id for message, _ in enqueuer_of(engine).messages[10:]] == ["id-10", "id-11"]
     assert engine.get("id-9").data == {"account": "A9"}
     progress = engine.progress("r")
     assert progress.total == 12 and progress.counts["running"] == 12
@@ -171,7 +172,7 @@ def test_first_steps_go_with_their_instances_on_the_redis_broker(any_redis: redi
     key = enqueuer.queue_key("svc", PRIORITY_START)
     bodies = [json.loads(raw) for raw in any_redis.lrange(key, 0, -1)]
     assert len(bodies) == 7 and enqueuer.count(["svc"]) == 7  # one per started instance, none for the failed one
-    assert {body["headers"]["argsrepr"] for body in bodies} == {repr(engine.runtime.message(
+    assert {body["headers"]["argsrepr"] for body in bodies} == {repr(runtime_of(engine).message(
         engine.definition("strict"), iid, "work", 1, 1).args) for iid in ids[:7]}
     assert engine.start_many("strict", [StartItem({"account": "A0"}, ids[0])], run="r") == [ids[0]]
     assert any_redis.llen(key) == 7 and engine.progress("r").total == 8
@@ -184,7 +185,7 @@ def test_a_start_at_a_gather_joins_its_batch(engine: Engine) -> None:
     assert counts["gathering"] == 5 and counts["failed"] == 1
     batch_id = engine.get(ids[0]).batch or ""
     assert {engine.get(iid).batch for iid in ids[:5]} == {batch_id}
-    assert sorted(iid for iid, _ in engine.store.batch_contributions(batch_id)) == sorted(ids[:5])
+    assert sorted(iid for iid, _ in store_of(engine).batch_contributions(batch_id)) == sorted(ids[:5])
     assert engine.get(ids[5]).error is not None
 
 

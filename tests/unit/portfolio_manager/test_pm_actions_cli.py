@@ -17,9 +17,7 @@ import portfolio_manager.cli as pm_cli
 from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, make_store
 from portfolio_manager.actions import build_services
 from portfolio_manager.config import PMSettings
 
@@ -30,7 +28,7 @@ DAY = date(2026, 11, 20)
 def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CliRunner, Driver]]:
     client = fakeredis.FakeRedis()
     svc = build_services(PMSettings(prefix="pm:"), client=client)
-    engine = Engine(RedisStore(client, Keys("wf")), MemoryEnqueuer(),
+    engine = Engine(make_store(client, "wf"), MemoryEnqueuer(),
                     ManualClock(datetime(2026, 11, 20, 16, 0, tzinfo=UTC).timestamp()))
     monkeypatch.setattr(pm_cli, "_context", lambda: (engine, svc))
     monkeypatch.setattr(pm_cli, "last_session", lambda: DAY)

@@ -9,8 +9,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from engine.api import BatchView
-from engine.store.batches import Batch
+from engine.api import Batch, BatchView
 from portfolio_manager.block_view import batch_sections, block_lines
 from portfolio_manager.blocks import Leg, block_key, leg_receipts
 from portfolio_manager.brokerage import BlockReceipt, OrderStatus

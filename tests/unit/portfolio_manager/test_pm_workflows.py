@@ -26,9 +26,7 @@ from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
 from engine.model import InstanceStatus
 from engine.service import ActionRegistry, ActionSpec, registry
-from engine.store.keys import Keys
-from engine.store.redis_store import RedisStore
-from engine.testing import Driver
+from engine.testing import Driver, make_store, runtime_of, store_of
 from portfolio_manager import review
 from portfolio_manager.actions import Services, build_services
 from portfolio_manager.config import PMSettings
@@ -65,7 +63,7 @@ def world() -> Iterator[World]:
     svc = build_services(PMSettings(prefix="pm:"), client=client)
     seeded = seed_book(svc.book, 40, 3, RUN_DATE, GeneratorConfig(broken_share=0.1))
     clock = ManualClock(AFTER_OPEN)
-    engine = Engine(RedisStore(client, Keys("wf")), MemoryEnqueuer(), clock)
+    engine = Engine(make_store(client, "wf"), MemoryEnqueuer(), clock)
     ensure_definitions(engine, DEFINITIONS)
     with pm_actions.services_in_use(svc):
         yield World(engine, Driver(engine), svc, seeded, clock)
@@ -155,7 +153,7 @@ def test_the_run_waits_for_the_open_and_a_holiday_skips_the_region(world: World)
 def test_a_run_is_paused_and_resumed_mid_way(world: World) -> None:
     started = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE)
     for _ in range(30):  # part of the run
-        world.engine.runtime.tick()
+        runtime_of(world.engine).tick()
         world.driver.step()
     assert world.engine.bulk("pause", started.run).done > 0
     world.driver.run_until_idle()
@@ -213,7 +211,7 @@ def test_approved_orders_reach_the_brokerage_exactly_once_despite_crash_and_dupl
     # each exchange's block closes early (nothing of the run left to decide); the first batch step
     # to run dies after the brokerage answered: it is retried.
     driver.run_until_idle(tick=False)
-    world.engine.runtime.tick()
+    runtime_of(world.engine).tick()
     driver.run_until_idle(max_steps=1000)
     assert len({m.batch for m in (world.engine.get(instance_id_for(started.run, a)) for a in approved)}) == len(
         {p.region for p in store.get_many(started.run, approved)})
@@ -377,7 +375,7 @@ def test_a_new_version_with_a_tweaked_threshold_runs_beside_the_old_one(world: W
     document = json.loads((DEFINITIONS / "rebalance-us.json").read_text())
     document["parameters"]["plan"]["tlh_min_loss_value"] = 1_000_000_000  # harvest nothing
     v2 = world.engine.publish(load_definition(json.dumps(document)))
-    assert v2 == 2 and world.engine.store.resolve_version("rebalance-us", "production") == 1
+    assert v2 == 2 and store_of(world.engine).resolve_version("rebalance-us", "production") == 1
     old = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE, regions=["US"], run="old")
     new = start_daily_rebalance(world.engine, world.svc.book, RUN_DATE, regions=["US"], run="new", version=2)
     world.driver.run_until_idle()
