@@ -10,12 +10,16 @@ worker has (the definition, compiled expressions), then, once the drain's pause 
 look is over (so it looks into the queue again, as in a busy worker), a second instance's step
 is measured.
 The next step belongs to another service, so it is sent, not run inline: the figure is one step.
+The Lua scripts the step runs are measured too: every EVALSHA it sends is matched to the script
+file it was loaded from (the first line of each ``engine/**/lua/*.lua``), with the operation name
+for the scripts entered by one (``state.lua``).
 Everything lives under a random key prefix on the given Redis and is deleted after.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import uuid
@@ -28,7 +32,7 @@ import redis
 from engine.app import build_engine, create_app
 from engine.config import Settings
 from engine.definitions.model import Definition
-from engine.runtime.drain import IDLE_PAUSE_SECONDS
+from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
 from engine.testing import delete_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +50,36 @@ DEFINITION = {
 }
 
 
+def lua_files() -> dict[str, str]:
+    """First line of each Lua script of engine/ -> its path (relative to the repository)."""
+    return {path.read_text().splitlines()[0]: str(path.relative_to(ROOT))
+            for path in sorted((ROOT / "engine").rglob("*.lua"))}
+
+
+def script_names(objects: list[Any]) -> dict[str, str]:
+    """sha -> Lua file of every registered script held by ``objects`` (a store, an enqueuer)."""
+    heads = lua_files()
+    found = {}
+    for obj in objects:
+        for value in vars(obj).values():
+            sha, source = getattr(value, "sha", None), getattr(value, "script", None)
+            if isinstance(sha, str) and isinstance(source, (str, bytes)):
+                first = (source.decode() if isinstance(source, bytes) else source).splitlines()[0]
+                found[sha] = heads.get(first, "?")
+    return found
+
+
+def _operation(doc: Any) -> str:
+    """The operation name of a script entered by one (``{"op": ...}``, state.lua); "" for others."""
+    try:
+        found = json.loads(doc)
+    except (TypeError, ValueError):
+        return ""
+    return str(found.get("op", "")) if isinstance(found, dict) else ""
+
+
 def measure(redis_url: str) -> dict[str, set[str]]:
-    """File (relative to the repository) -> the functions of it one step called."""
+    """File (relative to the repository) -> the functions of it one step called; a Lua file -> its operations."""
     prefix = f"step-path-{uuid.uuid4().hex[:8]}"
     settings = Settings(redis_url=redis_url, redis_url_configured=True, key_prefix=prefix,
                         broker_prefix=f"{prefix}:q:", service_modules=("engine.samples.actions",), events=False)
@@ -55,10 +87,19 @@ def measure(redis_url: str) -> dict[str, set[str]]:
     engine = build_engine(settings)
     task = app.tasks["sample_io.fetch"]
     crossed: dict[str, set[str]] = {}
+    shas: list[tuple[str, str]] = []
+    runtimes: list[Any] = []  # the runtime the task ran with (it holds the registered scripts)
 
     def note(frame: FrameType, event: str, _arg: Any) -> None:
         if event != "call":
             return
+        if frame.f_code.co_name == "execute_command" and "redis" in frame.f_code.co_filename:
+            command = frame.f_locals.get("args") or ()
+            if command and str(command[0]).upper() == "EVALSHA":  # EVALSHA sha numkeys keys... op ...
+                sha, numkeys, rest = str(command[1]), int(command[2]), command[3:]
+                shas.append((sha, _operation(rest[numkeys] if len(rest) > numkeys else "")))
+        if frame.f_code.co_name == "run_step" and not runtimes and hasattr(frame.f_locals.get("self"), "store"):
+            runtimes.append(frame.f_locals["self"])
         path = Path(frame.f_code.co_filename).resolve()
         if path.is_relative_to(ROOT) and path.suffix == ".py":
             crossed.setdefault(str(path.relative_to(ROOT)), set()).add(frame.f_code.co_name)
@@ -73,6 +114,10 @@ def measure(redis_url: str) -> dict[str, set[str]]:
             task.run(measured, "a", 1, 1)
         finally:
             sys.setprofile(None)
+        names = script_names([part for runtime in runtimes for part in (runtime.store, runtime.enqueuer)])
+        for sha, op in shas:
+            name = names.get(sha, "?")
+            crossed.setdefault(name, set()).update([op] if op else [])
     finally:
         delete_prefix(redis.Redis.from_url(redis_url), prefix)
     return crossed
@@ -84,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args(argv)
     crossed = measure(args.redis_url)
-    engine_files = sorted(name for name in crossed if name.startswith("engine/") and "/samples/" not in name)
+    engine_files = sorted(name for name in crossed
+                          if name.startswith("engine/") and name.endswith(".py") and "/samples/" not in name)
+    scripts = sorted(name for name in crossed if name.endswith(".lua") or name == "?")
     for name in sorted(crossed):
         print(f"{name:36} {', '.join(sorted(crossed[name]))}")
     print(f"{len(engine_files)} files of engine/ (besides the action's own module), "
-          "plus the Lua scripts they run: store/lua/state.lua (start, advance), runtime/lua/take.lua (the drain)")
+          f"plus {len(scripts)} Lua scripts they run: {', '.join(scripts)}")
     return 0
 
 

@@ -40,12 +40,19 @@ from engine.metrics import StepStats, parse_step_metrics
 from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runs_diff import InstancePath, RunDiff, diff_runs, read_run
-from engine.runtime.dispatcher import Next, NextKind, await_timeout, gather_arrival, wake_time
 from engine.runtime.gather import arrival_document
+from engine.runtime.outcomes import (
+    Next,
+    NextKind,
+    await_timeout,
+    gather_arrival,
+    step_allowance,
+    wake_time,
+    worker_name,
+)
 from engine.runtime.runner import Runtime
 from engine.runtime.signals import SignalResult, send_signal
 from engine.runtime.starting import StartResolver
-from engine.runtime.steps import step_allowance, worker_name
 from engine.store.redis_store import Batch, LimitState, NewInstance, Placement, RedisStore
 
 DEFAULT_RUN = "adhoc"

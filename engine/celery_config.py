@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from engine import plugins
-from engine.broker.protocol import DEFAULT_PRIORITY_STEPS
+from engine.broker.redis_queue import DEFAULT_PRIORITY_STEPS
 from engine.config import Settings
 from engine.connections import broker_for
-from engine.runtime.messages import ENGINE_QUEUE, SWEEP_TASK, TICK_TASK
+from engine.runtime.routing import ENGINE_QUEUE, SWEEP_TASK, TICK_TASK
 
 #: Redis priorities kombu emulates with one list per step: 0 is served first (the broker writes the same lists).
 PRIORITY_STEPS = list(DEFAULT_PRIORITY_STEPS)

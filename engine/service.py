@@ -2,7 +2,7 @@
 
 A service action takes plain data (a ``dict``, or a pydantic model when its first parameter
 is annotated with one) and returns a :class:`Transition`. It knows nothing of Redis or
-Celery; :mod:`engine.runtime.tasks` turns every registered action into a Celery task on the queue of
+Celery; :func:`engine.app.bind_tasks` turns every registered action into a Celery task on the queue of
 its service::
 
     from engine import Transition, action

@@ -10,7 +10,8 @@ and the one door tests use to the inside of an :class:`~engine.api.Engine`.
 ``Engine`` is a closed facade (its store, runtime and enqueuer are private). A test that must
 look or reach inside (a TTL, a sweep now, a message redelivered by hand) asks this module:
 :func:`store_of`, :func:`runtime_of`, :func:`enqueuer_of`; it builds stores with
-:func:`make_store` and step messages with :func:`step_message`. This module is the only one
+:func:`make_store`, step messages with :func:`step_message` and a worker's step counter with
+:class:`StepMetrics`. This module is the only one
 outside ``engine/api.py`` that touches ``Engine``'s private members
 (``tests/unit/test_facade.py`` checks it).
 """
@@ -24,12 +25,12 @@ import redis
 from engine.api import Engine
 from engine.broker import Enqueuer, MemoryEnqueuer, StepMessage
 from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
+from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
+from engine.runtime.concerns.metrics import StepMetrics
 from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
-from engine.runtime.drain import IDLE_PAUSE_SECONDS
 from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.runtime.http import call_http
-from engine.runtime.messages import step_message
-from engine.runtime.outcomes import StepReport
+from engine.runtime.outcomes import StepReport, step_message
 from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, Transition, registry
 from engine.store.keys import Keys
@@ -126,5 +127,5 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
         client.delete(*batch)
 
 
-__all__ = ["FULL_CHECK_PERIODS", "IDLE_PAUSE_SECONDS", "Driver", "Keys", "RedisStore", "delete_prefix", "enqueuer_of",
-           "make_store", "runtime_of", "step_message", "store_of"]
+__all__ = ["FULL_CHECK_PERIODS", "IDLE_PAUSE_SECONDS", "Driver", "Keys", "RedisStore", "StepMetrics", "delete_prefix",
+           "enqueuer_of", "make_store", "runtime_of", "step_message", "store_of"]

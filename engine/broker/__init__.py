@@ -4,7 +4,7 @@ The runtime pushes a step (:meth:`Enqueuer.envelope` for the store's script, or
 :meth:`Enqueuer.enqueue`), takes one off a deep queue (:class:`Taker`), counts and scans queued
 and unacknowledged steps (:meth:`Enqueuer.count`, :meth:`Enqueuer.pending`, :class:`Tidier`),
 and a worker installs the broker's kombu patches before it connects (:func:`install_worker_patches`).
-Inside: the protocol-2 envelope and kombu's key layout (``protocol``), the Redis lists and
+Inside: the protocol-2 envelope, kombu's key layout, the Redis lists and
 unacked hash (``redis_queue``, ``lua/take.lua``), who holds each delivery (``consumers``), the
 work-around for kombu's detached transport (``kombu_fix``). See docs/broker.md.
 """
@@ -26,7 +26,7 @@ from engine.broker.interface import (
 )
 from engine.broker.memory import MemoryEnqueuer
 from engine.broker.redis_queue import RedisQueueEnqueuer
-from engine.store.changes import Envelope
+from engine.store.codec import Envelope
 
 __all__ = [
     # messages

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.store.changes import Envelope
+from engine.store.codec import Envelope
 
 #: Redis priorities: 0 is served first. Steps of instances already in flight go ahead of new
 #: starts, so proposals stream out instead of all arriving when the last account started.
@@ -38,7 +38,7 @@ class StepMessage:
 
 @dataclass(frozen=True)
 class TakenStep:
-    """A message taken off a queue list by a worker (see :mod:`engine.runtime.drain`)."""
+    """A message taken off a queue list by a worker (see :mod:`engine.runtime.concerns.draining`)."""
 
     #: The list it came from, and the message as the broker held it (to give it back unchanged).
     key: str

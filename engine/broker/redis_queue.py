@@ -7,28 +7,136 @@ that applies the transition**. Moving an instance on and enqueueing its next ste
 one Redis round trip, and they happen together or not at all: no window where a transition
 is applied but its next step was never sent.
 
-The message format is :mod:`engine.broker.protocol`'s; any other broker (RabbitMQ, another
-Redis) uses :class:`engine.broker.celery_sender.CeleryEnqueuer`.
+The message format is here too: Celery's task protocol 2 in kombu's Redis envelope, and kombu's
+Redis key layout, written and read in this module only. A step message goes on a list exactly
+as ``send_task`` would write it (json, base64 body), so a Celery worker runs it;
+``tests/contract/test_broker_contract.py`` compares the two field by field on the lowest and
+the newest celery/kombu the project supports (``make test-compat``). Any other broker
+(RabbitMQ, another Redis) uses :class:`engine.broker.celery_sender.CeleryEnqueuer`.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
 import socket
 import uuid
+from bisect import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 
-from engine.broker import protocol
 from engine.broker.consumers import MARK_PREFIX, OWNERS
 from engine.broker.interface import PRIORITY_CONTINUE, Delivery, StepKey, StepMessage, TakenStep
 from engine.keyspace import read_lua, text
-from engine.store.changes import Envelope
+from engine.store.codec import Envelope
 
 #: Messages read per LRANGE / HSCAN when looking into the queues.
 SCAN_CHUNK = 2000
+#: kombu's separator between a queue name and its priority suffix.
+PRIORITY_SEPARATOR = "\x06\x16"
+DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
+#: kombu's hash of delivered, unacknowledged messages (delivery tag -> [message, exchange, routing
+#: key]) and its index by delivery time (delivery tag -> time), under the broker's key prefix.
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+#: A step message's arguments as Celery writes them in its headers (``argsrepr``), in a queue list or
+#: in kombu's unacked hash: ['<instance id>', '<node>', seq, attempt].
+_STEP_ARGS = re.compile(rb"\"argsrepr\":\s*\"\['([^']+)', '([^']+)', (\d+), (\d+)\]\"")
+
+
+def queue_name(queue: str, priority: int, priority_steps: Sequence[int]) -> str:
+    """The list (without the key prefix) kombu's Redis transport reads ``queue`` at ``priority`` from;
+    ``priority_steps`` sorted."""
+    step = priority_steps[max(bisect(priority_steps, priority) - 1, 0)]
+    return f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue
+
+
+def queue_of(list_name: str) -> str:
+    """The queue a list (without the key prefix) belongs to."""
+    return list_name.split(PRIORITY_SEPARATOR, 1)[0]
+
+
+def task_message(message: StepMessage, priority: int, origin: str, reply_to: str) -> str:
+    """``message`` as ``send_task`` writes it on a Redis list (one JSON document)."""
+    task_id = str(uuid.uuid4())
+    args = message.args
+    body = json.dumps([args, {}, _EMBED]).encode()
+    payload = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": message.task, "id": task_id, "shadow": None, "eta": None,
+            "expires": None, "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
+            "root_id": task_id, "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}",
+            "origin": origin, "ignore_result": True, "replaced_task_nesting": 0,
+            "stamped_headers": None, "stamps": {},
+        },
+        "properties": {
+            "correlation_id": task_id, "reply_to": reply_to, "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": message.queue}, "priority": priority,
+            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(payload)
+
+
+def step_of(raw: bytes | str) -> StepKey | None:
+    """(instance id, node, seq, attempt) of a step message as stored by the broker (a queue list's
+    entry or an unacked one), without decoding the body; None for other messages."""
+    match = _STEP_ARGS.search(raw.encode() if isinstance(raw, str) else raw)
+    if match is None:
+        return None
+    iid, node, seq, attempt = match.groups()
+    return iid.decode(), node.decode(), int(seq), int(attempt)
+
+
+def decoded(raw: bytes | str) -> tuple[str, Any] | None:
+    """(task name, positional arguments) of a Celery message as the broker holds it; None for anything else."""
+    try:
+        message = json.loads(raw)
+        return str(message.get("headers", {}).get("task", "")), json.loads(base64.b64decode(message["body"]))[0]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def step_args(args: Any) -> StepKey | None:
+    """A step message's (instance id, node, seq, attempt) from its positional arguments; None for others."""
+    try:
+        if len(args) != 4:
+            return None
+        return str(args[0]), str(args[1]), int(args[2]), int(args[3])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def instance_of(raw: bytes | str | None) -> str | None:
+    """The instance id a queued step message is for (None when it is not one of ours)."""
+    found = decoded(raw) if raw else None
+    try:
+        return None if found is None else str(found[1][0])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def unacked_entry(raw: bytes | str) -> tuple[str, str, Any] | None:
+    """(task name, routing key, the message document) of an entry of kombu's unacked hash; None when unreadable."""
+    try:
+        message, _exchange, routing_key = json.loads(raw)
+        return str(message.get("headers", {}).get("task", "")), str(routing_key), message
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def redelivered(message: dict[str, Any]) -> str:
+    """A message taken back from the unacked hash, marked redelivered as kombu's restore marks it."""
+    message.setdefault("headers", {})["redelivered"] = True
+    message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
+    return json.dumps(message)
 
 
 class RedisQueueEnqueuer:
@@ -36,7 +144,7 @@ class RedisQueueEnqueuer:
     kombu's unacknowledged deliveries."""
 
     def __init__(self, client: redis.Redis, key_prefix: str = "",
-                 priority_steps: Sequence[int] = protocol.DEFAULT_PRIORITY_STEPS) -> None:
+                 priority_steps: Sequence[int] = DEFAULT_PRIORITY_STEPS) -> None:
         self.client = client
         self.key_prefix = key_prefix
         self.priority_steps = sorted(priority_steps)
@@ -49,11 +157,11 @@ class RedisQueueEnqueuer:
         """One that writes where ``app``'s workers read (its broker key prefix and priority steps)."""
         options = app.conf.broker_transport_options or {}
         return cls(client, options.get("global_keyprefix", ""),
-                   options.get("priority_steps", protocol.DEFAULT_PRIORITY_STEPS))
+                   options.get("priority_steps", DEFAULT_PRIORITY_STEPS))
 
     def queue_key(self, queue: str, priority: int) -> str:
         """The list kombu's Redis transport reads ``queue`` at ``priority`` from."""
-        return self.key_prefix + protocol.queue_name(queue, priority, self.priority_steps)
+        return self.key_prefix + queue_name(queue, priority, self.priority_steps)
 
     def queue_keys(self, queue: str) -> list[str]:
         """Every list ``queue``'s messages wait in (one per priority step)."""
@@ -64,7 +172,7 @@ class RedisQueueEnqueuer:
     def envelope(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> Envelope:
         """The message as it goes on the list: the key and the JSON to LPUSH there."""
         return Envelope(self.queue_key(message.queue, priority),
-                        protocol.task_message(message, priority, self.origin, self.reply_to))
+                        task_message(message, priority, self.origin, self.reply_to))
 
     def enqueue(self, message: StepMessage, priority: int = PRIORITY_CONTINUE) -> None:
         """Push ``message`` now (one LPUSH)."""
@@ -123,7 +231,7 @@ class RedisQueueEnqueuer:
                 while True:
                     chunk = self.client.lrange(key, start, start + SCAN_CHUNK - 1)
                     for raw in chunk:
-                        step = protocol.step_of(raw)
+                        step = step_of(raw)
                         if step is not None:
                             found.setdefault(step, 0.0)
                     if len(chunk) < SCAN_CHUNK:
@@ -137,9 +245,9 @@ class RedisQueueEnqueuer:
     def deliveries(self) -> list[Delivery]:
         """Every delivered, unacknowledged message in kombu's unacked hash, with its delivery time and
         whether the consumer that took it is alive (three round trips, whatever their number)."""
-        unacked = self.key_prefix + protocol.UNACKED
+        unacked = self.key_prefix + UNACKED
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(self.key_prefix + protocol.UNACKED_INDEX, 0, -1, withscores=True)
+        pipe.zrange(self.key_prefix + UNACKED_INDEX, 0, -1, withscores=True)
         pipe.hgetall(self.key_prefix + OWNERS)
         index, owners = pipe.execute()
         at = {text(tag): float(score) for tag, score in index}
@@ -149,10 +257,10 @@ class RedisQueueEnqueuer:
         out = []
         for tag, raw in self.client.hscan_iter(unacked, count=SCAN_CHUNK):
             tag = text(tag)
-            entry = protocol.unacked_entry(raw)
+            entry = unacked_entry(raw)
             task, queue = (entry[0], entry[1]) if entry else ("", "")
             who = owner.get(tag)
-            out.append(Delivery(tag, task, queue, protocol.step_of(raw), at.get(tag, 0.0),
+            out.append(Delivery(tag, task, queue, step_of(raw), at.get(tag, 0.0),
                                 None if who is None else alive[who]))
         return out
 
@@ -170,21 +278,21 @@ class RedisQueueEnqueuer:
         message acked or restored meanwhile, and one a live consumer holds again (kombu keeps the
         delivery tag of a restored message)."""
         restored = 0
-        unacked, owners = self.key_prefix + protocol.UNACKED, self.key_prefix + OWNERS
+        unacked, owners = self.key_prefix + UNACKED, self.key_prefix + OWNERS
         for delivery in deliveries:
 
             def move(pipe: Any, tag: str = delivery.tag) -> bool:
                 raw = pipe.hget(unacked, tag)
                 who = pipe.hget(owners, tag)
                 alive = who is not None and pipe.exists(self.key_prefix + MARK_PREFIX + text(who))
-                entry = protocol.unacked_entry(raw) if raw and not alive else None
+                entry = unacked_entry(raw) if raw and not alive else None
                 pipe.multi()
                 if entry is None:
                     return False
                 self._forget(pipe, tag)
                 _task, queue, message = entry
                 priority = int((message.get("properties") or {}).get("priority") or 0)
-                pipe.rpush(self.queue_key(queue, priority), protocol.redelivered(message))
+                pipe.rpush(self.queue_key(queue, priority), redelivered(message))
                 return True
 
             restored += bool(self.client.transaction(move, unacked, owners, value_from_callable=True))
@@ -200,8 +308,8 @@ class RedisQueueEnqueuer:
         return sum(int(n) for n in pipe.execute()[1::3])
 
     def _forget(self, pipe: Any, tag: str) -> None:
-        pipe.zrem(self.key_prefix + protocol.UNACKED_INDEX, tag)
-        pipe.hdel(self.key_prefix + protocol.UNACKED, tag)
+        pipe.zrem(self.key_prefix + UNACKED_INDEX, tag)
+        pipe.hdel(self.key_prefix + UNACKED, tag)
         pipe.hdel(self.key_prefix + OWNERS, tag)
 
     def queue_heads(self, queue: str) -> tuple[int, list[str]]:
@@ -212,14 +320,14 @@ class RedisQueueEnqueuer:
             pipe.llen(key)
             pipe.lindex(key, -1)
         answers = pipe.execute()
-        oldest = [iid for raw in answers[1::2] if (iid := protocol.instance_of(raw)) is not None]
+        oldest = [iid for raw in answers[1::2] if (iid := instance_of(raw)) is not None]
         return sum(int(n) for n in answers[0::2]), oldest
 
 
 def _taken(key: str, raw: bytes | str) -> TakenStep:
     """A popped message: its task and, for a step message, its (instance, node, seq, attempt)."""
-    found = protocol.decoded(raw)
+    found = decoded(raw)
     if found is None:
         return TakenStep(key, raw, "", None)
     task, args = found
-    return TakenStep(key, raw, task, protocol.step_args(args))
+    return TakenStep(key, raw, task, step_args(args))

@@ -106,7 +106,7 @@ class NodeBase(_Strict):
     The ``raw_*`` class methods read a node leniently from raw JSON (validation reports every
     problem of a file, before the models accept it); the instance methods read a valid node.
     Adding a node type: a subclass here, listed in ``NODE_CLASSES``, and its handling in
-    :func:`engine.runtime.dispatcher.resolve`.
+    :func:`engine.runtime.outcomes.resolve`.
     """
 
     #: True for a node that ends the instance (a terminal).

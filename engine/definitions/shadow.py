@@ -7,7 +7,7 @@ On publish (and ``tradeflow definitions validate``), a node with an external eff
 shadow could reach from ``start`` without meeting a stop is refused, with its JSON pointer and
 the path that reaches it. Read leniently from the raw JSON, like :mod:`engine.definitions.graph`.
 
-At run time the engine adds two guards of its own (:mod:`engine.runtime.dispatcher`): a shadow
+At run time the engine adds two guards of its own (:func:`engine.runtime.outcomes.resolve`): a shadow
 never joins a ``gather`` node's batch, and a service action sees ``instance.shadow`` (so the
 trading platform's actions keep a shadow's writes in its run's own namespace and its brokerage
 adapter refuses a shadow's orders).

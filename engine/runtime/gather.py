@@ -41,11 +41,9 @@ from engine.definitions.model import Definition, GatherNode, RecordLevel
 from engine.errors import ActionFailed, MalformedAnswer, StepFailed
 from engine.model import Instance, InstanceStatus, Outcome
 
-# arrival_document is defined by the dispatcher (it decides arrivals); named here too for the API.
-from engine.runtime.dispatcher import NextKind, target_of
-from engine.runtime.dispatcher import arrival_document as arrival_document
-from engine.runtime.outcomes import StepOutcomes
-from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS, step_deadline, worker_name
+# arrival_document is defined in outcomes (where arrivals are decided); named here too for the API.
+from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, NextKind, StepOutcomes, step_deadline, target_of, worker_name
+from engine.runtime.outcomes import arrival_document as arrival_document
 from engine.service import as_transition
 from engine.store.batches import Batch
 

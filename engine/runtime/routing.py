@@ -1,8 +1,14 @@
-"""Celery routing: a task named ``<service>.<action>`` goes to the ``<service>`` queue."""
+"""Celery routing: the engine's own task names and queue, and a task named ``<service>.<action>``
+going to the ``<service>`` queue."""
 
 from __future__ import annotations
 
 from typing import Any
+
+ENGINE_QUEUE = "engine"
+HTTP_TASK = "engine.http"
+TICK_TASK = "engine.tick"
+SWEEP_TASK = "engine.sweep"
 
 
 def route_by_service(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:

@@ -3,31 +3,28 @@
 A step's life reads top to bottom in :mod:`engine.runtime.pipeline`; what it records goes through
 the public operations of :mod:`engine.runtime.outcomes`; every cross-cutting concern is a module
 of :mod:`engine.runtime.concerns`, registered in :func:`concerns` -- the one list to change to add
-one (see docs/pipeline.md). The same runtime serves Celery workers (:mod:`engine.runtime.tasks`)
+one (see docs/pipeline.md). The same runtime serves Celery workers (:func:`engine.app.bind_tasks`)
 and tests that drive the engine one message at a time (:mod:`engine.testing`).
 """
 
 from __future__ import annotations
 
+from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
-from engine.metrics import StepMetrics
 from engine.runtime.concerns.awaits import Awaits
 from engine.runtime.concerns.data_set import DataSetCheck
-from engine.runtime.concerns.draining import Draining
+from engine.runtime.concerns.draining import Drain, Draining
 from engine.runtime.concerns.gathering import Gathering
 from engine.runtime.concerns.housekeeping import Housekeeping
 from engine.runtime.concerns.inline import DEFAULT_INLINE_SECONDS, DEFAULT_INLINE_STEPS, Inline
 from engine.runtime.concerns.limits import Limits
 from engine.runtime.concerns.liveness import Liveness
-from engine.runtime.concerns.metrics import Metrics
+from engine.runtime.concerns.metrics import Metrics, StepMetrics
 from engine.runtime.concerns.retries import Retries
 from engine.runtime.concerns.timeouts import DEFAULT_RECONCILE_SECONDS, RECONCILE_BATCH, Timeouts
 from engine.runtime.concerns.waits import Waits
-from engine.runtime.drain import Drain
 from engine.runtime.gather import Gatherer
-from engine.runtime.hooks import Hook
-from engine.runtime.messages import Enqueuer
-from engine.runtime.pipeline import Pipeline
+from engine.runtime.pipeline import Hook, Pipeline
 from engine.store.redis_store import RedisStore
 
 __all__ = ["DEFAULT_INLINE_SECONDS", "DEFAULT_INLINE_STEPS", "DEFAULT_RECONCILE_SECONDS", "Runtime", "concerns"]

@@ -44,10 +44,9 @@ from engine.definitions.model import AwaitNode, Definition
 from engine.errors import NotFound, SignalRefused, StepFailed
 from engine.model import Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
-from engine.runtime.dispatcher import NextKind, quorum_count
+from engine.runtime.outcomes import NextKind, quorum_count, worker_name
 from engine.runtime.outcomes import StepOutcomes as Runtime
-from engine.runtime.steps import worker_name
-from engine.store.changes import Placement
+from engine.store.codec import Placement
 
 #: Timer kind of an await's timeout in the timer sorted set (waits use ``wake``, backoffs ``retry``).
 TIMEOUT_TIMER = "timeout"

@@ -1,7 +1,7 @@
 """Batches of gather nodes: reading them, and every change of one (``lua/batch.lua``).
 
 An instance joins a batch in ``lua/state.lua``, atomically with the step that brings it to the
-gather node (:class:`engine.store.changes.Placement` carries the arrival). Everything after
+gather node (:class:`engine.store.codec.Placement` carries the arrival). Everything after
 that -- close, the batch step's attempts, its answer (kept once), applied -- is one operation
 of ``lua/batch.lua`` here, each a compare-and-set on the batch's status and attempt.
 
@@ -19,8 +19,7 @@ from typing import Any
 import redis
 
 from engine.keyspace import read_lua
-from engine.store.changes import Envelope
-from engine.store.codec import decode_activities, dumps, pack, text, unpack
+from engine.store.codec import Envelope, decode_activities, dumps, pack, text, unpack
 from engine.store.keys import Keys
 
 

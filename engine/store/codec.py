@@ -1,17 +1,28 @@
-"""How the store writes and reads documents: compact JSON, zlib-compressed when long."""
+"""The store's documents: how they are written and read (compact JSON, zlib-compressed when
+long), and the typed documents of its state-change operations.
+
+A :class:`Placement` says where a change leaves an instance (node, status, and the index
+entries that go with them); :class:`NewInstance` is one instance to create; :class:`Applied`
+is what an operation did; :class:`Envelope` is a step message the same script pushes. Activity
+records are :class:`engine.model.Activity`.
+"""
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
 from engine.keyspace import text
+from engine.model import Activity, InstanceStatus
 
-__all__ = ["COMPRESS_OVER", "JSON_FIELDS", "decode_activities", "decode_instance_hash", "dumps", "dumps_with", "pack",
-           "pack_text", "split_hash", "text", "unpack"]
+__all__ = ["COMPRESS_OVER", "JSON_FIELDS", "Applied", "Envelope", "NewInstance", "Placement",
+           "decode_activities",
+           "decode_instance_hash", "dumps", "dumps_with", "pack", "pack_text", "seconds", "split_hash", "text",
+           "unpack"]
 
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
@@ -84,3 +95,127 @@ def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, str]:
 def decode_activities(raw: Iterable[bytes | str]) -> list[dict[str, Any]]:
     """Activity records as read from Redis."""
     return [json.loads(unpack(record)) for record in raw]
+
+
+# -- the typed documents of state changes -------------------------------------------------------
+
+
+def seconds(value: float | None) -> str | None:
+    """A time as the script receives it: a string keeps every digit (Lua numbers print 14)."""
+    return None if value is None else repr(value)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A step message ready to be pushed onto a Redis list (``key``) by the same script as a state change."""
+
+    key: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a change leaves an instance; fields left None keep what the instance has."""
+
+    status: InstanceStatus | None = None
+    node: str | None = None
+    inflight: bool | None = None
+    #: Running, started: when the sweeper calls the step in flight lost.
+    deadline: float | None = None
+    #: Running, sent and waiting for a worker: no deadline yet (a backlog is not a loss); the
+    #: ``start`` operation sets one this many seconds after a worker starts the step.
+    queued: float | None = None
+    #: Waiting, awaiting with a timeout, or a retry backoff: when the timer is due, and its kind
+    #: ("wake" | "timeout" | "retry").
+    timer: float | None = None
+    timer_kind: str = ""
+    #: An end's result.
+    result: Any = None
+    #: Context entries deleted if the instance ends ``succeeded`` here.
+    drop_on_success: Sequence[str] = ()
+    #: Gathering: the batch the instance joins (name, group, close time, node...) and its contribution.
+    gather: dict[str, Any] | None = None
+    contribution: Any = None
+    #: Waiting for a limit: why (``rate: brokerage``), kept on the instance while it waits.
+    reason: str | None = None
+
+    @classmethod
+    def step(cls, node: str, deadline: float) -> Placement:
+        """Running ``node``'s step, started now: lost unless it progresses by ``deadline``."""
+        return cls(InstanceStatus.RUNNING, node, inflight=True, deadline=deadline)
+
+    @classmethod
+    def queued_step(cls, node: str, allowance: float) -> Placement:
+        """Running ``node``'s step, sent: once a worker starts it, lost unless it progresses within ``allowance`` s."""
+        return cls(InstanceStatus.RUNNING, node, inflight=True, queued=allowance)
+
+    @classmethod
+    def wait(cls, node: str, wake_at: float) -> Placement:
+        """Waiting at ``node`` until ``wake_at``."""
+        return cls(InstanceStatus.WAITING, node, inflight=False, timer=wake_at, timer_kind="wake")
+
+    @classmethod
+    def limited(cls, until: float, reason: str) -> Placement:
+        """A started step over its limit waits (at its node) until ``until``, when a ``limit`` timer re-sends it."""
+        return cls(InstanceStatus.WAITING, inflight=False, timer=until, timer_kind="limit", reason=reason)
+
+    @classmethod
+    def awaiting(cls, node: str, timeout: float | None) -> Placement:
+        """Awaiting a signal at ``node``; its timeout (if any) is a timer of kind ``timeout``."""
+        return cls(InstanceStatus.AWAITING, node, inflight=False, timer=timeout,
+                   timer_kind="timeout" if timeout is not None else "")
+
+    @classmethod
+    def gathering(cls, node: str, gather: dict[str, Any], contribution: Any) -> Placement:
+        """Gathering at ``node``: joins the batch ``gather`` describes with ``contribution``."""
+        return cls(InstanceStatus.GATHERING, node, inflight=False, gather=gather, contribution=contribution)
+
+    @classmethod
+    def end(cls, node: str, status: InstanceStatus, result: Any = None,
+            drop_on_success: Sequence[str] = ()) -> Placement:
+        """Ended at ``node`` in ``status`` (with its ``result``)."""
+        return cls(status, node, inflight=False, result=result, drop_on_success=tuple(drop_on_success))
+
+    def document(self) -> dict[str, Any]:
+        """The ``place`` field of an operation's document (absent fields left out)."""
+        doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
+               "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
+               "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None,
+               "reason": self.reason}
+        return {k: v for k, v in doc.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """One instance to create: its identity, initial data, first activity and first placement."""
+
+    id: str
+    workflow: str
+    version: int
+    run: str
+    data: dict[str, Any]
+    created_at: float
+    activity: Activity
+    placement: Placement
+    error: dict[str, Any] | None = None
+    #: The first step's message, pushed by the same script (None: none, or sent by the caller).
+    send: Envelope | None = None
+    #: A shadow instance (engine.definitions.shadow): marked ``shadow`` in its hash.
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a state-change operation did."""
+
+    applied: bool
+    status: InstanceStatus | None
+    seq: int | None
+    #: The batch a gathering instance joined, and whether nothing else of its run could still arrive.
+    batch: str | None = None
+    last: bool = False
+
+    @property
+    def missing(self) -> bool:
+        """True when the instance does not exist (expired or never created)."""
+        return self.status is None

@@ -25,14 +25,18 @@ from engine.definitions.model import Definition
 from engine.errors import NotFound
 from engine.keyspace import read_lua
 from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
-from engine.store.changes import Applied, Envelope, NewInstance, Placement, seconds
 from engine.store.codec import (
+    Applied,
+    Envelope,
+    NewInstance,
+    Placement,
     decode_activities,
     decode_instance_hash,
     dumps,
     dumps_with,
     pack,
     pack_text,
+    seconds,
     split_hash,
     text,
 )

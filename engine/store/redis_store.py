@@ -30,8 +30,18 @@ import redis
 from engine.definitions.model import Definition
 from engine.store.audit import AuditLog
 from engine.store.batches import Batch, BatchChange, Batches, batch_script
-from engine.store.changes import Applied, Envelope, NewInstance, Placement
-from engine.store.codec import COMPRESS_OVER, decode_activities, decode_instance_hash, dumps, pack, unpack
+from engine.store.codec import (
+    COMPRESS_OVER,
+    Applied,
+    Envelope,
+    NewInstance,
+    Placement,
+    decode_activities,
+    decode_instance_hash,
+    dumps,
+    pack,
+    unpack,
+)
 from engine.store.definitions import Definitions, publish_script
 from engine.store.fields import Fields
 from engine.store.housekeeping import Housekeeping, Housekept, housekeep_script

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.model import Outcome
-from engine.runtime.messages import step_message
+from engine.runtime.outcomes import step_message
 from engine.testing import enqueuer_of, store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants

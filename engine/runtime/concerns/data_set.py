@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.runtime.hooks import Hook
 from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.pipeline import Hook
 
 
 class DataSetCheck(Hook):

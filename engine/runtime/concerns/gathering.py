@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from engine.runtime.gather import Gatherer
-from engine.runtime.hooks import Hook
 from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.pipeline import Hook
 from engine.store.redis_store import Applied
 
 

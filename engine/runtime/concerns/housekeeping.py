@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from engine.runtime.hooks import Hook
 from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.pipeline import Hook
 
 log = logging.getLogger(__name__)
 

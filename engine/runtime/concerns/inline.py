@@ -17,9 +17,9 @@ from collections.abc import Callable
 from engine.config import Settings
 from engine.definitions.model import Node, ServiceNode
 from engine.model import Instance
-from engine.runtime.hooks import Hook
-from engine.runtime.hooks import Inline as InlineRule
 from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.pipeline import Hook
+from engine.runtime.pipeline import Inline as InlineRule
 from engine.service import ActionRegistry
 
 #: At most this many steps run after a delivered one without a broker hop (0: every step is a message) ...

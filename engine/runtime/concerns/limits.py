@@ -25,9 +25,8 @@ from engine.definitions.model import ConcurrencyLimit, Definition, StepNode
 from engine.errors import ExpressionError
 from engine.expressions.cel import compile_expression
 from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
-from engine.runtime.hooks import Hook
-from engine.runtime.outcomes import StepOutcomes, StepReport
-from engine.runtime.steps import step_allowance
+from engine.runtime.outcomes import StepOutcomes, StepReport, step_allowance
+from engine.runtime.pipeline import Hook
 from engine.store.redis_store import Placement
 
 log = logging.getLogger(__name__)

@@ -34,9 +34,8 @@ from collections.abc import Callable
 
 from engine.definitions.model import StepNode
 from engine.model import InstanceStatus, Outcome
-from engine.runtime.hooks import Hook
-from engine.runtime.outcomes import StepOutcomes
-from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS
+from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, StepOutcomes
+from engine.runtime.pipeline import Hook
 from engine.store.redis_store import StartedStep
 
 log = logging.getLogger(__name__)

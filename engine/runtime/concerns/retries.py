@@ -12,9 +12,8 @@ from typing import Any
 
 from engine.definitions.model import Definition, StepNode
 from engine.model import Instance, InstanceStatus, Outcome
-from engine.runtime.hooks import Hook
-from engine.runtime.outcomes import StepOutcomes, StepReport
-from engine.runtime.steps import step_allowance
+from engine.runtime.outcomes import StepOutcomes, StepReport, step_allowance
+from engine.runtime.pipeline import Hook
 from engine.store.redis_store import Placement
 
 #: Timer kind of a step waiting out its backoff.

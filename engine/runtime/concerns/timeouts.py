@@ -18,10 +18,8 @@ import time
 from engine.definitions.model import Definition, StepNode
 from engine.model import InstanceStatus, Outcome
 from engine.runtime.deliveries import count_messages, settle
-from engine.runtime.hooks import Hook
-from engine.runtime.messages import step_message
-from engine.runtime.outcomes import StepOutcomes
-from engine.runtime.steps import MIN_TIMEOUT_ATTEMPTS
+from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, StepOutcomes, step_message
+from engine.runtime.pipeline import Hook
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from engine.definitions.model import Definition, WaitNode
 from engine.errors import StepFailed
 from engine.model import Instance, InstanceStatus, Outcome
-from engine.runtime.dispatcher import NextKind
-from engine.runtime.hooks import Hook
-from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.outcomes import NextKind, StepOutcomes
+from engine.runtime.pipeline import Hook
 
 #: Timer kind of an instance waiting at a wait node.
 WAKE_TIMER = "wake"

@@ -10,8 +10,7 @@ from console.burndown import Burndown, BurndownStore, burndown_svg
 from console.config import ConsoleSettings
 from engine.api import RunProgress
 from engine.config import Settings
-from engine.metrics import StepMetrics
-from engine.testing import store_of
+from engine.testing import StepMetrics, store_of
 from tests.unit.console.conftest import Site, csrf_of
 
 

@@ -14,8 +14,7 @@ import pytest
 import redis
 
 from engine.model import Activity, InstanceStatus, Outcome
-from engine.store.changes import seconds
-from engine.store.codec import pack, unpack
+from engine.store.codec import pack, seconds, unpack
 from engine.store.keys import Keys
 from engine.store.redis_store import Envelope, NewInstance, Placement, RedisStore
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from engine.runtime.messages import SWEEP_TASK, TICK_TASK
-from engine.runtime.tasks import bind_tasks
+from engine.app import bind_tasks
+from engine.runtime.routing import SWEEP_TASK, TICK_TASK
 from engine.service import ActionRegistry, Transition, action
 
 ACTIONS = ActionRegistry()
