@@ -99,7 +99,7 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
     import portfolio_manager.actions  # noqa: F401  (registers the portfolio manager's actions)
     from engine.api import Engine
     from engine.broker import MemoryEnqueuer
-    from engine.definitions.model import Node, ServiceNode
+    from engine.definitions.nodes import Node, ServiceNode
     from engine.store.redis_store import RedisStore
     from engine.testing import Driver, runtime_of
     from portfolio_manager.cli import last_session

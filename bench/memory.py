@@ -27,8 +27,8 @@ from typing import Any
 import redis
 
 from engine.api import RunProgress
+from engine.instance import LIVE_STATUSES, TERMINAL_STATUSES, InstanceStatus
 from engine.keyspace import text
-from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, InstanceStatus
 from engine.ops.inspect import Inspector
 
 SAMPLE = 1000

@@ -64,7 +64,7 @@ GROUPS: list[tuple[str, Callable[[str], bool], Callable[[str], bool]]] = [
     ("engine.runtime", lambda f: "/engine/runtime/" in f, lambda n: True),
     ("engine.expressions", lambda f: "/engine/expressions/" in f, lambda n: True),
     ("engine.service (action wrapper)", lambda f: f.endswith("engine/service.py"), lambda n: True),
-    ("engine.model (records, instance)", lambda f: f.endswith("engine/model.py"), lambda n: True),
+    ("engine.instance (records, instance)", lambda f: f.endswith("engine/instance.py"), lambda n: True),
     ("engine (other)", lambda f: "/engine/" in f and "site-packages" not in f, lambda n: True),
     ("pm actions (portfolio_manager.actions)", lambda f: f.endswith("portfolio_manager/actions.py"), lambda n: True),
     ("order_calc.actions", lambda f: f.endswith("order_calc/actions.py"), lambda n: True),
@@ -225,7 +225,7 @@ class EngineSide:
 
     def work(self, count: int) -> Callable[[], int]:
         """Run every queued step (and the steps they chain) until none is left."""
-        from engine.definitions.model import Node, ServiceNode
+        from engine.definitions.nodes import Node, ServiceNode
 
         driver, runtime = self.driver, runtime_of(self.engine)
 
@@ -316,7 +316,7 @@ def report(peer_side: Side, engine_side: Side, out: Any = sys.stdout) -> None:
 def phases() -> list[tuple[str, tuple[str, int, str]]]:
     """Functions whose cumulative time says where a step's work goes: (label, profile key)."""
     from engine.expressions.cel import Template
-    from engine.model import Activity, Instance
+    from engine.instance import Activity, Instance
     from engine.runtime.runner import Runtime
     from engine.service import ActionSpec, as_transition
     from engine.store import codec

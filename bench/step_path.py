@@ -31,7 +31,7 @@ import redis
 
 from engine.app import build_engine, create_app
 from engine.config import Settings
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
 from engine.testing import delete_prefix
 

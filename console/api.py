@@ -14,7 +14,7 @@ from console import views
 from console.paging import DEFAULT_PAGE, Page, by_offset, json_answer, page_size
 from console.users import Permission
 from console.web import context, reason_by, require
-from engine.model import Instance
+from engine.instance import Instance
 
 router = APIRouter(prefix="/api")
 

@@ -25,8 +25,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from console.burndown import BurndownStore, Sampler
 from console.config import ConsoleSettings
+from console.console_keys import ConsoleKeys
 from console.errors import ConsoleError, Forbidden, NeedLogin
-from console.keys import ConsoleKeys
 from console.throttle import LoginThrottle
 from console.users import UserStore
 from console.web import ConsoleContext, guard, install_filters, render

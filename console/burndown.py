@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from console.keys import ConsoleKeys
+from console.console_keys import ConsoleKeys
 from engine.api import Engine, RunProgress
 from engine.errors import TradeflowError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 
-from engine.definitions.model import Definition, NodeBase
+from engine.definitions.nodes import Definition, NodeBase
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 150, 34, 30, 46, 10
 #: Longest edge label drawn (a choice's condition or a wait's expression is cut, with an ellipsis).

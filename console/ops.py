@@ -18,9 +18,9 @@ from console.paging import DEFAULT_PAGE, page_size
 from console.users import Permission, User
 from console.web import back, context, flash, reason_by, render, require
 from engine.api import SignalResult
-from engine.definitions.model import AwaitNode
+from engine.definitions.nodes import AwaitNode
 from engine.errors import DefinitionError, InvalidState, NotFound, SignalRefused, TradeflowError
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 
 router = APIRouter()
 

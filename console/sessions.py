@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from console.keys import ConsoleKeys
+from console.console_keys import ConsoleKeys
 from engine.keyspace import text
 
 

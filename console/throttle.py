@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from console.console_keys import ConsoleKeys
 from console.errors import TooManyAttempts
-from console.keys import ConsoleKeys
 from engine.keyspace import read_lua
 
 LUA = read_lua(__file__, "login_attempt.lua")

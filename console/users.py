@@ -26,8 +26,8 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from console.console_keys import ConsoleKeys
 from console.errors import UserError
-from console.keys import ConsoleKeys
 from console.sessions import SessionStore
 from engine import Principal
 

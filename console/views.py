@@ -13,7 +13,7 @@ from typing import Any
 from console.burndown import Burndown, BurndownStore
 from console.paging import Page
 from engine.api import Engine, RunProgress
-from engine.model import LIVE_STATUSES, Instance, InstanceStatus
+from engine.instance import LIVE_STATUSES, Instance, InstanceStatus
 
 #: How many instances a run page loads at most to count by node, group failures, or search one page.
 SCAN_LIMIT = 5000

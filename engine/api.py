@@ -23,7 +23,7 @@ from engine.audit import AuditPage, AuditQuery
 from engine.broker import PRIORITY_START, Enqueuer, StepMessage
 from engine.clock import Clock, system_clock
 from engine.definitions.limit_check import MAX_WINDOW_SECONDS
-from engine.definitions.model import (
+from engine.definitions.nodes import (
     AwaitNode,
     ConcurrencyLimit,
     Definition,
@@ -35,9 +35,9 @@ from engine.definitions.model import (
 from engine.definitions.validation import validate_input
 from engine.errors import InvalidInput, InvalidState, NotFound, SignalRefused, StepFailed
 from engine.expressions.cel import Scope
+from engine.instance import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.labels import check_run_label
 from engine.metrics import StepStats, parse_step_metrics
-from engine.model import LIVE_STATUSES, TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runs_diff import InstancePath, RunDiff, diff_runs, read_run
 from engine.runtime.gather import arrival_document
@@ -558,7 +558,7 @@ class Engine:
             attempt_after = attempt
         else:
             raise InvalidState(f"{instance.id} stopped at {instance.node!r}, which cannot be re-run")
-        applied = self._runtime.transition(definition, instance.id, lambda envelope, clear: self._store.control(
+        applied = self._runtime.apply_change(definition, instance.id, lambda envelope, clear: self._store.control(
             instance.id, seq=instance.seq, statuses=allowed, activity=activity, placement=placement,
             attempt=attempt_after, context=context, carrier=clear, send=envelope),
             (instance.node, instance.seq, attempt) if send else None)

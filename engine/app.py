@@ -28,7 +28,7 @@ from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
 from engine.connections import client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
-from engine.definitions.model import GatherNode, HttpNode, ServiceNode, StepNode
+from engine.definitions.nodes import GatherNode, HttpNode, ServiceNode, StepNode
 from engine.runtime.concerns.inline import inline_rule
 from engine.runtime.gather import batch_task
 from engine.runtime.http import call_http

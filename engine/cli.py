@@ -27,7 +27,7 @@ from engine.definitions.diagram import to_mermaid
 from engine.definitions.schema import json_schema
 from engine.definitions.validation import validate_file
 from engine.errors import DefinitionError, SignalRefused
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
 from engine.ops.embedded import stop_embedded
@@ -273,8 +273,8 @@ def _awaited(engine: Any, instance: Any) -> str:
     """What an awaiting instance waits for: its signals and its timeout (empty for other statuses)."""
     from datetime import UTC, datetime
 
-    from engine.definitions.model import AwaitNode
-    from engine.model import InstanceStatus
+    from engine.definitions.nodes import AwaitNode
+    from engine.instance import InstanceStatus
 
     node = engine.definition(instance.workflow, instance.version).nodes.get(instance.node)
     if instance.status is not InstanceStatus.AWAITING or not isinstance(node, AwaitNode):

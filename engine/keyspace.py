@@ -1,6 +1,6 @@
 """Key names under one prefix, and Redis replies as text: the helpers every Redis store here uses.
 
-The engine's store (:class:`engine.store.keys.Keys`), the console (:class:`console.keys.ConsoleKeys`)
+The engine's store (:class:`engine.store.keys.Keys`), the console (:class:`console.console_keys.ConsoleKeys`)
 and the portfolio manager's stores (the book, proposals, the simulated brokerage, the demo's
 marker) each keep their keys under a prefix of their own, built with one :class:`KeySpace`.
 The one exception is the broker's: Celery's queue and unacked keys are kombu's layout, not

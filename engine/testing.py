@@ -24,7 +24,7 @@ import redis
 
 from engine.api import Engine
 from engine.broker import Enqueuer, MemoryEnqueuer, StepMessage
-from engine.definitions.model import GatherNode, HttpNode, Node, ServiceNode, StepNode
+from engine.definitions.nodes import GatherNode, HttpNode, Node, ServiceNode, StepNode
 from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
 from engine.runtime.concerns.metrics import StepMetrics
 from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS

@@ -33,7 +33,7 @@ from celery.schedules import schedstate, schedule
 
 from engine.api import Engine, StartItem
 from engine.app import build_engine
-from engine.definitions.model import AwaitNode
+from engine.definitions.nodes import AwaitNode
 from engine.definitions.validation import Roles, load_definition
 from engine.errors import NotFound
 from engine.roles import declared_roles

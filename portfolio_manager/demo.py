@@ -34,7 +34,7 @@ from rich.table import Table
 from engine.app import build_engine
 from engine.config import Settings
 from engine.connections import state_url
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, default_fleets
 from engine.ops.progress import show_progress
 from engine.roles import declared_roles

@@ -60,9 +60,9 @@ def demo(count: int) -> None:
 
 
 def console_plugin() -> Any:
-    """The portfolio managers' pages of the web console (see :mod:`portfolio_manager.console`); called once by
+    """The portfolio managers' pages of the web console (see :mod:`portfolio_manager.console_pages`); called once by
     the console's app factory, it reads the portfolio manager's settings for the console's process."""
-    from portfolio_manager.console import plugin  # fastapi: only when the console starts
+    from portfolio_manager.console_pages import plugin  # fastapi: only when the console starts
     from portfolio_manager.services import configure
 
     configure(PMSettings.from_env())

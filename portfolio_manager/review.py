@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import NotFound, SignalRefused
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from portfolio_manager.proposals import (
     Decisions,
     Proposal,
@@ -40,7 +40,7 @@ from portfolio_manager.proposals import (
 if TYPE_CHECKING:
     from engine import Principal
     from engine.api import Engine
-    from engine.model import Instance
+    from engine.instance import Instance
 
 APPROVE = "approve"
 REJECT = "reject"

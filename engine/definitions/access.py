@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.definitions.model import escape_pointer
+from engine.definitions.nodes import escape_pointer
 from engine.definitions.problems import did_you_mean
 from engine.errors import Problem
 

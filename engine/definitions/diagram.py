@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from engine.definitions.model import Definition, TerminalNode, TerminalStatus
+from engine.definitions.nodes import Definition, TerminalNode, TerminalStatus
 
 __all__ = ["to_mermaid"]
 

@@ -1,7 +1,7 @@
 """The graph of a definition: every edge names a node, every node is reachable and can finish.
 
 Read leniently from the raw JSON (each node type lists its own edges: ``raw_edges`` of
-:mod:`engine.definitions.model`), so that a file with structural problems still gets its
+:mod:`engine.definitions.nodes`), so that a file with structural problems still gets its
 graph problems reported in the same pass.
 """
 
@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from engine.definitions.model import NODE_CLASSES, NODE_TYPES, Edge, escape_pointer
+from engine.definitions.nodes import NODE_CLASSES, NODE_TYPES, Edge, escape_pointer
 from engine.definitions.problems import did_you_mean
 from engine.errors import Problem
 

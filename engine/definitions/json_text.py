@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from engine.definitions.model import escape_pointer
+from engine.definitions.nodes import escape_pointer
 from engine.errors import Problem
 
 MAX_DEFINITION_BYTES = 1 << 20

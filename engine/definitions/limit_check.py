@@ -1,7 +1,7 @@
 """The limits of a definition's nodes: each rate window is sensible, each concurrency group agrees.
 
-Ranges and types are the models' (:class:`engine.definitions.model.RateLimit`,
-:class:`engine.definitions.model.ConcurrencyLimit`); the key expressions are checked with every
+Ranges and types are the models' (:class:`engine.definitions.nodes.RateLimit`,
+:class:`engine.definitions.nodes.ConcurrencyLimit`); the key expressions are checked with every
 other expression (:mod:`engine.definitions.references`). What is left is what spans a node or
 several: a rate whose window (``burst / per_second``) is longer than a day, and nodes that name
 the same concurrency ``group`` with a different key or size.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.definitions.model import escape_pointer
+from engine.definitions.nodes import escape_pointer
 from engine.errors import Problem
 
 #: The longest window of a rate limit (``burst / per_second``), in seconds.

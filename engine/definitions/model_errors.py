@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.definitions.json_text import json_kind
-from engine.definitions.model import (
+from engine.definitions.nodes import (
     IDENT_PATTERN,
     NAME_PATTERN,
     NODE_CLASSES,

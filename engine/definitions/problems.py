@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from engine.definitions.model import escape_pointer
+from engine.definitions.nodes import escape_pointer
 from engine.errors import Problem
 
 

@@ -3,7 +3,7 @@
 ``params.X`` must name a parameter, ``context.X`` a node and ``instance.X`` a field of the
 instance root. References are found on the expression's tokens, so text inside string
 literals is never mistaken for one; computed references (``params[name]``) are not checked.
-Each node type lists its own expressions (``raw_expressions`` of :mod:`engine.definitions.model`).
+Each node type lists its own expressions (``raw_expressions`` of :mod:`engine.definitions.nodes`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from engine.definitions.model import NODE_TYPES, escape_pointer
+from engine.definitions.nodes import NODE_TYPES, escape_pointer
 from engine.definitions.problems import did_you_mean
 from engine.errors import ExpressionError, Problem
 from engine.expressions.cel import compile_expression, template_strings

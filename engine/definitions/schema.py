@@ -12,7 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.definitions.problems import pointer
 from engine.errors import DefinitionError, InvalidInput, Problem
 

@@ -19,7 +19,7 @@ from collections import deque
 from typing import Any
 
 from engine.definitions.graph import raw_edges
-from engine.definitions.model import escape_pointer
+from engine.definitions.nodes import escape_pointer
 from engine.errors import Problem
 
 

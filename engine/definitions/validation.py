@@ -10,7 +10,7 @@ Checks, in order, one module each:
 - :mod:`~engine.definitions.json_text`: the JSON itself (syntax with line and column,
   duplicate keys, a top level that is an object, size and depth);
 - :mod:`~engine.definitions.model_errors`: the structure (the strict pydantic models of
-  :mod:`engine.definitions.model`), their errors translated to pointers and fixes;
+  :mod:`engine.definitions.nodes`), their errors translated to pointers and fixes;
 - :mod:`~engine.definitions.graph`: every ``start``/transition/``next``/``default`` names a
   node, every node is reachable from ``start`` and can reach a terminal;
 - :mod:`~engine.definitions.shadow`: every path from ``start`` to a node with an external
@@ -40,8 +40,8 @@ from engine.definitions.access import RoleSet, check_access
 from engine.definitions.graph import check_graph
 from engine.definitions.json_text import json_kind, parse
 from engine.definitions.limit_check import check_limits
-from engine.definitions.model import Definition
 from engine.definitions.model_errors import model_problems
+from engine.definitions.nodes import Definition
 from engine.definitions.problems import did_you_mean, unique
 from engine.definitions.references import check_expressions
 from engine.definitions.schema import SCHEMA_ID, check_schema, json_schema, validate_input

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigurationError
-from engine.model import TERMINAL_STATUSES
+from engine.instance import TERMINAL_STATUSES
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from engine.config import Settings
 from engine.connections import state_url
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.ops.progress import show_progress
 from engine.roles import declared_roles

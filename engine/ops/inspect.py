@@ -25,8 +25,8 @@ from typing import Any
 
 import redis
 
+from engine.instance import InstanceStatus
 from engine.keyspace import text
-from engine.model import InstanceStatus
 from engine.store.codec import decode_activities, unpack
 from engine.store.keys import Keys
 

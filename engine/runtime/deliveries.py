@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.broker import Delivery, Enqueuer, StepKey
-from engine.model import TERMINAL_STATUSES
+from engine.instance import TERMINAL_STATUSES
 from engine.store.queued import StepHead
 from engine.store.redis_store import RedisStore
 

@@ -37,9 +37,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.broker import PRIORITY_CONTINUE, StepMessage
-from engine.definitions.model import Definition, GatherNode, RecordLevel
+from engine.definitions.nodes import Definition, GatherNode, RecordLevel
 from engine.errors import ActionFailed, MalformedAnswer, StepFailed
-from engine.model import Instance, InstanceStatus, Outcome
+from engine.instance import Instance, InstanceStatus, Outcome
 
 # arrival_document is defined in outcomes (where arrivals are decided); named here too for the API.
 from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, NextKind, StepOutcomes, step_deadline, target_of, worker_name
@@ -289,7 +289,7 @@ class Gatherer:
                                      action=getattr(node, "action", None), received=received, batch=batch.id,
                                      next=nxt.node, via=list(nxt.via) or None)
         placement = runtime.placement(definition, nxt, now)
-        applied = runtime.transition(definition, instance.id, lambda send, clear: self.store.advance(
+        applied = runtime.apply_change(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=instance.seq, statuses=GATHERING, activity=activity, placement=placement,
             context=(instance.node, data), carrier=clear, send=send),
             (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)

@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from engine.definitions.model import HttpNode
+from engine.definitions.nodes import HttpNode
 from engine.errors import ActionFailed, MalformedAnswer, RetryableHttpError
 from engine.service import Transition, as_transition
 

@@ -4,7 +4,7 @@ A step's life (:mod:`engine.runtime.pipeline`), its hooks (:mod:`engine.runtime.
 the signals (:mod:`engine.runtime.signals`) and the gather nodes (:mod:`engine.runtime.gather`)
 all end a step the same few ways, each one store operation (one Lua compare-and-set):
 
-- :meth:`StepOutcomes.transition` -- apply a change and, if the instance is running, send its
+- :meth:`StepOutcomes.apply_change` -- apply a change and, if the instance is running, send its
   next step (advance, retry, signal, wake ...);
 - :meth:`StepOutcomes.fail` -- fail the instance at its step, with the error recorded;
 - :meth:`StepOutcomes.resend` -- send a running step again under its next attempt;
@@ -43,7 +43,7 @@ from typing import Any
 
 from engine.broker import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage
 from engine.clock import Clock, system_clock
-from engine.definitions.model import (
+from engine.definitions.nodes import (
     AwaitNode,
     ChoiceNode,
     Definition,
@@ -55,7 +55,7 @@ from engine.definitions.model import (
 )
 from engine.errors import ExpressionError, StepFailed
 from engine.expressions.cel import Scope, compile_expression, compile_template
-from engine.model import Activity, Instance, InstanceStatus, Outcome
+from engine.instance import Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.routing import ENGINE_QUEUE, HTTP_TASK
 from engine.store.redis_store import Applied, Placement, RedisStore
 
@@ -250,7 +250,7 @@ def arrival_document(definition: Definition, nxt: Next) -> dict[str, Any]:
 
 #: A store operation given the message it pushes with the change and the carrier to record.
 Change = Callable[[Envelope | None, str | None], Applied]
-#: Told of every change applied through :meth:`StepOutcomes.transition` (hooks' ``after_apply``).
+#: Told of every change applied through :meth:`StepOutcomes.apply_change` (hooks' ``after_apply``).
 AfterApply = Callable[["StepOutcomes", Applied], None]
 #: The statuses a step's failure applies at unless told otherwise.
 STEP_STATUSES = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
@@ -371,7 +371,7 @@ class StepOutcomes:
         return Activity(seq=seq, node=node_name, attempt=attempt, outcome=outcome, worker=worker_name(),
                         started_at=started, ended_at=self.clock(), **fields)
 
-    def transition(self, definition: Definition, instance_id: str, change: Change,
+    def apply_change(self, definition: Definition, instance_id: str, change: Change,
                    step: tuple[str, int, int] | None = None, priority: int = PRIORITY_CONTINUE) -> Applied:
         """Apply ``change`` (a store operation); then, if the instance is running, send ``step`` (node, seq, attempt).
 
@@ -415,7 +415,7 @@ class StepOutcomes:
         node = definition.nodes[instance.node]
         assert isinstance(node, StepNode)
         placement = Placement(inflight=True, queued=step_allowance(node))
-        applied = self.transition(definition, instance.id, lambda send, clear: self.store.retry(
+        applied = self.apply_change(definition, instance.id, lambda send, clear: self.store.retry(
             instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=attempt, placement=placement,
             activity=activity, statuses=(InstanceStatus.RUNNING,), carrier=clear, send=send),
             (instance.node, instance.seq, attempt))

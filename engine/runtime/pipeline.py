@@ -48,10 +48,10 @@ import redis
 
 from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
-from engine.definitions.model import Definition, HttpNode, Node, RecordLevel, ServiceNode, StepNode
+from engine.definitions.nodes import Definition, HttpNode, Node, RecordLevel, ServiceNode, StepNode
 from engine.errors import ActionFailed, DataSetLost, ExpressionError, StepFailed
 from engine.expressions.cel import compile_template
-from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import NextKind, StepOutcomes, StepReport, step_deadline, target_of
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
@@ -360,7 +360,7 @@ class Pipeline(StepOutcomes):
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
             placement = Placement.step(nxt.node, step_deadline(definition.nodes[nxt.node], now))
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
-        applied = self.transition(definition, instance.id, lambda send, clear: self.store.advance(
+        applied = self.apply_change(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
             carrier=carrier if chained else clear, send=send, encoded=transition.encoded), step)
         if not applied.applied:

@@ -40,9 +40,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine import audit
-from engine.definitions.model import AwaitNode, Definition
+from engine.definitions.nodes import AwaitNode, Definition
 from engine.errors import NotFound, SignalRefused, StepFailed
-from engine.model import Activity, Instance, InstanceStatus, Outcome
+from engine.instance import Activity, Instance, InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runtime.outcomes import NextKind, quorum_count, worker_name
 from engine.runtime.outcomes import StepOutcomes as Runtime
@@ -233,7 +233,7 @@ class _Signal:
         activity = self.record(instance, Outcome.SIGNALLED, received=payload or None, next=nxt.node,
                                via=list(nxt.via) or None, quorum=text)
         placement = runtime.placement(definition, nxt, runtime.clock())
-        applied = runtime.transition(definition, self.instance_id, lambda send, _clear: self.store.signal(
+        applied = runtime.apply_change(definition, self.instance_id, lambda send, _clear: self.store.signal(
             self.instance_id, seq=instance.seq, activity=activity, placement=placement,
             context=(instance.node, entry), marker=self.marker, quorum_reached=standing is not None, send=send),
             (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
@@ -315,7 +315,7 @@ def fire_timeout(runtime: Runtime, instance: Instance, definition: Definition, n
                              timeout_at=instance.wake_at,
                              reason="timeout came after a signal had moved the instance on")
     placement = runtime.placement(definition, nxt, now)
-    applied = runtime.transition(definition, instance.id, lambda send, clear: store.advance(
+    applied = runtime.apply_change(definition, instance.id, lambda send, clear: store.advance(
         instance.id, seq=instance.seq, statuses=AWAITING, activity=activity, placement=placement, noop=noop,
         carrier=clear, send=send), (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)
     return int(applied.applied)

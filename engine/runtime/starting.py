@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from engine.definitions.model import AwaitNode, ChoiceNode, Definition, StepNode, TerminalNode, WaitNode
+from engine.definitions.nodes import AwaitNode, ChoiceNode, Definition, StepNode, TerminalNode, WaitNode
 from engine.expressions.cel import Expression, compile_expression, compile_template
 from engine.expressions.functions import lookup
 from engine.expressions.scan import BUILTIN_FUNCTIONS

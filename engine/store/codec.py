@@ -4,7 +4,7 @@ long), and the typed documents of its state-change operations.
 A :class:`Placement` says where a change leaves an instance (node, status, and the index
 entries that go with them); :class:`NewInstance` is one instance to create; :class:`Applied`
 is what an operation did; :class:`Envelope` is a step message the same script pushes. Activity
-records are :class:`engine.model.Activity`.
+records are :class:`engine.instance.Activity`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from engine.instance import Activity, InstanceStatus
 from engine.keyspace import text
-from engine.model import Activity, InstanceStatus
 
 __all__ = ["COMPRESS_OVER", "JSON_FIELDS", "Applied", "Envelope", "NewInstance", "Placement",
            "decode_activities",

@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.errors import NotFound, TradeflowError
 from engine.keyspace import read_lua
 from engine.store.codec import dumps, text

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from engine.model import TERMINAL_STATUSES, InstanceStatus
+from engine.instance import TERMINAL_STATUSES, InstanceStatus
 from engine.store.codec import dumps
 from engine.store.keys import Keys
 

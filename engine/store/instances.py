@@ -21,10 +21,10 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.errors import NotFound
+from engine.instance import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.keyspace import read_lua
-from engine.model import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
 from engine.store.codec import (
     Applied,
     Envelope,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.store.codec import text
 from engine.store.keys import Keys
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import redis
 
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.store.audit import AuditLog
 from engine.store.batches import Batch, BatchChange, Batches, batch_script
 from engine.store.codec import (

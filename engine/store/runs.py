@@ -10,8 +10,8 @@ from typing import Any
 import redis
 
 from engine.errors import DataSetLost
+from engine.instance import InstanceStatus
 from engine.keyspace import read_lua
-from engine.model import InstanceStatus
 from engine.store.codec import text
 from engine.store.keys import Keys
 

@@ -48,7 +48,7 @@ import redis
 
 from engine import Principal
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from engine.runtime.concerns.liveness import process_of
 from engine.testing import store_of

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from engine.api import Engine
-from engine.model import Outcome
+from engine.instance import Outcome
 from engine.testing import store_of
 from portfolio_manager.daily import instance_id_for
 from portfolio_manager.proposals import ProposalStatus

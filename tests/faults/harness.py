@@ -33,7 +33,7 @@ from engine.api import Engine
 from engine.broker import CeleryEnqueuer
 from engine.clock import OffsetFileClock, read_offset
 from engine.definitions.validation import load_definition
-from engine.model import Instance
+from engine.instance import Instance
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

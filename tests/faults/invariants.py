@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.model import Instance, InstanceStatus, Outcome
+from engine.instance import Instance, InstanceStatus, Outcome
 from engine.store.redis_store import RedisStore, decode_activities, decode_instance_hash
 
 TRANSITIONS = {Outcome.APPLIED.value, Outcome.WOKE.value, Outcome.SIGNALLED.value, Outcome.TIMED_OUT.value,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.config import PMSettings

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.model import Outcome
+from engine.instance import Outcome
 from engine.runtime.outcomes import step_message
 from engine.testing import enqueuer_of, store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab

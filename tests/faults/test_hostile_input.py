@@ -51,7 +51,7 @@ from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -17,7 +17,7 @@ import redis
 
 from engine.app import redis_client
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from tests.faults.redis_server import RedisServer
 from tests.faults.shared_redis_fleet import shared_fleet

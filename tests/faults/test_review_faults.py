@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from engine import Principal
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.ops.fleet import FleetSpec
 from engine.testing import store_of
 from portfolio_manager import review

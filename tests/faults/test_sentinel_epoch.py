@@ -25,7 +25,7 @@ from engine.config import Settings
 from engine.connections import client_for, replica_wait
 from engine.definitions.validation import load_definition
 from engine.errors import DataSetLost
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -25,7 +25,7 @@ from engine.api import Engine, StartItem
 from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

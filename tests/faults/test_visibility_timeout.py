@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.model import Outcome
+from engine.instance import Outcome
 from engine.ops.fleet import FleetSpec
 from engine.testing import store_of
 from tests.faults.harness import chain_definition, fault_lab

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.testing import store_of
 from tests.faults.harness import RETENTION_SECONDS, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants

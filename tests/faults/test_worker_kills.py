@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine.broker import RedisQueueEnqueuer
-from engine.model import Outcome
+from engine.instance import Outcome
 from engine.ops.fleet import FleetSpec
 from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab

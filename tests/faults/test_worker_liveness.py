@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from engine.model import Outcome
+from engine.instance import Outcome
 from engine.ops.fleet import FleetSpec
 from engine.runtime.concerns.liveness import process_of
 from engine.testing import store_of

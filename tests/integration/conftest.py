@@ -22,7 +22,7 @@ from celery import Celery
 from engine.api import Engine
 from engine.app import sender_app as engine_sender_app
 from engine.broker import CeleryEnqueuer
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix, make_store, store_of
 

@@ -24,7 +24,7 @@ import redis
 from engine.api import Engine
 from engine.broker import CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import FULL_CHECK_PERIODS, IDLE_PAUSE_SECONDS, delete_prefix, make_store, store_of
 from tests.integration.conftest import LiveFleet, fleet_env, sender_app

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.allocation import Request, allocate

@@ -31,12 +31,12 @@ import httpx
 import pytest
 
 import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
-from console.keys import ConsoleKeys
+from console.console_keys import ConsoleKeys
 from console.users import UserStore
 from engine import Principal
 from engine.api import Engine
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.embedded import free_port
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix

@@ -32,7 +32,7 @@ import httpx
 import pytest
 import redis
 
-from console.keys import ConsoleKeys
+from console.console_keys import ConsoleKeys
 from console.users import UserStore
 from engine.api import Engine
 from engine.broker import CeleryEnqueuer

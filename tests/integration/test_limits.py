@@ -8,7 +8,7 @@ import json
 import pytest
 
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.testing import store_of
 from tests.integration.conftest import LiveFleet
 

@@ -28,7 +28,7 @@ import portfolio_manager.actions  # noqa: F401  (registers market_open for the s
 from engine import Principal
 from engine.api import Engine
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix, enqueuer_of, step_message, store_of
 from portfolio_manager import review

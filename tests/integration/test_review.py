@@ -20,7 +20,7 @@ import pytest
 from engine import Principal
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.config import PMSettings

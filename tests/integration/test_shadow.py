@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 import portfolio_manager.actions as pm_actions
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed, DefinitionError
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix
 from order_calc.actions import plan_orders

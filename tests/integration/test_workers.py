@@ -14,7 +14,7 @@ import time
 import pytest
 
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.testing import enqueuer_of, step_message, store_of
 from tests.integration.conftest import LiveFleet
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from engine.definitions import schema as schema_module
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.definitions.schema import _quick_check, validate_input
 from engine.errors import InvalidInput
 

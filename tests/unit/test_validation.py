@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from engine.cli import main as cli
-from engine.definitions.model import Definition
+from engine.definitions.nodes import Definition
 from engine.definitions.validation import (
     SCHEMA_ID,
     check_definition,

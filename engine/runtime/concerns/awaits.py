@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from engine.definitions.model import Definition
-from engine.model import Instance, InstanceStatus
+from engine.definitions.nodes import Definition
+from engine.instance import Instance, InstanceStatus
 from engine.runtime.outcomes import StepOutcomes
 from engine.runtime.pipeline import Hook
 from engine.runtime.signals import TIMEOUT_TIMER, fire_timeout

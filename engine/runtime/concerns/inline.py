@@ -15,8 +15,8 @@ import socket
 from collections.abc import Callable
 
 from engine.config import Settings
-from engine.definitions.model import Node, ServiceNode
-from engine.model import Instance
+from engine.definitions.nodes import Node, ServiceNode
+from engine.instance import Instance
 from engine.runtime.outcomes import StepOutcomes
 from engine.runtime.pipeline import Hook
 from engine.runtime.pipeline import Inline as InlineRule

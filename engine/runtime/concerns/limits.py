@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 
-from engine.definitions.model import ConcurrencyLimit, Definition, StepNode
+from engine.definitions.nodes import ConcurrencyLimit, Definition, StepNode
 from engine.errors import ExpressionError
 from engine.expressions.cel import compile_expression
-from engine.model import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import StepOutcomes, StepReport, step_allowance
 from engine.runtime.pipeline import Hook
 from engine.store.redis_store import Placement
@@ -152,7 +152,7 @@ class Limits(Hook):
         node = definition.nodes[instance.node]
         assert isinstance(node, StepNode)
         placement = Placement.queued_step(instance.node, step_allowance(node))
-        applied = runtime.transition(definition, instance.id, lambda send, clear: runtime.store.retry(
+        applied = runtime.apply_change(definition, instance.id, lambda send, clear: runtime.store.retry(
             instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=instance.attempt,
             placement=placement, statuses=(InstanceStatus.WAITING,), carrier=clear, send=send),
             (instance.node, instance.seq, instance.attempt))

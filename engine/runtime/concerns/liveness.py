@@ -32,8 +32,8 @@ import os
 import threading
 from collections.abc import Callable
 
-from engine.definitions.model import StepNode
-from engine.model import InstanceStatus, Outcome
+from engine.definitions.nodes import StepNode
+from engine.instance import InstanceStatus, Outcome
 from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, StepOutcomes
 from engine.runtime.pipeline import Hook
 from engine.store.redis_store import StartedStep

@@ -10,8 +10,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from engine.definitions.model import Definition, StepNode
-from engine.model import Instance, InstanceStatus, Outcome
+from engine.definitions.nodes import Definition, StepNode
+from engine.instance import Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import StepOutcomes, StepReport, step_allowance
 from engine.runtime.pipeline import Hook
 from engine.store.redis_store import Placement
@@ -43,7 +43,7 @@ class Retries(Hook):
         immediate = delay <= 0
         placement = (Placement(inflight=True, queued=step_allowance(node)) if immediate
                      else Placement(inflight=False, timer=now + delay, timer_kind=RETRY_TIMER))
-        applied = runtime.transition(definition, instance.id, lambda send, clear: runtime.store.retry(
+        applied = runtime.apply_change(definition, instance.id, lambda send, clear: runtime.store.retry(
             instance.id, seq=seq, attempt=attempt, next_attempt=attempt + 1, placement=placement,
             activity=activity, carrier=clear, send=send), (node_name, seq, attempt + 1) if immediate else None)
         return StepReport(Outcome.RETRY if applied.applied else Outcome.NOOP, applied.status)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 
-from engine.definitions.model import Definition, StepNode
-from engine.model import InstanceStatus, Outcome
+from engine.definitions.nodes import Definition, StepNode
+from engine.instance import InstanceStatus, Outcome
 from engine.runtime.deliveries import count_messages, settle
 from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, StepOutcomes, step_message
 from engine.runtime.pipeline import Hook

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.definitions.model import Definition, WaitNode
+from engine.definitions.nodes import Definition, WaitNode
 from engine.errors import StepFailed
-from engine.model import Instance, InstanceStatus, Outcome
+from engine.instance import Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import NextKind, StepOutcomes
 from engine.runtime.pipeline import Hook
 
@@ -32,7 +32,7 @@ class Waits(Hook):
         activity = runtime.activity(instance.node, instance.seq, 1, started, Outcome.WOKE,
                                     next=nxt.node, via=list(nxt.via) or None)
         placement = runtime.placement(definition, nxt, now)
-        applied = runtime.transition(definition, instance.id, lambda send, clear: runtime.store.advance(
+        applied = runtime.apply_change(definition, instance.id, lambda send, clear: runtime.store.advance(
             instance.id, seq=instance.seq, statuses=(InstanceStatus.WAITING,), activity=activity,
             placement=placement, carrier=clear, send=send),
             (nxt.node, instance.seq + 1, 1) if nxt.kind is NextKind.STEP else None)

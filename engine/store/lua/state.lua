@@ -66,7 +66,7 @@ local op = doc.op
 local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
 
--- The terminal statuses, filled in from engine.model.TERMINAL_STATUSES when the script is loaded.
+-- The terminal statuses, filled in from engine.instance.TERMINAL_STATUSES when the script is loaded.
 local TERMINAL = {__TERMINAL__}
 
 -- Write every context entry the operation carries.

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from console.app import create_app
 from console.burndown import BurndownStore
 from console.config import ConsoleSettings
-from console.keys import ConsoleKeys
+from console.console_keys import ConsoleKeys
 from console.throttle import LoginThrottle
 from console.users import UserStore
 from console.web import ConsoleContext

@@ -11,7 +11,7 @@ import pytest
 from console.app import create_app
 from portfolio_manager.actions import build_services, services_in_use
 from portfolio_manager.config import PMSettings
-from portfolio_manager.console import plugin
+from portfolio_manager.console_pages import plugin
 from portfolio_manager.daily import ensure_definitions
 from portfolio_manager.proposals import ProposalStatus, proposal_from_plan
 from tests.unit.console.conftest import PASSWORD, Site, csrf_of

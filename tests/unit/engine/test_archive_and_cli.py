@@ -13,7 +13,7 @@ from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from engine.model import Activity, InstanceStatus, Outcome
+from engine.instance import Activity, InstanceStatus, Outcome
 from engine.store.codec import pack, seconds, unpack
 from engine.store.keys import Keys
 from engine.store.redis_store import Envelope, NewInstance, Placement, RedisStore

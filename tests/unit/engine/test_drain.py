@@ -19,7 +19,7 @@ from engine.api import Engine
 from engine.app import sender_app
 from engine.broker import PRIORITY_CONTINUE, PRIORITY_START, MemoryEnqueuer, RedisQueueEnqueuer, StepMessage
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS, Drain
 from engine.service import Transition
 from engine.store.keys import Keys

@@ -24,7 +24,7 @@ from engine.clock import ManualClock
 from engine.definitions.diagram import to_mermaid
 from engine.definitions.validation import check_definition, json_schema, load_definition
 from engine.errors import DefinitionError, NotFound
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.runtime.gather import BATCH_TASK_SUFFIX
 from engine.service import ActionRegistry, Transition, action

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 
 from engine.app import hosted_services
-from engine.definitions.model import ServiceNode, TerminalNode
+from engine.definitions.nodes import ServiceNode, TerminalNode
 from engine.runtime.concerns.inline import inline_rule
 from engine.service import ActionRegistry, Transition, action
 

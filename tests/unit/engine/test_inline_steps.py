@@ -20,7 +20,7 @@ from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.runtime.concerns.inline import carrier_died
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys

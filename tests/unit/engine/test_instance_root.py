@@ -14,7 +14,7 @@ from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError, ExpressionError
 from engine.expressions.cel import Scope, compile_expression
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -14,7 +14,7 @@ from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.runtime.concerns.limits import LIMIT_TIMER
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys

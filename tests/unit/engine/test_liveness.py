@@ -19,7 +19,7 @@ from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.runtime.concerns.liveness import Heartbeat, Liveness, process_of
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys

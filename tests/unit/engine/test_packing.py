@@ -10,7 +10,7 @@ import redis
 from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
-from engine.model import Activity, InstanceStatus, Outcome
+from engine.instance import Activity, InstanceStatus, Outcome
 from engine.service import ActionRegistry, Transition, action, as_transition, ok
 from engine.store.codec import dumps, dumps_with
 from engine.store.keys import Keys

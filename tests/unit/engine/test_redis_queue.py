@@ -18,7 +18,7 @@ from engine.api import Engine
 from engine.app import enqueuer_for, sender_app
 from engine.broker import PRIORITY_CONTINUE, PRIORITY_START, CeleryEnqueuer, RedisQueueEnqueuer
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from engine.definitions.validation import load_definition
-from engine.model import Activity, InstanceStatus, Outcome
+from engine.instance import Activity, InstanceStatus, Outcome
 from engine.store.keys import Keys
 from engine.store.redis_store import NewInstance, Placement, RedisStore
 

@@ -17,7 +17,7 @@ from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import ActionFailed, DataSetLost, DefinitionError, InvalidState
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

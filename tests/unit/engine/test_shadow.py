@@ -21,7 +21,7 @@ from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError, InvalidInput
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.runs_diff import changed_fields, compare
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys

@@ -23,7 +23,7 @@ from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
-from engine.model import InstanceStatus, Outcome
+from engine.instance import InstanceStatus, Outcome
 from engine.principal import Principal
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys

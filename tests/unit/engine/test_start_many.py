@@ -20,7 +20,7 @@ from engine.api import Engine, StartItem
 from engine.broker import PRIORITY_START, MemoryEnqueuer, RedisQueueEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.runtime.starting import StartResolver, _frozen, start_expressions
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from engine.model import Activity, InstanceStatus, Outcome
+from engine.instance import Activity, InstanceStatus, Outcome
 from engine.store.keys import Keys
 from engine.store.redis_store import Envelope, NewInstance, Placement, RedisStore
 

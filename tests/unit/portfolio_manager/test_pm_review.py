@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import portfolio_manager.cli as pm_cli
 from engine.errors import SignalRefused
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from portfolio_manager import review
 from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.proposals import ProposalStatus

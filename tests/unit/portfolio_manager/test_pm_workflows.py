@@ -24,7 +24,7 @@ from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import SignalRefused
-from engine.model import InstanceStatus
+from engine.instance import InstanceStatus
 from engine.service import ActionRegistry, ActionSpec, registry
 from engine.testing import Driver, make_store, runtime_of, store_of
 from portfolio_manager import review
