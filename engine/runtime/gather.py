@@ -42,7 +42,14 @@ from engine.errors import ActionFailed, MalformedAnswer, StepFailed
 from engine.instance import Instance, InstanceStatus, Outcome
 
 # arrival_document is defined in outcomes (where arrivals are decided); named here too for the API.
-from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, NextKind, StepOutcomes, step_deadline, target_of, worker_name
+from engine.runtime.outcomes import (
+    NextKind,
+    StepOutcomes,
+    lost_step_attempts,
+    step_deadline,
+    target_of,
+    worker_name,
+)
 from engine.runtime.outcomes import arrival_document as arrival_document
 from engine.service import as_transition
 from engine.store.batches import Batch
@@ -166,7 +173,7 @@ class Gatherer:
         if batch.due_kind == "retry":
             attempt, event, error = batch.attempt, "resent", None
         else:
-            limit = max(node.retry.max_attempts, MIN_TIMEOUT_ATTEMPTS)
+            limit = lost_step_attempts(node)
             error = f"timeout: no progress within {node.timeout_seconds:g}s (lost message, dead worker or hung step)"
             if batch.answer is None and batch.attempt >= limit:
                 answer = {"error": f"{error}; gave up after {batch.attempt} attempts", "type": "Timeout"}

@@ -8,6 +8,7 @@ all end a step the same few ways, each one store operation (one Lua compare-and-
   next step (advance, retry, signal, wake ...);
 - :meth:`StepOutcomes.fail` -- fail the instance at its step, with the error recorded;
 - :meth:`StepOutcomes.resend` -- send a running step again under its next attempt;
+- :meth:`StepOutcomes.resend_lost` -- the same for a lost started step, or fail it once its tries ran out;
 - :meth:`StepOutcomes.activity` -- the activity record every one of them writes.
 
 and decide where an instance goes with :meth:`~StepOutcomes.scope`, :meth:`~StepOutcomes.resolve`
@@ -272,6 +273,11 @@ def step_deadline(node: StepNode | GatherNode, now: float) -> float:
     return now + step_allowance(node)
 
 
+def lost_step_attempts(node: StepNode | GatherNode) -> int:
+    """How many attempts a lost step of ``node`` gets in all: its retry policy's, at least ``MIN_TIMEOUT_ATTEMPTS``."""
+    return max(node.retry.max_attempts, MIN_TIMEOUT_ATTEMPTS)
+
+
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
     return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
@@ -420,3 +426,17 @@ class StepOutcomes:
             activity=activity, statuses=(InstanceStatus.RUNNING,), carrier=clear, send=send),
             (instance.node, instance.seq, attempt))
         return int(applied.applied)
+
+    def resend_lost(self, instance: Instance, definition: Definition, started: float, cause: str, reason: str,
+                    error_type: str) -> None:
+        """Send the lost started step of ``instance`` again as its next attempt (``<cause>: <reason>``
+        recorded), or fail it with ``error_type`` once it has had :func:`lost_step_attempts` attempts."""
+        node = definition.nodes[instance.node]
+        assert isinstance(node, StepNode)
+        if instance.attempt >= lost_step_attempts(node):
+            self.fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
+                      f"{cause}: {reason}; gave up after {instance.attempt} attempts", error_type)
+        else:
+            self.resend(instance, definition, instance.attempt + 1, activity=self.activity(
+                instance.node, instance.seq, instance.attempt, started, Outcome.RETRY,
+                error=f"{cause}: {reason}", retry_in=0))

@@ -33,8 +33,8 @@ import threading
 from collections.abc import Callable
 
 from engine.definitions.nodes import StepNode
-from engine.instance import InstanceStatus, Outcome
-from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, StepOutcomes
+from engine.instance import InstanceStatus
+from engine.runtime.outcomes import StepOutcomes, lost_step_attempts
 from engine.runtime.pipeline import Hook
 from engine.store.redis_store import StartedStep
 
@@ -147,17 +147,10 @@ class Liveness(Hook):
             node = definition.nodes.get(instance.node)
             if not isinstance(node, StepNode):
                 continue
-            now = runtime.clock()
             reason = f"its worker process {process} stopped refreshing its liveness mark"
-            limit_attempts = max(node.retry.max_attempts, MIN_TIMEOUT_ATTEMPTS)
             log.warning("step %s/%s seq %s attempt %s: %s; %s", instance.id, instance.node, instance.seq,
-                        instance.attempt, reason, "failing it" if instance.attempt >= limit_attempts else "re-sending")
-            if instance.attempt >= limit_attempts:
-                runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, now,
-                             f"worker lost: {reason}; gave up after {instance.attempt} attempts", "WorkerLost")
-            else:
-                runtime.resend(instance, definition, instance.attempt + 1, activity=runtime.activity(
-                    instance.node, instance.seq, instance.attempt, now, Outcome.RETRY,
-                    error=f"worker lost: {reason}", retry_in=0))
+                        instance.attempt, reason,
+                        "failing it" if instance.attempt >= lost_step_attempts(node) else "re-sending")
+            runtime.resend_lost(instance, definition, runtime.clock(), "worker lost", reason, "WorkerLost")
             handled += 1
         return handled

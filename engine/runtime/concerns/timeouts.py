@@ -18,7 +18,7 @@ import time
 from engine.definitions.nodes import Definition, StepNode
 from engine.instance import InstanceStatus, Outcome
 from engine.runtime.deliveries import count_messages, settle
-from engine.runtime.outcomes import MIN_TIMEOUT_ATTEMPTS, StepOutcomes, step_message
+from engine.runtime.outcomes import StepOutcomes, step_message
 from engine.runtime.pipeline import Hook
 
 log = logging.getLogger(__name__)
@@ -64,16 +64,8 @@ class Timeouts(Hook):
             if not isinstance(node, StepNode):
                 runtime.store.release(instance_id, "deadlines")
                 continue
-            started = runtime.clock()
             reason = f"no progress within {node.timeout_seconds:g}s (lost message, dead worker or hung step)"
-            limit_attempts = max(node.retry.max_attempts, MIN_TIMEOUT_ATTEMPTS)
-            if instance.attempt >= limit_attempts:
-                runtime.fail(instance, definition, instance.node, instance.seq, instance.attempt, started,
-                             f"timeout: {reason}; gave up after {instance.attempt} attempts", "Timeout")
-            else:
-                runtime.resend(instance, definition, instance.attempt + 1, activity=runtime.activity(
-                    instance.node, instance.seq, instance.attempt, started, Outcome.RETRY,
-                    error=f"timeout: {reason}", retry_in=0))
+            runtime.resend_lost(instance, definition, runtime.clock(), "timeout", reason, "Timeout")
             handled += 1
         return handled
 
