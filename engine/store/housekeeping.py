@@ -12,12 +12,12 @@ before the metadata was written, or of a run that never had an instance, gets it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from engine.instance import TERMINAL_STATUSES, InstanceStatus
+from engine.keyspace import read_lua
 from engine.store.codec import dumps
 from engine.store.keys import Keys
 
@@ -29,7 +29,7 @@ HOUSEKEEPING_LIMIT = 1000
 
 def housekeep_script(client: redis.Redis) -> Any:
     """``lua/housekeep.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "housekeep.lua").read_text())
+    return client.register_script(read_lua(__file__, "housekeep.lua"))
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
+from engine.keyspace import read_lua
 from engine.store.codec import dumps, text
 from engine.store.keys import Keys
 
 
 def limits_script(client: redis.Redis) -> Any:
     """``lua/limits.lua`` registered on ``client``."""
-    return client.register_script((Path(__file__).parent / "lua" / "limits.lua").read_text())
+    return client.register_script(read_lua(__file__, "limits.lua"))
 
 
 @dataclass(frozen=True)
