@@ -55,11 +55,6 @@ def queue_name(queue: str, priority: int, priority_steps: Sequence[int]) -> str:
     return f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue
 
 
-def queue_of(list_name: str) -> str:
-    """The queue a list (without the key prefix) belongs to."""
-    return list_name.split(PRIORITY_SEPARATOR, 1)[0]
-
-
 def task_message(message: StepMessage, priority: int, origin: str, reply_to: str) -> str:
     """``message`` as ``send_task`` writes it on a Redis list (one JSON document)."""
     task_id = str(uuid.uuid4())
