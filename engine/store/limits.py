@@ -8,6 +8,7 @@ module only says whether it may go, and keeps the lines of the parked ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,16 @@ class Limits:
     client: redis.Redis
     keys: Keys
     _limits: Any
+    #: The buckets' clock: None (always, in a deployment) is Redis's own TIME, which every worker
+    #: agrees on; a test sets a clock of its own (e.g. ``engine.clock.ManualClock``) so that its
+    #: verdicts never depend on how fast the machine runs.
+    limit_clock: Callable[[], float] | None = None
 
     def _limit(self, op: str, name: str, **fields: Any) -> Any:
         doc = {"op": op, "prefix": self.keys.limits_prefix, "name": name,
                **{k: v for k, v in fields.items() if v is not None}}
+        if self.limit_clock is not None:
+            doc["now"] = self.limit_clock()
         return self._limits(keys=[], args=[dumps(doc)])
 
     def limit_rate(self, name: str, instance_id: str, per_second: float, burst: int, cost: int = 1) -> Verdict:
