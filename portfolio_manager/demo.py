@@ -202,7 +202,8 @@ def _summary(engine: Any, svc: Any, run: str, progress: Any, elapsed: float, sub
         console.print(f"one account in full:       tradeflow pm proposals {run} --account {proposals[0].account_id}",
                       highlight=False)
     console.print(f"what awaits review:        tradeflow pm review {run}", highlight=False)
-    console.print(f"approve (the workflows submit): tradeflow pm approve {run} --all --by NAME", highlight=False)
+    console.print("approve (the workflows submit): TRADEFLOW_PRINCIPAL=NAME TRADEFLOW_PRINCIPAL_ROLES=pm "
+                  f"tradeflow pm approve {run} --all", highlight=False)
     if submitted:
         console.print(f"a submitted account:       tradeflow pm proposals {run} --account {submitted[0]}",
                       highlight=False)
