@@ -1,5 +1,13 @@
 """Started steps move again within seconds of a Redis ``kill -9`` and restart on its AOF.
 
+What broke (the chaos soak, issue 21): Redis was down while a worker process ran a step inline
+after its delivered one; writing that step's result failed, and the worker tried its delivery
+again once Redis answered (``patiently``). The instance was at the inline step by then, carried
+by this very process: the delivery was stale, recorded as a no-op, and the inline step was left
+to nobody -- the process's liveness mark stayed fresh, so only the step's timeout re-sent it.
+Here Redis stays down longer than step ``b`` (run inline after ``a``) takes, so every ``b`` in
+flight loses its write; the retried delivery now resumes ``b`` in the same process.
+
 Every step here has a 300 s timeout: a recovery within ``RECOVERY_BOUND`` cannot come from the
 sweeper's timeout, only from the worker processes that held the started steps (they stayed
 alive) or from the liveness concern noticing that they no longer run them.
@@ -67,6 +75,15 @@ def test_started_steps_move_again_within_seconds_of_a_redis_restart(tmp_path: Pa
                                                       f"{_histories(lab, held)}\n{lab.logs()}")
         recovered = time.monotonic() - back_at
         lab.wait_terminal(ids, timeout=120)
-        figures = check_invariants(store_of(lab.engine), ids, "redis-restart")
+        figures = check_invariants(store_of(lab.engine), ids, "redis-restart")  # one transition per step
+        calls = lab.calls()
+        for iid, (seq, _attempt) in held.items():
+            history = [a for a in store_of(lab.engine).activities(iid) if a["seq"] in (seq - 1, seq)]
+            assert [a["outcome"] for a in history if a["seq"] == seq] == ["applied"], history
+            key = lab.engine.get(iid).data["key"]
+            assert calls[f"{key}:b"] in (1, 2), calls  # its result lost with the write, run once more at most
+            # the delivery tried again by its process after Redis came back: a recorded no-op that resumes b
+            assert any(a["outcome"] == "noop" and "resuming that step" in a.get("reason", "") for a in history), \
+                history
         print(f"\nRedis kill -9 ({pool}): {len(held)} started steps moved again {recovered:.1f}s after Redis "
               f"came back (step timeout 300 s); {figures.line()}")
