@@ -32,6 +32,10 @@ and record (``transition``, ``fail``, ``resend``, ``activity``, ``scope``, ``res
 
 A delivered message is run :func:`patiently`: while Redis is unreachable the step keeps trying
 (every write is a compare-and-set, so trying again is harmless), then gives the message back.
+Trying again runs the *delivered* step; when the error stopped a step this process was running
+inline after it, the instance is at that step, carried by this process's delivery: the delivery
+is stale, and the process, which no longer runs that step, resumes it (:meth:`Pipeline.run_step`;
+nobody else would before its timeout, the liveness mark of this process being fresh).
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -201,6 +207,9 @@ class Pipeline(StepOutcomes):
         super().__init__(store, enqueuer, clock, epoch)
         #: host:pid of this process, recorded as the carrier of the steps it runs inline.
         self.process = f"{socket.gethostname()}:{os.getpid()}"
+        #: The deliveries this process runs now (instance id, carrier ``node:seq:attempt@host:pid``), by thread.
+        self._carrying: Counter[tuple[str, str]] = Counter()
+        self._carrying_lock = threading.Lock()
         self.plug(hooks)
 
     def plug(self, hooks: Sequence[Hook]) -> None:
@@ -235,11 +244,35 @@ class Pipeline(StepOutcomes):
         accepts run here too, without a broker hop; each is still its own compare-and-set with
         its own activity record, and the instance remembers which message carries it.
         """
-        started = self.clock()
         delivered = f"{node_name}:{seq}:{attempt}"
         # The process running the step is recorded with its start (the liveness concern's sweep
         # checks that process's mark); a chain run inline keeps the same carrier.
         carrier = f"{delivered}@{self.process}"
+        held = (instance_id, carrier)
+        with self._carrying_lock:
+            self._carrying[held] += 1
+        try:
+            return self._deliver(instance_id, node_name, seq, attempt, execute, inline, carrier)
+        finally:
+            with self._carrying_lock:
+                self._carrying[held] -= 1
+                if not self._carrying[held]:
+                    del self._carrying[held]
+
+    def _abandoned_here(self, instance: Instance, carrier: str) -> bool:
+        """True when ``instance``'s current step is carried by ``carrier`` -- a delivery of this very
+        process -- and no thread of this process runs it now (only the caller holds that delivery):
+        the chain it carried stopped (a Redis error ended the run; :func:`patiently` ran the
+        delivered step again), and nobody else runs that step."""
+        if instance.status is not InstanceStatus.RUNNING or instance.carrier != carrier:
+            return False
+        with self._carrying_lock:
+            return self._carrying[(instance.id, carrier)] <= 1
+
+    def _deliver(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute,
+                 inline: Inline | None, carrier: str) -> StepReport:
+        started = self.clock()
+        delivered = f"{node_name}:{seq}:{attempt}"
         instance = self.store.start(instance_id, node_name, seq, attempt, started, carrier)
         if instance is None:
             for missing in self._on_missing:
@@ -247,11 +280,14 @@ class Pipeline(StepOutcomes):
             log.warning("step for unknown instance %s dropped (expired or never created)", instance_id)
             return StepReport("missing")
         if instance.seq != seq or instance.node != node_name or instance.status in TERMINAL_STATUSES:
-            taking_over = instance.status is InstanceStatus.RUNNING and any(
-                take(self, instance, delivered, inline) for take in self._take_over)
+            resuming = self._abandoned_here(instance, carrier)
+            taking_over = resuming or (instance.status is InstanceStatus.RUNNING and any(
+                take(self, instance, delivered, inline) for take in self._take_over))
+            why = ("; this process's inline chain stopped there (Redis unreachable): resuming that step"
+                   if resuming else "; its worker died carrying it inline: running that step now")
             self._noop(instance_id, node_name, seq, attempt, started,
                        f"stale delivery: instance is at seq {instance.seq} ({instance.status.value})"
-                       + ("; its worker died carrying it inline: running that step now" if taking_over else ""))
+                       + (why if taking_over else ""))
             if not taking_over:
                 return StepReport(Outcome.NOOP, instance.status)
             node_name, seq, attempt = instance.node, instance.seq, instance.attempt

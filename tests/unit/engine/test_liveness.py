@@ -198,3 +198,75 @@ def test_the_heartbeat_marks_before_it_returns_and_once_per_process(engine: Engi
         assert isinstance(hook, Liveness) and hook.heartbeat is not None
         hook.heartbeat.stop()
         store_of(engine).client.delete(store_of(engine).keys.alive(me))
+
+
+def _stop_second_step_write_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first write of step ``second``'s result (seq 2) finds Redis gone, as in a Redis kill -9."""
+    real, failed = RedisStore.advance, []
+
+    def advance(self: RedisStore, instance_id: str, *, seq: int, **kwargs: Any) -> Any:
+        if seq == 2 and not failed:
+            failed.append(seq)
+            raise redis.ConnectionError("Connection refused")
+        return real(self, instance_id, seq=seq, **kwargs)
+
+    monkeypatch.setattr(RedisStore, "advance", advance)
+    return failed
+
+
+def test_a_chain_stopped_by_a_redis_error_is_resumed_when_its_delivery_is_tried_again(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker retries its delivery (``patiently``) after a Redis error stopped the step it ran inline:
+    the delivery is stale, the step is carried by this live process and nobody runs it: resumed here,
+    not left to its 300 s timeout."""
+    driver = Driver(engine, ACTIONS, inline=True)
+    iid = engine.start("two", {})
+    message = driver.queue.pop()
+    failed = _stop_second_step_write_once(monkeypatch)
+    with pytest.raises(redis.ConnectionError):
+        driver.deliver(message)  # first applied, second (inline) ran and could not be written
+    assert failed == [2]
+    stuck = engine.get(iid)
+    assert (stuck.node, stuck.seq, stuck.status) == ("second", 2, InstanceStatus.RUNNING)
+    assert stuck.carrier == f"first:1:1@{runtime_of(engine).process}"  # this process, whose mark is fresh
+    assert str(driver.deliver(message).outcome) == "applied"  # what patiently does once Redis answers
+    done = engine.get(iid)
+    assert done.status is InstanceStatus.SUCCEEDED and not driver.queue.messages
+    history = [(a["seq"], a["node"], a["outcome"]) for a in engine.activities(iid) if a["seq"] >= 1]
+    assert history == [(1, "first", "applied"), (1, "first", "noop"), (2, "second", "applied")]
+    assert "resuming that step" in engine.activities(iid)[-2]["reason"]
+
+
+def test_a_redelivery_while_this_process_still_runs_the_chain_is_a_noop(engine: Engine) -> None:
+    """The same message delivered twice to one process (kombu restored it): the second finds the chain in
+    the first's hands and does not run its step a second time."""
+    driver = Driver(engine, ACTIONS, inline=True)
+    iid = engine.start("two", {})
+    message = driver.queue.pop()
+    inside, release, reports = threading.Event(), threading.Event(), []
+    calls = []
+
+    def execute(node: Any, payload: Any) -> Transition:
+        calls.append(payload["n"])
+        if payload["n"] == 2:
+            inside.set()
+            assert release.wait(10)
+        return Transition("ok", {"n": payload["n"]})
+
+    def first() -> None:
+        reports.append(runtime_of(engine).run_step(message.instance_id, message.node, message.seq,
+                                                   message.attempt, execute, lambda node: True))
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    try:
+        assert inside.wait(10)  # the first delivery runs `second` inline now
+        again = runtime_of(engine).run_step(message.instance_id, message.node, message.seq, message.attempt,
+                                            execute, lambda node: True)
+        assert str(again.outcome) == "noop"
+    finally:
+        release.set()
+        worker.join(10)
+    assert str(reports[0].outcome) == "applied" and calls == [1, 2]
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    assert engine.activities(iid)[-2]["reason"] == "stale delivery: instance is at seq 2 (running)"
