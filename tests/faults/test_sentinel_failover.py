@@ -119,7 +119,8 @@ def test_a_morning_survives_the_loss_of_the_primary(tmp_path: Path) -> None:
             assert listed.returncode == 0 and run in listed.stdout, listed.stderr
             lab.wait_until(lambda: engine.progress(run).settled, 300, lambda: f"the morning: {engine.progress(run)}")
             for who in REVIEWERS:  # every proposal once, then the four-eyes ones a second time
-                approved = _cli(env, "pm", "approve", run, "--all", "--by", who)
+                approved = _cli({**env, "TRADEFLOW_PRINCIPAL": who, "TRADEFLOW_PRINCIPAL_ROLES": "pm"},
+                                "pm", "approve", run, "--all")
                 assert approved.returncode == 0, approved.stderr
             lab.wait_until(lambda: engine.progress(run).done, 300, lambda: f"the submissions: {engine.progress(run)}")
 
