@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,14 +132,21 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         client.close()
 
 
-@pytest.fixture(scope="module")
-def browser(deployment: Deployment) -> Iterator[Any]:
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by playwright; closed on the way out."""
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser(deployment: Deployment) -> Iterator[Any]:
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 def _login(browser: Any, deployment: Deployment, name: str, shot: str | None = None) -> Any:

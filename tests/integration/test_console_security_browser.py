@@ -40,7 +40,7 @@ from engine.definitions.validation import load_definition
 from engine.ops.embedded import free_port
 from engine.testing import delete_prefix, make_store
 from tests.integration.conftest import ROOT, fleet_env, sender_app
-from tests.integration.test_console_browser import CHROMIUM, CHROMIUM_ARGS, _wait_http
+from tests.integration.test_console_browser import CHROMIUM, _wait_http, launched_chromium
 
 pytestmark = pytest.mark.integration
 
@@ -107,12 +107,8 @@ def console(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser(console: Console) -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium() as chromium:
+        yield chromium
 
 
 def _login(browser: Any, console: Console, name: str) -> Any:
