@@ -20,8 +20,8 @@ from rich.table import Table
 from console.config import ConsoleSettings
 from console.errors import ConsoleError
 from console.users import Role
-from engine.cli_context import CliContext, cli_settings
-from engine.cli_errors import ErrorGroup, notice, read_only, rerun
+from engine.cli_context import CliContext, cli_settings, notice
+from engine.cli_errors import ErrorGroup, read_only, rerun
 from engine.config import Settings
 from engine.errors import TradeflowError
 

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli_context import cli_settings
+from engine.cli_context import cli_engine
 from engine.cli_errors import read_only, rerun
 from engine.cli_identity import cli_principal, no_by_option
-from engine.config import Settings
 
 console = Console()
-
-
-def _engine() -> Any:
-    from engine.app import build_engine
-
-    return build_engine(cli_settings(Settings))
 
 
 def _when(seconds: float | None) -> str:
@@ -34,7 +26,7 @@ def _when(seconds: float | None) -> str:
 def batches(limit: int) -> None:
     """Batches of gather nodes: status (open, closed, applied), members, close time and reason."""
     table = Table("batch", "status", "members", "close at (UTC)", "closed", "attempt")
-    for batch in _engine().batches(limit):
+    for batch in cli_engine().batches(limit):
         table.add_row(batch.id, batch.status, str(batch.members), _when(batch.close_at),
                       f"{_when(batch.closed_at)} {batch.close_reason or ''}".strip(), str(batch.attempt))
     console.print(table)
@@ -53,7 +45,7 @@ def batch(batch_id: str, as_json: bool, members: bool, close_now: bool) -> None:
 
     --close is recorded (batch history, audit log) as done by TRADEFLOW_PRINCIPAL (default: the OS user).
     """
-    engine = _engine()
+    engine = cli_engine()
     if close_now:
         if engine.close_batch(batch_id, by=cli_principal()):
             console.print(f"closed {batch_id}: its batch step is on its way", highlight=False)

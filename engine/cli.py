@@ -18,8 +18,8 @@ from rich.table import Table
 
 from engine import batch_cli, limits_cli, plugins
 from engine.api import instance_json
-from engine.cli_context import CliContext, cli_settings
-from engine.cli_errors import ErrorGroup, notice, read_only, rerun
+from engine.cli_context import CliContext, cli_engine, cli_settings, notice
+from engine.cli_errors import ErrorGroup, read_only, rerun
 from engine.cli_identity import cli_principal, no_by_option, refusal_hint
 from engine.config import Settings
 from engine.connections import state_url
@@ -41,12 +41,6 @@ err_console = Console(stderr=True)
 #: Re-running any of these after a failure half-way is safe: each acts only on what is still
 #: in the state it changes (the engine's compare-and-set), so what was done is not done twice.
 _STATE_CHANGE = "it changes only what is still in the state it acts on"
-
-
-def _engine(allow_start: bool = False) -> Any:
-    from engine.app import build_engine  # celery: imported by the commands that need an engine, not by --help
-
-    return build_engine(cli_settings(Settings), allow_start=allow_start, notice=notice)
 
 
 def _declared_roles() -> frozenset[str]:
@@ -146,7 +140,7 @@ def definitions_schema(target: Path | None) -> None:
 @rerun(safe=True, why="the same content publishes as the same version")
 def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
     """Validate and publish FILES as new immutable versions (same content: same version)."""
-    engine = _engine()
+    engine = cli_engine()
     for path in files:
         definition = validate_file(path, roles=_declared_roles)
         version = engine.publish(definition, alias=alias)
@@ -157,7 +151,7 @@ def definitions_publish(files: tuple[Path, ...], alias: str | None) -> None:
 @read_only
 def definitions_list() -> None:
     """Every definition with its versions and aliases."""
-    engine = _engine()
+    engine = cli_engine()
     table = Table("name", "versions", "aliases")
     for entry in engine.catalog():
         table.add_row(entry.name, ", ".join(map(str, entry.versions)),
@@ -172,7 +166,7 @@ def definitions_list() -> None:
 @read_only
 def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
     """Print a published definition (or its diagram)."""
-    engine = _engine()
+    engine = cli_engine()
     definition = engine.definition(name, ref)
     if mermaid:
         click.echo(to_mermaid(definition))
@@ -187,7 +181,7 @@ def definitions_show(name: str, ref: str | None, mermaid: bool) -> None:
 @rerun(safe=True, why="it sets the alias to the same version again")
 def definitions_alias(name: str, alias: str, version: int) -> None:
     """Point ALIAS of NAME at VERSION (e.g. production, canary)."""
-    _engine().set_alias(name, alias, version)
+    cli_engine().set_alias(name, alias, version)
     console.print(f"{name} {alias} → version {version}")
 
 
@@ -215,7 +209,7 @@ def _json_arg(value: str | None) -> Any:
 @rerun(safe=False, why="the instance may have been started already; look with `tradeflow list --run RUN`")
 def start(workflow: str, data: str | None, ref: str | None, run: str, shadow: bool) -> None:
     """Start one instance of WORKFLOW."""
-    engine = _engine()
+    engine = cli_engine()
     iid = engine.start(workflow, _json_arg(data), version=ref, run=run, shadow=shadow)
     click.echo(iid)
 
@@ -226,7 +220,7 @@ def start(workflow: str, data: str | None, ref: str | None, run: str, shadow: bo
 @read_only
 def inspect(instance_id: str, as_json: bool) -> None:
     """An instance's state and its activity history."""
-    engine = _engine()
+    engine = cli_engine()
     instance = engine.get(instance_id)
     activities = engine.activities(instance_id)
     if as_json:
@@ -309,7 +303,7 @@ def signal(args: tuple[str, ...], run: str | None, node: str | None, data: str |
           tradeflow signal 3f2a9c approve --data '{"note": "ok"}' --key approve-ann
         tradeflow signal --run rebalance-2026-11-27 reject --node review --data '{"reason": "hold"}'
     """
-    engine = _engine()
+    engine = cli_engine()
     by = cli_principal()
     payload = _json_arg(data) if data else None
     if payload is not None and not isinstance(payload, dict):
@@ -348,7 +342,7 @@ def _operate(verb: str) -> Callable[..., None]:
     @click.option("--reason", default="", help="Recorded in the activity history.")
     @rerun(safe=True, why=_STATE_CHANGE)
     def command(instance_ids: tuple[str, ...], run: str | None, statuses: tuple[str, ...], reason: str) -> None:
-        engine = _engine()
+        engine = cli_engine()
         by = cli_principal()
         if run:
             result = engine.bulk(verb, run, statuses or None, reason=reason, by=by)
@@ -383,7 +377,7 @@ def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | No
 
     Recorded (history, audit log) as done by TRADEFLOW_PRINCIPAL (default: the OS user).
     """
-    engine = _engine()
+    engine = cli_engine()
     by = cli_principal()
     if run:
         result = engine.bulk("retry", run, ["failed"], reason=reason, by=by)
@@ -404,7 +398,7 @@ def retry(instance_ids: tuple[str, ...], run: str | None, context_json: str | No
 @read_only
 def list_instances(run: str, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Instances of a run."""
-    engine = _engine()
+    engine = cli_engine()
     found = engine.list(run, statuses or None, limit=limit)
     if as_json:
         click.echo(json.dumps([{"id": i.id, "workflow": i.workflow, "version": i.version, "status": i.status.value,
@@ -437,7 +431,7 @@ def list_instances(run: str, statuses: tuple[str, ...], limit: int, as_json: boo
 def runs(args: tuple[str, ...], watch: bool, as_json: bool, key: str, path: str) -> None:
     """Runs with their progress; with RUN, a live progress bar; `runs diff A B`: two runs compared
     instance by instance (paired by --key, compared at --path)."""
-    engine = _engine()
+    engine = cli_engine()
     if args and args[0] == "diff" and len(args) == 3:
         from engine.runs_diff_cli import print_diff
 
@@ -488,7 +482,7 @@ def archive() -> None:
 @rerun(safe=True, why="it writes the same finished instances again")
 def archive_write(runs_: tuple[str, ...], target: str) -> None:
     """Write finished instances and their activities to TARGET."""
-    engine = _engine()
+    engine = cli_engine()
     written = archive_runs(engine, list(runs_) or engine.runs(limit=10_000), target)
     for path, count in written:
         console.print(f"{path}: {count} instances")

@@ -45,4 +45,18 @@ def cli_settings(kind: type[T] = Settings) -> T:  # type: ignore[assignment]
     return cli_context().get(kind)
 
 
-__all__ = ["CliContext", "cli_context", "cli_settings"]
+def notice(message: str) -> None:
+    """One line on stderr that does not disturb stdout (e.g. "using the embedded Redis")."""
+    click.echo(message, err=True)
+
+
+def cli_engine(allow_start: bool = False) -> Any:
+    """The invocation's Engine on its configured (or, with ``allow_start``, embedded) Redis; the
+    embedded one is said on stderr. Celery is imported here, by the commands that need an engine,
+    not by ``--help``."""
+    from engine.app import build_engine
+
+    return build_engine(cli_settings(Settings), allow_start=allow_start, notice=notice)
+
+
+__all__ = ["CliContext", "cli_context", "cli_engine", "cli_settings", "notice"]

@@ -1,4 +1,4 @@
-"""How every CLI command reports an unreachable Redis (one line on stderr, exit status 75) and other notices.
+"""How every CLI command reports an unreachable Redis (one line on stderr, exit status 75).
 
 Each command declares next to its definition whether running it again after such a failure
 is safe (:func:`rerun`); the line says so, from that declaration, never by guessing:
@@ -44,11 +44,6 @@ class Rerun:
 
 
 READ_ONLY = Rerun(True, "it only reads")
-
-
-def notice(message: str) -> None:
-    """One line on stderr that does not disturb stdout (e.g. "using the embedded Redis")."""
-    click.echo(message, err=True)
 
 
 def rerun(safe: bool, why: str) -> Callable[[F], F]:

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli_context import cli_settings
+from engine.cli_context import cli_engine
 from engine.cli_errors import read_only, rerun
-from engine.config import Settings
 
 console = Console()
-
-
-def _engine() -> Any:
-    from engine.app import build_engine
-
-    return build_engine(cli_settings(Settings))
 
 
 @click.group(invoke_without_command=True)
@@ -30,7 +22,7 @@ def limits(ctx: click.Context, as_json: bool) -> None:
     """Rate and concurrency limits: settings, calls free now, parked instances, slot holders."""
     if ctx.invoked_subcommand is not None:
         return
-    states = _engine().limits()
+    states = cli_engine().limits()
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in states], indent=2))
         return
@@ -52,7 +44,7 @@ def limits(ctx: click.Context, as_json: bool) -> None:
 @rerun(safe=True, why="it sets the same override again")
 def limits_set(name: str, per_second: float | None, burst: int | None, maximum: int | None) -> None:
     """Override limit NAME for every worker at once, without a publish (stored in Redis)."""
-    state = _engine().set_limit(name, per_second=per_second, burst=burst, maximum=maximum)
+    state = cli_engine().set_limit(name, per_second=per_second, burst=burst, maximum=maximum)
     what = f"{state.per_second:g}/s burst {state.burst}" if maximum is None else f"max {state.max}"
     console.print(f"{name}: {what} (until `tradeflow limits clear {name}`)", highlight=False)
 
@@ -62,5 +54,5 @@ def limits_set(name: str, per_second: float | None, burst: int | None, maximum: 
 @rerun(safe=True, why="clearing twice leaves no override, as once")
 def limits_clear(name: str) -> None:
     """Drop the override of NAME: the definitions' settings apply again."""
-    _engine().clear_limit(name)
+    cli_engine().clear_limit(name)
     console.print(f"{name}: back to the definitions' settings", highlight=False)

@@ -25,8 +25,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli_context import CliContext, cli_context, cli_settings
-from engine.cli_errors import ErrorGroup, notice, read_only, rerun
+from engine.cli_context import CliContext, cli_context, cli_settings, notice
+from engine.cli_errors import ErrorGroup, read_only, rerun
 from engine.config import Settings
 from engine.connections import state_url
 from engine.errors import TradeflowError

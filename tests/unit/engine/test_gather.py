@@ -406,7 +406,7 @@ def test_the_command_line_lists_shows_and_closes_batches(engine: Engine, driver:
 
     from engine import batch_cli
 
-    monkeypatch.setattr(batch_cli, "_engine", lambda: engine)
+    monkeypatch.setattr(batch_cli, "cli_engine", lambda allow_start=False: engine)
     ids = start(engine, driver, [10, 20, 30])
     go(engine, driver, ids[:2])
     batch_id = batch_of_member(engine, ids[0])

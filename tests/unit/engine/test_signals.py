@@ -425,7 +425,7 @@ def test_the_signal_command_acts_as_the_configured_principal(engine: Engine, dri
 
     import engine.cli as cli
 
-    monkeypatch.setattr(cli, "_engine", lambda allow_start=False: engine)
+    monkeypatch.setattr(cli, "cli_engine", lambda allow_start=False: engine)
     monkeypatch.delenv("TRADEFLOW_PRINCIPAL", raising=False)
     monkeypatch.delenv("TRADEFLOW_PRINCIPAL_ROLES", raising=False)
     runner = CliRunner()
