@@ -68,18 +68,23 @@ def test_a_killed_nodes_started_steps_move_again_within_seconds(tmp_path: Path) 
         lab.wait_terminal(ids, timeout=120)
         figures = check_invariants(store_of(lab.engine), ids, "liveness-kill")
         calls = lab.calls()
+        by_liveness = 0
         for iid, (seq, attempt) in held.items():
             resent = [a for a in _acts(lab, iid, Outcome.RETRY) if a["seq"] == seq]
-            assert len(resent) == 1 and resent[0]["error"].startswith("worker lost:"), resent
-            assert resent[0]["attempt"] == attempt
             [applied] = [a for a in _acts(lab, iid, Outcome.APPLIED) if a["seq"] == seq]
-            assert applied["attempt"] == attempt + 1
+            if resent:  # re-sent by the sweeper when the dead process's mark lapsed
+                assert len(resent) == 1 and resent[0]["error"].startswith("worker lost:"), resent
+                assert resent[0]["attempt"] == attempt
+                assert applied["attempt"] == attempt + 1
+                by_liveness += 1
+            else:  # or the dead node's own delivery, given back to its queue, ran first on the spare
+                assert applied["attempt"] == attempt
             assert not any(f":{pid}:" in applied["worker"] for pid in victims)
             key = lab.engine.get(iid).data["key"]
             node = applied["node"]
             # killed mid-step (or before its action), then run once by the spare node
             assert calls[f"{key}:{node}"] in (1, 2), calls
-        assert figures.liveness_resends == len(held) and figures.sweeper_resends == 0
+        assert figures.liveness_resends == by_liveness and figures.sweeper_resends == 0
         print(f"\nliveness (node kill): {len(held)} started steps held by the killed node moved again "
               f"{recovered:.1f}s after the kill (step timeout 300 s); {figures.line()}")
 
