@@ -29,7 +29,6 @@ SIGNAL_REFUSED = "signal_refused"
 SIGNAL_DUPLICATE = "signal_duplicate"  # its key was applied before: nothing done
 CONTROL_KINDS = ("pause", "resume", "retry", "cancel")
 CLOSE_BATCH = "close_batch"
-ENGINE_KINDS = (SIGNAL, SIGNAL_REFUSED, SIGNAL_DUPLICATE, *CONTROL_KINDS, CLOSE_BATCH)
 
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
 CURSOR_PATTERN = re.compile(r"^\d{1,20}-\d{1,20}$")

@@ -35,8 +35,10 @@ from engine.ops.fleet import Fleet, FleetSpec, default_fleets
 from engine.ops.progress import show_progress
 from engine.roles import declared_roles
 
-console = Console()
-err_console = Console(stderr=True)
+# Lines are never broken by rich (soft_wrap): a path or an id stays on one line for grep and scripts,
+# and a terminal wraps long lines itself. Tables still fit the terminal's width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: Re-running any of these after a failure half-way is safe: each acts only on what is still
 #: in the state it changes (the engine's compare-and-set), so what was done is not done twice.
