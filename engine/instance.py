@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
+
+from engine.jsoncodec import dumps, loads
 
 
 class InstanceStatus(StrEnum):
@@ -101,7 +102,7 @@ class Activity:
 
     def to_json(self) -> str:
         """The record as compact JSON."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+        return dumps(self.to_dict())
 
 
 _ACTIVITY_FIELDS = tuple(f.name for f in fields(Activity))
@@ -144,9 +145,9 @@ class Instance:
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_hash(cls, raw: dict[str, str]) -> Instance:
-        """Build from the stored hash (field values are strings)."""
-        context = {k[2:]: json.loads(v) for k, v in raw.items() if k.startswith("c:")}
+    def from_hash(cls, raw: dict[str, Any]) -> Instance:
+        """Build from the stored hash (field values are strings; its JSON documents text or UTF-8 bytes)."""
+        context = {k[2:]: loads(v) for k, v in raw.items() if k.startswith("c:")}
         return cls(
             id=raw["id"],
             workflow=raw["workflow"],
@@ -156,20 +157,20 @@ class Instance:
             node=raw["node"],
             seq=int(raw["seq"]),
             attempt=int(raw.get("attempt", 1)),
-            data=json.loads(raw.get("data", "{}")),
+            data=loads(raw.get("data", "{}")),
             context=context,
             created_at=float(raw["created_at"]),
             updated_at=float(raw.get("updated_at", raw["created_at"])),
             finished_at=float(raw["finished_at"]) if raw.get("finished_at") else None,
             inflight=raw.get("inflight") == "1",
-            error=json.loads(raw["error"]) if raw.get("error") else None,
-            result=json.loads(raw["result"]) if raw.get("result") else None,
+            error=loads(raw["error"]) if raw.get("error") else None,
+            result=loads(raw["result"]) if raw.get("result") else None,
             wake_at=float(raw["wake_at"]) if raw.get("wake_at") else None,
             timer=raw.get("timer") or None,
             noops=int(raw.get("noops", 0)),
             carrier=raw.get("carrier") or None,
             batch=raw.get("batch") or None,
-            quorum=json.loads(raw["quorum"]) if raw.get("quorum") else None,
+            quorum=loads(raw["quorum"]) if raw.get("quorum") else None,
             shadow=raw.get("shadow") == "1",
             waiting_for=raw.get("waiting_for") or None,
         )

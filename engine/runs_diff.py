@@ -15,12 +15,12 @@ Pure apart from :func:`read_run`: the comparison works on plain values.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidInput
+from engine.jsoncodec import loads
 
 if TYPE_CHECKING:
     from engine.store.redis_store import RedisStore
@@ -63,7 +63,7 @@ class InstancePath:
     def read(self, fields: dict[str, str]) -> Any:
         """The value this path names in an instance's fields (as :func:`read_run` reads them)."""
         if self.hash_field is None:
-            value: Any = {name[2:]: json.loads(raw) for name, raw in fields.items() if name.startswith("c:")}
+            value: Any = {name[2:]: loads(raw) for name, raw in fields.items() if name.startswith("c:")}
         else:
             raw = fields.get(self.hash_field)
             if raw is None:
@@ -75,7 +75,7 @@ class InstancePath:
             elif self.hash_field in _PLAIN:
                 value = raw
             else:
-                value = json.loads(raw)
+                value = loads(raw)
         for member in self.members:
             if not isinstance(value, dict):
                 return None

@@ -15,7 +15,6 @@ its service::
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -23,6 +22,7 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import ActionFailed, MalformedAnswer, TradeflowError
+from engine.jsoncodec import NotJSON, encode_strict
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,12 @@ def _plain(data: Any) -> tuple[dict[str, Any], str | None]:
     raise MalformedAnswer(f"transition data must be an object, got {type(data).__name__}")
 
 
-#: ``json.dumps(data, allow_nan=False, separators=(",", ":"))``'s encoder, built once.
-_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
-
 def _check_json(data: dict[str, Any]) -> str:
     """``data`` as compact JSON (as the store writes it); refuse data JSON cannot carry as it is
     (a set, bytes, an object, NaN): the store would save its str()."""
     try:
-        return _STRICT_JSON.encode(data)
-    except (TypeError, ValueError, RecursionError) as exc:
+        return encode_strict(data).decode()
+    except (NotJSON, RecursionError) as exc:
         raise MalformedAnswer(f"transition data is not plain JSON: {exc}") from None
 
 

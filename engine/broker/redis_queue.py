@@ -18,7 +18,6 @@ the newest celery/kombu the project supports (``make test-compat``). Any other b
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import socket
@@ -31,6 +30,7 @@ import redis
 
 from engine.broker.consumers import MARK_PREFIX, OWNERS
 from engine.broker.interface import PRIORITY_CONTINUE, Delivery, StepKey, StepMessage, TakenStep
+from engine.jsoncodec import dumps, encode, loads
 from engine.keyspace import read_lua, text
 from engine.store.codec import Envelope
 
@@ -59,7 +59,7 @@ def task_message(message: StepMessage, priority: int, origin: str, reply_to: str
     """``message`` as ``send_task`` writes it on a Redis list (one JSON document)."""
     task_id = str(uuid.uuid4())
     args = message.args
-    body = json.dumps([args, {}, _EMBED]).encode()
+    body = encode([args, {}, _EMBED])
     payload = {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",
@@ -77,7 +77,7 @@ def task_message(message: StepMessage, priority: int, origin: str, reply_to: str
             "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
         },
     }
-    return json.dumps(payload)
+    return dumps(payload)
 
 
 def step_of(raw: bytes | str) -> StepKey | None:
@@ -93,8 +93,8 @@ def step_of(raw: bytes | str) -> StepKey | None:
 def decoded(raw: bytes | str) -> tuple[str, Any] | None:
     """(task name, positional arguments) of a Celery message as the broker holds it; None for anything else."""
     try:
-        message = json.loads(raw)
-        return str(message.get("headers", {}).get("task", "")), json.loads(base64.b64decode(message["body"]))[0]
+        message = loads(raw)
+        return str(message.get("headers", {}).get("task", "")), loads(base64.b64decode(message["body"]))[0]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
 
@@ -121,7 +121,7 @@ def instance_of(raw: bytes | str | None) -> str | None:
 def unacked_entry(raw: bytes | str) -> tuple[str, str, Any] | None:
     """(task name, routing key, the message document) of an entry of kombu's unacked hash; None when unreadable."""
     try:
-        message, _exchange, routing_key = json.loads(raw)
+        message, _exchange, routing_key = loads(raw)
         return str(message.get("headers", {}).get("task", "")), str(routing_key), message
     except (ValueError, TypeError, AttributeError):
         return None
@@ -131,7 +131,7 @@ def redelivered(message: dict[str, Any]) -> str:
     """A message taken back from the unacked hash, marked redelivered as kombu's restore marks it."""
     message.setdefault("headers", {})["redelivered"] = True
     message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
-    return json.dumps(message)
+    return dumps(message)
 
 
 class RedisQueueEnqueuer:

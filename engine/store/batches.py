@@ -11,15 +11,15 @@ same name in ``lua/batch.lua``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from engine.jsoncodec import loads
 from engine.keyspace import read_lua
-from engine.store.codec import Envelope, decode_activities, dumps, pack, text, unpack
+from engine.store.codec import Envelope, decode_activities, dumps, load, pack, text, unpack
 from engine.store.keys import Keys
 
 
@@ -67,7 +67,7 @@ class Batch:
                    members=int(raw.get("members", 0)), closed_at=number("closed_at"),
                    close_reason=raw.get("close_reason") or None, applied_at=number("applied_at"),
                    due_kind=raw.get("due_kind") or None,
-                   answer=json.loads(raw["answer"]) if raw.get("answer") else None)
+                   answer=loads(raw["answer"]) if raw.get("answer") else None)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able view (``tradeflow batch ID --json``)."""
@@ -126,7 +126,7 @@ class Batches:
         if not ids:
             return []
         values = self.client.hmget(self.keys.batch_inputs(batch_id), ids)
-        return [(iid, json.loads(unpack(v)) if v is not None else None) for iid, v in zip(ids, values, strict=True)]
+        return [(iid, load(v) if v is not None else None) for iid, v in zip(ids, values, strict=True)]
 
     def batch_activities(self, batch_id: str) -> list[dict[str, Any]]:
         """The batch's records, oldest first."""
@@ -231,5 +231,5 @@ class Batches:
                                   send.key if send else k.batch(batch_id)], args=[dumps(doc), *docs.values()])
         if text(reply[0]) == "missing":
             return BatchChange("missing")
-        answer = json.loads(unpack(reply[3])) if len(reply) > 3 and reply[3] is not None else None
+        answer = load(reply[3]) if len(reply) > 3 and reply[3] is not None else None
         return BatchChange(text(reply[0]), text(reply[1]), int(text(reply[2])), answer)

@@ -1,5 +1,5 @@
-"""The store's documents: how they are written and read (compact JSON, zlib-compressed when
-long), and the typed documents of its state-change operations.
+"""The store's documents: how they are written and read (compact JSON by :mod:`engine.jsoncodec`,
+zlib-compressed when long), and the typed documents of its state-change operations.
 
 A :class:`Placement` says where a change leaves an instance (node, status, and the index
 entries that go with them); :class:`NewInstance` is one instance to create; :class:`Applied`
@@ -9,7 +9,6 @@ records are :class:`engine.instance.Activity`.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,26 +16,18 @@ from itertools import accumulate
 from typing import Any
 
 from engine.instance import Activity, InstanceStatus
+from engine.jsoncodec import dumps, encode, loads
 from engine.keyspace import text
 
 __all__ = ["COMPRESS_OVER", "JSON_FIELDS", "Applied", "Envelope", "NewInstance", "Placement",
            "decode_activities",
-           "decode_instance_hash", "dumps", "dumps_with", "pack", "pack_text", "seconds", "split_hash", "text",
-           "unpack"]
+           "decode_instance_hash", "dumps", "dumps_with", "load", "pack", "pack_text", "seconds", "split_hash",
+           "text", "unpack"]
 
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
 #: Hash fields that hold JSON documents (besides the context entries ``c:<node>``).
 JSON_FIELDS = frozenset({"data", "result", "error", "quorum"})
-
-
-#: What ``json.dumps(value, separators=(",", ":"), default=str)`` builds on every call, built once.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON, the only serialisation the store uses."""
-    return _ENCODER.encode(value)
 
 
 def dumps_with(value: dict[str, Any], key: str, encoded: str) -> str:
@@ -56,7 +47,8 @@ def dumps_with(value: dict[str, Any], key: str, encoded: str) -> str:
 
 def pack(value: Any) -> str | bytes:
     """``value`` as stored: compact JSON, zlib-compressed when long."""
-    return pack_text(dumps(value))
+    data = encode(value)
+    return zlib.compress(data, 1) if len(data) > COMPRESS_OVER else data.decode()
 
 
 def pack_text(text: str) -> str | bytes:
@@ -65,7 +57,8 @@ def pack_text(text: str) -> str | bytes:
     A zlib stream starts with byte 0x78 ("x"), which no JSON text starts with, so
     :func:`unpack` tells the two apart without a marker.
     """
-    return zlib.compress(text.encode(), 1) if len(text) > COMPRESS_OVER else text
+    data = text.encode()
+    return zlib.compress(data, 1) if len(data) > COMPRESS_OVER else text
 
 
 def unpack(raw: bytes | str) -> str:
@@ -73,6 +66,13 @@ def unpack(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
     return zlib.decompress(raw).decode() if raw[:1] == b"x" else raw.decode()
+
+
+def load(raw: bytes | str) -> Any:
+    """The value of a stored document (compressed or not)."""
+    if isinstance(raw, bytes) and raw[:1] == b"x":
+        raw = zlib.decompress(raw)
+    return loads(raw)
 
 
 def split_hash(sizes: bytes, joined: bytes) -> dict[bytes, bytes]:
@@ -83,18 +83,22 @@ def split_hash(sizes: bytes, joined: bytes) -> dict[bytes, bytes]:
     return dict(zip(parts[0::2], parts[1::2], strict=True))
 
 
-def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, str]:
-    """An instance hash as read from Redis, with its JSON documents unpacked."""
-    out = {}
+def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, Any]:
+    """An instance hash as read from Redis: its plain fields as text, its JSON documents
+    unpacked (UTF-8 bytes, or text when given text) for :meth:`engine.instance.Instance.from_hash`."""
+    out: dict[str, Any] = {}
     for key, value in raw.items():
         name = text(key)
-        out[name] = unpack(value) if name in JSON_FIELDS or name.startswith("c:") else text(value)
+        if name in JSON_FIELDS or name.startswith("c:"):
+            out[name] = zlib.decompress(value) if isinstance(value, bytes) and value[:1] == b"x" else value
+        else:
+            out[name] = text(value)
     return out
 
 
 def decode_activities(raw: Iterable[bytes | str]) -> list[dict[str, Any]]:
     """Activity records as read from Redis."""
-    return [json.loads(unpack(record)) for record in raw]
+    return [load(record) for record in raw]
 
 
 # -- the typed documents of state changes -------------------------------------------------------
