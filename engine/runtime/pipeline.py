@@ -61,6 +61,7 @@ from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import NextKind, StepOutcomes, StepReport, step_deadline, target_of
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
+from engine.store.riders import Rider
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ class Pipeline(StepOutcomes):
         #: The deliveries this process runs now (instance id, carrier ``node:seq:attempt@host:pid``), by thread.
         self._carrying: Counter[tuple[str, str]] = Counter()
         self._carrying_lock = threading.Lock()
+        #: Commands to send with this thread's next step's last change (:meth:`ride`).
+        self._riding = threading.local()
         self.plug(hooks)
 
     def plug(self, hooks: Sequence[Hook]) -> None:
@@ -244,10 +247,9 @@ class Pipeline(StepOutcomes):
         accepts run here too, without a broker hop; each is still its own compare-and-set with
         its own activity record, and the instance remembers which message carries it.
         """
-        delivered = f"{node_name}:{seq}:{attempt}"
         # The process running the step is recorded with its start (the liveness concern's sweep
         # checks that process's mark); a chain run inline keeps the same carrier.
-        carrier = f"{delivered}@{self.process}"
+        carrier = self.carrier(node_name, seq, attempt)
         held = (instance_id, carrier)
         with self._carrying_lock:
             self._carrying[held] += 1
@@ -258,6 +260,23 @@ class Pipeline(StepOutcomes):
                 self._carrying[held] -= 1
                 if not self._carrying[held]:
                     del self._carrying[held]
+
+    def carrier(self, node_name: str, seq: int, attempt: int) -> str:
+        """The carrier this process records when it runs the delivery of step ``node_name``/``seq``/``attempt``."""
+        return f"{node_name}:{seq}:{attempt}@{self.process}"
+
+    def ride(self, riders: Sequence[Rider]) -> None:
+        """Send ``riders`` (:mod:`engine.store.riders`) with the last change of the next step this thread
+        runs -- its transition, when no step of the instance runs inline after it -- in the same round
+        trip; () drops any that were not sent. The draining concern starts its next step this way."""
+        self._riding.riders = tuple(riders)
+
+    def _riders(self) -> Sequence[Rider]:
+        """This thread's riders, once (see :meth:`ride`)."""
+        riders = getattr(self._riding, "riders", ())
+        if riders:
+            self._riding.riders = ()
+        return riders
 
     def _abandoned_here(self, instance: Instance, carrier: str) -> bool:
         """True when ``instance``'s current step is carried by ``carrier`` -- a delivery of this very
@@ -396,9 +415,10 @@ class Pipeline(StepOutcomes):
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
             placement = Placement.step(nxt.node, step_deadline(definition.nodes[nxt.node], now))
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
+        riders = () if chained else self._riders()  # the delivery's last change: what comes next rides along
         applied = self.apply_change(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
-            carrier=carrier if chained else clear, send=send, encoded=transition.encoded), step)
+            carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders), step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
         if chained and applied.status is InstanceStatus.RUNNING:

@@ -85,6 +85,7 @@ class RedisStore(Definitions, Instances, Observed, Queued, Marks, Runs, Batches,
         self._housekeep = housekeep_script(client)
         self._limits = limits_script(client)
         self._definitions: dict[tuple[str, int], Definition] = {}
+        self._prefetched = {}
 
     def close(self) -> None:
         """Close the Redis connection pool."""
