@@ -180,6 +180,13 @@ class Hook:
         """A timer of kind :attr:`timer` is due on ``instance`` (at :attr:`timer_status`); 1 if it moved on."""
         return 0
 
+    def on_timers(self, runtime: StepOutcomes, due: Sequence[tuple[Instance, Definition]], now: float) -> int:
+        """Timers of kind :attr:`timer` are due on each of ``due`` (instance, its definition); how many moved on.
+
+        :meth:`on_timer` for each, in turn; a concern may override it to move them together.
+        """
+        return sum(self.on_timer(runtime, instance, definition, now) for instance, definition in due)
+
     def on_tick(self, runtime: StepOutcomes, now: float) -> int:
         """The timers ran (every second): move on what this concern keeps due; returns how many moved."""
         return 0
@@ -231,7 +238,7 @@ class Pipeline(StepOutcomes):
         self._on_tick = overriding(self.hooks, "on_tick")
         self._on_sweep = overriding(self.hooks, "on_sweep")
         self._on_reconcile = overriding(self.hooks, "on_reconcile")
-        self._timers = {hook.timer: (hook.timer_status, hook.on_timer) for hook in self.hooks if hook.timer}
+        self._timers = {hook.timer: (hook.timer_status, hook.on_timers) for hook in self.hooks if hook.timer}
 
     def hook(self, kind: type[Hook]) -> Hook | None:
         """The plugged-in concern of type ``kind``, if any."""
@@ -447,18 +454,19 @@ class Pipeline(StepOutcomes):
             now = self.clock()
             claimed = [iid for iid, _due in self.store.claim_due_timers(now, limit, lease_seconds)]
             loaded = {instance.id: instance for instance in self.store.load_many(claimed)}
+            due: dict[str, list[tuple[Instance, Definition]]] = {}
             for instance_id in claimed:
-                moved += self._move_on(loaded.get(instance_id), instance_id, now)
+                instance = loaded.get(instance_id)
+                owner = None if instance is None or instance.timer is None else self._timers.get(instance.timer)
+                if instance is None or owner is None or instance.status is not owner[0]:
+                    self.store.release(instance_id, "timers")
+                    continue
+                due.setdefault(instance.timer, []).append(  # type: ignore[arg-type]
+                    (instance, self.store.definition(instance.workflow, instance.version)))
+            for kind, instances in due.items():  # each kind's together (the wakes: one round trip)
+                moved += self._timers[kind][1](self, instances, now)
             if len(claimed) < limit or time.monotonic() > until:
                 return moved + sum(tick(self, self.clock()) for tick in self._on_tick)
-
-    def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
-        if instance is not None and instance.timer is not None:
-            owner = self._timers.get(instance.timer)
-            if owner is not None and instance.status is owner[0]:
-                return owner[1](self, instance, self.store.definition(instance.workflow, instance.version), now)
-        self.store.release(instance_id, "timers")
-        return 0
 
     def sweep(self) -> int:
         """Re-send started steps whose worker process is gone, or that made no progress within their node's

@@ -13,6 +13,7 @@ it acts on an existing instance under the compare-and-set).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +44,9 @@ from engine.store.codec import (
 from engine.store.keys import Keys
 from engine.store.riders import Rider, evalsha, send_with_riders
 
+#: What a change returns while collected (:meth:`Instances.collect`): its outcome comes with the others'.
+PENDING = Applied(False, None, None)
+
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
 LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
 
@@ -63,6 +67,8 @@ class Instances:
     replicate: Callable[[redis.Redis], int] | None
     _state: Any
     definition: Callable[[str, int], Definition]
+    #: This thread's collected changes (:meth:`collect`), None when it sends each at once.
+    _collecting: threading.local
     #: Starts sent as riders (:meth:`start_rider`), by (id, node, seq, attempt, carrier): their replies.
     _prefetched: dict[tuple[str, str, int, int, str | None], Any]
 
@@ -334,11 +340,44 @@ class Instances:
     def _change(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
                 send: Envelope | None = None, riders: Sequence[Rider] = ()) -> Applied:
         """Run operation ``op`` on one instance and say what it did (``riders`` in the same round trip)."""
+        collected = getattr(self._collecting, "calls", None)
+        if collected is not None:  # inside collected(): sent with the others by applied()
+            collected.append(self._operation(op, instance_id, doc, docs, send))
+            return PENDING
         if riders:
             keys, args = self._operation(op, instance_id, doc, docs, send)
             raw = send_with_riders(self.client, evalsha(self._state, keys, args), self._state, riders)
         else:
             raw = self._call(op, instance_id, doc, docs, send)
+        return self._applied(raw)
+
+    def collect(self) -> None:
+        """Collect this thread's changes from now on instead of sending them (each returns :data:`PENDING`)
+        until :meth:`send_collected` sends them all in one round trip."""
+        self._collecting.calls = []
+
+    def send_collected(self) -> list[Applied]:
+        """Send the changes collected since :meth:`collect` in one pipelined round trip, in order, and say
+        what each did (each exactly as alone: its own compare-and-set). Collecting stops."""
+        calls: list[tuple[list[str], list[Any]]] = self._collecting.calls
+        self._collecting.calls = None
+        if not calls:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command(*evalsha(self._state, keys, args))
+        replies = pipe.execute(raise_on_error=False)
+        out = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # the server forgot the script: this one alone, again
+                reply = run_script(self.client, self._state, keys, args)
+            if isinstance(reply, Exception):
+                raise reply
+            out.append(self._applied(reply))
+        return out
+
+    def _applied(self, raw: Any) -> Applied:
+        """What a change's reply says it did."""
         reply = [text(x) for x in raw]
         if reply[0] in ("missing", "released", "refused") or (reply[0] == "stale" and len(reply) == 1):
             return Applied(False, None, None)

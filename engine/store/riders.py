@@ -8,7 +8,8 @@ round trip, the change first, so Redis runs them in that order and each exactly 
 A rider builds its command when it is sent (a start's ``now`` is the moment the step before it
 ended, right before the next one runs: its timeout counts from its real start) and is told its
 reply, or the error that command alone raised. A script the server does not know (a restart, a
-failover) is loaded and that command alone is sent again.
+failover) is loaded and that command alone is sent again, in order (a command that ran the
+first time ran where it was sent: riders must not depend on the change before them having run).
 """
 
 from __future__ import annotations

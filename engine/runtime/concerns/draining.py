@@ -50,18 +50,29 @@ class Drain:
         self.limit = limit
         self.clock = clock
         self._quiet_until: dict[str, float] = {}
+        #: Set when the last take gave back a message this worker does not run (the draining stops).
+        self.stopped = False
 
     @property
     def rides(self) -> bool:
         """True when a take can ride along a step's last change (the broker is the state's Redis)."""
         return self.taker is not None and hasattr(self.taker, "take_rider")
 
-    def take(self, queue: str, accepts: Callable[[str], bool], count: int = 1) -> list[TakenStep]:
-        """Up to ``count`` next waiting step messages of ``queue`` whose task this worker runs (``accepts``).
+    def take(self, queue: str, accepts: Callable[[str], bool]) -> TakenStep | None:
+        """The next waiting step message of ``queue`` if its task is one this worker runs (``accepts``).
 
-        Empty when draining is off, or the queue is empty (or was a moment ago). The messages
-        are taken in order up to the first that is not for this worker, which is given back where
-        it was with every one after it. The caller starts each at once, or gives it back.
+        None when draining is off, the queue is empty (or was a moment ago), or its next message
+        is not for this worker (given back where it was). The caller starts the step at once.
+        """
+        taken = self.take_many(queue, accepts, 1)
+        return taken[0] if taken else None
+
+    def take_many(self, queue: str, accepts: Callable[[str], bool], count: int) -> list[TakenStep]:
+        """Up to ``count`` next waiting step messages of ``queue`` whose task this worker runs, in one round trip.
+
+        Taken in order up to the first that is not for this worker, which is given back where it
+        was with every one after it (:attr:`stopped` is then set: the draining stops there).
+        The caller starts each at once, or gives it back.
         """
         if self.taker is None or self.clock() < self._quiet_until.get(queue, 0.0):
             return []
@@ -80,10 +91,12 @@ class Drain:
             self._quiet_until[queue] = self.clock() + IDLE_PAUSE_SECONDS
             return []
         kept = 0
+        self.stopped = False
         while kept < len(taken) and taken[kept].step is not None and accepts(taken[kept].task):
             kept += 1
         if kept < len(taken):
             self.give_back(taken[kept:])
+            self.stopped = True
         return taken[:kept]
 
     def give_back(self, taken: list[TakenStep]) -> None:
@@ -112,18 +125,24 @@ class Draining(Hook):
         drain = self.drain
         until = time.monotonic() + self.seconds
         riding = drain.rides and isinstance(runtime, Pipeline)
-        waiting: list[TakenStep] = patiently(lambda: drain.take(queue, accepts, 2 if riding else 1))
-        started: set[int] = set()  # id() of the waiting steps a ride started
+        drain.stopped = False
+        waiting: list[TakenStep] = patiently(lambda: drain.take_many(queue, accepts, 2 if riding else 1))
+        started: set[int] = set()  # id() of the waiting steps a ride started: they run, whatever the limits
         ran = 0
         try:
-            while waiting and (id(waiting[0]) in started or (ran < drain.limit and time.monotonic() < until)):
+            while True:
+                if not waiting and not drain.stopped and ran < drain.limit and time.monotonic() < until:
+                    waiting = patiently(lambda: drain.take_many(queue, accepts, 1))
+                if not waiting or (id(waiting[0]) not in started
+                                   and (ran >= drain.limit or time.monotonic() >= until)):
+                    break
                 item = waiting.pop(0)
-                if riding and not waiting and ran + 1 < drain.limit:
-                    more = patiently(lambda: drain.take(queue, accepts))  # the ride had no take (a step failed...)
-                    waiting += more
-                if riding and waiting and ran + 1 < drain.limit:
-                    assert isinstance(runtime, Pipeline)
-                    runtime.ride(self._riders(runtime, drain, queue, accepts, waiting, started, ran))
+                if riding and ran + 1 < drain.limit:
+                    if not waiting and not drain.stopped:  # the last step's end took none: take its start's step now
+                        waiting += patiently(lambda: drain.take_many(queue, accepts, 1))
+                    if waiting:
+                        assert isinstance(runtime, Pipeline)
+                        runtime.ride(self._riders(runtime, drain, queue, accepts, waiting, started, ran))
                 assert item.step is not None  # take() returns step messages only
                 try:
                     patiently(lambda step=item.step: run_step(*step, execute, inline))
