@@ -7,15 +7,21 @@ takes the queue's next step message itself, one round trip, runs it, and goes on
 ``TRADEFLOW_DRAIN_STEPS`` steps per delivered message: Celery's cost is paid once per batch
 instead of once per step.
 
-Nothing else changes for a step: each one taken is started at once (its ``start`` mark, its
-deadline from then on), run, and applied by its own compare-and-set with its own activity
-record, and its chain runs inline as usual. Steps are taken one at a time, right before each
-runs, so a taken message is out of the broker only for the moment before its ``start``: the
-reconciliation (:meth:`engine.runtime.runner.Runtime.reconcile`), which re-sends a queued step
-only when two looks a period apart both find it nowhere, never mistakes one for lost; a worker
-killed in that moment loses it, and the reconciliation then finds and re-sends it. A message
-that is not a step of this worker's actions (a gather batch, an action this worker lacks) is
-given back at the head of its list, and the draining stops there.
+Nothing else changes for a step: each one taken is started right before it runs (its ``start``
+mark, its deadline from then on), run, and applied by its own compare-and-set with its own
+activity record, and its chain runs inline as usual. Where the broker is the state's Redis, a
+step's last change carries the next step's start and the take of the one after
+(:mod:`engine.store.riders`, :meth:`engine.runtime.pipeline.Pipeline.ride`): one round trip per
+drained step instead of three (take, start, apply). So at most one taken message is out of the
+broker unstarted, for one step's run: the reconciliation
+(:meth:`engine.runtime.runner.Runtime.reconcile`), which re-sends a queued step only when two
+looks a period apart both find it nowhere, never mistakes it for lost; a worker that stops gives
+it back; a worker killed meanwhile loses it, and the reconciliation then finds and re-sends it.
+A step the ride started is started like any other: the liveness sweep re-sends it if the worker
+dies. A step whose last change is not a plain transition (it failed, was retried, was stale)
+carries nothing, and the next one is taken and started alone. A message that is not a step of
+this worker's actions (a gather batch, an action this worker lacks) is given back at the head
+of its list, and the draining stops there.
 
 When the queue is found empty the worker stops looking for ``IDLE_PAUSE_SECONDS``: a quiet
 queue costs one extra round trip a second, not one per message.

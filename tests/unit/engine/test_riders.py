@@ -256,3 +256,33 @@ def test_the_wakes_a_tick_claims_go_to_redis_together_each_its_own_compare_and_s
         assert (instance.node, instance.seq, instance.status) == ("s0", 2, InstanceStatus.RUNNING)
         assert [a["outcome"] for a in engine.activities(iid)][-1] == Outcome.WOKE.value
     assert runtime_of(engine).tick() == 0
+
+
+def test_a_worker_killed_with_a_taken_ahead_message_leaves_it_to_the_reconciliation(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _drained_engine(celery_app, real_redis, key_prefix, limit=8)
+    ids = engine.start_many("flow1", [{} for _ in range(4)])
+    runtime = runtime_of(engine)
+    runtime.process = "host-gone:4243"
+    monkeypatch.setattr(runtime.drain, "give_back", lambda taken: None)  # killed: nothing given back
+    calls: list[int] = []
+
+    def killed_on_the_second(node: Any, payload: Any) -> Transition:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return Transition("ok")
+
+    with pytest.raises(KeyboardInterrupt):
+        runtime.after_delivery("svc", lambda task: True, killed_on_the_second, None)
+    monkeypatch.undo()
+    assert runtime.enqueuer.count(["svc"]) == 1  # the third was taken ahead and is nowhere now
+    runtime.process = f"{socket.gethostname()}:{os.getpid()}"
+    assert runtime.sweep() == 1  # the second, started by the ride: its process is gone
+    assert runtime.reconcile(every=0) == 0  # the third missing once: it may be in a worker's hands
+    assert runtime.reconcile(every=0) == 1  # missing twice, still queued: re-sent
+    while runtime.after_delivery("svc", lambda task: True, _ok, None):
+        pass
+    for iid in ids:
+        assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+        assert len([a for a in engine.activities(iid) if a["outcome"] == Outcome.APPLIED.value]) == 1
