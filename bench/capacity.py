@@ -153,7 +153,7 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
         ids = sandbox.store.run_ids("capacity")
         recorder.close()
         calls = list(_Recorder.calls)
-    prefix = sandbox.keys.instance("").encode()
+    prefix = sandbox.store.keys.instance("").encode()
     by_id: dict[str, list[list[bytes]]] = defaultdict(list)
     batch: list[list[bytes]] = []
     for call in calls:
