@@ -286,3 +286,13 @@ def test_a_worker_killed_with_a_taken_ahead_message_leaves_it_to_the_reconciliat
     for iid in ids:
         assert engine.get(iid).status is InstanceStatus.SUCCEEDED
         assert len([a for a in engine.activities(iid) if a["outcome"] == Outcome.APPLIED.value]) == 1
+
+
+def test_wakes_sent_together_after_the_server_forgot_its_scripts_are_each_applied() -> None:
+    client = fakeredis.FakeRedis()
+    engine = Engine(RedisStore(client, Keys("tf")), MemoryEnqueuer())
+    engine.publish(load_definition(json.dumps(WAITING)))
+    ids = engine.start_many("waiting", [{} for _ in range(3)])
+    client.script_flush()  # a restart or a failover: every script call answers NOSCRIPT first
+    assert runtime_of(engine).tick() == 3
+    assert all(engine.get(iid).node == "s0" for iid in ids) and len(runtime_of(engine).enqueuer.messages) == 3
