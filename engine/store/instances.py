@@ -6,6 +6,11 @@ Operations on an existing instance are a compare-and-set on its step sequence (a
 it matters, its attempt and status): a redelivered or duplicated message fails it and is
 recorded as a no-op.
 
+Round trips: a change may carry riders (:mod:`engine.store.riders`: a drained step's next
+start, which :meth:`Instances.start` then serves without one), and changes collected with
+:meth:`Instances.collect` go together in one pipeline (:meth:`Instances.send_collected`: a
+tick's wakes); each is still its own script call and compare-and-set.
+
 Adding an operation: a method here that builds its document and calls :meth:`_change`, and
 a function of the same name in ``ops`` of ``lua/state.lua`` (listed in ``needs_instance`` when
 it acts on an existing instance under the compare-and-set).
@@ -310,6 +315,10 @@ class Instances:
         if not raw:
             return None
         return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))
+
+    def forget_start(self, instance_id: str, node: str, seq: int, attempt: int, carrier: str) -> None:
+        """Drop the kept reply of a start sent as a rider (:meth:`start_rider`) whose step will not run here."""
+        self._prefetched.pop((instance_id, node, seq, attempt, carrier), None)
 
     def start_rider(self, instance_id: str, node: str, seq: int, attempt: int, clock: Callable[[], float],
                     carrier: str, started: Callable[[], None] | None = None) -> Rider:

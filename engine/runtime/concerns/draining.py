@@ -158,8 +158,12 @@ class Draining(Hook):
                         runtime.ride(())
                 started.discard(id(item))
                 ran += 1
-        finally:
+        finally:  # stopped (an error): what was taken and not started goes back; a kept start is dropped
             drain.give_back([item for item in waiting if id(item) not in started])
+            for item in waiting:
+                if id(item) in started and item.step is not None and isinstance(runtime, Pipeline):
+                    instance_id, node, seq, attempt = item.step
+                    runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
         return ran
 
     def _riders(self, runtime: Pipeline, drain: Drain, queue: str, accepts: Callable[[str], bool],
