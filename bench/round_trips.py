@@ -126,9 +126,8 @@ def _noop_run(redis_url: str, steps: int, mode: str) -> dict[str, Any]:
     from engine.broker import MemoryEnqueuer, RedisQueueEnqueuer, StepMessage
     from engine.definitions.nodes import Node, ServiceNode, StepNode
     from engine.definitions.validation import load_definition
-    from engine.runtime.concerns.draining import Drain
     from engine.service import Transition
-    from engine.testing import runtime_of
+    from engine.testing import drain_queues, runtime_of
 
     with Sandbox(redis_url) as sandbox:
         client = CountingRedis.from_url(redis_url)
@@ -143,7 +142,7 @@ def _noop_run(redis_url: str, steps: int, mode: str) -> dict[str, Any]:
         engine.publish(load_definition(_definition()))
         runtime = runtime_of(engine)
         if mode == "drained":
-            runtime.drain = Drain(enqueuer, 16)
+            drain_queues(engine, 16)
 
         def execute(node: StepNode, payload: Any) -> Transition:
             return Transition("ok", {})
@@ -191,7 +190,7 @@ def _account_run(redis_url: str, accounts: int, drained: bool = False) -> dict[s
     from engine.broker import MemoryEnqueuer
     from engine.definitions.nodes import Node, ServiceNode
     from engine.service import registry
-    from engine.testing import Driver, runtime_of
+    from engine.testing import Driver, drain_queues, runtime_of
     from portfolio_manager.cli import last_session
     from portfolio_manager.config import DEFAULT_DEFINITIONS_DIR
     from portfolio_manager.daily import ensure_definitions, start_daily_rebalance
@@ -204,13 +203,12 @@ def _account_run(redis_url: str, accounts: int, drained: bool = False) -> dict[s
         if drained:
             from engine.app import sender_app
             from engine.broker import RedisQueueEnqueuer
-            from engine.runtime.concerns.draining import Drain
             enqueuer: Any = RedisQueueEnqueuer.for_app(sender_app(redis_url, sandbox.broker_prefix, "rt"), client)
         else:
             enqueuer = MemoryEnqueuer()
         engine = Engine(store, enqueuer)
         if drained:
-            runtime_of(engine).drain = Drain(enqueuer, 16)
+            drain_queues(engine, 16)
         services = sandbox.services()
         use_services(services)
         ensure_definitions(engine, DEFAULT_DEFINITIONS_DIR)
