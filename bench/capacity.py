@@ -77,6 +77,20 @@ class _Recorder(redis.Redis):
             self.calls.append([_raw(a) for a in args])
         return reply
 
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        """A pipeline whose script calls are recorded too (the timers' wakes, a step's riders), in order."""
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def recorded(raise_on_error: bool = True) -> Any:
+            sent = [args for args, _ in pipe.command_stack if args and args[0] == "EVALSHA" and args[1] in self.shas]
+            reply = execute(raise_on_error)
+            self.calls.extend([_raw(a) for a in args] for args in sent)
+            return reply
+
+        pipe.execute = recorded  # type: ignore[method-assign]
+        return pipe
+
 
 def _raw(value: Any) -> bytes:
     if isinstance(value, bytes):
@@ -139,7 +153,7 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
         ids = sandbox.store.run_ids("capacity")
         recorder.close()
         calls = list(_Recorder.calls)
-    prefix = sandbox.keys.instance("").encode()
+    prefix = sandbox.store.keys.instance("").encode()
     by_id: dict[str, list[list[bytes]]] = defaultdict(list)
     batch: list[list[bytes]] = []
     for call in calls:

@@ -25,7 +25,7 @@ import redis
 from engine.api import Engine
 from engine.broker import Enqueuer, MemoryEnqueuer, StepMessage
 from engine.definitions.nodes import GatherNode, HttpNode, Node, ServiceNode, StepNode
-from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS
+from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS, Drain
 from engine.runtime.concerns.metrics import StepMetrics
 from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
 from engine.runtime.gather import BATCH_TASK_SUFFIX
@@ -50,6 +50,12 @@ def runtime_of(engine: Engine) -> Runtime:
 def enqueuer_of(engine: Engine) -> Enqueuer:
     """The engine's enqueuer (tests only: a message sent again by hand, the messages a MemoryEnqueuer holds)."""
     return engine._enqueuer
+
+
+def drain_queues(engine: Engine, limit: int) -> None:
+    """Make the engine's runtime drain up to ``limit`` waiting steps after each delivery, as a worker
+    with ``TRADEFLOW_DRAIN_STEPS`` does (its enqueuer must write to Redis; tests and benchmarks)."""
+    engine._runtime.drain = Drain(engine._enqueuer, limit)
 
 
 def make_store(client: redis.Redis, prefix: str = "wf", retention_seconds: int = DEFAULT_RETENTION_SECONDS,

@@ -23,7 +23,7 @@ import re
 import socket
 import uuid
 from bisect import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -33,6 +33,7 @@ from engine.broker.interface import PRIORITY_CONTINUE, Delivery, StepKey, StepMe
 from engine.jsoncodec import dumps, encode, loads
 from engine.keyspace import read_lua, text
 from engine.store.codec import Envelope
+from engine.store.riders import Rider, evalsha
 
 #: Messages read per LRANGE / HSCAN when looking into the queues.
 SCAN_CHUNK = 2000
@@ -184,6 +185,15 @@ class RedisQueueEnqueuer:
         """
         flat = self._take(keys=self.queue_keys(queue), args=[count])
         return [_taken(text(key), raw) for key, raw in zip(flat[0::2], flat[1::2], strict=True)]
+
+    def take_rider(self, queue: str, count: int, landed: Callable[[list[TakenStep]], None]) -> Rider:
+        """:meth:`take` as a rider of a store change (:mod:`engine.store.riders`): the taken messages
+        are handed to ``landed`` (none when the take failed)."""
+        def told(reply: Any) -> None:
+            flat = [] if isinstance(reply, Exception) else reply
+            landed([_taken(text(key), raw) for key, raw in zip(flat[0::2], flat[1::2], strict=True)])
+
+        return Rider(lambda: evalsha(self._take, self.queue_keys(queue), [count]), told, self._take)
 
     def give_back(self, taken: Sequence[TakenStep]) -> None:
         """Put ``taken`` messages back where they were, at the head of their lists (next to be delivered)."""

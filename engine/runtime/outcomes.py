@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -394,6 +394,28 @@ class StepOutcomes:
             self.enqueuer.enqueue(message, priority)
         for hook in self.after_apply:
             hook(self, applied)
+        return applied
+
+    def apply_changes(self, changes: Sequence[tuple[Definition, str, Change, tuple[str, int, int] | None]],
+                      priority: int = PRIORITY_CONTINUE) -> list[Applied]:
+        """:meth:`apply_change` for each of ``changes`` (definition, instance id, change, step), sent to
+        Redis together in one round trip: each is still its own compare-and-set, told to the
+        ``after_apply`` hooks in order. The changes must be independent (of different instances)."""
+        sends = []
+        self.store.collect()
+        try:
+            for definition, instance_id, change, step in changes:
+                message = None if step is None else self.message(definition, instance_id, *step)
+                envelope = None if message is None else self.enqueuer.envelope(message, priority)
+                change(envelope, None if message is None else "")
+                sends.append(message if envelope is None else None)
+        finally:
+            applied = self.store.send_collected()
+        for message, done in zip(sends, applied, strict=True):
+            if message is not None and done.applied and done.status is InstanceStatus.RUNNING:
+                self.enqueuer.enqueue(message, priority)
+            for hook in self.after_apply:
+                hook(self, done)
         return applied
 
     def fail(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,

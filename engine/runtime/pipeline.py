@@ -61,6 +61,7 @@ from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import NextKind, StepOutcomes, StepReport, step_deadline, target_of
 from engine.service import Transition
 from engine.store.redis_store import Applied, Placement, RedisStore
+from engine.store.riders import Rider
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,13 @@ class Hook:
         """A timer of kind :attr:`timer` is due on ``instance`` (at :attr:`timer_status`); 1 if it moved on."""
         return 0
 
+    def on_timers(self, runtime: StepOutcomes, due: Sequence[tuple[Instance, Definition]], now: float) -> int:
+        """Timers of kind :attr:`timer` are due on each of ``due`` (instance, its definition); how many moved on.
+
+        :meth:`on_timer` for each, in turn; a concern may override it to move them together.
+        """
+        return sum(self.on_timer(runtime, instance, definition, now) for instance, definition in due)
+
     def on_tick(self, runtime: StepOutcomes, now: float) -> int:
         """The timers ran (every second): move on what this concern keeps due; returns how many moved."""
         return 0
@@ -210,6 +218,8 @@ class Pipeline(StepOutcomes):
         #: The deliveries this process runs now (instance id, carrier ``node:seq:attempt@host:pid``), by thread.
         self._carrying: Counter[tuple[str, str]] = Counter()
         self._carrying_lock = threading.Lock()
+        #: Commands to send with this thread's next step's last change (:meth:`ride`).
+        self._riding = threading.local()
         self.plug(hooks)
 
     def plug(self, hooks: Sequence[Hook]) -> None:
@@ -228,7 +238,7 @@ class Pipeline(StepOutcomes):
         self._on_tick = overriding(self.hooks, "on_tick")
         self._on_sweep = overriding(self.hooks, "on_sweep")
         self._on_reconcile = overriding(self.hooks, "on_reconcile")
-        self._timers = {hook.timer: (hook.timer_status, hook.on_timer) for hook in self.hooks if hook.timer}
+        self._timers = {hook.timer: (hook.timer_status, hook.on_timers) for hook in self.hooks if hook.timer}
 
     def hook(self, kind: type[Hook]) -> Hook | None:
         """The plugged-in concern of type ``kind``, if any."""
@@ -244,10 +254,9 @@ class Pipeline(StepOutcomes):
         accepts run here too, without a broker hop; each is still its own compare-and-set with
         its own activity record, and the instance remembers which message carries it.
         """
-        delivered = f"{node_name}:{seq}:{attempt}"
         # The process running the step is recorded with its start (the liveness concern's sweep
         # checks that process's mark); a chain run inline keeps the same carrier.
-        carrier = f"{delivered}@{self.process}"
+        carrier = self.carrier(node_name, seq, attempt)
         held = (instance_id, carrier)
         with self._carrying_lock:
             self._carrying[held] += 1
@@ -258,6 +267,23 @@ class Pipeline(StepOutcomes):
                 self._carrying[held] -= 1
                 if not self._carrying[held]:
                     del self._carrying[held]
+
+    def carrier(self, node_name: str, seq: int, attempt: int) -> str:
+        """The carrier this process records when it runs the delivery of step ``node_name``/``seq``/``attempt``."""
+        return f"{node_name}:{seq}:{attempt}@{self.process}"
+
+    def ride(self, riders: Sequence[Rider]) -> None:
+        """Send ``riders`` (:mod:`engine.store.riders`) with the last change of the next step this thread
+        runs -- its transition, when no step of the instance runs inline after it -- in the same round
+        trip; () drops any that were not sent. The draining concern starts its next step this way."""
+        self._riding.riders = tuple(riders)
+
+    def _riders(self) -> Sequence[Rider]:
+        """This thread's riders, once (see :meth:`ride`)."""
+        riders = getattr(self._riding, "riders", ())
+        if riders:
+            self._riding.riders = ()
+        return riders
 
     def _abandoned_here(self, instance: Instance, carrier: str) -> bool:
         """True when ``instance``'s current step is carried by ``carrier`` -- a delivery of this very
@@ -396,9 +422,10 @@ class Pipeline(StepOutcomes):
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
             placement = Placement.step(nxt.node, step_deadline(definition.nodes[nxt.node], now))
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
+        riders = () if chained else self._riders()  # the delivery's last change: what comes next rides along
         applied = self.apply_change(definition, instance.id, lambda send, clear: self.store.advance(
             instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
-            carrier=carrier if chained else clear, send=send, encoded=transition.encoded), step)
+            carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders), step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
         if chained and applied.status is InstanceStatus.RUNNING:
@@ -427,18 +454,19 @@ class Pipeline(StepOutcomes):
             now = self.clock()
             claimed = [iid for iid, _due in self.store.claim_due_timers(now, limit, lease_seconds)]
             loaded = {instance.id: instance for instance in self.store.load_many(claimed)}
+            due: dict[str, list[tuple[Instance, Definition]]] = {}
             for instance_id in claimed:
-                moved += self._move_on(loaded.get(instance_id), instance_id, now)
+                instance = loaded.get(instance_id)
+                owner = None if instance is None or instance.timer is None else self._timers.get(instance.timer)
+                if instance is None or owner is None or instance.status is not owner[0]:
+                    self.store.release(instance_id, "timers")
+                    continue
+                due.setdefault(instance.timer, []).append(  # type: ignore[arg-type]
+                    (instance, self.store.definition(instance.workflow, instance.version)))
+            for kind, instances in due.items():  # each kind's together (the wakes: one round trip)
+                moved += self._timers[kind][1](self, instances, now)
             if len(claimed) < limit or time.monotonic() > until:
                 return moved + sum(tick(self, self.clock()) for tick in self._on_tick)
-
-    def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
-        if instance is not None and instance.timer is not None:
-            owner = self._timers.get(instance.timer)
-            if owner is not None and instance.status is owner[0]:
-                return owner[1](self, instance, self.store.definition(instance.workflow, instance.version), now)
-        self.store.release(instance_id, "timers")
-        return 0
 
     def sweep(self) -> int:
         """Re-send started steps whose worker process is gone, or that made no progress within their node's

@@ -6,6 +6,11 @@ Operations on an existing instance are a compare-and-set on its step sequence (a
 it matters, its attempt and status): a redelivered or duplicated message fails it and is
 recorded as a no-op.
 
+Round trips: a change may carry riders (:mod:`engine.store.riders`: a drained step's next
+start, which :meth:`Instances.start` then serves without one), and changes collected with
+:meth:`Instances.collect` go together in one pipeline (:meth:`Instances.send_collected`: a
+tick's wakes); each is still its own script call and compare-and-set.
+
 Adding an operation: a method here that builds its document and calls :meth:`_change`, and
 a function of the same name in ``ops`` of ``lua/state.lua`` (listed in ``needs_instance`` when
 it acts on an existing instance under the compare-and-set).
@@ -13,6 +18,7 @@ it acts on an existing instance under the compare-and-set).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +47,10 @@ from engine.store.codec import (
     text,
 )
 from engine.store.keys import Keys
+from engine.store.riders import Rider, evalsha, send_with_riders
+
+#: What a change returns while collected (:meth:`Instances.collect`): its outcome comes with the others'.
+PENDING = Applied(False, None, None)
 
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
 LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
@@ -62,6 +72,10 @@ class Instances:
     replicate: Callable[[redis.Redis], int] | None
     _state: Any
     definition: Callable[[str, int], Definition]
+    #: This thread's collected changes (:meth:`collect`), None when it sends each at once.
+    _collecting: threading.local
+    #: Starts sent as riders (:meth:`start_rider`), by (id, node, seq, attempt, carrier): their replies.
+    _prefetched: dict[tuple[str, str, int, int, str | None], Any]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -177,13 +191,15 @@ class Instances:
     def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                 statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
                 noop: Activity | None = None, carrier: str | None = None,
-                send: Envelope | None = None, encoded: str | None = None) -> Applied:
+                send: Envelope | None = None, encoded: str | None = None,
+                riders: Sequence[Rider] = ()) -> Applied:
         """Take a transition at ``seq``: record ``context`` (node, data), seq + 1, then ``placement``.
 
         ``noop`` is recorded instead when the instance moved on meanwhile; ``carrier`` names the
         message whose worker runs the next step inline ("" clears it). ``encoded``: the context
         data as compact JSON when the service's answer was encoded already; it is written as
-        is, in the context entry and as the activity's ``received``.
+        is, in the context entry and as the activity's ``received``. ``riders``
+        (:mod:`engine.store.riders`) are sent after the change in the same round trip.
         """
         record = activity.to_dict()
         if context is not None and encoded is not None:
@@ -197,7 +213,7 @@ class Instances:
         if noop is not None:
             docs["noop"] = pack(noop.to_dict())
         return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
-                                                      "place": placement}, docs, send)
+                                                      "place": placement}, docs, send, riders)
 
     def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                context: tuple[str, Any], noop: Activity | None = None, marker: str | None = None,
@@ -289,20 +305,89 @@ class Instances:
         and, when that step is the instance's current one, ``carrier`` (``node:seq:attempt@host:pid``,
         the process running it) is recorded. The instance returned is as it was read, before.
         """
-        doc: dict[str, Any] = {"node": node, "seq": seq, "attempt": attempt, "now": seconds(now)}
-        if carrier is not None:
-            doc["carrier"] = carrier
-        raw = self._call("start", instance_id, doc, {}, None)
+        raw = self._prefetched.pop((instance_id, node, seq, attempt, carrier), None) \
+            if self._prefetched else None
+        if raw is None:
+            doc: dict[str, Any] = {"node": node, "seq": seq, "attempt": attempt, "now": seconds(now)}
+            if carrier is not None:
+                doc["carrier"] = carrier
+            raw = self._call("start", instance_id, doc, {}, None)
         if not raw:
             return None
         return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))
 
+    def forget_start(self, instance_id: str, node: str, seq: int, attempt: int, carrier: str) -> None:
+        """Drop the kept reply of a start sent as a rider (:meth:`start_rider`) whose step will not run here."""
+        self._prefetched.pop((instance_id, node, seq, attempt, carrier), None)
+
+    def start_rider(self, instance_id: str, node: str, seq: int, attempt: int, clock: Callable[[], float],
+                    carrier: str, started: Callable[[], None] | None = None) -> Rider:
+        """The :meth:`start` of step (``node``, ``seq``, ``attempt``) by ``carrier``, as a rider of another change.
+
+        Its ``now`` is read from ``clock`` when it is sent; its reply is kept for the
+        :meth:`start` of the same step by the same carrier, which then makes no round trip
+        (``started`` is told when it landed). A start that failed is not kept: that
+        :meth:`start` sends its own.
+        """
+        key = (instance_id, node, seq, attempt, carrier)
+
+        def command() -> tuple[Any, ...]:
+            doc = {"node": node, "seq": seq, "attempt": attempt, "now": seconds(clock()), "carrier": carrier}
+            keys, args = self._operation("start", instance_id, doc, {}, None)
+            return evalsha(self._state, keys, args)
+
+        def landed(reply: Any) -> None:
+            if not isinstance(reply, Exception):
+                self._prefetched[key] = reply
+                if started is not None:
+                    started()
+
+        return Rider(command, landed, self._state)
+
     # -- the call -----------------------------------------------------------------------------
 
     def _change(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
-                send: Envelope | None = None) -> Applied:
-        """Run operation ``op`` on one instance and say what it did."""
-        reply = [text(x) for x in self._call(op, instance_id, doc, docs, send)]
+                send: Envelope | None = None, riders: Sequence[Rider] = ()) -> Applied:
+        """Run operation ``op`` on one instance and say what it did (``riders`` in the same round trip)."""
+        collected = getattr(self._collecting, "calls", None)
+        if collected is not None:  # inside collected(): sent with the others by applied()
+            collected.append(self._operation(op, instance_id, doc, docs, send))
+            return PENDING
+        if riders:
+            keys, args = self._operation(op, instance_id, doc, docs, send)
+            raw = send_with_riders(self.client, evalsha(self._state, keys, args), self._state, riders)
+        else:
+            raw = self._call(op, instance_id, doc, docs, send)
+        return self._applied(raw)
+
+    def collect(self) -> None:
+        """Collect this thread's changes from now on instead of sending them (each returns :data:`PENDING`)
+        until :meth:`send_collected` sends them all in one round trip."""
+        self._collecting.calls = []
+
+    def send_collected(self) -> list[Applied]:
+        """Send the changes collected since :meth:`collect` in one pipelined round trip, in order, and say
+        what each did (each exactly as alone: its own compare-and-set). Collecting stops."""
+        calls: list[tuple[list[str], list[Any]]] = self._collecting.calls
+        self._collecting.calls = None
+        if not calls:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command(*evalsha(self._state, keys, args))
+        replies = pipe.execute(raise_on_error=False)
+        out = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # the server forgot the script: this one alone, again
+                reply = run_script(self.client, self._state, keys, args)
+            if isinstance(reply, Exception):
+                raise reply
+            out.append(self._applied(reply))
+        return out
+
+    def _applied(self, raw: Any) -> Applied:
+        """What a change's reply says it did."""
+        reply = [text(x) for x in raw]
         if reply[0] in ("missing", "released", "refused") or (reply[0] == "stale" and len(reply) == 1):
             return Applied(False, None, None)
         if reply[0] == "stale":
@@ -331,6 +416,14 @@ class Instances:
         ``doc`` holds the named fields (a :class:`Placement` under ``place``); ``docs`` the stored
         documents, passed after it and named in its ``docs`` list.
         """
+        keys, args = self._operation(op, instance_id, doc, docs, send)
+        if client is not None:  # a pipeline: the Script object makes it load the script first
+            return self._state(keys=keys, args=args, client=client)
+        return run_script(self.client, self._state, keys, args)
+
+    def _operation(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
+                   send: Envelope | None) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of operation ``op`` of ``lua/state.lua`` (see :meth:`_call`)."""
         k = self.keys
         place = doc.get("place")
         if isinstance(place, Placement):
@@ -344,9 +437,7 @@ class Instances:
         instance_key = k.instance(instance_id)
         keys = [instance_key, k.activities(instance_id), k.timers, k.deadlines, send.key if send else instance_key,
                 k.queued]
-        if client is not None:  # a pipeline: the Script object makes it load the script first
-            return self._state(keys=keys, args=[dumps(doc), *docs.values()], client=client)
-        return run_script(self.client, self._state, keys, [dumps(doc), *docs.values()])
+        return keys, [dumps(doc), *docs.values()]
 
 
 def run_script(client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:

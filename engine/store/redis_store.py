@@ -23,6 +23,7 @@ Adding a store operation: a method in ``instances.py`` that builds its document 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import redis
@@ -85,6 +86,8 @@ class RedisStore(Definitions, Instances, Observed, Queued, Marks, Runs, Batches,
         self._housekeep = housekeep_script(client)
         self._limits = limits_script(client)
         self._definitions: dict[tuple[str, int], Definition] = {}
+        self._prefetched = {}
+        self._collecting = threading.local()
 
     def close(self) -> None:
         """Close the Redis connection pool."""

@@ -7,15 +7,21 @@ takes the queue's next step message itself, one round trip, runs it, and goes on
 ``TRADEFLOW_DRAIN_STEPS`` steps per delivered message: Celery's cost is paid once per batch
 instead of once per step.
 
-Nothing else changes for a step: each one taken is started at once (its ``start`` mark, its
-deadline from then on), run, and applied by its own compare-and-set with its own activity
-record, and its chain runs inline as usual. Steps are taken one at a time, right before each
-runs, so a taken message is out of the broker only for the moment before its ``start``: the
-reconciliation (:meth:`engine.runtime.runner.Runtime.reconcile`), which re-sends a queued step
-only when two looks a period apart both find it nowhere, never mistakes one for lost; a worker
-killed in that moment loses it, and the reconciliation then finds and re-sends it. A message
-that is not a step of this worker's actions (a gather batch, an action this worker lacks) is
-given back at the head of its list, and the draining stops there.
+Nothing else changes for a step: each one taken is started right before it runs (its ``start``
+mark, its deadline from then on), run, and applied by its own compare-and-set with its own
+activity record, and its chain runs inline as usual. Where the broker is the state's Redis, a
+step's last change carries the next step's start and the take of the one after
+(:mod:`engine.store.riders`, :meth:`engine.runtime.pipeline.Pipeline.ride`): one round trip per
+drained step instead of three (take, start, apply). So at most one taken message is out of the
+broker unstarted, for one step's run: the reconciliation
+(:meth:`engine.runtime.runner.Runtime.reconcile`), which re-sends a queued step only when two
+looks a period apart both find it nowhere, never mistakes it for lost; a worker that stops gives
+it back; a worker killed meanwhile loses it, and the reconciliation then finds and re-sends it.
+A step the ride started is started like any other: the liveness sweep re-sends it if the worker
+dies. A step whose last change is not a plain transition (it failed, was retried, was stale)
+carries nothing, and the next one is taken and started alone. A message that is not a step of
+this worker's actions (a gather batch, an action this worker lacks) is given back at the head
+of its list, and the draining stops there.
 
 When the queue is found empty the worker stops looking for ``IDLE_PAUSE_SECONDS``: a quiet
 queue costs one extra round trip a second, not one per message.
@@ -33,14 +39,15 @@ from typing import Any
 
 from engine.broker import TakenStep, Taker
 from engine.runtime.outcomes import StepOutcomes
-from engine.runtime.pipeline import Execute, Hook, Inline, RunStep, patiently
+from engine.runtime.pipeline import Execute, Hook, Inline, Pipeline, RunStep, patiently
+from engine.store.riders import Rider
 
 #: After a look that found the queue empty, the next look waits this long.
 IDLE_PAUSE_SECONDS = 1.0
 
 
 class Drain:
-    """Takes waiting step messages off a service's queue, one at a time, for a worker that has their actions."""
+    """Takes waiting step messages off a service's queue for a worker that has their actions."""
 
     def __init__(self, enqueuer: Any, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         #: None when the broker cannot be drained (a broker other than the state's Redis).
@@ -49,6 +56,13 @@ class Drain:
         self.limit = limit
         self.clock = clock
         self._quiet_until: dict[str, float] = {}
+        #: Set when the last take gave back a message this worker does not run (the draining stops).
+        self.stopped = False
+
+    @property
+    def rides(self) -> bool:
+        """True when a take can ride along a step's last change (the broker is the state's Redis)."""
+        return self.taker is not None and hasattr(self.taker, "take_rider")
 
     def take(self, queue: str, accepts: Callable[[str], bool]) -> TakenStep | None:
         """The next waiting step message of ``queue`` if its task is one this worker runs (``accepts``).
@@ -56,17 +70,45 @@ class Drain:
         None when draining is off, the queue is empty (or was a moment ago), or its next message
         is not for this worker (given back where it was). The caller starts the step at once.
         """
+        taken = self.take_many(queue, accepts, 1)
+        return taken[0] if taken else None
+
+    def take_many(self, queue: str, accepts: Callable[[str], bool], count: int) -> list[TakenStep]:
+        """Up to ``count`` next waiting step messages of ``queue`` whose task this worker runs, in one round trip.
+
+        Taken in order up to the first that is not for this worker, which is given back where it
+        was with every one after it (:attr:`stopped` is then set: the draining stops there).
+        The caller starts each at once, or gives it back.
+        """
         if self.taker is None or self.clock() < self._quiet_until.get(queue, 0.0):
-            return None
-        taken = self.taker.take(queue, 1)
+            return []
+        return self.accepted(queue, accepts, self.taker.take(queue, count))
+
+    def take_rider(self, queue: str, accepts: Callable[[str], bool], count: int,
+                   landed: Callable[[list[TakenStep]], None]) -> Rider:
+        """:meth:`take` as a rider of a store change (the broker's ``take_rider``); ``landed`` gets the accepted."""
+        assert self.taker is not None
+        return self.taker.take_rider(  # type: ignore[attr-defined]
+            queue, count, lambda taken: landed(self.accepted(queue, accepts, taken)))
+
+    def accepted(self, queue: str, accepts: Callable[[str], bool], taken: list[TakenStep]) -> list[TakenStep]:
+        """The leading ``taken`` messages this worker runs; the rest given back (see :meth:`take`)."""
         if not taken:
             self._quiet_until[queue] = self.clock() + IDLE_PAUSE_SECONDS
-            return None
-        item = taken[0]
-        if item.step is None or not accepts(item.task):
+            return []
+        kept = 0
+        self.stopped = False
+        while kept < len(taken) and taken[kept].step is not None and accepts(taken[kept].task):
+            kept += 1
+        if kept < len(taken):
+            self.give_back(taken[kept:])
+            self.stopped = True
+        return taken[:kept]
+
+    def give_back(self, taken: list[TakenStep]) -> None:
+        """Put ``taken`` back at the head of their lists (next to be delivered)."""
+        if taken and self.taker is not None:
             self.taker.give_back(taken)
-            return None
-        return item
 
 
 class Draining(Hook):
@@ -80,15 +122,59 @@ class Draining(Hook):
 
     def after_delivery(self, runtime: StepOutcomes, run_step: RunStep, queue: str, accepts: Callable[[str], bool],
                        execute: Execute, inline: Inline | None) -> int:
-        """Take and run waiting steps of ``queue`` this worker runs (``accepts`` their task); how many ran."""
+        """Take and run waiting steps of ``queue`` this worker runs (``accepts`` their task); how many ran.
+
+        Where the broker is the state's Redis, each step's last change carries the start of the
+        next taken step and the take of the one after (:meth:`Pipeline.ride`): one round trip per
+        step instead of three. A step started that way is run whatever the time left.
+        """
         drain = self.drain
         until = time.monotonic() + self.seconds
+        riding = drain.rides and isinstance(runtime, Pipeline)
+        drain.stopped = False
+        waiting: list[TakenStep] = patiently(lambda: drain.take_many(queue, accepts, 2 if riding else 1))
+        started: set[int] = set()  # id() of the waiting steps a ride started: they run, whatever the limits
         ran = 0
-        while ran < drain.limit and time.monotonic() < until:
-            item = patiently(lambda: drain.take(queue, accepts))
-            if item is None:
-                break
-            assert item.step is not None  # take() returns step messages only
-            patiently(lambda step=item.step: run_step(*step, execute, inline))
-            ran += 1
+        try:
+            while True:
+                if not waiting and not drain.stopped and ran < drain.limit and time.monotonic() < until:
+                    waiting = patiently(lambda: drain.take_many(queue, accepts, 1))
+                if not waiting or (id(waiting[0]) not in started
+                                   and (ran >= drain.limit or time.monotonic() >= until)):
+                    break
+                item = waiting.pop(0)
+                if riding and ran + 1 < drain.limit:
+                    if not waiting and not drain.stopped:  # the last step's end took none: take its start's step now
+                        waiting += patiently(lambda: drain.take_many(queue, accepts, 1))
+                    if waiting:
+                        assert isinstance(runtime, Pipeline)
+                        runtime.ride(self._riders(runtime, drain, queue, accepts, waiting, started, ran))
+                assert item.step is not None  # take() returns step messages only
+                try:
+                    patiently(lambda step=item.step: run_step(*step, execute, inline))
+                finally:
+                    if riding:
+                        assert isinstance(runtime, Pipeline)
+                        runtime.ride(())
+                started.discard(id(item))
+                ran += 1
+        finally:  # stopped (an error): what was taken and not started goes back; a kept start is dropped
+            drain.give_back([item for item in waiting if id(item) not in started])
+            for item in waiting:
+                if id(item) in started and item.step is not None and isinstance(runtime, Pipeline):
+                    instance_id, node, seq, attempt = item.step
+                    runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
         return ran
+
+    def _riders(self, runtime: Pipeline, drain: Drain, queue: str, accepts: Callable[[str], bool],
+                waiting: list[TakenStep], started: set[int], ran: int) -> list[Rider]:
+        """What rides along the next step's last change: the start of the step after it (``waiting[0]``)
+        and, while the limit allows one more, the take of the one after that."""
+        lead = waiting[0]
+        assert lead.step is not None
+        instance_id, node, seq, attempt = lead.step
+        riders = [runtime.store.start_rider(instance_id, node, seq, attempt, runtime.clock,
+                                            runtime.carrier(node, seq, attempt), lambda: started.add(id(lead)))]
+        if ran + 2 < drain.limit and len(waiting) == 1:
+            riders.append(drain.take_rider(queue, accepts, 1, waiting.extend))
+        return riders

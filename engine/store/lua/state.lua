@@ -86,6 +86,9 @@ local COULD_ARRIVE = {'running', 'waiting', 'awaiting', 'paused'}
 local joined = nil
 -- The node the instance was at before the operation (nil at creation): leaving it ends its quorum.
 local before_node = nil
+-- Which optional fields the instance had before the operation (read with the compare-and-set's
+-- HMGET; none at creation): a field it did not have is not deleted (no command for nothing).
+local had = {}
 
 -- A gathering instance contributes to its group's open batch, or opens the group's next one
 -- (generation + 1). doc.gather: name, group, close_at, close_early, service, action, node,
@@ -156,12 +159,14 @@ local function settle(id, run, status, hold)
     redis.call('HSET', inst, 'status', final)
   end
   if p.node then
-    if before_node and p.node ~= before_node then redis.call('HDEL', inst, 'quorum') end
+    if before_node and p.node ~= before_node and (had.quorum or blob.quorum) then
+      redis.call('HDEL', inst, 'quorum')
+    end
     redis.call('HSET', inst, 'node', p.node)
   end
   if final == 'gathering' and doc.gather then
     join(id, run)
-  elseif final ~= 'gathering' and final ~= 'paused' then
+  elseif final ~= 'gathering' and final ~= 'paused' and had.batch then
     redis.call('HDEL', inst, 'batch')
   end
   if blob.result then redis.call('HSET', inst, 'result', blob.result) end
@@ -199,13 +204,15 @@ local function settle(id, run, status, hold)
   if (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer then
     redis.call('ZADD', timers, p.timer, id)
     redis.call('HSET', inst, 'wake_at', p.timer, 'timer', p.timer_kind)
-  else
+  elseif had.wake_at then  -- (an instance without a wake time is in no timer: both are set together)
     redis.call('ZREM', timers, id)
     -- a paused instance keeps its wake time so that resume parks it again until then
     if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
   end
   -- no step of it runs any more: no process carries it
-  if final ~= 'running' then redis.call('HDEL', inst, 'carrier') end
+  if final ~= 'running' and (had.carrier or (doc.carrier and doc.carrier ~= '')) then
+    redis.call('HDEL', inst, 'carrier')
+  end
   if terminal or held then
     -- finished, or a step of a paused instance came back: nothing is in flight any more
     redis.call('HSET', inst, 'inflight', '0')
@@ -319,7 +326,7 @@ end
 ops.advance = function(seq)
   write_context()
   redis.call('HSET', inst, 'seq', seq + 1, 'attempt', 1)
-  redis.call('HDEL', inst, 'error')
+  if had.error then redis.call('HDEL', inst, 'error') end
   return seq + 1
 end
 
@@ -363,17 +370,19 @@ end
 ops.control = function(seq)
   write_context()
   if doc.attempt then redis.call('HSET', inst, 'attempt', doc.attempt) end
-  redis.call('HDEL', inst, 'error')
+  if had.error then redis.call('HDEL', inst, 'error') end
   return seq
 end
 
 if not ops[op] then return redis.error_reply('state.lua: unknown operation ' .. tostring(op)) end
 if not needs_instance[op] then return ops[op]() end
 
-local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node')
+local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node',
+                      'error', 'batch', 'wake_at', 'quorum', 'carrier')
 if not cur[4] then return {'missing'} end
 local seq, status, attempt, id, run = tonumber(cur[1]), cur[2], tonumber(cur[3]), cur[4], cur[5]
 before_node = cur[6]
+had = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11]}
 local expect = doc.expect or {}
 local allowed = false
 for _, s in ipairs(expect.statuses or {}) do
@@ -389,7 +398,7 @@ end
 record('activity')
 seq = ops[op](seq)
 if doc.carrier == '' then
-  redis.call('HDEL', inst, 'carrier')
+  if had.carrier then redis.call('HDEL', inst, 'carrier') end
 elseif doc.carrier then
   redis.call('HSET', inst, 'carrier', doc.carrier)
 end

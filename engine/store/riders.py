@@ -1,0 +1,67 @@
+"""Riders: commands sent in the same round trip as a step's last change, instead of one trip each.
+
+A worker draining a deep queue knows, while a step runs, what it will do right after it: start
+the next step it took and take the one after. Those commands ride along the step's final
+change (its compare-and-set, :meth:`engine.store.instances.Instances.advance`): one pipelined
+round trip, the change first, so Redis runs them in that order and each exactly as alone.
+
+A rider builds its command when it is sent (a start's ``now`` is the moment the step before it
+ended, right before the next one runs: its timeout counts from its real start) and is told its
+reply, or the error that command alone raised. A script the server does not know (a restart, a
+failover) is loaded and that command alone is sent again, in order (a command that ran the
+first time ran where it was sent: riders must not depend on the change before them having run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+
+@dataclass
+class Rider:
+    """One command sent after a change in its round trip."""
+
+    #: Builds the command at sending time: ``("EVALSHA", sha, numkeys, *keys, *args)`` or any command.
+    command: Callable[[], tuple[Any, ...]]
+    #: Told the command's reply (an exception instance when that command failed).
+    landed: Callable[[Any], None]
+    #: The registered script of an EVALSHA (loaded on NOSCRIPT), None for a plain command.
+    script: Any = None
+
+
+def evalsha(script: Any, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The EVALSHA command of registered ``script`` on ``keys`` and ``args``."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def send_with_riders(client: redis.Redis, first: tuple[Any, ...], script: Any, riders: Sequence[Rider]) -> Any:
+    """Send ``first`` (an EVALSHA of ``script``) then each rider's command in one pipelined round trip.
+
+    Returns ``first``'s reply (raising its error); each rider is told its own reply. A command
+    answered NOSCRIPT is sent again alone once its script is loaded (in order: the change first).
+    """
+    commands = [(first, script)] + [(rider.command(), rider.script) for rider in riders]
+    pipe = client.pipeline(transaction=False)
+    for command, _ in commands:
+        pipe.execute_command(*command)
+    replies = pipe.execute(raise_on_error=False)
+    for i, (command, loaded) in enumerate(commands):
+        if isinstance(replies[i], NoScriptError) and loaded is not None:
+            client.script_load(loaded.script)
+            try:
+                replies[i] = client.execute_command(*command)
+            except redis.ResponseError as exc:
+                replies[i] = exc
+    for rider, reply in zip(riders, replies[1:], strict=True):
+        rider.landed(reply)
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    return replies[0]
+
+
+__all__ = ["Rider", "evalsha", "send_with_riders"]
