@@ -190,10 +190,15 @@ class Batches:
         return change
 
     def batch_retry(self, batch_id: str, *, attempt: int, next_attempt: int, due: float,
-                    record: dict[str, Any]) -> BatchChange:
-        """Attempt ``attempt`` failed: send ``next_attempt`` at ``due``."""
+                    record: dict[str, Any], kind: str = "retry") -> BatchChange:
+        """Attempt ``attempt`` failed: send ``next_attempt`` at ``due``.
+
+        ``kind`` is the batch's ``due_kind`` meanwhile: ``retry`` (a backoff) or ``limit`` (the step
+        is over its node's rate limit and waits, same attempt, for a free call).
+        """
         return self._batch_op("retry", batch_id, {"expect": {"status": "closed", "attempt": attempt},
-                                                  "attempt": next_attempt, "due": repr(due)}, {"record": pack(record)})
+                                                  "attempt": next_attempt, "due": repr(due), "kind": kind},
+                              {"record": pack(record)})
 
     def batch_resend(self, batch_id: str, *, attempt: int, next_attempt: int, now: float, due: float,
                      record: dict[str, Any], send: Envelope | None = None) -> BatchChange:
