@@ -22,6 +22,9 @@ from engine.store.limits import LimitState
 
 router = APIRouter()
 
+#: Limits shown on the page at most (a concurrency pool per household can make many): the search narrows them.
+SHOWN = 200
+
 
 def _number(text: str, kind: type[int] | type[float], what: str) -> Any:
     """A form field as a number (None when empty); InvalidInput names the field."""
@@ -44,13 +47,16 @@ def _setting(state: LimitState) -> str:
 
 
 @router.get("/limits")
-def limits_page(request: Request, name: str = "") -> Response:
-    """Every limit: its setting, calls or slots free now, parked instances, holders, times parked."""
+def limits_page(request: Request, name: str = "", q: str = "") -> Response:
+    """Every limit (most recently used first; ``q`` filters by name): its setting, calls or slots
+    free now, parked instances, holders, times parked."""
     user = require(request, Permission.VIEW)
     states = context(request).engine.limits()
     chosen = next((s for s in states if s.name == name), None)
-    return render(request, "limits.html", title="Limits", limits=states, setting=_setting,
-                  admin=user.may(Permission.ADMIN), chosen=chosen, name=name)
+    matching = [s for s in states if q.strip().lower() in s.name.lower()]
+    return render(request, "limits.html", title="Limits", limits=matching[:SHOWN], more=len(matching) > SHOWN,
+                  total=len(states), setting=_setting, admin=user.may(Permission.ADMIN), chosen=chosen, name=name,
+                  q=q.strip())
 
 
 def _change(request: Request, name: str, action: Any, message: str) -> Response:

@@ -41,6 +41,8 @@ def test_everyone_sees_the_limits_but_only_an_admin_changes_one(site: Site) -> N
         assert client.put("/api/admin/limits/brokerage", json={"per_second": 1},
                           headers={"x-csrf-token": token}).status_code == 403
         assert client.get("/api/limits").status_code == 200
+    narrowed = client.get("/limits?q=house").text
+    assert 'data-limit="household:hh-1"' in narrowed and 'data-limit="brokerage"' not in narrowed
     assert not state(site, "brokerage").override
     assert [e.kind for e in site.ctx.engine.audit(kinds=["limit_set", "limit_cleared"]).events] == []
 
