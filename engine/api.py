@@ -429,8 +429,12 @@ class Engine:
             "limit": name, "had_override": before.override, "was": _limit_setting(before)}))
 
     def run_limited(self, run: str) -> dict[str, int]:
-        """How many instances of ``run`` wait for which limit now (``rate: brokerage`` -> 12)."""
-        return self._store.run_limited(run)
+        """How many instances of ``run`` wait for which limit now (``rate: brokerage`` -> 12): parked
+        steps, and the members of a gather batch whose step is parked."""
+        counts = self._store.run_limited(run)
+        for reason, count in self._runtime.gatherer.parked_members(run).items():
+            counts[reason] = counts.get(reason, 0) + count
+        return counts
 
     def timers_due(self) -> int:
         """Waits, retry backoffs and review timeouts whose time has come but that no tick has moved on yet."""

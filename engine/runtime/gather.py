@@ -291,7 +291,7 @@ class Gatherer:
             return None
         wait = verdict.wait_seconds
         change = self.store.batch_retry(batch.id, attempt=attempt, next_attempt=attempt,
-                                        due=self.runtime.clock() + wait, kind=LIMIT_DUE,
+                                        due=self.runtime.clock() + wait, kind=LIMIT_DUE, reason=f"rate: {key}",
                                         record=self._record("limited", started, attempt=attempt,
                                                             reason=f"rate: {key}", cost=int(cost),
                                                             retry_in=round(wait, 3)))
@@ -300,6 +300,18 @@ class Gatherer:
             return str(Outcome.NOOP)
         log.info("batch %s over rate limit %r: parked for %.3fs", batch.id, key, wait)
         return str(Outcome.LIMITED)
+
+    def parked_members(self, run: str) -> dict[str, int]:
+        """How many members of ``run`` wait in a batch whose step is parked by a limit (reason -> count)."""
+        counts: dict[str, int] = {}
+        for batch in self.store.parked_batches():
+            if run not in self.store.batch_runs(batch.id):
+                continue
+            ids = [iid for iid, _ in self.store.batch_contributions(batch.id)]
+            mine = sum(1 for i in self.store.load_many(ids) if i.run == run and i.status is InstanceStatus.GATHERING)
+            if mine and batch.waiting_for:
+                counts[batch.waiting_for] = counts.get(batch.waiting_for, 0) + mine
+        return counts
 
     def _members(self, batch_id: str) -> list[tuple[str, Any]]:
         """The contributions of members still gathering in the batch (a cancelled one has withdrawn)."""

@@ -451,6 +451,8 @@ def test_a_batch_over_its_rate_limit_parks_without_running_then_runs_when_calls_
     assert parked.batch.status == "closed" and parked.batch.due_kind == "limit"
     limited = [e for e in parked.activities if e["event"] == "limited"]
     assert limited and limited[0]["reason"] == "rate: desk:ny" and limited[0]["cost"] == 3
+    assert parked.batch.waiting_for == "rate: desk:ny"
+    assert engine.run_limited("b") == {"rate: desk:ny": 3} and engine.run_limited("a") == {}  # the run page's count
     [state] = engine.limits()
     assert (state.name, state.parked, state.waits) == ("desk:ny", 1, 1)
     clock.advance(1.0)
@@ -461,7 +463,8 @@ def test_a_batch_over_its_rate_limit_parks_without_running_then_runs_when_calls_
     assert len(CALLS) == 2 and {engine.get(i).status for i in second} == {InstanceStatus.SUCCEEDED}
     events = [e["event"] for e in engine.batch(parked.batch.id).activities]
     assert events[:4] == ["opened", "closed", "limited", "resent"] and events[-2:] == ["answered", "applied"]
-    assert engine.limits()[0].parked == 0
+    assert engine.limits()[0].parked == 0 and engine.run_limited("b") == {}
+    assert engine.batch(parked.batch.id).batch.waiting_for is None
 
 
 def test_a_gather_limit_that_fails_to_evaluate_fails_every_member(engine: Engine, driver: Driver) -> None:
