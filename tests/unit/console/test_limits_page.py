@@ -105,3 +105,14 @@ def test_the_limits_api_lists_sets_and_clears_with_an_admin_token(site: Site) ->
     assert not state(site, "brokerage").override
     kinds = [e.kind for e in site.ctx.engine.audit(person="root", kinds=["limit_set", "limit_cleared"]).events]
     assert kinds == ["limit_cleared", "limit_cleared", "limit_set"]
+
+
+def test_metrics_export_tokens_parked_and_waits_per_limit(site: Site) -> None:
+    used(site)
+    text = site.client().get("/metrics", headers={"Authorization": "Bearer metrics-secret-token"}).text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("tradeflow_limit_")}
+    assert samples['tradeflow_limit_tokens{kind="rate",limit="brokerage"}'] == 0
+    assert samples['tradeflow_limit_parked{kind="rate",limit="brokerage"}'] == 1
+    assert samples['tradeflow_limit_waits_total{kind="rate",limit="brokerage"}'] == 1
+    assert samples['tradeflow_limit_tokens{kind="concurrency",limit="household:hh-1"}'] == 0
