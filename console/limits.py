@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from console.users import Permission
 from console.web import context, flash, render, require
+from engine.api import LimitState
 from engine.errors import InvalidInput
-from engine.store.limits import LimitState
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ operator or viewer gets 403 and no form; bad values come back as a message, noth
 
 from __future__ import annotations
 
-from engine.store.limits import LimitState
+from engine.api import LimitState
 from engine.testing import store_of
 from tests.unit.console.conftest import PASSWORD, Site, csrf_of
 
