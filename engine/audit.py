@@ -27,10 +27,10 @@ from engine.principal import Principal
 SIGNAL = "signal"  # a signal applied (moved the instance on, or counted toward its quorum)
 SIGNAL_REFUSED = "signal_refused"
 SIGNAL_DUPLICATE = "signal_duplicate"  # its key was applied before: nothing done
+LIMIT_KINDS = ("limit_set", "limit_cleared")  # a run-time override of a shared limit set or dropped
 CONTROL_KINDS = ("pause", "resume", "retry", "cancel")
 CLOSE_BATCH = "close_batch"
-LIMIT_KINDS = ("limit_set", "limit_cleared")  # a run-time override of a shared limit set or dropped
-ENGINE_KINDS = (SIGNAL, SIGNAL_REFUSED, SIGNAL_DUPLICATE, *CONTROL_KINDS, CLOSE_BATCH, *LIMIT_KINDS)
+ENGINE_KINDS = (SIGNAL, SIGNAL_REFUSED, SIGNAL_DUPLICATE, *CONTROL_KINDS, CLOSE_BATCH)
 
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
 CURSOR_PATTERN = re.compile(r"^\d{1,20}-\d{1,20}$")
