@@ -10,6 +10,7 @@ the CSRF token (the guard checks every POST).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -64,7 +65,8 @@ def _change(request: Request, name: str, action: Any, message: str) -> Response:
         action()
     except InvalidInput as exc:
         flash(request, f"not done: {exc}", "error")
-        return RedirectResponse(f"/limits?name={name}#change" if name else "/limits#change", status_code=303)
+        return RedirectResponse(f"/limits?name={quote(name, safe='')}#change" if name else "/limits#change",
+                                status_code=303)
     flash(request, message)
     return RedirectResponse("/limits", status_code=303)
 

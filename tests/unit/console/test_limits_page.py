@@ -86,6 +86,8 @@ def test_bad_values_are_refused_with_a_message_and_nothing_is_set(site: Site) ->
         answer = admin.post("/limits/set", data={"csrf_token": token, "name": "brokerage", "what": "rate", **form})
         assert answer.status_code == 303 and answer.headers["location"].startswith("/limits?name=brokerage")
         assert words in admin.get("/limits").text, words
+    odd = admin.post("/limits/set", data={"csrf_token": token, "name": "desk #1 & co", "per_second": "x"})
+    assert odd.headers["location"] == "/limits?name=desk%20%231%20%26%20co#change"  # the name comes back whole
     assert not state(site, "brokerage").override
     assert site.ctx.engine.audit(kinds=["limit_set"]).events == []
 
