@@ -207,7 +207,6 @@ class Limits(Hook):
         return dropped
 
 
-
 def _parked_batch(runtime: StepOutcomes, batch_id: str) -> bool:
     """True when ``batch_id`` is a batch whose step still waits (closed): its place in a line is kept."""
     batch = runtime.store.load_batch(batch_id)
