@@ -114,7 +114,7 @@ def _wants_json(request: Request) -> bool:
 def create_app(ctx: ConsoleContext, plugins: Iterable[ConsolePlugin] | None = None, *,
                sample: bool = True) -> FastAPI:
     """The console application on ``ctx`` with ``plugins`` (default: the installed ones)."""
-    from console import admin, api, audit, auth, batches, metrics, ops
+    from console import admin, api, audit, auth, batches, limits, metrics, ops
 
     plugins = list(discover_plugins() if plugins is None else plugins)
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(TEMPLATES))]
@@ -197,7 +197,7 @@ def create_app(ctx: ConsoleContext, plugins: Iterable[ConsolePlugin] | None = No
     app.include_router(ops.router)
     app.include_router(api.router)
     app.include_router(metrics.router)
-    for pages in (batches, audit, admin):
+    for pages in (batches, audit, limits, admin):
         app.include_router(pages.router)
     for plugin in plugins:
         app.include_router(plugin.router)

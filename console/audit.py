@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from console.users import Permission
 from console.web import context, render, require
 from engine.api import Engine
-from engine.audit import CLOSE_BATCH, CONTROL_KINDS, SIGNAL, SIGNAL_DUPLICATE, SIGNAL_REFUSED
+from engine.audit import CLOSE_BATCH, CONTROL_KINDS, LIMIT_KINDS, SIGNAL, SIGNAL_DUPLICATE, SIGNAL_REFUSED
 from engine.errors import InvalidInput
 
 router = APIRouter()
@@ -34,6 +34,7 @@ KIND_GROUPS: dict[str, tuple[str, ...]] = {
     "": (),
     "decisions and signals": (SIGNAL, SIGNAL_REFUSED, SIGNAL_DUPLICATE),
     "operator actions": (*CONTROL_KINDS, CLOSE_BATCH),
+    "limit changes": LIMIT_KINDS,
     "logins": LOGIN_KINDS,
     "users and tokens": ("user_added", "user_replaced", "user_role_changed", "user_password_changed",
                          "user_removed", "token_created", "token_revoked"),

@@ -390,9 +390,13 @@ class Engine:
         return self._store.limit_states()
 
     def set_limit(self, name: str, per_second: float | None = None, burst: int | None = None,
-                  maximum: int | None = None) -> LimitState:
+                  maximum: int | None = None, *, by: Principal | str | None = None) -> LimitState:
         """Override limit ``name`` at run time, for every worker at once (no publish): a rate
-        (``per_second``, ``burst``) or a concurrency pool's size (``maximum``)."""
+        (``per_second``, ``burst``) or a concurrency pool's size (``maximum``).
+
+        The one door for every caller (``tradeflow limits set``, the console's Limits page, the
+        platform's settings): the change is recorded in the audit log (``limit_set``) with ``by``.
+        """
         try:
             if maximum is not None:
                 value: dict[str, Any] = {"max": ConcurrencyLimit(key="k", max=maximum).max}
@@ -401,22 +405,36 @@ class Engine:
                 value = {"per_second": rate.per_second, "burst": rate.capacity}
                 if rate.capacity / rate.per_second > MAX_WINDOW_SECONDS:
                     raise InvalidInput(f"burst {rate.capacity} at {per_second:g}/s is a window over a day: "
-                                       "lower --burst or raise --per-second")
+                                       "lower the burst or raise the calls a second")
             else:
-                raise InvalidInput("give --per-second (and --burst) for a rate, or --max for a concurrency pool")
+                raise InvalidInput("give the calls a second (--per-second, and --burst) for a rate, or the "
+                                   "most at once (--max) for a concurrency pool")
         except ValidationError as exc:
             raise InvalidInput(f"limit {name!r}: " + "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from exc
+        if not name.strip():
+            raise InvalidInput("a limit needs a name (`tradeflow limits` lists them)")
+        before = self._store.limit_states([name])[0]
         self._store.limit_set(name, value)
+        self._store.append_audit(audit_log.entry_fields(audit_log.LIMIT_KINDS[0], by, detail={
+            "limit": name, **value, "was": _limit_setting(before)}))
         return self._store.limit_states([name])[0]
 
-    def clear_limit(self, name: str) -> None:
-        """Drop the run-time override of ``name``: the definitions' settings apply again."""
+    def clear_limit(self, name: str, *, by: Principal | str | None = None) -> None:
+        """Drop the run-time override of ``name``: the definitions' settings apply again (audited
+        as ``limit_cleared`` with ``by``, as :meth:`set_limit`)."""
+        before = self._store.limit_states([name])[0]
         self._store.limit_clear(name)
+        self._store.append_audit(audit_log.entry_fields(audit_log.LIMIT_KINDS[1], by, detail={
+            "limit": name, "had_override": before.override, "was": _limit_setting(before)}))
 
     def run_limited(self, run: str) -> dict[str, int]:
-        """How many instances of ``run`` wait for which limit now (``rate: brokerage`` -> 12)."""
-        return self._store.run_limited(run)
+        """How many instances of ``run`` wait for which limit now (``rate: brokerage`` -> 12): parked
+        steps, and the members of a gather batch whose step is parked."""
+        counts = self._store.run_limited(run)
+        for reason, count in self._runtime.gatherer.parked_members(run).items():
+            counts[reason] = counts.get(reason, 0) + count
+        return counts
 
     def timers_due(self) -> int:
         """Waits, retry backoffs and review timeouts whose time has come but that no tick has moved on yet."""
@@ -713,3 +731,12 @@ def instance_json(instance: Instance, activities: list[dict[str, Any]]) -> str:
 #: The API and the types of its answers (import them from here, not from engine.store or engine.runtime).
 __all__ = ["DEFAULT_RUN", "SHADOW_RUN", "Batch", "BatchView", "BulkResult", "CatalogEntry", "Engine", "RunProgress",
            "SignalResult", "StartItem", "instance_json"]
+
+
+def _limit_setting(state: LimitState) -> dict[str, Any] | None:
+    """What a limit was set to (for the audit record of a change): a rate, a pool size, or None."""
+    if state.per_second is not None:
+        return {"per_second": state.per_second, "burst": state.burst, "override": state.override}
+    if state.max is not None:
+        return {"max": state.max, "override": state.override}
+    return None

@@ -27,6 +27,7 @@ from engine.principal import Principal
 SIGNAL = "signal"  # a signal applied (moved the instance on, or counted toward its quorum)
 SIGNAL_REFUSED = "signal_refused"
 SIGNAL_DUPLICATE = "signal_duplicate"  # its key was applied before: nothing done
+LIMIT_KINDS = ("limit_set", "limit_cleared")  # a run-time override of a shared limit set or dropped
 CONTROL_KINDS = ("pause", "resume", "retry", "cancel")
 CLOSE_BATCH = "close_batch"
 

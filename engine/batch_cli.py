@@ -61,7 +61,8 @@ def batch(batch_id: str, as_json: bool, members: bool, close_now: bool) -> None:
                   f"→ {b.service}.{b.action}", highlight=False)
     console.print(f"status [bold]{b.status}[/bold], {b.members} members from run(s) {', '.join(view.runs)}; "
                   f"close at {_when(b.close_at)}" + (f", closed {_when(b.closed_at)} ({b.close_reason})"
-                                                      if b.closed_at else "") + f", attempt {b.attempt}",
+                                                      if b.closed_at else "") + f", attempt {b.attempt}"
+                  + (f"; its step waits for a limit ({b.waiting_for})" if b.waiting_for else ""),
                   highlight=False)
     answers = (b.answer or {}).get("members") or {}
     if b.answer and "error" in b.answer:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from engine.cli_context import cli_engine
 from engine.cli_errors import read_only, rerun
+from engine.cli_identity import cli_principal
 
 console = Console()
 
@@ -43,8 +44,10 @@ def limits(ctx: click.Context, as_json: bool) -> None:
 @click.option("--max", "maximum", type=int, help="A concurrency pool's size (pool names: `tradeflow limits`).")
 @rerun(safe=True, why="it sets the same override again")
 def limits_set(name: str, per_second: float | None, burst: int | None, maximum: int | None) -> None:
-    """Override limit NAME for every worker at once, without a publish (stored in Redis)."""
-    state = cli_engine().set_limit(name, per_second=per_second, burst=burst, maximum=maximum)
+    """Override limit NAME for every worker at once, without a publish (stored in Redis).
+
+    Recorded in the audit log as TRADEFLOW_PRINCIPAL (as the console's Limits page records its admin)."""
+    state = cli_engine().set_limit(name, per_second=per_second, burst=burst, maximum=maximum, by=cli_principal())
     what = f"{state.per_second:g}/s burst {state.burst}" if maximum is None else f"max {state.max}"
     console.print(f"{name}: {what} (until `tradeflow limits clear {name}`)", highlight=False)
 
@@ -54,5 +57,5 @@ def limits_set(name: str, per_second: float | None, burst: int | None, maximum: 
 @rerun(safe=True, why="clearing twice leaves no override, as once")
 def limits_clear(name: str) -> None:
     """Drop the override of NAME: the definitions' settings apply again."""
-    cli_engine().clear_limit(name)
+    cli_engine().clear_limit(name, by=cli_principal())
     console.print(f"{name}: back to the definitions' settings", highlight=False)

@@ -137,14 +137,19 @@ def ensure_definitions(engine: Engine, directory: Path, alias: str = DEFAULT_ALI
     return versions
 
 
-#: The rate limit the submission nodes of the definitions name (``limits.rate.key``).
+#: The rate limit the definitions' brokerage steps name (``limits.rate.key``): the ``submit``
+#: nodes' and the ``block`` gather nodes' batch step.
 BROKERAGE_LIMIT = "brokerage"
 
 
 def apply_broker_rate(engine: Engine, settings: PMSettings) -> None:
-    """Set the ``brokerage`` limit to ``TRADEFLOW_PM_BROKER_RATE`` (orders a second), when it is set."""
-    if settings.broker_rate is not None:
-        engine.set_limit(BROKERAGE_LIMIT, per_second=settings.broker_rate)
+    """Set the ``brokerage`` limit to ``TRADEFLOW_PM_BROKER_RATE`` (orders a second), when it is set
+    and differs from the override in force (each change is one audit record, not one per start)."""
+    if settings.broker_rate is None:
+        return
+    now = {s.name: s for s in engine.limits()}.get(BROKERAGE_LIMIT)
+    if now is None or not now.override or now.per_second != settings.broker_rate:
+        engine.set_limit(BROKERAGE_LIMIT, per_second=settings.broker_rate, by="TRADEFLOW_PM_BROKER_RATE")
 
 
 # --------------------------------------------------------------------------- starting

@@ -19,6 +19,7 @@ from engine.definitions.nodes import (
     ROLE_PATTERN,
     SIGNAL_FORMS,
     Definition,
+    GatherLimits,
     SignalSpec,
     SignalTarget,
     WaitNode,
@@ -69,6 +70,15 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
+def _model_of(tp: Any) -> Any:
+    """``tp`` unwrapped; of an optional model (``Limits | None``), the model."""
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and not _is_node_union(tp):
+        models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else tp
+    return tp
+
+
 def _is_node_union(tp: Any) -> bool:
     tp = _unwrap(tp)
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and set(typing.get_args(tp)) == set(
@@ -108,9 +118,12 @@ def _model_problem(error: Any) -> Problem:
     if kind == "value_error":  # a model's own check (e.g. an await's timeout without on_timeout)
         return Problem(where, str(ctx.get("error", msg)))
     if kind == "extra_forbidden":
-        parent_type = _unwrap(_locate(loc[:-1])[1])
+        parent_type = _model_of(_locate(loc[:-1])[1])
         allowed = list(parent_type.model_fields) if isinstance(parent_type, type) else []
         hint = did_you_mean(path[-1], allowed) + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        if parent_type is GatherLimits and path[-1] == "concurrency":
+            hint = ("; a gather node's batch step takes a rate limit only (one batch step is one call for all "
+                    "its members): put a concurrency limit on a service node before it")
         return Problem(where, f"unknown key {path[-1]!r}{hint}")
     if kind == "value_error":  # a model's own check (e.g. an await's timeout without on_timeout)
         return Problem(where, str(ctx.get("error", msg)))

@@ -82,6 +82,22 @@ class Limits(_Strict):
     concurrency: ConcurrencyLimit | None = None
 
 
+class GatherLimits(_Strict):
+    """The shared limit of a gather node's batch step: a rate (the batch step is one call for all its members).
+
+    Its ``key`` and ``cost`` are evaluated once per batch step, over ``params`` and ``data``:
+    ``data.members`` (the members' contributions, in order of arrival) and ``data.batch``
+    (``id``, ``name``, ``group``, ``size``). There is no concurrency limit here: one batch
+    step is one call for all its members (limit their concurrency at a service node before it).
+    """
+
+    rate: RateLimit | None = None
+
+
+#: What a gather node's limit expressions may read under ``data`` (see :class:`GatherLimits`).
+GATHER_LIMIT_DATA = ("members", "batch")
+
+
 @dataclass(frozen=True)
 class Edge:
     """One edge leaving a node: where it is in the file, what it is called, and where it leads."""
@@ -384,6 +400,8 @@ class GatherNode(NodeBase):
                                                 "can still arrive.")
     late: str | None = Field(None, description="Where an instance goes when its group's batch has closed "
                                                "(absent: it opens the group's next batch).")
+    limits: GatherLimits | None = Field(None, description="A shared rate limit on the batch step: a batch over it "
+                                                          "waits (closed, its step parked) without holding a worker.")
 
     @classmethod
     def raw_edges(cls, raw: dict[str, Any]) -> Iterator[Edge]:

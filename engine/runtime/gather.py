@@ -24,6 +24,12 @@ goes ``open -> closed -> applied``:
   member only; ``ActionFailed`` or the last attempt's exception fails every member.
 - **late**: an instance reaching the node after its group's batch closed takes ``late`` when
   the node has it (decided as it arrives), else it opens the group's next batch (``#2``...).
+- **limits**: a node's ``limits.rate`` is taken when the batch step starts, before the action is
+  asked (:meth:`Gatherer._over_limit`): its ``key`` and ``cost`` are evaluated once for the batch
+  (:func:`batch_scope`), and a batch over the limit parks -- it stays ``closed`` with due kind
+  ``limit`` and a due time when a call will be free, no worker held -- and the timers send its
+  step again then (same attempt: it never ran). The bucket, the line and the parked batch are
+  all in Redis, so a restarted worker or Redis (with its persistence) loses none of it.
 
 The action is called more than once for a batch only when a delivery is duplicated or a
 worker dies before its answer is kept: make its side effects idempotent on the batch id.
@@ -34,11 +40,13 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.broker import PRIORITY_CONTINUE, StepMessage
 from engine.definitions.nodes import Definition, GatherNode, RecordLevel
-from engine.errors import ActionFailed, MalformedAnswer, StepFailed
+from engine.errors import ActionFailed, ExpressionError, MalformedAnswer, StepFailed
+from engine.expressions.cel import Scope, compile_expression
 from engine.instance import Instance, InstanceStatus, Outcome
 
 # arrival_document is defined in outcomes (where arrivals are decided); named here too for the API.
@@ -62,6 +70,10 @@ GATHERING = (InstanceStatus.GATHERING,)
 
 #: Calls a gather node's action with the batch payload; returns what the action returned.
 ExecuteBatch = Callable[[GatherNode, dict[str, Any]], Any]
+#: The batch's ``due_kind`` while its step waits for its node's rate limit.
+LIMIT_DUE = "limit"
+#: Due kinds whose due time sends the same attempt again (a backoff ended, a call is free).
+_RESEND_SAME = frozenset({"retry", LIMIT_DUE})
 
 
 def batch_task(service: str) -> str:
@@ -79,6 +91,14 @@ def batch_payload(batch: Batch, attempt: int, members: list[tuple[str, Any]]) ->
     return {"batch": {"id": batch.id, "name": batch.name, "group": batch.group, "node": batch.node,
                       "attempt": attempt},
             "members": [{"instance": iid, "input": contribution} for iid, contribution in members]}
+
+
+def batch_scope(definition: Definition, batch: Batch, members: list[tuple[str, Any]], now: float) -> Scope:
+    """What a gather node's limit expressions see: ``params``, and ``data.members`` (the
+    contributions, in order of arrival) and ``data.batch`` (``id``, ``name``, ``group``, ``size``)."""
+    return Scope(data={"members": [contribution for _, contribution in members],
+                       "batch": {"id": batch.id, "name": batch.name, "group": batch.group, "size": len(members)}},
+                 params=definition.parameters, now=datetime.fromtimestamp(now, UTC))
 
 
 def member_answers(raw: Any, member_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -170,7 +190,7 @@ class Gatherer:
         if batch is None or batch.status != "closed":
             return 0
         _definition, node = self._node(batch)
-        if batch.due_kind == "retry":
+        if batch.due_kind in _RESEND_SAME:
             attempt, event, error = batch.attempt, "resent", None
         else:
             limit = lost_step_attempts(node)
@@ -210,8 +230,11 @@ class Gatherer:
         definition, node = self._node(batch)
         answer = batch.answer
         if answer is None:
-            self.store.batch_started(batch_id, attempt=attempt, due=step_deadline(node, started))
             members = self._members(batch_id)
+            held = self._over_limit(batch, definition, node, attempt, started, members)
+            if held is not None:
+                return held
+            self.store.batch_started(batch_id, attempt=attempt, due=step_deadline(node, started))
             try:
                 raw = execute(node, batch_payload(batch, attempt, members))
                 answer = {"members": member_answers(raw, [iid for iid, _ in members])}
@@ -237,6 +260,58 @@ class Gatherer:
             answer = kept.answer
         self._apply(batch, answer, started, definition)
         return str(Outcome.APPLIED)
+
+    def _over_limit(self, batch: Batch, definition: Definition, node: GatherNode, attempt: int, started: float,
+                    members: list[tuple[str, Any]]) -> str | None:
+        """Take the batch step's calls of its node's rate limit; None when it may go.
+
+        Over the limit, the batch parks (due kind ``limit``, due when a call is free) and the
+        outcome is ``limited``; a ``key`` or ``cost`` that fails to evaluate fails every member.
+        """
+        rate = node.limits.rate if node.limits is not None else None
+        if rate is None:
+            return None
+        try:
+            scope = batch_scope(definition, batch, members, started)
+            value = compile_expression(rate.key).evaluate(scope)
+            key = value if isinstance(value, str) else str(value)
+            cost = 1 if rate.cost is None else compile_expression(rate.cost).evaluate(scope)
+            if not isinstance(cost, int | float) or isinstance(cost, bool):
+                raise ExpressionError(f"cost {rate.cost!r} gave {cost!r}, not a number")
+        except ExpressionError as exc:
+            answer = {"error": f"limits: {exc}", "type": "ExpressionError"}
+            kept = self.store.batch_answer(batch.id, answer, self._record("failed", started, attempt=attempt,
+                                                                           error=answer["error"]))
+            if not kept.done or kept.answer is None:
+                return str(Outcome.NOOP)
+            self._apply(batch, kept.answer, started, definition)
+            return str(Outcome.APPLIED)
+        verdict = self.store.limit_rate(key, batch.id, rate.per_second, rate.capacity, int(cost))
+        if verdict.ok:
+            return None
+        wait = verdict.wait_seconds
+        change = self.store.batch_retry(batch.id, attempt=attempt, next_attempt=attempt,
+                                        due=self.runtime.clock() + wait, kind=LIMIT_DUE, reason=f"rate: {key}",
+                                        record=self._record("limited", started, attempt=attempt,
+                                                            reason=f"rate: {key}", cost=int(cost),
+                                                            retry_in=round(wait, 3)))
+        if not change.done:  # another delivery moved the batch on: it no longer waits in the line
+            self.store.limit_leave("rate", key, batch.id)
+            return str(Outcome.NOOP)
+        log.info("batch %s over rate limit %r: parked for %.3fs", batch.id, key, wait)
+        return str(Outcome.LIMITED)
+
+    def parked_members(self, run: str) -> dict[str, int]:
+        """How many members of ``run`` wait in a batch whose step is parked by a limit (reason -> count)."""
+        counts: dict[str, int] = {}
+        for batch in self.store.parked_batches():
+            if run not in self.store.batch_runs(batch.id):
+                continue
+            ids = [iid for iid, _ in self.store.batch_contributions(batch.id)]
+            mine = sum(1 for i in self.store.load_many(ids) if i.run == run and i.status is InstanceStatus.GATHERING)
+            if mine and batch.waiting_for:
+                counts[batch.waiting_for] = counts.get(batch.waiting_for, 0) + mine
+        return counts
 
     def _members(self, batch_id: str) -> list[tuple[str, Any]]:
         """The contributions of members still gathering in the batch (a cancelled one has withdrawn)."""

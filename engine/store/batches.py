@@ -50,6 +50,8 @@ class Batch:
     close_reason: str | None = None
     applied_at: float | None = None
     due_kind: str | None = None
+    #: What the batch step waits for while ``due_kind`` is ``limit`` (``rate: brokerage``).
+    waiting_for: str | None = None
     answer: dict[str, Any] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -67,6 +69,7 @@ class Batch:
                    members=int(raw.get("members", 0)), closed_at=number("closed_at"),
                    close_reason=raw.get("close_reason") or None, applied_at=number("applied_at"),
                    due_kind=raw.get("due_kind") or None,
+                   waiting_for=(raw.get("waiting_for") or None) if raw.get("due_kind") == "limit" else None,
                    answer=loads(raw["answer"]) if raw.get("answer") else None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,6 +169,15 @@ class Batches:
         return [(text(b), float(s)) for b, s in self.client.zrange(self.keys.batches_open, 0, limit - 1,
                                                                    withscores=True)]
 
+    def parked_batches(self, limit: int = 100) -> list[Batch]:
+        """Closed batches whose step waits for a rate limit now (due kind ``limit``), at most ``limit`` looked at."""
+        ids = [text(b) for b in self.client.zrange(self.keys.batches_due, 0, limit - 1)]
+        pipe = self.client.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hget(self.keys.batch(batch_id), "due_kind")
+        parked = [b for b, kind in zip(ids, pipe.execute(), strict=True) if kind is not None and text(kind) == "limit"]
+        return [b for b in (self.load_batch(i) for i in parked) if b is not None and b.status == "closed"]
+
     def due_batches(self, now: float, limit: int = 100) -> list[str]:
         """Closed batches whose step is due to be (re)sent at ``now``."""
         return [text(b) for b in self.client.zrangebyscore(self.keys.batches_due, "-inf", repr(now), 0, limit)]
@@ -190,10 +202,16 @@ class Batches:
         return change
 
     def batch_retry(self, batch_id: str, *, attempt: int, next_attempt: int, due: float,
-                    record: dict[str, Any]) -> BatchChange:
-        """Attempt ``attempt`` failed: send ``next_attempt`` at ``due``."""
+                    record: dict[str, Any], kind: str = "retry", reason: str | None = None) -> BatchChange:
+        """Attempt ``attempt`` failed: send ``next_attempt`` at ``due``.
+
+        ``kind`` is the batch's ``due_kind`` meanwhile: ``retry`` (a backoff) or ``limit`` (the step
+        is over its node's rate limit and waits, same attempt, for a free call; ``reason`` says
+        which, as an instance's ``waiting_for`` does).
+        """
         return self._batch_op("retry", batch_id, {"expect": {"status": "closed", "attempt": attempt},
-                                                  "attempt": next_attempt, "due": repr(due)}, {"record": pack(record)})
+                                                  "attempt": next_attempt, "due": repr(due), "kind": kind,
+                                                  "reason": reason}, {"record": pack(record)})
 
     def batch_resend(self, batch_id: str, *, attempt: int, next_attempt: int, now: float, due: float,
                      record: dict[str, Any], send: Envelope | None = None) -> BatchChange:

@@ -4,6 +4,7 @@
 can kill the process running it) and sleeps as long as the instance asks.
 ``faults.submit`` does the same, then sends an effect under an idempotency key (``key:node``,
 as the brokerage adapter's order keys): a second execution of the step finds it sent.
+``faults.batch`` is a gather node's batch step: it counts its calls per batch.
 ``faults.barrier`` blocks until two deliveries of the same step are inside it: it forces
 the duplicate race. The ``linger`` hook holds a worker process *after* a step applied its
 transition and before its message is acknowledged, when the test set
@@ -59,6 +60,13 @@ def work(payload: dict[str, Any]) -> Transition:
         client.rpush(_key("busy"), f"{os.getpid()}:{payload['key']}:{node}")
     time.sleep(float(data.get("sleep", {}).get(node, 0)))
     return _answer(payload)
+
+
+@action("faults", "batch")
+def batch(payload: dict[str, Any]) -> dict[str, Any]:
+    """A gather node's batch step: counts its calls per batch (``batch:<id>``); every member goes on ``ok``."""
+    _client().hincrby(_key("calls"), f"batch:{payload['batch']['id']}", 1)
+    return {m["instance"]: Transition("ok") for m in payload["members"]}
 
 
 @action("faults", "submit")

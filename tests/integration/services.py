@@ -55,3 +55,10 @@ def limited(payload: dict[str, Any]) -> Transition:
         client.decr(f"{prefix}:inside:{payload['key']}")
     client.rpush(f"{prefix}:finished:{payload['key']}", time.time())
     return Transition("ok")
+
+
+@action("itest", "batch")
+def batch(payload: dict[str, Any]) -> dict[str, Any]:
+    """A gather node's batch step: counts its calls per batch; every member goes on with ``ok``."""
+    _client().hincrby(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:batch-calls", payload["batch"]["id"], 1)
+    return {m["instance"]: Transition("ok") for m in payload["members"]}

@@ -522,3 +522,31 @@ def test_an_admin_adds_a_user_who_signs_in_and_removes_them(browser: Any, deploy
     assert httpx.get(f"{deployment.url}/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
     kinds = [e.kind for e in deployment.engine.audit(person="ada").events]
     assert {"user_added", "token_created", "user_removed"} <= set(kinds)
+
+
+def test_an_admin_changes_the_brokerage_limit_from_the_limits_page(browser: Any, deployment: Deployment) -> None:
+    page = _login(browser, deployment, "ada")
+    page.click("nav >> text=Limits")
+    page.get_by_text("Change a limit").wait_for()
+    page.fill("#set-limit input[name=name]", "brokerage")
+    page.fill("#set-limit input[name=per_second]", "150")
+    page.fill("#set-limit input[name=burst]", "300")
+    page.click("#set-limit button:has-text('Set rate')")
+    page.get_by_text("brokerage set for every worker").wait_for()
+    row = page.locator("tr[data-limit=brokerage]")
+    assert "150/s, burst 300" in row.inner_text() and "override" in row.inner_text()
+    state = {s.name: s for s in deployment.engine.limits()}["brokerage"]
+    assert (state.per_second, state.burst, state.override) == (150, 300, True)
+    page.screenshot(path=str(SHOTS / "limits.png"), full_page=True)
+    viewer = _login(browser, deployment, "victor")
+    viewer.click("nav >> text=Limits")
+    viewer.locator("tr[data-limit=brokerage]").wait_for()
+    assert viewer.locator("#set-limit").count() == 0 and viewer.locator("text=Clear override").count() == 0
+    token = viewer.locator("meta[name=csrf-token]").get_attribute("content")
+    refused = viewer.request.post(f"{deployment.url}/limits/clear", form={"name": "brokerage", "csrf_token": token})
+    assert refused.status == 403 and {s.name: s for s in deployment.engine.limits()}["brokerage"].override
+    row.locator("button:has-text('Clear override')").click()  # its confirmation is accepted (see _login)
+    page.get_by_text("override cleared").wait_for()
+    assert not {s.name: s for s in deployment.engine.limits()}["brokerage"].override
+    kinds = [e.kind for e in deployment.engine.audit(person="ada", kinds=["limit_set", "limit_cleared"]).events]
+    assert kinds == ["limit_cleared", "limit_set"]

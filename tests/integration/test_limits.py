@@ -64,3 +64,27 @@ def test_a_concurrency_key_of_one_never_runs_two_members_at_once(live: LiveFleet
     most = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:most-inside").items()}
     assert most == {"hh-0": 1, "hh-1": 1, "hh-2": 1}
     assert all(s.holders == 0 and s.parked == 0 for s in engine.limits() if s.kind == "concurrency")
+
+
+def test_gather_batches_over_a_rate_limit_park_and_each_runs_once_a_call_is_free(live: LiveFleet) -> None:
+    engine, client = live.engine, live.client
+    engine.publish(load_definition(json.dumps({
+        "name": "blocks", "initial_data": {"type": "object"}, "start": "meet",
+        "nodes": {"meet": {"type": "gather", "service": "itest", "action": "batch", "group": "instance.run",
+                           "close": "timestamp('2099-06-15T16:00:00Z')", "input": {"n": "1"},
+                           "transitions": {"ok": "done"},
+                           "limits": {"rate": {"key": "'desk'", "per_second": 1, "burst": 1}}},
+                  "done": {"type": "terminal", "status": "succeeded"}}})))
+    # three runs: three batches whose steps are sent at once, one call a second allowed
+    ids = [engine.start("blocks", {}, run=f"blocks-{n}") for n in range(3)]
+    live.wait(ids, timeout=60)
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in store_of(engine).load_many(ids))
+    batches = [engine.batch(next(a["batch"] for a in engine.activities(iid) if a.get("batch"))) for iid in ids]
+    calls = {k.decode(): int(v) for k, v in client.hgetall(f"{live.prefix}:batch-calls").items()}
+    assert calls == {b.batch.id: 1 for b in batches}  # each step asked once, parked or not
+    assert sum(any(e["event"] == "limited" for e in b.activities) for b in batches) >= 2
+    # one call a second: the steps started (right after their limit check) at least ~2 s apart in all
+    started = sorted(float(client.hget(store_of(engine).keys.batch(b.batch.id), "started_at")) for b in batches)
+    assert started[-1] - started[0] >= 1.5, started
+    [state] = [s for s in engine.limits() if s.name == "desk"]
+    assert state.parked == 0 and state.waits >= 2

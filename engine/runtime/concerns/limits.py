@@ -200,8 +200,14 @@ class Limits(Hook):
             if not old:
                 continue
             alive = {found.id for found in runtime.store.load_many(old) if found.status not in TERMINAL_STATUSES}
+            alive |= {b for b in set(old) - alive if _parked_batch(runtime, b)}  # a gather node's batch step
             for gone in set(old) - alive:
                 runtime.store.limit_leave("rate", name, gone)
                 dropped += 1
         return dropped
 
+
+def _parked_batch(runtime: StepOutcomes, batch_id: str) -> bool:
+    """True when ``batch_id`` is a batch whose step still waits (closed): its place in a line is kept."""
+    batch = runtime.store.load_batch(batch_id)
+    return batch is not None and batch.status == "closed"

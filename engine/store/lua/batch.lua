@@ -19,7 +19,9 @@
 --            instance of the batch's runs is live anywhere but at a gather (nothing could still arrive).
 --   started  an attempt of the batch step began: its deadline (due) counts from now
 --   answer   keep the batch step's answer, once: the first answer wins, every caller gets it back
---   retry    an attempt failed: the next attempt is sent when its backoff (due) ends
+--   retry    an attempt failed: the next attempt is sent when its backoff (due) ends; with
+--            doc.kind 'limit', the step is over its node's rate limit and waits for a free call
+--            (doc.reason, e.g. 'rate: brokerage', kept as waiting_for while due_kind is 'limit')
 --   resend   the due time passed (lost message, dead worker, backoff over): send attempt doc.attempt
 --   applied  closed -> applied: out of the due set; the batch's keys expire after doc.ttl
 --   note     only append a record
@@ -74,7 +76,7 @@ elseif doc.op == 'answer' then
   record()
   return {'done', status, tostring(attempt), redis.call('HGET', batch, 'answer')}
 elseif doc.op == 'retry' then
-  redis.call('HSET', batch, 'attempt', doc.attempt, 'due_kind', 'retry')
+  redis.call('HSET', batch, 'attempt', doc.attempt, 'due_kind', doc.kind or 'retry', 'waiting_for', doc.reason or '')
   redis.call('ZADD', due, doc.due, doc.id)
   record()
   return {'done', status, tostring(doc.attempt)}

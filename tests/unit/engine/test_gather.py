@@ -427,3 +427,80 @@ def test_the_command_line_lists_shows_and_closes_batches(engine: Engine, driver:
     driver.run_until_idle()
     table = runner.invoke(batch_cli.batch, [batch_id])
     assert table.exit_code == 0 and "applied" in table.output and "answered" in table.output
+
+
+# -- limits on the batch step ------------------------------------------------------------------
+
+LIMITED = copy.deepcopy(FLOW)
+LIMITED["name"] = "meet-limited"
+LIMITED["nodes"]["meet"]["limits"] = {"rate": {"key": "'desk:' + params.desk", "per_second": 2, "burst": 4,
+                                               "cost": "size(data.members)"}}
+LIMITED["parameters"] = {"desk": "ny"}
+
+
+def test_a_batch_over_its_rate_limit_parks_without_running_then_runs_when_calls_are_free(
+        engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    store_of(engine).limit_clock = clock  # the buckets on the test's clock
+    engine.publish(load_definition(json.dumps(LIMITED)))
+    first = start(engine, driver, [10, 20], run="a", flow="meet-limited")
+    go(engine, driver, first)  # 2 calls of 4
+    second = start(engine, driver, [1, 2, 3], run="b", flow="meet-limited")
+    go(engine, driver, second)  # 3 more: over the burst until a's calls leave the 2 s window
+    assert len(CALLS) == 1 and {engine.get(i).status for i in second} == {InstanceStatus.GATHERING}
+    parked = engine.batch(batch_of_member(engine, second[0]))
+    assert parked.batch.status == "closed" and parked.batch.due_kind == "limit"
+    limited = [e for e in parked.activities if e["event"] == "limited"]
+    assert limited and limited[0]["reason"] == "rate: desk:ny" and limited[0]["cost"] == 3
+    assert parked.batch.waiting_for == "rate: desk:ny"
+    assert engine.run_limited("b") == {"rate: desk:ny": 3} and engine.run_limited("a") == {}  # the run page's count
+    [state] = engine.limits()
+    assert (state.name, state.parked, state.waits) == ("desk:ny", 1, 1)
+    clock.advance(1.0)
+    driver.run_until_idle()
+    assert len(CALLS) == 1  # not yet: the window is 2 s
+    clock.advance(1.1)
+    driver.run_until_idle()
+    assert len(CALLS) == 2 and {engine.get(i).status for i in second} == {InstanceStatus.SUCCEEDED}
+    events = [e["event"] for e in engine.batch(parked.batch.id).activities]
+    assert events[:4] == ["opened", "closed", "limited", "resent"] and events[-2:] == ["answered", "applied"]
+    assert engine.limits()[0].parked == 0 and engine.run_limited("b") == {}
+    assert engine.batch(parked.batch.id).batch.waiting_for is None
+
+
+def test_a_gather_limit_that_fails_to_evaluate_fails_every_member(engine: Engine, driver: Driver) -> None:
+    body = copy.deepcopy(LIMITED)
+    body["name"] = "meet-bad-cost"
+    body["nodes"]["meet"]["limits"]["rate"]["cost"] = "data.batch.name"
+    engine.publish(load_definition(json.dumps(body)))
+    ids = start(engine, driver, [10, 20], flow="meet-bad-cost")
+    go(engine, driver, ids)
+    assert not CALLS
+    for iid in ids:
+        inst = engine.get(iid)
+        assert inst.status is InstanceStatus.FAILED and "limits: cost" in inst.error["reason"]
+
+
+@pytest.mark.parametrize(("limits", "pointer", "words"), [
+    ({"concurrency": {"key": "'x'", "max": 1}}, "/nodes/meet/limits/concurrency", "rate limit only"),
+    ({"rate": {"key": "'x'", "per_second": 0}}, "/nodes/meet/limits/rate/per_second", "greater than 0"),
+    ({"rate": {"key": "data.amount", "per_second": 5}}, "/nodes/meet/limits/rate/key", "data.members"),
+    ({"rate": {"key": "'x'", "per_second": 5, "cost": "size(context.hold)"}}, "/nodes/meet/limits/rate/cost",
+     "evaluated once for the whole batch"),
+    ({"rate": {"key": "instance.run", "per_second": 5}}, "/nodes/meet/limits/rate/key", "instance.run"),
+    ({"rate": {"key": "'x'", "per_second": 5, "extra": 1}}, "/nodes/meet/limits/rate/extra", "allowed keys"),
+])
+def test_gather_limits_problems_name_their_pointer(limits: dict[str, Any], pointer: str, words: str) -> None:
+    body = copy.deepcopy(FLOW)
+    body["nodes"]["meet"]["limits"] = limits
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(json.dumps(body))
+    found = [p for p in caught.value.problems if p.pointer == pointer]
+    assert found, caught.value.problems
+    assert words in found[0].message
+
+
+def test_gather_limits_round_trip() -> None:
+    definition = load_definition(json.dumps(LIMITED))
+    assert load_definition(definition.to_json()) == definition
+    assert definition.nodes["meet"].limits.rate.capacity == 4  # type: ignore[union-attr]
+    assert check_definition(definition) == []

@@ -226,3 +226,24 @@ def test_a_step_may_count_for_several_calls(store: RedisStore) -> None:
     refused = store.limit_rate("orders", "b", per_second=10, burst=10, cost=5)
     assert not refused.ok and 0.9 <= refused.wait_seconds <= 1.05  # a's 7 calls must leave the 1 s window
     assert store.limit_rate("orders", "c", per_second=10, burst=10, cost=50).wait_seconds > refused.wait_seconds
+
+
+def test_the_command_line_sets_and_clears_through_the_engine_audited_as_its_principal(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from engine import limits_cli
+
+    monkeypatch.setattr(limits_cli, "cli_engine", lambda allow_start=False: engine)
+    runner, env = CliRunner(), {"TRADEFLOW_PRINCIPAL": "ann", "TRADEFLOW_PRINCIPAL_ROLES": "operator"}
+    done = runner.invoke(limits_cli.limits, ["set", "brokerage", "--per-second", "20"], env=env)
+    assert done.exit_code == 0, done.output
+    [state] = engine.limits()
+    assert (state.per_second, state.burst, state.override) == (20, 20, True)
+    refused = runner.invoke(limits_cli.limits, ["set", "brokerage"], env=env)
+    assert refused.exit_code != 0 and "--per-second" in str(refused.exception)  # nothing set, nothing audited
+    assert runner.invoke(limits_cli.limits, ["clear", "brokerage"], env=env).exit_code == 0
+    events = engine.audit(kinds=["limit_set", "limit_cleared"]).events
+    assert [(e.kind, e.by, e.detail["limit"]) for e in events] == [("limit_cleared", "ann", "brokerage"),
+                                                                   ("limit_set", "ann", "brokerage")]
+    assert events[1].detail["per_second"] == 20 and events[0].detail["had_override"] is True
