@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default=os.environ.get("TRADEFLOW_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args(argv)
 
-    import engine.runtime.pipeline
-    import engine.store.redis_store  # noqa: F401
+    import engine.testing  # noqa: F401  (loads the store and the runtime, whose codec calls are wrapped)
     from bench import profile_account  # imports the engine's modules, which the wrapping needs loaded
 
     kept: dict[str, list[Any]] = {"encode": [], "encode_strict": [], "loads": []}
