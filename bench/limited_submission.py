@@ -63,15 +63,21 @@ def run(redis_url: str, accounts: int, rate: float, seed: int = 7, console: Cons
             console.print(f"{label}: {accounts:,} accounts, {orders:,} orders approved at once, limit {rate:g}/s")
             began = time.monotonic()
             engine.signal_run(label, "approve", by=Principal("bench", frozenset({"pm"})))
+            approved = time.monotonic() - began
             progress = engine.wait_for_run(label, timeout=7200, poll=0.2)
             seconds = time.monotonic() - began
         broker = SimulatedBrokerage(sandbox.client, sandbox.pm_prefix + "broker:")
         per_second = broker.requests_per_second()
+        states = sandbox.store.limit_states(["brokerage"])
         return {"accounts": accounts, "orders": orders, "rate": rate, "submission_seconds": round(seconds, 1),
+                "approvals_seconds": round(approved, 1),
                 "orders_over_rate_seconds": round(orders / rate, 1),
                 "accepted_orders": len(broker.accepted_orders()), "received": broker.received_count(),
                 "rejected_for_rate": broker.rejected_for_rate(), "busiest_second": max(per_second.values(), default=0),
-                "counts": {k: v for k, v in progress.counts.items() if v}}
+                "parked": states[0].waits if states else 0,
+                "active_seconds": len(per_second),
+                "counts": {k: v for k, v in progress.counts.items() if v},
+                "per_second": [per_second[k] for k in sorted(per_second)]}
 
 
 def main() -> None:
@@ -79,9 +85,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=1000.0, help="orders a second (engine limit and brokerage)")
+    parser.add_argument("--profile", action="store_true", help="also print the requests of each second")
     args = parser.parse_args()
     url = os.environ.get("TRADEFLOW_REDIS_URL", "redis://127.0.0.1:6379/14")
-    print(json.dumps(run(url, args.accounts, args.rate), indent=2))
+    figures = run(url, args.accounts, args.rate)
+    profile = figures.pop("per_second")
+    if args.profile:
+        figures["per_second"] = profile
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -409,7 +409,8 @@ class Pipeline(StepOutcomes):
 
     # -- timers and the sweeper ------------------------------------------------------------------
 
-    def tick(self, limit: int = 500, lease_seconds: float = 60.0, budget_seconds: float = 0.8) -> int:
+    def tick(self, limit: int = 500, lease_seconds: float = 60.0, budget_seconds: float = 0.8,
+             concerns: bool = True) -> int:
         """Move on every instance whose timer is due (a wait, a retry's backoff, an await's timeout),
         then what the concerns keep due (``on_tick``: gather batches). Returns how many.
 
@@ -417,7 +418,8 @@ class Pipeline(StepOutcomes):
         claiming while batches come back full, for up to ``budget_seconds`` (a morning's worth
         of waits ending at the open is woken in a few ticks, not one batch per beat). Each due
         timer goes to the concern that owns its kind (``Hook.timer``); one nobody owns, or at an
-        instance no longer in that kind's status, is released.
+        instance no longer in that kind's status, is released. ``concerns=False``: the due timers
+        only, not ``on_tick`` (an early wake between two ticks).
         """
         for before in self._before_timers:
             before(self)
@@ -430,7 +432,7 @@ class Pipeline(StepOutcomes):
             for instance_id in claimed:
                 moved += self._move_on(loaded.get(instance_id), instance_id, now)
             if len(claimed) < limit or time.monotonic() > until:
-                return moved + sum(tick(self, self.clock()) for tick in self._on_tick)
+                return moved + (sum(tick(self, self.clock()) for tick in self._on_tick) if concerns else 0)
 
     def _move_on(self, instance: Instance | None, instance_id: str, now: float) -> int:
         if instance is not None and instance.timer is not None:

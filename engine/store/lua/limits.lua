@@ -13,6 +13,8 @@
 --   <p>conc:<name>:n          counter of arrivals (the line's order)
 --   <p>pools                  set:  the concurrency limits with holders or a line (the sweeper's list)
 --   <p>spec                   hash: limit name -> JSON of what the definition declares (doc.spec, as last used)
+--   <p>wake                   string: when the next early wake of the timers is due (the engine's clock, s),
+--                            while one is on its way (expires a moment after that time)
 --
 -- ARGV[1] is one JSON document {op, prefix, name, ...}. Operations:
 --   rate     may instance `id` call now under {per_second, burst} (an override wins)? A rate limit
@@ -28,6 +30,9 @@
 --            (the head of the line) for the caller to wake.
 --   leave    drop instance `id` from a line (rate or conc, doc.kind), e.g. it was cancelled.
 --   set      store an override {per_second, burst} or {max} for `name`; clear: drop it.
+--   wake     a wake of the timers is wanted at doc.at (the caller's clock; doc.wall: its now): 1 when
+--            none is on its way for that time or earlier (it is marked, the caller sends one), else 0.
+--   woke     a wake ran at doc.wall: the mark of one due by then is dropped (the next may be asked for).
 --   show     {name, kind, per_second, burst, max, tokens, parked, holders, waits, override} of each
 --            name of doc.names, as JSON (tokens: calls allowed right now).
 local doc = cjson.decode(ARGV[1])
@@ -76,7 +81,9 @@ ops.rate = function()
     return {'ok', tostring(burst - used - cost)}
   end
   -- when the oldest call of the window leaves it, one call is free; the line is served one
-  -- call interval apart after that, so parked steps do not all wake at once
+  -- call interval apart after that, so parked steps do not all wake at once. A woken step that
+  -- finds no call free (others went first) goes to the end of the line too: put back where it
+  -- was, every step that lost the race would wake at the same moment and race again.
   local free_at = now
   if used + cost > burst then
     -- the calls that must leave the window first: the cost-th oldest beyond what is free
@@ -84,9 +91,12 @@ ops.rate = function()
     if nth[2] then free_at = (tonumber(nth[2]) + window_us) / 1000000 end
   end
   local at = free_at
-  if not queued then
-    local last = redis.call('ZRANGE', line, -1, -1, 'WITHSCORES')
-    if last[2] then at = math.max(at, tonumber(last[2]) + cost / per_second) end
+  local last = redis.call('ZRANGE', line, -2, -1, 'WITHSCORES')
+  for i = #last - 1, 1, -2 do
+    if last[i] ~= doc.id then
+      at = math.max(at, tonumber(last[i + 1]) + cost / per_second)
+      break
+    end
   end
   redis.call('ZADD', line, at, doc.id)
   redis.call('HINCRBY', p .. 'waits', name, 1)
@@ -151,6 +161,21 @@ end
 ops.clear = function()
   redis.call('HDEL', p .. 'override', name)
   return {}
+end
+
+ops.wake = function()
+  local key = p .. 'wake'
+  local pending = redis.call('GET', key)
+  if pending and tonumber(pending) <= doc.at then return 0 end
+  redis.call('SET', key, tostring(doc.at), 'PX', math.max(math.floor((doc.at - doc.wall) * 1000), 0) + 2000)
+  return 1
+end
+
+ops.woke = function()
+  local key = p .. 'wake'
+  local pending = redis.call('GET', key)
+  if pending and tonumber(pending) <= doc.wall then redis.call('DEL', key) end
+  return 0
 end
 
 ops.show = function()
