@@ -110,9 +110,10 @@ class Limits:
         is on its way for ``at`` or earlier: it is marked as on its way, and the caller sends it."""
         return bool(self._limit("wake", "", at=at, wall=now))
 
-    def limit_woke(self, now: float) -> None:
-        """An early wake ran at ``now``: drop the mark of the one due by then, so the next can be asked for."""
-        self._limit("woke", "", wall=now)
+    def limit_woke(self, now: float, slack: float = 0.0) -> None:
+        """An early wake ran at ``now``: drop the mark of the one due by then (or ``slack`` seconds later:
+        another machine's clock), so the next can be asked for."""
+        self._limit("woke", "", wall=now, slack=slack)
 
     def limit_names(self) -> list[str]:
         """Every limit name used or set, most recently used first."""

@@ -153,7 +153,7 @@ class Limits(Hook):
         earliest timer still due (a line of parked steps is woken step by step as each one's time comes)."""
         if self.waker is None:
             return False
-        runtime.store.limit_woke(runtime.clock())
+        runtime.store.limit_woke(runtime.clock(), WAKE_GAP_SECONDS / 2)
         due = runtime.store.next_timer()
         return due is not None and self.ask_wake(runtime, due)
 

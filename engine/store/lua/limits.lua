@@ -32,7 +32,8 @@
 --   set      store an override {per_second, burst} or {max} for `name`; clear: drop it.
 --   wake     a wake of the timers is wanted at doc.at (the caller's clock; doc.wall: its now): 1 when
 --            none is on its way for that time or earlier (it is marked, the caller sends one), else 0.
---   woke     a wake ran at doc.wall: the mark of one due by then is dropped (the next may be asked for).
+--   woke     a wake ran at doc.wall: the mark of one due by then (doc.slack seconds later at most: the
+--            clocks of two machines differ a little) is dropped, so the next may be asked for.
 --   show     {name, kind, per_second, burst, max, tokens, parked, holders, waits, override} of each
 --            name of doc.names, as JSON (tokens: calls allowed right now).
 local doc = cjson.decode(ARGV[1])
@@ -166,15 +167,15 @@ end
 ops.wake = function()
   local key = p .. 'wake'
   local pending = redis.call('GET', key)
-  if pending and tonumber(pending) <= doc.at then return 0 end
-  redis.call('SET', key, tostring(doc.at), 'PX', math.max(math.floor((doc.at - doc.wall) * 1000), 0) + 2000)
+  if pending and tonumber(pending) <= doc.at + 0.001 then return 0 end  -- (a millisecond: the mark's rounding)
+  redis.call('SET', key, string.format('%.6f', doc.at), 'PX', math.max(math.floor((doc.at - doc.wall) * 1000), 0) + 2000)
   return 1
 end
 
 ops.woke = function()
   local key = p .. 'wake'
   local pending = redis.call('GET', key)
-  if pending and tonumber(pending) <= doc.wall then redis.call('DEL', key) end
+  if pending and tonumber(pending) <= doc.wall + (doc.slack or 0) then redis.call('DEL', key) end
   return 0
 end
 

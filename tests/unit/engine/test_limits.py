@@ -10,12 +10,13 @@ import pytest
 import redis
 
 from engine.api import Engine
-from engine.broker import MemoryEnqueuer
+from engine.broker import MemoryEnqueuer, RedisQueueEnqueuer
+from engine.broker.interface import PRIORITY_CONTINUE, StepMessage
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError
 from engine.instance import InstanceStatus, Outcome
-from engine.runtime.concerns.limits import LIMIT_TIMER
+from engine.runtime.concerns.limits import LIMIT_TIMER, WAKE_GAP_SECONDS, Limits
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -226,3 +227,70 @@ def test_a_step_may_count_for_several_calls(store: RedisStore) -> None:
     refused = store.limit_rate("orders", "b", per_second=10, burst=10, cost=5)
     assert not refused.ok and 0.9 <= refused.wait_seconds <= 1.05  # a's 7 calls must leave the 1 s window
     assert store.limit_rate("orders", "c", per_second=10, burst=10, cost=50).wait_seconds > refused.wait_seconds
+
+
+# -- waking parked steps -------------------------------------------------------------------------------
+
+
+def test_a_woken_step_that_finds_no_call_free_goes_to_the_end_of_the_line(store: RedisStore) -> None:
+    assert all(store.limit_rate("api", f"i{n}", per_second=10, burst=3).ok for n in range(3))
+    parked = [store.limit_rate("api", f"p{n}", per_second=10, burst=3) for n in range(3)]
+    # p0 is woken before a call left the window (a late step took it): it goes behind p2, one
+    # call interval after it -- put back at the head, all who lose the race would race again together
+    again = store.limit_rate("api", "p0", per_second=10, burst=3)
+    assert not again.ok
+    assert store.limit_line("rate", "api") == ["p1", "p2", "p0"]
+    assert again.wait_seconds == pytest.approx(parked[2].wait_seconds + 0.1, abs=0.01)
+
+
+def test_parked_steps_ask_for_one_early_wake_at_a_time_when_the_next_is_due(engine: Engine,
+                                                                            clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("woken", {"rate": {"key": "'api'", "per_second": 50,
+                                                                        "burst": 5}}))))
+    runtime = runtime_of(engine)
+    limits = runtime.hook(Limits)
+    assert isinstance(limits, Limits)
+    asked: list[float] = []
+    limits.waker = asked.append
+    driver = Driver(engine, ACTIONS)
+    ids = [engine.start("woken", {"key": f"k{n}"}) for n in range(20)]
+    driver.run_until_idle()
+    # 15 parked, one call interval (20 ms) apart from when the first 5 calls leave the 0.1 s window:
+    # one wake is asked for, for the first one's time (the others' times are later)
+    assert len(asked) == 1 and asked[0] == pytest.approx(0.1, abs=0.005)
+    clock.advance(asked[0])
+    assert runtime.tick(concerns=False) == 1 and limits.woken(runtime)
+    assert len(asked) == 2 and asked[1] == pytest.approx(WAKE_GAP_SECONDS, abs=0.005)  # the next, 20 ms on
+    assert not limits.woken(runtime)  # asked once already for that moment
+    drive(driver, clock)
+    assert all(engine.get(iid).status is InstanceStatus.SUCCEEDED for iid in ids)
+    # a step parked for longer than the horizon is left to the periodic tick
+    engine.publish(load_definition(json.dumps(flow("slow", {"rate": {"key": "'slow'", "per_second": 0.4,
+                                                                       "burst": 1}}))))
+    asked.clear()
+    engine.start("slow", {"key": "a"}), engine.start("slow", {"key": "b"})
+    driver.run_until_idle()
+    assert asked == [] and 2.4 < (store_of(engine).next_timer() or 0) - clock() <= 2.5 + 1e-6
+
+
+def test_a_woken_step_goes_to_the_head_of_its_queue(any_redis: redis.Redis, key_prefix: str,
+                                                      clock: ManualClock) -> None:
+    store = RedisStore(any_redis, Keys(key_prefix), retention_seconds=3600)
+    store.limit_clock = clock
+    enqueuer = RedisQueueEnqueuer(any_redis, f"{key_prefix}:q:")
+    engine = Engine(store, enqueuer, clock)
+    engine.publish(load_definition(json.dumps(flow("front", {"rate": {"key": "'api'", "per_second": 10,
+                                                                        "burst": 1}}))))
+    runtime = runtime_of(engine)
+    first, parked = engine.start("front", {"key": "a"}), engine.start("front", {"key": "b"})
+    for taken in enqueuer.take("lim", 10):
+        assert taken.step is not None
+        runtime.run_step(*taken.step, lambda node, payload: ACTIONS.get("lim", "call").call(payload))
+    assert engine.get(first).status is InstanceStatus.SUCCEEDED and engine.get(parked).status is InstanceStatus.WAITING
+    # three steps of instances in flight wait in the queue when the parked one's time comes
+    for n in range(3):
+        enqueuer.enqueue(StepMessage("lim.call", "lim", f"other-{n}", "a", 2, 1), PRIORITY_CONTINUE)
+    clock.advance(0.2)
+    assert runtime.tick() == 1
+    taken = enqueuer.take("lim", 10)
+    assert [t.step[0] for t in taken if t.step] == [parked, "other-0", "other-1", "other-2"]
