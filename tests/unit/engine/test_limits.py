@@ -243,6 +243,21 @@ def test_a_woken_step_that_finds_no_call_free_goes_to_the_end_of_the_line(store:
     assert again.wait_seconds == pytest.approx(parked[2].wait_seconds + 0.1, abs=0.01)
 
 
+def test_a_step_woken_at_its_time_finds_its_calls_free(store: RedisStore, clock: ManualClock) -> None:
+    costs = [7, 5, 3, 8, 2, 6, 4, 9, 1, 10]
+    assert store.limit_rate("orders", "s0", per_second=10, burst=10, cost=costs[0]).ok
+    start = clock()
+    due = {f"s{n}": start + store.limit_rate("orders", f"s{n}", per_second=10, burst=10, cost=cost).wait_seconds
+           for n, cost in enumerate(costs) if n}
+    assert list(due) == sorted(due, key=due.__getitem__)  # the line in arrival order
+    for n, iid in enumerate(due, start=1):
+        clock.advance(due[iid] - clock())
+        assert store.limit_rate("orders", iid, per_second=10, burst=10, cost=costs[n]).ok, iid  # no second park
+    # 55 calls, at most 10 in any second: the last goes 4.5 s after the first at the earliest
+    assert due["s9"] - start >= 4.5 - 0.01
+    assert store.limit_states(["orders"])[0].waits == len(costs) - 1
+
+
 def test_parked_steps_ask_for_one_early_wake_at_a_time_when_the_next_is_due(engine: Engine,
                                                                             clock: ManualClock) -> None:
     engine.publish(load_definition(json.dumps(flow("woken", {"rate": {"key": "'api'", "per_second": 50,
