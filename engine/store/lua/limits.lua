@@ -64,12 +64,17 @@ local function keep(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
+-- a ZCOUNT/ZRANGEBYSCORE bound just after `us` (microseconds: formatted whole, not in 14 digits)
+local function after(us)
+  return string.format('(%.0f', us)
+end
+
 -- the calls of the window ending now (made, or planned for a parked step whose time came)
 local function rate_state(per_second, burst)
   local log = p .. 'rate:' .. name
   local window_us = math.floor(burst * 1000000 / per_second)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now_us - window_us)
-  return log, window_us, redis.call('ZCOUNT', log, '(' .. (now_us - window_us), now_us)
+  return log, window_us, redis.call('ZCOUNT', log, after(now_us - window_us), now_us)
 end
 
 -- take back the calls planned for `id` (its step calls now, is planned anew, or left the line)
@@ -102,21 +107,37 @@ ops.rate = function()
     if queued then redis.call('ZREM', line, doc.id) end
     return {'ok', tostring(burst - used - cost)}
   end
-  -- Planned for the earliest time at which the window ending then holds at most burst - cost
-  -- calls, made or planned (its own calls are planned there in turn: the next one parked is
-  -- planned after them), and one call interval of its own after the last step of the line, so
-  -- the line is served evenly, not a window's worth at once. A step woken at its time finds
-  -- its calls free. A woken step that finds none free (one ahead of it ran late) is planned at
-  -- the end of the line too: put back where it was, every step that lost the race would wake
-  -- at the same moment and race again.
-  local at_us = now_us
-  local nth = redis.call('ZREVRANGE', log, burst - cost, burst - cost, 'WITHSCORES')
-  if nth[2] then at_us = math.max(at_us, tonumber(nth[2]) + window_us) end
-  local last = redis.call('ZRANGE', line, -2, -1, 'WITHSCORES')
-  for i = #last - 1, 1, -2 do
-    if last[i] ~= doc.id then
-      at_us = math.max(at_us, math.floor(tonumber(last[i + 1]) * 1000000 + cost * 1000000 / per_second))
-      break
+  -- A woken step that finds its calls taken (one ahead of it ran late) keeps its turn: it is
+  -- planned for the first time a call leaves the window at which its calls fit, counting the
+  -- calls planned by then -- two that lose the race together are not planned for the same
+  -- call. (Looked for among the next calls to leave; past those, at the end of the line.)
+  local at_us = nil
+  if queued then
+    local leaving = redis.call('ZRANGEBYSCORE', log, after(now_us - window_us), '+inf', 'WITHSCORES',
+                               'LIMIT', math.max(used + cost - burst - 1, 0), 32)
+    for i = 2, #leaving, 2 do
+      local t = tonumber(leaving[i]) + window_us
+      if redis.call('ZCOUNT', log, after(t - window_us), t) + cost <= burst then
+        at_us = t
+        break
+      end
+    end
+  end
+  -- Otherwise planned for the earliest time at which the window ending then holds at most
+  -- burst - cost calls, made or planned (its own calls are planned there in turn: the next one
+  -- parked is planned after them), and one call interval of its own after the last step of the
+  -- line, so the line is served evenly, not a window's worth at once. A step woken at its time
+  -- finds its calls free.
+  if not at_us then
+    at_us = now_us
+    local nth = redis.call('ZREVRANGE', log, burst - cost, burst - cost, 'WITHSCORES')
+    if nth[2] then at_us = math.max(at_us, tonumber(nth[2]) + window_us) end
+    local last = redis.call('ZRANGE', line, -2, -1, 'WITHSCORES')
+    for i = #last - 1, 1, -2 do
+      if last[i] ~= doc.id then
+        at_us = math.max(at_us, math.floor(tonumber(last[i + 1]) * 1000000 + cost * 1000000 / per_second))
+        break
+      end
     end
   end
   local at = at_us / 1000000

@@ -232,15 +232,22 @@ def test_a_step_may_count_for_several_calls(store: RedisStore) -> None:
 # -- waking parked steps -------------------------------------------------------------------------------
 
 
-def test_a_woken_step_that_finds_no_call_free_goes_to_the_end_of_the_line(store: RedisStore) -> None:
+def test_woken_steps_that_lose_the_race_take_the_next_free_calls_not_the_line_s(store: RedisStore,
+                                                                                 clock: ManualClock) -> None:
     assert all(store.limit_rate("api", f"i{n}", per_second=10, burst=3).ok for n in range(3))
-    parked = [store.limit_rate("api", f"p{n}", per_second=10, burst=3) for n in range(3)]
-    # p0 is woken before a call left the window (a late step took it): it goes behind p2, one
-    # call interval after it -- put back at the head, all who lose the race would race again together
-    again = store.limit_rate("api", "p0", per_second=10, burst=3)
-    assert not again.ok
-    assert store.limit_line("rate", "api") == ["p1", "p2", "p0"]
-    assert again.wait_seconds == pytest.approx(parked[2].wait_seconds + 0.1, abs=0.01)
+    parked = [store.limit_rate("api", f"p{n}", per_second=10, burst=3) for n in range(4)]
+    assert [round(p.wait_seconds, 3) for p in parked] == [0.3, 0.4, 0.5, 0.6]
+    # p1 and p2 are woken before a call left the window (the steps before them ran late): each is
+    # planned for when its call fits, counting the other's -- p1 and p2 then, p0 too (3 in 0.3 s)
+    clock.advance(0.05)
+    again = [store.limit_rate("api", iid, per_second=10, burst=3) for iid in ("p1", "p2")]
+    assert not any(v.ok for v in again)
+    assert [round(v.wait_seconds + 0.05, 3) for v in again] == [0.3, 0.3]
+    clock.advance(0.25)
+    assert all(store.limit_rate("api", iid, per_second=10, burst=3).ok for iid in ("p0", "p1", "p2"))
+    clock.advance(0.3)
+    assert store.limit_rate("api", "p3", per_second=10, burst=3).ok  # the line's last, at its time
+    assert store.limit_line("rate", "api") == []
 
 
 def test_a_step_woken_at_its_time_finds_its_calls_free(store: RedisStore, clock: ManualClock) -> None:
