@@ -1,14 +1,16 @@
 """The morning's submission with the brokerage limited: every account's own tickets under the
 ``brokerage`` rate limit, against a simulated brokerage that refuses what goes over its own rate.
 
-    python -m bench.limited_submission --accounts 5000 --rate 500
+    python -m bench.limited_submission --accounts 20000 --rate 250
 
 In a sandbox (:mod:`bench.sandbox`) on the shared Redis: N approved proposals (as
 :mod:`bench.blocks` makes them), N submission instances approved at once; the ``submit`` node
 carries ``limits.rate`` (key ``'brokerage'``, cost: the account's orders) and the brokerage
 accepts ``--rate`` requests a second (``TRADEFLOW_PM_BROKER_ACCEPTS``), counted on Redis's clock.
-Prints the time of the phase, the orders, orders / rate, the requests refused for the rate and
-the busiest second. Nothing here asserts a time.
+Prints the time of the phase (and of the approvals within it), the orders, orders / rate, the
+requests refused for the rate, the busiest second, how many seconds saw requests and how many
+times a step was parked (``--profile``: the requests of each second too). Nothing here asserts
+a time.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def main() -> None:
     """Command line: ``--accounts``, ``--rate``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=20000)
-    parser.add_argument("--rate", type=float, default=1000.0, help="orders a second (engine limit and brokerage)")
+    parser.add_argument("--rate", type=float, default=250.0, help="orders a second (engine limit and brokerage)")
     parser.add_argument("--profile", action="store_true", help="also print the requests of each second")
     args = parser.parse_args()
     url = os.environ.get("TRADEFLOW_REDIS_URL", "redis://127.0.0.1:6379/14")
