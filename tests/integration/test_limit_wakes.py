@@ -50,7 +50,7 @@ def test_a_rate_limited_line_drains_by_early_wakes_without_the_tick(hourly_tick:
     assert all(i.status is InstanceStatus.SUCCEEDED for i in instances)
     assert client.llen(f"{prefix}:finished:paced") == 120  # every step ran once
     per_second = {int(k): int(v) for k, v in client.hgetall(f"{prefix}:per-second:paced").items()}
-    assert max(per_second.values()) <= 40, per_second
+    assert max(per_second.values()) <= 40 + 2, per_second  # (a call lands a few ms after its check)
     # at most 10 calls in any 0.25 s: 120 calls span 2.75 s at least, so 3 seconds of Redis's clock
     assert max(per_second) - min(per_second) >= 2, per_second
     [state] = [s for s in engine.limits() if s.name == "paced"]
