@@ -145,7 +145,11 @@ class Limits(Hook):
         at = max(at, now + WAKE_GAP_SECONDS)
         if at - now > WAKE_HORIZON_SECONDS or not runtime.store.limit_wake(at, now):
             return False
-        self.waker(at - now)
+        try:
+            self.waker(at - now)
+        except Exception:  # the broker is away: the tick wakes them (and the mark lapses in 2 s)
+            log.warning("could not send an early wake of the timers; the tick will wake them", exc_info=True)
+            return False
         return True
 
     def woken(self, runtime: StepOutcomes) -> bool:

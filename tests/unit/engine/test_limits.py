@@ -316,3 +316,21 @@ def test_a_woken_step_goes_to_the_head_of_its_queue(any_redis: redis.Redis, key_
     assert runtime.tick() == 1
     taken = enqueuer.take("lim", 10)
     assert [t.step[0] for t in taken if t.step] == [parked, "other-0", "other-1", "other-2"]
+
+
+def test_a_wake_that_cannot_be_sent_leaves_the_step_parked_for_the_tick(engine: Engine, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("lost", {"rate": {"key": "'lost'", "per_second": 10,
+                                                                       "burst": 1}}))))
+    limits = runtime_of(engine).hook(Limits)
+    assert isinstance(limits, Limits)
+
+    def broker_away(countdown: float) -> None:
+        raise ConnectionError("broker away")
+
+    limits.waker = broker_away
+    driver = Driver(engine, ACTIONS)
+    ids = [engine.start("lost", {"key": f"k{n}"}) for n in range(2)]
+    driver.run_until_idle()
+    assert engine.get(ids[1]).waiting_for == "rate: lost"  # parked all the same
+    drive(driver, clock)  # the tick wakes it
+    assert engine.get(ids[1]).status is InstanceStatus.SUCCEEDED
