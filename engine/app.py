@@ -30,10 +30,11 @@ from engine.config import Settings
 from engine.connections import client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
 from engine.definitions.nodes import GatherNode, HttpNode, ServiceNode, StepNode
 from engine.runtime.concerns.inline import inline_rule
+from engine.runtime.concerns.limits import Limits
 from engine.runtime.gather import batch_task
 from engine.runtime.http import call_http
 from engine.runtime.pipeline import patiently
-from engine.runtime.routing import HTTP_TASK, SWEEP_TASK, TICK_TASK
+from engine.runtime.routing import ENGINE_QUEUE, HTTP_TASK, SWEEP_TASK, TICK_TASK, WAKE_TASK
 from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, ActionSpec, Transition, registry
 from engine.store.keys import Keys
@@ -105,6 +106,10 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                                       reconcile_seconds=settings.reconcile_seconds)
                     runtime.metrics.background = True  # a worker flushes its step metrics every 5 s
                     runtime.keep_alive()  # this process's liveness mark, before its first step
+                    limits = runtime.hook(Limits)
+                    if isinstance(limits, Limits):  # a parked step is woken when its time comes, not at the next tick
+                        limits.waker = lambda countdown: app.send_task(
+                            WAKE_TASK, countdown=countdown, queue=ENGINE_QUEUE, ignore_result=True)
                     state.clear()
                     state[pid] = runtime
         return runtime
@@ -166,12 +171,26 @@ def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistr
     # the steps, not a tick every second; beat sends no task-sent events (engine.worker).
     @app.task(name=TICK_TASK, ignore_result=True, send_events=False)
     def tick() -> int:
-        return int(patiently(lambda: runtime().tick()))
+        moved = int(patiently(lambda: runtime().tick()))
+        patiently(lambda: woken(runtime()))
+        return moved
+
+    @app.task(name=WAKE_TASK, ignore_result=True, send_events=False)
+    def wake() -> int:
+        moved = int(patiently(lambda: runtime().tick(concerns=False)))
+        patiently(lambda: woken(runtime()))
+        return moved
 
     @app.task(name=SWEEP_TASK, ignore_result=True, send_events=False)
     def sweep() -> int:
         swept = int(patiently(lambda: runtime().sweep()))
         return swept + int(patiently(lambda: runtime().reconcile(runtime().reconcile_seconds)))
+
+
+def woken(runtime: Runtime) -> bool:
+    """After the timers were woken: ask for an early wake when the next one is due before the next tick."""
+    limits = runtime.hook(Limits)
+    return isinstance(limits, Limits) and limits.woken(runtime)
 
 
 def hosted_services(app: Any) -> frozenset[str]:

@@ -436,7 +436,8 @@ class Pipeline(StepOutcomes):
 
     # -- timers and the sweeper ------------------------------------------------------------------
 
-    def tick(self, limit: int = 500, lease_seconds: float = 60.0, budget_seconds: float = 0.8) -> int:
+    def tick(self, limit: int = 500, lease_seconds: float = 60.0, budget_seconds: float = 0.8,
+             concerns: bool = True) -> int:
         """Move on every instance whose timer is due (a wait, a retry's backoff, an await's timeout),
         then what the concerns keep due (``on_tick``: gather batches). Returns how many.
 
@@ -444,7 +445,8 @@ class Pipeline(StepOutcomes):
         claiming while batches come back full, for up to ``budget_seconds`` (a morning's worth
         of waits ending at the open is woken in a few ticks, not one batch per beat). Each due
         timer goes to the concern that owns its kind (``Hook.timer``); one nobody owns, or at an
-        instance no longer in that kind's status, is released.
+        instance no longer in that kind's status, is released. ``concerns=False``: the due timers
+        only, not ``on_tick`` (an early wake between two ticks).
         """
         for before in self._before_timers:
             before(self)
@@ -466,7 +468,7 @@ class Pipeline(StepOutcomes):
             for kind, instances in due.items():  # each kind's together (the wakes: one round trip)
                 moved += self._timers[kind][1](self, instances, now)
             if len(claimed) < limit or time.monotonic() > until:
-                return moved + sum(tick(self, self.clock()) for tick in self._on_tick)
+                return moved + (sum(tick(self, self.clock()) for tick in self._on_tick) if concerns else 0)
 
     def sweep(self) -> int:
         """Re-send started steps whose worker process is gone, or that made no progress within their node's

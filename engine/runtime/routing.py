@@ -9,6 +9,8 @@ ENGINE_QUEUE = "engine"
 HTTP_TASK = "engine.http"
 TICK_TASK = "engine.tick"
 SWEEP_TASK = "engine.sweep"
+#: The timers woken between two ticks, when one is due (a parked step's time came).
+WAKE_TASK = "engine.wake"
 
 
 def route_by_service(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:

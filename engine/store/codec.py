@@ -142,6 +142,9 @@ class Placement:
     contribution: Any = None
     #: Waiting for a limit: why (``rate: brokerage``), kept on the instance while it waits.
     reason: str | None = None
+    #: Running, sent: its message goes to the head of its queue, ahead of those waiting there (a
+    #: step woken from a limit's line: its turn came, and the call it was woken for is free now).
+    front: bool = False
 
     @classmethod
     def step(cls, node: str, deadline: float) -> Placement:
@@ -185,7 +188,7 @@ class Placement:
         doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
                "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
                "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None,
-               "reason": self.reason}
+               "reason": self.reason, "front": self.front or None}
         return {k: v for k, v in doc.items() if v is not None}
 
 

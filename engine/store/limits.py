@@ -105,6 +105,16 @@ class Limits:
         """Drop the run-time override of ``name``: the definitions' settings apply again."""
         self._limit("clear", name)
 
+    def limit_wake(self, at: float, now: float) -> bool:
+        """Is an early wake of the timers at ``at`` (``now``: the caller's clock) to be sent? True when none
+        is on its way for ``at`` or earlier: it is marked as on its way, and the caller sends it."""
+        return bool(self._limit("wake", "", at=at, wall=now))
+
+    def limit_woke(self, now: float, slack: float = 0.0) -> None:
+        """An early wake ran at ``now``: drop the mark of the one due by then (or ``slack`` seconds later:
+        another machine's clock), so the next can be asked for."""
+        self._limit("woke", "", wall=now, slack=slack)
+
     def limit_names(self) -> list[str]:
         """Every limit name used or set, most recently used first."""
         return [text(x) for x in self.client.zrevrange(self.keys.limits_prefix + "names", 0, -1)]

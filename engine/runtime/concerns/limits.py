@@ -20,6 +20,8 @@ pool and its own line, so one busy key never delays another.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 
 from engine.definitions.nodes import ConcurrencyLimit, Definition, StepNode
 from engine.errors import ExpressionError
@@ -40,6 +42,11 @@ STALE_LINE_SECONDS = 60.0
 #: Pools and lines the sweeper looks at per sweep.
 SWEEP_POOLS = 100
 SWEEP_LINE = 50
+#: An early wake of the timers comes at least this long after the one before it (a line spaced closer
+#: than that is woken a few steps at a time).
+WAKE_GAP_SECONDS = 0.02
+#: Timers due further ahead than this are left to the periodic tick (``TRADEFLOW_TIMER_INTERVAL``).
+WAKE_HORIZON_SECONDS = 1.0
 #: Outcomes after which a concurrency slot is kept: the instance is still at its node.
 _KEEPS_SLOT = frozenset({Outcome.NOOP, Outcome.LIMITED, Outcome.RETRY})
 
@@ -68,6 +75,11 @@ class Limits(Hook):
 
     timer = LIMIT_TIMER
     timer_status = InstanceStatus.WAITING
+
+    def __init__(self) -> None:
+        #: Sends a wake of the timers ``countdown`` seconds from now (a worker's: a task with a
+        #: countdown); None (tests driving the engine by hand): the periodic tick alone wakes them.
+        self.waker: Callable[[float], None] | None = None
 
     # -- the step's start -------------------------------------------------------------------------
 
@@ -111,9 +123,43 @@ class Limits(Hook):
               attempt: int, started: float, wait: float, reason: str, detail: str) -> StepReport:
         activity = runtime.activity(node_name, seq, attempt, started, Outcome.LIMITED, reason=f"{reason} ({detail})",
                                     retry_in=round(wait, 3))
+        until = runtime.clock() + wait
         applied = runtime.store.hold(instance.id, seq=seq, attempt=attempt, activity=activity,
-                                     until=runtime.clock() + wait, reason=reason)
+                                     until=until, reason=reason)
+        if applied.applied:
+            self.ask_wake(runtime, until)
         return StepReport(Outcome.LIMITED if applied.applied else Outcome.NOOP, applied.status)
+
+    # -- early wakes ------------------------------------------------------------------------------
+
+    def ask_wake(self, runtime: StepOutcomes, at: float) -> bool:
+        """Have the timers woken at ``at`` (no earlier than :data:`WAKE_GAP_SECONDS` from now), not at
+        the next periodic tick, when ``at`` is within :data:`WAKE_HORIZON_SECONDS`.
+
+        One wake is on its way at a time for a given moment or earlier (the store's mark): a
+        thousand steps parked for the same second send one. True when this call sent one.
+        """
+        if self.waker is None:
+            return False
+        now = runtime.clock()
+        at = max(at, now + WAKE_GAP_SECONDS)
+        if at - now > WAKE_HORIZON_SECONDS or not runtime.store.limit_wake(at, now):
+            return False
+        try:
+            self.waker(at - now)
+        except Exception:  # the broker is away: the tick wakes them (and the mark lapses in 2 s)
+            log.warning("could not send an early wake of the timers; the tick will wake them", exc_info=True)
+            return False
+        return True
+
+    def woken(self, runtime: StepOutcomes) -> bool:
+        """After the timers were woken (an early wake or the tick): ask for the next early wake, for the
+        earliest timer still due (a line of parked steps is woken step by step as each one's time comes)."""
+        if self.waker is None:
+            return False
+        runtime.store.limit_woke(runtime.clock(), WAKE_GAP_SECONDS / 2)
+        due = runtime.store.next_timer()
+        return due is not None and self.ask_wake(runtime, due)
 
     # -- the step's end ---------------------------------------------------------------------------
 
@@ -151,7 +197,7 @@ class Limits(Hook):
         """The limit may have room now: send the parked step again (same attempt: it never ran)."""
         node = definition.nodes[instance.node]
         assert isinstance(node, StepNode)
-        placement = Placement.queued_step(instance.node, step_allowance(node))
+        placement = replace(Placement.queued_step(instance.node, step_allowance(node)), front=True)
         applied = runtime.apply_change(definition, instance.id, lambda send, clear: runtime.store.retry(
             instance.id, seq=instance.seq, attempt=instance.attempt, next_attempt=instance.attempt,
             placement=placement, statuses=(InstanceStatus.WAITING,), carrier=clear, send=send),

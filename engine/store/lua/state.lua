@@ -241,7 +241,8 @@ local function settle(id, run, status, hold)
     redis.call('PERSIST', acts)
   end
   if final == 'running' and blob.message then
-    redis.call('LPUSH', queue, blob.message)
+    -- p.front: to the head of the queue (the end a worker takes from), ahead of what waits there
+    redis.call(p.front and 'RPUSH' or 'LPUSH', queue, blob.message)
   end
   return final
 end

@@ -10,12 +10,13 @@ import pytest
 import redis
 
 from engine.api import Engine
-from engine.broker import MemoryEnqueuer
+from engine.broker import MemoryEnqueuer, RedisQueueEnqueuer
+from engine.broker.interface import PRIORITY_CONTINUE, StepMessage
 from engine.clock import ManualClock
 from engine.definitions.validation import load_definition
 from engine.errors import DefinitionError
 from engine.instance import InstanceStatus, Outcome
-from engine.runtime.concerns.limits import LIMIT_TIMER
+from engine.runtime.concerns.limits import LIMIT_TIMER, WAKE_GAP_SECONDS, Limits
 from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -247,3 +248,110 @@ def test_the_command_line_sets_and_clears_through_the_engine_audited_as_its_prin
     assert [(e.kind, e.by, e.detail["limit"]) for e in events] == [("limit_cleared", "ann", "brokerage"),
                                                                    ("limit_set", "ann", "brokerage")]
     assert events[1].detail["per_second"] == 20 and events[0].detail["had_override"] is True
+
+
+# -- waking parked steps -------------------------------------------------------------------------------
+
+
+def test_woken_steps_that_lose_the_race_take_the_next_free_calls_not_the_line_s(store: RedisStore,
+                                                                                 clock: ManualClock) -> None:
+    assert all(store.limit_rate("api", f"i{n}", per_second=10, burst=3).ok for n in range(3))
+    parked = [store.limit_rate("api", f"p{n}", per_second=10, burst=3) for n in range(4)]
+    assert [round(p.wait_seconds, 3) for p in parked] == [0.3, 0.4, 0.5, 0.6]
+    # p1 and p2 are woken before a call left the window (the steps before them ran late): each is
+    # planned for when its call fits, counting the other's -- p1 and p2 then, p0 too (3 in 0.3 s)
+    clock.advance(0.05)
+    again = [store.limit_rate("api", iid, per_second=10, burst=3) for iid in ("p1", "p2")]
+    assert not any(v.ok for v in again)
+    assert [round(v.wait_seconds + 0.05, 3) for v in again] == [0.3, 0.3]
+    clock.advance(0.25)
+    assert all(store.limit_rate("api", iid, per_second=10, burst=3).ok for iid in ("p0", "p1", "p2"))
+    clock.advance(0.3)
+    assert store.limit_rate("api", "p3", per_second=10, burst=3).ok  # the line's last, at its time
+    assert store.limit_line("rate", "api") == []
+
+
+def test_a_step_woken_at_its_time_finds_its_calls_free(store: RedisStore, clock: ManualClock) -> None:
+    costs = [7, 5, 3, 8, 2, 6, 4, 9, 1, 10]
+    assert store.limit_rate("orders", "s0", per_second=10, burst=10, cost=costs[0]).ok
+    start = clock()
+    due = {f"s{n}": start + store.limit_rate("orders", f"s{n}", per_second=10, burst=10, cost=cost).wait_seconds
+           for n, cost in enumerate(costs) if n}
+    assert list(due) == sorted(due, key=due.__getitem__)  # the line in arrival order
+    for n, iid in enumerate(due, start=1):
+        clock.advance(due[iid] - clock())
+        assert store.limit_rate("orders", iid, per_second=10, burst=10, cost=costs[n]).ok, iid  # no second park
+    # 55 calls, at most 10 in any second: the last goes 4.5 s after the first at the earliest
+    assert due["s9"] - start >= 4.5 - 0.01
+    assert store.limit_states(["orders"])[0].waits == len(costs) - 1
+
+
+def test_parked_steps_ask_for_one_early_wake_at_a_time_when_the_next_is_due(engine: Engine,
+                                                                            clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("woken", {"rate": {"key": "'api'", "per_second": 50,
+                                                                        "burst": 5}}))))
+    runtime = runtime_of(engine)
+    limits = runtime.hook(Limits)
+    assert isinstance(limits, Limits)
+    asked: list[float] = []
+    limits.waker = asked.append
+    driver = Driver(engine, ACTIONS)
+    ids = [engine.start("woken", {"key": f"k{n}"}) for n in range(20)]
+    driver.run_until_idle()
+    # 15 parked, one call interval (20 ms) apart from when the first 5 calls leave the 0.1 s window:
+    # one wake is asked for, for the first one's time (the others' times are later)
+    assert len(asked) == 1 and asked[0] == pytest.approx(0.1, abs=0.005)
+    clock.advance(asked[0])
+    assert runtime.tick(concerns=False) == 1 and limits.woken(runtime)
+    assert len(asked) == 2 and asked[1] == pytest.approx(WAKE_GAP_SECONDS, abs=0.005)  # the next, 20 ms on
+    assert not limits.woken(runtime)  # asked once already for that moment
+    drive(driver, clock)
+    assert all(engine.get(iid).status is InstanceStatus.SUCCEEDED for iid in ids)
+    # a step parked for longer than the horizon is left to the periodic tick
+    engine.publish(load_definition(json.dumps(flow("slow", {"rate": {"key": "'slow'", "per_second": 0.4,
+                                                                       "burst": 1}}))))
+    asked.clear()
+    engine.start("slow", {"key": "a"}), engine.start("slow", {"key": "b"})
+    driver.run_until_idle()
+    assert asked == [] and 2.4 < (store_of(engine).next_timer() or 0) - clock() <= 2.5 + 1e-6
+
+
+def test_a_woken_step_goes_to_the_head_of_its_queue(any_redis: redis.Redis, key_prefix: str,
+                                                      clock: ManualClock) -> None:
+    store = RedisStore(any_redis, Keys(key_prefix), retention_seconds=3600)
+    store.limit_clock = clock
+    enqueuer = RedisQueueEnqueuer(any_redis, f"{key_prefix}:q:")
+    engine = Engine(store, enqueuer, clock)
+    engine.publish(load_definition(json.dumps(flow("front", {"rate": {"key": "'api'", "per_second": 10,
+                                                                        "burst": 1}}))))
+    runtime = runtime_of(engine)
+    first, parked = engine.start("front", {"key": "a"}), engine.start("front", {"key": "b"})
+    for taken in enqueuer.take("lim", 10):
+        assert taken.step is not None
+        runtime.run_step(*taken.step, lambda node, payload: ACTIONS.get("lim", "call").call(payload))
+    assert engine.get(first).status is InstanceStatus.SUCCEEDED and engine.get(parked).status is InstanceStatus.WAITING
+    # three steps of instances in flight wait in the queue when the parked one's time comes
+    for n in range(3):
+        enqueuer.enqueue(StepMessage("lim.call", "lim", f"other-{n}", "a", 2, 1), PRIORITY_CONTINUE)
+    clock.advance(0.2)
+    assert runtime.tick() == 1
+    taken = enqueuer.take("lim", 10)
+    assert [t.step[0] for t in taken if t.step] == [parked, "other-0", "other-1", "other-2"]
+
+
+def test_a_wake_that_cannot_be_sent_leaves_the_step_parked_for_the_tick(engine: Engine, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(flow("lost", {"rate": {"key": "'lost'", "per_second": 10,
+                                                                       "burst": 1}}))))
+    limits = runtime_of(engine).hook(Limits)
+    assert isinstance(limits, Limits)
+
+    def broker_away(countdown: float) -> None:
+        raise ConnectionError("broker away")
+
+    limits.waker = broker_away
+    driver = Driver(engine, ACTIONS)
+    ids = [engine.start("lost", {"key": f"k{n}"}) for n in range(2)]
+    driver.run_until_idle()
+    assert engine.get(ids[1]).waiting_for == "rate: lost"  # parked all the same
+    drive(driver, clock)  # the tick wakes it
+    assert engine.get(ids[1]).status is InstanceStatus.SUCCEEDED
