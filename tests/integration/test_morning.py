@@ -38,7 +38,7 @@ from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.demo import failure_reason
 from portfolio_manager.generator import SeedSummary
 from portfolio_manager.proposals import ProposalStatus
-from tests.integration.conftest import seed_pm_book
+from tests.integration.conftest import seed_pm_book, stop_fleets
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +107,7 @@ def morning_fleets(redis_url: str) -> Iterator[Morning]:
             fleet.__enter__()
         yield Morning(book.engine, book.svc, book.seeded, book.run_date, book.env, fleets, book.client)
     finally:
-        for fleet in fleets:
-            fleet.stop()
+        stop_fleets(fleets)
         delete_prefix(book.client, book.prefix)
         book.client.close()
 

@@ -33,7 +33,7 @@ from portfolio_manager.daily import start_daily_rebalance
 from portfolio_manager.diff import Plan, compare_plans, diff_runs
 from portfolio_manager.services import services_in_use
 from portfolio_manager.shadow import proposals_for, start_shadow
-from tests.integration.conftest import PMBook, seed_pm_book
+from tests.integration.conftest import PMBook, seed_pm_book, stop_fleets
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,7 @@ def book(redis_url: str) -> Iterator[PMBook]:
             found.engine.publish(load_definition(json.dumps(document)), alias="canary")
         yield found
     finally:
-        for fleet in fleets:
-            fleet.stop()
+        stop_fleets(fleets)
         delete_prefix(found.client, found.prefix)
         found.client.close()
 
