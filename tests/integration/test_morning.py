@@ -237,6 +237,8 @@ def test_approved_orders_reach_the_brokerage_once_when_the_step_is_delivered_twi
     definition = morning.engine.definition("rebalance-ca")
     duplicated = []
     for iid in ids:  # a duplicate of every submission step, while the first runs or after it
+        morning.wait_until(lambda iid=iid: morning.engine.get(iid).node == "submit"
+                           or morning.engine.get(iid).status.is_terminal, 30, f"{iid} to reach its submission")
         instance = morning.engine.get(iid)
         if instance.node == "submit":
             message = step_message("submit", definition.nodes["submit"], iid, instance.seq, 1)
