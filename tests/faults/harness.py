@@ -39,7 +39,7 @@ from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import store_of
 from tests.faults.redis_server import RedisServer
-from tests.integration.conftest import fleet_env, sender_app
+from tests.integration.conftest import fleet_env, sender_app, stop_fleets
 
 #: Finished instances keep this long (seconds) in the harness: long enough to inspect them.
 RETENTION_SECONDS = 3600
@@ -101,9 +101,8 @@ class FaultLab:
         return pids
 
     def stop_nodes(self) -> None:
-        """Warm shutdown of every node (SIGTERM, then SIGKILL after 15 s)."""
-        for fleet in self.nodes.values():
-            fleet.stop()
+        """Warm shutdown of every node (SIGTERM, then SIGKILL after 15 s), the nodes side by side."""
+        stop_fleets(self.nodes.values())
         self.nodes.clear()
 
     def logs(self, tail: int = 4000) -> str:

@@ -22,7 +22,7 @@ from engine.ops.fleet import Fleet, FleetSpec
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
-from tests.integration.conftest import fleet_env, sender_app
+from tests.integration.conftest import fleet_env, sender_app, stop_fleets
 
 
 @dataclass
@@ -74,7 +74,6 @@ def shared_fleet(redis_url: str, modules: str, specs: list[FleetSpec], *, name: 
         live.spawn(specs, beat=True)
         yield live
     finally:
-        for fleet in live.fleets:
-            fleet.stop()
+        stop_fleets(live.fleets)
         delete_prefix(client, prefix)
         client.close()

@@ -61,14 +61,23 @@ def test_a_configured_redis_that_is_down_is_an_error_never_the_embedded_one(
     _, home = embedded
     down = RedisServer(tmp_path / "configured").start()
     down.kill()
-    for args in (["runs"], ["accounts", "list"]):
-        done = subprocess.run([TRADEFLOW, *args], env=_env(home, TRADEFLOW_REDIS_URL=down.url),
-                              capture_output=True, text=True, timeout=300)
-        assert "from-embedded" not in done.stdout and done.stdout == "", (args, done.stdout)
-        assert done.returncode == 75, (args, done.stdout, done.stderr)
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-        assert down.url in lines[0] and "does not answer" in lines[0] and "re-running" in lines[0], lines[0]
+    commands = (["runs"], ["accounts", "list"])
+    procs = [subprocess.Popen([TRADEFLOW, *args], env=_env(home, TRADEFLOW_REDIS_URL=down.url),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in commands]  # side by side: each waits out its own retries
+    try:
+        for args, proc in zip(commands, procs, strict=True):
+            out, err = proc.communicate(timeout=300)
+            done = subprocess.CompletedProcess(args, proc.returncode, out, err)
+            assert "from-embedded" not in done.stdout and done.stdout == "", (args, done.stdout)
+            assert done.returncode == 75, (args, done.stdout, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+            assert down.url in lines[0] and "does not answer" in lines[0] and "re-running" in lines[0], lines[0]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     down.close()
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -78,6 +79,15 @@ def fleet_env(redis_url: str, prefix: str) -> dict[str, str]:
         "TRADEFLOW_RETENTION_DAYS": str(600 / 86400),  # finished instances expire after 10 minutes
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
+
+
+def stop_fleets(fleets: Iterable[Fleet]) -> None:
+    """Stop ``fleets`` side by side, each as :meth:`Fleet.stop` does (warm shutdown, then SIGKILL of
+    what is left): their shutdowns overlap instead of adding up, one after another."""
+    fleets = list(fleets)
+    if fleets:
+        with ThreadPoolExecutor(len(fleets)) as pool:
+            list(pool.map(lambda fleet: fleet.stop(), fleets))
 
 
 def sender_app(redis_url: str, prefix: str) -> Celery:

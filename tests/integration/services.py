@@ -18,14 +18,17 @@ def _client() -> redis.Redis:
 
 @action("itest", "step")
 def step(payload: dict[str, Any]) -> Transition:
-    """Counts its calls per (instance key, node) in Redis; fails or misbehaves on request."""
+    """Counts its calls per (instance key, node) in Redis; fails or misbehaves on request.
+
+    ``mode``: ``raise`` or ``unknown`` fail step ``b``; ``slow-once`` sleeps on the first call
+    only (a step killed mid-way is run again at once)."""
     key = payload["key"]
-    _client().hincrby(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:calls", f"{key}:{payload['node']}", 1)
+    calls = _client().hincrby(f"{os.environ['TRADEFLOW_KEY_PREFIX']}:calls", f"{key}:{payload['node']}", 1)
     if payload.get("mode") == "raise" and payload["node"] == "b":
         raise ActionFailed(f"{key} is broken")
     if payload.get("mode") == "unknown" and payload["node"] == "b":
         return Transition("sideways")
-    if payload.get("sleep"):
+    if payload.get("sleep") and not (payload.get("mode") == "slow-once" and calls > 1):
         time.sleep(float(payload["sleep"]))
     return Transition("ok", {"node": payload["node"], "pid": os.getpid()})
 

@@ -62,10 +62,11 @@ def single(redis_url: str) -> Iterator[LiveFleet]:
 
 
 def test_a_queue_ten_times_longer_than_the_timeout_runs_each_step_once(single: LiveFleet) -> None:
-    """80 steps of 0.25 s with a 1 s timeout on one worker thread: the last waits ~20 s in the
-    queue (20x the timeout, 3x timeout + grace). Every step runs once: no re-send, no no-op,
-    no Timeout failure."""
-    count = 80
+    """52 steps of 0.25 s with a 1 s timeout on one worker thread: the last waits at least 12.75 s
+    in the queue (over 10x the timeout, over twice timeout + grace: a deadline counted from the
+    queue would have re-sent it twice). Every step runs once: no re-send, no no-op, no Timeout
+    failure."""
+    count = 52
     ids = single.engine.start_many("one-step", [{"key": f"bl{i}", "sleep": STEP_SECONDS} for i in range(count)],
                                    run="backlog")
     instances = single.wait(ids, timeout=count * STEP_SECONDS * 8 + 60)
@@ -160,13 +161,15 @@ def test_a_killed_nodes_deliveries_hide_no_lost_message_and_leave_no_stale_entry
                 "name": "held", "start": "work",
                 "nodes": {
                     "work": {"type": "service", "service": "itest", "action": "step",
-                             "input": {"key": "data.key", "node": "'work'", "sleep": "data.sleep"},
+                             "input": {"key": "data.key", "node": "'work'", "sleep": "data.sleep",
+                                       "mode": "has(data.mode) ? data.mode : ''"},
                              "transitions": {"ok": "done"}, "timeout_seconds": 600},  # no sweeper re-send here
                     "done": {"type": "terminal", "status": "succeeded"},
                 },
             })))
             victim.__enter__()
-            held = [engine.start("held", {"key": "held0", "sleep": 8}, run="held")]
+            # 8 s on the victim (killed mid-way); its run again from the restored message is quick
+            held = [engine.start("held", {"key": "held0", "sleep": 8, "mode": "slow-once"}, run="held")]
             _wait(lambda: live.calls().get("held0:work") == 1, 60, "the first step to start on the victim node")
             held += engine.start_many("held", [{"key": f"held{i}", "sleep": 0} for i in (1, 2, 3)], run="held")
             _wait(lambda: sum(d.step is not None and d.held is True for d in broker.deliveries()) == 4, 30,

@@ -38,7 +38,7 @@ from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.demo import failure_reason
 from portfolio_manager.generator import SeedSummary
 from portfolio_manager.proposals import ProposalStatus
-from tests.integration.conftest import seed_pm_book
+from tests.integration.conftest import seed_pm_book, stop_fleets
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +107,7 @@ def morning_fleets(redis_url: str) -> Iterator[Morning]:
             fleet.__enter__()
         yield Morning(book.engine, book.svc, book.seeded, book.run_date, book.env, fleets, book.client)
     finally:
-        for fleet in fleets:
-            fleet.stop()
+        stop_fleets(fleets)
         delete_prefix(book.client, book.prefix)
         book.client.close()
 
@@ -238,6 +237,8 @@ def test_approved_orders_reach_the_brokerage_once_when_the_step_is_delivered_twi
     definition = morning.engine.definition("rebalance-ca")
     duplicated = []
     for iid in ids:  # a duplicate of every submission step, while the first runs or after it
+        morning.wait_until(lambda iid=iid: morning.engine.get(iid).node == "submit"
+                           or morning.engine.get(iid).status.is_terminal, 30, f"{iid} to reach its submission")
         instance = morning.engine.get(iid)
         if instance.node == "submit":
             message = step_message("submit", definition.nodes["submit"], iid, instance.seq, 1)

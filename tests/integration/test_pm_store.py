@@ -124,7 +124,12 @@ def _submitter(url: str, prefix: str, keys: list[str], fail_after_accept: float,
 
 
 def _run_processes(prefix: str, key_lists: list[list[str]], fail_after_accept: float) -> list[list[str]]:
-    ctx = multiprocessing.get_context("spawn")
+    """Run one :func:`_submitter` process per key list (separate processes, each its own client).
+
+    The processes come from a fork server that imported this module once (not each a fresh
+    interpreter importing it again): as separate as spawned ones, without the repeated imports."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     start = ctx.Barrier(len(key_lists))
     out = ctx.Queue()
     procs = [

@@ -33,11 +33,11 @@ from portfolio_manager.daily import start_daily_rebalance
 from portfolio_manager.diff import Plan, compare_plans, diff_runs
 from portfolio_manager.services import services_in_use
 from portfolio_manager.shadow import proposals_for, start_shadow
-from tests.integration.conftest import PMBook, seed_pm_book
+from tests.integration.conftest import PMBook, seed_pm_book, stop_fleets
 
 pytestmark = pytest.mark.integration
 
-ACCOUNTS = 160
+ACCOUNTS = 100
 TIGHT_BAND = 0.01  # production's is 0.05: more accounts rebalance
 
 
@@ -60,8 +60,7 @@ def book(redis_url: str) -> Iterator[PMBook]:
             found.engine.publish(load_definition(json.dumps(document)), alias="canary")
         yield found
     finally:
-        for fleet in fleets:
-            fleet.stop()
+        stop_fleets(fleets)
         delete_prefix(found.client, found.prefix)
         found.client.close()
 
@@ -123,6 +122,7 @@ def test_the_shadow_diff_matches_the_order_calculation_of_each_version(book: PMB
     sizes = [entry["size"] for entry in document["accounts"] if entry["change"] == "changed"]
     assert sizes == sorted(sizes, reverse=True)  # biggest change first
     assert document["totals"]["outcome_changes"].get("nothing_to_do -> proposed", 0) > 0  # a tighter band trades more
+    print(f"\nshadow diff: {summary}; outcome changes {document['totals']['outcome_changes']}")
 
 
 def test_a_shadow_of_the_same_version_is_all_equal(book: PMBook, runs: tuple[str, str]) -> None:

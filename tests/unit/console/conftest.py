@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from console.app import create_app
@@ -27,6 +28,9 @@ from engine.testing import Driver, make_store
 
 ACTIONS = ActionRegistry()
 PASSWORD = "correct horse battery"
+#: Argon2id at its lowest cost for the sites here: the tests check what is stored, verified and
+#: refused, not how slowly (the default costs took 0.1-0.6 s per hash and per login, hundreds of them).
+TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @action("svc", "check", into=ACTIONS)
@@ -90,7 +94,7 @@ def site(real_redis: redis.Redis, key_prefix: str) -> Iterator[Site]:
     keys = ConsoleKeys.under(key_prefix)
     clock = Clock()
     settings = ConsoleSettings(secret="x" * 40, metrics_token="metrics-secret-token")
-    ctx = ConsoleContext(engine=engine, users=UserStore(real_redis, keys),
+    ctx = ConsoleContext(engine=engine, users=UserStore(real_redis, keys, TEST_HASHER),
                          throttle=LoginThrottle(real_redis, keys, free=3, base=2.0, maximum=60.0, clock=clock),
                          burndown=BurndownStore(real_redis, keys), settings=settings, queues=["svc"])
     yield Site(create_app(ctx, plugins=[], sample=False), ctx, Driver(engine, ACTIONS), clock)

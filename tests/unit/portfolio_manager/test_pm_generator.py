@@ -229,10 +229,10 @@ def test_some_accounts_have_losses_worth_harvesting(big: SyntheticBook) -> None:
 
 def test_seeded_book_reads_back_and_broken_accounts_fail_clearly() -> None:
     book = RedisBook(fakeredis.FakeRedis())
-    summary = seed_book(book, 600, 4, AS_OF, GeneratorConfig(broken_share=0.05))
-    assert summary.count == 600 and sum(summary.by_region.values()) == 600
-    assert len(book.list_accounts(active_only=False)) == 600
-    assert len(book.list_accounts()) == 600 - len(summary.closed_accounts)
+    summary = seed_book(book, 300, 4, AS_OF, GeneratorConfig(broken_share=0.05))  # 15 closed, 10 unpriced
+    assert summary.count == 300 and sum(summary.by_region.values()) == 300
+    assert len(book.list_accounts(active_only=False)) == 300
+    assert len(book.list_accounts()) == 300 - len(summary.closed_accounts)
     assert summary.generate_seconds > 0 and summary.write_seconds > 0
     assert set(summary.unpriced_symbols) <= {s for v in UNPRICED.values() for s in v}
 
