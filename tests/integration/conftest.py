@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -95,21 +96,29 @@ def sender_app(redis_url: str, prefix: str) -> Celery:
     return engine_sender_app(redis_url, f"{prefix}:q:", "tradeflow-test")
 
 
-@pytest.fixture(scope="module")
-def live(redis_url: str) -> Iterator[LiveFleet]:
-    """Workers for the engine queue (threads) and the itest queue (prefork, 2 children) plus beat."""
+@contextmanager
+def live_fleet(redis_url: str, **env: str) -> Iterator[LiveFleet]:
+    """Workers for the engine queue (threads) and the itest queue (prefork, 2 children) plus beat,
+    under a key prefix of their own; ``env``: more of the fleets' environment."""
     prefix = f"tfit-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     store = make_store(client, prefix, 600)
     engine = Engine(store, CeleryEnqueuer(sender_app(redis_url, prefix)))
     specs = [FleetSpec("engine", "threads", 4), FleetSpec("itest", "prefork", 2)]
-    fleet = Fleet(specs, beat=True, env=fleet_env(redis_url, prefix), loglevel="INFO")
+    fleet = Fleet(specs, beat=True, env={**fleet_env(redis_url, prefix), **env}, loglevel="INFO")
     try:
         with fleet:
             yield LiveFleet(engine, fleet, prefix, client)
     finally:
         delete_prefix(client, prefix)
         client.close()
+
+
+@pytest.fixture(scope="module")
+def live(redis_url: str) -> Iterator[LiveFleet]:
+    """The module's :func:`live_fleet`."""
+    with live_fleet(redis_url) as found:
+        yield found
 
 
 @dataclass

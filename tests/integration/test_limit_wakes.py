@@ -4,19 +4,13 @@ timer tick is an hour apart, a rate-limited line drains by the early wakes alone
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
-from engine.api import Engine
-from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus
-from engine.ops.fleet import Fleet, FleetSpec
-from engine.testing import delete_prefix, make_store
-from tests.integration.conftest import LiveFleet, fleet_env, sender_app
+from tests.integration.conftest import LiveFleet, live_fleet
 from tests.integration.test_limits import limited_flow
 
 pytestmark = pytest.mark.integration
@@ -25,18 +19,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def hourly_tick(redis_url: str) -> Iterator[LiveFleet]:
     """The engine and itest fleets and beat, the timers' periodic tick an hour apart."""
-    prefix = f"tfit-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url)
-    engine = Engine(make_store(client, prefix, 600), CeleryEnqueuer(sender_app(redis_url, prefix)))
-    env = {**fleet_env(redis_url, prefix), "TRADEFLOW_TIMER_INTERVAL": "3600"}
-    fleet = Fleet([FleetSpec("engine", "threads", 4), FleetSpec("itest", "prefork", 2)], beat=True, env=env,
-                  loglevel="INFO")
-    try:
-        with fleet:
-            yield LiveFleet(engine, fleet, prefix, client)
-    finally:
-        delete_prefix(client, prefix)
-        client.close()
+    with live_fleet(redis_url, TRADEFLOW_TIMER_INTERVAL="3600") as found:
+        yield found
 
 
 def test_a_rate_limited_line_drains_by_early_wakes_without_the_tick(hourly_tick: LiveFleet) -> None:
