@@ -34,18 +34,21 @@ from engine.ops.fleet import Fleet, default_fleets
 from engine.principal import Principal
 
 
-def definition(rate: float) -> dict[str, Any]:
-    """The submission workflow of :mod:`bench.blocks` with the brokerage limit on its ``submit`` node."""
+def definition(rate: float | None) -> dict[str, Any]:
+    """The submission workflow of :mod:`bench.blocks` with the brokerage limit on its ``submit`` node
+    (none when ``rate`` is None)."""
     body = blocks.definition()
-    body["nodes"]["submit"]["limits"] = {"rate": {"key": "'brokerage'", "per_second": rate, "burst": int(rate),
-                                                  "cost": "data.orders"}}
+    if rate is not None:
+        body["nodes"]["submit"]["limits"] = {"rate": {"key": "'brokerage'", "per_second": rate,
+                                                      "burst": max(int(rate), 1), "cost": "data.orders"}}
     return body
 
 
 def run(redis_url: str, accounts: int, rate: float, seed: int = 7, console: Console | None = None,
-        headroom: float = 0.0) -> dict[str, Any]:
+        headroom: float = 0.0, limited: bool = True) -> dict[str, Any]:
     """One limited submission phase of ``accounts`` approved accounts, the brokerage accepting ``rate``
-    requests a second and the engine's limit ``headroom`` (a fraction) under it; its figures."""
+    requests a second and the engine's limit ``headroom`` (a fraction) under it; its figures.
+    ``limited=False``: the same phase without the engine's limit (the brokerage still refuses)."""
     from portfolio_manager.brokerage import SimulatedBrokerage
     from portfolio_manager.proposals import ProposalStatus
 
@@ -53,7 +56,7 @@ def run(redis_url: str, accounts: int, rate: float, seed: int = 7, console: Cons
     with Sandbox(redis_url) as sandbox:
         engine, services = sandbox.engine, sandbox.services()
         limit = rate * (1 - headroom)
-        engine.publish(load_definition(json.dumps(definition(limit))), alias="production")
+        engine.publish(load_definition(json.dumps(definition(limit if limited else None))), alias="production")
         label = f"bench-limited-{accounts}"
         close_at = datetime.now(UTC) + timedelta(days=1)
         made = blocks.proposals(label, accounts, seed, date.today(), close_at.timestamp())
