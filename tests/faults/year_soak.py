@@ -42,6 +42,7 @@ from typing import Any
 
 from engine.ops.archive import archive_runs
 from engine.ops.fleet import FleetSpec
+from engine.principal import Principal
 from engine.testing import store_of
 from portfolio_manager import review
 from portfolio_manager.calendars import market_open, trading_days
@@ -101,6 +102,10 @@ def nodes() -> dict[str, FleetSpec]:
             "order_calc": FleetSpec("order_calc", "prefork", 1)}
 
 
+#: The two portfolio managers who approve (four-eyes needs both for the large proposals).
+ANN, BOB = Principal("ann", frozenset({"pm"})), Principal("bob", frozenset({"pm"}))
+
+
 def usage(lab: FaultLab) -> tuple[int, int]:
     """(keys, used memory in bytes) of the lab's Redis."""
     return int(lab.client.dbsize()), int(lab.client.info("memory")["used_memory"])
@@ -122,13 +127,13 @@ def morning(lab: FaultLab, svc: Any, day: date, archive: Path, label: str) -> in
     assert started.total == ACCOUNTS_PER_DAY, started
     lab.wait_until(lambda: lab.engine.progress(run).settled, 120, lambda: f"{run} planned: "
                    f"{lab.engine.progress(run).counts}")
-    proposals = review.pending(svc.proposals, run)
+    proposals = review.pending(lab.engine, svc.proposals, run)
     accounts = [p.account_id for p in proposals]
     if accounts:
-        review.approve(lab.engine, svc.proposals, run, accounts, by="ann")
+        review.approve(lab.engine, svc.proposals, run, accounts, by=ANN)
         second = [p.account_id for p in proposals if p.approvals_required > 1]
         if second:
-            review.approve(lab.engine, svc.proposals, run, second, by="bob")
+            review.approve(lab.engine, svc.proposals, run, second, by=BOB)
     lab.wait_until(lambda: lab.engine.progress(run).done, 120, lambda: f"{run} finished: "
                    f"{lab.engine.progress(run).counts}")
     progress = lab.engine.progress(run)
