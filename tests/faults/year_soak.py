@@ -111,6 +111,26 @@ def usage(lab: FaultLab) -> tuple[int, int]:
     return int(lab.client.dbsize()), int(lab.client.info("memory")["used_memory"])
 
 
+def key_sizes(lab: FaultLab) -> dict[str, int]:
+    """Every key of the lab's Redis with its ``MEMORY USAGE`` (bytes)."""
+    return {key.decode(): int(lab.client.memory_usage(key, samples=0) or 0) for key in lab.client.scan_iter(count=1000)}
+
+
+def grown(before: dict[str, int], after: dict[str, int], most: int = 8) -> str:
+    """The keys that hold the most more bytes than at the baseline (new keys included)."""
+    growth = sorted(((after[k] - before.get(k, 0), k) for k in after), reverse=True)[:most]
+    return ", ".join(f"{key} +{delta} B" for delta, key in growth if delta > 0) or "none"
+
+
+def memory_parts(lab: FaultLab) -> str:
+    """Where the used memory is (``MEMORY STATS``): the keys' data, the clients' buffers, scripts, the rest."""
+    stats = lab.client.memory_stats()
+    parts = {"dataset": stats.get("dataset.bytes", 0), "clients": stats.get("clients.normal", 0),
+             "scripts": stats.get("lua.caches", 0) + stats.get("functions.caches", 0),
+             "startup": stats.get("startup.allocated", 0)}
+    return ", ".join(f"{name} {value / 1e6:.2f} MB" for name, value in parts.items())
+
+
 def set_clock(lab: FaultLab, at: float) -> None:
     """Put every process of the lab at epoch second ``at`` (each re-reads the file within a second)."""
     lab.clock_file.write_text(repr(at - time.time()))
@@ -153,13 +173,15 @@ def archived_ids(archive: Path) -> Counter[str]:
     return seen
 
 
-def wait_settled(lab: FaultLab, target: int) -> tuple[int, int]:
-    """Wait (at most SETTLE_SECONDS) until the key count is within tolerance of ``target``; the usage then."""
+def wait_settled(lab: FaultLab, keys_target: int, memory_target: int) -> tuple[int, int]:
+    """Wait (at most SETTLE_SECONDS: the last keys' TTLs, then a housekeeping pass, once a minute) until
+    the key count and the used memory are within a third of the tolerance of the targets; the usage then."""
     end = time.monotonic() + SETTLE_SECONDS
-    keys = usage(lab)[0]
-    while keys > target * (1 + TOLERANCE / 3) and time.monotonic() < end:
+    keys, memory = usage(lab)
+    while (keys > keys_target * (1 + TOLERANCE / 3) or memory > memory_target * (1 + TOLERANCE / 3)) \
+            and time.monotonic() < end:
         time.sleep(2)
-        keys = usage(lab)[0]
+        keys, memory = usage(lab)
     time.sleep(2)
     return usage(lab)
 
@@ -185,7 +207,9 @@ def run_soak(root: Path, days: int = DAYS, report: Any = print) -> Figures:
         time.sleep(RETENTION_SECONDS + 2)
         lab.wait_until(lambda: lab.engine.runs(limit=10) == [], SETTLE_SECONDS, "the warm-up run trimmed")
         figures.baseline_keys, figures.baseline_memory = usage(lab)
-        report(f"baseline: {figures.baseline_keys} keys, {figures.baseline_memory / 1e6:.2f} MB used")
+        report(f"baseline: {figures.baseline_keys} keys, {figures.baseline_memory / 1e6:.2f} MB used "
+               f"({memory_parts(lab)})")
+        baseline_sizes = key_sizes(lab)
         began = time.monotonic()
         for n, day in enumerate(calendar[1:days + 1], start=1):
             figures.instances += morning(lab, svc, day, archive, "day")
@@ -198,7 +222,9 @@ def run_soak(root: Path, days: int = DAYS, report: Any = print) -> Figures:
                        f"{time.monotonic() - began:.0f}s")
         figures.seconds = time.monotonic() - began
         report(f"{days} mornings done; waiting for the last ones' keys to expire and the indexes to be trimmed")
-        figures.end_keys, figures.end_memory = wait_settled(lab, figures.baseline_keys)
+        figures.end_keys, figures.end_memory = wait_settled(lab, figures.baseline_keys, figures.baseline_memory)
+        report(f"end: {figures.end_keys} keys, {figures.end_memory / 1e6:.2f} MB used ({memory_parts(lab)})")
+        report(f"grown since the baseline: {grown(baseline_sizes, key_sizes(lab))}")
         seen = archived_ids(archive)
         figures.archived = len(seen)
         figures.archived_twice = sum(1 for count in seen.values() if count > 1)

@@ -141,3 +141,19 @@ def test_housekeeping_trims_the_batch_index_and_the_gathers_of_expired_batches(s
     assert done is not None and (done.batches_dropped, done.names_dropped) == (1, 1)
     assert [b.decode() for b in store.client.zrange(k.batches, 0, -1)] == ["kept#1"]
     assert store.client.hgetall(k.gathers) == {b"kept": b"kept#1"}
+
+
+def test_housekeeping_trims_the_audit_log_to_the_retention_while_nothing_is_appended(any_redis: redis.Redis,
+                                                                                     key_prefix: str) -> None:
+    # an append trims what is older than the retention; with no append, the sweeper's pass does
+    store = RedisStore(any_redis, Keys(key_prefix), retention_seconds=1)
+    for n in range(3):
+        store.append_audit({"kind": "signal", "n": str(n)})
+    time.sleep(1.2)  # older than the retention, on the server's clock
+    kept = store.append_audit({"kind": "signal", "n": "new"})
+    done = store.housekeep(every=0)
+    assert done is not None and done.audit_dropped == 3
+    assert [entry_id for entry_id, _ in store.audit_entries("+", "-", 10)] == [kept]
+    time.sleep(1.2)
+    done = store.housekeep(every=0)
+    assert done is not None and done.audit_dropped == 1 and store.audit_entries("+", "-", 10) == []
