@@ -115,6 +115,11 @@ class Limits:
         another machine's clock), so the next can be asked for."""
         self._limit("woke", "", wall=now, slack=slack)
 
+    def limit_forget(self, age_seconds: float, limit: int = 1000) -> int:
+        """Drop the limit names unused for ``age_seconds`` that hold nothing (no override, slot or line),
+        with their wait counters and settings, at most ``limit`` a call; how many."""
+        return int(self._limit("forget", "", age=age_seconds, limit=limit))
+
     def limit_names(self) -> list[str]:
         """Every limit name used or set, most recently used first."""
         return [text(x) for x in self.client.zrevrange(self.keys.limits_prefix + "names", 0, -1)]

@@ -33,6 +33,8 @@
 --            arrival order), else {'wait', position} and it is in the line.
 --   release  instance `id` leaves the pool: returns the ids that may take the free slots now
 --            (the head of the line) for the caller to wake.
+--   forget   drop the names unused for doc.age seconds that hold nothing (no override, slot or line):
+--            the housekeeping's, so that keys such as one per household do not pile up. Returns how many.
 --   leave    drop instance `id` from a line (rate or conc, doc.kind), e.g. it was cancelled.
 --   set      store an override {per_second, burst} or {max} for `name`; clear: drop it.
 --   wake     a wake of the timers is wanted at doc.at (the caller's clock; doc.wall: its now): 1 when
@@ -210,6 +212,26 @@ end
 ops.clear = function()
   redis.call('HDEL', p .. 'override', name)
   return {}
+end
+
+ops.forget = function()
+  -- names unused for doc.age seconds, with no override, no slot held and no one in a line, leave the
+  -- names, their wait counters and their declared settings (at most doc.limit of the oldest a call)
+  local dropped = 0
+  local old = redis.call('ZRANGEBYSCORE', p .. 'names', '-inf', now - doc.age, 'LIMIT', 0, doc.limit)
+  for _, n in ipairs(old) do
+    local busy = redis.call('HEXISTS', p .. 'override', n) == 1
+      or redis.call('HLEN', p .. 'conc:' .. n .. ':holders') > 0
+      or redis.call('ZCARD', p .. 'conc:' .. n .. ':line') > 0
+      or redis.call('ZCARD', p .. 'rate:' .. n .. ':line') > 0
+    if not busy then
+      redis.call('ZREM', p .. 'names', n)
+      redis.call('HDEL', p .. 'waits', n)
+      redis.call('HDEL', p .. 'spec', n)
+      dropped = dropped + 1
+    end
+  end
+  return dropped
 end
 
 ops.wake = function()

@@ -355,3 +355,18 @@ def test_a_wake_that_cannot_be_sent_leaves_the_step_parked_for_the_tick(engine: 
     assert engine.get(ids[1]).waiting_for == "rate: lost"  # parked all the same
     drive(driver, clock)  # the tick wakes it
     assert engine.get(ids[1]).status is InstanceStatus.SUCCEEDED
+
+
+def test_names_unused_for_the_retention_are_forgotten_unless_they_hold_something(store: RedisStore,
+                                                                                 clock: ManualClock) -> None:
+    # one limit name per household would pile up for ever: the housekeeping drops the idle ones
+    assert store.limit_rate("household:1", "a", per_second=1, burst=1).ok
+    assert store.limit_acquire("pool:2", "b", 1, 1).ok  # b holds its slot
+    assert store.limit_rate("household:3", "c", per_second=1, burst=1).ok
+    assert not store.limit_rate("household:3", "d", per_second=1, burst=1).ok  # d is parked in its line
+    store.limit_set("custodian", {"per_second": 5, "burst": 5})  # an override an admin set
+    clock.advance(100)
+    assert store.limit_rate("recent", "e", per_second=1, burst=1).ok
+    assert store.limit_forget(age_seconds=50) == 1  # household:1 only
+    assert set(store.limit_names()) == {"pool:2", "household:3", "custodian", "recent"}
+    assert "household:1" not in {s.name for s in store.limit_states(store.limit_names())}
