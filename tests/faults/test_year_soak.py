@@ -20,4 +20,4 @@ def test_a_year_of_mornings_leaves_redis_where_it_started(tmp_path: Path) -> Non
     assert figures.days == DAYS
     assert figures.archived == figures.instances and figures.archived_twice == 0, figures.line()
     assert abs(figures.key_drift) <= TOLERANCE, figures.line()
-    assert abs(figures.memory_drift) <= TOLERANCE, figures.line()
+    assert abs(figures.data_drift) <= TOLERANCE, figures.line()

@@ -19,8 +19,11 @@ morning still running, and shorter than a few mornings, so a year's keys cannot 
 The baseline is read after one warm-up morning whose keys expired (first-use keys stay for good
 and are bounded: the data set's epoch, the two step-metric hashes, Celery's queue bindings);
 the end is read once the last morning's keys expired and the sweeper's housekeeping (at most once
-a minute) trimmed the indexes. Pass: key count and used memory within ``TOLERANCE`` of the
-baseline, every morning's instances all succeeded and each archived exactly once.
+a minute) trimmed the indexes. Pass: key count and the keys' own memory (``MEMORY USAGE`` of
+every key, summed) within ``TOLERANCE`` of the baseline, every morning's instances all succeeded
+and each archived exactly once. Redis's ``used_memory`` is printed beside it, not judged: it also
+counts the clients' buffers (the workers' connection pools grow over the year: about +0.1 MB
+here) and the allocator's own overhead after the peak, which are not what the year left behind.
 
 Run: ``python -m tests.faults.year_soak [--days 250] [--accounts 20]`` (``make soak``), or the test
 ``tests/faults/test_year_soak.py`` (marked ``slow``).
@@ -70,6 +73,8 @@ class Figures:
     baseline_memory: int = 0
     end_keys: int = 0
     end_memory: int = 0
+    baseline_data: int = 0
+    end_data: int = 0
     peak_keys: int = 0
     peak_memory: int = 0
     days: int = 0
@@ -87,10 +92,16 @@ class Figures:
     def memory_drift(self) -> float:
         return (self.end_memory - self.baseline_memory) / self.baseline_memory
 
+    @property
+    def data_drift(self) -> float:
+        return (self.end_data - self.baseline_data) / self.baseline_data
+
     def line(self) -> str:
         return (f"{self.days} mornings, {self.instances} instances ({self.archived} archived, "
                 f"{self.archived_twice} twice) in {self.seconds:.0f}s; keys {self.baseline_keys} -> "
-                f"{self.end_keys} ({self.key_drift:+.1%}, peak {self.peak_keys}); used memory "
+                f"{self.end_keys} ({self.key_drift:+.1%}, peak {self.peak_keys}); the keys' memory "
+                f"{self.baseline_data / 1e6:.3f} MB -> {self.end_data / 1e6:.3f} MB ({self.data_drift:+.1%}); "
+                f"used memory "
                 f"{self.baseline_memory / 1e6:.2f} MB -> {self.end_memory / 1e6:.2f} MB "
                 f"({self.memory_drift:+.1%}, peak {self.peak_memory / 1e6:.2f} MB)")
 
@@ -173,15 +184,15 @@ def archived_ids(archive: Path) -> Counter[str]:
     return seen
 
 
-def wait_settled(lab: FaultLab, keys_target: int, memory_target: int) -> tuple[int, int]:
+def wait_settled(lab: FaultLab, keys_target: int, data_target: int) -> tuple[int, int]:
     """Wait (at most SETTLE_SECONDS: the last keys' TTLs, then a housekeeping pass, once a minute) until
-    the key count and the used memory are within a third of the tolerance of the targets; the usage then."""
+    the key count and the keys' memory are within a third of the tolerance of the targets; the usage then."""
     end = time.monotonic() + SETTLE_SECONDS
-    keys, memory = usage(lab)
-    while (keys > keys_target * (1 + TOLERANCE / 3) or memory > memory_target * (1 + TOLERANCE / 3)) \
-            and time.monotonic() < end:
+    while time.monotonic() < end:
+        keys, data = usage(lab)[0], sum(key_sizes(lab).values())
+        if keys <= keys_target * (1 + TOLERANCE / 3) and data <= data_target * (1 + TOLERANCE / 3):
+            break
         time.sleep(2)
-        keys, memory = usage(lab)
     time.sleep(2)
     return usage(lab)
 
@@ -210,6 +221,7 @@ def run_soak(root: Path, days: int = DAYS, report: Any = print) -> Figures:
         report(f"baseline: {figures.baseline_keys} keys, {figures.baseline_memory / 1e6:.2f} MB used "
                f"({memory_parts(lab)})")
         baseline_sizes = key_sizes(lab)
+        figures.baseline_data = sum(baseline_sizes.values())
         began = time.monotonic()
         for n, day in enumerate(calendar[1:days + 1], start=1):
             figures.instances += morning(lab, svc, day, archive, "day")
@@ -222,9 +234,11 @@ def run_soak(root: Path, days: int = DAYS, report: Any = print) -> Figures:
                        f"{time.monotonic() - began:.0f}s")
         figures.seconds = time.monotonic() - began
         report(f"{days} mornings done; waiting for the last ones' keys to expire and the indexes to be trimmed")
-        figures.end_keys, figures.end_memory = wait_settled(lab, figures.baseline_keys, figures.baseline_memory)
+        figures.end_keys, figures.end_memory = wait_settled(lab, figures.baseline_keys, figures.baseline_data)
         report(f"end: {figures.end_keys} keys, {figures.end_memory / 1e6:.2f} MB used ({memory_parts(lab)})")
-        report(f"grown since the baseline: {grown(baseline_sizes, key_sizes(lab))}")
+        end_sizes = key_sizes(lab)
+        figures.end_data = sum(end_sizes.values())
+        report(f"grown since the baseline: {grown(baseline_sizes, end_sizes)}")
         seen = archived_ids(archive)
         figures.archived = len(seen)
         figures.archived_twice = sum(1 for count in seen.values() if count > 1)
@@ -239,7 +253,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tradeflow-soak-") as tmp:
         figures = run_soak(Path(tmp), args.days)
     ok = (figures.archived == figures.instances and figures.archived_twice == 0
-          and abs(figures.key_drift) <= TOLERANCE and abs(figures.memory_drift) <= TOLERANCE)
+          and abs(figures.key_drift) <= TOLERANCE and abs(figures.data_drift) <= TOLERANCE)
     print("PASS" if ok else "FAIL")
     raise SystemExit(0 if ok else 1)
 
