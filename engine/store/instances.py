@@ -47,7 +47,7 @@ from engine.store.codec import (
     text,
 )
 from engine.store.keys import Keys
-from engine.store.riders import Rider, evalsha, send_with_riders
+from engine.store.riders import Rider, evalsha, pipelined, send_with_riders
 
 #: What a change returns while collected (:meth:`Instances.collect`): its outcome comes with the others'.
 PENDING = Applied(False, None, None)
@@ -372,14 +372,9 @@ class Instances:
         self._collecting.calls = None
         if not calls:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.execute_command(*evalsha(self._state, keys, args))
-        replies = pipe.execute(raise_on_error=False)
+        replies = pipelined(self.client, [(evalsha(self._state, keys, args), self._state) for keys, args in calls])
         out = []
-        for (keys, args), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):  # the server forgot the script: this one alone, again
-                reply = run_script(self.client, self._state, keys, args)
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
             out.append(self._applied(reply))

@@ -45,7 +45,18 @@ def send_with_riders(client: redis.Redis, first: tuple[Any, ...], script: Any, r
     Returns ``first``'s reply (raising its error); each rider is told its own reply. A command
     answered NOSCRIPT is sent again alone once its script is loaded (in order: the change first).
     """
-    commands = [(first, script)] + [(rider.command(), rider.script) for rider in riders]
+    replies = pipelined(client, [(first, script)] + [(rider.command(), rider.script) for rider in riders])
+    for rider, reply in zip(riders, replies[1:], strict=True):
+        rider.landed(reply)
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    return replies[0]
+
+
+def pipelined(client: redis.Redis, commands: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+    """Send ``commands`` (each a command and, for an EVALSHA, its registered script) in one pipelined
+    round trip, in order; their replies, an error as the exception instance. A command answered
+    NOSCRIPT is sent again alone once its script is loaded (a restart, a failover)."""
     pipe = client.pipeline(transaction=False)
     for command, _ in commands:
         pipe.execute_command(*command)
@@ -57,11 +68,7 @@ def send_with_riders(client: redis.Redis, first: tuple[Any, ...], script: Any, r
                 replies[i] = client.execute_command(*command)
             except redis.ResponseError as exc:
                 replies[i] = exc
-    for rider, reply in zip(riders, replies[1:], strict=True):
-        rider.landed(reply)
-    if isinstance(replies[0], Exception):
-        raise replies[0]
-    return replies[0]
+    return replies
 
 
-__all__ = ["Rider", "evalsha", "send_with_riders"]
+__all__ = ["Rider", "evalsha", "pipelined", "send_with_riders"]
