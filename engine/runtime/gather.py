@@ -46,8 +46,9 @@ from typing import Any
 from engine.broker import PRIORITY_CONTINUE, StepMessage
 from engine.definitions.nodes import Definition, GatherNode, RecordLevel
 from engine.errors import ActionFailed, ExpressionError, MalformedAnswer, StepFailed
-from engine.expressions.cel import Scope, compile_expression
+from engine.expressions.cel import Scope
 from engine.instance import Instance, InstanceStatus, Outcome
+from engine.runtime.concerns.limits import rate_call
 
 # arrival_document is defined in outcomes (where arrivals are decided); named here too for the API.
 from engine.runtime.outcomes import (
@@ -272,12 +273,7 @@ class Gatherer:
         if rate is None:
             return None
         try:
-            scope = batch_scope(definition, batch, members, started)
-            value = compile_expression(rate.key).evaluate(scope)
-            key = value if isinstance(value, str) else str(value)
-            cost = 1 if rate.cost is None else compile_expression(rate.cost).evaluate(scope)
-            if not isinstance(cost, int | float) or isinstance(cost, bool):
-                raise ExpressionError(f"cost {rate.cost!r} gave {cost!r}, not a number")
+            key, cost = rate_call(rate, batch_scope(definition, batch, members, started))
         except ExpressionError as exc:
             answer = {"error": f"limits: {exc}", "type": "ExpressionError"}
             kept = self.store.batch_answer(batch.id, answer, self._record("failed", started, attempt=attempt,
@@ -286,7 +282,7 @@ class Gatherer:
                 return str(Outcome.NOOP)
             self._apply(batch, kept.answer, started, definition)
             return str(Outcome.APPLIED)
-        verdict = self.store.limit_rate(key, batch.id, rate.per_second, rate.capacity, int(cost))
+        verdict = self.store.limit_rate(key, batch.id, rate.per_second, rate.capacity, cost)
         if verdict.ok:
             return None
         wait = verdict.wait_seconds

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from engine.definitions.nodes import ConcurrencyLimit, Definition, StepNode
+from engine.definitions.nodes import ConcurrencyLimit, Definition, RateLimit, StepNode
 from engine.errors import ExpressionError
-from engine.expressions.cel import compile_expression
+from engine.expressions.cel import Scope, compile_expression
 from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import StepOutcomes, StepReport, step_allowance
 from engine.runtime.pipeline import Hook
@@ -55,6 +55,16 @@ def limit_key(source: str, runtime: StepOutcomes, definition: Definition, instan
     """The value of a limit's ``key`` expression for ``instance`` (as a string)."""
     value = compile_expression(source).evaluate(runtime.scope(definition, instance))
     return value if isinstance(value, str) else str(value)
+
+
+def rate_call(rate: RateLimit, scope: Scope) -> tuple[str, int]:
+    """The bucket (the ``key``'s value as a string) and the calls (``cost``, default 1) of ``rate`` in ``scope``;
+    :class:`ExpressionError` when either cannot be evaluated or the cost is not a number."""
+    value = compile_expression(rate.key).evaluate(scope)
+    cost = 1 if rate.cost is None else compile_expression(rate.cost).evaluate(scope)
+    if not isinstance(cost, int | float) or isinstance(cost, bool):
+        raise ExpressionError(f"cost {rate.cost!r} gave {cost!r}, not a number")
+    return (value if isinstance(value, str) else str(value)), int(cost)
 
 
 def pool_name(limit: ConcurrencyLimit, node_name: str, key: str) -> str:
@@ -101,12 +111,8 @@ class Limits(Hook):
                                       f"number {verdict.position} in line for {key!r} (max {conc.max})")
             if limits.rate is not None:
                 rate = limits.rate
-                key = limit_key(rate.key, runtime, definition, instance)
-                cost = 1 if rate.cost is None else compile_expression(rate.cost).evaluate(
-                    runtime.scope(definition, instance))
-                if not isinstance(cost, int | float) or isinstance(cost, bool):
-                    raise ExpressionError(f"cost {rate.cost!r} gave {cost!r}, not a number")
-                verdict = runtime.store.limit_rate(key, instance.id, rate.per_second, rate.capacity, int(cost))
+                key, cost = rate_call(rate, runtime.scope(definition, instance))
+                verdict = runtime.store.limit_rate(key, instance.id, rate.per_second, rate.capacity, cost)
                 if not verdict.ok:
                     report = self._hold(runtime, instance, definition, node_name, seq, attempt, started,
                                         verdict.wait_seconds, f"rate: {key}",
