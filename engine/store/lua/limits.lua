@@ -48,7 +48,7 @@ local p = doc.prefix
 local name = doc.name
 local now_us
 if doc.now then  -- a test's own clock (Limits.limit_clock); a deployment always uses Redis's TIME
-  now_us = math.floor(doc.now * 1000000)
+  now_us = math.floor(doc.now * 1000000 + 0.5)  -- to the nearest microsecond: a float clock moved by 0.3 lands on it
 else
   local t = redis.call('TIME')
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
