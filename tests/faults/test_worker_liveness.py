@@ -24,9 +24,11 @@ from engine.testing import store_of
 from tests.faults.harness import FaultLab, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
-#: The feature under test: a SIGKILLed worker's started steps move again within this many seconds
-#: (its mark lapses within 5 s, the sweeper runs every 2 s, the step then runs for 1 s).
-RECOVERY_BOUND = 15.0
+#: The feature under test: a SIGKILLed worker's started steps move again within this many seconds,
+#: far below their 300 s timeout (its mark lapses within 5 s, the sweeper runs every 2 s, the step
+#: then runs for 1 s: about 8 s on a quiet machine; the margin is for a busy one, the wait returns
+#: as soon as they moved).
+RECOVERY_BOUND = 60.0
 
 
 def _held_by(lab: FaultLab, pids: set[int]) -> dict[str, tuple[int, int]]:
@@ -112,7 +114,7 @@ def test_a_stalled_worker_whose_step_was_resent_ends_as_a_recorded_noop(tmp_path
             seq_b = lab.engine.get(iid).seq
             # The bound is the feature under test: the stalled process's mark lapses, the step is
             # re-sent and applied by the other child, long before its 300 s timeout.
-            lab.wait_until(lambda: lab.engine.get(iid).status.is_terminal, 30,
+            lab.wait_until(lambda: lab.engine.get(iid).status.is_terminal, 60,
                            "step b re-sent and applied while its first worker is stopped")
         finally:
             os.kill(stalled, signal.SIGCONT)
