@@ -96,6 +96,9 @@ class ActionSpec:
     name: str
     fn: Callable[..., Any]
     input_model: type[BaseModel] | None
+    #: The action changes nothing but its answer (it reads and computes): run inline, it may start
+    #: before the transition before it is confirmed (see :func:`action`).
+    reads_only: bool = False
 
     @property
     def task_name(self) -> str:
@@ -164,14 +167,23 @@ class ActionRegistry:
 registry = ActionRegistry()
 
 
-def action(service: str, name: str | None = None, *, into: ActionRegistry | None = None) -> Callable:
+def action(service: str, name: str | None = None, *, into: ActionRegistry | None = None,
+           reads_only: bool = False) -> Callable:
     """Register a plain function as action ``name`` (default: its own name) of ``service``.
 
     The function is returned unchanged, so it stays a plain, testable function.
+
+    ``reads_only=True`` says the action changes nothing outside its answer: it reads (a book, a
+    price feed) and computes. When a worker runs such a step inline right after the step before
+    it, it does not wait for that step's transition to be confirmed: the transitions of a run of
+    such steps go to Redis together with the next one's, in one round trip, each still its own
+    compare-and-set with its own record. If one of them is refused (the instance was paused,
+    cancelled or moved on meanwhile), the answers computed after it are dropped as no-ops: a
+    reads-only action may thus run once for nothing, never with an effect.
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        (into or registry).register(ActionSpec(service, name or fn.__name__, fn, _input_model(fn)))
+        (into or registry).register(ActionSpec(service, name or fn.__name__, fn, _input_model(fn), reads_only))
         return fn
 
     return decorate

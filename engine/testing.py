@@ -24,8 +24,9 @@ import redis
 
 from engine.api import Engine
 from engine.broker import Enqueuer, MemoryEnqueuer, StepMessage
-from engine.definitions.nodes import GatherNode, HttpNode, Node, ServiceNode, StepNode
+from engine.definitions.nodes import GatherNode, HttpNode, StepNode
 from engine.runtime.concerns.draining import IDLE_PAUSE_SECONDS, Drain
+from engine.runtime.concerns.inline import inline_rule
 from engine.runtime.concerns.metrics import StepMetrics
 from engine.runtime.concerns.timeouts import FULL_CHECK_PERIODS
 from engine.runtime.gather import BATCH_TASK_SUFFIX
@@ -95,11 +96,10 @@ class Driver:
             return StepReport(self.runtime.gatherer.run_batch(message.instance_id, message.attempt,
                                                                      self.execute_batch))
 
-        def same_service(node: Node) -> bool:  # what a worker of the message's queue would run inline
-            return isinstance(node, ServiceNode) and node.service == message.queue
-
+        # what a worker of the message's queue would run inline (and which of those actions only read)
+        same_service = inline_rule(message.queue, self.actions, frozenset) if self.inline else None
         return self.runtime.run_step(message.instance_id, message.node, message.seq, message.attempt,
-                                            self.execute, same_service if self.inline else None)
+                                     self.execute, same_service)
 
     def step(self) -> StepReport | None:
         """Run the next queued message; None when the queue is empty."""

@@ -24,7 +24,7 @@ def _more(count: int) -> str:
     return f" (and {count} more problem{'s' if count > 1 else ''})" if count else ""
 
 
-@register_action("order_calc", "plan_orders")
+@register_action("order_calc", "plan_orders", reads_only=True)
 def plan_orders(request: dict[str, Any]) -> Transition:
     """Plan one account's orders for one trading day (see ORDER_CALC.md)."""
     try:

@@ -162,7 +162,7 @@ class SubmitOrdersInput(_Input):
 # --------------------------------------------------------------------------- actions
 
 
-@action(SERVICE, "fetch_holdings")
+@action(SERVICE, "fetch_holdings", reads_only=True)
 def fetch_holdings(request: FetchHoldingsInput) -> Transition:
     """Cash, lots and the household's trades of the last ``lookback_days``; ``closed`` for a closed account."""
     book = services().book
@@ -174,7 +174,7 @@ def fetch_holdings(request: FetchHoldingsInput) -> Transition:
                "lots": len(holdings.lots), "trades": len(holdings.trade_history)})
 
 
-@action(SERVICE, "fetch_target")
+@action(SERVICE, "fetch_target", reads_only=True)
 def fetch_target(request: FetchTargetInput) -> Transition:
     """The model portfolio and prices, built into the order calculation's request."""
     try:

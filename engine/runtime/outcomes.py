@@ -400,7 +400,8 @@ class StepOutcomes:
                       priority: int = PRIORITY_CONTINUE) -> list[Applied]:
         """:meth:`apply_change` for each of ``changes`` (definition, instance id, change, step), sent to
         Redis together in one round trip: each is still its own compare-and-set, told to the
-        ``after_apply`` hooks in order. The changes must be independent (of different instances)."""
+        ``after_apply`` hooks in order. Changes of one instance go in the order given, each
+        expecting the step the one before it leads to (a refused one refuses the ones after it)."""
         sends = []
         self.store.collect()
         try:

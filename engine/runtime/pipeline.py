@@ -60,10 +60,15 @@ from engine.expressions.cel import compile_template
 from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import NextKind, StepOutcomes, StepReport, step_deadline, target_of
 from engine.service import Transition
+from engine.store.instances import LIVE
 from engine.store.redis_store import Applied, Placement, RedisStore
 from engine.store.riders import Rider
 
 log = logging.getLogger(__name__)
+
+#: The statuses a reads-only step's transition applies in when the step ran before the transition
+#: before it was confirmed: running only (a step's transition otherwise applies to a paused instance too).
+RUNNING_ONLY = (InstanceStatus.RUNNING,)
 
 #: How long a step keeps trying to reach Redis before giving the message back.
 REDIS_PATIENCE_SECONDS = 120.0
@@ -93,6 +98,12 @@ Execute = Callable[[StepNode, Any], Transition]
 Inline = Callable[[Node], bool]
 #: Runs one delivered step (the pipeline's ``run_step``), for hooks that run more steps.
 RunStep = Callable[[str, str, int, int, Execute, Inline | None], StepReport]
+
+
+def reads_only(rule: Inline | None, node: Node) -> bool:
+    """True when the worker's inline ``rule`` says ``node``'s action only reads (``WorkerRule.reads_only``)."""
+    check = getattr(rule, "reads_only", None)
+    return check is not None and bool(check(node))
 
 
 class Hook:
@@ -220,6 +231,8 @@ class Pipeline(StepOutcomes):
         self._carrying_lock = threading.Lock()
         #: Commands to send with this thread's next step's last change (:meth:`ride`).
         self._riding = threading.local()
+        #: This thread's transitions not yet sent: a reads-only step runs after them (:meth:`_advance`).
+        self._held = threading.local()
         self.plug(hooks)
 
     def plug(self, hooks: Sequence[Hook]) -> None:
@@ -297,6 +310,7 @@ class Pipeline(StepOutcomes):
 
     def _deliver(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute,
                  inline: Inline | None, carrier: str) -> StepReport:
+        self._held.changes = []  # what an earlier delivery of this thread held was lost with it (Redis error)
         started = self.clock()
         delivered = f"{node_name}:{seq}:{attempt}"
         instance = self.store.start(instance_id, node_name, seq, attempt, started, carrier)
@@ -367,17 +381,17 @@ class Pipeline(StepOutcomes):
         try:
             payload = compile_template(node.input).evaluate(self.scope(definition, instance))
         except ExpressionError as exc:
-            return self.fail(instance, definition, node_name, seq, attempt, started,
-                             f"input: {exc}", "ExpressionError")
+            return self._unheld() or self.fail(instance, definition, node_name, seq, attempt, started,
+                                               f"input: {exc}", "ExpressionError")
         sent = payload if level is RecordLevel.FULL else None
         try:
             transition = execute(node, payload)
         except ActionFailed as exc:
-            return self.fail(instance, definition, node_name, seq, attempt, started, str(exc),
-                             type(exc).__name__, sent=sent)
+            return self._unheld() or self.fail(instance, definition, node_name, seq, attempt, started, str(exc),
+                                               type(exc).__name__, sent=sent)
         except Exception as exc:
             log.info("step %s/%s attempt %s raised %r", instance.id, node_name, attempt, exc)
-            return self._error(instance, definition, node_name, seq, attempt, started, exc, sent)
+            return self._unheld() or self._error(instance, definition, node_name, seq, attempt, started, exc, sent)
         return self._advance(instance, definition, node_name, seq, attempt, started, transition, sent, level,
                              inline, carrier)
 
@@ -403,9 +417,9 @@ class Pipeline(StepOutcomes):
             nxt = self.resolve(definition, target_of(definition, node_name, transition.name),
                                self.scope(definition, instance, context))
         except StepFailed as exc:
-            return self.fail(instance, definition, node_name, seq, attempt, started, str(exc), "StepFailed",
-                             sent=sent, transition=transition.name,
-                             received=data if level is not RecordLevel.METADATA else None)
+            return self._unheld() or self.fail(
+                instance, definition, node_name, seq, attempt, started, str(exc), "StepFailed", sent=sent,
+                transition=transition.name, received=data if level is not RecordLevel.METADATA else None)
         now = self.clock()
         service = node if isinstance(node, ServiceNode) else None  # (a pydantic attribute miss is slow)
         activity = self.activity(
@@ -415,24 +429,61 @@ class Pipeline(StepOutcomes):
             received=data if level is not RecordLevel.METADATA else None,
             next=nxt.node, via=list(nxt.via) or None,
         )
-        chained = nxt.kind is NextKind.STEP and inline is not None and inline(definition.nodes[nxt.node])
+        following = definition.nodes[nxt.node] if nxt.kind is NextKind.STEP else None
+        chained = following is not None and inline is not None and inline(following)
+        # a step run before the transition before it was confirmed (its action only reads) applies only
+        # to a running instance: paused or cancelled meanwhile, what it read and computed is dropped
+        speculative = bool(self._held.changes)
         noop = self.activity(node_name, seq, attempt, started, Outcome.NOOP, transition=transition.name,
-                             reason="another delivery applied first")
+                             reason="the instance was paused or moved on before this reads-only step's turn"
+                             if speculative else "another delivery applied first")
         placement = self.placement(definition, nxt, now)
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
-            placement = Placement.step(nxt.node, step_deadline(definition.nodes[nxt.node], now))
+            placement = Placement.step(nxt.node, step_deadline(following, now))
         step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
         riders = () if chained else self._riders()  # the delivery's last change: what comes next rides along
-        applied = self.apply_change(definition, instance.id, lambda send, clear: self.store.advance(
-            instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
-            carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders), step)
+
+        def change(send: Any, clear: Any) -> Applied:
+            return self.store.advance(
+                instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
+                carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders,
+                statuses=RUNNING_ONLY if speculative else LIVE)
+
+        carried = replace(instance, node=nxt.node, seq=seq + 1, attempt=1, context=context,
+                          status=InstanceStatus.RUNNING, inflight=True, carrier=carrier) if chained else None
+        if chained and reads_only(inline, following) and not getattr(following, "limits", None):
+            # the next action only reads: it runs now, and this transition goes with the next one's
+            self._held.changes.append((definition, instance.id, change, None))
+            return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried)
+        applied = self._apply_held(definition, instance.id, change, step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
-        if chained and applied.status is InstanceStatus.RUNNING:
-            carried = replace(instance, node=nxt.node, seq=seq + 1, attempt=1, context=context,
-                              status=InstanceStatus.RUNNING, inflight=True, carrier=carrier)
+        if carried is not None and applied.status is InstanceStatus.RUNNING:
             return StepReport(Outcome.APPLIED, applied.status, nxt.node, carried)
         return StepReport(Outcome.APPLIED, applied.status, nxt.node)
+
+    def _apply_held(self, definition: Definition, instance_id: str, change: Any,
+                    step: tuple[str, int, int] | None) -> Applied:
+        """Apply ``change`` after this thread's held transitions, all in one round trip (each its own
+        compare-and-set, in order: when a held one is refused, the ones after it are refused too)."""
+        held = self._held.changes
+        if not held:
+            return self.apply_change(definition, instance_id, change, step)
+        self._held.changes = []
+        return self.apply_changes([*held, (definition, instance_id, change, step)])[-1]
+
+    def _unheld(self) -> StepReport | None:
+        """Before a step that did not answer a transition records what happened to it: send this thread's
+        held transitions. None when they applied (the step is where it ran); else the no-op report
+        (the instance moved on before them: what this step did is dropped)."""
+        held = self._held.changes
+        if not held:
+            return None
+        self._held.changes = []
+        applied = self.apply_changes(held)[-1]
+        if applied.applied and applied.status is InstanceStatus.RUNNING:
+            return None
+        return StepReport(Outcome.NOOP, applied.status)
 
     # -- timers and the sweeper ------------------------------------------------------------------
 

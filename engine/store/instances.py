@@ -350,8 +350,9 @@ class Instances:
                 send: Envelope | None = None, riders: Sequence[Rider] = ()) -> Applied:
         """Run operation ``op`` on one instance and say what it did (``riders`` in the same round trip)."""
         collected = getattr(self._collecting, "calls", None)
-        if collected is not None:  # inside collected(): sent with the others by applied()
+        if collected is not None:  # inside collect(): sent with the others by send_collected()
             collected.append(self._operation(op, instance_id, doc, docs, send))
+            self._collecting.riders.extend(riders)
             return PENDING
         if riders:
             keys, args = self._operation(op, instance_id, doc, docs, send)
@@ -364,17 +365,23 @@ class Instances:
         """Collect this thread's changes from now on instead of sending them (each returns :data:`PENDING`)
         until :meth:`send_collected` sends them all in one round trip."""
         self._collecting.calls = []
+        self._collecting.riders = []
 
     def send_collected(self) -> list[Applied]:
-        """Send the changes collected since :meth:`collect` in one pipelined round trip, in order, and say
-        what each did (each exactly as alone: its own compare-and-set). Collecting stops."""
+        """Send the changes collected since :meth:`collect` in one pipelined round trip, in order, then
+        their riders, and say what each change did (each exactly as alone: its own compare-and-set).
+        Collecting stops."""
         calls: list[tuple[list[str], list[Any]]] = self._collecting.calls
-        self._collecting.calls = None
+        riders: list[Rider] = self._collecting.riders
+        self._collecting.calls = self._collecting.riders = None
         if not calls:
             return []
-        replies = pipelined(self.client, [(evalsha(self._state, keys, args), self._state) for keys, args in calls])
+        replies = pipelined(self.client, [(evalsha(self._state, keys, args), self._state) for keys, args in calls]
+                            + [(rider.command(), rider.script) for rider in riders])
+        for rider, reply in zip(riders, replies[len(calls):], strict=True):
+            rider.landed(reply)
         out = []
-        for reply in replies:
+        for reply in replies[:len(calls)]:
             if isinstance(reply, Exception):
                 raise reply
             out.append(self._applied(reply))

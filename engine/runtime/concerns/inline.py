@@ -54,25 +54,39 @@ def carrier_died(carrier: str | None, message: str, alive: Callable[[str], bool]
     return False
 
 
-def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], frozenset[str]]) -> InlineRule:
-    """Which next steps a worker of ``service`` runs itself, without a broker hop.
+class WorkerRule:
+    """Which next steps a worker of ``service`` runs itself, without a broker hop (call it on a node),
+    and which of those only read (:meth:`reads_only`).
 
     A step whose action this worker has, of the same service always; of another service when
     this worker also consumes that service's queue (``hosted``, asked once): one fleet hosting
     several services runs an instance's whole chain in one task.
     """
-    found: dict[str, frozenset[str]] = {}
 
-    def inline(node: Node) -> bool:
-        if not isinstance(node, ServiceNode) or f"{node.service}.{node.action}" not in registry:
+    def __init__(self, service: str, registry: ActionRegistry, hosted: Callable[[], frozenset[str]]) -> None:
+        self.service = service
+        self.registry = registry
+        self.hosted = hosted
+        self._services: frozenset[str] | None = None
+
+    def __call__(self, node: Node) -> bool:
+        if not isinstance(node, ServiceNode) or f"{node.service}.{node.action}" not in self.registry:
             return False
-        if node.service == service:
+        if node.service == self.service:
             return True
-        if "services" not in found:
-            found["services"] = hosted()
-        return node.service in found["services"]
+        if self._services is None:
+            self._services = self.hosted()
+        return node.service in self._services
 
-    return inline
+    def reads_only(self, node: Node) -> bool:
+        """True when ``node``'s action is registered ``reads_only`` (``engine.service.action``)."""
+        return isinstance(node, ServiceNode) and f"{node.service}.{node.action}" in self.registry \
+            and self.registry.get(node.service, node.action).reads_only
+
+
+def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], frozenset[str]]) -> WorkerRule:
+    """The :class:`WorkerRule` of a worker of ``service`` (``hosted``: the services whose queues it consumes)."""
+    return WorkerRule(service, registry, hosted)
 
 
 class Inline(Hook):
