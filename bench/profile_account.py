@@ -225,12 +225,13 @@ class EngineSide:
 
     def work(self, count: int) -> Callable[[], int]:
         """Run every queued step (and the steps they chain) until none is left."""
-        from engine.definitions.nodes import Node, ServiceNode
+        from engine.runtime.concerns.inline import inline_rule
+        from engine.service import registry
 
         driver, runtime = self.driver, runtime_of(self.engine)
-
-        def everything(node: Node) -> bool:  # one fleet hosting every service
-            return isinstance(node, ServiceNode)
+        # one fleet hosting every service (its rule: every service inline, the reads-only steps held)
+        everything = inline_rule("portfolio_manager", registry,
+                                 lambda: frozenset({"portfolio_manager", "order_calc"}))
 
         def run() -> int:
             queue = driver.queue

@@ -188,7 +188,7 @@ def _account_run(redis_url: str, accounts: int, drained: bool = False) -> dict[s
     import portfolio_manager.actions  # noqa: F401
     from engine.api import Engine
     from engine.broker import MemoryEnqueuer
-    from engine.definitions.nodes import Node, ServiceNode
+    from engine.runtime.concerns.inline import inline_rule
     from engine.service import registry
     from engine.testing import Driver, drain_queues, runtime_of
     from portfolio_manager.cli import last_session
@@ -224,8 +224,9 @@ def _account_run(redis_url: str, accounts: int, drained: bool = False) -> dict[s
 
             runtime = runtime_of(engine)
 
-            def everything(node: Node) -> bool:
-                return isinstance(node, ServiceNode)
+            # the default combined fleet's rule: every service's steps inline, the reads-only ones held
+            everything = inline_rule("portfolio_manager", registry, lambda: frozenset({"portfolio_manager",
+                                                                                      "order_calc"}))
 
             while drained:
                 runtime.tick()
