@@ -69,52 +69,10 @@ for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
 -- The terminal statuses, filled in from engine.instance.TERMINAL_STATUSES when the script is loaded.
 local TERMINAL = {__TERMINAL__}
 
--- The instance's fields written (a value) or deleted (false) by the operation, in the order first
--- touched: sent as one HSET and one HDEL by flush() instead of a command each (the last write of a
--- field wins, as if each had been sent in turn). Read a field through field(), which sees them.
-local pending, touched = {}, {}
-
-local function put(name, value)
-  if pending[name] == nil then touched[#touched + 1] = name end
-  pending[name] = value
-end
-
-local function del(name)
-  if pending[name] == nil then touched[#touched + 1] = name end
-  pending[name] = false
-end
-
--- A field of the instance as the operation has left it so far.
-local function field(name)
-  local value = pending[name]
-  if value == false then return nil end
-  if value ~= nil then return value end
-  local stored = redis.call('HGET', inst, name)
-  if stored then return stored end
-  return nil
-end
-
--- Send the pending writes: one HSET of every field written, one HDEL of every field deleted.
-local function flush()
-  local sets, dels = {}, {}
-  for _, name in ipairs(touched) do
-    local value = pending[name]
-    if value == false then
-      dels[#dels + 1] = name
-    else
-      sets[#sets + 1] = name
-      sets[#sets + 1] = value
-    end
-  end
-  if #sets > 0 then redis.call('HSET', inst, unpack(sets)) end
-  if #dels > 0 then redis.call('HDEL', inst, unpack(dels)) end
-  pending, touched = {}, {}
-end
-
 -- Write every context entry the operation carries.
 local function write_context()
   for name, value in pairs(blob) do
-    if string.sub(name, 1, 2) == 'c:' then put(name, value) end
+    if string.sub(name, 1, 2) == 'c:' then redis.call('HSET', inst, name, value) end
   end
 end
 
@@ -136,7 +94,7 @@ local had = {}
 -- (generation + 1). doc.gather: name, group, close_at, close_early, service, action, node,
 -- workflow, version and the batch keys (prefix, gathers, batches, open). The batch closes at
 -- the earliest close time of its members.
-local join = nil  -- defined only where an instance can reach a gather node (a closure costs every call)
+local join = nil  -- defined only where an instance can reach a gather node (see ops below)
 if doc.gather or doc.items then
   join = function(id, run)
     local g = doc.gather
@@ -164,7 +122,7 @@ if doc.gather or doc.items then
       redis.call('HINCRBY', bp .. bid, 'members', 1)
     end
     redis.call('SADD', bp .. bid .. ':runs', run)
-    put('batch', bid)
+    redis.call('HSET', inst, 'batch', bid)
     local hint = '1'
     for _, s in ipairs(COULD_ARRIVE) do
       if redis.call('SCARD', doc.runs .. run .. ':' .. s) > 0 then hint = '0' end
@@ -196,39 +154,58 @@ local function settle(id, run, status, hold)
   local held = hold and status == 'paused' and not terminal
   if held then final = 'paused' end
 
+  -- The fields the placement writes, in one HSET (other writes and deletes touch other fields).
+  local fields = {'updated_at', now}
+  local function set(name, value)
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
   if status == nil then
     redis.call('SADD', runp .. final, id)
-    put('status', final)
+    set('status', final)
   elseif final ~= status then
     redis.call('SMOVE', runp .. status, runp .. final, id)
-    put('status', final)
+    set('status', final)
   end
   if p.node then
     if before_node and p.node ~= before_node and (had.quorum or blob.quorum) then
-      del('quorum')
+      redis.call('HDEL', inst, 'quorum')
     end
-    put('node', p.node)
+    set('node', p.node)
   end
+  if blob.result then set('result', blob.result) end
+  local queues = final == 'running' and p.queued
+  if queues then set('step_timeout', p.queued) end
+  local times = (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer
+  if times then
+    set('wake_at', p.timer)
+    set('timer', p.timer_kind)
+  end
+  if terminal or held then
+    set('inflight', '0')  -- finished, or a step of a paused instance came back: nothing is in flight any more
+  elseif p.inflight ~= nil then
+    set('inflight', p.inflight and '1' or '0')
+  end
+  redis.call('HSET', inst, unpack(fields))
   if final == 'gathering' and doc.gather then
     join(id, run)
   elseif final ~= 'gathering' and final ~= 'paused' and had.batch then
-    del('batch')
+    redis.call('HDEL', inst, 'batch')
   end
-  if blob.result then put('result', blob.result) end
-  put('updated_at', now)
   -- waiting for a limit: the reason on the instance and counted in its run while it waits
   if status == 'waiting' or p.reason then
-    local was = field('waiting_for')
+    local was = redis.call('HGET', inst, 'waiting_for')
+    if not was then was = nil end
     local reason = nil
     if final == 'waiting' then reason = p.reason or was end
     if was ~= reason then
       if was then redis.call('HINCRBY', runp .. 'limited', was, -1) end
       if reason then
-        put('waiting_for', reason)
+        redis.call('HSET', inst, 'waiting_for', reason)
         redis.call('HINCRBY', runp .. 'limited', reason, 1)
         redis.call('EXPIRE', runp .. 'limited', doc.ttl)
       else
-        del('waiting_for')
+        redis.call('HDEL', inst, 'waiting_for')
       end
     end
   end
@@ -239,43 +216,30 @@ local function settle(id, run, status, hold)
     redis.call('ZREM', deadlines, id)
   end
   -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
-  if final == 'running' and p.queued then
+  if queues then
     redis.call('ZADD', queued, doc.wall, id)
-    put('step_timeout', p.queued)
   else
     redis.call('ZREM', queued, id)
   end
-  if (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer then
+  if times then
     redis.call('ZADD', timers, p.timer, id)
-    put('wake_at', p.timer)
-    put('timer', p.timer_kind)
   elseif had.wake_at then  -- (an instance without a wake time is in no timer: both are set together)
     redis.call('ZREM', timers, id)
     -- a paused instance keeps its wake time so that resume parks it again until then
-    if final ~= 'paused' then
-      del('wake_at')
-      del('timer')
-    end
+    if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
   end
   -- no step of it runs any more: no process carries it
   if final ~= 'running' and (had.carrier or (doc.carrier and doc.carrier ~= '')) then
-    del('carrier')
-  end
-  if terminal or held then
-    -- finished, or a step of a paused instance came back: nothing is in flight any more
-    put('inflight', '0')
-  elseif p.inflight ~= nil then
-    put('inflight', p.inflight and '1' or '0')
+    redis.call('HDEL', inst, 'carrier')
   end
 
   if final == 'succeeded' and p.drop then
-    for _, node in ipairs(p.drop) do del('c:' .. node) end
+    for _, node in ipairs(p.drop) do redis.call('HDEL', inst, 'c:' .. node) end
   end
   if terminal then
     -- its definition's retention (kept on the instance at creation), else the global one
-    local ttl = tonumber(field('retention') or doc.ttl)
-    put('finished_at', now)
-    flush()
+    local ttl = tonumber(redis.call('HGET', inst, 'retention') or doc.ttl)
+    redis.call('HSET', inst, 'finished_at', now)
     redis.call('EXPIRE', inst, ttl)
     redis.call('EXPIRE', acts, ttl)
     extend(runp .. final, ttl)
@@ -286,7 +250,6 @@ local function settle(id, run, status, hold)
     end
     if not live then extend(doc.runs .. run, ttl) end
   else
-    flush()
     -- only a finished instance has a TTL (a retry or resume brings it back); a new one's activity
     -- list may be a leftover of an expired instance of the same id
     if status == nil then
@@ -306,7 +269,7 @@ end
 -- The operations. Those marked `needs_instance` run after the compare-and-set (doc.expect:
 -- seq, attempt, statuses) has passed and the activity is recorded; they return the new seq.
 -- Only the operation called (and those it calls) is defined: a closure made for nothing costs
--- every call of the script.
+-- every call of the script (about 0.15 us each).
 local ops = {}
 local needs_instance = {advance = true, signal = true, retry = true, fail = true, park = true, hold = true,
                         control = true}
@@ -356,13 +319,11 @@ end
 if op == 'create' or op == 'create_many' then
   ops.create = function()
     if redis.call('EXISTS', inst) == 1 then return {'exists'} end
-    for _, kv in ipairs({{'id', doc.id}, {'workflow', doc.workflow}, {'version', doc.version}, {'run', doc.run},
-                         {'seq', 1}, {'attempt', 1}, {'data', blob.data}, {'created_at', doc.now}}) do
-      put(kv[1], kv[2])
-    end
-    if doc.retention then put('retention', doc.retention) end
-    if blob.error then put('error', blob.error) end
-    if doc.shadow then put('shadow', '1') end
+    redis.call('HSET', inst, 'id', doc.id, 'workflow', doc.workflow, 'version', doc.version, 'run', doc.run,
+               'seq', 1, 'attempt', 1, 'data', blob.data, 'created_at', doc.now)
+    if doc.retention then redis.call('HSET', inst, 'retention', doc.retention) end
+    if blob.error then redis.call('HSET', inst, 'error', blob.error) end
+    if doc.shadow then redis.call('HSET', inst, 'shadow', '1') end
     record('activity')
     local final = settle(doc.id, doc.run, nil, false)
     if joined then return {'created', final, '1', joined[1], joined[2]} end
@@ -397,9 +358,8 @@ end
 if op == 'advance' or op == 'signal' then
   ops.advance = function(seq)
     write_context()
-    put('seq', seq + 1)
-    put('attempt', 1)
-    if had.error then del('error') end
+    redis.call('HSET', inst, 'seq', seq + 1, 'attempt', 1)
+    if had.error then redis.call('HDEL', inst, 'error') end
     return seq + 1
   end
 end
@@ -409,11 +369,11 @@ end
 if op == 'signal' then
   ops.signal = function(seq)
     seq = ops.advance(seq)
-    if doc.marker then put(doc.marker, seq) end
+    if doc.marker then redis.call('HSET', inst, doc.marker, seq) end
     if blob.quorum then
-      put('quorum', blob.quorum)  -- counted: the instance awaits more principals
+      redis.call('HSET', inst, 'quorum', blob.quorum)  -- counted: the instance awaits more principals
     elseif doc.quorum_reached then
-      del('quorum')  -- (leaving the node drops it too: see settle)
+      redis.call('HDEL', inst, 'quorum')  -- (leaving the node drops it too: see settle)
     end
     return seq
   end
@@ -429,14 +389,14 @@ end
 
 if op == 'retry' then
   ops.retry = function(seq)
-    put('attempt', doc.attempt)
+    redis.call('HSET', inst, 'attempt', doc.attempt)
     return seq
   end
 end
 
 if op == 'fail' then
   ops.fail = function(seq)
-    put('error', blob.error)
+    redis.call('HSET', inst, 'error', blob.error)
     return seq
   end
 end
@@ -456,8 +416,8 @@ end
 if op == 'control' then
   ops.control = function(seq)
     write_context()
-    if doc.attempt then put('attempt', doc.attempt) end
-    if had.error then del('error') end
+    if doc.attempt then redis.call('HSET', inst, 'attempt', doc.attempt) end
+    if had.error then redis.call('HDEL', inst, 'error') end
     return seq
   end
 end
@@ -486,9 +446,9 @@ end
 record('activity')
 seq = ops[op](seq)
 if doc.carrier == '' then
-  if had.carrier then del('carrier') end
+  if had.carrier then redis.call('HDEL', inst, 'carrier') end
 elseif doc.carrier then
-  put('carrier', doc.carrier)
+  redis.call('HSET', inst, 'carrier', doc.carrier)
 end
 local final = settle(id, run, status, holds_pause[op] == true)
 if joined then return {'applied', final, tostring(seq), joined[1], joined[2]} end
