@@ -57,8 +57,9 @@
 -- KEYS[6] are the indexes as above (KEYS[1], KEYS[2], KEYS[5]: the first item's); item i's hash,
 -- activity list and queue (its hash again when it has no message) are KEYS[4 + 3i .. 6 + 3i].
 --
--- To add an operation: one function in `ops` below (and its name in `needs_instance` if it
--- acts on an existing instance under the compare-and-set), and one method in Python
+-- To add an operation: one function in `ops` below, defined under `if op == '<name>' then` (a
+-- closure made for an operation not called costs every call), its name in `needs_instance` if it
+-- acts on an existing instance under the compare-and-set, and one method in Python
 -- (engine/store/instances.py) that builds its document.
 local inst, acts, timers, deadlines, queue, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local doc = cjson.decode(ARGV[1])
