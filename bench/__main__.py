@@ -95,8 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--warm", action="store_true",
                      help="run 20 accounts before the measured run (figures then named warm; default: cold workers, "
                           "as a user meets them)")
-    run.add_argument("--no-events", action="store_true",
-                     help="workers without task events (TRADEFLOW_EVENTS=0; default: on, as tradeflow workers runs)")
+    run.add_argument("--events", action="store_true",
+                     help="workers with task events (TRADEFLOW_EVENTS=1, as with Flower running; default: off, as "
+                          "tradeflow workers runs)")
     run.add_argument("--prefetch", type=int, metavar="N",
                      help="the workers' prefetch multiplier, TRADEFLOW_PREFETCH (default: theirs, 1)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
@@ -191,7 +192,7 @@ def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> m
     return morning.MorningOptions(accounts=accounts, seed=args.seed, fleets=args.fleet or default_fleets(),
                                   wait_for_open=not args.no_wait, timeout=args.timeout,
                                   solver=None if solver == "milp" else solver, prefetch=args.prefetch,
-                                  warm=args.warm, events=not args.no_events)
+                                  warm=args.warm, events=args.events)
 
 
 def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool,

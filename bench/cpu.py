@@ -84,20 +84,34 @@ def _unique(names: list[str]) -> list[str]:
 
 def command_stats(client: redis.Redis) -> dict[str, tuple[int, float]]:
     """INFO commandstats: per command, (calls, microseconds spent in it) so far -- the whole server's."""
-    return {name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
-            for name, v in client.info("commandstats").items()}
+    stats = {name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
+             for name, v in client.info("commandstats").items()}
+    io = client.info("stats")
+    # the reads Redis's event loop processed: about one per round trip (a pipeline's commands come in one)
+    stats[READS] = (int(io.get("total_reads_processed", 0)), 0.0)
+    return stats
+
+
+#: Not a command: INFO stats' ``total_reads_processed`` (the round trips Redis served, about), kept beside them.
+READS = "~reads_processed"
 
 
 def command_delta(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]],
                   accounts: int) -> dict[str, object]:
     """Per account between two :func:`command_stats`: Redis commands (each a round trip unless
-    pipelined), the time Redis spent in them, and the five commands that cost most."""
+    pipelined), the time Redis spent in them, the five commands that cost most, and every command
+    (``all``: calls and microseconds per account; a script's commands are counted both on their
+    own and inside its EVALSHA's time)."""
     rows = {name: (calls - before.get(name, (0, 0.0))[0], usec - before.get(name, (0, 0.0))[1])
             for name, (calls, usec) in after.items()}
+    reads = rows.pop(READS, (0, 0.0))[0]
     rows = {k: v for k, v in rows.items() if v[0] > 0}
     per = max(1, accounts)
     top = sorted(rows.items(), key=lambda kv: -kv[1][1])[:5]
     return {"commands_per_account": round(sum(c for c, _ in rows.values()) / per, 2),
             "command_ms_per_account": round(sum(u for _, u in rows.values()) / per / 1000, 3),
+            "reads_per_account": round(reads / per, 2),
             "top": {name: {"calls_per_account": round(c / per, 2), "ms_per_account": round(u / per / 1000, 3)}
-                    for name, (c, u) in top}}
+                    for name, (c, u) in top},
+            "all": {name: {"calls_per_account": round(c / per, 3), "usec_per_account": round(u / per, 2)}
+                    for name, (c, u) in sorted(rows.items(), key=lambda kv: -kv[1][1])}}

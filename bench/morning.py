@@ -55,7 +55,7 @@ class MorningOptions:
     wait_for_open: bool = True
     warmup: int = 20
     warm: bool = False  # False: cold workers, as a user meets them; True: a small run first (named warm)
-    events: bool = True  # the workers' default (TRADEFLOW_EVENTS=1): task events on, for Flower
+    events: bool = False  # the workers' default (TRADEFLOW_EVENTS=0): no task events unless Flower runs
     timeout: float = 3600.0
     solver: str | None = None  # None: the definitions' own (milp); else a version with plan.solver set
     prefetch: int | None = None  # None: the workers' default (TRADEFLOW_PREFETCH, 1)

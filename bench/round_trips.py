@@ -101,7 +101,7 @@ def counting(client: redis.Redis | None = None) -> Iterator[Counter[str]]:
         after = command_stats(client)
         SERVER["cpu_ms"] = (_redis_cpu(client) - cpu) * 1000
         SERVER["commands"] = {name: calls - stats.get(name, (0, 0.0))[0] for name, (calls, _) in after.items()
-                              if calls > stats.get(name, (0, 0.0))[0] and name != "info"}
+                              if calls > stats.get(name, (0, 0.0))[0] and name != "info" and not name.startswith("~")}
 
 
 #: What the server did over the last :func:`counting` block given a client.

@@ -73,7 +73,8 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_routes": ("engine.runtime.routing.route_by_service",),
         "task_default_queue": ENGINE_QUEUE,
         "task_create_missing_queues": True,
-        # Events on, so Flower sees every task (TRADEFLOW_EVENTS=0 turns them off).
+        # Task events off by default: three PUBLISH round trips per delivered task cost Redis more than the
+        # engine's own two (docs/metrics.md). Flower turns them on while it runs; TRADEFLOW_EVENTS=1 from the start.
         "worker_send_task_events": settings.events,
         "task_send_sent_event": settings.events,
         "timezone": "UTC",

@@ -24,7 +24,7 @@
 | ``TRADEFLOW_VISIBILITY_TIMEOUT`` | ``7200`` | seconds before an unacknowledged message is redelivered |
 | ``TRADEFLOW_UNACKED_RESTORE_SECONDS`` | — | how often workers give back messages unacked past it (kombu: 100 s) |
 | ``TRADEFLOW_BROKER_PREFIX`` | — | key prefix of the broker's queues (one deployment or test apart on a shared Redis) |
-| ``TRADEFLOW_EVENTS`` | ``1`` | ``0``: no task events (Flower sees nothing) |
+| ``TRADEFLOW_EVENTS`` | ``0`` | ``1``: workers send task events from the start (Flower turns them on while it runs) |
 | ``TRADEFLOW_ROLES`` | — | roles definitions may name, besides those the plugins declare (comma list) |
 | ``TRADEFLOW_PRINCIPAL`` | the OS user | who the CLI acts as (signals, pause, resume, retry, cancel, batch close) |
 | ``TRADEFLOW_PRINCIPAL_ROLES`` | — | the roles of that principal (comma list), e.g. ``operator`` or ``pm`` |
@@ -74,7 +74,8 @@ class Settings:
     visibility_timeout: int = 7200
     unacked_restore_seconds: int | None = None
     broker_prefix: str = ""
-    events: bool = True
+    #: Task events (three PUBLISH per delivered task): off, Flower enables them while it runs (docs/metrics.md).
+    events: bool = False
     redis_sentinel_master: str | None = None
     redis_sentinel_password: str | None = field(default=None, repr=False)
     redis_wait_replicas: int = 0
@@ -154,7 +155,7 @@ class Settings:
                 unacked_restore_seconds=int(env["TRADEFLOW_UNACKED_RESTORE_SECONDS"])
                 if env.get("TRADEFLOW_UNACKED_RESTORE_SECONDS") else None,
                 broker_prefix=env.get("TRADEFLOW_BROKER_PREFIX", d.broker_prefix),
-                events=env.get("TRADEFLOW_EVENTS", "1") != "0",
+                events=env.get("TRADEFLOW_EVENTS", "0") != "0",
                 redis_sentinel_master=env.get("TRADEFLOW_REDIS_SENTINEL_MASTER") or None,
                 redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
                 redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", d.redis_wait_replicas)),

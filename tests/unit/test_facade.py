@@ -37,7 +37,7 @@ INTERNAL = ("engine.store", "engine.runtime")
 WHITE_BOX = ("tests/unit/engine/", "tests/contract/", "tests/faults/")
 #: Benchmarks that measure or profile the engine's internals by name.
 PROFILERS = {"bench/profile_account.py", "bench/engine_overhead.py", "bench/replica_wait.py", "bench/step_path.py",
-             "bench/housekeeping.py", "bench/capacity.py"}
+             "bench/housekeeping.py", "bench/capacity.py", "bench/state_script.py"}
 SKIPPED_DIRS = {"node_modules", "site", "build"}
 
 

@@ -65,3 +65,10 @@ def test_the_expected_data_set_is_read_once_and_handed_to_worker_processes() -> 
     assert pinned.redis_url_configured
     assert pinned.child_env() == {"TRADEFLOW_REDIS_URL": URL, "TRADEFLOW_EXPECT_EPOCH": "e2"}
     assert Settings.from_env(pinned.child_env()).expected_epoch == "e2"
+
+
+def test_task_events_are_off_unless_asked_for() -> None:
+    off = celery_config(Settings.from_env({}), URL)
+    assert off["worker_send_task_events"] is False and off["task_send_sent_event"] is False
+    on = celery_config(Settings.from_env({"TRADEFLOW_EVENTS": "1"}), URL)
+    assert on["worker_send_task_events"] is True and on["task_send_sent_event"] is True

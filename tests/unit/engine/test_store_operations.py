@@ -302,3 +302,29 @@ def test_an_operation_loads_its_script_when_the_server_lost_it(key_prefix: str) 
     applied = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW + 60))
     assert applied.applied and applied.seq == 2
     assert store.start("i1", "b", 2, 1, NOW) is not None
+
+
+def test_only_a_finished_instance_loses_its_ttl_when_it_runs_again_and_a_new_one_keeps_no_leftover_ttl(
+        store: RedisStore) -> None:
+    running(store)
+    store.fail("i1", seq=1, attempt=1, activity=act(Outcome.FAILED), error={"reason": "x"})
+    assert store.ttl("i1") > 0 and store.client.ttl(store.keys.activities("i1")) > 0
+    assert store.control("i1", seq=1, statuses=[InstanceStatus.FAILED], activity=act(Outcome.CONTROL),
+                         placement=Placement.step("a", NOW + 30), attempt=1).applied
+    assert store.ttl("i1") == -1 and store.client.ttl(store.keys.activities("i1")) == -1  # both kept again
+    # an activity list left by an expired instance of the same id does not take its TTL to the new one
+    store.client.rpush(store.keys.activities("i2"), "old")
+    store.client.expire(store.keys.activities("i2"), 600)
+    running(store, "i2")
+    assert store.client.ttl(store.keys.activities("i2")) == -1
+
+
+def test_fields_written_and_deleted_by_one_change_end_as_if_sent_in_turn(store: RedisStore) -> None:
+    # a signal counts its quorum (written) and leaves the node (deleted) in the same change: no quorum left
+    store.create([new(store, "i1", Placement.awaiting("review", None))])
+    applied = store.signal("i1", seq=1, activity=act(Outcome.APPLIED), placement=Placement.step("b", NOW + 30),
+                           context=("review", {"ok": True}), quorum={"count": 1}, marker="m1")
+    assert applied.applied
+    fields = {k.decode(): v for k, v in store.client.hgetall(store.keys.instance("i1")).items()}
+    assert "quorum" not in fields and fields["node"] == b"b" and fields["m1"] == b"2" and fields["seq"] == b"2"
+    assert fields["status"] == b"running" and fields["inflight"] == b"1"
