@@ -188,9 +188,8 @@ def _account_run(redis_url: str, accounts: int, drained: bool = False) -> dict[s
     import portfolio_manager.actions  # noqa: F401
     from engine.api import Engine
     from engine.broker import MemoryEnqueuer
-    from engine.runtime.concerns.inline import inline_rule
     from engine.service import registry
-    from engine.testing import Driver, drain_queues, runtime_of
+    from engine.testing import Driver, drain_queues, inline_rule, runtime_of
     from portfolio_manager.cli import last_session
     from portfolio_manager.config import DEFAULT_DEFINITIONS_DIR
     from portfolio_manager.daily import ensure_definitions, start_daily_rebalance

@@ -134,4 +134,4 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
 
 
 __all__ = ["FULL_CHECK_PERIODS", "IDLE_PAUSE_SECONDS", "Driver", "Keys", "RedisStore", "StepMetrics", "delete_prefix",
-           "enqueuer_of", "make_store", "runtime_of", "step_message", "store_of"]
+           "enqueuer_of", "inline_rule", "make_store", "runtime_of", "step_message", "store_of"]
