@@ -302,3 +302,24 @@ def test_an_operation_loads_its_script_when_the_server_lost_it(key_prefix: str) 
     applied = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW + 60))
     assert applied.applied and applied.seq == 2
     assert store.start("i1", "b", 2, 1, NOW) is not None
+
+
+def test_a_queued_step_placement_is_built_once_and_its_document_is_a_fresh_dict_each_time() -> None:
+    first = Placement.queued_step("calc", 300.0)
+    assert first is Placement.queued_step("calc", 300.0)
+    assert first == Placement(InstanceStatus.RUNNING, "calc", inflight=True, queued=300.0)
+    assert Placement.queued_step("calc", 60.0).queued == 60.0 and Placement.queued_step("x", 300.0).node == "x"
+    doc = first.document()
+    assert doc == {"status": "running", "node": "calc", "inflight": True, "queued": "300.0"}
+    doc["node"] = "changed"
+    assert first.document()["node"] == "calc" and first.document() is not first.document()
+    assert Placement.end("e", InstanceStatus.SUCCEEDED, drop_on_success=["a"]).document() == {
+        "status": "succeeded", "node": "e", "inflight": False, "drop": ["a"]}
+
+
+def test_an_activity_record_lists_its_present_fields_in_their_order() -> None:
+    record = Activity(seq=3, node="n", attempt=1, outcome=Outcome.APPLIED, worker="w", started_at=1.0,
+                      ended_at=2.0, transition="ok", received={"a": None}, next="m", error=None)
+    assert list(record.to_dict().items()) == [
+        ("seq", 3), ("node", "n"), ("attempt", 1), ("outcome", "applied"), ("worker", "w"), ("started_at", 1.0),
+        ("ended_at", 2.0), ("transition", "ok"), ("received", {"a": None}), ("next", "m")]
