@@ -47,7 +47,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from copy import copy
 from typing import Any
 
 import redis
@@ -429,8 +429,9 @@ class Pipeline(StepOutcomes):
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
         if chained and applied.status is InstanceStatus.RUNNING:
-            carried = replace(instance, node=nxt.node, seq=seq + 1, attempt=1, context=context,
-                              status=InstanceStatus.RUNNING, inflight=True, carrier=carrier)
+            carried = copy(instance)  # what dataclasses.replace makes, without its look at every field
+            carried.node, carried.seq, carried.attempt, carried.context = nxt.node, seq + 1, 1, context
+            carried.status, carried.inflight, carried.carrier = InstanceStatus.RUNNING, True, carrier
             return StepReport(Outcome.APPLIED, applied.status, nxt.node, carried)
         return StepReport(Outcome.APPLIED, applied.status, nxt.node)
 
