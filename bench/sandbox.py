@@ -14,11 +14,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import redis
-
 from engine.api import Engine
 from engine.app import sender_app
 from engine.broker import CeleryEnqueuer
+from engine.connections import redis_client
 from engine.ops.inspect import Inspector
 from engine.testing import delete_prefix, make_store
 
@@ -41,7 +40,7 @@ class Sandbox:
     prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
 
     def __post_init__(self) -> None:
-        self.client = redis.Redis.from_url(self.redis_url)
+        self.client = redis_client(self.redis_url)  # as the workers' clients are made (its command packer)
         #: What the benchmarks read of the stored state (key names, run ids, decoding): read-only.
         self.inspector = Inspector(self.client, self.prefix)
         self.store = make_store(self.client, self.prefix, int(RETENTION_DAYS * 86400))

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.sentinel import Sentinel
 
+from engine.command_packer import command_packer
 from engine.errors import ConfigurationError
 from engine.ops.embedded import resolve_redis_url
 
@@ -125,6 +126,8 @@ def redis_client(url: str, *, sentinel_master: str | None = None, sentinel_passw
     ``options`` override :data:`CLIENT_OPTIONS` (timeouts, health checks).
     """
     opts = {**CLIENT_OPTIONS, **options}
+    if "command_packer" not in opts and (packer := command_packer(url, opts)) is not None:
+        opts["command_packer"] = packer  # hiredis packs the commands' plain arguments itself
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **opts)
     if not sentinel_master:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -96,16 +96,14 @@ class Activity:
         """The record as stored: a JSON-able dict without its absent fields."""
         # A shallow read: the values are JSON data already, and a record can carry a whole plan
         # (``received``), which ``dataclasses.asdict`` would deep-copy on every step.
-        out = {name: value for name in _ACTIVITY_FIELDS if (value := getattr(self, name)) is not None}
+        # Its fields in their order, as ``__init__`` set them (a frozen record has no others).
+        out = {name: value for name, value in self.__dict__.items() if value is not None}
         out["outcome"] = self.outcome.value
         return out
 
     def to_json(self) -> str:
         """The record as compact JSON."""
         return dumps(self.to_dict())
-
-
-_ACTIVITY_FIELDS = tuple(f.name for f in fields(Activity))
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["NotJSON", "dumps", "encode", "encode_strict", "loads"]
+__all__ = ["NotJSON", "dumps", "encode", "encode_known", "encode_strict", "loads"]
 
 
 class NotJSON(ValueError):
@@ -62,27 +62,27 @@ def _strict_default(value: Any) -> Any:
 
 def _finite(value: Any) -> bool:
     """False when ``value`` holds a NaN or an infinity anywhere (orjson would write ``null``)."""
-    stack = [value]
-    pop, push = stack.pop, stack.extend
+    stack = [(value,)]  # containers whose items are still to look at
+    pop, push = stack.pop, stack.append
     while stack:
-        item = pop()
-        kind = type(item)
-        if kind is str or kind is int or item is None or kind is bool:
-            continue
-        if kind is float:
-            if item - item != 0.0:  # NaN - NaN and inf - inf are NaN
-                return False
-        elif kind is dict:
-            push(item.values())
-        elif kind is list or kind is tuple:
-            push(item)
-        elif isinstance(item, float):  # numpy.float64 and other subclasses
-            if item - item != 0.0:
-                return False
-        elif isinstance(item, dict):
-            push(item.values())
-        elif isinstance(item, list | tuple):
-            push(item)
+        for item in pop():
+            kind = type(item)
+            if kind is str or kind is int or item is None or kind is bool:
+                continue
+            if kind is float:
+                if item - item != 0.0:  # NaN - NaN and inf - inf are NaN
+                    return False
+            elif kind is dict:
+                push(item.values())
+            elif kind is list or kind is tuple:
+                push(item)
+            elif isinstance(item, float):  # numpy.float64 and other subclasses
+                if item - item != 0.0:
+                    return False
+            elif isinstance(item, dict):
+                push(item.values())
+            elif isinstance(item, list | tuple):
+                push(item)
     return True
 
 
@@ -96,6 +96,16 @@ def encode(value: Any) -> bytes:
     if b"null" in out and not _finite(value):
         return _LENIENT.encode(value).encode()  # NaN, Infinity: written as the standard library writes them
     return out
+
+
+def encode_known(value: Any) -> bytes:
+    """:func:`encode` of a document the engine builds itself of strings, integers, booleans and None
+    (a step message's envelope): it holds no float, so a ``null`` in its JSON is a None and the
+    document is not walked for a NaN; what orjson cannot write exactly is written by :func:`encode`."""
+    try:
+        return orjson.dumps(value, default=_lenient_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        return encode(value)
 
 
 def encode_strict(value: Any) -> bytes:

@@ -30,7 +30,7 @@ import redis
 
 from engine.broker.consumers import MARK_PREFIX, OWNERS
 from engine.broker.interface import PRIORITY_CONTINUE, Delivery, StepKey, StepMessage, TakenStep
-from engine.jsoncodec import dumps, encode, loads
+from engine.jsoncodec import dumps, encode_known, loads
 from engine.keyspace import read_lua, text
 from engine.store.codec import Envelope
 from engine.store.riders import Rider, evalsha
@@ -60,7 +60,7 @@ def task_message(message: StepMessage, priority: int, origin: str, reply_to: str
     """``message`` as ``send_task`` writes it on a Redis list (one JSON document)."""
     task_id = str(uuid.uuid4())
     args = message.args
-    body = encode([args, {}, _EMBED])
+    body = encode_known([args, {}, _EMBED])  # strings and integers: no float to look for
     payload = {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",
@@ -78,7 +78,7 @@ def task_message(message: StepMessage, priority: int, origin: str, reply_to: str
             "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
         },
     }
-    return dumps(payload)
+    return encode_known(payload).decode()
 
 
 def step_of(raw: bytes | str) -> StepKey | None:

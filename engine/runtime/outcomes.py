@@ -261,6 +261,16 @@ DEADLINE_GRACE = 5.0
 MIN_TIMEOUT_ATTEMPTS = 3
 
 _HOST = socket.gethostname()
+#: "host:pid:" of this process, for worker_name: made again in a forked child (the pid changes only there).
+_PROCESS = f"{_HOST}:{os.getpid()}:"
+
+
+def _forked() -> None:
+    global _PROCESS
+    _PROCESS = f"{_HOST}:{os.getpid()}:"
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def step_allowance(node: StepNode | GatherNode) -> float:
@@ -280,7 +290,7 @@ def lost_step_attempts(node: StepNode | GatherNode) -> int:
 
 def worker_name() -> str:
     """host:pid:thread of this worker, for activity records."""
-    return f"{_HOST}:{os.getpid()}:{threading.current_thread().name}"
+    return _PROCESS + threading.current_thread().name
 
 
 def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, attempt: int) -> StepMessage:

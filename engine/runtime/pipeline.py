@@ -47,7 +47,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from copy import copy
 from typing import Any
 
 import redis
@@ -449,8 +449,11 @@ class Pipeline(StepOutcomes):
                 carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders,
                 statuses=RUNNING_ONLY if speculative else LIVE)
 
-        carried = replace(instance, node=nxt.node, seq=seq + 1, attempt=1, context=context,
-                          status=InstanceStatus.RUNNING, inflight=True, carrier=carrier) if chained else None
+        carried = None
+        if chained:
+            carried = copy(instance)  # what dataclasses.replace makes, without its look at every field
+            carried.node, carried.seq, carried.attempt, carried.context = nxt.node, seq + 1, 1, context
+            carried.status, carried.inflight, carried.carrier = InstanceStatus.RUNNING, True, carrier
         if chained and reads_only(inline, following) and not getattr(following, "limits", None):
             # the next action only reads: it runs now, and this transition goes with the next one's
             self._held.changes.append((definition, instance.id, change, None))

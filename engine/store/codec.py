@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -20,12 +21,16 @@ from engine.jsoncodec import dumps, encode, loads
 from engine.keyspace import text
 
 __all__ = ["COMPRESS_OVER", "JSON_FIELDS", "Applied", "Envelope", "NewInstance", "Placement",
-           "decode_activities",
+           "compress", "decode_activities",
            "decode_instance_hash", "dumps", "dumps_with", "load", "pack", "pack_text", "seconds", "split_hash",
            "text", "unpack"]
 
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
+#: Documents up to this long are compressed with zlib's memory level 4 instead of its default 8:
+#: a smaller hash table to set up (zlib.compress's own, 128 KiB, is most of the cost of
+#: compressing a document of a few hundred bytes), and output of the same size below it.
+SMALL_DEFLATE = 4096
 #: Hash fields that hold JSON documents (besides the context entries ``c:<node>``).
 JSON_FIELDS = frozenset({"data", "result", "error", "quorum"})
 
@@ -45,10 +50,19 @@ def dumps_with(value: dict[str, Any], key: str, encoded: str) -> str:
     return "".join((head, "," if before else "", dumps(key), ":", encoded, "," if after else "", tail))
 
 
+def compress(data: bytes) -> bytes:
+    """``data`` zlib-compressed (level 1, a 32 KiB window: the stream starts with byte 0x78);
+    any zlib reader reads it back."""
+    if len(data) > SMALL_DEFLATE:
+        return zlib.compress(data, 1)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 4)
+    return deflate.compress(data) + deflate.flush()
+
+
 def pack(value: Any) -> str | bytes:
     """``value`` as stored: compact JSON, zlib-compressed when long."""
     data = encode(value)
-    return zlib.compress(data, 1) if len(data) > COMPRESS_OVER else data.decode()
+    return compress(data) if len(data) > COMPRESS_OVER else data.decode()
 
 
 def pack_text(text: str) -> str | bytes:
@@ -58,7 +72,7 @@ def pack_text(text: str) -> str | bytes:
     :func:`unpack` tells the two apart without a marker.
     """
     data = text.encode()
-    return zlib.compress(data, 1) if len(data) > COMPRESS_OVER else text
+    return compress(data) if len(data) > COMPRESS_OVER else text
 
 
 def unpack(raw: bytes | str) -> str:
@@ -153,8 +167,12 @@ class Placement:
 
     @classmethod
     def queued_step(cls, node: str, allowance: float) -> Placement:
-        """Running ``node``'s step, sent: once a worker starts it, lost unless it progresses within ``allowance`` s."""
-        return cls(InstanceStatus.RUNNING, node, inflight=True, queued=allowance)
+        """Running ``node``'s step, sent: once a worker starts it, lost unless it progresses within ``allowance`` s.
+
+        The same (frozen) placement for the same node and allowance: every step sent to a node
+        is placed alike, and a placement and its document are built once, not on each step.
+        """
+        return _queued_step(cls, node, allowance)
 
     @classmethod
     def wait(cls, node: str, wake_at: float) -> Placement:
@@ -184,12 +202,22 @@ class Placement:
         return cls(status, node, inflight=False, result=result, drop_on_success=tuple(drop_on_success))
 
     def document(self) -> dict[str, Any]:
-        """The ``place`` field of an operation's document (absent fields left out)."""
+        """The ``place`` field of an operation's document (absent fields left out); a new dict each time."""
+        return dict(self._document)
+
+    @cached_property
+    def _document(self) -> dict[str, Any]:
+        """The document, built once per placement (a placement does not change)."""
         doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
                "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
                "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None,
                "reason": self.reason, "front": self.front or None}
         return {k: v for k, v in doc.items() if v is not None}
+
+
+@lru_cache(maxsize=1024)
+def _queued_step(cls: type[Placement], node: str, allowance: float) -> Placement:
+    return cls(InstanceStatus.RUNNING, node, inflight=True, queued=allowance)
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,23 @@ def test_advance_stores_the_same_bytes_with_or_without_the_encoded_answer(any_re
                        any_redis.lrange(store.keys.activities(iid), -1, -1)[0]))
     assert stored[0] == stored[1]
     assert json.loads(unpack(stored[1][1]))["received"] == {"lots": LOTS, "note": "i"}
+
+
+def test_documents_of_every_length_are_compressed_readably_and_no_larger_than_zlib_level_1() -> None:
+    """Up to SMALL_DEFLATE a smaller zlib memory level is used: the same stream format, readable by
+    any zlib reader and told apart by its first byte; above it, zlib.compress itself."""
+    import zlib
+
+    from engine.store.codec import SMALL_DEFLATE, compress, load
+
+    for count in (4, 10, 30, 60, 200):
+        value = {"lots": LOTS[:count] * (1 + count // 80)}
+        data = json.dumps(value, separators=(",", ":")).encode()
+        packed = pack(value)
+        assert isinstance(packed, bytes) and packed[:1] == b"x"
+        assert zlib.decompress(packed) == data and load(packed) == value and unpack(packed) == data.decode()
+        if len(data) <= SMALL_DEFLATE:
+            assert len(packed) <= len(zlib.compress(data, 1)) * 1.02
+        else:
+            assert packed == zlib.compress(data, 1)
+        assert compress(data) == packed

@@ -328,3 +328,24 @@ def test_fields_written_and_deleted_by_one_change_end_as_if_sent_in_turn(store: 
     fields = {k.decode(): v for k, v in store.client.hgetall(store.keys.instance("i1")).items()}
     assert "quorum" not in fields and fields["node"] == b"b" and fields["m1"] == b"2" and fields["seq"] == b"2"
     assert fields["status"] == b"running" and fields["inflight"] == b"1"
+
+
+def test_a_queued_step_placement_is_built_once_and_its_document_is_a_fresh_dict_each_time() -> None:
+    first = Placement.queued_step("calc", 300.0)
+    assert first is Placement.queued_step("calc", 300.0)
+    assert first == Placement(InstanceStatus.RUNNING, "calc", inflight=True, queued=300.0)
+    assert Placement.queued_step("calc", 60.0).queued == 60.0 and Placement.queued_step("x", 300.0).node == "x"
+    doc = first.document()
+    assert doc == {"status": "running", "node": "calc", "inflight": True, "queued": "300.0"}
+    doc["node"] = "changed"
+    assert first.document()["node"] == "calc" and first.document() is not first.document()
+    assert Placement.end("e", InstanceStatus.SUCCEEDED, drop_on_success=["a"]).document() == {
+        "status": "succeeded", "node": "e", "inflight": False, "drop": ["a"]}
+
+
+def test_an_activity_record_lists_its_present_fields_in_their_order() -> None:
+    record = Activity(seq=3, node="n", attempt=1, outcome=Outcome.APPLIED, worker="w", started_at=1.0,
+                      ended_at=2.0, transition="ok", received={"a": None}, next="m", error=None)
+    assert list(record.to_dict().items()) == [
+        ("seq", 3), ("node", "n"), ("attempt", 1), ("outcome", "applied"), ("worker", "w"), ("started_at", 1.0),
+        ("ended_at", 2.0), ("transition", "ok"), ("received", {"a": None}), ("next", "m")]
