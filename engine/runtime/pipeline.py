@@ -13,7 +13,9 @@ One delivered step message goes through::
                                                                           after_delivery (draining)
 
 Every change is one store operation (:mod:`engine.store.instances`; one Lua compare-and-set
-each), applied through :class:`~engine.runtime.outcomes.StepOutcomes`. The timers and the
+each), applied through :class:`~engine.runtime.outcomes.StepOutcomes`. When the next step runs
+here and its action only reads (``@action(..., reads_only=True)``), a step's transition is held
+and sent with the next one's, in one round trip (:meth:`Pipeline._advance`). The timers and the
 sweeper are the same kind of dispatch: ``before_timers``, then the concern that owns the due
 timer's kind (``on_timer``), ``on_tick``, ``on_sweep``, ``on_reconcile``.
 
@@ -58,7 +60,7 @@ from engine.definitions.nodes import Definition, HttpNode, Node, RecordLevel, Se
 from engine.errors import ActionFailed, DataSetLost, ExpressionError, StepFailed
 from engine.expressions.cel import compile_template
 from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
-from engine.runtime.outcomes import NextKind, StepOutcomes, StepReport, step_deadline, target_of
+from engine.runtime.outcomes import Change, NextKind, StepOutcomes, StepReport, step_deadline, target_of
 from engine.service import Transition
 from engine.store.instances import LIVE
 from engine.store.redis_store import Applied, Placement, RedisStore
@@ -465,7 +467,7 @@ class Pipeline(StepOutcomes):
             return StepReport(Outcome.APPLIED, applied.status, nxt.node, carried)
         return StepReport(Outcome.APPLIED, applied.status, nxt.node)
 
-    def _apply_held(self, definition: Definition, instance_id: str, change: Any,
+    def _apply_held(self, definition: Definition, instance_id: str, change: Change,
                     step: tuple[str, int, int] | None) -> Applied:
         """Apply ``change`` after this thread's held transitions, all in one round trip (each its own
         compare-and-set, in order: when a held one is refused, the ones after it are refused too)."""
