@@ -44,8 +44,10 @@ test-compat: .venv-compat-low/.installed .venv-compat-new/.installed  ## the bro
 	  $$env/bin/pytest -q -p no:cacheprovider tests/contract || exit 1; \
 	done
 
+# Two pytest-xdist workers, each test module whole on one of them (its module-scoped fleet, console or browser
+# starts once); every test has a key prefix, queues, ports and servers of its own (docs/testing.md).
 test: $(STAMP) chromium  ## the whole suite (slow fault scenarios aside): unit, integration, browser, fast fault tests
-	$(BIN)/pytest -q -m "not slow" tests
+	$(BIN)/pytest -q -m "not slow" -n 2 --dist loadfile tests
 
 test-under-load: $(STAMP)  ## the same suite while busy-loop processes hold every core: outcomes must not depend on load
 	$(BIN)/python -m tests.under_load -q -m "not slow" tests

@@ -87,7 +87,7 @@ def build_context(settings: ConsoleSettings, engine_settings: Settings, engine: 
         engine = build_engine(engine_settings, client=client)
     keys = ConsoleKeys.under(engine_settings.key_prefix)
     return ConsoleContext(
-        engine=engine, users=UserStore(client, keys),
+        engine=engine, users=UserStore(client, keys, settings.password_hasher()),
         throttle=LoginThrottle(client, keys, free=settings.login_free_failures, base=settings.login_base_delay,
                                maximum=settings.login_max_delay, address_free=settings.login_address_free),
         burndown=BurndownStore(client, keys, retention_seconds=engine_settings.retention_seconds), settings=settings,

@@ -11,6 +11,14 @@
 | ``TRADEFLOW_DEMO_PASSWORD`` | generated | the password of the demo's console user ``demo`` |
 | ``TRADEFLOW_CONSOLE_LOGIN_FREE`` | ``3`` | login attempts per user name before the throttle's delay starts |
 | ``TRADEFLOW_CONSOLE_LOGIN_DELAY`` | ``2`` | the first delay (s); it doubles with each further attempt, to 900 s |
+| ``TRADEFLOW_CONSOLE_ARGON2_TIME_COST`` | ``3`` | Argon2id passes per password hash and per sign-in |
+| ``TRADEFLOW_CONSOLE_ARGON2_MEMORY_KIB`` | ``65536`` | Argon2id memory per hash (KiB) |
+| ``TRADEFLOW_CONSOLE_ARGON2_PARALLELISM`` | ``4`` | Argon2id lanes per hash |
+
+The three Argon2id costs default to argon2-cffi's own (RFC 9106's second recommended profile);
+lower them only for test consoles whose logins are many and whose passwords guard nothing (a
+console started with a cost below the default logs a warning). A stored hash made at other costs
+still verifies, and is re-hashed at the configured costs on its next sign-in.
 
 Every variable of the console is read here, once (:meth:`ConsoleSettings.from_env`); the
 engine's (Redis, key prefix...) by :class:`engine.config.Settings`.
@@ -24,6 +32,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from argon2 import DEFAULT_MEMORY_COST, DEFAULT_PARALLELISM, DEFAULT_TIME_COST, PasswordHasher
 
 from console.errors import ConsoleError
 
@@ -49,6 +59,10 @@ class ConsoleSettings:
     #: First delay after the free failures; doubles with each further failure, up to the maximum.
     login_base_delay: float = 2.0
     login_max_delay: float = 900.0
+    #: Argon2id costs of password hashes (default: argon2-cffi's, the production cost).
+    argon2_time_cost: int = DEFAULT_TIME_COST
+    argon2_memory_kib: int = DEFAULT_MEMORY_COST
+    argon2_parallelism: int = DEFAULT_PARALLELISM
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
@@ -70,9 +84,24 @@ class ConsoleSettings:
                 demo_password=env.get("TRADEFLOW_DEMO_PASSWORD") or None,
                 login_free_failures=int(env.get("TRADEFLOW_CONSOLE_LOGIN_FREE", "3")),
                 login_base_delay=float(env.get("TRADEFLOW_CONSOLE_LOGIN_DELAY", "2")),
+                argon2_time_cost=int(env.get("TRADEFLOW_CONSOLE_ARGON2_TIME_COST", DEFAULT_TIME_COST)),
+                argon2_memory_kib=int(env.get("TRADEFLOW_CONSOLE_ARGON2_MEMORY_KIB", DEFAULT_MEMORY_COST)),
+                argon2_parallelism=int(env.get("TRADEFLOW_CONSOLE_ARGON2_PARALLELISM", DEFAULT_PARALLELISM)),
             )
         except ValueError as exc:
             raise ConsoleError(f"bad TRADEFLOW_CONSOLE_* setting: {exc}") from None
+
+    def password_hasher(self) -> PasswordHasher:
+        """The Argon2id hasher of the configured costs (ConsoleError for costs Argon2 refuses); a
+        warning when any cost is below the default, which only a test console should run with."""
+        time_cost, memory_kib, lanes = self.argon2_time_cost, self.argon2_memory_kib, self.argon2_parallelism
+        if time_cost < 1 or lanes < 1 or memory_kib < 8 * lanes:
+            raise ConsoleError(f"bad TRADEFLOW_CONSOLE_ARGON2_* setting: time cost {time_cost} (1 or more), "
+                               f"parallelism {lanes} (1 or more), memory {memory_kib} KiB (8 x parallelism or more)")
+        if time_cost < DEFAULT_TIME_COST or memory_kib < DEFAULT_MEMORY_COST or lanes < DEFAULT_PARALLELISM:
+            log.warning("console passwords are hashed below the default Argon2id cost (time %d, memory %d KiB, "
+                        "parallelism %d): fit for a test console only", time_cost, memory_kib, lanes)
+        return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=lanes)
 
     def session_secret(self) -> str:
         """The cookie-signing secret; without one, a random one for this process and a loud warning."""

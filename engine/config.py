@@ -7,6 +7,8 @@
 | ``TRADEFLOW_REDIS_SENTINEL_PASSWORD`` | — | the sentinels' own password, if they require one |
 | ``TRADEFLOW_REDIS_WAIT_REPLICAS`` | ``0`` | after a terminal transition, ``WAIT`` for this many replicas |
 | ``TRADEFLOW_REDIS_WAIT_MS`` | ``100`` | longest such ``WAIT``, in milliseconds |
+| ``TRADEFLOW_REDIS_CONNECT_ATTEMPTS`` | ``4`` | PINGs the CLI sends a configured Redis that does not answer |
+| ``TRADEFLOW_REDIS_CONNECT_WAIT`` | ``0.25`` | seconds before the second PING; each further wait doubles |
 | ``TRADEFLOW_BROKER_URL`` | the Redis URL | Celery broker |
 | ``TRADEFLOW_EMBEDDED_REDIS`` | ``0`` | ``1``: always use the embedded redis-server |
 | ``TRADEFLOW_HOME`` | ``~/.tradeflow`` | where the embedded Redis keeps its data and address |
@@ -79,6 +81,9 @@ class Settings:
     redis_sentinel_master: str | None = None
     redis_sentinel_password: str | None = field(default=None, repr=False)
     redis_wait_replicas: int = 0
+    #: A configured Redis that does not answer: PINGs before the error, and the first wait between them (doubling).
+    redis_connect_attempts: int = 4
+    redis_connect_wait: float = 0.25
     redis_wait_ms: int = 100
     #: The data set (epoch) a node of ``tradeflow workers`` must find, else it refuses to start.
     expected_epoch: str | None = None
@@ -160,6 +165,8 @@ class Settings:
                 redis_sentinel_password=env.get("TRADEFLOW_REDIS_SENTINEL_PASSWORD") or None,
                 redis_wait_replicas=int(env.get("TRADEFLOW_REDIS_WAIT_REPLICAS", d.redis_wait_replicas)),
                 redis_wait_ms=int(env.get("TRADEFLOW_REDIS_WAIT_MS", d.redis_wait_ms)),
+                redis_connect_attempts=int(env.get("TRADEFLOW_REDIS_CONNECT_ATTEMPTS", d.redis_connect_attempts)),
+                redis_connect_wait=float(env.get("TRADEFLOW_REDIS_CONNECT_WAIT", d.redis_connect_wait)),
                 expected_epoch=env.get("TRADEFLOW_EXPECT_EPOCH") or None,
                 roles=_names(env.get("TRADEFLOW_ROLES", "")),
                 principal_name=(env.get("TRADEFLOW_PRINCIPAL") or "").strip() or _os_user(),
@@ -176,6 +183,9 @@ class Settings:
         if settings.redis_wait_replicas < 0 or settings.redis_wait_ms <= 0:
             raise ConfigurationError("TRADEFLOW_REDIS_WAIT_REPLICAS must be 0 or more and TRADEFLOW_REDIS_WAIT_MS "
                                      "a positive number of milliseconds (e.g. 1 and 100)")
+        if settings.redis_connect_attempts < 1 or settings.redis_connect_wait < 0:
+            raise ConfigurationError("TRADEFLOW_REDIS_CONNECT_ATTEMPTS must be 1 or more and "
+                                     "TRADEFLOW_REDIS_CONNECT_WAIT 0 or more seconds (e.g. 4 and 0.25)")
         return settings
 
 

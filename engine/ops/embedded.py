@@ -29,7 +29,8 @@ from engine.errors import ConfigurationError, RedisUnavailable
 log = logging.getLogger(__name__)
 
 #: A configured Redis that does not answer is asked this many times, the waits between the
-#: attempts doubling from the first one (about 3 s in all before the error).
+#: attempts doubling from the first one (about 2 s in all before the error); the settings
+#: ``TRADEFLOW_REDIS_CONNECT_ATTEMPTS`` and ``TRADEFLOW_REDIS_CONNECT_WAIT`` default to these.
 CONFIGURED_ATTEMPTS = 4
 CONFIGURED_FIRST_WAIT = 0.25
 
@@ -122,8 +123,10 @@ def redacted(url: str) -> str:
 
 
 def wait_for_configured(url: str, attempts: int = CONFIGURED_ATTEMPTS, first_wait: float = CONFIGURED_FIRST_WAIT,
-                        sleep: Callable[[float], None] = time.sleep) -> None:
-    """Return once the Redis at ``url`` answers; after ``attempts`` failed PINGs raise :class:`RedisUnavailable`."""
+                        sleep: Callable[[float], None] | None = None) -> None:
+    """Return once the Redis at ``url`` answers; after ``attempts`` failed PINGs raise :class:`RedisUnavailable`
+    (``sleep``: how to wait, default ``time.sleep``)."""
+    sleep = sleep or time.sleep
     wait = first_wait
     for attempt in range(1, attempts + 1):
         if redis_answers(url):
@@ -163,7 +166,7 @@ def resolve_redis_url(settings: Settings, *, allow_start: bool = False, check: b
         return settings.redis_url
     if settings.redis_url_configured and not settings.embedded:
         if check:
-            wait_for_configured(settings.redis_url)
+            wait_for_configured(settings.redis_url, settings.redis_connect_attempts, settings.redis_connect_wait)
         return settings.redis_url
     recorded = _recorded(settings.home)
     if recorded is None and not settings.embedded and redis_answers(settings.redis_url):

@@ -45,8 +45,8 @@ def test_tradeflow_workers_leaves_no_child_behind(tmp_path: Path, signum: signal
             descendants = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert len(descendants) >= 5, (tmp_path / "workers.log").read_text()
         proc.send_signal(signum)
-        assert proc.wait(30) == 0
-        end = time.monotonic() + 5
+        assert proc.wait(60) == 0  # its warm shutdown lasts at most 15 s, then SIGKILL: generous on a busy machine
+        end = time.monotonic() + 30  # what it SIGKILLed still has to be reaped
         while any(_alive(pid) for pid in descendants) and time.monotonic() < end:
             time.sleep(0.1)
         survivors = [pid for pid in descendants if _alive(pid)]

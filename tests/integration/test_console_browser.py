@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +30,7 @@ import httpx
 import pytest
 
 import portfolio_manager.actions  # noqa: F401  (registers market_open for the starts made here)
+from console.config import ConsoleSettings
 from console.console_keys import ConsoleKeys
 from console.users import UserStore
 from engine import Principal
@@ -47,13 +46,11 @@ from portfolio_manager.daily import instance_id_for, start_daily_rebalance
 from portfolio_manager.generator import SeedSummary
 from portfolio_manager.proposals import Proposal, ProposalStatus
 from portfolio_manager.services import Services
+from tests.integration.browser import CHEAP_ARGON2_ENV, chromium_missing, launched_chromium
 from tests.integration.conftest import ROOT, seed_pm_book
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 #: Where screenshots go: docs/screenshots with `make screenshots`, else a scratch folder.
 SHOTS = Path(os.environ.get("TRADEFLOW_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="tradeflow-shots-"))
 ACCOUNTS = 80
@@ -62,8 +59,8 @@ WAIT_MS = 90_000
 PAULA = Principal("paula", frozenset({"pm", "viewer"}))
 REVIEW_HOURS = 24  # the review's cut-off of the runs started here: far away, whatever the time of day
 
-if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-    pytest.skip(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)", allow_module_level=True)
+if chromium_missing():
+    pytest.skip(chromium_missing(), allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -100,12 +97,13 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     book = seed_pm_book(redis_url, "console", ACCOUNTS, 11, 0.1, 0.05)
     prefix, client, env, engine, svc = book.prefix, book.client, book.env, book.engine, book.svc
     run_date, seeded = book.run_date, book.seeded
-    users = UserStore(client, ConsoleKeys.under(prefix))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("console") / "console.log"
     console_env = {**os.environ, **env, "TRADEFLOW_CONSOLE_SECRET": uuid.uuid4().hex * 2,
-                   "TRADEFLOW_CONSOLE_SAMPLE_SECONDS": "1", "TRADEFLOW_METRICS_TOKEN": "scrape-token-for-tests"}
+                   "TRADEFLOW_CONSOLE_SAMPLE_SECONDS": "1", "TRADEFLOW_METRICS_TOKEN": "scrape-token-for-tests",
+                   **CHEAP_ARGON2_ENV}
+    users = UserStore(client, ConsoleKeys.under(prefix), ConsoleSettings.from_env(console_env).password_hasher())
     # The admin comes through the CLI, as an operator would add one.
     added = subprocess.run([sys.executable, "-m", "engine.cli", "console", "users", "add", "ada", "--role", "admin",
                             "--password-stdin"], input=f"{PASSWORD}\n", env=console_env, capture_output=True,
@@ -130,17 +128,6 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             fleet.stop()
         delete_prefix(client, prefix)
         client.close()
-
-
-@contextmanager
-def launched_chromium() -> Iterator[Any]:
-    """Debian's chromium, headless, driven by playwright; closed on the way out."""
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

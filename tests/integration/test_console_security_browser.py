@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import httpx
 import pytest
 import redis
 
+from console.config import ConsoleSettings
 from console.console_keys import ConsoleKeys
 from console.users import UserStore
 from engine.api import Engine
@@ -39,8 +39,9 @@ from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.ops.embedded import free_port
 from engine.testing import delete_prefix, make_store
+from tests.integration.browser import CHEAP_ARGON2_ENV, chromium_missing, launched_chromium
 from tests.integration.conftest import ROOT, fleet_env, sender_app
-from tests.integration.test_console_browser import CHROMIUM, _wait_http, launched_chromium
+from tests.integration.test_console_browser import _wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +50,8 @@ PASSWORD = "a long test password"
 WAIT_MS = 30_000
 BAD_LABEL = "ops/desk?x=1#frag"
 
-if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-    pytest.skip(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)", allow_module_level=True)
+if chromium_missing():
+    pytest.skip(chromium_missing(), allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
 REVIEW = {"name": "sec-review", "initial_data": {"type": "object", "required": ["account"]}, "start": "review",
@@ -84,11 +85,11 @@ def console(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                     CeleryEnqueuer(sender_app(redis_url, prefix)))
     for document in (REVIEW, BLOCK):
         engine.publish(load_definition(json.dumps(document)), alias="production")
-    users = UserStore(client, ConsoleKeys.under(prefix))
+    env = {**os.environ, **fleet_env(redis_url, prefix), "TRADEFLOW_CONSOLE_SECRET": uuid.uuid4().hex * 2,
+           "TRADEFLOW_CONSOLE_SAMPLE_SECONDS": "1", "TRADEFLOW_CONSOLE_LOGIN_DELAY": "120", **CHEAP_ARGON2_ENV}
+    users = UserStore(client, ConsoleKeys.under(prefix), ConsoleSettings.from_env(env).password_hasher())
     for name, role in (("olga", "operator"), ("paula", "pm"), ("sam", "viewer"), ("tara", "viewer")):
         users.add(name, role, PASSWORD)
-    env = {**os.environ, **fleet_env(redis_url, prefix), "TRADEFLOW_CONSOLE_SECRET": uuid.uuid4().hex * 2,
-           "TRADEFLOW_CONSOLE_SAMPLE_SECONDS": "1", "TRADEFLOW_CONSOLE_LOGIN_DELAY": "120"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("consec") / "console.log"

@@ -169,10 +169,12 @@ def test_a_run_is_paused_and_resumed_mid_way(morning: Morning) -> None:
                                     wait_for_open=False, limit=80, review_until=review_until())
     morning.wait_until(lambda: morning.engine.progress("pause").finished >= 5, 30, "the run to get going")
     assert morning.engine.bulk("pause", "pause").done > 0
-    time.sleep(1.0)  # steps in flight finish and are recorded; nothing further is sent
+    # the steps in flight come back and are recorded (however busy the machine); nothing further is sent
+    morning.wait_until(lambda: not any(i.inflight for i in morning.engine.list("pause", ["paused"])), 60,
+                       "the paused instances' steps in flight to come back")
     paused = {i.id: i.seq for i in morning.engine.list("pause", ["paused"])}
     assert paused, morning.engine.progress("pause").counts
-    time.sleep(1.5)
+    time.sleep(1.5)  # a window in which nothing may move
     assert {i.id: i.seq for i in morning.engine.list("pause", ["paused"])} == paused
     assert morning.engine.progress("pause").finished < started.total
     assert morning.engine.bulk("resume", "pause").done == len(paused)

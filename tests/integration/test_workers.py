@@ -129,12 +129,22 @@ def test_sigkill_of_a_worker_child_mid_step_loses_nothing(live: LiveFleet) -> No
 def test_pause_and_resume_a_run_in_bulk(live: LiveFleet) -> None:
     """Pause a run mid-way: nothing moves while paused; resume finishes every instance."""
     ids = live.engine.start_many("abc", [{"key": f"p{i}", "sleep": 0.05} for i in range(40)], run="pausing")
-    time.sleep(0.3)
+    end = time.monotonic() + 60
+    while not any(i.seq > 1 for i in store_of(live.engine).load_many(ids)):  # under way: a step applied
+        assert time.monotonic() < end, "no step of the run was applied"
+        time.sleep(0.05)
     result = live.engine.bulk("pause", "pausing")
     assert result.done > 0
-    time.sleep(1.5)  # steps in flight finish and are recorded; nothing more is sent
-    frozen = {i.id: i.seq for i in store_of(live.engine).load_many(ids) if i.status is InstanceStatus.PAUSED}
-    time.sleep(1.0)
+    end = time.monotonic() + 60
+    while True:  # the steps in flight come back and are recorded (however busy the machine); nothing more is sent
+        paused = [i for i in store_of(live.engine).load_many(ids) if i.status is InstanceStatus.PAUSED]
+        if not any(i.inflight for i in paused):
+            break
+        assert time.monotonic() < end, [i.id for i in paused if i.inflight]
+        time.sleep(0.05)
+    frozen = {i.id: i.seq for i in paused}
+    assert frozen
+    time.sleep(1.0)  # a window in which nothing may move
     assert {i.id: i.seq for i in store_of(live.engine).load_many(list(frozen))} == frozen
     live.engine.bulk("resume", "pausing")
     instances = live.wait(ids)
@@ -153,7 +163,11 @@ def test_retry_and_cancel_on_live_workers(live: LiveFleet) -> None:
     assert inst.status is InstanceStatus.SUCCEEDED
     waiting = live.engine.start("napper", {"key": "c1"}, run="retry")
     live.engine.cancel(waiting)
-    time.sleep(3)
+    # A napper started after it, not cancelled: once it has woken and run 'a', the timer ticks that would
+    # have woken the cancelled one have passed (a fixed sleep proved nothing when the machine was slow).
+    canary = live.engine.start("napper", {"key": "c2"}, run="retry")
+    [done] = live.wait([canary], timeout=60)
+    assert done.status is InstanceStatus.SUCCEEDED and live.calls().get("c2:a") == 1
     assert live.engine.get(waiting).status is InstanceStatus.CANCELLED
     assert "c1:a" not in live.calls()
 

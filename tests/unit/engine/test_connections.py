@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from redis.sentinel import SentinelConnectionPool
@@ -83,3 +84,27 @@ def test_a_sentinel_url_is_the_state_url_as_it_is_never_asked_nor_replaced(tmp_p
     assert state_url(settings) == url
     assert state_url(settings, allow_start=True) == url
     assert not (tmp_path / "embedded.json").exists()
+
+
+def test_a_configured_redis_that_does_not_answer_is_asked_as_often_as_the_settings_say(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.errors import RedisUnavailable
+    from engine.ops import embedded
+
+    asked: list[str] = []
+    waits: list[float] = []
+    monkeypatch.setattr(embedded, "redis_answers", lambda url: asked.append(url) or False)
+    monkeypatch.setattr(embedded, "time", SimpleNamespace(sleep=waits.append))
+    assert (Settings().redis_connect_attempts, Settings().redis_connect_wait) == (4, 0.25)  # the defaults
+    quick = Settings.from_env({"TRADEFLOW_REDIS_URL": "redis://127.0.0.1:1/0", "TRADEFLOW_REDIS_CONNECT_ATTEMPTS": "3",
+                               "TRADEFLOW_REDIS_CONNECT_WAIT": "0.1"})
+    with pytest.raises(RedisUnavailable, match=r"does not answer \(3 attempts\)"):
+        state_url(quick)
+    assert asked == ["redis://127.0.0.1:1/0"] * 3 and waits == [0.1, 0.2]
+    asked.clear()
+    waits.clear()
+    with pytest.raises(RedisUnavailable, match=r"\(4 attempts\)"):
+        state_url(Settings.from_env({"TRADEFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}))
+    assert len(asked) == 4 and waits == [0.25, 0.5, 1.0]
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_REDIS_CONNECT_ATTEMPTS must be 1 or more"):
+        Settings.from_env({"TRADEFLOW_REDIS_CONNECT_ATTEMPTS": "0"})
