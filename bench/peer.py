@@ -61,10 +61,13 @@ def region_parameters(solver: str | None) -> dict[str, dict[str, Any]]:
 
 
 def _init(redis_url: str, pm_prefix: str, run: str, as_of: str, params: dict[str, dict[str, Any]]) -> None:
+    from engine.connections import redis_client
     from portfolio_manager.config import PMSettings
     from portfolio_manager.services import build_services
 
-    client = redis.Redis.from_url(redis_url)
+    # the client a worker's services get (hiredis packs its commands): the book reads cost the same on
+    # both sides, so the ratio measures the engine's own work
+    client = redis_client(redis_url)
     _worker.update(services=build_services(PMSettings(redis_url=redis_url, prefix=pm_prefix), client),
                    run=run, as_of=date.fromisoformat(as_of), params=params)
 
