@@ -47,7 +47,7 @@ from engine.store.codec import (
     text,
 )
 from engine.store.keys import Keys
-from engine.store.riders import Rider, evalsha, pipelined, send_with_riders
+from engine.store.riders import Rider, evalsha, send_all_with_riders, send_with_riders
 
 #: What a change returns while collected (:meth:`Instances.collect`): its outcome comes with the others'.
 PENDING = Applied(False, None, None)
@@ -376,12 +376,10 @@ class Instances:
         self._collecting.calls = self._collecting.riders = None
         if not calls:
             return []
-        replies = pipelined(self.client, [(evalsha(self._state, keys, args), self._state) for keys, args in calls]
-                            + [(rider.command(), rider.script) for rider in riders])
-        for rider, reply in zip(riders, replies[len(calls):], strict=True):
-            rider.landed(reply)
+        replies = send_all_with_riders(self.client, [(evalsha(self._state, keys, args), self._state)
+                                                     for keys, args in calls], riders)
         out = []
-        for reply in replies[:len(calls)]:
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
             out.append(self._applied(reply))

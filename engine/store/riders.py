@@ -45,12 +45,21 @@ def send_with_riders(client: redis.Redis, first: tuple[Any, ...], script: Any, r
     Returns ``first``'s reply (raising its error); each rider is told its own reply. A command
     answered NOSCRIPT is sent again alone once its script is loaded (in order: the change first).
     """
-    replies = pipelined(client, [(first, script)] + [(rider.command(), rider.script) for rider in riders])
-    for rider, reply in zip(riders, replies[1:], strict=True):
+    [reply] = send_all_with_riders(client, [(first, script)], riders)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def send_all_with_riders(client: redis.Redis, changes: Sequence[tuple[tuple[Any, ...], Any]],
+                         riders: Sequence[Rider]) -> list[Any]:
+    """Send ``changes`` (each a command and its registered script, as :func:`pipelined` takes them), then
+    each rider's command, in one pipelined round trip; the changes' replies (an error as the exception
+    instance), each rider told its own."""
+    replies = pipelined(client, [*changes, *((rider.command(), rider.script) for rider in riders)])
+    for rider, reply in zip(riders, replies[len(changes):], strict=True):
         rider.landed(reply)
-    if isinstance(replies[0], Exception):
-        raise replies[0]
-    return replies[0]
+    return replies[:len(changes)]
 
 
 def pipelined(client: redis.Redis, commands: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
@@ -71,4 +80,4 @@ def pipelined(client: redis.Redis, commands: Sequence[tuple[tuple[Any, ...], Any
     return replies
 
 
-__all__ = ["Rider", "evalsha", "pipelined", "send_with_riders"]
+__all__ = ["Rider", "evalsha", "pipelined", "send_all_with_riders", "send_with_riders"]
