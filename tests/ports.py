@@ -108,8 +108,12 @@ def candidate_ports(worker: str | None = None, rng: random.Random | None = None)
 
 def _lock(port: int) -> int | None:
     """The fd of ``port``'s lock file, locked exclusively; None if someone else holds it."""
-    LOCK_DIR.mkdir(mode=0o777, parents=True, exist_ok=True)
-    fd = os.open(LOCK_DIR / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    if not LOCK_DIR.is_dir():
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # shared like /tmp: every user's runs lock ports in it
+            LOCK_DIR.chmod(0o1777)
+    # Read-only is enough for flock, so another user's lock file serves as well as one's own.
+    fd = os.open(LOCK_DIR / f"{port}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
