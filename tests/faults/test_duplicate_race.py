@@ -25,14 +25,14 @@ def _race(lab: FaultLab, workflow: str, key: str) -> str:
     iid = lab.engine.start(workflow, {"key": key}, run="race")
     node = lab.engine.definition(workflow).nodes["race"]
     enqueuer_of(lab.engine).enqueue(step_message("race", node, iid, 1, 1))
-    lab.wait_terminal([iid], timeout=60)
+    lab.wait_terminal([iid], timeout=180)  # returns once both deliveries met in the barrier and ended
     return iid
 
 
 def test_a_step_delivered_twice_at_once_applies_once(tmp_path: Path) -> None:
     with fault_lab(tmp_path) as lab:
         for name, nodes in (("race-then-step", ["race", "after"]), ("race-last", ["race"])):
-            body = chain_definition(name, nodes)
+            body = chain_definition(name, nodes, timeout=300)  # no re-send while the barrier waits
             body["nodes"]["race"]["action"] = "barrier"
             lab.publish(body)
         ids = [_race(lab, "race-then-step", f"r{i}") for i in range(3)]

@@ -5,7 +5,8 @@ error naming it; the embedded Redis recorded in ``$TRADEFLOW_HOME/embedded.json`
 test-owned redis-server holding a run of its own) is never read in its place. With nothing
 configured the embedded Redis serves, and the command says so in one line on stderr. A
 worker told the data set it must run on (``TRADEFLOW_EXPECT_EPOCH``, as ``tradeflow workers``
-tells its nodes) refuses to start on another.
+tells its nodes) refuses to start on another. A new embedded Redis whose free port another Redis
+took first never adopts that one.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import redis
 from engine.api import Engine
 from engine.broker import MemoryEnqueuer
 from engine.definitions.validation import load_definition
+from engine.ops import embedded as embedded_redis
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from tests.faults.harness import chain_definition
 from tests.faults.redis_server import RedisServer
+from tests.ports import reserve_port
 
 TRADEFLOW = str(Path(sys.executable).parent / "tradeflow")
 PREFIX = "tfchoice"
@@ -112,3 +115,24 @@ def test_a_worker_refuses_a_data_set_it_was_not_started_on(tmp_path: Path,
                           env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 78, done.stderr[-3000:]
     assert f"refusing to start on {server.url}" in done.stderr, done.stderr[-3000:]
+
+
+def test_a_new_embedded_redis_never_adopts_another_redis_that_took_its_port(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port picked is free, then another Redis binds it before the embedded one starts (forced here:
+    ``free_port`` hands out the other's port first); the embedded one goes on another port."""
+    other = RedisServer(tmp_path / "other", appendonly=False).start()
+    spare = reserve_port()
+    ports = iter([other.port, spare.port])
+    monkeypatch.setattr(embedded_redis, "free_port", lambda: next(ports))
+    home = tmp_path / "home"
+    try:
+        url = embedded_redis.start_embedded(home)
+        assert url == f"redis://127.0.0.1:{spare.port}/0"
+        assert json.loads((home / "embedded.json").read_text())["url"] == url
+        assert embedded_redis.serves_from(url, home / "redis")
+        assert not embedded_redis.serves_from(other.url, home / "redis")
+    finally:
+        embedded_redis.stop_embedded(home)
+        spare.release()
+        other.close()

@@ -5,8 +5,11 @@ after its delivered one; writing that step's result failed, and the worker tried
 again once Redis answered (``patiently``). The instance was at the inline step by then, carried
 by this very process: the delivery was stale, recorded as a no-op, and the inline step was left
 to nobody -- the process's liveness mark stayed fresh, so only the step's timeout re-sent it.
-Here Redis stays down longer than step ``b`` (run inline after ``a``) takes, so every ``b`` in
-flight loses its write; the retried delivery now resumes ``b`` in the same process.
+Here every ``b`` in flight (run inline after ``a``) loses the write of its result: the steps ``b``
+wait in their action for a gate file; Redis is killed once both worker slots hold one there, the
+gate opens, and Redis starts again only after each held ``b`` returned and its thread found Redis
+unreachable (the service marks both by the gate). Nothing is timed: on a slow machine every wait
+just takes longer. The retried delivery then resumes ``b`` in the same process.
 
 Every step here has a 300 s timeout: a recovery within ``RECOVERY_BOUND`` cannot come from the
 sweeper's timeout, only from the worker processes that held the started steps (they stayed
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +33,9 @@ from tests.faults.invariants import check_invariants
 #: within this many seconds, far below the steps' 300 s timeout (a few seconds on a quiet machine;
 #: the margin is for a busy one, the wait returns as soon as they moved).
 RECOVERY_BOUND = 60.0
+#: Generous bounds on the waits for the worker processes (they return as soon as the condition holds).
+HELD_BOUND = 120.0
+WRITE_FAILED_BOUND = 90.0
 
 
 def _started(lab: FaultLab) -> dict[str, tuple[int, int]]:
@@ -46,9 +53,14 @@ def _histories(lab: FaultLab, ids: dict[str, tuple[int, int]]) -> str:
     return "\n".join(out)
 
 
-def _running_b(lab: FaultLab) -> list[str]:
-    """The instances whose step ``b`` is started."""
-    return [s.id for s in store_of(lab.engine).started_steps(1000) if s.node == "b"]
+def _held_in_gate(lab: FaultLab, key_of: dict[str, str]) -> dict[str, tuple[int, int]] | None:
+    """The started steps when there are two or more and each is a ``b`` inside its action (announced),
+    else None: the worker slots are then all held by the gate, nothing else moves."""
+    started = {s.id: (s.node, s.seq, s.attempt) for s in store_of(lab.engine).started_steps(1000)}
+    announced = {key for _pid, key, node in lab.busy() if node == "b"}
+    if len(started) < 2 or any(node != "b" or key_of[iid] not in announced for iid, (node, _, _) in started.items()):
+        return None
+    return {iid: (seq, attempt) for iid, (_node, seq, attempt) in started.items()}
 
 
 @pytest.mark.faults
@@ -57,12 +69,24 @@ def test_started_steps_move_again_within_seconds_of_a_redis_restart(tmp_path: Pa
     nodes = {"engine": FleetSpec("engine", "threads", 2), "faults": FleetSpec("faults", pool, 2)}
     with fault_lab(tmp_path, nodes) as lab:
         lab.publish(chain_definition("chain", ["a", "b", "c"], timeout=300))
-        ids = lab.engine.start_many("chain", [{"key": f"r{i}", "sleep": {"b": 2.0}} for i in range(8)],
-                                    run="redis-restart")
-        lab.wait_until(lambda: len(_running_b(lab)) >= 2, 60, "two steps b started")
-        held = _started(lab)
+        gate = tmp_path / "gate-b"
+        items: list[dict[str, Any]] = [{"key": f"r{i}", "announce": ["b"], "gate": {"b": str(gate)}}
+                                       for i in range(8)]
+        ids = lab.engine.start_many("chain", items, run="redis-restart")
+        key_of = {i.id: i.data["key"] for i in store_of(lab.engine).load_many(ids)}
+        held: dict[str, tuple[int, int]] = {}
+
+        def held_in_gate() -> bool:
+            held.update(_held_in_gate(lab, key_of) or {})
+            return bool(held)
+
+        lab.wait_until(held_in_gate, HELD_BOUND, "two steps b started and inside their action")
         lab.redis.kill()
-        time.sleep(3.0)  # longer than b's action: the write of its result finds Redis down
+        gate.touch()  # the held b's return now, with Redis down: the write of each one's result fails
+        failed = [Path(f"{gate}.{key_of[iid]}.write-failed") for iid in held]
+        lab.wait_until(lambda: all(p.exists() for p in failed), WRITE_FAILED_BOUND,
+                       lambda: f"the held steps b to return and fail to write their result; markers by the "
+                               f"gate: {sorted(p.name for p in tmp_path.glob('gate-b.*'))}")
         lab.redis.start()
         back_at = time.monotonic()
 

@@ -32,6 +32,10 @@ from engine.store.redis_store import RedisStore
 from engine.testing import Driver
 from tests.faults.sentinel import SentinelGroup
 
+#: The longest ``WAIT`` for the replica's acknowledgement, in ms: generous for a busy machine (``WAIT``
+#: returns as soon as the replica acknowledged; the clients' socket timeout is longer still).
+WAIT_MS = 30_000
+
 DEFINITION = {"name": "one-step", "start": "a", "nodes": {
     "a": {"type": "service", "service": "s", "action": "a", "input": {}, "transitions": {"ok": "done"}},
     "done": {"type": "terminal", "status": "succeeded"}}}
@@ -43,11 +47,11 @@ def _settings(group: SentinelGroup, **extra: str) -> Settings:
 
 def test_the_epoch_survives_a_failover_and_an_empty_promoted_replica_is_reported(tmp_path: Path) -> None:
     with SentinelGroup(tmp_path) as group:
-        client = client_for(_settings(group), socket_timeout=5)
+        client = client_for(_settings(group), socket_timeout=60)
         store = RedisStore(client, Keys("tfepoch"))
         epoch = store.ensure_epoch()
         client.set("tfepoch:marker", "before")
-        assert client.wait(1, 1000) == 1
+        assert client.wait(1, WAIT_MS) == 1  # the replica has both before the kill (WAIT returns once it acks)
         group.primary.kill()
         group.wait_failover()
         store.check_epoch(epoch)  # the promoted replica: same data set, no DataSetLost
@@ -63,8 +67,8 @@ def test_the_epoch_survives_a_failover_and_an_empty_promoted_replica_is_reported
 
 def test_a_terminal_transition_waits_until_the_replica_has_it(tmp_path: Path) -> None:
     with SentinelGroup(tmp_path) as group:
-        settings = _settings(group, TRADEFLOW_REDIS_WAIT_REPLICAS="1", TRADEFLOW_REDIS_WAIT_MS="1000")
-        client = client_for(settings, socket_timeout=5)
+        settings = _settings(group, TRADEFLOW_REDIS_WAIT_REPLICAS="1", TRADEFLOW_REDIS_WAIT_MS=str(WAIT_MS))
+        client = client_for(settings, socket_timeout=60)
         calls: list[int] = []
         wait = replica_wait(settings)
         assert wait is not None

@@ -1,8 +1,10 @@
 """Scenario 3: a step that outlives the broker's visibility timeout.
 
 The workers run with a 2 s visibility timeout, give back overdue unacked messages every
-second, and the step sleeps 6 s: the broker hands the same message out again while the first
-execution still runs, and an idle worker thread runs it side by side.
+second, and the step sleeps 6 s and then holds until its redelivery has started (so a busy
+machine slow to give the message back cannot end the first execution before): the broker hands
+the same message out again while the first execution still runs, and an idle worker thread runs
+it side by side.
 
 Pass criterion: the action runs more than once, yet the instance applies exactly one
 transition per step; every extra execution is a recorded no-op; the context holds the data
@@ -24,10 +26,11 @@ def test_a_step_outliving_the_visibility_timeout_changes_nothing_the_second_time
     env = {"TRADEFLOW_VISIBILITY_TIMEOUT": "2", "TRADEFLOW_UNACKED_RESTORE_SECONDS": "1"}
     nodes = {"engine": FleetSpec("engine", "threads", 2), "faults": FleetSpec("faults", "threads", 4)}
     with fault_lab(tmp_path, nodes, env=env) as lab:
-        lab.publish(chain_definition("long", ["slow", "after"], timeout=60))
-        ids = lab.engine.start_many("long", [{"key": f"v{i}", "sleep": {"slow": 6}} for i in range(2)],
+        lab.publish(chain_definition("long", ["slow", "after"], timeout=300))  # no re-send while held
+        ids = lab.engine.start_many("long", [{"key": f"v{i}", "sleep": {"slow": 6}, "hold": {"slow": 2}}
+                                              for i in range(2)],
                                     run="visibility")
-        lab.wait_terminal(ids, timeout=90)
+        lab.wait_terminal(ids, timeout=180)
 
         def every_execution_recorded() -> bool:  # a duplicate may still run when its instance ends
             calls = lab.calls()
@@ -39,7 +42,7 @@ def test_a_step_outliving_the_visibility_timeout_changes_nothing_the_second_time
                     return False
             return True
 
-        lab.wait_until(every_execution_recorded, 90, "every execution of the slow step to be recorded")
+        lab.wait_until(every_execution_recorded, 120, "every execution of the slow step to be recorded")
         figures = check_invariants(store_of(lab.engine), ids, "visibility")
         calls = lab.calls()
         executions = sum(calls[f"v{i}:slow"] for i in range(2))

@@ -20,6 +20,9 @@ from tests.faults.harness import RETENTION_SECONDS, chain_definition, fault_lab
 from tests.faults.invariants import check_invariants
 
 DAY = 86400.0
+#: A wait wakes within this many seconds of its wake time: a beat tick or two (about 1 s apart) on a
+#: quiet machine; the margin is for a busy one -- waking a tick late is no fault, a day late is.
+WAKE_BOUND = 60.0
 
 
 def test_a_three_day_wait_resumes_once_on_time_across_restarts(tmp_path: Path) -> None:
@@ -28,11 +31,15 @@ def test_a_three_day_wait_resumes_once_on_time_across_restarts(tmp_path: Path) -
         body["nodes"]["before"]["transitions"]["ok"] = "three_days"
         body["nodes"]["three_days"] = {"type": "wait", "until": "now() + duration('72h')", "next": "after"}
         lab.publish(body)
+        began = lab.now()
         ids = lab.engine.start_many("days", [{"key": f"d{i}"} for i in range(5)], run="days")
         lab.wait_until(lambda: all(i.status is InstanceStatus.WAITING for i in store_of(lab.engine).load_many(ids)),
-                       60, "every instance parked in its wait")
+                       120, "every instance parked in its wait")
+        parked = lab.now()
         waiting = store_of(lab.engine).load_many(ids)
-        assert all(i.wake_at is not None and abs(i.wake_at - (lab.now() + 3 * DAY)) < 30 for i in waiting)
+        # three days after the moment it parked, which lies between the start and the look (1 s: float error)
+        assert all(i.wake_at is not None and began + 3 * DAY - 1 <= i.wake_at <= parked + 3 * DAY + 1
+                   for i in waiting), ([i.wake_at for i in waiting], began, parked)
         assert [store_of(lab.engine).ttl(iid) for iid in ids] == [-1] * len(ids)
 
         lab.advance_clock(DAY)
@@ -50,14 +57,14 @@ def test_a_three_day_wait_resumes_once_on_time_across_restarts(tmp_path: Path) -
 
         wake_at = max(i.wake_at for i in waiting)
         lab.advance_clock(wake_at - lab.now() - 3)  # three seconds before the last wake time
-        lab.wait_terminal(ids, timeout=60)
+        lab.wait_terminal(ids, timeout=120)
         figures = check_invariants(store_of(lab.engine), ids, "days")
         lateness = []
         for instance in waiting:
             [woke] = [a for a in store_of(lab.engine).activities(instance.id) if a["outcome"] == Outcome.WOKE.value]
             assert woke["started_at"] >= instance.wake_at
             lateness.append(woke["started_at"] - instance.wake_at)
-        assert max(lateness) < 10
+        assert max(lateness) < WAKE_BOUND, lateness
         assert all(lab.calls()[f"d{i}:after"] == 1 for i in range(5))
         assert all(0 < store_of(lab.engine).ttl(iid) <= RETENTION_SECONDS for iid in ids)
         print(f"\nscenario 7 (3-day wait, clock moved 2 days, all nodes and Redis killed): {figures.line()}; "

@@ -39,13 +39,15 @@ def test_sigkill_of_a_prefork_child_mid_step_and_after_apply_before_ack(tmp_path
     with fault_lab(tmp_path, env={"TRADEFLOW_DRAIN_STEPS": "0"}) as lab:
         lab.publish(chain_definition("chain", ["a", "b", "c"]))
         began = time.monotonic()
-        ids = lab.engine.start_many("chain", [{"key": f"k{i}", "sleep": {"b": 1.0}, "announce": ["b"]}
+        gate = tmp_path / "gate-b"  # every b waits in its action until the victim is dead
+        ids = lab.engine.start_many("chain", [{"key": f"k{i}", "gate": {"b": str(gate)}, "announce": ["b"]}
                                               for i in range(8)], run="child-kill")
         lingerer = ids[-1]
         lab.client.hset(f"{lab.prefix}:linger", lingerer, 30)
         lab.wait_until(lambda: lab.busy(), 60, "a step of node b to start")
         victim, key, _ = lab.busy()[0]
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)  # inside its action: mid-step, however slow the machine
+        gate.touch()
         lab.wait_until(lambda: lab.client.llen(f"{lab.prefix}:lingering"), 60, "the lingering child")
         lingering_pid = int(lab.client.lindex(f"{lab.prefix}:lingering", 0).decode().split(":")[0])
         assert lab.engine.get(lingerer).status.is_terminal  # applied its last step, message not acked yet

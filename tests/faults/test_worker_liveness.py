@@ -50,14 +50,20 @@ def test_a_killed_nodes_started_steps_move_again_within_seconds(tmp_path: Path) 
              "spare": FleetSpec("faults", "prefork", 2)}
     with fault_lab(tmp_path, nodes, env={"TRADEFLOW_DRAIN_STEPS": "0"}) as lab:
         lab.publish(chain_definition("chain", ["a", "b", "c"], timeout=300))
-        ids = lab.engine.start_many("chain", [{"key": f"n{i}", "sleep": {"b": 1.0}, "announce": ["b"]}
-                                              for i in range(12)], run="liveness-kill")
-        lab.wait_until(lambda: len(_held_by(lab, {*lab.node_children("faults")})) >= 2, 60,
-                       "two steps started by the faults node")
+        gate = tmp_path / "gate-b"  # every b waits in its action until the faults node is dead
+        ids = lab.engine.start_many("chain", [{"key": f"n{i}", "sleep": {"b": 1.0}, "announce": ["b"],
+                                               "gate": {"b": str(gate)}} for i in range(12)], run="liveness-kill")
+
+        def both_children_in_b() -> bool:
+            children = set(lab.node_children("faults"))
+            return len({pid for pid, _key, node in lab.busy() if pid in children and node == "b"}) >= 2
+
+        lab.wait_until(both_children_in_b, 120, "a step b started by each child of the faults node")
         victims = {lab.node_pid("faults"), *lab.node_children("faults")}
         held = _held_by(lab, victims)
         killed_at = time.monotonic()
         lab.kill_node("faults")  # not restarted: the spare node takes the steps over
+        gate.touch()
 
         def moved() -> bool:
             now = {i.id: i for i in store_of(lab.engine).load_many(list(held))}
@@ -105,16 +111,18 @@ def test_a_stalled_worker_whose_step_was_resent_ends_as_a_recorded_noop(tmp_path
     nodes = {"engine": FleetSpec("engine", "threads", 2), "faults": FleetSpec("faults", "prefork", 2)}
     with fault_lab(tmp_path, nodes, env={"TRADEFLOW_DRAIN_STEPS": "0"}) as lab:
         lab.publish(chain_definition("chain", ["a", "b"], action="submit", timeout=300))
-        [iid] = lab.engine.start_many("chain", [{"key": "s0", "sleep": {"b": 3.0}, "announce": ["b"]}],
+        gate = tmp_path / "gate-b"  # step b waits in its action until its process is stopped
+        [iid] = lab.engine.start_many("chain", [{"key": "s0", "gate": {"b": str(gate)}, "announce": ["b"]}],
                                       run="liveness-stop")
         lab.wait_until(lambda: lab.busy(), 60, "step b to start")
         stalled, _key, _node = lab.busy()[0]
-        os.kill(stalled, signal.SIGSTOP)
+        os.kill(stalled, signal.SIGSTOP)  # inside its action, however slow the machine
+        gate.touch()  # the re-sent attempt goes through; the stopped one goes on when resumed
         try:
             seq_b = lab.engine.get(iid).seq
             # The bound is the feature under test: the stalled process's mark lapses, the step is
             # re-sent and applied by the other child, long before its 300 s timeout.
-            lab.wait_until(lambda: lab.engine.get(iid).status.is_terminal, 60,
+            lab.wait_until(lambda: lab.engine.get(iid).status.is_terminal, RECOVERY_BOUND,
                            "step b re-sent and applied while its first worker is stopped")
         finally:
             os.kill(stalled, signal.SIGCONT)

@@ -37,7 +37,6 @@ from engine import Principal
 from engine.api import Engine
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus
-from engine.ops.embedded import free_port
 from engine.ops.fleet import Fleet, FleetSpec
 from engine.testing import delete_prefix
 from portfolio_manager import review
@@ -48,6 +47,7 @@ from portfolio_manager.proposals import Proposal, ProposalStatus
 from portfolio_manager.services import Services
 from tests.integration.browser import CHEAP_ARGON2_ENV, chromium_missing, launched_chromium
 from tests.integration.conftest import ROOT, seed_pm_book
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,8 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     book = seed_pm_book(redis_url, "console", ACCOUNTS, 11, 0.1, 0.05)
     prefix, client, env, engine, svc = book.prefix, book.client, book.env, book.engine, book.svc
     run_date, seeded = book.run_date, book.seeded
-    port = free_port()
+    lease = reserve_port()  # held until the console is stopped
+    port = lease.port
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("console") / "console.log"
     console_env = {**os.environ, **env, "TRADEFLOW_CONSOLE_SECRET": uuid.uuid4().hex * 2,
@@ -124,6 +125,7 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         server.terminate()
         server.wait(15)
+        lease.release()
         for fleet in fleets:
             fleet.stop()
         delete_prefix(client, prefix)

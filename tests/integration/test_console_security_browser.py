@@ -37,11 +37,11 @@ from console.users import UserStore
 from engine.api import Engine
 from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
-from engine.ops.embedded import free_port
 from engine.testing import delete_prefix, make_store
 from tests.integration.browser import CHEAP_ARGON2_ENV, chromium_missing, launched_chromium
 from tests.integration.conftest import ROOT, fleet_env, sender_app
 from tests.integration.test_console_browser import _wait_http
+from tests.ports import reserve_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,8 @@ def console(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     users = UserStore(client, ConsoleKeys.under(prefix), ConsoleSettings.from_env(env).password_hasher())
     for name, role in (("olga", "operator"), ("paula", "pm"), ("sam", "viewer"), ("tara", "viewer")):
         users.add(name, role, PASSWORD)
-    port = free_port()
+    lease = reserve_port()  # held until the console is stopped
+    port = lease.port
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("consec") / "console.log"
     with log.open("wb") as out:
@@ -102,6 +103,7 @@ def console(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         server.terminate()
         server.wait(15)
+        lease.release()
         delete_prefix(client, prefix)
         client.close()
 
