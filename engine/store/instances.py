@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from engine.connections import PinnedCalls
 from engine.definitions.nodes import Definition
 from engine.errors import NotFound
 from engine.instance import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
@@ -67,6 +68,8 @@ class Instances:
     """The instance half of :class:`engine.store.redis_store.RedisStore`."""
 
     client: redis.Redis
+    #: The client's commands on a connection each thread keeps (see :attr:`_calls`).
+    _pinned: PinnedCalls
     keys: Keys
     retention_seconds: int
     replicate: Callable[[redis.Redis], int] | None
@@ -76,6 +79,15 @@ class Instances:
     _collecting: threading.local
     #: Starts sent as riders (:meth:`start_rider`), by (id, node, seq, attempt, carrier): their replies.
     _prefetched: dict[tuple[str, str, int, int, str | None], Any]
+
+    @property
+    def _calls(self) -> PinnedCalls:
+        """The script calls of every change and start: ``client``'s commands on a connection each thread
+        keeps (:class:`engine.connections.PinnedCalls`), made anew when ``client`` is replaced."""
+        calls = self._pinned
+        if calls.client is not self.client:
+            calls = self._pinned = PinnedCalls(self.client)
+        return calls
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -356,7 +368,7 @@ class Instances:
             return PENDING
         if riders:
             keys, args = self._operation(op, instance_id, doc, docs, send)
-            raw = send_with_riders(self.client, evalsha(self._state, keys, args), self._state, riders)
+            raw = send_with_riders(self._calls, evalsha(self._state, keys, args), self._state, riders)
         else:
             raw = self._call(op, instance_id, doc, docs, send)
         return self._applied(raw)
@@ -376,7 +388,7 @@ class Instances:
         self._collecting.calls = self._collecting.riders = None
         if not calls:
             return []
-        replies = send_all_with_riders(self.client, [(evalsha(self._state, keys, args), self._state)
+        replies = send_all_with_riders(self._calls, [(evalsha(self._state, keys, args), self._state)
                                                      for keys, args in calls], riders)
         out = []
         for reply in replies:
@@ -419,7 +431,7 @@ class Instances:
         keys, args = self._operation(op, instance_id, doc, docs, send)
         if client is not None:  # a pipeline: the Script object makes it load the script first
             return self._state(keys=keys, args=args, client=client)
-        return run_script(self.client, self._state, keys, args)
+        return run_script(self._calls, self._state, keys, args)
 
     def _operation(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
                    send: Envelope | None) -> tuple[list[str], list[Any]]:
@@ -440,17 +452,18 @@ class Instances:
         return keys, [dumps(doc), *docs.values()]
 
 
-def run_script(client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
-    """``script(keys=keys, args=args)`` (a registered script) on ``client``, as one EVALSHA.
+def run_script(calls: PinnedCalls, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """``script(keys=keys, args=args)`` (a registered script) on ``calls``' client, as one EVALSHA.
 
     redis-py's Script call goes through three more layers (and an import) on every call, about
-    8 us of a worker's CPU each time; a server that does not know the script yet (a restart, a
-    failover) answers NOSCRIPT before running anything, and the Script call then loads it.
+    8 us of a worker's CPU each time, and ``calls`` sends it on this thread's kept connection; a
+    server that does not know the script yet (a restart, a failover) answers NOSCRIPT before
+    running anything, and the Script call then loads it.
     """
     try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return calls.execute("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return script(keys=keys, args=args, client=client)
+        return script(keys=keys, args=args, client=calls.client)
 
 
 def _expect(statuses: Iterable[InstanceStatus], seq: int, attempt: int | None = None) -> dict[str, Any]:
