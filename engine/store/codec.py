@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -26,9 +26,8 @@ except ImportError:  # pragma: no cover - isal is a dependency; without it zlib 
     _isal_zlib = None
 
 __all__ = ["COMPRESS_OVER", "JSON_FIELDS", "Applied", "Envelope", "NewInstance", "Placement",
-           "compress", "decode_activities",
-           "decode_instance_hash", "dumps", "dumps_with", "load", "pack", "pack_text", "seconds", "split_hash",
-           "text", "unpack"]
+           "compress", "decode_activities", "decode_instance_hash", "decode_split_hash", "dumps", "dumps_with",
+           "load", "pack", "pack_text", "seconds", "split_hash", "text", "unpack"]
 
 #: JSON documents longer than this are stored zlib-compressed (holdings, proposals, activity records).
 COMPRESS_OVER = 256
@@ -125,6 +124,26 @@ def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, Any]:
     return out
 
 
+def decode_split_hash(sizes: bytes, joined: bytes) -> dict[str, Any]:
+    """``decode_instance_hash(split_hash(sizes, joined))`` in one pass (a start's reply), without the
+    hash of bytes between."""
+    ends = iter(accumulate(map(int, sizes.split(b","))))
+    out: dict[str, Any] = {}
+    json_fields = JSON_FIELDS
+    start = 0
+    for name_end in ends:
+        name = joined[start:name_end].decode()
+        start = next(ends, None)
+        if start is None:
+            raise ValueError("a split hash of an odd number of lengths: fields and values go in pairs")
+        value = joined[name_end:start]
+        if name in json_fields or name[:2] == "c:":
+            out[name] = _decompress(value) if value[:1] == b"x" else value
+        else:
+            out[name] = value.decode()
+    return out
+
+
 def decode_activities(raw: Iterable[bytes | str]) -> list[dict[str, Any]]:
     """Activity records as read from Redis."""
     return [load(record) for record in raw]
@@ -217,17 +236,24 @@ class Placement:
         return cls(status, node, inflight=False, result=result, drop_on_success=tuple(drop_on_success))
 
     def document(self) -> dict[str, Any]:
-        """The ``place`` field of an operation's document (absent fields left out); a new dict each time."""
-        return dict(self._document)
+        """The ``place`` field of an operation's document (absent fields left out); a new dict each time.
 
-    @cached_property
-    def _document(self) -> dict[str, Any]:
-        """The document, built once per placement (a placement does not change)."""
-        doc = {"status": self.status.value if self.status else None, "node": self.node, "inflight": self.inflight,
-               "deadline": seconds(self.deadline), "queued": seconds(self.queued), "timer": seconds(self.timer),
-               "timer_kind": self.timer_kind or None, "drop": list(self.drop_on_success) or None,
-               "reason": self.reason, "front": self.front or None}
-        return {k: v for k, v in doc.items() if v is not None}
+        Built once per placement (a placement does not change) and kept on it, beside its fields.
+        """
+        built = self.__dict__.get("_document")
+        if built is None:
+            built = {}
+            if self.status is not None:
+                built["status"] = self.status.value
+            for name, value in (("node", self.node), ("inflight", self.inflight),
+                                ("deadline", seconds(self.deadline)), ("queued", seconds(self.queued)),
+                                ("timer", seconds(self.timer)), ("timer_kind", self.timer_kind or None),
+                                ("drop", list(self.drop_on_success) or None), ("reason", self.reason),
+                                ("front", self.front or None)):
+                if value is not None:
+                    built[name] = value
+            object.__setattr__(self, "_document", built)
+        return dict(built)
 
 
 @lru_cache(maxsize=1024)

@@ -39,12 +39,12 @@ from engine.store.codec import (
     Placement,
     decode_activities,
     decode_instance_hash,
+    decode_split_hash,
     dumps,
     dumps_with,
     pack,
     pack_text,
     seconds,
-    split_hash,
     text,
 )
 from engine.store.keys import Keys
@@ -77,6 +77,8 @@ class Instances:
     definition: Callable[[str, int], Definition]
     #: This thread's collected changes (:meth:`collect`), None when it sends each at once.
     _collecting: threading.local
+    #: (keys, timers, deadlines, queued, runs prefix): what every operation names, for ``keys``.
+    _fixed_keys: tuple[Keys, str, str, str, str] | None = None
     #: Starts sent as riders (:meth:`start_rider`), by (id, node, seq, attempt, carrier): their replies.
     _prefetched: dict[tuple[str, str, int, int, str | None], Any]
 
@@ -326,7 +328,7 @@ class Instances:
             raw = self._call("start", instance_id, doc, {}, None)
         if not raw:
             return None
-        return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))
+        return Instance.from_hash(decode_split_hash(raw[0], raw[1]))
 
     def forget_start(self, instance_id: str, node: str, seq: int, attempt: int, carrier: str) -> None:
         """Drop the kept reply of a start sent as a rider (:meth:`start_rider`) whose step will not run here."""
@@ -437,18 +439,21 @@ class Instances:
                    send: Envelope | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of operation ``op`` of ``lua/state.lua`` (see :meth:`_call`)."""
         k = self.keys
+        fixed = self._fixed_keys
+        if fixed is None or fixed[0] is not k:  # the keys every operation names, built once per Keys
+            fixed = self._fixed_keys = (k, k.timers, k.deadlines, k.queued, k.runs_prefix)
         place = doc.get("place")
         if isinstance(place, Placement):
             self._place(doc, place, docs)
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
-        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs),
-                   wall=seconds(time.time()))  # when a step is queued: the reconciliation ages on the wall clock
-        doc.setdefault("now", doc["wall"])
+        wall = repr(time.time())  # when a step is queued: the reconciliation ages on the wall clock
+        doc.update(op=op, ttl=self.retention_seconds, runs=fixed[4], docs=list(docs), wall=wall)
+        doc.setdefault("now", wall)
         instance_key = k.instance(instance_id)
-        keys = [instance_key, k.activities(instance_id), k.timers, k.deadlines, send.key if send else instance_key,
-                k.queued]
+        keys = [instance_key, k.activities(instance_id), fixed[1], fixed[2], send.key if send else instance_key,
+                fixed[3]]
         return keys, [dumps(doc), *docs.values()]
 
 
