@@ -43,7 +43,7 @@ class CommandPacker:
     def pack(self, *args: Any) -> list[bytes]:
         """The command ``args`` in the Redis protocol, as one or more chunks."""
         name = args[0]
-        if type(name) is str and " " not in name and all(type(arg) in _PLAIN for arg in args):
+        if type(name) is str and " " not in name and _PLAIN.issuperset(map(type, args)):
             return [self._pack_command(args)]
         return self._fallback(*args)
 

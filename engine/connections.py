@@ -20,12 +20,18 @@ Two kinds of ``TRADEFLOW_REDIS_URL``:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.sentinel import Sentinel
 
 from engine.command_packer import command_packer
@@ -142,6 +148,141 @@ def redis_client(url: str, *, sentinel_master: str | None = None, sentinel_passw
                                password=address.password, **opts)
 
 
+#: Bumped in a child process after each fork: a connection pinned before it belongs to the parent.
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+#: The connection classes :class:`PinnedCalls` pins (redis-py's own sockets; not a fake or a sentinel's).
+_PINNABLE = frozenset({Connection, SSLConnection, UnixDomainSocketConnection})
+
+
+def _pinnable(client: Any) -> bool:
+    """Whether :class:`PinnedCalls` may keep connections of ``client``'s pool (redis-py's own client and pool)."""
+    pool = getattr(client, "connection_pool", None)
+    kind = type(client)
+    return (type(pool) is redis.ConnectionPool and pool.connection_class in _PINNABLE
+            and getattr(client, "connection", None) is None and getattr(pool, "cache", None) is None
+            and getattr(kind, "execute_command", None) is redis.Redis.execute_command
+            and getattr(kind, "pipeline", None) is redis.Redis.pipeline)
+
+
+class PinnedCalls:
+    """Commands sent on a connection each thread keeps for them, instead of a checkout of the client's pool
+    around each command.
+
+    redis-py's ``execute_command`` and ``pipeline().execute()`` take a connection from the pool
+    and give it back around every command: a lock, a fork check (a ``getpid``), a poll of the
+    socket for unread data, and the pool's bookkeeping, about 10 us of a worker's CPU for a
+    command and 16 for a pipeline. The store's script calls go through this instead: each
+    thread keeps one connection of the client's pool settings (timeouts, health checks, retry
+    policy) for them, made on first use, dropped in a child process after a fork (each
+    process makes its own) and closed when its thread ends or :meth:`close` is called.
+
+    Failures are handled as redis-py's own calls handle them: connection errors and timeouts
+    are retried under the connection's retry policy, the connection reconnecting; a connection
+    the server closed while it was idle (a restart, an idle timeout) is reconnected and the
+    command sent again at once, as the pool's check of a connection it hands out does; any other
+    failure while a reply is unread drops the connection, so no reply is ever read by the wrong
+    command. A client whose pool is not redis-py's plain one (a sentinel's, a fake, a single
+    connection client, a client-side cache, a client whose ``execute_command`` or ``pipeline`` is
+    its own) is used as it is, and so is any client when ``pin`` is false.
+    """
+
+    def __init__(self, client: redis.Redis, pin: bool = True) -> None:
+        self.client = client
+        #: Whether commands go on this thread's kept connection (else through the client as it is).
+        self.pinned = pin and _pinnable(client)
+        self._local = threading.local()
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # every thread's, for close()
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        """This thread's connection (made on first use, and again in a child process after a fork)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.forks != _forks:
+            conn = self.client.connection_pool.make_connection()
+            local.conn, local.forks = conn, _forks
+            with self._lock:
+                self._made.add(conn)
+        return conn
+
+    def _call(self, do: Callable[[Any], Any]) -> Any:
+        """``do(connection)`` on this thread's connection, with redis-py's reconnects and retries."""
+        conn = self._connection()
+        try:
+            kept = conn._sock is not None
+            if not kept:
+                conn.connect()  # as the pool connects a connection it hands out (connect's own retries)
+
+            def attempt() -> Any:
+                nonlocal kept
+                if kept:  # the first send on a kept connection: if the server closed it, a new one at once
+                    kept = False
+                    try:
+                        return do(conn)
+                    except RedisConnectionError:
+                        conn.disconnect()
+                        conn.connect()
+                return do(conn)
+
+            return conn.retry.call_with_retry(attempt, lambda _error: conn.disconnect())
+        except ResponseError:
+            raise  # an error reply, read whole: the connection is in step
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread
+            raise
+
+    def execute(self, *args: Any) -> Any:
+        """``client.execute_command(*args)``: one command and its (parsed) reply."""
+        if not self.pinned:
+            return self.client.execute_command(*args)
+        client, name = self.client, args[0]
+
+        def do(conn: Any) -> Any:
+            conn.send_command(*args)
+            return client.parse_response(conn, name)
+
+        return self._call(do)
+
+    def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one round trip, as ``pipeline(transaction=False)`` sends them and
+        ``execute(raise_on_error=False)`` answers: each reply parsed, an error reply as its exception."""
+        if not self.pinned:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=False)
+        client = self.client
+
+        def do(conn: Any) -> list[Any]:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for command in commands:
+                try:
+                    replies.append(client.parse_response(conn, command[0]))
+                except ResponseError as error:
+                    replies.append(error)
+            return replies
+
+        return self._call(do)
+
+    def close(self) -> None:
+        """Close every thread's connection of this process (each reconnects if used again)."""
+        with self._lock:
+            made = list(self._made)
+            self._made = weakref.WeakSet()
+        for conn in made:
+            conn.disconnect()
+
+
 def broker_config(url: str, *, sentinel_master: str | None = None,
                   sentinel_password: str | None = None) -> tuple[str, dict[str, Any]]:
     """Celery's ``broker_url`` and the transport options it needs for ``url`` (added to the others)."""
@@ -225,6 +366,7 @@ def broker_for(settings: Settings, url: str | None = None) -> tuple[str, dict[st
 
 
 __all__ = [
+    "PinnedCalls",
     "ReplicaWait",
     "SentinelAddress",
     "answers",

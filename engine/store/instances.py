@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from engine.connections import PinnedCalls
 from engine.definitions.nodes import Definition
 from engine.errors import NotFound
 from engine.instance import TERMINAL_STATUSES, Activity, Instance, InstanceStatus
@@ -38,12 +39,12 @@ from engine.store.codec import (
     Placement,
     decode_activities,
     decode_instance_hash,
+    decode_split_hash,
     dumps,
     dumps_with,
     pack,
     pack_text,
     seconds,
-    split_hash,
     text,
 )
 from engine.store.keys import Keys
@@ -67,6 +68,8 @@ class Instances:
     """The instance half of :class:`engine.store.redis_store.RedisStore`."""
 
     client: redis.Redis
+    #: The client's commands on a connection each thread keeps (see :attr:`_calls`).
+    _pinned: PinnedCalls
     keys: Keys
     retention_seconds: int
     replicate: Callable[[redis.Redis], int] | None
@@ -74,8 +77,19 @@ class Instances:
     definition: Callable[[str, int], Definition]
     #: This thread's collected changes (:meth:`collect`), None when it sends each at once.
     _collecting: threading.local
+    #: (keys, timers, deadlines, queued, runs prefix): what every operation names, for ``keys``.
+    _fixed_keys: tuple[Keys, str, str, str, str] | None = None
     #: Starts sent as riders (:meth:`start_rider`), by (id, node, seq, attempt, carrier): their replies.
     _prefetched: dict[tuple[str, str, int, int, str | None], Any]
+
+    @property
+    def _calls(self) -> PinnedCalls:
+        """The script calls of every change and start: ``client``'s commands on a connection each thread
+        keeps (:class:`engine.connections.PinnedCalls`), made anew when ``client`` is replaced."""
+        calls = self._pinned
+        if calls.client is not self.client:
+            calls = self._pinned = PinnedCalls(self.client)
+        return calls
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -314,7 +328,7 @@ class Instances:
             raw = self._call("start", instance_id, doc, {}, None)
         if not raw:
             return None
-        return Instance.from_hash(decode_instance_hash(split_hash(raw[0], raw[1])))
+        return Instance.from_hash(decode_split_hash(raw[0], raw[1]))
 
     def forget_start(self, instance_id: str, node: str, seq: int, attempt: int, carrier: str) -> None:
         """Drop the kept reply of a start sent as a rider (:meth:`start_rider`) whose step will not run here."""
@@ -356,7 +370,7 @@ class Instances:
             return PENDING
         if riders:
             keys, args = self._operation(op, instance_id, doc, docs, send)
-            raw = send_with_riders(self.client, evalsha(self._state, keys, args), self._state, riders)
+            raw = send_with_riders(self._calls, evalsha(self._state, keys, args), self._state, riders)
         else:
             raw = self._call(op, instance_id, doc, docs, send)
         return self._applied(raw)
@@ -376,7 +390,7 @@ class Instances:
         self._collecting.calls = self._collecting.riders = None
         if not calls:
             return []
-        replies = send_all_with_riders(self.client, [(evalsha(self._state, keys, args), self._state)
+        replies = send_all_with_riders(self._calls, [(evalsha(self._state, keys, args), self._state)
                                                      for keys, args in calls], riders)
         out = []
         for reply in replies:
@@ -419,38 +433,42 @@ class Instances:
         keys, args = self._operation(op, instance_id, doc, docs, send)
         if client is not None:  # a pipeline: the Script object makes it load the script first
             return self._state(keys=keys, args=args, client=client)
-        return run_script(self.client, self._state, keys, args)
+        return run_script(self._calls, self._state, keys, args)
 
     def _operation(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
                    send: Envelope | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of operation ``op`` of ``lua/state.lua`` (see :meth:`_call`)."""
         k = self.keys
+        fixed = self._fixed_keys
+        if fixed is None or fixed[0] is not k:  # the keys every operation names, built once per Keys
+            fixed = self._fixed_keys = (k, k.timers, k.deadlines, k.queued, k.runs_prefix)
         place = doc.get("place")
         if isinstance(place, Placement):
             self._place(doc, place, docs)
         if send is not None:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
-        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs),
-                   wall=seconds(time.time()))  # when a step is queued: the reconciliation ages on the wall clock
-        doc.setdefault("now", doc["wall"])
+        wall = repr(time.time())  # when a step is queued: the reconciliation ages on the wall clock
+        doc.update(op=op, ttl=self.retention_seconds, runs=fixed[4], docs=list(docs), wall=wall)
+        doc.setdefault("now", wall)
         instance_key = k.instance(instance_id)
-        keys = [instance_key, k.activities(instance_id), k.timers, k.deadlines, send.key if send else instance_key,
-                k.queued]
+        keys = [instance_key, k.activities(instance_id), fixed[1], fixed[2], send.key if send else instance_key,
+                fixed[3]]
         return keys, [dumps(doc), *docs.values()]
 
 
-def run_script(client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
-    """``script(keys=keys, args=args)`` (a registered script) on ``client``, as one EVALSHA.
+def run_script(calls: PinnedCalls, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """``script(keys=keys, args=args)`` (a registered script) on ``calls``' client, as one EVALSHA.
 
     redis-py's Script call goes through three more layers (and an import) on every call, about
-    8 us of a worker's CPU each time; a server that does not know the script yet (a restart, a
-    failover) answers NOSCRIPT before running anything, and the Script call then loads it.
+    8 us of a worker's CPU each time, and ``calls`` sends it on this thread's kept connection; a
+    server that does not know the script yet (a restart, a failover) answers NOSCRIPT before
+    running anything, and the Script call then loads it.
     """
     try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return calls.execute("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return script(keys=keys, args=args, client=client)
+        return script(keys=keys, args=args, client=calls.client)
 
 
 def _expect(statuses: Iterable[InstanceStatus], seq: int, attempt: int | None = None) -> dict[str, Any]:

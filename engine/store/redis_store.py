@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import redis
 
+from engine.connections import PinnedCalls
 from engine.definitions.nodes import Definition
 from engine.store.audit import AuditLog
 from engine.store.batches import Batch, BatchChange, Batches, batch_script
@@ -75,6 +76,7 @@ class RedisStore(Definitions, Instances, Observed, Queued, Marks, Runs, Batches,
         replicate: Callable[[redis.Redis], int] | None = None,
     ) -> None:
         self.client = client
+        self._pinned = PinnedCalls(client)
         #: Called after a terminal transition (``WAIT`` for replicas; see engine.connections.ReplicaWait).
         self.replicate = replicate
         self.keys = keys or Keys()
@@ -90,5 +92,6 @@ class RedisStore(Definitions, Instances, Observed, Queued, Marks, Runs, Batches,
         self._collecting = threading.local()
 
     def close(self) -> None:
-        """Close the Redis connection pool."""
+        """Close the Redis connection pool (and the connections the store's threads kept)."""
+        self._pinned.close()
         self.client.close()

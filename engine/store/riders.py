@@ -21,6 +21,8 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
+from engine.connections import PinnedCalls
+
 
 @dataclass
 class Rider:
@@ -39,7 +41,8 @@ def evalsha(script: Any, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any,
     return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
-def send_with_riders(client: redis.Redis, first: tuple[Any, ...], script: Any, riders: Sequence[Rider]) -> Any:
+def send_with_riders(client: redis.Redis | PinnedCalls, first: tuple[Any, ...], script: Any,
+                     riders: Sequence[Rider]) -> Any:
     """Send ``first`` (an EVALSHA of ``script``) then each rider's command in one pipelined round trip.
 
     Returns ``first``'s reply (raising its error); each rider is told its own reply. A command
@@ -51,7 +54,7 @@ def send_with_riders(client: redis.Redis, first: tuple[Any, ...], script: Any, r
     return reply
 
 
-def send_all_with_riders(client: redis.Redis, changes: Sequence[tuple[tuple[Any, ...], Any]],
+def send_all_with_riders(client: redis.Redis | PinnedCalls, changes: Sequence[tuple[tuple[Any, ...], Any]],
                          riders: Sequence[Rider]) -> list[Any]:
     """Send ``changes`` (each a command and its registered script, as :func:`pipelined` takes them), then
     each rider's command, in one pipelined round trip; the changes' replies (an error as the exception
@@ -62,19 +65,18 @@ def send_all_with_riders(client: redis.Redis, changes: Sequence[tuple[tuple[Any,
     return replies[:len(changes)]
 
 
-def pipelined(client: redis.Redis, commands: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+def pipelined(client: redis.Redis | PinnedCalls, commands: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
     """Send ``commands`` (each a command and, for an EVALSHA, its registered script) in one pipelined
     round trip, in order; their replies, an error as the exception instance. A command answered
-    NOSCRIPT is sent again alone once its script is loaded (a restart, a failover)."""
-    pipe = client.pipeline(transaction=False)
-    for command, _ in commands:
-        pipe.execute_command(*command)
-    replies = pipe.execute(raise_on_error=False)
+    NOSCRIPT is sent again alone once its script is loaded (a restart, a failover). ``client``: the
+    store's :class:`engine.connections.PinnedCalls`, or a client used as it is."""
+    calls = client if isinstance(client, PinnedCalls) else PinnedCalls(client, pin=False)
+    replies = calls.pipeline([command for command, _ in commands])
     for i, (command, loaded) in enumerate(commands):
         if isinstance(replies[i], NoScriptError) and loaded is not None:
-            client.script_load(loaded.script)
+            calls.client.script_load(loaded.script)
             try:
-                replies[i] = client.execute_command(*command)
+                replies[i] = calls.execute(*command)
             except redis.ResponseError as exc:
                 replies[i] = exc
     return replies

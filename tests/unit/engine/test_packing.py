@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import redis
 
 from engine.api import Engine
@@ -96,21 +97,41 @@ def test_advance_stores_the_same_bytes_with_or_without_the_encoded_answer(any_re
     assert json.loads(unpack(stored[1][1]))["received"] == {"lots": LOTS, "note": "i"}
 
 
-def test_documents_of_every_length_are_compressed_readably_and_no_larger_than_zlib_level_1() -> None:
-    """Up to SMALL_DEFLATE a smaller zlib memory level is used: the same stream format, readable by
-    any zlib reader and told apart by its first byte; above it, zlib.compress itself."""
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_documents_of_every_length_are_compressed_readably_and_no_larger_than_zlib_level_1(
+        deflate: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether ISA-L (the dependency) or zlib (without it) deflates: the same stream format, readable
+    by any zlib reader and told apart by its first byte, and no larger than zlib's level 1 gives."""
     import zlib
 
+    from engine.store import codec
     from engine.store.codec import SMALL_DEFLATE, compress, load
 
+    if deflate == "zlib":
+        monkeypatch.setattr(codec, "_isal_zlib", None)
+    elif codec._isal_zlib is None:
+        pytest.skip("isal is not installed")
     for count in (4, 10, 30, 60, 200):
         value = {"lots": LOTS[:count] * (1 + count // 80)}
         data = json.dumps(value, separators=(",", ":")).encode()
         packed = pack(value)
         assert isinstance(packed, bytes) and packed[:1] == b"x"
         assert zlib.decompress(packed) == data and load(packed) == value and unpack(packed) == data.decode()
-        if len(data) <= SMALL_DEFLATE:
-            assert len(packed) <= len(zlib.compress(data, 1)) * 1.02
-        else:
+        assert len(packed) <= len(zlib.compress(data, 1)) * 1.02
+        if deflate == "zlib" and len(data) > SMALL_DEFLATE:
             assert packed == zlib.compress(data, 1)
         assert compress(data) == packed
+
+
+def test_streams_any_zlib_wrote_read_back() -> None:
+    """Documents an older writer compressed with zlib (any level) read back as they were."""
+    import zlib
+
+    from engine.store.codec import decode_instance_hash, load
+
+    value = {"lots": LOTS}
+    data = json.dumps(value, separators=(",", ":")).encode()
+    for level in (1, 6, 9):
+        stored = zlib.compress(data, level)
+        assert load(stored) == value and unpack(stored) == data.decode()
+        assert decode_instance_hash({b"c:a": stored, b"id": b"i"}) == {"c:a": data, "id": "i"}

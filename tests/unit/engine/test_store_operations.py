@@ -293,6 +293,21 @@ def test_split_hash_gives_the_fields_as_hgetall_does() -> None:
     assert split_hash(sizes, b"".join(fields)) == dict(zip(fields[0::2], fields[1::2], strict=True))
 
 
+def test_a_split_hash_decodes_as_its_hgetall_would() -> None:
+    from engine.store.codec import decode_instance_hash, decode_split_hash, pack, split_hash
+
+    big = pack({"lots": [{"symbol": f"S{i}", "note": "é"} for i in range(40)]})
+    assert isinstance(big, bytes)
+    fields = [b"id", b"i1", b"c:a", big, b"c:b", b'{"n":1}', b"data", b"{}", b"empty", b"", b"n\xc3\xa9",
+              b"1,2", b"seq", b"7"]
+    sizes = ",".join(str(len(f)) for f in fields).encode()
+    decoded = decode_split_hash(sizes, b"".join(fields))
+    assert decoded == decode_instance_hash(split_hash(sizes, b"".join(fields)))
+    assert list(decoded) == ["id", "c:a", "c:b", "data", "empty", "né", "seq"] and decoded["né"] == "1,2"
+    with pytest.raises(ValueError):
+        decode_split_hash(sizes + b",3", b"".join(fields) + b"abc")
+
+
 def test_an_operation_loads_its_script_when_the_server_lost_it(key_prefix: str) -> None:
     import fakeredis
 
