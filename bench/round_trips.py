@@ -166,7 +166,7 @@ def _noop_run(redis_url: str, steps: int, mode: str) -> dict[str, Any]:
                     runtime.run_step(*step, execute, inline)
                     ran += 1
                     ran += runtime.after_delivery("bench", lambda task: task == "bench.noop", execute, inline)
-                    runtime.drain._quiet_until.clear()  # a bench: the queue is refilled at once
+                    runtime.drain.wake()  # a bench: the queue is refilled at once
             else:
                 while enqueuer.messages:
                     message: StepMessage = enqueuer.pop()
@@ -236,7 +236,7 @@ def _account_run(redis_url: str, accounts: int, drained: bool = False) -> dict[s
                         assert taken[0].step is not None
                         runtime.run_step(*taken[0].step, execute, everything)
                         runtime.after_delivery(queue, lambda task: ":" not in task, execute, everything)
-                        runtime.drain._quiet_until.clear()  # a bench: the next delivery comes at once
+                        runtime.drain.wake()  # a bench: the next delivery comes at once
                         ran += 1
                 if not ran:
                     break

@@ -105,6 +105,11 @@ class Drain:
             self.stopped = True
         return taken[:kept]
 
+    def wake(self) -> None:
+        """Forget that a queue was found empty: the next look takes at once (for a producer that
+        knows it has just refilled the queue, such as a benchmark)."""
+        self._quiet_until.clear()
+
     def give_back(self, taken: list[TakenStep]) -> None:
         """Put ``taken`` back at the head of their lists (next to be delivered)."""
         if taken and self.taker is not None:

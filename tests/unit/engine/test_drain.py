@@ -98,6 +98,14 @@ def test_an_empty_queue_is_not_looked_at_again_for_a_while(queue: RedisQueueEnqu
     assert _steps(drain) == ["a"]
 
 
+def test_a_woken_drain_looks_at_an_empty_queue_again_at_once(queue: RedisQueueEnqueuer) -> None:
+    drain = Drain(queue, limit=4, clock=Clock())
+    assert drain.take("svc", lambda task: True) is None
+    queue.enqueue(_message("a"))
+    drain.wake()  # the clock has not moved
+    assert _steps(drain) == ["a"]
+
+
 def test_draining_is_off_with_a_limit_of_zero_or_a_broker_it_cannot_read(queue: RedisQueueEnqueuer) -> None:
     queue.enqueue(_message("a"))
     assert Drain(queue, limit=0).take("svc", lambda task: True) is None
