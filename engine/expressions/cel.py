@@ -163,6 +163,18 @@ class Scope:
         if self.now.tzinfo is None or self.now.utcoffset() is None:
             raise ValueError("Scope.now must be timezone-aware (use datetime.now(UTC))")
 
+    @classmethod
+    def of(cls, data: Mapping[str, Any], params: Mapping[str, Any], context: Mapping[str, Any], when: float,
+           instance: Mapping[str, Any]) -> Scope:
+        """The scope of these roots at epoch second ``when`` (``now`` in UTC): the same as
+        ``Scope(data, params, context, datetime.fromtimestamp(when, UTC), instance)``, made in one step
+        (the runtime makes two per step; a frozen dataclass sets its fields one ``object.__setattr__``
+        at a time, and a UTC ``now`` needs no check)."""
+        scope = object.__new__(cls)
+        object.__setattr__(scope, "__dict__", {"data": data, "params": params, "context": context,
+                                                "now": datetime.fromtimestamp(when, UTC), "instance": instance})
+        return scope
+
     def root(self, name: str) -> Mapping[str, Any]:
         """The root called ``name`` (``data``, ``params``, ``context`` or ``instance``)."""
         value = getattr(self, name)

@@ -38,7 +38,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -417,13 +417,8 @@ class StepOutcomes:
         The ``instance`` root names the step the instance is at: the one about to run when a
         step's input is built, the one that just finished when the nodes after it are resolved.
         """
-        return Scope(
-            data=instance.data,
-            params=definition.parameters,
-            context=instance.context if context is None else context,
-            now=datetime.fromtimestamp(self.clock(), UTC),
-            instance=instance_root(instance),
-        )
+        return Scope.of(instance.data, definition.parameters, instance.context if context is None else context,
+                        self.clock(), instance_root(instance))
 
     def resolve(self, definition: Definition, node_name: str, scope: Scope) -> Next:
         """Where an instance goes from ``node_name`` (see :func:`resolve`),
