@@ -173,8 +173,10 @@ def shadow_result(node_name: str) -> dict[str, Any]:
 
 def _choose(node_name: str, node: ChoiceNode, scope: Scope) -> str:
     for index, choice in enumerate(node.choices):
-        value = _evaluate(node_name, f"choices[{index}].when",
-                          lambda c=choice: compile_expression(c.when).evaluate_raw(scope))
+        try:
+            value = compile_expression(choice.when).evaluate_raw(scope)
+        except ExpressionError as exc:
+            raise StepFailed(f"node {node_name!r} choices[{index}].when: {exc}") from exc
         if not isinstance(value, bool):
             raise StepFailed(f"node {node_name!r} choices[{index}].when gave {value!r}, not true/false")
         if value:

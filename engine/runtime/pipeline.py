@@ -47,7 +47,6 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -243,7 +242,7 @@ class Pipeline(StepOutcomes):
         #: host:pid of this process, recorded as the carrier of the steps it runs inline.
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The deliveries this process runs now (instance id, carrier ``node:seq:attempt@host:pid``), by thread.
-        self._carrying: Counter[tuple[str, str]] = Counter()
+        self._carrying: dict[tuple[str, str], int] = {}
         self._carrying_lock = threading.Lock()
         #: Commands to send with this thread's next step's last change (:meth:`ride`).
         self._riding = threading.local()
@@ -288,14 +287,17 @@ class Pipeline(StepOutcomes):
         carrier = self.carrier(node_name, seq, attempt)
         held = (instance_id, carrier)
         with self._carrying_lock:
-            self._carrying[held] += 1
+            carrying = self._carrying
+            carrying[held] = carrying.get(held, 0) + 1
         try:
             return self._deliver(instance_id, node_name, seq, attempt, execute, inline, carrier)
         finally:
             with self._carrying_lock:
-                self._carrying[held] -= 1
-                if not self._carrying[held]:
-                    del self._carrying[held]
+                left = carrying[held] - 1
+                if left:
+                    carrying[held] = left
+                else:
+                    del carrying[held]
 
     def carrier(self, node_name: str, seq: int, attempt: int) -> str:
         """The carrier this process records when it runs the delivery of step ``node_name``/``seq``/``attempt``."""
@@ -322,7 +324,7 @@ class Pipeline(StepOutcomes):
         if instance.status is not InstanceStatus.RUNNING or instance.carrier != carrier:
             return False
         with self._carrying_lock:
-            return self._carrying[(instance.id, carrier)] <= 1
+            return self._carrying.get((instance.id, carrier), 0) <= 1
 
     def _deliver(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute,
                  inline: Inline | None, carrier: str) -> StepReport:
