@@ -298,8 +298,9 @@ def worker_name() -> str:
 
 
 _ACTIVITY_FIELDS = fields(Activity)
-if any(f.default not in (MISSING, None) or f.default_factory is not MISSING for f in _ACTIVITY_FIELDS):
-    raise TypeError("record() assumes every optional field of Activity defaults to None")  # pragma: no cover
+if hasattr(Activity, "__post_init__") or any(
+        f.default not in (MISSING, None) or f.default_factory is not MISSING or not f.init for f in _ACTIVITY_FIELDS):
+    raise TypeError("record() assumes Activity.__init__ only sets its fields, the optional ones to None")
 #: Every field of an activity record, in order, as None: what :func:`record` starts from.
 _ACTIVITY_DEFAULTS: dict[str, Any] = dict.fromkeys(f.name for f in _ACTIVITY_FIELDS)
 _ACTIVITY_REQUIRED = frozenset(f.name for f in _ACTIVITY_FIELDS if f.default is MISSING)
