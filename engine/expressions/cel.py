@@ -304,10 +304,13 @@ class Expression:
         )
 
     def _read_path(self, scope: Scope) -> Any:
-        assert self._fast_path is not None
-        value: Any = scope.root(self._fast_path[0])
-        for key in self._fast_path[1:]:
-            if not isinstance(value, Mapping):
+        path = self._fast_path
+        assert path is not None
+        value: Any = getattr(scope, path[0])
+        if type(value) is not dict:
+            value = scope.root(path[0])
+        for key in path[1:]:
+            if type(value) is not dict and not isinstance(value, Mapping):
                 raise ExpressionError(
                     f"expression {quote(self.source)} failed: {key!r} selected from a {_cel_type(value)}"
                 )
