@@ -169,11 +169,20 @@ class Scope:
         """The scope of these roots at epoch second ``when`` (``now`` in UTC): the same as
         ``Scope(data, params, context, datetime.fromtimestamp(when, UTC), instance)``, made in one step
         (the runtime makes two per step; a frozen dataclass sets its fields one ``object.__setattr__``
-        at a time, and a UTC ``now`` needs no check)."""
+        at a time, and a UTC ``now`` needs no check). ``now`` is made when first read: most steps'
+        expressions are plain paths or remembered results, which never read it."""
         scope = object.__new__(cls)
         object.__setattr__(scope, "__dict__", {"data": data, "params": params, "context": context,
-                                                "now": datetime.fromtimestamp(when, UTC), "instance": instance})
+                                                "instance": instance, "_when": when})
         return scope
+
+    def __getattr__(self, name: str) -> Any:
+        """``now`` of a scope made by :meth:`of`, on its first read (any other missing name: AttributeError)."""
+        when = self.__dict__.get("_when") if name == "now" else None
+        if when is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        now = self.__dict__["now"] = datetime.fromtimestamp(when, UTC)
+        return now
 
     def root(self, name: str) -> Mapping[str, Any]:
         """The root called ``name`` (``data``, ``params``, ``context`` or ``instance``)."""

@@ -53,5 +53,10 @@ def test_scope_of_is_the_scope_its_constructor_makes() -> None:
     when = time.time()
     made = Scope.of({"d": 1}, {"p": 2}, {"c": 3}, when, {"id": "i"})
     expected = Scope({"d": 1}, {"p": 2}, {"c": 3}, datetime.fromtimestamp(when, UTC), {"id": "i"})
-    assert made == expected and list(made.__dict__) == list(expected.__dict__)
-    assert made.now.tzinfo is UTC
+    assert "now" not in made.__dict__  # made when first read
+    assert made == expected and repr(made) == repr(expected)
+    assert made.now is made.now and made.now == expected.now and made.now.tzinfo is UTC
+    with pytest.raises(AttributeError):
+        made.colour  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError):
+        expected.colour  # type: ignore[attr-defined]  # noqa: B018
