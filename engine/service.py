@@ -115,8 +115,8 @@ class ActionSpec:
         A gather node's action answers one transition per member (see :mod:`engine.runtime.gather`).
         """
         if self.input_model is not None:
-            try:
-                argument: Any = self.input_model.model_validate(payload)
+            try:  # model_validate(payload), without its keyword defaults passed on one by one
+                argument: Any = self.input_model.__pydantic_validator__.validate_python(payload)
             except ValidationError as exc:
                 raise ActionFailed(f"invalid input for {self.task_name}: {_short(exc)}") from exc
         else:
@@ -162,6 +162,10 @@ class ActionRegistry:
 
     def __contains__(self, task_name: object) -> bool:
         return task_name in self._actions
+
+    def find(self, task_name: str) -> ActionSpec | None:
+        """The action called ``task_name`` (``<service>.<action>``), or None."""
+        return self._actions.get(task_name)
 
 
 registry = ActionRegistry()

@@ -57,7 +57,11 @@ def trading_day(day: Any, exchange: Any) -> bool:
 
 
 def register_expression_functions() -> None:
-    """Make the trading functions callable from expressions (idempotent)."""
-    register_function("market_open", market_open)
-    register_function("market_close", market_close)
-    register_function("trading_day", trading_day)
+    """Make the trading functions callable from expressions (idempotent).
+
+    They are pure (a session's times are the exchange calendar's, whatever day it is asked on):
+    the review cut-off a morning's accounts share is computed once, not once per step.
+    """
+    register_function("market_open", market_open, pure=True)
+    register_function("market_close", market_close, pure=True)
+    register_function("trading_day", trading_day, pure=True)

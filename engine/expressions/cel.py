@@ -63,6 +63,13 @@ is given into its own values first, in time proportional to their size, so it is
 the parts of a root an expression reads (``context.calc.total`` costs the same however big
 the rest of the context is). Plain paths (``data.account_id``, ``context.fetch_holdings``)
 skip CEL altogether and are read straight from the scope in under 1 us.
+
+An expression whose functions are all pure (CEL's own, ``at``, ``date_of``, ``days``, and those
+registered with ``pure=True``; not ``now()``) and whose reads are all scalars remembers its
+last results (up to ``MEMO_SIZE``) by the values it read: the review cut-off
+``market_close(data.run_date, params.exchange) - duration(params.review_cutoff)`` that a
+morning's accounts share is computed by CEL once, then answered in about 1 us. One that reads
+a list or a whole mapping, or the ``instance`` root (each step's own), is always evaluated.
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ from typing import Any
 import cel
 
 from engine.errors import ExpressionError
-from engine.expressions.functions import lookup, register_function, registered_functions
+from engine.expressions.functions import generation, lookup, register_function, registered_functions
 from engine.expressions.scan import (
     BUILTIN_FUNCTIONS,
     COMPREHENSIONS,
@@ -156,6 +163,27 @@ class Scope:
         if self.now.tzinfo is None or self.now.utcoffset() is None:
             raise ValueError("Scope.now must be timezone-aware (use datetime.now(UTC))")
 
+    @classmethod
+    def of(cls, data: Mapping[str, Any], params: Mapping[str, Any], context: Mapping[str, Any], when: float,
+           instance: Mapping[str, Any]) -> Scope:
+        """The scope of these roots at epoch second ``when`` (``now`` in UTC): the same as
+        ``Scope(data, params, context, datetime.fromtimestamp(when, UTC), instance)``, made in one step
+        (the runtime makes two per step; a frozen dataclass sets its fields one ``object.__setattr__``
+        at a time, and a UTC ``now`` needs no check). ``now`` is made when first read: most steps'
+        expressions are plain paths or remembered results, which never read it."""
+        scope = object.__new__(cls)
+        object.__setattr__(scope, "__dict__", {"data": data, "params": params, "context": context,
+                                                "instance": instance, "_when": when})
+        return scope
+
+    def __getattr__(self, name: str) -> Any:
+        """``now`` of a scope made by :meth:`of`, on its first read (any other missing name: AttributeError)."""
+        when = self.__dict__.get("_when") if name == "now" else None
+        if when is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        now = self.__dict__["now"] = datetime.fromtimestamp(when, UTC)
+        return now
+
     def root(self, name: str) -> Mapping[str, Any]:
         """The root called ``name`` (``data``, ``params``, ``context`` or ``instance``)."""
         value = getattr(self, name)
@@ -170,9 +198,10 @@ class _BudgetExceeded(Exception):
 
 
 class Expression:
-    """A compiled, checked expression. Immutable and safe to share between threads."""
+    """A compiled, checked expression. Safe to share between threads: immutable but for the results it
+    remembers (see the module docstring), which are immutable values, each a function of its key."""
 
-    __slots__ = ("_fast_path", "_needed", "_plan", "_program", "functions", "paths", "roots", "source")
+    __slots__ = ("_fast_path", "_memo", "_needed", "_plan", "_program", "functions", "paths", "roots", "source")
 
     source: str
     roots: frozenset[str]
@@ -192,6 +221,11 @@ class Expression:
         self._plan = _MeterPlan.of(analysis, reads) if analysis.sites else None
         path = _PLAIN_PATH.fullmatch(source.strip())
         self._fast_path = tuple(source.strip().split(".")) if path else None
+        # (the values it reads, the functions' generation) -> result: see _remember; None when it
+        # cannot be remembered (a comprehension, a whole root, the instance root: each step's own).
+        self._memo: dict[tuple[Any, ...], Any] | None = None if (
+            self._fast_path is not None or self._plan is not None or "instance" in self._needed
+            or any(needed is None for needed in self._needed.values())) else {}
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
@@ -216,6 +250,36 @@ class Expression:
         """Evaluate to CEL's own Python result (timestamps stay ``datetime``, durations ``timedelta``)."""
         if self._fast_path is not None:
             return self._read_path(scope)
+        key = self._memo_key(scope) if self._memo is not None else None
+        if key is not None:
+            try:
+                return self._memo[key]  # type: ignore[index]
+            except KeyError:
+                pass
+        value = self._execute(scope)
+        if key is not None and isinstance(value, _REMEMBERED):
+            memo = self._memo
+            assert memo is not None
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[key] = value
+        return value
+
+    def _memo_key(self, scope: Scope) -> tuple[Any, ...] | None:
+        """What this evaluation's result depends on -- the values it reads (present or not, with their
+        type) and the functions' generation -- or None when it may not be remembered: a value read
+        is not a scalar, or a function it calls is not pure (``register_function(..., pure=True)``)."""
+        for name in self.functions:
+            function = lookup(name)
+            if function is not None and not function.pure:
+                return None
+        out: list[Any] = [generation()]
+        for root, needed in self._needed.items():
+            if not _read_values(scope.root(root), needed, out):
+                return None
+        return tuple(out)
+
+    def _execute(self, scope: Scope) -> Any:
         context = cel.Context()
         for root, needed in self._needed.items():
             context.add_variable(root, _prune(scope.root(root), needed))
@@ -249,10 +313,13 @@ class Expression:
         )
 
     def _read_path(self, scope: Scope) -> Any:
-        assert self._fast_path is not None
-        value: Any = scope.root(self._fast_path[0])
-        for key in self._fast_path[1:]:
-            if not isinstance(value, Mapping):
+        path = self._fast_path
+        assert path is not None
+        value: Any = getattr(scope, path[0])
+        if type(value) is not dict:
+            value = scope.root(path[0])
+        for key in path[1:]:
+            if type(value) is not dict and not isinstance(value, Mapping):
                 raise ExpressionError(
                     f"expression {quote(self.source)} failed: {key!r} selected from a {_cel_type(value)}"
                 )
@@ -261,6 +328,37 @@ class Expression:
             except KeyError:
                 raise ExpressionError(f"expression {quote(self.source)} failed: no such key {key!r}") from None
         return value
+
+
+#: The results an expression remembers (immutable: the caller may keep them): scalars, timestamps, durations.
+_REMEMBERED = (str, int, float, bool, type(None), datetime, timedelta)
+#: At most this many results remembered per expression (then it starts afresh).
+MEMO_SIZE = 256
+#: Tokens of a memo key (see _read_values): a mapping read into, a key it does not have.
+_MAPPING, _ABSENT = "{", "-"
+
+
+def _read_values(value: Any, needed: Any, out: list[Any]) -> bool:
+    """Append to ``out`` what an expression reading ``needed`` of ``value`` sees (what ``_prune`` hands
+    CEL), as hashable tokens: False when a value read is not a scalar (it is then not remembered).
+    Scalars are tagged with their type (``1``, ``1.0`` and ``true`` are told apart; floats by their hex)."""
+    kind = type(value)
+    if needed is not None and (kind is dict or isinstance(value, Mapping)):
+        out.append(_MAPPING)
+        for key, sub in needed.items():
+            if key in value:
+                if not _read_values(value[key], sub, out):
+                    return False
+            else:
+                out.append(_ABSENT)
+        return True
+    if kind is str or kind is int or kind is bool or value is None:
+        out.append((kind, value))
+        return True
+    if kind is float:
+        out.append((kind, value.hex()))
+        return True
+    return False
 
 
 def _needed_parts(paths: frozenset[tuple[str, ...]]) -> dict[str, Any]:

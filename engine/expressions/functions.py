@@ -30,17 +30,31 @@ class _Function:
     fn: Callable[..., Any]
     doc: str
     scoped: bool  # fn(now) returns the callable, once per evaluation
+    #: Its result depends on its arguments only: an expression calling it may be answered from memory.
+    pure: bool = False
 
 
 _functions: dict[str, _Function] = {}
+#: Bumped whenever a function is registered: what an expression remembered before no longer counts.
+_generation = [0]
 
 
-def register_function(name: str, fn: Callable[..., Any], *, doc: str = "") -> None:
+def generation() -> int:
+    """A number that changes whenever a function is registered (or replaced)."""
+    return _generation[0]
+
+
+def register_function(name: str, fn: Callable[..., Any], *, doc: str = "", pure: bool = False) -> None:
     """Make ``fn`` callable from expressions as ``name(...)`` (plugins add domain functions).
 
     ``fn`` receives CEL values as Python values (timestamps as tz-aware ``datetime``,
     durations as ``timedelta``) and returns one (a ``datetime`` with a fixed UTC offset, a
     ``timedelta``, JSON values). Registering a name again replaces the function.
+
+    ``pure=True`` says its result depends on its arguments only (a calendar, arithmetic; not a
+    clock, a file or a database that may change): an expression whose functions are all pure
+    gives the same result for the same values it reads, and remembers a few recent results
+    (:meth:`engine.expressions.cel.Expression.evaluate_raw`).
     """
     if not _FUNCTION_NAME.match(name):
         raise ValueError(f"invalid function name {name!r}: use letters, digits and underscores")
@@ -55,7 +69,10 @@ def register_function(name: str, fn: Callable[..., Any], *, doc: str = "") -> No
         if previous.scoped:
             raise TradeflowError(f"{name!r} is an engine built-in and cannot be replaced")
         log.info("expression function %r replaced", name)
-    _functions[name] = _Function(fn, doc or (fn.__doc__ or "").strip().split("\n")[0], scoped=False)
+    function = _Function(fn, doc or (fn.__doc__ or "").strip().split("\n")[0], scoped=False, pure=pure)
+    if function != previous:  # registering the same function again changes nothing
+        _functions[name] = function
+        _generation[0] += 1
 
 
 def registered_functions() -> dict[str, str]:
@@ -70,6 +87,7 @@ def lookup(name: str) -> _Function | None:
 
 def _register_scoped(name: str, factory: Callable[[datetime], Callable[..., Any]], doc: str) -> None:
     _functions[name] = _Function(factory, doc, scoped=True)
+    _generation[0] += 1
 
 
 def _zone(name: Any) -> ZoneInfo:
@@ -132,6 +150,8 @@ def _now_factory(now: datetime) -> Callable[[], datetime]:
 
 
 _register_scoped("now", _now_factory, "now(): the current time of the step, a UTC timestamp")
-register_function("at", at, doc="at(date, 'HH:MM', tz): the timestamp of that local wall time on that date")
-register_function("date_of", date_of, doc="date_of(timestamp, tz): the 'YYYY-MM-DD' date in that zone")
-register_function("days", days, doc="days(n): a duration of n days")
+register_function("at", at, pure=True,
+                  doc="at(date, 'HH:MM', tz): the timestamp of that local wall time on that date")
+register_function("date_of", date_of, pure=True,
+                  doc="date_of(timestamp, tz): the 'YYYY-MM-DD' date in that zone")
+register_function("days", days, pure=True, doc="days(n): a duration of n days")

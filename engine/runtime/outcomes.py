@@ -37,8 +37,8 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import MISSING, dataclass, fields
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -50,12 +50,14 @@ from engine.definitions.nodes import (
     Definition,
     GatherNode,
     HttpNode,
+    RecordLevel,
+    ServiceNode,
     StepNode,
     TerminalNode,
     WaitNode,
 )
 from engine.errors import ExpressionError, StepFailed
-from engine.expressions.cel import Scope, compile_expression, compile_template
+from engine.expressions.cel import Scope, Template, compile_expression, compile_template
 from engine.instance import Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.routing import ENGINE_QUEUE, HTTP_TASK
 from engine.store.redis_store import Applied, Placement, RedisStore
@@ -171,8 +173,10 @@ def shadow_result(node_name: str) -> dict[str, Any]:
 
 def _choose(node_name: str, node: ChoiceNode, scope: Scope) -> str:
     for index, choice in enumerate(node.choices):
-        value = _evaluate(node_name, f"choices[{index}].when",
-                          lambda c=choice: compile_expression(c.when).evaluate_raw(scope))
+        try:
+            value = compile_expression(choice.when).evaluate_raw(scope)
+        except ExpressionError as exc:
+            raise StepFailed(f"node {node_name!r} choices[{index}].when: {exc}") from exc
         if not isinstance(value, bool):
             raise StepFailed(f"node {node_name!r} choices[{index}].when gave {value!r}, not true/false")
         if value:
@@ -293,11 +297,69 @@ def worker_name() -> str:
     return _PROCESS + threading.current_thread().name
 
 
+_ACTIVITY_FIELDS = fields(Activity)
+if hasattr(Activity, "__post_init__") or any(
+        f.default not in (MISSING, None) or f.default_factory is not MISSING or not f.init for f in _ACTIVITY_FIELDS):
+    raise TypeError("record() assumes Activity.__init__ only sets its fields, the optional ones to None")
+#: Every field of an activity record, in order, as None: what :func:`record` starts from.
+_ACTIVITY_DEFAULTS: dict[str, Any] = dict.fromkeys(f.name for f in _ACTIVITY_FIELDS)
+_ACTIVITY_REQUIRED = frozenset(f.name for f in _ACTIVITY_FIELDS if f.default is MISSING)
+_ACTIVITY_NAMES = frozenset(_ACTIVITY_DEFAULTS)
+
+
+def record(**values: Any) -> Activity:
+    """``Activity(**values)``, made in one step: the same record (fields in the same order, so the same
+    stored JSON), without the frozen dataclass's one ``object.__setattr__`` per field (29 of them), two
+    of which every step's transition makes. TypeError as ``Activity`` for a missing or unknown field."""
+    if not values.keys() >= _ACTIVITY_REQUIRED or not values.keys() <= _ACTIVITY_NAMES:
+        return Activity(**values)  # raises the TypeError that names the field
+    made = object.__new__(Activity)
+    state = _ACTIVITY_DEFAULTS.copy()
+    state.update(values)
+    object.__setattr__(made, "__dict__", state)
+    return made
+
+
+def clone(instance: Instance) -> Instance:
+    """A shallow copy of ``instance`` (what ``copy.copy`` makes, without its reduce protocol)."""
+    made = object.__new__(Instance)
+    made.__dict__.update(instance.__dict__)
+    return made
+
+
 def step_message(node_name: str, node: StepNode, instance_id: str, seq: int, attempt: int) -> StepMessage:
     """The message that runs ``node`` for an instance at ``seq``."""
     if isinstance(node, HttpNode):
         return StepMessage(HTTP_TASK, ENGINE_QUEUE, instance_id, node_name, seq, attempt)
     return StepMessage(f"{node.service}.{node.action}", node.service, instance_id, node_name, seq, attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What every step of one node of one definition shares, derived once per (definition, node):
+    its compiled input template, its record level and what its activity records name."""
+
+    node: StepNode
+    #: The node's ``input``, compiled (:func:`~engine.expressions.cel.compile_template`).
+    input: Template
+    level: RecordLevel
+    #: ``service``/``action`` of a service node, ``url`` of an http node (else None).
+    service: str | None
+    action: str | None
+    url: str | None
+
+
+def step_plan(definition: Definition, node_name: str) -> StepPlan:
+    """The :class:`StepPlan` of step node ``node_name`` (built afresh; :class:`StepOutcomes` caches it).
+
+    Raises ``ExpressionError`` when the input template does not compile.
+    """
+    node = definition.nodes[node_name]
+    assert isinstance(node, StepNode)
+    service = node if isinstance(node, ServiceNode) else None
+    return StepPlan(node, compile_template(node.input), definition.record_level(node_name),
+                    service.service if service is not None else None, service.action if service is not None else None,
+                    node.url if isinstance(node, HttpNode) else None)
 
 
 @dataclass(frozen=True)
@@ -329,6 +391,9 @@ class StepOutcomes:
         self.epoch = epoch
         #: Called after every applied change, in order (set once by the pipeline from its hooks).
         self.after_apply: tuple[AfterApply, ...] = ()
+        #: id(definition) -> (the definition, its step plans by node): what :meth:`plan` derived once.
+        #: A definition is held while its plans are: its id is never another's meanwhile.
+        self._plans: dict[int, tuple[Definition, dict[str, StepPlan]]] = {}
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -337,19 +402,26 @@ class StepOutcomes:
 
     # -- deciding -----------------------------------------------------------------------------
 
+    def plan(self, definition: Definition, node_name: str) -> StepPlan:
+        """The :class:`StepPlan` of step node ``node_name`` of ``definition``, derived once (definitions are
+        immutable: a published version never changes). ``ExpressionError`` if its input does not compile."""
+        held = self._plans.get(id(definition))
+        if held is None or held[0] is not definition:
+            held = self._plans[id(definition)] = (definition, {})
+        plans = held[1]
+        plan = plans.get(node_name)
+        if plan is None:
+            plan = plans[node_name] = step_plan(definition, node_name)
+        return plan
+
     def scope(self, definition: Definition, instance: Instance, context: dict[str, Any] | None = None) -> Scope:
         """The expression scope of ``instance`` (optionally with an updated context).
 
         The ``instance`` root names the step the instance is at: the one about to run when a
         step's input is built, the one that just finished when the nodes after it are resolved.
         """
-        return Scope(
-            data=instance.data,
-            params=definition.parameters,
-            context=instance.context if context is None else context,
-            now=datetime.fromtimestamp(self.clock(), UTC),
-            instance=instance_root(instance),
-        )
+        return Scope.of(instance.data, definition.parameters, instance.context if context is None else context,
+                        self.clock(), instance_root(instance))
 
     def resolve(self, definition: Definition, node_name: str, scope: Scope) -> Next:
         """Where an instance goes from ``node_name`` (see :func:`resolve`),
@@ -384,8 +456,8 @@ class StepOutcomes:
     def activity(self, node_name: str, seq: int, attempt: int, started: float, outcome: Outcome,
                  **fields: Any) -> Activity:
         """The activity record of a step of ``node_name`` at ``seq``/``attempt`` started at ``started``, ending now."""
-        return Activity(seq=seq, node=node_name, attempt=attempt, outcome=outcome, worker=worker_name(),
-                        started_at=started, ended_at=self.clock(), **fields)
+        return record(seq=seq, node=node_name, attempt=attempt, outcome=outcome, worker=worker_name(),
+                      started_at=started, ended_at=self.clock(), **fields)
 
     def apply_change(self, definition: Definition, instance_id: str, change: Change,
                    step: tuple[str, int, int] | None = None, priority: int = PRIORITY_CONTINUE) -> Applied:

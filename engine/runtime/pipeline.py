@@ -47,20 +47,28 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from copy import copy
 from typing import Any
 
 import redis
 
 from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
-from engine.definitions.nodes import Definition, HttpNode, Node, RecordLevel, ServiceNode, StepNode
+from engine.definitions.nodes import Definition, Node, RecordLevel, StepNode
 from engine.errors import ActionFailed, DataSetLost, ExpressionError, StepFailed
-from engine.expressions.cel import compile_template
 from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
-from engine.runtime.outcomes import Change, NextKind, StepOutcomes, StepReport, step_deadline, target_of
+from engine.runtime.outcomes import (
+    Change,
+    NextKind,
+    StepOutcomes,
+    StepPlan,
+    StepReport,
+    clone,
+    record,
+    step_deadline,
+    target_of,
+    worker_name,
+)
 from engine.service import Transition
 from engine.store.instances import LIVE
 from engine.store.redis_store import Applied, Placement, RedisStore
@@ -71,6 +79,11 @@ log = logging.getLogger(__name__)
 #: The statuses a reads-only step's transition applies in when the step ran before the transition
 #: before it was confirmed: running only (a step's transition otherwise applies to a paused instance too).
 RUNNING_ONLY = (InstanceStatus.RUNNING,)
+
+#: Why a step's transition was not applied (its no-op record): the instance moved on before it ...
+LATE_NOOP = "another delivery applied first"
+#: ... or, for a reads-only step run before the transition before it was confirmed, was paused or moved on.
+SPECULATIVE_NOOP = "the instance was paused or moved on before this reads-only step's turn"
 
 #: How long a step keeps trying to reach Redis before giving the message back.
 REDIS_PATIENCE_SECONDS = 120.0
@@ -229,7 +242,7 @@ class Pipeline(StepOutcomes):
         #: host:pid of this process, recorded as the carrier of the steps it runs inline.
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         #: The deliveries this process runs now (instance id, carrier ``node:seq:attempt@host:pid``), by thread.
-        self._carrying: Counter[tuple[str, str]] = Counter()
+        self._carrying: dict[tuple[str, str], int] = {}
         self._carrying_lock = threading.Lock()
         #: Commands to send with this thread's next step's last change (:meth:`ride`).
         self._riding = threading.local()
@@ -274,14 +287,17 @@ class Pipeline(StepOutcomes):
         carrier = self.carrier(node_name, seq, attempt)
         held = (instance_id, carrier)
         with self._carrying_lock:
-            self._carrying[held] += 1
+            carrying = self._carrying
+            carrying[held] = carrying.get(held, 0) + 1
         try:
             return self._deliver(instance_id, node_name, seq, attempt, execute, inline, carrier)
         finally:
             with self._carrying_lock:
-                self._carrying[held] -= 1
-                if not self._carrying[held]:
-                    del self._carrying[held]
+                left = carrying[held] - 1
+                if left:
+                    carrying[held] = left
+                else:
+                    del carrying[held]
 
     def carrier(self, node_name: str, seq: int, attempt: int) -> str:
         """The carrier this process records when it runs the delivery of step ``node_name``/``seq``/``attempt``."""
@@ -308,7 +324,7 @@ class Pipeline(StepOutcomes):
         if instance.status is not InstanceStatus.RUNNING or instance.carrier != carrier:
             return False
         with self._carrying_lock:
-            return self._carrying[(instance.id, carrier)] <= 1
+            return self._carrying.get((instance.id, carrier), 0) <= 1
 
     def _deliver(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute,
                  inline: Inline | None, carrier: str) -> StepReport:
@@ -377,24 +393,22 @@ class Pipeline(StepOutcomes):
             parked = before(self, instance, definition, node_name, seq, attempt, started)
             if parked is not None:
                 return parked
-        node = definition.nodes[node_name]
-        assert isinstance(node, StepNode)
-        level = definition.record_level(node_name)
         try:
-            payload = compile_template(node.input).evaluate(self.scope(definition, instance))
+            plan = self.plan(definition, node_name)
+            payload = plan.input.evaluate(self.scope(definition, instance))
         except ExpressionError as exc:
             return self._unheld() or self.fail(instance, definition, node_name, seq, attempt, started,
                                                f"input: {exc}", "ExpressionError")
-        sent = payload if level is RecordLevel.FULL else None
+        sent = payload if plan.level is RecordLevel.FULL else None
         try:
-            transition = execute(node, payload)
+            transition = execute(plan.node, payload)
         except ActionFailed as exc:
             return self._unheld() or self.fail(instance, definition, node_name, seq, attempt, started, str(exc),
                                                type(exc).__name__, sent=sent)
         except Exception as exc:
             log.info("step %s/%s attempt %s raised %r", instance.id, node_name, attempt, exc)
             return self._unheld() or self._error(instance, definition, node_name, seq, attempt, started, exc, sent)
-        return self._advance(instance, definition, node_name, seq, attempt, started, transition, sent, level,
+        return self._advance(instance, definition, node_name, seq, attempt, started, transition, sent, plan,
                              inline, carrier)
 
     def _error(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
@@ -410,11 +424,11 @@ class Pipeline(StepOutcomes):
     # -- decide, apply ---------------------------------------------------------------------------
 
     def _advance(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
-                 started: float, transition: Transition, sent: Any, level: RecordLevel,
+                 started: float, transition: Transition, sent: Any, plan: StepPlan,
                  inline: Inline | None = None, carrier: str = "") -> StepReport:
-        node = definition.nodes[node_name]
         data = dict(transition.data)
         context = {**instance.context, node_name: data}
+        level = plan.level
         try:
             nxt = self.resolve(definition, target_of(definition, node_name, transition.name),
                                self.scope(definition, instance, context))
@@ -423,26 +437,28 @@ class Pipeline(StepOutcomes):
                 instance, definition, node_name, seq, attempt, started, str(exc), "StepFailed", sent=sent,
                 transition=transition.name, received=data if level is not RecordLevel.METADATA else None)
         now = self.clock()
-        service = node if isinstance(node, ServiceNode) else None  # (a pydantic attribute miss is slow)
-        activity = self.activity(
-            node_name, seq, attempt, started, Outcome.APPLIED, transition=transition.name,
-            service=service and service.service, action=service and service.action,
-            url=node.url if isinstance(node, HttpNode) else None, sent=sent,
-            received=data if level is not RecordLevel.METADATA else None,
+        worker = worker_name()
+        activity = record(
+            seq=seq, node=node_name, attempt=attempt, outcome=Outcome.APPLIED, worker=worker, started_at=started,
+            ended_at=now, transition=transition.name, service=plan.service, action=plan.action, url=plan.url,
+            sent=sent, received=data if level is not RecordLevel.METADATA else None,
             next=nxt.node, via=list(nxt.via) or None,
         )
-        following = definition.nodes[nxt.node] if nxt.kind is NextKind.STEP else None
+        step_next = nxt.kind is NextKind.STEP
+        following = definition.nodes[nxt.node] if step_next else None
         chained = following is not None and inline is not None and inline(following)
         # a step run before the transition before it was confirmed (its action only reads) applies only
         # to a running instance: paused or cancelled meanwhile, what it read and computed is dropped
-        speculative = bool(self._held.changes)
-        noop = self.activity(node_name, seq, attempt, started, Outcome.NOOP, transition=transition.name,
-                             reason="the instance was paused or moved on before this reads-only step's turn"
-                             if speculative else "another delivery applied first")
-        placement = self.placement(definition, nxt, now)
+        held = self._held.changes
+        speculative = bool(held)
+        noop = record(seq=seq, node=node_name, attempt=attempt, outcome=Outcome.NOOP, worker=worker,
+                      started_at=started, ended_at=now, transition=transition.name,
+                      reason=SPECULATIVE_NOOP if speculative else LATE_NOOP)
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
-            placement = Placement.step(nxt.node, step_deadline(following, now))
-        step = (nxt.node, seq + 1, 1) if nxt.kind is NextKind.STEP and not chained else None
+            placement = Placement.step(nxt.node, step_deadline(following, now))  # type: ignore[arg-type]
+        else:
+            placement = self.placement(definition, nxt, now)
+        step = (nxt.node, seq + 1, 1) if step_next and not chained else None
         riders = () if chained else self._riders()  # the delivery's last change: what comes next rides along
 
         def change(send: Any, clear: Any) -> Applied:
@@ -453,13 +469,13 @@ class Pipeline(StepOutcomes):
 
         carried = None
         if chained:
-            carried = copy(instance)  # what dataclasses.replace makes, without its look at every field
+            carried = clone(instance)  # what dataclasses.replace makes, without its look at every field
             carried.node, carried.seq, carried.attempt, carried.context = nxt.node, seq + 1, 1, context
             carried.status, carried.inflight, carried.carrier = InstanceStatus.RUNNING, True, carrier
-        if chained and reads_only(inline, following) and not getattr(following, "limits", None):
-            # the next action only reads: it runs now, and this transition goes with the next one's
-            self._held.changes.append((definition, instance.id, change, None))
-            return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried)
+            if reads_only(inline, following) and not getattr(following, "limits", None):
+                # the next action only reads: it runs now, and this transition goes with the next one's
+                held.append((definition, instance.id, change, None))
+                return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried)
         applied = self._apply_held(definition, instance.id, change, step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)

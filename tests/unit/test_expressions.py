@@ -460,6 +460,61 @@ def test_concurrent_evaluations_do_not_mix_scopes() -> None:
     assert errors == []
 
 
+def _counting(name: str, pure: bool) -> list[tuple[Any, ...]]:
+    """Register ``name(x)`` (x + 1) and return the list of its calls."""
+    seen: list[tuple[Any, ...]] = []
+
+    def fn(*args: Any) -> Any:
+        seen.append(args)
+        return args[0] + 1 if isinstance(args[0], int) and not isinstance(args[0], bool) else args[0]
+
+    register_function(name, fn, pure=pure)
+    return seen
+
+
+def test_an_expression_of_pure_functions_remembers_its_results_by_the_values_it_reads() -> None:
+    seen = _counting("pure_inc", pure=True)
+    expr = compile_expression("has(data.y) ? 0 : pure_inc(data.x) + params.lookback_days")
+    assert expr.evaluate(SCOPE) == 368 and expr.evaluate(SCOPE) == 368
+    assert seen == [(2,)]  # the second evaluation was answered from memory
+    other = Scope(data={**SCOPE.data, "x": 5}, params=SCOPE.params, now=NOW)
+    assert expr.evaluate(other) == 371 and seen == [(2,), (5,)]
+    # what it does not read does not matter; a key it reads appearing does
+    assert expr.evaluate(Scope(data={"x": 2, "zzz": [1]}, params=SCOPE.params, now=NOW)) == 368
+    assert expr.evaluate(Scope(data={"x": 2, "y": None}, params=SCOPE.params, now=NOW)) == 0
+    assert len(seen) == 2
+    # 1, 1.0 and true are different values to CEL: never answered for one another
+    assert compile_expression("type(data.x) == int").evaluate(Scope(data={"x": 1}, now=NOW)) is True
+    assert compile_expression("type(data.x) == int").evaluate(Scope(data={"x": 1.0}, now=NOW)) is False
+    assert compile_expression("type(data.x) == int").evaluate(Scope(data={"x": True}, now=NOW)) is False
+
+
+def test_impure_functions_whole_values_and_the_instance_are_never_remembered() -> None:
+    seen = _counting("impure_inc", pure=False)
+    expr = compile_expression("impure_inc(data.x)")
+    assert [expr.evaluate(SCOPE) for _ in range(3)] == [3, 3, 3] and len(seen) == 3
+    pure_seen = _counting("pure_echo", pure=True)
+    for source in ["pure_echo(data.m)", "pure_echo(size(data.items))", "pure_echo(instance.id) == 'i'"]:
+        scope = Scope(data=SCOPE.data, now=NOW, instance={"id": "i"})
+        pure_seen.clear()
+        for _ in range(2):
+            compile_expression(source).evaluate(scope)
+        assert len(pure_seen) == 2, source  # a list, a mapping or the instance: evaluated every time
+    scoped = compile_expression("now() > timestamp('2020-01-01T00:00:00Z')")
+    assert scoped.evaluate(SCOPE) is True and scoped._memo == {}
+    later = Scope(now=NOW + timedelta(days=1))
+    stamp = compile_expression("string(now())")
+    assert stamp.evaluate(SCOPE) != stamp.evaluate(later)  # now() is scoped: never pure
+
+
+def test_registering_a_function_again_forgets_what_was_remembered() -> None:
+    register_function("pure_twice", lambda x: x * 2, pure=True)
+    expr = compile_expression("pure_twice(data.x)")
+    assert expr.evaluate(SCOPE) == 4
+    register_function("pure_twice", lambda x: x * 3, pure=True)
+    assert expr.evaluate(SCOPE) == 6
+
+
 def test_a_simple_expression_does_only_constant_work() -> None:
     """What keeps it at microseconds: no meter, and CEL gets only the two values it reads.
 

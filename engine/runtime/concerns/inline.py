@@ -80,8 +80,10 @@ class WorkerRule:
 
     def reads_only(self, node: Node) -> bool:
         """True when ``node``'s action is registered ``reads_only`` (``engine.service.action``)."""
-        return isinstance(node, ServiceNode) and f"{node.service}.{node.action}" in self.registry \
-            and self.registry.get(node.service, node.action).reads_only
+        if not isinstance(node, ServiceNode):
+            return False
+        spec = self.registry.find(f"{node.service}.{node.action}")
+        return spec is not None and spec.reads_only
 
 
 def inline_rule(service: str, registry: ActionRegistry, hosted: Callable[[], frozenset[str]]) -> WorkerRule:

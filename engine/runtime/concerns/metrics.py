@@ -24,13 +24,20 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 5.0
 
 
+#: Each bucket's name in the duration hash (``<node>|<bound>``): its upper bound, or ``+Inf``.
+_BOUNDS = (*map(repr, BUCKETS), "+Inf")
+
+
 def _bound(seconds: float) -> str:
-    index = bisect_left(BUCKETS, seconds)
-    return repr(BUCKETS[index]) if index < len(BUCKETS) else "+Inf"
+    return _BOUNDS[bisect_left(BUCKETS, seconds)]
 
 
 class StepMetrics:
-    """Per-process step counters with a cheap :meth:`step` and a batched :meth:`flush`."""
+    """Per-process step counters with a cheap :meth:`step` and a batched :meth:`flush`.
+
+    A step only adds to counters keyed by what it names (no text is built); a flush writes them
+    as the hashes' fields (``<outcome>|<workflow>|<node>``; ``<node>|<bound>``, ``|sum``, ``|count``).
+    """
 
     def __init__(self, sink: Callable[[dict[str, int], dict[str, float]], None], interval: float = DEFAULT_INTERVAL,
                  clock: Callable[[], float] = time.monotonic, background: bool = False) -> None:
@@ -41,19 +48,27 @@ class StepMetrics:
         self.background = background
         self._flusher: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._steps: defaultdict[str, int] = defaultdict(int)
-        self._seconds: defaultdict[str, float] = defaultdict(float)
+        #: (outcome, workflow, node) -> steps.
+        self._steps: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        #: node -> [seconds in all, steps, steps per bucket of _BOUNDS...].
+        self._durations: dict[str, list[float]] = {}
+        #: What a failed flush kept for the next one (the hashes' fields).
+        self._unsent: tuple[dict[str, int], dict[str, float]] = ({}, {})
         self._last = clock()
         this = weakref.ref(self)
         atexit.register(lambda: (metrics := this()) is not None and metrics.flush())
 
     def step(self, workflow: str, node: str, outcome: str, seconds: float) -> None:
         """Count one step's outcome and duration; flush when the interval has passed."""
+        bucket = 2 + bisect_left(BUCKETS, seconds)
         with self._lock:
-            self._steps[f"{outcome}|{workflow}|{node}"] += 1
-            self._seconds[f"{node}|{_bound(seconds)}"] += 1
-            self._seconds[f"{node}|sum"] += seconds
-            self._seconds[f"{node}|count"] += 1
+            self._steps[(outcome, workflow, node)] += 1
+            tally = self._durations.get(node)
+            if tally is None:
+                tally = self._durations[node] = [0.0] * (2 + len(_BOUNDS))
+            tally[0] += seconds
+            tally[1] += 1
+            tally[bucket] += 1
             due = self.clock() - self._last >= self.interval
             start = self.background and self._flusher is None
             if start:
@@ -72,20 +87,32 @@ class StepMetrics:
     def flush(self) -> None:
         """Add the counts so far to Redis in one round trip (kept for the next try if Redis fails)."""
         with self._lock:
-            steps, seconds = self._steps, self._seconds
-            self._steps, self._seconds = defaultdict(int), defaultdict(float)
+            counted, durations = self._steps, self._durations
+            (steps, seconds), self._unsent = self._unsent, ({}, {})
+            self._steps, self._durations = defaultdict(int), {}
             self._last = self.clock()
+        for (outcome, workflow, node), count in counted.items():
+            name = f"{outcome}|{workflow}|{node}"
+            steps[name] = steps.get(name, 0) + count
+        for node, tally in durations.items():
+            for bound, count in zip(_BOUNDS, tally[2:], strict=True):
+                if count:
+                    name = f"{node}|{bound}"
+                    seconds[name] = seconds.get(name, 0.0) + count
+            for name, value in ((f"{node}|sum", tally[0]), (f"{node}|count", tally[1])):
+                seconds[name] = seconds.get(name, 0.0) + value
         if not steps and not seconds:
             return
         try:
-            self.sink(dict(steps), dict(seconds))
+            self.sink(steps, seconds)
         except Exception as exc:  # metrics must never fail a step; keep the counts for the next flush
             log.warning("step metrics not flushed (%s); kept for the next try", exc)
             with self._lock:
+                kept_steps, kept_seconds = self._unsent
                 for name, count in steps.items():
-                    self._steps[name] += count
+                    kept_steps[name] = kept_steps.get(name, 0) + count
                 for name, value in seconds.items():
-                    self._seconds[name] += value
+                    kept_seconds[name] = kept_seconds.get(name, 0.0) + value
 
 
 class Metrics(Hook):
