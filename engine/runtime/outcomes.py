@@ -67,6 +67,9 @@ from engine.store.redis_store import Applied, Placement, RedisStore
 MAX_INLINE_HOPS = 64
 #: The longest batch name a gather's ``group`` may give (with its service and action).
 MAX_GROUP_LENGTH = 200
+#: Definitions whose step plans a process keeps at most (then it derives them afresh): a worker
+#: sees a handful of published versions; a process that makes definitions on the fly stays bounded.
+MAX_PLANNED_DEFINITIONS = 256
 
 #: Says whether the batch of that name has closed (an arrival now would be late).
 ClosedBatch = Callable[[str], bool]
@@ -407,6 +410,8 @@ class StepOutcomes:
         immutable: a published version never changes). ``ExpressionError`` if its input does not compile."""
         held = self._plans.get(id(definition))
         if held is None or held[0] is not definition:
+            if len(self._plans) >= MAX_PLANNED_DEFINITIONS:  # definitions made on the fly (tests, shadows): bounded
+                self._plans.clear()
             held = self._plans[id(definition)] = (definition, {})
         plans = held[1]
         plan = plans.get(node_name)
