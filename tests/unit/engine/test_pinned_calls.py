@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
+from redis.backoff import AbstractBackoff
+from redis.retry import Retry
 
 from engine.connections import PinnedCalls
 
@@ -59,13 +60,33 @@ def test_each_thread_keeps_one_connection_outside_the_pool(calls: PinnedCalls, r
     assert calls.execute("CLIENT", "ID") in mine
 
 
-def test_a_connection_the_server_closed_is_replaced_at_once(calls: PinnedCalls, real_redis: redis.Redis) -> None:
+#: The failure counts the retry policy was asked to back off for (module-level: a connection copies its policy).
+BACKOFFS: list[int] = []
+
+
+class _RecordedBackoff(AbstractBackoff):
+    """No wait, but every backoff the retry policy computes is recorded."""
+
+    def compute(self, failures: int) -> float:
+        BACKOFFS.append(failures)
+        return 0.0
+
+
+def test_a_connection_the_server_closed_is_replaced_at_once(real_redis: redis.Redis) -> None:
+    where = real_redis.connection_pool.connection_kwargs
+    client = redis.Redis(host=where["host"], port=where["port"], db=where["db"],
+                         retry=Retry(_RecordedBackoff(), 3))
+    calls = PinnedCalls(client)
+    assert calls.pinned
+    BACKOFFS.clear()
     first = calls.execute("CLIENT", "ID")
     real_redis.client_kill_filter(_id=first)  # as a restart or an idle timeout would
-    began = time.monotonic()
     second = calls.execute("CLIENT", "ID")
-    assert second != first and time.monotonic() - began < 0.5  # no retry backoff: sent again on a new one
+    assert second != first
+    assert BACKOFFS == []  # sent again on a new connection at once, not through the retry policy's backoff
     assert calls.pipeline([("ECHO", "a"), ("ECHO", "b")]) == [b"a", b"b"]
+    calls.close()
+    client.close()
 
 
 def test_a_reply_left_unread_is_never_read_by_the_next_command(calls: PinnedCalls, real_redis: redis.Redis,
