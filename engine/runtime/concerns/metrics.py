@@ -28,10 +28,6 @@ DEFAULT_INTERVAL = 5.0
 _BOUNDS = (*map(repr, BUCKETS), "+Inf")
 
 
-def _bound(seconds: float) -> str:
-    return _BOUNDS[bisect_left(BUCKETS, seconds)]
-
-
 class StepMetrics:
     """Per-process step counters with a cheap :meth:`step` and a batched :meth:`flush`.
 
