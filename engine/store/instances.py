@@ -77,8 +77,6 @@ class Instances:
     definition: Callable[[str, int], Definition]
     #: This thread's collected changes (:meth:`collect`), None when it sends each at once.
     _collecting: threading.local
-    #: (keys, timers, deadlines, queued, runs prefix): what every operation names, for ``keys``.
-    _fixed_keys: tuple[Keys, str, str, str, str] | None = None
     #: Starts sent as riders (:meth:`start_rider`), by (id, node, seq, attempt, carrier): their replies.
     _prefetched: dict[tuple[str, str, int, int, str | None], Any]
 
@@ -439,9 +437,6 @@ class Instances:
                    send: Envelope | None) -> tuple[list[str], list[Any]]:
         """The keys and arguments of operation ``op`` of ``lua/state.lua`` (see :meth:`_call`)."""
         k = self.keys
-        fixed = self._fixed_keys
-        if fixed is None or fixed[0] is not k:  # the keys every operation names, built once per Keys
-            fixed = self._fixed_keys = (k, k.timers, k.deadlines, k.queued, k.runs_prefix)
         place = doc.get("place")
         if isinstance(place, Placement):
             self._place(doc, place, docs)
@@ -449,11 +444,11 @@ class Instances:
             docs["message"] = send.body
         doc = {key: value for key, value in doc.items() if value is not None}
         wall = repr(time.time())  # when a step is queued: the reconciliation ages on the wall clock
-        doc.update(op=op, ttl=self.retention_seconds, runs=fixed[4], docs=list(docs), wall=wall)
+        doc.update(op=op, ttl=self.retention_seconds, runs=k.runs_prefix, docs=list(docs), wall=wall)
         doc.setdefault("now", wall)
         instance_key = k.instance(instance_id)
-        keys = [instance_key, k.activities(instance_id), fixed[1], fixed[2], send.key if send else instance_key,
-                fixed[3]]
+        keys = [instance_key, k.activities(instance_id), k.timers, k.deadlines, send.key if send else instance_key,
+                k.queued]
         return keys, [dumps(doc), *docs.values()]
 
 

@@ -9,13 +9,15 @@ docs/storage.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from engine.keyspace import KeySpace
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Key builders under one prefix (``wf`` by default; tests use their own)."""
+    """Key builders under one prefix (``wf`` by default; tests use their own). The global keys every
+    state change names (timers, deadlines, queued, the runs' prefix) are built once per ``Keys``."""
 
     prefix: str = "wf"
     space: KeySpace = field(init=False, repr=False, compare=False)
@@ -31,17 +33,17 @@ class Keys:
         """List of one instance's activity records (JSON), oldest first."""
         return self.space.key(f"{{{instance_id}}}", "acts")
 
-    @property
+    @cached_property
     def timers(self) -> str:
         """Sorted set: instance id scored by the time its wait or retry backoff ends."""
         return self.space.key("timers")
 
-    @property
+    @cached_property
     def deadlines(self) -> str:
         """Sorted set: instance id scored by the time its in-flight step must have progressed by."""
         return self.space.key("deadlines")
 
-    @property
+    @cached_property
     def queued(self) -> str:
         """Sorted set: instance id scored by when its step message was sent, until a worker starts it.
 
@@ -77,7 +79,7 @@ class Keys:
         """
         return self.space.key("run", run, "")
 
-    @property
+    @cached_property
     def runs_prefix(self) -> str:
         """What every run's status sets start with (``lua/state.lua`` adds ``<run>:<status>``)."""
         return self.space.key("run", "")
