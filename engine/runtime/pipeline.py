@@ -15,7 +15,7 @@ One delivered step message goes through::
 Every change is one store operation (:mod:`engine.store.instances`; one Lua compare-and-set
 each), applied through :class:`~engine.runtime.outcomes.StepOutcomes`. When the next step runs
 here and its action only reads (``@action(..., reads_only=True)``), a step's transition is held
-and sent with the next one's, in one round trip (:meth:`Pipeline._advance`). The timers and the
+and sent with the next one's, in one round trip and one script call (:meth:`Pipeline._advance`). The timers and the
 sweeper are the same kind of dispatch: ``before_timers``, then the concern that owns the due
 timer's kind (``on_timer``), ``on_tick``, ``on_sweep``, ``on_reconcile``.
 
@@ -485,8 +485,8 @@ class Pipeline(StepOutcomes):
 
     def _apply_held(self, definition: Definition, instance_id: str, change: Change,
                     step: tuple[str, int, int] | None) -> Applied:
-        """Apply ``change`` after this thread's held transitions, all in one round trip (each its own
-        compare-and-set, in order: when a held one is refused, the ones after it are refused too)."""
+        """Apply ``change`` after this thread's held transitions, all in one round trip and one script call
+        (each its own compare-and-set, in order: when a held one is refused, the ones after it are refused too)."""
         held = self._held.changes
         if not held:
             return self.apply_change(definition, instance_id, change, step)

@@ -9,7 +9,8 @@ recorded as a no-op.
 Round trips: a change may carry riders (:mod:`engine.store.riders`: a drained step's next
 start, which :meth:`Instances.start` then serves without one), and changes collected with
 :meth:`Instances.collect` go together in one pipeline (:meth:`Instances.send_collected`: a
-tick's wakes); each is still its own script call and compare-and-set.
+tick's wakes); each is still its own compare-and-set, and consecutive changes of one instance (a
+worker's held transitions) go as one script call, ``chain`` (:func:`chained`).
 
 Adding an operation: a method here that builds its document and calls :meth:`_change`, and
 a function of the same name in ``ops`` of ``lua/state.lua`` (listed in ``needs_instance`` when
@@ -382,19 +383,21 @@ class Instances:
     def send_collected(self) -> list[Applied]:
         """Send the changes collected since :meth:`collect` in one pipelined round trip, in order, then
         their riders, and say what each change did (each exactly as alone: its own compare-and-set).
-        Collecting stops."""
+        Consecutive changes of one instance go as one ``chain`` call (:func:`chained`). Collecting stops."""
         calls: list[tuple[list[str], list[Any]]] = self._collecting.calls
         riders: list[Rider] = self._collecting.riders
         self._collecting.calls = self._collecting.riders = None
         if not calls:
             return []
-        replies = send_all_with_riders(self._calls, [(evalsha(self._state, keys, args), self._state)
-                                                     for keys, args in calls], riders)
+        groups = chained(calls)
+        replies = send_all_with_riders(self._calls, [(evalsha(self._state, *chain_call(group)), self._state)
+                                                     for group in groups], riders)
         out = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-            out.append(self._applied(reply))
+        for group, reply in zip(groups, replies, strict=True):
+            for item in reply if len(group) > 1 and isinstance(reply, list) else [reply]:  # a chain's: one each
+                if isinstance(item, Exception):
+                    raise item
+                out.append(self._applied(item))
         return out
 
     def _applied(self, raw: Any) -> Applied:
@@ -464,6 +467,33 @@ def run_script(calls: PinnedCalls, script: Any, keys: list[str], args: list[Any]
         return calls.execute("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
         return script(keys=keys, args=args, client=calls.client)
+
+
+def chained(calls: Sequence[tuple[list[str], list[Any]]]) -> list[list[tuple[list[str], list[Any]]]]:
+    """``calls`` (the keys and arguments of operations of ``lua/state.lua``) in groups, in order: each
+    run of consecutive calls on one instance (the same hash) together, as long as at most one queue
+    gets a message from them; a group of one is a call as alone."""
+    groups: list[list[tuple[list[str], list[Any]]]] = []
+    for keys, args in calls:
+        last = groups[-1] if groups else []
+        instance = keys[0]
+        if last and last[0][0][0] == instance and len({k[4] for k, _ in last} | {keys[4], instance}) <= 2:
+            last.append((keys, args))
+        else:
+            groups.append([(keys, args)])
+    return groups
+
+
+def chain_call(group: Sequence[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of one call of ``lua/state.lua`` that runs ``group`` (see :func:`chained`):
+    the call itself when alone, else a ``chain`` of them (their documents as they are, one after
+    another; the stored documents they carry after it, in the same order)."""
+    if len(group) == 1:
+        return group[0]
+    keys = list(group[0][0])
+    keys[4] = next((k[4] for k, _ in group if k[4] != k[0]), keys[0])  # the queue of the one that sends
+    items = ",".join(args[0] for _, args in group)
+    return keys, ['{"op":"chain","items":[' + items + "]}", *(doc for _, args in group for doc in args[1:])]
 
 
 def _expect(statuses: Iterable[InstanceStatus], seq: int, attempt: int | None = None) -> dict[str, Any]:

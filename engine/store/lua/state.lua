@@ -40,6 +40,7 @@
 --   control  an operator's pause, resume, retry (with context edits) or cancel
 --   noop     only record a no-op activity (stale or duplicate delivery)
 --   release  drop an index entry (timers/deadlines/queued) that no longer applies
+--   chain    several of the operations above on one instance in one call, in order (see below)
 --   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
 --            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now);
 --            when it is the instance's current step, record doc.carrier (the process running it)
@@ -49,7 +50,8 @@
 -- {'missing'}, {'created', status, seq}, {'exists'}, {'released'} or {'refused'}; start returns the hash as two
 -- strings: the byte lengths of its fields and values in HGETALL order (comma-separated), and all of
 -- them end to end ({} when the instance does not exist);
--- create_many returns one character per item: '1' created, '0' its id existed.
+-- create_many returns one character per item: '1' created, '0' its id existed; chain returns the list
+-- of its items' replies.
 --
 -- create_many: doc holds what the instances share (workflow, version, run, ttl, runs, wall) and
 -- doc.items one document per instance {id, now, place, gather, docs}; ARGV[2..] are every item's
@@ -57,7 +59,15 @@
 -- KEYS[6] are the indexes as above (KEYS[1], KEYS[2], KEYS[5]: the first item's); item i's hash,
 -- activity list and queue (its hash again when it has no message) are KEYS[4 + 3i .. 6 + 3i].
 --
--- To add an operation: one function in `ops` below, defined under `if op == '<name>' then` (a
+-- chain: doc.items the operations' own documents ({op, now, expect, place, docs...}, as each would be
+-- called alone); ARGV[2..] every item's stored documents, item after item, each item's in the order
+-- of its `docs`. KEYS as for one instance; KEYS[5] the queue of the item that sends a message (the
+-- hash when none does). Each item runs exactly as its own call would, its own compare-and-set
+-- expecting what the items before it left: the transitions a worker held for the reads-only steps
+-- it ran (engine/runtime/pipeline.py) cost one script call instead of one each (the fixed cost of
+-- a call -- the script's lookup, its ARGV, its top-level code -- is paid once).
+--
+-- To add an operation: one function in `ops` below, defined under `if called.<name> then` (a
 -- closure made for an operation not called costs every call), its name in `needs_instance` if it
 -- acts on an existing instance under the compare-and-set, and one method in Python
 -- (engine/store/instances.py) that builds its document.
@@ -66,6 +76,11 @@ local doc = cjson.decode(ARGV[1])
 local op = doc.op
 local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
+-- The operations this call runs: its own, and a chain's items' (only theirs are defined below).
+local called = {[op] = true}
+if op == 'chain' then
+  for _, item in ipairs(doc.items) do called[item.op] = true end
+end
 
 -- The terminal statuses, filled in from engine.instance.TERMINAL_STATUSES when the script is loaded.
 local TERMINAL = {__TERMINAL__}
@@ -277,7 +292,7 @@ local needs_instance = {advance = true, signal = true, retry = true, fail = true
 -- Operations under which a paused instance stays paused (the step in flight came back).
 local holds_pause = {advance = true, retry = true}
 
-if op == 'release' then
+if called.release then
   ops.release = function()
     local index = deadlines
     if doc.index == 'timers' then index = timers elseif doc.index == 'queued' then index = queued end
@@ -286,7 +301,7 @@ if op == 'release' then
   end
 end
 
-if op == 'start' then
+if called.start then
   ops.start = function()
     local h = redis.call('HGETALL', inst)
     if #h == 0 then return h end
@@ -307,7 +322,7 @@ if op == 'start' then
   end
 end
 
-if op == 'noop' then
+if called.noop then
   ops.noop = function()
     if redis.call('EXISTS', inst) == 1 then
       record('noop')
@@ -317,7 +332,7 @@ if op == 'noop' then
   end
 end
 
-if op == 'create' or op == 'create_many' then
+if called.create or called.create_many then
   ops.create = function()
     if redis.call('EXISTS', inst) == 1 then return {'exists'} end
     redis.call('HSET', inst, 'id', doc.id, 'workflow', doc.workflow, 'version', doc.version, 'run', doc.run,
@@ -334,7 +349,7 @@ end
 
 -- Each item is created exactly as `create` alone would: inst, acts, queue, doc, blob and joined
 -- are rebound to the item's before it runs (doc falls back on the shared fields).
-if op == 'create_many' then
+if called.create_many then
   ops.create_many = function()
     local shared = doc
     local inherit = {__index = shared}
@@ -356,7 +371,7 @@ if op == 'create_many' then
   end
 end
 
-if op == 'advance' or op == 'signal' then
+if called.advance or called.signal then
   ops.advance = function(seq)
     write_context()
     redis.call('HSET', inst, 'seq', seq + 1, 'attempt', 1)
@@ -367,7 +382,7 @@ end
 
 -- A signal: advance, and remember its key (an instance hash field, set to the new seq) so that
 -- the same key sent again is found applied.
-if op == 'signal' then
+if called.signal then
   ops.signal = function(seq)
     seq = ops.advance(seq)
     if doc.marker then redis.call('HSET', inst, doc.marker, seq) end
@@ -381,40 +396,40 @@ if op == 'signal' then
 end
 
 -- A refused signal: its record only, when the instance exists (no seq, status or index changes).
-if op == 'refuse' then
+if called.refuse then
   ops.refuse = function()
     if redis.call('EXISTS', inst) == 1 then record('activity') end
     return {'refused'}
   end
 end
 
-if op == 'retry' then
+if called.retry then
   ops.retry = function(seq)
     redis.call('HSET', inst, 'attempt', doc.attempt)
     return seq
   end
 end
 
-if op == 'fail' then
+if called.fail then
   ops.fail = function(seq)
     redis.call('HSET', inst, 'error', blob.error)
     return seq
   end
 end
 
-if op == 'park' then
+if called.park then
   ops.park = function(seq)
     return seq  -- settle keeps it paused with nothing in flight
   end
 end
 
-if op == 'hold' then
+if called.hold then
   ops.hold = function(seq)
     return seq  -- settle makes it wait for its limit (doc.place: status, timer, reason)
   end
 end
 
-if op == 'control' then
+if called.control then
   ops.control = function(seq)
     write_context()
     if doc.attempt then redis.call('HSET', inst, 'attempt', doc.attempt) end
@@ -423,34 +438,61 @@ if op == 'control' then
   end
 end
 
-if not ops[op] then return redis.error_reply('state.lua: unknown operation ' .. tostring(op)) end
-if not needs_instance[op] then return ops[op]() end
-
-local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node',
-                      'error', 'batch', 'wake_at', 'quorum', 'carrier')
-if not cur[4] then return {'missing'} end
-local seq, status, attempt, id, run = tonumber(cur[1]), cur[2], tonumber(cur[3]), cur[4], cur[5]
-before_node = cur[6]
-had = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11]}
-local expect = doc.expect or {}
-local allowed = false
-for _, s in ipairs(expect.statuses or {}) do
-  if s == status then allowed = true end
-end
-if (expect.seq and expect.seq ~= seq) or (expect.attempt and expect.attempt ~= attempt) or not allowed then
-  if blob.noop then
-    record('noop')
-    redis.call('HINCRBY', inst, 'noops', 1)
+-- Run operation `name` on the instance (doc, blob and the keys bound to its own) and return its
+-- reply. Those in `needs_instance` run only when the compare-and-set passes.
+local function run(name)
+  if not ops[name] then return redis.error_reply('state.lua: unknown operation ' .. tostring(name)) end
+  if not needs_instance[name] then return ops[name]() end
+  joined = nil
+  local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node',
+                        'error', 'batch', 'wake_at', 'quorum', 'carrier')
+  if not cur[4] then return {'missing'} end
+  local seq, status, attempt, id, run_id = tonumber(cur[1]), cur[2], tonumber(cur[3]), cur[4], cur[5]
+  before_node = cur[6]
+  had = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11]}
+  local expect = doc.expect or {}
+  local allowed = false
+  for _, s in ipairs(expect.statuses or {}) do
+    if s == status then allowed = true end
   end
-  return {'stale', tostring(seq), status}
+  if (expect.seq and expect.seq ~= seq) or (expect.attempt and expect.attempt ~= attempt) or not allowed then
+    if blob.noop then
+      record('noop')
+      redis.call('HINCRBY', inst, 'noops', 1)
+    end
+    return {'stale', tostring(seq), status}
+  end
+  record('activity')
+  seq = ops[name](seq)
+  if doc.carrier == '' then
+    if had.carrier then redis.call('HDEL', inst, 'carrier') end
+  elseif doc.carrier then
+    redis.call('HSET', inst, 'carrier', doc.carrier)
+  end
+  local final = settle(id, run_id, status, holds_pause[name] == true)
+  if joined then return {'applied', final, tostring(seq), joined[1], joined[2]} end
+  return {'applied', final, tostring(seq)}
 end
-record('activity')
-seq = ops[op](seq)
-if doc.carrier == '' then
-  if had.carrier then redis.call('HDEL', inst, 'carrier') end
-elseif doc.carrier then
-  redis.call('HSET', inst, 'carrier', doc.carrier)
+
+-- A chain: each of doc.items (an operation's whole document) in turn on the one instance, exactly
+-- as its own call would run it; doc and blob are rebound to the item's before it runs (ARGV[2..]:
+-- every item's stored documents, item after item). KEYS[5]: the queue of the item with a message.
+-- Returns the items' replies, in order.
+if op == 'chain' then
+  ops.chain = function()
+    local replies = {}
+    local arg = 2
+    for i, item in ipairs(doc.items) do
+      doc = item
+      blob = {}
+      for _, name in ipairs(item.docs) do
+        blob[name] = ARGV[arg]
+        arg = arg + 1
+      end
+      replies[i] = run(item.op)
+    end
+    return replies
+  end
 end
-local final = settle(id, run, status, holds_pause[op] == true)
-if joined then return {'applied', final, tostring(seq), joined[1], joined[2]} end
-return {'applied', final, tostring(seq)}
+
+return run(op)

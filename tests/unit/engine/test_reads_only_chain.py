@@ -27,6 +27,7 @@ from engine.service import ActionRegistry, Transition, action
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import Driver, runtime_of, store_of
+from tests.unit.engine.test_chained_changes import Counting
 
 ACTIONS = ActionRegistry()
 CALLS: list[tuple[str, str, int]] = []
@@ -107,6 +108,23 @@ def test_reads_only_steps_run_before_the_transitions_before_them_are_sent(engine
     assert instance.status is InstanceStatus.SUCCEEDED and instance.result == {"read": "r2"}
     assert _outcomes(engine, iid)[-4:] == [(1, "a", "applied"), (2, "r1", "applied"), (3, "r2", "applied"),
                                           (4, "w", "applied")]
+
+
+def test_the_held_transitions_go_to_redis_as_one_script_call(
+        redis_url: str, real_redis: redis.Redis, key_prefix: str) -> None:
+    client = Counting.from_url(redis_url)
+    client.calls = []
+    counted = Engine(RedisStore(client, Keys(key_prefix)), MemoryEnqueuer(), ManualClock(1_750_000_000.0))
+    counted.publish(load_definition(json.dumps(FLOW)))
+    ENGINE[:] = [counted]
+    driver = Driver(counted, ACTIONS, inline=True)
+    iid = counted.start("reads", {})
+    client.calls.clear()
+    assert driver.run_until_idle() == 1
+    # a's start; a, r1 and r2's transitions together (w has an effect: it waits for them); w's own
+    assert client.calls == ["start", "chain", "advance"]
+    assert [(seq, node) for seq, node, outcome in _outcomes(counted, iid) if outcome == "applied"] == [
+        (1, "a"), (2, "r1"), (3, "r2"), (4, "w")]
 
 
 def test_without_inline_a_reads_only_step_waits_for_its_message(engine: Engine) -> None:
