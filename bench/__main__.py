@@ -414,6 +414,8 @@ def run_capacity(args: argparse.Namespace, url: str, console: Console) -> dict[s
     table.add_row("Redis CPU per account, ms", f"{figures['redis_cpu_ms_per_account']:.3f}")
     table.add_row("[bold]ceiling of one Redis core, accounts/s", f"[bold]{figures['ceiling_accounts_per_s']:,}")
     table.add_row("script calls per account (state.lua, claim.lua)", f"{figures['store_calls_per_account']}")
+    table.add_row("  by operation (chain: held transitions in one call)",
+                  ", ".join(f"{op} {n}" for op, n in figures.get("store_calls_by_op", {}).items()))
     table.add_row("round trips per account (the scripts' and Celery's delivery)",
                   f"{figures['round_trips_per_account']}")
     table.add_row("commands Redis ran per account (inside scripts too; the broker's 6 included)",

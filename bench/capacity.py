@@ -4,11 +4,13 @@
 
 1. **Record.** In a sandbox on the Redis at ``TRADEFLOW_REDIS_URL``, a book of ``RECORDED``
    seeded accounts runs its morning in this process (:class:`engine.testing.Driver`, every
-   service's step inline as the default combined fleet runs them, waiting for the open through
-   the timer tick): every ``state.lua`` and ``claim.lua`` call the store API makes
-   (``create_many``, the timers' claim, ``advance``, ``start``, ``fail`` ...) is recorded as sent,
-   by the instance it acts on. The actions' own reads of the book and their proposals are not
-   recorded: they are the peer's work too, and live wherever the book lives.
+   service's step inline under the rule of one default combined worker, :func:`combined_rule`:
+   the transition before a ``reads_only`` step is held and sent with the next change as one
+   ``chain`` call; waiting for the open through the timer tick): every ``state.lua`` and
+   ``claim.lua`` call the store API makes (``create_many``, the timers' claim, ``advance``,
+   ``chain``, ``start``, ``fail`` ...) is recorded as sent, by the instance it acts on. The
+   actions' own reads of the book and their proposals are not recorded: they are the peer's
+   work too, and live wherever the book lives.
 2. **Replay.** On a Redis server of its own (``redis-server`` from ``PATH``, AOF every second as
    in production, a Unix socket), ``--capacity-clients`` processes replay the recording for
    ``--capacity-accounts`` fresh instance ids, pipelined: per group of ``RECORDED`` accounts the
@@ -18,9 +20,10 @@
    ``LPUSH``, ``RPOP``, ``HSET``+``ZADD``, ``HDEL``+``ZREM``), as one combined worker costs.
 3. **Figures.** Accounts per second achieved by the clients; Redis's own CPU per account
    (``used_cpu_sys + used_cpu_user`` of the server over the replay) and the ceiling it implies
-   for one Redis core (1 / that CPU); commands per account by name (INFO commandstats); memory
-   per instance (``MEMORY USAGE`` of the hashes and activity lists, by final status: awaiting
-   review = live, succeeded/failed = finished) and ``used_memory`` per account.
+   for one Redis core (1 / that CPU); script calls per account, by operation; commands per
+   account by name (INFO commandstats); memory per instance (``MEMORY USAGE`` of the hashes
+   and activity lists, by final status: awaiting review = live, succeeded/failed = finished) and
+   ``used_memory`` per account.
 
 On a machine where the clients share the cores with Redis, the achieved rate is below the
 ceiling; the CPU per account is the figure that carries to a bigger machine.
@@ -28,6 +31,7 @@ ceiling; the CPU per account is the figure that carries to a bigger machine.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -36,18 +40,21 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from bench.cpu import command_delta, command_stats
 from bench.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from engine.runtime.concerns.inline import WorkerRule
 
 #: Accounts run for real to record their operations (one replay group).
 RECORDED = 200
@@ -63,6 +70,14 @@ class Recording:
     batch: list[list[bytes]]
     per_instance: dict[str, list[list[bytes]]]
     ids: list[str]
+
+    def calls_by_op(self) -> dict[str, float]:
+        """Script calls per account by ``state.lua`` operation (``chain``: held transitions sent as one call;
+        ``claim.lua``'s by that name), batch calls shared by the accounts."""
+        counts: Counter[str] = Counter(_op(call) for call in self.batch)
+        for calls in self.per_instance.values():
+            counts.update(_op(call) for call in calls)
+        return {op: round(n / len(self.ids), 2) for op, n in sorted(counts.items())}
 
 
 class _Recorder(redis.Redis):
@@ -92,6 +107,15 @@ class _Recorder(redis.Redis):
         return pipe
 
 
+def _op(call: list[bytes]) -> str:
+    """The ``state.lua`` operation of a recorded EVALSHA (its ARGV[1] document's ``op``), else ``claim.lua``."""
+    numkeys = int(call[2])
+    try:
+        return str(json.loads(call[3 + numkeys])["op"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return "claim.lua"
+
+
 def _raw(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -113,7 +137,6 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
     import portfolio_manager.actions  # noqa: F401  (registers the portfolio manager's actions)
     from engine.api import Engine
     from engine.broker import MemoryEnqueuer
-    from engine.definitions.nodes import Node, ServiceNode
     from engine.store.redis_store import RedisStore
     from engine.testing import Driver, runtime_of
     from portfolio_manager.cli import last_session
@@ -138,10 +161,7 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
                                         wait_for_open=True, review_until=datetime.now(UTC) + timedelta(days=1))
         driver = Driver(engine, inline=True)
         runtime = runtime_of(engine)
-
-        def everything(node: Node) -> bool:  # the default combined fleet: every service inline
-            return isinstance(node, ServiceNode)
-
+        everything = combined_rule()
         while True:
             runtime.tick()
             if not driver.queue.messages:
@@ -167,6 +187,17 @@ def record(redis_url: str, accounts: int = RECORDED, seed: int = 7) -> Recording
     if started.total != len(ids):
         raise RuntimeError(f"recorded run started {started.total} instances but lists {len(ids)}")
     return Recording(batch, dict(by_id), ids)
+
+
+def combined_rule() -> WorkerRule:
+    """The inline rule of one default combined worker (every registered service's queue): each
+    service's steps run inline, and the transition before a ``reads_only`` step is held and sent
+    with the next change (one ``chain`` call of ``state.lua``), as :mod:`engine.app` binds it."""
+    from engine.service import registry
+    from engine.testing import inline_rule
+
+    services = frozenset(spec.service for spec in registry)
+    return inline_rule(min(services), registry, lambda: services)
 
 
 def _instance_of(key: bytes, prefix: bytes) -> str | None:
@@ -290,6 +321,7 @@ def run(redis_url: str, accounts: int = 20_000, clients: int = 4, pipeline_depth
             "pipeline_depth": pipeline_depth, "seconds": round(seconds, 2),
             "accounts_per_s": round(done / seconds, 1),
             "store_calls_per_account": round(per_account_ops + len(recording.batch) / len(recording.ids), 2),
+            "store_calls_by_op": recording.calls_by_op(),
             "broker_commands_per_account": 6,
             # a worker's round trips: the store's calls, and Celery's delivery (BRPOP, the unacked
             # MULTI, the ack MULTI); the push rides in the script that queues the step
