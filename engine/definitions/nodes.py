@@ -522,6 +522,10 @@ class Definition(_Strict):
         default_factory=list, max_length=500,
         description="Nodes whose context entries are deleted when an instance succeeds (big intermediate "
                     "documents; a failed instance keeps them for inspection and retry).")
+    drop_after_use: list[Annotated[str, Field(pattern=NODE_PATTERN)]] = Field(
+        default_factory=list, max_length=500,
+        description="Nodes whose context entries are deleted as soon as no node the instance can still reach "
+                    "reads them (big documents only the next steps read; nothing keeps them for inspection).")
     start: str
     nodes: dict[Annotated[str, Field(pattern=NODE_PATTERN)], Node] = Field(min_length=1, max_length=500)
 

@@ -111,12 +111,13 @@ def _check_document(document: dict[str, Any], roles: RoleSet) -> list[Problem]:
         return []
     problems = check_graph(document.get("start"), nodes)
     problems.extend(check_shadow_stops(document.get("start"), nodes))
-    dropped = document.get("drop_on_success")
-    if isinstance(dropped, list):
-        problems.extend(
-            Problem(f"/drop_on_success/{i}", f"unknown node {name!r}{did_you_mean(name, nodes)}")
-            for i, name in enumerate(dropped) if isinstance(name, str) and name not in nodes
-        )
+    for field in ("drop_on_success", "drop_after_use"):
+        dropped = document.get(field)
+        if isinstance(dropped, list):
+            problems.extend(
+                Problem(f"/{field}/{i}", f"unknown node {name!r}{did_you_mean(name, nodes)}")
+                for i, name in enumerate(dropped) if isinstance(name, str) and name not in nodes
+            )
     parameters = document.get("parameters", {})
     problems.extend(check_expressions(nodes, parameters if isinstance(parameters, dict) else None))
     problems.extend(check_access(nodes, roles))

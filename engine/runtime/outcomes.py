@@ -44,6 +44,7 @@ from typing import Any
 
 from engine.broker import PRIORITY_CONTINUE, Enqueuer, Envelope, StepMessage
 from engine.clock import Clock, system_clock
+from engine.definitions.liveness import unread_entries
 from engine.definitions.nodes import (
     AwaitNode,
     ChoiceNode,
@@ -397,6 +398,7 @@ class StepOutcomes:
         #: id(definition) -> (the definition, its step plans by node): what :meth:`plan` derived once.
         #: A definition is held while its plans are: its id is never another's meanwhile.
         self._plans: dict[int, tuple[Definition, dict[str, StepPlan]]] = {}
+        self._unread: dict[int, tuple[Definition, dict[str, tuple[str, ...]]]] = {}
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -418,6 +420,18 @@ class StepOutcomes:
         if plan is None:
             plan = plans[node_name] = step_plan(definition, node_name)
         return plan
+
+    def unread(self, definition: Definition, node_name: str) -> tuple[str, ...]:
+        """The entries of ``definition``'s ``drop_after_use`` that no node from ``node_name`` on reads
+        (:mod:`engine.definitions.liveness`, derived once per definition)."""
+        if not definition.drop_after_use:
+            return ()
+        held = self._unread.get(id(definition))
+        if held is None or held[0] is not definition:
+            if len(self._unread) >= MAX_PLANNED_DEFINITIONS:
+                self._unread.clear()
+            held = self._unread[id(definition)] = (definition, unread_entries(definition))
+        return held[1].get(node_name, ())
 
     def scope(self, definition: Definition, instance: Instance, context: dict[str, Any] | None = None) -> Scope:
         """The expression scope of ``instance`` (optionally with an updated context).

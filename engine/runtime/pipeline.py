@@ -460,12 +460,16 @@ class Pipeline(StepOutcomes):
             placement = self.placement(definition, nxt, now)
         step = (nxt.node, seq + 1, 1) if step_next and not chained else None
         riders = () if chained else self._riders()  # the delivery's last change: what comes next rides along
+        # the definition's drop_after_use entries that no node from here on reads go with this change
+        forget = [entry for entry in self.unread(definition, nxt.node) if entry in context]
+        if forget:
+            context = {name: value for name, value in context.items() if name not in forget}
 
         def change(send: Any, clear: Any) -> Applied:
             return self.store.advance(
                 instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
                 carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders,
-                statuses=RUNNING_ONLY if speculative else LIVE)
+                statuses=RUNNING_ONLY if speculative else LIVE, forget=forget)
 
         carried = None
         if chained:

@@ -205,15 +205,19 @@ class Instances:
                 statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
                 noop: Activity | None = None, carrier: str | None = None,
                 send: Envelope | None = None, encoded: str | None = None,
-                riders: Sequence[Rider] = ()) -> Applied:
+                riders: Sequence[Rider] = (), forget: Sequence[str] = ()) -> Applied:
         """Take a transition at ``seq``: record ``context`` (node, data), seq + 1, then ``placement``.
 
         ``noop`` is recorded instead when the instance moved on meanwhile; ``carrier`` names the
         message whose worker runs the next step inline ("" clears it). ``encoded``: the context
         data as compact JSON when the service's answer was encoded already; it is written as
         is, in the context entry and as the activity's ``received``. ``riders``
-        (:mod:`engine.store.riders`) are sent after the change in the same round trip.
+        (:mod:`engine.store.riders`) are sent after the change in the same round trip. ``forget``:
+        context entries (node names) deleted with the change, no node after it reading them; when
+        ``context``'s own node is one of them, its entry is not written at all.
         """
+        if context is not None and context[0] in forget:
+            context = encoded = None
         record = activity.to_dict()
         if context is not None and encoded is not None:
             docs = {"activity": pack_text(dumps_with(record, "received", encoded)
@@ -225,8 +229,10 @@ class Instances:
                 docs[f"c:{context[0]}"] = pack(context[1])
         if noop is not None:
             docs["noop"] = pack(noop.to_dict())
-        return self._change("advance", instance_id, {"expect": _expect(statuses, seq), "carrier": carrier,
-                                                      "place": placement}, docs, send, riders)
+        doc = {"expect": _expect(statuses, seq), "carrier": carrier, "place": placement}
+        if forget:
+            doc["forget"] = list(forget)
+        return self._change("advance", instance_id, doc, docs, send, riders)
 
     def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                context: tuple[str, Any], noop: Activity | None = None, marker: str | None = None,

@@ -374,6 +374,12 @@ end
 if called.advance or called.signal then
   ops.advance = function(seq)
     write_context()
+    -- entries no node after this one reads (the definition's drop_after_use): deleted now
+    if doc.forget then
+      local fields = {}
+      for i, name in ipairs(doc.forget) do fields[i] = 'c:' .. name end
+      redis.call('HDEL', inst, unpack(fields))
+    end
     redis.call('HSET', inst, 'seq', seq + 1, 'attempt', 1)
     if had.error then redis.call('HDEL', inst, 'error') end
     return seq + 1
