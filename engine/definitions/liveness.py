@@ -45,10 +45,8 @@ def unread_entries(definition: Definition) -> dict[str, tuple[str, ...]]:
     if not droppable:
         return {}
     raw = definition.model_dump(mode="json", exclude_none=True)["nodes"]
-    by_node: dict[str, list[str]] = {name: [] for name in raw}
-    for pointer, source in expression_sources(raw):
-        by_node[pointer.split("/")[2].replace("~1", "/").replace("~0", "~")].append(source)
-    reads = {name: _reads(sources) for name, sources in by_node.items()}
+    reads = {name: _reads(source for _pointer, source in expression_sources({name: node}))
+             for name, node in raw.items()}
     successors = {name: [edge.target for edge in raw_edges(node) if edge.target in raw] for name, node in raw.items()}
     unread: dict[str, tuple[str, ...]] = {}
     for name in raw:

@@ -66,9 +66,13 @@ def _flow(**extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _no_failures() -> None:
+    FAIL.clear()
+
+
 @pytest.fixture
 def engine(any_redis: redis.Redis, key_prefix: str) -> Engine:
-    FAIL.clear()
     eng = Engine(RedisStore(any_redis, Keys(key_prefix)), MemoryEnqueuer(), ManualClock(1_750_000_000.0))
     eng.publish(load_definition(json.dumps(_flow())))
     return eng
@@ -137,3 +141,17 @@ def test_a_step_that_fails_before_its_entries_are_unread_leaves_them_for_inspect
     instance = engine.get(iid)
     assert instance.status is InstanceStatus.FAILED and instance.node == "plan"
     assert "fetch" in instance.context and "c:fetch" in _fields(any_redis, key_prefix, iid)
+
+
+def test_an_entry_nothing_after_its_own_step_reads_does_not_stay(
+        any_redis: redis.Redis, key_prefix: str) -> None:
+    flow = _flow(drop_after_use=["fetch", "plan", "propose"])
+    flow["nodes"]["done"]["result"] = {"done": "true"}
+    eng = Engine(RedisStore(any_redis, Keys(key_prefix)), MemoryEnqueuer(), ManualClock(1_750_000_000.0))
+    eng.publish(load_definition(json.dumps(flow)))
+    iid = eng.start("dropper", {})
+    Driver(eng, ACTIONS, inline=True).run_until_idle()
+    assert eng.get(iid).node == "review" and eng.get(iid).context == {}
+    assert not any(field.startswith("c:") for field in _fields(any_redis, key_prefix, iid))
+    applied = [r["node"] for r in eng.activities(iid) if r["outcome"] == "applied"]
+    assert applied[-3:] == ["fetch", "plan", "propose"]  # each step still recorded
