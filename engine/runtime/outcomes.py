@@ -37,7 +37,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -353,6 +353,15 @@ class StepPlan:
     url: str | None
 
 
+@dataclass
+class DefinitionPlans:
+    """What a process derives once from one definition: its step plans by node, and which
+    ``drop_after_use`` entries each node leaves unread (None until first asked)."""
+
+    steps: dict[str, StepPlan] = field(default_factory=dict)
+    unread: dict[str, tuple[str, ...]] | None = None
+
+
 def step_plan(definition: Definition, node_name: str) -> StepPlan:
     """The :class:`StepPlan` of step node ``node_name`` (built afresh; :class:`StepOutcomes` caches it).
 
@@ -395,10 +404,9 @@ class StepOutcomes:
         self.epoch = epoch
         #: Called after every applied change, in order (set once by the pipeline from its hooks).
         self.after_apply: tuple[AfterApply, ...] = ()
-        #: id(definition) -> (the definition, its step plans by node): what :meth:`plan` derived once.
+        #: id(definition) -> (the definition, what :meth:`plan` and :meth:`unread` derived from it once).
         #: A definition is held while its plans are: its id is never another's meanwhile.
-        self._plans: dict[int, tuple[Definition, dict[str, StepPlan]]] = {}
-        self._unread: dict[int, tuple[Definition, dict[str, tuple[str, ...]]]] = {}
+        self._plans: dict[int, tuple[Definition, DefinitionPlans]] = {}
 
     def check_data_set(self) -> None:
         """Raise :class:`engine.errors.DataSetLost` if Redis lost the data set this runtime started on."""
@@ -410,12 +418,7 @@ class StepOutcomes:
     def plan(self, definition: Definition, node_name: str) -> StepPlan:
         """The :class:`StepPlan` of step node ``node_name`` of ``definition``, derived once (definitions are
         immutable: a published version never changes). ``ExpressionError`` if its input does not compile."""
-        held = self._plans.get(id(definition))
-        if held is None or held[0] is not definition:
-            if len(self._plans) >= MAX_PLANNED_DEFINITIONS:  # definitions made on the fly (tests, shadows): bounded
-                self._plans.clear()
-            held = self._plans[id(definition)] = (definition, {})
-        plans = held[1]
+        plans = self._derived(definition).steps
         plan = plans.get(node_name)
         if plan is None:
             plan = plans[node_name] = step_plan(definition, node_name)
@@ -426,12 +429,19 @@ class StepOutcomes:
         (:mod:`engine.definitions.liveness`, derived once per definition)."""
         if not definition.drop_after_use:
             return ()
-        held = self._unread.get(id(definition))
+        derived = self._derived(definition)
+        if derived.unread is None:
+            derived.unread = unread_entries(definition)
+        return derived.unread.get(node_name, ())
+
+    def _derived(self, definition: Definition) -> DefinitionPlans:
+        """What this process derived from ``definition`` so far (made empty on first use)."""
+        held = self._plans.get(id(definition))
         if held is None or held[0] is not definition:
-            if len(self._unread) >= MAX_PLANNED_DEFINITIONS:
-                self._unread.clear()
-            held = self._unread[id(definition)] = (definition, unread_entries(definition))
-        return held[1].get(node_name, ())
+            if len(self._plans) >= MAX_PLANNED_DEFINITIONS:  # definitions made on the fly (tests, shadows): bounded
+                self._plans.clear()
+            held = self._plans[id(definition)] = (definition, DefinitionPlans())
+        return held[1]
 
     def scope(self, definition: Definition, instance: Instance, context: dict[str, Any] | None = None) -> Scope:
         """The expression scope of ``instance`` (optionally with an updated context).
