@@ -55,7 +55,7 @@ def check_graph(start: Any, nodes: dict[str, Any]) -> list[Problem]:
     if isinstance(start, str) and start not in nodes:
         problems.append(Problem("/start", f"unknown node {start!r}{did_you_mean(start, nodes)}"))
     elif isinstance(start, str) and not broken:
-        reached = _closure([start], successors)
+        reached = closure([start], successors)
         problems.extend(
             Problem(
                 f"/nodes/{escape_pointer(name)}",
@@ -74,7 +74,7 @@ def check_graph(start: Any, nodes: dict[str, Any]) -> list[Problem]:
     for name, targets in successors.items():
         for target in targets:
             predecessors[target].append(name)
-    finishing = _closure([*terminals, *broken], predecessors)
+    finishing = closure([*terminals, *broken], predecessors)
     problems.extend(
         Problem(
             f"/nodes/{escape_pointer(name)}",
@@ -87,7 +87,8 @@ def check_graph(start: Any, nodes: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _closure(seeds: list[str], graph: dict[str, list[str]]) -> set[str]:
+def closure(seeds: list[str], graph: dict[str, list[str]]) -> set[str]:
+    """The nodes reachable from ``seeds`` (themselves included) along ``graph`` (node -> next nodes)."""
     seen = set(seeds)
     queue = deque(seeds)
     while queue:

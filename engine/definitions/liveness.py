@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.definitions.graph import raw_edges
+from engine.definitions.graph import closure, raw_edges
 from engine.definitions.nodes import Definition
 from engine.definitions.references import expression_sources
 from engine.expressions.cel import compile_expression
@@ -50,18 +50,13 @@ def unread_entries(definition: Definition) -> dict[str, tuple[str, ...]]:
     successors = {name: [edge.target for edge in raw_edges(node) if edge.target in raw] for name, node in raw.items()}
     unread: dict[str, tuple[str, ...]] = {}
     for name in raw:
-        read: set[str] | None = set()
-        seen, todo = {name}, [name]
-        while todo and read is not None:
-            node = todo.pop()
-            here = reads[node]
-            if here is None:
-                read = None
+        read: set[str] = set()
+        for reached in closure([name], successors):
+            here = reads[reached]
+            if here is None:  # read whole somewhere after: every entry stays
+                unread[name] = ()
                 break
             read |= here
-            for after in successors[node]:
-                if after not in seen:
-                    seen.add(after)
-                    todo.append(after)
-        unread[name] = () if read is None else tuple(entry for entry in droppable if entry not in read)
+        else:
+            unread[name] = tuple(entry for entry in droppable if entry not in read)
     return unread
