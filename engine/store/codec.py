@@ -9,6 +9,7 @@ records are :class:`engine.instance.Activity`.
 
 from __future__ import annotations
 
+import struct as _struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -103,10 +104,18 @@ def load(raw: bytes | str) -> Any:
     return loads(raw)
 
 
+def split_sizes(sizes: bytes) -> tuple[int, ...]:
+    """The byte lengths of a split hash: little-endian unsigned 32-bit integers, end to end."""
+    count, odd = divmod(len(sizes), 4)
+    if odd:
+        raise ValueError(f"a split hash's lengths take 4 bytes each, not {len(sizes)} bytes in all")
+    return _struct.unpack(f"<{count}I", sizes)
+
+
 def split_hash(sizes: bytes, joined: bytes) -> dict[bytes, bytes]:
-    """A hash sent as two strings (its fields' and values' byte lengths, comma-separated, in
-    HGETALL order, and all of them end to end) as HGETALL gives it."""
-    ends = list(accumulate(map(int, sizes.split(b","))))
+    """A hash sent as two strings (its fields' and values' byte lengths, see :func:`split_sizes`,
+    in HGETALL order, and all of them end to end) as HGETALL gives it."""
+    ends = list(accumulate(split_sizes(sizes)))
     parts = [joined[start:end] for start, end in zip([0, *ends], ends, strict=False)]
     return dict(zip(parts[0::2], parts[1::2], strict=True))
 
@@ -127,7 +136,7 @@ def decode_instance_hash(raw: dict[Any, Any]) -> dict[str, Any]:
 def decode_split_hash(sizes: bytes, joined: bytes) -> dict[str, Any]:
     """``decode_instance_hash(split_hash(sizes, joined))`` in one pass (a start's reply), without the
     hash of bytes between."""
-    ends = iter(accumulate(map(int, sizes.split(b","))))
+    ends = iter(accumulate(split_sizes(sizes)))
     out: dict[str, Any] = {}
     json_fields = JSON_FIELDS
     start = 0

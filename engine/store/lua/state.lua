@@ -48,8 +48,8 @@
 -- Returns {'applied', final_status, seq[, batch, hint]} (batch: the batch a gathering instance joined;
 -- hint '1' when no other live instance of its run could still arrive), {'stale', current_seq, current_status},
 -- {'missing'}, {'created', status, seq}, {'exists'}, {'released'} or {'refused'}; start returns the hash as two
--- strings: the byte lengths of its fields and values in HGETALL order (comma-separated), and all of
--- them end to end ({} when the instance does not exist);
+-- strings: the byte lengths of its fields and values in HGETALL order (each a little-endian unsigned
+-- 32-bit integer), and all of them end to end ({} when the instance does not exist);
 -- create_many returns one character per item: '1' created, '0' its id existed; chain returns the list
 -- of its items' replies.
 --
@@ -302,6 +302,20 @@ if called.release then
 end
 
 if called.start then
+  -- The byte lengths `sizes` as little-endian unsigned 32-bit integers, end to end: Redis's
+  -- `struct` packs them at once (numbers made text cost Redis a printf each); a Lua without it
+  -- (an emulated Redis) builds the same bytes one by one.
+  local pack_sizes = function(sizes)
+    local out = {}
+    for i, n in ipairs(sizes) do
+      out[i] = string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256,
+                           math.floor(n / 16777216) % 256)
+    end
+    return table.concat(out)
+  end
+  if struct then
+    pack_sizes = function(sizes) return struct.pack('<' .. string.rep('I4', #sizes), unpack(sizes)) end
+  end
   ops.start = function()
     local h = redis.call('HGETALL', inst)
     if #h == 0 then return h end
@@ -318,7 +332,7 @@ if called.start then
     -- Two bulk strings instead of two per field: a client parses a reply element by element.
     local sizes = {}
     for i = 1, #h do sizes[i] = #h[i] end
-    return {table.concat(sizes, ','), table.concat(h)}
+    return {pack_sizes(sizes), table.concat(h)}
   end
 end
 

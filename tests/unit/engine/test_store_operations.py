@@ -6,6 +6,7 @@ run's status sets back from Redis: the operation must keep all of them in step, 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -289,7 +290,7 @@ def test_split_hash_gives_the_fields_as_hgetall_does() -> None:
     from engine.store.codec import split_hash
 
     fields = [b"id", b"i1", b"c:a", b"x\x9c\x00,\xff", b"empty", b"", b"n\xc3\xa9", b"1,2"]
-    sizes = ",".join(str(len(f)) for f in fields).encode()
+    sizes = struct.pack(f"<{len(fields)}I", *map(len, fields))
     assert split_hash(sizes, b"".join(fields)) == dict(zip(fields[0::2], fields[1::2], strict=True))
 
 
@@ -300,12 +301,14 @@ def test_a_split_hash_decodes_as_its_hgetall_would() -> None:
     assert isinstance(big, bytes)
     fields = [b"id", b"i1", b"c:a", big, b"c:b", b'{"n":1}', b"data", b"{}", b"empty", b"", b"n\xc3\xa9",
               b"1,2", b"seq", b"7"]
-    sizes = ",".join(str(len(f)) for f in fields).encode()
+    sizes = struct.pack(f"<{len(fields)}I", *map(len, fields))
     decoded = decode_split_hash(sizes, b"".join(fields))
     assert decoded == decode_instance_hash(split_hash(sizes, b"".join(fields)))
     assert list(decoded) == ["id", "c:a", "c:b", "data", "empty", "né", "seq"] and decoded["né"] == "1,2"
-    with pytest.raises(ValueError):
-        decode_split_hash(sizes + b",3", b"".join(fields) + b"abc")
+    with pytest.raises(ValueError):  # a length without its pair
+        decode_split_hash(sizes + struct.pack("<I", 3), b"".join(fields) + b"abc")
+    with pytest.raises(ValueError):  # a truncated length
+        decode_split_hash(sizes + b"\x03", b"".join(fields))
 
 
 def test_an_operation_loads_its_script_when_the_server_lost_it(key_prefix: str) -> None:
