@@ -33,6 +33,7 @@ instance at once with the reason, and never stops the others.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any, Literal, TypeVar
@@ -170,15 +171,35 @@ def fetch_holdings(request: FetchHoldingsInput) -> Transition:
                       request.account_id)
     if not holdings.account.active:
         return Transition("closed", {"reason": str(AccountClosed(request.account_id))})
-    return ok({"account": holdings.account.model_dump(mode="json"), "holdings": holdings.model_dump(mode="json"),
+    answered = holdings.model_dump(mode="json")
+    _answered.holdings = (answered, holdings)
+    return ok({"account": holdings.account.model_dump(mode="json"), "holdings": answered,
                "lots": len(holdings.lots), "trades": len(holdings.trade_history)})
+
+
+#: This thread's last ``fetch_holdings`` answer: its holdings as answered, and the model they were dumped from.
+_answered = threading.local()
+
+
+def _holdings_of(answer: dict[str, Any]) -> Holdings:
+    """``Holdings.model_validate(answer)``; when ``answer`` equals the holdings this thread's last
+    ``fetch_holdings`` answered (the next step run inline in the same process), the model they were
+    dumped from, not validated again: it is what validating them gives (a frozen model, whose dump
+    reads back equal). Compared with ``==``, in which the values handed on unchanged are the same
+    objects (an identity check each); read once."""
+    last = getattr(_answered, "holdings", None)
+    if last is not None:
+        _answered.holdings = None
+        if last[0] == answer:
+            return last[1]
+    return Holdings.model_validate(answer)
 
 
 @action(SERVICE, "fetch_target", reads_only=True)
 def fetch_target(request: FetchTargetInput) -> Transition:
     """The model portfolio and prices, built into the order calculation's request."""
     try:
-        holdings = Holdings.model_validate(request.holdings)
+        holdings = _holdings_of(request.holdings)
     except ValueError as exc:
         raise ActionFailed(f"fetch_target: holdings are not valid (fetch_holdings' answer expected): {exc}") from exc
     account = holdings.account

@@ -116,6 +116,23 @@ def test_fetch_target_builds_the_request_with_the_definition_parameters(svc: Ser
     assert _target(ca, deposit=1234.5)["request"]["cash"] == pytest.approx(cash + 1234.5)
 
 
+def test_fetch_target_right_after_fetch_holdings_builds_what_validating_the_holdings_builds(svc: Services) -> None:
+    """The holdings fetch_holdings just answered on this thread are not validated again, with the same
+    request as a result; holdings that differ from them (another account's, changed) are read as given."""
+    ca, us = _account(svc, "CA"), _account(svc, "US")
+    fresh = _target(ca)  # fetch_holdings, then fetch_target on its answer: the remembered holdings
+    ca_holdings = _holdings(ca)["holdings"]
+    _holdings(us)  # this thread's last answer is now another account's
+    validated = pm_actions.fetch_target(FetchTargetInput(holdings=ca_holdings, as_of=AS_OF, parameters={}))
+    assert dict(validated.data) == fresh
+    changed = dict(_holdings(ca)["holdings"], cash=ca_holdings["cash"] + 100.0)
+    answer = pm_actions.fetch_target(FetchTargetInput(holdings=changed, as_of=AS_OF, parameters={}))
+    assert answer.data["request"]["cash"] == pytest.approx(ca_holdings["cash"] + 100.0)
+    bad = dict(_holdings(ca)["holdings"], lookback_days=-1)
+    with pytest.raises(ActionFailed, match="holdings are not valid"):
+        pm_actions.fetch_target(FetchTargetInput(holdings=bad, as_of=AS_OF, parameters={}))
+
+
 def test_a_missing_price_fails_the_account_naming_the_symbol(seeded: tuple[Any, SeedSummary], svc: Services) -> None:
     broken = seeded[1].missing_price_accounts[0]
     with pytest.raises(ActionFailed, match=r"no price for '\w+' for account '" + broken):
