@@ -119,8 +119,14 @@ def test_a_deep_queue_is_drained_by_the_worker_it_was_delivered_to(single: LiveF
     before = _received(log)
     app = sender_app(redis_url, single.prefix)
     app.conf.tradeflow_redis_url = redis_url
-    direct = Engine(store_of(single.engine), RedisQueueEnqueuer.for_app(app, single.client))
-    time.sleep(IDLE_PAUSE_SECONDS + 0.5)  # the worker found the queue empty after the last test: let that pause end
+    broker = RedisQueueEnqueuer.for_app(app, single.client)
+    direct = Engine(store_of(single.engine), broker)
+    # The worker found the queue empty after the last test's delivery: let that pause end. It began
+    # before that delivery was acknowledged (the drain runs inside the task), so count from the ack,
+    # however late a busy machine makes it, not from when this test got here.
+    _wait(lambda: not any(d.task.startswith("itest.") for d in broker.deliveries()), 60,
+          "the last test's itest deliveries to be acknowledged")
+    time.sleep(IDLE_PAUSE_SECONDS + 0.5)
     ids = direct.start_many("one-step", [{"key": f"dr{i}", "sleep": 0} for i in range(count)], run="drained")
     instances = single.wait(ids, timeout=120)
     assert all(i.status is InstanceStatus.SUCCEEDED and i.attempt == 1 and i.noops == 0 for i in instances)
