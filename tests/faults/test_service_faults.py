@@ -176,7 +176,7 @@ def test_on_real_workers_faulty_instances_fail_alone_and_the_rest_keeps_its_thro
         assert calls[f"{iid}:b"] == EXPECTED[mode][2], (iid, calls[f"{iid}:b"])  # retries are bounded
         assert _outcomes(live.engine, iid)[:EXPECTED[mode][2]] == ["retry"] * (EXPECTED[mode][2] - 1) + ["failed"]
     hung = hanging
-    live.wait_until(lambda: all(len(_outcomes(live.engine, i)) == 2 * ATTEMPTS for i in hung), 30,
+    live.wait_until(lambda: all(len(_outcomes(live.engine, i)) == 2 * ATTEMPTS for i in hung), 60,
                     "the hung calls to come back")
     for iid in hung:  # each late answer is a recorded no-op; the failure stands
         assert _outcomes(live.engine, iid)[ATTEMPTS:] == ["noop"] * ATTEMPTS

@@ -87,7 +87,7 @@ def test_a_message_deleted_from_the_queue_is_recovered(single: LiveFleet) -> Non
     list: the reconciliation finds it in neither the list nor the unacknowledged messages twice
     in a row and re-sends it; the instance completes with one execution."""
     blocker = single.engine.start("one-step", {"key": "blocker", "sleep": 3}, run="lost")
-    end = time.monotonic() + 30
+    end = time.monotonic() + 60
     while single.calls().get("blocker:work") != 1:  # the worker thread is now busy for 3 s
         assert time.monotonic() < end, "the blocker never started"
         time.sleep(0.02)
@@ -119,8 +119,14 @@ def test_a_deep_queue_is_drained_by_the_worker_it_was_delivered_to(single: LiveF
     before = _received(log)
     app = sender_app(redis_url, single.prefix)
     app.conf.tradeflow_redis_url = redis_url
-    direct = Engine(store_of(single.engine), RedisQueueEnqueuer.for_app(app, single.client))
-    time.sleep(IDLE_PAUSE_SECONDS + 0.5)  # the worker found the queue empty after the last test: let that pause end
+    broker = RedisQueueEnqueuer.for_app(app, single.client)
+    direct = Engine(store_of(single.engine), broker)
+    # The worker found the queue empty after the last test's delivery: let that pause end. It began
+    # before that delivery was acknowledged (the drain runs inside the task), so count from the ack,
+    # however late a busy machine makes it, not from when this test got here.
+    _wait(lambda: not any(d.task.startswith("itest.") for d in broker.deliveries()), 60,
+          "the last test's itest deliveries to be acknowledged")
+    time.sleep(IDLE_PAUSE_SECONDS + 0.5)
     ids = direct.start_many("one-step", [{"key": f"dr{i}", "sleep": 0} for i in range(count)], run="drained")
     instances = single.wait(ids, timeout=120)
     assert all(i.status is InstanceStatus.SUCCEEDED and i.attempt == 1 and i.noops == 0 for i in instances)
@@ -172,7 +178,7 @@ def test_a_killed_nodes_deliveries_hide_no_lost_message_and_leave_no_stale_entry
             held = [engine.start("held", {"key": "held0", "sleep": 8, "mode": "slow-once"}, run="held")]
             _wait(lambda: live.calls().get("held0:work") == 1, 60, "the first step to start on the victim node")
             held += engine.start_many("held", [{"key": f"held{i}", "sleep": 0} for i in (1, 2, 3)], run="held")
-            _wait(lambda: sum(d.step is not None and d.held is True for d in broker.deliveries()) == 4, 30,
+            _wait(lambda: sum(d.step is not None and d.held is True for d in broker.deliveries()) == 4, 60,
                   "the victim node to hold four step deliveries")
             dead = {f"{socket.gethostname()}:{victim.procs[0].pid}"}  # the node's consumer (its main process)
             assert dead <= {who.decode() for who in client.hvals(f"{prefix}:q:unacked_consumer")}

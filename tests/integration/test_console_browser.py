@@ -287,6 +287,13 @@ def _receipts_shown(page: Any, deployment: Deployment, run: str, accounts: list[
         page.locator("tr", has_text=account).get_by_text("FILLED").first.wait_for()
 
 
+def _submitted_instances_end(deployment: Deployment, ids: list[str]) -> None:
+    """Wait until the instances whose receipts are shown have ended: the submit step records the
+    receipts before the engine applies its transition, so on a busy machine the page can show
+    them while the instance is still at ``submit``."""
+    _wait(lambda: all(deployment.engine.get(i).status.is_terminal for i in ids), "the submitting instances to end")
+
+
 def test_a_pm_approves_and_the_workflows_submit(browser: Any, deployment: Deployment, finished: str) -> None:
     chosen = _proposed(deployment, 2)
     page = _login(browser, deployment, "paula")
@@ -307,6 +314,7 @@ def test_a_pm_approves_and_the_workflows_submit(browser: Any, deployment: Deploy
     _receipts_shown(page, deployment, deployment.run, [p.account_id for p in chosen])
     assert "its workflow, approved by paula" in page.inner_text("#receipts")
     page.screenshot(path=str(SHOTS / "receipts.png"), full_page=True)
+    _submitted_instances_end(deployment, [p.instance_id for p in chosen])
     for proposal in chosen:
         stored = deployment.svc.proposals.get(deployment.run, proposal.account_id)
         assert stored.status is ProposalStatus.SUBMITTED and len(stored.receipts) == len(stored.orders)
@@ -354,6 +362,7 @@ def test_a_second_approver_is_needed_over_the_threshold(browser: Any, deployment
     second.get_by_text("approved: 1").wait_for()
     _receipts_shown(second, deployment, run, [target.account_id])
     assert "its workflow, approved by paula, ada" in second.inner_text("#receipts")
+    _submitted_instances_end(deployment, [iid])
     stored = deployment.svc.proposals.get(run, target.account_id)
     assert stored.status is ProposalStatus.SUBMITTED and [a["by"] for a in stored.approvals] == ["paula", "ada"]
     assert len(stored.receipts) == len(stored.orders)

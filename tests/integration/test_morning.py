@@ -167,7 +167,7 @@ def test_ca_and_us_accounts_get_their_region_rules(morning: Morning, daily: str)
 def test_a_run_is_paused_and_resumed_mid_way(morning: Morning) -> None:
     started = start_daily_rebalance(morning.engine, morning.svc.book, morning.run_date, run="pause",
                                     wait_for_open=False, limit=80, review_until=review_until())
-    morning.wait_until(lambda: morning.engine.progress("pause").finished >= 5, 30, "the run to get going")
+    morning.wait_until(lambda: morning.engine.progress("pause").finished >= 5, 60, "the run to get going")
     assert morning.engine.bulk("pause", "pause").done > 0
     # the steps in flight come back and are recorded (however busy the machine); nothing further is sent
     morning.wait_until(lambda: not any(i.inflight for i in morning.engine.list("pause", ["paused"])), 60,
@@ -240,7 +240,7 @@ def test_approved_orders_reach_the_brokerage_once_when_the_step_is_delivered_twi
     duplicated = []
     for iid in ids:  # a duplicate of every submission step, while the first runs or after it
         morning.wait_until(lambda iid=iid: morning.engine.get(iid).node == "submit"
-                           or morning.engine.get(iid).status.is_terminal, 30, f"{iid} to reach its submission")
+                           or morning.engine.get(iid).status.is_terminal, 60, f"{iid} to reach its submission")
         instance = morning.engine.get(iid)
         if instance.node == "submit":
             message = step_message("submit", definition.nodes["submit"], iid, instance.seq, 1)
@@ -259,7 +259,7 @@ def test_approved_orders_reach_the_brokerage_once_when_the_step_is_delivered_twi
     assert len(morning.received(set(accounts))) >= len(expected)
     assert {p.status for p in morning.svc.proposals.get_many(daily, accounts)} == {ProposalStatus.SUBMITTED}
     assert duplicated
-    morning.wait_until(lambda: all(_submit_noops(morning, iid) for iid in duplicated), 30, "the duplicates' no-ops")
+    morning.wait_until(lambda: all(_submit_noops(morning, iid) for iid in duplicated), 60, "the duplicates' no-ops")
 
 
 def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_killed(morning: Morning) -> None:
@@ -274,7 +274,7 @@ def test_approved_orders_reach_the_brokerage_once_when_the_submitting_worker_is_
     accounts = pick(morning, run, 3, submitted_by(morning))  # accounts no other test sent orders for
     ids = [instance_id_for(run, a) for a in accounts]
     approve(morning, run, accounts)
-    morning.wait_until(lambda: len(morning.received(set(accounts))) >= 2, 30, "the first orders to arrive")
+    morning.wait_until(lambda: len(morning.received(set(accounts))) >= 2, 60, "the first orders to arrive")
     pm_fleet = morning.fleets[1]
     for proc in pm_fleet.procs:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole threads worker dies mid-submission
@@ -306,7 +306,7 @@ def test_the_beat_task_starts_the_morning_run_of_an_exchange_in_a_worker(morning
                                           queue="portfolio_manager")
     run = daily_run_label(morning.run_date)
     us = [a.id for a in morning.svc.book.list_accounts() if a.region.value == "US"]
-    morning.wait_until(lambda: sum(store_of(morning.engine).run_counts(run).values()) == len(us), 30,
+    morning.wait_until(lambda: sum(store_of(morning.engine).run_counts(run).values()) == len(us), 120,
                        "the worker to start the run")
     morning.wait_run(run, settled=True)
     assert {i.workflow for i in morning.engine.list(run)} == {"rebalance-us"}
