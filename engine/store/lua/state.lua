@@ -305,16 +305,15 @@ if called.start then
   -- The byte lengths `sizes` as little-endian unsigned 32-bit integers, end to end: Redis's
   -- `struct` packs them at once (numbers made text cost Redis a printf each); a Lua without it
   -- (an emulated Redis) builds the same bytes one by one.
-  local pack_sizes = function(sizes)
+  -- (unpack's results are bounded by Lua's C stack: a hash of thousands of fields goes one by one)
+  local function pack_sizes(sizes)
+    if struct and #sizes <= 4000 then return struct.pack('<' .. string.rep('I4', #sizes), unpack(sizes)) end
     local out = {}
     for i, n in ipairs(sizes) do
       out[i] = string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256,
                            math.floor(n / 16777216) % 256)
     end
     return table.concat(out)
-  end
-  if struct then
-    pack_sizes = function(sizes) return struct.pack('<' .. string.rep('I4', #sizes), unpack(sizes)) end
   end
   ops.start = function()
     local h = redis.call('HGETALL', inst)

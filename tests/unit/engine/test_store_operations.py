@@ -286,6 +286,17 @@ def test_start_reads_the_instance_as_load_does(store: RedisStore) -> None:
     assert started.extra == {} and store.start("nobody", "a", 1, 1, NOW) is None
 
 
+def test_start_reads_a_hash_of_thousands_of_fields_and_a_value_over_64_kib(store: RedisStore) -> None:
+    """The lengths in a start's reply when there are more of them than the script packs in one call
+    (5,000 fields: packed one by one), and one over 16 bits: every field still read back right."""
+    running(store)
+    markers = {f"sig:{i}": str(i) for i in range(5000)}
+    store.client.hset(store.keys.instance("i1"), mapping={**markers, "c:big": '"' + "y" * 70_000 + '"'})  # JSON text
+    started = store.start("i1", "a", 1, 1, NOW + 1)
+    assert started is not None and started == store.load("i1")
+    assert started.context == {"big": "y" * 70_000} and started.node == "a" and started.seq == 1
+
+
 def test_split_hash_gives_the_fields_as_hgetall_does() -> None:
     from engine.store.codec import split_hash
 
