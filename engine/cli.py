@@ -31,7 +31,7 @@ from engine.instance import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
 from engine.ops.embedded import stop_embedded
-from engine.ops.fleet import Fleet, FleetSpec, combined_fleets
+from engine.ops.fleet import Fleet, FleetSpec, combined_fleets, default_fleets
 from engine.ops.progress import show_progress
 from engine.roles import declared_roles
 
@@ -561,7 +561,7 @@ def workers(fleets: tuple[str, ...], processes: int | None, beat: bool) -> None:
         pinned = settings.with_redis(url).pinned_to(store.ensure_epoch())
     finally:
         store.close()
-    specs = [FleetSpec.parse(f) for f in fleets] or combined_fleets(processes)
+    specs = [FleetSpec.parse(f) for f in fleets] or (combined_fleets(processes) if processes else default_fleets())
     with Fleet(specs, beat=beat, env=pinned.child_env(), beat_schedule=settings.home / "celerybeat-schedule") as fleet:
         console.print("started: " + ", ".join(str(s) for s in specs) + (" + beat" if beat else ""))
         fleet.wait()
