@@ -163,6 +163,10 @@ class SubmitOrdersInput(_Input):
 # --------------------------------------------------------------------------- actions
 
 
+#: This thread's last ``fetch_holdings`` answer: its holdings as answered, and the model they were dumped from.
+_answered = threading.local()
+
+
 @action(SERVICE, "fetch_holdings", reads_only=True)
 def fetch_holdings(request: FetchHoldingsInput) -> Transition:
     """Cash, lots and the household's trades of the last ``lookback_days``; ``closed`` for a closed account."""
@@ -175,10 +179,6 @@ def fetch_holdings(request: FetchHoldingsInput) -> Transition:
     _answered.holdings = (answered, holdings)
     return ok({"account": holdings.account.model_dump(mode="json"), "holdings": answered,
                "lots": len(holdings.lots), "trades": len(holdings.trade_history)})
-
-
-#: This thread's last ``fetch_holdings`` answer: its holdings as answered, and the model they were dumped from.
-_answered = threading.local()
 
 
 def _holdings_of(answer: dict[str, Any]) -> Holdings:

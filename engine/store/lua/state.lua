@@ -304,8 +304,8 @@ end
 if called.start then
   -- The byte lengths `sizes` as little-endian unsigned 32-bit integers, end to end: Redis's
   -- `struct` packs them at once (numbers made text cost Redis a printf each); a Lua without it
-  -- (an emulated Redis) builds the same bytes one by one.
-  -- (unpack's results are bounded by Lua's C stack: a hash of thousands of fields goes one by one)
+  -- (an emulated Redis), or more lengths than unpack can hand over (Lua's C stack), builds the
+  -- same bytes one by one.
   local function pack_sizes(sizes)
     if struct and #sizes <= 4000 then return struct.pack('<' .. string.rep('I4', #sizes), unpack(sizes)) end
     local out = {}
