@@ -91,8 +91,8 @@ bench: $(STAMP)  ## engine vs bare Celery, morning (default layout, cold workers
 console: $(STAMP)  ## the web console on http://127.0.0.1:8000 (add users first: see docs/console.md)
 	$(BIN)/tradeflow console
 
-workers: $(STAMP)  ## start one combined solo worker per core (PROCESSES=N: N of them; every service queue) plus beat, in the foreground (Ctrl-C stops all)
-	$(BIN)/tradeflow workers $(if $(PROCESSES),--processes $(PROCESSES))
+workers: $(STAMP)  ## start one combined solo worker per core and a low-priority filler per two (PROCESSES=N, FILLERS=M; every service queue) plus beat, in the foreground (Ctrl-C stops all)
+	$(BIN)/tradeflow workers $(if $(PROCESSES),--processes $(PROCESSES)) $(if $(FILLERS),--fillers $(FILLERS))
 
 flower: $(STAMP)  ## Flower on :5555 behind basic auth (FLOWER_BASIC_AUTH=user:password; FLOWER_NO_AUTH=1 to go without)
 	@if [ -z "$$FLOWER_BASIC_AUTH" ] && [ "$$FLOWER_NO_AUTH" != "1" ]; then \

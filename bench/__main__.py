@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=7, help="seed of the synthetic book (default 7)")
     run.add_argument("--no-wait", action="store_true",
                      help="start each instance at once instead of waiting for the (past) open through beat's timer")
-    run.add_argument("--fleet", action="append", type=_fleet, metavar="QUEUE[:POOL[:N]]",
+    run.add_argument("--fleet", action="append", type=_fleet, metavar="QUEUE[:POOL[:N[:NICE]]]",
                      help="a worker fleet (repeatable; default: " + ", ".join(map(str, default_fleets())) + ")")
     run.add_argument("--solver", type=_solvers, default=["milp", "greedy"], metavar="S[,S]",
                      help="plan.solver of the runs, each size run with each (default milp,greedy; milp is the "

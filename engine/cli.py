@@ -31,7 +31,7 @@ from engine.instance import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
 from engine.ops.embedded import stop_embedded
-from engine.ops.fleet import Fleet, FleetSpec, combined_fleets, default_fleets
+from engine.ops.fleet import Fleet, FleetSpec, combined_layout
 from engine.ops.progress import show_progress
 from engine.roles import declared_roles
 
@@ -525,21 +525,25 @@ def redis_stop() -> None:
 
 
 @main.command()
-@click.option("--fleet", "fleets", multiple=True, metavar="QUEUE[:POOL[:CONCURRENCY]]",
+@click.option("--fleet", "fleets", multiple=True, metavar="QUEUE[:POOL[:CONCURRENCY[:NICE]]]",
               help="A fleet to start (repeatable). Default: one solo process per core, each consuming every "
-                   "service's queue; e.g. --fleet order_calc:prefork:2 --fleet engine,portfolio_manager:threads:4 "
-                   "to split services apart.")
+                   "service's queue, plus fillers; e.g. --fleet order_calc:prefork:2 --fleet "
+                   "engine,portfolio_manager:threads:4 to split services apart. NICE (0-19) lowers its priority.")
 @click.option("--processes", type=click.IntRange(min=1), default=None, metavar="N",
-              help="How many combined solo processes to start (default: one per core). One more than the "
-                   "cores suits short steps that wait on Redis, such as greedy plans; see docs/workers.md.")
+              help="How many combined solo processes to start (default: one per core).")
+@click.option("--fillers", type=click.IntRange(min=0), default=None, metavar="M",
+              help="How many more combined solo processes to start at a lower priority (nice 10), to use the "
+                   "cores while the others wait on Redis (default: one per two processes, at least one; "
+                   "0: none). See docs/workers.md.")
 @click.option("--beat/--no-beat", default=True, help="Also run celery beat (timers, sweeper, schedules).")
 @rerun(safe=True, why="it only starts worker processes")
-def workers(fleets: tuple[str, ...], processes: int | None, beat: bool) -> None:
+def workers(fleets: tuple[str, ...], processes: int | None, fillers: int | None, beat: bool) -> None:
     """Run the worker fleets, plus beat, in the foreground (Ctrl-C stops all).
 
     With no --fleet: one combined solo process per core (--processes: how many), each consuming
-    every service's queue (the layout the benchmarks measured cheapest in CPU per account);
-    --fleet options split them.
+    every service's queue (the layout the benchmarks measured cheapest in CPU per account), plus
+    one per two of them at a lower priority that uses the cores while the others wait on Redis
+    (--fillers: how many); --fleet options split them.
 
     A node or beat that exits is started again after a backoff (1 s, doubling to 60 s), logged
     on stderr; the others keep serving. Every node is pinned to the Redis and the data set
@@ -549,9 +553,9 @@ def workers(fleets: tuple[str, ...], processes: int | None, beat: bool) -> None:
 
     from engine.app import make_store  # celery: imported by the commands that need it, not by --help
 
-    if fleets and processes is not None:
-        raise click.UsageError("--processes sizes the default combined layout; with --fleet, repeat a fleet "
-                               "as many times as the processes you want")
+    if fleets and (processes is not None or fillers is not None):
+        raise click.UsageError("--processes and --fillers size the default combined layout; with --fleet, repeat "
+                               "a fleet as many times as the processes you want")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = cli_settings(Settings)
     # The workers use the same Redis (started if need be) and the data set found there now.
@@ -561,7 +565,7 @@ def workers(fleets: tuple[str, ...], processes: int | None, beat: bool) -> None:
         pinned = settings.with_redis(url).pinned_to(store.ensure_epoch())
     finally:
         store.close()
-    specs = [FleetSpec.parse(f) for f in fleets] or (combined_fleets(processes) if processes else default_fleets())
+    specs = [FleetSpec.parse(f) for f in fleets] or combined_layout(processes, fillers)
     with Fleet(specs, beat=beat, env=pinned.child_env(), beat_schedule=settings.home / "celerybeat-schedule") as fleet:
         console.print("started: " + ", ".join(str(s) for s in specs) + (" + beat" if beat else ""))
         fleet.wait()

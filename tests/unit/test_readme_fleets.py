@@ -1,5 +1,6 @@
 """The fleet sizes the README and the documentation site give agree with what ``tradeflow workers`` starts:
-the split layout's sizes with ``service_fleets``, the default with one combined solo process per core."""
+the split layout's sizes with ``service_fleets``, the default with one combined solo process per core
+and a filler per two cores."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import _load_plugins_only
-from engine.ops.fleet import all_queues, default_fleets, service_fleets
+from engine.ops.fleet import FILLER_NICE, all_queues, default_fleets, service_fleets
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -34,9 +35,9 @@ def test_every_fleet_size_in_the_docs_is_the_one_of_the_split_layout() -> None:
 def test_tradeflow_workers_starts_one_combined_solo_process_per_core_as_the_docs_say(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _load_plugins_only()
-    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     specs = default_fleets()
-    assert [(s.pool, s.concurrency) for s in specs] == [("solo", 1)] * 3
+    assert [(s.pool, s.concurrency, s.nice) for s in specs] == [("solo", 1, 0)] * 4 + [("solo", 1, FILLER_NICE)] * 2
     assert all(s.queues == all_queues() for s in specs)
     assert {"engine", "portfolio_manager", "order_calc"} <= set(all_queues())
     page = (ROOT / "docs" / "workers.md").read_text()

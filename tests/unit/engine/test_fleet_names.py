@@ -25,7 +25,7 @@ def test_a_fleet_started_twice_on_the_same_queues_runs_two_named_workers(tmp_pat
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[tuple[str, list[str]]] = []
 
-    def record(self: Fleet, cmd: list[str], name: str) -> None:
+    def record(self: Fleet, cmd: list[str], name: str, nice: int = 0) -> None:
         started.append((name, cmd))
 
     monkeypatch.setattr(fleet_module.Fleet, "_spawn", record)

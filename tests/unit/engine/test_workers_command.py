@@ -1,8 +1,11 @@
-"""``tradeflow workers --processes N``: how many combined solo processes start, on the real test Redis;
-refused beside ``--fleet`` before anything starts."""
+"""``tradeflow workers --processes N --fillers M``: how many combined solo processes start, and at which
+priority, on the real test Redis; refused beside ``--fleet`` before anything starts. A fleet's niceness
+is the one its processes run at."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ import redis
 from click.testing import CliRunner
 
 import engine.cli as cli
-from engine.ops.fleet import FleetSpec, all_queues
+from engine.ops.fleet import FILLER_NICE, Fleet, FleetSpec, all_queues
 
 
 class RecordedFleet:
@@ -44,15 +47,58 @@ def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str, ke
     return RecordedFleet.started
 
 
-def test_processes_starts_that_many_combined_solo_processes(recorded: list[list[FleetSpec]]) -> None:
-    result = CliRunner().invoke(cli.main, ["workers", "--processes", "3", "--no-beat"])
+def _layout(specs: list[FleetSpec]) -> list[tuple[list[str], str, int, int]]:
+    return [(s.queues, s.pool, s.concurrency, s.nice) for s in specs]
+
+
+def test_processes_starts_that_many_combined_solo_processes_and_one_filler_per_two(
+        recorded: list[list[FleetSpec]]) -> None:
+    result = CliRunner().invoke(cli.main, ["workers", "--processes", "5", "--no-beat"])
     assert result.exit_code == 0, result.output
     [specs] = recorded
-    assert [(s.queues, s.pool, s.concurrency) for s in specs] == [(all_queues(), "solo", 1)] * 3
+    assert _layout(specs) == [(all_queues(), "solo", 1, 0)] * 5 + [(all_queues(), "solo", 1, FILLER_NICE)] * 2
+    assert "nice 10" in result.output  # the started line says which ones run at a lower priority
+
+
+def test_fillers_sets_how_many_low_priority_processes_start(recorded: list[list[FleetSpec]]) -> None:
+    for fillers, expected in (("0", 0), ("3", 3)):
+        result = CliRunner().invoke(cli.main, ["workers", "--processes", "2", "--fillers", fillers, "--no-beat"])
+        assert result.exit_code == 0, result.output
+        assert _layout(recorded[-1]) == ([(all_queues(), "solo", 1, 0)] * 2
+                                         + [(all_queues(), "solo", 1, FILLER_NICE)] * expected)
+
+
+def test_no_option_starts_one_process_per_core_and_one_filler(recorded: list[list[FleetSpec]],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    result = CliRunner().invoke(cli.main, ["workers", "--no-beat"])
+    assert result.exit_code == 0, result.output
+    assert [s.nice for s in recorded[-1]] == [0, 0, FILLER_NICE]
+
+
+def test_a_fleet_spec_carries_its_niceness() -> None:
+    assert FleetSpec.parse("engine:solo:1:10") == FleetSpec("engine", "solo", 1, 10)
+    assert FleetSpec.parse("order_calc:prefork:2").nice == 0
+    assert str(FleetSpec("engine", "solo", 1, 10)) == "engine (solo x1, nice 10)"
+
+
+def test_a_fleet_process_runs_at_its_niceness(tmp_path: Path) -> None:
+    fleet = Fleet([], beat=False, logdir=tmp_path)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        fleet._spawn([sys.executable, "-c", "import time; time.sleep(30)"], "plain")
+        fleet._spawn([sys.executable, "-c", "import time; time.sleep(30)"], "filler", 7)
+        plain, filler = fleet.procs
+        assert os.getpriority(os.PRIO_PROCESS, plain.pid) == base
+        assert os.getpriority(os.PRIO_PROCESS, filler.pid) == min(19, base + 7)
+    finally:
+        fleet.stop(timeout=5)
 
 
 def test_processes_beside_a_fleet_is_refused_before_anything_starts(recorded: list[list[FleetSpec]]) -> None:
     result = CliRunner().invoke(cli.main, ["workers", "--processes", "3", "--fleet", "order_calc:prefork:2"])
+    assert result.exit_code == 2 and "with --fleet, repeat a fleet" in result.output
+    result = CliRunner().invoke(cli.main, ["workers", "--fillers", "1", "--fleet", "order_calc:prefork:2"])
     assert result.exit_code == 2 and "with --fleet, repeat a fleet" in result.output
     assert recorded == []
     assert CliRunner().invoke(cli.main, ["workers", "--processes", "0"]).exit_code == 2  # at least one
