@@ -14,12 +14,18 @@ wrapped, so that the ``submit_orders`` step of an armed instance dies or times o
 Arm: ``HSET <prefix>:submit-faults <instance id> <point>``. A fault fires once (the field is
 deleted by whoever fires it). A kill is ``SIGKILL`` of the worker's own process in workers,
 and an injected ``kill`` callable (raising :class:`Killed`) under the in-process Driver.
+
+The gate (:class:`Gate`) holds every brokerage call (an order or a block) after the first
+``n`` while ``<prefix>:submit-gate`` holds ``n``: a test that kills a worker "in the middle of
+the submission" waits until a call is held, so the kill lands there however slow the machine
+is; deleting the key lets the calls through again.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,15 +66,61 @@ class FaultPoints:
         return bool(self.client.hdel(self.key, instance_id))
 
 
-class FaultyBrokerage:
-    """A brokerage that dies or times out at the armed points around the real one."""
+def gate_key(prefix: str) -> str:
+    """The gate's key: how many brokerage calls pass while it exists (``<key>:calls`` counts them,
+    ``<key>:held`` counts the calls held)."""
+    return f"{prefix}:submit-gate"
 
-    def __init__(self, inner: Brokerage, points: FaultPoints) -> None:
+
+class Gate:
+    """Holds brokerage calls after the first ``n`` while the gate key holds ``n``."""
+
+    def __init__(self, client: Any, key: str, poll: float = 0.05) -> None:
+        self.client = client
+        self.key = key
+        self.poll = poll
+
+    def pass_through(self) -> None:
+        """Return at once when the gate is open or this call is among the first ``n``; else wait until it opens."""
+        limit = self.client.get(self.key)
+        if limit is None or self.client.incr(f"{self.key}:calls") <= int(limit):
+            return
+        self.client.incr(f"{self.key}:held")
+        while self.client.exists(self.key):
+            time.sleep(self.poll)
+
+    def close_after(self, calls: int) -> None:
+        """Let ``calls`` brokerage calls through, hold the ones after them (test side)."""
+        self.client.delete(f"{self.key}:calls", f"{self.key}:held")
+        self.client.set(self.key, calls)
+
+    def held(self) -> int:
+        """How many calls the gate has held so far (test side)."""
+        return int(self.client.get(f"{self.key}:held") or 0)
+
+    def open(self) -> None:
+        """Let every call through (test side)."""
+        self.client.delete(self.key)
+
+
+class FaultyBrokerage:
+    """A brokerage that dies or times out at the armed points around the real one, behind the gate."""
+
+    def __init__(self, inner: Brokerage, points: FaultPoints, gate: Gate | None = None) -> None:
         self.inner = inner
         self.points = points
+        self.gate = gate
+
+    def submit_block(self, block: Any) -> Any:
+        """Submit a block order once the gate lets it through."""
+        if self.gate is not None:
+            self.gate.pass_through()
+        return self.inner.submit_block(block)
 
     def submit(self, order: BrokerOrder) -> BrokerReceipt:
-        """Submit, unless a fault is armed for this order's instance and index."""
+        """Submit, unless a fault is armed for this order's instance and index (once the gate lets it through)."""
+        if self.gate is not None:
+            self.gate.pass_through()
         instance_id, _node, _seq, index = order.idempotency_key.rsplit(":", 3)
         if self.points.fire(instance_id, f"before_call:{index}"):
             self.points.kill()
@@ -103,7 +155,7 @@ def wrap(services: Any, prefix: str, kill: Callable[[], None]) -> Any:
 
     points = FaultPoints(services.proposals.client, faults_key(prefix), kill)
     return Services(services.book, FaultyProposals(services.proposals, points),
-                    FaultyBrokerage(services.brokerage, points))
+                    FaultyBrokerage(services.brokerage, points, Gate(services.proposals.client, gate_key(prefix))))
 
 
 def _install_in_worker() -> None:

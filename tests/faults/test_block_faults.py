@@ -3,7 +3,8 @@ and a Redis restart.
 
 A CA run is planned, every proposal approved (four-eyes ones by two people): the run's block
 closes early and its batch step sends one block per (symbol, side), slowly (0.3 s per ticket).
-After the first blocks reach the brokerage the portfolio_manager node is SIGKILLed, Redis is
+After the first two blocks reach the brokerage, while the third waits at the submission gate
+(``tests.faults.submission_fault_points``), the portfolio_manager node is SIGKILLed, Redis is
 killed -9 and restarted on its AOF, and the node comes back. The batch step's deadline passes
 (its node's ``timeout_seconds``, 5 s in this version), the timers send it again, the new attempt
 sends the same block keys. Pass: exactly one brokerage order per block key (one per symbol and
@@ -37,6 +38,7 @@ from tests.faults.test_review_faults import (
     PM_NODE,
     RUN_DATE,
     env,
+    gate,
     nodes,
     set_clock,
     wait_planned,
@@ -61,16 +63,19 @@ def test_sigkill_during_the_block_submission_and_a_redis_restart(tmp_path: Path)
         accounts = [p.account_id for p in chosen]
         expected = {(o.symbol, o.side) for p in chosen for o in p.orders}
         assert len(expected) >= 6, expected
+        held = gate(lab)
+        held.close_after(2)  # the node is killed while its third block waits at the gate
         assert review.approve(lab.engine, svc.proposals, run, accounts, by=ANN).changed == accounts
         second = [p.account_id for p in chosen if p.approvals_required > 1]
         if second:
             assert review.approve(lab.engine, svc.proposals, run, second, by=BOB).changed == second
         brokerage = svc.brokerage
-        lab.wait_until(lambda: brokerage.received_block_count() >= 2, 90, "the first blocks to reach the brokerage")
+        lab.wait_until(lambda: held.held() >= 1, 120, "a block to wait at the gate after the first two")
         lab.kill_node(PM_NODE)
         sent = brokerage.received_block_count()
-        assert sent < len(expected)  # it really died in the middle of the block submission
+        assert sent == 2 < len(expected)  # it died in the middle of the block submission (one block at a time)
         lab.redis.restart()
+        held.open()  # after the restart: a key deleted just before a kill -9 can come back from the AOF
         lab.start_node(PM_NODE)
         ids = [instance_id_for(run, a) for a in accounts]
         lab.wait_terminal(ids, timeout=180)

@@ -9,8 +9,9 @@
   ``timed_out`` record is stamped after it), never reaches the brokerage, and a late approval
   is refused naming the cut-off; the approved one is submitted once; invariants hold.
 - ``test_sigkill_of_the_submitting_worker_after_approval``: proposals approved (four-eyes ones
-  by two people), the portfolio_manager node SIGKILLed while their instances submit, started
-  again: exactly one brokerage order per approved order, one receipt per idempotency key.
+  by two people), the portfolio_manager node SIGKILLed while their instances submit (an order
+  held at the submission gate after the first two), started again: exactly one brokerage
+  order per approved order, one receipt per idempotency key.
 
 Run: ``.venv/bin/pytest -s tests/faults/test_review_faults.py``
 """
@@ -38,6 +39,7 @@ from portfolio_manager.proposals import ProposalStatus
 from tests.faults.exactly_once import assert_exactly_once, submit_seq
 from tests.faults.harness import FaultLab, fault_lab
 from tests.faults.invariants import check_invariants
+from tests.faults.submission_fault_points import Gate, gate_key
 
 RUN_DATE = date(2026, 11, 20)  # a Friday: the TSX closes at 21:00 UTC
 CUTOFF = datetime(2026, 11, 20, 20, 30, tzinfo=UTC).timestamp()  # the close minus review_cutoff (30m)
@@ -52,8 +54,15 @@ def nodes() -> dict[str, FleetSpec]:
 
 
 def env(pm_prefix: str, **extra: str) -> dict[str, str]:
-    return {"TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
-            "TRADEFLOW_PM_PREFIX": pm_prefix, **extra}
+    """The nodes' services, the brokerage behind the submission gate (``tests.faults.submission_fault_points``)."""
+    return {"TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions,"
+                                         "tests.faults.submission_fault_points",
+            "TRADEFLOW_SUBMIT_FAULTS": "1", "TRADEFLOW_PM_PREFIX": pm_prefix, **extra}
+
+
+def gate(lab: FaultLab) -> Gate:
+    """The gate in front of the nodes' brokerage: a kill "mid-submission" waits until a call is held there."""
+    return Gate(lab.client, gate_key(lab.prefix))
 
 
 def world(lab: FaultLab, pm_prefix: str, accounts: int) -> Any:
@@ -134,17 +143,19 @@ def test_sigkill_of_the_submitting_worker_after_approval(tmp_path: Path) -> None
         chosen = [p for p in review.pending(lab.engine, svc.proposals, run) if len(p.orders) >= 3][:4]
         accounts = [p.account_id for p in chosen]
         assert len(accounts) == 4
+        held = gate(lab)
+        held.close_after(2)  # the node is killed while its third order waits at the gate
         assert review.approve(lab.engine, svc.proposals, run, accounts, by=ANN).changed == accounts
         second = [p.account_id for p in chosen if p.approvals_required > 1]
         if second:
             assert review.approve(lab.engine, svc.proposals, run, second, by=BOB).changed == second
         brokerage = svc.brokerage
-        lab.wait_until(lambda: len([o for o in brokerage.received_orders() if o.account_id in accounts]) >= 2, 60,
-                       "the first orders to reach the brokerage")
+        lab.wait_until(lambda: held.held() >= 1, 120, "an order to wait at the gate after the first two")
         lab.kill_node(PM_NODE)
         sent = len([o for o in brokerage.received_orders() if o.account_id in accounts])
         expected = sum(len(p.orders) for p in chosen)
-        assert sent < expected  # it really died mid-submission
+        assert sent <= 2 < expected  # it died mid-submission: at most the two orders let through reached the brokerage
+        held.open()
         lab.start_node(PM_NODE)
         ids = [instance_id_for(run, a) for a in accounts]
 
