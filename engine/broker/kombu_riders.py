@@ -195,14 +195,15 @@ def install() -> bool:
         rider, forget = start
         try:
             acking = ack_commands(self, delivery_tag)
-        except Exception as exc:  # kombu's layout moved under us: no riders
+            command = rider.command()  # its ``now``: read as it is sent
+        except Exception as exc:  # kombu's layout moved under us, the start could not be built: no riders
             log.warning("delivery riders off for this message: %r", exc)
             return original_append(self, message, delivery_tag)
         with self.pipe_or_acquire() as pipe:
             consumers.bookkeeping(self, pipe, message, delivery_tag)
             kept = len(pipe.command_stack)
             # queued as it is: a prefixed pipeline would prefix the script's first key with the broker's prefix
-            pipe.pipeline_execute_command(*rider.command())
+            pipe.pipeline_execute_command(*command)
             replies = pipe.execute(raise_on_error=False)
             for reply in replies[:kept]:
                 if isinstance(reply, Exception):

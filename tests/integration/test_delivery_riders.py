@@ -40,13 +40,14 @@ TRIPS_FLOW = {"name": "trips", "start": "t", "nodes": {
 
 
 @contextmanager
-def solo_fleet(redis_url: str, processes: int, beat: bool, queues: str = "itest,engine",
-               **env: str) -> Iterator[LiveFleet]:
-    """``processes`` solo workers on ``queues`` (the default layout's kind), a message per step."""
+def solo_fleet(redis_url: str, processes: int, beat: bool, queues: str = "itest,engine", pool: str = "solo",
+               concurrency: int = 1, **env: str) -> Iterator[LiveFleet]:
+    """``processes`` solo workers on ``queues`` (the default layout's kind; or ``pool`` x ``concurrency``),
+    a message per step."""
     prefix = f"tfdr-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     engine = Engine(make_store(client, prefix, 600), CeleryEnqueuer(sender_app(redis_url, prefix)))
-    fleet = Fleet([FleetSpec(queues, "solo", 1) for _ in range(processes)], beat=beat,
+    fleet = Fleet([FleetSpec(queues, pool, concurrency) for _ in range(processes)], beat=beat,
                   env={**fleet_env(redis_url, prefix), **DELIVERED, **env}, loglevel="INFO")
     try:
         with fleet:
@@ -137,11 +138,14 @@ def test_a_worker_killed_mid_step_gets_its_step_resent(live: LiveFleet) -> None:
     assert sum(live.calls()[f"kill{i}:slow"] for i in range(2)) >= 3  # the killed step ran again
 
 
-@pytest.mark.parametrize(("riders", "most", "least"), [("1", 2.1, 1.9), ("0", 4.1, 3.9)])
+@pytest.mark.parametrize(("pool", "riders", "most", "least"),
+                         [("solo", "1", 2.1, 1.9), ("solo", "0", 4.1, 3.9), ("threads", "1", 2.1, 1.9)])
 def test_a_delivered_step_costs_two_round_trips_of_kombus_and_the_engines_with_riders_four_without(
-        redis_url: str, riders: str, most: float, least: float) -> None:
-    """Trips carrying kombu's bookkeeping (append, ack) or a state.lua call (start, advance), per step."""
-    with solo_fleet(redis_url, 1, beat=False, queues="itest", TRADEFLOW_BROKER_RIDERS=riders) as live:
+        redis_url: str, pool: str, riders: str, most: float, least: float) -> None:
+    """Trips carrying kombu's bookkeeping (append, ack) or a state.lua call (start, advance), per step;
+    a threads worker (two threads: the consumer's thread starts, the task's thread acks) as a solo one."""
+    with solo_fleet(redis_url, 1, beat=False, queues="itest", pool=pool, concurrency=1 if pool == "solo" else 2,
+                    TRADEFLOW_BROKER_RIDERS=riders) as live:
         ids = live.engine.start_many("abc", [{"key": f"t{i}"} for i in range(40)], run="counted")
         live.wait(ids, timeout=120)
         time.sleep(0.5)  # the last ack follows its task's return
