@@ -75,8 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run only this benchmark (repeatable; default: all six, in that order)")
     engine = parser.add_argument_group("engine overhead")
     engine.add_argument("--steps", type=int, default=5000, help="steps per measurement (default 5000)")
-    engine.add_argument("--pool", default="prefork", help="worker pool of the bench queue (default prefork)")
-    engine.add_argument("--concurrency", type=int, default=2, help="its concurrency (default 2)")
+    engine.add_argument("--pool", default=None,
+                        help="worker pool of the bench queue (default: none, the layout tradeflow workers starts: "
+                             "one solo process per core on every queue)")
+    engine.add_argument("--concurrency", type=int, default=2, help="with --pool: its concurrency (default 2)")
     run = parser.add_argument_group("morning run and memory")
     run.add_argument("--accounts", type=_sizes, default=[20_000], metavar="N[,N...]",
                      help="book sizes of the morning run (default 20000)")
@@ -159,7 +161,8 @@ def write(name: str, url: str, figures: dict[str, Any], console: Console) -> Pat
 
 def run_engine(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any]:
     """Engine overhead against bare Celery (``bench.engine_overhead``)."""
-    console.print(f"engine overhead: {args.steps} steps, pool {args.pool} x{args.concurrency}, Redis {url}")
+    workers = f"pool {args.pool} x{args.concurrency}" if args.pool else "the default layout"
+    console.print(f"engine overhead: {args.steps} steps, {workers}, Redis {url}")
     figures = engine_overhead.run(url, args.steps, args.pool, args.concurrency)
     table = Table("measurement", "steps/s", "engine / this", "engine, a message per step / this",
                   "same, queue drained / this", title="engine overhead")

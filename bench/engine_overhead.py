@@ -1,6 +1,6 @@
 """Engine overhead: steps per second of a 5-step no-op workflow against bare Celery.
 
-Same Redis, same queue (``bench``), same pool and concurrency, in one run:
+Same Redis, same queue (``bench``), same workers, in one run:
   1. N bare no-op tasks (each counts itself with one INCR);
   2. N/5 Celery chains of 5 such tasks;
   3. N/5 engine instances of a workflow of 5 no-op service steps (N steps), one broker message
@@ -14,6 +14,12 @@ Same Redis, same queue (``bench``), same pool and concurrency, in one run:
 Every message of 1. and 3./4. is on the queue within a fraction of a second (pipelined), so
 each figure is what the workers can do, not how fast this process publishes; the chains go
 out through ``apply_async`` (N/5 publishes).
+
+The workers: by default the layout ``tradeflow workers`` starts (:func:`engine.ops.fleet.default_fleets`:
+one ``solo`` process per core consuming every queue), each also consuming ``bench``; with a
+``pool`` (``--pool prefork --concurrency 2``), one worker of that pool on ``bench`` and a
+``threads`` worker for the engine's queue. The workers inherit this process's environment
+(``TRADEFLOW_BROKER_RIDERS=0``: a delivered step's start and ack ride no round trip of kombu's).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from engine.api import Engine
 from engine.app import sender_app
 from engine.broker import RedisQueueEnqueuer, StepMessage
 from engine.definitions.validation import load_definition
-from engine.ops.fleet import Fleet, FleetSpec
+from engine.ops.fleet import Fleet, FleetSpec, default_fleets
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
 from engine.testing import delete_prefix
@@ -70,10 +76,18 @@ def _push_bare(client: redis.Redis, queue: RedisQueueEnqueuer, counter: str, n: 
     pipe.execute()
 
 
+def layout(pool: str | None, concurrency: int) -> list[FleetSpec]:
+    """The bench's workers: the default layout (``pool`` None), each process also on ``bench``; or one
+    worker of ``pool`` x ``concurrency`` on ``bench`` and a ``threads`` one on the engine's queue."""
+    if pool is None:
+        return [FleetSpec(f"bench,{spec.queue}", spec.pool, spec.concurrency) for spec in default_fleets()]
+    return [FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)]
+
+
 @contextmanager
-def _fleet(pool: str, concurrency: int, env: dict[str, str], inline_steps: int,
+def _fleet(pool: str | None, concurrency: int, env: dict[str, str], inline_steps: int,
            drain_steps: int = 16) -> Iterator[None]:
-    specs = [FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)]
+    specs = layout(pool, concurrency)
     with Fleet(specs, beat=False, env={**env, "TRADEFLOW_INLINE_STEPS": str(inline_steps),
                                        "TRADEFLOW_DRAIN_STEPS": str(drain_steps)}):
         yield
@@ -90,8 +104,10 @@ def _engine_run(engine: Engine, run: str, n_steps: int) -> tuple[float, int]:
     return progress.counts["succeeded"] * STEPS / elapsed, progress.counts["failed"]
 
 
-def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency: int = 2) -> dict[str, Any]:
-    """Run the four measurements and return their figures."""
+def run(redis_url: str, n_steps: int = 5000, pool: str | None = None, concurrency: int = 2,
+        delivered_only: bool = False) -> dict[str, Any]:
+    """Run the five measurements and return their figures (``delivered_only``: bare tasks and a
+    message per step only; ``pool`` None: the default layout)."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     env = {"TRADEFLOW_REDIS_URL": redis_url, "TRADEFLOW_KEY_PREFIX": prefix,
            "TRADEFLOW_BROKER_PREFIX": f"{prefix}:q:", "TRADEFLOW_EVENTS": "0",
@@ -102,7 +118,9 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
     queue = RedisQueueEnqueuer.for_app(app, client)
     engine = Engine(RedisStore(client, Keys(prefix)), queue)
     engine.publish(load_definition(_definition()))
-    results: dict[str, Any] = {"n_steps": n_steps, "pool": pool, "concurrency": concurrency}
+    results: dict[str, Any] = {"n_steps": n_steps, "pool": pool, "concurrency": concurrency,
+                               "layout": ", ".join(map(str, layout(pool, concurrency))),
+                               "broker_riders": os.environ.get("TRADEFLOW_BROKER_RIDERS", "1") != "0"}
     try:
         with _fleet(pool, concurrency, env, inline_steps=0, drain_steps=0):
             warm = f"{prefix}:warm"
@@ -114,6 +132,12 @@ def run(redis_url: str, n_steps: int = 5000, pool: str = "prefork", concurrency:
             _push_bare(client, queue, counter, n_steps)
             results["bare_tasks_per_s"] = n_steps / (_wait_counter(client, counter, n_steps, 600) - t0)
 
+            if delivered_only:
+                results["engine_message_steps_per_s"], failed = _engine_run(engine, "per-message", n_steps)
+                results["engine_failed"] = failed
+                results["ratio_engine_message_vs_bare"] = results["engine_message_steps_per_s"] / \
+                    results["bare_tasks_per_s"]
+                return results
             counter = f"{prefix}:chain"
             link = signature("bench.bare", args=[counter], queue="bench", app=app)
             t0 = time.monotonic()

@@ -79,7 +79,7 @@ def _write_latency(client: redis.Redis, wait: bool, n: int = 2000) -> float:
     return statistics.median(samples)
 
 
-def run(n_steps: int = 2000, pool: str = "prefork", concurrency: int = 2) -> dict[str, Any]:
+def run(n_steps: int = 2000, pool: str | None = None, concurrency: int = 2) -> dict[str, Any]:
     """The engine's steps per second without and with ``WAIT 1`` after terminal transitions."""
     results: dict[str, Any] = {"n_steps": n_steps, "pool": pool, "concurrency": concurrency}
     with primary_and_replica() as (url, _replica):

@@ -23,7 +23,8 @@ import redis
 from celery import Celery
 
 from engine.api import Engine
-from engine.broker import CeleryEnqueuer, Enqueuer, RedisQueueEnqueuer
+from engine.broker import CeleryEnqueuer, Enqueuer, RedisQueueEnqueuer, kombu_riders
+from engine.broker.redis_queue import step_args
 from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
@@ -39,6 +40,7 @@ from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, ActionSpec, Transition, registry
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
+from engine.store.riders import Rider
 
 
 def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
@@ -131,8 +133,33 @@ def create_app(settings: Settings, *, bind: bool = True, redis_url: str | None =
         return app
     for module in app.conf.get("tradeflow_service_modules", []):
         importlib.import_module(module)
-    bind_tasks(app, runtime_factory(app, settings), registry)
+    runtime = runtime_factory(app, settings)
+    bind_tasks(app, runtime, registry)
+    #: What the worker gives kombu_riders (solo and threads pools): the start of a delivered step task.
+    app.tradeflow_delivery_starts = delivery_starts(runtime, frozenset(spec.task_name for spec in registry))
     return app
+
+
+def delivery_starts(runtime: Callable[[], Runtime], tasks: frozenset[str]) -> kombu_riders.Starts:
+    """The start of a delivered message of one of ``tasks`` (service action tasks), as a rider of the
+    delivery's bookkeeping (:mod:`engine.broker.kombu_riders`), with what drops its kept reply; None for
+    other messages, or when the broker is not the state's Redis. The carrier is the one
+    :meth:`~engine.runtime.pipeline.Pipeline.run_step` records; ``now`` is read when it is sent."""
+
+    def starts(task: str, args: Any) -> tuple[Rider, Callable[[], None]] | None:
+        step = step_args(args) if task in tasks else None
+        if step is None:
+            return None
+        current = runtime()
+        if not isinstance(current.enqueuer, RedisQueueEnqueuer):  # the broker is another Redis
+            return None
+        instance_id, node, seq, attempt = step
+        carrier = current.carrier(node, seq, attempt)
+        store = current.store
+        return (store.start_rider(instance_id, node, seq, attempt, current.clock, carrier),
+                lambda: store.forget_start(instance_id, node, seq, attempt, carrier))
+
+    return starts
 
 
 def build_engine(settings: Settings, *, allow_start: bool = False, notice: Callable[[str], None] | None = None,
@@ -210,7 +237,15 @@ def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, reg
         return registry.get(node.service, node.action).call(payload)
 
     def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        report = patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline))
+        # kombu's ack of this delivery rides the step's last change when its start rode the delivery
+        acking = kombu_riders.ack_riders() if kombu_riders.enabled() else ()
+        if acking:
+            runtime().ride(acking)
+        try:
+            report = patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline))
+        finally:
+            if acking:
+                runtime().ride(())  # not sent (no change carried it): kombu acks as usual
         runtime().after_delivery(spec.service, own_tasks.__contains__, execute, inline)
         return str(report.outcome)
 

@@ -23,7 +23,7 @@ from celery.signals import beat_init, worker_init, worker_ready
 
 from engine import plugins
 from engine.app import create_app, make_store, redis_client
-from engine.broker import install_worker_patches
+from engine.broker import install_worker_patches, kombu_riders
 from engine.config import Settings
 from engine.connections import masked_url
 from engine.errors import DataSetLost
@@ -70,6 +70,17 @@ def remember_epoch(**_: Any) -> None:
         raise SystemExit(EXIT_OTHER_DATA_SET) from exc
     except redis.RedisError as exc:
         log.warning("could not read the Redis epoch at start (%s); each process reads it on its first task", exc)
+
+
+@worker_init.connect
+def ride_deliveries(sender: Any = None, **_: Any) -> None:
+    """A ``solo`` or ``threads`` worker (its tasks run in the process that consumes their messages):
+    a delivered step's start rides kombu's delivery bookkeeping and its ack the step's last change
+    (:mod:`engine.broker.kombu_riders`), unless ``TRADEFLOW_BROKER_RIDERS=0``. A prefork worker
+    keeps kombu's own round trips, and so does a worker reserving messages ahead
+    (``TRADEFLOW_PREFETCH`` above 1): a step reserved behind another is not started before it runs."""
+    if SETTINGS.broker_riders and SETTINGS.prefetch == 1 and kombu_riders.rides_in(getattr(sender, "pool_cls", None)):
+        kombu_riders.enable(app.tradeflow_delivery_starts)
 
 
 @worker_ready.connect

@@ -6,12 +6,13 @@ and unacknowledged steps (:meth:`Enqueuer.count`, :meth:`Enqueuer.pending`, :cla
 and a worker installs the broker's kombu patches before it connects (:func:`install_worker_patches`).
 Inside: the protocol-2 envelope, kombu's key layout, the Redis lists and
 unacked hash (``redis_queue``, ``lua/take.lua``), who holds each delivery (``consumers``), the
-work-around for kombu's detached transport (``kombu_fix``). See docs/broker.md.
+work-around for kombu's detached transport (``kombu_fix``), a delivered step's start and ack
+riding round trips (``kombu_riders``). See docs/broker.md.
 """
 
 from __future__ import annotations
 
-from engine.broker import consumers, kombu_fix
+from engine.broker import consumers, kombu_fix, kombu_riders
 from engine.broker.celery_sender import CeleryEnqueuer
 from engine.broker.interface import (
     PRIORITY_CONTINUE,
@@ -42,8 +43,10 @@ __all__ = [
 
 def install_worker_patches() -> bool:
     """Patch kombu for a worker process, before any connection exists: survive a Redis restart
-    (``kombu_fix``) and record which consumer holds each delivery (``consumers``). False when
+    (``kombu_fix``), record which consumer holds each delivery (``consumers``), and let a delivered
+    step's start and ack ride round trips (``kombu_riders``, inert until enabled). False when
     kombu's layout is not the expected one (the patches are then left out)."""
     fixed = kombu_fix.install()
     owned = consumers.install()
-    return fixed and owned
+    riding = owned and kombu_riders.install()
+    return fixed and owned and riding

@@ -68,11 +68,23 @@ def _keep_alive(channel: Any) -> str:
     return me
 
 
+def bookkeeping(qos: Any, pipe: Any, message: Any, delivery_tag: str) -> None:
+    """Queue on ``pipe`` (kombu's pipeline of ``qos``'s channel) what a delivery writes: kombu's
+    unacked index and hash entries, and this consumer next to them (not sent: the caller executes)."""
+    from kombu.utils.json import dumps
+
+    delivery = message.delivery_info
+    me = _keep_alive(qos.channel)
+    pipe.zadd(qos.unacked_index_key, {delivery_tag: time.time()}) \
+        .hset(qos.unacked_key, delivery_tag, dumps([message._raw, delivery["exchange"], delivery["routing_key"]])) \
+        .hset(OWNERS, delivery_tag, me) \
+        .set(MARK_PREFIX + me, 1, ex=MARK_SECONDS)
+
+
 def install() -> bool:
     """Patch kombu's Redis QoS (idempotent); False when kombu's layout is not the expected one."""
     from kombu.transport import redis as kombu_redis
     from kombu.transport import virtual
-    from kombu.utils.json import dumps
 
     qos = kombu_redis.QoS
     if getattr(qos, "_tradeflow_owners", False):
@@ -83,15 +95,9 @@ def install() -> bool:
 
     def append(self: Any, message: Any, delivery_tag: str) -> None:
         # kombu's QoS.append, with the consumer recorded in the same pipeline.
-        delivery = message.delivery_info
-        me = _keep_alive(self.channel)
         with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
-                .hset(self.unacked_key, delivery_tag,
-                      dumps([message._raw, delivery["exchange"], delivery["routing_key"]])) \
-                .hset(OWNERS, delivery_tag, me) \
-                .set(MARK_PREFIX + me, 1, ex=MARK_SECONDS) \
-                .execute()
+            bookkeeping(self, pipe, message, delivery_tag)
+            pipe.execute()
             virtual.QoS.append(self, message, delivery_tag)
 
     def _remove_from_indices(self: Any, delivery_tag: str, pipe: Any = None) -> Any:
