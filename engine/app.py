@@ -135,7 +135,7 @@ def create_app(settings: Settings, *, bind: bool = True, redis_url: str | None =
         importlib.import_module(module)
     runtime = runtime_factory(app, settings)
     bind_tasks(app, runtime, registry)
-    #: What the worker gives kombu_riders (solo and threads pools): the start of a delivered step task.
+    #: What the worker gives kombu_riders (solo pool): the start of a delivered step task.
     app.tradeflow_delivery_starts = delivery_starts(runtime, frozenset(spec.task_name for spec in registry))
     return app
 

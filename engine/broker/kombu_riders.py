@@ -4,8 +4,11 @@ Written against kombu 5.7.0 and celery 5.7.0 (redis-py 8.2). With the Redis brok
 delivered by Celery costs the engine's two round trips (``start``, then the transition) on top
 of kombu's three (``BRPOP``; the unacked bookkeeping of ``QoS.append``: a MULTI/EXEC of
 ``ZADD unacked_index`` + ``HSET unacked``; the ack's ``ZREM`` + ``HDEL`` in ``QoS.ack``). Where
-the task runs in the process that consumed its message (the ``solo`` and ``threads`` pools;
-never ``prefork``, whose children run the tasks) and the broker is the state's Redis:
+the task runs in the process and thread that consumed its message, right after its delivery (the
+``solo`` pool; never ``prefork``, whose children run the tasks, nor ``threads``, whose reserved
+messages can wait for a free thread: a start read when such a message was delivered could be
+stale when its step runs, and a duplicate delivery would then run its action instead of seeing
+that its step moved on) and the broker is the state's Redis:
 
 - **the start rides the delivery**: ``QoS.append`` of a message of an engine step task sends the
   step's ``start`` (``state.lua``, with the carrier the step will record and ``now`` read when it
@@ -31,7 +34,7 @@ never ``prefork``, whose children run the tasks) and the broker is the state's R
 
 :func:`install` (the worker bootstrap, ``engine.broker.install_worker_patches``) patches kombu's
 ``QoS``; nothing changes until :func:`enable` is given the engine's start builder (the worker's
-``worker_init``, for a ``solo`` or ``threads`` pool, ``TRADEFLOW_BROKER_RIDERS`` on).
+``worker_init``, for a ``solo`` pool, ``TRADEFLOW_BROKER_RIDERS`` on).
 ``tests/contract/test_kombu_riders.py`` fails when kombu's layout moves.
 """
 
@@ -52,8 +55,9 @@ log = logging.getLogger(__name__)
 #: its kept reply (the task did not use it); None: not an engine step (or not here), nothing rides.
 Starts = Callable[[str, Sequence[Any]], "tuple[Rider, Callable[[], None]] | None"]
 
-#: The pools whose tasks run in the consuming process (kombu's ``QoS`` and the task share the runtime).
-RIDING_POOLS = ("celery.concurrency.solo:TaskPool", "celery.concurrency.thread:TaskPool")
+#: The pools whose tasks run in the consuming thread as soon as they are delivered (kombu's ``QoS`` and the
+#: task share the runtime, and a start read at delivery is the step's start).
+RIDING_POOLS = ("celery.concurrency.solo:TaskPool",)
 
 _state: dict[str, Any] = {"starts": None}
 #: Deliveries whose start rode their bookkeeping, by delivery tag: (the ack's commands, drop the kept start,

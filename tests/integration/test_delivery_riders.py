@@ -139,11 +139,12 @@ def test_a_worker_killed_mid_step_gets_its_step_resent(live: LiveFleet) -> None:
 
 
 @pytest.mark.parametrize(("pool", "riders", "most", "least"),
-                         [("solo", "1", 2.1, 1.9), ("solo", "0", 4.1, 3.9), ("threads", "1", 2.1, 1.9)])
+                         [("solo", "1", 2.1, 1.9), ("solo", "0", 4.1, 3.9), ("threads", "1", 4.1, 3.9)])
 def test_a_delivered_step_costs_two_round_trips_of_kombus_and_the_engines_with_riders_four_without(
         redis_url: str, pool: str, riders: str, most: float, least: float) -> None:
     """Trips carrying kombu's bookkeeping (append, ack) or a state.lua call (start, advance), per step;
-    a threads worker (two threads: the consumer's thread starts, the task's thread acks) as a solo one."""
+    a threads worker rides nothing (its reserved messages can wait for a thread: a start read at delivery could
+    be stale when the step runs)."""
     with solo_fleet(redis_url, 1, beat=False, queues="itest", pool=pool, concurrency=1 if pool == "solo" else 2,
                     TRADEFLOW_BROKER_RIDERS=riders) as live:
         ids = live.engine.start_many("abc", [{"key": f"t{i}"} for i in range(40)], run="counted")
@@ -155,6 +156,6 @@ def test_a_delivered_step_costs_two_round_trips_of_kombus_and_the_engines_with_r
         steps = 40 * 3 + 1  # the probe's own start (and, with riders, its delivery) counted before it wrote
         per_step = sum(trips.values()) / steps
         assert least <= per_step <= most, trips
-        if riders == "1":
+        if riders == "1" and pool == "solo":
             assert trips.get("kombu+engine", 0) >= 2 * 40 * 3 and trips.get("engine", 0) <= 5, trips
         assert settled(live) == (0, 0, 0)
