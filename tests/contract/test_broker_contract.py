@@ -12,23 +12,21 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from kombu import Connection, Consumer, Queue
+from kombu import Connection
 
-from engine.app import sender_app
 from engine.broker import (
     PRIORITY_CONTINUE,
     PRIORITY_START,
     RedisQueueEnqueuer,
     StepMessage,
-    install_worker_patches,
 )
+from tests.contract.kombu_delivery import deliver_one
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "contract"
@@ -45,50 +43,12 @@ def _body(raw: bytes | str) -> Any:
     return json.loads(base64.b64decode(json.loads(raw)["body"]))
 
 
-@pytest.fixture
-def broker_prefix(key_prefix: str) -> str:
-    return f"{key_prefix}:q:"
-
-
-@pytest.fixture
-def celery_app(redis_url: str, broker_prefix: str) -> Celery:
-    return sender_app(redis_url, broker_prefix, "contract-test")
 
 
 @pytest.fixture
 def broker(celery_app: Celery, real_redis: redis.Redis) -> RedisQueueEnqueuer:
     return RedisQueueEnqueuer.for_app(celery_app, real_redis)
 
-
-@pytest.fixture
-def connection(redis_url: str, broker_prefix: str) -> Iterator[Connection]:
-    """A kombu connection to the broker, as a worker's (the broker's patches installed)."""
-    assert install_worker_patches()
-    conn = Connection(redis_url, transport_options={"global_keyprefix": broker_prefix,
-                                                    "priority_steps": [0, 3, 6, 9]})
-    try:
-        yield conn
-    finally:
-        conn.release()
-
-
-def _deliver(conn: Connection, queue: str = QUEUE) -> Any:
-    """One message delivered by kombu's Redis transport and left unacknowledged (ack emulation)."""
-    got: list[Any] = []
-    channel = conn.channel()
-    consumer = Consumer(channel, queues=[Queue(queue)], callbacks=[lambda body, message: got.append(message)],
-                        accept=["json"])
-    channel.basic_qos(0, 1, False)
-    consumer.consume()
-    end = time.monotonic() + 60  # a generous bound: a busy machine only makes it later
-    while not got:
-        assert time.monotonic() < end, "kombu delivered nothing"
-        try:
-            conn.drain_events(timeout=1)
-        except TimeoutError:
-            continue
-    consumer.cancel()
-    return got[0]
 
 
 # -- the envelope ------------------------------------------------------------------------------
@@ -166,7 +126,7 @@ def test_a_delivery_kombu_holds_is_read_with_its_live_consumer(
         celery_app: Celery, broker: RedisQueueEnqueuer, connection: Connection, real_redis: redis.Redis,
         broker_prefix: str) -> None:
     celery_app.send_task("svc.one", args=["inst-d", "a", 4, 2], queue=QUEUE, ignore_result=True)
-    message = _deliver(connection)
+    message = deliver_one(connection, QUEUE)
     assert real_redis.hlen(f"{broker_prefix}unacked") == 1  # kombu's own entry...
     [delivery] = broker.deliveries()
     assert delivery.tag == message.delivery_tag and delivery.step == ("inst-d", "a", 4, 2)
@@ -183,14 +143,14 @@ def test_a_gone_consumers_delivery_is_not_counted_and_goes_back_to_its_queue(
         broker_prefix: str) -> None:
     celery_app.send_task("svc.one", args=["inst-g", "a", 1, 1], queue=QUEUE, priority=PRIORITY_START,
                          ignore_result=True)
-    first = _deliver(connection)
+    first = deliver_one(connection, QUEUE)
     for mark in real_redis.scan_iter(f"{broker_prefix}tradeflow_consumer:*"):
         real_redis.delete(mark)  # what a SIGKILLed consumer's mark does after a few seconds
     [gone] = broker.deliveries()
     assert gone.held is False and broker.count([QUEUE]) == 0 and broker.pending([QUEUE]) == {}
     assert broker.restore([gone]) == 1
     assert broker.deliveries() == [] and broker.waiting([QUEUE]) == 1
-    again = _deliver(connection)  # kombu delivers it again, as its own restore would
+    again = deliver_one(connection, QUEUE)  # kombu delivers it again, as its own restore would
     assert again.payload == first.payload and again.headers["id"] == first.headers["id"]
     assert again.delivery_info.get("redelivered") or again.headers.get("redelivered")
     assert broker.restore([gone]) == 0  # already back: nothing twice
@@ -204,7 +164,7 @@ def test_kombus_own_restore_leaves_no_consumer_record(
         celery_app: Celery, broker: RedisQueueEnqueuer, connection: Connection, real_redis: redis.Redis,
         broker_prefix: str) -> None:
     celery_app.send_task("svc.one", args=["inst-k", "a", 1, 1], queue=QUEUE, ignore_result=True)
-    message = _deliver(connection)
+    message = deliver_one(connection, QUEUE)
     message.requeue()  # kombu's reject with requeue: restore_by_tag
     assert broker.deliveries() == [] and real_redis.hlen(f"{broker_prefix}unacked_consumer") == 0
     assert broker.pending([QUEUE]) == {("inst-k", "a", 1, 1): 0.0}

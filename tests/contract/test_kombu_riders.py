@@ -8,23 +8,23 @@ prefixed pipeline fails here, not in a worker.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from kombu import Connection, Consumer, Queue
+from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 from engine.api import Engine
-from engine.app import delivery_starts, sender_app
+from engine.app import delivery_starts
 from engine.broker import RedisQueueEnqueuer, install_worker_patches, kombu_riders
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus, Outcome
 from engine.service import Transition
 from engine.testing import make_store, runtime_of, store_of
+from tests.contract.kombu_delivery import deliver_one
 
 QUEUE = "svc"
 FLOW = {"name": "one", "start": "s0", "nodes": {
@@ -33,14 +33,6 @@ FLOW = {"name": "one", "start": "s0", "nodes": {
     "done": {"type": "terminal", "status": "succeeded"}}}
 
 
-@pytest.fixture
-def broker_prefix(key_prefix: str) -> str:
-    return f"{key_prefix}:q:"
-
-
-@pytest.fixture
-def celery_app(redis_url: str, broker_prefix: str) -> Celery:
-    return sender_app(redis_url, broker_prefix, "riders-contract")
 
 
 @pytest.fixture
@@ -55,34 +47,6 @@ def engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> Iter
     finally:
         kombu_riders.disable()
 
-
-@pytest.fixture
-def connection(redis_url: str, broker_prefix: str) -> Iterator[Connection]:
-    conn = Connection(redis_url, transport_options={"global_keyprefix": broker_prefix,
-                                                    "priority_steps": [0, 3, 6, 9]})
-    try:
-        yield conn
-    finally:
-        conn.release()
-
-
-def _deliver(conn: Connection) -> Any:
-    """One message delivered by kombu's Redis transport and left unacknowledged."""
-    got: list[Any] = []
-    channel = conn.channel()
-    consumer = Consumer(channel, queues=[Queue(QUEUE)], callbacks=[lambda body, message: got.append(message)],
-                        accept=["json"])
-    channel.basic_qos(0, 1, False)
-    consumer.consume()
-    end = time.monotonic() + 60
-    while not got:
-        assert time.monotonic() < end, "kombu delivered nothing"
-        try:
-            conn.drain_events(timeout=1)
-        except TimeoutError:
-            continue
-    consumer.cancel()
-    return got[0]
 
 
 def _ok(node: Any, payload: Any) -> Transition:
@@ -114,7 +78,7 @@ def test_a_delivered_step_starts_with_its_delivery_and_is_acked_with_its_change(
         engine: Engine, connection: Connection, real_redis: redis.Redis, broker_prefix: str) -> None:
     iid = engine.start("one", {})
     store, runtime = store_of(engine), runtime_of(engine)
-    message = _deliver(connection)
+    message = deliver_one(connection, QUEUE)
     tag = message.delivery_tag
     carrier = runtime.carrier("s0", 1, 1)
     # the start rode kombu's bookkeeping: the step is started, carried here, its reply kept
@@ -141,11 +105,11 @@ def test_an_ack_that_did_not_ride_is_kombus_and_a_given_back_delivery_drops_its_
         engine: Engine, connection: Connection, real_redis: redis.Redis, broker_prefix: str) -> None:
     iid = engine.start("one", {})
     store = store_of(engine)
-    message = _deliver(connection)
+    message = deliver_one(connection, QUEUE)
     assert store._prefetched
     message.requeue()  # shutdown gives it back (kombu's restore): the kept start goes
     assert not store._prefetched and real_redis.hlen(f"{broker_prefix}unacked") == 0
-    again = _deliver(connection)  # delivered again: started again (a duplicate delivery's start)
+    again = deliver_one(connection, QUEUE)  # delivered again: started again (a duplicate delivery's start)
     assert store._prefetched and engine.get(iid).carrier == runtime_of(engine).carrier("s0", 1, 1)
     again.ack()  # no change carried its ack: kombu's own
     assert not store._prefetched and real_redis.hlen(f"{broker_prefix}unacked") == 0
@@ -156,12 +120,12 @@ def test_other_messages_and_a_disabled_ride_keep_kombus_round_trips(
         engine: Engine, celery_app: Celery, connection: Connection, real_redis: redis.Redis,
         broker_prefix: str) -> None:
     celery_app.send_task("svc.other", args=["x", "s0", 1, 1], queue=QUEUE, ignore_result=True)
-    message = _deliver(connection)
+    message = deliver_one(connection, QUEUE)
     assert kombu_riders.ack_riders(message.delivery_tag) == []
     message.ack()
     kombu_riders.disable()
     engine.start("one", {})
-    message = _deliver(connection)
+    message = deliver_one(connection, QUEUE)
     assert not store_of(engine)._prefetched and kombu_riders.ack_riders(message.delivery_tag) == []
     message.ack()
     assert real_redis.hlen(f"{broker_prefix}unacked") == 0

@@ -26,7 +26,7 @@ from engine.app import sender_app as engine_sender_app
 from engine.broker import CeleryEnqueuer
 from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.testing import delete_prefix, make_store, store_of
+from engine.testing import delete_prefix, enqueuer_of, make_store, step_message, store_of
 
 if TYPE_CHECKING:
     from portfolio_manager.generator import SeedSummary
@@ -59,6 +59,20 @@ class LiveFleet:
                 logs = "\n".join(p.read_text()[-3000:] for p in self.fleet.logdir.glob("*.log"))
                 raise AssertionError(f"not done after {timeout}s: {stuck}\n--- worker logs ---\n{logs}")
             time.sleep(0.1)
+
+    def run_with_a_duplicate(self) -> str:
+        """Start a ``sleepy`` instance and publish a duplicate of its first step's message while it runs;
+        wait until it succeeded and the duplicate's no-op is recorded (on a busy machine the duplicate can
+        be delivered after the instance finished: a late message, not a lost one). Its id."""
+        iid = self.engine.start("sleepy", {"key": "dup", "sleep": 0.5}, run="dup")
+        definition = self.engine.definition("sleepy")
+        enqueuer_of(self.engine).enqueue(step_message("slow", definition.nodes["slow"], iid, 1, 1))
+        [inst] = self.wait([iid])
+        assert inst.status is InstanceStatus.SUCCEEDED
+        end = time.monotonic() + 60
+        while self.engine.get(iid).noops < 1 and time.monotonic() < end:
+            time.sleep(0.1)
+        return iid
 
     def calls(self) -> dict[str, int]:
         """How often each (key, node) was called by the test services."""

@@ -25,7 +25,7 @@ from engine.broker import CeleryEnqueuer
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus
 from engine.ops.fleet import Fleet, FleetSpec
-from engine.testing import delete_prefix, enqueuer_of, make_store, step_message
+from engine.testing import delete_prefix, make_store
 from tests.integration.conftest import LiveFleet, fleet_env, sender_app
 from tests.integration.test_workers import chain
 
@@ -108,14 +108,7 @@ def test_every_delivered_step_applies_once_and_nothing_stays_unacked(live: LiveF
 
 def test_a_step_delivered_twice_applies_once(live: LiveFleet) -> None:
     """The duplicate's start rides its delivery too; its step is stale: a no-op, acked by kombu."""
-    iid = live.engine.start("sleepy", {"key": "dup", "sleep": 0.5}, run="dup")
-    definition = live.engine.definition("sleepy")
-    enqueuer_of(live.engine).enqueue(step_message("slow", definition.nodes["slow"], iid, 1, 1))
-    [inst] = live.wait([iid])
-    assert inst.status is InstanceStatus.SUCCEEDED
-    end = time.monotonic() + 60
-    while live.engine.get(iid).noops < 1 and time.monotonic() < end:
-        time.sleep(0.1)
+    iid = live.run_with_a_duplicate()
     assert applied_nodes(live, iid) == ["slow", "after"]
     assert [a["outcome"] for a in live.engine.activities(iid)].count("noop") == 1
     assert settled(live) == (0, 0, 0)

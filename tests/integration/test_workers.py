@@ -15,7 +15,7 @@ import pytest
 
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus
-from engine.testing import enqueuer_of, step_message, store_of
+from engine.testing import store_of
 from tests.integration.conftest import LiveFleet
 
 pytestmark = pytest.mark.integration
@@ -96,17 +96,7 @@ def test_live_instances_have_no_ttl(live: LiveFleet) -> None:
 
 def test_a_step_delivered_twice_applies_once(live: LiveFleet) -> None:
     """The same step message published twice: one applied transition, one recorded no-op."""
-    iid = live.engine.start("sleepy", {"key": "dup", "sleep": 0.5}, run="dup")
-    definition = live.engine.definition("sleepy")
-    message = step_message("slow", definition.nodes["slow"], iid, 1, 1)
-    enqueuer_of(live.engine).enqueue(message)  # a duplicate of the first step, while it runs
-    [inst] = live.wait([iid])
-    assert inst.status is InstanceStatus.SUCCEEDED
-    # On a busy machine the duplicate can be delivered after the instance has finished: a
-    # queue that is late is not a message that is lost, so wait for its record, not a clock.
-    end = time.monotonic() + 60
-    while live.engine.get(iid).noops < 1 and time.monotonic() < end:
-        time.sleep(0.1)
+    iid = live.run_with_a_duplicate()
     assert applied_nodes(live, iid) == ["slow", "after"]
     assert [a["outcome"] for a in live.engine.activities(iid)].count("noop") == 1
     assert live.engine.get(iid).noops == 1
