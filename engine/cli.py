@@ -556,6 +556,11 @@ def workers(fleets: tuple[str, ...], processes: int | None, fillers: int | None,
     if fleets and (processes is not None or fillers is not None):
         raise click.UsageError("--processes and --fillers size the default combined layout; with --fleet, repeat "
                                "a fleet as many times as the processes you want")
+    try:
+        specs = [FleetSpec.parse(f) for f in fleets] or combined_layout(processes, fillers)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (QUEUE[:POOL[:CONCURRENCY[:NICE]]], e.g. order_calc:prefork:2)",
+                                 param_hint="--fleet") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = cli_settings(Settings)
     # The workers use the same Redis (started if need be) and the data set found there now.
@@ -565,7 +570,6 @@ def workers(fleets: tuple[str, ...], processes: int | None, fillers: int | None,
         pinned = settings.with_redis(url).pinned_to(store.ensure_epoch())
     finally:
         store.close()
-    specs = [FleetSpec.parse(f) for f in fleets] or combined_layout(processes, fillers)
     with Fleet(specs, beat=beat, env=pinned.child_env(), beat_schedule=settings.home / "celerybeat-schedule") as fleet:
         console.print("started: " + ", ".join(str(s) for s in specs) + (" + beat" if beat else ""))
         fleet.wait()

@@ -73,8 +73,10 @@ class FleetSpec:
     def parse(cls, text: str) -> FleetSpec:
         """``queue[:pool[:concurrency[:nice]]]``, e.g. ``order_calc:prefork:2`` or ``engine:solo:1:10``."""
         parts = text.split(":")
-        return cls(parts[0], parts[1] if len(parts) > 1 else "threads", int(parts[2]) if len(parts) > 2 else 4,
-                   int(parts[3]) if len(parts) > 3 else 0)
+        nice = int(parts[3]) if len(parts) > 3 else 0
+        if not 0 <= nice <= 19:
+            raise ValueError(f"{text}: NICE must be 0 (the normal priority) to 19 (the lowest), got {nice}")
+        return cls(parts[0], parts[1] if len(parts) > 1 else "threads", int(parts[2]) if len(parts) > 2 else 4, nice)
 
     def command(self, loglevel: str = "WARNING", number: int = 1) -> list[str]:
         """The ``celery worker`` command line of this fleet (``number``: the how-manyeth fleet on

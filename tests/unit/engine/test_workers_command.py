@@ -80,6 +80,15 @@ def test_a_fleet_spec_carries_its_niceness() -> None:
     assert FleetSpec.parse("engine:solo:1:10") == FleetSpec("engine", "solo", 1, 10)
     assert FleetSpec.parse("order_calc:prefork:2").nice == 0
     assert str(FleetSpec("engine", "solo", 1, 10)) == "engine (solo x1, nice 10)"
+    for wrong in ("engine:solo:1:-5", "engine:solo:1:20"):
+        with pytest.raises(ValueError, match="NICE must be 0"):
+            FleetSpec.parse(wrong)
+
+
+def test_a_wrong_fleet_is_refused_with_the_format_before_anything_starts(recorded: list[list[FleetSpec]]) -> None:
+    result = CliRunner().invoke(cli.main, ["workers", "--fleet", "engine:solo:1:-5"])
+    assert result.exit_code == 2 and "QUEUE[:POOL[:CONCURRENCY[:NICE]]]" in result.output
+    assert recorded == []
 
 
 def test_a_fleet_process_runs_at_its_niceness(tmp_path: Path) -> None:
