@@ -31,7 +31,7 @@ from engine.instance import InstanceStatus
 from engine.ops.archive import archive_runs, read_archived
 from engine.ops.demo import run_demo
 from engine.ops.embedded import stop_embedded
-from engine.ops.fleet import Fleet, FleetSpec, combined_layout
+from engine.ops.fleet import Fleet, FleetSpec, combined_fleets
 from engine.ops.progress import show_progress
 from engine.roles import declared_roles
 
@@ -557,7 +557,7 @@ def workers(fleets: tuple[str, ...], processes: int | None, fillers: int | None,
         raise click.UsageError("--processes and --fillers size the default combined layout; with --fleet, repeat "
                                "a fleet as many times as the processes you want")
     try:
-        specs = [FleetSpec.parse(f) for f in fleets] or combined_layout(processes, fillers)
+        specs = [FleetSpec.parse(f) for f in fleets] or combined_fleets(processes, fillers)
     except ValueError as exc:
         raise click.BadParameter(f"{exc} (QUEUE[:POOL[:CONCURRENCY[:NICE]]], e.g. order_calc:prefork:2)",
                                  param_hint="--fleet") from None

@@ -116,42 +116,32 @@ def all_queues(specs: list[FleetSpec] | None = None) -> list[str]:
     return list(seen)
 
 
-def combined_fleets(processes: int | None = None, fillers: int = 0) -> list[FleetSpec]:
-    """One ``solo`` process per core (``processes``: how many; default the machine's cores), each
-    consuming every service's queue: an instance's steps of any service run inline in one task;
-    then ``fillers`` more at :data:`FILLER_NICE` (see :func:`default_fleets`)."""
-    count = max(1, processes or os.cpu_count() or 1)
-    queues = ",".join(all_queues())
-    return ([FleetSpec(queues, "solo", 1) for _ in range(count)]
-            + [FleetSpec(queues, "solo", 1, FILLER_NICE) for _ in range(max(0, fillers))])
-
-
 #: The niceness added to a filler process: it gets a core when the others leave it idle.
 FILLER_NICE = 10
 
 
-def default_fillers(cores: int | None = None) -> int:
-    """How many filler processes :func:`default_fleets` adds: one per two cores, at least one."""
-    return max(1, (cores or os.cpu_count() or 1) // 2)
-
-
-def combined_layout(processes: int | None = None, fillers: int | None = None) -> list[FleetSpec]:
-    """The combined layout sized by ``tradeflow workers --processes N --fillers M``: ``processes``
-    (default: the cores) plus ``fillers`` (default: :func:`default_fillers` of ``processes``)."""
+def combined_fleets(processes: int | None = None, fillers: int | None = None) -> list[FleetSpec]:
+    """``processes`` ``solo`` processes (default: one per core), each consuming every service's queue
+    (an instance's steps of any service run inline in one task), then ``fillers`` more at
+    :data:`FILLER_NICE` (default: one per two processes, at least one; see :func:`default_fleets`):
+    what ``tradeflow workers --processes N --fillers M`` starts."""
     count = max(1, processes or os.cpu_count() or 1)
-    return combined_fleets(count, default_fillers(count) if fillers is None else fillers)
+    extra = max(1, count // 2) if fillers is None else max(0, fillers)
+    queues = ",".join(all_queues())
+    return ([FleetSpec(queues, "solo", 1) for _ in range(count)]
+            + [FleetSpec(queues, "solo", 1, FILLER_NICE) for _ in range(extra)])
 
 
 def default_fleets() -> list[FleetSpec]:
     """What ``tradeflow workers`` and the demo start with no options: :func:`combined_fleets`, one
-    process per core, plus :func:`default_fillers` processes at a lower priority (niceness
+    process per core, plus one per two cores (at least one) at a lower priority (niceness
     :data:`FILLER_NICE`).
 
     A solo process is idle through each of its Redis round trips (about six per account); the
     fillers run then, and yield the cores whenever the others can use them. Measured on two
     cores (BENCHMARKS.md): a greedy morning 26 % faster, a MILP one unchanged.
     """
-    return combined_layout()
+    return combined_fleets()
 
 
 class Fleet:
