@@ -141,7 +141,7 @@ def create_app(settings: Settings, *, bind: bool = True, redis_url: str | None =
 
 
 def delivery_starts(runtime: Callable[[], Runtime], tasks: frozenset[str]) -> kombu_riders.Starts:
-    """The start of a delivered message of one of ``tasks`` (service action tasks), as a rider of the
+    """The start of a delivered message of one of ``tasks`` (service action tasks), sent as the
     delivery's bookkeeping (:mod:`engine.broker.kombu_riders`), with what drops its kept reply; None for
     other messages, or when the broker is not the state's Redis. The carrier is the one
     :meth:`~engine.runtime.pipeline.Pipeline.run_step` records; ``now`` is read when it is sent."""
@@ -237,15 +237,7 @@ def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, reg
         return registry.get(node.service, node.action).call(payload)
 
     def step(instance_id: str, node: str, seq: int, attempt: int) -> str:
-        # kombu's ack of this delivery rides the step's last change when its start rode the delivery
-        acking = kombu_riders.ack_riders() if kombu_riders.enabled() else ()
-        if acking:
-            runtime().ride(acking)
-        try:
-            report = patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline))
-        finally:
-            if acking:
-                runtime().ride(())  # not sent (no change carried it): kombu acks as usual
+        report = patiently(lambda: runtime().run_step(instance_id, node, seq, attempt, execute, inline))
         runtime().after_delivery(spec.service, own_tasks.__contains__, execute, inline)
         return str(report.outcome)
 

@@ -19,7 +19,7 @@
 | ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_DRAIN_STEPS`` | ``16`` | waiting steps a worker takes off its queue after a delivered one (``0``: none) |
-| ``TRADEFLOW_BROKER_RIDERS`` | ``1`` | solo workers: a step's start and ack ride other trips (``0``: off) |
+| ``TRADEFLOW_BROKER_RIDERS`` | ``1`` | solo workers: a step's start is its delivery's bookkeeping (``0``: off) |
 | ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 | ``TRADEFLOW_SERVICE_MODULES`` | the installed plugins' | modules whose actions workers serve (comma list) |
@@ -69,7 +69,7 @@ class Settings:
     sweep_interval: float = 2.0
     inline_steps: int = 16
     drain_steps: int = 16
-    #: A delivered step's start rides kombu's delivery bookkeeping and its ack the step's last change
+    #: A delivered step's start is its delivery's bookkeeping, in place of kombu's unacked entries
     #: (``solo`` workers on the state's Redis; :mod:`engine.broker.kombu_riders`).
     broker_riders: bool = True
     reconcile_seconds: float = 60.0

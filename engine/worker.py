@@ -75,8 +75,8 @@ def remember_epoch(**_: Any) -> None:
 @worker_init.connect
 def ride_deliveries(sender: Any = None, **_: Any) -> None:
     """A ``solo`` worker (its tasks run in the thread that consumes their messages, as they arrive):
-    a delivered step's start rides kombu's delivery bookkeeping and its ack the step's last change
-    (:mod:`engine.broker.kombu_riders`), unless ``TRADEFLOW_BROKER_RIDERS=0``. Prefork and threads
+    a delivered step's start is its delivery's bookkeeping, in place of kombu's, and its ack kombu's
+    in-memory one (:mod:`engine.broker.kombu_riders`), unless ``TRADEFLOW_BROKER_RIDERS=0``. Prefork and threads
     workers keep kombu's own round trips, and so does a worker reserving messages ahead
     (``TRADEFLOW_PREFETCH`` above 1): a step reserved behind another is not started before it runs."""
     if SETTINGS.broker_riders and SETTINGS.prefetch == 1 and kombu_riders.rides_in(getattr(sender, "pool_cls", None)):

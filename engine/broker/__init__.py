@@ -44,7 +44,7 @@ __all__ = [
 def install_worker_patches() -> bool:
     """Patch kombu for a worker process, before any connection exists: survive a Redis restart
     (``kombu_fix``), record which consumer holds each delivery (``consumers``), and let a delivered
-    step's start and ack ride round trips (``kombu_riders``, inert until enabled). False when
+    step's start be its delivery's bookkeeping (``kombu_riders``, inert until enabled). False when
     kombu's layout is not the expected one (the patches are then left out)."""
     fixed = kombu_fix.install()
     owned = consumers.install()

@@ -1,4 +1,4 @@
-"""A delivered step's start and ack riding round trips, on real ``solo`` Celery workers and a real Redis.
+"""A delivered step started by its delivery instead of kombu's bookkeeping, on real ``solo`` Celery workers.
 
 Every step its own delivered message (``TRADEFLOW_INLINE_STEPS=0``, ``TRADEFLOW_DRAIN_STEPS=0``):
 each step applies once, kombu's unacknowledged entries are all gone at the end, the round trips
@@ -107,7 +107,7 @@ def test_every_delivered_step_applies_once_and_nothing_stays_unacked(live: LiveF
 
 
 def test_a_step_delivered_twice_applies_once(live: LiveFleet) -> None:
-    """The duplicate's start rides its delivery too; its step is stale: a no-op, acked by kombu."""
+    """The duplicate is started by its delivery too; its step is stale: a no-op, acked by kombu in memory."""
     iid = live.run_with_a_duplicate()
     assert applied_nodes(live, iid) == ["slow", "after"]
     assert [a["outcome"] for a in live.engine.activities(iid)].count("noop") == 1
@@ -150,5 +150,7 @@ def test_a_delivered_step_costs_two_round_trips_of_kombus_and_the_engines_with_r
         per_step = sum(trips.values()) / steps
         assert least <= per_step <= most, trips
         if riders == "1" and pool == "solo":
-            assert trips.get("kombu+engine", 0) >= 2 * 40 * 3 and trips.get("engine", 0) <= 5, trips
+            # the start is the delivery's bookkeeping: no trip of kombu's own per step
+            assert trips.get("engine", 0) >= 2 * 40 * 3 and trips.get("kombu", 0) + trips.get("kombu+engine", 0) <= 5, \
+                trips
         assert settled(live) == (0, 0, 0)

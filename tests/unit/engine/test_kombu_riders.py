@@ -1,4 +1,4 @@
-"""The pure parts of kombu_riders: which messages ride, which pools, the setting, the ack's bookkeeping."""
+"""The pure parts of kombu_riders: which messages ride, which pools, the setting, settling a delivery."""
 
 from __future__ import annotations
 
@@ -45,48 +45,17 @@ def test_only_the_engines_step_tasks_with_the_broker_on_the_states_redis_get_a_s
     assert starts("svc.work", ["i1", "a", 2, 1]) is None  # the broker is not the state's Redis
 
 
-def _delivery(tag: str, task_id: str, forgotten: list[str]) -> None:
-    kombu_riders._deliveries[tag] = ([("ZREM", "q:unacked_index", tag), ("HDEL", "q:unacked", tag)],
-                                     lambda: forgotten.append(tag), task_id)
-    kombu_riders._tags.setdefault(task_id, []).append(tag)
-
-
 @pytest.fixture(autouse=True)
 def _clean() -> Any:
     yield
     kombu_riders._deliveries.clear()
-    kombu_riders._tags.clear()
-    kombu_riders._acked.clear()
 
 
-def test_an_ack_counts_as_sent_only_when_every_command_of_it_landed() -> None:
+def test_a_delivery_whose_start_was_its_bookkeeping_is_settled_once_and_drops_its_kept_start() -> None:
     forgotten: list[str] = []
-    _delivery("tag-1", "task-1", forgotten)
-    riders = kombu_riders.ack_riders("tag-1")
-    assert [r.command() for r in riders] == [("ZREM", "q:unacked_index", "tag-1"), ("HDEL", "q:unacked", "tag-1")]
-    riders[0].landed(1)
-    riders[1].landed(ConnectionError("gone"))
-    assert kombu_riders._settled("tag-1") is False  # kombu acks it itself
-    assert forgotten == ["tag-1"] and not kombu_riders._tags and not kombu_riders._deliveries
-
-    _delivery("tag-2", "task-2", forgotten)
-    for rider in kombu_riders.ack_riders("tag-2"):
-        rider.landed(1)
-    assert kombu_riders._settled("tag-2") is True and not kombu_riders._acked
-
-
-def test_a_task_finds_its_delivery_by_its_id_unless_that_id_was_delivered_twice_at_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import celery
-
-    forgotten: list[str] = []
-    assert kombu_riders.current_delivery_tag() is None  # outside a task
-    monkeypatch.setattr(celery, "current_task", SimpleNamespace(request=SimpleNamespace(id="task-x")))
-    _delivery("tag-a", "task-x", forgotten)
-    assert kombu_riders.current_delivery_tag() == "tag-a" and len(kombu_riders.ack_riders()) == 2
-    _delivery("tag-b", "task-x", forgotten)
-    assert kombu_riders.current_delivery_tag() is None and kombu_riders.ack_riders() == []
-    kombu_riders._settled("tag-a")
-    assert kombu_riders._tags["task-x"] == ["tag-b"] and kombu_riders.current_delivery_tag() == "tag-b"
-    kombu_riders._settled("tag-b")
-    assert not kombu_riders._tags and forgotten == ["tag-a", "tag-b"]
+    message = SimpleNamespace(delivery_tag="tag-1")
+    kombu_riders._deliveries["tag-1"] = (lambda: forgotten.append("tag-1"), message)
+    assert kombu_riders._settled("tag-1") is message  # nothing of it in Redis: kombu's ack skips Redis
+    assert forgotten == ["tag-1"] and not kombu_riders._deliveries
+    assert kombu_riders._settled("tag-1") is None  # settled once; any other tag is kombu's own
+    assert forgotten == ["tag-1"]
