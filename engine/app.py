@@ -25,6 +25,7 @@ from celery import Celery
 from engine.api import Engine
 from engine.broker import CeleryEnqueuer, Enqueuer, RedisQueueEnqueuer, kombu_riders
 from engine.broker.redis_queue import step_args
+from engine.broker.step_strategy import STRATEGY as STRAIGHT_STRATEGY
 from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
@@ -134,7 +135,7 @@ def create_app(settings: Settings, *, bind: bool = True, redis_url: str | None =
     for module in app.conf.get("tradeflow_service_modules", []):
         importlib.import_module(module)
     runtime = runtime_factory(app, settings)
-    bind_tasks(app, runtime, registry)
+    bind_tasks(app, runtime, registry, straight=settings.straight_steps)
     #: What the worker gives kombu_riders (solo pool): the start of a delivered step task.
     app.tradeflow_delivery_starts = delivery_starts(runtime, frozenset(spec.task_name for spec in registry))
     return app
@@ -179,10 +180,11 @@ def build_engine(settings: Settings, *, allow_start: bool = False, notice: Calla
 # -- the tasks -----------------------------------------------------------------------------------
 
 
-def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistry) -> None:
-    """Create the Celery tasks of every action in ``registry`` and of the engine on ``app``."""
+def bind_tasks(app: Any, runtime: Callable[[], Runtime], registry: ActionRegistry, straight: bool = False) -> None:
+    """Create the Celery tasks of every action in ``registry`` and of the engine on ``app`` (``straight``: a
+    ``solo`` worker runs their messages straight, :mod:`engine.broker.step_strategy`)."""
     for spec in registry:
-        _bind_action(app, runtime, spec, registry)
+        _bind_action(app, runtime, spec, registry, straight)
     for service in sorted({spec.service for spec in registry}):
         _bind_batch(app, runtime, service, registry)
 
@@ -228,7 +230,8 @@ def hosted_services(app: Any) -> frozenset[str]:
         return frozenset()
 
 
-def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry) -> None:
+def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, registry: ActionRegistry,
+                 straight: bool) -> None:
     inline = inline_rule(spec.service, registry, lambda: hosted_services(app))
     own_tasks = frozenset(other.task_name for other in registry if other.service == spec.service)
 
@@ -243,7 +246,9 @@ def _bind_action(app: Any, runtime: Callable[[], Runtime], spec: ActionSpec, reg
 
     step.__name__ = step.__qualname__ = spec.task_name.replace(".", "_")
     step.__doc__ = spec.fn.__doc__
-    app.task(name=spec.task_name, ignore_result=True)(step)
+    # a solo worker runs a step message straight, without Celery's request machinery (engine.broker.step_strategy)
+    options = {"Strategy": STRAIGHT_STRATEGY} if straight else {}
+    app.task(name=spec.task_name, ignore_result=True, **options)(step)
 
 
 def _bind_batch(app: Any, runtime: Callable[[], Runtime], service: str, registry: ActionRegistry) -> None:

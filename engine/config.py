@@ -20,6 +20,7 @@
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_DRAIN_STEPS`` | ``16`` | waiting steps a worker takes off its queue after a delivered one (``0``: none) |
 | ``TRADEFLOW_BROKER_RIDERS`` | ``1`` | solo workers: a step's start is its delivery's bookkeeping (``0``: off) |
+| ``TRADEFLOW_STRAIGHT_STEPS`` | ``1`` | solo workers: a step runs straight from its message (``0``: Celery's request) |
 | ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
 | ``TRADEFLOW_CLOCK_OFFSET_FILE`` | — | rehearsals and tests only: a file holding seconds added to the wall clock |
 | ``TRADEFLOW_SERVICE_MODULES`` | the installed plugins' | modules whose actions workers serve (comma list) |
@@ -72,6 +73,9 @@ class Settings:
     #: A delivered step's start is its delivery's bookkeeping, in place of kombu's unacked entries
     #: (``solo`` workers on the state's Redis; :mod:`engine.broker.kombu_riders`).
     broker_riders: bool = True
+    #: A ``solo`` worker runs a delivered step straight from its message, without Celery's request
+    #: machinery (:mod:`engine.broker.step_strategy`).
+    straight_steps: bool = True
     reconcile_seconds: float = 60.0
     clock_offset_file: Path | None = None
     #: Modules whose actions workers serve; empty: those the installed plugins name.
@@ -155,6 +159,7 @@ class Settings:
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", d.inline_steps)),
                 drain_steps=int(env.get("TRADEFLOW_DRAIN_STEPS", d.drain_steps)),
                 broker_riders=env.get("TRADEFLOW_BROKER_RIDERS", "1") != "0",
+                straight_steps=env.get("TRADEFLOW_STRAIGHT_STEPS", "1") != "0",
                 reconcile_seconds=float(env.get("TRADEFLOW_RECONCILE_SECONDS", d.reconcile_seconds)),
                 clock_offset_file=Path(env["TRADEFLOW_CLOCK_OFFSET_FILE"]) if env.get("TRADEFLOW_CLOCK_OFFSET_FILE")
                 else None,

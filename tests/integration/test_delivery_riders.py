@@ -154,3 +154,19 @@ def test_a_delivered_step_costs_two_round_trips_of_kombus_and_the_engines_with_r
             assert trips.get("engine", 0) >= 2 * 40 * 3 and trips.get("kombu", 0) + trips.get("kombu+engine", 0) <= 5, \
                 trips
         assert settled(live) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("straight", ["1", "0"])
+def test_a_solo_worker_runs_its_step_messages_straight_unless_turned_off(redis_url: str, straight: str) -> None:
+    """Straight from the message (engine.broker.step_strategy): no Celery request, so none of its INFO lines;
+    ``TRADEFLOW_STRAIGHT_STEPS=0``: Celery's own strategy, a "received" line per step message."""
+    with solo_fleet(redis_url, 1, beat=False, queues="itest", TRADEFLOW_STRAIGHT_STEPS=straight) as live:
+        ids = live.engine.start_many("abc", [{"key": f"s{i}"} for i in range(20)], run="straight")
+        instances = live.wait(ids, timeout=120)
+        assert all(i.status is InstanceStatus.SUCCEEDED for i in instances)
+        calls = live.calls()
+        assert all(calls[f"s{i}:{node}"] == 1 for i in range(20) for node in "abc")
+        log = "".join(path.read_text() for path in live.fleet.logdir.glob("*.log"))
+        received = sum(1 for line in log.splitlines() if "Task itest.step[" in line and "received" in line)
+        assert received == (0 if straight == "1" else 60), received
+        assert settled(live) == (0, 0, 0)
