@@ -156,17 +156,33 @@ def test_a_delivered_step_costs_two_round_trips_of_kombus_and_the_engines_with_r
         assert settled(live) == (0, 0, 0)
 
 
+def received_lines(live: LiveFleet) -> int:
+    """Celery's INFO line per step message its own strategy took ("Task itest.step[...] received")."""
+    log = "".join(path.read_text() for path in live.fleet.logdir.glob("*.log"))
+    return sum(1 for line in log.splitlines() if "Task itest.step[" in line and "received" in line)
+
+
+def run_abc(live: LiveFleet, run: str, count: int) -> None:
+    ids = live.engine.start_many("abc", [{"key": f"{run}{i}"} for i in range(count)], run=run)
+    instances = live.wait(ids, timeout=120)
+    assert all(i.status is InstanceStatus.SUCCEEDED for i in instances)
+    calls = live.calls()
+    assert all(calls[f"{run}{i}:{node}"] == 1 for i in range(count) for node in "abc")
+
+
 @pytest.mark.parametrize("straight", ["1", "0"])
 def test_a_solo_worker_runs_its_step_messages_straight_unless_turned_off(redis_url: str, straight: str) -> None:
     """Straight from the message (engine.broker.step_strategy): no Celery request, so none of its INFO lines;
-    ``TRADEFLOW_STRAIGHT_STEPS=0``: Celery's own strategy, a "received" line per step message."""
+    ``TRADEFLOW_STRAIGHT_STEPS=0``: Celery's own strategy, a "received" line per step message. With it on,
+    task events turned on in the running worker (what Flower does when it starts) bring Celery's strategy back."""
     with solo_fleet(redis_url, 1, beat=False, queues="itest", TRADEFLOW_STRAIGHT_STEPS=straight) as live:
-        ids = live.engine.start_many("abc", [{"key": f"s{i}"} for i in range(20)], run="straight")
-        instances = live.wait(ids, timeout=120)
-        assert all(i.status is InstanceStatus.SUCCEEDED for i in instances)
-        calls = live.calls()
-        assert all(calls[f"s{i}:{node}"] == 1 for i in range(20) for node in "abc")
-        log = "".join(path.read_text() for path in live.fleet.logdir.glob("*.log"))
-        received = sum(1 for line in log.splitlines() if "Task itest.step[" in line and "received" in line)
-        assert received == (0 if straight == "1" else 60), received
+        run_abc(live, "s", 20)
+        assert received_lines(live) == (0 if straight == "1" else 60)
         assert settled(live) == (0, 0, 0)
+        if straight == "1":
+            replies = sender_app(redis_url, live.prefix) \
+                .control.enable_events(reply=True, timeout=10)
+            assert replies, "the worker did not answer enable_events"
+            run_abc(live, "e", 5)
+            assert received_lines(live) == 15
+            assert settled(live) == (0, 0, 0)
