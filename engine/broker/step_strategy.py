@@ -14,8 +14,10 @@ as ``task_acks_late`` does, also when it raised: the engine's own recovery takes
 after Celery's tracer acks a failed task).
 
 Everything else goes through Celery's own strategy, unchanged: a worker with task events on
-(``TRADEFLOW_EVENTS=1``, ``-E``: ``flower`` then sees every step), a ``prefork`` or ``threads``
-pool, a message with an ETA, a countdown or an expiry, a revoked id, a protocol-1 message.
+(``TRADEFLOW_EVENTS=1``, ``-E``, or turned on while it runs, as ``flower`` does when it starts:
+looked at per message, so Flower then sees every step), a ``prefork`` or ``threads`` pool, a
+message with an ETA, a countdown or an expiry, a revoked id, a protocol-1 message, and every
+message when ``TRADEFLOW_STRAIGHT_STEPS=0`` (the step tasks then keep Celery's strategy).
 
 What a run straight from its message does not do: appear in ``celery inspect active`` or
 ``reserved`` while it runs (the console's and ``tradeflow inspect``'s view of running steps is
@@ -68,7 +70,10 @@ def step_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callabl
         if body is not None or callbacks or headers.get("eta") or headers.get("expires") \
                 or headers.get("id") in revoked or task_events(consumer, task):  # Flower may turn events on
             return fallback(message, body, ack, reject, callbacks, **kwargs)
-        payload = message.decode()
+        try:
+            payload = message.decode()
+        except Exception:  # not a body this worker accepts: Celery's strategy says why and rejects it
+            return fallback(message, body, ack, reject, callbacks, **kwargs)
         if not isinstance(payload, list | tuple) or len(payload) != 3:  # not protocol 2
             return fallback(message, body, ack, reject, callbacks, **kwargs)
         args, task_kwargs = payload[0], payload[1]
@@ -83,4 +88,4 @@ def step_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callabl
     return handler
 
 
-__all__ = ["STRATEGY", "step_strategy", "straight"]
+__all__ = ["STRATEGY", "step_strategy", "straight", "task_events"]
