@@ -419,9 +419,10 @@ def run_capacity(args: argparse.Namespace, url: str, console: Console) -> dict[s
     table.add_row("script calls per account (state.lua, claim.lua)", f"{figures['store_calls_per_account']}")
     table.add_row("  by operation (chain: held transitions in one call)",
                   ", ".join(f"{op} {n}" for op, n in figures.get("store_calls_by_op", {}).items()))
-    table.add_row("round trips per account (the scripts' and Celery's delivery)",
+    table.add_row("round trips per account (the scripts', the message's delivery)",
                   f"{figures['round_trips_per_account']}")
-    table.add_row("commands Redis ran per account (inside scripts too; the broker's 6 included)",
+    broker = figures["broker_commands_per_account"]
+    table.add_row(f"commands Redis ran per account (inside scripts too; the broker's {broker} included)",
                   f"{figures['redis_commands']['commands_per_account']}")
     for name, row in figures["redis_commands"]["top"].items():
         table.add_row(f"  {name}: calls / ms per account", f"{row['calls_per_account']} / {row['ms_per_account']}")

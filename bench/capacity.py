@@ -16,8 +16,11 @@
    ``--capacity-accounts`` fresh instance ids, pipelined: per group of ``RECORDED`` accounts the
    batch calls, then each account's k-th operation for every account in one pipeline, level by
    level (an account's operations stay in order). Each account also gets the broker's share of
-   one delivered step message (the push, Celery's delivery and unacked bookkeeping, the ack:
-   ``LPUSH``, ``RPOP``, ``HSET``+``ZADD``, ``HDEL``+``ZREM``), as one combined worker costs.
+   one step message taken from its list (``LPUSH``, ``RPOP``), as the default layout's ``solo``
+   workers cost: a delivered step's start is its delivery's bookkeeping (no kombu ``unacked``
+   entries) and a drained step's take rides a change. A ``prefork`` or ``threads`` worker adds
+   kombu's bookkeeping per delivered message (``HSET``+``ZADD``, ``HDEL``+``ZREM`` and two round
+   trips), not replayed here.
 3. **Figures.** Accounts per second achieved by the clients; Redis's own CPU per account
    (``used_cpu_sys + used_cpu_user`` of the server over the replay) and the ceiling it implies
    for one Redis core (1 / that CPU); script calls per account, by operation; commands per
@@ -244,15 +247,10 @@ def _replay_worker(args: tuple[str, Recording, int, int, str]) -> int:
                     pipe.execute()
                     pipe, n = client.pipeline(transaction=False), 0
             pipe.execute()
-        pipe = client.pipeline(transaction=False)  # one delivered step message per account
-        for new in mapping.values():
-            tag = new
+        pipe = client.pipeline(transaction=False)  # one step message per account, pushed and taken
+        for _new in mapping.values():
             pipe.lpush(queue, message)
             pipe.rpop(queue)
-            pipe.hset(queue + b":unacked", tag, message)
-            pipe.zadd(queue + b":unacked_index", {tag: time.time()})
-            pipe.hdel(queue + b":unacked", tag)
-            pipe.zrem(queue + b":unacked_index", tag)
         pipe.execute()
         done += len(recording.ids)
     client.close()
@@ -322,10 +320,11 @@ def run(redis_url: str, accounts: int = 20_000, clients: int = 4, pipeline_depth
             "accounts_per_s": round(done / seconds, 1),
             "store_calls_per_account": round(per_account_ops + len(recording.batch) / len(recording.ids), 2),
             "store_calls_by_op": recording.calls_by_op(),
-            "broker_commands_per_account": 6,
-            # a worker's round trips: the store's calls, and Celery's delivery (BRPOP, the unacked
-            # MULTI, the ack MULTI); the push rides in the script that queues the step
-            "round_trips_per_account": round(per_account_ops + len(recording.batch) / len(recording.ids) + 3, 2),
+            "broker_commands_per_account": 2,
+            # a worker's round trips: the store's calls, and the message's delivery (BRPOP; a solo
+            # worker's start is the delivery's bookkeeping, a store call already); the push rides in
+            # the script that queues the step
+            "round_trips_per_account": round(per_account_ops + len(recording.batch) / len(recording.ids) + 1, 2),
             "redis_cpu_ms_per_account": round(cpu_ms, 3),
             "ceiling_accounts_per_s": round(1000 / cpu_ms) if cpu_ms else None,
             "redis_commands": calls,
