@@ -2,8 +2,9 @@
 
     python -m tests.faults.chaos --seed 7 --duration 120 --accounts 2000    # make chaos
     python -m tests.faults.chaos --short                                   # make chaos-short (CI, < 60 s)
+    python -m tests.faults.chaos --short --layout default                  # on what `tradeflow workers` starts
 
-On a test-owned redis-server (AOF, fsync always) with the production fleets (``engine``
+On a test-owned redis-server (AOF, fsync always) with a fleet per service (``engine``
 threads, ``portfolio_manager`` threads, ``order_calc`` prefork, beat), it seeds a book, starts
 the daily rebalance (``start_daily_rebalance``), approves every proposal as it comes
 (``portfolio_manager.review.approve``: by two people where four-eyes asks for it; each
@@ -49,7 +50,7 @@ import redis
 from engine import Principal
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus
-from engine.ops.fleet import FleetSpec
+from engine.ops.fleet import FleetSpec, combined_fleets
 from engine.runtime.concerns.liveness import process_of
 from engine.testing import store_of
 from portfolio_manager.actions import build_services
@@ -69,6 +70,17 @@ NODES = {"engine": FleetSpec("engine", "threads", 4), "portfolio_manager": Fleet
 FAULTS = ("kill_node", "kill_child", "restart_redis", "delay_node")
 
 
+def layout_nodes(layout: str) -> dict[str, FleetSpec]:
+    """The soak's nodes: ``services``, a fleet per service (threads and a prefork ``order_calc``, whose
+    pool children can be killed); ``default``, what ``tradeflow workers`` starts with no options (combined
+    ``solo`` processes and the filler: steps started by their delivery and run straight from it)."""
+    if layout == "default":
+        return {f"worker-{number}": spec for number, spec in enumerate(combined_fleets(), 1)}
+    if layout == "services":
+        return dict(NODES)
+    raise ValueError(f"unknown layout {layout!r} (default or services)")
+
+
 @dataclass
 class Settings:
     """What one soak does."""
@@ -79,6 +91,8 @@ class Settings:
     step_timeout: float = 30.0
     deadline: float = 600.0
     out: Path | None = None
+    #: ``services`` (a fleet per service) or ``default`` (the layout ``tradeflow workers`` starts).
+    layout: str = "services"
 
 
 @dataclass
@@ -182,6 +196,11 @@ class Controller(threading.Thread):
     def __init__(self, lab: FaultLab, rng: random.Random, summary: Summary, duration: float) -> None:
         super().__init__(name="chaos", daemon=True)
         self.lab, self.rng, self.summary, self.duration = lab, rng, summary, duration
+        self.names = sorted(lab.specs)
+        pooled = [name for name in self.names if lab.specs[name].pool == "prefork"]
+        #: The node whose pool children ``kill_child`` kills (none in a layout without a prefork pool).
+        self.pooled = pooled[0] if pooled else None
+        self.faults = FAULTS if self.pooled else tuple(f for f in FAULTS if f != "kill_child")
         self.stopped = threading.Event()
         self.began = time.monotonic()
         self.recoveries = Recoveries(lab, summary, self.began)
@@ -196,7 +215,7 @@ class Controller(threading.Thread):
     def restart_exited(self) -> None:
         """Start again a node that exited (as ``tradeflow workers`` does): a pool child killed while its
         node was starting makes billiard give up ("Could not start worker processes")."""
-        for name in sorted(NODES):
+        for name in self.names:
             fleet = self.lab.nodes.get(name)
             if fleet is not None and fleet.procs[0].poll() is not None:
                 self.lab.nodes.pop(name).stop()
@@ -206,8 +225,8 @@ class Controller(threading.Thread):
     def run(self) -> None:
         self.recoveries.start()
         while not self.stopped.wait(self.rng.uniform(1, 4)) and time.monotonic() - self.began < self.duration:
-            fault = self.rng.choice(FAULTS)
-            node = self.rng.choice(sorted(NODES))
+            fault = self.rng.choice(self.faults)
+            node = self.rng.choice(self.names)
             if fault == "kill_node":
                 affected = self.recoveries.affected(self.node_pids(node))
                 self.lab.kill_node(node)
@@ -216,13 +235,13 @@ class Controller(threading.Thread):
                 time.sleep(self.rng.uniform(0, 3))
                 self.lab.start_node(node)
             elif fault == "kill_child":
-                children = self.lab.node_children("order_calc")
+                children = self.lab.node_children(self.pooled) if self.pooled else []
                 if children:
                     child = self.rng.choice(children)
                     affected = self.recoveries.affected({child})
                     os.kill(child, signal.SIGKILL)
                     self.recoveries.watch(fault, affected)
-                    self.note(fault, f"SIGKILL an order_calc pool child ({len(affected)} started steps)")
+                    self.note(fault, f"SIGKILL a {self.pooled} pool child ({len(affected)} started steps)")
             elif fault == "restart_redis":
                 affected = self.recoveries.affected(None)
                 self.lab.redis.restart()
@@ -299,7 +318,7 @@ def soak(settings: Settings, root: Path, summary: Summary | None = None) -> Summ
     began = time.monotonic()
     env = {"TRADEFLOW_SERVICE_MODULES": "portfolio_manager.actions,order_calc.actions",
            "TRADEFLOW_PM_PREFIX": "chaos:pm:", "TRADEFLOW_TIMER_INTERVAL": "1", "TRADEFLOW_SWEEP_INTERVAL": "2"}
-    with fault_lab(root, dict(NODES), env=env) as lab:
+    with fault_lab(root, layout_nodes(settings.layout), env=env) as lab:
         client = redis.Redis.from_url(lab.redis.url, socket_timeout=10, socket_connect_timeout=2)
         svc = build_services(PMSettings(redis_url=lab.redis.url, prefix="chaos:pm:"), client=client)
         run_date = last_session()
@@ -390,11 +409,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of chaos (default 120)")
     parser.add_argument("--accounts", type=int, default=int(os.environ.get("CHAOS_ACCOUNTS", "2000")))
     parser.add_argument("--short", action="store_true", help="the CI variant: 300 accounts, 20 s of chaos")
+    parser.add_argument("--layout", choices=("services", "default"), default=os.environ.get("CHAOS_LAYOUT", "services"),
+                        help="services: a fleet per service (threads, prefork order_calc); default: what "
+                             "`tradeflow workers` starts (combined solo processes and the filler)")
     parser.add_argument("--out", type=Path, help="summary JSON (default chaos-<seed>.json in the lab directory)")
     args = parser.parse_args(argv)
-    settings = Settings(args.seed, args.duration, args.accounts, out=args.out)
+    settings = Settings(args.seed, args.duration, args.accounts, out=args.out, layout=args.layout)
     if args.short:
-        settings = Settings(args.seed, 20.0, 300, step_timeout=8.0, deadline=120.0, out=args.out)
+        settings = Settings(args.seed, 20.0, 300, step_timeout=8.0, deadline=120.0, out=args.out, layout=args.layout)
     root = Path(tempfile.mkdtemp(prefix="tradeflow-chaos-"))
     out = settings.out or root / f"chaos-{settings.seed}.json"
     summary = Summary(settings.seed, settings.accounts, 0.0)
