@@ -67,7 +67,7 @@ test-integration: $(STAMP)  ## tests on a real Redis with real Celery worker pro
 test-faults: $(STAMP)  ## every fault-injection scenario (kills, Redis restarts and outages): several minutes
 	$(BIN)/pytest -q -m faults tests/faults
 
-chaos: $(STAMP)  ## chaos soak: a morning run while workers and Redis are killed (CHAOS_SEED, CHAOS_DURATION=120, CHAOS_ACCOUNTS=2000)
+chaos: $(STAMP)  ## chaos soak: a morning run while workers and Redis are killed (CHAOS_SEED, CHAOS_DURATION=120, CHAOS_ACCOUNTS=2000, CHAOS_LAYOUT=services|default)
 	$(BIN)/python -m tests.faults.chaos
 
 chaos-short: $(STAMP)  ## the chaos soak's CI variant: 300 accounts, 20 s of chaos, under a minute
