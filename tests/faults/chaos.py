@@ -4,9 +4,9 @@
     python -m tests.faults.chaos --short                                   # make chaos-short (CI, < 60 s)
     python -m tests.faults.chaos --short --layout default                  # on what `tradeflow workers` starts
 
-On a test-owned redis-server (AOF, fsync always) with a fleet per service (or ``--layout default``: the
-combined ``solo`` processes and the filler that ``tradeflow workers`` starts) (``engine``
-threads, ``portfolio_manager`` threads, ``order_calc`` prefork, beat), it seeds a book, starts
+On a test-owned redis-server (AOF, fsync always) with a fleet per service (``engine`` threads,
+``portfolio_manager`` threads, ``order_calc`` prefork, beat; or, ``--layout default``, the combined
+``solo`` processes and the filler that ``tradeflow workers`` starts, and beat), it seeds a book, starts
 the daily rebalance (``start_daily_rebalance``), approves every proposal as it comes
 (``portfolio_manager.review.approve``: by two people where four-eyes asks for it; each
 account's own instance then submits its orders), while a seeded controller, for
