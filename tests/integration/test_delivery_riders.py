@@ -180,8 +180,7 @@ def test_a_solo_worker_runs_its_step_messages_straight_unless_turned_off(redis_u
         assert received_lines(live) == (0 if straight == "1" else 60)
         assert settled(live) == (0, 0, 0)
         if straight == "1":
-            replies = sender_app(redis_url, live.prefix) \
-                .control.enable_events(reply=True, timeout=10)
+            replies = sender_app(redis_url, live.prefix).control.enable_events(reply=True, timeout=10)
             assert replies, "the worker did not answer enable_events"
             run_abc(live, "e", 5)
             assert received_lines(live) == 15
