@@ -110,12 +110,8 @@ class SentinelGroup:
         self._wait(promoted, timeout, "the replica to be promoted")
         return time.monotonic() - began
 
-    def rejoin_old_primary(self, timeout: float = 180.0) -> None:
-        """Start the killed primary again on its data: the sentinels make it a replica of the new master.
-
-        The wait covers the sentinels' conversion and the resync of the morning's data. In one whole
-        fault run on a loaded machine it took over a minute (the test alone passed in 29 s right
-        after); the bound only decides how long a real failure takes to be reported."""
+    def rejoin_old_primary(self, timeout: float = 60.0) -> None:
+        """Start the killed primary again on its data: the sentinels make it a replica of the new master."""
         self.primary.start()
 
         def replicating() -> bool:
