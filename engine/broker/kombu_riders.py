@@ -70,11 +70,6 @@ def disable() -> None:
     _state["starts"] = None
 
 
-def enabled() -> bool:
-    """True while deliveries carry their start and ack."""
-    return _state["starts"] is not None
-
-
 def rides_in(pool: Any) -> bool:
     """True when ``pool`` (a worker's ``pool_cls``: a class or an alias) runs tasks in the consuming process."""
     from celery import concurrency
@@ -203,4 +198,4 @@ def _start_of(starts: Starts, message: Any) -> tuple[Rider, Callable[[], None]] 
         return None
 
 
-__all__ = ["RIDING_POOLS", "disable", "enable", "enabled", "install", "rides_in", "step_of_message"]
+__all__ = ["RIDING_POOLS", "disable", "enable", "install", "rides_in", "step_of_message"]
