@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -80,7 +81,7 @@ def layout(pool: str | None, concurrency: int) -> list[FleetSpec]:
     """The bench's workers: the default layout (``pool`` None), each process also on ``bench``; or one
     worker of ``pool`` x ``concurrency`` on ``bench`` and a ``threads`` one on the engine's queue."""
     if pool is None:
-        return [FleetSpec(f"bench,{spec.queue}", spec.pool, spec.concurrency, spec.nice) for spec in default_fleets()]
+        return [replace(spec, queue=f"bench,{spec.queue}") for spec in default_fleets()]
     return [FleetSpec("bench", pool, concurrency), FleetSpec("engine", "threads", 2)]
 
 
