@@ -6,7 +6,7 @@
    seeded accounts runs its morning in this process (:class:`engine.testing.Driver`, every
    service's step inline under the rule of one default combined worker, :func:`combined_rule`:
    the transition before a ``reads_only`` step is held and sent with the next change as one
-   ``chain`` call; waiting for the open through the timer tick): every ``state.lua`` and
+   ``chain`` call; the open is past, so each instance passes its wait at once): every ``state.lua`` and
    ``claim.lua`` call the store API makes (``create_many``, the timers' claim, ``advance``,
    ``chain``, ``start``, ``fail`` ...) is recorded as sent, by the instance it acts on. The
    actions' own reads of the book and their proposals are not recorded: they are the peer's

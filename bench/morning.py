@@ -9,8 +9,9 @@ Per size N, in a sandbox of its own on the shared Redis (:mod:`bench.sandbox`):
    every worker answers a ping -- cold: no run before the measured one (``warm=True`` first runs
    a small one, and the figures are then named warm);
 3. with the clock started before the call, start the daily rebalance (``start_daily_rebalance``,
-   waiting for the open like the real morning: the open is past, so beat's timer tick wakes
-   every instance) and follow it until the run is settled;
+   waiting for the open like the real morning: the open is past, so each instance passes its
+   wait at once and its first step is sent with it; a morning started before the open pays
+   the wake at the open besides, a tick per 500 instances) and follow it until the run is settled;
 4. figures: accounts/s, steps/s, time to start, to the first and the last proposal, until every
    instance is terminal, counts by status and outcome, and where the time goes per step
    (from a sample of activity records: time in the action, time waiting before it).

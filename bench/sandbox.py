@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from engine.api import Engine
-from engine.app import sender_app
-from engine.broker import CeleryEnqueuer
+from engine.app import enqueuer_for, sender_app
+from engine.config import Settings
 from engine.connections import redis_client
 from engine.ops.inspect import Inspector
 from engine.testing import delete_prefix, make_store
@@ -44,8 +44,11 @@ class Sandbox:
         #: What the benchmarks read of the stored state (key names, run ids, decoding): read-only.
         self.inspector = Inspector(self.client, self.prefix)
         self.store = make_store(self.client, self.prefix, int(RETENTION_DAYS * 86400))
-        self._app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench")
-        self.engine = Engine(self.store, CeleryEnqueuer(self._app))
+        self._app = sender_app(self.redis_url, self.broker_prefix, "tradeflow-bench",
+                               Settings(redis_url=self.redis_url))
+        # The broker is the state's Redis, as `tradeflow workers` and `pm run` have it by default: the
+        # store's scripts push the step messages (what build_engine's enqueuer_for picks), not send_task.
+        self.engine = Engine(self.store, enqueuer_for(self._app, client=self.client))
 
     def engine_app(self) -> Celery:
         """The Celery app this sandbox's engine sends with (its control API reaches the sandbox's workers)."""

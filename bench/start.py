@@ -6,7 +6,8 @@ In a sandbox of its own on the shared Redis (:mod:`bench.sandbox`), deleted afte
    scripts loaded, the validator and the expressions compiled);
 2. ``start_many`` of N instances of ``rebalance-us`` with the data the daily start gives them
    (account, the last session, the review's cut-off; waiting for the open, which is past:
-   each instance is parked at the wait with its timer) — timed alone;
+   each instance passes its wait at once, and its first step's message is pushed with it by
+   the same script, as the broker is the state's Redis) — timed alone;
 3. unless ``daily`` is off: seed a book of N accounts and time ``start_daily_rebalance``
    (list the book's active accounts, look up which ids exist, ``start_many`` per region):
    the ``tradeflow pm run`` path.

@@ -12,7 +12,7 @@ import bisect
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -268,20 +268,20 @@ class Engine:
                                       "type": type(exc).__name__, "attempt": 0, "at": now},
                                shadow=starting.shadow), None
         activity = Activity(seq=0, node=definition.start, attempt=1, outcome=Outcome.STARTED, worker=starting.worker,
-                            started_at=now, ended_at=now, next=nxt.node)
+                            started_at=now, ended_at=now, next=nxt.node, via=list(nxt.via) or None)
+        send = None  # the first step's message, pushed by the store's script with the instance (a Redis broker)
+        if nxt.kind is NextKind.STEP:
+            send = self._enqueuer.envelope(self._runtime.message(definition, iid, nxt.node, 1, 1), PRIORITY_START)
         return NewInstance(iid, definition.name, definition.version or 0, run, item.data, now, activity,
-                           placement, shadow=starting.shadow), nxt
+                           placement, send=send, shadow=starting.shadow), nxt
 
     def _create(self, definition: Definition, run: str, pending: list[tuple[NewInstance, Next | None]],
                 created_only: bool = False) -> list[str]:
-        late: dict[str, StepMessage] = {}  # first steps the store cannot push with the instance
+        late: dict[str, StepMessage] = {}  # first steps the store cannot push with the instance (another broker)
         ready: list[NewInstance] = []
         for new, nxt in pending:
-            if nxt is not None and nxt.kind is NextKind.STEP:
-                message = self._runtime.message(definition, new.id, nxt.node, 1, 1)
-                new = replace(new, send=self._enqueuer.envelope(message, PRIORITY_START))
-                if new.send is None:
-                    late[new.id] = message
+            if nxt is not None and nxt.kind is NextKind.STEP and new.send is None:
+                late[new.id] = self._runtime.message(definition, new.id, nxt.node, 1, 1)
             ready.append(new)
         created = self._store.create(ready)
         self._store.touch_run(run, {"total": sum(created)})

@@ -130,8 +130,11 @@ def target_of(definition: Definition, node_name: str, transition: str) -> str:
 def resolve(definition: Definition, node_name: str, scope: Scope, closed: ClosedBatch | None = None) -> Next:
     """Follow ``choice`` nodes from ``node_name`` and say what the instance does next.
 
-    ``closed`` tells whether a batch has closed: a gather node whose batch has, and which has
-    ``late``, is followed to ``late`` (without it, every arrival contributes).
+    A ``wait`` node whose time has come (its ``until`` at or before the scope's ``now``) is
+    passed like a choice: the instance goes on to its ``next`` at once, without a timer, and
+    the wait is named in ``via`` with the choices. ``closed`` tells whether a batch has closed:
+    a gather node whose batch has, and which has ``late``, is followed to ``late`` (without it,
+    every arrival contributes).
     """
     via: list[str] = []
     shadow = bool(scope.instance.get("shadow"))
@@ -150,7 +153,12 @@ def resolve(definition: Definition, node_name: str, scope: Scope, closed: Closed
         if isinstance(node, StepNode):
             return Next(NextKind.STEP, node_name, tuple(via))
         if isinstance(node, WaitNode):
-            return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_time(node_name, node, scope))
+            wake_at = wake_time(node_name, node, scope)
+            if wake_at <= scope.now.timestamp():  # its time has come: no timer, no wake
+                via.append(node_name)
+                node_name = node.next
+                continue
+            return Next(NextKind.WAIT, node_name, tuple(via), wake_at=wake_at)
         if isinstance(node, AwaitNode):
             return Next(NextKind.AWAIT, node_name, tuple(via), wake_at=await_timeout(node_name, node, scope))
         if isinstance(node, GatherNode):
@@ -167,7 +175,8 @@ def resolve(definition: Definition, node_name: str, scope: Scope, closed: Closed
             return Next(NextKind.FINISH, node_name, tuple(via), status=InstanceStatus(node.status.value),
                         result=result)
         raise StepFailed(f"node {node_name!r} has an unknown type")  # pragma: no cover - validated
-    raise StepFailed(f"more than {MAX_INLINE_HOPS} choice nodes in a row from {via[0]!r}: a loop without a step")
+    raise StepFailed(f"more than {MAX_INLINE_HOPS} choice or passed wait nodes in a row from {via[0]!r}: "
+                     "a loop without a step")
 
 
 def shadow_result(node_name: str) -> dict[str, Any]:

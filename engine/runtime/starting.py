@@ -11,7 +11,11 @@ usually read a few fields of the data that most instances share (the run date, a
 - ``now``, when one of them calls a function of the current time (``now()``: a scoped
   function), so that such outcomes are shared only by instances started at the same instant.
 
-Registered functions are taken to depend on their arguments only (as the engine's scoped
+A wait whose time has come is passed at once (:func:`engine.runtime.outcomes.resolve`), which
+also depends on ``now``; time only moves on during one start, so an outcome that passed a wait
+stays true for the instances after it, and one kept as waiting, given to an instance started
+once that time has come, parks it at a timer already due, which the next tick wakes: late, never
+wrong. Registered functions are taken to depend on their arguments only (as the engine's scoped
 functions depend on ``now`` only). A start that reaches a ``gather`` node is never kept (its
 arrival depends on whether the batch has closed, read from Redis), nor is one that failed:
 each failing instance gets its own error. The memo lives as long as its resolver (one

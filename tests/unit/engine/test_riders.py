@@ -235,15 +235,20 @@ WAITING = {
         "done": {"type": "terminal", "status": "succeeded"},
     },
 }
+#: Started an hour before the nap's time (a wait whose time has come is passed at once), ticked a minute after.
+BEFORE_THE_NAP = 1_735_689_600.0 - 3600
+NAP_SECONDS = 3660.0
 
 
 def test_the_wakes_a_tick_claims_go_to_redis_together_each_its_own_compare_and_set(
         counting: Counting, key_prefix: str) -> None:
-    engine = Engine(RedisStore(counting, Keys(key_prefix)), MemoryEnqueuer())
+    clock = ManualClock(BEFORE_THE_NAP)
+    engine = Engine(RedisStore(counting, Keys(key_prefix)), MemoryEnqueuer(), clock)
     engine.publish(load_definition(json.dumps(WAITING)))
     ids = engine.start_many("waiting", [{} for _ in range(20)])
     moved_meanwhile = ids[0]
     engine.cancel(moved_meanwhile)  # its timer is gone with the wait: not claimed
+    clock.advance(NAP_SECONDS)
     counting.trips.clear()
     assert runtime_of(engine).tick() == 19
     # the read of the claimed, then the 19 wakes together (their step messages with them); the rest
@@ -290,9 +295,11 @@ def test_a_worker_killed_with_a_taken_ahead_message_leaves_it_to_the_reconciliat
 
 def test_wakes_sent_together_after_the_server_forgot_its_scripts_are_each_applied() -> None:
     client = fakeredis.FakeRedis()
-    engine = Engine(RedisStore(client, Keys("tf")), MemoryEnqueuer())
+    clock = ManualClock(BEFORE_THE_NAP)
+    engine = Engine(RedisStore(client, Keys("tf")), MemoryEnqueuer(), clock)
     engine.publish(load_definition(json.dumps(WAITING)))
     ids = engine.start_many("waiting", [{} for _ in range(3)])
+    clock.advance(NAP_SECONDS)
     client.script_flush()  # a restart or a failover: every script call answers NOSCRIPT first
     assert runtime_of(engine).tick() == 3
     assert all(engine.get(iid).node == "s0" for iid in ids) and len(runtime_of(engine).enqueuer.messages) == 3

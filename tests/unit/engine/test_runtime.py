@@ -7,6 +7,7 @@ operator actions, versions and the compare-and-set that turns duplicates into no
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -240,6 +241,60 @@ def test_wait_resumes_at_its_computed_time(engine: Engine, driver: Driver, clock
     driver.run_until_idle()
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED
     assert outcomes(engine, iid) == ["started", "woke", "applied"]
+
+
+PASSED_WAITS = {  # a wait whose time has come, at the start and after a step
+    "name": "passed-waits",
+    "initial_data": {"type": "object"},
+    "start": "opened",
+    "nodes": {
+        "opened": {"type": "wait", "until": "timestamp(data.open)", "next": "record"},
+        "record": {"type": "service", "service": "svc", "action": "record", "input": {"x": 1},
+                   "transitions": {"ok": "settled"}},
+        "settled": {"type": "wait", "until": "timestamp(data.settle)", "next": "done"},
+        "done": {"type": "terminal", "status": "succeeded"},
+    },
+}
+
+
+def test_a_wait_whose_time_has_come_is_passed_at_once_without_a_timer(
+        engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(PASSED_WAITS)))
+    past, now = "2025-06-15T15:00:00Z", "2025-06-15T15:06:40Z"  # the clock's own time (1_750_000_000)
+    assert clock() == datetime.fromisoformat(now).timestamp()
+    iid = engine.start("passed-waits", {"open": past, "settle": now})
+    inst = engine.get(iid)
+    assert (inst.status, inst.node, inst.wake_at) == (InstanceStatus.RUNNING, "record", None)
+    assert len(driver.queue.messages) == 1 and engine.timers_due() == 0  # its step is sent, no timer is set
+    created = engine.activities(iid)[0]
+    assert (created["outcome"], created["next"], created["via"]) == ("started", "record", ["opened"])
+    driver.run_until_idle()  # the step lands on the second wait: its time (now) has come too
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    applied = engine.activities(iid)[-1]
+    assert (applied["node"], applied["next"], applied["via"]) == ("record", "done", ["settled"])
+    assert outcomes(engine, iid) == ["started", "applied"]  # nothing woke it
+
+
+def test_a_wait_a_moment_ahead_still_waits_for_its_time(engine: Engine, driver: Driver, clock: ManualClock) -> None:
+    engine.publish(load_definition(json.dumps(PASSED_WAITS)))
+    iid = engine.start("passed-waits", {"open": "2025-06-15T15:06:41Z", "settle": "2025-06-15T15:00:00Z"})
+    assert (engine.get(iid).status, engine.get(iid).node) == (InstanceStatus.WAITING, "opened")
+    assert not driver.queue.messages
+    clock.advance(1)
+    driver.run_until_idle()
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+    assert outcomes(engine, iid) == ["started", "woke", "applied"]
+
+
+def test_waits_passed_in_a_loop_fail_the_instance_with_the_reason(engine: Engine) -> None:
+    looping = {"name": "looping", "start": "a", "nodes": {
+        "a": {"type": "wait", "until": "now()", "next": "b"},
+        "b": {"type": "choice", "choices": [{"when": "has(data.stop)", "next": "stopped"}], "default": "a"},
+        "stopped": {"type": "terminal", "status": "succeeded"}}}
+    engine.publish(load_definition(json.dumps(looping)))
+    inst = engine.get(engine.start("looping", {}))
+    assert inst.status is InstanceStatus.FAILED
+    assert inst.error is not None and "a loop without a step" in inst.error["reason"]
 
 
 def test_pause_lets_the_step_in_flight_finish_and_resume_goes_on(engine: Engine, driver: Driver) -> None:
