@@ -102,6 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "tradeflow workers runs)")
     run.add_argument("--prefetch", type=int, metavar="N",
                      help="the workers' prefetch multiplier, TRADEFLOW_PREFETCH (default: theirs, 1)")
+    run.add_argument("--open-in", type=float, metavar="SECONDS",
+                     help="start each run before an open SECONDS after the workers answer, as beat starts the "
+                          "real morning, and time it from that open (the wake at the open included; default: the "
+                          "open is past, each instance passes its wait at once and the clock starts with the start)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
@@ -195,7 +199,7 @@ def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> m
     return morning.MorningOptions(accounts=accounts, seed=args.seed, fleets=args.fleet or default_fleets(),
                                   wait_for_open=not args.no_wait, timeout=args.timeout,
                                   solver=None if solver == "milp" else solver, prefetch=args.prefetch,
-                                  warm=args.warm, events=args.events)
+                                  warm=args.warm, events=args.events, open_in=args.open_in)
 
 
 def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool,

@@ -12,6 +12,9 @@ Per size N, in a sandbox of its own on the shared Redis (:mod:`bench.sandbox`):
    waiting for the open like the real morning: the open is past, so each instance passes its
    wait at once and its first step is sent with it; a morning started before the open pays
    the wake at the open besides, a tick per 500 instances) and follow it until the run is settled;
+   with ``open_in`` (``--open-in N``), the run is started before an open N seconds after the
+   workers answer, as beat starts the real morning, and the clock (and the CPU meters) run
+   from that open: the wake included, the start (before the open) not;
 4. figures: accounts/s, steps/s, time to start, to the first and the last proposal, until every
    instance is terminal, counts by status and outcome, and where the time goes per step
    (from a sample of activity records: time in the action, time waiting before it).
@@ -28,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -60,6 +64,9 @@ class MorningOptions:
     timeout: float = 3600.0
     solver: str | None = None  # None: the definitions' own (milp); else a version with plan.solver set
     prefetch: int | None = None  # None: the workers' default (TRADEFLOW_PREFETCH, 1)
+    #: None: the open is past (each instance passes its wait at once). N: the run is started before an
+    #: open N seconds after the workers answer, as beat starts the real morning, and timed from that open.
+    open_in: float | None = None
 
 
 def run(redis_url: str, options: MorningOptions, console: Console | None = None,
@@ -77,8 +84,8 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
         run_date = last_session()
         summary = seed_book(services.book, options.accounts, options.seed, run_date)
         ensure_definitions(engine, DEFAULT_DEFINITIONS_DIR)
-        if options.solver:
-            publish_solver(engine, options.solver)
+        if options.solver and options.open_in is None:
+            publish_variant(engine, options.solver)
         env = sandbox.env() | ({"TRADEFLOW_PREFETCH": str(options.prefetch)} if options.prefetch else {})
         env["TRADEFLOW_EVENTS"] = "1" if options.events else "0"
         label = f"bench-morning-{options.accounts}"
@@ -87,8 +94,9 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             "seed_seconds": round(summary.generate_seconds + summary.write_seconds, 2),
             "fleets": [str(s) for s in options.fleets], "wait_for_open": options.wait_for_open,
             "solver": options.solver or "milp (definitions)", "prefetch": env.get("TRADEFLOW_PREFETCH", "1"),
-            "workers": "warm (a small run first)" if options.warm else "cold (started, answering, no run yet)",
-            "events": options.events,
+            "workers": ("warm (a small run first)" if options.warm else "cold (started, answering, no run yet)")
+            + ("" if options.open_in is None else f"; started before an open {options.open_in:g} s on, timed from it"),
+            "events": options.events, "open_in": options.open_in,
         }
         probe = MemoryProbe(sandbox.client, sandbox.inspector, label, sandbox.broker_prefix,
                             proposal_key=services.proposals.key,
@@ -99,6 +107,8 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
                 _warm_up(engine, services.book, run_date, options, fleet)
             if probe:
                 probe.baseline()
+            open_at = None if options.open_in is None else publish_variant(
+                engine, options.solver, time.time() + options.open_in)
             meter = CpuMeter(fleet, sandbox.client)
             meter.start()
             commands = command_stats(sandbox.client)
@@ -109,6 +119,10 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             figures["accounts_started"] = started.total
             took = figures["start_seconds"]
             figures["start_per_s"] = round(started.total / took) if took else None
+            if open_at is not None:  # the clock runs from the open, as a real morning's window does
+                began, wall = _until(open_at), open_at
+                meter.start()
+                commands = command_stats(sandbox.client)
             peak = _PeakMemory(sandbox.client, probe.observe if probe else None)
             progress = _follow(engine, label, began, options.timeout, console, peak.observe)
             figures.update(peak.figures())
@@ -140,16 +154,33 @@ class _PeakMemory:
         return {"redis_used_memory_peak_bytes": self.peak, "redis_used_memory_rise_bytes": self.peak - self.start}
 
 
-def publish_solver(engine: Any, solver: str) -> None:
+def publish_variant(engine: Any, solver: str | None, open_at: float | None = None) -> float | None:
     """Point ``production`` of both rebalance workflows at a new version whose ``plan.solver`` is
-    ``solver`` -- what a desk does to trade plan quality for speed (docs/performance.md)."""
+    ``solver`` (None: the definitions' own) -- what a desk does to trade plan quality for speed
+    (docs/performance.md) -- and, with ``open_at`` (epoch seconds), whose ``wait_for_open`` waits
+    until then instead of the exchange's open (past in a benchmark). Returns ``open_at``."""
     from portfolio_manager.daily import WORKFLOWS
 
     for name in WORKFLOWS.values():
         document = json.loads(engine.definition(name, "production").to_json())
         document.pop("version", None)
-        document["parameters"]["plan"]["solver"] = solver
-        engine.publish(load_definition(json.dumps(document), f"{name} (solver {solver})"), alias="production")
+        if solver:
+            document["parameters"]["plan"]["solver"] = solver
+        if open_at is not None:
+            moment = datetime.fromtimestamp(open_at, UTC).isoformat()
+            document["nodes"]["wait_for_open"]["until"] = f"timestamp('{moment}')"
+        engine.publish(load_definition(json.dumps(document), f"{name} (solver {solver}, open {open_at})"),
+                       alias="production")
+    return open_at
+
+
+def _until(moment: float) -> float:
+    """Sleep until epoch second ``moment``; the monotonic clock's reading at that moment."""
+    delay = moment - time.time()
+    if delay < 0:
+        raise RuntimeError(f"the run was still starting {-delay:.1f} s after the open: give --open-in more seconds")
+    time.sleep(delay)
+    return time.monotonic()
 
 
 def wait_until_ready(sandbox: Sandbox, fleet: Fleet, timeout: float = 180.0) -> float:

@@ -210,9 +210,9 @@ class EngineSide:
         use_services(self.services)
         ensure_definitions(self.engine, DEFAULT_DEFINITIONS_DIR)
         if solver:
-            from bench.morning import publish_solver
+            from bench.morning import publish_variant
 
-            publish_solver(self.engine, solver)
+            publish_variant(self.engine, solver)
 
     def start(self, label: str, limit: int | None = None) -> int:
         """Start the run ``label`` (not measured); how many instances started."""
