@@ -255,6 +255,8 @@ def inspect(instance_id: str, as_json: bool) -> None:
             detail = f"batch {act['batch']}: {detail}"
         if act.get("next"):
             detail += f" → {act['next']}"
+            passed = act.get("via") or ()  # choices, and waits whose time had come
+            detail += f" (via {', '.join(passed)})" if passed else ""
         if act.get("error") or act.get("reason"):
             detail += f" {act.get('error') or act.get('reason')}"
         ms = (act.get("ended_at", 0) - act.get("started_at", 0)) * 1000

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
+import engine.cli as cli
 from engine.api import Engine, StartItem
 from engine.broker import MemoryEnqueuer
 from engine.clock import ManualClock
@@ -258,7 +260,7 @@ PASSED_WAITS = {  # a wait whose time has come, at the start and after a step
 
 
 def test_a_wait_whose_time_has_come_is_passed_at_once_without_a_timer(
-        engine: Engine, driver: Driver, clock: ManualClock) -> None:
+        engine: Engine, driver: Driver, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     engine.publish(load_definition(json.dumps(PASSED_WAITS)))
     past, now = "2025-06-15T15:00:00Z", "2025-06-15T15:06:40Z"  # the clock's own time (1_750_000_000)
     assert clock() == datetime.fromisoformat(now).timestamp()
@@ -273,6 +275,10 @@ def test_a_wait_whose_time_has_come_is_passed_at_once_without_a_timer(
     applied = engine.activities(iid)[-1]
     assert (applied["node"], applied["next"], applied["via"]) == ("record", "done", ["settled"])
     assert outcomes(engine, iid) == ["started", "applied"]  # nothing woke it
+    monkeypatch.setattr(cli, "cli_engine", lambda allow_start=False: engine)
+    monkeypatch.setattr(cli.console, "width", 200)  # a table row on one line
+    shown = " ".join(CliRunner().invoke(cli.main, ["inspect", iid]).output.split())
+    assert "(via opened)" in shown and "(via settled)" in shown  # an operator sees the waits it passed
 
 
 def test_a_wait_a_moment_ahead_still_waits_for_its_time(engine: Engine, driver: Driver, clock: ManualClock) -> None:
