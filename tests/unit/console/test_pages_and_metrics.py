@@ -10,6 +10,7 @@ from console.burndown import Burndown, BurndownStore, burndown_svg
 from console.config import ConsoleSettings
 from engine.api import RunProgress
 from engine.config import Settings
+from engine.definitions.validation import load_definition
 from engine.testing import StepMetrics, store_of
 from tests.unit.console.conftest import Site, csrf_of
 
@@ -32,6 +33,18 @@ def test_runs_run_instance_and_definition_pages_show_the_engine_state(site: Site
     assert "production" in client.get("/definitions").text
     assert "<svg" in client.get("/definitions/flow?version=1").text
     assert client.get("/instances/nope").status_code == 404
+
+
+def test_the_instance_page_names_the_nodes_a_step_passed_on_the_way(site: Site) -> None:
+    opens = {"name": "opens", "initial_data": {"type": "object"}, "start": "opened", "nodes": {
+        "opened": {"type": "wait", "until": "timestamp('1970-01-01T00:00:00Z')", "next": "check"},
+        "check": {"type": "service", "service": "svc", "action": "check", "input": {"account": "data.account"},
+                  "transitions": {"ok": "done"}},
+        "done": {"type": "terminal", "status": "succeeded"}}}
+    site.ctx.engine.publish(load_definition(json.dumps(opens)))
+    iid = site.ctx.engine.start("opens", {"account": "good"})  # the wait's time has come: passed at once
+    page = site.login("vic", "viewer").get(f"/instances/{iid}").text
+    assert "→ check <span class=\"small muted\">(via opened)</span>" in page
 
 
 def test_a_run_deadline_is_set_from_the_run_page(site: Site) -> None:
