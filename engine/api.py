@@ -12,6 +12,7 @@ import bisect
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -200,7 +201,9 @@ class Engine:
         already exists is not started again (starting a run twice is harmless); with
         ``created_only`` its id is left out of the result, so the caller learns which items
         were new without looking them up first (the create itself checks, in the same call).
-        First steps go at low priority: steps of instances already in flight go first.
+        First steps go at low priority: steps of instances already in flight go first. Instances
+        go to Redis ``batch`` at a time, in order, one batch in flight while the next is built;
+        a batch Redis refuses stops the start with its error, after the batches before it.
 
         ``shadow=True`` starts shadow instances (:mod:`engine.definitions.shadow`): each ends at
         the first node marked ``"shadow": "stop"`` it reaches, never joins a gather batch, and
@@ -220,14 +223,30 @@ class Engine:
         pending: list[tuple[NewInstance, Next | None]] = []
         self._store.touch_run(run, {f"workflow:{workflow}": number, **({"shadow": "1"} if shadow else {})})
         starting = _Starting(definition, run, worker_name(), StartResolver(definition), shadow)
-        for item in items:
-            item = item if isinstance(item, StartItem) else StartItem(item)
-            pending.append(self._new_instance(starting, item))
-            if len(pending) >= batch:
-                ids.extend(self._create(definition, run, pending, created_only))
+        sender: ThreadPoolExecutor | None = None  # made at the first full batch: a start of a few has none
+        in_flight: tuple[Future[list[str]], int] | None = None
+
+        def landed() -> None:  # the batch sent before: its ids, in order, and its progress
+            if in_flight is not None:
+                ids.extend(in_flight[0].result())
                 if progress:
-                    progress(len(pending))
-                pending = []
+                    progress(in_flight[1])
+
+        try:
+            for item in items:
+                item = item if isinstance(item, StartItem) else StartItem(item)
+                pending.append(self._new_instance(starting, item))
+                if len(pending) >= batch:
+                    # Redis creates this batch while this thread builds the next (one batch in flight)
+                    landed()
+                    sender = sender or ThreadPoolExecutor(1, thread_name_prefix="tradeflow-start")
+                    in_flight = sender.submit(self._create, definition, run, pending, created_only), len(pending)
+                    pending = []
+            landed()
+            in_flight = None
+        finally:
+            if sender is not None:
+                sender.shutdown(wait=True)  # a batch in flight lands before anything is raised
         if pending:
             ids.extend(self._create(definition, run, pending, created_only))
             if progress:

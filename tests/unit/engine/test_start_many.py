@@ -167,6 +167,27 @@ def test_batches_go_in_order_with_first_steps_at_start_priority_and_existing_ids
     assert engine.get("id-11").data == {"account": "changed"} and engine.progress("r").total == 14
 
 
+def test_a_batch_redis_refused_stops_the_start_with_its_error_after_the_batches_before_it(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, calls = store_of(engine), []
+    create = store.create
+
+    def third_refused(news: Any) -> Any:  # runs in the start's sender thread while the next batch is built
+        calls.append(len(news))
+        if len(calls) == 3:
+            raise redis.ConnectionError("Redis went away")
+        return create(news)
+
+    monkeypatch.setattr(store, "create", third_refused)
+    seen: list[int] = []
+    items = [StartItem({"account": f"A{n}"}, f"id-{n}") for n in range(20)]
+    with pytest.raises(redis.ConnectionError, match="went away"):
+        engine.start_many("strict", items, run="r", batch=4, progress=seen.append)
+    assert seen == [4, 4] and calls == [4, 4, 4]  # nothing sent after the refused batch
+    assert engine.progress("r").total == 8 and engine.get("id-7").data == {"account": "A7"}
+    assert engine.start_many("strict", items, run="r", batch=4, created_only=True) == [f"id-{n}" for n in range(8, 20)]
+
+
 def test_first_steps_go_with_their_instances_on_the_redis_broker(any_redis: redis.Redis, key_prefix: str) -> None:
     enqueuer = RedisQueueEnqueuer(any_redis, f"{key_prefix}:q:")
     engine = Engine(RedisStore(any_redis, Keys(key_prefix), retention_seconds=3600), enqueuer, ManualClock(T0))
