@@ -243,7 +243,6 @@ class Engine:
                     in_flight = sender.submit(self._create, definition, run, pending, created_only), len(pending)
                     pending = []
             landed()
-            in_flight = None
         finally:
             if sender is not None:
                 sender.shutdown(wait=True)  # a batch in flight lands before anything is raised
