@@ -248,7 +248,7 @@ def _replay_worker(args: tuple[str, Recording, int, int, str]) -> int:
                     pipe, n = client.pipeline(transaction=False), 0
             pipe.execute()
         pipe = client.pipeline(transaction=False)  # one step message per account, pushed and taken
-        for _new in mapping.values():
+        for _ in mapping:
             pipe.lpush(queue, message)
             pipe.rpop(queue)
         pipe.execute()

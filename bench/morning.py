@@ -84,7 +84,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
         run_date = last_session()
         summary = seed_book(services.book, options.accounts, options.seed, run_date)
         ensure_definitions(engine, DEFAULT_DEFINITIONS_DIR)
-        if options.solver and options.open_in is None:
+        if options.solver:
             publish_variant(engine, options.solver)
         env = sandbox.env() | ({"TRADEFLOW_PREFETCH": str(options.prefetch)} if options.prefetch else {})
         env["TRADEFLOW_EVENTS"] = "1" if options.events else "0"
@@ -107,8 +107,8 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
                 _warm_up(engine, services.book, run_date, options, fleet)
             if probe:
                 probe.baseline()
-            open_at = None if options.open_in is None else publish_variant(
-                engine, options.solver, time.time() + options.open_in)
+            open_at = None if options.open_in is None else publish_variant(  # the solver's version, moved open
+                engine, None, time.time() + options.open_in)
             meter = CpuMeter(fleet, sandbox.client)
             meter.start()
             commands = command_stats(sandbox.client)
@@ -155,8 +155,8 @@ class _PeakMemory:
 
 
 def publish_variant(engine: Any, solver: str | None, open_at: float | None = None) -> float | None:
-    """Point ``production`` of both rebalance workflows at a new version whose ``plan.solver`` is
-    ``solver`` (None: the definitions' own) -- what a desk does to trade plan quality for speed
+    """Point ``production`` of both rebalance workflows at a new version of it whose ``plan.solver`` is
+    ``solver`` (None: production's as it is) -- what a desk does to trade plan quality for speed
     (docs/performance.md) -- and, with ``open_at`` (epoch seconds), whose ``wait_for_open`` waits
     until then instead of the exchange's open (past in a benchmark). Returns ``open_at``."""
     from portfolio_manager.daily import WORKFLOWS

@@ -28,4 +28,3 @@ def test_a_short_chaos_soak_keeps_every_invariant(tmp_path: Path) -> None:
     assert summary.passed and sum(summary.faults.values()) >= 3
     assert summary.accepted_orders == summary.approved_orders > 0
     assert summary.submissions == {"filled": sum(summary.submissions.values())}  # every approved order accepted
-
