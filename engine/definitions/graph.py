@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from engine.definitions.nodes import NODE_CLASSES, NODE_TYPES, Edge, escape_pointer
+from engine.definitions.nodes import NODE_CLASSES, NODE_TYPES, Edge, escape_pointer, raw_node_class
 from engine.definitions.problems import did_you_mean
 from engine.errors import Problem
 
@@ -23,13 +23,13 @@ def raw_edges(node: Any) -> Iterator[Edge]:
     """Every edge leaving the raw node ``node`` (of any type it could be, when its type is unknown)."""
     if not isinstance(node, dict):
         return
-    cls = NODE_TYPES.get(node.get("type"))  # type: ignore[arg-type]
+    cls = raw_node_class(node)
     for reader in [cls] if cls is not None else _ANY_EDGES:
         yield from reader.raw_edges(node)
 
 
 def _known(node: Any) -> bool:
-    return isinstance(node, dict) and node.get("type") in NODE_TYPES
+    return raw_node_class(node) is not None
 
 
 def check_graph(start: Any, nodes: dict[str, Any]) -> list[Problem]:

@@ -497,6 +497,13 @@ NODE_CLASSES: tuple[type[NodeBase], ...] = (ServiceNode, HttpNode, WaitNode, Awa
                                              TerminalNode)
 #: The node class of each ``type`` value.
 NODE_TYPES: dict[str, type[NodeBase]] = {get_args(c.model_fields["type"].annotation)[0]: c for c in NODE_CLASSES}
+
+
+def raw_node_class(node: Any) -> type[NodeBase] | None:
+    """The class of a raw (unvalidated) node by its ``type``; None when it is not a node of a known
+    type (not an object, no type, or a type that is not a string: reported by the validation)."""
+    kind = node.get("type") if isinstance(node, dict) else None
+    return NODE_TYPES.get(kind) if isinstance(kind, str) else None
 Node = Annotated[ServiceNode | HttpNode | WaitNode | AwaitNode | GatherNode | ChoiceNode | TerminalNode,
                  Field(discriminator="type")]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from engine.definitions.nodes import NODE_TYPES, escape_pointer
+from engine.definitions.nodes import escape_pointer, raw_node_class
 from engine.definitions.problems import did_you_mean
 from engine.errors import ExpressionError, Problem
 from engine.expressions.cel import compile_expression, template_strings
@@ -21,7 +21,7 @@ from engine.expressions.scan import INSTANCE_FIELDS
 def expression_sources(nodes: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(pointer, source) of every expression in the nodes (raw JSON; wrong types skipped)."""
     for name, node in nodes.items():
-        cls = NODE_TYPES.get(node.get("type")) if isinstance(node, dict) else None  # type: ignore[arg-type]
+        cls = raw_node_class(node)
         if cls is None:
             continue
         base = f"/nodes/{escape_pointer(name)}"

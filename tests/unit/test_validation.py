@@ -364,3 +364,12 @@ def test_a_schema_reference_is_accepted_and_is_not_content() -> None:
     assert load_definition(json.dumps(plain)).fingerprint() == definition.fingerprint()
     plain["$schema"] = 5
     assert [p.pointer for p in problems_of(json.dumps(plain))] == ["/$schema"]
+
+
+@pytest.mark.parametrize("kind", [[], {}, 3, None])
+def test_a_node_type_that_is_not_a_string_is_a_problem_at_its_path(kind: Any) -> None:
+    document = {"name": "w", "start": "a", "nodes": {"a": {"type": kind}, "done": {"type": "terminal",
+                                                                                  "status": "succeeded"}}}
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(json.dumps(document))
+    assert "/nodes/a/type" in [p.pointer for p in caught.value.problems]
