@@ -72,8 +72,9 @@
 -- leave, then one command per key and kind of write (one RPUSH of the records, one HSET, one
 -- HDEL...) instead of one per item and field; whatever that pass cannot do exactly as the calls
 -- one by one would (a paused or waiting instance, a gather node, a limit, a stale item) goes item
--- by item. doc.sequential (set on the call's own document) always goes item by item: the
--- reference the tests hold the other to.
+-- by item. `create_many` likewise writes a new live instance's own keys at once and its entries in
+-- the shared keys (run sets, indexes, queues) with the other items'. doc.sequential (set on the
+-- call's own document) always goes item by item: the reference the tests hold the other to.
 --
 -- To add an operation: one function in `ops` below, defined under `if called.<name> then` (a
 -- closure made for an operation not called costs every call), its name in `needs_instance` if it
@@ -374,14 +375,43 @@ if called.create or called.create_many then
   end
 end
 
--- Each item is created exactly as `create` alone would: inst, acts, queue, doc, blob and joined
--- are rebound to the item's before it runs (doc falls back on the shared fields).
+-- Each item is created exactly as `create` alone would leave it: inst, acts, queue, doc, blob and
+-- joined are rebound to the item's before it runs (doc falls back on the shared fields). An item
+-- that starts live, off any gather node and limit (the common case) writes its own keys at once
+-- (EXISTS, one HSET, its record) and leaves its entries in the shared keys (its run's status set,
+-- the indexes, its queue) to be written with the other items' in one command per key; before an
+-- item that takes `create` itself, and at the end, those are written (`flush`), in order.
 if called.create_many then
+  -- `cmd key values...` in calls of at most 1000 values (Lua's unpack has a limit; even: ZADD takes pairs)
+  local function many(cmd, key, values)
+    for low = 1, #values, 1000 do
+      redis.call(cmd, key, unpack(values, low, math.min(#values, low + 999)))
+    end
+  end
   ops.create_many = function()
     local shared = doc
     local inherit = {__index = shared}
     local replies = {}
     local arg = 2
+    local sets, set_keys, pushes = {}, {}, {}
+    local index = {[deadlines] = {}, [queued] = {}, [timers] = {}}
+    local unindex = {[deadlines] = {}, [queued] = {}}
+    local function flush()
+      for _, key in ipairs(set_keys) do many('SADD', key, sets[key]) end
+      for key, values in pairs(index) do
+        if #values > 0 then many('ZADD', key, values) end
+        index[key] = {}
+      end
+      for key, values in pairs(unindex) do
+        if #values > 0 then many('ZREM', key, values) end
+        unindex[key] = {}
+      end
+      for _, run in ipairs(pushes) do many(run[1], run[2], run[3]) end
+      sets, set_keys, pushes = {}, {}, {}
+    end
+    local function later(list, ...)
+      for _, value in ipairs({...}) do list[#list + 1] = value end
+    end
     for i, item in ipairs(shared.items) do
       local k = 4 + 3 * i
       inst, acts, queue = KEYS[k], KEYS[k + 1], KEYS[k + 2]
@@ -392,8 +422,50 @@ if called.create_many then
         arg = arg + 1
       end
       joined = nil
-      replies[i] = ops.create()[1] == 'created' and '1' or '0'
+      local p = doc.place or {}
+      local final = p.status
+      if shared.sequential or not final or TERMINAL[final] or final == 'gathering' or final == 'paused' or p.reason
+         or doc.gather then
+        flush()
+        replies[i] = ops.create()[1] == 'created' and '1' or '0'
+      elseif redis.call('EXISTS', inst) == 1 then
+        replies[i] = '0'
+      else
+        local id, now = doc.id, doc.now
+        local fields = {'id', id, 'workflow', doc.workflow, 'version', doc.version, 'run', doc.run, 'seq', 1,
+                        'attempt', 1, 'data', blob.data, 'created_at', now, 'updated_at', now, 'status', final}
+        if doc.retention then later(fields, 'retention', doc.retention) end
+        if blob.error then later(fields, 'error', blob.error) end
+        if doc.shadow then later(fields, 'shadow', '1') end
+        if p.node then later(fields, 'node', p.node) end
+        if blob.result then later(fields, 'result', blob.result) end
+        local queues = final == 'running' and p.queued
+        if queues then later(fields, 'step_timeout', p.queued) end
+        local times = (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer
+        if times then later(fields, 'wake_at', p.timer, 'timer', p.timer_kind) end
+        if p.inflight ~= nil then later(fields, 'inflight', p.inflight and '1' or '0') end
+        redis.call('HSET', inst, unpack(fields))
+        record('activity')
+        redis.call('PERSIST', acts)  -- (a leftover of an expired instance of the same id)
+        local set = doc.runs .. doc.run .. ':' .. final
+        if not sets[set] then
+          sets[set] = {}
+          set_keys[#set_keys + 1] = set
+        end
+        later(sets[set], id)
+        if final == 'running' and p.deadline then later(index[deadlines], p.deadline, id)
+        else later(unindex[deadlines], id) end
+        if queues then later(index[queued], doc.wall, id) else later(unindex[queued], id) end
+        if times then later(index[timers], p.timer, id) end
+        if final == 'running' and blob.message then
+          local cmd, last = p.front and 'RPUSH' or 'LPUSH', pushes[#pushes]
+          if last and last[1] == cmd and last[2] == queue then later(last[3], blob.message)
+          else pushes[#pushes + 1] = {cmd, queue, {blob.message}} end
+        end
+        replies[i] = '1'
+      end
     end
+    flush()
     return table.concat(replies)
   end
 end

@@ -157,3 +157,28 @@ def test_instances_of_other_runs_and_versions_in_one_batch_keep_their_own(
 def test_nothing_to_create_is_no_call(stores: tuple[RedisStore, RedisStore]) -> None:
     _, store = stores
     assert store.create([]) == []
+
+
+def test_a_large_batch_around_an_item_written_alone_keeps_every_order(stores: tuple[RedisStore, RedisStore]) -> None:
+    """Live instances' run-set, index and queue entries are written together (in calls of at most 1,000
+    values), flushed before an item that ``create`` writes alone: the queue's order is the items' order."""
+    single, many = stores
+
+    def batch(store: RedisStore) -> list[NewInstance]:
+        queue, now = f"{store.keys.prefix}:queue", NOW + 1
+        steps = [NewInstance(f"s{n}", "w", 1, "r1", {"n": n}, now, started(next="a"),
+                             Placement.queued_step("a", 60) if n % 3 else Placement.step("a", NOW + 60),
+                             send=Envelope(queue, f"message-{n}")) for n in range(1200)]
+        meet = NewInstance("meet", "w", 1, "r1", {}, now, started(next="meet"),
+                           Placement.gathering("meet", gather_doc("svc.total:g"), {"amount": 1}))
+        return [*steps[:100], meet, *steps[100:]]
+
+    one = create_one_by_one(single, batch(single))
+    assert many.create(batch(many), batch=1201) == one == [True] * 1201
+    got, expected = snapshot(many.client, many.keys.prefix), snapshot(single.client, single.keys.prefix)
+    for taken in (got, expected):  # (sent at one wall-clock moment, or each at its own: members alike)
+        kind, members, expires = taken[":queued"]
+        taken[":queued"] = (kind, sorted(members), expires)
+    assert got == expected
+    assert got[":queue"][1] == [f"message-{n}" for n in reversed(range(1200))]
+    assert len(got[":run:r1:running"][1]) == 1200 and len(got[":deadlines"][1]) == 400
