@@ -91,6 +91,44 @@ if op == 'chain' then
   for _, item in ipairs(doc.items) do called[item.op] = true end
 end
 
+local start_step = nil  -- (defined only when called)
+if called.start then
+  -- The byte lengths `sizes` as little-endian unsigned 32-bit integers, end to end: Redis's
+  -- `struct` packs them at once (numbers made text cost Redis a printf each); a Lua without it
+  -- (an emulated Redis), or more lengths than unpack can hand over (Lua's C stack), builds the
+  -- same bytes one by one.
+  local function pack_sizes(sizes)
+    if struct and #sizes <= 4000 then return struct.pack('<' .. string.rep('I4', #sizes), unpack(sizes)) end
+    local out = {}
+    for i, n in ipairs(sizes) do
+      out[i] = string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256,
+                           math.floor(n / 16777216) % 256)
+    end
+    return table.concat(out)
+  end
+  start_step = function()
+    local h = redis.call('HGETALL', inst)
+    if #h == 0 then return h end
+    local f = {}
+    for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
+    if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
+       and tonumber(f.attempt) == doc.attempt then
+      if redis.call('ZREM', queued, f.id) == 1 then
+        redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+      end
+      -- which process runs it (node:seq:attempt@host:pid): the sweeper checks that process's liveness mark
+      if doc.carrier then redis.call('HSET', inst, 'carrier', doc.carrier) end
+    end
+    -- Two bulk strings instead of two per field: a client parses a reply element by element.
+    local sizes = {}
+    for i = 1, #h do sizes[i] = #h[i] end
+    return {pack_sizes(sizes), table.concat(h)}
+  end
+end
+
+-- A start alone (every step's first round trip) needs nothing defined below it.
+if op == 'start' then return start_step() end
+
 -- The terminal statuses, filled in from engine.instance.TERMINAL_STATUSES when the script is loaded.
 local TERMINAL = {__TERMINAL__}
 
@@ -316,39 +354,7 @@ if called.release then
   end
 end
 
-if called.start then
-  -- The byte lengths `sizes` as little-endian unsigned 32-bit integers, end to end: Redis's
-  -- `struct` packs them at once (numbers made text cost Redis a printf each); a Lua without it
-  -- (an emulated Redis), or more lengths than unpack can hand over (Lua's C stack), builds the
-  -- same bytes one by one.
-  local function pack_sizes(sizes)
-    if struct and #sizes <= 4000 then return struct.pack('<' .. string.rep('I4', #sizes), unpack(sizes)) end
-    local out = {}
-    for i, n in ipairs(sizes) do
-      out[i] = string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536) % 256,
-                           math.floor(n / 16777216) % 256)
-    end
-    return table.concat(out)
-  end
-  ops.start = function()
-    local h = redis.call('HGETALL', inst)
-    if #h == 0 then return h end
-    local f = {}
-    for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
-    if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
-       and tonumber(f.attempt) == doc.attempt then
-      if redis.call('ZREM', queued, f.id) == 1 then
-        redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
-      end
-      -- which process runs it (node:seq:attempt@host:pid): the sweeper checks that process's liveness mark
-      if doc.carrier then redis.call('HSET', inst, 'carrier', doc.carrier) end
-    end
-    -- Two bulk strings instead of two per field: a client parses a reply element by element.
-    local sizes = {}
-    for i = 1, #h do sizes[i] = #h[i] end
-    return {pack_sizes(sizes), table.concat(h)}
-  end
-end
+if called.start then ops.start = start_step end
 
 if called.noop then
   ops.noop = function()
