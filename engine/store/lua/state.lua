@@ -251,6 +251,7 @@ local function settle(id, run, status, hold)
     set('node', p.node)
   end
   if blob.result then set('result', blob.result) end
+  -- a sent step's timeout, kept until a worker starts it (see start): no field once nothing is sent
   local queues = final == 'running' and p.queued
   if queues then set('step_timeout', p.queued) end
   local times = (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer
@@ -265,6 +266,7 @@ local function settle(id, run, status, hold)
     set('inflight', p.inflight and '1' or '0')
   end
   redis.call('HSET', inst, unpack(fields))
+  if not queues and had.step_timeout then redis.call('HDEL', inst, 'step_timeout') end
   if final == 'gathering' and doc.gather then
     join(id, run)
   elseif final ~= 'gathering' and final ~= 'paused' and had.batch then
@@ -556,11 +558,12 @@ local function run(name)
   if not needs_instance[name] then return ops[name]() end
   joined = nil
   local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node',
-                        'error', 'batch', 'wake_at', 'quorum', 'carrier')
+                        'error', 'batch', 'wake_at', 'quorum', 'carrier', 'step_timeout')
   if not cur[4] then return {'missing'} end
   local seq, status, attempt, id, run_id = tonumber(cur[1]), cur[2], tonumber(cur[3]), cur[4], cur[5]
   before_node = cur[6]
-  had = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11]}
+  had = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11],
+         step_timeout = cur[12]}
   local expect = doc.expect or {}
   local allowed = false
   for _, s in ipairs(expect.statuses or {}) do
@@ -595,7 +598,7 @@ end
 -- node, a limit's wait, a pause); the items then go one by one.
 local function advances(items, blobs)
   local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node',
-                        'error', 'batch', 'wake_at', 'quorum', 'carrier')
+                        'error', 'batch', 'wake_at', 'quorum', 'carrier', 'step_timeout')
   local status = cur[2]
   if not cur[4] or status ~= 'running' then return nil end
   -- every item's compare-and-set against what the items before it leave
@@ -617,7 +620,8 @@ local function advances(items, blobs)
   end
   -- what each item would write, folded: the last value of each field (false: deleted)
   local id, run_id = cur[4], cur[5]
-  local has = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11]}
+  local has = {error = cur[7], batch = cur[8], wake_at = cur[9], quorum = cur[10], carrier = cur[11],
+               step_timeout = cur[12]}
   local fields, names = {}, {}
   local function put(name, value)
     if fields[name] == nil then names[#names + 1] = name end
@@ -659,7 +663,13 @@ local function advances(items, blobs)
     end
     if b.result then put('result', b.result) end
     queues = final == 'running' and p.queued
-    if queues then put('step_timeout', p.queued) end
+    if queues then
+      put('step_timeout', p.queued)
+      has.step_timeout = true
+    elseif has.step_timeout then
+      put('step_timeout', false)
+      has.step_timeout = nil
+    end
     times = (final == 'running' or final == 'waiting' or final == 'awaiting') and p.timer
     if times then
       put('wake_at', p.timer)
@@ -702,8 +712,9 @@ local function advances(items, blobs)
       gone[#gone + 1] = name
     end
   end
-  redis.call('HSET', inst, unpack(set))
+  -- deletes first: the hash never holds both (a hash table grown past a power of two stays grown)
   if #gone > 0 then redis.call('HDEL', inst, unpack(gone)) end
+  redis.call('HSET', inst, unpack(set))
   doc = last  -- (its ttl and runs prefix: finish reads them)
   local p = last.place or {}
   if final ~= status then
