@@ -595,8 +595,9 @@ end
 -- fixed handful of commands. Returns each item's reply, or nil (nothing written) when the
 -- instance is not running or an item would not apply as its own call would: its compare-and-set
 -- fails against what the items before it leave, or it needs what only `settle` does (a gather
--- node, a limit's wait, a pause); the items then go one by one.
-local function advances(items, blobs)
+-- node, a limit's wait, a pause); the items then go one by one. Defined only when an advance is called.
+local advances = nil
+if called.advance then advances = function(items, blobs)
   local cur = redis.call('HMGET', inst, 'seq', 'status', 'attempt', 'id', 'run', 'node',
                         'error', 'batch', 'wake_at', 'quorum', 'carrier', 'step_timeout')
   local status = cur[2]
@@ -712,7 +713,8 @@ local function advances(items, blobs)
       gone[#gone + 1] = name
     end
   end
-  -- deletes first: the hash never holds both (a hash table grown past a power of two stays grown)
+  -- deletes first: the hash never holds more fields than before or after (a hash's table, once grown
+  -- past a power of two, stays grown)
   if #gone > 0 then redis.call('HDEL', inst, unpack(gone)) end
   redis.call('HSET', inst, unpack(set))
   doc = last  -- (its ttl and runs prefix: finish reads them)
@@ -740,7 +742,7 @@ local function advances(items, blobs)
     redis.call(send[1] and 'RPUSH' or 'LPUSH', queue, send[2])
   end
   return replies
-end
+end end
 
 -- A chain: each of doc.items (an operation's whole document) in turn on the one instance, exactly
 -- as its own call would run it; doc and blob are rebound to the item's before it runs (ARGV[2..]:
@@ -758,7 +760,7 @@ if op == 'chain' then
       end
       if item.op ~= 'advance' then all_advance = false end
     end
-    local replies = all_advance and advances(items, blobs)
+    local replies = all_advance and advances ~= nil and advances(items, blobs)
     if replies then return replies end
     replies = {}
     for i, item in ipairs(items) do
