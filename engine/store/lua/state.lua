@@ -218,6 +218,27 @@ local function finish(run, final)
   if redis.call('EXISTS', unpack(live)) == 0 then extend(doc.runs .. run, ttl) end
 end
 
+-- The instance's entries in the indexes, in step with its placement `p` (status `final`; `queues`
+-- and `times` as settle reads them from `p`; `wall` its sending time; `woke`: it had a wake time).
+local function reindex(id, final, p, queues, times, wall, woke)
+  if final == 'running' and p.deadline then
+    redis.call('ZADD', deadlines, p.deadline, id)
+  else
+    redis.call('ZREM', deadlines, id)
+  end
+  -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
+  if queues then
+    redis.call('ZADD', queued, wall, id)
+  else
+    redis.call('ZREM', queued, id)
+  end
+  if times then
+    redis.call('ZADD', timers, p.timer, id)
+  elseif woke then  -- (an instance without a wake time is in no timer: both are set together)
+    redis.call('ZREM', timers, id)
+  end
+end
+
 -- Move the instance to its placement and keep every index in step with it.
 -- id, run: the instance's; status: its status before (nil at creation); hold: true when a
 -- paused instance stays paused (the step in flight came back). Returns the final status.
@@ -290,24 +311,9 @@ local function settle(id, run, status, hold)
     end
   end
 
-  if final == 'running' and p.deadline then
-    redis.call('ZADD', deadlines, p.deadline, id)
-  else
-    redis.call('ZREM', deadlines, id)
-  end
-  -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
-  if queues then
-    redis.call('ZADD', queued, doc.wall, id)
-  else
-    redis.call('ZREM', queued, id)
-  end
-  if times then
-    redis.call('ZADD', timers, p.timer, id)
-  elseif had.wake_at then  -- (an instance without a wake time is in no timer: both are set together)
-    redis.call('ZREM', timers, id)
-    -- a paused instance keeps its wake time so that resume parks it again until then
-    if final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
-  end
+  reindex(id, final, p, queues, times, doc.wall, had.wake_at)
+  -- a paused instance keeps its wake time so that resume parks it again until then
+  if not times and had.wake_at and final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
   -- no step of it runs any more: no process carries it
   if final ~= 'running' and (had.carrier or (doc.carrier and doc.carrier ~= '')) then
     redis.call('HDEL', inst, 'carrier')
@@ -722,21 +728,7 @@ if called.advance then advances = function(items, blobs)
   if final ~= status then
     redis.call('SMOVE', doc.runs .. run_id .. ':' .. status, doc.runs .. run_id .. ':' .. final, id)
   end
-  if final == 'running' and p.deadline then
-    redis.call('ZADD', deadlines, p.deadline, id)
-  else
-    redis.call('ZREM', deadlines, id)
-  end
-  if queues then
-    redis.call('ZADD', queued, last.wall, id)
-  else
-    redis.call('ZREM', queued, id)
-  end
-  if times then
-    redis.call('ZADD', timers, p.timer, id)
-  elseif cur[9] then
-    redis.call('ZREM', timers, id)
-  end
+  reindex(id, final, p, queues, times, last.wall, cur[9])
   if TERMINAL[final] then finish(run_id, final) end
   for _, send in ipairs(sends) do
     redis.call(send[1] and 'RPUSH' or 'LPUSH', queue, send[2])
