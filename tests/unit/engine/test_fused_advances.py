@@ -74,6 +74,8 @@ def stores(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[tuple[Re
         fused_client, plain_client = redis.Redis.from_url(url), SequentialRedis.from_url(url)
     keys = Keys(key_prefix)
     yield RedisStore(fused_client, keys, retention_seconds=3600), RedisStore(plain_client, keys, retention_seconds=3600)
+    fused_client.close()
+    plain_client.close()
 
 
 def act(seq: int, node: str, outcome: Outcome = Outcome.APPLIED) -> Activity:

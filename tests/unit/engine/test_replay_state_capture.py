@@ -53,6 +53,7 @@ def capture(redis_url: str, real_redis: redis.Redis, key_prefix: str, tmp_path: 
             if f'"ECHO" "end of {key_prefix}"' in line:
                 break
             lines.append(line)
+    watcher.close()
     path = tmp_path / "monitor.txt"
     path.write_text("\n".join(lines) + "\n", encoding="latin-1")
     return path
