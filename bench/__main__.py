@@ -314,6 +314,8 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
         f"{r['redis_commands']['command_ms_per_account']:.2f}" for r in results])
     table.add_row("  EVALSHA (engine scripts) per account", *[
         f"{r['redis_commands']['top'].get('evalsha', {}).get('calls_per_account', 0):.1f}" for r in results])
+    table.add_row("Redis forks in the run (AOF rewrites): engine / peer", *[
+        f"{r.get('redis_forks', '-')} / {r['peer'].get('redis_forks', '-') if 'peer' in r else '-'}" for r in results])
     table.add_row("CPU ceiling, accounts/s", *[f"{r['cpu_ceiling_accounts_per_s'] or 0:.0f}" for r in results])
     for part in largest["cpu_ms_per_account"]:
         table.add_row(f"  CPU ms per account: {part}", *[

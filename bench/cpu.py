@@ -4,7 +4,9 @@ Where the time of a run goes on a 2-core machine is mostly a question of who hol
 Each fleet is a process group of its own (``Fleet`` starts it in a new session), so its CPU
 time is the sum over the group's processes, read from ``/proc`` (Linux; elsewhere the figures
 are left out). Redis's own is INFO ``used_cpu_user + used_cpu_sys``: the whole server's, so
-it includes whatever else used the shared Redis meanwhile.
+it includes whatever else used the shared Redis meanwhile. Redis's forks (an AOF rewrite, an RDB
+save: ``used_cpu_*_children``, counted once the child has ended) are a part of their own: on a
+machine that Redis shares with the workers, a rewrite of a big dataset takes a core from them.
 """
 
 from __future__ import annotations
@@ -36,9 +38,25 @@ def group_cpu_seconds(pgid: int, proc: Path = Path("/proc")) -> float:
     return total / _TICKS
 
 
+#: The CPU part of Redis's main process and the part of its forks (AOF rewrites, RDB saves).
+REDIS_PART, REDIS_FORKS_PART = "redis-server (whole server)", "redis-server's forks (AOF rewrites)"
+
+
 def _redis_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_cpu_parts(client: redis.Redis) -> dict[str, float]:
+    """CPU seconds of Redis's main process and of its forks that have ended, so far."""
+    info = client.info("cpu")
+    return {REDIS_PART: float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+            REDIS_FORKS_PART: float(info["used_cpu_user_children"]) + float(info["used_cpu_sys_children"])}
+
+
+def redis_forks(client: redis.Redis) -> int:
+    """How many times Redis has forked since it started (INFO ``total_forks``: AOF rewrites, saves)."""
+    return int(client.info("stats").get("total_forks", 0))
 
 
 def _self_cpu() -> float:
@@ -58,7 +76,7 @@ class CpuMeter:
     def snapshot(self) -> dict[str, float]:
         """CPU seconds used so far by each part."""
         parts = {name: group_cpu_seconds(p.pid) for name, p in zip(self.names, self.fleet.procs, strict=False)}
-        parts["redis-server (whole server)"] = _redis_cpu(self.client)
+        parts.update(redis_cpu_parts(self.client))
         parts["bench driver (this process)"] = _self_cpu()
         return parts
 

@@ -37,7 +37,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cpu import CpuMeter, command_delta, command_stats
+from bench.cpu import CpuMeter, command_delta, command_stats, redis_forks
 from bench.memory import MemoryProbe
 from bench.sandbox import Sandbox
 from engine.api import RunProgress
@@ -111,7 +111,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
                 engine, None, time.time() + options.open_in)
             meter = CpuMeter(fleet, sandbox.client)
             meter.start()
-            commands = command_stats(sandbox.client)
+            commands, forks = command_stats(sandbox.client), redis_forks(sandbox.client)
             began, wall = time.monotonic(), time.time()
             started = start_daily_rebalance(engine, services.book, run_date, run=label,
                                             wait_for_open=options.wait_for_open, review_until=_review_until())
@@ -122,12 +122,13 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             if open_at is not None:  # the clock runs from the open, as a real morning's window does
                 began, wall = _until(open_at), open_at
                 meter.start()
-                commands = command_stats(sandbox.client)
+                commands, forks = command_stats(sandbox.client), redis_forks(sandbox.client)
             peak = _PeakMemory(sandbox.client, probe.observe if probe else None)
             progress = _follow(engine, label, began, options.timeout, console, peak.observe)
             figures.update(peak.figures())
             figures["poll_all_terminal_seconds"] = round(time.monotonic() - began, 2)
             figures.update(cpu_figures(meter.stop(), started.total))
+            figures["redis_forks"] = redis_forks(sandbox.client) - forks  # AOF rewrites begun in the run
             figures["redis_commands"] = command_delta(commands, command_stats(sandbox.client), started.total)
         figures.update(_outcomes(sandbox, label, wall, progress))
         figures.update(_proposal_times(services.proposals.list(label), wall))

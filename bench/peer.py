@@ -24,8 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from bench.cpu import redis_cpu_parts, redis_forks
 from bench.sandbox import Sandbox
 
 #: Accounts per task handed to a pool process (amortises the pool's own IPC, as a script would).
@@ -128,7 +127,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
         params = region_parameters(options.solver)
         chunks = [accounts[i:i + CHUNK] for i in range(0, len(accounts), CHUNK)]
         ctx = get_context("fork")
-        redis_cpu = _redis_cpu(sandbox.client)
+        redis_cpu, forks = redis_cpu_parts(sandbox.client), redis_forks(sandbox.client)
         children, own = _children_cpu(), _self_cpu()
         began = time.monotonic()
         with ctx.Pool(processes, initializer=_init,
@@ -137,8 +136,10 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
             pool.close()
             pool.join()
         wall = time.monotonic() - began
-        cpu = {"pool processes": round(_children_cpu() - children, 2), "driver": round(_self_cpu() - own, 2),
-               "redis-server (whole server)": round(_redis_cpu(sandbox.client) - redis_cpu, 2)}
+        cpu = {"pool processes": round(_children_cpu() - children, 2), "driver": round(_self_cpu() - own, 2)}
+        cpu.update({part: round(seconds - redis_cpu[part], 2)
+                    for part, seconds in redis_cpu_parts(sandbox.client).items()})
+        forks = redis_forks(sandbox.client) - forks
         outcomes: dict[str, int] = {}
         for outcome, _ in results:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -149,11 +150,8 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
             "seconds": round(wall, 2), "accounts_per_s": round(started / wall, 1) if wall else None,
             "outcomes": outcomes, "orders_proposed": sum(n for _, n in results),
             "proposals": len(services.proposals.list(label)),
-            "cpu_seconds": cpu,
+            "cpu_seconds": cpu, "redis_forks": forks,
             "cpu_ms_per_account": {k: round(v / started * 1000, 2) for k, v in cpu.items()} if started else {},
         }
 
 
-def _redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
