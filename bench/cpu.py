@@ -42,7 +42,8 @@ def group_cpu_seconds(pgid: int, proc: Path = Path("/proc")) -> float:
 REDIS_PART, REDIS_FORKS_PART = "redis-server (whole server)", "redis-server's forks (AOF rewrites)"
 
 
-def _redis_cpu(client: redis.Redis) -> float:
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """CPU seconds of Redis's main process so far (INFO ``used_cpu_user + used_cpu_sys``)."""
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
@@ -59,7 +60,8 @@ def redis_forks(client: redis.Redis) -> int:
     return int(client.info("stats").get("total_forks", 0))
 
 
-def _self_cpu() -> float:
+def self_cpu_seconds() -> float:
+    """CPU seconds of this process so far (user + system)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -77,7 +79,7 @@ class CpuMeter:
         """CPU seconds used so far by each part."""
         parts = {name: group_cpu_seconds(p.pid) for name, p in zip(self.names, self.fleet.procs, strict=False)}
         parts.update(redis_cpu_parts(self.client))
-        parts["bench driver (this process)"] = _self_cpu()
+        parts["bench driver (this process)"] = self_cpu_seconds()
         return parts
 
     def start(self) -> None:

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import redis_cpu_parts, redis_forks
+from bench.cpu import redis_cpu_parts, redis_forks, self_cpu_seconds
 from bench.sandbox import Sandbox
 
 #: Accounts per task handed to a pool process (amortises the pool's own IPC, as a script would).
@@ -107,11 +107,6 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
     """Seed the book, run the peer over every active account, return its figures."""
     from portfolio_manager.cli import last_session
@@ -128,7 +123,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
         chunks = [accounts[i:i + CHUNK] for i in range(0, len(accounts), CHUNK)]
         ctx = get_context("fork")
         redis_cpu, forks = redis_cpu_parts(sandbox.client), redis_forks(sandbox.client)
-        children, own = _children_cpu(), _self_cpu()
+        children, own = _children_cpu(), self_cpu_seconds()
         began = time.monotonic()
         with ctx.Pool(processes, initializer=_init,
                       initargs=(redis_url, sandbox.pm_prefix, label, run_date.isoformat(), params)) as pool:
@@ -136,7 +131,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
             pool.close()
             pool.join()
         wall = time.monotonic() - began
-        cpu = {"pool processes": round(_children_cpu() - children, 2), "driver": round(_self_cpu() - own, 2)}
+        cpu = {"pool processes": round(_children_cpu() - children, 2), "driver": round(self_cpu_seconds() - own, 2)}
         cpu.update({part: round(seconds - redis_cpu[part], 2)
                     for part, seconds in redis_cpu_parts(sandbox.client).items()})
         forks = redis_forks(sandbox.client) - forks

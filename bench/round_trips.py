@@ -42,7 +42,7 @@ from typing import Any
 
 import redis
 
-from bench.cpu import _redis_cpu, command_stats
+from bench.cpu import command_stats, redis_cpu_seconds
 from bench.sandbox import Sandbox
 
 #: What the counting client saw: (kind, name) -> round trips.
@@ -92,14 +92,14 @@ def counting(client: redis.Redis | None = None) -> Iterator[Counter[str]]:
     SEEN.clear()
     seen: Counter[str] = Counter()
     if client is not None:
-        stats, cpu = command_stats(client), _redis_cpu(client)
+        stats, cpu = command_stats(client), redis_cpu_seconds(client)
     wall, own = time.perf_counter(), time.process_time()
     yield seen
     SERVER["wall_ms"], SERVER["own_cpu_ms"] = (time.perf_counter() - wall) * 1000, (time.process_time() - own) * 1000
     seen.update(SEEN)
     if client is not None:
         after = command_stats(client)
-        SERVER["cpu_ms"] = (_redis_cpu(client) - cpu) * 1000
+        SERVER["cpu_ms"] = (redis_cpu_seconds(client) - cpu) * 1000
         SERVER["commands"] = {name: calls - stats.get(name, (0, 0.0))[0] for name, (calls, _) in after.items()
                               if calls > stats.get(name, (0, 0.0))[0] and name != "info" and not name.startswith("~")}
 

@@ -19,7 +19,6 @@ meanwhile is in it). Nothing asserts a time.
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from typing import Any
 
 import redis
 
+from bench.cpu import redis_cpu_seconds, self_cpu_seconds
 from bench.sandbox import Sandbox
 from engine.api import StartItem
 
@@ -34,22 +34,12 @@ WORKFLOW = "rebalance-us"
 WARM_UP = 200
 
 
-def _self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def measure(client: redis.Redis, count: Callable[[], int]) -> dict[str, Any]:
     """Wall time and CPU (this process, Redis) of ``count()``, which returns the instances it started."""
-    cpu, server, began = _self_cpu(), _redis_cpu(client), time.perf_counter()
+    cpu, server, began = self_cpu_seconds(), redis_cpu_seconds(client), time.perf_counter()
     started = count()
     wall = time.perf_counter() - began
-    cpu, server = _self_cpu() - cpu, _redis_cpu(client) - server
+    cpu, server = self_cpu_seconds() - cpu, redis_cpu_seconds(client) - server
     per = max(started, 1)
     return {"instances": started, "seconds": round(wall, 3),
             "instances_per_s": round(started / wall) if wall else None,
