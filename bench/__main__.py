@@ -107,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "real morning, and time it from that open (the wake at the open included; default: the "
                           "open is past, each instance passes its wait at once and the clock starts with the start)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one run (default 3600)")
+    run.add_argument("--pm-redis-url", metavar="URL",
+                     help="the morning and its peer keep the book, the proposals and the brokerage on this Redis "
+                          "(the workers' TRADEFLOW_PM_REDIS_URL), as a deployment that gives the book a Redis of its "
+                          "own; each Redis's CPU is reported apart")
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
                           "no engine) that each morning size is compared with")
@@ -199,7 +203,8 @@ def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> m
     return morning.MorningOptions(accounts=accounts, seed=args.seed, fleets=args.fleet or default_fleets(),
                                   wait_for_open=not args.no_wait, timeout=args.timeout,
                                   solver=None if solver == "milp" else solver, prefetch=args.prefetch,
-                                  warm=args.warm, events=args.events, open_in=args.open_in)
+                                  warm=args.warm, events=args.events, open_in=args.open_in,
+                                  pm_redis_url=args.pm_redis_url)
 
 
 def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool,
@@ -220,7 +225,8 @@ def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bo
                 console.print(f"plain-script peer: {accounts:,} accounts, {solver}, "
                               f"multiprocessing.Pool x{os.cpu_count()}")
                 result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed,
-                                                                None if solver == "milp" else solver))
+                                                                None if solver == "milp" else solver,
+                                                                pm_redis_url=args.pm_redis_url))
                 result["peer_ratio"] = peer_ratio(result)
             results.append(result)
     console.print(morning_table(results))
@@ -447,6 +453,9 @@ def summary_lines(found: dict[str, Any]) -> list[str]:
         cmds = r.get("redis_commands") or {}
         evalsha = (cmds.get("top") or {}).get("evalsha", {}).get("calls_per_account")
         redis_cpu = r.get("cpu_ms_per_account", {}).get("redis-server (whole server)")
+        book_cpu = r.get("cpu_ms_per_account", {}).get("book's redis-server (whole server)")
+        if book_cpu is not None:
+            redis_cpu = f"{redis_cpu} (the book's Redis: {book_cpu})"
         ratio = f"{r['peer_ratio']:.2f} x the plain-script peer" if r.get("peer_ratio") else "no peer run"
         lines.append(f"morning {r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}, {r['workers']}, "
                      f"fleets {'; '.join(r['fleets'])}: {r['accounts_per_s'] or 0:.0f} accounts/s, {ratio}; "

@@ -40,6 +40,8 @@ def group_cpu_seconds(pgid: int, proc: Path = Path("/proc")) -> float:
 
 #: The CPU part of Redis's main process and the part of its forks (AOF rewrites, RDB saves).
 REDIS_PART, REDIS_FORKS_PART = "redis-server (whole server)", "redis-server's forks (AOF rewrites)"
+#: What the parts of the book's Redis are called, when the book has a Redis of its own.
+BOOK_REDIS = "book's "
 
 
 def redis_cpu_seconds(client: redis.Redis) -> float:
@@ -48,11 +50,12 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def redis_cpu_parts(client: redis.Redis) -> dict[str, float]:
-    """CPU seconds of Redis's main process and of its forks that have ended, so far."""
+def redis_cpu_parts(client: redis.Redis, name: str = "") -> dict[str, float]:
+    """CPU seconds of Redis's main process and of its forks that have ended, so far (each part's
+    name led by ``name``: :data:`BOOK_REDIS` for the book's Redis)."""
     info = client.info("cpu")
-    return {REDIS_PART: float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
-            REDIS_FORKS_PART: float(info["used_cpu_user_children"]) + float(info["used_cpu_sys_children"])}
+    return {name + REDIS_PART: float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+            name + REDIS_FORKS_PART: float(info["used_cpu_user_children"]) + float(info["used_cpu_sys_children"])}
 
 
 def redis_forks(client: redis.Redis) -> int:
@@ -69,9 +72,11 @@ def self_cpu_seconds() -> float:
 class CpuMeter:
     """``start()`` before the run, ``stop()`` after: CPU seconds per fleet, beat, Redis, bench."""
 
-    def __init__(self, fleet: Fleet, client: redis.Redis) -> None:
+    def __init__(self, fleet: Fleet, client: redis.Redis, book_client: redis.Redis | None = None) -> None:
         self.fleet = fleet
         self.client = client
+        #: The book's Redis when it is not ``client``: its CPU is a part of its own.
+        self.book_client = book_client if book_client is not client else None
         self.names = _unique([f"worker {s.queue}" for s in fleet.specs]) + (["beat"] if fleet.beat else [])
         self.began: dict[str, float] = {}
 
@@ -79,6 +84,8 @@ class CpuMeter:
         """CPU seconds used so far by each part."""
         parts = {name: group_cpu_seconds(p.pid) for name, p in zip(self.names, self.fleet.procs, strict=False)}
         parts.update(redis_cpu_parts(self.client))
+        if self.book_client is not None:
+            parts.update(redis_cpu_parts(self.book_client, BOOK_REDIS))
         parts["bench driver (this process)"] = self_cpu_seconds()
         return parts
 

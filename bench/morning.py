@@ -67,6 +67,8 @@ class MorningOptions:
     #: None: the open is past (each instance passes its wait at once). N: the run is started before an
     #: open N seconds after the workers answer, as beat starts the real morning, and timed from that open.
     open_in: float | None = None
+    #: The Redis of the book, the proposals and the brokerage (``TRADEFLOW_PM_REDIS_URL``); None: the engine's.
+    pm_redis_url: str | None = None
 
 
 def run(redis_url: str, options: MorningOptions, console: Console | None = None,
@@ -79,7 +81,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
     from portfolio_manager.generator import seed_book
 
     console = console or Console()
-    with Sandbox(redis_url) as sandbox:
+    with Sandbox(redis_url, pm_redis_url=options.pm_redis_url) as sandbox:
         engine, services = sandbox.engine, sandbox.services()
         run_date = last_session()
         summary = seed_book(services.book, options.accounts, options.seed, run_date)
@@ -96,7 +98,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             "solver": options.solver or "milp (definitions)", "prefetch": env.get("TRADEFLOW_PREFETCH", "1"),
             "workers": ("warm (a small run first)" if options.warm else "cold (started, answering, no run yet)")
             + ("" if options.open_in is None else f"; started before an open {options.open_in:g} s on, timed from it"),
-            "events": options.events, "open_in": options.open_in,
+            "events": options.events, "open_in": options.open_in, "book_redis": options.pm_redis_url or "the engine's",
         }
         probe = MemoryProbe(sandbox.client, sandbox.inspector, label, sandbox.broker_prefix,
                             proposal_key=services.proposals.key,
@@ -109,7 +111,7 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
                 probe.baseline()
             open_at = None if options.open_in is None else publish_variant(  # the solver's version, moved open
                 engine, None, time.time() + options.open_in)
-            meter = CpuMeter(fleet, sandbox.client)
+            meter = CpuMeter(fleet, sandbox.client, sandbox.pm_client)
             meter.start()
             commands, forks = command_stats(sandbox.client), redis_forks(sandbox.client)
             began, wall = time.monotonic(), time.time()

@@ -41,6 +41,7 @@ class PeerOptions:
     seed: int = 7
     solver: str | None = None  # None: the definitions' own (milp)
     processes: int | None = None  # None: every core
+    pm_redis_url: str | None = None  # the book's Redis (None: the one given to run())
 
 
 def region_parameters(solver: str | None) -> dict[str, dict[str, Any]]:
@@ -113,7 +114,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
     from portfolio_manager.generator import seed_book
 
     processes = options.processes or os.cpu_count() or 1
-    with Sandbox(redis_url) as sandbox:
+    with Sandbox(redis_url, pm_redis_url=options.pm_redis_url) as sandbox:
         services = sandbox.services()
         run_date = last_session()
         summary = seed_book(services.book, options.accounts, options.seed, run_date)
@@ -122,19 +123,21 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
         params = region_parameters(options.solver)
         chunks = [accounts[i:i + CHUNK] for i in range(0, len(accounts), CHUNK)]
         ctx = get_context("fork")
-        redis_cpu, forks = redis_cpu_parts(sandbox.client), redis_forks(sandbox.client)
+        book = sandbox.pm_client  # the peer's every command goes to the book's Redis
+        redis_cpu, forks = redis_cpu_parts(book), redis_forks(book)
         children, own = _children_cpu(), self_cpu_seconds()
         began = time.monotonic()
         with ctx.Pool(processes, initializer=_init,
-                      initargs=(redis_url, sandbox.pm_prefix, label, run_date.isoformat(), params)) as pool:
+                      initargs=(options.pm_redis_url or redis_url, sandbox.pm_prefix, label, run_date.isoformat(),
+                                params)) as pool:
             results = [r for chunk in pool.imap_unordered(_chunk, chunks) for r in chunk]
             pool.close()
             pool.join()
         wall = time.monotonic() - began
         cpu = {"pool processes": round(_children_cpu() - children, 2), "driver": round(self_cpu_seconds() - own, 2)}
         cpu.update({part: round(seconds - redis_cpu[part], 2)
-                    for part, seconds in redis_cpu_parts(sandbox.client).items()})
-        forks = redis_forks(sandbox.client) - forks
+                    for part, seconds in redis_cpu_parts(book).items()})
+        forks = redis_forks(book) - forks
         outcomes: dict[str, int] = {}
         for outcome, _ in results:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1

@@ -3,6 +3,8 @@
 Everything lives under one random prefix ``<prefix>``: the engine's keys (``<prefix>:…``),
 the portfolio manager's (``<prefix>:pm:…``) and the broker's queues (``<prefix>:q:…``), so a
 benchmark never sees another's keys or messages and ``delete_prefix`` removes exactly its own.
+With ``pm_redis_url`` the portfolio manager's keys are on that Redis instead (the workers get
+``TRADEFLOW_PM_REDIS_URL``), as a deployment that gives the book a Redis of its own.
 """
 
 from __future__ import annotations
@@ -38,9 +40,13 @@ class Sandbox:
 
     redis_url: str
     prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    #: The Redis of the book, the proposals and the brokerage; None: the engine's.
+    pm_redis_url: str | None = None
 
     def __post_init__(self) -> None:
         self.client = redis_client(self.redis_url)  # as the workers' clients are made (its command packer)
+        #: The client of the portfolio manager's Redis (the engine's client when they share one).
+        self.pm_client = redis_client(self.pm_redis_url) if self.pm_redis_url else self.client
         #: What the benchmarks read of the stored state (key names, run ids, decoding): read-only.
         self.inspector = Inspector(self.client, self.prefix)
         self.store = make_store(self.client, self.prefix, int(RETENTION_DAYS * 86400))
@@ -76,19 +82,23 @@ class Sandbox:
             "TRADEFLOW_MORNING_RUN": "0",
             "TRADEFLOW_RETENTION_DAYS": str(RETENTION_DAYS),
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        }
+        } | ({"TRADEFLOW_PM_REDIS_URL": self.pm_redis_url} if self.pm_redis_url else {})
 
     def services(self) -> Services:
         """The book, proposals and brokerage of this sandbox (in this process)."""
         from portfolio_manager.actions import build_services
         from portfolio_manager.config import PMSettings
 
-        return build_services(PMSettings(redis_url=self.redis_url, prefix=self.pm_prefix), self.client)
+        return build_services(PMSettings(redis_url=self.pm_redis_url or self.redis_url, prefix=self.pm_prefix),
+                              self.pm_client)
 
     def close(self) -> None:
-        """Delete every key of the sandbox."""
+        """Delete every key of the sandbox (on both Redis servers when the book has its own)."""
         delete_prefix(self.client, self.prefix)
         self.client.close()
+        if self.pm_client is not self.client:
+            delete_prefix(self.pm_client, self.prefix)
+            self.pm_client.close()
 
     def __enter__(self) -> Sandbox:
         return self
