@@ -151,5 +151,3 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
             "cpu_seconds": cpu, "redis_forks": forks,
             "cpu_ms_per_account": {k: round(v / started * 1000, 2) for k, v in cpu.items()} if started else {},
         }
-
-
