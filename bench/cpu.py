@@ -46,8 +46,7 @@ BOOK_REDIS = "book's "
 
 def redis_cpu_seconds(client: redis.Redis) -> float:
     """CPU seconds of Redis's main process so far (INFO ``used_cpu_user + used_cpu_sys``)."""
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return redis_cpu_parts(client)[REDIS_PART]
 
 
 def redis_cpu_parts(client: redis.Redis, name: str = "") -> dict[str, float]:

@@ -41,6 +41,7 @@ from bench.cpu import CpuMeter, command_delta, command_stats, redis_forks
 from bench.memory import MemoryProbe
 from bench.sandbox import Sandbox
 from engine.api import RunProgress
+from engine.connections import masked_url
 from engine.definitions.validation import load_definition
 from engine.ops.fleet import Fleet, FleetSpec, default_fleets
 from engine.ops.inspect import Inspector
@@ -98,7 +99,8 @@ def run(redis_url: str, options: MorningOptions, console: Console | None = None,
             "solver": options.solver or "milp (definitions)", "prefetch": env.get("TRADEFLOW_PREFETCH", "1"),
             "workers": ("warm (a small run first)" if options.warm else "cold (started, answering, no run yet)")
             + ("" if options.open_in is None else f"; started before an open {options.open_in:g} s on, timed from it"),
-            "events": options.events, "open_in": options.open_in, "book_redis": options.pm_redis_url or "the engine's",
+            "events": options.events, "open_in": options.open_in,
+            "book_redis": masked_url(options.pm_redis_url) if options.pm_redis_url else "the engine's",
         }
         probe = MemoryProbe(sandbox.client, sandbox.inspector, label, sandbox.broker_prefix,
                             proposal_key=services.proposals.key,
