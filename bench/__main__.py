@@ -16,9 +16,11 @@ figures are what this machine did, with whatever else was running on it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -111,6 +113,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="the morning and its peer keep the book, the proposals and the brokerage on this Redis "
                           "(the workers' TRADEFLOW_PM_REDIS_URL), as a deployment that gives the book a Redis of its "
                           "own; each Redis's CPU is reported apart")
+    run.add_argument("--repeat", type=int, default=1, metavar="N",
+                     help="run each morning and its peer N times, one after the other (default 1): a single "
+                          "run's ratio moves by about 0.1 with the machine's load; the median is printed with "
+                          "every value")
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
                           "no engine) that each morning size is compared with")
@@ -212,23 +218,25 @@ def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bo
     """The morning run at each size and solver; returns the memory figures when one run measured
     them (and puts the runs in ``found["morning"]`` for the summary)."""
     results = []
-    for accounts in args.accounts:
-        for solver in args.solver:
-            with_memory = memory and accounts == args.memory_accounts and solver == args.solver[0]
-            fleets = ", ".join(map(str, args.fleet or default_fleets()))
-            console.print(f"morning run: {accounts:,} accounts, {solver}, {'warm' if args.warm else 'cold'} workers "
-                          f"({fleets}){' (+ memory)' if with_memory else ''}, Redis {url}, "
-                          f"load average {os.getloadavg()[0]:.1f}")
-            result = morning.run(url, _options(args, accounts, solver), console, memory=with_memory)
-            result["load_average"] = [round(x, 1) for x in os.getloadavg()]
-            if not args.no_peer:
-                console.print(f"plain-script peer: {accounts:,} accounts, {solver}, "
-                              f"multiprocessing.Pool x{os.cpu_count()}")
-                result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed,
-                                                                None if solver == "milp" else solver,
-                                                                pm_redis_url=args.pm_redis_url))
-                result["peer_ratio"] = peer_ratio(result)
-            results.append(result)
+    # with --repeat, the rounds go one after another: each size and solver once per round
+    for attempt, accounts, solver in itertools.product(range(1, max(args.repeat, 1) + 1), args.accounts, args.solver):
+        with_memory = memory and accounts == args.memory_accounts and solver == args.solver[0] and attempt == 1
+        fleets = ", ".join(map(str, args.fleet or default_fleets()))
+        console.print(f"morning run: {accounts:,} accounts, {solver}, {'warm' if args.warm else 'cold'} workers "
+                      f"({fleets}){' (+ memory)' if with_memory else ''}, Redis {url}, "
+                      f"load average {os.getloadavg()[0]:.1f}")
+        result = morning.run(url, _options(args, accounts, solver), console, memory=with_memory)
+        result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+        if args.repeat > 1:
+            result["attempt"] = attempt
+        if not args.no_peer:
+            console.print(f"plain-script peer: {accounts:,} accounts, {solver}, "
+                          f"multiprocessing.Pool x{os.cpu_count()}")
+            result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed,
+                                                            None if solver == "milp" else solver,
+                                                            pm_redis_url=args.pm_redis_url))
+            result["peer_ratio"] = peer_ratio(result)
+        results.append(result)
     console.print(morning_table(results))
     figures: dict[str, Any] = {"runs": [{k: v for k, v in r.items() if k != "memory"} for r in results],
                                "growth": morning.growth(results), "target": morning.target_estimate(results)}
@@ -252,6 +260,17 @@ def peer_ratio(result: dict[str, Any]) -> float | None:
 PEER_GOALS = {"greedy": 0.6}
 
 
+def ratio_medians(runs: list[dict[str, Any]]) -> list[str]:
+    """For each book size and solver run more than once (``--repeat``): the median peer ratio and every value."""
+    ratios: dict[tuple[int, str], list[float]] = {}
+    for r in runs:
+        if r.get("peer_ratio") is not None:
+            ratios.setdefault((r["accounts_seeded"], r["solver"].split()[0]), []).append(r["peer_ratio"])
+    return [f"{accounts:,} accounts ({solver}), {len(values)} runs: median {statistics.median(values):.2f} x the "
+            f"plain-script peer ({', '.join(f'{v:.2f}' for v in values)})"
+            for (accounts, solver), values in ratios.items() if len(values) > 1]
+
+
 def _growth_lines(figures: dict[str, Any]) -> list[str]:
     lines = [f"per-account time at {g['accounts']:,} accounts = {g['per_account_time_ratio']} x that at "
              f"{g['vs_accounts']:,}" for g in figures["growth"]]
@@ -260,6 +279,7 @@ def _growth_lines(figures: dict[str, Any]) -> list[str]:
             lines.append(f"{r['accounts_seeded']:,} accounts ({r['solver']}): tradeflow {r['accounts_per_s']:.0f} "
                          f"accounts/s / plain-script peer {r['peer']['accounts_per_s']:.0f} = "
                          f"{r['peer_ratio']:.2f} (goal >= {PEER_GOALS.get(r['solver'], 0.8)})")
+    lines += ratio_medians(figures["runs"])
     target = figures["target"]
     if target:
         how = "measured" if target["measured"] else f"linear from the {target['basis_accounts']:,}-account run"
@@ -271,7 +291,8 @@ def _growth_lines(figures: dict[str, Any]) -> list[str]:
 
 def morning_table(results: list[dict[str, Any]]) -> Table:
     """One column per book size."""
-    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}" for r in results],
+    table = Table("figure", *[f"{r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}"
+                              + (f" #{r['attempt']}" if "attempt" in r else "") for r in results],
                   title="morning run (" + (results[0]["workers"] if results else "") + ")")
     rows = [
         ("accounts started", "accounts_started", "{:,}"),

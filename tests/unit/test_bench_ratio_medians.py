@@ -1,0 +1,29 @@
+"""The morning benchmark's summary of repeated runs (``--repeat``): the median peer ratio per size and solver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.__main__ import parse_args, ratio_medians
+
+
+def run(accounts: int, solver: str, ratio: float | None) -> dict[str, Any]:
+    return {"accounts_seeded": accounts, "solver": solver, "peer_ratio": ratio}
+
+
+def test_each_size_and_solver_run_more_than_once_gets_its_median_and_every_value() -> None:
+    runs = [run(20000, "greedy", 0.47), run(20000, "milp (definitions)", 0.80), run(20000, "greedy", 0.52),
+            run(20000, "milp (definitions)", 0.70), run(20000, "greedy", 0.46), run(5000, "greedy", 0.63)]
+    assert ratio_medians(runs) == [
+        "20,000 accounts (greedy), 3 runs: median 0.47 x the plain-script peer (0.47, 0.52, 0.46)",
+        "20,000 accounts (milp), 2 runs: median 0.75 x the plain-script peer (0.80, 0.70)",
+    ]
+
+
+def test_runs_without_the_peer_and_single_runs_give_no_median() -> None:
+    assert ratio_medians([run(20000, "greedy", None), run(20000, "greedy", None), run(5000, "milp", 0.8)]) == []
+
+
+def test_repeat_is_read_and_defaults_to_one_run() -> None:
+    assert parse_args(["--only", "morning"]).repeat == 1
+    assert parse_args(["--only", "morning", "--repeat", "3"]).repeat == 3
