@@ -114,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "(the workers' TRADEFLOW_PM_REDIS_URL), as a deployment that gives the book a Redis of its "
                           "own; each Redis's CPU is reported apart")
     run.add_argument("--repeat", type=int, default=1, metavar="N",
-                     help="run each morning and its peer N times, one after the other (default 1): a single "
+                     help="run each morning and its peer N times, in rounds (default 1): a single "
                           "run's ratio moves by about 0.1 with the machine's load; the median is printed with "
                           "every value")
     run.add_argument("--no-peer", action="store_true",

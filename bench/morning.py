@@ -333,7 +333,7 @@ def growth(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     base = ordered[0]
     return [{"accounts": r["accounts_started"], "vs_accounts": base["accounts_started"],
              "per_account_time_ratio": round(r["seconds_per_1000_accounts"] / base["seconds_per_1000_accounts"], 2)}
-            for r in ordered[1:]]
+            for r in ordered[1:] if r["accounts_started"] != base["accounts_started"]]  # (--repeat: same size)
 
 
 def target_estimate(results: list[dict[str, Any]]) -> dict[str, Any] | None:

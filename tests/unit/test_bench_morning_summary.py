@@ -1,4 +1,4 @@
-"""The morning benchmark's summary of repeated runs (``--repeat``): the median peer ratio per size and solver."""
+"""The morning benchmark's summary: the median peer ratio of repeated runs (``--repeat``), the growth with the book."""
 
 from __future__ import annotations
 
@@ -27,3 +27,12 @@ def test_runs_without_the_peer_and_single_runs_give_no_median() -> None:
 def test_repeat_is_read_and_defaults_to_one_run() -> None:
     assert parse_args(["--only", "morning"]).repeat == 1
     assert parse_args(["--only", "morning", "--repeat", "3"]).repeat == 3
+
+
+def test_growth_compares_book_sizes_not_the_repeats_of_one_size() -> None:
+    from bench.morning import growth
+
+    runs = [{"accounts_started": n, "seconds_per_1000_accounts": s}
+            for n, s in ((5000, 1.5), (20000, 1.8), (5000, 1.6), (20000, 1.7))]
+    assert growth(runs) == [{"accounts": 20000, "vs_accounts": 5000, "per_account_time_ratio": 1.2},
+                            {"accounts": 20000, "vs_accounts": 5000, "per_account_time_ratio": 1.13}]
