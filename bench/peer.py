@@ -128,8 +128,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
         children, own = _children_cpu(), self_cpu_seconds()
         began = time.monotonic()
         with ctx.Pool(processes, initializer=_init,
-                      initargs=(options.pm_redis_url or redis_url, sandbox.pm_prefix, label, run_date.isoformat(),
-                                params)) as pool:
+                      initargs=(sandbox.pm_url, sandbox.pm_prefix, label, run_date.isoformat(), params)) as pool:
             results = [r for chunk in pool.imap_unordered(_chunk, chunks) for r in chunk]
             pool.close()
             pool.join()

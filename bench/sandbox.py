@@ -61,6 +61,11 @@ class Sandbox:
         return self._app
 
     @property
+    def pm_url(self) -> str:
+        """The Redis of the book, the proposals and the brokerage (the engine's when they share one)."""
+        return self.pm_redis_url or self.redis_url
+
+    @property
     def pm_prefix(self) -> str:
         """Prefix of the book, the proposals and the simulated brokerage."""
         return f"{self.prefix}:pm:"
@@ -89,8 +94,7 @@ class Sandbox:
         from portfolio_manager.actions import build_services
         from portfolio_manager.config import PMSettings
 
-        return build_services(PMSettings(redis_url=self.pm_redis_url or self.redis_url, prefix=self.pm_prefix),
-                              self.pm_client)
+        return build_services(PMSettings(redis_url=self.pm_url, prefix=self.pm_prefix), self.pm_client)
 
     def close(self) -> None:
         """Delete every key of the sandbox (on both Redis servers when the book has its own)."""

@@ -49,6 +49,7 @@ def test_a_sandbox_whose_book_has_a_redis_of_its_own_keeps_the_book_there_and_cl
     pattern = f"{sandbox.prefix}:*"
     try:
         assert sandbox.env()["TRADEFLOW_PM_REDIS_URL"] == book_url  # the workers' book is there too
+        assert sandbox.pm_url == book_url
         seed_book(sandbox.services().book, 3, 7, date(2026, 12, 4))
         sandbox.engine.publish(load_definition(json.dumps(ONE_STEP)))
         assert any(key.startswith(sandbox.pm_prefix.encode()) for key in book_keys.scan_iter(match=pattern))
@@ -57,5 +58,6 @@ def test_a_sandbox_whose_book_has_a_redis_of_its_own_keeps_the_book_there_and_cl
     finally:
         sandbox.close()
     with Sandbox(redis_url) as probe, Sandbox(book_url) as probe_book:
+        assert probe.pm_url == redis_url and "TRADEFLOW_PM_REDIS_URL" not in probe.env()  # one Redis by default
         assert not list(probe.client.scan_iter(match=pattern))
         assert not list(probe_book.client.scan_iter(match=pattern))
