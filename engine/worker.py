@@ -14,12 +14,13 @@ from them; nothing the worker runs reads the environment again.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from pathlib import Path
 from typing import Any
 
 import redis
-from celery.signals import beat_init, worker_init, worker_ready
+from celery.signals import beat_init, worker_init, worker_process_init, worker_ready
 
 from engine import plugins
 from engine.app import create_app, make_store, redis_client
@@ -92,6 +93,20 @@ def check_redis(**_: Any) -> None:
         log_redis_warnings(client, masked_url(url))  # never log a password
     finally:
         client.close()
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def freeze_start_up_objects(**_: Any) -> None:
+    """Move what the start-up made (modules, the app, pydantic's validators, the definitions read)
+    out of the garbage collector's sight (``gc.freeze``): a full collection during a morning walks
+    the objects made since, not the whole process again (about 90 ms each in a combined worker).
+
+    In the process that runs the tasks: the worker's own for ``solo`` and ``threads``, each
+    pool process once forked for ``prefork``. What is garbage now is collected first.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @beat_init.connect
