@@ -115,8 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "own; each Redis's CPU is reported apart")
     run.add_argument("--repeat", type=int, default=1, metavar="N",
                      help="run each morning and its peer N times, in rounds (default 1): a single "
-                          "run's ratio moves by about 0.1 with the machine's load; the median is printed with "
-                          "every value")
+                          "run's ratio moves by about 0.1 with the machine's load; the even rounds run the peer "
+                          "first; the median is printed with every value")
     run.add_argument("--no-peer", action="store_true",
                      help="skip the plain-script peer (a multiprocessing.Pool doing the same work per account, "
                           "no engine) that each morning size is compared with")
@@ -213,6 +213,35 @@ def _options(args: argparse.Namespace, accounts: int, solver: str = "milp") -> m
                                   pm_redis_url=args.pm_redis_url)
 
 
+def run_order(attempt: int, no_peer: bool) -> tuple[str, ...]:
+    """Which runs a round makes, in order: the engine's morning then the peer's, and the other way
+    round in the even rounds of ``--repeat``, so that a machine slowing (or speeding up) through
+    the rounds weighs on both sides of the median ratio alike."""
+    if no_peer:
+        return ("engine",)
+    return ("peer", "engine") if attempt % 2 == 0 else ("engine", "peer")
+
+
+def _engine_morning(args: argparse.Namespace, url: str, console: Console, accounts: int, solver: str,
+                    with_memory: bool) -> dict[str, Any]:
+    """One morning run of the engine, with the load average at its end."""
+    fleets = ", ".join(map(str, args.fleet or default_fleets()))
+    console.print(f"morning run: {accounts:,} accounts, {solver}, {'warm' if args.warm else 'cold'} workers "
+                  f"({fleets}){' (+ memory)' if with_memory else ''}, Redis {url}, "
+                  f"load average {os.getloadavg()[0]:.1f}")
+    result = morning.run(url, _options(args, accounts, solver), console, memory=with_memory)
+    result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+    return result
+
+
+def _peer_morning(args: argparse.Namespace, url: str, console: Console, accounts: int,
+                  solver: str) -> dict[str, Any]:
+    """The plain-script peer's run of the same morning."""
+    console.print(f"plain-script peer: {accounts:,} accounts, {solver}, multiprocessing.Pool x{os.cpu_count()}")
+    return peer.run(url, peer.PeerOptions(accounts, args.seed, None if solver == "milp" else solver,
+                                          pm_redis_url=args.pm_redis_url))
+
+
 def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bool,
                 found: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The morning run at each size and solver; returns the memory figures when one run measured
@@ -221,20 +250,16 @@ def run_morning(args: argparse.Namespace, url: str, console: Console, memory: bo
     # with --repeat, the rounds go one after another: each size and solver once per round
     for attempt, accounts, solver in itertools.product(range(1, max(args.repeat, 1) + 1), args.accounts, args.solver):
         with_memory = memory and accounts == args.memory_accounts and solver == args.solver[0] and attempt == 1
-        fleets = ", ".join(map(str, args.fleet or default_fleets()))
-        console.print(f"morning run: {accounts:,} accounts, {solver}, {'warm' if args.warm else 'cold'} workers "
-                      f"({fleets}){' (+ memory)' if with_memory else ''}, Redis {url}, "
-                      f"load average {os.getloadavg()[0]:.1f}")
-        result = morning.run(url, _options(args, accounts, solver), console, memory=with_memory)
-        result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+        result: dict[str, Any] = {}
+        order = run_order(attempt, args.no_peer)
+        for side in order:
+            if side == "engine":
+                result = _engine_morning(args, url, console, accounts, solver, with_memory) | result
+            else:
+                result["peer"] = _peer_morning(args, url, console, accounts, solver)
         if args.repeat > 1:
-            result["attempt"] = attempt
-        if not args.no_peer:
-            console.print(f"plain-script peer: {accounts:,} accounts, {solver}, "
-                          f"multiprocessing.Pool x{os.cpu_count()}")
-            result["peer"] = peer.run(url, peer.PeerOptions(accounts, args.seed,
-                                                            None if solver == "milp" else solver,
-                                                            pm_redis_url=args.pm_redis_url))
+            result["attempt"], result["first"] = attempt, order[0]
+        if "peer" in result:
             result["peer_ratio"] = peer_ratio(result)
         results.append(result)
     console.print(morning_table(results))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.__main__ import parse_args, ratio_medians
+from bench.__main__ import parse_args, ratio_medians, run_order
 
 
 def run(accounts: int, solver: str, ratio: float | None) -> dict[str, Any]:
@@ -36,3 +36,9 @@ def test_growth_compares_book_sizes_not_the_repeats_of_one_size() -> None:
             for n, s in ((5000, 1.5), (20000, 1.8), (5000, 1.6), (20000, 1.7))]
     assert growth(runs) == [{"accounts": 20000, "vs_accounts": 5000, "per_account_time_ratio": 1.2},
                             {"accounts": 20000, "vs_accounts": 5000, "per_account_time_ratio": 1.13}]
+
+
+def test_rounds_alternate_which_side_runs_first_so_a_drifting_machine_weighs_on_both() -> None:
+    assert [run_order(attempt, no_peer=False) for attempt in (1, 2, 3, 4)] == [
+        ("engine", "peer"), ("peer", "engine"), ("engine", "peer"), ("peer", "engine")]
+    assert run_order(2, no_peer=True) == ("engine",)
