@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from bench.cpu import command_delta, command_stats
+from bench.cpu import command_delta, command_stats, redis_cpu_seconds
 from bench.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -287,11 +287,6 @@ def private_redis() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def run(redis_url: str, accounts: int = 20_000, clients: int = 4, pipeline_depth: int = 100,
         seed: int = 7) -> dict[str, Any]:
     """Record on ``redis_url``, replay ``accounts`` accounts on a private Redis; the figures."""
@@ -303,13 +298,13 @@ def run(redis_url: str, accounts: int = 20_000, clients: int = 4, pipeline_depth
         client = redis.Redis.from_url(url)
         _script_shas(client)
         memory_before = int(client.info("memory")["used_memory"])
-        cpu_before, commands = _cpu(client), command_stats(client)
+        cpu_before, commands = redis_cpu_seconds(client), command_stats(client)
         began = time.monotonic()
         with multiprocessing.get_context("spawn").Pool(clients) as pool:
             done = sum(pool.map(_replay_worker, [(url, recording, share, pipeline_depth, "capacity:q:step")
                                                  for share in shares if share]))
         seconds = time.monotonic() - began
-        cpu = _cpu(client) - cpu_before
+        cpu = redis_cpu_seconds(client) - cpu_before
         calls = command_delta(commands, command_stats(client), done)
         memory_after = int(client.info("memory")["used_memory"])
         memory = instance_memory(client)

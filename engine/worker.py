@@ -102,8 +102,9 @@ def freeze_start_up_objects(**_: Any) -> None:
     out of the garbage collector's sight (``gc.freeze``): a full collection during a morning walks
     the objects made since, not the whole process again (about 90 ms each in a combined worker).
 
-    In the process that runs the tasks: the worker's own for ``solo`` and ``threads``, each
-    pool process once forked for ``prefork``. What is garbage now is collected first.
+    In the process that runs the tasks: the worker's own once it is ready (``solo``, ``threads``;
+    for ``prefork`` that is the parent, which only hands tasks out) and each ``prefork`` pool
+    process once forked. What is garbage now is collected first.
     """
     gc.collect()
     gc.freeze()
