@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -360,12 +361,16 @@ def morning_table(results: list[dict[str, Any]]) -> Table:
         table.add_row("tradeflow / peer (accounts/s)", *[
             f"{r['peer_ratio']:.2f}" if r.get("peer_ratio") else "-" for r in results])
     largest = max(results, key=lambda r: r["accounts_seeded"])
-    table.add_row("Redis commands per account (whole server; inside scripts too)", *[
-        f"{r['redis_commands']['commands_per_account']:.0f}" for r in results])
-    table.add_row("Redis time in commands per account, ms (whole server)", *[
+    table.add_row("Redis commands per account (whole server; inside scripts too): engine / peer", *[
+        _engine_and_peer(r, lambda c: f"{c['commands_per_account']:.0f}") for r in results])
+    table.add_row("Redis time in commands per account, ms (whole server; a script's commands in its "
+                  "EVALSHA's time and again on their own)", *[
         f"{r['redis_commands']['command_ms_per_account']:.2f}" for r in results])
-    table.add_row("  EVALSHA (engine scripts) per account", *[
-        f"{r['redis_commands']['top'].get('evalsha', {}).get('calls_per_account', 0):.1f}" for r in results])
+    table.add_row("  EVALSHA per account (every script: the engine's and the services'): engine / peer", *[
+        _engine_and_peer(r, lambda c: f"{c['all'].get('evalsha', {}).get('calls_per_account', 0):.1f}")
+        for r in results])
+    table.add_row("Redis reads (about one per round trip) per account: engine / peer", *[
+        _engine_and_peer(r, lambda c: f"{c.get('reads_per_account', 0):.1f}") for r in results])
     table.add_row("Redis forks in the run (AOF rewrites): engine / peer", *[
         f"{r.get('redis_forks', '-')} / {r['peer'].get('redis_forks', '-') if 'peer' in r else '-'}" for r in results])
     table.add_row("CPU ceiling, accounts/s", *[f"{r['cpu_ceiling_accounts_per_s'] or 0:.0f}" for r in results])
@@ -492,12 +497,18 @@ def run_capacity(args: argparse.Namespace, url: str, console: Console) -> dict[s
     return figures
 
 
+def _engine_and_peer(run: dict[str, Any], figure: Callable[[dict[str, Any]], str]) -> str:
+    """``figure`` of a morning's Redis commands (:func:`bench.cpu.command_delta`), then the peer's when it ran."""
+    peer = (run.get("peer") or {}).get("redis_commands")
+    return f"{figure(run['redis_commands'])} / {figure(peer) if peer else '-'}"
+
+
 def summary_lines(found: dict[str, Any]) -> list[str]:
     """The figures issue-level goals are read from, in one place at the end of the run."""
     lines = [f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)"]
     for r in found.get("morning", []):
         cmds = r.get("redis_commands") or {}
-        evalsha = (cmds.get("top") or {}).get("evalsha", {}).get("calls_per_account")
+        evalsha = (cmds.get("all") or {}).get("evalsha", {}).get("calls_per_account")
         redis_cpu = r.get("cpu_ms_per_account", {}).get("redis-server (whole server)")
         book_cpu = r.get("cpu_ms_per_account", {}).get("book's redis-server (whole server)")
         if book_cpu is not None:
@@ -505,7 +516,8 @@ def summary_lines(found: dict[str, Any]) -> list[str]:
         ratio = f"{r['peer_ratio']:.2f} x the plain-script peer" if r.get("peer_ratio") else "no peer run"
         lines.append(f"morning {r['accounts_seeded']:,} accounts, {r['solver'].split()[0]}, {r['workers']}, "
                      f"fleets {'; '.join(r['fleets'])}: {r['accounts_per_s'] or 0:.0f} accounts/s, {ratio}; "
-                     f"Redis CPU {redis_cpu} ms per account, {evalsha} engine script calls (EVALSHA) and "
+                     f"Redis CPU {redis_cpu} ms per account, {evalsha} script calls (EVALSHA, the engine's and "
+                     f"the services'), {cmds.get('reads_per_account')} reads and "
                      f"{cmds.get('commands_per_account')} commands per account (whole server)")
     engine = found.get("engine")
     if engine:

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from bench.cpu import redis_cpu_parts, redis_forks, self_cpu_seconds
+from bench.cpu import command_delta, command_stats, redis_cpu_parts, redis_forks, self_cpu_seconds
 from bench.sandbox import Sandbox
 
 #: Accounts per task handed to a pool process (amortises the pool's own IPC, as a script would).
@@ -124,7 +124,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
         chunks = [accounts[i:i + CHUNK] for i in range(0, len(accounts), CHUNK)]
         ctx = get_context("fork")
         book = sandbox.pm_client  # the peer's every command goes to the book's Redis
-        redis_cpu, forks = redis_cpu_parts(book), redis_forks(book)
+        redis_cpu, forks, commands = redis_cpu_parts(book), redis_forks(book), command_stats(book)
         children, own = _children_cpu(), self_cpu_seconds()
         began = time.monotonic()
         with ctx.Pool(processes, initializer=_init,
@@ -137,6 +137,7 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
         cpu.update({part: round(seconds - redis_cpu[part], 2)
                     for part, seconds in redis_cpu_parts(book).items()})
         forks = redis_forks(book) - forks
+        commands = command_delta(commands, command_stats(book), len(accounts))
         outcomes: dict[str, int] = {}
         for outcome, _ in results:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -147,6 +148,6 @@ def run(redis_url: str, options: PeerOptions) -> dict[str, Any]:
             "seconds": round(wall, 2), "accounts_per_s": round(started / wall, 1) if wall else None,
             "outcomes": outcomes, "orders_proposed": sum(n for _, n in results),
             "proposals": len(services.proposals.list(label)),
-            "cpu_seconds": cpu, "redis_forks": forks,
+            "cpu_seconds": cpu, "redis_forks": forks, "redis_commands": commands,
             "cpu_ms_per_account": {k: round(v / started * 1000, 2) for k, v in cpu.items()} if started else {},
         }

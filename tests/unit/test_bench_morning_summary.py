@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.__main__ import parse_args, ratio_medians, run_order
+from bench.__main__ import _engine_and_peer, parse_args, ratio_medians, run_order, summary_lines
 
 
 def run(accounts: int, solver: str, ratio: float | None) -> dict[str, Any]:
@@ -42,3 +42,25 @@ def test_rounds_alternate_which_side_runs_first_so_a_drifting_machine_weighs_on_
     assert [run_order(attempt, no_peer=False) for attempt in (1, 2, 3, 4)] == [
         ("engine", "peer"), ("peer", "engine"), ("engine", "peer"), ("peer", "engine")]
     assert run_order(2, no_peer=True) == ("engine",)
+
+
+def commands(evalsha: float, reads: float) -> dict[str, Any]:
+    return {"commands_per_account": 60.0, "command_ms_per_account": 0.4, "reads_per_account": reads,
+            "all": {"evalsha": {"calls_per_account": evalsha, "usec_per_account": 250.0}}}
+
+
+def test_the_engines_redis_figures_are_shown_beside_the_peers_when_it_ran() -> None:
+    with_peer = {"redis_commands": commands(5.2, 6.0), "peer": {"redis_commands": commands(1.6, 3.7)}}
+
+    def reads(figures: dict[str, Any]) -> str:
+        return f"{figures['reads_per_account']:.1f}"
+
+    assert _engine_and_peer(with_peer, reads) == "6.0 / 3.7"
+    assert _engine_and_peer({"redis_commands": commands(5.2, 6.0)}, reads) == "6.0 / -"
+
+
+def test_the_summary_names_every_script_call_and_the_reads_per_account() -> None:
+    morning = {**run(20000, "greedy", 0.53), "workers": "cold", "fleets": ["engine:solo:1"], "accounts_per_s": 690.0,
+               "cpu_ms_per_account": {"redis-server (whole server)": 0.52}, "redis_commands": commands(5.17, 6.02)}
+    line = summary_lines({"morning": [morning]})[1]
+    assert "5.17 script calls (EVALSHA, the engine's and the services'), 6.02 reads and 60.0 commands" in line
