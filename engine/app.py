@@ -29,7 +29,7 @@ from engine.broker.step_strategy import STRATEGY as STRAIGHT_STRATEGY
 from engine.celery_config import celery_config
 from engine.clock import make_clock
 from engine.config import Settings
-from engine.connections import client_for, is_sentinel, parse_sentinel_url, replica_wait, state_url
+from engine.connections import client_for, is_sentinel, kombu_url, parse_sentinel_url, replica_wait, state_url
 from engine.definitions.nodes import GatherNode, HttpNode, ServiceNode, StepNode
 from engine.runtime.concerns.inline import inline_rule
 from engine.runtime.concerns.limits import Limits
@@ -66,7 +66,7 @@ def sender_app(broker_url: str, broker_prefix: str = "", name: str = "tradeflow-
     options = dict(app.conf.broker_transport_options or {})
     if broker_prefix:
         options["global_keyprefix"] = broker_prefix
-    app.conf.update(broker_url=broker_url, broker_transport_options=options, task_send_sent_event=False)
+    app.conf.update(broker_url=kombu_url(broker_url), broker_transport_options=options, task_send_sent_event=False)
     return app
 
 
@@ -84,7 +84,8 @@ def enqueuer_for(app: Celery, settings: Settings | None = None, client: redis.Re
     """
     broker = (app.conf.broker_url or "").rstrip("/")
     state = app.conf.get("tradeflow_redis_url") or ""
-    if broker in (state.rstrip("/"), parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
+    if broker in (state.rstrip("/"), kombu_url(state).rstrip("/"),
+                  parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
         return RedisQueueEnqueuer.for_app(app, client or redis_client(state, settings))
     return CeleryEnqueuer(app)
 

@@ -3,8 +3,9 @@
 Two kinds of ``TRADEFLOW_REDIS_URL``:
 
 - one server: ``redis://[user:password@]host:6379/0``, ``rediss://...`` (TLS),
-  ``unix:///path/redis.sock?db=0`` -- redis-py's ``Redis.from_url`` and kombu take these as
-  they are;
+  ``unix:///path/redis.sock?db=0`` (a Unix socket: Redis on the workers' machine) -- redis-py's
+  ``Redis.from_url`` takes these as they are, and kombu too but for the socket's, which the
+  broker gets in kombu's spelling (:func:`kombu_url`);
 - Redis Sentinel: ``sentinel://[user:password@]h1:26379,h2:26379,h3:26379/0`` (the sentinels,
   comma separated, then the database), or kombu's own form
   ``sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379`` (``/0`` on the first). The
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import redis
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
@@ -108,6 +110,10 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     return SentinelAddress(tuple(hosts), db, username, password)
 
 
+#: A ``password=`` option in a URL's query (redis-py reads one there too, e.g. ``unix:///s.sock?password=...``).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&;#]*")
+
+
 def _masked(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for error messages and logs)."""
     out = []
@@ -116,6 +122,7 @@ def _masked(url: str) -> str:
         userinfo, at, hostpart = rest.rpartition("@")
         if at and ":" in userinfo:
             userinfo = userinfo.split(":", 1)[0] + ":***"
+        hostpart = _QUERY_PASSWORD.sub(r"\1***", hostpart)
         out.append(f"{scheme}{sep}{userinfo}{at}{hostpart}")
     return ";".join(out)
 
@@ -283,11 +290,32 @@ class PinnedCalls:
             conn.disconnect()
 
 
+def kombu_url(url: str) -> str:
+    """The broker URL kombu reads for the one Redis server at ``url``.
+
+    A ``unix:///path/redis.sock?db=N`` URL (redis-py's form; kombu has no ``unix`` transport)
+    becomes kombu's ``redis+socket:///path/redis.sock?virtual_host=N``, its user and password
+    kept; any other URL is returned as it is.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    user, password = options.pop("username", None), options.pop("password", None)
+    netloc = parts.netloc  # kombu reads the user and password there only (redis-py in the query too)
+    if not netloc and (user or password):
+        netloc = f"{quote(user or '', safe='')}:{quote(password or '', safe='')}@"
+    if "db" in options:
+        options["virtual_host"] = options.pop("db")
+    query = urlencode(options)
+    return f"redis+socket://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def broker_config(url: str, *, sentinel_master: str | None = None,
                   sentinel_password: str | None = None) -> tuple[str, dict[str, Any]]:
     """Celery's ``broker_url`` and the transport options it needs for ``url`` (added to the others)."""
     if not is_sentinel(url):
-        return url, {}
+        return kombu_url(url), {}
     if not sentinel_master:
         raise ConfigurationError(
             "the broker is a sentinel:// URL but TRADEFLOW_REDIS_SENTINEL_MASTER is not set: set it to the name "
@@ -374,6 +402,7 @@ __all__ = [
     "broker_for",
     "client_for",
     "is_sentinel",
+    "kombu_url",
     "masked_url",
     "parse_sentinel_url",
     "redis_client",

@@ -14,6 +14,7 @@ from engine.connections import (
     broker_config,
     broker_for,
     client_for,
+    kombu_url,
     masked_url,
     parse_sentinel_url,
     replica_wait,
@@ -41,6 +42,18 @@ def test_the_broker_gets_kombus_form_and_the_master_name() -> None:
     assert url == "sentinel://u:pw@h1:26379/0;sentinel://u:pw@h2:26379/0"
     assert options == {"master_name": "tf", "sentinel_kwargs": {"password": "sentinel-pw"}}
     assert broker_config("redis://h:6379/0") == ("redis://h:6379/0", {})
+
+
+def test_a_unix_socket_url_reaches_kombu_in_its_own_spelling_with_the_database() -> None:
+    """kombu has no ``unix`` transport: the broker gets ``redis+socket://`` and the db as its virtual host."""
+    assert kombu_url("unix:///run/redis/redis.sock?db=3") == "redis+socket:///run/redis/redis.sock?virtual_host=3"
+    assert kombu_url("unix://tf:pw@/run/redis.sock?db=1") == "redis+socket://tf:pw@/run/redis.sock?virtual_host=1"
+    assert kombu_url("unix:///run/redis.sock?password=p%40w&db=1") == \
+        "redis+socket://:p%40w@/run/redis.sock?virtual_host=1"  # kombu reads a password in the netloc only
+    assert kombu_url("unix:///run/redis.sock") == "redis+socket:///run/redis.sock"
+    assert broker_config("unix:///run/redis.sock?db=2") == ("redis+socket:///run/redis.sock?virtual_host=2", {})
+    for url in ("redis://h:6379/0", "rediss://:pw@h:6380/1", "redis+socket:///run/redis.sock"):
+        assert kombu_url(url) == url
 
 
 def test_settings_read_the_sentinel_options_once_and_build_both_sides() -> None:
@@ -73,6 +86,9 @@ def test_passwords_never_reach_a_log_line() -> None:
     assert masked_url("sentinel://u:pw@h1:26379/0;sentinel://u:pw@h2:26379/0") == \
         "sentinel://u:***@h1:26379/0;sentinel://u:***@h2:26379/0"
     assert masked_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert masked_url("unix:///run/redis.sock?db=0&password=pw") == "unix:///run/redis.sock?db=0&password=***"
+    assert masked_url("redis://h:6379/0?password=pw&ssl_cert_reqs=none") == \
+        "redis://h:6379/0?password=***&ssl_cert_reqs=none"
 
 
 def test_a_sentinel_url_is_the_state_url_as_it_is_never_asked_nor_replaced(tmp_path: Path) -> None:
