@@ -84,8 +84,7 @@ def enqueuer_for(app: Celery, settings: Settings | None = None, client: redis.Re
     """
     broker = (app.conf.broker_url or "").rstrip("/")
     state = app.conf.get("tradeflow_redis_url") or ""
-    if broker in (state.rstrip("/"), kombu_url(state).rstrip("/"),
-                  parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
+    if broker in (kombu_url(state).rstrip("/"), parse_sentinel_url(state).kombu_url() if is_sentinel(state) else None):
         return RedisQueueEnqueuer.for_app(app, client or redis_client(state, settings))
     return CeleryEnqueuer(app)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from redis.sentinel import Sentinel
 from engine.command_packer import command_packer
 from engine.errors import ConfigurationError
 from engine.ops.embedded import resolve_redis_url
+from engine.url_masking import masked_url
 
 if TYPE_CHECKING:
     from engine.config import Settings
@@ -83,7 +83,7 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     for number, part in enumerate(p for p in url.strip().split(";") if p):
         parsed = urlsplit(part)
         if parsed.scheme.lower() != "sentinel" or not parsed.netloc:
-            raise ConfigurationError(f"TRADEFLOW_REDIS_URL {_masked(url)!r} is not a sentinel URL; write {example}")
+            raise ConfigurationError(f"TRADEFLOW_REDIS_URL {masked_url(url)!r} is not a sentinel URL; write {example}")
         userinfo, _, hostlist = parsed.netloc.rpartition("@")
         if number == 0:
             if userinfo:
@@ -98,7 +98,7 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
             host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
             host = host.strip("[]")
             if not host:
-                raise ConfigurationError(f"TRADEFLOW_REDIS_URL: a sentinel without a host in {_masked(url)!r}; "
+                raise ConfigurationError(f"TRADEFLOW_REDIS_URL: a sentinel without a host in {masked_url(url)!r}; "
                                          f"write {example}")
             try:
                 hosts.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
@@ -108,28 +108,6 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     if not hosts:
         raise ConfigurationError(f"TRADEFLOW_REDIS_URL names no sentinel; write {example}")
     return SentinelAddress(tuple(hosts), db, username, password)
-
-
-#: A ``password=`` option in a URL's query (redis-py reads one there too, e.g. ``unix:///s.sock?password=...``).
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&;#]*")
-
-
-def _masked(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for error messages and logs)."""
-    out = []
-    for part in url.split(";"):
-        scheme, sep, rest = part.partition("://")
-        userinfo, at, hostpart = rest.rpartition("@")
-        if at and ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        hostpart = _QUERY_PASSWORD.sub(r"\1***", hostpart)
-        out.append(f"{scheme}{sep}{userinfo}{at}{hostpart}")
-    return ";".join(out)
-
-
-def masked_url(url: str) -> str:
-    """``url`` without its password, fit for a log line."""
-    return _masked(url)
 
 
 def redis_client(url: str, *, sentinel_master: str | None = None, sentinel_password: str | None = None,

@@ -25,6 +25,7 @@ import redis
 
 from engine.config import Settings
 from engine.errors import ConfigurationError, RedisUnavailable
+from engine.url_masking import masked_url
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,6 @@ def stop_embedded(home: Path) -> bool:
     return True
 
 
-def redacted(url: str) -> str:
-    """``url`` without its user and password (for messages and logs)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.split('@')[-1]}" if sep else url.split("@")[-1]
-
-
 def wait_for_configured(url: str, attempts: int = CONFIGURED_ATTEMPTS, first_wait: float = CONFIGURED_FIRST_WAIT,
                         sleep: Callable[[float], None] | None = None) -> None:
     """Return once the Redis at ``url`` answers; after ``attempts`` failed PINGs raise :class:`RedisUnavailable`
@@ -167,7 +162,7 @@ def wait_for_configured(url: str, attempts: int = CONFIGURED_ATTEMPTS, first_wai
             sleep(wait)
             wait *= 2
     raise RedisUnavailable(
-        f"Redis at {redacted(url)} (TRADEFLOW_REDIS_URL) does not answer ({attempts} attempts); tradeflow uses "
+        f"Redis at {masked_url(url)} (TRADEFLOW_REDIS_URL) does not answer ({attempts} attempts); tradeflow uses "
         "no other in its place: start it or fix TRADEFLOW_REDIS_URL."
     )
 

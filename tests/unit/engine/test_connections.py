@@ -91,6 +91,18 @@ def test_passwords_never_reach_a_log_line() -> None:
         "redis://h:6379/0?password=***&ssl_cert_reqs=none"
 
 
+def test_a_configured_redis_that_does_not_answer_is_named_without_its_password() -> None:
+    from engine.errors import RedisUnavailable
+    from engine.ops.embedded import wait_for_configured
+
+    for url, shown in (("redis://tf:s3cret@127.0.0.1:1/0", "redis://tf:***@127.0.0.1:1/0"),
+                       ("unix:///nonexistent/redis.sock?db=0&password=s3cret",
+                        "unix:///nonexistent/redis.sock?db=0&password=***")):
+        with pytest.raises(RedisUnavailable) as raised:
+            wait_for_configured(url, attempts=1, sleep=lambda _seconds: None)
+        assert shown in str(raised.value) and "s3cret" not in str(raised.value)
+
+
 def test_a_sentinel_url_is_the_state_url_as_it_is_never_asked_nor_replaced(tmp_path: Path) -> None:
     """No sentinel answers here: a one-server URL would be retried and reported; Sentinel's is handed on."""
     url = "sentinel://127.0.0.1:1,127.0.0.1:2/0"
