@@ -106,6 +106,7 @@ def runtime_factory(app: Celery, settings: Settings) -> Callable[[], Runtime]:
                                       make_clock(settings.clock_offset_file),
                                       epoch=app.conf.get("tradeflow_epoch") or store.ensure_epoch(),
                                       inline_steps=settings.inline_steps, drain_steps=settings.drain_steps,
+                                      drain_batch=settings.drain_batch,
                                       reconcile_seconds=settings.reconcile_seconds)
                     runtime.metrics.background = True  # a worker flushes its step metrics every 5 s
                     runtime.keep_alive()  # this process's liveness mark, before its first step

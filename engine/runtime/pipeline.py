@@ -309,6 +309,29 @@ class Pipeline(StepOutcomes):
         trip; () drops any that were not sent. The draining concern starts its next step this way."""
         self._riding.riders = tuple(riders)
 
+    def defer_ends(self, on: bool) -> None:
+        """While ``on``, this thread holds the last change of each delivery that leaves its instance at an
+        await or a terminal node (nothing to send, no limit) and sends it with the thread's next change
+        (before the next instance's action that writes, or at :meth:`send_deferred`): the instances of a
+        drained batch cost a round trip each only where an action writes. Off: what is held is sent now.
+
+        Until it is sent, the instance stays at its step, carried by this process: were the process to
+        die, the liveness sweep re-sends that step, as for any step in flight."""
+        self._held.defer = on
+        if not on:
+            self.send_deferred()
+
+    def send_deferred(self) -> None:
+        """Send the ends this thread holds (:meth:`defer_ends`), in one round trip."""
+        deferred = getattr(self._held, "deferred", None)
+        if deferred:
+            self._held.deferred = []
+            try:
+                self.apply_changes(deferred)
+            except Exception:
+                self._held.deferred = deferred + self._held.deferred
+                raise
+
     def _riders(self) -> Sequence[Rider]:
         """This thread's riders, once (see :meth:`ride`)."""
         riders = getattr(self._riding, "riders", ())
@@ -480,6 +503,12 @@ class Pipeline(StepOutcomes):
                 # the next action only reads: it runs now, and this transition goes with the next one's
                 held.append((definition, instance.id, change, None))
                 return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried)
+        if step is None and carried is None and getattr(self._held, "defer", False) \
+                and nxt.kind in (NextKind.AWAIT, NextKind.FINISH) and not getattr(plan.node, "limits", None):
+            # held for the thread's next change (defer_ends); reported as it will be applied
+            self._held.__dict__.setdefault("deferred", []).extend([*held, (definition, instance.id, change, None)])
+            self._held.changes = []
+            return StepReport(Outcome.APPLIED, nxt.status or InstanceStatus.AWAITING, nxt.node)
         applied = self._apply_held(definition, instance.id, change, step)
         if not applied.applied:
             return StepReport(Outcome.NOOP, applied.status)
@@ -492,10 +521,16 @@ class Pipeline(StepOutcomes):
         """Apply ``change`` after this thread's held transitions, all in one round trip and one script call
         (each its own compare-and-set, in order: when a held one is refused, the ones after it are refused too)."""
         held = self._held.changes
-        if not held:
+        deferred = getattr(self._held, "deferred", None)
+        if not held and not deferred:
             return self.apply_change(definition, instance_id, change, step)
         self._held.changes = []
-        return self.apply_changes([*held, (definition, instance_id, change, step)])[-1]
+        self._held.deferred = []
+        try:
+            return self.apply_changes([*(deferred or ()), *held, (definition, instance_id, change, step)])[-1]
+        except Exception:
+            self._held.deferred = list(deferred or ())
+            raise
 
     def _unheld(self) -> StepReport | None:
         """Before a step that did not answer a transition records what happened to it: send this thread's

@@ -30,7 +30,8 @@ from engine.store.redis_store import RedisStore
 __all__ = ["DEFAULT_INLINE_SECONDS", "DEFAULT_INLINE_STEPS", "DEFAULT_RECONCILE_SECONDS", "Runtime", "concerns"]
 
 
-def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_steps: int) -> list[Hook]:
+def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_steps: int,
+             drain_batch: bool = False) -> list[Hook]:
     """The concerns every runtime plugs into its pipeline, in the order their hooks run.
 
     A new concern is a module of :mod:`engine.runtime.concerns` and one line here.
@@ -47,7 +48,7 @@ def concerns(runtime: Runtime, inline_steps: int, inline_seconds: float, drain_s
         Gathering(runtime.gatherer),                         # after_apply, on_tick
         Inline(inline_steps, inline_seconds),                # chain_rule, take_over
         Metrics(runtime.metrics),                            # after_step
-        Draining(Drain(runtime.enqueuer, drain_steps), inline_seconds),  # after_delivery
+        Draining(Drain(runtime.enqueuer, drain_steps), inline_seconds, drain_batch),  # after_delivery
     ]
 
 
@@ -57,7 +58,8 @@ class Runtime(Pipeline):
     def __init__(self, store: RedisStore, enqueuer: Enqueuer, clock: Clock = system_clock,
                  epoch: str | None = None, inline_steps: int = DEFAULT_INLINE_STEPS,
                  inline_seconds: float = DEFAULT_INLINE_SECONDS,
-                 reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS, drain_steps: int = 0) -> None:
+                 reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS, drain_steps: int = 0,
+                 drain_batch: bool = False) -> None:
         super().__init__(store, enqueuer, clock, epoch)
         #: How often the sweeper looks for lost messages (``reconcile``).
         self.reconcile_seconds = reconcile_seconds
@@ -65,7 +67,7 @@ class Runtime(Pipeline):
         self.gatherer = Gatherer(self)
         #: Step counters of this process, flushed to Redis every few seconds (engine.metrics).
         self.metrics = StepMetrics(store.add_step_metrics)
-        self.plug(concerns(self, inline_steps, inline_seconds, drain_steps))
+        self.plug(concerns(self, inline_steps, inline_seconds, drain_steps, drain_batch))
 
     def reconcile(self, every: float = DEFAULT_RECONCILE_SECONDS, limit: int = RECONCILE_BATCH) -> int:
         """Re-send queued steps whose message is lost (at most once per ``every``; 0: always); how many."""
@@ -107,6 +109,15 @@ class Runtime(Pipeline):
     @drain.setter
     def drain(self, value: Drain) -> None:
         self._draining().drain = value
+
+    @property
+    def drain_batch(self) -> bool:
+        """True when drained steps are started in batches and their instances' ends held (the draining concern)."""
+        return self._draining().batched
+
+    @drain_batch.setter
+    def drain_batch(self, value: bool) -> None:
+        self._draining().batched = value
 
     def _inline(self) -> Inline:
         hook = self.hook(Inline)

@@ -339,6 +339,12 @@ class Instances:
         """Drop the kept reply of a start sent as a rider (:meth:`start_rider`) whose step will not run here."""
         self._prefetched.pop((instance_id, node, seq, attempt, carrier), None)
 
+    def prefetch_starts(self, steps: Sequence[tuple[str, str, int, int, str]], clock: Callable[[], float]) -> None:
+        """:meth:`start` each of ``steps`` (instance id, node, seq, attempt, carrier) now, all in one round
+        trip; the :meth:`start` of each by the same carrier then takes the kept reply without one."""
+        if steps:
+            send_all_with_riders(self._calls, [], [self.start_rider(*step[:4], clock, step[4]) for step in steps])
+
     def start_rider(self, instance_id: str, node: str, seq: int, attempt: int, clock: Callable[[], float],
                     carrier: str, started: Callable[[], None] | None = None) -> Rider:
         """The :meth:`start` of step (``node``, ``seq``, ``attempt``) by ``carrier``, as a rider of another change.

@@ -119,11 +119,14 @@ class Drain:
 class Draining(Hook):
     """Runs the waiting steps ``drain`` takes off a delivered message's queue."""
 
-    def __init__(self, drain: Drain, seconds: float) -> None:
+    def __init__(self, drain: Drain, seconds: float, batched: bool = False) -> None:
         #: Takes step messages off a queue: ``take(queue, accepts)`` (None: nothing to take).
         self.drain = drain
         #: How long a delivered message may go on running taken steps.
         self.seconds = seconds
+        #: Where the broker is the state's Redis: take and start the waiting steps in batches, and hold
+        #: their instances' ends for the next change (:meth:`_batches`) instead of riding one by one.
+        self.batched = batched
 
     def after_delivery(self, runtime: StepOutcomes, run_step: RunStep, queue: str, accepts: Callable[[str], bool],
                        execute: Execute, inline: Inline | None) -> int:
@@ -136,6 +139,9 @@ class Draining(Hook):
         drain = self.drain
         until = time.monotonic() + self.seconds
         riding = drain.rides and isinstance(runtime, Pipeline)
+        if riding and self.batched:
+            assert isinstance(runtime, Pipeline)
+            return self._batches(runtime, run_step, queue, accepts, execute, inline, until)
         drain.stopped = False
         waiting: list[TakenStep] = patiently(lambda: drain.take_many(queue, accepts, 2 if riding else 1))
         started: set[int] = set()  # id() of the waiting steps a ride started: they run, whatever the limits
@@ -169,6 +175,45 @@ class Draining(Hook):
                 if id(item) in started and item.step is not None and isinstance(runtime, Pipeline):
                     instance_id, node, seq, attempt = item.step
                     runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
+        return ran
+
+    def _batches(self, runtime: Pipeline, run_step: RunStep, queue: str, accepts: Callable[[str], bool],
+                 execute: Execute, inline: Inline | None, until: float) -> int:
+        """Take up to the drain's limit of waiting steps in one round trip and start them all in one
+        more, then run them one after the other with their instances' ends held
+        (:meth:`Pipeline.defer_ends`): an end goes with the next change this thread sends -- the
+        next instance's, before an action that writes -- or with the batch's last round trip.
+        Every step taken and started is run, whatever the time left. How many ran."""
+        drain = self.drain
+        ran = 0
+        drain.stopped = False
+        while ran < drain.limit and not drain.stopped and time.monotonic() < until:
+            room = drain.limit - ran
+            batch = patiently(lambda room=room: drain.take_many(queue, accepts, room))
+            if not batch:
+                break
+            steps = [item.step for item in batch if item.step is not None]  # (take_many keeps steps only)
+            try:
+                patiently(lambda steps=steps: runtime.store.prefetch_starts(
+                    [(*step, runtime.carrier(*step[1:])) for step in steps], runtime.clock))
+            except BaseException:
+                drain.give_back(batch)
+                raise
+            runtime.defer_ends(True)
+            done = 0
+            try:
+                for step in steps:
+                    patiently(lambda step=step: run_step(*step, execute, inline))
+                    done += 1
+            finally:
+                ran += done
+                # stopped by an error: the kept starts of those not run are dropped; started, they are re-sent
+                # as any step in flight (by the liveness sweep when this process stops, else at their timeout)
+                if done < len(steps):
+                    for instance_id, node, seq, attempt in steps[done:]:
+                        runtime.store.forget_start(instance_id, node, seq, attempt,
+                                                   runtime.carrier(node, seq, attempt))
+                patiently(lambda: runtime.defer_ends(False))
         return ran
 
     def _riders(self, runtime: Pipeline, drain: Drain, queue: str, accepts: Callable[[str], bool],

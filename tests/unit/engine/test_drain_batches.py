@@ -1,0 +1,142 @@
+"""Drained steps in batches (``TRADEFLOW_DRAIN_BATCH=1``): taken and started together, their instances' ends
+held and sent with the next change, on the real Redis.
+
+A batch's steps are all started before the first one runs; an instance whose step leaves it at an
+await or a terminal node stays at that step until the thread's next change goes out (the next
+instance's, before an action that writes) or the batch ends; each step still has its own records;
+an error stops the batch with nothing held; an end whose round trip failed is sent again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from engine.api import Engine
+from engine.app import sender_app
+from engine.broker import RedisQueueEnqueuer
+from engine.config import Settings
+from engine.definitions.validation import load_definition
+from engine.instance import InstanceStatus, Outcome
+from engine.runtime.concerns.draining import Drain
+from engine.service import Transition
+from engine.store.keys import Keys
+from engine.store.redis_store import RedisStore
+from engine.testing import runtime_of, store_of
+
+#: One step; then, when the instance's data says ``more``, a step of another service (a message is sent).
+FLOW = {
+    "name": "one-or-two",
+    "start": "work",
+    "nodes": {
+        "work": {"type": "service", "service": "svc", "action": "work", "input": {},
+                 "transitions": {"ok": "more"}},
+        "more": {"type": "choice", "choices": [{"when": "data.more", "next": "other"}], "default": "done"},
+        "other": {"type": "service", "service": "svc2", "action": "other", "input": {},
+                  "transitions": {"ok": "done"}},
+        "done": {"type": "terminal", "status": "succeeded"},
+    },
+}
+
+
+@pytest.fixture
+def celery_app(redis_url: str, key_prefix: str) -> Celery:
+    return sender_app(redis_url, f"{key_prefix}:q:", "drain-batch-test")
+
+
+def _engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str, limit: int) -> Engine:
+    enqueuer = RedisQueueEnqueuer.for_app(celery_app, real_redis)
+    engine = Engine(RedisStore(real_redis, Keys(key_prefix)), enqueuer)
+    runtime_of(engine).drain = Drain(enqueuer, limit)
+    runtime_of(engine).drain_batch = True
+    engine.publish(load_definition(json.dumps(FLOW)))
+    return engine
+
+
+def _drain(engine: Engine, work: Any) -> int:
+    return runtime_of(engine).after_delivery("svc", lambda task: task == "svc.work", work, None)
+
+
+def test_the_setting_turns_batches_on() -> None:
+    assert Settings.from_env({"TRADEFLOW_DRAIN_BATCH": "1"}).drain_batch
+    assert not Settings.from_env({}).drain_batch
+
+
+def test_a_batch_is_started_together_and_its_ends_are_sent_together(celery_app: Celery, real_redis: redis.Redis,
+                                                                     key_prefix: str) -> None:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    ids = engine.start_many("one-or-two", [{"more": False} for _ in range(6)])
+    seen: list[list[InstanceStatus]] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        assert store_of(engine).queued_count() == 2  # the batch's four were started before the first ran
+        seen.append([engine.get(iid).status for iid in ids[:4]])
+        return Transition("ok")
+
+    assert _drain(engine, work) == 4
+    assert seen[-1] == [InstanceStatus.RUNNING] * 4  # the ends before it are held while the last one runs
+    done = [engine.get(iid) for iid in ids]
+    assert [i.status for i in done] == [InstanceStatus.SUCCEEDED] * 4 + [InstanceStatus.RUNNING] * 2
+    for instance in done[:4]:
+        assert [a["outcome"] for a in engine.activities(instance.id)] == [Outcome.STARTED.value,
+                                                                         Outcome.APPLIED.value]
+    assert runtime_of(engine).enqueuer.count(["svc"]) == 2  # the other two still wait in the queue
+
+
+def test_a_held_end_goes_with_the_next_instances_change(celery_app: Celery, real_redis: redis.Redis,
+                                                        key_prefix: str) -> None:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=3)
+    ids = engine.start_many("one-or-two", [{"more": False}, {"more": True}, {"more": False}])
+    seen: list[list[InstanceStatus]] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        seen.append([engine.get(iid).status for iid in ids])
+        return Transition("ok")
+
+    assert _drain(engine, work) == 3
+    # the first one's end went out with the second one's change (which sends the next step's message)
+    assert seen[2][0] is InstanceStatus.SUCCEEDED and seen[1][0] is InstanceStatus.RUNNING
+    assert engine.get(ids[1]).node == "other" and runtime_of(engine).enqueuer.count(["svc2"]) == 1
+    assert engine.get(ids[2]).status is InstanceStatus.SUCCEEDED
+
+
+def test_an_error_stops_the_batch_with_nothing_held(celery_app: Celery, real_redis: redis.Redis,
+                                                    key_prefix: str) -> None:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=3)
+    ids = engine.start_many("one-or-two", [{"more": False} for _ in range(3)])
+    calls: list[int] = []
+
+    def second_stops(node: Any, payload: Any) -> Transition:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the worker is being stopped while it runs the second one
+        return Transition("ok")
+
+    with pytest.raises(KeyboardInterrupt):
+        _drain(engine, second_stops)
+    # the first one's held end was sent when the batch stopped; the other two stay started, at their step,
+    # for the liveness sweep (this process stops) or their timeout to send again
+    assert [engine.get(iid).status for iid in ids] == [InstanceStatus.SUCCEEDED] + [InstanceStatus.RUNNING] * 2
+    assert runtime_of(engine).enqueuer.count(["svc"]) == 0 and store_of(engine).queued_count() == 0
+
+
+def test_a_held_end_whose_round_trip_failed_is_sent_again(celery_app: Celery, real_redis: redis.Redis,
+                                                          key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=1)
+    [iid] = engine.start_many("one-or-two", [{"more": False}])
+    runtime = runtime_of(engine)
+    real_apply = runtime.apply_changes
+    failures = [redis.ConnectionError("Redis went away")]
+
+    def flaky(changes: Any, *args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_apply(changes, *args)
+
+    monkeypatch.setattr(runtime, "apply_changes", flaky)
+    assert _drain(engine, lambda node, payload: Transition("ok")) == 1  # the failed round trip was tried again
+    assert engine.get(iid).status is InstanceStatus.SUCCEEDED and not failures
