@@ -518,8 +518,9 @@ class Pipeline(StepOutcomes):
 
     def _apply_held(self, definition: Definition, instance_id: str, change: Change,
                     step: tuple[str, int, int] | None) -> Applied:
-        """Apply ``change`` after this thread's held transitions, all in one round trip and one script call
-        (each its own compare-and-set, in order: when a held one is refused, the ones after it are refused too)."""
+        """Apply ``change`` after this thread's held transitions (and the other instances' ends it holds,
+        :meth:`defer_ends`), all in one round trip, one script call per instance (each its own
+        compare-and-set, in order: when one of an instance's is refused, its ones after it are refused too)."""
         held = self._held.changes
         deferred = getattr(self._held, "deferred", None)
         if not held and not deferred:

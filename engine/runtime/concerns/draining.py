@@ -197,6 +197,7 @@ class Draining(Hook):
             batch = patiently(lambda room=room: drain.take_many(queue, accepts, room))
             if not batch:
                 break
+            batch = self._one_per_instance(batch)
             steps = [item.step for item in batch if item.step is not None]  # (take_many keeps steps only)
             try:
                 patiently(lambda steps=steps: runtime.store.prefetch_starts(
@@ -220,6 +221,21 @@ class Draining(Hook):
                                                    runtime.carrier(node, seq, attempt))
                 patiently(lambda: runtime.defer_ends(False))
         return ran
+
+    def _one_per_instance(self, batch: list[TakenStep]) -> list[TakenStep]:
+        """``batch`` with one step per instance: a second message of an instance (a duplicate, a re-send)
+        goes back to the queue, so that it starts after the first one's change and is a recorded no-op,
+        its action not run (started together, both would have read the instance before either ran)."""
+        kept: dict[str, TakenStep] = {}
+        again: list[TakenStep] = []
+        for item in batch:
+            assert item.step is not None
+            if item.step[0] in kept:
+                again.append(item)
+            else:
+                kept[item.step[0]] = item
+        self.drain.give_back(again)
+        return list(kept.values())
 
     def _riders(self, runtime: Pipeline, drain: Drain, queue: str, accepts: Callable[[str], bool],
                 waiting: list[TakenStep], started: set[int], ran: int) -> list[Rider]:

@@ -140,3 +140,23 @@ def test_a_held_end_whose_round_trip_failed_is_sent_again(celery_app: Celery, re
     monkeypatch.setattr(runtime, "apply_changes", flaky)
     assert _drain(engine, lambda node, payload: Transition("ok")) == 1  # the failed round trip was tried again
     assert engine.get(iid).status is InstanceStatus.SUCCEEDED and not failures
+
+
+def test_a_duplicate_message_in_a_batch_is_a_no_op_and_its_action_never_runs(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    first, second = engine.start_many("one-or-two", [{"more": False}, {"more": False}])
+    runtime = runtime_of(engine)
+    definition = store_of(engine).definition("one-or-two", 1)
+    runtime.enqueuer.enqueue(runtime.message(definition, first, "work", 1, 1))  # the same step, sent again
+    ran: list[str] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        ran.append("work")
+        return Transition("ok")
+
+    assert _drain(engine, work) == 3  # both steps, then the duplicate after them
+    assert len(ran) == 2  # the duplicate started after the first one's change: it found the instance moved on
+    assert [engine.get(iid).status for iid in (first, second)] == [InstanceStatus.SUCCEEDED] * 2
+    outcomes = [a["outcome"] for a in engine.activities(first)]
+    assert outcomes.count(Outcome.APPLIED.value) == 1 and Outcome.NOOP.value in outcomes
