@@ -19,7 +19,7 @@
 | ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_DRAIN_STEPS`` | ``16`` | waiting steps a worker takes off its queue after a delivered one (``0``: none) |
-| ``TRADEFLOW_DRAIN_BATCH`` | ``0`` | ``1``: drained steps started together, their instances' ends sent together |
+| ``TRADEFLOW_DRAIN_BATCH`` | ``1`` | drained steps started together, ends held for the next change (``0``: singly) |
 | ``TRADEFLOW_BROKER_RIDERS`` | ``1`` | solo workers: a step's start is its delivery's bookkeeping (``0``: off) |
 | ``TRADEFLOW_STRAIGHT_STEPS`` | ``1`` | solo workers: a step runs straight from its message (``0``: Celery's request) |
 | ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |
@@ -73,7 +73,7 @@ class Settings:
     drain_steps: int = 16
     #: Drained steps started in one round trip, their instances' ends held for the next change
     #: (:mod:`engine.runtime.concerns.draining`); off: each step's start rides on the one before.
-    drain_batch: bool = False
+    drain_batch: bool = True
     #: A delivered step's start is its delivery's bookkeeping, in place of kombu's unacked entries
     #: (``solo`` workers on the state's Redis; :mod:`engine.broker.kombu_riders`).
     broker_riders: bool = True
@@ -162,7 +162,7 @@ class Settings:
                 sweep_interval=float(env.get("TRADEFLOW_SWEEP_INTERVAL", d.sweep_interval)),
                 inline_steps=int(env.get("TRADEFLOW_INLINE_STEPS", d.inline_steps)),
                 drain_steps=int(env.get("TRADEFLOW_DRAIN_STEPS", d.drain_steps)),
-                drain_batch=env.get("TRADEFLOW_DRAIN_BATCH", "0") == "1",
+                drain_batch=env.get("TRADEFLOW_DRAIN_BATCH", "1") != "0",
                 broker_riders=env.get("TRADEFLOW_BROKER_RIDERS", "1") != "0",
                 straight_steps=env.get("TRADEFLOW_STRAIGHT_STEPS", "1") != "0",
                 reconcile_seconds=float(env.get("TRADEFLOW_RECONCILE_SECONDS", d.reconcile_seconds)),

@@ -53,10 +53,12 @@ def enqueuer_of(engine: Engine) -> Enqueuer:
     return engine._enqueuer
 
 
-def drain_queues(engine: Engine, limit: int) -> None:
+def drain_queues(engine: Engine, limit: int, batched: bool = True) -> None:
     """Make the engine's runtime drain up to ``limit`` waiting steps after each delivery, as a worker
-    with ``TRADEFLOW_DRAIN_STEPS`` does (its enqueuer must write to Redis; tests and benchmarks)."""
+    with ``TRADEFLOW_DRAIN_STEPS`` does (its enqueuer must write to Redis; tests and benchmarks);
+    ``batched``: in batches, as a worker does by default (``TRADEFLOW_DRAIN_BATCH``), else one by one."""
     engine._runtime.drain = Drain(engine._enqueuer, limit)
+    engine._runtime.drain_batch = batched
 
 
 def make_store(client: redis.Redis, prefix: str = "wf", retention_seconds: int = DEFAULT_RETENTION_SECONDS,

@@ -23,10 +23,11 @@ carries nothing, and the next one is taken and started alone. A message that is 
 this worker's actions (a gather batch, an action this worker lacks) is given back at the head
 of its list, and the draining stops there.
 
-In batches (``TRADEFLOW_DRAIN_BATCH=1``, :attr:`Draining.batched`), the waiting steps are taken
-and started together, one round trip each, and the instances' ends are held and sent with the
-next change (:meth:`engine.runtime.pipeline.Pipeline.defer_ends`): about one round trip per
-drained step instead of two, where most steps end their instance's part here (an await).
+In batches (a worker's default; ``TRADEFLOW_DRAIN_BATCH=0``: one by one, as above;
+:attr:`Draining.batched`), the waiting steps are taken and started together, one round trip
+each, and the instances' ends are held and sent with the next change
+(:meth:`engine.runtime.pipeline.Pipeline.defer_ends`): about one round trip per drained step
+instead of two, where most steps end their instance's part here (an await).
 
 When the queue is found empty the worker stops looking for ``IDLE_PAUSE_SECONDS``: a quiet
 queue costs one extra round trip a second, not one per message.

@@ -1,5 +1,5 @@
-"""Drained steps in batches (``TRADEFLOW_DRAIN_BATCH=1``): taken and started together, their instances' ends
-held and sent with the next change, on the real Redis.
+"""Drained steps in batches (the default; ``TRADEFLOW_DRAIN_BATCH=0``: one by one): taken and started
+together, their instances' ends held and sent with the next change, on the real Redis.
 
 A batch's steps are all started before the first one runs; an instance whose step leaves it at an
 await or a terminal node stays at that step until the thread's next change goes out (the next
@@ -61,9 +61,9 @@ def _drain(engine: Engine, work: Any) -> int:
     return runtime_of(engine).after_delivery("svc", lambda task: task == "svc.work", work, None)
 
 
-def test_the_setting_turns_batches_on() -> None:
-    assert Settings.from_env({"TRADEFLOW_DRAIN_BATCH": "1"}).drain_batch
-    assert not Settings.from_env({}).drain_batch
+def test_batches_are_the_default_and_the_setting_turns_them_off() -> None:
+    assert Settings.from_env({}).drain_batch and Settings().drain_batch
+    assert not Settings.from_env({"TRADEFLOW_DRAIN_BATCH": "0"}).drain_batch
 
 
 def test_a_batch_is_started_together_and_its_ends_are_sent_together(celery_app: Celery, real_redis: redis.Redis,
