@@ -22,11 +22,10 @@ from engine.broker import RedisQueueEnqueuer
 from engine.config import Settings
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus, Outcome
-from engine.runtime.concerns.draining import Drain
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
-from engine.testing import runtime_of, store_of
+from engine.testing import drain_queues, runtime_of, store_of
 
 #: One step; then, when the instance's data says ``more``, a step of another service (a message is sent).
 FLOW = {
@@ -51,8 +50,7 @@ def celery_app(redis_url: str, key_prefix: str) -> Celery:
 def _engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str, limit: int) -> Engine:
     enqueuer = RedisQueueEnqueuer.for_app(celery_app, real_redis)
     engine = Engine(RedisStore(real_redis, Keys(key_prefix)), enqueuer)
-    runtime_of(engine).drain = Drain(enqueuer, limit)
-    runtime_of(engine).drain_batch = True
+    drain_queues(engine, limit, batched=True)
     engine.publish(load_definition(json.dumps(FLOW)))
     return engine
 
