@@ -82,9 +82,17 @@ def measure(side: str, accounts: int, solver: str, out_dir: Path) -> tuple[int, 
     found = re.search(r"counted accounts: (\d+)", done.stdout)
     if done.returncode != 0 or found is None or not out.exists():
         raise SystemExit(f"the {side} side failed under valgrind:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    total, by_object = 0, defaultdict(int)
     annotated = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(out)],
                                capture_output=True, text=True, check=True).stdout
+    total, by_object = split_annotation(annotated)
+    return total, int(found.group(1)), by_object
+
+
+def split_annotation(annotated: str) -> tuple[int, dict[str, int]]:
+    """The program's total and its instructions by object file (a shared library's short name:
+    ``libpython3``, ``_pydantic_core``, ``isal_zlib``...), from ``callgrind_annotate --inclusive=no``."""
+    total = 0
+    by_object: defaultdict[str, int] = defaultdict(int)
     for line in annotated.splitlines():
         match = _LINE.match(line)
         if match is None:
@@ -99,7 +107,7 @@ def measure(side: str, accounts: int, solver: str, out_dir: Path) -> tuple[int, 
         else:  # annotate names no object for some of the interpreter's own functions
             name = "libpython3" if "/Python-3" in match.group(2) or match.group(2).startswith("Python/") else "?"
         by_object[name.replace("libpython3.11", "libpython3")] += count
-    return total, int(found.group(1)), dict(by_object)
+    return total, dict(by_object)
 
 
 def main(argv: list[str] | None = None) -> None:
