@@ -352,6 +352,7 @@ class Pipeline(StepOutcomes):
     def _deliver(self, instance_id: str, node_name: str, seq: int, attempt: int, execute: Execute,
                  inline: Inline | None, carrier: str) -> StepReport:
         self._held.changes = []  # what an earlier delivery of this thread held was lost with it (Redis error)
+        self._held.forgotten = {}  # this chain's forgotten context entries (see _advance)
         started = self.clock()
         delivered = f"{node_name}:{seq}:{attempt}"
         instance = self.store.start(instance_id, node_name, seq, attempt, started, carrier)
@@ -485,14 +486,23 @@ class Pipeline(StepOutcomes):
         riders = () if chained else self._riders()  # the delivery's last change: what comes next rides along
         # the definition's drop_after_use entries that no node from here on reads go with this change
         forget = [entry for entry in self.unread(definition, nxt.node) if entry in context]
+        # A held transition's context entry that a later transition of the same chain forgets is not
+        # written at all: both go in one script call, and a speculative one (running only) applies
+        # only where the ones after it apply too. ``forgotten``: entry -> seq of the transition that
+        # forgets it, read when the held transitions are sent (this chain's, whichever thread sends them).
+        forgotten: dict[str, int] = self._held.__dict__.setdefault("forgotten", {})
         if forget:
             context = {name: value for name, value in context.items() if name not in forget}
+            for entry in forget:
+                forgotten[entry] = seq
 
         def change(send: Any, clear: Any) -> Applied:
+            unwritten = speculative and forgotten.get(node_name, -1) > seq
             return self.store.advance(
-                instance.id, seq=seq, activity=activity, placement=placement, context=(node_name, data), noop=noop,
-                carrier=carrier if chained else clear, send=send, encoded=transition.encoded, riders=riders,
-                statuses=RUNNING_ONLY if speculative else LIVE, forget=forget)
+                instance.id, seq=seq, activity=activity, placement=placement,
+                context=None if unwritten else (node_name, data), noop=noop,
+                carrier=carrier if chained else clear, send=send, encoded=None if unwritten else transition.encoded,
+                riders=riders, statuses=RUNNING_ONLY if speculative else LIVE, forget=forget)
 
         carried = None
         if chained:
