@@ -26,6 +26,7 @@ Where orjson and the standard library differ, the standard library's meaning is 
 from __future__ import annotations
 
 import json
+import marshal
 from typing import Any
 
 import orjson
@@ -61,7 +62,33 @@ def _strict_default(value: Any) -> Any:
 
 
 def _finite(value: Any) -> bool:
-    """False when ``value`` holds a NaN or an infinity anywhere (orjson would write ``null``)."""
+    """False when ``value`` holds a NaN or an infinity anywhere (orjson would write ``null``).
+
+    Looked at first in ``marshal``'s bytes of ``value``, written in C: marshal writes every float
+    (of the exact type; anything else it refuses) as its 8 bytes, little-endian, and a NaN's or an
+    infinity's end in a byte of 0xF0 or more then 0x7F or 0xFF (all its exponent bits set), which
+    no finite float's do and no UTF-8 text has. Where marshal refuses ``value`` or such a pair of
+    bytes is there (a NaN, or an integer or a length that happens to hold it), the document is
+    walked (:func:`_walked_finite`), which decides."""
+    try:
+        raw = marshal.dumps(value)
+    except (ValueError, RecursionError):  # a type marshal does not write (a float subclass...), or too deep
+        return _walked_finite(value)
+    for mark in _EXPONENT_ENDS:
+        at = raw.find(mark, 1)
+        while at != -1:
+            if raw[at - 1] >= 0xF0:
+                return _walked_finite(value)
+            at = raw.find(mark, at + 1)
+    return True
+
+
+#: The last byte of a NaN or an infinity written little-endian (the sign bit, then exponent bits all set).
+_EXPONENT_ENDS = (b"\x7f", b"\xff")
+
+
+def _walked_finite(value: Any) -> bool:
+    """:func:`_finite`, by looking at every value of the document in turn."""
     stack = [(value,)]  # containers whose items are still to look at
     pop, push = stack.pop, stack.append
     while stack:

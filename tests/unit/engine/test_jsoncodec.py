@@ -19,7 +19,7 @@ import pytest
 
 from engine.errors import MalformedAnswer
 from engine.instance import Instance
-from engine.jsoncodec import NotJSON, dumps, encode, encode_known, encode_strict, loads
+from engine.jsoncodec import NotJSON, _finite, _walked_finite, dumps, encode, encode_known, encode_strict, loads
 from engine.service import ok
 from engine.store.codec import decode_activities, decode_instance_hash, load, pack
 
@@ -132,3 +132,59 @@ def test_known_documents_are_written_as_encode_writes_them() -> None:
     assert encode_known(envelope) == encode(envelope)
     assert loads(encode_known(envelope)) == envelope
     assert encode_known([2**70, None]) == encode([2**70, None]) == b"[1180591620717411303424,null]"
+
+
+# -- the NaN check: marshal's bytes first, the walk where they do not decide ---------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, -math.nan, math.inf, -math.inf, float.fromhex("0x1.8p-1") * math.inf])
+@pytest.mark.parametrize("where", ["value", "list", "tuple", "deep", "twice"])
+def test_every_nan_and_infinity_is_found_wherever_it_sits(bad: float, where: str) -> None:
+    value = {"value": {"ok": 1.5, "x": bad}, "list": [1, "a", bad], "tuple": ("a", (bad,)),
+             "deep": [{"a": [{"b": [bad]}]}], "twice": [bad, bad, {"again": bad}]}[where]
+    assert _finite(value) is False and _walked_finite(value) is False
+    with pytest.raises(NotJSON):
+        encode_strict({"n": None, "data": value})
+
+
+def test_finite_floats_at_the_ends_of_the_range_are_finite() -> None:
+    edges = [1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -0.0, 2.0 ** 1023, 123.456]
+    assert _finite({"edges": edges, "n": None}) is True
+
+
+@pytest.mark.parametrize("value", [
+    {"big": 0x7FF0, "n": None},  # an integer whose bytes hold the pair: the walk decides (finite)
+    {"text": "x" * 127, "again": "x" * 127},  # a short text's length byte after a referenced type byte
+    {"f": np.float64(1.0), "n": None},  # a float subclass: marshal refuses it, the walk decides
+    {"s": {1.0, 2.0}, "n": None},  # a set (the walk does not look inside, as before)
+])
+def test_what_marshal_cannot_decide_is_walked_and_decided_the_same(value: Any) -> None:
+    assert _finite(value) is _walked_finite(value) is True
+
+
+def test_a_nan_marshal_cannot_write_is_found_by_the_walk() -> None:
+    assert _finite({"f": np.float64("nan"), "n": None}) is False
+    nested: Any = math.nan
+    for _ in range(3000):  # deeper than marshal writes
+        nested = [nested]
+    assert _finite(nested) is False
+
+
+def test_the_check_agrees_with_the_walk_on_random_documents() -> None:
+    rng = np.random.default_rng(7)
+    specials = [math.nan, math.inf, -math.inf]
+
+    def document(depth: int) -> Any:
+        pick = rng.integers(0, 8)
+        if depth > 3 or pick < 3:
+            return [float(rng.normal() * 10.0 ** rng.integers(-300, 300)), int(rng.integers(-2**40, 2**40)),
+                    "t\u00e9xt\U0001f600", None, True][int(rng.integers(0, 5))]
+        if pick < 5:
+            return {f"k{i}": document(depth + 1) for i in range(int(rng.integers(0, 5)))}
+        return [document(depth + 1) for _ in range(int(rng.integers(0, 5)))]
+
+    for round_ in range(400):
+        value = [document(0) for _ in range(3)]
+        if round_ % 3 == 0:
+            value.append({"x": [specials[round_ % 2], 1]})
+        assert _finite(value) is _walked_finite(value)
