@@ -340,10 +340,21 @@ class Instances:
         self._prefetched.pop((instance_id, node, seq, attempt, carrier), None)
 
     def prefetch_starts(self, steps: Sequence[tuple[str, str, int, int, str]], clock: Callable[[], float]) -> None:
-        """:meth:`start` each of ``steps`` (instance id, node, seq, attempt, carrier) now, all in one round
-        trip; the :meth:`start` of each by the same carrier then takes the kept reply without one."""
-        if steps:
-            send_all_with_riders(self._calls, [], [self.start_rider(*step[:4], clock, step[4]) for step in steps])
+        """:meth:`start` each of ``steps`` (instance id, node, seq, attempt, carrier) now, all in one script
+        call (``start_many``); the :meth:`start` of each by the same carrier then takes the kept reply
+        without a round trip. When Redis refuses the call, nothing is kept: each start sends its own."""
+        if not steps:
+            return
+        items = [{"node": node, "seq": seq, "attempt": attempt, "carrier": carrier}
+                 for _, node, seq, attempt, carrier in steps]
+        keys, args = self._operation("start_many", steps[0][0], {"items": items, "now": seconds(clock())}, {}, None)
+        keys += [self.keys.instance(step[0]) for step in steps[1:]]
+        try:
+            replies = run_script(self._calls, self._state, keys, args)
+        except redis.ResponseError:
+            return
+        for step, reply in zip(steps, replies, strict=True):
+            self._prefetched[tuple(step)] = reply
 
     def start_rider(self, instance_id: str, node: str, seq: int, attempt: int, clock: Callable[[], float],
                     carrier: str, started: Callable[[], None] | None = None) -> Rider:

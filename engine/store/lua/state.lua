@@ -41,6 +41,7 @@
 --   noop     only record a no-op activity (stale or duplicate delivery)
 --   release  drop an index entry (timers/deadlines/queued) that no longer applies
 --   chain    several of the operations above on one instance in one call, in order (see below)
+--   start_many  a start of each of doc.items (a drained batch's steps), each on its own instance
 --   start    a worker starts a step: read the instance (HGETALL) and, when that step is the
 --            instance's queued one, move it from `queued` to `deadlines` (its timeout starts now);
 --            when it is the instance's current step, record doc.carrier (the process running it)
@@ -50,8 +51,8 @@
 -- {'missing'}, {'created', status, seq}, {'exists'}, {'released'} or {'refused'}; start returns the hash as two
 -- strings: the byte lengths of its fields and values in HGETALL order (each a little-endian unsigned
 -- 32-bit integer), and all of them end to end ({} when the instance does not exist);
--- create_many returns one character per item: '1' created, '0' its id existed; chain returns the list
--- of its items' replies.
+-- create_many returns one character per item: '1' created, '0' its id existed; chain and start_many
+-- return the list of their items' replies.
 --
 -- create_many: doc holds what the instances share (workflow, version, run, ttl, runs, wall) and
 -- doc.items one document per instance {id, now, place, gather, docs}; ARGV[2..] are every item's
@@ -87,6 +88,7 @@ local blob = {}
 for i, name in ipairs(doc.docs or {}) do blob[name] = ARGV[i + 1] end
 -- The operations this call runs: its own, and a chain's items' (only theirs are defined below).
 local called = {[op] = true}
+if op == 'start_many' then called.start = true end
 if op == 'chain' then
   for _, item in ipairs(doc.items) do called[item.op] = true end
 end
@@ -128,6 +130,19 @@ end
 
 -- A start alone (every step's first round trip) needs nothing defined below it.
 if op == 'start' then return start_step() end
+-- Many starts in one call (a worker's drained batch): each item {node, seq, attempt, carrier} a
+-- start of its own instance, whose hash is KEYS[1] for the first item and KEYS[5 + i] for item i
+-- after it; the reply is the list of the items' replies. One call's fixed cost instead of one each.
+if op == 'start_many' then
+  local replies = {}
+  for i, item in ipairs(doc.items) do
+    inst = i == 1 and KEYS[1] or KEYS[5 + i]
+    item.now = doc.now
+    doc = item
+    replies[i] = start_step()
+  end
+  return replies
+end
 
 -- The terminal statuses, filled in from engine.instance.TERMINAL_STATUSES when the script is loaded.
 local TERMINAL = {__TERMINAL__}

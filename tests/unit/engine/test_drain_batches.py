@@ -158,3 +158,45 @@ def test_a_duplicate_message_in_a_batch_is_a_no_op_and_its_action_never_runs(
     assert [engine.get(iid).status for iid in (first, second)] == [InstanceStatus.SUCCEEDED] * 2
     outcomes = [a["outcome"] for a in engine.activities(first)]
     assert outcomes.count(Outcome.APPLIED.value) == 1 and Outcome.NOOP.value in outcomes
+
+
+def test_a_batchs_starts_are_one_script_call_that_does_what_each_start_does_alone(
+        real_redis: redis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.api import StartItem
+    from engine.broker import MemoryEnqueuer
+    from engine.clock import ManualClock
+    from engine.store import instances
+
+    def side(name: str) -> RedisStore:
+        store = RedisStore(real_redis, Keys(f"{key_prefix}:{name}"))
+        engine = Engine(store, MemoryEnqueuer(), ManualClock(1_750_000_000.0))
+        engine.publish(load_definition(json.dumps(FLOW)))
+        engine.start_many("one-or-two", [StartItem({"more": False}, f"i{n}") for n in range(3)])
+        return store
+
+    together, alone = side("together"), side("alone")
+    # i0 and i2 start their step; i1 is asked for a step it is not at (no carrier, stays queued); gone is missing
+    steps = [("i0", "work", 1, 1, "work:1:1@h:1"), ("i1", "work", 5, 1, "work:5:1@h:1"),
+             ("gone", "work", 1, 1, "work:1:1@h:1"), ("i2", "work", 1, 1, "work:1:1@h:1")]
+    calls: list[str] = []
+    run_script = instances.run_script
+    monkeypatch.setattr(instances, "run_script", lambda c, s, keys, args: (
+        calls.append(json.loads(args[0])["op"]), run_script(c, s, keys, args))[1])
+    together.prefetch_starts(steps, lambda: 1_750_000_100.0)
+    assert calls == ["start_many"]  # one script call for the batch
+    read_together = [together.start(i, n, s, a, 1_750_000_100.0, c) for i, n, s, a, c in steps]
+    assert calls == ["start_many"]  # each start took the kept reply: no call of its own
+    read_alone = [alone.start(i, n, s, a, 1_750_000_100.0, c) for i, n, s, a, c in steps]
+    assert calls == ["start_many"] + ["start"] * 4
+    assert [i and (i.id, i.seq, i.status) for i in read_together] == \
+        [i and (i.id, i.seq, i.status) for i in read_alone] == \
+        [("i0", 1, InstanceStatus.RUNNING), ("i1", 1, InstanceStatus.RUNNING), None,
+         ("i2", 1, InstanceStatus.RUNNING)]
+    for store in (together, alone):
+        loaded = {iid: store.load(iid) for iid in ("i0", "i1", "i2")}
+        assert [i and i.carrier for i in loaded.values()] == ["work:1:1@h:1", None, "work:1:1@h:1"]
+        assert sorted(m.decode() for m in real_redis.zrange(store.keys.deadlines, 0, -1)) == ["i0", "i2"]
+        assert [m.decode() for m in real_redis.zrange(store.keys.queued, 0, -1)] == ["i1"]
+    # each started step's timeout counts from the start's time, in both
+    deadline = [real_redis.zscore(store.keys.deadlines, "i0") for store in (together, alone)]
+    assert deadline[0] == deadline[1] and 1_750_000_100.0 < deadline[0] <= 1_750_000_100.0 + 3600
