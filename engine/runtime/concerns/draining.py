@@ -27,7 +27,9 @@ In batches (a worker's default; ``TRADEFLOW_DRAIN_BATCH=0``: one by one, as abov
 :attr:`Draining.batched`), the waiting steps are taken and started together, one round trip
 each, and the instances' ends are held and sent with the next change
 (:meth:`engine.runtime.pipeline.Pipeline.defer_ends`): about one round trip per drained step
-instead of two, where most steps end their instance's part here (an await).
+instead of two, where most steps end their instance's part here (an await). A step of a batch
+that runs ``RELEASE_AFTER_SECONDS`` sends the batch's steps not yet run back to their queue
+(:class:`_Release`): taken and started, they would otherwise wait behind it.
 
 When the queue is found empty the worker stops looking for ``IDLE_PAUSE_SECONDS``: a quiet
 queue costs one extra round trip a second, not one per message.
@@ -39,8 +41,11 @@ at a time, each like a delivered step, up to the drain's limit and within ``seco
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.broker import TakenStep, Taker
@@ -48,8 +53,12 @@ from engine.runtime.outcomes import StepOutcomes
 from engine.runtime.pipeline import Execute, Hook, Inline, Pipeline, RunStep, patiently
 from engine.store.riders import Rider
 
+log = logging.getLogger(__name__)
+
 #: After a look that found the queue empty, the next look waits this long.
 IDLE_PAUSE_SECONDS = 1.0
+#: A step of a batch that runs this long sends the batch's steps not yet run back to their queue.
+RELEASE_AFTER_SECONDS = 5.0
 
 
 class Drain:
@@ -122,10 +131,95 @@ class Drain:
             self.taker.give_back(taken)
 
 
+@dataclass(eq=False)
+class _Batch:
+    """The steps of one batch a thread has not run yet, and since when it runs its current one."""
+
+    waiting: list[tuple[TakenStep, tuple[str, str, int, int]]]
+    #: What took them (it gives them back) and the runtime that started them (it forgets their starts).
+    drain: Drain
+    runtime: Pipeline
+    since: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next(self) -> tuple[str, str, int, int] | None:
+        """The next step to run (None: none left, or sent back), its time counted from now."""
+        with self.lock:
+            if not self.waiting:
+                return None
+            self.since = time.monotonic()
+            return self.waiting.pop(0)[1]
+
+    def left(self, older_than: float = 0.0) -> list[tuple[TakenStep, tuple[str, str, int, int]]]:
+        """The steps not run, taken out of the batch (none while the current step is younger than ``older_than``),
+        their kept starts dropped (a new take of one starts it anew)."""
+        with self.lock:
+            if not self.waiting or time.monotonic() - self.since < older_than:
+                return []
+            left, self.waiting = self.waiting, []
+        runtime = self.runtime
+        for _, (instance_id, node, seq, attempt) in left:
+            runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
+        return left
+
+
+class _Release:
+    """A thread of the process that sends back to their queue the steps of a batch stuck behind a slow step.
+
+    A batch's steps are taken off the queue and started together; while one of them runs, the ones
+    after it wait, out of the queue, carried by a process that is alive: neither the liveness sweep
+    nor their timeouts (counted from the start) would free them soon. So when a step has run for
+    ``after`` seconds (an action that hangs, a slow service), the steps after it go back to the head
+    of their queue, for this or another worker to take: a slow instance does not hold up the others.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._batches: set[_Batch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, batch: _Batch) -> None:
+        """Look after ``batch`` until :meth:`forget`."""
+        with self._lock:
+            self._batches.add(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="drain-release", daemon=True)
+                self._thread.start()
+
+    def forget(self, batch: _Batch) -> None:
+        """Stop looking after ``batch``."""
+        with self._lock:
+            self._batches.discard(batch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.after / 4))
+            with self._lock:
+                batches = list(self._batches)
+            for batch in batches:
+                self.release(batch, self.after)
+
+    @staticmethod
+    def release(batch: _Batch, older_than: float) -> int:
+        """Send back the steps of ``batch`` not run when its current step is ``older_than`` seconds old; how many."""
+        left = batch.left(older_than)
+        if not left:
+            return 0
+        try:
+            batch.drain.give_back([item for item, _ in left])
+        except Exception:  # Redis unreachable: they stay started, re-sent at their timeout as any step in flight
+            log.warning("could not send %d waiting steps back to their queue", len(left), exc_info=True)
+            return 0
+        log.info("a step ran over %gs: %d steps of its batch sent back to their queue", older_than, len(left))
+        return len(left)
+
+
 class Draining(Hook):
     """Runs the waiting steps ``drain`` takes off a delivered message's queue."""
 
-    def __init__(self, drain: Drain, seconds: float, batched: bool = False) -> None:
+    def __init__(self, drain: Drain, seconds: float, batched: bool = False,
+                 release_after: float = RELEASE_AFTER_SECONDS) -> None:
         #: Takes step messages off a queue: ``take(queue, accepts)`` (None: nothing to take).
         self.drain = drain
         #: How long a delivered message may go on running taken steps.
@@ -133,6 +227,8 @@ class Draining(Hook):
         #: Where the broker is the state's Redis: take and start the waiting steps in batches, and hold
         #: their instances' ends for the next change (:meth:`_batches`) instead of riding one by one.
         self.batched = batched
+        #: A batch's steps not run yet go back to their queue when one of its steps has run this long.
+        self.release = _Release(release_after)
 
     def after_delivery(self, runtime: StepOutcomes, run_step: RunStep, queue: str, accepts: Callable[[str], bool],
                        execute: Execute, inline: Inline | None) -> int:
@@ -207,19 +303,17 @@ class Draining(Hook):
                 drain.give_back(batch)
                 raise
             runtime.defer_ends(True)
-            done = 0
+            running = _Batch(list(zip(batch, steps, strict=True)), drain, runtime)
+            self.release.watch(running)  # a step that runs long sends the ones after it back
             try:
-                for step in steps:
+                while (step := running.next()) is not None:
                     patiently(lambda step=step: run_step(*step, execute, inline))
-                    done += 1
+                    ran += 1
             finally:
-                ran += done
+                self.release.forget(running)
                 # stopped by an error: the kept starts of those not run are dropped; started, they are re-sent
                 # as any step in flight (by the liveness sweep when this process stops, else at their timeout)
-                if done < len(steps):
-                    for instance_id, node, seq, attempt in steps[done:]:
-                        runtime.store.forget_start(instance_id, node, seq, attempt,
-                                                   runtime.carrier(node, seq, attempt))
+                running.left()
                 patiently(lambda: runtime.defer_ends(False))
         return ran
 

@@ -200,3 +200,40 @@ def test_a_batchs_starts_are_one_script_call_that_does_what_each_start_does_alon
     # each started step's timeout counts from the start's time, in both
     deadline = [real_redis.zscore(store.keys.deadlines, "i0") for store in (together, alone)]
     assert deadline[0] == deadline[1] and 1_750_000_100.0 < deadline[0] <= 1_750_000_100.0 + 3600
+
+
+def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_run(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
+    import threading
+    import time
+
+    from engine.runtime.concerns.draining import Draining
+
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    draining = runtime_of(engine).hook(Draining)
+    assert isinstance(draining, Draining)
+    draining.release.after = 0.3
+    ids = engine.start_many("one-or-two", [{"more": False} for _ in range(4)])
+    hang, ran = threading.Event(), []
+
+    def work(node: Any, payload: Any) -> Transition:
+        ran.append(threading.current_thread().name)
+        if len(ran) == 1:
+            assert hang.wait(60), "the test never let the first step go"
+        return Transition("ok")
+
+    stuck = threading.Thread(target=_drain, args=(engine, work), name="stuck")
+    stuck.start()
+    try:
+        deadline = time.monotonic() + 30
+        while runtime_of(engine).enqueuer.count(["svc"]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the three steps behind the one that hangs went back to the queue: another thread runs them
+        assert runtime_of(engine).enqueuer.count(["svc"]) == 3
+        assert _drain(engine, work) == 3
+        assert [engine.get(iid).status for iid in ids] == [InstanceStatus.RUNNING] + [InstanceStatus.SUCCEEDED] * 3
+    finally:
+        hang.set()
+        stuck.join(30)
+    assert engine.get(ids[0]).status is InstanceStatus.SUCCEEDED
+    assert sorted(ran) == ["MainThread"] * 3 + ["stuck"]  # each action ran once
