@@ -36,6 +36,7 @@ from engine.runtime.runner import Runtime
 from engine.service import ActionRegistry, Transition, registry
 from engine.store.keys import Keys
 from engine.store.redis_store import DEFAULT_RETENTION_SECONDS, RedisStore
+from engine.store.riders import send_all_with_riders
 
 
 def store_of(engine: Engine) -> RedisStore:
@@ -59,6 +60,13 @@ def drain_queues(engine: Engine, limit: int, batched: bool = True) -> None:
     ``batched``: in batches, as a worker does by default (``TRADEFLOW_DRAIN_BATCH``), else one by one."""
     engine._runtime.drain = Drain(engine._enqueuer, limit)
     engine._runtime.drain_batch = batched
+
+
+def start_each(store: RedisStore, steps: list[tuple[str, str, int, int, str]], clock: Any) -> None:
+    """Start each of ``steps`` (instance id, node, seq, attempt, carrier) with a script call of its own, all
+    pipelined in one round trip, replies kept as :meth:`RedisStore.prefetch_starts` keeps them: how a
+    drained batch was started before that one call (a benchmark's comparison)."""
+    send_all_with_riders(store.client, [], [store.start_rider(*step[:4], clock, step[4]) for step in steps])
 
 
 def make_store(client: redis.Redis, prefix: str = "wf", retention_seconds: int = DEFAULT_RETENTION_SECONDS,
@@ -136,4 +144,4 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
 
 
 __all__ = ["FULL_CHECK_PERIODS", "IDLE_PAUSE_SECONDS", "Driver", "Keys", "RedisStore", "StepMetrics", "delete_prefix",
-           "enqueuer_of", "inline_rule", "make_store", "runtime_of", "step_message", "store_of"]
+           "enqueuer_of", "inline_rule", "make_store", "runtime_of", "start_each", "step_message", "store_of"]
