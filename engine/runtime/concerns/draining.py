@@ -198,10 +198,10 @@ class _Release:
             with self._lock:
                 batches = list(self._batches)
             for batch in batches:
-                self.release(batch, self.after)
+                self.send_back(batch, self.after)
 
     @staticmethod
-    def release(batch: _Batch, older_than: float) -> int:
+    def send_back(batch: _Batch, older_than: float) -> int:
         """Send back the steps of ``batch`` not run when its current step is ``older_than`` seconds old; how many."""
         left = batch.left(older_than)
         if not left:
