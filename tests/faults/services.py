@@ -61,6 +61,20 @@ def _client() -> redis.Redis:
     return client
 
 
+def _patiently(call: Any, *args: Any) -> Any:
+    """``call(*args)``, again while Redis does not answer (for up to ``GATE_SECONDS``): the service's own
+    bookkeeping waits out an outage, so a step whose action began just as Redis froze is not failed
+    by its counter's write (what a scenario checks is the engine's recovery, not this counter's)."""
+    end = time.monotonic() + GATE_SECONDS
+    while True:
+        try:
+            return call(*args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
 def _key(name: str) -> str:
     return f"{os.environ['TRADEFLOW_KEY_PREFIX']}:{name}"
 
@@ -87,9 +101,9 @@ def work(payload: dict[str, Any]) -> Transition:
     _gated.marker = None
     client = _client()
     node, data = payload["node"], payload.get("data") or {}
-    client.hincrby(_key("calls"), f"{payload['key']}:{node}", 1)
+    _patiently(client.hincrby, _key("calls"), f"{payload['key']}:{node}", 1)
     if node in data.get("announce", []):
-        client.rpush(_key("busy"), f"{os.getpid()}:{payload['key']}:{node}")
+        _patiently(client.rpush, _key("busy"), f"{os.getpid()}:{payload['key']}:{node}")
     time.sleep(float(data.get("sleep", {}).get(node, 0)))
     hold = int(data.get("hold", {}).get(node, 0))
     end = time.monotonic() + GATE_SECONDS
