@@ -162,6 +162,11 @@ class _Batch:
             runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
         return left
 
+    def put_back(self, steps: list[tuple[TakenStep, tuple[str, str, int, int]]]) -> None:
+        """Return ``steps`` (taken out by :meth:`left`) to the head of the batch: this thread runs them after all."""
+        with self.lock:
+            self.waiting[:0] = steps
+
 
 class _Release:
     """A thread of the process that sends back to their queue the steps of a batch stuck behind a slow step.
@@ -208,7 +213,8 @@ class _Release:
             return 0
         try:
             batch.drain.give_back([item for item, _ in left])
-        except Exception:  # Redis unreachable: they stay started, re-sent at their timeout as any step in flight
+        except Exception:  # Redis unreachable: the batch's thread runs them after all, each starting anew
+            batch.put_back(left)
             log.warning("could not send %d waiting steps back to their queue", len(left), exc_info=True)
             return 0
         log.info("a step ran over %gs: %d steps of its batch sent back to their queue", older_than, len(left))

@@ -237,3 +237,35 @@ def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_ru
         stuck.join(30)
     assert engine.get(ids[0]).status is InstanceStatus.SUCCEEDED
     assert sorted(ran) == ["MainThread"] * 3 + ["stuck"]  # each action ran once
+
+
+def test_steps_that_cannot_go_back_to_their_queue_are_run_by_their_batch_after_all(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
+    import threading
+
+    from engine.runtime.concerns.draining import Draining
+
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    draining = runtime_of(engine).hook(Draining)
+    assert isinstance(draining, Draining)
+    draining.release.after = 0.3
+    tried = threading.Event()
+
+    def unreachable(taken: Any) -> None:  # Redis does not answer the give-back
+        if taken:
+            tried.set()
+            raise redis.ConnectionError("Redis unreachable")
+
+    runtime_of(engine).drain.give_back = unreachable  # type: ignore[method-assign]
+    ids = engine.start_many("one-or-two", [{"more": False} for _ in range(4)])
+    ran: list[str] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        ran.append(threading.current_thread().name)
+        if len(ran) == 1:
+            assert tried.wait(60), "the release never tried to send the steps back"
+        return Transition("ok")
+
+    assert _drain(engine, work) == 4  # the three it could not send back ran here, after the slow one
+    assert ran == ["MainThread"] * 4  # each action once, all on the batch's own thread
+    assert [engine.get(iid).status for iid in ids] == [InstanceStatus.SUCCEEDED] * 4
