@@ -93,6 +93,15 @@ if op == 'chain' then
   for _, item in ipairs(doc.items) do called[item.op] = true end
 end
 
+-- The scores of the `deadlines` and `queued` indexes are whole seconds: a deadline rounded up (a
+-- step's timeout is minutes; the sweeper finds it at most a second later), a sending time rounded
+-- down (the reconciliation ages it by minutes). Redis keeps a small sorted set (up to 128 members, as
+-- `deadlines` of a busy deployment and `queued` of a shallow queue are) as one flat list, and an
+-- insertion reads the scores before its place: a whole number is read as it is stored, a fraction is
+-- parsed again from its decimal text at every read (17 digits, Redis's dearest parse).
+local function deadline_score(at) return math.ceil(tonumber(at)) end
+local function sent_score(at) return math.floor(tonumber(at)) end
+
 local start_step = nil  -- (defined only when called)
 if called.start then
   -- The byte lengths `sizes` as little-endian unsigned 32-bit integers, end to end: Redis's
@@ -116,7 +125,7 @@ if called.start then
     if f.status == 'running' and f.node == doc.node and tonumber(f.seq) == doc.seq
        and tonumber(f.attempt) == doc.attempt then
       if redis.call('ZREM', queued, f.id) == 1 then
-        redis.call('ZADD', deadlines, tonumber(doc.now) + tonumber(f.step_timeout or '0'), f.id)
+        redis.call('ZADD', deadlines, deadline_score(tonumber(doc.now) + tonumber(f.step_timeout or '0')), f.id)
       end
       -- which process runs it (node:seq:attempt@host:pid): the sweeper checks that process's liveness mark
       if doc.carrier then redis.call('HSET', inst, 'carrier', doc.carrier) end
@@ -237,13 +246,13 @@ end
 -- and `times` as settle reads them from `p`; `wall` its sending time; `woke`: it had a wake time).
 local function reindex(id, final, p, queues, times, wall, woke)
   if final == 'running' and p.deadline then
-    redis.call('ZADD', deadlines, p.deadline, id)
+    redis.call('ZADD', deadlines, deadline_score(p.deadline), id)
   else
     redis.call('ZREM', deadlines, id)
   end
   -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
   if queues then
-    redis.call('ZADD', queued, wall, id)
+    redis.call('ZADD', queued, sent_score(wall), id)
   else
     redis.call('ZREM', queued, id)
   end
@@ -482,9 +491,9 @@ if called.create_many then
           set_keys[#set_keys + 1] = set
         end
         later(sets[set], id)
-        if final == 'running' and p.deadline then later(index[deadlines], p.deadline, id)
+        if final == 'running' and p.deadline then later(index[deadlines], deadline_score(p.deadline), id)
         else later(unindex[deadlines], id) end
-        if queues then later(index[queued], doc.wall, id) else later(unindex[queued], id) end
+        if queues then later(index[queued], sent_score(doc.wall), id) else later(unindex[queued], id) end
         if times then later(index[timers], p.timer, id) end
         if final == 'running' and blob.message then
           local cmd, last = p.front and 'RPUSH' or 'LPUSH', pushes[#pushes]

@@ -6,7 +6,9 @@ run's status sets back from Redis: the operation must keep all of them in step, 
 
 from __future__ import annotations
 
+import math
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -48,6 +50,11 @@ def score(store: RedisStore, index: str, iid: str) -> float | None:
     return store.client.zscore(getattr(store.keys, index), iid)
 
 
+def deadline(at: float) -> int:
+    """A deadline as the ``deadlines`` index keeps it: rounded up to the whole second (state.lua)."""
+    return math.ceil(at)
+
+
 def running(store: RedisStore, iid: str = "i1", deadline: float = NOW + 60) -> None:
     """Create ``iid`` running node ``a`` with ``deadline``."""
     assert store.create([new(store, iid, Placement.step("a", deadline))]) == [True]
@@ -66,10 +73,26 @@ def test_create_writes_the_instance_its_record_its_indexes_and_its_first_message
     assert two and two.status is InstanceStatus.WAITING and two.wake_at == NOW + 600 and two.timer == "wake"
     assert three and three.status is InstanceStatus.FAILED and three.error == {"reason": "invalid input"}
     assert three.finished_at == NOW and 0 < store.ttl("i3") <= 3600 and store.ttl("i1") == -1
-    assert score(store, "deadlines", "i1") == NOW + 60 and score(store, "timers", "i2") == NOW + 600
+    assert score(store, "deadlines", "i1") == deadline(NOW + 60) and score(store, "timers", "i2") == NOW + 600
     assert members(store, InstanceStatus.RUNNING) == {"i1"} and members(store, InstanceStatus.FAILED) == {"i3"}
     assert store.client.lrange(queue, 0, -1) == [b"msg-1"]
     assert [a["outcome"] for a in store.activities("i1")] == ["started"]
+
+
+def test_the_deadlines_and_queued_indexes_keep_whole_seconds_and_the_timers_every_digit(store: RedisStore) -> None:
+    # A deadline is rounded up (never earlier than due), a sending time down (never younger than it
+    # is); a wake time keeps its fraction (a sub-second backoff stays sub-second).
+    queue = f"{store.keys.prefix}:queue"
+    before = time.time()
+    assert store.create([new(store, "q", Placement.queued_step("a", 30.25), send=Envelope(queue, "m")),
+                         new(store, "d", Placement.step("a", NOW + 60)),
+                         new(store, "w", Placement.wait("w", NOW + 0.5))]) == [True, True, True]
+    sent = score(store, "queued", "q")
+    assert sent is not None and sent == int(sent) and math.floor(before) <= sent <= time.time()
+    assert score(store, "deadlines", "d") == math.ceil(NOW + 60) > NOW + 60
+    assert score(store, "timers", "w") == pytest.approx(NOW + 0.5, abs=1e-6)
+    store.start("q", "a", 1, 1, NOW)
+    assert score(store, "queued", "q") is None and score(store, "deadlines", "q") == math.ceil(NOW + 30.25)
 
 
 def test_create_leaves_an_existing_instance_alone(store: RedisStore) -> None:
@@ -90,7 +113,7 @@ def test_advance_records_the_context_moves_on_and_keeps_indexes_in_step(store: R
     assert applied.applied and applied.status is InstanceStatus.RUNNING and applied.seq == 2
     instance = store.load("i1")
     assert instance and instance.node == "b" and instance.seq == 2 and instance.context == {"a": {"x": [1, 2]}}
-    assert score(store, "deadlines", "i1") == NOW + 90 and store.client.lrange(queue, 0, -1) == [b"msg-2"]
+    assert score(store, "deadlines", "i1") == deadline(NOW + 90) and store.client.lrange(queue, 0, -1) == [b"msg-2"]
     finished = store.advance("i1", seq=2, activity=act(seq=2), context=("b", {}),
                              placement=Placement.end("done", InstanceStatus.SUCCEEDED, {"r": 1}, ["a"]))
     assert finished.applied and finished.status is InstanceStatus.SUCCEEDED
@@ -134,7 +157,7 @@ def test_retry_after_a_backoff_parks_a_timer_and_an_immediate_one_a_deadline(sto
                       placement=Placement(inflight=True, deadline=NOW + 30))
     instance = store.load("i1")
     assert now.applied and instance and instance.attempt == 3 and instance.timer is None and instance.inflight
-    assert score(store, "timers", "i1") is None and score(store, "deadlines", "i1") == NOW + 30
+    assert score(store, "timers", "i1") is None and score(store, "deadlines", "i1") == deadline(NOW + 30)
     assert [a["outcome"] for a in store.activities("i1")] == ["started", "retry"]  # a resend may record nothing
 
 
@@ -181,7 +204,7 @@ def test_control_pause_keeps_the_wake_time_and_retry_replaces_context_entries(st
     instance = store.load("i2")
     assert retried.applied and instance and instance.status is InstanceStatus.RUNNING and instance.error is None
     assert instance.context == {"a": {"fixed": True}} and store.ttl("i2") == -1
-    assert members(store, InstanceStatus.FAILED) == set() and score(store, "deadlines", "i2") == NOW + 30
+    assert members(store, InstanceStatus.FAILED) == set() and score(store, "deadlines", "i2") == deadline(NOW + 30)
 
 
 def test_noop_and_release(store: RedisStore) -> None:
@@ -215,7 +238,7 @@ def test_signal_applies_at_the_awaited_seq_keeps_its_marker_and_records_a_late_o
     instance = store.load("i1")
     assert instance is not None and instance.context["gate"] == {"x": 1} and instance.node == "b"
     assert store.marker("i1", "signal:k1") == "2" and score(store, "timers", "i1") is None
-    assert score(store, "deadlines", "i1") == NOW + 60 and members(store, InstanceStatus.AWAITING) == set()
+    assert score(store, "deadlines", "i1") == deadline(NOW + 60) and members(store, InstanceStatus.AWAITING) == set()
     late = store.signal("i1", seq=1, activity=act(Outcome.SIGNALLED, signal="go"), placement=Placement.step("b", 0),
                         context=("gate", {"x": 2}), noop=act(Outcome.NOOP, reason="late"), marker="signal:k2")
     assert not late.applied and late.seq == 2 and store.marker("i1", "signal:k2") is None
