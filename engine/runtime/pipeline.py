@@ -56,7 +56,7 @@ from engine.broker import Enqueuer
 from engine.clock import Clock, system_clock
 from engine.definitions.nodes import Definition, Node, RecordLevel, StepNode
 from engine.errors import ActionFailed, DataSetLost, ExpressionError, StepFailed
-from engine.instance import TERMINAL_STATUSES, Instance, InstanceStatus, Outcome
+from engine.instance import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import (
     Change,
     NextKind,
@@ -475,9 +475,12 @@ class Pipeline(StepOutcomes):
         # to a running instance: paused or cancelled meanwhile, what it read and computed is dropped
         held = self._held.changes
         speculative = bool(held)
-        noop = record(seq=seq, node=node_name, attempt=attempt, outcome=Outcome.NOOP, worker=worker,
-                      started_at=started, ended_at=now, transition=transition.name,
-                      reason=SPECULATIVE_NOOP if speculative else LATE_NOOP)
+
+        def noop() -> Activity:  # built only if the transition comes back stale (the store calls it)
+            return record(seq=seq, node=node_name, attempt=attempt, outcome=Outcome.NOOP, worker=worker,
+                          started_at=started, ended_at=now, transition=transition.name,
+                          reason=SPECULATIVE_NOOP if speculative else LATE_NOOP)
+
         if chained:  # the next step starts here and now: its deadline runs from now, it is not queued
             placement = Placement.step(nxt.node, step_deadline(following, now))  # type: ignore[arg-type]
         else:

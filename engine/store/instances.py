@@ -4,7 +4,9 @@ Each change is one operation of ``lua/state.lua``, called with one JSON document
 fields (plus the stored documents it carries: activity records, context entries, data...).
 Operations on an existing instance are a compare-and-set on its step sequence (and, where
 it matters, its attempt and status): a redelivered or duplicated message fails it and is
-recorded as a no-op.
+recorded as a no-op. A change may carry that no-op's record, or (:data:`LateNoop`) a way to build
+it: then the record is built and written only when the change comes back stale, in one more
+round trip -- the common change carries nothing it does not use.
 
 Round trips: a change may carry riders (:mod:`engine.store.riders`: a drained step's next
 start, which :meth:`Instances.start` then serves without one), and changes collected with
@@ -56,6 +58,9 @@ PENDING = Applied(False, None, None)
 
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
 LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
+
+#: A change's no-op record built only if the change comes back stale (:meth:`Instances.advance`).
+LateNoop = Callable[[], Activity]
 
 
 def state_script(client: redis.Redis) -> Any:
@@ -203,12 +208,13 @@ class Instances:
 
     def advance(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                 statuses: Iterable[InstanceStatus] = LIVE, context: tuple[str, Any] | None = None,
-                noop: Activity | None = None, carrier: str | None = None,
+                noop: Activity | LateNoop | None = None, carrier: str | None = None,
                 send: Envelope | None = None, encoded: str | None = None,
                 riders: Sequence[Rider] = (), forget: Sequence[str] = ()) -> Applied:
         """Take a transition at ``seq``: record ``context`` (node, data), seq + 1, then ``placement``.
 
-        ``noop`` is recorded instead when the instance moved on meanwhile; ``carrier`` names the
+        ``noop`` is recorded instead when the instance moved on meanwhile (a :data:`LateNoop`: built
+        and recorded only then, in one more round trip); ``carrier`` names the
         message whose worker runs the next step inline ("" clears it). ``encoded``: the context
         data as compact JSON when the service's answer was encoded already; it is written as
         is, in the context entry and as the activity's ``received``. ``riders``
@@ -218,6 +224,9 @@ class Instances:
         """
         if context is not None and context[0] in forget:
             context = encoded = None
+        late = noop if callable(noop) else None
+        if late is not None:
+            noop = None
         record = activity.to_dict()
         if context is not None and encoded is not None:
             docs = {"activity": pack_text(dumps_with(record, "received", encoded)
@@ -228,11 +237,11 @@ class Instances:
             if context is not None:
                 docs[f"c:{context[0]}"] = pack(context[1])
         if noop is not None:
-            docs["noop"] = pack(noop.to_dict())
+            docs["noop"] = pack(noop.to_dict())  # type: ignore[union-attr]
         doc = {"expect": _expect(statuses, seq), "carrier": carrier, "place": placement}
         if forget:
             doc["forget"] = list(forget)
-        return self._change("advance", instance_id, doc, docs, send, riders)
+        return self._change("advance", instance_id, doc, docs, send, riders, late)
 
     def signal(self, instance_id: str, *, seq: int, activity: Activity, placement: Placement,
                context: tuple[str, Any], noop: Activity | None = None, marker: str | None = None,
@@ -383,10 +392,13 @@ class Instances:
     # -- the call -----------------------------------------------------------------------------
 
     def _change(self, op: str, instance_id: str, doc: dict[str, Any], docs: dict[str, Any],
-                send: Envelope | None = None, riders: Sequence[Rider] = ()) -> Applied:
-        """Run operation ``op`` on one instance and say what it did (``riders`` in the same round trip)."""
+                send: Envelope | None = None, riders: Sequence[Rider] = (), late: LateNoop | None = None) -> Applied:
+        """Run operation ``op`` on one instance and say what it did (``riders`` in the same round trip;
+        ``late``: the no-op record to write when it comes back stale)."""
         collected = getattr(self._collecting, "calls", None)
         if collected is not None:  # inside collect(): sent with the others by send_collected()
+            if late is not None:
+                self._collecting.late.append((len(collected), instance_id, late))
             collected.append(self._operation(op, instance_id, doc, docs, send))
             self._collecting.riders.extend(riders)
             return PENDING
@@ -395,13 +407,17 @@ class Instances:
             raw = send_with_riders(self._calls, evalsha(self._state, keys, args), self._state, riders)
         else:
             raw = self._call(op, instance_id, doc, docs, send)
-        return self._applied(raw)
+        applied = self._applied(raw)
+        if late is not None and _stale(applied):
+            self.noop(instance_id, late())
+        return applied
 
     def collect(self) -> None:
         """Collect this thread's changes from now on instead of sending them (each returns :data:`PENDING`)
         until :meth:`send_collected` sends them all in one round trip."""
         self._collecting.calls = []
         self._collecting.riders = []
+        self._collecting.late = []
 
     def send_collected(self) -> list[Applied]:
         """Send the changes collected since :meth:`collect` in one pipelined round trip, in order, then
@@ -409,7 +425,8 @@ class Instances:
         Consecutive changes of one instance go as one ``chain`` call (:func:`chained`). Collecting stops."""
         calls: list[tuple[list[str], list[Any]]] = self._collecting.calls
         riders: list[Rider] = self._collecting.riders
-        self._collecting.calls = self._collecting.riders = None
+        late: list[tuple[int, str, LateNoop]] = self._collecting.late
+        self._collecting.calls = self._collecting.riders = self._collecting.late = None
         if not calls:
             return []
         groups = chained(calls)
@@ -421,7 +438,17 @@ class Instances:
                 if isinstance(item, Exception):
                     raise item
                 out.append(self._applied(item))
+        self._record_noops([(instance_id, build) for index, instance_id, build in late if _stale(out[index])])
         return out
+
+    def _record_noops(self, noops: Sequence[tuple[str, LateNoop]]) -> None:
+        """Record each stale change's no-op (instance id, its record's builder), all in one round trip."""
+        if not noops:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for instance_id, build in noops:
+            self._call("noop", instance_id, {}, {"noop": pack(build().to_dict())}, None, client=pipe)
+        pipe.execute()
 
     def _applied(self, raw: Any) -> Applied:
         """What a change's reply says it did."""
@@ -476,6 +503,11 @@ class Instances:
         keys = [instance_key, k.activities(instance_id), k.timers, k.deadlines, send.key if send else instance_key,
                 k.queued]
         return keys, [dumps(doc), *docs.values()]
+
+
+def _stale(applied: Applied) -> bool:
+    """Whether a change came back stale from an instance that exists (its no-op is to be recorded)."""
+    return not applied.applied and applied.status is not None
 
 
 def run_script(calls: PinnedCalls, script: Any, keys: list[str], args: list[Any]) -> Any:

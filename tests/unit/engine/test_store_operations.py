@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -132,6 +132,33 @@ def test_a_stale_advance_changes_nothing_and_records_its_noop(store: RedisStore)
     assert instance and instance.node == "a" and instance.seq == 1 and instance.noops == 1
     assert [a["outcome"] for a in store.activities("i1")] == ["started", "noop"]
     assert store.advance("nobody", seq=1, activity=act(), placement=Placement.step("b", NOW)).missing
+
+
+def test_a_late_noop_is_built_and_recorded_only_when_its_change_comes_back_stale(store: RedisStore) -> None:
+    built: list[str] = []
+
+    def late(reason: str) -> Callable[[], Activity]:
+        def build() -> Activity:
+            built.append(reason)
+            return act(Outcome.NOOP, reason=reason)
+        return build
+
+    running(store, "i1")
+    running(store, "i2")
+    assert store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW), noop=late("unused")).applied
+    stale = store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW), noop=late("alone"))
+    assert not stale.applied and stale.status is InstanceStatus.RUNNING and built == ["alone"]
+    # collected (one round trip): only the stale change's record is built, written after the replies
+    store.collect()
+    store.advance("i2", seq=1, activity=act(), placement=Placement.step("b", NOW), noop=late("applies"))
+    store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW), noop=late("collected"))
+    assert [a.applied for a in store.send_collected()] == [True, False] and built == ["alone", "collected"]
+    assert store.advance("nobody", seq=1, activity=act(), placement=Placement.step("b", NOW),
+                         noop=late("missing")).missing and built == ["alone", "collected"]
+    one, two = store.load("i1"), store.load("i2")
+    assert one and one.noops == 2 and two and two.noops == 0
+    assert [(a["outcome"], a.get("reason")) for a in store.activities("i1")] == [
+        ("started", None), ("applied", None), ("noop", "alone"), ("noop", "collected")]
 
 
 def test_a_paused_instance_records_the_step_that_came_back_and_stays_paused(store: RedisStore) -> None:
