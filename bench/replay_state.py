@@ -129,14 +129,7 @@ def replay(client: redis.Redis, calls: list[Call], source: str, old: bytes,
     client.config_set("slowlog-log-slower-than", 0)
     client.slowlog_reset()
     before = _cpu(client)
-    replies: list[Any] = []
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        keys = [key.replace(old, new) for key in call.keys]
-        pipe.execute_command("EVALSHA", sha, len(keys), *keys, call.args[0].replace(old, new), *call.args[1:])
-        if len(pipe) >= 200:
-            replies += pipe.execute(raise_on_error=False)
-    replies += pipe.execute(raise_on_error=False)
+    replies = send(client, calls, sha, old, new)
     cpu = _cpu(client) - before
     client.config_set("slowlog-log-slower-than", 10000)
     client.set_response_callback("SLOWLOG GET", lambda response, **_: response)
@@ -148,12 +141,31 @@ def replay(client: redis.Redis, calls: list[Call], source: str, old: bytes,
         if entry[3][:1] == [b"EVALSHA"] and entry[3][1] == sha.encode():
             per_op[next(ops, "?")].append(int(entry[2]))
     held = _holdings(client, new) if keep else {}
-    for key in client.scan_iter(match=new + b"*", count=2000):
-        client.delete(key)
+    delete_prefix(client, new)
     found = {"cpu_seconds": cpu, "us_per_call": {op: statistics.mean(us) for op, us in per_op.items()},
              "calls": {op: len(us) for op, us in per_op.items()},
              "replies": [repr(r) if isinstance(r, Exception) else r for r in replies]}
     return found, held
+
+
+def send(client: redis.Redis, calls: list[Call], sha: str, old: bytes, new: bytes) -> list[Any]:
+    """``calls`` through the loaded script ``sha``, their keys and documents moved from prefix ``old``
+    to ``new``, pipelined 200 at a time in order: the replies (an error as its exception)."""
+    replies: list[Any] = []
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        keys = [key.replace(old, new) for key in call.keys]
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, call.args[0].replace(old, new), *call.args[1:])
+        if len(pipe) >= 200:
+            replies += pipe.execute(raise_on_error=False)
+    replies += pipe.execute(raise_on_error=False)
+    return replies
+
+
+def delete_prefix(client: redis.Redis, prefix: bytes) -> None:
+    """Delete every key under ``prefix``."""
+    for key in client.scan_iter(match=prefix + b"*", count=2000):
+        client.delete(key)
 
 
 def _cpu(client: redis.Redis) -> float:
