@@ -183,8 +183,9 @@ local function finish(run, final)
 end
 
 -- The instance's entries in the indexes, in step with its placement `p` (status `final`; `queues`
--- and `times` as settle reads them from `p`; `wall` its sending time; `woke`: it had a wake time).
-local function reindex(id, final, p, queues, times, wall, woke)
+-- and `times` as settle reads them from `p`; `wall` its sending time; `woke`: it had a wake time;
+-- `sent`: it had a step timeout, kept from its sending until its next change).
+local function reindex(id, final, p, queues, times, wall, woke, sent)
   if final == 'running' and p.deadline then
     redis.call('ZADD', deadlines, deadline_score(p.deadline), id)
   else
@@ -193,7 +194,7 @@ local function reindex(id, final, p, queues, times, wall, woke)
   -- sent, not started: no deadline until a worker starts it (a backlog is not a loss)
   if queues then
     redis.call('ZADD', queued, sent_score(wall), id)
-  else
+  elseif sent then  -- (an instance without a step timeout is not queued: both are set together)
     redis.call('ZREM', queued, id)
   end
   if times then
@@ -337,7 +338,7 @@ if called.advance then advances = function(items, blobs)
   if final ~= status then
     redis.call('SMOVE', doc.runs .. run_id .. ':' .. status, doc.runs .. run_id .. ':' .. final, id)
   end
-  reindex(id, final, p, queues, times, last.wall, cur[9])
+  reindex(id, final, p, queues, times, last.wall, cur[9], cur[12])
   if TERMINAL[final] then finish(run_id, final) end
   for _, send in ipairs(sends) do
     redis.call(send[1] and 'RPUSH' or 'LPUSH', queue, send[2])
@@ -504,7 +505,7 @@ local function settle(id, run, status, hold)
     end
   end
 
-  reindex(id, final, p, queues, times, doc.wall, had.wake_at)
+  reindex(id, final, p, queues, times, doc.wall, had.wake_at, had.step_timeout)
   -- a paused instance keeps its wake time so that resume parks it again until then
   if not times and had.wake_at and final ~= 'paused' then redis.call('HDEL', inst, 'wake_at', 'timer') end
   -- no step of it runs any more: no process carries it

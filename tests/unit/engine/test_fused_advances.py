@@ -217,6 +217,32 @@ def test_a_chain_of_three_transitions_is_a_handful_of_commands(stores: tuple[Red
     assert counts["fused"] <= 8
 
 
+def test_an_instance_never_queued_is_not_looked_for_in_the_queued_index(stores: tuple[RedisStore, RedisStore]) -> None:
+    """Only an instance with a step timeout (sent and not yet moved on) can be in ``queued``: the
+    others' changes run no ZREM on it. One that was sent leaves it."""
+    for store, iid in zip(stores, ("fused", "sequential"), strict=True):
+        if isinstance(store.client, fakeredis.FakeRedis):
+            pytest.skip("reads the commands a real Redis runs (MONITOR)")
+        create(store, iid)  # running at a deadline, never queued
+        resent = f"{iid}-resent"
+        create(store, resent)
+        assert store.retry(resent, seq=1, attempt=1, next_attempt=2, activity=act(1, "a", Outcome.RETRY),
+                           placement=Placement.queued_step("a", 45)).applied
+        with store.client.monitor() as monitor:
+            for one in (iid, resent):
+                assert store.advance(one, seq=1, activity=act(1, "a"), placement=Placement.awaiting("review", None),
+                                     context=("a", {"n": 1})).applied
+            store.client.echo(f"done {iid}")
+            removed = []
+            for line in monitor.listen():
+                if line["command"] == f"ECHO done {iid}":
+                    break
+                if line.get("client_type") == "lua" and line["command"].startswith(f"ZREM {store.keys.queued} "):
+                    removed.append(line["command"].split()[-1])
+        assert removed == [resent]
+        assert store.client.zcard(store.keys.queued) == 0
+
+
 def test_a_sent_steps_timeout_is_kept_only_while_it_is_sent(stores: tuple[RedisStore, RedisStore]) -> None:
     """``step_timeout`` serves the start of a sent step; an instance that moved on holds no such field
     (a hash of 17 fields takes twice the table of one of 16)."""
