@@ -3,18 +3,22 @@
 Capture a run as for :mod:`bench.replay_state`, then::
 
     git show <commit>:engine/store/lua/state.lua > /tmp/before.lua
-    python -m bench.replay_instructions /tmp/monitor.txt --other /tmp/before.lua [--server redis-server]
+    python -m bench.replay_instructions /tmp/monitor.txt --other /tmp/before.lua [--rounds 3]
+        [--server redis-server]
 
 A redis-server of its own (``--server``, the one on ``PATH`` by default; append-only file on, as
-the benchmarks' Redis) runs under valgrind's callgrind on a free port. Each version replays
-every call of the capture twice, in the capture's order, pipelined (:func:`bench.replay_state.send`),
-each time under a key prefix of its own: once to warm (the script loaded, Redis's and Lua's
-allocators grown), then once with the count zeroed before and dumped after
-(``callgrind_control``). Printed: the instructions of each version (the whole server: the
-scripts, the commands they run, the append-only file, the sockets' system calls are not
-counted) and their ratio. Load on the machine does not move the count: two replays of the same
-script agree to within 0.1 %, where Redis's CPU time for the same replay moves by 10 % and more
-(:mod:`bench.replay_state` measures that). Nothing asserts a count.
+the benchmarks' Redis; its timer at 1 Hz, so that the slowness of valgrind adds little of its
+periodic work) runs under valgrind's callgrind on a free port. Each version first replays every
+call of the capture once to warm (the script loaded, Redis's and Lua's allocators grown); then,
+round after round, the versions alternated, each replays them once more with the count zeroed
+before and dumped after (``callgrind_control``). Every replay runs in the capture's order,
+pipelined (:func:`bench.replay_state.send`), under a key prefix of its own. Printed: each
+version's median instructions (the whole server's user-space work: the scripts, the commands
+they run, the append-only file; the kernel's side of the sockets is not counted) and the ratio
+of the medians. Load on the machine barely moves the count: two replays of one script differ
+by up to 1 % (Redis draws its hash seed at each start, and each replay's keys are new), where
+Redis's CPU time for the same replay moves by 10 % and more (:mod:`bench.replay_state` measures
+that). Nothing asserts a count.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import functools
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -53,7 +58,7 @@ class CountedRedis:
         self.process = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/counted.%p", server,
              "--port", str(self.port), "--dir", str(folder), "--save", "", "--appendonly", "yes",
-             "--appendfsync", "everysec"],
+             "--appendfsync", "everysec", "--hz", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 60
@@ -89,19 +94,15 @@ class CountedRedis:
         self.process.wait(timeout=60)
 
 
-def replayed(server: CountedRedis, calls: list[Call], source: str, old: bytes) -> int:
-    """Instructions of one counted replay of ``calls`` through ``source`` (after one to warm)."""
-    sha = server.client.script_load(source)
-    counted = 0
-    for counting in (False, True):
-        new = f"replay-{uuid.uuid4().hex[:8]}".encode()
-        replay = functools.partial(send, server.client, calls, sha, old, new)
-        if counting:
-            counted = server.count(replay)
-        else:
-            replay()
-        delete_prefix(server.client, new)  # (not counted)
-    return counted
+def replayed(server: CountedRedis, calls: list[Call], sha: str, old: bytes, counted: bool = True) -> int:
+    """Instructions of one replay of ``calls`` through the loaded script ``sha`` (0 when not ``counted``)."""
+    new = f"replay-{uuid.uuid4().hex[:8]}".encode()
+    replay = functools.partial(send, server.client, calls, sha, old, new)
+    count = server.count(replay) if counted else 0
+    if not counted:
+        replay()
+    delete_prefix(server.client, new)  # (not counted)
+    return count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("monitor", type=Path, help="a file of MONITOR output")
     parser.add_argument("--other", type=Path, required=True, help="the other state.lua (e.g. an earlier commit's)")
     parser.add_argument("--server", default="redis-server", help="the redis-server to run (default: on PATH)")
+    parser.add_argument("--rounds", type=int, default=2, help="counted replays of each version (default 2)")
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control", args.server):
         if shutil.which(tool) is None:
@@ -124,14 +126,22 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="replay-instructions-") as folder:
         server = CountedRedis(args.server, Path(folder))
         try:
-            counts = {name: replayed(server, calls, script_source(path), old)
-                      for name, path in (("other", args.other), ("this", HERE))}
+            shas = {name: server.client.script_load(script_source(path))
+                    for name, path in (("other", args.other), ("this", HERE))}
+            for sha in shas.values():
+                replayed(server, calls, sha, old, counted=False)
+            counts: dict[str, list[int]] = {name: [] for name in shas}
+            for number in range(args.rounds):
+                for name in (["other", "this"] if number % 2 == 0 else ["this", "other"]):
+                    counts[name].append(replayed(server, calls, shas[name], old))
         finally:
             server.stop()
-    print(f"{len(calls)} calls of state.lua replayed on {args.server} under valgrind")
-    for name, count in counts.items():
-        print(f"{name}: {count / 1e6:,.1f} M instructions, {count / len(calls) / 1e3:,.1f} k per call")
-    print(f"this / other: {counts['this'] / counts['other']:.3f}")
+    print(f"{len(calls)} calls of state.lua replayed on {args.server} under valgrind, {args.rounds} rounds")
+    medians = {name: statistics.median(found) for name, found in counts.items()}
+    for name, found in counts.items():
+        print(f"{name}: {medians[name] / 1e6:,.1f} M instructions (median; all: "
+              f"{', '.join(f'{n / 1e6:,.1f}' for n in found)}), {medians[name] / len(calls) / 1e3:,.1f} k per call")
+    print(f"this / other: {medians['this'] / medians['other']:.3f}")
 
 
 if __name__ == "__main__":
