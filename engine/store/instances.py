@@ -21,6 +21,7 @@ it acts on an existing instance under the compare-and-set).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -58,6 +59,8 @@ PENDING = Applied(False, None, None)
 
 #: Statuses in which a step's outcome is applied (a paused instance records it and stays paused).
 LIVE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
+
+log = logging.getLogger(__name__)
 
 #: A change's no-op record built only if the change comes back stale (:meth:`Instances.advance`).
 LateNoop = Callable[[], Activity]
@@ -409,7 +412,7 @@ class Instances:
             raw = self._call(op, instance_id, doc, docs, send)
         applied = self._applied(raw)
         if late is not None and _stale(applied):
-            self.noop(instance_id, late())
+            self._record_noops([(instance_id, late)])
         return applied
 
     def collect(self) -> None:
@@ -442,13 +445,21 @@ class Instances:
         return out
 
     def _record_noops(self, noops: Sequence[tuple[str, LateNoop]]) -> None:
-        """Record each stale change's no-op (instance id, its record's builder), all in one round trip."""
+        """Record each stale change's no-op (instance id, its record's builder), all in one round trip.
+
+        The changes are decided already (stale: nothing of theirs applied) and so are the others sent
+        with them: a Redis error here loses these records only, logged, and is not the changes' error.
+        """
         if not noops:
             return
         pipe = self.client.pipeline(transaction=False)
         for instance_id, build in noops:
             self._call("noop", instance_id, {}, {"noop": pack(build().to_dict())}, None, client=pipe)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("the no-op records of %d stale changes were not written (%s): %s", len(noops),
+                        ", ".join(instance_id for instance_id, _ in noops), exc)
 
     def _applied(self, raw: Any) -> Applied:
         """What a change's reply says it did."""

@@ -75,9 +75,10 @@
 -- one by one would (a paused or waiting instance, a gather node, a limit, a stale item) goes item
 -- by item. The script runs top to bottom on every call, so what the common calls need comes first:
 -- a start returns before anything else is defined, an advance or chain applied at once before the
--- other operations are. `create_many` likewise writes a new live instance's own keys at once and its entries in
--- the shared keys (run sets, indexes, queues) with the other items'. doc.sequential (set on the
--- call's own document) always goes item by item: the reference the tests hold the other to.
+-- other operations are. `create_many` likewise writes a new live instance's own keys at once and
+-- its entries in the shared keys (run sets, indexes, queues) with the other items'. doc.sequential
+-- (set on the call's own document) always goes item by item: the reference the tests hold the
+-- other to.
 --
 -- To add an operation: one function in `ops` below, defined under `if called.<name> then` (a
 -- closure made for an operation not called costs every call), its name in `needs_instance` if it

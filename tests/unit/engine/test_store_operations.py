@@ -10,6 +10,7 @@ import math
 import struct
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -159,6 +160,38 @@ def test_a_late_noop_is_built_and_recorded_only_when_its_change_comes_back_stale
     assert one and one.noops == 2 and two and two.noops == 0
     assert [(a["outcome"], a.get("reason")) for a in store.activities("i1")] == [
         ("started", None), ("applied", None), ("noop", "alone"), ("noop", "collected")]
+
+
+def test_a_late_noop_that_redis_refuses_is_logged_and_the_changes_keep_their_outcomes(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    running(store, "i1")
+    running(store, "i2")
+    assert store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW)).applied
+
+    real = store.client.pipeline
+
+    def refusing_noops(**kwargs: Any) -> Any:  # a pipeline that fails when it carries a no-op record
+        pipe = real(**kwargs)
+        execute = pipe.execute
+
+        def refused(*args: Any, **kw: Any) -> Any:
+            if '"op":"noop"' in str(pipe.command_stack):
+                raise redis.ConnectionError("Redis went away")
+            return execute(*args, **kw)
+        pipe.execute = refused
+        return pipe
+
+    monkeypatch.setattr(store.client, "pipeline", refusing_noops)
+    store.collect()
+    store.advance("i2", seq=1, activity=act(), placement=Placement.step("b", NOW),
+                  noop=lambda: act(Outcome.NOOP, reason="x"))
+    store.advance("i1", seq=1, activity=act(), placement=Placement.step("b", NOW),
+                  noop=lambda: act(Outcome.NOOP, reason="x"))
+    with caplog.at_level("WARNING", logger="engine.store.instances"):
+        assert [a.applied for a in store.send_collected()] == [True, False]
+    assert "no-op records of 1 stale changes were not written (i1)" in caplog.text
+    two = store.load("i2")
+    assert two and two.node == "b" and two.seq == 2
 
 
 def test_a_paused_instance_records_the_step_that_came_back_and_stays_paused(store: RedisStore) -> None:
