@@ -23,7 +23,6 @@ that). Nothing asserts a count.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import redis
 
-from bench.replay_state import HERE, Call, capture_prefix, delete_prefix, of_prefix, script_source, send, state_calls
+from bench.replay_state import HERE, Call, captured, delete_prefix, script_source, send, versions_parser
 
 
 def free_port() -> int:
@@ -107,22 +106,14 @@ def replayed(server: CountedRedis, calls: list[Call], sha: str, old: bytes, coun
 
 def main(argv: list[str] | None = None) -> None:
     """Print each version's instructions, per call and in all."""
-    parser = argparse.ArgumentParser(prog="python -m bench.replay_instructions", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("monitor", type=Path, help="a file of MONITOR output")
-    parser.add_argument("--other", type=Path, required=True, help="the other state.lua (e.g. an earlier commit's)")
+    parser = versions_parser("python -m bench.replay_instructions", __doc__)
     parser.add_argument("--server", default="redis-server", help="the redis-server to run (default: on PATH)")
     parser.add_argument("--rounds", type=int, default=2, help="counted replays of each version (default 2)")
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control", args.server):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: install valgrind (apt-get install valgrind) and redis-server")
-    with args.monitor.open(encoding="latin-1") as lines:
-        calls = list(state_calls(lines))
-    if not calls:
-        raise SystemExit(f"{args.monitor}: no call of state.lua in this capture")
-    old = capture_prefix(calls)
-    calls = of_prefix(calls, old)
+    calls, old = captured(args.monitor, args.prefix)
     with tempfile.TemporaryDirectory(prefix="replay-instructions-") as folder:
         server = CountedRedis(args.server, Path(folder))
         try:

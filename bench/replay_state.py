@@ -193,22 +193,35 @@ def _holdings(client: redis.Redis, prefix: bytes) -> dict[bytes, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Print each version's figures and, with ``--compare``, whether they stored the same."""
-    parser = argparse.ArgumentParser(prog="python -m bench.replay_state", description=__doc__,
+def versions_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The command line of a replay of a capture through two versions of ``state.lua``: the capture,
+    ``--other`` (the other version) and ``--prefix``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("monitor", type=Path, help="a file of MONITOR output")
     parser.add_argument("--other", type=Path, required=True, help="the other state.lua (e.g. an earlier commit's)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--compare", action="store_true", help="also compare what each version stored")
     parser.add_argument("--prefix", help="the captured run's key prefix (default: its first call's)")
-    args = parser.parse_args(argv)
-    with args.monitor.open(encoding="latin-1") as lines:
+    return parser
+
+
+def captured(monitor: Path, prefix: str | None = None) -> tuple[list[Call], bytes]:
+    """The calls of ``state.lua`` in the capture ``monitor`` on the captured run's keys (under
+    ``prefix``, by default its first call's), and that prefix."""
+    with monitor.open(encoding="latin-1") as lines:
         calls = list(state_calls(lines))
     if not calls:
-        raise SystemExit(f"{args.monitor}: no call of state.lua in this capture")
-    old = args.prefix.encode() if args.prefix else capture_prefix(calls)
-    calls = of_prefix(calls, old)
+        raise SystemExit(f"{monitor}: no call of state.lua in this capture")
+    old = prefix.encode() if prefix else capture_prefix(calls)
+    return of_prefix(calls, old), old
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print each version's figures and, with ``--compare``, whether they stored the same."""
+    parser = versions_parser("python -m bench.replay_state", __doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare", action="store_true", help="also compare what each version stored")
+    args = parser.parse_args(argv)
+    calls, old = captured(args.monitor, args.prefix)
     client = redis.Redis.from_url(os.environ.get("TRADEFLOW_REDIS_URL", "redis://127.0.0.1:6379/0"))
     versions = {"other": script_source(args.other), "this": script_source(HERE)}
     print(f"{len(calls)} calls of state.lua: " + ", ".join(
