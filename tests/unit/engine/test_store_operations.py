@@ -51,7 +51,7 @@ def score(store: RedisStore, index: str, iid: str) -> float | None:
     return store.client.zscore(getattr(store.keys, index), iid)
 
 
-def deadline(at: float) -> int:
+def kept_deadline(at: float) -> int:
     """A deadline as the ``deadlines`` index keeps it: rounded up to the whole second (state.lua)."""
     return math.ceil(at)
 
@@ -74,7 +74,7 @@ def test_create_writes_the_instance_its_record_its_indexes_and_its_first_message
     assert two and two.status is InstanceStatus.WAITING and two.wake_at == NOW + 600 and two.timer == "wake"
     assert three and three.status is InstanceStatus.FAILED and three.error == {"reason": "invalid input"}
     assert three.finished_at == NOW and 0 < store.ttl("i3") <= 3600 and store.ttl("i1") == -1
-    assert score(store, "deadlines", "i1") == deadline(NOW + 60) and score(store, "timers", "i2") == NOW + 600
+    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 60) and score(store, "timers", "i2") == NOW + 600
     assert members(store, InstanceStatus.RUNNING) == {"i1"} and members(store, InstanceStatus.FAILED) == {"i3"}
     assert store.client.lrange(queue, 0, -1) == [b"msg-1"]
     assert [a["outcome"] for a in store.activities("i1")] == ["started"]
@@ -114,7 +114,7 @@ def test_advance_records_the_context_moves_on_and_keeps_indexes_in_step(store: R
     assert applied.applied and applied.status is InstanceStatus.RUNNING and applied.seq == 2
     instance = store.load("i1")
     assert instance and instance.node == "b" and instance.seq == 2 and instance.context == {"a": {"x": [1, 2]}}
-    assert score(store, "deadlines", "i1") == deadline(NOW + 90) and store.client.lrange(queue, 0, -1) == [b"msg-2"]
+    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 90) and store.client.lrange(queue, 0, -1) == [b"msg-2"]
     finished = store.advance("i1", seq=2, activity=act(seq=2), context=("b", {}),
                              placement=Placement.end("done", InstanceStatus.SUCCEEDED, {"r": 1}, ["a"]))
     assert finished.applied and finished.status is InstanceStatus.SUCCEEDED
@@ -217,7 +217,7 @@ def test_retry_after_a_backoff_parks_a_timer_and_an_immediate_one_a_deadline(sto
                       placement=Placement(inflight=True, deadline=NOW + 30))
     instance = store.load("i1")
     assert now.applied and instance and instance.attempt == 3 and instance.timer is None and instance.inflight
-    assert score(store, "timers", "i1") is None and score(store, "deadlines", "i1") == deadline(NOW + 30)
+    assert score(store, "timers", "i1") is None and score(store, "deadlines", "i1") == kept_deadline(NOW + 30)
     assert [a["outcome"] for a in store.activities("i1")] == ["started", "retry"]  # a resend may record nothing
 
 
@@ -264,7 +264,7 @@ def test_control_pause_keeps_the_wake_time_and_retry_replaces_context_entries(st
     instance = store.load("i2")
     assert retried.applied and instance and instance.status is InstanceStatus.RUNNING and instance.error is None
     assert instance.context == {"a": {"fixed": True}} and store.ttl("i2") == -1
-    assert members(store, InstanceStatus.FAILED) == set() and score(store, "deadlines", "i2") == deadline(NOW + 30)
+    assert members(store, InstanceStatus.FAILED) == set() and score(store, "deadlines", "i2") == kept_deadline(NOW + 30)
 
 
 def test_noop_and_release(store: RedisStore) -> None:
@@ -298,7 +298,7 @@ def test_signal_applies_at_the_awaited_seq_keeps_its_marker_and_records_a_late_o
     instance = store.load("i1")
     assert instance is not None and instance.context["gate"] == {"x": 1} and instance.node == "b"
     assert store.marker("i1", "signal:k1") == "2" and score(store, "timers", "i1") is None
-    assert score(store, "deadlines", "i1") == deadline(NOW + 60) and members(store, InstanceStatus.AWAITING) == set()
+    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 60) and members(store, InstanceStatus.AWAITING) == set()
     late = store.signal("i1", seq=1, activity=act(Outcome.SIGNALLED, signal="go"), placement=Placement.step("b", 0),
                         context=("gate", {"x": 2}), noop=act(Outcome.NOOP, reason="late"), marker="signal:k2")
     assert not late.applied and late.seq == 2 and store.marker("i1", "signal:k2") is None
