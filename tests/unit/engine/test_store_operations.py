@@ -114,7 +114,8 @@ def test_advance_records_the_context_moves_on_and_keeps_indexes_in_step(store: R
     assert applied.applied and applied.status is InstanceStatus.RUNNING and applied.seq == 2
     instance = store.load("i1")
     assert instance and instance.node == "b" and instance.seq == 2 and instance.context == {"a": {"x": [1, 2]}}
-    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 90) and store.client.lrange(queue, 0, -1) == [b"msg-2"]
+    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 90)
+    assert store.client.lrange(queue, 0, -1) == [b"msg-2"]
     finished = store.advance("i1", seq=2, activity=act(seq=2), context=("b", {}),
                              placement=Placement.end("done", InstanceStatus.SUCCEEDED, {"r": 1}, ["a"]))
     assert finished.applied and finished.status is InstanceStatus.SUCCEEDED
@@ -298,7 +299,8 @@ def test_signal_applies_at_the_awaited_seq_keeps_its_marker_and_records_a_late_o
     instance = store.load("i1")
     assert instance is not None and instance.context["gate"] == {"x": 1} and instance.node == "b"
     assert store.marker("i1", "signal:k1") == "2" and score(store, "timers", "i1") is None
-    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 60) and members(store, InstanceStatus.AWAITING) == set()
+    assert score(store, "deadlines", "i1") == kept_deadline(NOW + 60)
+    assert members(store, InstanceStatus.AWAITING) == set()
     late = store.signal("i1", seq=1, activity=act(Outcome.SIGNALLED, signal="go"), placement=Placement.step("b", 0),
                         context=("gate", {"x": 2}), noop=act(Outcome.NOOP, reason="late"), marker="signal:k2")
     assert not late.applied and late.seq == 2 and store.marker("i1", "signal:k2") is None
