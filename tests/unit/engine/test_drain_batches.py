@@ -10,6 +10,8 @@ an error stops the batch with nothing held; an end whose round trip failed is se
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from engine.broker import RedisQueueEnqueuer
 from engine.config import Settings
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus, Outcome
+from engine.runtime.concerns.draining import Draining
 from engine.service import Transition
 from engine.store.keys import Keys
 from engine.store.redis_store import RedisStore
@@ -52,6 +55,15 @@ def _engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str, limit:
     engine = Engine(RedisStore(real_redis, Keys(key_prefix)), enqueuer)
     drain_queues(engine, limit, batched=True)
     engine.publish(load_definition(json.dumps(FLOW)))
+    return engine
+
+
+def _releasing_engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> Engine:
+    """An engine draining batches of 4 whose batch sends its steps back after a step has run 0.3 s."""
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    draining = runtime_of(engine).hook(Draining)
+    assert isinstance(draining, Draining)
+    draining.release.after = 0.3
     return engine
 
 
@@ -204,15 +216,7 @@ def test_a_batchs_starts_are_one_script_call_that_does_what_each_start_does_alon
 
 def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_run(
         celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
-    import threading
-    import time
-
-    from engine.runtime.concerns.draining import Draining
-
-    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
-    draining = runtime_of(engine).hook(Draining)
-    assert isinstance(draining, Draining)
-    draining.release.after = 0.3
+    engine = _releasing_engine(celery_app, real_redis, key_prefix)
     ids = engine.start_many("one-or-two", [{"more": False} for _ in range(4)])
     hang, ran = threading.Event(), []
 
@@ -241,14 +245,7 @@ def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_ru
 
 def test_steps_that_cannot_go_back_to_their_queue_are_run_by_their_batch_after_all(
         celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
-    import threading
-
-    from engine.runtime.concerns.draining import Draining
-
-    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
-    draining = runtime_of(engine).hook(Draining)
-    assert isinstance(draining, Draining)
-    draining.release.after = 0.3
+    engine = _releasing_engine(celery_app, real_redis, key_prefix)
     tried = threading.Event()
 
     def unreachable(taken: Any) -> None:  # Redis does not answer the give-back
