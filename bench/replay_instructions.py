@@ -97,8 +97,10 @@ def replayed(server: CountedRedis, calls: list[Call], sha: str, old: bytes, coun
     """Instructions of one replay of ``calls`` through the loaded script ``sha`` (0 when not ``counted``)."""
     new = f"replay-{uuid.uuid4().hex[:8]}".encode()
     replay = functools.partial(send, server.client, calls, sha, old, new)
-    count = server.count(replay) if counted else 0
-    if not counted:
+    if counted:
+        count = server.count(replay)
+    else:
+        count = 0
         replay()
     delete_prefix(server.client, new)  # (not counted)
     return count

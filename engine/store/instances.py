@@ -227,9 +227,8 @@ class Instances:
         """
         if context is not None and context[0] in forget:
             context = encoded = None
-        late = noop if callable(noop) else None
-        if late is not None:
-            noop = None
+        late = noop if callable(noop) else None  # a LateNoop: built only for a stale reply
+        carried = noop if isinstance(noop, Activity) else None
         record = activity.to_dict()
         if context is not None and encoded is not None:
             docs = {"activity": pack_text(dumps_with(record, "received", encoded)
@@ -239,8 +238,8 @@ class Instances:
             docs = {"activity": pack(record)}
             if context is not None:
                 docs[f"c:{context[0]}"] = pack(context[1])
-        if noop is not None:
-            docs["noop"] = pack(noop.to_dict())  # type: ignore[union-attr]
+        if carried is not None:
+            docs["noop"] = pack(carried.to_dict())
         doc = {"expect": _expect(statuses, seq), "carrier": carrier, "place": placement}
         if forget:
             doc["forget"] = list(forget)
