@@ -384,6 +384,10 @@ def step_plan(definition: Definition, node_name: str) -> StepPlan:
                     node.url if isinstance(node, HttpNode) else None)
 
 
+#: Runs a held step's instance on, given what confirming its transitions gave (``StepReport.resume``).
+Resume = Callable[["Applied | None"], "StepReport"]
+
+
 @dataclass(frozen=True)
 class StepReport:
     """What happened to one delivered step (for logs and tests)."""
@@ -393,6 +397,9 @@ class StepReport:
     next_node: str | None = None
     #: The instance as it now stands, when its next step runs here without a broker hop.
     carried: Instance | None = None
+    #: Set when the step's transition waits to be confirmed with its batch's (``Pipeline.confirm_together``):
+    #: called with what confirming it gave (None: unknown), it runs the instance's next step here.
+    resume: Resume | None = None
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:

@@ -42,12 +42,14 @@ nobody else would before its timeout, the liveness mark of this process being fr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -113,6 +115,10 @@ Execute = Callable[[StepNode, Any], Transition]
 Inline = Callable[[Node], bool]
 #: Runs one delivered step (the pipeline's ``run_step``), for hooks that run more steps.
 RunStep = Callable[[str, str, int, int, Execute, Inline | None], StepReport]
+
+
+def _waits(applied: Applied | None) -> StepReport:  # pragma: no cover - replaced by the chain (Pipeline._chain)
+    raise AssertionError("a held step's report is resumed through its chain")
 
 
 def reads_only(rule: Inline | None, node: Node) -> bool:
@@ -285,12 +291,19 @@ class Pipeline(StepOutcomes):
         # The process running the step is recorded with its start (the liveness concern's sweep
         # checks that process's mark); a chain run inline keeps the same carrier.
         carrier = self.carrier(node_name, seq, attempt)
+        with self._delivering(instance_id, carrier):
+            return self._deliver(instance_id, node_name, seq, attempt, execute, inline, carrier)
+
+    @contextlib.contextmanager
+    def _delivering(self, instance_id: str, carrier: str) -> Iterator[None]:
+        """Count a thread of this process running the delivery ``carrier`` of ``instance_id`` (see
+        :meth:`_abandoned_here`) while the block runs."""
         held = (instance_id, carrier)
         with self._carrying_lock:
             carrying = self._carrying
             carrying[held] = carrying.get(held, 0) + 1
         try:
-            return self._deliver(instance_id, node_name, seq, attempt, execute, inline, carrier)
+            yield
         finally:
             with self._carrying_lock:
                 left = carrying[held] - 1
@@ -320,6 +333,38 @@ class Pipeline(StepOutcomes):
         self._held.defer = on
         if not on:
             self.send_deferred()
+
+    def confirm_together(self, on: bool) -> None:
+        """While ``on``, this thread holds the transition into each step it would run next, here, whose action
+        writes (with the reads-only transitions held before it; not a node of ``"effect": "external"``, nor
+        one with limits: those run as a step alone does), and the step's report carries a ``resume``
+        instead: :meth:`send_pending` confirms every such instance's transitions in one round trip, and
+        each report's ``resume`` then runs its instance's next step (the draining concern runs a batch
+        so: every instance's reads, then one round trip, then every instance's writing action). An
+        action that writes still runs only once its instance's transitions before it are confirmed.
+        Off: what is held and not sent is dropped; those instances stay at their step, carried by this
+        process, for the liveness sweep or their timeout to send again, as any step in flight."""
+        self._held.together = on
+        if not on and getattr(self._held, "pending", None):
+            log.warning("%d held transitions dropped unsent: their instances' steps are sent again later",
+                        len(self._held.pending))
+            self._held.pending = []
+
+    def send_pending(self) -> dict[str, Applied]:
+        """Send, in one round trip, this thread's held ends (:meth:`defer_ends`) and the transitions held
+        for :meth:`confirm_together`; what each instance's last one gave, by instance id."""
+        pending = getattr(self._held, "pending", None) or []
+        deferred = getattr(self._held, "deferred", None) or []
+        self._held.pending, self._held.deferred = [], []
+        changes = [*deferred, *pending]
+        if not changes:
+            return {}
+        try:
+            applied = self.apply_changes(changes)
+        except Exception:
+            self._held.deferred = deferred + self._held.deferred
+            raise
+        return {instance_id: done for (_, instance_id, _, _), done in zip(changes, applied, strict=True)}
 
     def send_deferred(self) -> None:
         """Send the ends this thread holds (:meth:`defer_ends`), in one round trip."""
@@ -377,7 +422,13 @@ class Pipeline(StepOutcomes):
         if instance.status is InstanceStatus.PAUSED and self._skip_paused(instance, node_name, seq, attempt, started):
             return StepReport(Outcome.SKIPPED, InstanceStatus.PAUSED)
         definition = self.store.definition(instance.workflow, instance.version)
-        first_started, chained = started, 0
+        return self._chain(instance, definition, node_name, seq, attempt, started, execute, inline, carrier,
+                           started, 0)
+
+    def _chain(self, instance: Instance, definition: Definition, node_name: str, seq: int, attempt: int,
+               started: float, execute: Execute, inline: Inline | None, carrier: str, first_started: float,
+               chained: int) -> StepReport:
+        """Run the step ``node_name`` of ``instance``, then each step chained after it here."""
         while True:
             chain = None
             for rule in self._chain_rule:
@@ -391,9 +442,24 @@ class Pipeline(StepOutcomes):
                 after(self, instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:  # continue: only a chained step runs here
                 return report
+            if report.resume is not None:  # its transition waits for its batch's (confirm_together)
+                return StepReport(report.outcome, report.status, report.next_node, resume=functools.partial(
+                    self._resumed, report.carried, definition, execute, inline, carrier, first_started, chained + 1))
             instance = report.carried
             node_name, seq, attempt, started = instance.node, instance.seq, 1, self.clock()
             chained += 1
+
+    def _resumed(self, carried: Instance, definition: Definition, execute: Execute, inline: Inline | None,
+                 carrier: str, first_started: float, chained: int, applied: Applied | None) -> StepReport:
+        """A report's ``resume`` (:meth:`confirm_together`): once the transitions before ``carried``'s step are
+        confirmed (``applied``: what the last of them gave), run that step and the ones chained after it."""
+        if applied is None or not applied.applied:  # the instance moved on (a paused or cancelled one): dropped
+            return StepReport(Outcome.NOOP, None if applied is None else applied.status)
+        if applied.status is not InstanceStatus.RUNNING:
+            return StepReport(Outcome.APPLIED, applied.status, carried.node)
+        with self._delivering(carried.id, carrier):
+            return self._chain(carried, definition, carried.node, carried.seq, carried.attempt, self.clock(),
+                               execute, inline, carrier, first_started, chained)
 
     def after_delivery(self, queue: str, accepts: Callable[[str], bool], execute: Execute,
                        inline: Inline | None) -> int:
@@ -512,10 +578,18 @@ class Pipeline(StepOutcomes):
             carried = clone(instance)  # what dataclasses.replace makes, without its look at every field
             carried.node, carried.seq, carried.attempt, carried.context = nxt.node, seq + 1, 1, context
             carried.status, carried.inflight, carried.carrier = InstanceStatus.RUNNING, True, carrier
-            if reads_only(inline, following) and not getattr(following, "limits", None):
-                # the next action only reads: it runs now, and this transition goes with the next one's
-                held.append((definition, instance.id, change, None))
-                return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried)
+            if not getattr(following, "limits", None):
+                if reads_only(inline, following):
+                    # the next action only reads: it runs now, and this transition goes with the next one's
+                    held.append((definition, instance.id, change, None))
+                    return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried)
+                if getattr(self._held, "together", False) and getattr(following, "effect", None) != "external":
+                    # the next action writes (inside the run): it runs once this transition and those held
+                    # before it are confirmed, together with the other instances' of the batch (confirm_together)
+                    self._held.__dict__.setdefault("pending", []).extend([*held, (definition, instance.id, change,
+                                                                                  None)])
+                    self._held.changes = []
+                    return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried, resume=_waits)
         if step is None and carried is None and getattr(self._held, "defer", False) \
                 and nxt.kind in (NextKind.AWAIT, NextKind.FINISH) and not getattr(plan.node, "limits", None):
             # held for the thread's next change (defer_ends); reported as it will be applied

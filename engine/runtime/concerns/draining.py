@@ -29,7 +29,12 @@ each, and the instances' ends are held and sent with the next change
 (:meth:`engine.runtime.pipeline.Pipeline.defer_ends`): about one round trip per drained step
 instead of two, where most steps end their instance's part here (an await). A step of a batch
 that runs ``RELEASE_AFTER_SECONDS`` sends the batch's steps not yet run back to their queue
-(:class:`_Release`): taken and started, they would otherwise wait behind it.
+(:class:`_Release`): taken and started, they would otherwise wait behind it. A batch also runs
+level by level where its instances' chains go on here to an action that writes
+(:meth:`engine.runtime.pipeline.Pipeline.confirm_together`): every instance's steps up to that
+action first (their reads), then one round trip that confirms all their transitions, then each
+instance's writing action and what follows it -- one round trip for the batch where each instance
+took one.
 
 When the queue is found empty the worker stops looking for ``IDLE_PAUSE_SECONDS``: a quiet
 queue costs one extra round trip a second, not one per message.
@@ -41,6 +46,7 @@ at a time, each like a delivered step, up to the drain's limit and within ``seco
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -48,9 +54,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from engine.broker import TakenStep, Taker
-from engine.runtime.outcomes import StepOutcomes
+from engine.runtime.outcomes import Resume, StepOutcomes
 from engine.runtime.pipeline import Execute, Hook, Inline, Pipeline, RunStep, patiently
+from engine.store.redis_store import Applied
 from engine.store.riders import Rider
 
 log = logging.getLogger(__name__)
@@ -309,19 +318,44 @@ class Draining(Hook):
                 drain.give_back(batch)
                 raise
             runtime.defer_ends(True)
+            runtime.confirm_together(True)
             running = _Batch(list(zip(batch, steps, strict=True)), drain, runtime)
             self.release.watch(running)  # a step that runs long sends the ones after it back
+            waiting: list[tuple[tuple[str, str, int, int], Resume]] = []
             try:
                 while (step := running.next()) is not None:
-                    patiently(lambda step=step: run_step(*step, execute, inline))
+                    report = patiently(lambda step=step: run_step(*step, execute, inline))
+                    if report.resume is not None:
+                        waiting.append((step, report.resume))
                     ran += 1
+                self._confirmed(runtime, run_step, waiting, execute, inline)
             finally:
                 self.release.forget(running)
                 # stopped by an error: the kept starts of those not run are dropped; started, they are re-sent
                 # as any step in flight (by the liveness sweep when this process stops, else at their timeout)
                 running.left()
+                runtime.confirm_together(False)
                 patiently(lambda: runtime.defer_ends(False))
         return ran
+
+    @staticmethod
+    def _confirmed(runtime: Pipeline, run_step: RunStep, waiting: list[tuple[tuple[str, str, int, int], Resume]],
+                   execute: Execute, inline: Inline | None) -> None:
+        """Confirm the transitions the batch's instances hold before an action that writes, in one round trip,
+        then run each confirmed instance's next step (:meth:`Pipeline.confirm_together`). When that round
+        trip fails, whether it applied is unknown: each of those instances' delivered step runs again, as
+        after any error (stale if it applied: this process resumes the instance where it stands)."""
+        if not waiting:
+            return
+        try:
+            confirmed: dict[str, Applied] | None = runtime.send_pending()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            log.warning("confirming a batch's transitions failed (%s): its steps run again", exc)
+            confirmed = None
+        runtime.confirm_together(False)  # what runs from here runs as a step alone would
+        for step, resume in waiting:
+            tries = [] if confirmed is None else [functools.partial(resume, confirmed.get(step[0]))]
+            patiently(lambda step=step, tries=tries: tries.pop()() if tries else run_step(*step, execute, inline))
 
     def _one_per_instance(self, batch: list[TakenStep]) -> list[TakenStep]:
         """``batch`` with one step per instance: a second message of an instance (a duplicate, a re-send)

@@ -22,6 +22,7 @@ from engine.api import Engine
 from engine.app import sender_app
 from engine.broker import RedisQueueEnqueuer
 from engine.config import Settings
+from engine.definitions.nodes import ServiceNode
 from engine.definitions.validation import load_definition
 from engine.instance import InstanceStatus, Outcome
 from engine.runtime.concerns.draining import Draining
@@ -266,3 +267,133 @@ def test_steps_that_cannot_go_back_to_their_queue_are_run_by_their_batch_after_a
     assert _drain(engine, work) == 4  # the three it could not send back ran here, after the slow one
     assert ran == ["MainThread"] * 4  # each action once, all on the batch's own thread
     assert [engine.get(iid).status for iid in ids] == [InstanceStatus.SUCCEEDED] * 4
+
+
+#: A step that only reads, then, run inline after it, a step that writes.
+READ_THEN_WRITE = {
+    "name": "read-then-write",
+    "start": "read",
+    "nodes": {
+        "read": {"type": "service", "service": "svc", "action": "read", "input": {"n": "data.n"},
+                 "transitions": {"ok": "write"}},
+        "write": {"type": "service", "service": "svc", "action": "write", "input": {"n": "data.n"},
+                  "transitions": {"ok": "done"}},
+        "done": {"type": "terminal", "status": "succeeded"},
+    },
+}
+
+
+class _InlineRule:
+    """A worker running every service step inline; ``read`` only reads."""
+
+    def __call__(self, node: Any) -> bool:
+        return isinstance(node, ServiceNode)
+
+    def reads_only(self, node: Any) -> bool:
+        return isinstance(node, ServiceNode) and node.action == "read"
+
+
+def _read_then_write(celery_app: Celery, real_redis: redis.Redis, key_prefix: str,
+                     count: int) -> tuple[Engine, list[str]]:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    engine.publish(load_definition(json.dumps(READ_THEN_WRITE)))
+    return engine, engine.start_many("read-then-write", [{"n": n} for n in range(count)])
+
+
+def _drain_inline(engine: Engine, work: Any) -> int:
+    return runtime_of(engine).after_delivery("svc", lambda task: task == "svc.read", work, _InlineRule())
+
+
+def test_a_batch_reads_first_then_confirms_every_instance_in_one_round_trip_then_writes(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine, ids = _read_then_write(celery_app, real_redis, key_prefix, 3)
+    runtime = runtime_of(engine)
+    sent: list[int] = []
+    real_apply = runtime.apply_changes
+    monkeypatch.setattr(runtime, "apply_changes", lambda changes, *args: (sent.append(len(changes)),
+                                                                          real_apply(changes, *args))[1])
+    ran: list[tuple[str, int]] = []
+    nodes_at_first_write: list[list[str | None]] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        if node.action == "write" and not nodes_at_first_write:
+            nodes_at_first_write.append([engine.get(iid).node for iid in ids])
+        ran.append((node.action, payload["n"]))
+        return Transition("ok")
+
+    assert _drain_inline(engine, work) == 3
+    assert ran == [("read", 0), ("read", 1), ("read", 2), ("write", 0), ("write", 1), ("write", 2)]
+    assert nodes_at_first_write == [["write"] * 3]  # each write ran after all three were confirmed at it
+    assert sent == [3, 3]  # one round trip for the three transitions into write, one for the three ends
+    for iid in ids:
+        assert engine.get(iid).status is InstanceStatus.SUCCEEDED
+        assert [(a["node"], a["outcome"]) for a in engine.activities(iid)][1:] == [
+            ("read", Outcome.APPLIED.value), ("write", Outcome.APPLIED.value)]
+
+
+def test_an_instance_paused_while_its_batch_reads_does_not_write(celery_app: Celery, real_redis: redis.Redis,
+                                                                 key_prefix: str) -> None:
+    engine, ids = _read_then_write(celery_app, real_redis, key_prefix, 3)
+    written: list[int] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        if node.action == "read" and payload["n"] == 2:
+            engine.pause(ids[1], "held by an operator")  # after its read, before the batch is confirmed
+        if node.action == "write":
+            written.append(payload["n"])
+        return Transition("ok")
+
+    assert _drain_inline(engine, work) == 3
+    assert written == [0, 2]
+    paused = engine.get(ids[1])
+    assert (paused.status, paused.node) == (InstanceStatus.PAUSED, "write")  # resume sends its write step
+    assert [engine.get(iid).status for iid in (ids[0], ids[2])] == [InstanceStatus.SUCCEEDED] * 2
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["lost-before-redis", "reply-lost"])
+def test_a_failed_confirmation_runs_each_step_again_and_every_write_once(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch,
+        applied: bool) -> None:
+    engine, ids = _read_then_write(celery_app, real_redis, key_prefix, 3)
+    runtime = runtime_of(engine)
+    real_send = runtime.send_pending
+    failures = [redis.ConnectionError("Redis went away")]
+
+    def flaky() -> Any:
+        if failures:
+            if applied:
+                real_send()
+            raise failures.pop()
+        return real_send()
+
+    monkeypatch.setattr(runtime, "send_pending", flaky)
+    ran: list[tuple[str, int]] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        ran.append((node.action, payload["n"]))
+        return Transition("ok")
+
+    assert _drain_inline(engine, work) == 3
+    assert not failures
+    assert sorted(n for action, n in ran if action == "write") == [0, 1, 2]  # every write once
+    # reads run again where the transitions were lost; where they applied, each instance resumes at its write
+    assert len([n for action, n in ran if action == "read"]) == (3 if applied else 6)
+    assert [engine.get(iid).status for iid in ids] == [InstanceStatus.SUCCEEDED] * 3
+
+
+def test_an_action_with_external_effects_runs_right_after_its_own_instance_is_confirmed(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
+    engine = _engine(celery_app, real_redis, key_prefix, limit=4)
+    external = json.loads(json.dumps(READ_THEN_WRITE))
+    external["nodes"]["write"].update({"effect": "external", "shadow": "stop"})
+    engine.publish(load_definition(json.dumps(external)))
+    ids = engine.start_many("read-then-write", [{"n": n} for n in range(2)])
+    ran: list[tuple[str, int]] = []
+
+    def work(node: Any, payload: Any) -> Transition:
+        ran.append((node.action, payload["n"]))
+        return Transition("ok")
+
+    assert _drain_inline(engine, work) == 2
+    assert ran == [("read", 0), ("write", 0), ("read", 1), ("write", 1)]  # not held for the batch
+    assert [engine.get(iid).status for iid in ids] == [InstanceStatus.SUCCEEDED] * 2
