@@ -19,7 +19,7 @@
 | ``TRADEFLOW_RECONCILE_SECONDS`` | ``60`` | how often, and after how long, queued steps are looked for in the broker |
 | ``TRADEFLOW_INLINE_STEPS`` | ``16`` | same-service steps run right after a delivered one (``0``: a message each) |
 | ``TRADEFLOW_DRAIN_STEPS`` | ``16`` | waiting steps a worker takes off its queue after a delivered one (``0``: none) |
-| ``TRADEFLOW_DRAIN_BATCH`` | ``1`` | drained steps started together, ends held for the next change (``0``: singly) |
+| ``TRADEFLOW_DRAIN_BATCH`` | ``1`` | batches: started and confirmed together, ends held (``0``: singly) |
 | ``TRADEFLOW_BROKER_RIDERS`` | ``1`` | solo workers: a step's start is its delivery's bookkeeping (``0``: off) |
 | ``TRADEFLOW_STRAIGHT_STEPS`` | ``1`` | solo workers: a step runs straight from its message (``0``: Celery's request) |
 | ``TRADEFLOW_EXPECT_EPOCH`` | — | nodes of ``tradeflow workers`` refuse another data set |

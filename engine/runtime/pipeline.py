@@ -457,6 +457,7 @@ class Pipeline(StepOutcomes):
             return StepReport(Outcome.NOOP, None if applied is None else applied.status)
         if applied.status is not InstanceStatus.RUNNING:
             return StepReport(Outcome.APPLIED, applied.status, carried.node)
+        self._held.forgotten = {}  # this chain's from here (the batch's other chains kept theirs)
         with self._delivering(carried.id, carrier):
             return self._chain(carried, definition, carried.node, carried.seq, carried.attempt, self.clock(),
                                execute, inline, carrier, first_started, chained)
