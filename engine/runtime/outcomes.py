@@ -384,8 +384,15 @@ def step_plan(definition: Definition, node_name: str) -> StepPlan:
                     node.url if isinstance(node, HttpNode) else None)
 
 
-#: Runs a held step's instance on, given what confirming its transitions gave (``StepReport.resume``).
-Resume = Callable[["Applied | None"], "StepReport"]
+@dataclass(frozen=True)
+class HeldStep:
+    """A step that runs once its instance's transitions before it are confirmed together with its batch's
+    (``Pipeline.confirm_together``): ``instance`` as it then stands, at that step."""
+
+    instance: Instance
+    definition: Definition
+    #: Given what confirming gave (None: unknown), runs the step and the ones chained after it here.
+    resume: Callable[[Applied | None], StepReport]
 
 
 @dataclass(frozen=True)
@@ -397,9 +404,11 @@ class StepReport:
     next_node: str | None = None
     #: The instance as it now stands, when its next step runs here without a broker hop.
     carried: Instance | None = None
-    #: Set when the step's transition waits to be confirmed with its batch's (``Pipeline.confirm_together``):
-    #: called with what confirming it gave (None: unknown), it runs the instance's next step here.
-    resume: Resume | None = None
+    #: True when the transition into ``carried``'s step waits to be confirmed with its batch's (set by
+    #: the step's advance; the report of the delivery then carries ``held``).
+    waits: bool = False
+    #: The instance's next step, to run once its transitions are confirmed (``Pipeline.confirm_together``).
+    held: HeldStep | None = None
 
 
 def instance_root(instance: Instance) -> dict[str, Any]:

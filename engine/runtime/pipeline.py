@@ -61,6 +61,7 @@ from engine.errors import ActionFailed, DataSetLost, ExpressionError, StepFailed
 from engine.instance import TERMINAL_STATUSES, Activity, Instance, InstanceStatus, Outcome
 from engine.runtime.outcomes import (
     Change,
+    HeldStep,
     NextKind,
     StepOutcomes,
     StepPlan,
@@ -117,14 +118,35 @@ Inline = Callable[[Node], bool]
 RunStep = Callable[[str, str, int, int, Execute, Inline | None], StepReport]
 
 
-def _waits(applied: Applied | None) -> StepReport:  # pragma: no cover - replaced by the chain (Pipeline._chain)
-    raise AssertionError("a held step's report is resumed through its chain")
-
-
 def reads_only(rule: Inline | None, node: Node) -> bool:
     """True when the worker's inline ``rule`` says ``node``'s action only reads (``WorkerRule.reads_only``)."""
     check = getattr(rule, "reads_only", None)
     return check is not None and bool(check(node))
+
+
+class HeldEnds:
+    """The ends a thread holds (:meth:`Pipeline.defer_ends`): added and sent by that thread, and taken by
+    another one that sends them in its place (a batch's release, while the thread runs a slow action)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.changes: list[tuple[Definition, str, Change, tuple[str, int, int] | None]] = []
+
+    def add(self, changes: Sequence[tuple[Definition, str, Change, tuple[str, int, int] | None]]) -> None:
+        """Hold ``changes`` too."""
+        with self._lock:
+            self.changes.extend(changes)
+
+    def take(self) -> list[tuple[Definition, str, Change, tuple[str, int, int] | None]]:
+        """Every change held, now no longer held (the caller sends them)."""
+        with self._lock:
+            taken, self.changes = self.changes, []
+        return taken
+
+    def restore(self, changes: Sequence[tuple[Definition, str, Change, tuple[str, int, int] | None]]) -> None:
+        """Hold ``changes`` again, before the others (their round trip failed)."""
+        with self._lock:
+            self.changes[:0] = changes
 
 
 class Hook:
@@ -337,9 +359,9 @@ class Pipeline(StepOutcomes):
     def confirm_together(self, on: bool) -> None:
         """While ``on``, this thread holds the transition into each step it would run next, here, whose action
         writes (with the reads-only transitions held before it; not a node of ``"effect": "external"``, nor
-        one with limits: those run as a step alone does), and the step's report carries a ``resume``
+        one with limits: those run as a step alone does), and the step's report carries it as ``held``
         instead: :meth:`send_pending` confirms every such instance's transitions in one round trip, and
-        each report's ``resume`` then runs its instance's next step (the draining concern runs a batch
+        each ``held.resume`` then runs its instance's next step (the draining concern runs a batch
         so: every instance's reads, then one round trip, then every instance's writing action). An
         action that writes still runs only once its instance's transitions before it are confirmed.
         Off: what is held and not sent is dropped; those instances stay at their step, carried by this
@@ -354,28 +376,36 @@ class Pipeline(StepOutcomes):
         """Send, in one round trip, this thread's held ends (:meth:`defer_ends`) and the transitions held
         for :meth:`confirm_together`; what each instance's last one gave, by instance id."""
         pending = getattr(self._held, "pending", None) or []
-        deferred = getattr(self._held, "deferred", None) or []
-        self._held.pending, self._held.deferred = [], []
+        self._held.pending = []
+        ends = self.held_ends()
+        deferred = ends.take()
         changes = [*deferred, *pending]
         if not changes:
             return {}
         try:
             applied = self.apply_changes(changes)
         except Exception:
-            self._held.deferred = deferred + self._held.deferred
+            ends.restore(deferred)
             raise
         return {instance_id: done for (_, instance_id, _, _), done in zip(changes, applied, strict=True)}
 
     def send_deferred(self) -> None:
         """Send the ends this thread holds (:meth:`defer_ends`), in one round trip."""
-        deferred = getattr(self._held, "deferred", None)
+        ends = self.held_ends()
+        deferred = ends.take()
         if deferred:
-            self._held.deferred = []
             try:
                 self.apply_changes(deferred)
             except Exception:
-                self._held.deferred = deferred + self._held.deferred
+                ends.restore(deferred)
                 raise
+
+    def held_ends(self) -> HeldEnds:
+        """This thread's held ends (:meth:`defer_ends`)."""
+        ends: HeldEnds | None = getattr(self._held, "ends", None)
+        if ends is None:
+            ends = self._held.ends = HeldEnds()
+        return ends
 
     def _riders(self) -> Sequence[Rider]:
         """This thread's riders, once (see :meth:`ride`)."""
@@ -442,16 +472,17 @@ class Pipeline(StepOutcomes):
                 after(self, instance.workflow, node_name, str(report.outcome), self.clock() - started)
             if report.carried is None:  # continue: only a chained step runs here
                 return report
-            if report.resume is not None:  # its transition waits for its batch's (confirm_together)
-                return StepReport(report.outcome, report.status, report.next_node, resume=functools.partial(
-                    self._resumed, report.carried, definition, execute, inline, carrier, first_started, chained + 1))
+            if report.waits:  # its transition waits for its batch's (confirm_together)
+                return StepReport(report.outcome, report.status, report.next_node, held=HeldStep(
+                    report.carried, definition, functools.partial(self._resumed, report.carried, definition, execute,
+                                                                  inline, carrier, first_started, chained + 1)))
             instance = report.carried
             node_name, seq, attempt, started = instance.node, instance.seq, 1, self.clock()
             chained += 1
 
     def _resumed(self, carried: Instance, definition: Definition, execute: Execute, inline: Inline | None,
                  carrier: str, first_started: float, chained: int, applied: Applied | None) -> StepReport:
-        """A report's ``resume`` (:meth:`confirm_together`): once the transitions before ``carried``'s step are
+        """A held step's ``resume`` (:meth:`confirm_together`): once the transitions before ``carried``'s step are
         confirmed (``applied``: what the last of them gave), run that step and the ones chained after it."""
         if applied is None or not applied.applied:  # the instance moved on (a paused or cancelled one): dropped
             return StepReport(Outcome.NOOP, None if applied is None else applied.status)
@@ -590,11 +621,11 @@ class Pipeline(StepOutcomes):
                     self._held.__dict__.setdefault("pending", []).extend([*held, (definition, instance.id, change,
                                                                                   None)])
                     self._held.changes = []
-                    return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried, resume=_waits)
+                    return StepReport(Outcome.APPLIED, InstanceStatus.RUNNING, nxt.node, carried, waits=True)
         if step is None and carried is None and getattr(self._held, "defer", False) \
                 and nxt.kind in (NextKind.AWAIT, NextKind.FINISH) and not getattr(plan.node, "limits", None):
             # held for the thread's next change (defer_ends); reported as it will be applied
-            self._held.__dict__.setdefault("deferred", []).extend([*held, (definition, instance.id, change, None)])
+            self.held_ends().add([*held, (definition, instance.id, change, None)])
             self._held.changes = []
             return StepReport(Outcome.APPLIED, nxt.status or InstanceStatus.AWAITING, nxt.node)
         applied = self._apply_held(definition, instance.id, change, step)
@@ -610,15 +641,15 @@ class Pipeline(StepOutcomes):
         :meth:`defer_ends`), all in one round trip, one script call per instance (each its own
         compare-and-set, in order: when one of an instance's is refused, its ones after it are refused too)."""
         held = self._held.changes
-        deferred = getattr(self._held, "deferred", None)
-        if not held and not deferred:
+        ends = self.held_ends()
+        if not held and not ends.changes:
             return self.apply_change(definition, instance_id, change, step)
         self._held.changes = []
-        self._held.deferred = []
+        deferred = ends.take()
         try:
-            return self.apply_changes([*(deferred or ()), *held, (definition, instance_id, change, step)])[-1]
+            return self.apply_changes([*deferred, *held, (definition, instance_id, change, step)])[-1]
         except Exception:
-            self._held.deferred = list(deferred or ())
+            ends.restore(deferred)
             raise
 
     def _unheld(self) -> StepReport | None:

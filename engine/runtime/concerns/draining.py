@@ -57,9 +57,9 @@ from typing import Any
 import redis
 
 from engine.broker import TakenStep, Taker
-from engine.runtime.outcomes import Resume, StepOutcomes
-from engine.runtime.pipeline import Execute, Hook, Inline, Pipeline, RunStep, patiently
-from engine.store.redis_store import Applied
+from engine.instance import InstanceStatus
+from engine.runtime.outcomes import HeldStep, StepOutcomes
+from engine.runtime.pipeline import Execute, HeldEnds, Hook, Inline, Pipeline, RunStep, patiently
 from engine.store.riders import Rider
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ class _Batch:
     #: What took them (it gives them back) and the runtime that started them (it forgets their starts).
     drain: Drain
     runtime: Pipeline
+    #: The ends the batch's thread holds (:meth:`Pipeline.defer_ends`).
+    ends: HeldEnds
     since: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -176,6 +178,71 @@ class _Batch:
         with self.lock:
             self.waiting[:0] = steps
 
+    def hand_back(self, steps: list[tuple[TakenStep, tuple[str, str, int, int]]]) -> None:
+        """Give ``steps`` (taken out by :meth:`left`) back to the head of their queue, after sending the
+        ends the batch's thread holds (they would wait for its slow step too)."""
+        _send_ends(self.runtime, self.ends)
+        self.drain.give_back([item for item, _ in steps])
+
+
+@dataclass(eq=False)
+class _Confirmed:
+    """A batch's held steps (:class:`HeldStep`) whose transitions were confirmed, the ones a thread has not
+    run yet, and since when it runs its current one: the same protocol as :class:`_Batch` for :class:`_Release`."""
+
+    waiting: list[HeldStep]
+    runtime: Pipeline
+    #: The ends the batch's thread holds (:meth:`Pipeline.defer_ends`).
+    ends: HeldEnds
+    since: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next(self) -> HeldStep | None:
+        """The next held step to run (None: none left, or handed back), its time counted from now."""
+        with self.lock:
+            if not self.waiting:
+                return None
+            self.since = time.monotonic()
+            return self.waiting.pop(0)
+
+    def left(self, older_than: float = 0.0) -> list[HeldStep]:
+        """The held steps not run, taken out (none while the current one is younger than ``older_than``)."""
+        with self.lock:
+            if not self.waiting or time.monotonic() - self.since < older_than:
+                return []
+            left, self.waiting = self.waiting, []
+        return left
+
+    def put_back(self, steps: list[HeldStep]) -> None:
+        """Return ``steps`` (taken out by :meth:`left`) to the head of the batch: this thread runs them after all."""
+        with self.lock:
+            self.waiting[:0] = steps
+
+    def hand_back(self, steps: list[HeldStep]) -> None:
+        """Send the ends the batch's thread holds, then each of ``steps`` as a message of its own (its
+        attempt unchanged), for any worker to run. One that cannot be sent stays where it is, confirmed
+        at its step and carried by this process, for its timeout to send again (never back to this
+        batch: were it sent after all, its action would run twice)."""
+        _send_ends(self.runtime, self.ends)
+        for held in steps:
+            instance = held.instance
+            try:
+                self.runtime.resend(instance, held.definition, instance.attempt, None)
+            except Exception:
+                log.warning("could not send the step of %s to its queue: its timeout sends it again", instance.id,
+                            exc_info=True)
+
+
+def _send_ends(runtime: Pipeline, ends: HeldEnds) -> None:
+    """Send ``ends`` (another thread's: it runs a slow step) now; on failure they stay held (and this raises)."""
+    changes = ends.take()
+    if changes:
+        try:
+            runtime.apply_changes(changes)
+        except Exception:
+            ends.restore(changes)
+            raise
+
 
 class _Release:
     """A thread of the process that sends back to their queue the steps of a batch stuck behind a slow step.
@@ -189,11 +256,11 @@ class _Release:
 
     def __init__(self, after: float) -> None:
         self.after = after
-        self._batches: set[_Batch] = set()
+        self._batches: set[_Batch | _Confirmed] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, batch: _Batch) -> None:
+    def watch(self, batch: _Batch | _Confirmed) -> None:
         """Look after ``batch`` until :meth:`forget`."""
         with self._lock:
             self._batches.add(batch)
@@ -201,7 +268,7 @@ class _Release:
                 self._thread = threading.Thread(target=self._run, name="drain-release", daemon=True)
                 self._thread.start()
 
-    def forget(self, batch: _Batch) -> None:
+    def forget(self, batch: _Batch | _Confirmed) -> None:
         """Stop looking after ``batch``."""
         with self._lock:
             self._batches.discard(batch)
@@ -215,13 +282,13 @@ class _Release:
                 self.send_back(batch, self.after)
 
     @staticmethod
-    def send_back(batch: _Batch, older_than: float) -> int:
+    def send_back(batch: _Batch | _Confirmed, older_than: float) -> int:
         """Send back the steps of ``batch`` not run when its current step is ``older_than`` seconds old; how many."""
-        left = batch.left(older_than)
+        left: list[Any] = batch.left(older_than)
         if not left:
             return 0
         try:
-            batch.drain.give_back([item for item, _ in left])
+            batch.hand_back(left)
         except Exception:  # Redis unreachable: the batch's thread runs them after all, each starting anew
             batch.put_back(left)
             log.warning("could not send %d waiting steps back to their queue", len(left), exc_info=True)
@@ -319,16 +386,16 @@ class Draining(Hook):
                 raise
             runtime.defer_ends(True)
             runtime.confirm_together(True)
-            running = _Batch(list(zip(batch, steps, strict=True)), drain, runtime)
+            running = _Batch(list(zip(batch, steps, strict=True)), drain, runtime, runtime.held_ends())
             self.release.watch(running)  # a step that runs long sends the ones after it back
-            waiting: list[tuple[tuple[str, str, int, int], Resume]] = []
+            held: dict[str, tuple[tuple[str, str, int, int], HeldStep]] = {}  # by instance id
             try:
                 while (step := running.next()) is not None:
                     report = patiently(lambda step=step: run_step(*step, execute, inline))
-                    if report.resume is not None:
-                        waiting.append((step, report.resume))
+                    if report.held is not None:
+                        held[step[0]] = (step, report.held)
                     ran += 1
-                self._confirmed(runtime, run_step, waiting, execute, inline)
+                self._confirm(runtime, run_step, held, execute, inline)
             finally:
                 self.release.forget(running)
                 # stopped by an error: the kept starts of those not run are dropped; started, they are re-sent
@@ -338,24 +405,42 @@ class Draining(Hook):
                 patiently(lambda: runtime.defer_ends(False))
         return ran
 
-    @staticmethod
-    def _confirmed(runtime: Pipeline, run_step: RunStep, waiting: list[tuple[tuple[str, str, int, int], Resume]],
-                   execute: Execute, inline: Inline | None) -> None:
+    def _confirm(self, runtime: Pipeline, run_step: RunStep,
+                 held: dict[str, tuple[tuple[str, str, int, int], HeldStep]], execute: Execute,
+                 inline: Inline | None) -> None:
         """Confirm the transitions the batch's instances hold before an action that writes, in one round trip,
-        then run each confirmed instance's next step (:meth:`Pipeline.confirm_together`). When that round
-        trip fails, whether it applied is unknown: each of those instances' delivered step runs again, as
-        after any error (stale if it applied: this process resumes the instance where it stands)."""
-        if not waiting:
+        then run each confirmed instance's next step (:meth:`Pipeline.confirm_together`), one after the
+        other; one that runs long hands the ones after it to their queue (:class:`_Release`). When that
+        round trip fails, whether it applied is unknown: each of those instances' delivered step runs
+        again, as after any error (stale if it applied: this process resumes the instance where it stands)."""
+        if not held:
             return
         try:
-            confirmed: dict[str, Applied] | None = runtime.send_pending()
+            confirmed = runtime.send_pending()
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
             log.warning("confirming a batch's transitions failed (%s): its steps run again", exc)
-            confirmed = None
+            runtime.confirm_together(False)
+            for step, _ in held.values():
+                patiently(lambda step=step: run_step(*step, execute, inline))
+            return
         runtime.confirm_together(False)  # what runs from here runs as a step alone would
-        for step, resume in waiting:
-            tries = [] if confirmed is None else [functools.partial(resume, confirmed.get(step[0]))]
-            patiently(lambda step=step, tries=tries: tries.pop()() if tries else run_step(*step, execute, inline))
+        running = []
+        for instance_id, (_, step) in held.items():
+            applied = confirmed.get(instance_id)
+            if applied is not None and applied.applied and applied.status is InstanceStatus.RUNNING:
+                running.append(step)
+            else:
+                step.resume(applied)  # moved on meanwhile (paused, cancelled): nothing runs
+        batch = _Confirmed(running, runtime, runtime.held_ends())
+        self.release.watch(batch)
+        try:
+            while (step := batch.next()) is not None:
+                tries = [functools.partial(step.resume, confirmed[step.instance.id])]
+                delivered = held[step.instance.id][0]
+                patiently(lambda tries=tries, delivered=delivered: tries.pop()() if tries
+                          else run_step(*delivered, execute, inline))
+        finally:
+            self.release.forget(batch)
 
     def _one_per_instance(self, batch: list[TakenStep]) -> list[TakenStep]:
         """``batch`` with one step per instance: a second message of an instance (a duplicate, a re-send)

@@ -301,7 +301,8 @@ def _read_then_write(celery_app: Celery, real_redis: redis.Redis, key_prefix: st
 
 
 def _drain_inline(engine: Engine, work: Any) -> int:
-    return runtime_of(engine).after_delivery("svc", lambda task: task == "svc.read", work, _InlineRule())
+    return runtime_of(engine).after_delivery("svc", lambda task: task in ("svc.read", "svc.write"), work,
+                                             _InlineRule())
 
 
 def test_a_batch_reads_first_then_confirms_every_instance_in_one_round_trip_then_writes(
@@ -397,3 +398,41 @@ def test_an_action_with_external_effects_runs_right_after_its_own_instance_is_co
     assert _drain_inline(engine, work) == 2
     assert ran == [("read", 0), ("write", 0), ("read", 1), ("write", 1)]  # not held for the batch
     assert [engine.get(iid).status for iid in ids] == [InstanceStatus.SUCCEEDED] * 2
+
+
+def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_their_queue(
+        celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
+    engine = _releasing_engine(celery_app, real_redis, key_prefix)
+    draining = runtime_of(engine).hook(Draining)
+    assert isinstance(draining, Draining)
+    draining.release.after = 1.0  # well above the reads' time, on a loaded machine too
+    engine.publish(load_definition(json.dumps(READ_THEN_WRITE)))
+    ids = engine.start_many("read-then-write", [{"n": n} for n in range(4)])
+    hang, ran = threading.Event(), []
+
+    def work(node: Any, payload: Any) -> Transition:
+        ran.append((node.action, payload["n"], threading.current_thread().name))
+        if node.action == "write" and payload["n"] == 1:
+            assert hang.wait(60), "the test never let the second write go"
+        return Transition("ok")
+
+    stuck = threading.Thread(target=_drain_inline, args=(engine, work), name="stuck")
+    stuck.start()
+    try:
+        deadline = time.monotonic() + 30
+        while runtime_of(engine).enqueuer.count(["svc"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the two confirmed at their write behind the one that hangs went to the queue, a message each,
+        # and the end the stuck thread held for the first one went out: it does not wait either
+        assert runtime_of(engine).enqueuer.count(["svc"]) == 2
+        assert [engine.get(iid).status for iid in ids[:2]] == [InstanceStatus.SUCCEEDED, InstanceStatus.RUNNING]
+        assert [engine.get(iid).node for iid in ids[2:]] == ["write"] * 2
+        assert _drain_inline(engine, work) == 2
+        assert [engine.get(iid).status for iid in ids[2:]] == [InstanceStatus.SUCCEEDED] * 2
+    finally:
+        hang.set()
+        stuck.join(30)
+    assert engine.get(ids[1]).status is InstanceStatus.SUCCEEDED
+    writes = sorted((n, thread) for action, n, thread in ran if action == "write")
+    assert writes == [(0, "stuck"), (1, "stuck"), (2, "MainThread"), (3, "MainThread")]  # each once
+    assert sorted(n for action, n, _ in ran if action == "read") == [0, 1, 2, 3]
