@@ -424,19 +424,21 @@ class Draining(Hook):
                 patiently(lambda step=step: run_step(*step, execute, inline))
             return
         runtime.confirm_together(False)  # what runs from here runs as a step alone would
-        running = []
-        for instance_id, (_, step) in held.items():
+        to_run = []
+        for instance_id, (_, waiting) in held.items():
             applied = confirmed.get(instance_id)
             if applied is not None and applied.applied and applied.status is InstanceStatus.RUNNING:
-                running.append(step)
+                to_run.append(waiting)
             else:
-                step.resume(applied)  # moved on meanwhile (paused, cancelled): nothing runs
-        batch = _Confirmed(running, runtime, runtime.held_ends())
+                waiting.resume(applied)  # moved on meanwhile (paused, cancelled): nothing runs
+        batch = _Confirmed(to_run, runtime, runtime.held_ends())
         self.release.watch(batch)
         try:
-            while (step := batch.next()) is not None:
-                tries = [functools.partial(step.resume, confirmed[step.instance.id])]
-                delivered = held[step.instance.id][0]
+            while (next_step := batch.next()) is not None:
+                instance_id = next_step.instance.id
+                # a Redis error: as for any step, its delivered step runs again (and finds where it stands)
+                tries = [functools.partial(next_step.resume, confirmed[instance_id])]
+                delivered = held[instance_id][0]
                 patiently(lambda tries=tries, delivered=delivered: tries.pop()() if tries
                           else run_step(*delivered, execute, inline))
         finally:
