@@ -391,13 +391,17 @@ class Pipeline(StepOutcomes):
 
     def send_deferred(self) -> None:
         """Send the ends this thread holds (:meth:`defer_ends`), in one round trip."""
-        ends = self.held_ends()
-        deferred = ends.take()
-        if deferred:
+        self.send_ends(self.held_ends())
+
+    def send_ends(self, ends: HeldEnds) -> None:
+        """Send the changes ``ends`` holds -- this thread's, or another's that runs a slow step (a batch's
+        release) -- in one round trip; when that fails, they stay held (and this raises)."""
+        changes = ends.take()
+        if changes:
             try:
-                self.apply_changes(deferred)
+                self.apply_changes(changes)
             except Exception:
-                ends.restore(deferred)
+                ends.restore(changes)
                 raise
 
     def held_ends(self) -> HeldEnds:

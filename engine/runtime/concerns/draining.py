@@ -181,7 +181,7 @@ class _Batch:
     def hand_back(self, steps: list[tuple[TakenStep, tuple[str, str, int, int]]]) -> None:
         """Give ``steps`` (taken out by :meth:`left`) back to the head of their queue, after sending the
         ends the batch's thread holds (they would wait for its slow step too)."""
-        _send_ends(self.runtime, self.ends)
+        self.runtime.send_ends(self.ends)
         self.drain.give_back([item for item, _ in steps])
 
 
@@ -223,7 +223,7 @@ class _Confirmed:
         attempt unchanged), for any worker to run. One that cannot be sent stays where it is, confirmed
         at its step and carried by this process, for its timeout to send again (never back to this
         batch: were it sent after all, its action would run twice)."""
-        _send_ends(self.runtime, self.ends)
+        self.runtime.send_ends(self.ends)
         for held in steps:
             instance = held.instance
             try:
@@ -231,17 +231,6 @@ class _Confirmed:
             except Exception:
                 log.warning("could not send the step of %s to its queue: its timeout sends it again", instance.id,
                             exc_info=True)
-
-
-def _send_ends(runtime: Pipeline, ends: HeldEnds) -> None:
-    """Send ``ends`` (another thread's: it runs a slow step) now; on failure they stay held (and this raises)."""
-    changes = ends.take()
-    if changes:
-        try:
-            runtime.apply_changes(changes)
-        except Exception:
-            ends.restore(changes)
-            raise
 
 
 class _Release:

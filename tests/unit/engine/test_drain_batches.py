@@ -68,6 +68,14 @@ def _releasing_engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: s
     return engine
 
 
+def _queued_soon(engine: Engine, count: int) -> int:
+    """The steps in the ``svc`` queue once there are ``count`` of them (or after 30 s)."""
+    deadline = time.monotonic() + 30
+    while runtime_of(engine).enqueuer.count(["svc"]) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return runtime_of(engine).enqueuer.count(["svc"])
+
+
 def _drain(engine: Engine, work: Any) -> int:
     return runtime_of(engine).after_delivery("svc", lambda task: task == "svc.work", work, None)
 
@@ -230,11 +238,8 @@ def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_ru
     stuck = threading.Thread(target=_drain, args=(engine, work), name="stuck")
     stuck.start()
     try:
-        deadline = time.monotonic() + 30
-        while runtime_of(engine).enqueuer.count(["svc"]) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
         # the three steps behind the one that hangs went back to the queue: another thread runs them
-        assert runtime_of(engine).enqueuer.count(["svc"]) == 3
+        assert _queued_soon(engine, 3) == 3
         assert _drain(engine, work) == 3
         assert [engine.get(iid).status for iid in ids] == [InstanceStatus.RUNNING] + [InstanceStatus.SUCCEEDED] * 3
     finally:
@@ -419,12 +424,9 @@ def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_th
     stuck = threading.Thread(target=_drain_inline, args=(engine, work), name="stuck")
     stuck.start()
     try:
-        deadline = time.monotonic() + 30
-        while runtime_of(engine).enqueuer.count(["svc"]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
         # the two confirmed at their write behind the one that hangs went to the queue, a message each,
         # and the end the stuck thread held for the first one went out: it does not wait either
-        assert runtime_of(engine).enqueuer.count(["svc"]) == 2
+        assert _queued_soon(engine, 2) == 2
         assert [engine.get(iid).status for iid in ids[:2]] == [InstanceStatus.SUCCEEDED, InstanceStatus.RUNNING]
         assert [engine.get(iid).node for iid in ids[2:]] == ["write"] * 2
         assert _drain_inline(engine, work) == 2
