@@ -15,7 +15,9 @@ One delivered step message goes through::
 Every change is one store operation (:mod:`engine.store.instances`; one Lua compare-and-set
 each), applied through :class:`~engine.runtime.outcomes.StepOutcomes`. When the next step runs
 here and its action only reads (``@action(..., reads_only=True)``), a step's transition is held
-and sent with the next one's, in one round trip and one script call (:meth:`Pipeline._advance`). The timers and the
+and sent with the next one's, in one round trip and one script call (:meth:`Pipeline._advance`); in a
+batch a worker drained, the transitions into the instances' writing actions are held too and
+confirmed together, in one round trip (:meth:`Pipeline.confirm_together`). The timers and the
 sweeper are the same kind of dispatch: ``before_timers``, then the concern that owns the due
 timer's kind (``on_timer``), ``on_tick``, ``on_sweep``, ``on_reconcile``.
 
@@ -124,26 +126,30 @@ def reads_only(rule: Inline | None, node: Node) -> bool:
     return check is not None and bool(check(node))
 
 
+#: A change held to be sent later: its definition, its instance, the change, the step to send after it.
+HeldChange = tuple[Definition, str, Change, tuple[str, int, int] | None]
+
+
 class HeldEnds:
     """The ends a thread holds (:meth:`Pipeline.defer_ends`): added and sent by that thread, and taken by
     another one that sends them in its place (a batch's release, while the thread runs a slow action)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.changes: list[tuple[Definition, str, Change, tuple[str, int, int] | None]] = []
+        self.changes: list[HeldChange] = []
 
-    def add(self, changes: Sequence[tuple[Definition, str, Change, tuple[str, int, int] | None]]) -> None:
+    def add(self, changes: Sequence[HeldChange]) -> None:
         """Hold ``changes`` too."""
         with self._lock:
             self.changes.extend(changes)
 
-    def take(self) -> list[tuple[Definition, str, Change, tuple[str, int, int] | None]]:
+    def take(self) -> list[HeldChange]:
         """Every change held, now no longer held (the caller sends them)."""
         with self._lock:
             taken, self.changes = self.changes, []
         return taken
 
-    def restore(self, changes: Sequence[tuple[Definition, str, Change, tuple[str, int, int] | None]]) -> None:
+    def restore(self, changes: Sequence[HeldChange]) -> None:
         """Hold ``changes`` again, before the others (their round trip failed)."""
         with self._lock:
             self.changes[:0] = changes
