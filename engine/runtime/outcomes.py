@@ -391,8 +391,8 @@ class HeldStep:
 
     instance: Instance
     definition: Definition
-    #: Given what confirming gave (None: unknown), runs the step and the ones chained after it here.
-    resume: Callable[[Applied | None], StepReport]
+    #: Once confirmed (the instance still running), runs the step and the ones chained after it here.
+    resume: Callable[[], StepReport]
 
 
 @dataclass(frozen=True)

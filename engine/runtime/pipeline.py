@@ -367,7 +367,7 @@ class Pipeline(StepOutcomes):
         writes (with the reads-only transitions held before it; not a node of ``"effect": "external"``, nor
         one with limits: those run as a step alone does), and the step's report carries it as ``held``
         instead: :meth:`send_pending` confirms every such instance's transitions in one round trip, and
-        each ``held.resume`` then runs its instance's next step (the draining concern runs a batch
+        each ``held.resume`` then runs its confirmed instance's next step (the draining concern runs a batch
         so: every instance's reads, then one round trip, then every instance's writing action). An
         action that writes still runs only once its instance's transitions before it are confirmed.
         Off: what is held and not sent is dropped; those instances stay at their step, carried by this
@@ -491,13 +491,9 @@ class Pipeline(StepOutcomes):
             chained += 1
 
     def _resumed(self, carried: Instance, definition: Definition, execute: Execute, inline: Inline | None,
-                 carrier: str, first_started: float, chained: int, applied: Applied | None) -> StepReport:
+                 carrier: str, first_started: float, chained: int) -> StepReport:
         """A held step's ``resume`` (:meth:`confirm_together`): once the transitions before ``carried``'s step are
-        confirmed (``applied``: what the last of them gave), run that step and the ones chained after it."""
-        if applied is None or not applied.applied:  # the instance moved on (a paused or cancelled one): dropped
-            return StepReport(Outcome.NOOP, None if applied is None else applied.status)
-        if applied.status is not InstanceStatus.RUNNING:
-            return StepReport(Outcome.APPLIED, applied.status, carried.node)
+        confirmed and the instance still runs, run that step and the ones chained after it."""
         self._held.forgotten = {}  # this chain's from here (the batch's other chains kept theirs)
         with self._delivering(carried.id, carrier):
             return self._chain(carried, definition, carried.node, carried.seq, carried.attempt, self.clock(),

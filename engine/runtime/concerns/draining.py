@@ -46,13 +46,11 @@ at a time, each like a delivered step, up to the drain's limit and within ``seco
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 
@@ -63,6 +61,8 @@ from engine.runtime.pipeline import Execute, HeldEnds, Hook, Inline, Pipeline, R
 from engine.store.riders import Rider
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: After a look that found the queue empty, the next look waits this long.
 IDLE_PAUSE_SECONDS = 1.0
@@ -140,91 +140,85 @@ class Drain:
             self.taker.give_back(taken)
 
 
-@dataclass(eq=False)
-class _Batch:
-    """The steps of one batch a thread has not run yet, and since when it runs its current one."""
+class _Waiting(Generic[T]):
+    """What a batch's thread has not run yet, and since when it runs its current item: what
+    :class:`_Release` hands on (:meth:`hand_back`) when that item runs long."""
 
-    waiting: list[tuple[TakenStep, tuple[str, str, int, int]]]
-    #: What took them (it gives them back) and the runtime that started them (it forgets their starts).
-    drain: Drain
-    runtime: Pipeline
-    #: The ends the batch's thread holds (:meth:`Pipeline.defer_ends`).
-    ends: HeldEnds
-    since: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, waiting: list[T], runtime: Pipeline, ends: HeldEnds) -> None:
+        self.waiting = waiting
+        self.runtime = runtime
+        #: The ends the batch's thread holds (:meth:`Pipeline.defer_ends`): they would wait for its slow item too.
+        self.ends = ends
+        self.since = time.monotonic()
+        self.lock = threading.Lock()
 
-    def next(self) -> tuple[str, str, int, int] | None:
-        """The next step to run (None: none left, or sent back), its time counted from now."""
-        with self.lock:
-            if not self.waiting:
-                return None
-            self.since = time.monotonic()
-            return self.waiting.pop(0)[1]
-
-    def left(self, older_than: float = 0.0) -> list[tuple[TakenStep, tuple[str, str, int, int]]]:
-        """The steps not run, taken out of the batch (none while the current step is younger than ``older_than``),
-        their kept starts dropped (a new take of one starts it anew)."""
-        with self.lock:
-            if not self.waiting or time.monotonic() - self.since < older_than:
-                return []
-            left, self.waiting = self.waiting, []
-        runtime = self.runtime
-        for _, (instance_id, node, seq, attempt) in left:
-            runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
-        return left
-
-    def put_back(self, steps: list[tuple[TakenStep, tuple[str, str, int, int]]]) -> None:
-        """Return ``steps`` (taken out by :meth:`left`) to the head of the batch: this thread runs them after all."""
-        with self.lock:
-            self.waiting[:0] = steps
-
-    def hand_back(self, steps: list[tuple[TakenStep, tuple[str, str, int, int]]]) -> None:
-        """Give ``steps`` (taken out by :meth:`left`) back to the head of their queue, after sending the
-        ends the batch's thread holds (they would wait for its slow step too)."""
-        self.runtime.send_ends(self.ends)
-        self.drain.give_back([item for item, _ in steps])
-
-
-@dataclass(eq=False)
-class _Confirmed:
-    """A batch's held steps (:class:`HeldStep`) whose transitions were confirmed, the ones a thread has not
-    run yet, and since when it runs its current one: the same protocol as :class:`_Batch` for :class:`_Release`."""
-
-    waiting: list[HeldStep]
-    runtime: Pipeline
-    #: The ends the batch's thread holds (:meth:`Pipeline.defer_ends`).
-    ends: HeldEnds
-    since: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next(self) -> HeldStep | None:
-        """The next held step to run (None: none left, or handed back), its time counted from now."""
+    def pop(self) -> T | None:
+        """The next item to run (None: none left, or handed on), its time counted from now."""
         with self.lock:
             if not self.waiting:
                 return None
             self.since = time.monotonic()
             return self.waiting.pop(0)
 
-    def left(self, older_than: float = 0.0) -> list[HeldStep]:
-        """The held steps not run, taken out (none while the current one is younger than ``older_than``)."""
+    def left(self, older_than: float = 0.0) -> list[T]:
+        """The items not run, taken out (none while the current one is younger than ``older_than``)."""
         with self.lock:
             if not self.waiting or time.monotonic() - self.since < older_than:
                 return []
             left, self.waiting = self.waiting, []
         return left
 
-    def put_back(self, steps: list[HeldStep]) -> None:
-        """Return ``steps`` (taken out by :meth:`left`) to the head of the batch: this thread runs them after all."""
+    def put_back(self, items: list[T]) -> None:
+        """Return ``items`` (taken out by :meth:`left`) to the head of the batch: this thread runs them after all."""
         with self.lock:
-            self.waiting[:0] = steps
+            self.waiting[:0] = items
 
-    def hand_back(self, steps: list[HeldStep]) -> None:
-        """Send the ends the batch's thread holds, then each of ``steps`` as a message of its own (its
-        attempt unchanged), for any worker to run. One that cannot be sent stays where it is, confirmed
-        at its step and carried by this process, for its timeout to send again (never back to this
-        batch: were it sent after all, its action would run twice)."""
+    def hand_back(self, items: list[T]) -> None:
+        """Send the ends the batch's thread holds, then hand ``items`` (taken out by :meth:`left`) on to be run
+        elsewhere (:meth:`_hand_on`)."""
         self.runtime.send_ends(self.ends)
-        for held in steps:
+        self._hand_on(items)
+
+    def _hand_on(self, items: list[T]) -> None:
+        raise NotImplementedError
+
+
+class _Batch(_Waiting[tuple[TakenStep, tuple[str, str, int, int]]]):
+    """The steps of one batch a thread has not run yet; handed on, they go back to the head of their queue."""
+
+    def __init__(self, waiting: list[tuple[TakenStep, tuple[str, str, int, int]]], drain: Drain, runtime: Pipeline,
+                 ends: HeldEnds) -> None:
+        super().__init__(waiting, runtime, ends)
+        #: What took them (it gives them back); the runtime started them (it forgets their starts).
+        self.drain = drain
+
+    def next(self) -> tuple[str, str, int, int] | None:
+        """The next step to run (None: none left, or sent back), its time counted from now."""
+        item = self.pop()
+        return None if item is None else item[1]
+
+    def left(self, older_than: float = 0.0) -> list[tuple[TakenStep, tuple[str, str, int, int]]]:
+        """The steps not run, taken out of the batch (none while the current step is younger than ``older_than``),
+        their kept starts dropped (a new take of one starts it anew)."""
+        left = super().left(older_than)
+        runtime = self.runtime
+        for _, (instance_id, node, seq, attempt) in left:
+            runtime.store.forget_start(instance_id, node, seq, attempt, runtime.carrier(node, seq, attempt))
+        return left
+
+    def _hand_on(self, items: list[tuple[TakenStep, tuple[str, str, int, int]]]) -> None:
+        self.drain.give_back([item for item, _ in items])
+
+
+class _Confirmed(_Waiting[HeldStep]):
+    """A batch's held steps (:class:`HeldStep`) whose transitions were confirmed and that a thread has not run
+    yet. Handed on, each goes to its queue as a message of its own (its attempt unchanged), for any worker
+    to run; one that cannot be sent stays where it is, confirmed at its step and carried by this process,
+    for its timeout to send again (never back to this batch: were it sent after all, its action would run
+    twice)."""
+
+    def _hand_on(self, items: list[HeldStep]) -> None:
+        for held in items:
             instance = held.instance
             try:
                 self.runtime.resend(instance, held.definition, instance.attempt, None)
@@ -245,11 +239,11 @@ class _Release:
 
     def __init__(self, after: float) -> None:
         self.after = after
-        self._batches: set[_Batch | _Confirmed] = set()
+        self._batches: set[_Waiting[Any]] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, batch: _Batch | _Confirmed) -> None:
+    def watch(self, batch: _Waiting[Any]) -> None:
         """Look after ``batch`` until :meth:`forget`."""
         with self._lock:
             self._batches.add(batch)
@@ -257,7 +251,7 @@ class _Release:
                 self._thread = threading.Thread(target=self._run, name="drain-release", daemon=True)
                 self._thread.start()
 
-    def forget(self, batch: _Batch | _Confirmed) -> None:
+    def forget(self, batch: _Waiting[Any]) -> None:
         """Stop looking after ``batch``."""
         with self._lock:
             self._batches.discard(batch)
@@ -271,9 +265,9 @@ class _Release:
                 self.send_back(batch, self.after)
 
     @staticmethod
-    def send_back(batch: _Batch | _Confirmed, older_than: float) -> int:
+    def send_back(batch: _Waiting[Any], older_than: float) -> int:
         """Send back the steps of ``batch`` not run when its current step is ``older_than`` seconds old; how many."""
-        left: list[Any] = batch.left(older_than)
+        left = batch.left(older_than)
         if not left:
             return 0
         try:
@@ -413,21 +407,17 @@ class Draining(Hook):
                 patiently(lambda step=step: run_step(*step, execute, inline))
             return
         runtime.confirm_together(False)  # what runs from here runs as a step alone would
-        to_run = []
-        for instance_id, (_, waiting) in held.items():
-            applied = confirmed.get(instance_id)
-            if applied is not None and applied.applied and applied.status is InstanceStatus.RUNNING:
-                to_run.append(waiting)
-            else:
-                waiting.resume(applied)  # moved on meanwhile (paused, cancelled): nothing runs
+        # one that moved on meanwhile (paused, cancelled, refused) does not run: its step stays where it is
+        to_run = [waiting for instance_id, (_, waiting) in held.items()
+                  if (applied := confirmed.get(instance_id)) is not None and applied.applied
+                  and applied.status is InstanceStatus.RUNNING]
         batch = _Confirmed(to_run, runtime, runtime.held_ends())
         self.release.watch(batch)
         try:
-            while (next_step := batch.next()) is not None:
-                instance_id = next_step.instance.id
+            while (next_step := batch.pop()) is not None:
                 # a Redis error: as for any step, its delivered step runs again (and finds where it stands)
-                tries = [functools.partial(next_step.resume, confirmed[instance_id])]
-                delivered = held[instance_id][0]
+                tries = [next_step.resume]
+                delivered = held[next_step.instance.id][0]
                 patiently(lambda tries=tries, delivered=delivered: tries.pop()() if tries
                           else run_step(*delivered, execute, inline))
         finally:
