@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -78,6 +80,19 @@ def _queued_soon(engine: Engine, count: int) -> int:
 
 def _drain(engine: Engine, work: Any) -> int:
     return runtime_of(engine).after_delivery("svc", lambda task: task == "svc.work", work, None)
+
+
+@contextmanager
+def _stuck(drain: Callable[[Engine, Any], int], engine: Engine, work: Any, hang: threading.Event) -> Iterator[None]:
+    """``drain(engine, work)`` on a thread named ``stuck`` while the block runs (one of its actions waits
+    for ``hang``); then ``hang`` is set and the thread joined."""
+    stuck = threading.Thread(target=drain, args=(engine, work), name="stuck")
+    stuck.start()
+    try:
+        yield
+    finally:
+        hang.set()
+        stuck.join(30)
 
 
 def test_batches_are_the_default_and_the_setting_turns_them_off() -> None:
@@ -235,16 +250,11 @@ def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_ru
             assert hang.wait(60), "the test never let the first step go"
         return Transition("ok")
 
-    stuck = threading.Thread(target=_drain, args=(engine, work), name="stuck")
-    stuck.start()
-    try:
+    with _stuck(_drain, engine, work, hang):
         # the three steps behind the one that hangs went back to the queue: another thread runs them
         assert _queued_soon(engine, 3) == 3
         assert _drain(engine, work) == 3
         assert [engine.get(iid).status for iid in ids] == [InstanceStatus.RUNNING] + [InstanceStatus.SUCCEEDED] * 3
-    finally:
-        hang.set()
-        stuck.join(30)
     assert engine.get(ids[0]).status is InstanceStatus.SUCCEEDED
     assert sorted(ran) == ["MainThread"] * 3 + ["stuck"]  # each action ran once
 
@@ -421,9 +431,7 @@ def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_th
             assert hang.wait(60), "the test never let the second write go"
         return Transition("ok")
 
-    stuck = threading.Thread(target=_drain_inline, args=(engine, work), name="stuck")
-    stuck.start()
-    try:
+    with _stuck(_drain_inline, engine, work, hang):
         # the two confirmed at their write behind the one that hangs went to the queue, a message each,
         # and the end the stuck thread held for the first one went out: it does not wait either
         assert _queued_soon(engine, 2) == 2
@@ -431,9 +439,6 @@ def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_th
         assert [engine.get(iid).node for iid in ids[2:]] == ["write"] * 2
         assert _drain_inline(engine, work) == 2
         assert [engine.get(iid).status for iid in ids[2:]] == [InstanceStatus.SUCCEEDED] * 2
-    finally:
-        hang.set()
-        stuck.join(30)
     assert engine.get(ids[1]).status is InstanceStatus.SUCCEEDED
     writes = sorted((n, thread) for action, n, thread in ran if action == "write")
     assert writes == [(0, "stuck"), (1, "stuck"), (2, "MainThread"), (3, "MainThread")]  # each once
