@@ -383,17 +383,7 @@ class Pipeline(StepOutcomes):
         for :meth:`confirm_together`; what each instance's last one gave, by instance id."""
         pending = getattr(self._held, "pending", None) or []
         self._held.pending = []
-        ends = self.held_ends()
-        deferred = ends.take()
-        changes = [*deferred, *pending]
-        if not changes:
-            return {}
-        try:
-            applied = self.apply_changes(changes)
-        except Exception:
-            ends.restore(deferred)
-            raise
-        return {instance_id: done for (_, instance_id, _, _), done in zip(changes, applied, strict=True)}
+        return {instance_id: done for (_, instance_id, _, _), done in self._send_after(self.held_ends(), pending)}
 
     def send_deferred(self) -> None:
         """Send the ends this thread holds (:meth:`defer_ends`), in one round trip."""
@@ -402,13 +392,21 @@ class Pipeline(StepOutcomes):
     def send_ends(self, ends: HeldEnds) -> None:
         """Send the changes ``ends`` holds -- this thread's, or another's that runs a slow step (a batch's
         release) -- in one round trip; when that fails, they stay held (and this raises)."""
-        changes = ends.take()
-        if changes:
-            try:
-                self.apply_changes(changes)
-            except Exception:
-                ends.restore(changes)
-                raise
+        self._send_after(ends, [])
+
+    def _send_after(self, ends: HeldEnds, changes: Sequence[HeldChange]) -> list[tuple[HeldChange, Applied]]:
+        """Send the changes ``ends`` holds, then ``changes``, in one round trip (none when there are none);
+        each change sent with what it gave. When that fails, ``ends``' changes stay held (and this raises)."""
+        deferred = ends.take()
+        sent = [*deferred, *changes]
+        if not sent:
+            return []
+        try:
+            applied = self.apply_changes(sent)
+        except Exception:
+            ends.restore(deferred)
+            raise
+        return list(zip(sent, applied, strict=True))
 
     def held_ends(self) -> HeldEnds:
         """This thread's held ends (:meth:`defer_ends`)."""
@@ -651,12 +649,7 @@ class Pipeline(StepOutcomes):
         if not held and not ends.changes:
             return self.apply_change(definition, instance_id, change, step)
         self._held.changes = []
-        deferred = ends.take()
-        try:
-            return self.apply_changes([*deferred, *held, (definition, instance_id, change, step)])[-1]
-        except Exception:
-            ends.restore(deferred)
-            raise
+        return self._send_after(ends, [*held, (definition, instance_id, change, step)])[-1][1]
 
     def _unheld(self) -> StepReport | None:
         """Before a step that did not answer a transition records what happened to it: send this thread's
