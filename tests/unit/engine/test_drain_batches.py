@@ -61,12 +61,21 @@ def _engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str, limit:
     return engine
 
 
+#: A release time no step of these tests reaches, however busy the machine.
+NEVER = 3600.0
+
+
+def _release_of(engine: Engine) -> Any:
+    """The draining concern's release of ``engine`` (its ``after``: seconds a step runs before the rest go back)."""
+    draining = runtime_of(engine).hook(Draining)
+    assert isinstance(draining, Draining)
+    return draining.release
+
+
 def _releasing_engine(celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> Engine:
     """An engine draining batches of 4 whose batch sends its steps back after a step has run 0.3 s."""
     engine = _engine(celery_app, real_redis, key_prefix, limit=4)
-    draining = runtime_of(engine).hook(Draining)
-    assert isinstance(draining, Draining)
-    draining.release.after = 0.3
+    _release_of(engine).after = 0.3
     return engine
 
 
@@ -253,6 +262,7 @@ def test_a_step_that_runs_long_sends_the_rest_of_its_batch_back_for_others_to_ru
     with _stuck(_drain, engine, work, hang):
         # the three steps behind the one that hangs went back to the queue: another thread runs them
         assert _queued_soon(engine, 3) == 3
+        _release_of(engine).after = NEVER  # (that thread's batch is not released, however slow its steps)
         assert _drain(engine, work) == 3
         assert [engine.get(iid).status for iid in ids] == [InstanceStatus.RUNNING] + [InstanceStatus.SUCCEEDED] * 3
     assert engine.get(ids[0]).status is InstanceStatus.SUCCEEDED
@@ -418,9 +428,8 @@ def test_an_action_with_external_effects_runs_right_after_its_own_instance_is_co
 def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_their_queue(
         celery_app: Celery, real_redis: redis.Redis, key_prefix: str) -> None:
     engine = _releasing_engine(celery_app, real_redis, key_prefix)
-    draining = runtime_of(engine).hook(Draining)
-    assert isinstance(draining, Draining)
-    draining.release.after = 1.0  # well above the reads' time, on a loaded machine too
+    release = _release_of(engine)
+    release.after = NEVER  # until the write that hangs: the steps before it are not released, however slow
     engine.publish(load_definition(json.dumps(READ_THEN_WRITE)))
     ids = engine.start_many("read-then-write", [{"n": n} for n in range(4)])
     hang, ran = threading.Event(), []
@@ -428,6 +437,7 @@ def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_th
     def work(node: Any, payload: Any) -> Transition:
         ran.append((node.action, payload["n"], threading.current_thread().name))
         if node.action == "write" and payload["n"] == 1:
+            release.after = 0.3
             assert hang.wait(60), "the test never let the second write go"
         return Transition("ok")
 
@@ -437,6 +447,7 @@ def test_a_writing_action_that_runs_long_hands_the_confirmed_ones_after_it_to_th
         assert _queued_soon(engine, 2) == 2
         assert [engine.get(iid).status for iid in ids[:2]] == [InstanceStatus.SUCCEEDED, InstanceStatus.RUNNING]
         assert [engine.get(iid).node for iid in ids[2:]] == ["write"] * 2
+        release.after = NEVER
         assert _drain_inline(engine, work) == 2
         assert [engine.get(iid).status for iid in ids[2:]] == [InstanceStatus.SUCCEEDED] * 2
     assert engine.get(ids[1]).status is InstanceStatus.SUCCEEDED
